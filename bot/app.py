@@ -1,0 +1,132 @@
+"""Composition root: the only module that wires Slack handlers, the core and the adapters.
+
+``create_app(settings, *, store=None, platforms=None, slack_client=None)`` returns a
+``BotApp`` holding the Bolt app, the service, the executor and the leader scheduler;
+nothing is built at import time (no module-level ``App``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from bot.aftercare import Aftercare
+from bot.config import RollbackConfig, load_config
+from bot.db import migrate, open_pool, resolve_database_url
+from bot.executor import Executor
+from bot.jobs import JobStore
+from bot.ports import Clock, utcnow
+from bot.scheduler import LeaderScheduler
+from bot.service import RollbackService
+from bot.settings import Settings
+from bot.store import Store
+from platforms.base import Platform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotApp:
+    settings: Settings
+    config: RollbackConfig
+    bolt: App
+    service: RollbackService
+    store: Store
+    executor: Executor
+    scheduler: LeaderScheduler
+    database_url: str = field(repr=False)
+    _started: bool = False
+
+    def start_background(self) -> None:
+        """Executor workers and the scheduler tick; idempotent."""
+        if self._started:
+            return
+        self._started = True
+        if self.settings.run_executor:
+            self.executor.start()
+        if self.settings.run_scheduler:
+            self.scheduler.start()
+
+    def stop(self) -> None:
+        self.executor.stop()
+        self.scheduler.stop()
+        self.store.pool.close()
+
+
+def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
+    """One adapter per platform the catalog uses; adapters are imported only when needed."""
+    wanted = {p for svc in config.services.values() for p in svc.platforms()}
+    registry: dict[str, Platform] = {}
+    if "kubernetes" in wanted:
+        try:
+            from platforms.kubernetes import KubernetesPlatform
+
+            svc = next(s for s in config.services.values() if s.kubernetes)
+            assert svc.kubernetes is not None
+            registry["kubernetes"] = KubernetesPlatform.from_config(
+                kubeconfig=svc.kubernetes.kubeconfig, context=svc.kubernetes.context)
+        except Exception as exc:  # no cluster credentials here: the platform is unavailable
+            log.warning("kubernetes adapter unavailable: %s", exc)
+    if "fake" in wanted:
+        from platforms.fake import FakePlatform
+
+        svc = next(s for s in config.services.values() if s.fake is not None)
+        opts: dict[str, Any] = dict(svc.fake or {})
+        registry["fake"] = FakePlatform(
+            state_file=opts.get("state_file"),
+            rollout_seconds=float(opts.get("rollout_seconds", 0)),
+            revisions=int(opts.get("revisions", 3)),
+        )
+    for name in wanted - set(registry) - {"kubernetes"}:
+        log.warning("no %s adapter in this build; requests on %s will be refused", name, name)
+    return registry
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None,
+    platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
+    config: RollbackConfig | None = None, clock: Clock = utcnow,
+) -> BotApp:
+    from handlers import actions, commands, middleware, modals
+    from handlers import errors as error_handlers
+    from handlers.gateway import SlackChat, SlackDirectory
+
+    config = config or load_config(settings.config_path)
+    database_url = settings.database_url or resolve_database_url()
+    if store is None:
+        migrate(database_url)
+        store = Store(open_pool(database_url))
+    client = slack_client or WebClient(token=settings.slack_bot_token,
+                                       base_url=settings.slack_api_url)
+    bolt = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        token_verification_enabled=False,  # start even when Slack is briefly unreachable
+        request_verification_enabled=True,
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+    chat = SlackChat(client)
+    jobs = JobStore(store.pool)
+    executor_ref: list[Executor] = []
+    service = RollbackService(
+        config=config, store=store, jobs=jobs,
+        platforms=platforms if platforms is not None else build_platforms(config),
+        chat=chat, directory=SlackDirectory(client), clock=clock,
+        on_approved=lambda rid: executor_ref[0].wake(rid) if executor_ref else None,
+    )
+    executor = Executor(service=service, settings=config.executor, aftercare=Aftercare(service))
+    executor_ref.append(executor)
+    scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
+                                clock=clock)
+    middleware.register(bolt, store)
+    error_handlers.register(bolt, chat)
+    commands.register(bolt, service)
+    actions.register(bolt, service)
+    modals.register(bolt, service)
+    return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
+                  executor=executor, scheduler=scheduler, database_url=database_url)

@@ -1,0 +1,84 @@
+"""The immediate assessment posted with a request: revisions, rollout, health, errors, logs.
+
+Every probe runs concurrently with its own timeout; a probe that fails or times out is
+reported as such and never blocks or fails the request itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import httpx
+
+from bot.config import ServiceConfig
+from platforms.base import Platform, Target
+
+log = logging.getLogger(__name__)
+
+PROBE_TIMEOUT = 5.0
+_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="assess")
+
+
+def _rollout(platform: Platform, target: Target) -> dict[str, Any]:
+    st = platform.rollout_status(target)
+    return {"ok": st.done and not st.failed, "text": st.message}
+
+
+def _health(service: ServiceConfig) -> dict[str, Any]:
+    assert service.health is not None
+    started = time.perf_counter()
+    resp = httpx.get(service.health.url, timeout=service.health.timeout_seconds)
+    ms = (time.perf_counter() - started) * 1000
+    ok = resp.status_code == service.health.expect_status
+    return {"ok": ok, "text": f"HTTP {resp.status_code} in {ms:.0f} ms"}
+
+
+def _error_rate(service: ServiceConfig) -> dict[str, Any]:
+    from bot.prometheus import instant_query
+
+    assert service.prometheus is not None
+    with httpx.Client(timeout=PROBE_TIMEOUT) as client:
+        value = instant_query(service.prometheus.url, service.prometheus.error_rate_query,
+                              client=client)
+    if value is None:
+        return {"ok": True, "text": "no data"}
+    ok = value <= service.prometheus.error_rate_threshold
+    return {"ok": ok, "text": f"{value * 100:.2f}% 5xx", "value": value}
+
+
+def _logs(platform: Platform, target: Target) -> dict[str, Any]:
+    text = platform.logs_tail(target, lines=100)
+    if text is None:
+        return {"ok": True, "text": "not provided by the platform"}
+    return {"ok": True, "text": f"{len(text.splitlines())} lines attached", "logs": text}
+
+
+def assess(
+    *, service: ServiceConfig, platform: Platform, target: Target, timeout: float = PROBE_TIMEOUT
+) -> dict[str, Any]:
+    """Run the probes concurrently; returns {probe: {ok, text, ...}} for every probe."""
+    probes: dict[str, Callable[[], dict[str, Any]]] = {
+        "rollout": lambda: _rollout(platform, target),
+        "logs": lambda: _logs(platform, target),
+    }
+    if service.health:
+        probes["health"] = lambda: _health(service)
+    if service.prometheus:
+        probes["error_rate"] = lambda: _error_rate(service)
+    futures = {name: _pool.submit(fn) for name, fn in probes.items()}
+    deadline = time.monotonic() + timeout
+    out: dict[str, Any] = {}
+    for name, fut in futures.items():
+        try:
+            out[name] = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            out[name] = {"ok": False, "text": f"timed out after {timeout:.0f}s"}
+        except Exception as exc:  # a broken probe is a finding, not a failure of the request
+            log.info("assessment probe %s failed: %s", name, type(exc).__name__)
+            out[name] = {"ok": False, "text": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
+    return out

@@ -1,0 +1,123 @@
+"""``rollback-bot`` command line: serve, run (the main job), check-config, sandbox tools.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage (with the key path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import default_config_path, load_config
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"ts": self.formatTime(record), "level": record.levelname,
+                "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data)
+
+
+def setup_logging(fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for noisy in ("waitress.queue", "apscheduler", "httpx", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else default_config_path()
+    try:
+        cfg = load_config(path)
+    except ConfigError as err:
+        print(f"{err.source}: invalid configuration", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(f"{path}: ok ({len(cfg.services)} service(s): {', '.join(sorted(cfg.services))})")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.app import create_app
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_format)
+    if not settings.has_slack_credentials:
+        print("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET are required for `serve` "
+              "(use `rollback-bot run` for the sandbox).", file=sys.stderr)
+        return 2
+    try:
+        bot = create_app(settings)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+        return 2
+    bot.start_background()
+    if settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        logging.getLogger(__name__).info("Socket Mode (SLACK_APP_TOKEN set)")
+        from bot.server import HttpServer
+
+        HttpServer(bot, host=settings.host, port=settings.port).start()  # health + metrics
+        SocketModeHandler(bot.bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
+        return 0
+    from bot.server import HttpServer
+
+    server = HttpServer(bot, host=settings.host, port=settings.port)
+    logging.getLogger(__name__).info("serving Slack on %s/slack/events", server.url)
+    server.serve_forever()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if settings.has_slack_credentials:
+        return cmd_serve(args)
+    from sandbox.runner import run_sandbox
+
+    setup_logging(settings.log_format)
+    return int(run_sandbox(port=args.port))
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox import cli as sandbox_cli  # type: ignore[attr-defined]
+
+    return int(sandbox_cli.main(args.sandbox_args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rollback-bot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check-config", help="validate a rollback.yml; exit 2 on errors")
+    p.add_argument("file", nargs="?")
+    p.set_defaults(fn=cmd_check_config)
+    p = sub.add_parser("serve", help="serve Slack (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("run", help="the main job: serve Slack, or the sandbox without creds")
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("sandbox", help="talk to the local sandbox (say, drill)")
+    p.add_argument("sandbox_args", nargs=argparse.REMAINDER)
+    p.set_defaults(fn=cmd_sandbox)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.fn(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Parses the ``/rollback`` command text into a typed request; errors name the bad token."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from bot.config import PLATFORMS, SCOPES, Severity
+from bot.errors import ParseError
+
+SUBCOMMANDS = ("help", "services", "status", "history", "cancel")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    verb: str  # help | services | status | history | cancel | request | modal
+    service: str | None = None
+    argument: str | None = None
+    to: int | None = None
+    severity: Severity | None = None
+    scope: list[str] = field(default_factory=list)
+    platform: str | None = None
+    reason: str = ""
+
+
+def _value(tokens: list[str], i: int, flag: str) -> str:
+    if i + 1 >= len(tokens) or tokens[i + 1].startswith("--"):
+        raise ParseError(f"`{flag}` needs a value.")
+    return tokens[i + 1]
+
+
+def parse(text: str) -> Parsed:
+    try:
+        tokens = shlex.split(text.replace("“", '"').replace("”", '"'))
+    except ValueError as exc:
+        raise ParseError(f"Could not read the command: {exc}.") from None
+    if not tokens or tokens[0] == "help":
+        return Parsed("help")
+    head = tokens[0]
+    if head in SUBCOMMANDS:
+        if head == "services":
+            return Parsed("services")
+        arg = tokens[1] if len(tokens) > 1 else None
+        if head in ("history", "cancel") and arg is None:
+            raise ParseError(f"`{head}` needs {'a service' if head == 'history' else 'an ID'}.")
+        if len(tokens) > 2:
+            raise ParseError(f"Unexpected `{tokens[2]}` after `{head} {arg}`.")
+        return Parsed(head, argument=arg)
+    if head.startswith("--"):
+        raise ParseError(f"Expected a service name before `{head}`.")
+    if len(tokens) == 1:
+        return Parsed("modal", service=head)
+    to: int | None = None
+    severity: Severity | None = None
+    scope: list[str] = []
+    platform: str | None = None
+    reason = ""
+    i = 1
+    while i < len(tokens):
+        tok = tokens[i]
+        flag, eq, inline = tok.partition("=")
+        if not flag.startswith("--"):
+            raise ParseError(f"Unexpected `{tok}`: options start with `--`.")
+        raw = inline if eq else _value(tokens, i, flag)
+        step = 1 if eq else 2
+        if flag == "--to":
+            digits = raw.removeprefix("rev").removeprefix("-")
+            if not digits.isdigit() or int(digits) <= 0:
+                raise ParseError(f"`--to {raw}`: a revision is a positive number.")
+            to = int(digits)
+        elif flag == "--severity":
+            try:
+                severity = Severity(raw.upper())
+            except ValueError:
+                raise ParseError(f"`--severity {raw}`: use P0, P1, P2 or P3.") from None
+        elif flag == "--scope":
+            scope = [s.strip() for s in raw.split(",") if s.strip()]
+            bad = [s for s in scope if s not in SCOPES]
+            if bad or not scope:
+                raise ParseError(f"`--scope {raw}`: choose from {', '.join(SCOPES)}.")
+        elif flag == "--platform":
+            if raw not in PLATFORMS:
+                raise ParseError(f"`--platform {raw}`: choose kubernetes, ecs or fly.")
+            platform = raw
+        elif flag == "--reason":
+            reason = raw
+        else:
+            raise ParseError(f"Unknown option `{flag}`.")
+        i += step
+    return Parsed("request", service=head, to=to, severity=severity, scope=scope,
+                  platform=platform, reason=reason)

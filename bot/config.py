@@ -1,0 +1,345 @@
+"""The service catalog and policy (``rollback.yml``) as validated pydantic models.
+
+Secrets never live in the file: a field ending in ``_env`` names an environment variable
+that is read when the value is needed (see ``secret()``), so the file can be committed and
+nothing secret is ever echoed by ``check-config``, Slack messages or logs.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+PLATFORMS = ("kubernetes", "ecs", "fly", "fake")
+SCOPES = ("app", "db", "config", "external")
+
+
+class Severity(StrEnum):
+    P0 = "P0"
+    P1 = "P1"
+    P2 = "P2"
+    P3 = "P3"
+
+
+class PolicyMode(StrEnum):
+    """The runbook's decision matrix, one mode per severity."""
+
+    IMMEDIATE = "immediate"  # P0: roll back now, full scope
+    HOTFIX_WINDOW = "hotfix_window"  # P1: roll back unless a hotfix lands within the window
+    EVALUATE = "evaluate"  # P2: decide within the window, reminder when it ends
+    NEXT_DEPLOYMENT = "next_deployment"  # P3: record only; executing needs an override
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def secret(env_name: str | None) -> str | None:
+    """Resolve a ``*_env`` indirection at the moment of use; never cache or log the value."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name)
+
+
+# ------------------------------------------------------------------ platform targets
+class KubernetesTarget(Strict):
+    namespace: str
+    deployment: str
+    context: str | None = None
+    kubeconfig: str | None = None
+    config_maps: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    rollout_timeout_seconds: float = 600
+
+
+class EcsTarget(Strict):
+    cluster: str
+    service: str
+    family: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    rollout_timeout_seconds: float = 600
+
+
+class FlyTarget(Strict):
+    app: str
+    org: str = "personal"
+    api_url: str = "https://api.machines.dev"
+    token_env: str = "FLY_API_TOKEN"
+    rollout_timeout_seconds: float = 600
+
+
+# ----------------------------------------------------------------------- checks
+class EnvHeader(Strict):
+    """A header value from the environment: ``{env: OPENAI_API_KEY, prefix: "Bearer "}``."""
+
+    env: str
+    prefix: str = ""
+
+
+class HttpProbe(Strict):
+    """A declarative HTTP check: external services, functional smoke tests, webhooks."""
+
+    name: str
+    url: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    headers_env: dict[str, EnvHeader | str] = Field(
+        default_factory=dict, description="header name -> env var (optionally with a prefix)"
+    )
+    json_body: Any = Field(default=None, alias="json")
+    expect_status: list[int] = Field(default_factory=lambda: [200])
+    max_latency_ms: float | None = None
+    timeout_seconds: float = 10
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("expect_status", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+
+class HealthCheck(Strict):
+    url: str
+    expect_status: int = 200
+    timeout_seconds: float = 5
+    samples: int = 10
+
+
+class PrometheusConfig(Strict):
+    url: str
+    error_rate_query: str
+    error_rate_threshold: float = 0.05
+    latency_query: str | None = None
+
+
+class DatabaseConfig(Strict):
+    dsn_env: str
+    backup_location: str
+    verify_queries: list[str] = Field(default_factory=list)
+    backup_max_age_hours: float = 24
+    slow_query_ms: float = 100
+
+
+class StatuspageConfig(Strict):
+    api_url: str = "https://api.statuspage.io/v1"
+    page_id: str
+    api_key_env: str
+    component_id: str | None = None
+
+
+class Stakeholders(Strict):
+    channels: list[str] = Field(default_factory=list)
+    statuspage: StatuspageConfig | None = None
+
+
+class Approvers(Strict):
+    usergroup: str | None = None
+    users: list[str] = Field(default_factory=list)
+
+
+class MonitoringConfig(Strict):
+    duration_seconds: float = 2 * 3600
+    interval_seconds: float = 300
+    consecutive_health_failures: int = 3
+    latency_threshold_ms: float = 2000
+
+
+# ----------------------------------------------------------------------- policy
+class SeverityPolicy(Strict):
+    mode: PolicyMode
+    scope: list[str] = Field(default_factory=lambda: ["app"])
+    allow_self_approval: bool = False  # P0 break glass: an approver may approve their own
+    window_minutes: float | None = None  # P1 hotfix window / P2 evaluate window
+    checklist_required: list[str] = Field(default_factory=list)
+
+
+CHECKLIST_ITEMS = {
+    "incident_commander": "Incident commander assigned",
+    "decision_approved": "Rollback decision approved by technical lead",
+    "stakeholders_notified": "Stakeholders notified",
+    "backup_verified": "Database backup verified",
+    "previous_version": "Previous stable version identified",
+    "team_assembled": "Team assembled",
+}
+# Items the bot can tick itself; the rest are ticked by people in the message.
+AUTOMATIC_CHECKLIST_ITEMS = ("previous_version", "backup_verified", "stakeholders_notified")
+
+
+def _default_policies() -> dict[Severity, SeverityPolicy]:
+    return {
+        Severity.P0: SeverityPolicy(
+            mode=PolicyMode.IMMEDIATE,
+            scope=["app", "db", "config", "external"],
+            allow_self_approval=True,
+            checklist_required=["previous_version"],
+        ),
+        Severity.P1: SeverityPolicy(
+            mode=PolicyMode.HOTFIX_WINDOW,
+            window_minutes=15,
+            checklist_required=["incident_commander", "previous_version"],
+        ),
+        Severity.P2: SeverityPolicy(
+            mode=PolicyMode.EVALUATE,
+            window_minutes=60,
+            checklist_required=["incident_commander", "previous_version", "decision_approved"],
+        ),
+        Severity.P3: SeverityPolicy(mode=PolicyMode.NEXT_DEPLOYMENT),
+    }
+
+
+class Policy(Strict):
+    severities: dict[Severity, SeverityPolicy] = Field(default_factory=_default_policies)
+    default_severity: Severity = Severity.P1
+    approval_expiry_minutes: float = 30
+    allowed_channels: list[str] = Field(default_factory=lambda: ["inc-*", "incident-*"])
+    review_within_hours: float = 24
+    postmortem_within_hours: float = 48
+
+    @model_validator(mode="after")
+    def _all_severities(self) -> Policy:
+        missing = [s.value for s in Severity if s not in self.severities]
+        if missing:
+            defaults = _default_policies()
+            merged = {**{s: defaults[s] for s in Severity}, **self.severities}
+            object.__setattr__(self, "severities", merged)
+        return self
+
+    def for_severity(self, severity: Severity) -> SeverityPolicy:
+        return self.severities[severity]
+
+    def channel_allowed(self, channel_name: str) -> bool:
+        return any(fnmatch.fnmatchcase(channel_name, p) for p in self.allowed_channels)
+
+
+# ---------------------------------------------------------------------- service
+class ServiceConfig(Strict):
+    description: str = ""
+    default_platform: Literal["kubernetes", "ecs", "fly", "fake"] | None = None
+    kubernetes: KubernetesTarget | None = None
+    ecs: EcsTarget | None = None
+    fly: FlyTarget | None = None
+    fake: dict[str, Any] | None = None
+    health: HealthCheck | None = None
+    prometheus: PrometheusConfig | None = None
+    database: DatabaseConfig | None = None
+    external_checks: list[HttpProbe] = Field(default_factory=list)
+    functional_checks: list[HttpProbe] = Field(default_factory=list)
+    webhooks: list[HttpProbe] = Field(default_factory=list)
+    stakeholders: Stakeholders = Field(default_factory=Stakeholders)
+    approvers: Approvers | None = None
+    incident_channel_pattern: str | None = None
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    policy: Policy | None = None
+
+    @model_validator(mode="after")
+    def _has_target(self) -> ServiceConfig:
+        configured = self.platforms()
+        if not configured:
+            raise ValueError("at least one of kubernetes, ecs, fly must be configured")
+        if self.default_platform and self.default_platform not in configured:
+            raise ValueError(f"default_platform {self.default_platform!r} has no target section")
+        return self
+
+    def platforms(self) -> list[str]:
+        return [p for p in PLATFORMS if getattr(self, p) is not None]
+
+    def platform_or_default(self, requested: str | None) -> str:
+        if requested:
+            return requested
+        return self.default_platform or self.platforms()[0]
+
+
+class SlackSettings(Strict):
+    command: str = "/rollback"
+    approvers: Approvers = Field(default_factory=Approvers)
+
+
+class ExecutorSettings(Strict):
+    lease_seconds: float = 30
+    heartbeat_seconds: float = 5
+    poll_seconds: float = 1
+    max_transient_retries: int = 5
+    backoff_base_seconds: float = 1
+    workers: int = 2
+
+
+class RollbackConfig(Strict):
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    policy: Policy = Field(default_factory=Policy)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    services: dict[str, ServiceConfig]
+
+    @field_validator("services")
+    @classmethod
+    def _non_empty(cls, v: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        if not v:
+            raise ValueError("at least one service is required")
+        return v
+
+    def service(self, name: str) -> ServiceConfig | None:
+        return self.services.get(name)
+
+    def policy_for(self, service: str) -> Policy:
+        svc = self.services.get(service)
+        return svc.policy if svc and svc.policy else self.policy
+
+    def approvers_for(self, service: str) -> Approvers:
+        svc = self.services.get(service)
+        return svc.approvers if svc and svc.approvers else self.slack.approvers
+
+
+# ---------------------------------------------------------------------- loading
+def _format_errors(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "field required"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{path}: {msg}")
+    return lines
+
+
+def parse_config(data: Any, *, source: str = "<config>") -> RollbackConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["<root>: expected a mapping"])
+    try:
+        return RollbackConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, _format_errors(err)) from None
+
+
+def load_config(path: str | Path) -> RollbackConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"<file>: cannot read: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"<file>: invalid YAML: {exc}"]) from None
+    return parse_config(data, source=str(p))
+
+
+def default_config_path() -> Path:
+    """``ROLLBACK_CONFIG``, else ``rollback.yml``, else the bundled example."""
+    env = os.environ.get("ROLLBACK_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("rollback.yml")
+    if local.exists():
+        return local
+    return Path(__file__).resolve().parent.parent / "rollback.example.yml"

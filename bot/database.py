@@ -1,0 +1,504 @@
+"""The runbook's "Database Rollback": pg_dump backups, restore, integrity and slow-query checks.
+
+Passwords never reach argv, logs or error messages: they go to libpq through PGPASSWORD and
+every message that could carry a DSN passes through ``redact_dsn``/``scrub_dsn`` first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bot.errors import RollbackBotError
+
+log = logging.getLogger(__name__)
+
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MAX_STDERR = 2000  # pg_restore can print thousands of lines; the tail says what broke
+
+
+# ------------------------------------------------------------------------------ errors
+class DatabaseOperationError(RollbackBotError):
+    """A backup/restore/verify step failed; the message is already free of passwords."""
+
+
+class PgToolNotFound(DatabaseOperationError):
+    pass
+
+
+class BackupError(DatabaseOperationError):
+    pass
+
+
+class RestoreError(DatabaseOperationError):
+    pass
+
+
+# ------------------------------------------------------------------------- value types
+@dataclass(frozen=True)
+class BackupInfo:
+    path: Path
+    size: int
+    created: datetime
+
+
+@dataclass(frozen=True)
+class BackupCheck:
+    ok: bool
+    detail: str
+    age: timedelta | None
+    entries: int = 0  # TOC entries pg_restore listed; 0 when unreadable
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One verify query; ``value`` is the first column of the first row (or the whole row
+    when it has several columns, None when no rows)."""
+
+    query: str
+    ok: bool
+    value: Any
+    duration_ms: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SlowQuery:
+    query: str
+    calls: int
+    mean_ms: float
+    total_ms: float
+
+
+# ---------------------------------------------------------------------------- secrets
+_URI_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^/?#\s]*)@")
+_URI_PARAM = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
+_KV_PARAM = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (URI userinfo, ?password=, key=value)."""
+
+    def _star(m: re.Match[str]) -> str:
+        return m.group("pre") + ("***" if m.group("pw") else "")
+
+    if "://" in dsn:
+        out = _URI_USERINFO.sub(lambda m: _star(m) + "@", dsn)
+        return _URI_PARAM.sub(_star, out)
+    return _KV_PARAM.sub(_star, dsn)
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        pw = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return None
+    return str(pw) if pw else None
+
+
+def scrub_dsn(text: str, dsn: str) -> str:
+    """Remove the DSN's password from arbitrary text (tool stderr, driver errors)."""
+    out = text.replace(dsn, redact_dsn(dsn)) if dsn else text
+    pw = _password(dsn)
+    # Very short passwords are not replaced verbatim: that would mangle every message and
+    # a tool never echoes a bare password anyway; the DSN forms above are still redacted.
+    if pw and len(pw) >= 4:
+        out = out.replace(pw, "***")
+    return out
+
+
+def _libpq_args(dsn: str) -> tuple[str, dict[str, str]]:
+    """Split ``dsn`` into a password-free conninfo for argv and an environment for libpq."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        # psycopg's parse error quotes the offending fragment, which may be the password.
+        raise DatabaseOperationError(f"invalid DSN: {redact_dsn(dsn)}") from None
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **params), env
+
+
+def _utc(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (a naive time would mislabel the backup)")
+    return now.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------ tools
+def _pgserver_bin() -> Path | None:
+    try:
+        import pgserver  # optional: only present where the embedded server is used
+    except ImportError:
+        return None
+    return Path(os.path.dirname(pgserver.__file__)) / "pginstall" / "bin"
+
+
+@functools.lru_cache(maxsize=32)
+def _tool_major(path: str) -> int | None:
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\b(\d+)(?:\.\d+)+", out) or re.search(r"\b(\d+)\b", out)
+    return int(m.group(1)) if m else None
+
+
+def pg_tool_candidates(name: str) -> list[str]:
+    """Where ``name`` can be found, in preference order: PATH, then pgserver's binaries."""
+    if not name or "/" in name:
+        raise ValueError(f"expected a bare tool name, got {name!r}")
+    found: list[str] = []
+    on_path = shutil.which(name)
+    if on_path:
+        found.append(on_path)
+    bundled = _pgserver_bin()
+    if bundled is not None:
+        candidate = bundled / name
+        if candidate.is_file() and os.access(candidate, os.X_OK) and str(candidate) not in found:
+            found.append(str(candidate))
+    return found
+
+
+def find_pg_tool(name: str, *, min_major: int | None = None) -> str:
+    """Path of a PostgreSQL client tool: PATH first, then pgserver's ``pginstall/bin``.
+
+    ``min_major`` skips tools older than the server: pg_dump refuses to dump a newer
+    server and an older pg_restore cannot read a newer archive, so a PATH tool that is
+    too old (e.g. Debian's 15 next to an embedded 16) must not win just by being first.
+    """
+    candidates = pg_tool_candidates(name)
+    if not candidates:
+        raise PgToolNotFound(
+            f"{name} not found on PATH or in pgserver's bundled binaries; "
+            "install the PostgreSQL client tools"
+        )
+    if min_major is None:
+        return candidates[0]
+    seen: list[str] = []
+    for path in candidates:
+        major = _tool_major(path)
+        if major is not None and major >= min_major:
+            return path
+        seen.append(f"{path} ({major if major is not None else 'unknown version'})")
+    raise PgToolNotFound(
+        f"no {name} of PostgreSQL {min_major} or newer found (have: {', '.join(seen)})"
+    )
+
+
+def _newest_tool(name: str) -> str:
+    """The highest-version candidate: a newer pg_restore reads every older archive format."""
+    candidates = pg_tool_candidates(name)
+    if not candidates:
+        return find_pg_tool(name)  # raises the clear "not found" error
+    return max(candidates, key=lambda p: _tool_major(p) or 0)
+
+
+def _connect(dsn: str, timeout: float) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, math.ceil(timeout)))
+    except psycopg.ProgrammingError:
+        # A conninfo parse error quotes the offending fragment, which may be the password.
+        raise DatabaseOperationError(f"invalid DSN: {redact_dsn(dsn)}") from None
+    except psycopg.Error as exc:
+        raise DatabaseOperationError(
+            f"cannot connect to {redact_dsn(dsn)}: {scrub_dsn(str(exc).strip(), dsn)}"
+        ) from None
+
+
+def server_major(dsn: str, *, timeout: float = 10.0) -> int:
+    """The server's major version (16 for 16.2), used to pick compatible client tools."""
+    with _connect(dsn, timeout) as conn:
+        version = conn.info.server_version
+    return version // 10000 if version >= 100000 else version // 100
+
+
+def _run_tool(
+    argv: list[str], *, env: dict[str, str], timeout: float, dsn: str, what: str
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DatabaseOperationError(
+            f"{what} of {redact_dsn(dsn)} timed out after {timeout:g}s"
+        ) from None
+    except OSError as exc:
+        raise DatabaseOperationError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+
+
+def _tail(stderr: str, dsn: str) -> str:
+    text = scrub_dsn(stderr.strip(), dsn)
+    return text if len(text) <= _MAX_STDERR else "…" + text[-_MAX_STDERR:]
+
+
+# ----------------------------------------------------------------------------- backups
+def backup_filename(service: str, created: datetime) -> str:
+    return f"{service}-{_utc(created).strftime(STAMP_FORMAT)}.dump"
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def backup(
+    dsn: str,
+    *,
+    location: str | Path,
+    service: str,
+    now: datetime | None = None,
+    timeout: float = 3600.0,
+) -> BackupInfo:
+    """``pg_dump -Fc`` into ``location/<service>-YYYYmmddTHHMMSSZ.dump``.
+
+    The dump is written to ``<name>.partial`` and only renamed when pg_dump succeeded and
+    the bytes are on disk, so a crash or a full disk never leaves a truncated ``.dump``
+    that ``latest_backup`` would later offer for restore.
+    """
+    if not _SERVICE_RE.match(service):
+        raise ValueError(f"service name {service!r} is not safe in a file name")
+    created = _utc(now).replace(microsecond=0)
+    directory = Path(location)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / backup_filename(service, created)
+    if final.exists():
+        raise BackupError(f"backup {final} already exists; refusing to overwrite it")
+    partial = final.with_name(final.name + ".partial")
+
+    tool = find_pg_tool("pg_dump", min_major=server_major(dsn))
+    conninfo, env = _libpq_args(dsn)
+    argv = [tool, "--format=custom", "--no-password", f"--file={partial}", f"--dbname={conninfo}"]
+    log.info("backing up %s to %s with %s", redact_dsn(dsn), final, tool)
+    try:
+        proc = _run_tool(argv, env=env, timeout=timeout, dsn=dsn, what="pg_dump")
+        if proc.returncode != 0:
+            raise BackupError(
+                f"pg_dump of {redact_dsn(dsn)} failed (exit {proc.returncode}): "
+                f"{_tail(proc.stderr, dsn)}"
+            )
+        _fsync_path(partial)
+        try:
+            # link() fails if the name exists, so a concurrent backup is never clobbered.
+            os.link(partial, final)
+            partial.unlink()
+        except FileExistsError:
+            raise BackupError(
+                f"backup {final} appeared meanwhile; refusing to overwrite it"
+            ) from None
+        except OSError:
+            os.replace(partial, final)  # file systems without hard links
+        _fsync_path(directory, directory=True)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    info = BackupInfo(path=final, size=final.stat().st_size, created=created)
+    log.info("backup %s written (%d bytes)", final, info.size)
+    return info
+
+
+def _created_from_name(path: Path, service: str | None = None) -> datetime | None:
+    prefix = re.escape(service) if service else r".+"
+    m = re.fullmatch(prefix + r"-(\d{8}T\d{6}Z)\.dump", path.name)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1), STAMP_FORMAT).replace(tzinfo=UTC)
+
+
+def latest_backup(
+    location: str | Path, *, service: str, before: datetime | None = None
+) -> BackupInfo | None:
+    """The newest complete backup of ``service`` created strictly before ``before``."""
+    directory = Path(location)
+    if not directory.is_dir():
+        return None
+    limit = _utc(before) if before is not None else None
+    best: BackupInfo | None = None
+    for path in directory.glob(f"{glob.escape(service)}-*.dump"):
+        # The name is authoritative: "svc" must not pick up "svc-staging-….dump".
+        created = _created_from_name(path, service)
+        if created is None or (limit is not None and created >= limit):
+            continue
+        if best is None or created > best.created:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue  # pruned while we looked
+            best = BackupInfo(path=path, size=size, created=created)
+    return best
+
+
+def verify_backup(
+    path: str | Path, *, max_age_hours: float = 24.0, now: datetime | None = None
+) -> BackupCheck:
+    """Is the archive readable by ``pg_restore --list`` and younger than ``max_age_hours``?"""
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except FileNotFoundError:
+        return BackupCheck(False, f"backup file not found: {p}", None)
+    if stat.st_size == 0:
+        return BackupCheck(False, f"backup file is empty: {p}", None)
+    created = _created_from_name(p) or datetime.fromtimestamp(stat.st_mtime, UTC)
+    age = _utc(now) - created
+    try:
+        tool = _newest_tool("pg_restore")
+    except PgToolNotFound as exc:
+        return BackupCheck(False, str(exc), age)
+    try:
+        proc = subprocess.run(
+            [tool, "--list", str(p)], capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return BackupCheck(False, f"pg_restore --list timed out on {p.name}", age)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[0]
+        return BackupCheck(False, f"{p.name} is not a readable pg_dump archive: {reason}", age)
+    entries = sum(1 for ln in proc.stdout.splitlines() if ln.strip() and not ln.startswith(";"))
+    hours = age.total_seconds() / 3600
+    if hours > max_age_hours:
+        return BackupCheck(
+            False, f"{p.name} is {hours:.1f} h old (max {max_age_hours:g} h)", age, entries
+        )
+    return BackupCheck(
+        True, f"{p.name} readable ({entries} entries), {hours:.1f} h old", age, entries
+    )
+
+
+def restore(dsn: str, *, path: str | Path, timeout: float = 3600.0) -> None:
+    """Restore ``path`` into ``dsn`` in one transaction: all of it or nothing.
+
+    ``--clean --if-exists`` drops the archived objects before recreating them; objects the
+    archive does not know (e.g. a table the bad release added) are left in place.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RestoreError(f"backup file not found: {p}")
+    tool = find_pg_tool("pg_restore", min_major=server_major(dsn))
+    conninfo, env = _libpq_args(dsn)
+    argv = [
+        tool, "--clean", "--if-exists", "--single-transaction", "--no-owner", "--no-password",
+        f"--dbname={conninfo}", str(p),
+    ]
+    log.warning("restoring %s into %s with %s", p, redact_dsn(dsn), tool)
+    started = time.monotonic()
+    proc = _run_tool(argv, env=env, timeout=timeout, dsn=dsn, what="pg_restore")
+    if proc.returncode != 0:
+        raise RestoreError(
+            f"pg_restore of {p.name} into {redact_dsn(dsn)} failed (exit {proc.returncode}); "
+            f"the transaction was rolled back: {_tail(proc.stderr, dsn)}"
+        )
+    log.info("restored %s into %s in %.1fs", p.name, redact_dsn(dsn), time.monotonic() - started)
+
+
+# ------------------------------------------------------------------------------ verify
+def _set_statement_timeout(conn: psycopg.Connection[Any], timeout: float) -> None:
+    # SET cannot take bind parameters; set_config() can.
+    conn.execute(
+        "SELECT set_config('statement_timeout', %s, false)", (f"{max(1, int(timeout * 1000))}",)
+    )
+
+
+def verify(dsn: str, *, queries: Sequence[str], timeout: float = 10.0) -> list[QueryResult]:
+    """``SELECT 1`` then each integrity query, each bounded by ``statement_timeout``.
+
+    The session is read-only: integrity queries come from config and must never write, so
+    a mistyped ``DELETE`` fails instead of damaging the database we just restored. Raises
+    ``DatabaseOperationError`` only when no connection can be made at all.
+    """
+    results: list[QueryResult] = []
+    with _connect(dsn, timeout) as conn:
+        _set_statement_timeout(conn, timeout)
+        conn.execute("SET default_transaction_read_only = on")
+        for query in ["SELECT 1", *queries]:
+            if conn.closed:
+                results.append(QueryResult(query, False, None, 0.0, "not run: connection lost"))
+                continue
+            started = time.perf_counter()
+            try:
+                # Operator-reviewed config, not user input: run verbatim. Without params
+                # psycopg sends it as-is, so a literal '%' in the query is fine.
+                cur = conn.execute(query)
+                row = cur.fetchone() if cur.description else None
+                value: Any = None if row is None else (row[0] if len(row) == 1 else tuple(row))
+                ms = (time.perf_counter() - started) * 1000
+                results.append(QueryResult(query, True, value, ms))
+            except psycopg.errors.QueryCanceled:
+                ms = (time.perf_counter() - started) * 1000
+                msg = f"timed out after {timeout:g}s (statement_timeout)"
+                results.append(QueryResult(query, False, None, ms, msg))
+            except psycopg.Error as exc:
+                ms = (time.perf_counter() - started) * 1000
+                msg = scrub_dsn((str(exc).strip().splitlines() or [type(exc).__name__])[0], dsn)
+                results.append(QueryResult(query, False, None, ms, msg))
+    return results
+
+
+def slow_queries(
+    dsn: str, *, threshold_ms: float = 100, limit: int = 10, timeout: float = 10.0
+) -> list[SlowQuery] | None:
+    """Statements of this database with mean time above ``threshold_ms``, slowest first.
+
+    Returns None when pg_stat_statements is not installed in the database (the caller
+    reports "skipped"); raises when it is installed but not preloaded by the server.
+    """
+    with _connect(dsn, timeout) as conn:
+        _set_statement_timeout(conn, timeout)
+        row = conn.execute(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension"
+            " WHERE extname = 'pg_stat_statements'"
+        ).fetchone()
+        if row is None:
+            return None
+        # PostgreSQL 13 renamed mean_time/total_time to *_exec_time.
+        new = conn.info.server_version >= 130000
+        query = sql.SQL(
+            "SELECT query, calls, {mean}, {total} FROM {schema}.pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND {mean} > %s ORDER BY {mean} DESC LIMIT %s"
+        ).format(
+            mean=sql.Identifier("mean_exec_time" if new else "mean_time"),
+            total=sql.Identifier("total_exec_time" if new else "total_time"),
+            schema=sql.Identifier(str(row[0])),
+        )
+        try:
+            rows = conn.execute(query, (threshold_ms, limit)).fetchall()
+        except psycopg.errors.ObjectNotInPrerequisiteState:
+            raise DatabaseOperationError(
+                "pg_stat_statements is installed but not loaded: add it to "
+                "shared_preload_libraries and restart PostgreSQL"
+            ) from None
+        except psycopg.Error as exc:
+            raise DatabaseOperationError(
+                f"reading pg_stat_statements failed: {scrub_dsn(str(exc).strip(), dsn)}"
+            ) from None
+    return [SlowQuery(str(q), int(c), float(m), float(t)) for q, c, m, t in rows]

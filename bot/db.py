@@ -1,0 +1,96 @@
+"""PostgreSQL access: the connection pool, embedded PostgreSQL, and numbered migrations.
+
+``DATABASE_URL`` wins; without it an embedded server (pgserver) runs under the data dir.
+Migrations are applied at start under an advisory lock so replicas starting together
+apply each file exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_KEY = 0x726F6C6C  # "roll": arbitrary, constant across versions
+_embedded: list[Any] = []  # keeps embedded servers referenced for the process lifetime
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("ROLLBACK_DATA_DIR", "~/.local/share/rollback-bot")).expanduser()
+
+
+def embedded_database_url(directory: Path | None = None) -> str:
+    """Start (or join) an embedded PostgreSQL under ``directory`` and return its URL."""
+    import pgserver  # imported lazily: only the embedded default needs it
+
+    pgdata = (directory or data_dir()) / "pgdata"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+    _embedded.append(server)
+    return str(server.get_uri())
+
+
+def resolve_database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    log.info("DATABASE_URL unset; using embedded PostgreSQL under %s", data_dir())
+    return embedded_database_url()
+
+
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
+    pool = ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        open=False,
+        name="rollback-bot",
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    folder = resources.files("bot") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:3].isdigit():
+            found.append((int(name[:3]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def migrate(url: str) -> list[str]:
+    """Apply pending migrations; returns the names applied by this call."""
+    applied: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, sql in _migration_files():
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(sql.encode())
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                applied.append(name)
+                log.info("applied migration %s", name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied

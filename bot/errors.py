@@ -1,0 +1,55 @@
+"""The core's error tree; ``UserFacingError`` is rendered once as an ephemeral Slack message.
+
+    RollbackBotError
+    ├── ConfigError             broken rollback.yml: every problem with its key path (exit 2)
+    ├── UserFacingError         a refusal or bad input, shown to the user verbatim
+    │   ├── UnknownService
+    │   ├── ParseError          names the bad token of a slash command
+    │   ├── NotAllowed          policy refusal (four-eyes, channel, role, state)
+    │   └── NotFound
+    └── InvalidTransition       the state machine refused (see bot.lifecycle)
+"""
+
+from __future__ import annotations
+
+
+class RollbackBotError(Exception):
+    pass
+
+
+class ConfigError(RollbackBotError):
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class UserFacingError(RollbackBotError):
+    """A message safe to show the user as-is (never contains secrets or tracebacks)."""
+
+
+class UnknownService(UserFacingError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        listing = ", ".join(f"`{k}`" for k in known) or "none configured"
+        super().__init__(f"Unknown service `{name}`. Known services: {listing}.")
+
+
+class ParseError(UserFacingError):
+    pass
+
+
+class NotAllowed(UserFacingError):
+    pass
+
+
+class NotFound(UserFacingError):
+    pass
+
+
+class InvalidTransition(RollbackBotError):
+    def __init__(self, state: str, event: str) -> None:
+        self.state = state
+        self.event = event
+        super().__init__(f"cannot {event} a rollback that is {state}")

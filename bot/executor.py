@@ -1,0 +1,224 @@
+"""Runs approved rollbacks durably: claim with a lease, journal each step, resume after a crash.
+
+Any replica may execute. A claim is ``FOR UPDATE SKIP LOCKED`` plus a heartbeated lease;
+when a process dies its lease runs out and another (or the restarted one) resumes at the
+first unfinished step. A destructive step found ``started`` but not finished is never
+re-run: the rollback goes to ``needs_attention`` and a human decides.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.config import ExecutorSettings
+from bot.lifecycle import Event, State
+from bot.models import Rollback, Step
+from bot.service import RollbackService
+from bot.steps import HANDLERS, StepContext
+from bot.store import StaleState
+from platforms.base import ConfigSnapshot, PermanentPlatformError, TransientPlatformError
+
+log = logging.getLogger(__name__)
+
+Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VERIFYING rollback
+
+
+class StepFailed(Exception):
+    pass
+
+
+class FaultPoint:
+    """Crash-test hook: ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` makes the process
+    announce itself in ``ROLLBACK_FAULT_FILE`` and block inside that step until killed.
+    Inert unless both variables are set (the sandbox and production never set them)."""
+
+    def __init__(self) -> None:
+        spec = os.environ.get("ROLLBACK_FAULT_HOLD", "")
+        self.kind, _, self.when = spec.partition(":")
+        self.file = os.environ.get("ROLLBACK_FAULT_FILE")
+
+    def hold(self, kind: str, when: str) -> None:
+        if not self.file or kind != self.kind or when != (self.when or "after"):
+            return
+        Path(self.file).write_text(f"{os.getpid()} {kind} {when}\n")
+        threading.Event().wait()  # until SIGKILL
+
+
+class Executor:
+    def __init__(
+        self, *, service: RollbackService, settings: ExecutorSettings, aftercare: Aftercare,
+        owner: str | None = None, sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.settings = settings
+        self.aftercare = aftercare
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.sleep = sleep
+        self.fault = FaultPoint()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ loop
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._loop, name=f"executor-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def wake(self, _rollback_id: int | None = None) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.run_once()
+            except Exception:
+                log.exception("executor loop error")
+                worked = False
+            if not worked:
+                self._wake.wait(self.settings.poll_seconds)
+                self._wake.clear()
+
+    def run_once(self) -> bool:
+        rb = self.store.claim_next(owner=self.owner, lease_seconds=self.settings.lease_seconds)
+        if rb is None:
+            return False
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(rb.id, stop_beat), daemon=True)
+        beat.start()
+        try:
+            self.execute(rb)
+        finally:
+            stop_beat.set()
+            beat.join(timeout=2)
+            self.store.release(rb.id, owner=self.owner)
+        return True
+
+    def _heartbeat(self, rollback_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.heartbeat_seconds):
+            if not self.store.heartbeat(rollback_id, owner=self.owner,
+                                        lease_seconds=self.settings.lease_seconds):
+                log.warning("lost lease on RB-%s", rollback_id)
+                return
+
+    # ------------------------------------------------------------------ one rollback
+    def execute(self, rb: Rollback) -> None:
+        chat = self.service.chat
+        if rb.state == State.APPROVED:
+            try:
+                rb = self.store.transition(rb.id, Event.START, actor=self.owner,
+                                           expected=State.APPROVED)
+            except StaleState:
+                return
+            chat.refresh(rb, self.store.steps(rb.id))
+            chat.thread(rb, f":arrow_forward: Executing {rb.ref}: "
+                            f"{len(self.store.steps(rb.id))} steps.")
+        elif rb.state == State.EXECUTING:
+            chat.thread(rb, f":recycle: Resuming {rb.ref} after an interruption "
+                            f"(executor {self.owner}).")
+        if rb.state == State.EXECUTING:
+            if not self._run_steps(rb):
+                return
+            rb = self.store.transition(rb.id, Event.STEPS_DONE, actor=self.owner,
+                                       expected=State.EXECUTING)
+            chat.refresh(rb, self.store.steps(rb.id))
+        if rb.state == State.VERIFYING:
+            self.aftercare(rb)
+
+    def _run_steps(self, rb: Rollback) -> bool:
+        steps = self.store.steps(rb.id)
+        for step in steps:
+            if step.status in ("done", "skipped"):
+                continue
+            if step.status == "started" and step.destructive:
+                self._interrupted(rb, step)
+                return False
+            try:
+                self._run_step(rb, step, total=len(steps))
+            except StepFailed as exc:
+                self._failed(rb, step, str(exc))
+                return False
+        return True
+
+    def _run_step(self, rb: Rollback, step: Step, *, total: int) -> None:
+        svc = self.service.service_config(rb.service)
+        platform = self.service.platform(rb.platform)
+        handler = HANDLERS[step.kind]
+        chat = self.service.chat
+        attempt = 0
+        while True:
+            attempt += 1
+            self.store.step_started(rb.id, step.seq)
+            fresh = [s for s in self.store.steps(rb.id)]
+            current = next(s for s in fresh if s.seq == step.seq)
+            known_good = self.store.known_good_config(rb.service, rb.platform)
+            ctx = StepContext(
+                rollback=rb, step=current, service=svc, platform=platform, all_steps=fresh,
+                journal=functools.partial(self.store.step_progress, rb.id, step.seq),
+                progress=lambda line: chat.thread(rb, f"_{line}_"),
+                known_good_config=ConfigSnapshot.from_dict(known_good) if known_good else None,
+                now=self.service.clock(),
+            )
+            try:
+                self.fault.hold(step.kind, "before")
+                result = handler(ctx)
+                self.fault.hold(step.kind, "after")
+            except TransientPlatformError as exc:
+                if attempt > self.settings.max_transient_retries:
+                    raise StepFailed(f"{exc} (gave up after {attempt} attempts)") from exc
+                delay = exc.retry_after or self.settings.backoff_base_seconds * 2 ** (attempt - 1)
+                self.store.step_finished(rb.id, step.seq, status="pending", error=str(exc))
+                chat.thread(rb, f":hourglass: Step {step.seq}/{total} {step.description}: "
+                                f"{exc}; retrying in {delay:.0f}s (attempt {attempt}).")
+                self.sleep(delay)
+                continue
+            except PermanentPlatformError as exc:
+                raise StepFailed(str(exc)) from exc
+            except Exception as exc:  # unknown errors stop the rollback, never loop
+                log.exception("step %s of RB-%s crashed", step.kind, rb.id)
+                raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
+            status = "skipped" if "skipped" in result else "done"
+            self.store.step_finished(rb.id, step.seq, status=status, result=result)
+            note = result.get("message") or result.get("skipped") or ""
+            chat.thread(rb, f":white_check_mark: Step {step.seq}/{total} {step.description}"
+                            + (f": {note}" if note else ""))
+            chat.refresh(rb, self.store.steps(rb.id))
+            return
+
+    def _failed(self, rb: Rollback, step: Step, error: str) -> None:
+        self.store.step_finished(rb.id, step.seq, status="failed", error=error)
+        rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
+                                   detail={"step": step.kind, "error": error},
+                                   updates={"last_error": f"{step.kind}: {error}"})
+        chat = self.service.chat
+        chat.refresh(rb, self.store.steps(rb.id))
+        chat.thread(rb, f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
+                        "Next: check the platform state, then request a new rollback or fix "
+                        "forward. Completed steps are listed above.",
+                    mention=rb.incident_commander or rb.requester)
+
+    def _interrupted(self, rb: Rollback, step: Step) -> None:
+        error = (f"the process executing {rb.ref} died inside destructive step "
+                 f"{step.seq} ({step.description}); it was not re-run")
+        rb = self.store.transition(rb.id, Event.INTERRUPTED, actor=self.owner,
+                                   detail={"step": step.kind}, updates={"last_error": error})
+        chat = self.service.chat
+        chat.refresh(rb, self.store.steps(rb.id))
+        chat.thread(rb, f":warning: {rb.ref} needs attention: {error}. Check the database "
+                        "and platform by hand, then close it with *Mark resolved*.",
+                    mention=rb.incident_commander or rb.requester)

@@ -1,0 +1,122 @@
+"""Durable timers in ``scheduled_jobs``: the table is the truth, the scheduler only wakes up.
+
+A job run is claimed with a conditional UPDATE (pending -> running), so a restart or a
+leader change can neither lose a due job nor run it twice; ``dedupe_key`` stops the same
+timer from being scheduled twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    rollback_id: int | None
+    due_at: datetime
+    payload: dict[str, Any]
+    status: str
+    claimed_by: str | None
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(row["id"], row["kind"], row["rollback_id"], row["due_at"], dict(row["payload"]),
+               row["status"], row["claimed_by"])
+
+
+class JobStore:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def schedule(
+        self, *, kind: str, due_at: datetime, rollback_id: int | None = None,
+        payload: dict[str, Any] | None = None, dedupe_key: str | None = None,
+    ) -> Job | None:
+        """Insert a timer; returns None when ``dedupe_key`` was already scheduled."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "INSERT INTO scheduled_jobs (kind, rollback_id, due_at, payload, dedupe_key)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (dedupe_key) DO NOTHING RETURNING *",
+                (kind, rollback_id, due_at, Jsonb(payload or {}), dedupe_key),
+            )
+            row = cur.fetchone()
+        return _job(row) if row else None
+
+    def due(self, now: datetime, *, limit: int = 100) -> list[Job]:
+        return self._select(
+            "SELECT * FROM scheduled_jobs WHERE status = 'pending' AND due_at <= %s"
+            " ORDER BY due_at, id LIMIT %s", (now, limit))
+
+    def pending(self, *, rollback_id: int | None = None, kinds: Sequence[str] = ()) -> list[Job]:
+        sql = "SELECT * FROM scheduled_jobs WHERE status = 'pending'"
+        params: list[Any] = []
+        if rollback_id is not None:
+            sql += " AND rollback_id = %s"
+            params.append(rollback_id)
+        if kinds:
+            sql += " AND kind = ANY(%s)"
+            params.append(list(kinds))
+        return self._select(sql + " ORDER BY due_at, id", params)
+
+    def next_due_at(self) -> datetime | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT min(due_at) FROM scheduled_jobs WHERE status = 'pending'").fetchone()
+        return row[0] if row else None
+
+    def claim(self, job_id: int, *, owner: str) -> bool:
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE scheduled_jobs SET status = 'running', claimed_by = %s, claimed_at = now()"
+                " WHERE id = %s AND status = 'pending'", (owner, job_id))
+            return cur.rowcount == 1
+
+    def finish(self, job_id: int, *, result: dict[str, Any] | None = None) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE scheduled_jobs SET status = 'done', finished_at = now(), result = %s"
+                " WHERE id = %s", (Jsonb(result or {}), job_id))
+
+    def release(self, job_id: int) -> None:
+        """Give a claimed job back (the run failed before doing anything visible)."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
+                         " WHERE id = %s AND status = 'running'", (job_id,))
+
+    def recover_running(self, *, older_than_seconds: float) -> int:
+        """A leader that died mid-run leaves 'running' rows; put them back in the queue."""
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
+                " WHERE status = 'running'"
+                " AND claimed_at < now() - make_interval(secs => %s)", (older_than_seconds,))
+            return cur.rowcount
+
+    def cancel(self, *, rollback_id: int, kinds: Sequence[str] = ()) -> int:
+        sql = ("UPDATE scheduled_jobs SET status = 'cancelled', finished_at = now()"
+               " WHERE rollback_id = %s AND status = 'pending'")
+        params: list[Any] = [rollback_id]
+        if kinds:
+            sql += " AND kind = ANY(%s)"
+            params.append(list(kinds))
+        with self.pool.connection() as conn:
+            return conn.execute(sql, params).rowcount
+
+    def reschedule(self, job_id: int, *, due_at: datetime) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE scheduled_jobs SET status = 'pending', due_at = %s,"
+                         " claimed_by = NULL WHERE id = %s", (due_at, job_id))
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[Job]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return [_job(r) for r in cur.fetchall()]

@@ -1,0 +1,84 @@
+"""Plain value types the core passes around: a rollback request, its steps, audit events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.lifecycle import State
+from platforms.base import Revision, Target
+
+
+@dataclass(frozen=True)
+class Rollback:
+    id: int
+    service: str
+    platform: str
+    severity: str
+    policy_mode: str
+    scope: list[str]
+    reason: str
+    state: State
+    requester: str
+    channel_id: str
+    channel_name: str
+    message_ts: str | None
+    thread_ts: str | None
+    current_revision: Revision | None
+    target_revision: Revision
+    target: Target
+    checklist: dict[str, Any]
+    assessment: dict[str, Any]
+    approver: str | None
+    break_glass: bool
+    incident_commander: str | None
+    incident_started_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    approved_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"RB-{self.id}"
+
+
+@dataclass(frozen=True)
+class Step:
+    rollback_id: int
+    seq: int
+    kind: str
+    description: str
+    destructive: bool
+    status: str
+    attempts: int
+    params: dict[str, Any]
+    result: dict[str, Any]
+    error: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    rollback_id: int | None
+    at: datetime
+    actor: str
+    event: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """A step as the planner emits it, before it becomes a row."""
+
+    kind: str
+    description: str
+    destructive: bool = False
+    params: dict[str, Any] = field(default_factory=dict)

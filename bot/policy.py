@@ -1,0 +1,111 @@
+"""Who may do what to a rollback: four-eyes, approver roles, channels, checklist gates.
+
+Pure decisions over a rollback, a user and the config; every refusal is a ``NotAllowed``
+whose message tells the person exactly why, so the Slack layer only has to show it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
+from bot.errors import NotAllowed
+from bot.lifecycle import State
+from bot.models import Rollback
+from bot.ports import Directory
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    break_glass: bool
+    override: bool
+
+
+class Policy:
+    def __init__(self, config: RollbackConfig, directory: Directory) -> None:
+        self.config = config
+        self.directory = directory
+
+    def approvers(self, service: str) -> set[str]:
+        spec = self.config.approvers_for(service)
+        users = set(spec.users)
+        if spec.usergroup:
+            users |= self.directory.usergroup_members(spec.usergroup)
+        return users
+
+    def is_approver(self, service: str, user: str) -> bool:
+        return user in self.approvers(service)
+
+    def check_channel(self, service: str, channel_name: str) -> None:
+        policy = self.config.policy_for(service)
+        svc = self.config.service(service)
+        patterns = list(policy.allowed_channels)
+        if svc and svc.incident_channel_pattern:
+            patterns.append(svc.incident_channel_pattern)
+        if not policy.channel_allowed(channel_name) and not (
+            svc and svc.incident_channel_pattern
+            and _match(channel_name, svc.incident_channel_pattern)
+        ):
+            raise NotAllowed(
+                f"Rollbacks can only be requested and approved in incident channels "
+                f"({', '.join(patterns)}); #{channel_name} is not one of them."
+            )
+
+    def check_approve(
+        self, rb: Rollback, *, user: str, channel_name: str, now: datetime, override: bool
+    ) -> ApprovalDecision:
+        if rb.state != State.PENDING_APPROVAL:
+            who = f" by <@{rb.approver}>" if rb.approver else ""
+            raise NotAllowed(f"{rb.ref} is already {rb.state.value.replace('_', ' ')}{who}.")
+        if rb.expires_at is not None and now >= rb.expires_at:
+            raise NotAllowed(
+                f"The approval request for {rb.ref} expired at "
+                f"{rb.expires_at:%H:%M} UTC; request the rollback again."
+            )
+        self.check_channel(rb.service, channel_name)
+        if not self.is_approver(rb.service, user):
+            raise NotAllowed(
+                f"Only approvers for `{rb.service}` can approve {rb.ref}; you are not one."
+            )
+        sev = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
+        break_glass = False
+        if user == rb.requester:
+            if not sev.allow_self_approval:
+                raise NotAllowed(
+                    f"Four-eyes rule: you requested {rb.ref}, so someone else must approve it."
+                )
+            break_glass = True
+        if rb.policy_mode == PolicyMode.NEXT_DEPLOYMENT and not override:
+            raise NotAllowed(
+                f"{rb.ref} is {rb.severity}: the policy is to plan the rollback for the next "
+                "deployment. An approver can use *Override and approve* to execute it now."
+            )
+        missing = [k for k in sev.checklist_required if not (rb.checklist.get(k) or {}).get("done")]
+        if missing:
+            names = "; ".join(CHECKLIST_ITEMS.get(k, k) for k in missing)
+            raise NotAllowed(f"Checklist items required before approval: {names}.")
+        return ApprovalDecision(break_glass=break_glass, override=override)
+
+    def check_cancel(self, rb: Rollback, *, user: str) -> None:
+        if user in (rb.requester, rb.incident_commander) or self.is_approver(rb.service, user):
+            return
+        raise NotAllowed(
+            f"Only the requester, the incident commander or an approver can cancel {rb.ref}."
+        )
+
+    def check_reject(self, rb: Rollback, *, user: str) -> None:
+        if not self.is_approver(rb.service, user):
+            raise NotAllowed(f"Only approvers for `{rb.service}` can reject {rb.ref}.")
+
+    def check_resolve(self, rb: Rollback, *, user: str) -> None:
+        if not (self.is_approver(rb.service, user) or user == rb.incident_commander):
+            raise NotAllowed(
+                f"Only an approver or the incident commander can close {rb.ref}."
+            )
+
+
+def _match(name: str, pattern: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)

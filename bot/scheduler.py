@@ -1,0 +1,110 @@
+"""Timed work on exactly one replica: the leader holds a PostgreSQL advisory lock.
+
+APScheduler 3 (in-memory job store, never shared) ticks on every replica, but only the
+one holding the lock on its dedicated connection runs due rows from ``scheduled_jobs``.
+On takeover the new leader re-queues rows a dead leader left ``running``. The clock is
+injected, so tests drive timers with ``tick(now=...)`` instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+
+import psycopg
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.jobs import Job, JobStore
+from bot.ports import Clock, utcnow
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_KEY = 0x6C656164  # "lead"
+
+
+class LeaderScheduler:
+    def __init__(
+        self, *, database_url: str, jobs: JobStore, run_job: Callable[[Job], None],
+        clock: Clock = utcnow, interval_seconds: float = 1.0, owner: str | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.jobs = jobs
+        self.run_job = run_job
+        self.clock = clock
+        self.interval = interval_seconds
+        self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._is_leader = False
+        self._lock = threading.Lock()
+        self._aps: BackgroundScheduler | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader
+
+    def try_lead(self) -> bool:
+        """Take (or keep) leadership; a dropped connection releases the lock server-side."""
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self.database_url, autocommit=True)
+                    self._is_leader = False
+                if self._is_leader:
+                    self._conn.execute("SELECT 1")
+                    return True
+                row = self._conn.execute("SELECT pg_try_advisory_lock(%s)",
+                                         (LEADER_LOCK_KEY,)).fetchone()
+            except psycopg.Error:
+                log.warning("leader connection lost; stepping down")
+                self._is_leader = False
+                self._conn = None
+                return False
+            got = bool(row and row[0])
+            if got and not self._is_leader:
+                self._is_leader = True
+                recovered = self.jobs.recover_running(older_than_seconds=0)
+                log.info("became scheduler leader (%s); re-queued %d jobs", self.owner,
+                         recovered)
+            return self._is_leader
+
+    def tick(self, *, now: object | None = None) -> int:
+        """Run every due job once (leader only); returns how many ran."""
+        if not self.try_lead():
+            return 0
+        at = now or self.clock()
+        ran = 0
+        for job in self.jobs.due(at):  # type: ignore[arg-type]
+            if not self.jobs.claim(job.id, owner=self.owner):
+                continue
+            try:
+                self.run_job(job)
+            except Exception:
+                log.exception("job %s (%s) failed; will retry", job.id, job.kind)
+                self.jobs.release(job.id)
+                continue
+            self.jobs.finish(job.id)
+            ran += 1
+        return ran
+
+    def start(self) -> None:
+        self._aps = BackgroundScheduler(timezone="UTC")
+        self._aps.add_job(self._safe_tick, "interval", seconds=self.interval, id="tick",
+                          max_instances=1, coalesce=True)
+        self._aps.start()
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            log.exception("scheduler tick failed")
+
+    def stop(self) -> None:
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._is_leader = False

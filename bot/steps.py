@@ -1,0 +1,189 @@
+"""What each plan step does. Every handler is idempotent given its row's params and result.
+
+A handler reads only what the plan pinned (revision, backup file) or what an earlier
+step journaled (replica count before scale-down), never re-derives it from the live
+platform, so a resumed rollback repeats no mutation and cannot pick a different target.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from bot.config import ServiceConfig, secret
+from bot.models import Rollback, Step
+from platforms.base import (
+    ConfigSnapshot,
+    PermanentPlatformError,
+    Platform,
+    Revision,
+    RolloutFailed,
+    TransientPlatformError,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepContext:
+    rollback: Rollback
+    step: Step
+    service: ServiceConfig
+    platform: Platform
+    all_steps: list[Step]
+    journal: Callable[[dict[str, Any]], None]  # merge facts into this step's result now
+    progress: Callable[[str], None]  # a line for the thread
+    known_good_config: ConfigSnapshot | None
+    now: Any
+
+
+StepHandler = Callable[[StepContext], dict[str, Any]]
+
+
+def _dsn(ctx: StepContext) -> str:
+    db = ctx.service.database
+    if db is None:
+        raise PermanentPlatformError("no database section configured for this service")
+    dsn = secret(db.dsn_env)
+    if not dsn:
+        raise PermanentPlatformError(f"database DSN env {db.dsn_env} is not set")
+    return dsn
+
+
+def snapshot_config(ctx: StepContext) -> dict[str, Any]:
+    snap = ctx.platform.snapshot_config(ctx.rollback.target)
+    return {"snapshot": snap.to_dict(), "objects": sorted(snap.items)}
+
+
+def restore_config(ctx: StepContext) -> dict[str, Any]:
+    if ctx.known_good_config is None:
+        return {"skipped": "no known-good configuration recorded yet for this service"}
+    changed = ctx.platform.restore_config(ctx.rollback.target, ctx.known_good_config)
+    return {"changed": changed, "objects": sorted(ctx.known_good_config.items)}
+
+
+def scale_down(ctx: StepContext) -> dict[str, Any]:
+    before = ctx.step.result.get("before")
+    if before is None:
+        before = ctx.platform.get_replicas(ctx.rollback.target)
+        ctx.journal({"before": before})  # recorded before the mutation; scale_up restores it
+    ctx.platform.scale(ctx.rollback.target, 0)
+    return {"before": before, "after": 0}
+
+
+def scale_up(ctx: StepContext) -> dict[str, Any]:
+    down = next((s for s in ctx.all_steps if s.kind == "scale_down"), None)
+    if down is None or down.result.get("before") is None:
+        raise PermanentPlatformError("scale_down recorded no replica count; refusing to guess")
+    replicas = int(down.result["before"])
+    ctx.platform.scale(ctx.rollback.target, replicas)
+    return {"replicas": replicas}
+
+
+def backup_db(ctx: StepContext) -> dict[str, Any]:
+    from bot import database
+
+    assert ctx.service.database is not None
+    info = database.backup(_dsn(ctx), location=ctx.service.database.backup_location,
+                           service=ctx.rollback.service, now=ctx.now)
+    return {"path": str(info.path), "size": info.size}
+
+
+def restore_db(ctx: StepContext) -> dict[str, Any]:
+    from bot import database
+
+    path = ctx.step.params.get("backup_path")
+    if not path:
+        raise PermanentPlatformError("no backup was pinned in the plan; nothing to restore")
+    database.restore(_dsn(ctx), path=path)
+    return {"restored_from": path}
+
+
+def verify_db(ctx: StepContext) -> dict[str, Any]:
+    from bot import database
+
+    assert ctx.service.database is not None
+    results = database.verify(_dsn(ctx), queries=ctx.service.database.verify_queries,
+                              timeout=30)
+    failed = [r for r in results if r.error]
+    if failed:
+        raise PermanentPlatformError(f"database verification failed: {failed[0].query}: "
+                                     f"{failed[0].error}")
+    return {"queries": [{"query": r.query, "value": str(r.value)} for r in results]}
+
+
+def app_rollback(ctx: StepContext) -> dict[str, Any]:
+    revision = Revision.from_dict(ctx.step.params["revision"])
+    result = ctx.platform.rollback_to(ctx.rollback.target, revision)
+    return {"changed": result.changed, "message": result.message}
+
+
+def wait_rollout(ctx: StepContext) -> dict[str, Any]:
+    timeout = _rollout_timeout(ctx)
+    status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
+                                           on_progress=_throttled(ctx.progress))
+    if status.failed:
+        raise RolloutFailed(status.message)
+    if not status.done:
+        raise TransientPlatformError(f"rollout not finished after {timeout:.0f}s: "
+                                     f"{status.message}")
+    return {"message": status.message}
+
+
+def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
+    done = []
+    with httpx.Client(timeout=15) as client:
+        for hook in ctx.service.webhooks:
+            headers = dict(hook.headers)
+            for name, ref in hook.headers_env.items():
+                env, prefix = (ref, "") if isinstance(ref, str) else (ref.env, ref.prefix)
+                value = secret(env)
+                if value is None:
+                    raise PermanentPlatformError(f"webhook {hook.name}: env {env} is not set")
+                headers[name] = prefix + value
+            try:
+                resp = client.request(hook.method, hook.url, headers=headers,
+                                      json=hook.json_body)
+            except httpx.HTTPError as exc:
+                raise TransientPlatformError(f"webhook {hook.name}: {type(exc).__name__}") from None
+            if resp.status_code >= 500:
+                raise TransientPlatformError(f"webhook {hook.name}: HTTP {resp.status_code}")
+            if resp.status_code not in hook.expect_status:
+                raise PermanentPlatformError(f"webhook {hook.name}: HTTP {resp.status_code}")
+            done.append(hook.name)
+    return {"webhooks": done}
+
+
+def _rollout_timeout(ctx: StepContext) -> float:
+    section = getattr(ctx.service, ctx.rollback.platform, None)
+    return float(getattr(section, "rollout_timeout_seconds", 600))
+
+
+def _throttled(progress: Callable[[str], None]) -> Callable[[str], None]:
+    """Thread updates only when the message changes (a watch can fire many times)."""
+    last: list[str] = []
+
+    def emit(message: str) -> None:
+        if not last or last[-1] != message:
+            last.append(message)
+            progress(message)
+
+    return emit
+
+
+HANDLERS: dict[str, StepHandler] = {
+    "snapshot_config": snapshot_config,
+    "restore_config": restore_config,
+    "scale_down": scale_down,
+    "scale_up": scale_up,
+    "backup_db": backup_db,
+    "restore_db": restore_db,
+    "verify_db": verify_db,
+    "app_rollback": app_rollback,
+    "wait_rollout": wait_rollout,
+    "repoint_webhooks": repoint_webhooks,
+}

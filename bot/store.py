@@ -1,0 +1,440 @@
+"""Persistence with psycopg 3: rollbacks, steps, audit trail, request dedupe, leases.
+
+Every state change is a compare-and-set on the current state plus an audit row in the
+same transaction; executor claims use ``FOR UPDATE SKIP LOCKED`` with a lease so any
+replica can execute and a dead one's work is picked up when its lease runs out.
+Timed work lives in ``bot.jobs`` (same pool, separate concern).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from bot.errors import NotFound
+from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
+from bot.models import AuditEvent, PlannedStep, Rollback, Step
+from platforms.base import Revision, Target
+
+
+class ActiveRollbackExists(Exception):
+    def __init__(self, existing: Rollback) -> None:
+        super().__init__(f"{existing.ref} is already active for {existing.service}")
+        self.existing = existing
+
+
+class StaleState(Exception):
+    """The rollback was no longer in the expected state: someone else moved it first."""
+
+    def __init__(self, current: Rollback) -> None:
+        super().__init__(f"{current.ref} is {current.state}")
+        self.current = current
+
+
+def _target_to_json(t: Target) -> dict[str, Any]:
+    return {
+        "platform": t.platform,
+        "scope": t.scope,
+        "name": t.name,
+        "options": dict(t.options),
+        "config_maps": list(t.config_maps),
+        "secrets": list(t.secrets),
+    }
+
+
+def _target_from_json(d: dict[str, Any]) -> Target:
+    return Target(
+        platform=d["platform"],
+        scope=d["scope"],
+        name=d["name"],
+        options=dict(d.get("options") or {}),
+        config_maps=tuple(d.get("config_maps") or ()),
+        secrets=tuple(d.get("secrets") or ()),
+    )
+
+
+def _rollback(row: dict[str, Any]) -> Rollback:
+    cur = row["current_revision"]
+    return Rollback(
+        id=row["id"],
+        service=row["service"],
+        platform=row["platform"],
+        severity=row["severity"],
+        policy_mode=row["policy_mode"],
+        scope=list(row["scope"]),
+        reason=row["reason"],
+        state=State(row["state"]),
+        requester=row["requester"],
+        channel_id=row["channel_id"],
+        channel_name=row["channel_name"],
+        message_ts=row["message_ts"],
+        thread_ts=row["thread_ts"],
+        current_revision=Revision.from_dict(cur) if cur else None,
+        target_revision=Revision.from_dict(row["target_revision"]),
+        target=_target_from_json(row["target"]),
+        checklist=dict(row["checklist"] or {}),
+        assessment=dict(row["assessment"] or {}),
+        approver=row["approver"],
+        break_glass=row["break_glass"],
+        incident_commander=row["incident_commander"],
+        incident_started_at=row["incident_started_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        expires_at=row["expires_at"],
+        approved_at=row["approved_at"],
+        finished_at=row["finished_at"],
+        last_error=row["last_error"],
+    )
+
+
+_UPDATABLE = {
+    "approver",
+    "approved_at",
+    "break_glass",
+    "finished_at",
+    "last_error",
+    "incident_commander",
+    "expires_at",
+    "lease_owner",
+    "lease_expires_at",
+    "policy_mode",
+    "severity",
+}
+
+
+class Store:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    # ------------------------------------------------------------------ rollbacks
+    def create_rollback(
+        self,
+        *,
+        service: str,
+        platform: str,
+        severity: str,
+        policy_mode: str,
+        scope: Sequence[str],
+        reason: str,
+        requester: str,
+        channel_id: str,
+        channel_name: str,
+        current_revision: Revision | None,
+        target_revision: Revision,
+        target: Target,
+        steps: Sequence[PlannedStep],
+        checklist: dict[str, Any],
+        assessment: dict[str, Any],
+        expires_at: datetime | None,
+        created_at: datetime,
+        incident_started_at: datetime | None = None,
+    ) -> Rollback:
+        """Insert the rollback with its pinned plan; ``ActiveRollbackExists`` if one is live."""
+        import psycopg.errors
+
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            try:
+                with conn.transaction():
+                    cur.execute(
+                        "INSERT INTO rollbacks (service, platform, severity, policy_mode, scope,"
+                        " reason, state, requester, channel_id, channel_name, current_revision,"
+                        " target_revision, target, checklist, assessment, expires_at,"
+                        " created_at, updated_at, incident_started_at)"
+                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        " RETURNING *",
+                        (
+                            service,
+                            platform,
+                            severity,
+                            policy_mode,
+                            list(scope),
+                            reason,
+                            State.PENDING_APPROVAL.value,
+                            requester,
+                            channel_id,
+                            channel_name,
+                            Jsonb(current_revision.to_dict()) if current_revision else None,
+                            Jsonb(target_revision.to_dict()),
+                            Jsonb(_target_to_json(target)),
+                            Jsonb(checklist),
+                            Jsonb(assessment),
+                            expires_at,
+                            created_at,
+                            created_at,
+                            incident_started_at,
+                        ),
+                    )
+                    row = cur.fetchone()
+                    assert row is not None
+                    for seq, step in enumerate(steps, start=1):
+                        cur.execute(
+                            "INSERT INTO rollback_steps (rollback_id, seq, kind, description,"
+                            " destructive, params) VALUES (%s,%s,%s,%s,%s,%s)",
+                            (row["id"], seq, step.kind, step.description, step.destructive,
+                             Jsonb(step.params)),
+                        )
+                    self._audit(cur, row["id"], requester, "requested", None,
+                                State.PENDING_APPROVAL.value,
+                                {"severity": severity, "target": target_revision.to_dict(),
+                                 "reason": reason, "scope": list(scope)})
+            except psycopg.errors.UniqueViolation:
+                existing = self.active_for_service(service)
+                if existing is None:  # finished between our insert and this read
+                    raise
+                raise ActiveRollbackExists(existing) from None
+        return _rollback(row)
+
+    def get(self, rollback_id: int) -> Rollback:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM rollbacks WHERE id = %s", (rollback_id,))
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"No rollback RB-{rollback_id}.")
+        return _rollback(row)
+
+    def active_for_service(self, service: str) -> Rollback | None:
+        rows = self._select(
+            "SELECT * FROM rollbacks WHERE service = %s AND state = ANY(%s)"
+            " ORDER BY id DESC LIMIT 1",
+            (service, [s.value for s in ACTIVE]),
+        )
+        return rows[0] if rows else None
+
+    def history(self, service: str, *, limit: int = 10) -> list[Rollback]:
+        return self._select(
+            "SELECT * FROM rollbacks WHERE service = %s ORDER BY id DESC LIMIT %s",
+            (service, limit),
+        )
+
+    def in_states(self, states: Iterable[State]) -> list[Rollback]:
+        return self._select(
+            "SELECT * FROM rollbacks WHERE state = ANY(%s) ORDER BY id",
+            ([s.value for s in states],),
+        )
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[Rollback]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql, params)
+            return [_rollback(r) for r in cur.fetchall()]
+
+    def transition(
+        self,
+        rollback_id: int,
+        event: Event,
+        *,
+        actor: str,
+        expected: State | None = None,
+        detail: dict[str, Any] | None = None,
+        updates: dict[str, Any] | None = None,
+    ) -> Rollback:
+        """Compare-and-set ``expected`` (default: the current state) -> ``advance(...)``.
+
+        Raises ``InvalidTransition`` when the event does not apply, ``StaleState`` when
+        another actor moved the rollback first.
+        """
+        current = self.get(rollback_id)
+        from_state = expected or current.state
+        to_state = advance(from_state, event)
+        sets = ["state = %s", "updated_at = now()"]
+        params: list[Any] = [to_state.value]
+        for key, value in (updates or {}).items():
+            if key not in _UPDATABLE:
+                raise ValueError(f"column {key} is not updatable through a transition")
+            sets.append(f"{key} = %s")
+            params.append(value)
+        if to_state in TERMINAL:
+            sets.append("finished_at = COALESCE(finished_at, now())")
+            sets.append("lease_owner = NULL, lease_expires_at = NULL")
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    f"UPDATE rollbacks SET {', '.join(sets)} WHERE id = %s AND state = %s"
+                    " RETURNING *",
+                    (*params, rollback_id, from_state.value),
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    self._audit(cur, rollback_id, actor, event.value, from_state.value,
+                                to_state.value, detail or {})
+        if row is None:
+            raise StaleState(self.get(rollback_id))
+        return _rollback(row)
+
+    def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str) -> None:
+        self._exec(
+            "UPDATE rollbacks SET message_ts = %s, thread_ts = %s WHERE id = %s",
+            (message_ts, thread_ts, rollback_id),
+        )
+
+    def set_assessment(self, rollback_id: int, assessment: dict[str, Any]) -> None:
+        self._exec("UPDATE rollbacks SET assessment = %s WHERE id = %s",
+                   (Jsonb(assessment), rollback_id))
+
+    def set_checklist_item(
+        self, rollback_id: int, item: str, value: dict[str, Any], *, actor: str
+    ) -> Rollback:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "UPDATE rollbacks SET checklist = jsonb_set(checklist, %s, %s, true),"
+                    " updated_at = now() WHERE id = %s RETURNING *",
+                    ([item], Jsonb(value), rollback_id),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    raise NotFound(f"No rollback RB-{rollback_id}.")
+                self._audit(cur, rollback_id, actor, "checklist", None, None,
+                            {"item": item, **value})
+        return _rollback(row)
+
+    def update_fields(self, rollback_id: int, *, actor: str, **fields: Any) -> Rollback:
+        """Change non-state columns (e.g. incident commander), audited."""
+        sets, params = [], []
+        for key, value in fields.items():
+            if key not in _UPDATABLE:
+                raise ValueError(f"column {key} is not updatable")
+            sets.append(f"{key} = %s")
+            params.append(value)
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    f"UPDATE rollbacks SET {', '.join(sets)}, updated_at = now()"
+                    " WHERE id = %s RETURNING *",
+                    (*params, rollback_id),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    raise NotFound(f"No rollback RB-{rollback_id}.")
+                self._audit(cur, rollback_id, actor, "updated", None, None,
+                            {k: str(v) for k, v in fields.items()})
+        return _rollback(row)
+
+    # ------------------------------------------------------------------ executor lease
+    def claim_next(self, *, owner: str, lease_seconds: float) -> Rollback | None:
+        """Claim one approved (or orphaned executing) rollback; other replicas skip it."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "SELECT id FROM rollbacks WHERE state IN ('approved', 'executing', 'verifying')"
+                    " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
+                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                )
+                found = cur.fetchone()
+                if found is None:
+                    return None
+                cur.execute(
+                    "UPDATE rollbacks SET lease_owner = %s,"
+                    " lease_expires_at = now() + make_interval(secs => %s)"
+                    " WHERE id = %s RETURNING *",
+                    (owner, lease_seconds, found["id"]),
+                )
+                row = cur.fetchone()
+        assert row is not None
+        return _rollback(row)
+
+    def heartbeat(self, rollback_id: int, *, owner: str, lease_seconds: float) -> bool:
+        return self._exec(
+            "UPDATE rollbacks SET lease_expires_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND lease_owner = %s",
+            (lease_seconds, rollback_id, owner),
+        ) == 1
+
+    def release(self, rollback_id: int, *, owner: str) -> None:
+        self._exec(
+            "UPDATE rollbacks SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = %s AND lease_owner = %s",
+            (rollback_id, owner),
+        )
+
+    # ------------------------------------------------------------------ steps
+    def steps(self, rollback_id: int) -> list[Step]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT * FROM rollback_steps WHERE rollback_id = %s ORDER BY seq", (rollback_id,)
+            )
+            return [Step(**r) for r in cur.fetchall()]
+
+    def step_started(self, rollback_id: int, seq: int) -> None:
+        """Journal *before* acting, so a crash leaves evidence that the step began."""
+        self._exec(
+            "UPDATE rollback_steps SET status = 'started', attempts = attempts + 1,"
+            " started_at = COALESCE(started_at, now()), error = NULL"
+            " WHERE rollback_id = %s AND seq = %s",
+            (rollback_id, seq),
+        )
+
+    def step_progress(self, rollback_id: int, seq: int, result: dict[str, Any]) -> None:
+        """Merge facts learned mid-step (e.g. replicas before scale-down) into its result."""
+        self._exec(
+            "UPDATE rollback_steps SET result = result || %s WHERE rollback_id = %s AND seq = %s",
+            (Jsonb(result), rollback_id, seq),
+        )
+
+    def step_finished(
+        self, rollback_id: int, seq: int, *, status: str, result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._exec(
+            "UPDATE rollback_steps SET status = %s, result = result || %s, error = %s,"
+            " finished_at = now() WHERE rollback_id = %s AND seq = %s",
+            (status, Jsonb(result or {}), error, rollback_id, seq),
+        )
+
+    # ------------------------------------------------------------------ audit, dedupe
+    def audit(
+        self, rollback_id: int | None, *, actor: str, event: str, detail: dict[str, Any]
+    ) -> None:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            self._audit(cur, rollback_id, actor, event, None, None, detail)
+
+    def audit_events(self, rollback_id: int) -> list[AuditEvent]:
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT * FROM audit_events WHERE rollback_id = %s ORDER BY id", (rollback_id,)
+            )
+            return [AuditEvent(**r) for r in cur.fetchall()]
+
+    def first_delivery(self, key: str) -> bool:
+        """True exactly once per key: Slack retries and double clicks see False."""
+        return self._exec(
+            "INSERT INTO processed_requests (key) VALUES (%s) ON CONFLICT DO NOTHING", (key,)
+        ) == 1
+
+    def known_good_config(self, service: str, platform: str) -> dict[str, Any] | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT snapshot FROM known_good_config WHERE service = %s AND platform = %s",
+                (service, platform)).fetchone()
+        return dict(row[0]) if row else None
+
+    def record_known_good_config(self, service: str, platform: str, snapshot: dict[str, Any],
+                                 *, rollback_id: int | None) -> None:
+        self._exec(
+            "INSERT INTO known_good_config (service, platform, snapshot, rollback_id)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (service, platform) DO UPDATE SET"
+            " snapshot = EXCLUDED.snapshot, rollback_id = EXCLUDED.rollback_id,"
+            " recorded_at = now()", (service, platform, Jsonb(snapshot), rollback_id))
+
+    def ping(self) -> bool:
+        with self.pool.connection(timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+
+    @staticmethod
+    def _audit(cur: Any, rollback_id: int | None, actor: str, event: str,
+               from_state: str | None, to_state: str | None, detail: dict[str, Any]) -> None:
+        cur.execute(
+            "INSERT INTO audit_events (rollback_id, actor, event, from_state, to_state, detail)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (rollback_id, actor, event, from_state, to_state, Jsonb(detail)),
+        )
+
+    def _exec(self, sql: str, params: Sequence[Any]) -> int:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.rowcount
+

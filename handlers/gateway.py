@@ -1,0 +1,103 @@
+"""Slack-backed implementations of the core's ``Chat`` and ``Directory`` ports.
+
+Every outbound Slack call the core makes goes through here, so rendering (``views``)
+and delivery stay in the Slack layer and ``bot`` never imports slack_sdk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.models import Rollback, Step
+from handlers import views
+
+log = logging.getLogger(__name__)
+
+
+class SlackChat:
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
+        text, blocks = views.rollback_message(rollback, steps)
+        resp = self.client.chat_postMessage(channel=rollback.channel_id, text=text,
+                                            blocks=blocks)
+        ts = str(resp["ts"])
+        try:
+            self.client.pins_add(channel=rollback.channel_id, timestamp=ts)
+        except SlackApiError as exc:  # pinning is a courtesy; never fail a rollback on it
+            log.info("could not pin %s: %s", rollback.ref, exc.response.get("error"))
+        return ts, ts
+
+    def refresh(self, rollback: Rollback, steps: list[Step]) -> None:
+        if not rollback.message_ts:
+            return
+        text, blocks = views.rollback_message(rollback, steps)
+        self.client.chat_update(channel=rollback.channel_id, ts=rollback.message_ts, text=text,
+                                blocks=blocks)
+
+    def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
+        if mention:
+            text = f"<@{mention}> {text}"
+        self.client.chat_postMessage(channel=rollback.channel_id,
+                                     thread_ts=rollback.thread_ts or rollback.message_ts,
+                                     text=text)
+
+    def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
+        self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text,
+                                       blocks=views.error_blocks(text))
+
+    def post_channel(self, channel: str, text: str, *,
+                     blocks: list[dict[str, Any]] | None = None) -> str:
+        kwargs: dict[str, Any] = {"channel": channel.lstrip("#"), "text": text}
+        if blocks:
+            kwargs["blocks"] = blocks
+        return str(self.client.chat_postMessage(**kwargs)["ts"])
+
+    def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
+        self.client.files_upload_v2(channel=rollback.channel_id, content=content,
+                                    filename=filename, title=title,
+                                    thread_ts=rollback.thread_ts or rollback.message_ts)
+
+
+class SlackDirectory:
+    """Usergroup members and channel names, cached briefly: approval clicks stay fast and
+    a membership change takes effect within ``ttl`` seconds."""
+
+    def __init__(self, client: WebClient, *, ttl: float = 60.0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._groups: dict[str, tuple[float, set[str]]] = {}
+        self._channels: dict[str, str] = {}
+
+    def usergroup_members(self, usergroup: str) -> set[str]:
+        with self._lock:
+            hit = self._groups.get(usergroup)
+            if hit and time.monotonic() - hit[0] < self.ttl:
+                return hit[1]
+        resp = self.client.usergroups_users_list(usergroup=usergroup)
+        users = set(resp.get("users") or [])
+        with self._lock:
+            self._groups[usergroup] = (time.monotonic(), users)
+        return users
+
+    def channel_name(self, channel_id: str) -> str:
+        with self._lock:
+            if channel_id in self._channels:
+                return self._channels[channel_id]
+        try:
+            resp = self.client.conversations_info(channel=channel_id)
+            name = str(resp["channel"]["name"])
+        except SlackApiError as exc:
+            log.info("conversations.info %s failed: %s", channel_id, exc.response.get("error"))
+            return channel_id
+        with self._lock:
+            self._channels[channel_id] = name
+        return name

@@ -1,0 +1,52 @@
+"""Every Slack identifier the app registers: command, action_ids, callback_ids, routes.
+
+The manifest test checks manifest.yml against these, so renaming one here is caught.
+"""
+
+from __future__ import annotations
+
+COMMAND = "/rollback"
+
+# HTTP routes served by the bot (bot.server)
+EVENTS_PATH = "/slack/events"
+HEALTHZ_PATH = "/healthz"
+READYZ_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+
+# block_actions
+APPROVE = "rollback_approve"
+APPROVE_OVERRIDE = "rollback_approve_override"  # P3: approver overrides "next deployment"
+REJECT = "rollback_reject"
+CANCEL = "rollback_cancel"
+HOTFIX = "rollback_hotfix_in_progress"  # P1: start the hotfix window
+ESCALATE_NOW = "rollback_escalate_now"
+CHECKLIST = "rollback_checklist"  # value = item key
+ASSIGN_IC = "rollback_assign_ic"  # clicker becomes incident commander
+RESOLVE = "rollback_resolve"  # needs_attention / unstable: a human closes it
+RETRY = "rollback_retry_verification"
+REMINDER_SCHEDULED = "reminder_scheduled"
+REMINDER_DONE = "reminder_done"
+REMINDER_SNOOZE = "reminder_snooze"
+# inputs inside the request modal (block_actions fire for selects; we ignore them)
+MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason")
+
+# view callback_ids
+REQUEST_MODAL = "rollback_request_modal"
+REJECT_MODAL = "rollback_reject_modal"
+
+ALL_ACTIONS = (
+    APPROVE,
+    APPROVE_OVERRIDE,
+    REJECT,
+    CANCEL,
+    HOTFIX,
+    ESCALATE_NOW,
+    CHECKLIST,
+    ASSIGN_IC,
+    RESOLVE,
+    RETRY,
+    REMINDER_SCHEDULED,
+    REMINDER_DONE,
+    REMINDER_SNOOZE,
+)
+ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL)

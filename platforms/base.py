@@ -1,0 +1,210 @@
+"""The contract every deployment platform adapter satisfies, its value types and errors.
+
+Adapters (one per file: ``kubernetes.py``, ``ecs.py``, ``fly.py``, ``fake.py``) translate
+vendor errors at the edge into this tree, so the core decides retry vs. stop by type::
+
+    PlatformError
+    ├── TransientPlatformError(retry_after)   throttling, 5xx, timeouts: retry with backoff
+    └── PermanentPlatformError                 will not get better by retrying
+        ├── TargetNotFound                     deployment/service/app does not exist
+        ├── RevisionNotFound                   the pinned revision is gone from history
+        ├── RolloutPaused                      platform refuses while paused (kubectl parity)
+        └── RolloutFailed                      rollout hit its deadline / circuit breaker
+
+Pinning: a ``Revision.id`` is the platform's *stable* identity of a version (Kubernetes
+ReplicaSet name, ECS task-definition ARN, Fly image reference), never a position such
+as "previous" or a renumbered revision counter. The core stores the Revision when it
+builds the plan and passes it back unchanged at execution time, so a retried or resumed
+rollback cannot flip back to the bad version. ``rollback_to`` is idempotent: when the
+target already runs the pinned revision it reports ``changed=False`` and mutates nothing.
+
+This module imports nothing from ``bot`` or ``handlers`` (checked by import-linter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+ProgressCallback = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------- errors
+class PlatformError(Exception):
+    """Base of every error an adapter raises."""
+
+
+class TransientPlatformError(PlatformError):
+    """Worth retrying; ``retry_after`` is the platform's hint in seconds (None = use backoff)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentPlatformError(PlatformError):
+    """Retrying will not help; a human has to look."""
+
+
+class TargetNotFound(PermanentPlatformError):
+    """The deployment, service or app named by the target does not exist."""
+
+
+class RevisionNotFound(PermanentPlatformError):
+    """The requested or pinned revision is not in the platform's history."""
+
+
+class RolloutPaused(PermanentPlatformError):
+    """The platform refuses to roll back while the rollout is paused."""
+
+
+class RolloutFailed(PermanentPlatformError):
+    """The rollout did not converge (e.g. Kubernetes ProgressDeadlineExceeded)."""
+
+
+# ----------------------------------------------------------------------- value types
+@dataclass(frozen=True)
+class Target:
+    """Where a service runs on one platform.
+
+    ``scope`` is the namespace (Kubernetes), cluster (ECS) or organisation (Fly);
+    ``name`` the deployment, ECS service or Fly app. ``options`` carries adapter
+    specifics (kube context, ECS task family, region) as plain strings.
+    """
+
+    platform: str
+    scope: str
+    name: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    config_maps: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return f"{self.platform}:{self.scope}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One deployable version in the platform's history (see module docstring on ``id``)."""
+
+    id: str
+    number: int
+    images: tuple[str, ...] = ()
+    change_cause: str | None = None
+    created: datetime | None = None
+    current: bool = False
+
+    def label(self) -> str:
+        image = ", ".join(self.images) if self.images else "?"
+        return f"rev {self.number} ({image})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "number": self.number,
+            "images": list(self.images),
+            "change_cause": self.change_cause,
+            "created": self.created.isoformat() if self.created else None,
+            "current": self.current,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Revision:
+        created = data.get("created")
+        return cls(
+            id=str(data["id"]),
+            number=int(data["number"]),
+            images=tuple(data.get("images") or ()),
+            change_cause=data.get("change_cause"),
+            created=datetime.fromisoformat(created) if created else None,
+            current=bool(data.get("current", False)),
+        )
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What ``rollback_to`` did. ``message`` mirrors the platform CLI's wording."""
+
+    changed: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    """A rollout's state with kubectl-like wording; ``failed`` means it will not converge."""
+
+    done: bool
+    message: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """CPU (millicores) and memory (MiB) of one running unit (pod, task, machine)."""
+
+    unit: str
+    cpu_millicores: float
+    memory_mib: float
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """Configuration objects captured before a change, restorable verbatim."""
+
+    items: Mapping[str, Mapping[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": {k: dict(v) for k, v in self.items.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConfigSnapshot:
+        return cls(items=dict(data.get("items") or {}))
+
+
+# -------------------------------------------------------------------------- protocol
+@runtime_checkable
+class Platform(Protocol):
+    """What the core needs from a deployment platform. Every call may raise PlatformError."""
+
+    name: str
+
+    def history(self, target: Target) -> list[Revision]:
+        """All revisions, newest first; exactly one has ``current=True``."""
+        ...
+
+    def current_revision(self, target: Target) -> Revision: ...
+
+    def rollback_to(
+        self, target: Target, revision: Revision, *, dry_run: bool = False
+    ) -> RollbackResult:
+        """Make ``revision`` (by its stable id) the running version. Idempotent."""
+        ...
+
+    def rollout_status(self, target: Target) -> RolloutStatus: ...
+
+    def wait_for_rollout(
+        self, target: Target, *, timeout: float, on_progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        """Block until done or failed (event-driven where the platform allows), or timeout."""
+        ...
+
+    def get_replicas(self, target: Target) -> int: ...
+
+    def scale(self, target: Target, replicas: int) -> None: ...
+
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+        """Recent logs, or None when the platform cannot provide them."""
+        ...
+
+    def resource_usage(self, target: Target) -> list[ResourceUsage]: ...
+
+    def snapshot_config(self, target: Target) -> ConfigSnapshot: ...
+
+    def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
+        """Put the snapshot back; returns whether anything changed."""
+        ...
+
+
+PlatformRegistry = dict[str, Platform]

@@ -1,0 +1,273 @@
+"""A scriptable in-memory platform for unit and crash tests: history, rollout time, faults.
+
+State can optionally live in a JSON file (``state_file``) guarded by ``fcntl`` locks, so a
+bot process that is SIGKILLed and restarted sees the same "cluster" and the test can
+count every mutation across processes. ``mutations`` counts only real changes: an
+idempotent re-apply that finds the pinned revision already running counts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from platforms.base import (
+    ConfigSnapshot,
+    ProgressCallback,
+    ResourceUsage,
+    Revision,
+    RevisionNotFound,
+    RollbackResult,
+    RolloutStatus,
+    Target,
+    TargetNotFound,
+    TransientPlatformError,
+)
+
+
+@dataclass
+class Fault:
+    """Raise ``error`` on the next ``times`` calls of ``method``."""
+
+    method: str
+    error: Exception
+    times: int = 1
+
+
+def _initial_state(revisions: int, replicas: int) -> dict[str, Any]:
+    history = [
+        {"id": f"rs-{n}", "number": n, "images": [f"registry.example/app:v1.{n}.0"],
+         "change_cause": f"deploy v1.{n}.0"}
+        for n in range(1, revisions + 1)
+    ]
+    return {
+        "targets": {},
+        "default": {
+            "history": history,
+            "current": history[-1]["id"] if history else None,
+            "replicas": replicas,
+            "config": {"configmap/app-config": {"data": {"MODE": "bad"}}},
+            "logs": [f"log line {i}" for i in range(150)],
+        },
+        "calls": {},
+        "mutations": {},
+        "mutation_log": [],
+    }
+
+
+class FakePlatform:
+    """Implements ``platforms.base.Platform`` against a dict (optionally file-backed)."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "fake",
+        revisions: int = 3,
+        replicas: int = 3,
+        rollout_seconds: float = 0.0,
+        state_file: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.rollout_seconds = rollout_seconds
+        self.faults: list[Fault] = []
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._path = Path(state_file) if state_file else None
+        self._rollout_started: dict[str, float] = {}
+        # Called inside a mutation, after it is applied (crash tests kill the process here).
+        self.after_mutation: Callable[[str], None] | None = None
+        if self._path and self._path.exists():
+            self._mem: dict[str, Any] | None = None
+        else:
+            self._mem = _initial_state(revisions, replicas)
+            if self._path:
+                self._path.write_text(json.dumps(self._mem))
+                self._mem = None
+
+    # ------------------------------------------------------------------ state access
+    @contextlib.contextmanager
+    def _state(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            if self._path is None:
+                assert self._mem is not None
+                yield self._mem
+                return
+            with open(self._path, "r+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                state = json.load(fh)
+                yield state
+                fh.seek(0)
+                fh.truncate()
+                json.dump(state, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def _target(self, state: dict[str, Any], target: Target) -> dict[str, Any]:
+        key = f"{target.scope}/{target.name}"
+        if key not in state["targets"]:
+            if target.name.startswith("missing"):
+                raise TargetNotFound(f"{target.describe()} not found")
+            state["targets"][key] = json.loads(json.dumps(state["default"]))
+        t: dict[str, Any] = state["targets"][key]
+        return t
+
+    def _call(self, method: str, state: dict[str, Any]) -> None:
+        state["calls"][method] = state["calls"].get(method, 0) + 1
+        for fault in self.faults:
+            if fault.method == method and fault.times > 0:
+                fault.times -= 1
+                raise fault.error
+
+    def _mutated(self, state: dict[str, Any], method: str, detail: str) -> None:
+        state["mutations"][method] = state["mutations"].get(method, 0) + 1
+        state["mutation_log"].append(f"{method}:{detail}")
+
+    # ------------------------------------------------------------------ scripting
+    def inject(self, method: str, error: Exception, *, times: int = 1) -> None:
+        self.faults.append(Fault(method, error, times))
+
+    def calls(self) -> Counter[str]:
+        with self._state() as s:
+            return Counter(s["calls"])
+
+    def mutations(self) -> Counter[str]:
+        with self._state() as s:
+            return Counter(s["mutations"])
+
+    def mutation_log(self) -> list[str]:
+        with self._state() as s:
+            return list(s["mutation_log"])
+
+    def deploy(self, target: Target, image: str, *, change_cause: str | None = None) -> Revision:
+        """Simulate a new (possibly bad) deployment becoming current."""
+        with self._state() as s:
+            t = self._target(s, target)
+            number = max((r["number"] for r in t["history"]), default=0) + 1
+            rev = {"id": f"rs-{number}", "number": number, "images": [image],
+                   "change_cause": change_cause}
+            t["history"].append(rev)
+            t["current"] = rev["id"]
+        return self.current_revision(target)
+
+    # ------------------------------------------------------------------ Platform
+    def history(self, target: Target) -> list[Revision]:
+        with self._state() as s:
+            self._call("history", s)
+            t = self._target(s, target)
+            return [
+                Revision(id=r["id"], number=r["number"], images=tuple(r["images"]),
+                         change_cause=r.get("change_cause"), current=r["id"] == t["current"])
+                for r in sorted(t["history"], key=lambda r: -r["number"])
+            ]
+
+    def current_revision(self, target: Target) -> Revision:
+        for rev in self.history(target):
+            if rev.current:
+                return rev
+        raise RevisionNotFound(f"{target.describe()} has no current revision")
+
+    def rollback_to(
+        self, target: Target, revision: Revision, *, dry_run: bool = False
+    ) -> RollbackResult:
+        with self._state() as s:
+            self._call("rollback_to", s)
+            t = self._target(s, target)
+            match = [r for r in t["history"] if r["id"] == revision.id]
+            if not match:
+                raise RevisionNotFound(f"revision {revision.id} not in history")
+            if t["current"] == revision.id:
+                return RollbackResult(False, f"skipped rollback (already at {revision.label()})")
+            if dry_run:
+                return RollbackResult(True, f"{target.name} rolled back (dry run)")
+            # Like Kubernetes: the reused revision is renumbered to max+1.
+            match[0]["number"] = max(r["number"] for r in t["history"]) + 1
+            t["current"] = revision.id
+            self._mutated(s, "rollback_to", revision.id)
+            self._rollout_started[target.describe()] = self._clock()
+        self._after("rollback_to")
+        return RollbackResult(True, f"{target.name} rolled back")
+
+    def rollout_status(self, target: Target) -> RolloutStatus:
+        with self._state() as s:
+            self._call("rollout_status", s)
+            self._target(s, target)
+        started = self._rollout_started.get(target.describe())
+        if started is not None and self._clock() - started < self.rollout_seconds:
+            return RolloutStatus(False, f"Waiting for {target.name} rollout to finish")
+        return RolloutStatus(True, f"{target.name} successfully rolled out")
+
+    def wait_for_rollout(
+        self, target: Target, *, timeout: float, on_progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        deadline = self._clock() + timeout
+        status = self.rollout_status(target)
+        while not status.done and self._clock() < deadline:
+            if on_progress:
+                on_progress(status.message)
+            time.sleep(min(0.05, self.rollout_seconds))
+            status = self.rollout_status(target)
+        return status
+
+    def get_replicas(self, target: Target) -> int:
+        with self._state() as s:
+            self._call("get_replicas", s)
+            return int(self._target(s, target)["replicas"])
+
+    def scale(self, target: Target, replicas: int) -> None:
+        with self._state() as s:
+            self._call("scale", s)
+            t = self._target(s, target)
+            if t["replicas"] == replicas:
+                return
+            t["replicas"] = replicas
+            self._mutated(s, "scale", str(replicas))
+        self._after("scale")
+
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+        with self._state() as s:
+            self._call("logs_tail", s)
+            return "\n".join(self._target(s, target)["logs"][-lines:])
+
+    def resource_usage(self, target: Target) -> list[ResourceUsage]:
+        with self._state() as s:
+            self._call("resource_usage", s)
+            n = int(self._target(s, target)["replicas"])
+        return [ResourceUsage(f"{target.name}-{i}", 120.0, 256.0) for i in range(n)]
+
+    def snapshot_config(self, target: Target) -> ConfigSnapshot:
+        with self._state() as s:
+            self._call("snapshot_config", s)
+            return ConfigSnapshot(items=json.loads(json.dumps(self._target(s, target)["config"])))
+
+    def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
+        with self._state() as s:
+            self._call("restore_config", s)
+            t = self._target(s, target)
+            wanted = json.loads(json.dumps(snapshot.to_dict()["items"]))
+            if t["config"] == wanted:
+                return False
+            t["config"] = wanted
+            self._mutated(s, "restore_config", ",".join(sorted(wanted)))
+        self._after("restore_config")
+        return True
+
+    def set_config(self, target: Target, items: dict[str, Any]) -> None:
+        with self._state() as s:
+            self._target(s, target)["config"] = items
+
+    def _after(self, method: str) -> None:
+        if self.after_mutation is not None:
+            self.after_mutation(method)
+
+
+__all__ = ["FakePlatform", "Fault", "TransientPlatformError"]

@@ -1,0 +1,45 @@
+"""`/rollback` text parsing: every form, and errors that name the bad token."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.commands import parse
+from bot.config import Severity
+from bot.errors import ParseError
+
+
+def test_full_request() -> None:
+    p = parse('hotel-voice-bot --to 3 --severity p0 --scope app,db --platform ecs '
+              '--reason "5xx after deploy"')
+    assert (p.verb, p.service, p.to, p.severity, p.scope, p.platform, p.reason) == (
+        "request", "hotel-voice-bot", 3, Severity.P0, ["app", "db"], "ecs", "5xx after deploy")
+
+
+def test_equals_form_and_rev_prefix() -> None:
+    p = parse("svc --to=rev7 --severity=P2")
+    assert (p.to, p.severity) == (7, Severity.P2)
+
+
+@pytest.mark.parametrize("text,verb,arg", [
+    ("", "help", None), ("help", "help", None), ("services", "services", None),
+    ("status", "status", None), ("status RB-4", "status", "RB-4"),
+    ("history svc", "history", "svc"), ("cancel RB-9", "cancel", "RB-9"),
+    ("svc", "modal", None),
+])
+def test_subcommands(text: str, verb: str, arg: str | None) -> None:
+    p = parse(text)
+    assert p.verb == verb
+    assert p.argument == arg
+
+
+@pytest.mark.parametrize("text,token", [
+    ("svc --to abc", "--to abc"), ("svc --to 0", "--to 0"), ("svc --severity P9", "P9"),
+    ("svc --scope app,disk", "app,disk"), ("svc --platform nomad", "nomad"),
+    ("svc --frobnicate 1", "--frobnicate"), ("svc extra", "extra"), ("svc --to", "--to"),
+    ("history", "history"), ("--to 3", "--to"), ('svc --reason "unterminated', "read"),
+])
+def test_errors_name_the_bad_token(text: str, token: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse(text)
+    assert token in str(err.value)
