@@ -10,9 +10,9 @@ import logging
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import httpx
@@ -50,14 +50,19 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Check:
-    """A named, time-boxed unit for ``run_suite``; calling it runs the check."""
+    """A named, time-boxed unit for ``run_suite``; calling it runs the check.
+
+    ``name`` wins over the name the check function put in its result, so the suite's
+    report and its timeout messages always use the same label.
+    """
 
     name: str
     timeout: float
     run: Callable[[], CheckResult]
 
     def __call__(self) -> CheckResult:
-        return self.run()
+        result = self.run()
+        return result if result.name == self.name else replace(result, name=self.name)
 
 
 def timed_out(timeout: float) -> str:
@@ -123,74 +128,64 @@ def run_suite(
     overall_timeout: float = 120.0,
     max_workers: int = 8,
 ) -> list[CheckResult]:
-    """Run checks concurrently; results come back in input order.
+    """Run checks concurrently (at most ``max_workers`` at once); results in input order.
 
     Each check is bounded by its own ``timeout`` (``Check.timeout``; callables without one
     get ``overall_timeout``) counted from when it starts, and the whole suite by
     ``overall_timeout``. A late check is reported as failed and abandoned: Python cannot
-    kill a thread, so it finishes in the background, bounded by its own I/O timeouts.
+    kill a thread, so it runs on in a daemon thread (bounded by its own I/O timeouts) but
+    gives its worker slot back at once, so one hung probe cannot starve the queue.
     """
-    if not checks:
-        return []
     names = [_name_of(c, i) for i, c in enumerate(checks)]
-    timeouts = [min(_timeout_of(c, overall_timeout), overall_timeout) for c in checks]
-    started: dict[int, float] = {}
-    lock = threading.Lock()
-
-    def runner(i: int) -> CheckResult:
-        with lock:
-            started[i] = time.monotonic()
-        return _call_safely(checks[i], names[i])
-
+    timeouts = [_timeout_of(c, overall_timeout) for c in checks]
     results: list[CheckResult | None] = [None] * len(checks)
-    pool = ThreadPoolExecutor(
-        max_workers=max(1, min(max_workers, len(checks))), thread_name_prefix="check"
-    )
+    finished: dict[int, CheckResult] = {}
+    cond = threading.Condition()
+
+    def worker(i: int) -> None:
+        result = _call_safely(checks[i], names[i])
+        with cond:
+            finished[i] = result
+            cond.notify_all()
+
+    queue = deque(range(len(checks)))
+    running: dict[int, float] = {}  # index -> start time
     begin = time.monotonic()
-    suite_deadline = begin + overall_timeout
-    futures: dict[Future[CheckResult], int] = {
-        pool.submit(runner, i): i for i in range(len(checks))
-    }
-    pending = set(futures)
-    try:
-        while pending:
+    deadline = begin + overall_timeout
+    with cond:
+        while queue or running:
             now = time.monotonic()
-            for fut in [f for f in pending if f.done()]:
-                pending.discard(fut)
-                results[futures[fut]] = fut.result()
-            with lock:
-                starts = dict(started)
-            next_wake = suite_deadline
-            for fut in list(pending):
-                i = futures[fut]
-                begun = starts.get(i)
-                late: CheckResult | None = None
-                if fut.done():
-                    next_wake = now  # finished meanwhile: its real result wins, collect it
+            for i, since in list(running.items()):
+                if i in finished:
+                    results[i] = finished.pop(i)
+                elif now >= since + timeouts[i]:
+                    results[i] = _late(names[i], timed_out(timeouts[i]), now - since)
+                elif now >= deadline:
+                    why = f"{timed_out(overall_timeout)} (suite deadline)"
+                    results[i] = _late(names[i], why, now - since)
+                else:
                     continue
-                if begun is not None and now >= begun + timeouts[i]:
-                    late = CheckResult(
-                        names[i], "fail", timed_out(timeouts[i]), {}, (now - begun) * 1000
-                    )
-                elif now >= suite_deadline:
-                    why = timed_out(overall_timeout) + " (suite deadline"
-                    why += ", never started: all workers busy)" if begun is None else ")"
-                    late = CheckResult(names[i], "fail", why, {}, (now - begin) * 1000)
-                if late is None:
-                    # Not started yet: it cannot end before now + its timeout, so waking
-                    # then is never late and avoids polling.
-                    next_wake = min(next_wake, (begun if begun is not None else now) + timeouts[i])
-                    continue
-                results[i] = late
-                pending.discard(fut)
-                fut.cancel()
-                log.warning("check %s: %s", names[i], late.summary)
-            if pending:
-                wait(pending, timeout=max(0.0, next_wake - now), return_when=FIRST_COMPLETED)
-    finally:
-        # Do not wait for abandoned checks; queued ones that never started are dropped.
-        pool.shutdown(wait=False, cancel_futures=True)
+                del running[i]
+            if now >= deadline:
+                for i in queue:
+                    why = f"{timed_out(overall_timeout)} (suite deadline; never started)"
+                    results[i] = _late(names[i], why, 0.0)
+                queue.clear()
+            while queue and len(running) < max(1, max_workers):
+                i = queue.popleft()
+                running[i] = now
+                threading.Thread(
+                    target=worker, args=(i,), name=f"check-{names[i]}", daemon=True
+                ).start()
+            if running:
+                wake = min([deadline, *(since + timeouts[i] for i, since in running.items())])
+                cond.wait(timeout=max(0.0, wake - now))
     return [r for r in results if r is not None]
+
+
+def _late(name: str, summary: str, elapsed: float) -> CheckResult:
+    log.warning("check %s: %s", name, summary)
+    return CheckResult(name, "fail", summary, {}, elapsed * 1000)
 
 
 def summarize(results: Sequence[CheckResult]) -> str:
