@@ -102,7 +102,7 @@ class LeaderScheduler:
             log.exception("scheduler tick failed")
 
     def stop(self) -> None:
-        if self._aps is not None:
+        if self._aps is not None and self._aps.running:
             self._aps.shutdown(wait=False)
         with self._lock:
             if self._conn is not None:

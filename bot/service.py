@@ -8,6 +8,7 @@ through ``Store.transition`` (compare-and-set + audit) and then re-renders the m
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -78,7 +79,19 @@ class RollbackService:
         text = str(ref).upper().removeprefix("RB-")
         if not text.isdigit():
             raise ParseError(f"`{ref}` is not a rollback ID (like RB-12).")
-        return self.store.get(int(text))
+        rb = self.store.get(int(text))
+        if rb.message_ts is None and rb.state == State.PENDING_APPROVAL:
+            rb = self._await_message(rb)
+        return rb
+
+    def _await_message(self, rb: Rollback, timeout: float = 3.0) -> Rollback:
+        """A click can arrive between Slack returning the request message's ts and our
+        storing it; wait (bounded) for the ts so thread replies land in the thread."""
+        deadline = time.monotonic() + timeout
+        while rb.message_ts is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            rb = self.store.get(rb.id)
+        return rb
 
     def modal_defaults(self, service: str, *, platform: str | None = None) -> ModalDefaults:
         svc = self.service_config(service)
@@ -115,7 +128,7 @@ class RollbackService:
         }
         backup_path = None
         if "db" in scope and svc.database is not None:
-            backup_path, checklist["backup_verified"] = self._pin_backup(svc, now)
+            backup_path, checklist["backup_verified"] = self._pin_backup(svc, parsed.service, now)
         steps = build_steps(service=svc, scope=scope, target_revision=wanted,
                             backup_path=backup_path)
         try:
@@ -130,20 +143,20 @@ class RollbackService:
             )
         except ActiveRollbackExists as exc:
             raise _active_error(exc.existing) from None
+        self._schedule_policy_timers(rb, sev.mode, sev.window_minutes)
         ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
         self.store.set_message(rb.id, message_ts=ts, thread_ts=thread_ts)
         rb = self.store.get(rb.id)
-        self._schedule_policy_timers(rb, sev.mode, sev.window_minutes)
         self._notify_stakeholders_requested(rb)
         if severity == Severity.P0:
             self.chat.thread(rb, ":rotating_light: *P0*: immediate full rollback. An approver "
                                  "may approve their own request (break glass, audited).")
         return self._assess(rb, svc, adapter)
 
-    def _pin_backup(self, svc: Any, now: Any) -> tuple[str | None, dict[str, Any]]:
+    def _pin_backup(self, svc: Any, service: str, now: Any) -> tuple[str | None, dict[str, Any]]:
         from bot import database
 
-        info = database.latest_backup(svc.database.backup_location, service="", before=now)
+        info = database.latest_backup(svc.database.backup_location, service=service, before=now)
         if info is None:
             return None, {"done": False, "by": "bot", "note": "no backup found"}
         check = database.verify_backup(info.path, max_age_hours=svc.database.backup_max_age_hours,
@@ -175,9 +188,18 @@ class RollbackService:
         svc = self.service_config(rb.service)
         if not svc.stakeholders.channels:
             return
+        failed = []
         for channel in svc.stakeholders.channels:
-            self.chat.post_channel(channel, f":warning: {rb.service}: rollback {rb.ref} to "
-                                   f"{rb.target_revision.label()} requested ({rb.severity}).")
+            try:
+                self.chat.post_channel(channel, f":warning: {rb.service}: rollback {rb.ref} to "
+                                       f"{rb.target_revision.label()} requested ({rb.severity}).")
+            except Exception as exc:  # a notification problem must not block the rollback
+                log.warning("stakeholder notice to %s failed: %s", channel, exc)
+                failed.append(channel)
+        if failed:
+            self.chat.thread(rb, f":warning: Could not notify {', '.join(failed)}; "
+                                 "tell stakeholders by hand.")
+            return
         self.store.set_checklist_item(rb.id, "stakeholders_notified",
                                       {"done": True, "by": "bot"}, actor="bot")
 

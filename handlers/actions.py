@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,13 @@ def register(app: App, service: RollbackService) -> None:
         ref, _, item = value.partition(":")
         service.tick_checklist(ref, item=item, user=user)
 
-    on(ids.CHECKLIST, checklist)
+    @app.action(re.compile(rf"^{ids.CHECKLIST}:"))
+    def checklist_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        try:
+            checklist(body, body["user"]["id"], _value(body))
+        except Exception as exc:
+            tell_user(service.chat, body, exc, respond)
 
     @app.action(ids.REJECT)
     def reject_clicked(ack: Ack, body: dict[str, Any], client: WebClient,

@@ -82,11 +82,21 @@ class SlackDirectory:
             hit = self._groups.get(usergroup)
             if hit and time.monotonic() - hit[0] < self.ttl:
                 return hit[1]
-        resp = self.client.usergroups_users_list(usergroup=usergroup)
+        resp = self.client.usergroups_users_list(usergroup=self._usergroup_id(usergroup))
         users = set(resp.get("users") or [])
         with self._lock:
             self._groups[usergroup] = (time.monotonic(), users)
         return users
+
+    def _usergroup_id(self, ref: str) -> str:
+        """Config may name a group by handle (``sre-approvers``) or id (``S0123ABC``)."""
+        if ref[:1] == "S" and ref.isupper() and ref.isalnum():
+            return ref
+        groups = self.client.usergroups_list()["usergroups"] or []
+        for group in groups:
+            if group.get("handle") == ref.lstrip("@"):
+                return str(group["id"])
+        return ref  # let usergroups.users.list report no_such_subteam
 
     def channel_name(self, channel_id: str) -> str:
         with self._lock:

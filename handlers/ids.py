@@ -20,7 +20,7 @@ REJECT = "rollback_reject"
 CANCEL = "rollback_cancel"
 HOTFIX = "rollback_hotfix_in_progress"  # P1: start the hotfix window
 ESCALATE_NOW = "rollback_escalate_now"
-CHECKLIST = "rollback_checklist"  # value = item key
+CHECKLIST = "rollback_checklist"  # action_id prefix: one button per item, ids must differ
 ASSIGN_IC = "rollback_assign_ic"  # clicker becomes incident commander
 RESOLVE = "rollback_resolve"  # needs_attention / unstable: a human closes it
 RETRY = "rollback_retry_verification"

@@ -156,7 +156,7 @@ def _actions(rb: Rollback) -> list[dict[str, Any]]:
             done = (rb.checklist.get(key) or {}).get("done")
             label = {"decision_approved": "Decision approved", "team_assembled":
                      "Team assembled"}.get(key, key)
-            els.append(button(("Undo: " if done else "✓ ") + label, ids.CHECKLIST,
+            els.append(button(("Undo: " if done else "✓ ") + label, f"{ids.CHECKLIST}:{key}",
                               f"{rb.id}:{key}"))
         els.append(button("Cancel", ids.CANCEL, v))
         return els

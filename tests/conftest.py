@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +14,18 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from bot.db import embedded_database_url, migrate
+from bot.db import migrate
 
-pytest_plugins: list[str] = []
-for _plugin in ("tests.integration.pg_fixtures", "tests.integration.prom_fixtures",
-                "tests.integration.kube_fixtures"):
-    if (Path(__file__).parent / "integration" / f"{_plugin.rsplit('.', 1)[1]}.py").exists():
-        pytest_plugins.append(_plugin)
+pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]
+if (Path(__file__).parent / "integration" / "kube_fixtures.py").exists():
+    pytest_plugins.append("tests.integration.kube_fixtures")
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        return url
-    return embedded_database_url(tmp_path_factory.mktemp("pg"))
+def database_url(pg_url: str) -> str:
+    """One server per session (``pg_url`` lives outside pytest's rotating tmp dirs, which a
+    concurrent pytest session would delete under a running server)."""
+    return pg_url
 
 
 @pytest.fixture

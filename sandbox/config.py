@@ -1,0 +1,66 @@
+"""The sandbox's service catalog: the example runbook, pointed at local stand-ins.
+
+Starts from ``rollback.example.yml`` so the sandbox exercises the real policy and the
+real hotel-voice-bot entry, and swaps only the endpoints (platform, health, Prometheus,
+external checks) for what runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bot.config import RollbackConfig, parse_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "rollback.example.yml"
+USERGROUP = "sre-approvers"  # the emulator seeds this group with bob and carol
+
+
+def sandbox_config_dict(
+    *, platform: str = "fake", fake: dict[str, Any] | None = None,
+    kubernetes: dict[str, Any] | None = None, demo_url: str | None = None,
+    prometheus_url: str | None = None, monitoring: dict[str, Any] | None = None,
+    stakeholder_channel: str | None = "hotel-voice-bot-stakeholders",
+) -> dict[str, Any]:
+    data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
+    data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
+    svc = data["services"]["hotel-voice-bot"]
+    for key in ("ecs", "fly", "database", "external_checks", "functional_checks", "webhooks",
+                "prometheus", "health"):
+        svc.pop(key, None)
+    svc["kubernetes"] = kubernetes or svc["kubernetes"]
+    if platform == "fake":
+        svc["fake"] = fake or {"scope": "production", "name": "hotel-voice-bot"}
+        svc["default_platform"] = "fake"
+        if kubernetes is None:
+            svc.pop("kubernetes")
+    else:
+        svc["default_platform"] = platform
+    if demo_url:
+        svc["health"] = {"url": f"{demo_url}/api/health", "timeout_seconds": 2, "samples": 10}
+        svc["functional_checks"] = [
+            {"name": "FAQ list", "url": f"{demo_url}/api/faqs"},
+            {"name": "Conversation creation", "method": "POST",
+             "url": f"{demo_url}/api/conversations", "json": {"guest": "smoke"},
+             "expect_status": [200, 201]},
+        ]
+    if prometheus_url:
+        svc["prometheus"] = {
+            "url": prometheus_url,
+            "error_rate_query": (
+                'sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[30s]))'
+                ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[30s]))'),
+            "error_rate_threshold": 0.05,
+        }
+    svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
+    svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    data["executor"] = {"lease_seconds": 10, "heartbeat_seconds": 2, "poll_seconds": 0.5,
+                        "backoff_base_seconds": 0.2}
+    return data
+
+
+def sandbox_config(**kwargs: Any) -> RollbackConfig:
+    return parse_config(sandbox_config_dict(**kwargs), source="<sandbox>")
