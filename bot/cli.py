@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox import cli as sandbox_cli  # type: ignore[attr-defined]
+    from sandbox import cli as sandbox_cli
 
     return int(sandbox_cli.main(args.sandbox_args))
 

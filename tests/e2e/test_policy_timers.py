@@ -33,7 +33,7 @@ def test_p1_hotfix_window_escalates_after_15_minutes(harness: Harness) -> None:
 def test_p2_evaluation_reminder_after_an_hour(harness: Harness) -> None:
     h = harness
     h.request("hotel-voice-bot --severity P2")
-    msg = h.rollback_message()
+    h.rollback_message()
     h.clock.advance(minutes=29)
     assert h.tick() == 0
     # approval expiry (30 min) fires before the 60-minute evaluation reminder

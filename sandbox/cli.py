@@ -1,0 +1,43 @@
+"""``rollback-bot sandbox ...``: talk to a running sandbox from another terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import httpx
+
+
+def _console_url() -> str:
+    from sandbox.runner import state_path
+
+    path = state_path()
+    if not path.exists():
+        raise SystemExit("No sandbox is running (start one with `make run`).")
+    return str(json.loads(path.read_text())["console_url"])
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    resp = httpx.post(f"{_console_url()}/api/say", json={"line": args.line, "user": args.user,
+                                                          "channel": args.channel}, timeout=60)
+    data = resp.json()
+    if not data.get("ok"):
+        print(data.get("error"), file=sys.stderr)
+        return 1
+    print(data["text"])
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="rollback-bot sandbox")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("say", help="type a line in the sandbox channel and print the replies")
+    p.add_argument("line")
+    p.add_argument("--as", dest="user", default="alice",
+                   help="sandbox user: alice (requester), bob/carol (approvers), dave")
+    p.add_argument("--channel", default=None)
+    p.set_defaults(fn=cmd_say)
+    args = parser.parse_args(argv)
+    code: int = args.fn(args)
+    return code

@@ -1,0 +1,93 @@
+"""The foundation promises: signed help over HTTP, 401s, health/readiness, and `run`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.conftest import Harness
+
+
+def test_signed_help_and_services(harness: Harness) -> None:
+    h = harness
+    reply = h.request("help")
+    assert reply.status == 200
+    body = reply.json()
+    assert body["response_type"] == "ephemeral"
+    assert "/rollback status [ID|service]" in str(body["blocks"])
+    services = h.request("services").json()
+    assert "hotel-voice-bot" in str(services["blocks"])
+
+
+def test_unknown_input_gets_usage_never_a_trace(harness: Harness) -> None:
+    reply = harness.request('hotel-voice-bot --frobnicate "x"')
+    assert reply.status == 200
+    text = str(reply.json())
+    assert "Unknown option `--frobnicate`" in text and "/rollback <service>" in text
+    assert "Traceback" not in text
+
+
+def test_health_and_readiness(harness: Harness) -> None:
+    url = harness.stack.server.url  # type: ignore[union-attr]
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    ready = httpx.get(f"{url}/readyz")
+    assert (ready.status_code, ready.text.strip()) == (200, "ready")
+    assert "python_info" in httpx.get(f"{url}/metrics").text
+    assert httpx.get(f"{url}/nope").status_code == 404
+
+
+def test_readiness_fails_when_the_database_is_gone(harness: Harness) -> None:
+    url = harness.stack.server.url  # type: ignore[union-attr]
+    harness.bot.store.pool.close()
+    assert httpx.get(f"{url}/readyz").status_code == 503
+    assert httpx.get(f"{url}/healthz").status_code == 200  # alive, just not ready
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
+    """`make run` runs `rollback-bot run`: healthz within 15 s and `sandbox say` answers."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SLACK_") and k != "DATABASE_URL"}
+    port, console = _free_port(), _free_port()
+    env.update(ROLLBACK_DATA_DIR=str(tmp_path / "data"), PORT=str(port),
+               SANDBOX_CONSOLE_PORT=str(console))
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        started = time.monotonic()
+        healthy = False
+        while time.monotonic() - started < 15 and proc.poll() is None:
+            try:
+                healthy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).is_success
+            except httpx.HTTPError:
+                healthy = False
+            if healthy:
+                break
+            time.sleep(0.1)  # polling a condition with a deadline
+        assert healthy, (tmp_path / "run.log").read_text()[-3000:]
+        said = subprocess.run([sys.executable, "-m", "bot.cli", "sandbox", "say",
+                               "/rollback help"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert said.returncode == 0, said.stderr
+        assert "/rollback status [ID|service]" in said.stdout
+        assert "only visible to @alice" in said.stdout
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    output = (tmp_path / "run.log").read_text()
+    assert f"http://127.0.0.1:{console}/" in output  # it told the user where the console is
