@@ -39,7 +39,7 @@ def fresh_sandbox_database(directory: Path) -> str:
         conn.execute(f'CREATE DATABASE "{SANDBOX_DB}"')
     params = conninfo.conninfo_to_dict(admin)
     params["dbname"] = SANDBOX_DB
-    return conninfo.make_conninfo(**params)
+    return conninfo.make_conninfo("", **params)
 
 
 def build_stack(*, directory: Path, bot_port: int) -> SandboxStack:
