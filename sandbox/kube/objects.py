@@ -1,0 +1,205 @@
+"""Object rules the real API server applies: defaulting, label selectors, template hashing.
+"""
+
+# Defaulting matters for parity: kubectl sends Go-serialised templates (``resources: {}``,
+# ``creationTimestamp: null``) while the Python client omits empty fields, so both writers
+# must land on the same stored form, exactly as they would on a real cluster.
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+HASH_LABEL = "pod-template-hash"
+REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+# What the deployment controller never copies from a Deployment to its ReplicaSets.
+CONTROLLER_SKIP = frozenset({
+    LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS,
+    "deployment.kubernetes.io/replicaset-replicas-before-scale",
+    "deprecated.deployment.rollback.to",
+})
+
+_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fnv32a(data: bytes) -> int:
+    value = 0x811C9DC5
+    for byte in data:
+        value ^= byte
+        value = (value * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def safe_encode(value: int | str) -> str:
+    """Like apimachinery's rand.SafeEncodeString on the decimal digits: no vowels, no 0/1/3."""
+    return "".join(_SAFE_ALPHABET[ord(ch) % len(_SAFE_ALPHABET)] for ch in str(value))
+
+
+def without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
+    tpl = copy.deepcopy(dict(template))
+    labels = (tpl.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return tpl
+
+
+def template_hash(template: Mapping[str, Any], collision_count: int = 0) -> str:
+    canon = json.dumps(prune(without_hash(template)), sort_keys=True, separators=(",", ":"))
+    return safe_encode(fnv32a(f"{canon}#{collision_count}".encode()))
+
+
+def prune(value: Any) -> Any:
+    """Drop nulls and empty maps/lists: Go's semantic equality treats them as unset."""
+    if isinstance(value, dict):
+        out = {k: prune(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [prune(v) for v in value]
+    return value
+
+
+def equal_ignore_hash(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return bool(prune(without_hash(a)) == prune(without_hash(b)))
+
+
+# ------------------------------------------------------------------------- defaulting
+def _default_image_pull_policy(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    if "@" in last:
+        return "IfNotPresent"
+    return "Always" if ":" not in last or last.endswith(":latest") else "IfNotPresent"
+
+
+def default_pod_spec(spec: dict[str, Any]) -> None:
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or []:
+            c.setdefault("resources", {})
+            c.setdefault("terminationMessagePath", "/dev/termination-log")
+            c.setdefault("terminationMessagePolicy", "File")
+            c.setdefault("imagePullPolicy", _default_image_pull_policy(str(c.get("image", ""))))
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", 30)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("securityContext", {})
+    spec.setdefault("schedulerName", "default-scheduler")
+
+
+def default_template(template: dict[str, Any]) -> None:
+    meta = template.setdefault("metadata", {})
+    meta.setdefault("creationTimestamp", None)
+    default_pod_spec(template.setdefault("spec", {}))
+
+
+def apply_defaults(resource_key: str, obj: dict[str, Any]) -> None:
+    """Server-side defaulting for the kinds whose shape the emulator cares about."""
+    spec = obj.get("spec")
+    if resource_key == "apps/deployments" and isinstance(spec, dict):
+        spec.setdefault("replicas", 1)
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+        strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
+        if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+            strategy.setdefault("type", "RollingUpdate")
+            strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+        default_template(spec.setdefault("template", {}))
+    elif resource_key == "apps/replicasets" and isinstance(spec, dict):
+        spec.setdefault("replicas", 1)
+        default_template(spec.setdefault("template", {}))
+    elif resource_key == "pods" and isinstance(spec, dict):
+        default_pod_spec(spec)
+    elif resource_key == "secrets":
+        obj.setdefault("type", "Opaque")
+
+
+# --------------------------------------------------------------------- label selectors
+_REQ = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|"
+                  r"\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def _split_requirements(text: str) -> list[str]:
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur)
+    return parts
+
+
+def selector_matches(selector: str | None, labels: Mapping[str, str] | None) -> bool:
+    """Evaluate a label selector string (=, ==, !=, in, notin, exists, !exists)."""
+    labels = labels or {}
+    if not selector:
+        return True
+    for raw in _split_requirements(selector):
+        m = _REQ.match(raw)
+        if not m:
+            raise ValueError(f"unable to parse requirement: {raw!r}")
+        neg, key, op, val, set_op, set_vals = m.groups()
+        if op:
+            equal = labels.get(key) == val
+            if (op == "!=") == equal:
+                return False
+        elif set_op:
+            values = {v.strip() for v in set_vals.split(",") if v.strip()}
+            inside = key in labels and labels[key] in values
+            if set_op == "in" and not inside:
+                return False
+            if set_op == "notin" and inside:
+                return False
+        elif bool(neg) == (key in labels):
+            return False
+    return True
+
+
+def selector_to_string(selector: Mapping[str, Any] | None) -> str:
+    """metav1.LabelSelector -> selector string, as LabelSelectorAsSelector renders it."""
+    if not selector:
+        return ""
+    reqs = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], sorted(expr.get("values") or [])
+        if op == "In":
+            reqs.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            reqs.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            reqs.append(key)
+        elif op == "DoesNotExist":
+            reqs.append(f"!{key}")
+    return ",".join(sorted(reqs))
+
+
+def field_matches(selector: str | None, obj: Mapping[str, Any]) -> bool:
+    """Only the field selectors clients actually send: metadata.name / metadata.namespace."""
+    if not selector:
+        return True
+    meta = obj.get("metadata") or {}
+    for raw in selector.split(","):
+        negate = "!=" in raw
+        key, _, val = raw.replace("!=", "=").replace("==", "=").partition("=")
+        field = {"metadata.name": meta.get("name"),
+                 "metadata.namespace": meta.get("namespace")}.get(key.strip())
+        if (field == val.strip()) == negate:
+            return False
+    return True

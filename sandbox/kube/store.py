@@ -1,0 +1,270 @@
+"""The emulator's etcd: versioned objects, generation bumps and an event log for watches;
+watchers wait on one condition variable, so a watch wakes the moment a write lands.
+"""
+
+from __future__ import annotations
+
+import bisect
+import builtins
+import copy
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .discovery import Resource, by_key
+from .objects import apply_defaults, field_matches, now_rfc3339, selector_matches
+
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An API error rendered as a ``Status`` object."""
+
+    def __init__(self, code: int, reason: str, message: str, *,
+                 details: dict[str, Any] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.details = details
+        self.retry_after = retry_after
+
+    def status(self) -> Obj:
+        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                     "status": "Failure", "message": self.message, "reason": self.reason,
+                     "code": self.code}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    @classmethod
+    def not_found(cls, res: Resource, name: str) -> ApiError:
+        kind = res.qualified if res.group != "metrics.k8s.io" else "pods.metrics.k8s.io"
+        return cls(404, "NotFound", f'{kind} "{name}" not found',
+                   details={"name": name, "group": res.group, "kind": res.plural})
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    rv: int
+    key: str
+    namespace: str
+    type: str
+    obj: Obj
+
+
+Listener = Callable[[WatchEvent, str], None]
+
+
+def _without_rv(obj: Obj) -> Obj:
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items()
+                                if k != "resourceVersion"}}
+
+
+class Store:
+    """Objects keyed by (resource key, namespace, name); thread-safe."""
+
+    def __init__(self, *, seed: str = "emulator", max_events: int = 20000) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self._objects: dict[tuple[str, str, str], Obj] = {}
+        self._events: list[WatchEvent] = []
+        self._max_events = max_events
+        self._rv = 1000
+        self._seed = seed
+        self._uids = 0
+        self._listeners: list[Listener] = []
+        self.closed = False
+
+    # ----------------------------------------------------------------- identities
+    def new_uid(self) -> str:
+        self._uids += 1
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kube-emulator/{self._seed}/{self._uids}"))
+
+    def next_counter(self) -> int:
+        """Deterministic per-emulator counter (pod name suffixes)."""
+        self._uids += 1
+        return self._uids
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # ---------------------------------------------------------------------- reads
+    def try_get(self, key: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            obj = self._objects.get((key, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def get(self, key: str, namespace: str, name: str) -> Obj:
+        obj = self.try_get(key, namespace, name)
+        if obj is None:
+            raise ApiError.not_found(by_key(key), name)
+        return obj
+
+    def list(self, key: str, namespace: str | None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> tuple[list[Obj], int]:
+        with self.lock:
+            items = [copy.deepcopy(obj) for (k, ns, _), obj in sorted(self._objects.items())
+                     if k == key and (namespace is None or ns == namespace)
+                     and self.matches(obj, label_selector, field_selector)]
+            return items, self._rv
+
+    @staticmethod
+    def matches(obj: Obj, label_selector: str | None, field_selector: str | None) -> bool:
+        labels = (obj.get("metadata") or {}).get("labels")
+        try:
+            return selector_matches(label_selector, labels) and field_matches(field_selector, obj)
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", str(exc)) from exc
+
+    def namespace_exists(self, namespace: str) -> bool:
+        with self.lock:
+            return ("namespaces", "", namespace) in self._objects
+
+    # --------------------------------------------------------------------- writes
+    def create(self, key: str, obj: Obj, *, actor: str = "client", dry_run: bool = False) -> Obj:
+        res = by_key(key)
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        namespace = meta.get("namespace", "") if res.namespaced else ""
+        name = meta.get("name")
+        if not name:
+            raise ApiError(422, "Invalid", f"{res.kind} is invalid: metadata.name: Required value")
+        with self.lock:
+            if res.namespaced and not self.namespace_exists(namespace):
+                raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
+                               details={"name": namespace, "kind": "namespaces"})
+            if (key, namespace, name) in self._objects:
+                raise ApiError(409, "AlreadyExists", f'{res.qualified} "{name}" already exists',
+                               details={"name": name, "group": res.group, "kind": res.plural})
+            obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+            if res.namespaced:
+                meta["namespace"] = namespace
+            meta["uid"] = self.new_uid()
+            meta["creationTimestamp"] = now_rfc3339()
+            meta.pop("resourceVersion", None)
+            if res.has_generation:
+                meta["generation"] = 1
+            apply_defaults(key, obj)
+            if dry_run:
+                meta["resourceVersion"] = str(self._rv)
+                return obj
+            return self._commit(key, namespace, name, obj, "ADDED", actor)
+
+    def replace(self, key: str, obj: Obj, *, actor: str = "client", dry_run: bool = False,
+                keep_status: bool = True, check_rv: bool = True) -> Obj:
+        """PUT semantics: optimistic concurrency, immutable identity, generation on spec change."""
+        res = by_key(key)
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        namespace, name = meta.get("namespace", "") if res.namespaced else "", meta.get("name", "")
+        with self.lock:
+            old = self._objects.get((key, namespace, name))
+            if old is None:
+                raise ApiError.not_found(res, name)
+            sent_rv = meta.get("resourceVersion")
+            if check_rv and sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict",
+                               f'Operation cannot be fulfilled on {res.qualified} "{name}": the '
+                               "object has been modified; please apply your changes to the latest "
+                               "version and try again",
+                               details={"name": name, "group": res.group, "kind": res.plural})
+            for field in ("uid", "creationTimestamp", "generation"):
+                if field in old["metadata"]:
+                    meta[field] = old["metadata"][field]
+            meta["namespace"] = old["metadata"].get("namespace")
+            if not res.namespaced:
+                meta.pop("namespace", None)
+            obj["apiVersion"], obj["kind"] = res.api_version, res.kind
+            if keep_status and "status" in old:
+                obj["status"] = copy.deepcopy(old["status"])
+            apply_defaults(key, obj)
+            if res.has_generation and obj.get("spec") != old.get("spec"):
+                meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+            if dry_run:
+                meta["resourceVersion"] = old["metadata"]["resourceVersion"]
+                return obj
+            if _without_rv(obj) == _without_rv(old):
+                return copy.deepcopy(old)  # a no-op write does not bump resourceVersion
+            return self._commit(key, namespace, name, obj, "MODIFIED", actor)
+
+    def mutate(self, key: str, namespace: str, name: str, fn: Callable[[Obj], None], *,
+               actor: str = "controller") -> Obj | None:
+        """Read-modify-write on the latest version (controller status writes never clobber
+        a client's concurrent spec change)."""
+        with self.lock:
+            cur = self._objects.get((key, namespace, name))
+            if cur is None:
+                return None
+            new = copy.deepcopy(cur)
+            fn(new)
+            if _without_rv(new) == _without_rv(cur):
+                return copy.deepcopy(cur)
+            return self._commit(key, namespace, name, new, "MODIFIED", actor)
+
+    def delete(self, key: str, namespace: str, name: str, *, actor: str = "client",
+               dry_run: bool = False) -> Obj:
+        res = by_key(key)
+        with self.lock:
+            old = self._objects.get((key, namespace, name))
+            if old is None:
+                raise ApiError.not_found(res, name)
+            if dry_run:
+                return copy.deepcopy(old)
+            del self._objects[(key, namespace, name)]
+            self._rv += 1
+            gone = copy.deepcopy(old)
+            gone["metadata"]["resourceVersion"] = str(self._rv)
+            self._emit(WatchEvent(self._rv, key, namespace, "DELETED", gone), actor)
+            return copy.deepcopy(gone)
+
+    def _commit(self, key: str, namespace: str, name: str, obj: Obj, kind: str,
+                actor: str) -> Obj:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._objects[(key, namespace, name)] = obj
+        self._emit(WatchEvent(self._rv, key, namespace, kind, copy.deepcopy(obj)), actor)
+        return copy.deepcopy(obj)
+
+    def _emit(self, event: WatchEvent, actor: str) -> None:
+        self._events.append(event)
+        if len(self._events) > self._max_events:
+            del self._events[: len(self._events) - self._max_events]
+        self.changed.notify_all()
+        for listener in self._listeners:
+            listener(event, actor)
+
+    # ---------------------------------------------------------------------- watch
+    def events_after(self, rv: int, key: str,
+                     namespace: str | None) -> tuple[builtins.list[WatchEvent], int]:
+        """Events newer than ``rv`` plus the rv they run up to; 410 Gone when ``rv`` fell
+        out of the log."""
+        with self.lock:
+            if self._events and rv < self._events[0].rv - 1 and rv < self._rv:
+                raise ApiError(410, "Expired", f"too old resource version: {rv} "
+                               f"({self._events[0].rv - 1})")
+            start = bisect.bisect_right(self._events, rv, key=lambda e: e.rv)
+            events = [e for e in self._events[start:] if e.key == key
+                      and (namespace is None or e.namespace == namespace)]
+            return events, self._rv
+
+    def wait_for_change(self, rv: int, timeout: float) -> None:
+        with self.changed:
+            if self._rv <= rv and not self.closed:
+                self.changed.wait(timeout)
+
+    def close(self) -> None:
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+    def iter_objects(self, key: str) -> Iterator[Obj]:
+        with self.lock:
+            for (k, _, _), obj in sorted(self._objects.items()):
+                if k == key:
+                    yield copy.deepcopy(obj)
