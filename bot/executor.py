@@ -148,6 +148,12 @@ class Executor:
             if step.status == "started" and step.destructive:
                 self._interrupted(rb, step)
                 return False
+            if not self.store.heartbeat(rb.id, owner=self.owner,
+                                        lease_seconds=self.settings.lease_seconds):
+                # Fencing: another executor took over while we stalled; it resumes from the
+                # journal, so we must not touch the platform again.
+                log.warning("lease on RB-%s lost before step %s; stopping", rb.id, step.seq)
+                return False
             try:
                 self._run_step(rb, step, total=len(steps))
             except StepFailed as exc:

@@ -166,12 +166,16 @@ class RollbackService:
     def _assess(self, rb: Rollback, svc: Any, adapter: Platform) -> Rollback:
         result = assess(service=svc, platform=adapter, target=rb.target)
         logs = result.get("logs", {}).pop("logs", None)
+        if logs:  # attached before the message says "attached"
+            try:
+                self.chat.upload(rb, filename=f"{rb.service}-logs-{rb.ref}.txt",
+                                 content=logs.encode(), title=f"Last 100 log lines ({rb.ref})")
+            except Exception as exc:
+                log.warning("could not attach logs for %s: %s", rb.ref, exc)
+                result["logs"] = {"ok": False, "text": "could not attach the logs"}
         self.store.set_assessment(rb.id, result)
         rb = self.store.get(rb.id)
         self.chat.refresh(rb, self.store.steps(rb.id))
-        if logs:
-            self.chat.upload(rb, filename=f"{rb.service}-logs-{rb.ref}.txt",
-                             content=logs.encode(), title=f"Last 100 log lines ({rb.ref})")
         return rb
 
     def _schedule_policy_timers(self, rb: Rollback, mode: PolicyMode,

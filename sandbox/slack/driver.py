@@ -222,9 +222,12 @@ class SlackDriver:
         *,
         block_id: str | None = None,
         signing: Signing | None = None,
+        seen: dict[str, Any] | None = None,
     ) -> BotResponse:
         """Click a button (or choose `value` in a select) of a message as stored now.
 
+        ``seen`` is the message as a person's client last rendered it: twenty people can
+        click the Approve they still see after the first click replaced it.
         Raises ElementNotFound when no such element is in the message any more.
         """
         ws = self.emulator.ws
@@ -239,7 +242,7 @@ class SlackDriver:
                 if not found:
                     raise ElementNotFound(f"no message {message_ts} in {channel} for {user}")
                 message, is_ephemeral = found[-1], True
-            message = json.loads(json.dumps(message))
+            message = json.loads(json.dumps(seen if seen is not None else message))
         block, element = self._find_element(message, action_id, value, block_id)
         now = f"{time.time():.6f}"
         try:

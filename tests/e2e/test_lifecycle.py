@@ -111,7 +111,7 @@ def test_twenty_concurrent_approvals_execute_once(harness: Harness) -> None:
     with ThreadPoolExecutor(20) as pool:
         replies = list(pool.map(
             lambda i: h.driver.click(CHANNEL, current["ts"], ids.APPROVE,
-                                     "bob" if i % 2 else "carol"), range(20)))
+                                     "bob" if i % 2 else "carol", seen=current), range(20)))
     assert all(r.status == 200 for r in replies)
     h.wait_state(rid, "completed")
     assert h.platform.mutations()["rollback_to"] == 1

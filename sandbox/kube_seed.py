@@ -1,0 +1,37 @@
+"""Seeds the Kubernetes emulator with the hotel-voice-bot incident the sandbox rehearses.
+
+Three good releases, then a bad one (v1.4.0) currently rolled out, plus the ConfigMap and
+Secret the catalog names, so `/rollback hotel-voice-bot` has real history to work with.
+"""
+
+from __future__ import annotations
+
+from sandbox.kube import KubeEmulator
+
+NAMESPACE, DEPLOYMENT = "production", "hotel-voice-bot"
+IMAGE = "registry.example/hotel-voice-bot"
+GOOD, BAD = ("1.1.0", "1.2.0", "1.3.0"), "1.4.0"
+
+
+def seed_incident(emulator: KubeEmulator, *, replicas: int = 3) -> None:
+    emulator.create_deployment(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{GOOD[0]}",
+                               replicas=replicas, change_cause=f"deploy {GOOD[0]}")
+    for version in GOOD[1:]:
+        emulator.set_image(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{version}",
+                           change_cause=f"deploy {version}")
+        emulator.wait_settled(NAMESPACE, DEPLOYMENT)
+    emulator.create_config_map(NAMESPACE, f"{DEPLOYMENT}-config",
+                               {"LOG_LEVEL": "info", "VOICE_MODEL": "v2"})
+    emulator.create_secret(NAMESPACE, f"{DEPLOYMENT}-secrets", {"WAHA_API_KEY": "sandbox-key"})
+    emulator.set_image(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{BAD}",
+                       change_cause=f"deploy {BAD} (bad)")
+    emulator.wait_settled(NAMESPACE, DEPLOYMENT)
+    for line in ("GET /api/health 503", "ERROR voice pipeline: upstream timeout",
+                 "POST /webhook/whatsapp 500"):
+        emulator.log(NAMESPACE, DEPLOYMENT, line)
+
+
+def kubernetes_target() -> dict[str, object]:
+    return {"namespace": NAMESPACE, "deployment": DEPLOYMENT,
+            "config_maps": [f"{DEPLOYMENT}-config"], "secrets": [f"{DEPLOYMENT}-secrets"],
+            "rollout_timeout_seconds": 60}
