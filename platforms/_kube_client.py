@@ -1,0 +1,118 @@
+"""Kubernetes adapter plumbing: API client construction, wire-format helpers (serialization,
+label selectors) and translation of vendor errors into the ``platforms.base`` error tree.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient, Configuration, V1LabelSelector
+from kubernetes.client.exceptions import ApiException
+
+from platforms.base import (
+    PermanentPlatformError,
+    PlatformError,
+    TargetNotFound,
+    TransientPlatformError,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sort key for objects without a timestamp
+
+
+def configuration() -> Configuration:
+    """Retry only connection failures in urllib3. Its default would also sleep through
+    429/503 ``Retry-After`` inside the call; the core owns that decision (retry_after)."""
+    cfg = Configuration()
+    cfg.retries = urllib3.Retry(total=3, connect=3, read=0, status=0, redirect=0,
+                                respect_retry_after_header=False, raise_on_status=False)
+    return cfg
+
+
+def from_kubeconfig(path: str | None, context: str | None) -> ApiClient:
+    try:
+        client: ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=path, context=context, persist_config=False,
+            client_configuration=configuration())
+    except (kube_config.ConfigException, OSError) as exc:
+        raise PermanentPlatformError(f"cannot load kubeconfig {path or '(default)'} "
+                                     f"context {context or '(current)'}: {exc}") from exc
+    return client
+
+
+def in_cluster_client() -> ApiClient:
+    cfg = configuration()
+    try:
+        kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=cfg)
+    except kube_config.ConfigException as exc:
+        raise PermanentPlatformError(f"in-cluster credentials unusable: {exc}") from exc
+    return ApiClient(cfg)
+
+
+def serialize(api: ApiClient, model: Any) -> Any:
+    """Model -> wire-format JSON (camelCase keys, no unset fields)."""
+    return api.sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
+
+
+def label_selector(selector: V1LabelSelector | None) -> str:
+    """metav1.LabelSelectorAsSelector rendered as a query string."""
+    if selector is None:
+        return ""
+    reqs = [f"{k}={v}" for k, v in (selector.match_labels or {}).items()]
+    for expr in selector.match_expressions or []:
+        values = ",".join(sorted(expr.values or []))
+        reqs.append({"In": f"{expr.key} in ({values})", "NotIn": f"{expr.key} notin ({values})",
+                     "Exists": f"{expr.key}", "DoesNotExist": f"!{expr.key}"}[expr.operator])
+    return ",".join(sorted(reqs))
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def status_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "")
+        if isinstance(body, dict) and body.get("message"):
+            return str(body["message"])
+    except ValueError:
+        pass
+    return f"{exc.status} {exc.reason}".strip()
+
+
+def map_api_error(exc: ApiException) -> PlatformError:
+    """Vendor error -> platform error tree (404 gone, 409/429/5xx retry, else permanent)."""
+    status = int(exc.status or 0)
+    message = status_message(exc)
+    if status == 404:
+        return TargetNotFound(message)
+    if status in (409, 429) or status >= 500:
+        return TransientPlatformError(f"{message} (HTTP {status})", retry_after=_retry_after(exc))
+    return PermanentPlatformError(f"{message} (HTTP {status})" if status else message)
+
+
+@contextmanager
+def translate() -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        raise map_api_error(exc) from exc
+    except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
+        raise TransientPlatformError(f"kubernetes API unreachable: {exc}") from exc

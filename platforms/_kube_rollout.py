@@ -1,0 +1,235 @@
+"""kubectl's rollout algorithms for the Kubernetes adapter: ReplicaSet/revision selection,
+template comparison, the undo JSON Patch, rollout status semantics and history formatting.
+"""
+
+# Rollback = kubectl's DeploymentRollbacker (pkg/polymorphichelpers/rollback.go): ReplicaSets
+# selected by the Deployment's selector AND controller ownerReference, revision from
+# ``deployment.kubernetes.io/revision`` (missing = 0, unparsable skipped), paused check before
+# the "already matches" check, then ONE JSON Patch with two ``replace`` ops (template without
+# ``pod-template-hash``; annotations = the Deployment's skip-list values + the ReplicaSet's
+# other annotations). Status follows rollout_status.go.
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    V1Deployment,
+    V1DeploymentCondition,
+    V1ReplicaSet,
+)
+
+from platforms._kube_client import EPOCH, label_selector, serialize, translate
+from platforms.base import (
+    PlatformError,
+    Revision,
+    RevisionNotFound,
+    RolloutFailed,
+    RolloutPaused,
+    RolloutStatus,
+    TransientPlatformError,
+)
+
+HASH_LABEL = "pod-template-hash"
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+# kubectl's annotationsToSkip: kept from the Deployment, never copied from the ReplicaSet.
+SKIP_ANNOTATIONS = frozenset({
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+})
+
+
+# ============================================================ ReplicaSets and revisions
+def replica_sets(api: ApiClient, dep: V1Deployment, *, timeout: float) -> list[V1ReplicaSet]:
+    """deploymentutil.GetAllReplicaSets: selector match + controller ownerReference."""
+    meta, spec = dep.metadata, dep.spec
+    assert meta is not None and spec is not None
+    listed = AppsV1Api(api).list_namespaced_replica_set(
+        str(meta.namespace), label_selector=label_selector(spec.selector),
+        _request_timeout=timeout)
+    return [rs for rs in listed.items
+            if any(ref.controller and ref.uid == meta.uid
+                   for ref in (rs.metadata.owner_references if rs.metadata else None) or [])]
+
+
+def select_revision(dep: V1Deployment, rss: list[V1ReplicaSet],
+                    to_revision: int) -> V1ReplicaSet:
+    """kubectl's deploymentRevision(): exact match, or the second-highest for 0."""
+    latest: tuple[int, V1ReplicaSet | None] = (-1, None)
+    previous: tuple[int, V1ReplicaSet | None] = (-1, None)
+    for rs in rss:
+        number = revision_number(rs)
+        if number is None:
+            continue
+        if to_revision == 0:
+            if latest[0] < number:
+                previous, latest = latest, (number, rs)
+            elif previous[0] < number:
+                previous = (number, rs)
+        elif number == to_revision:
+            return rs
+    if to_revision > 0:
+        raise RevisionNotFound(f"unable to find specified revision {to_revision} in history")
+    if previous[1] is None:
+        name = dep.metadata.name if dep.metadata else ""
+        raise RevisionNotFound(f'no rollout history found for deployment "{name}"')
+    return previous[1]
+
+
+def current_replica_set(api: ApiClient, dep: V1Deployment,
+                        rss: list[V1ReplicaSet]) -> V1ReplicaSet | None:
+    """findNewReplicaSet (oldest template match); else the Deployment's recorded revision."""
+    dep_tpl = serialize(api, dep.spec.template) if dep.spec else {}
+    ordered = sorted(rss, key=lambda r: (r.metadata.creation_timestamp or EPOCH,
+                                         str(r.metadata.name)) if r.metadata else (EPOCH, ""))
+    for rs in ordered:
+        if rs.spec and same_template(serialize(api, rs.spec.template), dep_tpl):
+            return rs
+    recorded = (dep.metadata.annotations or {}).get(REVISION_ANNOTATION) if dep.metadata else None
+    numbered = [(n, rs) for rs in rss if (n := revision_number(rs)) is not None]
+    for number, rs in numbered:
+        if recorded is not None and str(number) == recorded:
+            return rs
+    return max(numbered, key=lambda item: item[0])[1] if numbered else None
+
+
+def revision_number(rs: V1ReplicaSet) -> int | None:
+    """deploymentutil.Revision: missing annotation = 0, unparsable = None (skipped)."""
+    value = ((rs.metadata.annotations if rs.metadata else None) or {}).get(REVISION_ANNOTATION)
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def images(rs: V1ReplicaSet) -> tuple[str, ...]:
+    spec = rs.spec.template.spec if rs.spec and rs.spec.template else None
+    return tuple(str(c.image) for c in (spec.containers if spec else []))
+
+
+# ==================================================================== templates
+def without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(template))
+    labels = (out.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return out
+
+
+def _prune(value: Any) -> Any:
+    """apimachinery's semantic equality treats nil and empty maps/slices alike."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def same_template(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return bool(_prune(without_hash(a)) == _prune(without_hash(b)))
+
+
+# ==================================================================== undo
+def rollback_patch(dep: V1Deployment, rs: V1ReplicaSet,
+                   rs_template: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The undo JSON Patch: RS template without the hash label, merged annotations."""
+    own = (dep.metadata.annotations if dep.metadata else None) or {}
+    annotations = {k: own[k] for k in SKIP_ANNOTATIONS if k in own}
+    annotations.update({k: v for k, v in ((rs.metadata.annotations if rs.metadata else None)
+                                          or {}).items() if k not in SKIP_ANNOTATIONS})
+    return [{"op": "replace", "path": "/spec/template", "value": without_hash(rs_template)},
+            {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
+
+
+def rollback(api: ApiClient, dep: V1Deployment, rs: V1ReplicaSet, *, to_revision: int,
+             dry_run: bool, timeout: float) -> tuple[bool, str]:
+    """DeploymentRollbacker.Rollback from the point the target ReplicaSet is known."""
+    meta, spec = dep.metadata, dep.spec
+    assert meta is not None and spec is not None and rs.spec is not None
+    suffix = " (server dry run)" if dry_run else ""
+    prefix = f"deployment.apps/{meta.name}"
+    if spec.paused:
+        # kubectl >= 1.2x wording (older releases appended "deployment/NAME").
+        raise RolloutPaused("you cannot rollback a paused deployment; resume it first with "
+                            "'kubectl rollout resume' and try again")
+    rs_template = serialize(api, rs.spec.template) or {}
+    dep_template = serialize(api, spec.template) or {}
+    if same_template(rs_template, dep_template):
+        return False, (f"{prefix} skipped rollback (current template already matches "
+                       f"revision {to_revision}){suffix}")
+    # A list body is what makes the client send application/json-patch+json.
+    patch = rollback_patch(dep, rs, rs_template)
+    try:
+        with translate():
+            AppsV1Api(api).patch_namespaced_deployment(
+                str(meta.name), str(meta.namespace), patch,
+                dry_run="All" if dry_run else None, _request_timeout=timeout)
+    except TransientPlatformError as exc:
+        raise TransientPlatformError(f"failed restoring revision {to_revision}: {exc}",
+                                     retry_after=exc.retry_after) from exc
+    except PlatformError as exc:
+        raise type(exc)(f"failed restoring revision {to_revision}: {exc}") from exc
+    return True, f"{prefix} rolled back{suffix}"
+
+
+# ============================================================ status and history
+def deployment_status(dep: V1Deployment) -> RolloutStatus:
+    """rollout_status.go's DeploymentStatusViewer (revision 0), without the trailing newline."""
+    meta, spec, st = dep.metadata, dep.spec, dep.status
+    name = meta.name if meta else ""
+    generation = (meta.generation if meta else None) or 0
+    observed = (st.observed_generation if st else None) or 0
+    if generation > observed:
+        return RolloutStatus(False, "Waiting for deployment spec update to be observed...")
+    conditions: list[V1DeploymentCondition] = (st.conditions if st else None) or []
+    progressing = next((c for c in conditions if c.type == "Progressing"), None)
+    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+        return RolloutStatus(False, f'deployment "{name}" exceeded its progress deadline',
+                             failed=True)
+    desired = spec.replicas if spec else None
+    updated = (st.updated_replicas if st else None) or 0
+    total = (st.replicas if st else None) or 0
+    available = (st.available_replicas if st else None) or 0
+    waiting = f'Waiting for deployment "{name}" rollout to finish: '
+    if desired is not None and updated < desired:
+        return RolloutStatus(False, f"{waiting}{updated} out of {desired} new replicas have "
+                                    "been updated...")
+    if total > updated:
+        return RolloutStatus(False, f"{waiting}{total - updated} old replicas are pending "
+                                    "termination...")
+    if available < updated:
+        return RolloutStatus(False, f"{waiting}{available} of {updated} updated replicas are "
+                                    "available...")
+    return RolloutStatus(True, f'deployment "{name}" successfully rolled out')
+
+
+def checked(status: RolloutStatus, raise_on_failure: bool) -> RolloutStatus:
+    if status.failed and raise_on_failure:
+        raise RolloutFailed(status.message)
+    return status
+
+
+def format_history(name: str, revisions: list[Revision]) -> str:
+    """What ``kubectl rollout history deployment/NAME`` prints for these revisions."""
+    by_number: dict[int, Revision] = {}
+    for rev in sorted(revisions, key=lambda r: (r.current, r.created or EPOCH)):
+        by_number[rev.number] = rev  # like kubectl's map: the newest ReplicaSet wins
+    if not by_number:
+        return f"deployment.apps/{name} \nNo rollout history found.\n"
+    rows = [("REVISION", "CHANGE-CAUSE")] + [(str(n), by_number[n].change_cause or "<none>")
+                                             for n in sorted(by_number)]
+    width = max(len(r[0]) for r in rows) + 2  # text/tabwriter: padding 2, no trailing pad
+    body = "".join(f"{r[0].ljust(width)}{r[1]}\n" for r in rows)
+    return f"deployment.apps/{name} \n{body}\n"
