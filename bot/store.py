@@ -19,77 +19,10 @@ from psycopg_pool import ConnectionPool
 from bot.errors import NotFound
 from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
 from bot.models import AuditEvent, PlannedStep, Rollback, Step
+from bot.store_rows import ActiveRollbackExists, StaleState, rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
-
-class ActiveRollbackExists(Exception):
-    def __init__(self, existing: Rollback) -> None:
-        super().__init__(f"{existing.ref} is already active for {existing.service}")
-        self.existing = existing
-
-
-class StaleState(Exception):
-    """The rollback was no longer in the expected state: someone else moved it first."""
-
-    def __init__(self, current: Rollback) -> None:
-        super().__init__(f"{current.ref} is {current.state}")
-        self.current = current
-
-
-def _target_to_json(t: Target) -> dict[str, Any]:
-    return {
-        "platform": t.platform,
-        "scope": t.scope,
-        "name": t.name,
-        "options": dict(t.options),
-        "config_maps": list(t.config_maps),
-        "secrets": list(t.secrets),
-    }
-
-
-def _target_from_json(d: dict[str, Any]) -> Target:
-    return Target(
-        platform=d["platform"],
-        scope=d["scope"],
-        name=d["name"],
-        options=dict(d.get("options") or {}),
-        config_maps=tuple(d.get("config_maps") or ()),
-        secrets=tuple(d.get("secrets") or ()),
-    )
-
-
-def _rollback(row: dict[str, Any]) -> Rollback:
-    cur = row["current_revision"]
-    return Rollback(
-        id=row["id"],
-        service=row["service"],
-        platform=row["platform"],
-        severity=row["severity"],
-        policy_mode=row["policy_mode"],
-        scope=list(row["scope"]),
-        reason=row["reason"],
-        state=State(row["state"]),
-        requester=row["requester"],
-        channel_id=row["channel_id"],
-        channel_name=row["channel_name"],
-        message_ts=row["message_ts"],
-        thread_ts=row["thread_ts"],
-        current_revision=Revision.from_dict(cur) if cur else None,
-        target_revision=Revision.from_dict(row["target_revision"]),
-        target=_target_from_json(row["target"]),
-        checklist=dict(row["checklist"] or {}),
-        assessment=dict(row["assessment"] or {}),
-        approver=row["approver"],
-        break_glass=row["break_glass"],
-        incident_commander=row["incident_commander"],
-        incident_started_at=row["incident_started_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        approved_at=row["approved_at"],
-        finished_at=row["finished_at"],
-        last_error=row["last_error"],
-    )
+__all__ = ["ActiveRollbackExists", "StaleState", "Store"]
 
 
 _UPDATABLE = {
@@ -160,7 +93,7 @@ class Store:
                             channel_name,
                             Jsonb(current_revision.to_dict()) if current_revision else None,
                             Jsonb(target_revision.to_dict()),
-                            Jsonb(_target_to_json(target)),
+                            Jsonb(target_to_json(target)),
                             Jsonb(checklist),
                             Jsonb(assessment),
                             expires_at,
@@ -187,7 +120,7 @@ class Store:
                 if existing is None:  # finished between our insert and this read
                     raise
                 raise ActiveRollbackExists(existing) from None
-        return _rollback(row)
+        return rollback_from_row(row)
 
     def get(self, rollback_id: int) -> Rollback:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -195,7 +128,7 @@ class Store:
             row = cur.fetchone()
         if row is None:
             raise NotFound(f"No rollback RB-{rollback_id}.")
-        return _rollback(row)
+        return rollback_from_row(row)
 
     def active_for_service(self, service: str) -> Rollback | None:
         rows = self._select(
@@ -220,7 +153,7 @@ class Store:
     def _select(self, sql: str, params: Sequence[Any]) -> list[Rollback]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(sql, params)
-            return [_rollback(r) for r in cur.fetchall()]
+            return [rollback_from_row(r) for r in cur.fetchall()]
 
     def transition(
         self,
@@ -263,7 +196,7 @@ class Store:
                                 to_state.value, detail or {})
         if row is None:
             raise StaleState(self.get(rollback_id))
-        return _rollback(row)
+        return rollback_from_row(row)
 
     def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str) -> None:
         self._exec(
@@ -290,7 +223,7 @@ class Store:
                     raise NotFound(f"No rollback RB-{rollback_id}.")
                 self._audit(cur, rollback_id, actor, "checklist", None, None,
                             {"item": item, **value})
-        return _rollback(row)
+        return rollback_from_row(row)
 
     def update_fields(self, rollback_id: int, *, actor: str, **fields: Any) -> Rollback:
         """Change non-state columns (e.g. incident commander), audited."""
@@ -312,7 +245,7 @@ class Store:
                     raise NotFound(f"No rollback RB-{rollback_id}.")
                 self._audit(cur, rollback_id, actor, "updated", None, None,
                             {k: str(v) for k, v in fields.items()})
-        return _rollback(row)
+        return rollback_from_row(row)
 
     # ------------------------------------------------------------------ executor lease
     def claim_next(self, *, owner: str, lease_seconds: float) -> Rollback | None:
@@ -335,7 +268,7 @@ class Store:
                 )
                 row = cur.fetchone()
         assert row is not None
-        return _rollback(row)
+        return rollback_from_row(row)
 
     def heartbeat(self, rollback_id: int, *, owner: str, lease_seconds: float) -> bool:
         return self._exec(

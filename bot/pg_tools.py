@@ -1,0 +1,210 @@
+"""PostgreSQL client plumbing: find pg_dump/pg_restore, connect, run tools, redact DSNs.
+
+Passwords never reach argv, logs or errors: libpq gets PGPASSWORD, messages pass scrub_dsn."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bot.errors import RollbackBotError
+
+__all__ = [
+    "DatabaseOperationError",
+    "PgToolNotFound",
+    "connect",
+    "find_pg_tool",
+    "libpq_args",
+    "newest_tool",
+    "pg_tool_candidates",
+    "redact_dsn",
+    "run_tool",
+    "scrub_dsn",
+    "server_major",
+    "stderr_tail",
+]
+
+_MAX_STDERR = 2000  # pg_restore can print thousands of lines; the tail says what broke
+
+
+# ------------------------------------------------------------------------------ errors
+class DatabaseOperationError(RollbackBotError):
+    """A backup/restore/verify step failed; the message is already free of passwords."""
+
+
+class PgToolNotFound(DatabaseOperationError):
+    pass
+
+
+# ---------------------------------------------------------------------------- secrets
+_URI_USERINFO = re.compile(r"(?P<pre>[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^/?#\s]*)@")
+_URI_PARAM = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&#\s]*)", re.IGNORECASE)
+_KV_PARAM = re.compile(r"(?P<pre>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***`` (URI userinfo, ?password=, key=value)."""
+
+    def _star(m: re.Match[str]) -> str:
+        return m.group("pre") + ("***" if m.group("pw") else "")
+
+    if "://" in dsn:
+        out = _URI_USERINFO.sub(lambda m: _star(m) + "@", dsn)
+        return _URI_PARAM.sub(_star, out)
+    return _KV_PARAM.sub(_star, dsn)
+
+
+def _password(dsn: str) -> str | None:
+    try:
+        pw = conninfo_to_dict(dsn).get("password")
+    except psycopg.Error:
+        return None
+    return str(pw) if pw else None
+
+
+def scrub_dsn(text: str, dsn: str) -> str:
+    """Remove the DSN's password from arbitrary text (tool stderr, driver errors)."""
+    out = text.replace(dsn, redact_dsn(dsn)) if dsn else text
+    pw = _password(dsn)
+    # Very short passwords are not replaced verbatim: that would mangle every message and
+    # a tool never echoes a bare password anyway; the DSN forms above are still redacted.
+    if pw and len(pw) >= 4:
+        out = out.replace(pw, "***")
+    return out
+
+
+def libpq_args(dsn: str) -> tuple[str, dict[str, str]]:
+    """Split ``dsn`` into a password-free conninfo for argv and an environment for libpq."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        # psycopg's parse error quotes the offending fragment, which may be the password.
+        raise DatabaseOperationError(f"invalid DSN: {redact_dsn(dsn)}") from None
+    env = dict(os.environ)
+    password = params.pop("password", None)
+    if password:
+        env["PGPASSWORD"] = str(password)
+    return make_conninfo("", **params), env
+
+
+# ------------------------------------------------------------------------------ tools
+def _pgserver_bin() -> Path | None:
+    try:
+        import pgserver  # optional: only present where the embedded server is used
+    except ImportError:
+        return None
+    return Path(os.path.dirname(pgserver.__file__)) / "pginstall" / "bin"
+
+
+@functools.lru_cache(maxsize=32)
+def _tool_major(path: str) -> int | None:
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\b(\d+)(?:\.\d+)+", out) or re.search(r"\b(\d+)\b", out)
+    return int(m.group(1)) if m else None
+
+
+def pg_tool_candidates(name: str) -> list[str]:
+    """Where ``name`` can be found, in preference order: PATH, then pgserver's binaries."""
+    if not name or "/" in name:
+        raise ValueError(f"expected a bare tool name, got {name!r}")
+    found: list[str] = []
+    on_path = shutil.which(name)
+    if on_path:
+        found.append(on_path)
+    bundled = _pgserver_bin()
+    if bundled is not None:
+        candidate = bundled / name
+        if candidate.is_file() and os.access(candidate, os.X_OK) and str(candidate) not in found:
+            found.append(str(candidate))
+    return found
+
+
+def find_pg_tool(name: str, *, min_major: int | None = None) -> str:
+    """Path of a PostgreSQL client tool: PATH first, then pgserver's ``pginstall/bin``.
+
+    ``min_major`` skips tools older than the server: pg_dump refuses to dump a newer
+    server and an older pg_restore cannot read a newer archive, so a PATH tool that is
+    too old (e.g. Debian's 15 next to an embedded 16) must not win just by being first.
+    """
+    candidates = pg_tool_candidates(name)
+    if not candidates:
+        raise PgToolNotFound(
+            f"{name} not found on PATH or in pgserver's bundled binaries; "
+            "install the PostgreSQL client tools"
+        )
+    if min_major is None:
+        return candidates[0]
+    seen: list[str] = []
+    for path in candidates:
+        major = _tool_major(path)
+        if major is not None and major >= min_major:
+            return path
+        seen.append(f"{path} ({major if major is not None else 'unknown version'})")
+    raise PgToolNotFound(
+        f"no {name} of PostgreSQL {min_major} or newer found (have: {', '.join(seen)})"
+    )
+
+
+def newest_tool(name: str) -> str:
+    """The highest-version candidate: a newer pg_restore reads every older archive format."""
+    candidates = pg_tool_candidates(name)
+    if not candidates:
+        return find_pg_tool(name)  # raises the clear "not found" error
+    return max(candidates, key=lambda p: _tool_major(p) or 0)
+
+
+# ------------------------------------------------------------------- server and running
+def connect(dsn: str, timeout: float) -> psycopg.Connection[Any]:
+    """An autocommit connection; failures raise ``DatabaseOperationError`` without secrets."""
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=max(2, math.ceil(timeout)))
+    except psycopg.ProgrammingError:
+        # A conninfo parse error quotes the offending fragment, which may be the password.
+        raise DatabaseOperationError(f"invalid DSN: {redact_dsn(dsn)}") from None
+    except psycopg.Error as exc:
+        raise DatabaseOperationError(
+            f"cannot connect to {redact_dsn(dsn)}: {scrub_dsn(str(exc).strip(), dsn)}"
+        ) from None
+
+
+def server_major(dsn: str, *, timeout: float = 10.0) -> int:
+    """The server's major version (16 for 16.2), used to pick compatible client tools."""
+    with connect(dsn, timeout) as conn:
+        version = conn.info.server_version
+    return version // 10000 if version >= 100000 else version // 100
+
+
+def run_tool(
+    argv: list[str], *, env: dict[str, str], timeout: float, dsn: str, what: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a client tool; a timeout or a missing binary raises ``DatabaseOperationError``."""
+    try:
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DatabaseOperationError(
+            f"{what} of {redact_dsn(dsn)} timed out after {timeout:g}s"
+        ) from None
+    except OSError as exc:
+        raise DatabaseOperationError(f"{what}: cannot run {argv[0]}: {exc.strerror}") from None
+
+
+def stderr_tail(stderr: str, dsn: str) -> str:
+    """The last ``_MAX_STDERR`` characters of a tool's stderr, passwords scrubbed."""
+    text = scrub_dsn(stderr.strip(), dsn)
+    return text if len(text) <= _MAX_STDERR else "…" + text[-_MAX_STDERR:]

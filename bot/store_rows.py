@@ -1,0 +1,80 @@
+"""Row mapping for the store: database rows to ``Rollback`` values and back, and the
+exceptions a compare-and-set or a uniqueness check raises."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.lifecycle import State
+from bot.models import Rollback
+from platforms.base import Revision, Target
+
+
+class ActiveRollbackExists(Exception):
+    def __init__(self, existing: Rollback) -> None:
+        super().__init__(f"{existing.ref} is already active for {existing.service}")
+        self.existing = existing
+
+
+class StaleState(Exception):
+    """The rollback was no longer in the expected state: someone else moved it first."""
+
+    def __init__(self, current: Rollback) -> None:
+        super().__init__(f"{current.ref} is {current.state}")
+        self.current = current
+
+
+def target_to_json(t: Target) -> dict[str, Any]:
+    return {
+        "platform": t.platform,
+        "scope": t.scope,
+        "name": t.name,
+        "options": dict(t.options),
+        "config_maps": list(t.config_maps),
+        "secrets": list(t.secrets),
+    }
+
+
+def target_from_json(d: dict[str, Any]) -> Target:
+    return Target(
+        platform=d["platform"],
+        scope=d["scope"],
+        name=d["name"],
+        options=dict(d.get("options") or {}),
+        config_maps=tuple(d.get("config_maps") or ()),
+        secrets=tuple(d.get("secrets") or ()),
+    )
+
+
+def rollback_from_row(row: dict[str, Any]) -> Rollback:
+    cur = row["current_revision"]
+    return Rollback(
+        id=row["id"],
+        service=row["service"],
+        platform=row["platform"],
+        severity=row["severity"],
+        policy_mode=row["policy_mode"],
+        scope=list(row["scope"]),
+        reason=row["reason"],
+        state=State(row["state"]),
+        requester=row["requester"],
+        channel_id=row["channel_id"],
+        channel_name=row["channel_name"],
+        message_ts=row["message_ts"],
+        thread_ts=row["thread_ts"],
+        current_revision=Revision.from_dict(cur) if cur else None,
+        target_revision=Revision.from_dict(row["target_revision"]),
+        target=target_from_json(row["target"]),
+        checklist=dict(row["checklist"] or {}),
+        assessment=dict(row["assessment"] or {}),
+        approver=row["approver"],
+        break_glass=row["break_glass"],
+        incident_commander=row["incident_commander"],
+        incident_started_at=row["incident_started_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        expires_at=row["expires_at"],
+        approved_at=row["approved_at"],
+        finished_at=row["finished_at"],
+        last_error=row["last_error"],
+    )
