@@ -91,7 +91,7 @@ def create_app(
     platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
     config: RollbackConfig | None = None, clock: Clock = utcnow,
 ) -> BotApp:
-    from handlers import actions, commands, middleware, modals
+    from handlers import actions, commands, modals
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -123,7 +123,6 @@ def create_app(
     executor_ref.append(executor)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
                                 clock=clock)
-    middleware.register(bolt, store)
     error_handlers.register(bolt, chat)
     commands.register(bolt, service)
     actions.register(bolt, service)

@@ -24,6 +24,7 @@ from bot.models import Rollback
 from bot.planner import build_steps, choose_revision, target_for
 from bot.policy import Policy
 from bot.ports import Chat, Clock, Directory, utcnow
+from bot.rendering import LatestStateChat
 from bot.store import ActiveRollbackExists, StaleState, Store
 from platforms.base import Platform, PlatformError, Revision
 
@@ -51,7 +52,7 @@ class RollbackService:
         self.store = store
         self.jobs = jobs
         self.platforms = platforms
-        self.chat = chat
+        self.chat: Chat = LatestStateChat(chat, store)
         self.directory = directory
         self.policy = Policy(config, directory)
         self.clock = clock
@@ -215,8 +216,11 @@ class RollbackService:
         decision = self.policy.check_approve(rb, user=user, channel_name=channel_name,
                                              now=self.clock(), override=override)
         detail = {"break_glass": decision.break_glass, "override": decision.override}
-        rb = self._transition(rb, Event.APPROVE, actor=user, detail=detail, updates={
-            "approver": user, "approved_at": self.clock(), "break_glass": decision.break_glass})
+        rb = self._transition(rb, Event.APPROVE, actor=user, detail=detail, refresh=False,
+                              updates={"approver": user, "approved_at": self.clock(),
+                                       "break_glass": decision.break_glass})
+        self.on_approved(rb.id)  # before any Slack round trip: execution starts at once
+        self.chat.refresh(rb, self.store.steps(rb.id))
         self.jobs.cancel(rollback_id=rb.id, kinds=[EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB])
         if decision.break_glass:
             self.chat.thread(rb, f":rotating_light: BREAK GLASS: <@{user}> approved their own "
@@ -224,7 +228,6 @@ class RollbackService:
         if decision.override:
             self.chat.thread(rb, f":warning: <@{user}> overrode the {rb.severity} policy "
                                  "(plan for next deployment) and approved execution now.")
-        self.on_approved(rb.id)
         return rb
 
     def reject(self, ref: str | int, *, user: str, reason: str) -> Rollback:
@@ -346,7 +349,7 @@ class RollbackService:
     # ------------------------------------------------------------------ helpers
     def _transition(self, rb: Rollback, event: Event, *, actor: str,
                     detail: dict[str, Any] | None = None,
-                    updates: dict[str, Any] | None = None) -> Rollback:
+                    updates: dict[str, Any] | None = None, refresh: bool = True) -> Rollback:
         from bot.errors import InvalidTransition
 
         try:
@@ -359,7 +362,8 @@ class RollbackService:
             raise NotAllowed(
                 f"{rb.ref} is {rb.state.value.replace('_', ' ')}; cannot {event.value} it."
             ) from None
-        self.chat.refresh(new, self.store.steps(new.id))
+        if refresh:
+            self.chat.refresh(new, self.store.steps(new.id))
         return new
 
 

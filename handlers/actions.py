@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
+from handlers.middleware import first_delivery
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ def register(app: App, service: RollbackService) -> None:
         @app.action(action_id)
         def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
             ack()
+            if not first_delivery(service.store, body):
+                return
             try:
                 fn(body, body["user"]["id"], _value(body))
             except Exception as exc:
@@ -51,6 +54,8 @@ def register(app: App, service: RollbackService) -> None:
     @app.action(re.compile(rf"^{ids.CHECKLIST}:"))
     def checklist_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
+        if not first_delivery(service.store, body):
+            return
         try:
             checklist(body, body["user"]["id"], _value(body))
         except Exception as exc:

@@ -14,6 +14,7 @@ from bot.errors import UserFacingError
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
+from handlers.middleware import first_delivery
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,16 @@ def register(app: App, service: RollbackService) -> None:
             return
         if parsed.verb == "modal":
             ack()
-            _open_request_modal(client, service, body, parsed.service or "")
+            if first_delivery(service.store, body):
+                _open_request_modal(client, service, body, parsed.service or "")
             return
         if parsed.verb == "request":
             ack(response_type="ephemeral",
                 text=f":hourglass: Preparing the rollback plan for `{parsed.service}`…")
         else:
             ack()
+        if parsed.verb in ("request", "cancel") and not first_delivery(service.store, body):
+            return
         try:
             if parsed.verb == "request":
                 service.request(parsed, requester=user, channel_id=channel)

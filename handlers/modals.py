@@ -12,6 +12,7 @@ from bot.config import Severity
 from bot.service import RollbackService
 from handlers import ids
 from handlers.errors import tell_user
+from handlers.middleware import first_delivery
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
         ack()
+        if not first_delivery(service.store, body):
+            return
         try:
             to = values.get("target_revision")
             parsed = Parsed(
@@ -57,6 +60,8 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
         ack()
+        if not first_delivery(service.store, body):
+            return
         rollback_id = body["view"]["private_metadata"].partition("|")[0]
         try:
             service.reject(rollback_id, user=body["user"]["id"], reason=reason)

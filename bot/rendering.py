@@ -1,0 +1,37 @@
+"""Serialized, latest-state re-rendering of the request message.
+
+Several threads (the approving listener, executor workers, the scheduler) re-render the
+same message. Each ``refresh`` takes a per-rollback lock and renders what the store
+holds *now*, never the snapshot the caller had, so a slow render of an older state can
+never overwrite a newer one and leave stale buttons behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+from bot.models import Rollback, Step
+from bot.ports import Chat
+from bot.store import Store
+
+
+class LatestStateChat:
+    """A ``Chat`` whose ``refresh`` always shows the current state; the rest passes through."""
+
+    def __init__(self, inner: Chat, store: Store) -> None:
+        self.inner = inner
+        self.store = store
+        self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def refresh(self, rollback: Rollback, steps: list[Step]) -> None:
+        with self._guard:
+            lock = self._locks[rollback.id]
+        with lock:
+            latest = self.store.get(rollback.id)
+            self.inner.refresh(latest, self.store.steps(rollback.id))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
