@@ -20,9 +20,13 @@ fi
 if ! have chromium && ! have chromium-browser; then
   missing+=(chromium)
 fi
+# Colour emoji for the console's state badges in browser screenshots (tests don't need it).
+if [[ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]]; then
+  missing+=(fonts-noto-color-emoji)
+fi
 
 if ((${#missing[@]} == 0)); then
-  echo "install-system-deps: prometheus and chromium already present"
+  echo "install-system-deps: prometheus, chromium and fonts already present"
 else
   echo "install-system-deps: installing ${missing[*]}"
   # policy-rc.d exit 101 is Debian's sanctioned way to tell maintainer scripts "do not

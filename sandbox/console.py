@@ -1,71 +1,88 @@
-"""The sandbox console's HTTP API: type a line, click a button, read what Slack shows.
+"""The sandbox web console: a Slack-like channel view in the browser, plus its JSON API.
 
 Runs in the sandbox process next to the emulator and the driver, so the CLI
-(``rollback-bot sandbox say``) and the browser console send the same signed requests
-Slack would. Loopback only; it holds the sandbox's signing secret.
+(``rollback-bot sandbox say``) and the browser send the same signed requests Slack
+would: slash commands, ``block_actions`` clicks and ``view_submission``/``view_closed``.
+
+Reads come from the emulator: ``GET /api/state?user=&channel=`` is everything one person
+sees (channel with threads, their ephemerals, their open modal, files, the directory).
+Updates stream as server-sent events on ``GET /api/events`` (fed by
+``emulator.subscribe``); the page refetches the state on each event, and polls while the
+stream is down. Loopback only: it holds the sandbox's signing secret.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mimetypes
+import queue
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from sandbox.slack import SlackDriver, SlackEmulator
+from sandbox.slack import DEFAULT_CHANNEL, BotResponse, DriverError, SlackDriver, SlackEmulator
+from sandbox.slack.models import Event
 from sandbox.slack.render import render_events
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
+CONTENT_TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css",
+                 "svg": "image/svg+xml", "png": "image/png", "ico": "image/x-icon"}
+# Who the seeded sandbox people are in the drill; approver comes from the user groups.
+ROLE_HINTS = {"alice": ["requester"], "carol": ["incident commander"], "dave": ["not an approver"]}
+KEEPALIVE_SECONDS = 15.0
+QUIET_EVENTS = {"api.call"}  # every change already has its own event
+
+
+class ConsoleError(Exception):
+    """Something a person did that Slack would refuse; shown in the page, not a stack trace."""
 
 
 class Console:
+    """HTTP server for the console page and its API; `start()` serves in a daemon thread."""
+
     def __init__(self, *, emulator: SlackEmulator, driver: SlackDriver, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, channel: str = DEFAULT_CHANNEL) -> None:
         self.emulator = emulator
         self.driver = driver
-        self._lock = threading.Lock()  # one person at the keyboard at a time
-        console = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt: str, *args: Any) -> None:
-                log.debug(fmt, *args)
-
-            def _json(self, status: int, data: Any) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-                console.handle_get(self)
-
-            def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    data = json.loads(self.rfile.read(length) or b"{}")
-                    self._json(200, console.handle_post(self.path, data))
-                except Exception as exc:  # shown in the console, never a stack trace
-                    self._json(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.default_channel = channel
+        self._lock = threading.Lock()  # the CLI's say/click read "what this caused" by marks
+        self._closing = threading.Event()
+        self._streams: set[queue.SimpleQueue[Event | None]] = set()
+        self.server = ThreadingHTTPServer((host, port), _Handler)
         self.server.daemon_threads = True
+        self.server.console = self  # type: ignore[attr-defined]
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self._thread: threading.Thread | None = None
 
-    # ------------------------------------------------------------------ API
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Console:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="sandbox-console",
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._thread.start()
+        log.info("sandbox console at %s/", self.url)
+        return self
+
+    def stop(self) -> None:
+        self._closing.set()
+        for stream in list(self._streams):
+            stream.put(None)
+        self.server.shutdown()
+        self.server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------- acting as people
     def say(self, line: str, *, user: str = "alice", channel: str | None = None,
             quiet: float = 0.5, timeout: float = 20.0) -> str:
+        """Type `line` as `user` and return, as text, what it caused (for the CLI)."""
         with self._lock:
             mark = len(self.emulator.events())
-            kwargs: dict[str, Any] = {"user": user}
-            if channel:
-                kwargs["channel"] = channel
-            reply = self.driver.say(line, **kwargs)
+            reply = self.driver.say(line, user=user, channel=channel or self.default_channel)
             if reply.status != 200:
                 return f"(the bot answered HTTP {reply.status})"
             self.emulator.wait_idle(quiet, timeout)
@@ -78,45 +95,288 @@ class Console:
             self.emulator.wait_idle(0.5, 20)
             return render_events(self.emulator, self.emulator.events(mark))
 
-    def handle_post(self, path: str, data: dict[str, Any]) -> dict[str, Any]:
-        if path == "/api/say":
-            text = self.say(str(data["line"]), user=str(data.get("user") or "alice"),
-                            channel=data.get("channel"))
-            return {"ok": True, "text": text}
-        if path == "/api/click":
-            text = self.click(channel=data["channel"], ts=data["ts"],
-                              action_id=data["action_id"], user=data.get("user") or "alice")
-            return {"ok": True, "text": text}
-        if path == "/api/submit":
-            reply = self.driver.submit_view(data.get("user") or "alice", data.get("values") or {})
-            return {"ok": True, "result": reply.view_result, "error": reply.view_error}
-        raise ValueError(f"unknown endpoint {path}")
+    def send_line(self, line: str, *, user: str, channel: str) -> dict[str, Any]:
+        """The browser's message box: send and return at once; the result streams in."""
+        line = line.strip()
+        if not line:
+            raise ConsoleError("type a message or a slash command")
+        if not line.startswith("/"):
+            line = self._client_text(line)
+        reply = self.driver.say(line, user=user, channel=channel)
+        if reply.status != 200 and line.startswith("/"):
+            # Slack shows this for a command; a message is posted whatever the app answers.
+            raise ConsoleError(f"{line.split()[0]} failed with the error \"dispatch_failed\" "
+                               f"(the app answered HTTP {reply.status})")
+        return {"ok": True, "text": "", "status": reply.status}
 
-    def handle_get(self, req: BaseHTTPRequestHandler) -> None:
-        path = req.path.split("?", 1)[0]
-        if path == "/api/messages":
-            channel = "inc-hotel-voice-bot"
-            data = {"channel": channel, "messages": self.emulator.messages(channel)}
-            req._json(200, data)  # type: ignore[attr-defined]
-            return
-        page = STATIC / ("index.html" if path in ("/", "/index.html") else path.lstrip("/"))
-        if page.is_file() and STATIC in page.resolve().parents:
-            body = page.read_bytes()
-            ctype = {"html": "text/html", "js": "text/javascript", "css": "text/css"}.get(
-                page.suffix.lstrip("."), "application/octet-stream")
+    def _client_text(self, text: str) -> str:
+        """What Slack's client sends for typed text: &, <, > escaped, @name as a mention."""
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        ws = self.emulator.ws
+        with ws.lock:
+            names = {u.name: u.id for u in ws.users.values()}
+        return re.sub(r"(?<![\w<])@([a-z0-9._-]+)",
+                      lambda m: f"<@{names[m[1]]}>" if m[1] in names else m[0], text)
+
+    def action(self, *, user: str, channel: str, ts: str, action_id: str,
+               block_id: str | None = None, value: Any = None) -> dict[str, Any]:
+        """A click on a button, or a choice in a select, of a message as it is stored now."""
+        try:
+            reply = self.driver.click(channel, ts, action_id, user, value, block_id=block_id)
+        except DriverError as exc:
+            raise ConsoleError(f"This action is no longer available ({exc})") from None
+        return self._answer(reply)
+
+    def submit_view(self, *, user: str, values: dict[str, Any],
+                    view_id: str | None = None) -> dict[str, Any]:
+        try:
+            reply = self.driver.submit_view(user, values, view_id)
+        except DriverError as exc:
+            raise ConsoleError(str(exc)) from None
+        error = reply.view_error
+        return {"ok": reply.view_result != "error", "result": reply.view_result,
+                "status": reply.status,
+                "error": None if error is None else str(error.body().get("error", error)),
+                "errors": self._view_errors(reply)}
+
+    def _view_errors(self, reply: BotResponse) -> dict[str, str]:
+        view_id = (reply.payload.get("view") or {}).get("id")
+        return self.emulator.view_errors(view_id) if view_id else {}
+
+    def close_view(self, *, user: str) -> dict[str, Any]:
+        try:
+            reply = self.driver.close_view(user)
+        except DriverError as exc:
+            raise ConsoleError(str(exc)) from None
+        return {"ok": True, "notified": reply is not None}
+
+    @staticmethod
+    def _answer(reply: BotResponse) -> dict[str, Any]:
+        if reply.status != 200:
+            raise ConsoleError(f"the app answered HTTP {reply.status}")
+        return {"ok": True, "status": reply.status}
+
+    # ------------------------------------------------------------------------ reads
+    def directory(self) -> dict[str, Any]:
+        """People (with their drill roles) and channels of the sandbox workspace."""
+        ws = self.emulator.ws
+        with ws.lock:
+            approvers = {uid for group in ws.usergroups.values() for uid in group.users}
+            users = [{"id": u.id, "name": u.name, "real_name": u.real_name, "is_bot": u.is_bot,
+                      "roles": (["approver"] if u.id in approvers else [])
+                      + ROLE_HINTS.get(u.name, [])}
+                     for u in ws.users.values()]
+            channels = [{"id": c.id, "name": c.name, "is_private": c.is_private,
+                         "is_im": c.is_im, "members": sorted(c.members), "topic": c.topic}
+                        for c in ws.channels.values()]
+            seq = len(ws.events)
+        return {"users": users, "channels": channels, "seq": seq, "bot": self.emulator.bot.id,
+                "team": ws.team_name}
+
+    def state(self, *, user: str, channel: str) -> dict[str, Any]:
+        """Everything `user` sees with `channel` open: what the page renders."""
+        ws = self.emulator.ws
+        with ws.lock:  # one consistent snapshot
+            me = ws.resolve_user(user)
+            ch = ws.resolve_channel(channel)
+            found = self.directory()
+            messages = self.emulator.messages(ch.id)
+            pins = set(ws.pins.get(ch.id, []))
+            for message in messages:
+                message["pinned"] = message["ts"] in pins
+                if message.get("reply_count") and message.get("thread_ts") == message["ts"]:
+                    message["replies"] = self.emulator.thread(ch.id, message["ts"])[1:]
+            views = self.emulator.open_views(me.id)
+            top = views[-1] if views else None
+            found.update(
+                me=me.id, channel=ch.id, messages=messages, files=self.files(),
+                ephemerals=self.emulator.ephemerals(user=me.id, channel=ch.id),
+                view=top, view_depth=len(views),
+                view_errors=self.emulator.view_errors(top["id"]) if top else {},
+            )
+        return found
+
+    def files(self) -> list[dict[str, Any]]:
+        """Shared files, newest last, each with the console URL of its content."""
+        keep = ("id", "name", "title", "mimetype", "filetype", "size", "created", "channels")
+        return [{k: f.get(k) for k in keep} | {"url": f"/api/files/{f['id']}"}
+                for f in self.emulator.files() if f.get("upload_state") == "complete"]
+
+    def file(self, file_id: str) -> tuple[dict[str, Any], bytes]:
+        for record in self.emulator.files():
+            if record["id"] == file_id and record.get("upload_state") == "complete":
+                return record, self.emulator.file_content(file_id)
+        raise KeyError(file_id)
+
+    # ------------------------------------------------------------------- streaming
+    def stream(self, req: BaseHTTPRequestHandler) -> None:
+        """Server-sent events: one `change` per burst of emulator events, keepalives between."""
+        events: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+
+        def on_event(event: Event) -> None:  # runs under the emulator lock: never block
+            if event.kind not in QUIET_EVENTS:
+                events.put(event)
+
+        unsubscribe = self.emulator.subscribe(on_event)
+        self._streams.add(events)
+        try:
             req.send_response(200)
-            req.send_header("Content-Type", f"{ctype}; charset=utf-8")
-            req.send_header("Content-Length", str(len(body)))
+            req.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            req.send_header("Cache-Control", "no-store")
             req.end_headers()
-            req.wfile.write(body)
+            seq = self.directory()["seq"]
+            req.wfile.write(f"retry: 1000\nevent: hello\ndata: {json.dumps({'seq': seq})}\n\n"
+                            .encode())
+            while not self._closing.is_set():
+                try:
+                    first = events.get(timeout=KEEPALIVE_SECONDS)
+                except queue.Empty:
+                    req.wfile.write(b": keepalive\n\n")
+                    continue
+                batch = [first]
+                while True:  # coalesce a burst into one notification
+                    try:
+                        batch.append(events.get_nowait())
+                    except queue.Empty:
+                        break
+                if any(e is None for e in batch):
+                    break
+                real = [e for e in batch if e is not None]
+                data = {"seq": real[-1].seq, "kinds": sorted({e.kind for e in real})}
+                req.wfile.write(f"id: {real[-1].seq}\nevent: change\ndata: {json.dumps(data)}\n\n"
+                                .encode())
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the tab went away
+        finally:
+            unsubscribe()
+            self._streams.discard(events)
+
+    # --------------------------------------------------------------------- routing
+    def handle_post(self, path: str, data: dict[str, Any]) -> dict[str, Any]:
+        user = str(data.get("user") or "alice")
+        channel = str(data.get("channel") or self.default_channel)
+        if path == "/api/say":
+            if data.get("wait", True):  # the CLI's contract: wait, then the rendered text
+                return {"ok": True, "text": self.say(str(data["line"]), user=user,
+                                                     channel=channel)}
+            return self.send_line(str(data["line"]), user=user, channel=channel)
+        if path == "/api/click":  # the CLI's contract, like /api/say
+            text = self.click(channel=channel, ts=str(data["ts"]),
+                              action_id=str(data["action_id"]), user=user)
+            return {"ok": True, "text": text}
+        if path == "/api/action":
+            return self.action(user=user, channel=channel, ts=str(data["ts"]),
+                               action_id=str(data["action_id"]), block_id=data.get("block_id"),
+                               value=data.get("value"))
+        if path in ("/api/view/submit", "/api/submit"):
+            return self.submit_view(user=user, values=data.get("values") or {},
+                                    view_id=data.get("view_id"))
+        if path == "/api/view/close":
+            return self.close_view(user=user)
+        raise LookupError(f"unknown endpoint {path}")
+
+    def handle_get(self, req: _Handler) -> None:
+        url = urlsplit(req.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        path = url.path
+        if path == "/api/events":
+            self.stream(req)
+        elif path == "/api/state":
+            req.send_json(200, self.state(user=query.get("user") or "alice",
+                                          channel=query.get("channel") or self.default_channel))
+        elif path == "/api/directory":
+            req.send_json(200, self.directory())
+        elif path == "/api/messages":
+            channel = query.get("channel") or self.default_channel
+            req.send_json(200, {"channel": channel, "messages": self.emulator.messages(channel)})
+        elif path == "/api/files":
+            req.send_json(200, {"files": self.files()})
+        elif path.startswith("/api/files/"):
+            self._send_file(req, path.removeprefix("/api/files/").split("/", 1)[0])
+        else:
+            self._send_static(req, path)
+
+    def _send_file(self, req: _Handler, file_id: str) -> None:
+        try:
+            record, content = self.file(file_id)
+        except KeyError:
+            req.send_json(404, {"ok": False, "error": "file_not_found"})
             return
-        req._json(404, {"ok": False, "error": "not found"})  # type: ignore[attr-defined]
+        mimetype = str(record.get("mimetype") or "application/octet-stream")
+        if not (mimetype.startswith("image/") or mimetype == "application/pdf"):
+            # Show logs, JSON, Markdown... as text; never let a file run as a page here.
+            mimetype = "text/plain" if _is_text(content) else "application/octet-stream"
+        name = str(record.get("name") or file_id).replace('"', "")
+        req.send_bytes(200, content, f"{mimetype}; charset=utf-8" if mimetype == "text/plain"
+                       else mimetype, {"Content-Disposition": f'inline; filename="{name}"',
+                                       "Content-Security-Policy": "sandbox; default-src 'none'"})
 
-    def start(self) -> Console:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
+    @staticmethod
+    def _send_static(req: _Handler, path: str) -> None:
+        name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/static/")
+        page = (STATIC / name.lstrip("/")).resolve()
+        if not page.is_file() or STATIC not in page.parents:
+            req.send_json(404, {"ok": False, "error": "not found"})
+            return
+        kind = CONTENT_TYPES.get(page.suffix.lstrip("."))
+        kind = kind or mimetypes.guess_type(page.name)[0] or "application/octet-stream"
+        req.send_bytes(200, page.read_bytes(), f"{kind}; charset=utf-8")
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+
+def _is_text(content: bytes) -> bool:
+    try:
+        content[:4096].decode("utf-8")
+    except UnicodeDecodeError as exc:  # a cut multi-byte character at the end is fine
+        return exc.start >= 4090
+    return b"\x00" not in content[:4096]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes to the Console on `server.console`; errors become JSON, never stack traces."""
+
+    server_version = "rollback-bot-console"
+
+    @property
+    def console(self) -> Console:
+        return self.server.console  # type: ignore[attr-defined,no-any-return]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
+        log.debug(format, *args)
+
+    def send_bytes(self, status: int, body: bytes, content_type: str,
+                   headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_json(self, status: int, data: Any) -> None:
+        self.send_bytes(status, json.dumps(data).encode(), "application/json")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        try:
+            self.console.handle_get(self)
+        except KeyError as exc:
+            self.send_json(404, {"ok": False, "error": f"not found: {exc}"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            data = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(data, dict):
+                raise ConsoleError("send a JSON object")
+            self.send_json(200, self.console.handle_post(self.path, data))
+        except ConsoleError as exc:  # Slack would refuse this too: say why, in the page
+            self.send_json(200, {"ok": False, "error": str(exc)})
+        except LookupError as exc:
+            self.send_json(404, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # shown in the console, never a stack trace
+            log.warning("console request %s failed", self.path, exc_info=True)
+            self.send_json(400, {"ok": False, "error": f"{type(exc).__name__}: {exc}"})
