@@ -1,59 +1,313 @@
-"""After the steps: verification, then stability monitoring until the window closes.
+"""After the steps: verify, notify stakeholders, watch the service, then chase the review.
 
-Called by the executor with a rollback in ``verifying``. The monitoring window is a
-durable job, so a restart never loses the end of the window.
+The executor runs verification here; the rest are re-runnable jobs on the scheduler leader.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
+
+from bot import monitoring
+from bot.aftercare_store import AftercareStore, Monitor
+from bot.checks import CheckResult, summarize
+from bot.config import ServiceConfig
+from bot.errors import NotAllowed
 from bot.jobs import Job
 from bot.lifecycle import Event, State
 from bot.models import Rollback
+from bot.notifications import Notifier
+from bot.outbox import Outbox
+from bot.ports import Notice
+from bot.reminders import Reminders
 from bot.service import RollbackService
 from bot.store import StaleState
+from bot.verification import failed, failure_summary, run_verification, verification_notice
 
 log = logging.getLogger(__name__)
 
-MONITOR_END_JOB = "monitor_end"
+MONITOR_TICK_JOB = "monitor_tick"
+NOTIFY_JOB = "aftercare_notify"
+DEFER_SECONDS = 1.0
+RESUME_GRACE = timedelta(seconds=60)  # a resumed window whose transition never happened
 
 
 class Aftercare:
+    """The runbook's last third. Jobs (``monitor_tick`` per interval, ``aftercare_notify``
+    per phase, ``reminder``) are scheduled *before* the transition they follow and defer
+    themselves while the rollback is still ``verifying``, so a crash in between loses
+    nothing; every job may run twice (a tick's sample is stored once, posts go through
+    the outbox)."""
+
     def __init__(self, service: RollbackService) -> None:
         self.service = service
-        service.job_handlers[MONITOR_END_JOB] = self._monitor_end
+        self.store = AftercareStore(service.store.pool)
+        self.outbox = Outbox(service.store.pool, service.chat)
+        self.notifier = Notifier(config=service.config, aftercare=self.store,
+                                 outbox=self.outbox)
+        self.reminders = Reminders(service, self.store, self.outbox)
+        service.on_execution_ended.append(self.reminders.create)
+        service.job_handlers[MONITOR_TICK_JOB] = self._tick_job
+        service.job_handlers[NOTIFY_JOB] = self._notify_job
 
+    # ------------------------------------------------------------------ verification
     def __call__(self, rb: Rollback) -> None:
-        svc = self.service.service_config(rb.service)
-        store, chat = self.service.store, self.service.chat
-        try:
-            rb = store.transition(rb.id, Event.VERIFIED, actor="bot", expected=State.VERIFYING)
-        except StaleState:
+        svc: ServiceConfig = self.service.service_config(rb.service)
+        self.store.begin(rb.id, steps_completed_at=self.service.clock())
+        attempt = self.attempt(rb.id)
+        results = run_verification(
+            svc, platform=self.service.platforms.get(rb.platform), rb=rb,
+            timeout=self.service.config.aftercare.verification_timeout_seconds)
+        detail: dict[str, Any] = {
+            "attempt": attempt, "summary": summarize(results) if results else "no checks",
+            "checks": [{"name": r.name, "status": r.status, "summary": r.summary,
+                        "duration_ms": round(r.duration_ms, 1)} for r in results]}
+        if failed(results):
+            self._verification_failed(rb, results, attempt, detail)
             return
-        chat.refresh(rb, store.steps(rb.id))
-        duration = svc.monitoring.duration_seconds
-        if duration <= 0:
-            self._finish(rb)
+        restored = self.service.clock()
+        self.store.set_restored(rb.id, restored)
+        self.outbox.notice(rb, verification_notice(rb, results, attempt=attempt))
+        self._schedule_notify(rb, "restored", attempt, checks_passed=len(results))
+        monitor = None
+        if svc.monitoring.duration_seconds > 0:
+            monitor = self._open_monitor(rb, svc, key=f"{rb.id}:verify:{attempt}",
+                                         start=restored)
+        detail["restored_at"] = restored.isoformat()
+        rb = self._move(rb, Event.VERIFIED, State.VERIFYING, actor="bot", detail=detail)
+        if rb.state != State.MONITORING:
             return
-        end = self.service.clock() + timedelta(seconds=duration)
-        self.service.jobs.schedule(kind=MONITOR_END_JOB, rollback_id=rb.id, due_at=end,
-                                   dedupe_key=f"{MONITOR_END_JOB}:{rb.id}")
-        chat.thread(rb, f":eyes: Monitoring {rb.service} until {end:%H:%M} UTC.")
+        if monitor is None:
+            self._complete(rb, svc, None)
+        else:
+            self.outbox.notice(rb, monitoring.start_notice(rb, svc, monitor))
 
-    def _monitor_end(self, job: Job) -> None:
+    def _verification_failed(self, rb: Rollback, results: list[CheckResult], attempt: int,
+                             detail: dict[str, Any]) -> None:
+        what = failure_summary(results)
+        self._schedule_notify(rb, "verification_failed", attempt, detail=what)
+        self.outbox.notice(rb, verification_notice(rb, results, attempt=attempt))
+        rb = self._move(rb, Event.VERIFICATION_FAILED, State.VERIFYING, actor="bot",
+                        detail=detail, updates={"last_error": f"verification failed: {what}"[:500]})
+        if rb.state == State.VERIFICATION_FAILED:
+            self.reminders.create(rb)
+
+    def attempt(self, rollback_id: int) -> int:
+        """How many times the rollback entered ``verifying`` (keys notices per attempt)."""
+        events = self.service.store.audit_events(rollback_id)
+        return max(1, sum(1 for e in events if e.to_state == State.VERIFYING.value))
+
+    # ------------------------------------------------------------------ monitoring
+    def _open_monitor(self, rb: Rollback, svc: ServiceConfig, *, key: str,
+                      start: datetime) -> Monitor:
+        cfg = svc.monitoring
+        m = self.store.open_monitor(rollback_id=rb.id, key=key, started_at=start,
+                                    ends_at=start + timedelta(seconds=cfg.duration_seconds),
+                                    interval_seconds=cfg.interval_seconds)
+        self._schedule_tick(m, 1)
+        return m
+
+    def _schedule_tick(self, m: Monitor, seq: int) -> None:
+        self.service.jobs.schedule(
+            kind=MONITOR_TICK_JOB, rollback_id=m.rollback_id,
+            due_at=m.started_at + timedelta(seconds=m.interval_seconds * seq),
+            payload={"monitor": m.id, "seq": seq}, dedupe_key=f"{MONITOR_TICK_JOB}:{m.id}:{seq}")
+
+    def _tick_job(self, job: Job) -> None:
+        m = self.store.monitor(int(job.payload["monitor"]))
+        seq = int(job.payload["seq"])
+        rb = self.service.store.get(m.rollback_id)
+        now = self.service.clock()
+        if m.status == "superseded":
+            return
+        if m.status == "running" and rb.state != State.MONITORING:
+            # The window opens before the transition into monitoring commits.
+            if rb.state == State.VERIFYING or (rb.state == State.UNSTABLE
+                                               and now - m.started_at < RESUME_GRACE):
+                self._defer(job)
+                return
+            self.store.finish_monitor(m.id, status="superseded", at=now, result={})
+            return
+        svc = self.service.service_config(rb.service)
+        if m.status != "running":
+            if m.result.get("seq") == seq:  # a re-run of the tick that decided: finish it
+                finish = self._regress if m.status == "unstable" else self._stable
+                finish(rb, svc, m, seq)
+            return
+        sample = self.store.sample(m.id, seq)
+        if sample is None:
+            with httpx.Client() as client:
+                sample = monitoring.measure(svc, seq=seq, at=now, client=client)
+            sample = self.store.add_sample(m.id, sample)
+        samples = [s for s in self.store.samples(m.id) if s.seq <= seq]
+        found = monitoring.regression(svc, samples)
+        if found is not None:
+            self.store.finish_monitor(m.id, status="unstable", at=now, result={
+                "seq": seq, "reason": found.reason, "kind": found.kind,
+                "summary": f"regression at check {seq}: {found.reason}"})
+            self._regress(rb, svc, self.store.monitor(m.id), seq)
+            return
+        if svc.monitoring.post_each_check:
+            self.outbox.notice(rb, monitoring.tick_notice(m, sample))
+        if seq >= m.total_ticks:
+            figures = monitoring.figures(svc, m, self.store.samples(m.id))
+            self.store.finish_monitor(m.id, status="stable", at=now, result={
+                "seq": seq, "figures": [list(item) for item in figures.items()],  # ordered
+                "summary": "; ".join(f"{k}: {v}" for k, v in figures.items())})
+            self._stable(rb, svc, self.store.monitor(m.id), seq)
+            return
+        # After an outage of the leader run the oldest missed check, then the latest due
+        # one: catching up every missed interval would only measure "now" several times.
+        elapsed = int((now - m.started_at).total_seconds() // m.interval_seconds)
+        self._schedule_tick(m, min(m.total_ticks, max(seq + 1, elapsed)))
+
+    def _defer(self, job: Job) -> None:
+        self.service.jobs.schedule(
+            kind=job.kind, rollback_id=job.rollback_id, payload=job.payload,
+            due_at=self.service.clock() + timedelta(seconds=DEFER_SECONDS),
+            dedupe_key=f"{job.kind}:defer:{job.id}")
+
+    def _regress(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int) -> None:
+        self.outbox.notice(rb, monitoring.alert_notice(rb, m))
+        rb = self._move(rb, Event.REGRESSION, State.MONITORING, actor="bot", detail={
+            "reason": m.result.get("reason"), "monitor": m.id, "seq": seq})
+        if rb.state != State.UNSTABLE:
+            return
+        self._schedule_notify(rb, "regression", m.id, detail=str(m.result.get("reason")))
+        self.reminders.create(rb)
+
+    def _stable(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int) -> None:
+        self.outbox.notice(rb, monitoring.report_notice(rb, m))
+        self.outbox.upload(rb, filename=f"stability-{rb.ref}-{m.id}.png",
+                           content=monitoring.chart(svc, m, self.store.samples(m.id)),
+                           title=f"Error rate and latency after {rb.ref}")
+        self._complete(rb, svc, m)
+
+    def _complete(self, rb: Rollback, svc: ServiceConfig, m: Monitor | None) -> None:
+        summary = str(m.result.get("summary")) if m else "no stability monitoring configured"
+        rb = self._move(rb, Event.STABLE, State.MONITORING, actor="bot",
+                        detail={"monitor": m.id if m else None, "summary": summary})
+        if rb.state != State.COMPLETED:
+            return
+        self._record_known_good(rb)
+        self.outbox.notice(rb, Notice(
+            key=f"complete:{rb.id}",
+            text=f":large_green_circle: {rb.ref} completed: {rb.service} is on "
+                 f"{rb.target_revision.label()}."))
+        window = monitoring.span(svc.monitoring.duration_seconds)
+        detail = (f"No regression in {window} of monitoring after the rollback" if m
+                  else "Rollback verified; no stability monitoring configured")
+        self._schedule_notify(rb, "stable", 1, detail=detail)
+        self.reminders.create(rb)
+
+    def _record_known_good(self, rb: Rollback) -> None:
+        """A stable rollback's configuration is what a later ``restore_config`` returns to."""
+        try:
+            snapshot = self.service.platform(rb.platform).snapshot_config(rb.target)
+            self.service.store.record_known_good_config(rb.service, rb.platform,
+                                                        snapshot.to_dict(), rollback_id=rb.id)
+        except Exception as exc:  # a missing snapshot must not undo a good rollback
+            log.warning("could not record known-good config for %s: %s", rb.ref, exc)
+
+    # ------------------------------------------------------------------ notifications
+    def _schedule_notify(self, rb: Rollback, phase: str, attempt: int, **payload: Any) -> None:
+        self.service.jobs.schedule(
+            kind=NOTIFY_JOB, rollback_id=rb.id, due_at=self.service.clock(),
+            payload={"phase": phase, "attempt": attempt, **payload},
+            dedupe_key=f"{NOTIFY_JOB}:{rb.id}:{phase}:{attempt}")
+
+    def _notify_job(self, job: Job) -> None:
         assert job.rollback_id is not None
         rb = self.service.store.get(job.rollback_id)
-        if rb.state == State.MONITORING:
-            self._finish(rb)
-
-    def _finish(self, rb: Rollback) -> None:
-        store, chat = self.service.store, self.service.chat
-        try:
-            rb = store.transition(rb.id, Event.STABLE, actor="bot", expected=State.MONITORING)
-        except StaleState:
+        phase, attempt = str(job.payload["phase"]), int(job.payload["attempt"])
+        if phase in ("restored", "verification_failed") and rb.state == State.VERIFYING:
+            if attempt == self.attempt(rb.id):
+                self._defer(job)  # the transition this follows has not committed yet
             return
-        chat.refresh(rb, store.steps(rb.id))
-        chat.thread(rb, f":large_green_circle: {rb.ref} completed: {rb.service} is on "
-                        f"{rb.target_revision.label()}.")
+        wanted = {"restored": {State.MONITORING, State.UNSTABLE, State.COMPLETED},
+                  "verification_failed": {State.VERIFICATION_FAILED, State.FAILED}}
+        if phase in wanted and rb.state not in wanted[phase]:
+            return  # a re-verification after a crash decided otherwise
+        self.notifier.send(rb, self.service.service_config(rb.service), phase=phase,
+                           attempt=attempt, detail=str(job.payload.get("detail", "")),
+                           checks_passed=int(job.payload.get("checks_passed", 0)))
+
+    # ------------------------------------------------------------------ buttons
+    def retry_verification(self, ref: str | int, *, user: str) -> Rollback:
+        rb = self._decider(ref, user, State.VERIFICATION_FAILED, "retry verification of")
+        attempt = self.attempt(rb.id)
+        rb = self._move(rb, Event.RETRY_VERIFICATION, State.VERIFICATION_FAILED, actor=user,
+                        refuse=True)
+        self._close_verification(rb, attempt, f":repeat: <@{user}> retried verification")
+        self.service.on_approved(rb.id)  # wake an executor: verifying is claimable
+        return rb
+
+    def resume_monitoring(self, ref: str | int, *, user: str) -> Rollback:
+        rb = self._decider(ref, user, State.UNSTABLE, "resume monitoring of")
+        svc = self.service.service_config(rb.service)
+        previous = self.store.monitors(rb.id)
+        n = 1 + sum(1 for e in self.service.store.audit_events(rb.id)
+                    if e.event == Event.RESUME_MONITORING.value)
+        m = self._open_monitor(rb, svc, key=f"{rb.id}:resume:{n}", start=self.service.clock())
+        try:
+            rb = self._move(rb, Event.RESUME_MONITORING, State.UNSTABLE, actor=user,
+                            detail={"monitor": m.id}, refuse=True)
+        except NotAllowed:
+            self.store.finish_monitor(m.id, status="superseded", at=self.service.clock(),
+                                      result={})
+            raise
+        for old in previous:
+            if old.status == "unstable":
+                self.outbox.edit(rb, monitoring.alert_notice(
+                    rb, old, closed=f":eyes: <@{user}> resumed monitoring"))
+        self.outbox.notice(rb, monitoring.start_notice(rb, svc, m))
+        return rb
+
+    def resolve(self, ref: str | int, *, user: str) -> Rollback:
+        before = self.service.get(ref)
+        rb = self.service.resolve(ref, user=user)
+        footer = f":white_check_mark: <@{user}> closed {rb.ref} as {rb.state.value}"
+        if before.state == State.VERIFICATION_FAILED:
+            self._close_verification(rb, self.attempt(rb.id), footer)
+        elif before.state == State.UNSTABLE:
+            for m in self.store.monitors(rb.id):
+                if m.status == "unstable":
+                    self.outbox.edit(rb, monitoring.alert_notice(rb, m, closed=footer))
+            self._schedule_notify(rb, "resolved", 1)
+        return rb
+
+    def _close_verification(self, rb: Rollback, attempt: int, footer: str) -> None:
+        events = [e for e in self.service.store.audit_events(rb.id)
+                  if e.event == Event.VERIFICATION_FAILED.value
+                  and e.detail.get("attempt") == attempt]
+        if not events:
+            return
+        results = [CheckResult(c["name"], c["status"], c["summary"], {}, c["duration_ms"])
+                   for c in events[-1].detail.get("checks", [])]
+        self.outbox.edit(rb, verification_notice(rb, results, attempt=attempt, closed=footer))
+
+    def _decider(self, ref: str | int, user: str, state: State, what: str) -> Rollback:
+        rb = self.service.get(ref)
+        self.service.policy.check_resolve(rb, user=user)
+        if rb.state != state:
+            raise NotAllowed(f"{rb.ref} is {rb.state.value.replace('_', ' ')}; cannot {what} it.")
+        return rb
+
+    def _move(self, rb: Rollback, event: Event, expected: State, *, actor: str,
+              detail: dict[str, Any] | None = None, updates: dict[str, Any] | None = None,
+              refuse: bool = False) -> Rollback:
+        """CAS transition + re-render; a lost race returns the current rollback (or, for a
+        person's click, refuses with what happened)."""
+        try:
+            rb = self.service.store.transition(rb.id, event, actor=actor, expected=expected,
+                                               detail=detail, updates=updates)
+        except StaleState as exc:
+            if refuse:
+                raise NotAllowed(f"{exc.current.ref} is already "
+                                 f"{exc.current.state.value.replace('_', ' ')}.") from None
+            return exc.current
+        self.service.chat.refresh(rb, self.service.store.steps(rb.id))
+        return rb

@@ -91,7 +91,7 @@ def create_app(
     platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
     config: RollbackConfig | None = None, clock: Clock = utcnow,
 ) -> BotApp:
-    from handlers import actions, commands, modals
+    from handlers import actions, commands, modals, reminders
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -119,7 +119,8 @@ def create_app(
         chat=chat, directory=SlackDirectory(client), clock=clock,
         on_approved=lambda rid: executor_ref[0].wake(rid) if executor_ref else None,
     )
-    executor = Executor(service=service, settings=config.executor, aftercare=Aftercare(service))
+    aftercare = Aftercare(service)
+    executor = Executor(service=service, settings=config.executor, aftercare=aftercare)
     executor_ref.append(executor)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
                                 clock=clock)
@@ -127,5 +128,6 @@ def create_app(
     commands.register(bolt, service)
     actions.register(bolt, service)
     modals.register(bolt, service)
+    reminders.register(bolt, service, aftercare)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=executor, scheduler=scheduler, database_url=database_url)

@@ -149,9 +149,10 @@ class Approvers(Strict):
 
 class MonitoringConfig(Strict):
     duration_seconds: float = 2 * 3600
-    interval_seconds: float = 300
-    consecutive_health_failures: int = 3
+    interval_seconds: float = Field(default=300, gt=0)
+    consecutive_health_failures: int = Field(default=3, ge=1)
     latency_threshold_ms: float = 2000
+    post_each_check: bool = True  # one thread line per interval; alerts and report always post
 
 
 # ----------------------------------------------------------------------- policy
@@ -273,10 +274,20 @@ class ExecutorSettings(Strict):
     workers: int = 2
 
 
+class AftercareSettings(Strict):
+    """After the steps: verification budget, post-mortem files, reminder cadence."""
+
+    verification_timeout_seconds: float = Field(default=180, gt=0)
+    postmortem_dir: str = "docs/post-mortems"  # relative to the working directory
+    reminder_snooze_hours: float = Field(default=4, gt=0)
+    reminder_repeat_hours: float = Field(default=24, gt=0)
+
+
 class RollbackConfig(Strict):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
     services: dict[str, ServiceConfig]
 
     @field_validator("services")

@@ -42,6 +42,8 @@ class Event(StrEnum):
     STABLE = "stable"
     REGRESSION = "regression"
     RESOLVE = "resolve"  # a human closes a rollback that needed attention
+    RETRY_VERIFICATION = "retry_verification"  # run the verification suite again
+    RESUME_MONITORING = "resume_monitoring"  # a regression was a blip: watch a new window
 
 
 S, E = State, Event
@@ -63,6 +65,8 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.NEEDS_ATTENTION, E.RESOLVE): S.FAILED,
     (S.UNSTABLE, E.RESOLVE): S.COMPLETED,
     (S.VERIFICATION_FAILED, E.RESOLVE): S.FAILED,
+    (S.VERIFICATION_FAILED, E.RETRY_VERIFICATION): S.VERIFYING,
+    (S.UNSTABLE, E.RESUME_MONITORING): S.MONITORING,
 }
 
 TERMINAL = frozenset(

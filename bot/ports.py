@@ -7,6 +7,7 @@ in production and the same classes against the emulator in tests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -17,6 +18,32 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class NoticeAction:
+    """A button on a notice; ``kind`` is semantic (the Slack layer maps it to an action_id)."""
+
+    kind: str  # retry_verification | resolve | resume_monitoring | reminder_{scheduled,done,snooze}
+    label: str
+    value: str
+    style: str | None = None  # primary | danger
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message the core posts after the steps: verification, alerts, reports, reminders.
+
+    ``key`` travels with the message (Slack message metadata) so a post whose poster died
+    mid-call can be found again instead of being posted twice (``bot.outbox``).
+    """
+
+    key: str
+    text: str  # mrkdwn body, also the notification fallback
+    title: str | None = None
+    mention: str | None = None
+    actions: tuple[NoticeAction, ...] = ()
+    footer: str | None = None
 
 
 class Chat(Protocol):
@@ -43,6 +70,20 @@ class Chat(Protocol):
 
     def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
         """Attach a file to the rollback's thread."""
+        ...
+
+    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        """Post ``notice`` to the rollback's thread (or ``channel``) tagged with its key; ts."""
+        ...
+
+    def find_notice(self, rollback: Rollback, key: str, *, channel: str | None = None
+                    ) -> str | None:
+        """The ts of an earlier post tagged ``key`` (or of a shared file named ``key``)."""
+        ...
+
+    def edit_notice(self, rollback: Rollback, ts: str, notice: Notice, *,
+                    channel: str | None = None) -> None:
+        """Re-render a posted notice in place (e.g. without its buttons once decided)."""
         ...
 
 

@@ -15,7 +15,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.models import Rollback, Step
-from handlers import views
+from bot.ports import Notice
+from handlers import views, views_aftercare
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,41 @@ class SlackChat:
         self.client.files_upload_v2(channel=rollback.channel_id, content=content,
                                     filename=filename, title=title,
                                     thread_ts=rollback.thread_ts or rollback.message_ts)
+
+    # ------------------------------------------------------------------ aftercare notices
+    def _where(self, rollback: Rollback, channel: str | None) -> dict[str, Any]:
+        if channel:
+            return {"channel": channel.lstrip("#")}
+        return {"channel": rollback.channel_id,
+                "thread_ts": rollback.thread_ts or rollback.message_ts}
+
+    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        resp = self.client.chat_postMessage(
+            **self._where(rollback, channel), text=views_aftercare.fallback_text(notice),
+            blocks=views_aftercare.notice_blocks(notice),
+            metadata=views_aftercare.notice_metadata(notice.key))
+        return str(resp["ts"])
+
+    def find_notice(self, rollback: Rollback, key: str, *, channel: str | None = None
+                    ) -> str | None:
+        where = self._where(rollback, channel)
+        if "thread_ts" in where:
+            resp = self.client.conversations_replies(channel=where["channel"],
+                                                     ts=where["thread_ts"], limit=1000,
+                                                     include_all_metadata=True)
+        else:  # a channel post: it is recent, the newest page is enough
+            resp = self.client.conversations_history(channel=where["channel"], limit=200,
+                                                     include_all_metadata=True)
+        for message in resp.get("messages") or []:
+            if views_aftercare.carries_key(message, key):
+                return str(message["ts"])
+        return None
+
+    def edit_notice(self, rollback: Rollback, ts: str, notice: Notice, *,
+                    channel: str | None = None) -> None:
+        self.client.chat_update(channel=self._where(rollback, channel)["channel"], ts=ts,
+                                text=views_aftercare.fallback_text(notice),
+                                blocks=views_aftercare.notice_blocks(notice))
 
 
 class SlackDirectory:

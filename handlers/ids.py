@@ -24,6 +24,8 @@ CHECKLIST = "rollback_checklist"  # action_id prefix: one button per item, ids m
 ASSIGN_IC = "rollback_assign_ic"  # clicker becomes incident commander
 RESOLVE = "rollback_resolve"  # needs_attention / unstable: a human closes it
 RETRY = "rollback_retry_verification"
+RESUME_MONITORING = "rollback_resume_monitoring"  # unstable: the regression was a blip
+ALERT_RESOLVE = "rollback_alert_resolve"  # "Mark resolved" on an aftercare notice
 REMINDER_SCHEDULED = "reminder_scheduled"
 REMINDER_DONE = "reminder_done"
 REMINDER_SNOOZE = "reminder_snooze"
@@ -45,6 +47,8 @@ ALL_ACTIONS = (
     ASSIGN_IC,
     RESOLVE,
     RETRY,
+    RESUME_MONITORING,
+    ALERT_RESOLVE,
     REMINDER_SCHEDULED,
     REMINDER_DONE,
     REMINDER_SNOOZE,

@@ -1,7 +1,8 @@
 """Session fixtures shared by every test folder: a real PostgreSQL and fresh databases.
 
 ``DATABASE_URL`` wins (CI may provide a server); otherwise an embedded PostgreSQL
-(pgserver) runs under a temporary directory for the session.
+(pgserver) runs under a temporary directory for the session. Every test is also checked
+for secrets in the Slack calls it caused (``tests/secret_scan.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from psycopg import conninfo
 
 from bot.db import migrate
+from tests.secret_scan import SCANNER
 
 pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]
 if (Path(__file__).parent / "integration" / "kube_fixtures.py").exists():
@@ -41,3 +43,37 @@ def db(database_url: str) -> Iterator[str]:
     yield url
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    yield
+    SCANNER.remember_env()  # while the test's monkeypatched environment is still in place
+
+
+@pytest.fixture(autouse=True)
+def no_secret_reaches_slack() -> Iterator[None]:
+    """After every test: no recorded Slack call (or uploaded file) carries a secret."""
+    yield
+    findings = SCANNER.scan_new()
+    if findings:
+        pytest.fail("secret sent to Slack:\n  " + "\n  ".join(sorted({str(f) for f in findings})),
+                    pytrace=False)
+
+
+_late_findings: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Calls made after the last test's teardown (session fixtures) are checked too."""
+    _late_findings.extend(str(f) for f in SCANNER.scan_new())
+    if _late_findings:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for finding in _late_findings:
+        terminalreporter.write_line(f"SECRET SENT TO SLACK: {finding}", red=True)
+    terminalreporter.write_line(
+        f"secret scan: {SCANNER.total_calls} Slack calls and {SCANNER.total_files} files from "
+        f"{SCANNER.emulators} emulators checked against {len(SCANNER.known())} secret values")

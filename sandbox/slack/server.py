@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sandbox.slack import chat, directory, files, responses, views
 from sandbox.slack.api import ApiContext, ApiError, Handler, Params
@@ -40,6 +40,10 @@ METHODS: dict[str, Handler] = {
 class SlackEmulator:
     """A Slack workspace on 127.0.0.1 that speaks the Web API wire protocol."""
 
+    # Every emulator created in this process, so whole-suite checks (the test suite's
+    # secret scan) can read all recorded calls; consumers remove what they have read.
+    instances: ClassVar[list[SlackEmulator]] = []
+
     def __init__(
         self,
         *,
@@ -65,6 +69,7 @@ class SlackEmulator:
         self._thread: threading.Thread | None = None
         if seed:
             self._seed_defaults()
+        SlackEmulator.instances.append(self)
 
     def _seed_defaults(self) -> None:
         for name, real_name in (

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.slack import SlackDriver, SlackEmulator
 from sandbox.stack import SandboxStack
+from tests.secret_scan import register_secret
 
 CHANNEL = "inc-hotel-voice-bot"
 
@@ -109,13 +111,13 @@ def action_ids(message: dict[str, Any]) -> list[str]:
 
 
 @pytest.fixture
-def make_harness(db: str) -> Iterator[Callable[..., Harness]]:
+def make_harness(db: str, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
     started: list[SandboxStack] = []
 
     def make(*, config_overrides: Callable[[dict[str, Any]], None] | None = None,
              rollout_seconds: float = 0.0, background: bool = True,
              state_file: str | None = None, emulator: SlackEmulator | None = None) -> Harness:
-        data = sandbox_config_dict()
+        data = sandbox_config_dict(postmortem_dir=str(tmp_path / "post-mortems"))
         if config_overrides:
             config_overrides(data)
         clock = MutableClock(datetime(2026, 11, 29, 3, 0, tzinfo=UTC))
@@ -124,6 +126,7 @@ def make_harness(db: str) -> Iterator[Callable[..., Harness]]:
                              platforms={"fake": platform}, clock=clock, background=background,
                              scheduler=False, emulator=emulator)
         stack.start()
+        register_secret(stack.signing_secret, "a sandbox stack's signing secret")
         started.append(stack)
         return Harness(stack, platform, clock)
 

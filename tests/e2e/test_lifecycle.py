@@ -177,7 +177,8 @@ def test_reject_with_reason_through_the_modal(harness: Harness) -> None:
     h.driver.submit_view("bob", {"reason": "hotfix is faster"})
     rb = h.wait_state(rid, "rejected")
     assert rb.state.value == "rejected"
-    assert any("hotfix is faster" in t for t in h.thread_texts(msg))
+    # the thread line follows the state change: wait for it, do not race it
+    assert h.emulator.wait_for(lambda: any("hotfix is faster" in t for t in h.thread_texts(msg)))
     assert h.platform.mutations()["rollback_to"] == 0
 
 

@@ -37,6 +37,8 @@ EXPECTED_BOT_SCOPES: dict[str, tuple[str, ...]] = {
     "users:read": ("users.info",),
     "usergroups:read": ("usergroups.users.list",),
     "files:write": ("files.getUploadURLExternal", "files.completeUploadExternal"),
+    "channels:history": ("conversations.replies/history (outbox reconciliation, public)",),
+    "groups:history": ("conversations.replies/history (outbox reconciliation, private)",),
 }
 
 

@@ -1,0 +1,204 @@
+"""Stability monitoring, the measuring half: samples, regression rules, report and notices.
+
+A sample: error rate (PromQL), one timed health request, latency; ``bot.aftercare`` posts.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+
+from bot import charts
+from bot.aftercare_store import Monitor, Sample
+from bot.checks_http import safe_url
+from bot.config import ServiceConfig
+from bot.models import Rollback
+from bot.ports import Notice, NoticeAction
+from bot.postmortem import in_utc
+from bot.prometheus import PrometheusError, instant_query
+
+
+@dataclass(frozen=True)
+class Regression:
+    reason: str
+    kind: str  # error_rate | health
+
+
+def measure(svc: ServiceConfig, *, seq: int, at: datetime, client: httpx.Client) -> Sample:
+    """Take one sample now; problems become notes, never exceptions."""
+    notes: list[str] = []
+    error_rate: float | None = None
+    latency: float | None = None
+    prom = svc.prometheus
+    if prom is not None:
+        try:
+            error_rate = instant_query(prom.url, prom.error_rate_query, client=client)
+            if error_rate is None:
+                notes.append("error rate: no data")
+            if prom.latency_query:
+                seconds = instant_query(prom.url, prom.latency_query, client=client)
+                latency = None if seconds is None else seconds * 1000
+        except PrometheusError as exc:
+            notes.append(f"prometheus: {exc}"[:300])
+    health_ok: bool | None = None
+    detail = ""
+    if svc.health is not None:
+        health_ok, detail, took = _health(svc, client)
+        if latency is None and took is not None:
+            latency = took
+    return Sample(seq=seq, at=at, error_rate=error_rate, health_ok=health_ok,
+                  health_detail=detail, latency_ms=latency, notes="; ".join(notes))
+
+
+def _health(svc: ServiceConfig, client: httpx.Client) -> tuple[bool, str, float | None]:
+    cfg, limit = svc.health, svc.monitoring.latency_threshold_ms
+    assert cfg is not None
+    started = time.perf_counter()
+    try:
+        resp = client.get(cfg.url, timeout=cfg.timeout_seconds)
+    except httpx.TimeoutException:
+        return False, f"timed out after {cfg.timeout_seconds:g}s", None
+    except httpx.HTTPError as exc:
+        return False, f"{safe_url(cfg.url)} unreachable ({type(exc).__name__})", None
+    took = (time.perf_counter() - started) * 1000
+    if resp.status_code != cfg.expect_status:
+        return False, f"HTTP {resp.status_code} in {took:.0f} ms", took
+    if took > limit:
+        return False, f"HTTP {resp.status_code} but slow: {took:.0f} ms > {limit:g} ms", took
+    return True, f"HTTP {resp.status_code} in {took:.0f} ms", took
+
+
+def regression(svc: ServiceConfig, samples: Sequence[Sample]) -> Regression | None:
+    """Error rate over the threshold now, or the last N health checks all failed."""
+    if not samples:
+        return None
+    last = samples[-1]
+    prom = svc.prometheus
+    if prom is not None and last.error_rate is not None \
+            and last.error_rate > prom.error_rate_threshold:
+        return Regression(f"error rate {pct(last.error_rate)} is over the "
+                          f"{pct(prom.error_rate_threshold)} threshold", "error_rate")
+    need = svc.monitoring.consecutive_health_failures
+    recent = samples[-need:]
+    if len(recent) == need and all(s.health_ok is False for s in recent):
+        return Regression(f"{need} consecutive failed health checks "
+                          f"(latest: {last.health_detail})", "health")
+    return None
+
+
+def pct(value: float) -> str:
+    return f"{value * 100:.2f}%" if value < 0.1 else f"{value * 100:.1f}%"
+
+
+def tick_line(monitor: Monitor, sample: Sample) -> str:
+    parts = []
+    if sample.error_rate is not None:
+        parts.append(f"error rate {pct(sample.error_rate)}")
+    if sample.health_ok is not None:
+        parts.append(f"health {'ok' if sample.health_ok else 'FAILED'}: {sample.health_detail}")
+    if sample.notes:
+        parts.append(sample.notes)
+    return (f"Check {sample.seq}/{monitor.total_ticks}: " + ("; ".join(parts) or
+                                                             "no checks configured"))
+
+
+def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> dict[str, str]:
+    """The report's per-check figures, as label -> text."""
+    out = {"Window": f"{in_utc(monitor.started_at):%H:%M}–{in_utc(monitor.ends_at):%H:%M} UTC, "
+                     f"{len(samples)}/{monitor.total_ticks} checks every "
+                     f"{span(monitor.interval_seconds)}"}
+    rates = [s.error_rate for s in samples if s.error_rate is not None]
+    if svc.prometheus is not None:
+        threshold = svc.prometheus.error_rate_threshold
+        out["Error rate"] = (
+            f"min {pct(min(rates))} / mean {pct(statistics.fmean(rates))} / max "
+            f"{pct(max(rates))} (threshold {pct(threshold)}, {len(rates)} readings)"
+            if rates else "no data from Prometheus")
+    health = [s for s in samples if s.health_ok is not None]
+    if health:
+        passed = sum(1 for s in health if s.health_ok)
+        out["Health"] = f"{passed}/{len(health)} checks passed"
+    latencies = sorted(s.latency_ms for s in samples if s.latency_ms is not None)
+    if latencies:
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+        out["Latency"] = (f"min {latencies[0]:.0f} / median {statistics.median(latencies):.0f}"
+                          f" / p95 {p95:.0f} / max {latencies[-1]:.0f} ms")
+    return out
+
+
+def chart(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> bytes:
+    """Error rate (%) and latency (ms) over the window as a PNG."""
+    def t(s: Sample) -> float:
+        return (s.at - monitor.started_at).total_seconds()
+
+    series = []
+    if svc.prometheus is not None:
+        series.append(charts.Series(
+            "Error rate (%)", [(t(s), None if s.error_rate is None else s.error_rate * 100)
+                               for s in samples],
+            charts.BLUE, threshold=svc.prometheus.error_rate_threshold * 100))
+    series.append(charts.Series("Latency (ms)", [(t(s), s.latency_ms) for s in samples],
+                                charts.GREEN, threshold=svc.monitoring.latency_threshold_ms))
+    window = (monitor.ends_at - monitor.started_at).total_seconds()
+    return charts.render_png(series, span_seconds=max(window, 1.0))
+
+
+def span(seconds: float) -> str:
+    """A configured length for people: ``2 h``, ``1 h 30 min``, ``5 min``, ``90 s``."""
+    if seconds >= 60 and seconds % 60 == 0:
+        hours, minutes = divmod(int(seconds) // 60, 60)
+        if hours:
+            return f"{hours} h" + (f" {minutes} min" if minutes else "")
+        return f"{minutes} min"
+    return f"{seconds:g} s"
+
+
+# ---------------------------------------------------------------------- notices
+def start_notice(rb: Rollback, svc: ServiceConfig, monitor: Monitor) -> Notice:
+    watched = []
+    if svc.prometheus is not None:
+        watched.append(f"error rate (alert over {pct(svc.prometheus.error_rate_threshold)})")
+    if svc.health is not None:
+        watched.append(f"health and latency (alert after "
+                       f"{svc.monitoring.consecutive_health_failures} failed checks in a row)")
+    what = ", ".join(watched) or "nothing (no Prometheus or health check configured)"
+    until = in_utc(monitor.ends_at)
+    return Notice(key=f"monitor:{monitor.id}:start",
+                  text=f":eyes: Monitoring {rb.service} until {until:%H:%M} UTC, every "
+                       f"{span(monitor.interval_seconds)}: {what}.")
+
+
+def tick_notice(monitor: Monitor, sample: Sample) -> Notice:
+    return Notice(key=f"monitor:{monitor.id}:tick:{sample.seq}",
+                  text=f":eyes: {tick_line(monitor, sample)}")
+
+
+def alert_notice(rb: Rollback, monitor: Monitor, *, closed: str | None = None) -> Notice:
+    seq = monitor.result.get("seq", "?")
+    at = monitor.finished_at or monitor.started_at
+    actions: tuple[NoticeAction, ...] = ()
+    if closed is None:
+        actions = (NoticeAction("resume_monitoring", "Resume monitoring", str(rb.id), "primary"),
+                   NoticeAction("resolve", "Mark resolved", str(rb.id)))
+    return Notice(
+        key=f"monitor:{monitor.id}:alert",
+        title=f":rotating_light: {rb.ref}: {rb.service} is unstable after the rollback",
+        text=(f"Regression at check {seq}/{monitor.total_ticks} ({in_utc(at):%H:%M:%S} UTC): "
+              f"{monitor.result.get('reason', 'unknown')}.\n*{rb.ref} is now unstable.* "
+              "Resume monitoring if it was a blip, or mark it resolved once you have fixed "
+              f"forward or rolled back further (`/rollback {rb.service} --to <rev>`)."),
+        mention=rb.incident_commander or rb.requester, actions=actions,
+        footer=closed or "Monitoring stopped at the regression.")
+
+
+def report_notice(rb: Rollback, monitor: Monitor) -> Notice:
+    lines = [f"• *{name}:* {value}" for name, value in monitor.result.get("figures") or []]
+    return Notice(key=f"monitor:{monitor.id}:report",
+                  title=f":bar_chart: Stability report for {rb.ref}: stable, no regression",
+                  text="\n".join(lines) or "No checks configured.",
+                  footer="Chart of error rate and latency over the window below.")

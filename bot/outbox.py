@@ -1,0 +1,109 @@
+"""Slack posts that happen once: keyed, recorded in ``outbox``, reconciled after a crash."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from bot.models import Rollback
+from bot.ports import Chat, Notice
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LOCK_NAMESPACE = 0x6F757462  # "outb": first half of the two-int advisory lock key
+
+
+class Outbox:
+    """A key is claimed under a PostgreSQL advisory lock (two replicas never post it at
+    once) and its attempt committed *before* the Slack call; it is marked sent after. A run
+    that finds an attempt but no mark (its poster died mid-call) first looks the message up
+    in Slack by the key it carries, so no post is lost or doubled."""
+
+    def __init__(self, pool: ConnectionPool, chat: Chat) -> None:
+        self.pool = pool
+        self.chat = chat
+
+    def notice(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        """Post ``notice`` unless its key was already posted; returns the message ts."""
+        return self._once(
+            notice.key, rb, channel,
+            send=lambda: self.chat.notice(rb, notice, channel=channel),
+            lookup=lambda: self.chat.find_notice(rb, notice.key, channel=channel),
+        )
+
+    def upload(self, rb: Rollback, *, filename: str, content: bytes, title: str) -> None:
+        """Attach a file once per rollback; the file name is the key Slack shows back."""
+        def send() -> str:
+            self.chat.upload(rb, filename=filename, content=content, title=title)
+            return ""
+
+        self._once(f"file:{rb.id}:{filename}", rb, None, send=send,
+                   lookup=lambda: self.chat.find_notice(rb, filename))
+
+    def sent_ts(self, key: str) -> str | None:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT ts FROM outbox WHERE key = %s AND status = 'sent'",
+                               (key,)).fetchone()
+        return str(row[0]) if row and row[0] else None
+
+    def edit(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> bool:
+        """Re-render an already posted notice (same key) in place; False if never posted."""
+        ts = self.sent_ts(notice.key)
+        if ts is None:
+            return False
+        self.chat.edit_notice(rb, ts, notice, channel=channel)
+        return True
+
+    def _once(self, key: str, rb: Rollback, channel: str | None, *,
+              send: Callable[[], str], lookup: Callable[[], str | None]) -> str:
+        with self.pool.connection() as conn:
+            # Session lock on a pooled autocommit connection: released below, or by the
+            # server when this process dies and the connection drops.
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                         (OUTBOX_LOCK_NAMESPACE, key))
+            try:
+                row = conn.execute(
+                    "INSERT INTO outbox (key, rollback_id, channel) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key"
+                    " RETURNING status, attempts, ts", (key, rb.id, channel)).fetchone()
+                assert row is not None
+                status, attempts, ts = row
+                if status == "sent":
+                    return str(ts or "")
+                if attempts:
+                    found = lookup()
+                    if found is not None:
+                        log.info("outbox %s: found the post of an interrupted attempt", key)
+                        self._mark_sent(conn, key, found)
+                        return found
+                conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE key = %s", (key,))
+                ts = send()
+                _fault_hold(key)
+                self._mark_sent(conn, key, ts)
+                return str(ts)
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                             (OUTBOX_LOCK_NAMESPACE, key))
+
+    @staticmethod
+    def _mark_sent(conn: psycopg.Connection[Any], key: str, ts: str) -> None:
+        conn.execute(
+            "UPDATE outbox SET status = 'sent', ts = %s, sent_at = now() WHERE key = %s",
+            (ts, key))
+
+
+def _fault_hold(key: str) -> None:
+    """Crash-test hook: ``ROLLBACK_FAULT_POST=<key>`` parks the process after Slack accepted
+    that post and before it is marked sent (announced in ``ROLLBACK_FAULT_FILE``) until it
+    is killed. Inert unless both variables are set; production never sets them."""
+    announce = os.environ.get("ROLLBACK_FAULT_FILE")
+    if announce and os.environ.get("ROLLBACK_FAULT_POST") == key:
+        Path(announce).write_text(f"{os.getpid()} {key}\n")
+        threading.Event().wait()

@@ -1,0 +1,171 @@
+"""The runbook's "Post-Rollback Actions": review and post-mortem reminders until done.
+
+Post at once, at the deadline, then every ``reminder_repeat_hours``; Snooze moves, Done stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from bot import postmortem
+from bot.aftercare_store import AftercareStore, Reminder
+from bot.errors import NotAllowed
+from bot.jobs import Job
+from bot.models import Rollback
+from bot.notifications import deadlines, utc
+from bot.outbox import Outbox
+from bot.ports import Notice, NoticeAction
+from bot.postmortem import in_utc
+from bot.service import RollbackService
+
+log = logging.getLogger(__name__)
+
+REMINDER_JOB = "reminder"
+LABELS = {"review": "Post-incident review", "postmortem": "Post-mortem"}
+CLOSED = {"scheduled": ":calendar: Scheduled", "done": ":white_check_mark: Done"}
+
+
+class Reminders:
+    """A post-incident review for every rollback that reached verification; a post-mortem
+    (with the generated skeleton attached) for P0/P1. Only the job whose ``seq`` is
+    current may post, so a snoozed or closed reminder stays quiet."""
+
+    def __init__(self, service: RollbackService, aftercare: AftercareStore,
+                 outbox: Outbox) -> None:
+        self.service = service
+        self.aftercare = aftercare
+        self.outbox = outbox
+        self.settings = service.config.aftercare
+        service.job_handlers[REMINDER_JOB] = self.run_job
+
+    # ------------------------------------------------------------------ creation
+    def create(self, rb: Rollback) -> None:
+        """Idempotent: the rollback's reminders exist and their next posting is scheduled."""
+        facts = self.aftercare.facts(rb.id)
+        since = facts.steps_completed_at if facts else self.service.clock()
+        review, pm = deadlines(self.service.config, rb, since)
+        now = self.service.clock()
+        for kind, due in (("review", review), ("postmortem", pm)):
+            if due is not None:
+                self.aftercare.add_reminder(rollback_id=rb.id, kind=kind, due_at=due,
+                                            created_at=now)
+        for r in self.aftercare.reminders(rb.id):
+            if r.status == "open":
+                self._schedule(r)
+
+    def _schedule(self, r: Reminder) -> None:
+        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=r.rollback_id,
+                                   due_at=r.next_at, payload={"reminder": r.id, "seq": r.seq},
+                                   dedupe_key=f"{REMINDER_JOB}:{r.id}:{r.seq}")
+
+    # ------------------------------------------------------------------ the job
+    def run_job(self, job: Job) -> None:
+        r = self.aftercare.reminder(int(job.payload["reminder"]))
+        seq = int(job.payload["seq"])
+        if r.status != "open" or seq < r.seq:
+            return  # closed, or superseded by a snooze
+        rb = self.service.store.get(r.rollback_id)
+        now = self.service.clock()
+        document = self._document(rb, r) if r.kind == "postmortem" else None
+        self.outbox.notice(rb, self.notice(rb, r, seq, document=document))
+        if document is not None and seq == 1:
+            self.outbox.upload(rb, filename=document.name, content=document.read_bytes(),
+                               title=f"Post-mortem skeleton {rb.ref}")
+        self.service.store.audit(rb.id, actor="bot", event="reminder_posted",
+                                 detail={"kind": r.kind, "seq": seq})
+        repeat = timedelta(hours=self.settings.reminder_repeat_hours)
+        next_at = r.due_at if now < r.due_at else now + repeat
+        # Schedule before advancing: a crash in between re-runs this job, which finds the
+        # next one already scheduled instead of losing it.
+        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=next_at,
+                                   payload={"reminder": r.id, "seq": seq + 1},
+                                   dedupe_key=f"{REMINDER_JOB}:{r.id}:{seq + 1}")
+        self.aftercare.advance_reminder(r.id, from_seq=seq, next_at=next_at)
+
+    def _document(self, rb: Rollback, r: Reminder) -> Path:
+        if r.document and Path(r.document).exists():
+            return Path(r.document)
+        store = self.service.store
+        text = postmortem.render(rb, events=store.audit_events(rb.id), steps=store.steps(rb.id),
+                                 facts=self.aftercare.facts(rb.id),
+                                 monitors=self.aftercare.monitors(rb.id))
+        path = postmortem.write(self.settings.postmortem_dir, rb, text)
+        self.aftercare.set_document(r.id, str(path))
+        return path
+
+    def notice(self, rb: Rollback, r: Reminder, seq: int, *, document: Path | None = None,
+               closed: str | None = None) -> Notice:
+        label = LABELS[r.kind]
+        hours = (self.service.config.policy_for(rb.service).review_within_hours
+                 if r.kind == "review" else
+                 self.service.config.policy_for(rb.service).postmortem_within_hours)
+        icon = ":spiral_note_pad:" if r.kind == "review" else ":memo:"
+        again = "" if seq == 1 else "Reminder: "
+        title = f"{icon} {again}{label} for {rb.ref} due by {utc(r.due_at)}"
+        body = (f"{label} of the {rb.severity} rollback of `{rb.service}` to "
+                f"{rb.target_revision.label()}, within {hours:g} h of the rollback.")
+        if r.kind == "postmortem":
+            where = document or (Path(r.document) if r.document else None)
+            if where is not None:
+                body += (f"\nA skeleton with the timeline from the audit log is attached: "
+                         f"`{where}`. Fill in root cause and lessons learned.")
+        actions: tuple[NoticeAction, ...] = ()
+        if closed is None:
+            v = f"{r.id}:{seq}"
+            actions = (NoticeAction("reminder_scheduled", "Scheduled", v, "primary"),
+                       NoticeAction("reminder_done", "Done", v),
+                       NoticeAction("reminder_snooze",
+                                    f"Snooze {self.settings.reminder_snooze_hours:g} h", v))
+        return Notice(key=f"{REMINDER_JOB}:{r.id}:{seq}", title=title, text=body,
+                      mention=None if closed else (rb.incident_commander or rb.requester),
+                      actions=actions, footer=closed)
+
+    # ------------------------------------------------------------------ buttons
+    def close(self, value: str, *, user: str, status: str) -> Reminder:
+        """*Scheduled* or *Done*: the reminder stops; its messages lose their buttons."""
+        r, rb = self._clicked(value, user)
+        now = self.service.clock()
+        closed = self.aftercare.close_reminder(r.id, status=status, by=user, at=now)
+        if closed is None:
+            raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is already "
+                             f"{r.status}.")
+        self.service.store.audit(rb.id, actor=user, event=f"{r.kind}_{status}", detail={})
+        self._rerender(rb, closed, f"{CLOSED[status]} — <@{user}> at {in_utc(now):%H:%M} UTC")
+        return closed
+
+    def snooze(self, value: str, *, user: str) -> Reminder:
+        r, rb = self._clicked(value, user)
+        if r.status != "open":
+            raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is "
+                             f"already {r.status}.")
+        now = self.service.clock()
+        until = now + timedelta(hours=self.settings.reminder_snooze_hours)
+        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=until,
+                                   payload={"reminder": r.id, "seq": r.seq + 1},
+                                   dedupe_key=f"{REMINDER_JOB}:{r.id}:{r.seq + 1}")
+        moved = self.aftercare.snooze_reminder(r.id, next_at=until)
+        if moved is None:
+            raise NotAllowed(f"The reminder for {rb.ref} was closed meanwhile.")
+        self.service.store.audit(rb.id, actor=user, event=f"{r.kind}_snoozed",
+                                 detail={"until": until.isoformat()})
+        self._rerender(rb, moved, f":zzz: Snoozed by <@{user}> until {in_utc(until):%H:%M} UTC")
+        return moved
+
+    def _clicked(self, value: str, user: str) -> tuple[Reminder, Rollback]:
+        reminder_id, _, _seq = value.partition(":")
+        r = self.aftercare.reminder(int(reminder_id))
+        rb = self.service.store.get(r.rollback_id)
+        members = {rb.requester, rb.incident_commander, rb.approver}
+        if user not in members and not self.service.policy.is_approver(rb.service, user):
+            raise NotAllowed(f"Only the requester, approver, incident commander or an approver "
+                             f"of `{rb.service}` can update reminders of {rb.ref}.")
+        return r, rb
+
+    def _rerender(self, rb: Rollback, r: Reminder, footer: str) -> None:
+        for seq in range(1, r.seq + 1):  # posted ones only: an unposted key edits nothing
+            try:
+                self.outbox.edit(rb, self.notice(rb, r, seq, closed=footer))
+            except Exception:
+                log.exception("could not update reminder %s/%s", r.id, seq)

@@ -1,0 +1,94 @@
+"""A small client for a Statuspage-compatible API: create, update and resolve an incident.
+
+The API key is read at call time, sent only as a header and scrubbed from every error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bot.checks_http import safe_url, scrub_secrets
+from bot.config import StatuspageConfig, secret
+from bot.errors import RollbackBotError
+
+INCIDENT_STATUSES = ("investigating", "identified", "monitoring", "resolved")
+COMPONENT_STATUSES = ("operational", "degraded_performance", "partial_outage", "major_outage")
+
+
+class StatuspageError(RollbackBotError):
+    """The status page could not be updated; the message is safe to post."""
+
+
+class StatuspageClient:
+    def __init__(self, cfg: StatuspageConfig, *, client: httpx.Client | None = None,
+                 timeout: float = 10.0) -> None:
+        self.cfg = cfg
+        self._client = client or httpx.Client(timeout=timeout)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> StatuspageClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ operations
+    def create_incident(self, *, name: str, status: str, body: str,
+                        component_status: str | None = None) -> str:
+        incident: dict[str, Any] = {"name": name, "status": status, "body": body}
+        incident.update(self._components(component_status))
+        data = self._call("POST", "/incidents", {"incident": incident})
+        return str(data["id"])
+
+    def update_incident(self, incident_id: str, *, status: str, body: str,
+                        component_status: str | None = None) -> None:
+        incident: dict[str, Any] = {"status": status, "body": body}
+        incident.update(self._components(component_status))
+        self._call("PATCH", f"/incidents/{incident_id}", {"incident": incident})
+
+    def resolve_incident(self, incident_id: str, *, body: str) -> None:
+        self.update_incident(incident_id, status="resolved", body=body,
+                             component_status="operational")
+
+    def find_unresolved(self, name_contains: str) -> str | None:
+        """The id of an open incident whose name contains ``name_contains`` (reconciling a
+        create whose answer was lost)."""
+        data = self._call("GET", "/incidents/unresolved", None)
+        for incident in data if isinstance(data, list) else []:
+            if name_contains in str(incident.get("name", "")):
+                return str(incident["id"])
+        return None
+
+    # ------------------------------------------------------------------ plumbing
+    def _components(self, status: str | None) -> dict[str, Any]:
+        if not self.cfg.component_id or status is None:
+            return {}
+        return {"component_ids": [self.cfg.component_id],
+                "components": {self.cfg.component_id: status}}
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None) -> Any:
+        key = secret(self.cfg.api_key_env)
+        if not key:
+            raise StatuspageError(f"env var {self.cfg.api_key_env} is not set")
+        url = f"{self.cfg.api_url.rstrip('/')}/pages/{self.cfg.page_id}{path}"
+        where = safe_url(url)
+        try:
+            resp = self._client.request(method, url, json=payload,
+                                        headers={"Authorization": f"OAuth {key}"})
+        except httpx.HTTPError as exc:
+            detail = scrub_secrets(f"{type(exc).__name__}: {exc}", [key])
+            raise StatuspageError(f"status page {where} unreachable: {detail}") from None
+        if resp.status_code >= 400:
+            snippet = scrub_secrets(resp.text[:200], [key])
+            raise StatuspageError(f"status page {method} {where} answered HTTP "
+                                  f"{resp.status_code}: {snippet}")
+        try:
+            return resp.json()
+        except ValueError:
+            raise StatuspageError(f"status page {where} answered without JSON") from None

@@ -1,0 +1,40 @@
+"""Buttons on aftercare notices: reminders (Scheduled/Done/Snooze), retry, resume, resolve.
+
+Ack first, then one call into ``bot.aftercare``, which re-renders its notices in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot.aftercare import Aftercare
+from bot.service import RollbackService
+from handlers import ids
+from handlers.errors import tell_user
+from handlers.middleware import first_delivery
+
+
+def register(app: App, service: RollbackService, aftercare: Aftercare) -> None:
+    def on(action_id: str, fn: Callable[[str, str], Any]) -> None:
+        @app.action(action_id)
+        def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+            ack()
+            if not first_delivery(service.store, body):
+                return  # a Slack retry of a click already handled
+            try:
+                fn(str(body["actions"][0].get("value") or ""), body["user"]["id"])
+            except Exception as exc:
+                tell_user(service.chat, body, exc, respond)
+
+    reminders = aftercare.reminders
+    on(ids.REMINDER_SCHEDULED, lambda v, u: reminders.close(v, user=u, status="scheduled"))
+    on(ids.REMINDER_DONE, lambda v, u: reminders.close(v, user=u, status="done"))
+    on(ids.REMINDER_SNOOZE, lambda v, u: reminders.snooze(v, user=u))
+    on(ids.RETRY, lambda v, u: aftercare.retry_verification(v, user=u))
+    on(ids.RESUME_MONITORING, lambda v, u: aftercare.resume_monitoring(v, user=u))
+    on(ids.ALERT_RESOLVE, lambda v, u: aftercare.resolve(v, user=u))
+    # The pinned message's "Mark resolved" closes alerts and the status page the same way.
+    on(ids.RESOLVE, lambda v, u: aftercare.resolve(v, user=u))

@@ -1,0 +1,140 @@
+"""Pure parts of the aftercare: the PNG chart, notice blocks, the completion template,
+regression rules and the post-mortem file name."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_sdk.models.blocks import Block
+
+from bot import charts, monitoring
+from bot.aftercare_store import Facts, Monitor, Sample
+from bot.config import RollbackConfig, parse_config
+from bot.lifecycle import State
+from bot.models import Rollback
+from bot.notifications import completion_text, display_name
+from bot.ports import Notice, NoticeAction
+from bot.postmortem import duration, filename
+from handlers import ids
+from handlers.views_aftercare import carries_key, notice_blocks
+from platforms.base import Revision, Target
+from sandbox.config import sandbox_config_dict
+
+T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+
+
+def _png_pixels(data: bytes) -> tuple[int, int, bytes]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    rows = [raw[y * (width * 3 + 1) + 1:(y + 1) * (width * 3 + 1)] for y in range(height)]
+    return width, height, b"".join(rows)
+
+
+def test_chart_is_a_valid_png_with_the_line_drawn() -> None:
+    points = [(i * 60.0, 0.2 if i != 5 else 9.0) for i in range(10)]
+    data = charts.render_png([charts.Series("Error rate (%)", points, charts.BLUE,
+                                            threshold=5.0)], span_seconds=540)
+    width, height, pixels = _png_pixels(data)
+    assert (width, height) == (720, 170)
+    colors = {bytes(pixels[i:i + 3]) for i in range(0, len(pixels), 3)}
+    assert bytes(charts.BLUE) in colors and bytes(charts.RED) in colors  # line, threshold
+
+
+def _rb(**kw: Any) -> Rollback:
+    base: dict[str, Any] = dict(
+        id=12, service="hotel-voice-bot", platform="fake", severity="P1",
+        policy_mode="hotfix_window", scope=["app"], reason="", state=State.MONITORING,
+        requester="U1", channel_id="C1", channel_name="inc", message_ts="1.1", thread_ts="1.1",
+        current_revision=Revision("r3", 3, ("app:v1.3.0",)),
+        target_revision=Revision("r2", 2, ("app:v1.2.0",)), target=Target("fake", "p", "hvb"),
+        checklist={}, assessment={}, approver="U2", break_glass=False, incident_commander="U3",
+        incident_started_at=None, created_at=T0, updated_at=T0, expires_at=None,
+        approved_at=None, finished_at=None, last_error=None)
+    base.update(kw)
+    return Rollback(**base)
+
+
+def _config(**monitoring_cfg: Any) -> RollbackConfig:
+    return parse_config(sandbox_config_dict(
+        demo_url="http://demo", prometheus_url="http://prom",
+        monitoring={"duration_seconds": 7200, "interval_seconds": 300, **monitoring_cfg}))
+
+
+def test_notice_blocks_are_valid_block_kit_with_mapped_action_ids() -> None:
+    notice = Notice(key="verify:12:1", title="Verification failed", text="❌ health\n" * 400,
+                    mention="U3", footer="retry when fixed",
+                    actions=(NoticeAction("retry_verification", "Retry", "12", "primary"),
+                             NoticeAction("resolve", "Mark resolved", "12")))
+    blocks = notice_blocks(notice)
+    for block in blocks:
+        assert Block.parse(block) is not None
+        assert len(str(block.get("text", {}).get("text", ""))) <= 3000
+    actions = blocks[-1]["elements"]
+    assert [a["action_id"] for a in actions] == [ids.RETRY, ids.ALERT_RESOLVE]
+    assert blocks[0]["text"]["text"].startswith("<@U3> *Verification failed*")
+    message = {"metadata": {"event_type": "rollback_bot_notice",
+                            "event_payload": {"key": "verify:12:1"}}}
+    assert carries_key(message, "verify:12:1") and not carries_key(message, "verify:12:2")
+    assert carries_key({"files": [{"name": "a.png"}]}, "a.png")
+
+
+def test_completion_template_with_real_values() -> None:
+    config = _config()
+    svc = config.services["hotel-voice-bot"]
+    facts = Facts(12, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11, seconds=30),
+                  None, False)
+    text = completion_text(config, svc, _rb(), facts, checks_passed=4)
+    assert "• Version rolled back to: rev 2 (app:v1.2.0) (from rev 3 (app:v1.3.0))" in text
+    assert "• Total downtime: 11 min 30 s (since the rollback request at " \
+           "2026-11-29 03:00:00 UTC)" in text
+    assert ("Stability monitoring for 2 h (until 05:11 UTC): error rate, health and latency "
+            "every 5 min") in text
+    assert "Post-mortem within 48 h (by 2026-12-01 03:09:00 UTC)" in text
+    p3 = completion_text(config, svc, _rb(severity="P3"), facts, checks_passed=4)
+    assert "Post-mortem" not in p3
+    assert display_name("hotel-voice-bot") == "Hotel Voice Bot"
+
+
+def test_regression_rules() -> None:
+    svc = _config(consecutive_health_failures=3).services["hotel-voice-bot"]
+
+    def s(seq: int, rate: float | None, ok: bool | None) -> Sample:
+        return Sample(seq, T0, rate, ok, "HTTP 503" if ok is False else "HTTP 200", 10.0)
+
+    assert monitoring.regression(svc, [s(1, 0.01, True)]) is None
+    assert monitoring.regression(svc, [s(1, None, True)]) is None  # no data is not a spike
+    spike = monitoring.regression(svc, [s(1, 0.01, True), s(2, 0.2, True)])
+    assert spike is not None and spike.kind == "error_rate" and "20.0%" in spike.reason
+    two = [s(1, 0.0, False), s(2, 0.0, False)]
+    assert monitoring.regression(svc, two) is None
+    three = monitoring.regression(svc, [*two, s(3, 0.0, False)])
+    assert three is not None and three.kind == "health"
+    assert monitoring.regression(svc, [*two, s(3, 0.0, True)]) is None
+
+
+def test_monitor_tick_count_and_names() -> None:
+    m = Monitor(1, 12, "k", T0, T0 + timedelta(hours=2), 300, "running", None, {})
+    assert m.total_ticks == 24
+    assert Monitor(1, 12, "k", T0, T0 + timedelta(seconds=10), 3, "running", None,
+                   {}).total_ticks == 4
+    assert filename(_rb()) == "2026-11-29-hotel-voice-bot-rb-12.md"
+    assert filename(_rb(incident_started_at=T0 - timedelta(hours=5))) == \
+        "2026-11-28-hotel-voice-bot-rb-12.md"
+    assert duration(timedelta(seconds=42)) == "42 s"
+    assert duration(timedelta(hours=1, minutes=5)) == "1 h 05 min"
+    assert [monitoring.span(s) for s in (7200, 5400, 300, 90)] == ["2 h", "1 h 30 min",
+                                                                    "5 min", "90 s"]
