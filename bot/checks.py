@@ -168,8 +168,9 @@ def _resources(
     word = _UNIT_WORDS.get(platform.name, "unit")
     try:
         usage = platform.resource_usage(target)
-    except NotImplementedError:
-        return "skip", f"{platform.name} does not report resource usage", {}
+    except NotImplementedError as exc:
+        reason = str(exc) or "the platform does not report resource usage"
+        return "skip", f"{platform.name}: {reason}", {}
     units = [
         {"unit": u.unit, "cpu_millicores": u.cpu_millicores, "memory_mib": u.memory_mib}
         for u in usage

@@ -50,7 +50,8 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionP
         url,
         min_size=min_size,
         max_size=max_size,
-        kwargs={"autocommit": True},
+        # Timestamps come back in UTC whatever the server's zone: messages say "UTC".
+        kwargs={"autocommit": True, "options": "-c timezone=UTC"},
         open=False,
         name="rollback-bot",
     )
@@ -65,6 +66,10 @@ def _migration_files() -> list[tuple[int, str, str]]:
         name = entry.name
         if name.endswith(".sql") and name[:3].isdigit():
             found.append((int(name[:3]), name, entry.read_text(encoding="utf-8")))
+    versions = [v for v, _, _ in found]
+    duplicates = sorted({v for v in versions if versions.count(v) > 1})
+    if duplicates:  # two files with one number: one would be silently skipped
+        raise RuntimeError(f"duplicate migration numbers: {duplicates}")
     return sorted(found)
 
 

@@ -213,6 +213,7 @@ class Executor:
                                    updates={"last_error": f"{step.kind}: {error}"})
         chat = self.service.chat
         chat.refresh(rb, self.store.steps(rb.id))
+        self._ended(rb)
         chat.thread(rb, f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
                         "Next: check the platform state, then request a new rollback or fix "
                         "forward. Completed steps are listed above.",
@@ -225,6 +226,14 @@ class Executor:
                                    detail={"step": step.kind}, updates={"last_error": error})
         chat = self.service.chat
         chat.refresh(rb, self.store.steps(rb.id))
+        self._ended(rb)
         chat.thread(rb, f":warning: {rb.ref} needs attention: {error}. Check the database "
                         "and platform by hand, then close it with *Mark resolved*.",
                     mention=rb.incident_commander or rb.requester)
+
+    def _ended(self, rb: Rollback) -> None:
+        for hook in self.service.on_execution_ended:
+            try:
+                hook(rb)
+            except Exception:  # a reminder problem must not hide the failure message
+                log.exception("end-of-execution hook failed for RB-%s", rb.id)

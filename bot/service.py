@@ -57,6 +57,9 @@ class RollbackService:
         self.policy = Policy(config, directory)
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
+        # Called when execution ends badly (failed, needs_attention): every rollback still
+        # gets its post-incident review reminder.
+        self.on_execution_ended: list[Callable[[Rollback], None]] = []
         self.job_handlers: dict[str, Callable[[Job], None]] = {
             EXPIRE_JOB: self._expire_job,
             HOTFIX_JOB: self._hotfix_job,

@@ -45,7 +45,6 @@ def register(app: App, service: RollbackService) -> None:
     on(ids.CANCEL, lambda b, u, v: service.cancel(v, user=u))
     on(ids.HOTFIX, lambda b, u, v: service.hotfix_in_progress(v, user=u))
     on(ids.ASSIGN_IC, lambda b, u, v: service.assign_incident_commander(v, user=u))
-    on(ids.RESOLVE, lambda b, u, v: service.resolve(v, user=u))
 
     def checklist(body: dict[str, Any], user: str, value: str) -> None:
         ref, _, item = value.partition(":")

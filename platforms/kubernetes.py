@@ -232,7 +232,10 @@ class KubernetesPlatform:
                          describe=target.describe())
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
-        """Per-pod usage from metrics.k8s.io (``kubectl top pods``); [] without metrics-server."""
+        """Per-pod usage from metrics.k8s.io (``kubectl top pods``).
+
+        Raises NotImplementedError when the cluster serves no metrics API (no
+        metrics-server): "unknown" must not read as "no pods running"."""
         api = self._api(target)
         with translate():
             dep = self._read_deployment(api, target.scope, target.name)
@@ -241,7 +244,7 @@ class KubernetesPlatform:
             doc = pod_metrics(api, target.scope, selector, timeout=self._timeout)
         except (TargetNotFound, TransientPlatformError) as exc:
             log.warning("metrics.k8s.io unavailable for %s: %s", target.describe(), exc)
-            return []
+            raise NotImplementedError(f"metrics.k8s.io unavailable ({exc})") from None
         return usage_from_metrics(doc)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:

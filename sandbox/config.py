@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from bot.config import RollbackConfig, parse_config
+from bot.db import data_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rollback.example.yml"
 USERGROUP = "sre-approvers"  # the emulator seeds this group with bob and carol
@@ -24,6 +25,7 @@ def sandbox_config_dict(
     kubernetes: dict[str, Any] | None = None, demo_url: str | None = None,
     prometheus_url: str | None = None, monitoring: dict[str, Any] | None = None,
     stakeholder_channel: str | None = "hotel-voice-bot-stakeholders",
+    postmortem_dir: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
@@ -57,6 +59,8 @@ def sandbox_config_dict(
         }
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    # Generated post-mortems go under the sandbox's data dir, never into a checkout.
+    data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
     data["executor"] = {"lease_seconds": 10, "heartbeat_seconds": 2, "poll_seconds": 0.5,
                         "backoff_base_seconds": 0.2}
     return data

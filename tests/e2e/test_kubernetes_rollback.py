@@ -4,6 +4,7 @@ the real adapter, from the request to `completed`, checked against cluster state
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +25,9 @@ def kube() -> Iterator[KubeEmulator]:
         yield emulator
 
 
-def test_kubernetes_rollback_end_to_end(kube: KubeEmulator, db: str) -> None:
-    data = sandbox_config_dict(platform="kubernetes", kubernetes=kubernetes_target())
+def test_kubernetes_rollback_end_to_end(kube: KubeEmulator, db: str, tmp_path: Path) -> None:
+    data = sandbox_config_dict(platform="kubernetes", kubernetes=kubernetes_target(),
+                               postmortem_dir=str(tmp_path / "pm"))
     client = kube.api_client()
     platform = KubernetesPlatform(api_client=client, request_timeout=10.0)
     with SandboxStack(config=parse_config(data), database_url=db,

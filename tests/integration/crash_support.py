@@ -135,7 +135,7 @@ class CrashRig:
     def _config(self, state_file: Path) -> dict[str, Any]:
         data = sandbox_config_dict(
             fake={"scope": "production", "name": SERVICE, "state_file": str(state_file)},
-            stakeholder_channel=None,
+            stakeholder_channel=None, postmortem_dir=str(self.backup_dir.parent / "pm"),
         )
         data["services"][SERVICE]["database"] = {
             "dsn_env": APP_DSN_ENV,
