@@ -29,6 +29,12 @@ def cmd_say(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from sandbox.drill import run_drill
+
+    return run_drill(out=lambda line: print(line, flush=True))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rollback-bot sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +44,9 @@ def main(argv: list[str]) -> int:
                    help="sandbox user: alice (requester), bob/carol (approvers), dave")
     p.add_argument("--channel", default=None)
     p.set_defaults(fn=cmd_say)
+    p = sub.add_parser("drill", help="script a full incident and print its timeline; exit 1 "
+                                     "if any stage does not happen")
+    p.set_defaults(fn=cmd_drill)
     args = parser.parse_args(argv)
     code: int = args.fn(args)
     return code

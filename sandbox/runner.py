@@ -19,6 +19,7 @@ import psycopg
 from psycopg import conninfo
 
 from bot.db import data_dir, embedded_database_url, migrate
+from bot.ports import Clock, utcnow
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import sandbox_config
 from sandbox.console import Console
@@ -51,7 +52,8 @@ class SandboxWorld:
     follows the Deployment's image, and the bot stack driving the real adapter."""
 
     def __init__(self, *, directory: Path, bot_port: int = 0, rollout_seconds: float = 3.0,
-                 monitoring: dict[str, Any] | None = None, traffic_rps: float = 5.0) -> None:
+                 monitoring: dict[str, Any] | None = None, traffic_rps: float = 5.0,
+                 clock: Clock = utcnow) -> None:
         self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
         seed_incident(self.kube)
         self.demo = DemoService(
@@ -61,10 +63,11 @@ class SandboxWorld:
         database_url = os.environ.get("DATABASE_URL") or fresh_sandbox_database(directory)
         migrate(database_url)
         config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
-                                demo_url=self.demo.url, monitoring=monitoring)
+                                demo_url=self.demo.url, monitoring=monitoring,
+                                postmortem_dir=str(directory / "post-mortems"))
         platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
         self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
-                                  platforms={"kubernetes": platform})
+                                  platforms={"kubernetes": platform}, clock=clock)
 
     def start(self) -> SandboxWorld:
         self.stack.start()
