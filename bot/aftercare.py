@@ -164,9 +164,9 @@ class Aftercare:
         elapsed = int((now - m.started_at).total_seconds() // m.interval_seconds)
         self._schedule_tick(m, min(m.total_ticks, max(seq + 1, elapsed)))
 
-    def _defer(self, job: Job) -> None:
+    def _defer(self, job: Job, *, payload: dict[str, Any] | None = None) -> None:
         self.service.jobs.schedule(
-            kind=job.kind, rollback_id=job.rollback_id, payload=job.payload,
+            kind=job.kind, rollback_id=job.rollback_id, payload=payload or job.payload,
             due_at=self.service.clock() + timedelta(seconds=DEFER_SECONDS),
             dedupe_key=f"{job.kind}:defer:{job.id}")
 
@@ -227,8 +227,16 @@ class Aftercare:
             if attempt == self.attempt(rb.id):
                 self._defer(job)  # the transition this follows has not committed yet
             return
+        if phase == "resolved" and rb.state == State.UNSTABLE:
+            if any(e.event == Event.RESOLVE.value for e in self.service.store.audit_events(rb.id)):
+                return  # resolved and later unstable again: this notice is stale
+            defers = int(job.payload.get("defers", 0))
+            if defers < 30:  # the click has not committed yet; give up if it never does
+                self._defer(job, payload={**job.payload, "defers": defers + 1})
+            return
         wanted = {"restored": {State.MONITORING, State.UNSTABLE, State.COMPLETED},
-                  "verification_failed": {State.VERIFICATION_FAILED, State.FAILED}}
+                  "verification_failed": {State.VERIFICATION_FAILED, State.FAILED},
+                  "resolved": {State.COMPLETED, State.FAILED}}
         if phase in wanted and rb.state not in wanted[phase]:
             return  # a re-verification after a crash decided otherwise
         self.notifier.send(rb, self.service.service_config(rb.service), phase=phase,
@@ -268,6 +276,11 @@ class Aftercare:
 
     def resolve(self, ref: str | int, *, user: str) -> Rollback:
         before = self.service.get(ref)
+        if before.state == State.UNSTABLE:
+            # Scheduled before the transition (like every aftercare job): a crash between
+            # the two can defer the notice, never lose it. The job waits for the outcome.
+            self.service.policy.check_resolve(before, user=user)
+            self._schedule_notify(before, "resolved", 1)
         rb = self.service.resolve(ref, user=user)
         footer = f":white_check_mark: <@{user}> closed {rb.ref} as {rb.state.value}"
         if before.state == State.VERIFICATION_FAILED:
@@ -276,7 +289,6 @@ class Aftercare:
             for m in self.store.monitors(rb.id):
                 if m.status == "unstable":
                     self.outbox.edit(rb, monitoring.alert_notice(rb, m, closed=footer))
-            self._schedule_notify(rb, "resolved", 1)
         return rb
 
     def _close_verification(self, rb: Rollback, attempt: int, footer: str) -> None:
