@@ -83,6 +83,8 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
         assert said.returncode == 0, said.stderr
         assert "/rollback status [ID|service]" in said.stdout
         assert "only visible to @alice" in said.stdout
+        page = httpx.get(f"http://127.0.0.1:{console}/", timeout=5)
+        assert page.status_code == 200 and "<html" in page.text.lower()  # the console loads
     finally:
         proc.terminate()
         try:
