@@ -34,6 +34,10 @@ class StepFailed(Exception):
     pass
 
 
+class LeaseLost(Exception):
+    """Another executor owns this rollback now; touch nothing, it resumes from the journal."""
+
+
 class FaultPoint:
     """Crash-test hook: ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` makes the process
     announce itself in ``ROLLBACK_FAULT_FILE`` and block inside that step until killed.
@@ -66,6 +70,7 @@ class Executor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._lost: dict[int, threading.Event] = {}  # per claimed rollback, set by heartbeat
 
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
@@ -99,22 +104,39 @@ class Executor:
         if rb is None:
             return False
         stop_beat = threading.Event()
+        self._lost[rb.id] = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(rb.id, stop_beat), daemon=True)
         beat.start()
         try:
             self.execute(rb)
+        except LeaseLost:
+            log.warning("lease on RB-%s lost; another executor resumes it", rb.id)
         finally:
             stop_beat.set()
             beat.join(timeout=2)
+            self._lost.pop(rb.id, None)
             self.store.release(rb.id, owner=self.owner)
         return True
 
     def _heartbeat(self, rollback_id: int, stop: threading.Event) -> None:
         while not stop.wait(self.settings.heartbeat_seconds):
-            if not self.store.heartbeat(rollback_id, owner=self.owner,
-                                        lease_seconds=self.settings.lease_seconds):
-                log.warning("lost lease on RB-%s", rollback_id)
+            try:
+                mine = self.store.heartbeat(rollback_id, owner=self.owner,
+                                            lease_seconds=self.settings.lease_seconds)
+            except Exception as exc:  # a database blip: keep trying until the lease says no
+                log.warning("heartbeat for RB-%s failed: %s", rollback_id, exc)
+                continue
+            if not mine:
+                self._lost[rollback_id].set()
                 return
+
+    def _fence(self, rb: Rollback) -> None:
+        """Before every platform call and every journal write: is this rollback still ours?
+        Renewing the lease is the check, so a stalled executor stops instead of racing."""
+        lost = self._lost.get(rb.id)
+        if (lost is not None and lost.is_set()) or not self.store.heartbeat(
+                rb.id, owner=self.owner, lease_seconds=self.settings.lease_seconds):
+            raise LeaseLost()
 
     # ------------------------------------------------------------------ one rollback
     def execute(self, rb: Rollback) -> None:
@@ -134,6 +156,7 @@ class Executor:
         if rb.state == State.EXECUTING:
             if not self._run_steps(rb):
                 return
+            self._fence(rb)
             rb = self.store.transition(rb.id, Event.STEPS_DONE, actor=self.owner,
                                        expected=State.EXECUTING)
             chat.refresh(rb, self.store.steps(rb.id))
@@ -147,12 +170,6 @@ class Executor:
                 continue
             if step.status == "started" and step.destructive:
                 self._interrupted(rb, step)
-                return False
-            if not self.store.heartbeat(rb.id, owner=self.owner,
-                                        lease_seconds=self.settings.lease_seconds):
-                # Fencing: another executor took over while we stalled; it resumes from the
-                # journal, so we must not touch the platform again.
-                log.warning("lease on RB-%s lost before step %s; stopping", rb.id, step.seq)
                 return False
             try:
                 self._run_step(rb, step, total=len(steps))
@@ -169,15 +186,18 @@ class Executor:
         attempt = 0
         while True:
             attempt += 1
+            self._fence(rb)
             self.store.step_started(rb.id, step.seq)
             fresh = [s for s in self.store.steps(rb.id)]
             current = next(s for s in fresh if s.seq == step.seq)
-            known_good = self.store.known_good_config(rb.service, rb.platform)
+            known_good = (self.store.known_good_config(rb.service, rb.platform)
+                          if step.kind == "restore_config" else None)
             ctx = StepContext(
                 rollback=rb, step=current, service=svc, platform=platform, all_steps=fresh,
                 journal=functools.partial(self.store.step_progress, rb.id, step.seq),
                 progress=lambda line: chat.thread(rb, f"_{line}_"),
-                known_good_config=ConfigSnapshot.from_dict(known_good) if known_good else None,
+                known_good_config=ConfigSnapshot.from_dict(known_good[0]) if known_good else None,
+                known_good_recorded_at=known_good[1] if known_good else None,
                 now=self.service.clock(),
             )
             try:
@@ -199,6 +219,7 @@ class Executor:
                 log.exception("step %s of RB-%s crashed", step.kind, rb.id)
                 raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
             status = "skipped" if "skipped" in result else "done"
+            self._fence(rb)
             self.store.step_finished(rb.id, step.seq, status=status, result=result)
             note = result.get("message") or result.get("skipped") or ""
             chat.thread(rb, f":white_check_mark: Step {step.seq}/{total} {step.description}"
@@ -207,6 +228,7 @@ class Executor:
             return
 
     def _failed(self, rb: Rollback, step: Step, error: str) -> None:
+        self._fence(rb)
         self.store.step_finished(rb.id, step.seq, status="failed", error=error)
         rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
                                    detail={"step": step.kind, "error": error},
@@ -220,6 +242,7 @@ class Executor:
                     mention=rb.incident_commander or rb.requester)
 
     def _interrupted(self, rb: Rollback, step: Step) -> None:
+        self._fence(rb)
         error = (f"the process executing {rb.ref} died inside destructive step "
                  f"{step.seq} ({step.description}); it was not re-run")
         rb = self.store.transition(rb.id, Event.INTERRUPTED, actor=self.owner,

@@ -86,6 +86,20 @@ class JobStore:
                 "UPDATE scheduled_jobs SET status = 'done', finished_at = now(), result = %s"
                 " WHERE id = %s", (Jsonb(result or {}), job_id))
 
+    def retry_later(self, job_id: int, *, now: datetime, error: str,
+                    max_attempts: int = 8) -> bool:
+        """A run raised: back off exponentially (2 s .. 5 min); after ``max_attempts`` the job
+        is parked as 'failed' for a human. Returns whether it will run again."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "UPDATE scheduled_jobs SET attempts = attempts + 1, last_error = %s,"
+                " claimed_by = NULL,"
+                " status = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END,"
+                " due_at = %s + make_interval(secs => LEAST(300, power(2, attempts + 1)))"
+                " WHERE id = %s RETURNING status",
+                (error[:500], max_attempts, now, job_id)).fetchone()
+        return bool(row and row[0] == "pending")
+
     def release(self, job_id: int) -> None:
         """Give a claimed job back (the run failed before doing anything visible)."""
         with self.pool.connection() as conn:

@@ -81,9 +81,11 @@ class LeaderScheduler:
                 continue
             try:
                 self.run_job(job)
-            except Exception:
-                log.exception("job %s (%s) failed; will retry", job.id, job.kind)
-                self.jobs.release(job.id)
+            except Exception as exc:
+                again = self.jobs.retry_later(job.id, now=at,  # type: ignore[arg-type]
+                                              error=f"{type(exc).__name__}: {exc}")
+                log.exception("job %s (%s) failed; %s", job.id, job.kind,
+                              "retrying with backoff" if again else "giving up")
                 continue
             self.jobs.finish(job.id)
             ran += 1

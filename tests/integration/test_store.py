@@ -100,3 +100,28 @@ def test_first_delivery_is_recorded_once(store: Store) -> None:
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(lambda _: store.first_delivery("command:T123"), range(10)))
     assert results.count(True) == 1
+
+
+def test_failing_job_backs_off_then_gives_up(db: str) -> None:
+    from bot.jobs import JobStore
+
+    pool = open_pool(db)
+    jobs = JobStore(pool)
+    job = jobs.schedule(kind="k", due_at=NOW)
+    assert job is not None
+    dues = []
+    for _ in range(8):
+        assert jobs.claim(job.id, owner="leader")
+        again = jobs.retry_later(job.id, now=NOW, error="boom", max_attempts=8)
+        pending = jobs.pending(kinds=["k"])
+        dues.append((pending[0].due_at - NOW).total_seconds() if pending else None)
+        if not again:
+            break
+    assert dues[:7] == [2, 4, 8, 16, 32, 64, 128]  # exponential, never every second
+    assert dues[7] is None and not again  # the 8th failure parks it for a human
+    with pool.connection() as conn:
+        status, attempts, error = conn.execute(
+            "SELECT status, attempts, last_error FROM scheduled_jobs WHERE id = %s",
+            (job.id,)).fetchone()
+    assert (status, attempts, error) == ("failed", 8, "boom")
+    pool.close()
