@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.config import ServiceConfig
 from bot.errors import UserFacingError
@@ -67,7 +68,7 @@ def choose_revision(history: Sequence[Revision], to: int | None) -> tuple[Revisi
 
 def build_steps(
     *, service: ServiceConfig, scope: Sequence[str], target_revision: Revision,
-    backup_path: str | None,
+    backup_path: str | None, known_good: tuple[datetime, int | None] | None = None,
 ) -> list[PlannedStep]:
     """The runbook's order: stop writers, back up, restore, verify, roll app, restart."""
     steps: list[PlannedStep] = []
@@ -90,7 +91,16 @@ def build_steps(
             params={"revision": target_revision.to_dict()},
         ))
     if with_config:
-        steps.append(PlannedStep("restore_config", "Restore the last known-good configuration"))
+        if known_good is None:
+            steps.append(PlannedStep("restore_config", "Restore the known-good configuration "
+                                     "(none recorded yet: will be skipped)"))
+        else:
+            recorded_at, source = known_good
+            origin = f" by RB-{source}" if source else ""
+            steps.append(PlannedStep(
+                "restore_config", f"Restore the known-good configuration recorded "
+                f"{recorded_at:%Y-%m-%d %H:%M} UTC{origin}",
+                params={"known_good_recorded_at": recorded_at.isoformat()}))
     if with_db:
         steps.append(PlannedStep("scale_up", "Scale the application back to its recorded size"))
     if with_app:

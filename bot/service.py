@@ -133,8 +133,11 @@ class RollbackService:
         backup_path = None
         if "db" in scope and svc.database is not None:
             backup_path, checklist["backup_verified"] = self._pin_backup(svc, parsed.service, now)
+        known = (self.store.known_good_config(parsed.service, platform_name)
+                 if "config" in scope else None)
         steps = build_steps(service=svc, scope=scope, target_revision=wanted,
-                            backup_path=backup_path)
+                            backup_path=backup_path,
+                            known_good=(known[1], known[2]) if known else None)
         try:
             rb = self.store.create_rollback(
                 service=parsed.service, platform=platform_name, severity=severity.value,
@@ -148,7 +151,19 @@ class RollbackService:
         except ActiveRollbackExists as exc:
             raise _active_error(exc.existing) from None
         self._schedule_policy_timers(rb, sev.mode, sev.window_minutes)
-        ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
+        try:
+            ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
+        except Exception as exc:
+            # Nobody can see or approve a request whose message was refused: release the
+            # service instead of holding it "pending" for the whole expiry window.
+            self.store.transition(rb.id, Event.CANCEL, actor="bot",
+                                  detail={"reason": "request message could not be posted"})
+            self.jobs.cancel(rollback_id=rb.id)
+            log.warning("could not post %s: %s", rb.ref, exc)
+            raise UserFacingError(
+                f"I could not post the rollback request in this channel ({_slack_error(exc)})."
+                " Invite the bot to the channel (`/invite @rollback-bot`) and try again."
+            ) from None
         self.store.set_message(rb.id, message_ts=ts, thread_ts=thread_ts)
         rb = self.store.get(rb.id)
         self._notify_stakeholders_requested(rb)
@@ -324,7 +339,7 @@ class RollbackService:
             return
         try:
             rb = self._transition(rb, Event.EXPIRE, actor="bot")
-        except StaleState:
+        except NotAllowed:  # approved (or cancelled) at the last moment: nothing expires
             return
         self.jobs.cancel(rollback_id=rb.id)
         self.chat.thread(rb, f"{rb.ref} expired without approval. Request it again if needed.")
@@ -368,6 +383,13 @@ class RollbackService:
         if refresh:
             self.chat.refresh(new, self.store.steps(new.id))
         return new
+
+
+def _slack_error(exc: Exception) -> str:
+    """The Slack error code of a Web API failure (e.g. not_in_channel), never the payload."""
+    response: Any = getattr(exc, "response", None)
+    code = response.get("error") if response is not None and hasattr(response, "get") else None
+    return str(code or type(exc).__name__)
 
 
 def permalink(rb: Rollback) -> str:

@@ -7,9 +7,12 @@ platform, so a resumed rollback repeats no mutation and cannot pick a different 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -37,7 +40,8 @@ class StepContext:
     all_steps: list[Step]
     journal: Callable[[dict[str, Any]], None]  # merge facts into this step's result now
     progress: Callable[[str], None]  # a line for the thread
-    known_good_config: ConfigSnapshot | None
+    known_good_config: ConfigSnapshot | None  # loaded only for restore_config
+    known_good_recorded_at: datetime | None
     now: Any
 
 
@@ -55,13 +59,24 @@ def _dsn(ctx: StepContext) -> str:
 
 
 def snapshot_config(ctx: StepContext) -> dict[str, Any]:
+    """Record what the configuration was before any change, as digests: Secret contents
+    never land in the step journal (the platform keeps its own history)."""
     snap = ctx.platform.snapshot_config(ctx.rollback.target)
-    return {"snapshot": snap.to_dict(), "objects": sorted(snap.items)}
+    digests = {name: hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
+               .hexdigest()[:16] for name, obj in snap.items.items()}
+    return {"objects": sorted(snap.items), "digests": digests}
 
 
 def restore_config(ctx: StepContext) -> dict[str, Any]:
-    if ctx.known_good_config is None:
-        return {"skipped": "no known-good configuration recorded yet for this service"}
+    pinned = ctx.step.params.get("known_good_recorded_at")
+    if pinned is None:
+        return {"skipped": "no known-good configuration was recorded when the plan was made"}
+    if (ctx.known_good_config is None or ctx.known_good_recorded_at is None
+            or ctx.known_good_recorded_at != datetime.fromisoformat(pinned)):
+        # Never restore something other than what the approvers saw in the plan.
+        raise PermanentPlatformError(
+            "the known-good configuration changed since the plan was made "
+            f"(pinned {pinned}); request a new rollback to review it")
     changed = ctx.platform.restore_config(ctx.rollback.target, ctx.known_good_config)
     return {"changed": changed, "objects": sorted(ctx.known_good_config.items)}
 

@@ -338,12 +338,14 @@ class Store:
             "INSERT INTO processed_requests (key) VALUES (%s) ON CONFLICT DO NOTHING", (key,)
         ) == 1
 
-    def known_good_config(self, service: str, platform: str) -> dict[str, Any] | None:
+    def known_good_config(self, service: str, platform: str
+                          ) -> tuple[dict[str, Any], datetime, int | None] | None:
+        """(snapshot, recorded_at, recording rollback id) of the service's known-good config."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT snapshot FROM known_good_config WHERE service = %s AND platform = %s",
-                (service, platform)).fetchone()
-        return dict(row[0]) if row else None
+                "SELECT snapshot, recorded_at, rollback_id FROM known_good_config"
+                " WHERE service = %s AND platform = %s", (service, platform)).fetchone()
+        return (dict(row[0]), row[1], row[2]) if row else None
 
     def record_known_good_config(self, service: str, platform: str, snapshot: dict[str, Any],
                                  *, rollback_id: int | None) -> None:

@@ -53,3 +53,40 @@ def test_permanent_error_fails_with_step_error_and_next_action(harness: Harness)
     h.emulator.wait_for(lambda: "Failed" in str(h.message_now(msg["ts"])["blocks"]))
     steps = {s.kind: s.status for s in h.bot.store.steps(rid)}
     assert steps == {"app_rollback": "failed", "wait_rollout": "pending"}
+
+
+GOOD = {"configmap/app-config": {"data": {"MODE": "good"}}}
+
+
+def _request_config_rollback(h: Harness) -> tuple[int, dict]:
+    h.request("hotel-voice-bot --severity P0 --scope app,config", user="bob")
+    msg = h.rollback_message()
+    return h.bot.store.history("hotel-voice-bot")[0].id, msg
+
+
+def test_known_good_config_is_pinned_in_the_plan_and_restored(harness: Harness) -> None:
+    h = harness
+    h.bot.store.record_known_good_config("hotel-voice-bot", "fake", {"items": GOOD},
+                                         rollback_id=None)
+    rid, msg = _request_config_rollback(h)
+    assert "Restore the known-good configuration recorded" in str(msg["blocks"])
+    h.click(msg, ids.APPROVE, "bob")
+    h.wait_state(rid, "completed")
+    assert h.platform.mutations()["restore_config"] == 1
+    snap = next(s for s in h.bot.store.steps(rid) if s.kind == "snapshot_config")
+    assert set(snap.result) == {"objects", "digests"}  # names and digests, no contents
+    assert "bad" not in str(snap.result)
+
+
+def test_a_changed_known_good_config_is_refused_not_restored(harness: Harness) -> None:
+    h = harness
+    store = h.bot.store
+    store.record_known_good_config("hotel-voice-bot", "fake", {"items": GOOD}, rollback_id=None)
+    rid, msg = _request_config_rollback(h)
+    other = {"configmap/app-config": {"data": {"MODE": "something else"}}}
+    store.record_known_good_config("hotel-voice-bot", "fake", {"items": other},
+                                   rollback_id=None)  # changes after the plan was approved
+    h.click(msg, ids.APPROVE, "bob")
+    rb = h.wait_state(rid, "failed")
+    assert "changed since the plan was made" in (rb.last_error or "")
+    assert h.platform.mutations()["restore_config"] == 0
