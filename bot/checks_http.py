@@ -16,7 +16,7 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 import httpx
 
 from bot.checks_base import CheckResult, Outcome, guarded, timed_out
-from bot.config import HealthCheck, HttpProbe, secret
+from bot.config import HealthCheck, HttpProbe, MissingSecret, probe_headers
 
 _BODY_SNIPPET = 200
 
@@ -135,16 +135,12 @@ def _probe(
         "url": safe_url(probe.url),
         "expected_status": list(probe.expect_status),
     }
-    headers = dict(probe.headers)
-    for header, spec in probe.headers_env.items():
-        env, prefix = (spec, "") if isinstance(spec, str) else (spec.env, spec.prefix)
-        value = secret(env)
-        if value is None or value == "":
-            state = "not set" if value is None else "empty"
-            details.update(missing_env=env, header=header)
-            return "fail", f"env var {env} is {state} (needed for header {header})", details
-        sent.append(value)
-        headers[header] = prefix + value
+    try:
+        headers, values = probe_headers(probe)
+    except MissingSecret as exc:
+        details.update(missing_env=exc.env, header=exc.header)
+        return "fail", str(exc), details
+    sent.extend(values)
     details["headers"] = sorted(headers)  # names only
 
     started = time.perf_counter()

@@ -108,6 +108,29 @@ class HttpProbe(Strict):
         return [v] if isinstance(v, int) else v
 
 
+class MissingSecret(Exception):
+    """A ``*_env`` variable a probe needs is unset or empty (its value is never shown)."""
+
+    def __init__(self, env: str, header: str, state: str) -> None:
+        super().__init__(f"env var {env} is {state} (needed for header {header})")
+        self.env, self.header, self.state = env, header, state
+
+
+def probe_headers(probe: HttpProbe) -> tuple[dict[str, str], list[str]]:
+    """The probe's headers with ``headers_env`` resolved now, and the secret values sent
+    (so callers can scrub them from anything they report)."""
+    headers = dict(probe.headers)
+    sent: list[str] = []
+    for header, spec in probe.headers_env.items():
+        env, prefix = (spec, "") if isinstance(spec, str) else (spec.env, spec.prefix)
+        value = secret(env)
+        if not value:
+            raise MissingSecret(env, header, "not set" if value is None else "empty")
+        sent.append(value)
+        headers[header] = prefix + value
+    return headers, sent
+
+
 class HealthCheck(Strict):
     url: str
     expect_status: int = 200
@@ -261,7 +284,6 @@ class ServiceConfig(Strict):
 
 
 class SlackSettings(Strict):
-    command: str = "/rollback"
     approvers: Approvers = Field(default_factory=Approvers)
 
 

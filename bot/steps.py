@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from bot.config import ServiceConfig, secret
+from bot.config import MissingSecret, ServiceConfig, probe_headers, secret
 from bot.models import Rollback, Step
 from platforms.base import (
     ConfigSnapshot,
@@ -151,18 +151,15 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
 
 def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
     done = []
-    with httpx.Client(timeout=15) as client:
+    with httpx.Client() as client:
         for hook in ctx.service.webhooks:
-            headers = dict(hook.headers)
-            for name, ref in hook.headers_env.items():
-                env, prefix = (ref, "") if isinstance(ref, str) else (ref.env, ref.prefix)
-                value = secret(env)
-                if value is None:
-                    raise PermanentPlatformError(f"webhook {hook.name}: env {env} is not set")
-                headers[name] = prefix + value
+            try:
+                headers, _ = probe_headers(hook)
+            except MissingSecret as exc:
+                raise PermanentPlatformError(f"webhook {hook.name}: {exc}") from None
             try:
                 resp = client.request(hook.method, hook.url, headers=headers,
-                                      json=hook.json_body)
+                                      json=hook.json_body, timeout=hook.timeout_seconds)
             except httpx.HTTPError as exc:
                 raise TransientPlatformError(f"webhook {hook.name}: {type(exc).__name__}") from None
             if resp.status_code >= 500:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -13,7 +12,7 @@ from slack_sdk import WebClient
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
-from handlers.middleware import first_delivery
+from handlers.middleware import ClickHandler, on_click
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +26,8 @@ def _channel(body: dict[str, Any]) -> str:
 
 
 def register(app: App, service: RollbackService) -> None:
-    def on(action_id: str, fn: Callable[[dict[str, Any], str, str], Any]) -> None:
-        @app.action(action_id)
-        def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-            ack()
-            if not first_delivery(service.store, body):
-                return
-            try:
-                fn(body, body["user"]["id"], _value(body))
-            except Exception as exc:
-                tell_user(service.chat, body, exc, respond)
-
+    def on(action: str | re.Pattern[str], fn: ClickHandler) -> None:
+        on_click(app, action, fn, store=service.store, chat=service.chat)
 
     on(ids.APPROVE, lambda b, u, v: service.approve(v, user=u, channel_id=_channel(b)))
     on(ids.APPROVE_OVERRIDE, lambda b, u, v: service.approve(
@@ -50,15 +40,7 @@ def register(app: App, service: RollbackService) -> None:
         ref, _, item = value.partition(":")
         service.tick_checklist(ref, item=item, user=user)
 
-    @app.action(re.compile(rf"^{ids.CHECKLIST}:"))
-    def checklist_clicked(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-        ack()
-        if not first_delivery(service.store, body):
-            return
-        try:
-            checklist(body, body["user"]["id"], _value(body))
-        except Exception as exc:
-            tell_user(service.chat, body, exc, respond)
+    on(re.compile(rf"^{ids.CHECKLIST}:"), checklist)
 
     @app.action(ids.REJECT)
     def reject_clicked(ack: Ack, body: dict[str, Any], client: WebClient,

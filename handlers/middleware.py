@@ -9,8 +9,14 @@ ack-latency gap to a bare Bolt app), and read-only answers need no dedupe at all
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 
+from slack_bolt import Ack, App, Respond
+
+from bot import metrics
+from bot.ports import Chat
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -32,4 +38,25 @@ def first_delivery(store: Store, body: dict[str, Any]) -> bool:
     if key is None or store.first_delivery(key):
         return True
     log.info("duplicate Slack delivery %s ignored", key)
+    metrics.DUPLICATE_DELIVERIES.inc()
     return False
+
+
+ClickHandler = Callable[[dict[str, Any], str, str], Any]  # (body, user id, button value)
+
+
+def on_click(app: App, action: str | re.Pattern[str], fn: ClickHandler, *, store: Store,
+             chat: Chat) -> None:
+    """The one shape of a button listener: ack, drop Slack retries, run ``fn``, and show
+    any refusal or error to the clicker only."""
+    from handlers.errors import tell_user
+
+    @app.action(action)
+    def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
+        ack()
+        if not first_delivery(store, body):
+            return
+        try:
+            fn(body, body["user"]["id"], str(body["actions"][0].get("value") or ""))
+        except Exception as exc:
+            tell_user(chat, body, exc, respond)

@@ -8,26 +8,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import App
 
 from bot.aftercare import Aftercare
 from bot.service import RollbackService
 from handlers import ids
-from handlers.errors import tell_user
-from handlers.middleware import first_delivery
+from handlers.middleware import on_click
 
 
 def register(app: App, service: RollbackService, aftercare: Aftercare) -> None:
     def on(action_id: str, fn: Callable[[str, str], Any]) -> None:
-        @app.action(action_id)
-        def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
-            ack()
-            if not first_delivery(service.store, body):
-                return  # a Slack retry of a click already handled
-            try:
-                fn(str(body["actions"][0].get("value") or ""), body["user"]["id"])
-            except Exception as exc:
-                tell_user(service.chat, body, exc, respond)
+        on_click(app, action_id, lambda _body, user, value: fn(value, user),
+                 store=service.store, chat=service.chat)
 
     reminders = aftercare.reminders
     on(ids.REMINDER_SCHEDULED, lambda v, u: reminders.close(v, user=u, status="scheduled"))
