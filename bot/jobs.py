@@ -67,12 +67,6 @@ class JobStore:
             params.append(list(kinds))
         return self._select(sql + " ORDER BY due_at, id", params)
 
-    def next_due_at(self) -> datetime | None:
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT min(due_at) FROM scheduled_jobs WHERE status = 'pending'").fetchone()
-        return row[0] if row else None
-
     def claim(self, job_id: int, *, owner: str) -> bool:
         with self.pool.connection() as conn:
             cur = conn.execute(

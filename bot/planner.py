@@ -8,20 +8,12 @@ rollback back onto the bad version).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from bot.config import ServiceConfig
 from bot.errors import UserFacingError
 from bot.models import PlannedStep
 from platforms.base import Revision, Target
-
-
-@dataclass(frozen=True)
-class ResolvedPlan:
-    current: Revision
-    target_revision: Revision
-    steps: list[PlannedStep]
 
 
 def target_for(service: ServiceConfig, platform: str) -> Target:

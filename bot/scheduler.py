@@ -17,6 +17,7 @@ from collections.abc import Callable
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot import metrics
 from bot.jobs import Job, JobStore
 from bot.ports import Clock, utcnow
 
@@ -40,10 +41,6 @@ class LeaderScheduler:
         self._is_leader = False
         self._lock = threading.Lock()
         self._aps: BackgroundScheduler | None = None
-
-    @property
-    def is_leader(self) -> bool:
-        return self._is_leader
 
     def try_lead(self) -> bool:
         """Take (or keep) leadership; a dropped connection releases the lock server-side."""
@@ -82,6 +79,7 @@ class LeaderScheduler:
             try:
                 self.run_job(job)
             except Exception as exc:
+                metrics.JOB_FAILURES.labels(job.kind).inc()
                 again = self.jobs.retry_later(job.id, now=at,  # type: ignore[arg-type]
                                               error=f"{type(exc).__name__}: {exc}")
                 log.exception("job %s (%s) failed; %s", job.id, job.kind,

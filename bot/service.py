@@ -26,11 +26,10 @@ from bot.policy import Policy
 from bot.ports import Chat, Clock, Directory, utcnow
 from bot.rendering import LatestStateChat
 from bot.store import ActiveRollbackExists, StaleState, Store
+from bot.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB, PolicyTimers
 from platforms.base import Platform, PlatformError, Revision
 
 log = logging.getLogger(__name__)
-
-EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB = "expire_approval", "hotfix_escalation", "evaluate_reminder"
 
 
 @dataclass(frozen=True)
@@ -60,11 +59,8 @@ class RollbackService:
         # Called when execution ends badly (failed, needs_attention): every rollback still
         # gets its post-incident review reminder.
         self.on_execution_ended: list[Callable[[Rollback], None]] = []
-        self.job_handlers: dict[str, Callable[[Job], None]] = {
-            EXPIRE_JOB: self._expire_job,
-            HOTFIX_JOB: self._hotfix_job,
-            EVALUATE_JOB: self._evaluate_job,
-        }
+        self.job_handlers: dict[str, Callable[[Job], None]] = {}  # kind -> handler
+        PolicyTimers(self)
 
     # ------------------------------------------------------------------ lookups
     def service_config(self, name: str) -> Any:
@@ -234,7 +230,7 @@ class RollbackService:
         decision = self.policy.check_approve(rb, user=user, channel_name=channel_name,
                                              now=self.clock(), override=override)
         detail = {"break_glass": decision.break_glass, "override": decision.override}
-        rb = self._transition(rb, Event.APPROVE, actor=user, detail=detail, refresh=False,
+        rb = self.transition(rb, Event.APPROVE, actor=user, detail=detail, refresh=False,
                               updates={"approver": user, "approved_at": self.clock(),
                                        "break_glass": decision.break_glass})
         self.on_approved(rb.id)  # before any Slack round trip: execution starts at once
@@ -253,7 +249,7 @@ class RollbackService:
         self.policy.check_reject(rb, user=user)
         if not reason.strip():
             raise UserFacingError("A rejection needs a reason.")
-        rb = self._transition(rb, Event.REJECT, actor=user, detail={"reason": reason})
+        rb = self.transition(rb, Event.REJECT, actor=user, detail={"reason": reason})
         self.jobs.cancel(rollback_id=rb.id)
         self.chat.thread(rb, f"<@{user}> rejected {rb.ref}: {reason}")
         return rb
@@ -261,7 +257,7 @@ class RollbackService:
     def cancel(self, ref: str | int, *, user: str) -> Rollback:
         rb = self.get(ref)
         self.policy.check_cancel(rb, user=user)
-        rb = self._transition(rb, Event.CANCEL, actor=user)
+        rb = self.transition(rb, Event.CANCEL, actor=user)
         self.jobs.cancel(rollback_id=rb.id)
         self.chat.thread(rb, f"<@{user}> cancelled {rb.ref}.")
         return rb
@@ -269,7 +265,7 @@ class RollbackService:
     def resolve(self, ref: str | int, *, user: str, note: str = "") -> Rollback:
         rb = self.get(ref)
         self.policy.check_resolve(rb, user=user)
-        rb = self._transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
+        rb = self.transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
         self.chat.thread(rb, f"<@{user}> closed {rb.ref} as {rb.state.value}.")
         return rb
 
@@ -332,40 +328,8 @@ class RollbackService:
             return
         handler(job)
 
-    def _expire_job(self, job: Job) -> None:
-        assert job.rollback_id is not None
-        rb = self.store.get(job.rollback_id)
-        if rb.state != State.PENDING_APPROVAL:
-            return
-        try:
-            rb = self._transition(rb, Event.EXPIRE, actor="bot")
-        except NotAllowed:  # approved (or cancelled) at the last moment: nothing expires
-            return
-        self.jobs.cancel(rollback_id=rb.id)
-        self.chat.thread(rb, f"{rb.ref} expired without approval. Request it again if needed.")
-
-    def _hotfix_job(self, job: Job) -> None:
-        assert job.rollback_id is not None
-        rb = self.store.get(job.rollback_id)
-        if rb.state != State.PENDING_APPROVAL:
-            return
-        self.store.audit(rb.id, actor="bot", event="hotfix_window_elapsed", detail={})
-        who = rb.incident_commander or rb.requester
-        self.chat.thread(rb, f"The hotfix window for {rb.ref} is over. Per the P1 policy, "
-                             "approve the rollback now or record why not.", mention=who)
-
-    def _evaluate_job(self, job: Job) -> None:
-        assert job.rollback_id is not None
-        rb = self.store.get(job.rollback_id)
-        if rb.state != State.PENDING_APPROVAL:
-            return
-        self.store.audit(rb.id, actor="bot", event="evaluation_due", detail={})
-        self.chat.thread(rb, f"Evaluation window for {rb.ref} ({rb.severity}) has ended: "
-                             "approve, reject or cancel it.",
-                         mention=rb.incident_commander or rb.requester)
-
     # ------------------------------------------------------------------ helpers
-    def _transition(self, rb: Rollback, event: Event, *, actor: str,
+    def transition(self, rb: Rollback, event: Event, *, actor: str,
                     detail: dict[str, Any] | None = None,
                     updates: dict[str, Any] | None = None, refresh: bool = True) -> Rollback:
         from bot.errors import InvalidTransition

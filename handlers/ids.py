@@ -19,7 +19,6 @@ APPROVE_OVERRIDE = "rollback_approve_override"  # P3: approver overrides "next d
 REJECT = "rollback_reject"
 CANCEL = "rollback_cancel"
 HOTFIX = "rollback_hotfix_in_progress"  # P1: start the hotfix window
-ESCALATE_NOW = "rollback_escalate_now"
 CHECKLIST = "rollback_checklist"  # action_id prefix: one button per item, ids must differ
 ASSIGN_IC = "rollback_assign_ic"  # clicker becomes incident commander
 RESOLVE = "rollback_resolve"  # needs_attention / unstable: a human closes it
@@ -42,7 +41,6 @@ ALL_ACTIONS = (
     REJECT,
     CANCEL,
     HOTFIX,
-    ESCALATE_NOW,
     CHECKLIST,
     ASSIGN_IC,
     RESOLVE,

@@ -266,4 +266,4 @@ def test_config_stub_is_accepted_by_the_bot(docs: list[dict[str, Any]]) -> None:
     text = one(docs, "ConfigMap")["data"]["rollback.yml"]
     config = parse_config(yaml.safe_load(text), source="deploy/deployment.yaml")
     assert config.services, "the stub must declare at least one service"
-    assert config.slack.command == ids.COMMAND
+    assert config.slack.approvers.usergroup, "approvals need an approver group or users"

@@ -1,0 +1,59 @@
+"""Decision-matrix timers: approval expiry, the P1 hotfix window, the P2 evaluation deadline.
+
+Each is a durable ``scheduled_jobs`` row; these handlers run once on the scheduler leader
+and do nothing if the rollback has moved on (approved, cancelled) in the meantime.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.errors import NotAllowed
+from bot.jobs import Job
+from bot.lifecycle import Event, State
+from bot.models import Rollback
+
+if TYPE_CHECKING:
+    from bot.service import RollbackService
+
+EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB = "expire_approval", "hotfix_escalation", "evaluate_reminder"
+
+
+class PolicyTimers:
+    def __init__(self, service: RollbackService) -> None:
+        self.service = service
+        service.job_handlers.update({EXPIRE_JOB: self.expire, HOTFIX_JOB: self.hotfix_elapsed,
+                                     EVALUATE_JOB: self.evaluation_due})
+
+    def _pending(self, job: Job) -> Rollback | None:
+        assert job.rollback_id is not None
+        rb = self.service.store.get(job.rollback_id)
+        return rb if rb.state == State.PENDING_APPROVAL else None
+
+    def expire(self, job: Job) -> None:
+        rb = self._pending(job)
+        if rb is None:
+            return
+        try:
+            rb = self.service.transition(rb, Event.EXPIRE, actor="bot")
+        except NotAllowed:  # approved (or cancelled) at the last moment: nothing expires
+            return
+        self.service.jobs.cancel(rollback_id=rb.id)
+        self.service.chat.thread(rb, f"{rb.ref} expired without approval. "
+                                     "Request it again if needed.")
+
+    def hotfix_elapsed(self, job: Job) -> None:
+        self._remind(job, "hotfix_window_elapsed", "The hotfix window for {ref} is over. Per "
+                     "the P1 policy, approve the rollback now or record why not.")
+
+    def evaluation_due(self, job: Job) -> None:
+        self._remind(job, "evaluation_due", "Evaluation window for {ref} ({severity}) has "
+                     "ended: approve, reject or cancel it.")
+
+    def _remind(self, job: Job, event: str, text: str) -> None:
+        rb = self._pending(job)
+        if rb is None:
+            return
+        self.service.store.audit(rb.id, actor="bot", event=event, detail={})
+        self.service.chat.thread(rb, text.format(ref=rb.ref, severity=rb.severity),
+                                 mention=rb.incident_commander or rb.requester)
