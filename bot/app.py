@@ -106,7 +106,9 @@ def create_app(
         client=client,
         signing_secret=settings.slack_signing_secret,
         token_verification_enabled=False,  # start even when Slack is briefly unreachable
-        request_verification_enabled=True,
+        # Socket Mode without a signing secret: Slack's requests arrive over our own
+        # websocket; bot.server then refuses /slack/events over HTTP altogether.
+        request_verification_enabled=bool(settings.slack_signing_secret),
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )

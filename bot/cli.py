@@ -53,8 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     setup_logging(settings.log_format)
     if not settings.has_slack_credentials:
-        print("SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET are required for `serve` "
-              "(use `rollback-bot run` for the sandbox).", file=sys.stderr)
+        print("`serve` needs SLACK_BOT_TOKEN plus SLACK_SIGNING_SECRET (HTTP) or "
+              "SLACK_APP_TOKEN (Socket Mode); use `rollback-bot run` for the sandbox.",
+              file=sys.stderr)
         return 2
     try:
         bot = create_app(settings)

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from bot import metrics
 from bot.config import ExecutorSettings
 from bot.lifecycle import Event, State
 from bot.models import Rollback, Step
@@ -200,11 +201,15 @@ class Executor:
                 known_good_recorded_at=known_good[1] if known_good else None,
                 now=self.service.clock(),
             )
+            started = time.perf_counter()
+            outcome = "error"
             try:
                 self.fault.hold(step.kind, "before")
                 result = handler(ctx)
                 self.fault.hold(step.kind, "after")
+                outcome = "ok"
             except TransientPlatformError as exc:
+                outcome = "transient"
                 if attempt > self.settings.max_transient_retries:
                     raise StepFailed(f"{exc} (gave up after {attempt} attempts)") from exc
                 delay = exc.retry_after or self.settings.backoff_base_seconds * 2 ** (attempt - 1)
@@ -218,6 +223,9 @@ class Executor:
             except Exception as exc:  # unknown errors stop the rollback, never loop
                 log.exception("step %s of RB-%s crashed", step.kind, rb.id)
                 raise StepFailed(f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                metrics.STEP_SECONDS.labels(step.kind, outcome).observe(
+                    time.perf_counter() - started)
             status = "skipped" if "skipped" in result else "done"
             self._fence(rb)
             self.store.step_finished(rb.id, step.seq, status=status, result=result)

@@ -34,6 +34,8 @@ def wsgi_app(bot: BotApp) -> Callable[[dict[str, Any], StartResponse], Iterable[
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == ids.EVENTS_PATH:
+            if not bot.settings.slack_signing_secret:  # Socket Mode: nothing to verify with
+                return plain(start, "404 Not Found", b"not found\n")
             return slack(environ, start)
         if path == ids.HEALTHZ_PATH:
             return plain(start, "200 OK", b"ok\n")

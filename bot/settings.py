@@ -43,5 +43,11 @@ class Settings:
         )
 
     @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    @property
     def has_slack_credentials(self) -> bool:
-        return bool(self.slack_bot_token and self.slack_signing_secret)
+        """A bot token plus a way to trust inbound requests: the signing secret (HTTP) or an
+        app-level token (Socket Mode, where Slack's requests arrive over our websocket)."""
+        return bool(self.slack_bot_token and (self.slack_signing_secret or self.slack_app_token))

@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bot import metrics
 from bot.errors import NotFound
 from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
 from bot.models import AuditEvent, PlannedStep, Rollback, Step
@@ -195,7 +196,9 @@ class Store:
                     self._audit(cur, rollback_id, actor, event.value, from_state.value,
                                 to_state.value, detail or {})
         if row is None:
+            metrics.STALE_TRANSITIONS.labels(event.value).inc()
             raise StaleState(self.get(rollback_id))
+        metrics.TRANSITIONS.labels(event.value, to_state.value).inc()
         return rollback_from_row(row)
 
     def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str) -> None:

@@ -93,3 +93,31 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
             proc.kill()
     output = (tmp_path / "run.log").read_text()
     assert f"http://127.0.0.1:{console}/" in output  # it told the user where the console is
+
+
+def test_socket_mode_never_serves_unverifiable_http_events(db: str) -> None:
+    """With SLACK_APP_TOKEN and no signing secret, Slack's requests come over the
+    websocket; the HTTP endpoint must not accept (unverifiable) events at all."""
+    from bot.app import create_app
+    from bot.server import HttpServer
+    from bot.settings import Settings
+    from sandbox.config import sandbox_config
+    from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
+
+    with SlackEmulator() as emulator:
+        settings = Settings(slack_bot_token=DEFAULT_BOT_TOKEN, slack_signing_secret=None,
+                            slack_app_token="xapp-1-test", slack_api_url=emulator.base_url,
+                            database_url=db, host="127.0.0.1", port=0)
+        assert settings.has_slack_credentials and settings.socket_mode
+        bot = create_app(settings, config=sandbox_config())
+        server = HttpServer(bot, host="127.0.0.1", port=0).start()
+        try:
+            body = "command=%2Frollback&text=hotel-voice-bot&user_id=U0ALICE&channel_id=C1"
+            events = httpx.post(f"{server.url}/slack/events", content=body,
+                                headers={"Content-Type": "application/x-www-form-urlencoded"})
+            assert events.status_code == 404
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+            assert bot.store.history("hotel-voice-bot") == []
+        finally:
+            server.stop()
+            bot.stop()

@@ -187,8 +187,11 @@ def test_cancel_rules(harness: Harness) -> None:
     rid, msg = _ready_p1(h)
     h.request(f"cancel RB-{rid}", user="dave")
     h.wait_ephemeral("dave", "Only the requester, the incident commander or an approver")
+    assert h.bot.store.get(rid).state.value == "pending_approval"  # the refusal changed nothing
     h.click(msg, ids.CANCEL, "alice")
     h.wait_state(rid, "cancelled")
+    assert [e.actor for e in h.bot.store.audit_events(rid) if e.event == "cancel"] == [
+        h.emulator.user_id("alice")]
 
 
 def test_modal_request_uses_the_chosen_revision(harness: Harness) -> None:
