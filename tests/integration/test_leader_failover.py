@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.demo import DemoService
 from sandbox.slack import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
+from tests.integration.crash_support import wait_until
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,17 +41,6 @@ _SCRUBBED_ENV = ("ROLLBACK_FAULT_HOLD", "ROLLBACK_FAULT_FILE", "ROLLBACK_FAULT_P
                  "SLACK_APP_TOKEN", "ROLLBACK_EXECUTOR", "ROLLBACK_SCHEDULER", "LOG_FORMAT")
 
 
-def wait_until(predicate: Callable[[], T], *, timeout: float, what: str,
-               diagnostics: Callable[[], str] = lambda: "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n"
-                                 f"{diagnostics()}")
-        time.sleep(0.05)  # polling a condition with a deadline
 
 
 @dataclass
@@ -176,6 +166,9 @@ def test_leader_killed_mid_post_every_scheduled_post_happens_once(
                    what="both reminders", diagnostics=diagnostics)
         wait_until(lambda: _keyed_posts(emulator)[f"stakeholders:{rid}:stable:1:{STAKEHOLDERS}"],
                    timeout=15, what="the stable stakeholder notice", diagnostics=diagnostics)
+        skeleton = f"-hotel-voice-bot-rb-{rid}.md"  # uploaded right after its reminder post
+        wait_until(lambda: any(f["name"].endswith(skeleton) for f in emulator.files()),
+                   timeout=15, what="the post-mortem skeleton upload", diagnostics=diagnostics)
         (monitor,) = aftercare.monitors(rid)
         samples = [s.seq for s in aftercare.samples(monitor.id)]
     finally:
@@ -193,7 +186,6 @@ def test_leader_killed_mid_post_every_scheduled_post_happens_once(
     assert posts[f"stakeholders:{rid}:restored:1:{STAKEHOLDERS}"] == 1
     charts = [f for f in emulator.files() if f["name"].startswith("stability-")]
     assert len(charts) == 1
-    skeleton = f"-hotel-voice-bot-rb-{rid}.md"
     assert len([f for f in emulator.files() if f["name"].endswith(skeleton)]) == 1
     survivor_log = survivor.log.read_text()
     assert "became scheduler leader" in survivor_log
