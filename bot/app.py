@@ -71,6 +71,17 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
                 kubeconfig=svc.kubernetes.kubeconfig, context=svc.kubernetes.context)
         except Exception as exc:  # no cluster credentials here: the platform is unavailable
             log.warning("kubernetes adapter unavailable: %s", exc)
+    if "fly" in wanted:
+        from bot.config import secret
+        from platforms.fly import FlyPlatform
+
+        svc = next(s for s in config.services.values() if s.fly)
+        assert svc.fly is not None
+        token = secret(svc.fly.token_env)
+        if token:
+            registry["fly"] = FlyPlatform(token=token, api_url=svc.fly.api_url)
+        else:  # never guess credentials; say which variable is missing
+            log.warning("fly adapter unavailable: env %s is not set", svc.fly.token_env)
     if "fake" in wanted:
         from platforms.fake import FakePlatform
 
@@ -81,7 +92,7 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
             rollout_seconds=float(opts.get("rollout_seconds", 0)),
             revisions=int(opts.get("revisions", 3)),
         )
-    for name in wanted - set(registry) - {"kubernetes"}:
+    for name in wanted - set(registry) - {"kubernetes", "fly"}:
         log.warning("no %s adapter in this build; requests on %s will be refused", name, name)
     return registry
 

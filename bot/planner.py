@@ -27,7 +27,7 @@ def target_for(service: ServiceConfig, platform: str) -> Target:
         e = service.ecs
         return Target("ecs", e.cluster, e.service, {"family": e.family, "region": e.region})
     if platform == "fly" and service.fly:
-        return Target("fly", service.fly.org, service.fly.app)
+        return Target("fly", service.fly.org, service.fly.app, {"api_url": service.fly.api_url})
     if platform == "fake" and service.fake is not None:
         return Target("fake", str(service.fake.get("scope", "default")),
                       str(service.fake.get("name", "app")))

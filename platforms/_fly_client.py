@@ -1,0 +1,197 @@
+"""Fly Machines API plumbing: the httpx client, vendor-error translation into the
+``platforms.base`` tree, and pure helpers over Machine/MachineVersion JSON.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from platforms.base import (
+    PermanentPlatformError,
+    PlatformError,
+    TargetNotFound,
+    TransientPlatformError,
+)
+
+LEASE_HEADER = "fly-machine-lease-nonce"
+GONE_STATES = frozenset({"destroyed", "destroying"})
+IDLE_STATES = frozenset({"stopped", "suspended"})
+RELEASE_KEY = "fly_release_version"  # flyctl's metadata key on every deployed machine
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+Json = dict[str, Any]
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_text(response: httpx.Response) -> str:
+    """The ErrorResponse ``error`` field, else the status line (never request headers)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        return str(body["error"])
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def map_response_error(response: httpx.Response, what: str) -> PlatformError:
+    """404 gone; 408/409/412/429/5xx retry (with Retry-After); other 4xx permanent."""
+    status = response.status_code
+    message = f"{what}: {error_text(response)} (HTTP {status})"
+    if status == 404:
+        return TargetNotFound(message)
+    if status == 401:
+        return PermanentPlatformError(f"{what}: unauthorized, the Fly API token is missing or "
+                                      f"invalid (HTTP 401)")
+    if status in (408, 409, 412, 429) or status >= 500:
+        return TransientPlatformError(message, retry_after=retry_after(response))
+    return PermanentPlatformError(message)
+
+
+class FlyApi:
+    """Thin JSON client for one Machines API base URL; every failure is a PlatformError."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def call(self, method: str, path: str, *, what: str, json: Any = None,
+             params: Mapping[str, str | int] | None = None, nonce: str | None = None,
+             timeout: float | None = None, ok: Iterable[int] = ()) -> httpx.Response:
+        """Send one request; statuses in ``ok`` (besides 2xx) are returned, not raised."""
+        headers = {LEASE_HEADER: nonce} if nonce else {}
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = timeout
+        try:
+            response = self.client.request(method, "/v1" + path, json=json, params=params,
+                                           headers=headers, **extra)
+        except httpx.TimeoutException as exc:
+            raise TransientPlatformError(f"{what}: Fly Machines API timed out ({exc})") from exc
+        except httpx.TransportError as exc:
+            raise TransientPlatformError(f"{what}: Fly Machines API unreachable ({exc})") from exc
+        if response.is_success or response.status_code in ok:
+            return response
+        raise map_response_error(response, what)
+
+    def json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
+        response = self.call(method, path, what=what, **kwargs)
+        try:
+            return response.json() if response.content else None
+        except ValueError as exc:
+            raise TransientPlatformError(f"{what}: malformed JSON from the Fly API") from exc
+
+
+# ------------------------------------------------------------------------- helpers
+def image_of(config: Mapping[str, Any] | None) -> str:
+    return str((config or {}).get("image") or "")
+
+
+def digest_of(image: str) -> str | None:
+    return image.split("@", 1)[1] if "@" in image else None
+
+
+def same_image(a: str, b: str) -> bool:
+    """Equal references, or the same content digest when both are digest-pinned."""
+    if a == b:
+        return True
+    da, db = digest_of(a), digest_of(b)
+    return da is not None and da == db
+
+
+def image_from_ref(ref: Mapping[str, Any] | None) -> str | None:
+    """``registry/repository:tag@digest`` from a Machine's resolved ``image_ref``."""
+    if not ref or not ref.get("repository"):
+        return None
+    name = "/".join(p for p in (ref.get("registry"), ref.get("repository")) if p)
+    if ref.get("tag"):
+        name += f":{ref['tag']}"
+    if ref.get("digest"):
+        name += f"@{ref['digest']}"
+    return name
+
+
+def ulid_time(value: str) -> datetime | None:
+    """The creation time encoded in a ULID version id (Fly's versions are ULIDs)."""
+    if len(value) != 26:
+        return None
+    millis = 0
+    for ch in value[:10].upper():
+        index = _CROCKFORD.find(ch)
+        if index < 0:
+            return None
+        millis = millis * 32 + index
+    try:
+        return datetime.fromtimestamp(millis / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One image as observed in machine version histories."""
+
+    image: str
+    latest_version: str
+    first_version: str
+    release: str | None
+
+
+def observe(versions: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]
+            ) -> dict[str, Seen]:
+    """Fold MachineVersion entries (plus current configs) into per-image first/last sightings."""
+    seen: dict[str, Seen] = {}
+    entries = [(str(v.get("version") or ""), v.get("user_config") or {}) for v in versions]
+    entries += [(str(m.get("instance_id") or ""), m.get("config") or {}) for m in current]
+    for version, config in entries:
+        image = image_of(config)
+        if not image:
+            continue
+        release = (config.get("metadata") or {}).get(RELEASE_KEY)
+        old = seen.get(image)
+        if old is None:
+            seen[image] = Seen(image, version, version, release)
+            continue
+        newer = version > old.latest_version
+        seen[image] = Seen(image, max(version, old.latest_version),
+                           min(version, old.first_version),
+                           (release if newer and release else old.release) or release)
+    return seen
+
+
+def checks_state(machine: Mapping[str, Any]) -> tuple[bool, str]:
+    """(all passing, summary). A machine whose config defines no checks passes."""
+    defined = set((machine.get("config") or {}).get("checks") or {})
+    reported = {str(c.get("name")): c for c in machine.get("checks") or []}
+    failing = [f"{name}={(reported.get(name) or {}).get('status') or 'unknown'}"
+               for name in sorted(defined | set(reported))
+               if (reported.get(name) or {}).get("status") != "passing"]
+    if not failing:
+        return True, "checks passing"
+    outputs = [str(c.get("output")) for c in reported.values()
+               if c.get("status") != "passing" and c.get("output")]
+    detail = f" ({'; '.join(outputs)})" if outputs else ""
+    return False, "checks " + ", ".join(failing) + detail
+
+
+def describe(machine: Mapping[str, Any]) -> str:
+    name = machine.get("name")
+    return f"machine {machine.get('id')}" + (f" ({name})" if name else "")

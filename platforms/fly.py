@@ -1,0 +1,372 @@
+"""Fly.io adapter over the Machines API (httpx): a rollback redeploys a previous release's
+image to the app's machines, one at a time, under leases, waiting for ``started`` and checks.
+"""
+
+# History: the Machines API has no release list, so history is the union of every machine's
+# config versions (GET .../versions, ULID version ids) plus the current configs. One Revision
+# per distinct ``config.image``; ``Revision.id`` is that reference verbatim (digest-pinned
+# ``repo:tag@sha256:...`` when the deploy pinned one), numbers rank images by their latest
+# deployment (like Kubernetes, a redeployed image is renumbered to max+1; the id never moves),
+# ``change_cause`` carries flyctl's ``fly_release_version`` metadata. ``current`` is the most
+# recently deployed image still on a live machine.
+#
+# Machines rule: destroyed/destroying machines are ignored. Stopped/suspended machines are
+# updated with ``skip_launch`` (so autostart or a later scale-up cannot resurrect the bad
+# image) and are not waited on; every other machine must reach ``started`` with passing
+# checks before the next one is touched. The first failure stops the roll.
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from platforms._fly_client import (
+    GONE_STATES,
+    IDLE_STATES,
+    FlyApi,
+    Json,
+    checks_state,
+    describe,
+    image_from_ref,
+    image_of,
+    observe,
+    same_image,
+    ulid_time,
+)
+from platforms.base import (
+    ConfigSnapshot,
+    PermanentPlatformError,
+    ProgressCallback,
+    ResourceUsage,
+    Revision,
+    RevisionNotFound,
+    RollbackResult,
+    RolloutStatus,
+    Target,
+    TransientPlatformError,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://api.machines.dev"
+MAX_WAIT_SECONDS = 60  # the API's own per-request cap on ?timeout=
+
+
+class FlyPlatform:
+    """``Platform`` for Fly apps. Target: scope = organisation slug, name = app;
+    ``options["api_url"]`` overrides the Machines API base URL (without ``/v1``).
+
+    ``token`` is sent as a bearer token and never logged or repr'd. ``machine_timeout``
+    bounds one machine's ``started`` wait, ``check_timeout`` its health checks, polled
+    every ``check_interval`` seconds (the API has no event stream for checks)."""
+
+    name = "fly"
+
+    def __init__(self, *, token: str | None, api_url: str = DEFAULT_API_URL,
+                 request_timeout: float = 30.0, lease_ttl: int = 300,
+                 machine_timeout: float = 120.0, check_timeout: float = 60.0,
+                 check_interval: float = 1.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._token = token
+        self._api_url = api_url.rstrip("/")
+        self._timeout = request_timeout
+        self._lease_ttl = lease_ttl
+        self._machine_timeout = machine_timeout
+        self._check_timeout = check_timeout
+        self._check_interval = check_interval
+        self._transport = transport
+        self._clients: dict[str, FlyApi] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FlyPlatform(api_url={self._api_url!r}, token={'***' if self._token else None})"
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for api in clients:
+            api.client.close()
+
+    # ============================================================ Platform protocol
+    def history(self, target: Target) -> list[Revision]:
+        api = self._api(target)
+        machines = self._live_machines(api, target)
+        versions: list[Mapping[str, Any]] = []
+        for machine in machines:
+            versions += self._versions(api, target, machine)
+        seen = observe(versions, machines)
+        if not seen:
+            raise RevisionNotFound(f"app {target.name} has no machine with an image")
+        current = self._current_image(machines, seen)
+        ordered = sorted(seen.values(), key=lambda s: (s.latest_version, s.image))
+        resolved = {image_of(m.get("config")): image_from_ref(m.get("image_ref"))
+                    for m in machines}
+        revisions = []
+        for number, item in enumerate(ordered, start=1):
+            images = [item.image]
+            extra = resolved.get(item.image)
+            if extra and extra != item.image:
+                images.append(extra)
+            revisions.append(Revision(
+                id=item.image, number=number, images=tuple(images),
+                change_cause=f"fly_release_version {item.release}" if item.release else None,
+                created=ulid_time(item.first_version), current=item.image == current))
+        revisions.reverse()
+        return revisions
+
+    def current_revision(self, target: Target) -> Revision:
+        for revision in self.history(target):
+            if revision.current:
+                return revision
+        raise RevisionNotFound(f"app {target.name} has no current image")  # pragma: no cover
+
+    def rollback_to(self, target: Target, revision: Revision, *,
+                    dry_run: bool = False) -> RollbackResult:
+        """Roll every live machine to ``revision.id`` (rolling, one machine at a time)."""
+        api = self._api(target)
+        image = revision.id
+        if not any(r.id == image for r in self.history(target)):
+            raise RevisionNotFound(f"image {image} is not in the release history of app "
+                                   f"{target.name}")
+        machines = self._live_machines(api, target)
+        pending = [m for m in machines if not same_image(image_of(m.get("config")), image)]
+        if not pending:
+            return RollbackResult(False, f"skipped: all {len(machines)} machines of app "
+                                         f"{target.name} already run {image}")
+        if dry_run:
+            names = ", ".join(str(m.get("id")) for m in pending)
+            return RollbackResult(False, f"would roll {len(pending)} of {len(machines)} "
+                                         f"machines to {image} (dry run): {names}")
+        rolled = 0
+        for machine in pending:
+            if self._roll_machine(api, target, str(machine["id"]), image):
+                rolled += 1
+        return RollbackResult(True, f"app {target.name} rolled back to {revision.label()}: "
+                                    f"{rolled} of {len(machines)} machines updated")
+
+    def rollout_status(self, target: Target) -> RolloutStatus:
+        api = self._api(target)
+        machines = self._live_machines(api, target)
+        image = self._current_image(machines, observe([], machines))
+        return self._status(machines, image)[0]
+
+    def wait_for_rollout(self, target: Target, *, timeout: float,
+                         on_progress: ProgressCallback | None = None) -> RolloutStatus:
+        """Until every machine runs the current image, started, checks passing. Machines not
+        yet started are awaited with the server-side ``wait?state=started``; checks polled."""
+        api = self._api(target)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            machines = self._live_machines(api, target)
+            image = self._current_image(machines, observe([], machines))
+            status, laggard = self._status(machines, image)
+            if on_progress is not None and status.message != last:
+                on_progress(status.message)
+            last = status.message
+            remaining = deadline - time.monotonic()
+            if status.done or laggard is None:
+                return status
+            if remaining <= 0:
+                return RolloutStatus(False, f"timed out after {timeout:g}s: {last}")
+            if laggard.get("state") != "started":
+                self._wait_state(api, target, laggard, "started", remaining)
+            else:
+                time.sleep(min(self._check_interval, remaining))
+
+    def get_replicas(self, target: Target) -> int:
+        machines = self._live_machines(self._api(target), target)
+        return sum(1 for m in machines if m.get("state") == "started")
+
+    def scale(self, target: Target, replicas: int) -> None:
+        """Start or stop existing machines (lowest ids start first, highest stop first)
+        until ``replicas`` are started; Fly machines are never created or destroyed here."""
+        if replicas < 0:
+            raise PermanentPlatformError(f"replicas must be >= 0, got {replicas}")
+        api = self._api(target)
+        machines = sorted(self._live_machines(api, target), key=lambda m: str(m["id"]))
+        if replicas > len(machines):
+            raise PermanentPlatformError(f"app {target.name} has only {len(machines)} machines;"
+                                         f" cannot start {replicas} (scale creates none)")
+        started = [m for m in machines if m.get("state") not in IDLE_STATES]
+        if len(started) > replicas:
+            for machine in reversed(started[replicas:]):
+                self._power(api, target, machine, "stop", "stopped")
+        else:
+            idle = [m for m in machines if m.get("state") in IDLE_STATES]
+            for machine in idle[:replicas - len(started)]:
+                self._power(api, target, machine, "start", "started")
+
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+        """None: logs live in Fly's NATS log stream, not in the Machines API."""
+        return None
+
+    def resource_usage(self, target: Target) -> list[ResourceUsage]:
+        raise NotImplementedError("the Fly Machines API exposes no per-machine usage metrics")
+
+    def snapshot_config(self, target: Target) -> ConfigSnapshot:
+        """Empty: Fly secrets are write-only and app config lives in each machine's config,
+        which ``rollback_to`` already preserves."""
+        return ConfigSnapshot(items={})
+
+    def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
+        """Nothing to restore (see ``snapshot_config``); always False."""
+        return False
+
+    # ================================================================ internals
+    def _roll_machine(self, api: FlyApi, target: Target, machine_id: str, image: str) -> bool:
+        """Lease, update the image (everything else verbatim), wait, check, release."""
+        base = f"/apps/{target.name}/machines/{machine_id}"
+        lease = api.json("POST", base + "/lease", what=f"lease machine {machine_id}",
+                         json={"ttl": self._lease_ttl,
+                               "description": f"rollback-bot: roll back to {image}"})
+        nonce = str((lease or {}).get("nonce") or "")
+        if not nonce:
+            raise TransientPlatformError(f"lease on machine {machine_id} returned no nonce")
+        try:
+            machine: Json = api.json("GET", base, what=f"read machine {machine_id}")
+            if same_image(image_of(machine.get("config")), image):
+                return False  # someone else got there while we waited for the lease
+            idle = machine.get("state") in IDLE_STATES
+            config = dict(machine.get("config") or {})
+            config["image"] = image
+            body: Json = {"config": config, "current_version": machine.get("instance_id")}
+            if idle:
+                body["skip_launch"] = True
+            log.info("fly: %s -> %s", describe(machine), image)
+            try:
+                updated: Json = api.json("POST", base, what=f"update {describe(machine)}",
+                                         json=body, nonce=nonce)
+            except TransientPlatformError:
+                raise
+            except PermanentPlatformError as exc:
+                raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: "
+                                             f"{exc}") from exc
+            if not idle:
+                self._await_healthy(api, target, updated)
+            return True
+        finally:
+            try:
+                api.call("DELETE", base + "/lease", what=f"release lease on {machine_id}",
+                         nonce=nonce)
+            except (TransientPlatformError, PermanentPlatformError) as exc:
+                log.warning("fly: lease on machine %s not released (expires by ttl): %s",
+                            machine_id, exc)
+
+    def _await_healthy(self, api: FlyApi, target: Target, machine: Json) -> None:
+        if not self._wait_state(api, target, machine, "started", self._machine_timeout):
+            raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: not started "
+                                         f"after {self._machine_timeout:g}s")
+        deadline = time.monotonic() + self._check_timeout
+        path = f"/apps/{target.name}/machines/{machine['id']}"
+        while True:
+            current: Json = api.json("GET", path, what=f"read {describe(machine)}")
+            if current.get("instance_id") != machine.get("instance_id"):
+                raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: it was "
+                                             f"changed by someone else during the rollback")
+            passing, summary = checks_state(current)
+            if passing:
+                return
+            if time.monotonic() >= deadline:
+                raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: health "
+                                             f"{summary} after {self._check_timeout:g}s")
+            time.sleep(min(self._check_interval, max(0.0, deadline - time.monotonic())))
+
+    def _wait_state(self, api: FlyApi, target: Target, machine: Mapping[str, Any], state: str,
+                    timeout: float) -> bool:
+        """Server-side ``wait?state=`` for this instance, in <=60 s slices; False on timeout."""
+        deadline = time.monotonic() + timeout
+        path = f"/apps/{target.name}/machines/{machine['id']}/wait"
+        while (remaining := deadline - time.monotonic()) > 0:
+            seconds = max(1, min(MAX_WAIT_SECONDS, int(remaining + 0.999)))
+            params: dict[str, str | int] = {"state": state, "timeout": seconds}
+            if machine.get("instance_id") and state == "started":
+                params["instance_id"] = str(machine["instance_id"])
+            response = api.call("GET", path, what=f"wait for {describe(machine)} {state}",
+                                params=params, timeout=seconds + self._timeout, ok=(408,))
+            if response.status_code != 408:
+                return True
+        return False
+
+    def _power(self, api: FlyApi, target: Target, machine: Json, action: str,
+               state: str) -> None:
+        base = f"/apps/{target.name}/machines/{machine['id']}"
+        lease = api.json("POST", base + "/lease", what=f"lease {describe(machine)}",
+                         json={"ttl": self._lease_ttl, "description": f"rollback-bot: {action}"})
+        nonce = str((lease or {}).get("nonce") or "")
+        try:
+            api.call("POST", f"{base}/{action}", what=f"{action} {describe(machine)}",
+                     nonce=nonce or None)
+            fresh = {k: v for k, v in machine.items() if k != "instance_id"}
+            if not self._wait_state(api, target, fresh, state, self._machine_timeout):
+                raise TransientPlatformError(f"{describe(machine)} not {state} after "
+                                             f"{self._machine_timeout:g}s")
+        finally:
+            if nonce:
+                try:
+                    api.call("DELETE", base + "/lease", what=f"release lease on {machine['id']}",
+                             nonce=nonce)
+                except (TransientPlatformError, PermanentPlatformError) as exc:
+                    log.warning("fly: lease on %s not released: %s", describe(machine), exc)
+
+    def _status(self, machines: list[Json], image: str) -> tuple[RolloutStatus, Json | None]:
+        """Status toward ``image`` and the first machine not yet there (None when done)."""
+        active = [m for m in machines if m.get("state") not in IDLE_STATES]
+        ready, laggard, why = 0, None, ""
+        for machine in sorted(active, key=lambda m: str(m.get("id"))):
+            on_image = same_image(image_of(machine.get("config")), image)
+            passing, summary = checks_state(machine)
+            if on_image and machine.get("state") == "started" and passing:
+                ready += 1
+            elif laggard is None:
+                laggard = machine
+                if not on_image:
+                    why = f"; {describe(machine)} runs {image_of(machine.get('config'))}"
+                elif machine.get("state") != "started":
+                    why = f"; {describe(machine)} is {machine.get('state')}"
+                else:
+                    why = f"; {describe(machine)} {summary}"
+        message = f"{ready} of {len(active)} machines on image {image}{why}"
+        if laggard is None:
+            return RolloutStatus(True, f"{message}: rollout complete"), None
+        return RolloutStatus(False, message), laggard
+
+    @staticmethod
+    def _current_image(machines: list[Json], seen: Mapping[str, Any]) -> str:
+        images = {image_of(m.get("config")) for m in machines} - {""}
+        if not images:
+            raise RevisionNotFound("no live machine has an image")
+        return max(images, key=lambda i: (getattr(seen.get(i), "latest_version", ""), i))
+
+    def _live_machines(self, api: FlyApi, target: Target) -> list[Json]:
+        machines = api.json("GET", f"/apps/{target.name}/machines",
+                            what=f"list machines of app {target.name}")
+        if not isinstance(machines, list):
+            raise TransientPlatformError(f"unexpected machine list for app {target.name}")
+        return [m for m in machines if m.get("state") not in GONE_STATES]
+
+    def _versions(self, api: FlyApi, target: Target, machine: Json) -> list[Json]:
+        found = api.json("GET", f"/apps/{target.name}/machines/{machine['id']}/versions",
+                         what=f"list versions of {describe(machine)}")
+        return [v for v in found or [] if isinstance(v, dict)]
+
+    def _api(self, target: Target) -> FlyApi:
+        url = (target.options.get("api_url") if target.options else None) or self._api_url
+        url = url.rstrip("/")
+        with self._lock:
+            if url not in self._clients:
+                headers = {"User-Agent": "rollback-bot"}
+                if self._token:
+                    headers["Authorization"] = f"Bearer {self._token}"
+                self._clients[url] = FlyApi(httpx.Client(
+                    base_url=url, headers=headers, timeout=self._timeout,
+                    transport=self._transport))
+            return self._clients[url]
+
+
+__all__ = ["DEFAULT_API_URL", "FlyPlatform"]

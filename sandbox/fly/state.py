@@ -1,0 +1,229 @@
+"""In-memory Fly Machines state: apps, machines with config versions (ULIDs), leases,
+lazy state transitions (updating/starting -> started, stopping -> stopped) and health checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+IDLE = ("stopped", "suspended")
+
+
+class FlyError(Exception):
+    """An API error: HTTP status + ErrorResponse ``error`` text."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+def ulid(millis: int, counter: int) -> str:
+    value = (millis << 80) | (counter & ((1 << 80) - 1))
+    return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_ref(image: str) -> dict[str, Any]:
+    """ImageRef for ``registry/repository:tag@digest``."""
+    name, _, digest = image.partition("@")
+    registry, _, rest = name.partition("/") if "/" in name else ("", "", name)
+    repository, _, tag = rest.partition(":")
+    return {"registry": registry, "repository": repository, "tag": tag,
+            "digest": digest or "sha256:" + hashlib.sha256(image.encode()).hexdigest(),
+            "labels": {}}
+
+
+@dataclass
+class Lease:
+    nonce: str
+    expires_at: float
+    owner: str
+    description: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nonce": self.nonce, "expires_at": int(self.expires_at), "owner": self.owner,
+                "description": self.description, "version": self.version}
+
+
+@dataclass
+class Machine:
+    id: str
+    name: str
+    region: str
+    config: dict[str, Any]
+    instance_id: str
+    state: str = "started"
+    versions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # newest first
+    ready_at: float = 0.0  # monotonic time the transitional state settles
+    started_at: float = 0.0
+    lease: Lease | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class App:
+    name: str
+    org: str
+    id: str
+    machines: dict[str, Machine] = field(default_factory=dict)
+
+
+class FlyState:
+    """Thread-safe store; ``cond`` is notified on every change (the ``wait`` endpoint)."""
+
+    def __init__(self, *, start_delay: float = 0.05, check_delay: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.start_delay, self.check_delay, self.clock = start_delay, check_delay, clock
+        self.apps: dict[str, App] = {}
+        self.bad_images: set[str] = set()
+        self.cond = threading.Condition()
+        self._counter = 0
+        self._last_ms = 0
+
+    # ------------------------------------------------------------------ identities
+    def new_ulid(self, at: float | None = None) -> str:
+        millis = int((time.time() if at is None else at) * 1000)
+        self._counter += 1
+        self._last_ms = max(self._last_ms, millis) if at is None else millis
+        return ulid(self._last_ms, self._counter)
+
+    # ------------------------------------------------------------------- seeding
+    def add_app(self, name: str, org: str) -> App:
+        with self.cond:
+            app = App(name, org, self.new_ulid())
+            self.apps[name] = app
+            return app
+
+    def add_machine(self, app: str, machine_id: str, name: str, region: str,
+                    history: list[dict[str, Any]], *, start: float) -> Machine:
+        """A started machine whose versions are ``history`` (oldest first), one day apart."""
+        with self.cond:
+            versions = [(self.new_ulid(start + i * 86400), copy.deepcopy(c))
+                        for i, c in enumerate(history)]
+            versions.reverse()
+            machine = Machine(machine_id, name, region, copy.deepcopy(history[-1]),
+                              versions[0][0], versions=versions, started_at=time.monotonic(),
+                              created_at=start)
+            self.apps[app].machines[machine_id] = machine
+            return machine
+
+    # ------------------------------------------------------------------- lookups
+    def app(self, name: str) -> App:
+        if name not in self.apps:
+            raise FlyError(404, f"app {name} not found")
+        return self.apps[name]
+
+    def machine(self, app: str, machine_id: str) -> Machine:
+        found = self.app(app).machines.get(machine_id)
+        if found is None:
+            raise FlyError(404, f"machine {machine_id} not found")
+        self.settle(found)
+        return found
+
+    def settle(self, m: Machine) -> float | None:
+        """Apply a due transition; returns seconds until the pending one, if any."""
+        if m.state in ("updating", "starting", "stopping", "replacing"):
+            remaining = m.ready_at - time.monotonic()
+            if remaining > 0:
+                return remaining
+            m.state = "stopped" if m.state == "stopping" else "started"
+            if m.state == "started":
+                m.started_at = time.monotonic()
+            m.updated_at = time.time()
+        return None
+
+    def checks(self, m: Machine) -> list[dict[str, Any]]:
+        defined = sorted((m.config.get("checks") or {}).keys())
+        if m.state != "started":
+            return []
+        if m.config.get("image") in self.bad_images:
+            status, output = "critical", "HTTP GET /health: 503 Service Unavailable"
+        elif time.monotonic() - m.started_at < self.check_delay:
+            status, output = "warning", "waiting for first check"
+        else:
+            status, output = "passing", "HTTP GET /health: 200 OK"
+        return [{"name": n, "status": status, "output": output,
+                 "updated_at": iso(time.time())} for n in defined]
+
+    def machine_json(self, app: str, m: Machine) -> dict[str, Any]:
+        self.settle(m)
+        region = self.apps[app].machines[m.id].region
+        return {"id": m.id, "name": m.name, "state": m.state, "region": region,
+                "instance_id": m.instance_id, "private_ip": "fdaa:0:1::" + m.id[-4:],
+                "config": copy.deepcopy(m.config), "image_ref": image_ref(m.config["image"]),
+                "created_at": iso(m.created_at), "updated_at": iso(m.updated_at),
+                "checks": self.checks(m), "events": []}
+
+    # -------------------------------------------------------------------- leases
+    def check_lease(self, m: Machine, nonce: str | None) -> None:
+        lease = m.lease
+        if lease is not None and lease.expires_at <= self.clock():
+            m.lease = lease = None
+        if lease is not None and nonce != lease.nonce:
+            raise FlyError(409, f"machine {m.id} lease currently held by another owner "
+                                f"({lease.owner}), retry after it expires")
+
+    def create_lease(self, m: Machine, nonce: str | None, ttl: int, description: str,
+                     owner: str) -> Lease:
+        self.check_lease(m, nonce)
+        if m.lease is not None:  # refresh by the holder
+            m.lease.expires_at = self.clock() + ttl
+            return m.lease
+        m.lease = Lease(uuid.uuid4().hex, self.clock() + ttl, owner, description,
+                        m.instance_id)
+        return m.lease
+
+    # ---------------------------------------------------------------- mutations
+    def update(self, m: Machine, body: dict[str, Any], nonce: str | None) -> None:
+        self.check_lease(m, nonce)
+        config = body.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("image"), str):
+            raise FlyError(400, "config.image is required")
+        current = body.get("current_version")
+        if current and current != m.instance_id:
+            raise FlyError(412, f"machine {m.id} current_version {current} does not match "
+                                f"{m.instance_id}")
+        m.config = copy.deepcopy(config)
+        m.instance_id = self.new_ulid()
+        m.versions.insert(0, (m.instance_id, copy.deepcopy(config)))
+        m.updated_at = time.time()
+        if m.lease is not None:
+            m.lease.version = m.instance_id
+        if not (m.state in IDLE and body.get("skip_launch")):
+            m.state, m.ready_at = "updating", time.monotonic() + self.start_delay
+        self.cond.notify_all()
+
+    def power(self, m: Machine, action: str, nonce: str | None) -> None:
+        self.check_lease(m, nonce)
+        if action == "start" and m.state in IDLE:
+            m.state, m.ready_at = "starting", time.monotonic() + self.start_delay
+        elif action == "stop" and m.state not in IDLE:
+            m.state, m.ready_at = "stopping", time.monotonic() + self.start_delay
+        m.updated_at = time.time()
+        self.cond.notify_all()
+
+    def wait(self, m: Machine, state: str, instance_id: str | None, timeout: float) -> bool:
+        """Block (``cond`` held) until the machine is in ``state`` (for ``instance_id``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = self.settle(m)
+            if m.state == state and instance_id in (None, "", m.instance_id):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.cond.wait(min(remaining, pending if pending is not None else remaining))
