@@ -71,6 +71,10 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
                 kubeconfig=svc.kubernetes.kubeconfig, context=svc.kubernetes.context)
         except Exception as exc:  # no cluster credentials here: the platform is unavailable
             log.warning("kubernetes adapter unavailable: %s", exc)
+    if "ecs" in wanted:
+        from platforms.ecs import EcsPlatform
+
+        registry["ecs"] = EcsPlatform()  # boto3's credential chain; region per target
     if "fly" in wanted:
         from bot.config import secret
         from platforms.fly import FlyPlatform
@@ -92,8 +96,6 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
             rollout_seconds=float(opts.get("rollout_seconds", 0)),
             revisions=int(opts.get("revisions", 3)),
         )
-    for name in wanted - set(registry) - {"kubernetes", "fly"}:
-        log.warning("no %s adapter in this build; requests on %s will be refused", name, name)
     return registry
 
 

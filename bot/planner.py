@@ -25,7 +25,10 @@ def target_for(service: ServiceConfig, platform: str) -> Target:
                       tuple(k.config_maps), tuple(k.secrets))
     if platform == "ecs" and service.ecs:
         e = service.ecs
-        return Target("ecs", e.cluster, e.service, {"family": e.family, "region": e.region})
+        opts = {"family": e.family, "region": e.region}
+        if e.endpoint_url:
+            opts["endpoint_url"] = e.endpoint_url
+        return Target("ecs", e.cluster, e.service, opts)
     if platform == "fly" and service.fly:
         return Target("fly", service.fly.org, service.fly.app, {"api_url": service.fly.api_url})
     if platform == "fake" and service.fake is not None:

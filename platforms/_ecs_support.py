@@ -1,0 +1,139 @@
+"""ECS adapter helpers: botocore error translation and the ``services_stable`` waiter's own
+acceptors (loaded from botocore's ``waiters-2`` model) evaluated with jmespath.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import jmespath
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.loaders import Loader
+
+from platforms.base import (
+    PermanentPlatformError,
+    PlatformError,
+    RevisionNotFound,
+    TargetNotFound,
+    TransientPlatformError,
+)
+
+TARGET_MISSING = {"ClusterNotFoundException", "ServiceNotFoundException",
+                  "ServiceNotActiveException"}
+TRANSIENT = {"ThrottlingException", "Throttling", "TooManyRequestsException",
+             "RequestLimitExceeded", "ServerException", "ServiceUnavailable",
+             "ServiceUnavailableException", "InternalFailure", "RequestTimeout",
+             "RequestTimeoutException"}
+_TASK_DEF_MISSING = re.compile(r"task ?definition|revision is missing", re.IGNORECASE)
+_ARN_RE = re.compile(r"task-definition/(?P<family>[A-Za-z0-9_-]+):(?P<rev>\d+)$")
+
+
+def parse_task_definition_arn(arn: str) -> tuple[str, int]:
+    """``(family, revision)`` of a task-definition ARN (or ``family:rev``)."""
+    match = _ARN_RE.search(arn if "task-definition/" in arn else f"task-definition/{arn}")
+    if match is None:
+        raise RevisionNotFound(f"not a task definition ARN: {arn!r}")
+    return match["family"], int(match["rev"])
+
+
+def short_name(arn: str | None) -> str:
+    """``family:rev`` for display (the ARN itself stays the identity)."""
+    return str(arn).rsplit("/", 1)[-1] if arn else "?"
+
+
+def map_client_error(exc: ClientError, *, task_definition: bool = False) -> PlatformError:
+    """Translate one botocore ``ClientError``; ``task_definition`` marks calls where a
+    ClientException means the named task definition does not exist."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")) or str(exc)
+    meta = exc.response.get("ResponseMetadata", {})
+    status = int(meta.get("HTTPStatusCode") or 0)
+    text = f"{code}: {message}" if code else message
+    if code in TARGET_MISSING:
+        return TargetNotFound(text)
+    if code in TRANSIENT or status >= 500 or status == 429:
+        return TransientPlatformError(text, retry_after=_retry_after(meta))
+    if task_definition and code == "ClientException" and _TASK_DEF_MISSING.search(message):
+        return RevisionNotFound(text)
+    return PermanentPlatformError(text)
+
+
+def _retry_after(meta: Mapping[str, Any]) -> float | None:
+    headers = meta.get("HTTPHeaders") or {}
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def translate(*, task_definition: bool = False) -> Iterator[None]:
+    """Re-raise botocore errors as the platform error tree."""
+    try:
+        yield
+    except ClientError as exc:
+        raise map_client_error(exc, task_definition=task_definition) from exc
+    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
+            ReadTimeoutError) as exc:
+        raise TransientPlatformError(f"ECS endpoint unreachable: {exc}") from exc
+    except NoCredentialsError as exc:
+        raise PermanentPlatformError(f"no AWS credentials: {exc}") from exc
+
+
+# ------------------------------------------------------------------ waiter semantics
+@dataclass(frozen=True)
+class WaiterModel:
+    """The parts of botocore's ``ServicesStable`` waiter we evaluate."""
+
+    delay: float
+    max_attempts: int
+    acceptors: tuple[Mapping[str, Any], ...]
+
+
+@cache
+def services_stable_model() -> WaiterModel:
+    """botocore's own definition, so our verdict cannot drift from ``get_waiter``'s."""
+    waiters = Loader().load_service_model("ecs", "waiters-2")["waiters"]
+    spec = waiters["ServicesStable"]
+    return WaiterModel(delay=float(spec["delay"]), max_attempts=int(spec["maxAttempts"]),
+                       acceptors=tuple(spec["acceptors"]))
+
+
+def evaluate_acceptors(response: Mapping[str, Any],
+                       acceptors: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """``"success"``, ``"failure"`` or ``"retry"``: the first matching acceptor wins,
+    as in ``botocore.waiter.Waiter.wait`` (path / pathAll / pathAny matchers)."""
+    for acceptor in acceptors if acceptors is not None else services_stable_model().acceptors:
+        matcher, expected = acceptor["matcher"], acceptor["expected"]
+        if matcher == "status":
+            matched = expected == 200  # we only evaluate successful DescribeServices calls
+        elif matcher == "error":
+            matched = False
+        else:
+            found = jmespath.search(acceptor["argument"], dict(response))
+            if matcher == "path":
+                matched = found == expected
+            elif matcher == "pathAll":
+                matched = isinstance(found, list) and bool(found) and all(
+                    v == expected for v in found)
+            elif matcher == "pathAny":
+                matched = isinstance(found, list) and any(v == expected for v in found)
+            else:
+                matched = False
+        if matched:
+            return str(acceptor["state"])
+    return "retry"

@@ -1,0 +1,108 @@
+"""``EcsEmulator``: moto's ECS backend served over HTTP on 127.0.0.1 (ephemeral port) with a
+deployment simulator, plus the hotel-voice-bot seed (family v1..v4, cluster, service).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ecs.models import ecs_backends
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+from .simulator import DeploymentSimulator
+
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What ``seed_hotel_voice_bot`` created; ``arns[n-1]`` is revision n."""
+
+    cluster: str
+    service: str
+    family: str
+    arns: tuple[str, ...]
+    desired_count: int
+
+
+class EcsEmulator:
+    """moto's ECS wire API in a thread. All emulators in one process share moto's global
+    backend (one account/region), so ``reset()`` wipes it; use one emulator at a time."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1",
+                 step_interval: float = 0.05, tasks_per_step: int = 1) -> None:
+        self.region = region
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.simulator = DeploymentSimulator(self._backend, step_interval=step_interval,
+                                             tasks_per_step=tasks_per_step)
+        self._started = False
+
+    def _backend(self) -> Any:
+        return ecs_backends[DEFAULT_ACCOUNT_ID][self.region]
+
+    @property
+    def backend(self) -> Any:
+        """moto's in-process ECS backend (for the simulator and white-box assertions)."""
+        return self._backend()
+
+    def start(self) -> EcsEmulator:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server.start()
+        self.simulator.start()
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if self._started:
+            self.simulator.stop()
+            self._server.stop()
+            self._started = False
+
+    def __enter__(self) -> EcsEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self._server.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def client(self, **config: Any) -> Any:
+        """A real boto3 ECS client pointed at this emulator."""
+        return boto3.session.Session(**CREDENTIALS).client(
+            "ecs", region_name=self.region, endpoint_url=self.endpoint_url, **config)
+
+    def reset(self) -> None:
+        """Forget every cluster/service/task definition (moto's backend reset)."""
+        self.simulator.resume()
+        with self.simulator._lock:
+            self._backend().reset()
+            self.simulator.install()
+
+    def seed_hotel_voice_bot(self, *, cluster: str = "production",
+                             service: str = "hotel-voice-bot", family: str = "hotel-voice-bot",
+                             revisions: int = 4, desired_count: int = 3) -> Seeded:
+        """Register ``family`` v1..vN (images :1.1.0..:1.N.0), create the cluster and the
+        service, and deploy v1..vN in turn (each settled), so the service ends on vN."""
+        ecs = self.client()
+        ecs.create_cluster(clusterName=cluster)
+        arns = []
+        for n in range(1, revisions + 1):
+            td = ecs.register_task_definition(family=family, containerDefinitions=[{
+                "name": family, "image": f"registry.example/{family}:1.{n}.0",
+                "memory": 512, "cpu": 256, "essential": True,
+                "portMappings": [{"containerPort": 8080}]}])["taskDefinition"]
+            arns.append(str(td["taskDefinitionArn"]))
+        ecs.create_service(cluster=cluster, serviceName=service, taskDefinition=arns[0],
+                           desiredCount=desired_count)
+        self.simulator.settle()
+        for arn in arns[1:]:
+            ecs.update_service(cluster=cluster, service=service, taskDefinition=arn)
+            self.simulator.settle()
+        return Seeded(cluster, service, family, tuple(arns), desired_count)
