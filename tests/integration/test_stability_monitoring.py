@@ -130,6 +130,9 @@ def test_healthy_window_ends_with_the_stability_report(db: str, demo: DemoServic
         rid = _rollback(stack)
         _wait(lambda: stack.bot.store.get(rid).state.value == "completed",  # type: ignore[union-attr]
               timeout=45, what="the rollback to complete")
+        # the completion notice follows the transition: wait for it, then read everything
+        _wait(lambda: f"RB-{rid} completed" in str(stack.emulator.thread(CHANNEL, _root(stack))),
+              timeout=15, what="the completion notice")
         store = AftercareStore(stack.bot.store.pool)  # type: ignore[union-attr]
         (monitor,) = store.monitors(rid)
         posts = _keyed_posts(stack)
@@ -143,7 +146,6 @@ def test_healthy_window_ends_with_the_stability_report(db: str, demo: DemoServic
         assert all(s.error_rate is not None and s.error_rate < 0.05 for s in samples)
         chart = next(f for f in stack.emulator.files() if f["name"].startswith("stability-"))
         assert stack.emulator.file_content(chart["id"]).startswith(b"\x89PNG")
-        assert f"RB-{rid} completed" in str(stack.emulator.thread(CHANNEL, _root(stack)))
     finally:
         stack.stop()
 
