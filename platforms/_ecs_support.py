@@ -28,6 +28,7 @@ from platforms.base import (
     RevisionNotFound,
     TargetNotFound,
     TransientPlatformError,
+    parse_retry_after,
 )
 
 TARGET_MISSING = {"ClusterNotFoundException", "ServiceNotFoundException",
@@ -72,12 +73,8 @@ def map_client_error(exc: ClientError, *, task_definition: bool = False) -> Plat
 
 
 def _retry_after(meta: Mapping[str, Any]) -> float | None:
-    headers = meta.get("HTTPHeaders") or {}
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+    value = (meta.get("HTTPHeaders") or {}).get("retry-after")
+    return parse_retry_after(str(value) if value is not None else None)
 
 
 @contextlib.contextmanager

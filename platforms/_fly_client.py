@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +16,7 @@ from platforms.base import (
     PlatformError,
     TargetNotFound,
     TransientPlatformError,
+    parse_retry_after,
 )
 
 LEASE_HEADER = "fly-machine-lease-nonce"
@@ -29,17 +29,7 @@ Json = dict[str, Any]
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def error_text(response: httpx.Response) -> str:

@@ -4,7 +4,6 @@ label selectors) and translation of vendor errors into the ``platforms.base`` er
 
 from __future__ import annotations
 
-import email.utils
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from platforms.base import (
     PlatformError,
     TargetNotFound,
     TransientPlatformError,
+    parse_retry_after,
 )
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sort key for objects without a timestamp
@@ -74,17 +74,7 @@ def label_selector(selector: V1LabelSelector | None) -> str:
 
 
 def _retry_after(exc: ApiException) -> float | None:
-    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return parse_retry_after((exc.headers or {}).get("Retry-After") if exc.headers else None)
 
 
 def status_message(exc: ApiException) -> str:

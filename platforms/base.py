@@ -23,9 +23,10 @@ This module imports nothing from ``bot`` or ``handlers`` (checked by import-lint
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 ProgressCallback = Callable[[str], None]
@@ -42,6 +43,23 @@ class TransientPlatformError(PlatformError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from now; None if absent
+    or unreadable. Shared by every adapter so the core sees one meaning of the hint."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class PermanentPlatformError(PlatformError):
