@@ -321,5 +321,5 @@ class Aftercare:
                 raise NotAllowed(f"{exc.current.ref} is already "
                                  f"{exc.current.state.value.replace('_', ' ')}.") from None
             return exc.current
-        self.service.chat.refresh(rb, self.service.store.steps(rb.id))
+        self.service.chat.refresh(rb)
         return rb

@@ -148,7 +148,7 @@ class Executor:
                                            expected=State.APPROVED)
             except StaleState:
                 return
-            chat.refresh(rb, self.store.steps(rb.id))
+            chat.refresh(rb)
             chat.thread(rb, f":arrow_forward: Executing {rb.ref}: "
                             f"{len(self.store.steps(rb.id))} steps.")
         elif rb.state == State.EXECUTING:
@@ -160,7 +160,7 @@ class Executor:
             self._fence(rb)
             rb = self.store.transition(rb.id, Event.STEPS_DONE, actor=self.owner,
                                        expected=State.EXECUTING)
-            chat.refresh(rb, self.store.steps(rb.id))
+            chat.refresh(rb)
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
 
@@ -232,7 +232,7 @@ class Executor:
             note = result.get("message") or result.get("skipped") or ""
             chat.thread(rb, f":white_check_mark: Step {step.seq}/{total} {step.description}"
                             + (f": {note}" if note else ""))
-            chat.refresh(rb, self.store.steps(rb.id))
+            chat.refresh(rb)
             return
 
     def _failed(self, rb: Rollback, step: Step, error: str) -> None:
@@ -242,7 +242,7 @@ class Executor:
                                    detail={"step": step.kind, "error": error},
                                    updates={"last_error": f"{step.kind}: {error}"})
         chat = self.service.chat
-        chat.refresh(rb, self.store.steps(rb.id))
+        chat.refresh(rb)
         self._ended(rb)
         chat.thread(rb, f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
                         "Next: check the platform state, then request a new rollback or fix "
@@ -256,7 +256,7 @@ class Executor:
         rb = self.store.transition(rb.id, Event.INTERRUPTED, actor=self.owner,
                                    detail={"step": step.kind}, updates={"last_error": error})
         chat = self.service.chat
-        chat.refresh(rb, self.store.steps(rb.id))
+        chat.refresh(rb)
         self._ended(rb)
         chat.thread(rb, f":warning: {rb.ref} needs attention: {error}. Check the database "
                         "and platform by hand, then close it with *Mark resolved*.",

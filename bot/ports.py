@@ -53,8 +53,9 @@ class Chat(Protocol):
         """Post (and pin) the request message; returns (message_ts, thread_ts)."""
         ...
 
-    def refresh(self, rollback: Rollback, steps: list[Step]) -> None:
-        """Re-render the request message in place for the rollback's current state."""
+    def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
+        """Re-render the request message in place for the rollback's current state; the
+        core's implementation (``bot.rendering``) loads state and steps itself."""
         ...
 
     def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:

@@ -26,7 +26,7 @@ class LatestStateChat:
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
 
-    def refresh(self, rollback: Rollback, steps: list[Step]) -> None:
+    def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
         with self._guard:
             lock = self._locks[rollback.id]
         with lock:

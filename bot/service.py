@@ -190,7 +190,7 @@ class RollbackService:
                 result["logs"] = {"ok": False, "text": "could not attach the logs"}
         self.store.set_assessment(rb.id, result)
         rb = self.store.get(rb.id)
-        self.chat.refresh(rb, self.store.steps(rb.id))
+        self.chat.refresh(rb)
         return rb
 
     def _schedule_policy_timers(self, rb: Rollback, mode: PolicyMode,
@@ -234,7 +234,7 @@ class RollbackService:
                               updates={"approver": user, "approved_at": self.clock(),
                                        "break_glass": decision.break_glass})
         self.on_approved(rb.id)  # before any Slack round trip: execution starts at once
-        self.chat.refresh(rb, self.store.steps(rb.id))
+        self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id, kinds=[EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB])
         if decision.break_glass:
             self.chat.thread(rb, f":rotating_light: BREAK GLASS: <@{user}> approved their own "
@@ -294,7 +294,7 @@ class RollbackService:
             raise NotAllowed(f"The checklist of {rb.ref} is closed ({rb.state.value}).")
         done = not (rb.checklist.get(item) or {}).get("done")
         rb = self.store.set_checklist_item(rb.id, item, {"done": done, "by": user}, actor=user)
-        self.chat.refresh(rb, self.store.steps(rb.id))
+        self.chat.refresh(rb)
         return rb
 
     def assign_incident_commander(self, ref: str | int, *, user: str) -> Rollback:
@@ -302,7 +302,7 @@ class RollbackService:
         rb = self.store.update_fields(rb.id, actor=user, incident_commander=user)
         rb = self.store.set_checklist_item(rb.id, "incident_commander",
                                            {"done": True, "by": user}, actor=user)
-        self.chat.refresh(rb, self.store.steps(rb.id))
+        self.chat.refresh(rb)
         return rb
 
     # ------------------------------------------------------------------ queries
@@ -345,7 +345,7 @@ class RollbackService:
                 f"{rb.ref} is {rb.state.value.replace('_', ' ')}; cannot {event.value} it."
             ) from None
         if refresh:
-            self.chat.refresh(new, self.store.steps(new.id))
+            self.chat.refresh(new)
         return new
 
 

@@ -171,8 +171,7 @@ class Store:
         Raises ``InvalidTransition`` when the event does not apply, ``StaleState`` when
         another actor moved the rollback first.
         """
-        current = self.get(rollback_id)
-        from_state = expected or current.state
+        from_state = expected or self.get(rollback_id).state
         to_state = advance(from_state, event)
         sets = ["state = %s", "updated_at = now()"]
         params: list[Any] = [to_state.value]

@@ -36,7 +36,9 @@ class SlackChat:
             log.info("could not pin %s: %s", rollback.ref, exc.response.get("error"))
         return ts, ts
 
-    def refresh(self, rollback: Rollback, steps: list[Step]) -> None:
+    def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
+        if steps is None:  # the core's LatestStateChat always supplies the current steps
+            raise ValueError("SlackChat.refresh needs the rollback's steps")
         if not rollback.message_ts:
             return
         text, blocks = views.rollback_message(rollback, steps)
