@@ -5,13 +5,16 @@ label selectors) and translation of vendor errors into the ``platforms.base`` er
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
 from kubernetes import config as kube_config
+from kubernetes import watch
 from kubernetes.client import ApiClient, Configuration, V1LabelSelector
 from kubernetes.client.exceptions import ApiException
 
@@ -106,3 +109,36 @@ def translate() -> Iterator[None]:
         raise map_api_error(exc) from exc
     except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
         raise TransientPlatformError(f"kubernetes API unreachable: {exc}") from exc
+
+
+def list_then_watch(list_call: Callable[..., Any], namespace: str, *, deadline: float,
+                    request_timeout: float, on_list: Callable[[Any], bool],
+                    on_event: Callable[[str, Any], bool], describe: str,
+                    **selectors: str) -> bool:
+    """List, then watch from the list's resourceVersion (how kubectl's waits observe), until
+    ``on_list(list)`` or ``on_event(type, object)`` returns True or the monotonic
+    ``deadline`` passes; returns whether they stopped it. No sleep loop: a 410 Gone (the
+    resourceVersion expired) or a watch the server closed lists again."""
+    while (remaining := deadline - time.monotonic()) > 0:
+        with translate():
+            listed = list_call(namespace, _request_timeout=request_timeout, **selectors)
+        if on_list(listed):
+            return True
+        rv = listed.metadata.resource_version if listed.metadata else None
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            events: Iterator[dict[str, Any]] = stream.stream(  # type: ignore[no-untyped-call]
+                list_call, namespace, resource_version=rv,
+                timeout_seconds=max(1, math.ceil(remaining)),
+                _request_timeout=remaining + 5, **selectors)
+            for event in events:
+                if on_event(str(event["type"]), event["object"]):
+                    return True
+        except ApiException as exc:
+            if exc.status != 410:
+                raise map_api_error(exc) from exc
+        except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
+            raise TransientPlatformError(f"watch on {describe} broke: {exc}") from exc
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
+    return False

@@ -7,7 +7,10 @@ template comparison, the undo JSON Patch, rollout status semantics and history f
 # ``deployment.kubernetes.io/revision`` (missing = 0, unparsable skipped), paused check before
 # the "already matches" check, then ONE JSON Patch with two ``replace`` ops (template without
 # ``pod-template-hash``; annotations = the Deployment's skip-list values + the ReplicaSet's
-# other annotations). Status follows rollout_status.go.
+# other annotations). Status follows rollout_status.go. Confirming what runs uses the
+# controller's own tests (pkg/controller/deployment/util/deployment_util.go): EqualIgnoreHash
+# for "this template is that ReplicaSet's" and DeploymentComplete for "and it is all that
+# runs".
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from kubernetes.client import (
     AppsV1Api,
     V1Deployment,
     V1DeploymentCondition,
+    V1Pod,
     V1ReplicaSet,
 )
 
@@ -31,6 +35,7 @@ from platforms.base import (
     RolloutFailed,
     RolloutPaused,
     RolloutStatus,
+    RunningCheck,
     TransientPlatformError,
 )
 
@@ -85,15 +90,23 @@ def select_revision(dep: V1Deployment, rss: list[V1ReplicaSet],
     return previous[1]
 
 
+def template_replica_set(api: ApiClient, dep: V1Deployment,
+                         rss: list[V1ReplicaSet]) -> V1ReplicaSet | None:
+    """deploymentutil.FindNewReplicaSet: the oldest ReplicaSet whose template equals the
+    Deployment's, pod-template-hash aside (None before the controller created it)."""
+    dep_tpl = serialize(api, dep.spec.template) if dep.spec else {}
+    for rs in sorted(rss, key=_age):
+        if rs.spec and same_template(serialize(api, rs.spec.template), dep_tpl):
+            return rs
+    return None
+
+
 def current_replica_set(api: ApiClient, dep: V1Deployment,
                         rss: list[V1ReplicaSet]) -> V1ReplicaSet | None:
     """findNewReplicaSet (oldest template match); else the Deployment's recorded revision."""
-    dep_tpl = serialize(api, dep.spec.template) if dep.spec else {}
-    ordered = sorted(rss, key=lambda r: (r.metadata.creation_timestamp or EPOCH,
-                                         str(r.metadata.name)) if r.metadata else (EPOCH, ""))
-    for rs in ordered:
-        if rs.spec and same_template(serialize(api, rs.spec.template), dep_tpl):
-            return rs
+    found = template_replica_set(api, dep, rss)
+    if found is not None:
+        return found
     recorded = (dep.metadata.annotations or {}).get(REVISION_ANNOTATION) if dep.metadata else None
     numbered = [(n, rs) for rs in rss if (n := revision_number(rs)) is not None]
     for number, rs in numbered:
@@ -213,6 +226,100 @@ def deployment_status(dep: V1Deployment) -> RolloutStatus:
         return RolloutStatus(False, f"{waiting}{available} of {updated} updated replicas are "
                                     "available...")
     return RolloutStatus(True, f'deployment "{name}" successfully rolled out')
+
+
+def deployment_complete(dep: V1Deployment) -> str | None:
+    """None when DeploymentComplete holds (every desired replica updated and available, no
+    old pod left, the newest spec observed), else what falls short, with the counters."""
+    meta, spec, st = dep.metadata, dep.spec, dep.status
+    desired = spec.replicas if spec and spec.replicas is not None else 1  # API default
+    updated = (st.updated_replicas if st else None) or 0
+    total = (st.replicas if st else None) or 0
+    available = (st.available_replicas if st else None) or 0
+    generation = (meta.generation if meta else None) or 0
+    observed = (st.observed_generation if st else None) or 0
+    if (updated, total, available) == (desired, desired, desired) and observed >= generation:
+        return None
+    shortfall = (f"{updated} of {desired} replicas updated, {available} available, "
+                 f"{total} in total")
+    if observed < generation:
+        shortfall += f"; generation {generation} not observed yet (at {observed})"
+    return shortfall
+
+
+def running_check(api: ApiClient, dep: V1Deployment, rss: list[V1ReplicaSet],
+                  pods: list[V1Pod], pinned: str) -> RunningCheck:
+    """Is ReplicaSet ``pinned`` what the Deployment runs, everywhere? ``rss`` are the
+    Deployment's ReplicaSets, ``pods`` its active (not terminating) pods."""
+    name = dep.metadata.name if dep.metadata else ""
+    by_name = {str(rs.metadata.name): rs for rs in rss if rs.metadata is not None}
+    pods = [p for p in pods if _owner(p) in by_name]  # the controller ignores foreign pods
+    current = template_replica_set(api, dep, rss)
+    running = describe_running(current, dep, pods, by_name)
+    problems: list[str] = []
+    target = by_name.get(pinned)
+    if target is None:
+        problems.append(f"the pinned ReplicaSet {pinned} no longer exists")
+    elif current is None or current.metadata is None or current.metadata.name != pinned:
+        problems.append(f"the Deployment's template is no longer that of the pinned "
+                        f"ReplicaSet {_label(target)}")
+    shortfall = deployment_complete(dep)
+    if shortfall is not None:
+        problems.append(f'rollout of deployment "{name}" not complete: {shortfall}')
+    strays = sorted({str(_owner(p)) for p in pods} - {pinned})
+    if target is not None and strays:
+        count = sum(1 for p in pods if _owner(p) != pinned)
+        problems.append(f"{count} pod{'s' if count != 1 else ''} still run"
+                        f"{'s' if count == 1 else ''} {', '.join(strays)}")
+    if problems:
+        return RunningCheck(matches=False, running=running, detail="; ".join(problems))
+    desired = dep.spec.replicas if dep.spec and dep.spec.replicas is not None else 1
+    return RunningCheck(matches=True, running=running,
+                        detail=f'deployment "{name}" runs ReplicaSet {pinned} on all '
+                               f"{desired} replica{'s' if desired != 1 else ''}, all available")
+
+
+def describe_running(current: V1ReplicaSet | None, dep: V1Deployment, pods: list[V1Pod],
+                     by_name: dict[str, V1ReplicaSet]) -> str:
+    """"ReplicaSet web-5d8f (revision 4: registry/web:1.0)", plus where the pods really are
+    when some belong to another ReplicaSet."""
+    if current is not None and current.metadata is not None:
+        head = f"ReplicaSet {_label(current)}"
+        home = str(current.metadata.name)
+    else:
+        tpl = dep.spec.template.spec if dep.spec and dep.spec.template else None
+        shown = ", ".join(str(c.image) for c in (tpl.containers if tpl else [])) or "?"
+        head = f"no ReplicaSet yet for the Deployment's template ({shown})"
+        home = ""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        owner = str(_owner(pod))
+        counts[owner] = counts.get(owner, 0) + 1
+    if not counts or set(counts) == {home}:
+        return head
+    parts = []
+    for owner, n in sorted(counts.items(), key=lambda kv: (kv[0] != home, kv[0])):
+        rs = by_name.get(owner)
+        where = owner if owner == home or rs is None else _label(rs)
+        parts.append(f"{n} on {where}")
+    return f"{head}; pods: {', '.join(parts)}"
+
+
+def _label(rs: V1ReplicaSet) -> str:
+    number = revision_number(rs)
+    shown = ", ".join(images(rs)) or "?"
+    name = rs.metadata.name if rs.metadata else "?"
+    return f"{name} (revision {number}: {shown})" if number is not None else f"{name} ({shown})"
+
+
+def _owner(pod: V1Pod) -> str | None:
+    refs = (pod.metadata.owner_references if pod.metadata else None) or []
+    return next((str(r.name) for r in refs if r.controller and r.kind == "ReplicaSet"), None)
+
+
+def _age(rs: V1ReplicaSet) -> tuple[Any, str]:
+    meta = rs.metadata
+    return (meta.creation_timestamp or EPOCH, str(meta.name)) if meta else (EPOCH, "")
 
 
 def checked(status: RolloutStatus, raise_on_failure: bool) -> RolloutStatus:

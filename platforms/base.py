@@ -159,6 +159,21 @@ class RolloutStatus:
 
 
 @dataclass(frozen=True)
+class RunningCheck:
+    """What actually runs once a rollout has settled, held against the pinned revision.
+
+    ``matches`` is True only when every unit runs the pinned revision and the platform
+    reports the rollout complete; ``running`` names what runs in the platform's own terms
+    (ReplicaSet and images, task-definition ARN and rolloutState, machine images) so a
+    mismatch can be reported exactly.
+    """
+
+    matches: bool
+    running: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class ResourceUsage:
     """CPU (millicores) and memory (MiB) of one running unit (pod, task, machine)."""
 
@@ -211,6 +226,18 @@ class Platform(Protocol):
     def get_replicas(self, target: Target) -> int: ...
 
     def scale(self, target: Target, replicas: int) -> None: ...
+
+    def wait_for_stopped(
+        self, target: Target, *, timeout: float, on_progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        """After ``scale(target, 0)``: block until no unit of the target runs any more
+        (Kubernetes: no pod of the selector, Terminating included; ECS: runningCount 0 and
+        no task still running; Fly: every machine stopped). ``done=False`` on timeout."""
+        ...
+
+    def confirm_running(self, target: Target, revision: Revision) -> RunningCheck:
+        """After the rollout wait: is the pinned revision what actually runs, everywhere?"""
+        ...
 
     def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
         """Recent logs, or None when the platform cannot provide them."""

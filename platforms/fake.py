@@ -28,6 +28,7 @@ from platforms.base import (
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
+    RunningCheck,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -74,11 +75,16 @@ class FakePlatform:
         revisions: int = 3,
         replicas: int = 3,
         rollout_seconds: float = 0.0,
+        stop_seconds: float = 0.0,
         state_file: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.rollout_seconds = rollout_seconds
+        # Units keep running this long after a scale-down is accepted (a pod's termination
+        # grace period): wait_for_stopped must see them go.
+        self.stop_seconds = stop_seconds
+        self._stopping_until: dict[str, float] = {}
         self.faults: list[Fault] = []
         self._clock = clock
         self._lock = threading.RLock()
@@ -229,9 +235,65 @@ class FakePlatform:
             t = self._target(s, target)
             if t["replicas"] == replicas:
                 return
+            if replicas == 0:
+                t["stopping_from"] = t["replicas"]
+                self._stopping_until[target.describe()] = self._clock() + self.stop_seconds
             t["replicas"] = replicas
             self._mutated(s, "scale", str(replicas))
         self._after("scale")
+
+    def wait_for_stopped(
+        self, target: Target, *, timeout: float, on_progress: ProgressCallback | None = None
+    ) -> RolloutStatus:
+        deadline = self._clock() + timeout
+        while True:
+            running = self.running_units(target)
+            if running == 0:
+                with self._state() as s:
+                    self._call("wait_for_stopped", s)
+                    s.setdefault("stopped_at", {})[target.describe()] = time.time()
+                return RolloutStatus(True, f"{target.name}: no unit running")
+            message = f"{running} units of {target.name} still stopping"
+            if self._clock() >= deadline:
+                return RolloutStatus(False, message)
+            if on_progress:
+                on_progress(message)
+            time.sleep(min(0.05, max(0.001, self.stop_seconds / 10)))
+
+    def running_units(self, target: Target) -> int:
+        """Units still running: the replica count, or the old count while stopping."""
+        with self._state() as s:
+            t = self._target(s, target)
+            replicas = int(t["replicas"])
+            stopping = t.get("stopping_from", 0)
+        until = self._stopping_until.get(target.describe())
+        if replicas == 0 and until is not None and self._clock() < until:
+            return int(stopping)
+        return replicas
+
+    def stopped_at(self, target: Target) -> float | None:
+        """Wall-clock time at which wait_for_stopped saw the last unit gone."""
+        with self._state() as s:
+            value = s.get("stopped_at", {}).get(target.describe())
+        return float(value) if value is not None else None
+
+    def confirm_running(self, target: Target, revision: Revision) -> RunningCheck:
+        with self._state() as s:
+            self._call("confirm_running", s)
+            t = self._target(s, target)
+            running_id = t.get("running_override") or t["current"]
+            rev = next((r for r in t["history"] if r["id"] == running_id), None)
+        images = ", ".join(rev["images"]) if rev else "?"
+        running = f"{running_id} ({images})"
+        if running_id != revision.id:
+            return RunningCheck(False, running, "another revision runs than the one pinned")
+        return RunningCheck(True, running)
+
+    def set_running_override(self, target: Target, revision_id: str | None) -> None:
+        """Script a platform that settles on another revision than the one rolled to (an
+        ECS circuit-breaker revert, another actor's edit): what actually runs."""
+        with self._state() as s:
+            self._target(s, target)["running_override"] = revision_id
 
     def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
         with self._state() as s:

@@ -6,27 +6,27 @@ client, plus scale, logs, metrics and ConfigMap/Secret snapshot/restore for Depl
 # helpers in ``_kube_resources`` and client/error plumbing in ``_kube_client``; this module is
 # the adapter that wires them to the ``Platform`` protocol. ``Revision.id`` is the ReplicaSet
 # *name*: the controller renumbers a reused ReplicaSet to max+1, names never change. Status is
-# observed through a watch, never a sleep loop.
+# observed through a watch, never a sleep loop: rollouts on the Deployment, scale-to-zero on
+# its pods. A pod whose deletion started (Terminating) still runs until its grace period ends
+# (terminationGracePeriodSeconds, 30 s by default), so "stopped" means no pod of the selector
+# is listed at all; the controllers' counters already skip Terminating pods and cannot tell.
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import urllib3
-from kubernetes import watch
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Deployment
-from kubernetes.client.exceptions import ApiException
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Deployment, V1Pod
 
 from platforms._kube_client import (
     from_kubeconfig,
     in_cluster_client,
     label_selector,
+    list_then_watch,
     map_api_error,
     translate,
 )
@@ -50,6 +50,7 @@ from platforms._kube_rollout import (
     replica_sets,
     revision_number,
     rollback,
+    running_check,
     select_revision,
 )
 from platforms.base import (
@@ -61,6 +62,7 @@ from platforms.base import (
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
+    RunningCheck,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -155,50 +157,106 @@ class KubernetesPlatform:
         """Like ``kubectl rollout status``: list, then watch from that resourceVersion."""
         apps = AppsV1Api(self._api(target))
         ns, name = target.scope, target.name
-        selector = f"metadata.name={name}"
-        deadline = time.monotonic() + timeout
-        last: list[str] = []
+        last: list[RolloutStatus] = []
 
-        def report(status: RolloutStatus) -> RolloutStatus:
-            if on_progress is not None and (not last or last[-1] != status.message):
+        def observe(dep: V1Deployment) -> bool:
+            status = deployment_status(dep)
+            if on_progress is not None and (not last or last[-1].message != status.message):
                 on_progress(status.message)
-            last.append(status.message)
-            return checked(status, raise_on_failure)
+            last.append(status)
+            return status.done or status.failed
 
-        while (remaining := deadline - time.monotonic()) > 0:
-            with translate():
-                listed = apps.list_namespaced_deployment(ns, field_selector=selector,
-                                                         _request_timeout=self._timeout)
+        def on_list(listed: Any) -> bool:
             if not listed.items:
                 raise TargetNotFound(f'deployments.apps "{name}" not found')
-            status = report(deployment_status(listed.items[0]))
-            if status.done or status.failed:
-                return status
-            rv = listed.metadata.resource_version if listed.metadata else None
-            stream = watch.Watch()  # type: ignore[no-untyped-call]
-            try:
-                events: Iterator[dict[str, Any]] = stream.stream(  # type: ignore[no-untyped-call]
-                    apps.list_namespaced_deployment, ns, field_selector=selector,
-                    resource_version=rv, timeout_seconds=max(1, math.ceil(remaining)),
-                    _request_timeout=remaining + 5)
-                for event in events:
-                    if event["type"] == "DELETED":
-                        raise TargetNotFound(f'deployment "{name}": object has been deleted')
-                    if event["type"] not in ("ADDED", "MODIFIED"):
-                        continue
-                    status = report(deployment_status(event["object"]))
-                    if status.done or status.failed:
-                        return status
-            except ApiException as exc:
-                if exc.status != 410:  # 410 Gone: our resourceVersion expired -> list again
-                    raise map_api_error(exc) from exc
-            except (urllib3.exceptions.HTTPError, TimeoutError, ConnectionError) as exc:
-                raise TransientPlatformError(f"watch on {ns}/{name} broke: {exc}") from exc
-            finally:
-                stream.stop()  # type: ignore[no-untyped-call]
-        message = last[-1] if last else "no status observed"
+            return observe(listed.items[0])
+
+        def on_event(kind: str, dep: Any) -> bool:
+            if kind == "DELETED":
+                raise TargetNotFound(f'deployment "{name}": object has been deleted')
+            return kind in ("ADDED", "MODIFIED") and observe(dep)
+
+        if list_then_watch(apps.list_namespaced_deployment, ns,
+                           deadline=time.monotonic() + timeout, request_timeout=self._timeout,
+                           on_list=on_list, on_event=on_event, describe=f"{ns}/{name}",
+                           field_selector=f"metadata.name={name}"):
+            return checked(last[-1], raise_on_failure)
+        message = last[-1].message if last else "no status observed"
         return RolloutStatus(done=False, message=f"timed out waiting for the condition "
                                                  f"after {timeout:g}s: {message.rstrip('.')}")
+
+    def wait_for_stopped(self, target: Target, *, timeout: float,
+                         on_progress: ProgressCallback | None = None) -> RolloutStatus:
+        """After ``scale(target, 0)``: block until no pod of the Deployment's selector is
+        listed, Terminating ones included (they run until their grace period ends). Lists
+        the pods, then watches them; progress reads "2 pods still terminating"."""
+        api = self._api(target)
+        ns, name = target.scope, target.name
+        with translate():
+            dep = self._read_deployment(api, ns, name)
+        selector = label_selector(dep.spec.selector if dep.spec else None)
+        if not selector:  # an empty selector would wait for every pod of the namespace
+            raise PermanentPlatformError(f'deployment "{name}" has no pod selector')
+        wanted = dep.spec.replicas if dep.spec and dep.spec.replicas is not None else 1
+        if wanted:
+            return RolloutStatus(done=False, message=f'deployment "{name}" is scaled to '
+                                                     f"{wanted} replica{'s' if wanted != 1 else ''}"
+                                                     ": its pods will not stop")
+        pods: dict[str, tuple[str, bool]] = {}  # uid -> (name, terminating)
+        last: list[str] = []
+
+        def report() -> bool:
+            message = pods_left(pods.values()) if pods else \
+                f'all pods of deployment "{name}" are gone'
+            if on_progress is not None and (not last or last[-1] != message):
+                on_progress(message)
+            last.append(message)
+            return not pods
+
+        def track(pod: V1Pod) -> None:
+            meta = pod.metadata
+            if meta is not None:
+                pods[str(meta.uid or meta.name)] = (str(meta.name),
+                                                    meta.deletion_timestamp is not None)
+
+        def on_list(listed: Any) -> bool:
+            pods.clear()
+            for pod in listed.items:
+                track(pod)
+            return report()
+
+        def on_event(kind: str, pod: Any) -> bool:
+            if kind == "DELETED" and pod.metadata is not None:
+                pods.pop(str(pod.metadata.uid or pod.metadata.name), None)
+            elif kind in ("ADDED", "MODIFIED"):
+                track(pod)
+            else:
+                return False
+            return report()
+
+        if list_then_watch(CoreV1Api(api).list_namespaced_pod, ns,
+                           deadline=time.monotonic() + timeout, request_timeout=self._timeout,
+                           on_list=on_list, on_event=on_event, describe=f"pods of {ns}/{name}",
+                           label_selector=selector):
+            return RolloutStatus(done=True, message=last[-1])
+        left = pods_left(pods.values(), names=True) if pods else (last[-1] if last else "")
+        return RolloutStatus(done=False, message=f'timed out after {timeout:g}s waiting for the '
+                                                 f'pods of deployment "{name}" to stop: {left}')
+
+    def confirm_running(self, target: Target, revision: Revision) -> RunningCheck:
+        """Does the Deployment run ReplicaSet ``revision.id`` on every replica? Its template
+        must equal that ReplicaSet's (pod-template-hash aside, as the controller compares),
+        DeploymentComplete must hold and no active pod may belong to another ReplicaSet."""
+        api = self._api(target)
+        with translate():
+            dep = self._read_deployment(api, target.scope, target.name)
+            rss = replica_sets(api, dep, timeout=self._timeout)
+            pods = CoreV1Api(api).list_namespaced_pod(
+                target.scope,
+                label_selector=label_selector(dep.spec.selector if dep.spec else None),
+                _request_timeout=self._timeout).items
+        active = [p for p in pods if p.metadata is None or p.metadata.deletion_timestamp is None]
+        return running_check(api, dep, rss, active, revision.id)
 
     def get_replicas(self, target: Target) -> int:
         apps = AppsV1Api(self._api(target))
@@ -308,6 +366,21 @@ class KubernetesPlatform:
         if in_cluster:
             return in_cluster_client()
         return from_kubeconfig(self._kubeconfig, self._context)
+
+
+def pods_left(pods: Iterable[tuple[str, bool]], *, names: bool = False) -> str:
+    """"1 pod still running, 2 pods still terminating" for (name, terminating) pairs."""
+    items = sorted(pods)
+    parts = []
+    for state, terminating in (("running", False), ("terminating", True)):
+        count = sum(1 for _, t in items if t is terminating)
+        if count:
+            parts.append(f"{count} pod{'s' if count != 1 else ''} still {state}")
+    text = ", ".join(parts)
+    if names:
+        shown = [n for n, _ in items[:5]] + (["..."] if len(items) > 5 else [])
+        text += f" ({', '.join(shown)})"
+    return text
 
 
 __all__ = ["KubernetesPlatform", "deployment_status", "format_history", "map_api_error",

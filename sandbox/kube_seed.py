@@ -11,11 +11,15 @@ from sandbox.kube import KubeEmulator
 NAMESPACE, DEPLOYMENT = "production", "hotel-voice-bot"
 IMAGE = "registry.example/hotel-voice-bot"
 GOOD, BAD = ("1.1.0", "1.2.0", "1.3.0"), "1.4.0"
+# Retired pods stay Terminating this long (the API default is 30 s): short enough for a demo
+# scale-down to finish quickly, long enough to be seen waiting for.
+GRACE_SECONDS = 1
 
 
 def seed_incident(emulator: KubeEmulator, *, replicas: int = 3) -> None:
     emulator.create_deployment(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{GOOD[0]}",
-                               replicas=replicas, change_cause=f"deploy {GOOD[0]}")
+                               replicas=replicas, change_cause=f"deploy {GOOD[0]}",
+                               termination_grace_period=GRACE_SECONDS)
     for version in GOOD[1:]:
         emulator.set_image(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{version}",
                            change_cause=f"deploy {version}")

@@ -105,6 +105,8 @@ class ApiServer:
             except PatchError as exc:
                 raise ApiError(422, "Invalid", str(exc)) from exc
             return ApiResponse(body=self._write(req, patched))
+        if verb == "delete" and res.key == "pods":
+            return ApiResponse(body=self._delete_pod(req))
         if verb == "delete":
             gone = self.store.delete(res.key, req.namespace, req.name, dry_run=req.dry_run)
             return ApiResponse(body={"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -142,6 +144,24 @@ class ApiServer:
         obj.setdefault("metadata", {})["namespace"] = req.namespace
         obj["metadata"]["name"] = req.name
         return self.store.replace(res.key, obj, dry_run=req.dry_run)
+
+    def _delete_pod(self, req: ApiRequest) -> Obj:
+        """Graceful pod deletion; DeleteOptions come in the body (client-go, the Python
+        client) or the query. The pod registry returns the object, not a Status
+        (pkg/registry/core/pod/storage/storage.go: ReturnDeletedObject)."""
+        options = req.json() if req.body else {}
+        if not isinstance(options, dict):
+            raise ApiError(400, "BadRequest", "DeleteOptions must be a JSON object")
+        grace = options.get("gracePeriodSeconds", req.query.get("gracePeriodSeconds"))
+        uid = (options.get("preconditions") or {}).get("uid")
+        dry_run = req.dry_run or "All" in (options.get("dryRun") or [])
+        pod = self.store.get("pods", req.namespace, req.name)
+        try:
+            grace_seconds = int(grace) if grace not in (None, "") else None
+        except ValueError as exc:
+            raise ApiError(400, "BadRequest", f"invalid gracePeriodSeconds {grace!r}") from exc
+        return self.pods.delete(pod, grace_seconds=grace_seconds, uid=uid, actor="client",
+                                dry_run=dry_run)
 
     def _list(self, req: ApiRequest) -> Obj:
         res = req.resource

@@ -4,7 +4,11 @@
 # Mirrors kube-controller-manager's rules that rollback parity depends on: reuse the RS whose
 # template matches (ignoring pod-template-hash), give it revision max(old)+1, keep the old
 # numbers in ``revision-history``, copy annotations minus the skip list. Rollout progress is
-# driven by one scheduler thread: add new pod -> retire an old pod -> new pod ready.
+# driven by one scheduler thread: add new pod -> retire an old pod -> new pod ready. Counters
+# see active pods only (controller.IsPodActive, pkg/controller/controller_utils.go, and the
+# ReplicaSet controller's calculateStatus, pkg/controller/replicaset/replica_set_utils.go): a
+# retired pod keeps Terminating for its grace period without holding the rollout back, and
+# counts as neither a replica nor an available one.
 
 from __future__ import annotations
 
@@ -54,9 +58,27 @@ class DeploymentController:
 
     # ------------------------------------------------------------------- plumbing
     def _on_event(self, event: WatchEvent, actor: str) -> None:
+        if event.key == "pods" and actor == "client":
+            # A client deleted (or changed) a pod: the ReplicaSet controller sees it through
+            # its pod informer and replaces a pod that is no longer active at once.
+            owner = self._deployment_of(event.obj)
+            if owner is not None:
+                self.enqueue(*owner)
+            return
         if actor == "controller" or event.key != "apps/deployments":
             return
         self.enqueue(event.namespace, event.obj["metadata"]["name"])
+
+    def _deployment_of(self, pod: Obj) -> Key | None:
+        namespace = pod["metadata"].get("namespace", "")
+        for ref in pod["metadata"].get("ownerReferences") or []:
+            if ref.get("kind") != "ReplicaSet" or not ref.get("controller"):
+                continue
+            rs = self.store.try_get("apps/replicasets", namespace, ref.get("name", ""))
+            for owner in (rs or {}).get("metadata", {}).get("ownerReferences") or []:
+                if owner.get("kind") == "Deployment" and owner.get("controller"):
+                    return namespace, str(owner["name"])
+        return None
 
     def enqueue(self, namespace: str, name: str) -> None:
         """Sync the deployment asynchronously, after ``observe_delay`` (the informer lag)."""
@@ -178,6 +200,8 @@ class DeploymentController:
         """Delete the oldest idle ReplicaSets beyond revisionHistoryLimit."""
         limit = int(d["spec"].get("revisionHistoryLimit", 10))
         current = self._current.get((d["metadata"]["namespace"], d["metadata"]["name"]))
+        # cleanupDeployment (pkg/controller/deployment/sync.go) needs status.replicas == 0,
+        # which counts active pods only; Terminating pods outlive their ReplicaSet then.
         idle = [r for r in self.owned_replica_sets(d)
                 if r["metadata"]["name"] != current and not r["spec"].get("replicas")
                 and not self.pods.pods_of(r)]
@@ -191,7 +215,7 @@ class DeploymentController:
             refs = rs["metadata"].get("ownerReferences") or []
             if rs["metadata"]["namespace"] == namespace and any(
                     r.get("kind") == "Deployment" and r.get("name") == name for r in refs):
-                for pod in self.pods.pods_of(rs):
+                for pod in self.pods.all_pods_of(rs):
                     self.pods.delete(pod)
                 self.store.delete("apps/replicasets", namespace, rs["metadata"]["name"],
                                   actor="controller")
@@ -247,6 +271,8 @@ class DeploymentController:
         new_pods = self.pods.pods_of(new_rs)
         old_pods = [p for r in old for p in self.pods.pods_of(r)]
         unready = [p for p in new_pods if not self.pods.is_ready(p)]
+        # A settled seed stands for history long past: its retired pods are gone already.
+        grace = 0 if instant else None
         if key in self._failing:  # pods never become ready; the deadline trips
             if not new_pods and want:
                 self.pods.add(new_rs, ready=False)
@@ -257,15 +283,15 @@ class DeploymentController:
                                        "out progressing.")
         elif len(new_pods) > want:
             for pod in new_pods[want:]:
-                self.pods.delete(pod)
+                self.pods.delete(pod, grace_seconds=grace)
         elif unready and old_pods and len(old_pods) + len(new_pods) > want:
-            self.pods.delete(old_pods[0])
+            self.pods.delete(old_pods[0], grace_seconds=grace)
         elif unready:
             self.pods.set_ready(unready[0])
         elif len(new_pods) < want:
             self.pods.add(new_rs, ready=False)
         elif old_pods:
-            self.pods.delete(old_pods[0])
+            self.pods.delete(old_pods[0], grace_seconds=grace)
         if key not in self._timed_out and self._progress.get(key, ("",))[0] != "ReplicaSetUpdated":
             self._progress[key] = ("ReplicaSetUpdated",
                                    f'ReplicaSet "{new_rs["metadata"]["name"]}" is progressing.')

@@ -16,7 +16,7 @@ import yaml
 from .api import ApiServer
 from .controller import DeploymentController, RolloutSettings
 from .http import EmulatorHTTPServer, Fault, RequestRecord
-from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, template_hash
+from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, is_pod_active, template_hash
 from .pods import PodFleet
 from .scheduler import Scheduler
 from .store import ApiError, Obj, Store, WatchEvent
@@ -31,8 +31,8 @@ class KubeEmulator:
                  observe_delay: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.settings = RolloutSettings(duration=rollout_duration, observe_delay=observe_delay)
         self.store = Store(seed=seed)
-        self.pods = PodFleet(self.store)
         self.scheduler = Scheduler()
+        self.pods = PodFleet(self.store, self.scheduler)
         self.controller = DeploymentController(self.store, self.pods, self.scheduler,
                                                self.settings)
         self.api = ApiServer(self.store, self.pods)
@@ -134,7 +134,12 @@ class KubeEmulator:
     def create_deployment(self, namespace: str, name: str, *, image: str, replicas: int = 1,
                           annotations: Mapping[str, str] | None = None,
                           labels: Mapping[str, str] | None = None, container: str = "app",
-                          change_cause: str | None = None, settle: bool = True) -> Obj:
+                          change_cause: str | None = None,
+                          termination_grace_period: int | None = None,
+                          settle: bool = True) -> Obj:
+        """A Deployment and its first rollout. ``termination_grace_period`` goes into the pod
+        template (terminationGracePeriodSeconds; the API's default is 30 s): deleted pods
+        stay Terminating that long."""
         self.ensure_namespace(namespace)
         pod_labels = dict(labels or {"app": name})
         ann = dict(annotations or {})
@@ -147,6 +152,9 @@ class KubeEmulator:
                      "template": {"metadata": {"labels": dict(pod_labels)},
                                   "spec": {"containers": [{"name": container, "image": image}]}}},
         }
+        if termination_grace_period is not None:
+            obj["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = \
+                termination_grace_period
         self.store.create("apps/deployments", obj, actor=SEED_ACTOR)
         return self._after_seed(namespace, name, settle)
 
@@ -246,13 +254,21 @@ class KubeEmulator:
         return self.controller.owned_replica_sets(self.get_deployment(namespace, name))
 
     def deployment_pods(self, namespace: str, name: str) -> list[Obj]:
-        return [p for rs in self.replica_sets(namespace, name) for p in self.pods.pods_of(rs)]
+        """Every pod of the deployment's ReplicaSets the API lists, Terminating included."""
+        return [p for rs in self.replica_sets(namespace, name)
+                for p in self.pods.all_pods_of(rs)]
+
+    def terminating_pods(self, namespace: str, name: str) -> list[Obj]:
+        return [p for p in self.deployment_pods(namespace, name) if not is_pod_active(p)]
 
     def current_image(self, namespace: str, name: str, *, container: str | None = None) -> str:
         """Image the deployment is serving: that of its ready pods, else of its template.
 
-        A demo service reads this to answer with "the version that is running"."""
-        ready = [p for p in self.deployment_pods(namespace, name) if self.pods.is_ready(p)]
+        A demo service reads this to answer with "the version that is running". Terminating
+        pods serve nothing: an EndpointSlice never marks a terminating endpoint ready
+        (kubernetes/kubernetes staging/src/k8s.io/endpointslice/utils.go podToEndpoint)."""
+        ready = [p for p in self.deployment_pods(namespace, name)
+                 if self.pods.is_ready(p) and is_pod_active(p)]
         source = ready[-1]["spec"] if ready else \
             self.get_deployment(namespace, name)["spec"]["template"]["spec"]
         containers = source["containers"]

@@ -11,7 +11,7 @@ import copy
 import json
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 HASH_LABEL = "pod-template-hash"
@@ -31,8 +31,9 @@ CONTROLLER_SKIP = frozenset({
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(*, after: float = 0.0) -> str:
+    """metav1.Time as it travels: RFC 3339, whole seconds, UTC (``after`` seconds from now)."""
+    return (datetime.now(UTC) + timedelta(seconds=after)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fnv32a(data: bytes) -> int:
@@ -122,6 +123,34 @@ def apply_defaults(resource_key: str, obj: dict[str, Any]) -> None:
         default_pod_spec(spec)
     elif resource_key == "secrets":
         obj.setdefault("type", "Opaque")
+
+
+# -------------------------------------------------------------------- pod deletion
+def pod_grace_period(pod: Mapping[str, Any], requested: int | None) -> int:
+    """Seconds a pod delete waits before the pod is gone: the pod strategy's
+    CheckGracefulDelete (kubernetes/kubernetes pkg/registry/core/pod/strategy.go).
+
+    The request's gracePeriodSeconds wins, else the pod's terminationGracePeriodSeconds (the
+    API defaults it to 30, pkg/apis/core/v1/defaults.go); a pod that was never scheduled or
+    has already terminated goes at once; a negative value means 1 s
+    (staging/src/k8s.io/apiserver/pkg/registry/rest/delete.go BeforeDelete)."""
+    spec = pod.get("spec") or {}
+    period = requested if requested is not None else \
+        int(spec.get("terminationGracePeriodSeconds") or 0)
+    if not spec.get("nodeName"):
+        period = 0
+    if (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        period = 0
+    return 1 if period < 0 else period
+
+
+def is_pod_active(pod: Mapping[str, Any]) -> bool:
+    """controller.IsPodActive (pkg/controller/controller_utils.go): a pod that is terminating
+    (deletionTimestamp set) or finished is no replica any more: ReplicaSet and Deployment
+    counters skip it and the ReplicaSet controller replaces it at once."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase not in ("Failed", "Succeeded") and \
+        not (pod.get("metadata") or {}).get("deletionTimestamp")
 
 
 # --------------------------------------------------------------------- label selectors

@@ -1,28 +1,51 @@
-"""Pods the simulated ReplicaSets own, their log lines and their metrics.k8s.io usage."""
+"""Pods the simulated ReplicaSets own, their graceful termination (the kubelet's part),
+their log lines and their metrics.k8s.io usage.
+"""
+
+# Termination runs in real time on the emulator's scheduler thread: a delete marks the pod
+# (deletionTimestamp, deletionGracePeriodSeconds: see Store.delete_gracefully); the pod stays
+# listed, shown as Terminating, until its grace period has elapsed; then the "kubelet" deletes
+# it with grace 0 and a UID precondition, as the kubelet's status manager does once the
+# containers have stopped (kubernetes/kubernetes pkg/kubelet/status/status_manager.go). The
+# emulated containers ignore SIGTERM, so they take the whole grace period: the worst case a
+# rollback has to wait for.
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from .objects import HASH_LABEL, now_rfc3339, safe_encode
-from .store import Obj, Store
+from .objects import HASH_LABEL, is_pod_active, now_rfc3339, pod_grace_period, safe_encode
+from .scheduler import Scheduler
+from .store import ApiError, Obj, Store
+
+KUBELET = "kubelet"
 
 
 class PodFleet:
     """Creates/readies/deletes pods for a ReplicaSet and keeps their logs and usage."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, scheduler: Scheduler) -> None:
+        self.store, self.scheduler = store, scheduler
         self._lock = threading.Lock()
         self._logs: dict[tuple[str, str], list[str]] = {}
         # (namespace, pod-template-hash or "") -> (cpu, memory) quantities
         self._usage: dict[tuple[str, str], tuple[str, str]] = {}
+        # pods being terminated: uid -> monotonic time of the first delete / end of grace
+        self._started: dict[str, float] = {}
+        self._deadlines: dict[str, float] = {}
 
     # ------------------------------------------------------------------------ pods
     def pods_of(self, rs: Obj) -> list[Obj]:
+        """The ReplicaSet's replicas: its active pods (FilterActivePods), Terminating ones
+        excluded, as the ReplicaSet and Deployment controllers count them."""
+        return [p for p in self.all_pods_of(rs) if is_pod_active(p)]
+
+    def all_pods_of(self, rs: Obj) -> list[Obj]:
+        """Every pod the ReplicaSet owns that the API still lists, Terminating included."""
         meta = rs["metadata"]
         pods, _ = self.store.list("pods", meta["namespace"])
         return [p for p in pods if any(ref.get("uid") == meta["uid"]
@@ -63,11 +86,59 @@ class PodFleet:
         self.log(pod["metadata"]["namespace"], pod["metadata"]["name"],
                  f"{now_rfc3339()} ready: serving traffic")
 
-    def delete(self, pod: Obj) -> None:
+    def delete(self, pod: Obj, *, grace_seconds: int | None = None, uid: str | None = None,
+               actor: str = "controller", dry_run: bool = False) -> Obj:
+        """DELETE a pod the way the API server does (graceful unless the grace period is 0);
+        returns the pod as the delete answered it (pods' storage returns the object)."""
         ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        self.store.delete("pods", ns, name, actor="controller")
+        obj, gone = self.store.delete_gracefully("pods", ns, name, requested=grace_seconds,
+                                                 period_for=pod_grace_period, uid=uid,
+                                                 actor=actor, dry_run=dry_run)
+        if dry_run:
+            return obj
+        if gone:
+            self._forget(obj)
+        else:
+            self._kill_after_grace(obj)
+        return obj
+
+    def _kill_after_grace(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        uid, grace = str(meta["uid"]), int(meta.get("deletionGracePeriodSeconds") or 0)
+        now = time.monotonic()
         with self._lock:
-            self._logs.pop((ns, name), None)
+            deadline = self._started.setdefault(uid, now) + grace  # shortening keeps the start
+            if self._deadlines.get(uid) == deadline:
+                return  # a repeated delete that changed nothing: already scheduled
+            self._deadlines[uid] = deadline
+        ns, name = meta["namespace"], meta["name"]
+        self.scheduler.call_later(max(0.0, deadline - now),
+                                  lambda: self._remove_terminated(ns, name, uid))
+
+    def _remove_terminated(self, namespace: str, name: str, uid: str) -> None:
+        with self._lock:
+            deadline = self._deadlines.get(uid)
+            if deadline is None or time.monotonic() < deadline - 0.001:
+                return  # removed already, or the grace period was changed: a later call runs
+        try:
+            gone = self.store.delete_gracefully("pods", namespace, name, requested=0,
+                                                period_for=pod_grace_period, uid=uid,
+                                                actor=KUBELET)[0]
+        except ApiError as exc:
+            if exc.code not in (404, 409):  # gone already, or a new pod under the same name
+                raise
+            with self._lock:
+                self._started.pop(uid, None)
+                self._deadlines.pop(uid, None)
+            return
+        self._forget(gone)
+
+    def _forget(self, pod: Obj) -> None:
+        meta = pod["metadata"]
+        with self._lock:
+            self._started.pop(str(meta.get("uid")), None)
+            self._deadlines.pop(str(meta.get("uid")), None)
+            self._logs.pop((meta["namespace"], meta["name"]), None)
 
     @staticmethod
     def is_ready(pod: Obj) -> bool:

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .discovery import Resource, by_key
@@ -55,6 +56,14 @@ class WatchEvent:
 
 
 Listener = Callable[[WatchEvent, str], None]
+
+
+def _parse_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _format_time(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _without_rv(obj: Obj) -> Obj:
@@ -177,6 +186,13 @@ class Store:
             for field in ("uid", "creationTimestamp", "generation"):
                 if field in old["metadata"]:
                     meta[field] = old["metadata"][field]
+            # Only DELETE starts or shortens a graceful deletion; an update keeps what is
+            # stored (staging/src/k8s.io/apiserver/pkg/registry/rest/update.go BeforeUpdate).
+            for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+                if field in old["metadata"]:
+                    meta[field] = old["metadata"][field]
+                else:
+                    meta.pop(field, None)
             meta["namespace"] = old["metadata"].get("namespace")
             if not res.namespaced:
                 meta.pop("namespace", None)
@@ -214,14 +230,74 @@ class Store:
             old = self._objects.get((key, namespace, name))
             if old is None:
                 raise ApiError.not_found(res, name)
+            return self._remove(key, namespace, name, actor, dry_run)
+
+    def delete_gracefully(self, key: str, namespace: str, name: str, *, requested: int | None,
+                          period_for: Callable[[Obj, int | None], int],
+                          uid: str | None = None, actor: str = "client",
+                          dry_run: bool = False) -> tuple[Obj, bool]:
+        """DELETE of a kind with a graceful-delete strategy (pods); returns the object and
+        whether it is gone from storage.
+
+        The generic registry's two phases (staging/src/k8s.io/apiserver/pkg/registry/generic/
+        registry/store.go Delete + updateForGracefulDeletionAndFinalizers, rest/delete.go
+        BeforeDelete): first an UPDATE that sets deletionTimestamp = now + grace and
+        deletionGracePeriodSeconds (watchers see MODIFIED); the object stays until someone
+        deletes it again with grace 0 (the kubelet, once the containers stopped), which
+        removes it (DELETED). A grace of 0 runs both phases at once. A second delete of a
+        terminating object may only shorten the grace period; otherwise it changes nothing.
+        ``period_for(obj, requested)`` is the kind's CheckGracefulDelete."""
+        res = by_key(key)
+        with self.lock:
+            old = self._objects.get((key, namespace, name))
+            if old is None:
+                raise ApiError.not_found(res, name)
+            meta = old["metadata"]
+            if uid is not None and uid != meta.get("uid"):
+                kind = f"{res.kind}.{res.group}" if res.group else res.kind
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind} '
+                               f'"{name}": the UID in the precondition ({uid}) does not match '
+                               f"the UID in record ({meta.get('uid')}). The object might have "
+                               "been deleted and then recreated",
+                               details={"name": name, "group": res.group, "kind": res.plural})
+            if requested is not None and requested < 0:
+                requested = 1  # BeforeDelete: negative values mean 1 s
+            new = copy.deepcopy(old)
+            new_meta = new["metadata"]
+            if meta.get("deletionTimestamp"):
+                current = int(meta.get("deletionGracePeriodSeconds") or 0)
+                if current == 0:
+                    return self._remove(key, namespace, name, actor, dry_run), True
+                if requested is None or requested >= current:
+                    return copy.deepcopy(old), False  # graceful deletion already pending
+                started = _parse_time(meta["deletionTimestamp"]) - timedelta(seconds=current)
+                new_meta["deletionTimestamp"] = _format_time(started + timedelta(
+                    seconds=requested))
+                period = requested
+            else:
+                period = period_for(old, requested)
+                new_meta["deletionTimestamp"] = _format_time(
+                    datetime.now(UTC) + timedelta(seconds=period))
+                if int(new_meta.get("generation") or 0) > 0:
+                    new_meta["generation"] = int(new_meta["generation"]) + 1
+            new_meta["deletionGracePeriodSeconds"] = period
             if dry_run:
-                return copy.deepcopy(old)
-            del self._objects[(key, namespace, name)]
-            self._rv += 1
-            gone = copy.deepcopy(old)
-            gone["metadata"]["resourceVersion"] = str(self._rv)
-            self._emit(WatchEvent(self._rv, key, namespace, "DELETED", gone), actor)
-            return copy.deepcopy(gone)
+                return new, period == 0
+            marked = self._commit(key, namespace, name, new, "MODIFIED", actor)
+            if period > 0:
+                return marked, False
+            return self._remove(key, namespace, name, actor, dry_run=False), True
+
+    def _remove(self, key: str, namespace: str, name: str, actor: str, dry_run: bool) -> Obj:
+        old = self._objects[(key, namespace, name)]
+        if dry_run:
+            return copy.deepcopy(old)
+        del self._objects[(key, namespace, name)]
+        self._rv += 1
+        gone = copy.deepcopy(old)
+        gone["metadata"]["resourceVersion"] = str(self._rv)
+        self._emit(WatchEvent(self._rv, key, namespace, "DELETED", gone), actor)
+        return copy.deepcopy(gone)
 
     def _commit(self, key: str, namespace: str, name: str, obj: Obj, kind: str,
                 actor: str) -> Obj:

@@ -39,8 +39,13 @@ def _replicaset(obj: Obj) -> list[Any]:
 def _pod(obj: Obj) -> list[Any]:
     statuses = _status(obj).get("containerStatuses") or []
     ready = sum(1 for c in statuses if c.get("ready"))
-    return [f"{ready}/{len(obj['spec'].get('containers', []))}",
-            _status(obj).get("phase", "Pending"), sum(c.get("restartCount", 0) for c in statuses)]
+    reason = _status(obj).get("reason") or _status(obj).get("phase", "Pending")
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        # printPod (pkg/printers/internalversion/printers.go): a pod being deleted shows
+        # STATUS "Terminating" whatever its phase.
+        reason = "Terminating"
+    return [f"{ready}/{len(obj['spec'].get('containers', []))}", reason,
+            sum(c.get("restartCount", 0) for c in statuses)]
 
 
 COLUMNS: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {

@@ -35,8 +35,8 @@ def test_kubernetes_rollback_end_to_end(kube: KubeEmulator, db: str, tmp_path: P
         em, driver = stack.emulator, stack.driver
         assert driver is not None and stack.bot is not None
         assert kube.current_image(NAMESPACE, DEPLOYMENT) == f"{IMAGE}:1.4.0"
-        driver.slash_command("/rollback", "hotel-voice-bot --severity P0 --reason 5xx",
-                             user="alice")
+        driver.slash_command("/rollback", "hotel-voice-bot --severity P0 --reason 5xx "
+                             "--scope app,config", user="alice")
         msg = em.wait_for(lambda: next(
             (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
             timeout=20)

@@ -35,9 +35,10 @@ TARGET = Target("kubernetes", NS, APP, config_maps=("voice-bot-config",),
                 secrets=("voice-bot-secrets",))
 
 
-def seed(em: KubeEmulator, *, versions: int = 3, replicas: int = 2) -> None:
+def seed(em: KubeEmulator, *, versions: int = 3, replicas: int = 2,
+         grace: int | None = None) -> None:
     em.create_deployment(NS, APP, image="registry.local/voice-bot:1.0", replicas=replicas,
-                         change_cause="release 1.0")
+                         change_cause="release 1.0", termination_grace_period=grace)
     for minor in range(1, versions):
         em.set_image(NS, APP, image=f"registry.local/voice-bot:1.{minor}",
                      change_cause=f"release 1.{minor}")
@@ -175,13 +176,15 @@ def test_wait_for_rollout_times_out_and_reports_failure(
 
 def test_scale_uses_the_scale_subresource(kube_emulator: KubeEmulator,
                                           kube_platform: KubernetesPlatform) -> None:
-    seed(kube_emulator, versions=1, replicas=3)
+    seed(kube_emulator, versions=1, replicas=3, grace=1)
     assert kube_platform.get_replicas(TARGET) == 3
     kube_platform.scale(TARGET, 0)
     assert kube_platform.get_replicas(TARGET) == 0
     # Like kubectl, a scale-down is "rolled out" at once; pods terminate afterwards.
     assert kube_platform.wait_for_rollout(TARGET, timeout=10).done
     kube_emulator.wait_settled(NS, APP)
+    assert len(kube_emulator.terminating_pods(NS, APP)) == 3
+    assert kube_platform.wait_for_stopped(TARGET, timeout=10).done
     assert kube_emulator.deployment_pods(NS, APP) == []
     kube_platform.scale(TARGET, 3)
     assert kube_platform.wait_for_rollout(TARGET, timeout=10).done
@@ -333,7 +336,12 @@ def test_emulator_wire_protocol_with_the_official_client(kube_emulator: KubeEmul
 
     kube_emulator.wait_settled(NS, APP)
     pods = core.list_namespaced_pod(NS, label_selector="app=voice-bot,pod-template-hash")
-    assert len(pods.items) == 4 and all(p.status.phase == "Running" for p in pods.items)
+    replicas = [p for p in pods.items if p.metadata.deletion_timestamp is None]
+    assert len(replicas) == 4 and all(p.status.phase == "Running" for p in replicas)
+    # The rollout the patch started retired the old pods: still listed, Terminating, for the
+    # template's default terminationGracePeriodSeconds.
+    retired = [p for p in pods.items if p.metadata.deletion_timestamp is not None]
+    assert retired and all(p.metadata.deletion_grace_period_seconds == 30 for p in retired)
     assert core.list_namespaced_pod(NS, label_selector="app notin (voice-bot)").items == []
 
     with pytest.raises(ApiException) as gone:

@@ -269,4 +269,11 @@ def test_emulator_accepts_kubectl_writes_and_reads(kubectl: Kubectl,
     assert ok("logs", f"deployment/{APP}", "--tail=1").strip() == "GET /health 200"
     kube_emulator.set_usage(NS, cpu="120m", memory="64Mi")
     top = ok("top", "pods").splitlines()
-    assert len(top) == 4 and top[1].split()[1:] == ["120m", "64Mi"]
+    # Pods retired by the rollouts above are still Terminating (30 s default grace period),
+    # their containers still running: top lists them along with the three replicas.
+    rows = [line.split() for line in ok("get", "pods", "--no-headers").splitlines()]
+    pods = {cols[0]: cols[2] for cols in rows}  # NAME -> STATUS
+    assert sorted(pods.values()).count("Running") == 3
+    assert set(pods.values()) <= {"Running", "Terminating"}
+    assert {line.split()[0] for line in top[1:]} == set(pods)
+    assert top[1].split()[1:] == ["120m", "64Mi"]

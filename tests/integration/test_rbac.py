@@ -46,7 +46,7 @@ def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 def drive_everything(em: KubeEmulator) -> None:
     """What an executor does for the runbook: assess, roll back, bounce, restore, verify."""
     em.create_deployment(NS, APP, image="registry.local/hotel-voice-bot:1.4", replicas=2,
-                         change_cause="release 1.4")
+                         change_cause="release 1.4", termination_grace_period=1)
     em.set_image(NS, APP, image="registry.local/hotel-voice-bot:1.5", change_cause="release 1.5")
     em.create_config_map(NS, "voice-bot-config", {"MODEL": "v5"})
     em.create_secret(NS, "voice-bot-secrets", {"WAHA_TOKEN": "t0k3n"})
@@ -62,7 +62,7 @@ def drive_everything(em: KubeEmulator) -> None:
 
     replicas = platform.get_replicas(target)
     platform.scale(target, 0)
-    assert platform.wait_for_rollout(target, timeout=10).done
+    assert platform.wait_for_stopped(target, timeout=10).done
     assert platform.rollback_to(target, history[1]).changed
     em.store.mutate("configmaps", NS, "voice-bot-config",
                     lambda cm: cm["data"].update(MODEL="v6"), actor="client")
@@ -74,6 +74,7 @@ def drive_everything(em: KubeEmulator) -> None:
     assert platform.restore_config(target, snapshot)  # and the other way round
     platform.scale(target, replicas)
     assert platform.wait_for_rollout(target, timeout=10).done
+    assert platform.confirm_running(target, history[1]).matches
     assert platform.rollout_status(target).done
     assert platform.logs_tail(target, lines=20)
     assert platform.resource_usage(target)
