@@ -179,6 +179,14 @@ class AftercareStore:
                         (rollback_id,))
             return [Reminder(**r) for r in cur.fetchall()]
 
+    def installation_id(self) -> str:
+        """This database's short random id (migration 004): rollback numbers restart in
+        every database, so files kept outside it are named with this id too."""
+        row = self._one("SELECT id FROM installation", ())
+        if row is None:  # the migration inserts the row; only a hand-edited table lacks it
+            raise RuntimeError("the installation table is empty; restore its row")
+        return str(row["id"])
+
     def set_document(self, reminder_id: int, path: str) -> None:
         self._exec("UPDATE reminders SET document = %s WHERE id = %s", (path, reminder_id))
 

@@ -63,22 +63,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for problem in err.problems:
             print(f"{err.source}: {problem}", file=sys.stderr)
         return 2
+    from bot.server import HttpServer, PortInUse
+
+    try:
+        server = HttpServer(bot, host=settings.host, port=settings.port)
+    except PortInUse as exc:
+        bot.stop()
+        print(port_in_use(exc.port, "PORT"), file=sys.stderr)
+        return 1
     bot.start_background()
     if settings.slack_app_token:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         logging.getLogger(__name__).info("Socket Mode (SLACK_APP_TOKEN set)")
-        from bot.server import HttpServer
-
-        HttpServer(bot, host=settings.host, port=settings.port).start()  # health + metrics
+        server.start()  # health + metrics
         SocketModeHandler(bot.bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
         return 0
-    from bot.server import HttpServer
-
-    server = HttpServer(bot, host=settings.host, port=settings.port)
     logging.getLogger(__name__).info("serving Slack on %s/slack/events", server.url)
     server.serve_forever()
     return 0
+
+
+def port_in_use(port: int, variable: str) -> str:
+    return f"Port {port} is already in use; set {variable} to a free port and run again."
 
 
 def cmd_run(args: argparse.Namespace) -> int:

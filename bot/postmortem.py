@@ -1,17 +1,26 @@
 """The post-mortem skeleton: facts and a timeline from the audit log, placeholders for the rest.
 
-Written as ``<postmortem_dir>/YYYY-MM-DD-<slug>.md`` and attached to the post-mortem reminder.
+Written once per rollback as ``<postmortem_dir>/YYYY-MM-DD-<installation>-<slug>.md``
+(default directory: ``<data dir>/post-mortems``) and uploaded with the post-mortem
+reminder. The installation id is the database's: rollback numbers restart in every
+database, and one directory may serve several (sandbox runs, benches, deployments).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.aftercare_store import Facts, Monitor
+from bot.db import data_dir
 from bot.models import AuditEvent, Rollback, Step
+
+log = logging.getLogger(__name__)
 
 _EVENT_TEXT = {
     "requested": "Rollback requested",
@@ -44,9 +53,28 @@ def slug(rb: Rollback) -> str:
     return re.sub(r"[^a-z0-9]+", "-", f"{rb.service} {rb.ref}".lower()).strip("-")
 
 
-def filename(rb: Rollback) -> str:
+def filename(rb: Rollback, *, installation: str | None = None) -> str:
+    """``YYYY-MM-DD-<installation>-<service>-rb-<n>.md``: the date sorts, the database's
+    installation id and the rollback number make it this rollback's alone."""
     day = in_utc(rb.incident_started_at or rb.created_at)
-    return f"{day:%Y-%m-%d}-{slug(rb)}.md"
+    return "-".join(p for p in (f"{day:%Y-%m-%d}", installation, slug(rb)) if p) + ".md"
+
+
+def directory(configured: str | None) -> Path:
+    """Where skeletons go: ``aftercare.postmortem_dir``, relative paths under the data dir
+    (in the container the only writable path; the working directory is read-only), and
+    ``<data dir>/post-mortems`` when unset."""
+    if not configured:
+        return data_dir() / "post-mortems"
+    path = Path(configured).expanduser()
+    return path if path.is_absolute() else data_dir() / path
+
+
+def identity(rb: Rollback, *, installation: str) -> str:
+    """The first line of a skeleton: which rollback of which database the file belongs to
+    (an HTML comment, invisible once rendered)."""
+    return (f"<!-- rollback-bot post-mortem: installation {installation}, {rb.ref}, "
+            f"requested {in_utc(rb.created_at).isoformat()} -->")
 
 
 def duration(delta: timedelta) -> str:
@@ -116,15 +144,60 @@ def render(rb: Rollback, *, events: Sequence[AuditEvent], steps: Sequence[Step],
     return "\n".join(lines)
 
 
-def write(directory: str | Path, rb: Rollback, text: str) -> Path:
-    """Write the skeleton unless a file of that name exists (people may have edited it)."""
-    path = Path(directory) / filename(rb)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return path
+def write(folder: str | Path, rb: Rollback, text: str, *, installation: str) -> Path:
+    """This rollback's skeleton file, created whole or not at all; returns its path.
+
+    A file that already carries this rollback's identity line is kept as it is (people may
+    have edited it). A file of that name that belongs to anything else is never touched:
+    the skeleton goes to ``…-2.md`` (and so on) instead.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    content = f"{identity(rb, installation=installation)}\n{text}".encode()
+    name = filename(rb, installation=installation)
+    for n in range(1, 100):
+        path = folder / (name if n == 1 else f"{name.removesuffix('.md')}-{n}.md")
+        if _create(path, content) or belongs(path, rb, installation=installation):
+            return path
+        log.warning("post-mortem file %s belongs to something else; not touching it", path.name)
+    raise FileExistsError(f"no free post-mortem file name for {rb.ref} in {folder}")
+
+
+def belongs(path: Path, rb: Rollback, *, installation: str) -> bool:
+    """Whether ``path`` is this rollback's skeleton (by its identity line)."""
+    return _first_line(path) == identity(rb, installation=installation)
+
+
+def _create(path: Path, content: bytes) -> bool:
+    """Create ``path`` with ``content`` unless it exists; never a partial or replaced file.
+
+    The content goes to a private temporary file first and is then hard-linked into place:
+    ``link`` fails when the name exists, so another file is never overwritten.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp.write_bytes(content)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: exclusive create instead
+        try:
+            with path.open("xb") as out:
+                out.write(content)
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as f:
+            return f.readline().rstrip("\n")
+    except OSError:
+        return ""
 
 
 def _timeline(events: Sequence[AuditEvent], steps: Sequence[Step],

@@ -38,6 +38,7 @@ class Reminders:
         self.aftercare = aftercare
         self.outbox = outbox
         self.settings = service.config.aftercare
+        self._installation_id: str | None = None  # the database's; read once
         service.job_handlers[REMINDER_JOB] = self.run_job
 
     # ------------------------------------------------------------------ creation
@@ -85,15 +86,24 @@ class Reminders:
         self.aftercare.advance_reminder(r.id, from_seq=seq, next_at=next_at)
 
     def _document(self, rb: Rollback, r: Reminder) -> Path:
-        if r.document and Path(r.document).exists():
+        """This rollback's skeleton: the file written before (by this replica), or a new
+        one. ``write`` never returns another rollback's file."""
+        installation = self._installation()
+        if r.document and postmortem.belongs(Path(r.document), rb, installation=installation):
             return Path(r.document)
         store = self.service.store
         text = postmortem.render(rb, events=store.audit_events(rb.id), steps=store.steps(rb.id),
                                  facts=self.aftercare.facts(rb.id),
                                  monitors=self.aftercare.monitors(rb.id))
-        path = postmortem.write(self.settings.postmortem_dir, rb, text)
+        path = postmortem.write(postmortem.directory(self.settings.postmortem_dir), rb, text,
+                                installation=installation)
         self.aftercare.set_document(r.id, str(path))
         return path
+
+    def _installation(self) -> str:
+        if self._installation_id is None:
+            self._installation_id = self.aftercare.installation_id()
+        return self._installation_id
 
     def notice(self, rb: Rollback, r: Reminder, seq: int, *, document: Path | None = None,
                closed: str | None = None) -> Notice:
@@ -108,9 +118,9 @@ class Reminders:
                 f"{rb.target_revision.label()}, within {hours:g} h of the rollback.")
         if r.kind == "postmortem":
             where = document or (Path(r.document) if r.document else None)
-            if where is not None:
-                body += (f"\nA skeleton with the timeline from the audit log is attached: "
-                         f"`{where}`. Fill in root cause and lessons learned.")
+            if where is not None:  # its name only, never the bot's local path
+                body += (f"\nA skeleton with the timeline from the audit log is attached as "
+                         f"`{where.name}`. Fill in root cause and lessons learned.")
         actions: tuple[NoticeAction, ...] = ()
         if closed is None:
             v = f"{r.id}:{seq}"

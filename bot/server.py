@@ -6,6 +6,7 @@ adapter plus ``/healthz`` (process up), ``/readyz`` (database answers) and ``/me
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -54,14 +55,28 @@ def wsgi_app(bot: BotApp) -> Callable[[dict[str, Any], StartResponse], Iterable[
     return app
 
 
+class PortInUse(Exception):
+    """Something else listens on the port; the entry point says which variable changes it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is already in use")
+        self.host = host
+        self.port = port
+
+
 class HttpServer:
     """Waitress in a thread, so the CLI, the sandbox and tests share one serving path."""
 
     def __init__(self, bot: BotApp, *, host: str, port: int, threads: int = 16) -> None:
         from waitress.server import create_server
 
-        self.server = create_server(wsgi_app(bot), host=host, port=port, threads=threads,
-                                    ident="rollback-bot")
+        try:
+            self.server = create_server(wsgi_app(bot), host=host, port=port, threads=threads,
+                                        ident="rollback-bot")
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            raise
         self.port = int(self.server.effective_port)
         self.host = host
         self._thread: threading.Thread | None = None

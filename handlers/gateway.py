@@ -130,22 +130,41 @@ class SlackDirectory:
         """Config may name a group by handle (``sre-approvers``) or id (``S0123ABC``)."""
         if ref[:1] == "S" and ref.isupper() and ref.isalnum():
             return ref
-        groups = self.client.usergroups_list()["usergroups"] or []
+        groups = self.client.usergroups_list().get("usergroups") or []
         for group in groups:
-            if group.get("handle") == ref.lstrip("@"):
+            if group.get("handle") == ref.lstrip("@") and group.get("id"):
                 return str(group["id"])
         return ref  # let usergroups.users.list report no_such_subteam
 
     def channel_name(self, channel_id: str) -> str:
+        """What the channel rule matches: the channel's name, or for a conversation without
+        one a readable description that never matches a channel pattern."""
         with self._lock:
             if channel_id in self._channels:
                 return self._channels[channel_id]
         try:
             resp = self.client.conversations_info(channel=channel_id)
-            name = str(resp["channel"]["name"])
         except SlackApiError as exc:
             log.info("conversations.info %s failed: %s", channel_id, exc.response.get("error"))
             return channel_id
+        name = conversation_name(resp.get("channel") or {}) or channel_id
         with self._lock:
             self._channels[channel_id] = name
         return name
+
+
+DIRECT_MESSAGE = "direct message"
+GROUP_DM = "group DM"
+
+
+def conversation_name(info: dict[str, Any]) -> str | None:
+    """The name of a conversation object, read the way Slack documents it: every field but
+    ``id`` is optional (https://docs.slack.dev/reference/objects/conversation-object). An IM
+    has no ``name``; an MPIM's ``mpdm-a--b-1`` is no channel name a person would recognise,
+    and both descriptions contain a space, so no channel pattern can match them."""
+    if info.get("is_im"):
+        return DIRECT_MESSAGE
+    name = info.get("name")
+    if info.get("is_mpim") or (isinstance(name, str) and name.startswith("mpdm-")):
+        return GROUP_DM
+    return name if isinstance(name, str) and name else None

@@ -10,10 +10,11 @@ import httpx
 
 
 def _console_url() -> str:
-    from sandbox.runner import state_path
+    from sandbox.runner import sandbox_running, state_path
 
     path = state_path()
-    if not path.exists():
+    # The lock, not the state file, says whether one runs: a killed sandbox leaves its file.
+    if not sandbox_running() or not path.exists():
         raise SystemExit("No sandbox is running (start one with `make run`).")
     return str(json.loads(path.read_text())["console_url"])
 

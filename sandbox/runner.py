@@ -2,16 +2,22 @@
 
 Everything runs on the real code paths (signed requests in, Web API calls out, embedded
 PostgreSQL). Each run starts from a fresh sandbox database and platform state so a
-drill always begins at the same incident.
+drill always begins at the same incident. One sandbox per data directory: a second
+``make run`` finds the first one's lock, says where it runs and touches nothing.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
 import signal
+import socket
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from psycopg import conninfo
 
 from bot.db import data_dir, embedded_database_url, migrate
 from bot.ports import Clock, utcnow
+from bot.server import PortInUse
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import sandbox_config
 from sandbox.console import Console
@@ -34,6 +41,116 @@ SANDBOX_DB = "rollback_sandbox"
 
 def state_path() -> Path:
     return data_dir() / "sandbox.json"
+
+
+def lock_path(directory: Path | None = None) -> Path:
+    return (directory or data_dir()) / "sandbox.lock"
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """What a refused second run can tell about the first one."""
+
+    directory: Path
+    pid: int | None
+    console_url: str | None = None
+    bot_url: str | None = None
+
+    def describe(self) -> str:
+        where = [f"pid {self.pid}"] if self.pid else []
+        if self.console_url:
+            where.append(f"console {self.console_url}/")
+        if self.bot_url:
+            where.append(f"bot {self.bot_url}")
+        if not self.console_url:
+            where.append("still starting")
+        return (f"A sandbox is already running ({', '.join(where)}) with data directory "
+                f"{self.directory}. Stop it first (Ctrl-C in its terminal), or give this one "
+                f"its own ROLLBACK_DATA_DIR, PORT and SANDBOX_CONSOLE_PORT.")
+
+
+class SandboxLock:
+    """An exclusive ``flock`` on ``<data dir>/sandbox.lock`` for the sandbox's lifetime.
+
+    The kernel drops the lock when the process ends however it ends (SIGKILL included), so a
+    leftover file never blocks the next run, and the lock is taken before anything is
+    touched (the sandbox database is dropped and recreated at start). The descriptor is not
+    inherited by child processes (PostgreSQL), which could otherwise keep it held.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = lock_path(directory)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid()}).encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def holder(self) -> RunningSandbox:
+        """The running sandbox as its lock and state files describe it."""
+        pid = _read_json(self.path).get("pid")
+        state = _read_json(self.directory / "sandbox.json")
+        if pid is None or state.get("pid") != pid:
+            state = {}  # a state file left by an earlier, killed run
+        return RunningSandbox(self.directory, pid if isinstance(pid, int) else None,
+                              state.get("console_url"), state.get("bot_url"))
+
+
+def sandbox_running(directory: Path | None = None) -> bool:
+    """Whether a sandbox holds the lock of ``directory`` (the data dir by default)."""
+    path = lock_path(directory)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something listens on ``port`` (a bind test like the servers' own)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            raise
+    return False
+
+
+def port_message(port: int, what: str, variable: str) -> str:
+    return (f"Port {port} ({what}) is already in use; set {variable} to a free port "
+            f"and run again.")
 
 
 def fresh_sandbox_database(directory: Path) -> str:
@@ -81,19 +198,55 @@ class SandboxWorld:
 
 
 def run_sandbox(*, port: int | None = None) -> int:
+    """Serve the sandbox until SIGINT/SIGTERM. Exit 1 with one line on stderr, having
+    touched nothing, when a sandbox already runs with this data dir or a port is taken."""
     directory = data_dir()
     directory.mkdir(parents=True, exist_ok=True)
     bot_port = port if port is not None else int(os.environ.get("PORT", "3000"))
     console_port = int(os.environ.get("SANDBOX_CONSOLE_PORT", "3001"))
-    world = SandboxWorld(directory=directory, bot_port=bot_port).start()
-    stack = world.stack
-    assert stack.driver is not None and stack.server is not None
-    console = Console(emulator=stack.emulator, driver=stack.driver, port=console_port).start()
-    info: dict[str, Any] = {"bot_url": stack.server.url, "console_url": console.url,
-                            "slack_api_url": stack.emulator.base_url, "pid": os.getpid()}
+    bot_taken = port_message(bot_port, "the bot's HTTP port",
+                             "--port" if port is not None else "PORT")
+    console_taken = port_message(console_port, "the sandbox console", "SANDBOX_CONSOLE_PORT")
+    lock = SandboxLock(directory)
+    if not lock.acquire():
+        print(lock.holder().describe(), file=sys.stderr)
+        return 1
+    try:
+        for number, message in ((bot_port, bot_taken), (console_port, console_taken)):
+            if port_taken(number):
+                print(message, file=sys.stderr)
+                return 1
+        return _serve(directory, bot_port, console_port,
+                      bot_taken=bot_taken, console_taken=console_taken)
+    finally:
+        lock.release()
+
+
+def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
+           console_taken: str) -> int:
+    world = SandboxWorld(directory=directory, bot_port=bot_port)
+    console: Console | None = None
     path = state_path()
-    path.write_text(json.dumps(info))
-    print(f"""
+    try:
+        try:
+            world.start()
+        except PortInUse:  # taken between the check and the bind
+            print(bot_taken, file=sys.stderr)
+            return 1
+        stack = world.stack
+        assert stack.driver is not None and stack.server is not None
+        try:
+            console = Console(emulator=stack.emulator, driver=stack.driver,
+                              port=console_port).start()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            print(console_taken, file=sys.stderr)
+            return 1
+        info: dict[str, Any] = {"bot_url": stack.server.url, "console_url": console.url,
+                                "slack_api_url": stack.emulator.base_url, "pid": os.getpid()}
+        path.write_text(json.dumps(info))
+        print(f"""
 rollback-bot sandbox is running (no Slack credentials set; everything is local).
   bot:      {stack.server.url}/slack/events   health: {stack.server.url}/healthz
   Slack:    emulator at {stack.emulator.base_url}
@@ -105,11 +258,14 @@ Try:
   .venv/bin/rollback-bot sandbox say "/rollback hotel-voice-bot --severity P1 --reason drill"
 Press Ctrl-C to stop.
 """, flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    console.stop()
-    world.stop()
-    path.unlink(missing_ok=True)
-    return 0
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        return 0
+    finally:
+        if console is not None:
+            console.stop()
+        world.stop()
+        if console is not None:
+            path.unlink(missing_ok=True)

@@ -18,6 +18,8 @@ def writable_channel(ctx: ApiContext, ref: str | None) -> Channel:
     if ctx.bot.id not in channel.members and not channel.is_im:
         # Private channels the bot is not in are invisible to it; public ones need a join.
         raise ApiError("channel_not_found" if channel.is_private else "not_in_channel")
+    if channel.is_archived:
+        raise ApiError("is_archived")
     return channel
 
 

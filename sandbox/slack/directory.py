@@ -58,8 +58,9 @@ def visible_channel(ctx: ApiContext, ref: str | None) -> Channel:
 
 def conversations_info(ctx: ApiContext, p: Params) -> dict[str, Any]:
     channel = visible_channel(ctx, p.string("channel"))
-    info = channel.to_api()
-    info["is_member"] = ctx.bot.id in channel.members
+    info = channel.to_api(team_id=ctx.ws.team_id, viewer=ctx.bot.id)
+    if not channel.is_im:  # an IM object has no is_member: both people are in it
+        info["is_member"] = ctx.bot.id in channel.members
     return {"ok": True, "channel": info}
 
 
@@ -101,13 +102,18 @@ def conversations_replies(ctx: ApiContext, p: Params) -> dict[str, Any]:
 
 
 def conversations_open(ctx: ApiContext, p: Params) -> dict[str, Any]:
+    """One user: the IM with them; two to eight: the group DM of them and the caller."""
     users = [u for u in (p.string("users") or "").split(",") if u]
-    if len(users) != 1 or users[0] not in ctx.ws.users:
-        # Group DMs are out of scope for the emulator; say so rather than fake them.
-        raise ApiError("user_not_found" if len(users) == 1 else "not_supported")
-    channel = ctx.ws.find_channel(users[0])
-    assert channel is not None
-    channel.members.add(ctx.bot.id)
+    if not users:
+        raise ApiError("users_list_not_supplied")
+    if len(users) > 8:
+        raise ApiError("too_many_users")
+    if any(u not in ctx.ws.users for u in users):
+        raise ApiError("user_not_found")
+    if len(users) == 1:
+        channel = ctx.ws.dm(users[0])
+    else:
+        channel = ctx.ws.add_mpim(users)
     return {"ok": True, "channel": {"id": channel.id}}
 
 

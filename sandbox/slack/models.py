@@ -48,6 +48,15 @@ class User:
 
 @dataclass
 class Channel:
+    """Any conversation: public or private channel, IM (direct message) or MPIM (group DM).
+
+    ``to_api`` follows Slack's conversation object
+    (https://docs.slack.dev/reference/objects/conversation-object, and its legacy IM and
+    MPIM pages https://docs.slack.dev/reference/objects/im-object and .../mpim-object):
+    an IM has ``is_im`` and the other person's ``user`` but no ``name``; an MPIM is
+    private, ``is_mpim``, and named ``mpdm-<a>--<b>--<c>-1``.
+    """
+
     id: str
     name: str
     is_private: bool = False
@@ -55,30 +64,49 @@ class Channel:
     created: int = 0
     is_im: bool = False
     topic: str = ""
+    is_mpim: bool = False
+    is_archived: bool = False
+    creator: str = ""
 
-    def to_api(self) -> dict[str, Any]:
-        """The `channel` object as conversations.info returns it."""
-        info: dict[str, Any] = {
+    def to_api(self, *, team_id: str = "", viewer: str | None = None) -> dict[str, Any]:
+        """The `channel` object as conversations.info returns it to ``viewer`` (a user id)."""
+        if self.is_im:
+            # Slack's IM shape: no name, no is_channel/is_group/is_mpim, no topic or purpose.
+            others = sorted(self.members - {viewer}) if viewer else sorted(self.members)
+            info: dict[str, Any] = {
+                "id": self.id,
+                "created": self.created,
+                "is_archived": self.is_archived,
+                "is_im": True,
+                "is_org_shared": False,
+                "context_team_id": team_id,
+                "user": others[0] if others else viewer,
+                "is_user_deleted": False,
+                "priority": 0,
+            }
+            return info
+        info = {
             "id": self.id,
+            "name": self.name,
+            "name_normalized": self.name,
             "created": self.created,
-            "is_archived": False,
+            "creator": self.creator,
+            "is_channel": not self.is_private,
+            "is_group": self.is_private and not self.is_mpim,
+            "is_im": False,
+            "is_mpim": self.is_mpim,
+            "is_private": self.is_private,
+            "is_archived": self.is_archived,
             "is_general": False,
+            "is_shared": False,
+            "is_ext_shared": False,
+            "is_org_shared": False,
+            "context_team_id": team_id,
             "is_member": True,
             "num_members": len(self.members),
+            "topic": {"value": self.topic, "creator": "", "last_set": 0},
+            "purpose": {"value": "", "creator": "", "last_set": 0},
         }
-        if self.is_im:
-            info.update(is_im=True, is_channel=False, user=next(iter(self.members), None))
-            return info
-        info.update(
-            name=self.name,
-            name_normalized=self.name,
-            is_channel=not self.is_private,
-            is_group=self.is_private,
-            is_im=False,
-            is_private=self.is_private,
-            topic={"value": self.topic, "creator": "", "last_set": 0},
-            purpose={"value": "", "creator": "", "last_set": 0},
-        )
         return info
 
 

@@ -140,6 +140,17 @@ class SlackEmulator:
     def add_usergroup(self, handle: str, users: list[str], **kwargs: Any) -> Usergroup:
         return self.ws.add_usergroup(handle, users, **kwargs)
 
+    def open_dm(self, user: str) -> str:
+        """The id of the direct message (IM) between ``user`` and the bot."""
+        return self.ws.dm(user).id
+
+    def add_mpim(self, users: list[str]) -> str:
+        """The id of the group DM (MPIM) of ``users`` and the bot."""
+        return self.ws.add_mpim(users).id
+
+    def archive_channel(self, channel: str) -> None:
+        self.ws.archive(channel)
+
     def user_id(self, ref: str) -> str:
         return self.ws.resolve_user(ref).id
 

@@ -124,8 +124,42 @@ class Workspace:
             channel = Channel(cid, name, is_private, ids, int(self.clock()))
             self.channels[cid] = channel
             self.messages[cid] = {}
-            self._emit("channel.added", channel=channel.to_api())
+            self._emit("channel.added", channel=channel.to_api(team_id=self.team_id))
             return channel
+
+    def add_mpim(self, users: list[str]) -> Channel:
+        """The group DM of ``users`` (and the bot): one per set of members, as in Slack."""
+        with self.lock:
+            people = [self.resolve_user(u) for u in users]
+            ids = {u.id for u in people} | {u.id for u in self.users.values() if u.is_bot}
+            for channel in self.channels.values():
+                if channel.is_mpim and channel.members == ids:
+                    return channel
+            # Slack names an MPIM after its members: mpdm-<a>--<b>--<c>-1.
+            name = "mpdm-" + "--".join(sorted(u.name for u in people)) + "-1"
+            cid = self.new_id("G")
+            channel = Channel(cid, name, True, ids, int(self.clock()), is_mpim=True,
+                              creator=people[0].id if people else "")
+            self.channels[cid] = channel
+            self.messages[cid] = {}
+            self._emit("channel.added", channel=channel.to_api(team_id=self.team_id))
+            return channel
+
+    def dm(self, user: str) -> Channel:
+        """The IM between ``user`` and the bot (opened if needed)."""
+        with self.lock:
+            uid = self.resolve_user(user).id
+            channel = self._dm_with(uid)
+            channel.members |= {u.id for u in self.users.values() if u.is_bot}
+            return channel
+
+    def archive(self, channel: str) -> Channel:
+        """Archive a channel: it stays readable, posting to it fails with ``is_archived``."""
+        with self.lock:
+            ch = self.resolve_channel(channel)
+            ch.is_archived = True
+            self._emit("channel.archived", channel=ch.id)
+            return ch
 
     def add_usergroup(
         self, handle: str, users: list[str], *, name: str | None = None, group_id: str | None = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bot.aftercare_store import AftercareStore
 from handlers import ids
 from sandbox.demo import DemoService
 from sandbox.slack import ElementNotFound
@@ -136,8 +137,6 @@ def _wait_reminders_scheduled(h: Harness, rid: int) -> None:
 
 
 def _monitors(h: Harness, rid: int) -> list[Any]:
-    from bot.aftercare_store import AftercareStore
-
     return AftercareStore(h.bot.store.pool).monitors(rid)
 
 
@@ -152,9 +151,12 @@ def test_reminders_with_post_mortem_skeleton_snooze_and_done(
     pm = _find(h, msg, "Post-mortem for")
     assert "due by 2026-11-30 03:00:00 UTC" in review["text"]
     assert "due by 2026-12-01 03:00:00 UTC" in pm["text"]
-    name = f"2026-11-29-hotel-voice-bot-rb-{rid}.md"
+    installation = AftercareStore(h.bot.store.pool).installation_id()
+    name = f"2026-11-29-{installation}-hotel-voice-bot-rb-{rid}.md"
     path = tmp_path / "post-mortems" / name
     skeleton = path.read_text()
+    assert f"attached as `{name}`" in pm["text"] + str(pm["blocks"])
+    assert str(tmp_path) not in str(pm)  # the file's name, never the bot's local path
     for expected in ("# Post-mortem: hotel-voice-bot rollback", "| Rollback requested |",
                      "| Approved |", "Step 1 done:", "| Verification passed |",
                      "| Monitoring ended: stable |", "## Root cause", "## Lessons learned"):

@@ -224,6 +224,24 @@ def test_click_reaches_the_action_handler_with_slacks_payload(
         driver.click(CHANNEL, message["ts"], "approve", user="carol")
 
 
+def test_click_in_a_direct_message_carries_slacks_dm_channel(
+    app: App, driver: SlackDriver, emulator: SlackEmulator, client: WebClient
+) -> None:
+    clicks: list[Body] = []
+
+    @app.action("approve")
+    def approve(ack: Ack, body: Body) -> None:
+        ack()
+        clicks.append(body)
+
+    dm = emulator.open_dm("bob")
+    ts = client.chat_postMessage(channel=dm, text="Approve?", blocks=_approval_blocks("rb-1"))["ts"]
+    assert driver.click(dm, ts, "approve", user="bob").status == 200
+    [body] = clicks
+    assert body["channel"] == {"id": dm, "name": "directmessage"}
+    assert body["container"]["channel_id"] == dm
+
+
 def test_static_select_sends_selected_option(
     app: App, driver: SlackDriver, emulator: SlackEmulator, client: WebClient
 ) -> None:

@@ -239,6 +239,39 @@ def test_ephemeral_pins_and_directory(client: WebClient, emulator: SlackEmulator
     assert _error(excinfo) == "user_not_found"
 
 
+def test_conversations_shaped_like_slacks_ims_mpims_and_archived_channels(
+    client: WebClient, emulator: SlackEmulator
+) -> None:
+    """conversations.info as Slack documents it: an IM has no name, an MPIM is a private
+    ``mpdm-…`` conversation, an archived channel is readable but refuses posts."""
+    bob = emulator.user_id("bob")
+    dm = client.conversations_open(users=bob)["channel"]["id"]
+    assert dm.startswith("D") and dm == emulator.open_dm("bob")
+    im = client.conversations_info(channel=dm)["channel"]
+    assert im["is_im"] is True and im["user"] == bob and im["is_user_deleted"] is False
+    assert not {"name", "is_channel", "is_mpim", "topic", "is_member"} & set(im)
+    client.chat_postMessage(channel=dm, text="hi")  # the bot can write in its IMs
+
+    users = ",".join(emulator.user_id(u) for u in ("bob", "carol"))
+    group = client.conversations_open(users=users)["channel"]["id"]
+    assert group == emulator.add_mpim(["carol", "bob"])  # one MPIM per set of members
+    mpim = client.conversations_info(channel=group)["channel"]
+    assert mpim["is_mpim"] is True and mpim["is_private"] is True
+    assert mpim["is_im"] is False and mpim["is_channel"] is False and mpim["is_group"] is False
+    assert mpim["name"] == "mpdm-bob--carol-1" and mpim["is_member"] is True
+    with pytest.raises(SlackApiError) as excinfo:
+        client.conversations_open(users="")
+    assert _error(excinfo) == "users_list_not_supplied"
+
+    emulator.add_channel("inc-old")
+    emulator.archive_channel("inc-old")
+    old = client.conversations_info(channel=emulator.channel_id("inc-old"))["channel"]
+    assert old["name"] == "inc-old" and old["is_archived"] is True
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel=emulator.channel_id("inc-old"), text="x")
+    assert _error(excinfo) == "is_archived"
+
+
 def test_usergroup_members(client: WebClient, emulator: SlackEmulator) -> None:
     group = emulator.usergroup_id("sre-approvers")
     users = client.usergroups_users_list(usergroup=group)["users"]
