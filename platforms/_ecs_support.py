@@ -102,12 +102,17 @@ class WaiterModel:
 
 
 @cache
-def services_stable_model() -> WaiterModel:
-    """botocore's own definition, so our verdict cannot drift from ``get_waiter``'s."""
+def waiter_model(name: str) -> WaiterModel:
+    """botocore's own waiter definition (``ServicesStable``, ``TasksStopped``)."""
     waiters = Loader().load_service_model("ecs", "waiters-2")["waiters"]
-    spec = waiters["ServicesStable"]
+    spec = waiters[name]
     return WaiterModel(delay=float(spec["delay"]), max_attempts=int(spec["maxAttempts"]),
                        acceptors=tuple(spec["acceptors"]))
+
+
+def services_stable_model() -> WaiterModel:
+    """botocore's own definition, so our verdict cannot drift from ``get_waiter``'s."""
+    return waiter_model("ServicesStable")
 
 
 def evaluate_acceptors(response: Mapping[str, Any],
@@ -134,3 +139,49 @@ def evaluate_acceptors(response: Mapping[str, Any],
         if matched:
             return str(acceptor["state"])
     return "retry"
+
+
+# ------------------------------------------------------------ circuit-breaker evidence
+# ECS writes these service events when its deployment circuit breaker gives up on a
+# deployment and (rollback=true) reverts to the last completed one, e.g.
+#   (service api) (deployment ecs-svc/346...) deployment failed: tasks failed to start.
+#   (service api) rolling back to deployment ecs-svc/474....
+# Once the failed deployment has drained, these events are the only trace of the revert.
+_FAILED_EVENT = re.compile(r"\(deployment (?P<id>[^)\s]+)\) deployment failed: (?P<reason>.*?)\.?$")
+_ROLLBACK_EVENT = re.compile(r"rolling back to deployment (?P<id>[^\s.]+)")
+
+
+@dataclass(frozen=True)
+class Revert:
+    """A circuit-breaker rollback: ``failed`` deployment (of ``failed_arn`` when still
+    listed) given up for ``reason``, the service back on deployment ``to``."""
+
+    failed: str
+    reason: str
+    to: str
+    failed_arn: str = ""
+
+    def describe(self, running: str) -> str:
+        what = f"deployment {self.failed}" + (f" of {self.failed_arn}" if self.failed_arn else "")
+        return (f"the ECS deployment circuit breaker rolled back {what} ({self.reason}) "
+                f"to deployment {self.to}, so {running} runs again")
+
+
+def revert_from_events(events: Sequence[Mapping[str, Any]], to: str) -> Revert | None:
+    """The newest revert *to* deployment ``to`` in DescribeServices ``events`` (newest first),
+    with the failed deployment named by the "deployment failed" event logged just before it."""
+    for index, event in enumerate(events):
+        match = _ROLLBACK_EVENT.search(str(event.get("message") or ""))
+        if match is None or match["id"] != to:
+            continue
+        for older in events[index + 1:]:
+            failed = _FAILED_EVENT.search(str(older.get("message") or ""))
+            if failed is not None:
+                return Revert(failed["id"], failed["reason"], to)
+        return Revert("?", "deployment failed", to)
+    return None
+
+
+def chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])

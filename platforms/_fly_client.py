@@ -22,6 +22,9 @@ from platforms.base import (
 LEASE_HEADER = "fly-machine-lease-nonce"
 GONE_STATES = frozenset({"destroyed", "destroying"})
 IDLE_STATES = frozenset({"stopped", "suspended"})
+# Not running at all (fly.io/docs/machines/machine-states/): the idle states plus ``created``
+# (never started) and ``failed`` (could not start); ``destroying`` is still shutting down.
+DOWN_STATES = IDLE_STATES | {"created", "failed", "destroyed"}
 RELEASE_KEY = "fly_release_version"  # flyctl's metadata key on every deployed machine
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -105,6 +108,17 @@ def same_image(a: str, b: str) -> bool:
         return True
     da, db = digest_of(a), digest_of(b)
     return da is not None and da == db
+
+
+def runs_image(machine: Mapping[str, Any], pinned: str) -> bool:
+    """Does ``machine`` run ``pinned``? When both the pinned reference and the machine's
+    resolved ``image_ref`` carry a digest, the digests decide (content, whatever the tag);
+    otherwise the configured reference must equal it (or share its digest)."""
+    wanted = digest_of(pinned)
+    resolved = (machine.get("image_ref") or {}).get("digest")
+    if wanted and resolved:
+        return bool(resolved == wanted)
+    return same_image(image_of(machine.get("config")), pinned)
 
 
 def image_from_ref(ref: Mapping[str, Any] | None) -> str | None:

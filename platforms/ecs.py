@@ -1,5 +1,6 @@
 """AWS ECS adapter (boto3): roll a service back to a pinned task-definition ARN, wait with
-botocore's ``services_stable`` semantics while reporting progress, and scale desiredCount.
+botocore's ``services_stable`` semantics while reporting progress, scale desiredCount, wait
+for every task to stop, and confirm what actually runs afterwards.
 """
 
 # "Actually deployed" rule (what ``history`` lists, and so what the core may pick):
@@ -12,13 +13,28 @@ botocore's ``services_stable`` semantics while reporting progress, and scale des
 #     ecs-svc/..." vs "registered ...; ACTIVE, no deployment record retained by ECS").
 #   * deregistered (INACTIVE) revisions are left out unless a deployment still uses them:
 #     ECS refuses to update a service to an INACTIVE task definition.
+#
+# Why "stable" is not "rolled back": with the deployment circuit breaker on and rollback=true,
+# a deployment whose tasks fail to start goes rolloutState FAILED and ECS makes the last
+# COMPLETED deployment PRIMARY again. Once the failed one has drained, the service satisfies
+# ``services_stable`` while running the *old* task definition, i.e. the bad version the
+# rollback moved away from. So the wait fails as soon as it sees a FAILED deployment, and
+# ``confirm_running`` checks the PRIMARY's task definition, its rolloutState, the task
+# definitions of the RUNNING tasks and the service events that record a revert.
+#
+# Why "runningCount 0" is not "stopped": runningCount counts tasks whose lastStatus is
+# RUNNING; tasks being stopped (desiredStatus STOPPED) spend up to their stopTimeout in
+# DEACTIVATING/STOPPING/DEPROVISIONING and still hold connections and database sessions.
+# ``wait_for_stopped`` therefore also reads every task of the service (ListTasks for both
+# desiredStatus values, then DescribeTasks), like botocore's ``tasks_stopped`` waiter.
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,11 +42,15 @@ import boto3
 from botocore.config import Config
 
 from platforms._ecs_support import (
+    Revert,
+    chunks,
     evaluate_acceptors,
     parse_task_definition_arn,
+    revert_from_events,
     services_stable_model,
     short_name,
     translate,
+    waiter_model,
 )
 from platforms.base import (
     ConfigSnapshot,
@@ -42,6 +62,7 @@ from platforms.base import (
     RollbackResult,
     RolloutFailed,
     RolloutStatus,
+    RunningCheck,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -139,34 +160,19 @@ class EcsPlatform:
                          on_progress: ProgressCallback | None = None,
                          raise_on_failure: bool = False) -> RolloutStatus:
         """Poll DescribeServices every waiter delay (or ``poll_interval``) until the
-        ``ServicesStable`` acceptors say success or failure, or ``timeout`` elapses."""
-        ecs = self._ecs(target)
+        ``ServicesStable`` acceptors say success or failure, a deployment's rolloutState goes
+        FAILED (circuit breaker), or ``timeout`` elapses."""
         interval = self._poll if self._poll is not None else services_stable_model().delay
-        deadline = time.monotonic() + timeout
-        last: str | None = None
-        pause = threading.Event()
-        while True:
-            try:
-                with translate():
-                    response = ecs.describe_services(cluster=target.scope,
-                                                     services=[target.name])
-            except TransientPlatformError as exc:
-                log.warning("describe_services on %s failed, retrying: %s",
-                            target.describe(), exc)
-                status = RolloutStatus(done=False, message=f"transient error: {exc}")
-            else:
-                status = stability(response, target.name)
-                if on_progress is not None and status.message != last:
-                    on_progress(status.message)
-                if status.done or status.failed:
-                    return _checked(status, raise_on_failure)
-            last = status.message
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return RolloutStatus(done=False, message=f"timed out waiting for service "
-                                     f"{target.name} to become stable after {timeout:g}s: "
-                                     f"{last.rstrip('.')}")
-            pause.wait(min(interval, remaining))
+
+        def check(ecs: Any) -> RolloutStatus:
+            with translate():
+                response = ecs.describe_services(cluster=target.scope, services=[target.name])
+            return stability(response, target.name)
+
+        status = self._poll_until(target, check, timeout=timeout, interval=interval,
+                                  on_progress=on_progress,
+                                  what=f"service {target.name} to become stable")
+        return _checked(status, raise_on_failure)
 
     def get_replicas(self, target: Target) -> int:
         return int(self._service(self._ecs(target), target).get("desiredCount") or 0)
@@ -180,6 +186,60 @@ class EcsPlatform:
         with translate():
             ecs.update_service(cluster=target.scope, service=target.name,
                                desiredCount=replicas)
+
+    def wait_for_stopped(self, target: Target, *, timeout: float,
+                         on_progress: ProgressCallback | None = None) -> RolloutStatus:
+        """After ``scale(target, 0)``: until runningCount and pendingCount are 0 and every
+        task of the service has lastStatus STOPPED; polls every ``poll_interval`` (default:
+        botocore's ``tasks_stopped`` delay). Fails at once if desiredCount is no longer 0."""
+        interval = self._poll if self._poll is not None else waiter_model("TasksStopped").delay
+        return self._poll_until(target, lambda ecs: self._stopped_status(ecs, target),
+                                timeout=timeout, interval=interval, on_progress=on_progress,
+                                what=f"service {target.name} to stop")
+
+    def confirm_running(self, target: Target, revision: Revision) -> RunningCheck:
+        """The PRIMARY deployment runs ``revision.id`` with rolloutState COMPLETED, it is the
+        only deployment, runningCount == desiredCount, every RUNNING task runs that ARN, and
+        no circuit-breaker revert happened (see the module comment)."""
+        ecs = self._ecs(target)
+        service = self._service(ecs, target)
+        deployments = list(service.get("deployments") or [])
+        primary: Mapping[str, Any] = next(
+            (d for d in deployments if d.get("status") == "PRIMARY"), {})
+        arn = str(primary.get("taskDefinition") or service.get("taskDefinition") or "?")
+        rollout = primary.get("rolloutState")  # absent for CODE_DEPLOY / Classic LB services
+        running, desired = int(service.get("runningCount") or 0), \
+            int(service.get("desiredCount") or 0)
+        up = Counter(str(t.get("taskDefinitionArn")) for t in
+                     self._service_tasks(ecs, target, ("RUNNING",))
+                     if t.get("lastStatus") == "RUNNING")
+        # a revert *to* the pinned revision is harmless; only one away from it is reported
+        revert = _revert(service, primary) if arn != revision.id else None
+        problems = []
+        if arn != revision.id:
+            problems.append(f"the PRIMARY deployment runs {arn}, not the pinned {revision.id}")
+        if rollout not in (None, "COMPLETED"):
+            reason = primary.get("rolloutStateReason")
+            problems.append(f"rolloutState {rollout}" + (f" ({reason})" if reason else ""))
+        if len(deployments) > 1:
+            problems.append(f"{len(deployments) - 1} other deployment(s) still listed")
+        if running != desired:
+            problems.append(f"{running} of {desired} tasks running")
+        strays = {k: v for k, v in up.items() if k not in (revision.id, arn)}
+        if strays:
+            problems.append("tasks of other task definitions running: " + _tally(strays))
+        if revert is not None:
+            problems.append("reverted by the ECS deployment circuit breaker")
+        state = f"rolloutState {rollout}" if rollout else "no rolloutState"
+        if rollout == "FAILED" and primary.get("rolloutStateReason"):
+            state += f": {primary.get('rolloutStateReason')}"
+        where = short_name(arn) if arn in up else arn  # the tally already names the full ARN
+        summary = (f"{_tally(up) or 'no task RUNNING'} (PRIMARY deployment "
+                   f"{primary.get('id', '?')} on {where}, {state}, "
+                   f"{primary.get('runningCount', 0)}/{primary.get('desiredCount', 0)} running)")
+        if revert is not None:
+            summary += f"; {revert.describe(short_name(arn))}"
+        return RunningCheck(matches=not problems, running=summary, detail="; ".join(problems))
 
     def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
         """Not wired: ECS logs live in CloudWatch Logs (awslogs driver) per task."""
@@ -198,6 +258,71 @@ class EcsPlatform:
         return False
 
     # ================================================================ internals
+    def _poll_until(self, target: Target, check: Callable[[Any], RolloutStatus], *,
+                    timeout: float, interval: float, on_progress: ProgressCallback | None,
+                    what: str) -> RolloutStatus:
+        ecs = self._ecs(target)
+        deadline = time.monotonic() + timeout
+        last = ""
+        pause = threading.Event()
+        while True:
+            try:
+                status = check(ecs)
+            except TransientPlatformError as exc:
+                log.warning("polling %s failed, retrying: %s", target.describe(), exc)
+                status = RolloutStatus(done=False, message=f"transient error: {exc}")
+            else:
+                if on_progress is not None and status.message != last:
+                    on_progress(status.message)
+                if status.done or status.failed:
+                    return status
+            last = status.message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return RolloutStatus(done=False, message=f"timed out waiting for {what} "
+                                     f"after {timeout:g}s: {last.rstrip('.')}")
+            pause.wait(min(interval, remaining))
+
+    def _stopped_status(self, ecs: Any, target: Target) -> RolloutStatus:
+        service = self._service(ecs, target)
+        name = target.name
+        desired = int(service.get("desiredCount") or 0)
+        running = int(service.get("runningCount") or 0)
+        pending = int(service.get("pendingCount") or 0)
+        if desired:
+            return RolloutStatus(done=False, failed=True, message=(
+                f"service {name} has desiredCount {desired} again (scaled up by someone or "
+                "something else, e.g. an autoscaling policy); its tasks will not stop"))
+        tasks = self._service_tasks(ecs, target, ("RUNNING", "STOPPED"))
+        live = [t for t in tasks if t.get("lastStatus") != "STOPPED"]
+        if not live and not running and not pending:
+            return RolloutStatus(done=True, message=f"service {name} stopped: runningCount 0, "
+                                                    f"every task STOPPED ({len(tasks)} listed)")
+        if not live:
+            return RolloutStatus(done=False, message=f"service {name}: runningCount {running}, "
+                                                     f"pendingCount {pending}, no task listed")
+        states = Counter(str(t.get("lastStatus")) for t in live)
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        noun = "task" if len(live) == 1 else "tasks"
+        return RolloutStatus(done=False, message=f"{len(live)} {noun} still running "
+                                                 f"({detail}); runningCount {running}")
+
+    def _service_tasks(self, ecs: Any, target: Target,
+                       desired_statuses: Sequence[str]) -> list[Mapping[str, Any]]:
+        """Every task of the service with one of ``desired_statuses`` (ListTasks defaults to
+        RUNNING only; STOPPED lists tasks being stopped as well as recently stopped ones)."""
+        arns: list[str] = []
+        with translate():
+            for status in desired_statuses:
+                pages = ecs.get_paginator("list_tasks").paginate(
+                    cluster=target.scope, serviceName=target.name, desiredStatus=status)
+                for page in pages:
+                    arns += [str(a) for a in page.get("taskArns") or [] if a not in arns]
+            tasks: list[Mapping[str, Any]] = []
+            for chunk in chunks(arns, 100):  # DescribeTasks takes up to 100 tasks
+                tasks += ecs.describe_tasks(cluster=target.scope, tasks=chunk)["tasks"]
+        return tasks
+
     def _ecs(self, target: Target) -> Any:
         if self._client is not None:
             return self._client
@@ -280,8 +405,10 @@ def _primary_task_definition(service: Mapping[str, Any]) -> str | None:
 
 def stability(response: Mapping[str, Any], name: str) -> RolloutStatus:
     """RolloutStatus of one DescribeServices response under botocore's ServicesStable
-    acceptors; additionally a PRIMARY deployment whose rolloutState is FAILED (deployment
-    circuit breaker) is reported as failed, since it will never converge to what we asked."""
+    acceptors, except that a FAILED rolloutState (deployment circuit breaker) is a failure
+    first: a PRIMARY that failed will never converge to what we asked, and a failed deployment
+    newer than the PRIMARY means ECS is reverting to the old task definition, which
+    ServicesStable would soon call a success."""
     verdict = evaluate_acceptors(response)
     services = response.get("services") or []
     if verdict == "failure" or not services:
@@ -295,18 +422,61 @@ def stability(response: Mapping[str, Any], name: str) -> RolloutStatus:
     primary: Mapping[str, Any] = next(
         (d for d in deployments if d.get("status") == "PRIMARY"), {})
     where = short_name(primary.get("taskDefinition") or svc.get("taskDefinition"))
+    if primary.get("rolloutState") == "FAILED":
+        still = [d for d in deployments if d is not primary and d.get("runningCount")]
+        also = "".join(f"; still running: {d.get('runningCount')} tasks of "
+                       f"{d.get('taskDefinition')} ({d.get('status')} deployment {d.get('id')})"
+                       for d in still)
+        return RolloutStatus(done=False, failed=True, message=(
+            f"service {name} deployment {primary.get('id')} ({where}) failed: "
+            f"{primary.get('rolloutStateReason')}{also}"))
+    reverted = _failed_newer_than(deployments, primary)
+    if reverted is not None:
+        return RolloutStatus(done=False, failed=True, message=(
+            f"service {name} deployment {reverted.get('id')} "
+            f"({short_name(reverted.get('taskDefinition'))}) failed: "
+            f"{reverted.get('rolloutStateReason')}; the deployment circuit breaker is rolling "
+            f"back to deployment {primary.get('id')}, which runs "
+            f"{primary.get('taskDefinition')}"))
     if verdict == "success":
         return RolloutStatus(done=True, message=f"service {name} is stable: {running} of "
                                                 f"{desired} tasks running on {where}")
-    if primary.get("rolloutState") == "FAILED":
-        return RolloutStatus(done=False, failed=True, message=f"service {name} deployment "
-                             f"{primary.get('id')} failed: {primary.get('rolloutStateReason')}")
     parts = ", ".join(f"{d.get('status')} {short_name(d.get('taskDefinition'))} "
                       f"{d.get('runningCount', 0)}/{d.get('desiredCount', 0)}"
                       for d in deployments)
     return RolloutStatus(done=False, message=f"Waiting for service {name} to become stable: "
                          f"{running} of {desired} tasks running, {len(deployments)} "
                          f"deployment(s) [{parts}]...")
+
+
+def _failed_newer_than(deployments: Sequence[Mapping[str, Any]],
+                       primary: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """A FAILED non-PRIMARY deployment created after the PRIMARY: the circuit breaker's
+    rollback made an older deployment PRIMARY again. (A FAILED deployment older than the
+    PRIMARY is a leftover from before and says nothing about the current rollout.)"""
+    created = primary.get("createdAt")
+    for dep in deployments:
+        if dep is primary or dep.get("rolloutState") != "FAILED":
+            continue
+        if created is None or dep.get("createdAt") is None or dep["createdAt"] > created:
+            return dep
+    return None
+
+
+def _revert(service: Mapping[str, Any], primary: Mapping[str, Any]) -> Revert | None:
+    """Evidence that the circuit breaker reverted the service to ``primary``: the failed
+    deployment still listed, else the service events ECS wrote when it rolled back."""
+    listed = _failed_newer_than(service.get("deployments") or [], primary)
+    if listed is not None:
+        return Revert(str(listed.get("id")),
+                      str(listed.get("rolloutStateReason") or "deployment failed"),
+                      str(primary.get("id")), str(listed.get("taskDefinition") or ""))
+    return revert_from_events(service.get("events") or [], str(primary.get("id") or ""))
+
+
+def _tally(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} task{'s' if n != 1 else ''} of {arn}"
+                     for arn, n in sorted(counts.items()))
 
 
 def _checked(status: RolloutStatus, raise_on_failure: bool) -> RolloutStatus:

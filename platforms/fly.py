@@ -14,18 +14,26 @@ image to the app's machines, one at a time, under leases, waiting for ``started`
 # updated with ``skip_launch`` (so autostart or a later scale-up cannot resurrect the bad
 # image) and are not waited on; every other machine must reach ``started`` with passing
 # checks before the next one is touched. The first failure stops the roll.
+#
+# Scale and stop: ``scale`` stops machines with ``POST .../stop`` (each under its lease) and
+# returns once every stop is accepted; a machine then spends its stop timeout in ``stopping``
+# while its process drains. ``wait_for_stopped`` is what blocks until nothing runs, using the
+# server-side ``GET .../wait?state=stopped`` (Machines OpenAPI spec) on each machine still up.
+# Starting (scale up) still waits for ``started`` machine by machine, as before.
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from platforms._fly_client import (
+    DOWN_STATES,
     GONE_STATES,
     IDLE_STATES,
     FlyApi,
@@ -35,6 +43,7 @@ from platforms._fly_client import (
     image_from_ref,
     image_of,
     observe,
+    runs_image,
     same_image,
     ulid_time,
 )
@@ -47,6 +56,7 @@ from platforms.base import (
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
+    RunningCheck,
     Target,
     TransientPlatformError,
 )
@@ -185,7 +195,9 @@ class FlyPlatform:
 
     def scale(self, target: Target, replicas: int) -> None:
         """Start or stop existing machines (lowest ids start first, highest stop first)
-        until ``replicas`` are started; Fly machines are never created or destroyed here."""
+        until ``replicas`` are started; Fly machines are never created or destroyed here.
+        Starting waits for ``started``; stopping returns once each stop is accepted (machines
+        are then ``stopping``): ``wait_for_stopped`` waits for them."""
         if replicas < 0:
             raise PermanentPlatformError(f"replicas must be >= 0, got {replicas}")
         api = self._api(target)
@@ -196,11 +208,75 @@ class FlyPlatform:
         started = [m for m in machines if m.get("state") not in IDLE_STATES]
         if len(started) > replicas:
             for machine in reversed(started[replicas:]):
-                self._power(api, target, machine, "stop", "stopped")
+                self._power(api, target, machine, "stop", None)
         else:
             idle = [m for m in machines if m.get("state") in IDLE_STATES]
             for machine in idle[:replicas - len(started)]:
                 self._power(api, target, machine, "start", "started")
+
+    def wait_for_stopped(self, target: Target, *, timeout: float,
+                         on_progress: ProgressCallback | None = None) -> RolloutStatus:
+        """Until every machine of the app is stopped, suspended, created, failed or destroyed:
+        the server-side ``wait?state=stopped`` (``destroyed`` for one being destroyed) on the
+        first machine still up, then a fresh list. A machine that is ``started`` rather than
+        ``stopping`` is waited on too: nothing may be stopping it (the Fly proxy's autostart
+        can start a stopped machine on traffic), which the progress message says."""
+        api = self._api(target)
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            machines = self._all_machines(api, target)
+            up = sorted((m for m in machines if m.get("state") not in DOWN_STATES),
+                        key=lambda m: str(m.get("id")))
+            if up:
+                noun = "machine" if len(up) == 1 else "machines"
+                status = RolloutStatus(False, f"{len(up)} {noun} of app {target.name} still "
+                                              "running: " + ", ".join(
+                                                  f"{describe(m)} {m.get('state')}" for m in up))
+            else:
+                states = Counter(str(m.get("state")) for m in machines)
+                status = RolloutStatus(True, f"every machine of app {target.name} is down (" +
+                                       ", ".join(f"{n} {state}" for state, n in
+                                                 sorted(states.items())) + ")")
+            if on_progress is not None and status.message != last:
+                on_progress(status.message)
+            last = status.message
+            if status.done:
+                return status
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return RolloutStatus(False, f"timed out after {timeout:g}s waiting for app "
+                                            f"{target.name} to stop: {last}")
+            state = "destroyed" if up[0].get("state") == "destroying" else "stopped"
+            self._wait_state(api, target, up[0], state, remaining)
+
+    def confirm_running(self, target: Target, revision: Revision) -> RunningCheck:
+        """Every live machine runs ``revision.id`` (by digest when both sides have one, see
+        ``runs_image``) and is ``started``; a machine that was stopped or suspended before the
+        rollback may stay so (``rollback_to`` updates it with ``skip_launch``), but at least
+        one machine must be started. ``running`` lists each image with its machines."""
+        machines = sorted(self._live_machines(self._api(target), target),
+                          key=lambda m: str(m.get("id")))
+        by_image: dict[str, list[str]] = {}
+        wrong: list[str] = []
+        unsettled: list[str] = []
+        for machine in machines:
+            image = image_of(machine.get("config")) or "?"
+            resolved = (machine.get("image_ref") or {}).get("digest")
+            if resolved and resolved not in image:
+                image += f" (resolved {resolved})"
+            state = str(machine.get("state"))
+            by_image.setdefault(image, []).append(f"{machine.get('id')} {state}")
+            if not runs_image(machine, revision.id):
+                wrong.append(f"{describe(machine)} runs {image}")
+            elif state != "started" and state not in IDLE_STATES:
+                unsettled.append(f"{describe(machine)} is {state}")
+        problems = wrong + unsettled
+        if not any(m.get("state") == "started" for m in machines):
+            problems.append(f"no machine of app {target.name} is started")
+        running = "; ".join(f"{image}: {', '.join(ids)}" for image, ids in by_image.items())
+        return RunningCheck(matches=not problems, running=running or "no machine",
+                            detail="; ".join(problems))
 
     def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
         """None: logs live in Fly's NATS log stream, not in the Machines API."""
@@ -294,7 +370,8 @@ class FlyPlatform:
         return False
 
     def _power(self, api: FlyApi, target: Target, machine: Json, action: str,
-               state: str) -> None:
+               state: str | None) -> None:
+        """``POST .../start|stop`` under a lease; then wait for ``state`` unless None."""
         base = f"/apps/{target.name}/machines/{machine['id']}"
         lease = api.json("POST", base + "/lease", what=f"lease {describe(machine)}",
                          json={"ttl": self._lease_ttl, "description": f"rollback-bot: {action}"})
@@ -303,6 +380,8 @@ class FlyPlatform:
             api.call("POST", f"{base}/{action}", what=f"{action} {describe(machine)}",
                      nonce=nonce or None)
             fresh = {k: v for k, v in machine.items() if k != "instance_id"}
+            if state is None:
+                return
             if not self._wait_state(api, target, fresh, state, self._machine_timeout):
                 raise TransientPlatformError(f"{describe(machine)} not {state} after "
                                              f"{self._machine_timeout:g}s")
@@ -343,12 +422,16 @@ class FlyPlatform:
             raise RevisionNotFound("no live machine has an image")
         return max(images, key=lambda i: (getattr(seen.get(i), "latest_version", ""), i))
 
-    def _live_machines(self, api: FlyApi, target: Target) -> list[Json]:
+    def _all_machines(self, api: FlyApi, target: Target) -> list[Json]:
         machines = api.json("GET", f"/apps/{target.name}/machines",
                             what=f"list machines of app {target.name}")
         if not isinstance(machines, list):
             raise TransientPlatformError(f"unexpected machine list for app {target.name}")
-        return [m for m in machines if m.get("state") not in GONE_STATES]
+        return [m for m in machines if isinstance(m, dict)]
+
+    def _live_machines(self, api: FlyApi, target: Target) -> list[Json]:
+        return [m for m in self._all_machines(api, target)
+                if m.get("state") not in GONE_STATES]
 
     def _versions(self, api: FlyApi, target: Target, machine: Json) -> list[Json]:
         found = api.json("GET", f"/apps/{target.name}/machines/{machine['id']}/versions",

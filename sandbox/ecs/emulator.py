@@ -1,5 +1,5 @@
 """``EcsEmulator``: moto's ECS backend served over HTTP on 127.0.0.1 (ephemeral port) with a
-deployment simulator, plus the hotel-voice-bot seed (family v1..v4, cluster, service).
+deployment simulator (tasks, rolling updates, circuit breaker), plus the hotel-voice-bot seed.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ class EcsEmulator:
     backend (one account/region), so ``reset()`` wipes it; use one emulator at a time."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1",
-                 step_interval: float = 0.05, tasks_per_step: int = 1) -> None:
+                 step_interval: float = 0.05, tasks_per_step: int = 1,
+                 stop_time: float = 0.3) -> None:
         self.region = region
         self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
         self.simulator = DeploymentSimulator(self._backend, step_interval=step_interval,
-                                             tasks_per_step=tasks_per_step)
+                                             tasks_per_step=tasks_per_step, stop_time=stop_time)
         self._started = False
 
     def _backend(self) -> Any:
@@ -50,7 +51,10 @@ class EcsEmulator:
         return self._backend()
 
     def start(self) -> EcsEmulator:
+        """Serve an empty backend: moto's is process-global, so whatever an earlier emulator
+        (another test module) left behind is wiped first."""
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.reset()
         self._server.start()
         self.simulator.start()
         self._started = True
@@ -83,13 +87,22 @@ class EcsEmulator:
         self.simulator.resume()
         with self.simulator._lock:
             self._backend().reset()
+            self.simulator.forget()
             self.simulator.install()
+
+    def fail_task_definition(self, arn: str, reason: str | None = None) -> None:
+        """Tasks of ``arn`` will fail to start (stopCode TaskFailedToStart), as with an image
+        that cannot be pulled; ``reason`` overrides the CannotPullContainerError text."""
+        self.simulator.fail_task_definition(arn, reason)
 
     def seed_hotel_voice_bot(self, *, cluster: str = "production",
                              service: str = "hotel-voice-bot", family: str = "hotel-voice-bot",
-                             revisions: int = 4, desired_count: int = 3) -> Seeded:
+                             revisions: int = 4, desired_count: int = 3,
+                             circuit_breaker: tuple[bool, bool] | None = None) -> Seeded:
         """Register ``family`` v1..vN (images :1.1.0..:1.N.0), create the cluster and the
-        service, and deploy v1..vN in turn (each settled), so the service ends on vN."""
+        service, and deploy v1..vN in turn (each settled), so the service ends on vN.
+        ``circuit_breaker=(enable, rollback)`` then sets the service's
+        ``deploymentConfiguration.deploymentCircuitBreaker`` through UpdateService."""
         ecs = self.client()
         ecs.create_cluster(clusterName=cluster)
         arns = []
@@ -105,4 +118,9 @@ class EcsEmulator:
         for arn in arns[1:]:
             ecs.update_service(cluster=cluster, service=service, taskDefinition=arn)
             self.simulator.settle()
+        if circuit_breaker is not None:
+            enable, rollback = circuit_breaker
+            ecs.update_service(cluster=cluster, service=service, deploymentConfiguration={
+                "maximumPercent": 200, "minimumHealthyPercent": 100,
+                "deploymentCircuitBreaker": {"enable": enable, "rollback": rollback}})
         return Seeded(cluster, service, family, tuple(arns), desired_count)

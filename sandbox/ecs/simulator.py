@@ -1,66 +1,137 @@
 """Deployment simulator for moto's ECS backend: ``update_service`` starts a real PRIMARY
-deployment, and a stepping thread moves tasks from old deployments to it over time.
+deployment, and a stepping thread runs the service's tasks like ECS's scheduler would.
 """
 
-# moto only records the new taskDefinition and jumps runningCount to desiredCount at once;
-# real ECS keeps the old deployment ACTIVE while it starts new tasks and drains old ones,
-# which is exactly what the ServicesStable waiter looks at. We wrap the backend instance's
-# ``update_service`` (in-process, under a lock) and step every ``step_interval`` seconds,
-# moving at most ``tasks_per_step`` tasks per deployment. Lists are replaced, never grown
-# in place, so the server thread serialising a response never sees a half-made state.
+# moto only records the new taskDefinition and jumps runningCount to desiredCount at once, and
+# starts no task for a service at all. Real ECS keeps the old deployment ACTIVE while it starts
+# new tasks and drains old ones (the ServicesStable waiter looks at exactly that), stops tasks
+# over time, and fails deployments whose tasks do not start. We wrap the backend instance's
+# ``update_service`` and ``list_tasks`` (in-process, under a lock) and step every
+# ``step_interval`` seconds. Lists and dicts the server thread may be serialising are replaced,
+# never changed in place, so a response never sees a half-made state.
+#
+# What is modelled, and where each behaviour comes from:
+#   * Tasks (``ServiceTask``): startedBy = deployment id, group = service:<name> (botocore
+#     data/ecs/2014-11-13/service-2.json, shape Task); lifecycle per the developer guide's
+#     "Task lifecycle"; a stop takes ``stop_time`` seconds (container stopTimeout, 30 s default).
+#   * Counts: a deployment's runningCount is "the number of tasks in the deployment that are in
+#     the RUNNING status" and pendingCount those in PENDING (service-2.json, shape Deployment):
+#     a task that is DEACTIVATING/STOPPING no longer counts as running, so runningCount reaches
+#     0 while tasks are still stopping, and ServicesStable (waiters-2.json) already succeeds.
+#   * Rolling update: minimumHealthyPercent 100 / maximumPercent 200 unless the service's
+#     deploymentConfiguration says otherwise (shape DeploymentConfiguration); old tasks are
+#     stopped only while enough RUNNING tasks remain; an ACTIVE deployment disappears once none
+#     of its tasks is running or pending.
+#   * Failed deployments: tasks of a task definition marked with ``fail_task_definition`` stop
+#     before RUNNING (stopCode TaskFailedToStart, CannotPullContainerError) and raise the
+#     deployment's ``failedTasks`` ("consecutively failed tasks", reset when a task reaches
+#     RUNNING: resetOnHealthyTask defaults to true, shape DeploymentCircuitBreaker).
+#   * Deployment circuit breaker (developer guide "How the Amazon ECS deployment circuit breaker
+#     detects failures"; API reference ServiceDeploymentCircuitBreaker / ThresholdConfiguration):
+#     with deploymentCircuitBreaker.enable the deployment goes rolloutState FAILED once
+#     failedTasks reaches the threshold (BOUNDED_PERCENT 50 of desiredCount, at least 3 and at
+#     most 200), rolloutStateReason "ECS deployment circuit breaker: tasks failed to start."
+#     (the wording users report, e.g. aws/containers-roadmap#1488) and no new task is started.
+#     With rollback=true "the service is rolled back to the last deployment that completed
+#     successfully" (shape DeploymentCircuitBreaker): that deployment becomes PRIMARY again,
+#     the failed one turns ACTIVE (rolloutState FAILED) and drains, and the service events read
+#     "(deployment X) deployment failed: tasks failed to start." then "rolling back to
+#     deployment Y." as ECS writes them. The reverted service then satisfies ServicesStable
+#     while running the old task definition (aws-actions/amazon-ecs-deploy-task-definition#494).
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from .tasks import ServiceTask, now
+
 MAX_EVENTS = 100
+MAX_STOPPED_TASKS = 200  # ECS shows stopped tasks for at least an hour; keep a bounded tail
+CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
+DEFAULT_FAILURE = ("CannotPullContainerError: pull image manifest has been retried 1 time(s): "
+                   "failed to resolve ref {image}: not found")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+def failure_threshold(desired: int, config: dict[str, Any] | None) -> int:
+    """Circuit-breaker threshold: BOUNDED_PERCENT 50 (min 3, max 200) unless configured."""
+    kind, value = "BOUNDED_PERCENT", 50
+    if config:
+        kind, value = str(config.get("type") or kind), int(config.get("value") or value)
+    if kind == "COUNT":
+        return max(value, 1)
+    threshold = math.ceil(desired * value / 100)
+    if kind == "UNBOUNDED_PERCENT":
+        return max(threshold, 1)
+    return min(max(threshold, 3), 200)
 
 
 class DeploymentSimulator:
-    """Makes a moto ECS backend's services converge like ECS's scheduler (rolling update,
-    minimumHealthyPercent 100 / maximumPercent 200). ``pause()`` freezes every service."""
+    """Makes a moto ECS backend's services behave like ECS's service scheduler.
+    ``pause()`` freezes every service and task; ``stop_time`` and ``tasks_per_step`` may be
+    changed at any time."""
 
     def __init__(self, backend: Callable[[], Any], *, step_interval: float = 0.05,
-                 tasks_per_step: int = 1) -> None:
+                 tasks_per_step: int = 1, stop_time: float = 0.3) -> None:
         self._backend = backend
         self.step_interval = step_interval
         self.tasks_per_step = tasks_per_step
+        self.stop_time = stop_time
         self._lock = threading.RLock()
         self._paused = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._tasks: dict[str, list[ServiceTask]] = {}  # service ARN -> its tasks
+        self._last_completed: dict[str, dict[str, Any]] = {}  # service ARN -> deployment
+        self._failing: dict[str, str] = {}  # task-definition ARN -> stoppedReason
         self.steps = 0
 
     # ------------------------------------------------------------------ lifecycle
     def install(self) -> None:
-        """Wrap the (current) backend instance's ``update_service``; call again after reset."""
+        """Wrap the (current) backend instance; call again after a backend reset."""
         backend = self._backend()
         if getattr(backend.update_service, "_simulated", False):
             return
-        original = backend.update_service
+        update, list_tasks = backend.update_service, backend.list_tasks
 
         def update_service(props: dict[str, Any]) -> Any:
             with self._lock:
                 try:
-                    service = backend._get_service(props.get("cluster", "default"),
-                                                   str(props.get("service", "")).split("/")[-1])
+                    backend._get_service(props.get("cluster", "default"),
+                                         str(props.get("service", "")).split("/")[-1])
                 except Exception:  # let moto raise its own, wire-faithful error
-                    return original(props)
-                running = service.running_count
-                result = original(props)
-                self._after_update(result, running)
+                    return update(props)
+                result = update(props)
+                self._after_update(result)
                 return result
+
+        def list_service_tasks(cluster_str: str | None = None,
+                               container_instance: str | None = None,
+                               family: str | None = None, started_by: str | None = None,
+                               service_name: str | None = None,
+                               desiredStatus: str | None = None) -> list[Any]:  # noqa: N803
+            # ListTasks filters by serviceName and defaults desiredStatus to RUNNING
+            # (service-2.json, ListTasksRequest); moto ignores the one and not the other.
+            with self._lock:
+                found = list_tasks(cluster_str, container_instance, family, started_by,
+                                   None, desiredStatus or "RUNNING")
+            if service_name:
+                group = f"service:{service_name.split('/')[-1]}"
+                found = [t for t in found if getattr(t, "group", None) == group]
+            return list(found)
 
         update_service._simulated = True  # type: ignore[attr-defined]
         backend.update_service = update_service
+        backend.list_tasks = list_service_tasks
+
+    def forget(self) -> None:
+        """Drop every task, completion record and failure mark (after a backend reset)."""
+        with self._lock:
+            self._tasks, self._last_completed, self._failing = {}, {}, {}
 
     def start(self) -> None:
         self.install()
@@ -84,110 +155,284 @@ class DeploymentSimulator:
     def paused(self) -> bool:
         return self._paused.is_set()
 
+    def fail_task_definition(self, arn: str, reason: str | None = None) -> None:
+        """From now on, tasks of ``arn`` stop before RUNNING (``reason`` as stoppedReason)."""
+        with self._lock:
+            self._failing = {**self._failing, arn: reason or ""}
+
+    def heal_task_definition(self, arn: str) -> None:
+        with self._lock:
+            self._failing = {k: v for k, v in self._failing.items() if k != arn}
+
     def settle(self, *, max_steps: int = 10_000) -> None:
-        """Step until every service is stable (used by seeding, ignores ``pause``)."""
+        """Step until every service is stable, stops completing at once (used by seeding;
+        ignores ``pause``)."""
         for _ in range(max_steps):
-            if not self.step(force=True):
+            if not self.step(force=True, instant=True):
                 return
         raise RuntimeError("ECS simulator did not settle")
+
+    def service_tasks(self, service_arn: str) -> list[ServiceTask]:
+        with self._lock:
+            return list(self._tasks.get(service_arn, []))
 
     def _run(self) -> None:
         while not self._stop.wait(self.step_interval):
             if not self._paused.is_set():
                 self.step()
 
-    # ------------------------------------------------------------------- model
-    def _after_update(self, service: Any, running_before: int) -> None:
-        service.running_count = running_before  # moto jumps straight to desiredCount
+    # ------------------------------------------------------------------- updates
+    def _after_update(self, service: Any) -> None:
         deployments = list(service.deployments or [])
         primary = deployments[0] if deployments else None
         if primary is None or primary.get("taskDefinition") != service.task_definition:
-            new = self._deployment(service)
-            olds = []
-            for dep in deployments:
-                old = dict(dep, status="ACTIVE", desiredCount=dep.get("runningCount", 0),
-                           updatedAt=_now())
-                olds.append(old)
+            new = self._deployment(service, service.task_definition)
+            olds = [dict(dep, status="ACTIVE", updatedAt=now()) for dep in deployments]
             service.deployments = [new, *olds]
             self._event(service, f"(service {service.name}) has started a deployment "
                                  f"{new['id']} ({service.task_definition.rsplit('/', 1)[-1]}).")
         else:
-            primary["desiredCount"] = service.desired_count
+            changed = dict(primary, desiredCount=service.desired_count)
             if primary.get("runningCount", 0) != service.desired_count:
-                primary["rolloutState"] = "IN_PROGRESS"
-        service.pending_count = max(service.desired_count - service.running_count, 0)
+                changed["rolloutState"] = "IN_PROGRESS"
+            service.deployments = [changed, *deployments[1:]]
+        self._recount(service)  # moto jumped runningCount to desiredCount; tasks say otherwise
 
-    def _deployment(self, service: Any) -> dict[str, Any]:
+    def _recount(self, service: Any) -> None:
+        tasks = self._tasks.get(service.arn, [])
+        deployments = [dict(d) for d in service.deployments or []]
+        for dep in deployments:
+            _count(dep, tasks)
+        service.deployments = deployments
+        service.running_count = sum(d["runningCount"] for d in deployments)
+        service.pending_count = sum(d["pendingCount"] for d in deployments)
+
+    def _deployment(self, service: Any, task_definition: str) -> dict[str, Any]:
         dep_id = f"ecs-svc/{uuid.uuid4().int % 10**19:019d}"
-        now = _now()
-        return {"id": dep_id, "status": "PRIMARY", "taskDefinition": service.task_definition,
+        stamp = now()
+        return {"id": dep_id, "status": "PRIMARY", "taskDefinition": task_definition,
                 "desiredCount": service.desired_count, "pendingCount": 0, "runningCount": 0,
-                "failedTasks": 0, "createdAt": now, "updatedAt": now,
+                "failedTasks": 0, "createdAt": stamp, "updatedAt": stamp,
                 "launchType": service.launch_type, "rolloutState": "IN_PROGRESS",
                 "rolloutStateReason": f"ECS deployment {dep_id} in progress."}
 
     def _event(self, service: Any, message: str) -> None:
-        event = {"id": str(uuid.uuid4()), "createdAt": _now(), "message": message}
+        event = {"id": str(uuid.uuid4()), "createdAt": now(), "message": message}
         service.events = [event, *service.events][:MAX_EVENTS]
 
-    def step(self, *, force: bool = False) -> bool:
+    # --------------------------------------------------------------------- steps
+    def step(self, *, force: bool = False, instant: bool = False) -> bool:
         """One scheduler tick for every service; returns whether anything changed."""
         if self._paused.is_set() and not force:
             return False
         changed = False
         with self._lock:
             backend = self._backend()
-            for service in list(backend.services.values()):
-                if service.status != "ACTIVE" or not service.deployments:
-                    continue
-                changed = self._step_service(service) or changed
+            services = {s.arn: s for s in list(backend.services.values())}
+            for service in services.values():
+                if service.status == "ACTIVE" and service.deployments:
+                    changed = self._step_service(backend, service, instant) or changed
+            for arn in [a for a in self._tasks if a not in services
+                        or services[a].status != "ACTIVE"]:
+                changed = self._stop_orphans(arn, instant) or changed
             self.steps += 1
         return changed
 
-    def _step_service(self, service: Any) -> bool:
+    def _stop_orphans(self, service_arn: str, instant: bool) -> bool:
+        """Tasks of a deleted service are stopped by ECS as well."""
+        at, changed = time.monotonic(), False
+        for task in self._tasks.get(service_arn, []):
+            if task.wanted:
+                task.begin_stop("Service deleted", at)
+                changed = True
+            changed = task.progress_stop(at, self.stop_time, instant=instant) or changed
+        return changed
+
+    def _step_service(self, backend: Any, service: Any, instant: bool) -> bool:
+        at = time.monotonic()
         k = max(self.tasks_per_step, 1)
+        tasks = self._tasks.get(service.arn, [])
         deployments = [dict(d) for d in service.deployments]
+        by_id = {d["id"]: d for d in deployments}
         primary, olds = deployments[0], deployments[1:]
-        desired = service.desired_count
-        before = [(d["status"], d.get("runningCount", 0)) for d in service.deployments]
-        started = stopped = 0
-        running = primary.get("runningCount", 0)
-        if running < desired:
-            started = min(k, desired - running)
-        elif running > desired:
-            stopped = min(k, running - desired)
-        primary["runningCount"] = running + started - stopped
-        primary["desiredCount"] = desired
+        before = _fingerprint(service.deployments, tasks)
+        started: list[ServiceTask] = []
+        stopped: list[ServiceTask] = []
+
+        # 1. tasks move on: starting ones come up (or fail to), stopping ones wind down
+        for task in tasks:
+            task.progress_stop(at, self.stop_time, instant=instant)
+            if not task.wanted or task.last_status == "RUNNING":
+                continue
+            dep = by_id.get(task.deployment_id)
+            if task.last_status == "PROVISIONING":
+                task.set_status("PENDING")
+            elif task.task_definition_arn in self._failing:
+                reason = self._failing[task.task_definition_arn] or DEFAULT_FAILURE.format(
+                    image=task.containers[0].image if task.containers else "?")
+                task.fail_to_start(reason)
+                if dep is not None:
+                    dep["failedTasks"] = int(dep.get("failedTasks") or 0) + 1
+            else:
+                task.run()
+                if dep is not None:  # resetOnHealthyTask (default true)
+                    dep["failedTasks"] = 0
+
+        config = dict(getattr(service, "deployment_configuration", None) or {})
+        desired = int(service.desired_count or 0)
+        wanted = [t for t in tasks if t.wanted]
+
+        # 2. the PRIMARY deployment: start what is missing (within maximumPercent), stop extras
+        mine = [t for t in wanted if t.deployment_id == primary["id"]]
+        if primary.get("rolloutState") != "FAILED" and len(mine) < desired:
+            ceiling = math.floor(desired * int(config.get("maximumPercent") or 200) / 100)
+            room = max(ceiling - len(wanted), 0)
+            for _ in range(min(k, desired - len(mine), room)):
+                started.append(self._new_task(backend, service, primary))
+        elif len(mine) > desired:
+            # not-yet-running tasks go first, as the scheduler prefers them for scale-in
+            extras = sorted(mine, key=lambda t: t.last_status == "RUNNING")[:len(mine) - desired]
+            for task in extras:
+                task.begin_stop(f"Scaling activity initiated by (deployment {primary['id']})",
+                                at)
+                stopped.append(task)
+
+        # 3. old deployments drain while minimumHealthyPercent of desiredCount stays RUNNING
+        floor = math.ceil(desired * int(config.get("minimumHealthyPercent", 100)) / 100)
+        healthy = sum(1 for t in tasks if t.wanted and t.last_status == "RUNNING")
         budget = k
-        for old in olds:  # drain the oldest first once new tasks are up
-            take = min(budget, old.get("runningCount", 0))
-            old["runningCount"] = old.get("runningCount", 0) - take
-            old["desiredCount"] = old["runningCount"]
-            budget -= take
-        remaining = [d for d in olds if d.get("runningCount", 0) > 0]
-        new_list = [primary, *remaining]
-        after = [(d["status"], d.get("runningCount", 0)) for d in new_list]
-        if after == before:
-            if primary.get("rolloutState") != "COMPLETED" and not remaining:
-                self._complete(service, primary)
-            return False
-        now = _now()
-        primary["updatedAt"] = now
-        primary["pendingCount"] = max(desired - primary["runningCount"], 0)
+        for old in olds:
+            for task in [t for t in tasks if t.wanted and t.deployment_id == old["id"]]:
+                if task.last_status != "RUNNING":  # never became healthy: no need to wait
+                    task.begin_stop(f"Scaling activity initiated by (deployment {old['id']})",
+                                    at)
+                    stopped.append(task)
+                elif budget > 0 and healthy - 1 >= floor:
+                    task.begin_stop(f"Scaling activity initiated by (deployment {old['id']})",
+                                    at)
+                    stopped.append(task)
+                    healthy, budget = healthy - 1, budget - 1
+
         if started:
-            self._event(service, f"(service {service.name}) has started {started} tasks.")
+            tasks = [*tasks, *started]
+            self._tasks = {**self._tasks, service.arn: tasks}
+            self._register(backend, service, started)
+            ids = " ".join(f"(task {t.id})" for t in started)
+            self._event(service, f"(service {service.name}) has started {len(started)} tasks: "
+                                 f"{ids}.")
         if stopped:
-            self._event(service, f"(service {service.name}) has stopped {stopped} "
-                                 "running tasks.")
-        service.deployments = new_list
-        service.running_count = sum(d.get("runningCount", 0) for d in new_list)
-        service.pending_count = primary["pendingCount"]
+            ids = " ".join(f"(task {t.id})" for t in stopped)
+            self._event(service, f"(service {service.name}) has stopped {len(stopped)} "
+                                 f"running tasks: {ids}.")
+
+        # 4. counts, then deployments without running/pending tasks leave the list
+        for dep in deployments:
+            _count(dep, tasks)
+        olds = [d for d in deployments[1:]
+                if d["runningCount"] or d["pendingCount"]
+                or any(t.wanted and t.deployment_id == d["id"] for t in tasks)]
+        deployments = [primary, *olds]
+
+        # 5. circuit breaker, then completion
+        breaker = dict(config.get("deploymentCircuitBreaker") or {})
+        if (breaker.get("enable") and primary.get("rolloutState") == "IN_PROGRESS"
+                and int(primary.get("failedTasks") or 0)
+                >= failure_threshold(desired, breaker.get("thresholdConfiguration"))):
+            deployments = self._fail(service, deployments, rollback=bool(breaker.get("rollback")),
+                                     at=at)
+            for dep in deployments:
+                _count(dep, tasks)
+            primary = deployments[0]
+        elif (primary.get("rolloutState") == "IN_PROGRESS" and len(deployments) == 1
+              and primary["runningCount"] == desired and not primary["pendingCount"]):
+            primary = dict(primary, rolloutState="COMPLETED",
+                           rolloutStateReason=f"ECS deployment {primary['id']} completed.")
+            deployments = [primary]
+            self._last_completed[service.arn] = dict(primary)
+            self._event(service, f"(service {service.name}) (deployment {primary['id']}) "
+                                 "deployment completed.")
+            self._event(service, f"(service {service.name}) has reached a steady state.")
+
+        if _fingerprint(deployments, tasks) == before:
+            return bool(started or stopped)
+        for dep in deployments:
+            dep["updatedAt"] = now() if dep is primary else dep.get("updatedAt")
+        service.deployments = deployments
+        service.task_definition = primary["taskDefinition"]
+        service.running_count = sum(d["runningCount"] for d in deployments)
+        service.pending_count = sum(d["pendingCount"] for d in deployments)
+        self._prune(backend, service)
         return True
 
-    def _complete(self, service: Any, primary: dict[str, Any]) -> None:
-        done = dict(primary, rolloutState="COMPLETED",
-                    rolloutStateReason=f"ECS deployment {primary['id']} completed.")
-        service.deployments = [done]
-        self._event(service, f"(service {service.name}) (deployment {primary['id']}) "
-                             "deployment completed.")
-        self._event(service, f"(service {service.name}) has reached a steady state.")
+    def _fail(self, service: Any, deployments: list[dict[str, Any]], *, rollback: bool,
+              at: float) -> list[dict[str, Any]]:
+        failed = dict(deployments[0], rolloutState="FAILED",
+                      rolloutStateReason=CIRCUIT_BREAKER_REASON)
+        self._event(service, f"(service {service.name}) (deployment {failed['id']}) deployment "
+                             "failed: tasks failed to start.")
+        pending = [t for t in self._tasks.get(service.arn, []) if t.wanted
+                   and t.deployment_id == failed["id"] and t.last_status != "RUNNING"]
+        for task in pending:  # "stop launching new tasks"
+            task.begin_stop("Deployment failed", at)
+        if pending:
+            self._event(service, f"(service {service.name}) stopped {len(pending)} pending "
+                                 "tasks.")
+        if not rollback:
+            return [failed, *deployments[1:]]
+        olds = deployments[1:]
+        completed = [d for d in olds if d.get("rolloutState") == "COMPLETED"
+                     and d.get("taskDefinition") != failed.get("taskDefinition")]
+        target: dict[str, Any] | None = None
+        if completed:
+            target = max(completed, key=lambda d: d.get("createdAt") or now())
+            olds = [d for d in olds if d["id"] != target["id"]]
+        else:
+            last = self._last_completed.get(service.arn)
+            if last and last.get("taskDefinition") != failed.get("taskDefinition"):
+                target = self._deployment(service, str(last["taskDefinition"]))
+                target["id"] = last["id"]
+        if target is None:
+            return [failed, *olds]
+        target = dict(target, status="PRIMARY", desiredCount=service.desired_count,
+                      rolloutState="IN_PROGRESS", failedTasks=0,
+                      rolloutStateReason=f"ECS deployment {target['id']} in progress.")
+        self._event(service, f"(service {service.name}) rolling back to deployment "
+                             f"{target['id']}.")
+        return [target, dict(failed, status="ACTIVE", desiredCount=0), *olds]
+
+    def _new_task(self, backend: Any, service: Any, deployment: dict[str, Any]) -> ServiceTask:
+        cluster = backend._get_cluster(service.cluster_name)
+        definition = backend.describe_task_definition(deployment["taskDefinition"])
+        return ServiceTask(backend=backend, cluster=cluster, task_definition=definition,
+                           service=service, deployment_id=str(deployment["id"]))
+
+    def _register(self, backend: Any, service: Any, tasks: list[ServiceTask]) -> None:
+        cluster = service.cluster_name
+        current = dict(backend.tasks.get(cluster, {}))
+        current.update({t.task_arn: t for t in tasks})
+        backend.tasks = {**backend.tasks, cluster: current}
+
+    def _prune(self, backend: Any, service: Any) -> None:
+        tasks = self._tasks.get(service.arn, [])
+        done = [t for t in tasks if not t.live]
+        if len(done) <= MAX_STOPPED_TASKS:
+            return
+        gone = {t.task_arn for t in done[: len(done) - MAX_STOPPED_TASKS]}
+        self._tasks = {**self._tasks, service.arn: [t for t in tasks if t.task_arn not in gone]}
+        cluster = service.cluster_name
+        backend.tasks = {**backend.tasks, cluster: {
+            arn: t for arn, t in backend.tasks.get(cluster, {}).items() if arn not in gone}}
+
+
+def _count(dep: dict[str, Any], tasks: list[ServiceTask]) -> None:
+    mine = [t for t in tasks if t.deployment_id == dep["id"]]
+    dep["runningCount"] = sum(1 for t in mine if t.wanted and t.last_status == "RUNNING")
+    dep["pendingCount"] = sum(1 for t in mine if t.wanted and t.last_status != "RUNNING")
+    if dep.get("status") != "PRIMARY":
+        dep["desiredCount"] = dep["runningCount"]
+
+
+def _fingerprint(deployments: list[dict[str, Any]], tasks: list[ServiceTask]) -> Any:
+    return ([(d.get("id"), d.get("status"), d.get("runningCount"), d.get("pendingCount"),
+              d.get("failedTasks"), d.get("rolloutState")) for d in deployments],
+            [(t.task_arn, t.desired_status, t.last_status) for t in tasks])

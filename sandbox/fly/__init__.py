@@ -25,13 +25,15 @@ def seed_image(version: str, app: str = SEED_APP) -> str:
 
 class FlyEmulator:
     """State + HTTP front. ``start_delay``: seconds an updated/started machine spends in
-    ``updating``/``starting``; ``check_delay``: seconds before checks pass after start;
-    ``clock``: unix time used for lease expiry (tests advance it instead of sleeping)."""
+    ``updating``/``starting``; ``stop_delay``: seconds a stopped machine spends in
+    ``stopping`` (default: ``start_delay``); ``check_delay``: seconds before checks pass after
+    start; ``clock``: unix time used for lease expiry (tests advance it instead of sleeping)."""
 
     def __init__(self, *, token: str = DEFAULT_TOKEN, start_delay: float = 0.05,
                  check_delay: float = 0.0, clock: Callable[[], float] = time.time,
-                 port: int = 0) -> None:
-        self.state = FlyState(start_delay=start_delay, check_delay=check_delay, clock=clock)
+                 port: int = 0, stop_delay: float | None = None) -> None:
+        self.state = FlyState(start_delay=start_delay, check_delay=check_delay, clock=clock,
+                              stop_delay=stop_delay)
         self.http = HttpFront(Router(self.state), token, port)
         self.url = ""
 
@@ -63,6 +65,10 @@ class FlyEmulator:
         with self.state.cond:
             a = self.state.app(app)
             return [self.state.machine_json(app, m) for m in a.machines.values()]
+
+    def set_stop_delay(self, seconds: float) -> None:
+        with self.state.cond:
+            self.state.stop_delay = seconds
 
     def mark_bad(self, image: str) -> None:
         with self.state.cond:
@@ -115,6 +121,10 @@ def seed_hotel_voice_bot(emulator: FlyEmulator, *, machines: int = 3,
                        history, start=start + i)
         ids.append(machine_id)
     emulator.mark_bad(seed_image(SEED_VERSIONS[-1], app))
+    with st.cond:  # the registry resolves each seeded tag to its digest
+        for version in SEED_VERSIONS:
+            name, _, digest = seed_image(version, app).partition("@")
+            st.registry_digests[name] = digest
     return ids
 
 

@@ -158,7 +158,7 @@ class Router:
             m.lease = None
             return 200, {}
         if action in ("start", "stop") and method == "POST":
-            st.power(m, action, nonce)
+            st.power(m, action, nonce, body if isinstance(body, dict) else None)
             return 200, {"ok": True}
         raise FlyError(404, f"no route for {method} .../{action}")
 

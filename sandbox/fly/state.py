@@ -2,6 +2,15 @@
 lazy state transitions (updating/starting -> started, stopping -> stopped) and health checks.
 """
 
+# Machine states follow fly.io/docs/machines/machine-states/: persistent ``created``,
+# ``started``, ``stopped``, ``suspended``, ``failed``; transient ``starting``, ``stopping``,
+# ``updating``, ``replacing`` ... The Machines OpenAPI spec (Machine.state) only says
+# "string"; its ``GET .../wait`` accepts ``state`` in {started, stopped, destroyed} and answers
+# 200 once there, or an error after ``timeout`` (we answer 408 deadline_exceeded, as the API
+# does). ``POST .../stop`` takes an optional StopRequest {signal, timeout}: the machine is
+# ``stopping`` while its process shuts down, for ``stop_delay`` seconds here, but never
+# longer than the request's ``timeout`` (after which the VM is killed).
+
 from __future__ import annotations
 
 import copy
@@ -31,13 +40,31 @@ def ulid(millis: int, counter: int) -> str:
     return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
 
 
+def go_duration(value: Any) -> float | None:
+    """Seconds in a StopRequest ``timeout``: a number or a Go duration such as "10s"."""
+    if value is None or value == "":
+        return None
+    text = str(value).strip()
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    try:
+        for suffix, factor in units:
+            if text.endswith(suffix):  # "ms" is tried before "s"
+                return float(text[: -len(suffix)]) * factor
+        return float(text)
+    except ValueError:
+        raise FlyError(400, f"invalid stop timeout {value!r}") from None
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def image_ref(image: str) -> dict[str, Any]:
-    """ImageRef for ``registry/repository:tag@digest``."""
+def image_ref(image: str, registry_digests: dict[str, str] | None = None) -> dict[str, Any]:
+    """ImageRef for ``registry/repository:tag@digest``; a reference without a digest is
+    resolved through ``registry_digests`` (what the registry serves for that tag), as Fly
+    resolves a tag when the machine is deployed."""
     name, _, digest = image.partition("@")
+    digest = digest or (registry_digests or {}).get(name, "")
     registry, _, rest = name.partition("/") if "/" in name else ("", "", name)
     repository, _, tag = rest.partition(":")
     return {"registry": registry, "repository": repository, "tag": tag,
@@ -86,10 +113,12 @@ class FlyState:
     """Thread-safe store; ``cond`` is notified on every change (the ``wait`` endpoint)."""
 
     def __init__(self, *, start_delay: float = 0.05, check_delay: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, stop_delay: float | None = None) -> None:
         self.start_delay, self.check_delay, self.clock = start_delay, check_delay, clock
+        self.stop_delay = start_delay if stop_delay is None else stop_delay
         self.apps: dict[str, App] = {}
         self.bad_images: set[str] = set()
+        self.registry_digests: dict[str, str] = {}  # "registry/repo:tag" -> "sha256:..."
         self.cond = threading.Condition()
         self._counter = 0
         self._last_ms = 0
@@ -164,7 +193,8 @@ class FlyState:
         region = self.apps[app].machines[m.id].region
         return {"id": m.id, "name": m.name, "state": m.state, "region": region,
                 "instance_id": m.instance_id, "private_ip": "fdaa:0:1::" + m.id[-4:],
-                "config": copy.deepcopy(m.config), "image_ref": image_ref(m.config["image"]),
+                "config": copy.deepcopy(m.config),
+                "image_ref": image_ref(m.config["image"], self.registry_digests),
                 "created_at": iso(m.created_at), "updated_at": iso(m.updated_at),
                 "checks": self.checks(m), "events": []}
 
@@ -207,12 +237,15 @@ class FlyState:
             m.state, m.ready_at = "updating", time.monotonic() + self.start_delay
         self.cond.notify_all()
 
-    def power(self, m: Machine, action: str, nonce: str | None) -> None:
+    def power(self, m: Machine, action: str, nonce: str | None,
+              body: dict[str, Any] | None = None) -> None:
         self.check_lease(m, nonce)
         if action == "start" and m.state in IDLE:
             m.state, m.ready_at = "starting", time.monotonic() + self.start_delay
-        elif action == "stop" and m.state not in IDLE:
-            m.state, m.ready_at = "stopping", time.monotonic() + self.start_delay
+        elif action == "stop" and m.state not in IDLE and m.state != "stopping":
+            grace = go_duration((body or {}).get("timeout"))
+            delay = self.stop_delay if grace is None else min(self.stop_delay, grace)
+            m.state, m.ready_at = "stopping", time.monotonic() + delay
         m.updated_at = time.time()
         self.cond.notify_all()
 

@@ -1,5 +1,6 @@
 """EcsPlatform through the wire (boto3 -> moto ECS server + deployment simulator): pinned
-ARNs, idempotency, services_stable semantics cross-checked with botocore, scale, errors.
+ARNs, idempotency, services_stable semantics cross-checked with botocore, scale and stop,
+circuit-breaker failures and reverts, confirm_running, errors.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from platforms.base import (
     Platform,
     Revision,
     RevisionNotFound,
+    RolloutFailed,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -77,6 +79,32 @@ def previous_of(history: list[Any]) -> Any:
     current = next(r for r in history if r.current)
     return max((r for r in history if not r.current and r.number < current.number),
                key=lambda r: r.number)
+
+
+def service_tasks(client: Any, target: Target) -> list[dict[str, Any]]:
+    """Every task of the service, whatever its desiredStatus (ListTasks + DescribeTasks)."""
+    arns = [a for status in ("RUNNING", "STOPPED") for a in client.list_tasks(
+        cluster=target.scope, serviceName=target.name, desiredStatus=status)["taskArns"]]
+    if not arns:
+        return []
+    return list(client.describe_tasks(cluster=target.scope, tasks=arns)["tasks"])
+
+
+def breaker(client: Any, target: Target, *, rollback: bool) -> None:
+    client.update_service(cluster=target.scope, service=target.name, deploymentConfiguration={
+        "maximumPercent": 200, "minimumHealthyPercent": 100,
+        "deploymentCircuitBreaker": {"enable": True, "rollback": rollback}})
+
+
+def step_until(emulator: EcsEmulator, client: Any, target: Target, predicate: Any,
+               max_steps: int = 200) -> dict[str, Any]:
+    """Drive the paused scheduler by hand until ``predicate(service)`` holds."""
+    for _ in range(max_steps):
+        emulator.simulator.step(force=True)
+        svc = describe(client, target)
+        if predicate(svc):
+            return svc
+    raise AssertionError(f"never reached: {describe(client, target)['deployments']}")
 
 
 def count_calls(client: Any, operation: str) -> list[int]:
@@ -169,7 +197,7 @@ def test_scale_to_zero_and_back_to_recorded_count(platform: EcsPlatform, target:
     recorded = platform.get_replicas(target)
     assert recorded == describe(client, target)["desiredCount"] > 0
     platform.scale(target, 0)
-    assert platform.wait_for_rollout(target, timeout=30).done
+    assert platform.wait_for_stopped(target, timeout=30).done
     assert describe(client, target)["runningCount"] == 0
     assert platform.get_replicas(target) == 0
     platform.scale(target, recorded)
@@ -181,6 +209,56 @@ def test_scale_to_zero_and_back_to_recorded_count(platform: EcsPlatform, target:
     assert updates == []
     with pytest.raises(PermanentPlatformError):
         platform.scale(target, -1)
+
+
+def test_wait_for_stopped_returns_only_once_every_task_is_stopped(
+        platform: EcsPlatform, target: Target, emulator: EcsEmulator, client: Any) -> None:
+    emulator.simulator.pause()
+    emulator.simulator.stop_time = 3.0
+    try:
+        platform.scale(target, 0)
+        svc = step_until(emulator, client, target, lambda s: s["runningCount"] == 0)
+        # runningCount is 0 and ServicesStable already succeeds, yet nothing has stopped
+        assert svc["desiredCount"] == 0 and len(svc["deployments"]) == 1
+        assert real_waiter(client, target, attempts=1) == "success"
+        tasks = service_tasks(client, target)
+        stopping = [t for t in tasks if t["lastStatus"] != "STOPPED"]
+        assert len(stopping) == 3
+        assert {(t["desiredStatus"], t["lastStatus"]) for t in stopping} == \
+            {("STOPPED", "DEACTIVATING")}
+        lines: list[str] = []
+        started = time.monotonic()
+        status = platform.wait_for_stopped(target, timeout=0.4, on_progress=lines.append)
+        assert time.monotonic() - started >= 0.4
+        assert not status.done and not status.failed
+        assert "timed out" in status.message and "0.4s" in status.message
+        assert lines == ["3 tasks still running (3 DEACTIVATING); runningCount 0"]
+    finally:
+        emulator.simulator.resume()
+    seen: list[str] = []
+    try:  # the tasks are well into their 3 s stop: the wait has to sit it out
+        status = platform.wait_for_stopped(target, timeout=30, on_progress=seen.append)
+    finally:
+        emulator.simulator.stop_time = 0.3
+    assert status.done and not status.failed, status.message
+    assert status.message.startswith("service hotel-voice-bot stopped: runningCount 0")
+    assert len(seen) >= 2 and seen[-1] == status.message
+    assert all(m.startswith("3 tasks still running (3 ") for m in seen[:-1]), seen
+    assert any("STOPPING" in m or "DEPROVISIONING" in m for m in seen), seen
+    tasks = service_tasks(client, target)
+    assert tasks and all(t["lastStatus"] == "STOPPED" and t.get("stoppedAt") for t in tasks)
+    assert all(t["startedBy"].startswith("ecs-svc/") and t["group"] == "service:hotel-voice-bot"
+               for t in tasks)
+
+
+def test_wait_for_stopped_fails_when_scaled_up_again(
+        platform: EcsPlatform, target: Target, client: Any) -> None:
+    platform.scale(target, 0)
+    client.update_service(cluster=target.scope, service=target.name, desiredCount=2)
+    started = time.monotonic()
+    status = platform.wait_for_stopped(target, timeout=10)
+    assert status.failed and not status.done and "desiredCount 2" in status.message
+    assert time.monotonic() - started < 5
 
 
 # ------------------------------------------------------------------------------ wait
@@ -397,3 +475,118 @@ def test_client_built_from_target_options(target: Target, seeded: Seeded) -> Non
                                     aws_secret_access_key="testing")
     platform = EcsPlatform(session=session, poll_interval=POLL)
     assert platform.current_revision(target).id == seeded.arns[3]
+
+
+# -------------------------------------------------- circuit breaker and confirm_running
+def test_confirm_running_after_a_good_rollback(
+        platform: EcsPlatform, target: Target, seeded: Seeded) -> None:
+    pinned = previous_of(platform.history(target))
+    assert not platform.confirm_running(target, pinned).matches  # still on v4
+    platform.rollback_to(target, pinned)
+    assert platform.wait_for_rollout(target, timeout=30).done
+    check = platform.confirm_running(target, pinned)
+    assert check.matches, check.detail
+    assert check.running.startswith(f"3 tasks of {seeded.arns[2]} (PRIMARY deployment ecs-svc/")
+    assert "rolloutState COMPLETED, 3/3 running" in check.running and check.detail == ""
+
+
+def test_circuit_breaker_revert_fails_the_wait_and_is_never_confirmed(
+        platform: EcsPlatform, target: Target, seeded: Seeded, emulator: EcsEmulator,
+        client: Any) -> None:
+    """Rollback to v3 whose tasks cannot start; the breaker (rollback=true) puts v4 back."""
+    breaker(client, target, rollback=True)
+    emulator.fail_task_definition(seeded.arns[2])
+    pinned = previous_of(platform.history(target))
+    assert pinned.id == seeded.arns[2]
+    emulator.simulator.pause()
+    try:
+        platform.rollback_to(target, pinned)
+        svc = step_until(emulator, client, target, lambda s: any(
+            d.get("rolloutState") == "FAILED" for d in s["deployments"]))
+        assert [(d["status"], d["taskDefinition"], d["rolloutState"])
+                for d in svc["deployments"]] == [("PRIMARY", seeded.arns[3], "IN_PROGRESS"),
+                                                  ("ACTIVE", seeded.arns[2], "FAILED")]
+        failed = svc["deployments"][1]
+        assert failed["failedTasks"] == 3  # threshold: 50% of 3, at least 3
+        assert failed["rolloutStateReason"] == \
+            "ECS deployment circuit breaker: tasks failed to start."
+        assert svc["taskDefinition"] == seeded.arns[3]
+        messages = [e["message"] for e in svc["events"][:4]]
+        reverted_to = svc["deployments"][0]["id"]
+        assert f"(service hotel-voice-bot) rolling back to deployment {reverted_to}." in messages
+        assert (f"(service hotel-voice-bot) (deployment {failed['id']}) deployment failed: "
+                "tasks failed to start.") in messages
+        never_started = [t for t in service_tasks(client, target)
+                         if t["taskDefinitionArn"] == seeded.arns[2]]
+        assert {t["stopCode"] for t in never_started} >= {"TaskFailedToStart"}
+        assert real_waiter(client, target, attempts=1) == "retry"  # two deployments listed
+        status = platform.rollout_status(target)
+        assert status.failed and not status.done
+        assert "circuit breaker is rolling back" in status.message
+        assert seeded.arns[3] in status.message  # names what runs instead
+        with pytest.raises(RolloutFailed, match="tasks failed to start"):
+            platform.wait_for_rollout(target, timeout=5, raise_on_failure=True)
+        check = platform.confirm_running(target, pinned)
+        assert not check.matches
+        assert check.running.startswith(f"3 tasks of {seeded.arns[3]}")
+        assert f"circuit breaker rolled back deployment {failed['id']} of {seeded.arns[2]}" \
+            in check.running
+    finally:
+        emulator.simulator.resume()
+    # Once the failed deployment drains, botocore's own waiter calls the service stable...
+    assert real_waiter(client, target, attempts=200) == "success"
+    assert platform.wait_for_rollout(target, timeout=5).done
+    svc = describe(client, target)
+    assert [(d["taskDefinition"], d["rolloutState"]) for d in svc["deployments"]] == \
+        [(seeded.arns[3], "COMPLETED")]
+    # ...but it runs the bad v4 again, which only the service events still tell.
+    check = platform.confirm_running(target, pinned)
+    assert not check.matches
+    assert check.running.startswith(f"3 tasks of {seeded.arns[3]} (PRIMARY deployment")
+    assert f"circuit breaker rolled back deployment {failed['id']}" in check.running
+    assert f"not the pinned {seeded.arns[2]}" in check.detail
+
+
+def test_circuit_breaker_live_rollout_reports_failure_or_revert(
+        platform: EcsPlatform, target: Target, seeded: Seeded, emulator: EcsEmulator,
+        client: Any) -> None:
+    breaker(client, target, rollback=True)
+    emulator.fail_task_definition(seeded.arns[2])
+    pinned = previous_of(platform.history(target))
+    platform.rollback_to(target, pinned)
+    status = platform.wait_for_rollout(target, timeout=30)
+    if status.failed:
+        assert "tasks failed to start" in status.message
+    else:  # the revert completed between two polls: ServicesStable holds
+        assert status.done and real_waiter(client, target) == "success"
+    assert real_waiter(client, target, attempts=200) == "success"
+    check = platform.confirm_running(target, pinned)
+    assert not check.matches and seeded.arns[3] in check.running
+    assert "circuit breaker rolled back" in check.running
+
+
+def test_circuit_breaker_without_rollback_leaves_the_failed_deployment_primary(
+        platform: EcsPlatform, target: Target, seeded: Seeded, emulator: EcsEmulator,
+        client: Any) -> None:
+    breaker(client, target, rollback=False)
+    emulator.fail_task_definition(seeded.arns[2])
+    pinned = previous_of(platform.history(target))
+    platform.rollback_to(target, pinned)
+    lines: list[str] = []
+    status = platform.wait_for_rollout(target, timeout=30, on_progress=lines.append)
+    assert status.failed and not status.done
+    assert "ECS deployment circuit breaker: tasks failed to start." in status.message
+    assert f"still running: 3 tasks of {seeded.arns[3]}" in status.message
+    assert lines[-1] == status.message
+    svc = describe(client, target)
+    assert [(d["status"], d["taskDefinition"], d["rolloutState"], d["runningCount"])
+            for d in svc["deployments"]] == [("PRIMARY", seeded.arns[2], "FAILED", 0),
+                                              ("ACTIVE", seeded.arns[3], "COMPLETED", 3)]
+    assert real_waiter(client, target, attempts=2) == "retry"
+    time.sleep(0.3)  # no new task is launched for a FAILED deployment
+    assert describe(client, target)["deployments"][0]["pendingCount"] == 0
+    check = platform.confirm_running(target, pinned)
+    assert not check.matches
+    assert check.running.startswith(f"3 tasks of {seeded.arns[3]} (PRIMARY deployment")
+    assert "rolloutState FAILED: ECS deployment circuit breaker" in check.running
+    assert check.running.endswith("0/3 running)")

@@ -1,10 +1,12 @@
 """FlyPlatform through the wire (httpx -> Fly Machines emulator): history from machine
-versions, rolling rollback under leases, idempotency, error mapping, scale, spec shapes.
+versions, rolling rollback under leases, idempotency, error mapping, scale and stop,
+confirm_running by digest, spec shapes.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,7 @@ def test_scale_to_zero_and_back(emulator: FlyEmulator, fly: FlyPlatform) -> None
     assert fly.get_replicas(TARGET) == 3
     fly.scale(TARGET, 0)
     assert fly.get_replicas(TARGET) == 0
+    assert fly.wait_for_stopped(TARGET, timeout=10).done
     assert {m["state"] for m in emulator.machines(SEED_APP)} == {"stopped"}
     fly.scale(TARGET, 2)
     assert fly.get_replicas(TARGET) == 2
@@ -263,6 +266,94 @@ def test_scale_to_zero_and_back(emulator: FlyEmulator, fly: FlyPlatform) -> None
     with pytest.raises(PermanentPlatformError, match="only 3 machines"):
         fly.scale(TARGET, 4)
     assert all(emulator.lease(SEED_APP, m["id"]) is None for m in emulator.machines(SEED_APP))
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+
+
+def test_scale_to_zero_returns_before_the_machines_have_stopped_and_wait_blocks(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    emulator.set_stop_delay(3.0)
+    started = time.monotonic()
+    fly.scale(TARGET, 0)
+    assert time.monotonic() - started < 1.5  # stops are accepted, not awaited
+    assert {m["state"] for m in emulator.machines(SEED_APP)} == {"stopping"}
+    assert all(r.nonce for r in emulator.requests
+               if r.method == "POST" and r.path.endswith("/stop"))  # each under its lease
+    lines: list[str] = []
+    # the API's wait takes whole seconds, so this waits 1 s server-side, then gives up
+    status = fly.wait_for_stopped(TARGET, timeout=0.5, on_progress=lines.append)
+    assert not status.done and not status.failed and "timed out after 0.5s" in status.message
+    assert lines[0].startswith(f"3 machines of app {SEED_APP} still running: machine ")
+    assert lines[0].count("stopping") == 3
+    lines.clear()
+    status = fly.wait_for_stopped(TARGET, timeout=10, on_progress=lines.append)
+    assert status.done, status.message
+    assert status.message == f"every machine of app {SEED_APP} is down (3 stopped)"
+    assert lines[-1] == status.message
+    assert {m["state"] for m in emulator.machines(SEED_APP)} == {"stopped"}
+    waits = [r for r in emulator.requests if r.path.endswith("/wait")]
+    assert waits and {w.query["state"] for w in waits} == {"stopped"}
+    assert time.monotonic() - started >= 3.0
+
+
+def test_wait_for_stopped_sees_a_machine_started_again(emulator: FlyEmulator,
+                                                      fly: FlyPlatform) -> None:
+    fly.scale(TARGET, 0)
+    assert fly.wait_for_stopped(TARGET, timeout=10).done
+    woken = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    # as the Fly proxy does for a machine with services.autostart on incoming traffic
+    httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{woken}/start", headers=auth())
+    started = time.monotonic()
+    status = fly.wait_for_stopped(TARGET, timeout=0.5)
+    assert not status.done and time.monotonic() - started < 5
+    assert f"1 machine of app {SEED_APP} still running: machine {woken}" in status.message
+    assert status.message.endswith("started")
+
+
+def test_confirm_running_lists_a_machine_left_on_another_image(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    pinned = fly.history(TARGET)[1]
+    assert pinned.id == GOOD
+    before = fly.confirm_running(TARGET, pinned)
+    assert not before.matches and before.running.startswith(f"{BAD}: ")
+    assert fly.rollback_to(TARGET, pinned).changed
+    check = fly.confirm_running(TARGET, pinned)
+    assert check.matches, check.detail
+    ids = sorted(m["id"] for m in emulator.machines(SEED_APP))
+    assert check.running == f"{GOOD}: " + ", ".join(f"{i} started" for i in ids)
+    # someone redeploys the bad image to the last machine by hand
+    last = next(m for m in emulator.machines(SEED_APP) if m["id"] == ids[-1])
+    response = httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{ids[-1]}",
+                          json={"config": {**last["config"], "image": BAD}}, headers=auth())
+    assert response.status_code == 200
+    check = fly.confirm_running(TARGET, pinned)
+    assert not check.matches
+    assert f"{GOOD}: {ids[0]} " in check.running and f"{BAD}: {ids[-1]} " in check.running
+    assert f"machine {ids[-1]} (hotel-voice-bot-3) runs {BAD}" in check.detail
+
+
+def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
+                                                   fly: FlyPlatform) -> None:
+    pinned = fly.history(TARGET)[1]
+    assert fly.rollback_to(TARGET, pinned).changed
+    machine = sorted(emulator.machines(SEED_APP), key=lambda m: m["id"])[0]
+    tag_only = GOOD.split("@", 1)[0]  # same tag: the registry resolves it to GOOD's digest
+    httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
+               json={"config": {**machine["config"], "image": tag_only}}, headers=auth())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and fly.confirm_running(TARGET, pinned).detail:
+        time.sleep(0.02)  # let it leave "updating"
+    check = fly.confirm_running(TARGET, pinned)
+    assert check.matches, check.detail
+    assert f"{tag_only} (resolved {GOOD.split('@', 1)[1]}): {machine['id']} started" \
+        in check.running
+    other = BAD.split("@", 1)[0]  # a tag that resolves to another digest
+    httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
+               json={"config": {**machine["config"], "image": other}}, headers=auth())
+    check = fly.confirm_running(TARGET, pinned)
+    assert not check.matches and f"machine {machine['id']}" in check.detail
 
 
 def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
@@ -310,6 +401,24 @@ def test_emulator_responses_match_the_openapi_schemas(emulator: FlyEmulator) -> 
                               params={"state": "stopped", "timeout": 1})
         assert response.status_code == 408
         validate(response.json(), "ErrorResponse")
+        # StopRequest {signal, timeout}: the machine is "stopping", then "stopped"
+        emulator.set_stop_delay(0.3)
+        stop = client.post(f"{base}/machines/{mid}/stop", json={"signal": "SIGINT",
+                                                                 "timeout": "10s"},
+                           headers={"fly-machine-lease-nonce": lease["nonce"]})
+        assert stop.status_code == 200
+        stopping = client.get(f"{base}/machines/{mid}").json()
+        validate(stopping, "Machine")
+        assert stopping["state"] == "stopping"
+        response = client.get(f"{base}/machines/{mid}/wait",
+                              params={"state": "stopped", "timeout": 5})
+        assert response.status_code == 200
+        assert client.get(f"{base}/machines/{mid}").json()["state"] == "stopped"
+        other = machines[1]["id"]  # a StopRequest timeout shorter than the shutdown wins
+        client.post(f"{base}/machines/{other}/stop", json={"timeout": "0s"})
+        assert client.get(f"{base}/machines/{other}").json()["state"] == "stopped"
+        assert client.get(f"{base}/machines/{mid}/wait",
+                          params={"state": "bogus"}).status_code == 400
 
 
 def test_rollback_waits_for_checks_to_pass(clock: Clock) -> None:
