@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from bot.config import PLATFORMS, SCOPES, Severity
 from bot.errors import ParseError
 
-SUBCOMMANDS = ("help", "services", "status", "history", "cancel")
+SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
 
 
 @dataclass(frozen=True)
 class Parsed:
-    verb: str  # help | services | status | history | cancel | request | modal
+    verb: str  # help | services | status | history | cancel | known-bad | clear-known-bad
+    #            | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -37,6 +38,8 @@ def parse(text: str) -> Parsed:
     if not tokens or tokens[0] == "help":
         return Parsed("help")
     head = tokens[0]
+    if head == "known-bad":
+        return _known_bad(tokens)
     if head in SUBCOMMANDS:
         if head == "services":
             return Parsed("services")
@@ -89,3 +92,38 @@ def parse(text: str) -> Parsed:
         i += step
     return Parsed("request", service=head, to=to, severity=severity, scope=scope,
                   platform=platform, reason=reason)
+
+
+def _known_bad(tokens: list[str]) -> Parsed:
+    """``known-bad <service> [--platform P]`` lists the marks;
+    ``known-bad <service> clear <REV> --reason "…" [--platform P]`` clears one."""
+    if len(tokens) < 2 or tokens[1].startswith("--"):
+        raise ParseError("`known-bad` needs a service.")
+    service, rest = tokens[1], tokens[2:]
+    clear: int | None = None
+    platform: str | None = None
+    reason = ""
+    if rest[:1] == ["clear"]:
+        if len(rest) < 2:
+            raise ParseError("`known-bad <service> clear` needs a revision number.")
+        digits = rest[1].removeprefix("rev").removeprefix("-")
+        if not digits.isdigit():
+            raise ParseError(f"`{rest[1]}`: a revision is a positive number.")
+        clear, rest = int(digits), rest[2:]
+    i = 0
+    while i < len(rest):
+        flag, eq, inline = rest[i].partition("=")
+        if flag not in ("--reason", "--platform"):
+            raise ParseError(f"Unexpected `{rest[i]}` after `known-bad {service}`.")
+        raw = inline if eq else _value(rest, i, flag)
+        i += 1 if eq else 2
+        if flag == "--platform":
+            if raw not in PLATFORMS:
+                raise ParseError(f"`--platform {raw}`: choose kubernetes, ecs or fly.")
+            platform = raw
+        else:
+            reason = raw
+    if clear is None:
+        return Parsed("known-bad", service=service, platform=platform)
+    return Parsed("clear-known-bad", service=service, to=clear, platform=platform,
+                  reason=reason)

@@ -58,6 +58,9 @@ class KubernetesTarget(Strict):
     config_maps: list[str] = Field(default_factory=list)
     secrets: list[str] = Field(default_factory=list)
     rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
 
 
 class EcsTarget(Strict):
@@ -67,6 +70,9 @@ class EcsTarget(Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = None
     rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
 
 
 class FlyTarget(Strict):
@@ -75,6 +81,9 @@ class FlyTarget(Strict):
     api_url: str = "https://api.machines.dev"
     token_env: str = "FLY_API_TOKEN"
     rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
 
 
 # ----------------------------------------------------------------------- checks
@@ -201,9 +210,11 @@ AUTOMATIC_CHECKLIST_ITEMS = ("previous_version", "backup_verified", "stakeholder
 
 def _default_policies() -> dict[Severity, SeverityPolicy]:
     return {
+        # The runbook rolls the database back only when data corruption is confirmed and
+        # a recent backup exists: a P0 is an immediate *application* rollback by default.
         Severity.P0: SeverityPolicy(
             mode=PolicyMode.IMMEDIATE,
-            scope=["app", "db", "config", "external"],
+            scope=["app"],
             allow_self_approval=True,
             checklist_required=["previous_version"],
         ),
@@ -261,6 +272,7 @@ class ServiceConfig(Strict):
     webhooks: list[HttpProbe] = Field(default_factory=list)
     stakeholders: Stakeholders = Field(default_factory=Stakeholders)
     approvers: Approvers | None = None
+    tech_leads: Approvers | None = None
     incident_channel_pattern: str | None = None
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     policy: Policy | None = None
@@ -285,6 +297,8 @@ class ServiceConfig(Strict):
 
 class SlackSettings(Strict):
     approvers: Approvers = Field(default_factory=Approvers)
+    # Who may tick "Rollback decision approved by technical lead"; unset = the approvers.
+    tech_leads: Approvers | None = None
 
 
 class ExecutorSettings(Strict):
@@ -300,7 +314,9 @@ class AftercareSettings(Strict):
     """After the steps: verification budget, post-mortem files, reminder cadence."""
 
     verification_timeout_seconds: float = Field(default=180, gt=0)
-    postmortem_dir: str = "docs/post-mortems"  # relative to the working directory
+    # Unset: <data dir>/post-mortems (the container's writable path); a relative path is
+    # under the data dir too, never the working directory (read-only in the image).
+    postmortem_dir: str | None = None
     reminder_snooze_hours: float = Field(default=4, gt=0)
     reminder_repeat_hours: float = Field(default=24, gt=0)
 
@@ -329,6 +345,13 @@ class RollbackConfig(Strict):
     def approvers_for(self, service: str) -> Approvers:
         svc = self.services.get(service)
         return svc.approvers if svc and svc.approvers else self.slack.approvers
+
+    def tech_leads_for(self, service: str) -> Approvers:
+        """Technical leads of a service: its own list, the global one, else its approvers."""
+        svc = self.services.get(service)
+        if svc and svc.tech_leads:
+            return svc.tech_leads
+        return self.slack.tech_leads or self.approvers_for(service)
 
 
 # ---------------------------------------------------------------------- loading

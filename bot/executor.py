@@ -18,13 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bot import metrics
+from bot.compensation import Compensation, Undo, manual_scale_command, plan_compensation
 from bot.config import ExecutorSettings
 from bot.lifecycle import Event, State
 from bot.models import Rollback, Step
 from bot.service import RollbackService
 from bot.steps import HANDLERS, StepContext
 from bot.store import StaleState
-from platforms.base import ConfigSnapshot, PermanentPlatformError, TransientPlatformError
+from platforms.base import (
+    ConfigSnapshot,
+    PermanentPlatformError,
+    PlatformError,
+    TransientPlatformError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,10 @@ Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VE
 
 class StepFailed(Exception):
     pass
+
+
+class CancelRequested(Exception):
+    """Someone pressed Cancel while this rollback was executing: stop before acting."""
 
 
 class LeaseLost(Exception):
@@ -155,6 +165,7 @@ class Executor:
             chat.thread(rb, f":recycle: Resuming {rb.ref} after an interruption "
                             f"(executor {self.owner}).")
         if rb.state == State.EXECUTING:
+            self._mark_known_bad(rb)
             if not self._run_steps(rb):
                 return
             self._fence(rb)
@@ -164,20 +175,40 @@ class Executor:
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
 
+    def _mark_known_bad(self, rb: Rollback) -> None:
+        """Execution moves away from the running revision: from now on it is known-bad, so
+        no later default rollback (or a resumed one) can pick it again."""
+        self._fence(rb)
+        if self.store.mark_known_bad(rb, actor=self.owner) and rb.current_revision:
+            self.service.chat.thread(
+                rb, f":no_entry: {rb.current_revision.label()} is now marked known-bad for "
+                    f"`{rb.service}`: no later rollback picks it unless an approver overrides.")
+
     def _run_steps(self, rb: Rollback) -> bool:
         steps = self.store.steps(rb.id)
         for step in steps:
             if step.status in ("done", "skipped"):
                 continue
+            if step.status == "failed":  # died between journaling a failure and ending
+                self._failed(rb, step, step.error or "failed")
+                return False
             if step.status == "started" and step.destructive:
                 self._interrupted(rb, step)
                 return False
             try:
+                self._check_cancel(rb)
                 self._run_step(rb, step, total=len(steps))
+            except CancelRequested:
+                self._cancelled(rb, step)
+                return False
             except StepFailed as exc:
                 self._failed(rb, step, str(exc))
                 return False
         return True
+
+    def _check_cancel(self, rb: Rollback) -> None:
+        if self.store.get(rb.id).cancel_requested_by:
+            raise CancelRequested()
 
     def _run_step(self, rb: Rollback, step: Step, *, total: int) -> None:
         svc = self.service.service_config(rb.service)
@@ -188,6 +219,8 @@ class Executor:
         while True:
             attempt += 1
             self._fence(rb)
+            if attempt > 1:
+                self._check_cancel(rb)  # a retry loop is where a stuck rollback waits
             self.store.step_started(rb.id, step.seq)
             fresh = [s for s in self.store.steps(rb.id)]
             current = next(s for s in fresh if s.seq == step.seq)
@@ -238,21 +271,125 @@ class Executor:
     def _failed(self, rb: Rollback, step: Step, error: str) -> None:
         self._fence(rb)
         self.store.step_finished(rb.id, step.seq, status="failed", error=error)
+        comp = plan_compensation(self.store.steps(rb.id))
+        if comp.undo == Undo.HUMAN:
+            self._hand_over(rb, f"{rb.ref} failed at step {step.seq} ({step.description}): "
+                                f"{error}", comp, step=step.kind)
+            return
+        undone = self._compensate(rb, comp, why=f"step {step.seq} failed")
+        if undone is None:
+            return  # compensation itself failed: handed over to a human
         rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
-                                   detail={"step": step.kind, "error": error},
+                                   detail={"step": step.kind, "error": error,
+                                           "compensation": comp.undo.value},
                                    updates={"last_error": f"{step.kind}: {error}"})
         chat = self.service.chat
         chat.refresh(rb)
         self._ended(rb)
         chat.thread(rb, f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
-                        "Next: check the platform state, then request a new rollback or fix "
-                        "forward. Completed steps are listed above.",
+                        + undone + "Next: check the platform state, then request a new "
+                        "rollback or fix forward. Completed steps are listed above.",
+                    mention=rb.incident_commander or rb.requester)
+
+    def _cancelled(self, rb: Rollback, next_step: Step) -> None:
+        self._fence(rb)
+        by = self.store.get(rb.id).cancel_requested_by or "someone"
+        comp = plan_compensation(self.store.steps(rb.id))
+        if comp.undo == Undo.HUMAN:
+            self._hand_over(rb, f"<@{by}> cancelled {rb.ref} before step {next_step.seq} "
+                                f"({next_step.description})", comp, step=next_step.kind)
+            return
+        undone = self._compensate(rb, comp, why="the rollback was cancelled")
+        if undone is None:
+            return
+        rb = self.store.transition(rb.id, Event.CANCEL, actor=by, expected=State.EXECUTING,
+                                   detail={"before_step": next_step.kind,
+                                           "compensation": comp.undo.value})
+        chat = self.service.chat
+        chat.refresh(rb)
+        self._ended(rb)
+        chat.thread(rb, f":heavy_multiplication_x: {rb.ref} cancelled by <@{by}> before step "
+                        f"{next_step.seq} ({next_step.description}). " + undone
+                        + "Steps already done stay done; the revision it moved away from stays "
+                        "marked known-bad.")
+
+    def _compensate(self, rb: Rollback, comp: Compensation, *, why: str) -> str | None:
+        """Run the inverse (journaled, idempotent); the sentence saying what was undone, or
+        None after handing the rollback to a human because the inverse failed too."""
+        if comp.undo != Undo.RESTORE_REPLICAS:
+            return ""
+        assert comp.replicas is not None and comp.scale_down_seq is not None
+        platform = self.service.platform(rb.platform)
+        attempts = max(1, self.settings.max_transient_retries)
+        for attempt in range(1, attempts + 1):
+            self._fence(rb)
+            try:
+                platform.scale(rb.target, comp.replicas)
+                break
+            except TransientPlatformError as exc:
+                if attempt == attempts:
+                    self._compensation_failed(rb, comp, str(exc))
+                    return None
+                self.sleep(exc.retry_after or self.settings.backoff_base_seconds * attempt)
+            except PlatformError as exc:
+                self._compensation_failed(rb, comp, str(exc))
+                return None
+            except Exception as exc:  # any failure here goes to a human
+                self._compensation_failed(rb, comp, f"{type(exc).__name__}: {exc}")
+                return None
+        self._fence(rb)
+        self.store.step_progress(rb.id, comp.scale_down_seq, {"restored_to": comp.replicas,
+                                                              "restored_by": self.owner})
+        self.store.audit(rb.id, actor=self.owner, event="compensated",
+                         detail={"undo": comp.undo.value, "replicas": comp.replicas,
+                                 "why": why})
+        line = (f":leftwards_arrow_with_hook: Compensation ({why}): scaled "
+                f"{rb.target.describe()} back to {comp.replicas} replicas, the count recorded "
+                "before the scale-down.")
+        self.service.chat.thread(rb, line)
+        return line.removeprefix(":leftwards_arrow_with_hook: ") + "\n"
+
+    def _compensation_failed(self, rb: Rollback, comp: Compensation, error: str) -> None:
+        self._hand_over(rb, f"{rb.ref} stopped and could not scale the service back up "
+                            f"({error})", comp, step="compensation")
+
+    def _hand_over(self, rb: Rollback, what: str, comp: Compensation, *, step: str,
+                   event: Event = Event.HAND_OVER) -> None:
+        """Stop loudly: needs_attention with exactly what to check and what to run."""
+        self._fence(rb)
+        replicas = comp.replicas if comp.replicas is not None else "the recorded number of"
+        instructions = [
+            f"The service is scaled to 0 (it had {replicas} replicas)."
+            if comp.replicas is not None else "",
+            f"Why I did not scale it back: {comp.reason}." if comp.reason else "",
+            "1. Check the database: run the service's verify queries and look at the restore "
+            "output in the step list above." if comp.undo == Undo.HUMAN else "",
+            f"2. When it is safe, an approver clicks *Scale back up*, or run "
+            f"`{manual_scale_command(rb.target, int(comp.replicas))}`."
+            if comp.replicas is not None else "",
+            "3. Close the rollback with *Mark resolved*.",
+        ]
+        error = f"{what}; the service was left scaled down for a human decision"
+        rb = self.store.transition(rb.id, event, actor=self.owner,
+                                   expected=State.EXECUTING,
+                                   detail={"step": step, "error": what,
+                                           "replicas": comp.replicas},
+                                   updates={"last_error": error[:1000]})
+        chat = self.service.chat
+        chat.refresh(rb)
+        self._ended(rb)
+        chat.thread(rb, f":warning: {rb.ref} needs attention: {what}.\n"
+                        + "\n".join(line for line in instructions if line),
                     mention=rb.incident_commander or rb.requester)
 
     def _interrupted(self, rb: Rollback, step: Step) -> None:
         self._fence(rb)
         error = (f"the process executing {rb.ref} died inside destructive step "
                  f"{step.seq} ({step.description}); it was not re-run")
+        comp = plan_compensation(self.store.steps(rb.id))
+        if comp.replicas is not None:
+            self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED)
+            return
         rb = self.store.transition(rb.id, Event.INTERRUPTED, actor=self.owner,
                                    detail={"step": step.kind}, updates={"last_error": error})
         chat = self.service.chat

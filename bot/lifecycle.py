@@ -37,6 +37,7 @@ class Event(StrEnum):
     STEPS_DONE = "steps_done"
     STEP_FAILED = "step_failed"
     INTERRUPTED = "interrupted"  # crash inside a destructive step
+    HAND_OVER = "hand_over"  # a step failed where undoing it automatically could do harm
     VERIFIED = "verified"
     VERIFICATION_FAILED = "verification_failed"
     STABLE = "stable"
@@ -58,6 +59,10 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.EXECUTING, E.STEPS_DONE): S.VERIFYING,
     (S.EXECUTING, E.STEP_FAILED): S.FAILED,
     (S.EXECUTING, E.INTERRUPTED): S.NEEDS_ATTENTION,
+    (S.EXECUTING, E.HAND_OVER): S.NEEDS_ATTENTION,
+    # Only the executor applies this one, after it stopped and compensated (a person's
+    # Cancel on an executing rollback sets cancel_requested_by instead).
+    (S.EXECUTING, E.CANCEL): S.CANCELLED,
     (S.VERIFYING, E.VERIFIED): S.MONITORING,
     (S.VERIFYING, E.VERIFICATION_FAILED): S.VERIFICATION_FAILED,
     (S.MONITORING, E.STABLE): S.COMPLETED,

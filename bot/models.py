@@ -40,10 +40,23 @@ class Rollback:
     approved_at: datetime | None
     finished_at: datetime | None
     last_error: str | None
+    plan_facts: dict[str, Any] = field(default_factory=dict)
+    cancel_requested_by: str | None = None
 
     @property
     def ref(self) -> str:
         return f"RB-{self.id}"
+
+    @property
+    def destructive_steps(self) -> list[dict[str, Any]]:
+        """The plan's destructive steps as pinned at request time (kind, description)."""
+        return list(self.plan_facts.get("destructive") or [])
+
+    @property
+    def known_bad_target(self) -> dict[str, Any] | None:
+        """Set when the pinned target is a known-bad revision (who marked it, when)."""
+        mark = self.plan_facts.get("known_bad_target")
+        return dict(mark) if mark else None
 
 
 @dataclass(frozen=True)
@@ -82,3 +95,15 @@ class PlannedStep:
     description: str
     destructive: bool = False
     params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KnownBad:
+    """A revision some rollback moved away from: never the default target again."""
+
+    service: str
+    platform: str
+    revision_id: str
+    revision: dict[str, Any]
+    rollback_id: int | None
+    marked_at: datetime

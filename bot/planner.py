@@ -7,13 +7,20 @@ rollback back onto the bad version).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from bot.config import ServiceConfig
 from bot.errors import UserFacingError
-from bot.models import PlannedStep
+from bot.models import KnownBad, PlannedStep
 from platforms.base import Revision, Target
+
+# The inverse the executor runs when a rollback fails or is cancelled after the step was
+# started (docs/architecture.md, "Compensation"). Steps without an entry have no safe
+# inverse: rolling the application "back" again would put the bad version back.
+INVERSES = {"scale_down": "restore_replicas"}
 
 
 def target_for(service: ServiceConfig, platform: str) -> Target:
@@ -40,8 +47,30 @@ def target_for(service: ServiceConfig, platform: str) -> Target:
     )
 
 
-def choose_revision(history: Sequence[Revision], to: int | None) -> tuple[Revision, Revision]:
-    """(current, target). ``to`` is a revision number; None means the previous one."""
+@dataclass(frozen=True)
+class RevisionChoice:
+    """The pinned pair and why: what runs now, what to return to, and the marks seen."""
+
+    current: Revision
+    target: Revision
+    target_known_bad: KnownBad | None  # only with an explicit ``--to`` (needs an override)
+    ran_before_current: bool  # the target predates the running release (not just a number)
+
+
+def _ran_before(candidate: Revision, current: Revision) -> bool:
+    """Did ``candidate`` run before ``current`` was released? Revision numbers are renumbered
+    when an old revision is reused (Kubernetes), so creation times decide when both are
+    known; without them the lower number is the best evidence there is."""
+    if candidate.created is not None and current.created is not None:
+        return candidate.created <= current.created and candidate.number < current.number
+    return candidate.number < current.number
+
+
+def choose_revision(history: Sequence[Revision], to: int | None,
+                    known_bad: Mapping[str, KnownBad] | None = None) -> RevisionChoice:
+    """The current revision and the rollback target. ``to`` is a revision number; None
+    means the newest revision that ran before the current one and is not known-bad."""
+    bad = known_bad or {}
     current = next((r for r in history if r.current), None)
     if current is None:
         raise UserFacingError("The platform reports no current revision; nothing to roll back.")
@@ -54,11 +83,18 @@ def choose_revision(history: Sequence[Revision], to: int | None) -> tuple[Revisi
             )
         if match.current:
             raise UserFacingError(f"Revision {to} is already the running revision.")
-        return current, match
-    older = [r for r in history if not r.current and r.number < current.number]
-    if not older:
-        raise UserFacingError("No previous revision in the history to roll back to.")
-    return current, max(older, key=lambda r: r.number)
+        return RevisionChoice(current, match, bad.get(match.id), _ran_before(match, current))
+    candidates = [r for r in history
+                  if not r.current and r.id not in bad and _ran_before(r, current)]
+    if not candidates:
+        skipped = [r for r in history if not r.current and r.id in bad]
+        why = (" (" + ", ".join(f"{r.label()} is known-bad" for r in skipped) + ")"
+               if skipped else "")
+        raise UserFacingError(
+            f"No earlier revision that is not known-bad is left in the history{why}. "
+            "Name one with `--to REV` (a known-bad one needs an approver's override) or fix "
+            "forward.")
+    return RevisionChoice(current, max(candidates, key=lambda r: r.number), None, True)
 
 
 def build_steps(
@@ -73,10 +109,15 @@ def build_steps(
     if with_config:
         steps.append(PlannedStep("snapshot_config", "Snapshot current ConfigMaps/Secrets"))
     if with_db:
-        steps.append(PlannedStep("scale_down", "Scale the application to 0 (record replicas)"))
+        if not backup_path:  # never plan a restore without a verified backup pinned
+            raise UserFacingError("A database rollback needs a verified backup pinned in "
+                                  "the plan; none was found.")
+        steps.append(PlannedStep(
+            "scale_down", "Scale the application to 0 and wait until nothing runs "
+            "(record replicas)", params={"inverse": INVERSES["scale_down"]}))
         steps.append(PlannedStep("backup_db", "Back up the current database state"))
         steps.append(PlannedStep(
-            "restore_db", f"Restore the database from {backup_path or 'the latest backup'}",
+            "restore_db", f"Restore the database from {Path(backup_path).name}",
             destructive=True, params={"backup_path": backup_path},
         ))
         steps.append(PlannedStep("verify_db", "Verify database connectivity and integrity"))

@@ -20,8 +20,8 @@ from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
 from bot.errors import NotAllowed, NotFound, ParseError, UnknownService, UserFacingError
 from bot.jobs import Job, JobStore
 from bot.lifecycle import Event, State
-from bot.models import Rollback
-from bot.planner import build_steps, choose_revision, target_for
+from bot.models import KnownBad, Rollback
+from bot.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.policy import Policy
 from bot.ports import Chat, Clock, Directory, utcnow
 from bot.rendering import LatestStateChat
@@ -39,6 +39,7 @@ class ModalDefaults:
     revisions: list[Revision]
     severity: Severity
     scope: list[str]
+    known_bad: dict[str, KnownBad]
 
 
 class RollbackService:
@@ -99,7 +100,8 @@ class RollbackService:
         revisions = self.platform(name).history(target_for(svc, name))
         sev = self.config.policy_for(service).default_severity
         scope = self.config.policy_for(service).for_severity(sev).scope
-        return ModalDefaults(service, name, revisions, sev, list(scope))
+        return ModalDefaults(service, name, revisions, sev, list(scope),
+                             self.store.known_bad(service, name))
 
     # ------------------------------------------------------------------ request
     def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
@@ -121,19 +123,27 @@ class RollbackService:
             history = adapter.history(target)
         except PlatformError as exc:
             raise UserFacingError(f"Could not read the revision history: {exc}") from None
-        current, wanted = choose_revision(history, parsed.to)
+        known_bad = self.store.known_bad(parsed.service, platform_name)
+        if parsed.to is None:
+            self._refuse_if_already_restored(parsed.service, platform_name, history, known_bad)
+        choice = choose_revision(history, parsed.to, known_bad)
+        current, wanted = choice.current, choice.target
         now = self.clock()
-        checklist: dict[str, Any] = {
-            "previous_version": {"done": True, "by": "bot", "note": wanted.label()},
-        }
+        checklist: dict[str, Any] = {"previous_version": _previous_version_item(choice)}
+        facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, wanted)}
+        if choice.target_known_bad is not None:
+            facts["known_bad_target"] = _mark_facts(choice.target_known_bad)
         backup_path = None
-        if "db" in scope and svc.database is not None:
-            backup_path, checklist["backup_verified"] = self._pin_backup(svc, parsed.service, now)
+        if "db" in scope:
+            backup_path, facts["backup"], checklist["backup_verified"] = self._pin_backup(
+                svc, parsed.service, now)
         known = (self.store.known_good_config(parsed.service, platform_name)
                  if "config" in scope else None)
         steps = build_steps(service=svc, scope=scope, target_revision=wanted,
                             backup_path=backup_path,
                             known_good=(known[1], known[2]) if known else None)
+        facts["destructive"] = [{"kind": st.kind, "description": st.description}
+                                for st in steps if st.destructive]
         try:
             rb = self.store.create_rollback(
                 service=parsed.service, platform=platform_name, severity=severity.value,
@@ -142,7 +152,7 @@ class RollbackService:
                 current_revision=current, target_revision=wanted, target=target, steps=steps,
                 checklist=checklist, assessment={},
                 expires_at=now + timedelta(minutes=policy.approval_expiry_minutes),
-                created_at=now,
+                created_at=now, plan_facts=facts,
             )
         except ActiveRollbackExists as exc:
             raise _active_error(exc.existing) from None
@@ -164,19 +174,74 @@ class RollbackService:
         rb = self.store.get(rb.id)
         self._notify_stakeholders_requested(rb)
         if severity == Severity.P0:
-            self.chat.thread(rb, ":rotating_light: *P0*: immediate full rollback. An approver "
-                                 "may approve their own request (break glass, audited).")
+            self.chat.thread(rb, ":rotating_light: *P0*: immediate rollback. An approver "
+                                 "may approve their own request (break glass, audited)"
+                                 + (", except the destructive steps: those need a second "
+                                    "person." if rb.destructive_steps else "."))
+        if rb.known_bad_target:
+            self._warn_known_bad_target(rb, requested_by=requester)
         return self._assess(rb, svc, adapter)
 
-    def _pin_backup(self, svc: Any, service: str, now: Any) -> tuple[str | None, dict[str, Any]]:
+    def _refuse_if_already_restored(self, service: str, platform: str,
+                                    history: list[Revision],
+                                    known_bad: dict[str, KnownBad]) -> None:
+        """A plain ``/rollback`` on a service that already runs the version a completed
+        rollback returned to would roll it further back; say so instead of doing it."""
+        current = next((r for r in history if r.current), None)
+        if current is None:
+            return
+        done = self.store.last_completed_to(service, platform, current.id)
+        if done is None:
+            return
+        try:
+            further = choose_revision(history, None, known_bad).target
+            pick = f"{further.label()}; request it with `--to {further.number}` if that is " \
+                   "what you want"
+        except UserFacingError:
+            pick = "nothing: no earlier revision that is not known-bad is left"
+        when = f" at {done.finished_at:%Y-%m-%d %H:%M} UTC" if done.finished_at else ""
+        raise UserFacingError(
+            f"`{service}` already runs {current.label()}, the version {done.ref} rolled back "
+            f"to (completed{when}). A further rollback would pick {pick}.")
+
+    def _warn_known_bad_target(self, rb: Rollback, *, requested_by: str) -> None:
+        mark = rb.known_bad_target or {}
+        origin = f" by RB-{mark['rollback_id']}" if mark.get("rollback_id") else ""
+        self.chat.post_channel(
+            rb.channel_id,
+            f":rotating_light: *{rb.ref} targets a KNOWN-BAD revision.* <@{requested_by}> "
+            f"asked to roll `{rb.service}` to {rb.target_revision.label()}, which was rolled "
+            f"back from{origin}. Only an approver can execute it, with an explicit override.")
+
+    def _pin_backup(self, svc: Any, service: str, now: Any
+                    ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(path, plan facts, checklist item) of a verified backup, or a refusal saying what
+        is missing and how to fix it: a restore is never planned without one."""
         from bot import database
 
-        info = database.latest_backup(svc.database.backup_location, service=service, before=now)
+        if svc.database is None:
+            raise UserFacingError(
+                f"`db` is in the scope but `{service}` has no `database` section in the "
+                "configuration; request the rollback without `db`.")
+        db = svc.database
+        info = database.latest_backup(db.backup_location, service=service, before=now)
+        fix = (f"Take a backup (`pg_dump -Fc` into the backup location, named like "
+               f"`{database.backup_filename(service, now)}`) and request again, or request "
+               "without `db` in the scope (the runbook restores the database only when data "
+               "corruption is confirmed).")
         if info is None:
-            return None, {"done": False, "by": "bot", "note": "no backup found"}
-        check = database.verify_backup(info.path, max_age_hours=svc.database.backup_max_age_hours,
+            raise UserFacingError(
+                f"Refused: a database rollback needs a verified backup pinned in the plan, "
+                f"and no backup of `{service}` was found in the backup location. {fix}")
+        check = database.verify_backup(info.path, max_age_hours=db.backup_max_age_hours,
                                        now=now)
-        return str(info.path), {"done": bool(check.ok), "by": "bot", "note": check.detail}
+        if not check.ok:
+            raise UserFacingError(
+                f"Refused: the newest backup `{info.path.name}` cannot be pinned: "
+                f"{check.detail}. {fix}")
+        facts = {"name": info.path.name, "size": info.size, "taken_at": info.created.isoformat(),
+                 "entries": check.entries}
+        return str(info.path), facts, {"done": True, "by": "bot", "note": check.detail}
 
     def _assess(self, rb: Rollback, svc: Any, adapter: Platform) -> Rollback:
         result = assess(service=svc, platform=adapter, target=rb.target)
@@ -223,19 +288,38 @@ class RollbackService:
                                       {"done": True, "by": "bot"}, actor="bot")
 
     # ------------------------------------------------------------------ decisions
+    def check_can_approve(self, ref: str | int, *, user: str, channel_id: str,
+                          override: bool = False, known_bad_override: bool = False) -> Rollback:
+        """Every approval rule except the typed confirmation: lets the Slack layer refuse at
+        once instead of opening a confirmation dialog that could never succeed."""
+        rb = self.get(ref)
+        self.policy.check_approve(rb, user=user, channel_name=self.directory.channel_name(
+            channel_id), now=self.clock(), override=override,
+            known_bad_override=known_bad_override, typed_confirmation=rb.service)
+        return rb
+
     def approve(self, ref: str | int, *, user: str, channel_id: str,
-                override: bool = False) -> Rollback:
+                override: bool = False, known_bad_override: bool = False,
+                typed_confirmation: str | None = None) -> Rollback:
         rb = self.get(ref)
         channel_name = self.directory.channel_name(channel_id)
-        decision = self.policy.check_approve(rb, user=user, channel_name=channel_name,
-                                             now=self.clock(), override=override)
-        detail = {"break_glass": decision.break_glass, "override": decision.override}
+        decision = self.policy.check_approve(
+            rb, user=user, channel_name=channel_name, now=self.clock(), override=override,
+            known_bad_override=known_bad_override, typed_confirmation=typed_confirmation)
+        detail = {"break_glass": decision.break_glass, "override": decision.override,
+                  "known_bad_override": decision.known_bad_override,
+                  "destructive": [d["kind"] for d in rb.destructive_steps]}
         rb = self.transition(rb, Event.APPROVE, actor=user, detail=detail, refresh=False,
                               updates={"approver": user, "approved_at": self.clock(),
                                        "break_glass": decision.break_glass})
         self.on_approved(rb.id)  # before any Slack round trip: execution starts at once
         self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id, kinds=[EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB])
+        if decision.known_bad_override:
+            self.chat.post_channel(
+                rb.channel_id, f":rotating_light: *KNOWN-BAD OVERRIDE*: <@{user}> approved "
+                f"{rb.ref}, rolling `{rb.service}` to {rb.target_revision.label()}, a revision "
+                "marked known-bad. This is recorded in the audit log.")
         if decision.break_glass:
             self.chat.thread(rb, f":rotating_light: BREAK GLASS: <@{user}> approved their own "
                                  f"{rb.severity} rollback. This is recorded in the audit log.")
@@ -257,9 +341,50 @@ class RollbackService:
     def cancel(self, ref: str | int, *, user: str) -> Rollback:
         rb = self.get(ref)
         self.policy.check_cancel(rb, user=user)
+        if rb.state == State.EXECUTING:
+            return self._request_cancel(rb, user=user)
         rb = self.transition(rb, Event.CANCEL, actor=user)
         self.jobs.cancel(rollback_id=rb.id)
         self.chat.thread(rb, f"<@{user}> cancelled {rb.ref}.")
+        return rb
+
+    def _request_cancel(self, rb: Rollback, *, user: str) -> Rollback:
+        """The executor owns an executing rollback: it stops before its next step, undoes
+        what has an inverse (a scaled-down service comes back) and cancels it itself."""
+        if rb.cancel_requested_by:
+            raise NotAllowed(f"<@{rb.cancel_requested_by}> already asked to cancel {rb.ref}; "
+                             "it stops after the current step.")
+        rb = self.store.update_fields(rb.id, actor=user, cancel_requested_by=user)
+        self.on_approved(rb.id)  # wake an idle executor so a resumed one sees it at once
+        self.chat.refresh(rb)
+        self.chat.thread(rb, f"<@{user}> asked to cancel {rb.ref}: it stops after the "
+                             "current step, and a scaled-down service is scaled back up.")
+        return rb
+
+    def scale_back_up(self, ref: str | int, *, user: str) -> Rollback:
+        """A human's "Scale back up" on a rollback that stopped with the service at zero."""
+        rb = self.get(ref)
+        self.policy.check_scale_back_up(rb, user=user)
+        down = next((st for st in self.store.steps(rb.id) if st.kind == "scale_down"), None)
+        before = down.result.get("before") if down else None
+        if down is None or before is None:
+            raise NotAllowed(f"{rb.ref} recorded no replica count; nothing to scale back.")
+        if down.result.get("restored_to") is not None:
+            raise NotAllowed(f"{rb.ref}: the service was already scaled back to "
+                             f"{down.result['restored_to']} replicas.")
+        platform = self.platform(rb.platform)
+        try:
+            platform.scale(rb.target, int(before))
+        except PlatformError as exc:
+            raise UserFacingError(f"Scaling {rb.target.describe()} to {before} failed: {exc}"
+                                  ) from None
+        self.store.step_progress(rb.id, down.seq, {"restored_to": int(before),
+                                                   "restored_by": user})
+        self.store.audit(rb.id, actor=user, event="scaled_back_up",
+                         detail={"replicas": int(before)})
+        self.chat.refresh(rb)
+        self.chat.thread(rb, f"<@{user}> scaled {rb.target.describe()} back up to {before} "
+                             "replicas.")
         return rb
 
     def resolve(self, ref: str | int, *, user: str, note: str = "") -> Rollback:
@@ -292,6 +417,7 @@ class RollbackService:
         rb = self.get(ref)
         if rb.state != State.PENDING_APPROVAL:
             raise NotAllowed(f"The checklist of {rb.ref} is closed ({rb.state.value}).")
+        self.policy.check_tick(rb, item=item, user=user)
         done = not (rb.checklist.get(item) or {}).get("done")
         rb = self.store.set_checklist_item(rb.id, item, {"done": done, "by": user}, actor=user)
         self.chat.refresh(rb)
@@ -320,6 +446,40 @@ class RollbackService:
         self.service_config(service)
         return self.store.history(service, limit=10)
 
+    def known_bad(self, service: str, *, platform: str | None = None
+                  ) -> tuple[str, list[KnownBad]]:
+        svc = self.service_config(service)
+        name = svc.platform_or_default(platform)
+        return name, list(self.store.known_bad(service, name).values())
+
+    def clear_known_bad(self, service: str, revision: int, *, user: str, reason: str,
+                        platform: str | None = None) -> KnownBad:
+        """An approver clears a mark (audited): the revision may be a default target again."""
+        svc = self.service_config(service)
+        name = svc.platform_or_default(platform)
+        if not self.policy.is_approver(service, user):
+            raise NotAllowed(f"Only approvers for `{service}` can clear a known-bad mark.")
+        if not reason.strip():
+            raise UserFacingError("Clearing a known-bad mark needs a reason (`--reason \"…\"`).")
+        marks = self.store.known_bad(service, name)
+        match = next((m for m in marks.values() if int(m.revision["number"]) == revision), None)
+        if match is None:
+            try:  # numbers move (Kubernetes renumbers reused revisions): ask the platform
+                history = self.platform(name).history(target_for(svc, name))
+            except PlatformError:
+                history = []
+            rev = next((r for r in history if r.number == revision), None)
+            match = marks.get(rev.id) if rev else None
+        if match is None:
+            listed = ", ".join(f"rev {m.revision['number']}" for m in marks.values()) or "none"
+            raise NotFound(f"Revision {revision} of `{service}` is not marked known-bad "
+                           f"(marked: {listed}).")
+        cleared = self.store.clear_known_bad(service, name, match.revision_id, actor=user,
+                                             reason=reason)
+        if cleared is None:
+            raise NotFound(f"Revision {revision} of `{service}` is no longer marked.")
+        return cleared
+
     # ------------------------------------------------------------------ timers
     def run_job(self, job: Job) -> None:
         handler = self.job_handlers.get(job.kind)
@@ -347,6 +507,38 @@ class RollbackService:
         if refresh:
             self.chat.refresh(new)
         return new
+
+
+def _previous_version_item(choice: RevisionChoice) -> dict[str, Any]:
+    """The bot ticks "Previous stable version identified" only for a target that is not
+    known-bad and ran before the release being rolled back, not just a lower number."""
+    target = choice.target
+    if choice.target_known_bad is not None:
+        origin = choice.target_known_bad.rollback_id
+        note = f"{target.label()} is KNOWN-BAD" + (f" (rolled back from by RB-{origin})"
+                                                   if origin else "")
+        return {"done": False, "by": "bot", "note": note}
+    if not choice.ran_before_current:
+        return {"done": False, "by": "bot", "note": f"{target.label()} was released after "
+                f"the running {choice.current.label()}: not a previous stable version"}
+    return {"done": True, "by": "bot", "note": target.label()}
+
+
+def _mark_facts(mark: KnownBad) -> dict[str, Any]:
+    return {"revision_id": mark.revision_id, "rollback_id": mark.rollback_id,
+            "marked_at": mark.marked_at.isoformat()}
+
+
+def _revision_facts(history: list[Revision], known_bad: dict[str, KnownBad],
+                    target: Revision, *, limit: int = 6) -> list[dict[str, Any]]:
+    """The newest revisions with their marks, as the approvers see them in the message."""
+    out = []
+    for rev in history[:limit]:
+        mark = known_bad.get(rev.id)
+        out.append({"number": rev.number, "label": rev.label(), "current": rev.current,
+                    "target": rev.id == target.id,
+                    "known_bad_by": (mark.rollback_id or 0) if mark else None})
+    return out
 
 
 def _slack_error(exc: Exception) -> str:

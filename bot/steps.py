@@ -82,12 +82,21 @@ def restore_config(ctx: StepContext) -> dict[str, Any]:
 
 
 def scale_down(ctx: StepContext) -> dict[str, Any]:
+    """Scale to zero and wait until nothing runs: pods keep writing for their termination
+    grace period after the scale request is accepted, and the backup and restore that
+    follow must not race a writer."""
     before = ctx.step.result.get("before")
     if before is None:
         before = ctx.platform.get_replicas(ctx.rollback.target)
         ctx.journal({"before": before})  # recorded before the mutation; scale_up restores it
     ctx.platform.scale(ctx.rollback.target, 0)
-    return {"before": before, "after": 0}
+    timeout = _platform_setting(ctx, "stop_timeout_seconds", 300)
+    status = ctx.platform.wait_for_stopped(ctx.rollback.target, timeout=timeout,
+                                           on_progress=_throttled(ctx.progress))
+    if not status.done:
+        raise PermanentPlatformError(f"still running {timeout:.0f}s after scaling to 0: "
+                                     f"{status.message}")
+    return {"before": before, "after": 0, "stopped": status.message}
 
 
 def scale_up(ctx: StepContext) -> dict[str, Any]:
@@ -138,7 +147,10 @@ def app_rollback(ctx: StepContext) -> dict[str, Any]:
 
 
 def wait_rollout(ctx: StepContext) -> dict[str, Any]:
-    timeout = _rollout_timeout(ctx)
+    """Wait for the rollout, then check that what runs is what the plan pinned: a platform
+    can settle on something else (ECS's circuit breaker reverting to the bad deployment,
+    another actor editing the Deployment, a Fly machine left on another image)."""
+    timeout = _platform_setting(ctx, "rollout_timeout_seconds", 600)
     status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
                                            on_progress=_throttled(ctx.progress))
     if status.failed:
@@ -146,7 +158,13 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
     if not status.done:
         raise TransientPlatformError(f"rollout not finished after {timeout:.0f}s: "
                                      f"{status.message}")
-    return {"message": status.message}
+    pinned = ctx.rollback.target_revision
+    check = ctx.platform.confirm_running(ctx.rollback.target, pinned)
+    if not check.matches:
+        raise RolloutFailed(f"the rollout settled, but the pinned {pinned.label()} is not what "
+                            f"runs: {check.running}" + (f" ({check.detail})" if check.detail
+                                                       else ""))
+    return {"message": status.message, "running": check.running}
 
 
 def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
@@ -170,9 +188,11 @@ def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
     return {"webhooks": done}
 
 
-def _rollout_timeout(ctx: StepContext) -> float:
+def _platform_setting(ctx: StepContext, key: str, default: float) -> float:
     section = getattr(ctx.service, ctx.rollback.platform, None)
-    return float(getattr(section, "rollout_timeout_seconds", 600))
+    if isinstance(section, dict):  # the test-only fake platform's free-form section
+        return float(section.get(key, default))
+    return float(getattr(section, key, default))
 
 
 def _throttled(progress: Callable[[str], None]) -> Callable[[str], None]:

@@ -19,7 +19,7 @@ from psycopg_pool import ConnectionPool
 from bot import metrics
 from bot.errors import NotFound
 from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
-from bot.models import AuditEvent, PlannedStep, Rollback, Step
+from bot.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
 from bot.store_rows import ActiveRollbackExists, StaleState, rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
@@ -38,6 +38,7 @@ _UPDATABLE = {
     "lease_expires_at",
     "policy_mode",
     "severity",
+    "cancel_requested_by",
 }
 
 
@@ -67,6 +68,7 @@ class Store:
         expires_at: datetime | None,
         created_at: datetime,
         incident_started_at: datetime | None = None,
+        plan_facts: dict[str, Any] | None = None,
     ) -> Rollback:
         """Insert the rollback with its pinned plan; ``ActiveRollbackExists`` if one is live."""
         import psycopg.errors
@@ -78,8 +80,8 @@ class Store:
                         "INSERT INTO rollbacks (service, platform, severity, policy_mode, scope,"
                         " reason, state, requester, channel_id, channel_name, current_revision,"
                         " target_revision, target, checklist, assessment, expires_at,"
-                        " created_at, updated_at, incident_started_at)"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        " created_at, updated_at, incident_started_at, plan_facts)"
+                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                         " RETURNING *",
                         (
                             service,
@@ -101,6 +103,7 @@ class Store:
                             created_at,
                             created_at,
                             incident_started_at,
+                            Jsonb(plan_facts or {}),
                         ),
                     )
                     row = cur.fetchone()
@@ -356,6 +359,65 @@ class Store:
             " VALUES (%s, %s, %s, %s) ON CONFLICT (service, platform) DO UPDATE SET"
             " snapshot = EXCLUDED.snapshot, rollback_id = EXCLUDED.rollback_id,"
             " recorded_at = now()", (service, platform, Jsonb(snapshot), rollback_id))
+
+    # ------------------------------------------------------------------ known-bad revisions
+    def mark_known_bad(self, rb: Rollback, *, actor: str) -> bool:
+        """Record the revision ``rb`` moves away from as known-bad (idempotent; a cleared
+        mark is set again). Returns whether a new mark was made."""
+        if rb.current_revision is None or rb.current_revision.id == rb.target_revision.id:
+            return False
+        rev = rb.current_revision
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            with conn.transaction():
+                cur.execute(
+                    "INSERT INTO known_bad_revisions (service, platform, revision_id, revision,"
+                    " rollback_id) VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (service, platform, revision_id) DO UPDATE SET"
+                    " rollback_id = EXCLUDED.rollback_id, marked_at = now(),"
+                    " cleared_at = NULL, cleared_by = NULL"
+                    " WHERE known_bad_revisions.cleared_at IS NOT NULL",
+                    (rb.service, rb.platform, rev.id, Jsonb(rev.to_dict()), rb.id))
+                marked = cur.rowcount == 1
+                if marked:
+                    self._audit(cur, rb.id, actor, "marked_known_bad", None, None,
+                                {"revision": rev.to_dict()})
+        return marked
+
+    def known_bad(self, service: str, platform: str) -> dict[str, KnownBad]:
+        """Active known-bad marks of a service on a platform, by revision id."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT service, platform, revision_id, revision, rollback_id, marked_at"
+                " FROM known_bad_revisions WHERE service = %s AND platform = %s"
+                " AND cleared_at IS NULL ORDER BY marked_at", (service, platform))
+            return {r["revision_id"]: KnownBad(**r) for r in cur.fetchall()}
+
+    def clear_known_bad(self, service: str, platform: str, revision_id: str, *,
+                        actor: str, reason: str) -> KnownBad | None:
+        """Clear one mark (audited with who and why); None when there was no active mark."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "UPDATE known_bad_revisions SET cleared_at = now(), cleared_by = %s"
+                    " WHERE service = %s AND platform = %s AND revision_id = %s"
+                    " AND cleared_at IS NULL RETURNING service, platform, revision_id,"
+                    " revision, rollback_id, marked_at", (actor, service, platform, revision_id))
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                self._audit(cur, row["rollback_id"], actor, "cleared_known_bad", None, None,
+                            {"service": service, "platform": platform,
+                             "revision": row["revision"], "reason": reason})
+        return KnownBad(**row)
+
+    def last_completed_to(self, service: str, platform: str, revision_id: str
+                          ) -> Rollback | None:
+        """The newest completed rollback of ``service`` that pinned ``revision_id``."""
+        rows = self._select(
+            "SELECT * FROM rollbacks WHERE service = %s AND platform = %s AND state = %s"
+            " AND target_revision->>'id' = %s ORDER BY id DESC LIMIT 1",
+            (service, platform, State.COMPLETED.value, revision_id))
+        return rows[0] if rows else None
 
     def ping(self) -> bool:
         with self.pool.connection(timeout=2) as conn:

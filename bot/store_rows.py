@@ -77,4 +77,6 @@ def rollback_from_row(row: dict[str, Any]) -> Rollback:
         approved_at=row["approved_at"],
         finished_at=row["finished_at"],
         last_error=row["last_error"],
+        plan_facts=dict(row.get("plan_facts") or {}),
+        cancel_requested_by=row.get("cancel_requested_by"),
     )

@@ -9,6 +9,7 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
+from bot.errors import NotAllowed
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
@@ -22,16 +23,38 @@ def _value(body: dict[str, Any]) -> str:
 
 
 def _channel(body: dict[str, Any]) -> str:
-    return str((body.get("channel") or {}).get("id") or body["container"].get("channel_id"))
+    """The conversation a click came from. Slack documents ``channel`` and ``container`` as
+    optional (a click in a modal or App Home has neither): refuse clearly, never guess."""
+    channel = ((body.get("channel") or {}).get("id")
+               or (body.get("container") or {}).get("channel_id"))
+    if not channel:
+        raise NotAllowed("This button only works on the rollback message in its incident "
+                         "channel.")
+    return str(channel)
 
 
 def register(app: App, service: RollbackService) -> None:
     def on(action: str | re.Pattern[str], fn: ClickHandler) -> None:
         on_click(app, action, fn, store=service.store, chat=service.chat)
 
-    on(ids.APPROVE, lambda b, u, v: service.approve(v, user=u, channel_id=_channel(b)))
-    on(ids.APPROVE_OVERRIDE, lambda b, u, v: service.approve(
-        v, user=u, channel_id=_channel(b), override=True))
+    def approve(body: dict[str, Any], user: str, value: str, *, override: bool = False,
+                known_bad_override: bool = False) -> None:
+        flags = {"override": override, "known_bad_override": known_bad_override}
+        rb = service.check_can_approve(value, user=user, channel_id=_channel(body),
+                                       override=override,
+                                       known_bad_override=known_bad_override)
+        if rb.destructive_steps:  # a click is not enough: the approver types the name
+            app.client.views_open(trigger_id=body["trigger_id"], view=views.
+                                  approve_destructive_modal(rb, channel_id=_channel(body),
+                                                            flags=flags))
+            return
+        service.approve(value, user=user, channel_id=_channel(body), override=override,
+                        known_bad_override=known_bad_override)
+
+    on(ids.APPROVE, lambda b, u, v: approve(b, u, v))
+    on(ids.APPROVE_OVERRIDE, lambda b, u, v: approve(b, u, v, override=True))
+    on(ids.APPROVE_KNOWN_BAD, lambda b, u, v: approve(b, u, v, known_bad_override=True))
+    on(ids.SCALE_BACK_UP, lambda b, u, v: service.scale_back_up(v, user=u))
     on(ids.CANCEL, lambda b, u, v: service.cancel(v, user=u))
     on(ids.HOTFIX, lambda b, u, v: service.hotfix_in_progress(v, user=u))
     on(ids.ASSIGN_IC, lambda b, u, v: service.assign_incident_commander(v, user=u))

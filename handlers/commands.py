@@ -61,7 +61,8 @@ def register(app: App, service: RollbackService) -> None:
                 text=f":hourglass: Preparing the rollback plan for `{parsed.service}`…")
         else:
             ack()
-        if parsed.verb in ("request", "cancel") and not first_delivery(service.store, body):
+        if parsed.verb in ("request", "cancel", "clear-known-bad") and not first_delivery(
+                service.store, body):
             return
         try:
             if parsed.verb == "request":
@@ -76,6 +77,17 @@ def register(app: App, service: RollbackService) -> None:
                         rollback_list_blocks(f"History of {parsed.argument}", found))
             elif parsed.verb == "cancel":
                 service.cancel(parsed.argument or "", user=user)
+            elif parsed.verb == "known-bad":
+                platform, marks = service.known_bad(parsed.service or "",
+                                                    platform=parsed.platform)
+                respond(response_type="ephemeral", text="known-bad revisions",
+                        blocks=views.known_bad_blocks(parsed.service or "", platform, marks))
+            elif parsed.verb == "clear-known-bad":
+                cleared = service.clear_known_bad(parsed.service or "", parsed.to or 0,
+                                                  user=user, reason=parsed.reason,
+                                                  platform=parsed.platform)
+                respond(response_type="in_channel", text=views.known_bad_cleared_text(
+                    cleared, user=user, reason=parsed.reason))
         except Exception as exc:
             tell_user(service.chat, body, exc, respond)
 
@@ -98,7 +110,8 @@ def _open_request_modal(client: WebClient, service: RollbackService, body: dict[
         svc = service.service_config(name)
         view = views.request_modal(service=name, platform=d.platform, revisions=d.revisions,
                                    severity=d.severity, scope=d.scope,
-                                   channel_id=body["channel_id"], platforms=svc.platforms())
+                                   channel_id=body["channel_id"], platforms=svc.platforms(),
+                                   known_bad=dict(d.known_bad))
     except Exception as exc:
         from handlers.errors import render
 

@@ -16,6 +16,8 @@ METRICS_PATH = "/metrics"
 # block_actions
 APPROVE = "rollback_approve"
 APPROVE_OVERRIDE = "rollback_approve_override"  # P3: approver overrides "next deployment"
+APPROVE_KNOWN_BAD = "rollback_approve_known_bad"  # explicit override: target is known-bad
+SCALE_BACK_UP = "rollback_scale_back_up"  # needs_attention with the service left at 0
 REJECT = "rollback_reject"
 CANCEL = "rollback_cancel"
 HOTFIX = "rollback_hotfix_in_progress"  # P1: start the hotfix window
@@ -29,15 +31,19 @@ REMINDER_SCHEDULED = "reminder_scheduled"
 REMINDER_DONE = "reminder_done"
 REMINDER_SNOOZE = "reminder_snooze"
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
-MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason")
+MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
+                       "confirm_service")
 
 # view callback_ids
 REQUEST_MODAL = "rollback_request_modal"
 REJECT_MODAL = "rollback_reject_modal"
+APPROVE_DESTRUCTIVE_MODAL = "rollback_approve_destructive_modal"  # type the service name
 
 ALL_ACTIONS = (
     APPROVE,
     APPROVE_OVERRIDE,
+    APPROVE_KNOWN_BAD,
+    SCALE_BACK_UP,
     REJECT,
     CANCEL,
     HOTFIX,
@@ -51,4 +57,4 @@ ALL_ACTIONS = (
     REMINDER_DONE,
     REMINDER_SNOOZE,
 )
-ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL)
+ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)

@@ -10,7 +10,7 @@ from slack_bolt import Ack, App
 from bot.commands import Parsed
 from bot.config import Severity
 from bot.service import RollbackService
-from handlers import ids
+from handlers import ids, views
 from handlers.errors import tell_user
 from handlers.middleware import first_delivery
 
@@ -50,6 +50,26 @@ def register(app: App, service: RollbackService) -> None:
                 reason=values.get("reason") or "",
             )
             service.request(parsed, requester=body["user"]["id"], channel_id=channel)
+        except Exception as exc:
+            tell_user(service.chat, body, exc)
+
+    @app.view(ids.APPROVE_DESTRUCTIVE_MODAL)
+    def destructive_approval_submitted(ack: Ack, body: dict[str, Any]) -> None:
+        typed = (_values(body).get("confirm_service") or "").strip()
+        rollback_id, channel, flags = views.parse_approval_metadata(
+            body["view"]["private_metadata"])
+        expected = views.approval_service(body["view"])
+        if typed != expected:
+            ack(response_action="errors", errors={
+                "confirm_service": f"Type {expected} exactly to approve the destructive steps."})
+            return
+        ack()
+        if not first_delivery(service.store, body):
+            return
+        try:
+            service.approve(rollback_id, user=body["user"]["id"], channel_id=channel,
+                            typed_confirmation=typed, override=flags.get("override", False),
+                            known_bad_override=flags.get("known_bad_override", False))
         except Exception as exc:
             tell_user(service.chat, body, exc)
 

@@ -12,6 +12,7 @@ from bot.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfi
 from bot.lifecycle import State
 from bot.models import Rollback, Step
 from handlers import ids
+from platforms.base import Revision
 
 Block = dict[str, Any]
 
@@ -82,6 +83,7 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     ]
     if rb.reason:
         blocks.append(section(f"*Reason:* {rb.reason}"))
+    blocks.extend(_plan_warnings(rb))
     blocks.extend(_assessment(rb))
     blocks.append(section("*Plan*\n" + "\n".join(
         f"{STEP_ICON.get(s.status, '')} {s.seq}. {s.description}"
@@ -95,11 +97,14 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     if rb.approver:
         who.append(f"Approved by <@{rb.approver}>" + (" *(BREAK GLASS)*" if rb.break_glass
                                                      else ""))
+    if rb.cancel_requested_by and rb.state == State.EXECUTING:
+        who.append(f"Cancel requested by <@{rb.cancel_requested_by}>: stopping after the "
+                   "current step")
     if rb.last_error:
         who.append(f"Last error: {rb.last_error[:300]}")
     if who:
         blocks.append(context(" · ".join(who)))
-    actions = _actions(rb)
+    actions = _actions(rb, steps)
     if actions:
         blocks.append({"type": "actions", "block_id": f"rb:{rb.id}", "elements": actions})
     if rb.state == State.PENDING_APPROVAL and rb.expires_at:
@@ -133,18 +138,89 @@ def _checklist_text(rb: Rollback) -> str:
     return "\n".join(lines)
 
 
-def _actions(rb: Rollback) -> list[dict[str, Any]]:
+def _plan_warnings(rb: Rollback) -> list[Block]:
+    """What approvers must see before they click: revisions with their known-bad marks, a
+    known-bad target, destructive steps with the pinned backup."""
+    out: list[Block] = []
+    revisions = rb.plan_facts.get("revisions") or []
+    if revisions:
+        out.append(context("*Revisions:* " + " · ".join(_revision_text(r) for r in revisions)))
+    mark = rb.known_bad_target
+    if mark:
+        origin = f" by RB-{mark['rollback_id']}" if mark.get("rollback_id") else ""
+        out.append(section(
+            f":rotating_light: *The pinned target {rb.target_revision.label()} is KNOWN-BAD* "
+            f"(rolled back from{origin}). Executing it needs an approver's explicit override."))
+    if rb.destructive_steps:
+        lines = [f"• {d['description']}" for d in rb.destructive_steps]
+        backup = rb.plan_facts.get("backup")
+        if backup:
+            lines.append(f"Pinned backup: `{backup['name']}`, {_size(backup['size'])}, "
+                         f"taken {backup['taken_at'][:16].replace('T', ' ')} UTC")
+        out.append(section(":warning: *Destructive steps* — two people and a typed "
+                           "confirmation are needed to approve:\n" + "\n".join(lines)))
+    return out
+
+
+def _revision_text(rev: dict[str, Any]) -> str:
+    text = str(rev["label"])
+    if rev.get("current"):
+        text += " (running)"
+    if rev.get("target"):
+        text += " ← *target*"
+    if rev.get("known_bad_by") is not None:
+        text += " :no_entry: known-bad" + (f" (RB-{rev['known_bad_by']})"
+                                          if rev["known_bad_by"] else "")
+    return text
+
+
+def _size(size: int) -> str:
+    units = ["B", "KB", "MB", "GB", "TB"]
+    value = float(size)
+    for unit in units:
+        if value < 1024 or unit == units[-1]:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+def _approve_confirm(rb: Rollback) -> dict[str, Any]:
+    text = f"Roll {rb.service} back to {rb.target_revision.label()}?"
+    if rb.destructive_steps:
+        text += (" This plan has destructive steps: "
+                 + "; ".join(d["description"] for d in rb.destructive_steps)
+                 + ". You will type the service name to confirm.")
+    return _confirm("Approve rollback?", text, "Approve")
+
+
+def needs_scale_back_up(steps: list[Step]) -> int | None:
+    """The replica count to restore when the service was left scaled down, else None."""
+    down = next((s for s in steps if s.kind == "scale_down"), None)
+    up = next((s for s in steps if s.kind == "scale_up"), None)
+    if down is None or down.result.get("before") is None:
+        return None
+    if down.result.get("restored_to") is not None or (up is not None and up.status == "done"):
+        return None
+    return int(down.result["before"])
+
+
+def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
     v = str(rb.id)
     if rb.state == State.PENDING_APPROVAL:
         els = []
-        if rb.policy_mode == "next_deployment":
+        if rb.known_bad_target:
+            els.append(button("Roll back to known-bad anyway", ids.APPROVE_KNOWN_BAD, v,
+                              style="danger", confirm=_confirm(
+                                  "Target is KNOWN-BAD", f"{rb.target_revision.label()} was "
+                                  f"rolled back from before. Roll {rb.service} to it anyway? "
+                                  "The channel is told.", "Override")))
+        elif rb.policy_mode == "next_deployment":
             els.append(button("Override and approve", ids.APPROVE_OVERRIDE, v, style="danger",
                               confirm=_confirm("Override policy?", f"{rb.severity} says plan for "
                                                "the next deployment. Execute now?", "Execute")))
         else:
             els.append(button("Approve", ids.APPROVE, v, style="primary",
-                              confirm=_confirm("Approve rollback?", f"Roll {rb.service} back "
-                                               f"to {rb.target_revision.label()}?", "Approve")))
+                              confirm=_approve_confirm(rb)))
         els.append(button("Reject", ids.REJECT, v, style="danger"))
         if rb.policy_mode == "hotfix_window":
             els.append(button("Hotfix in progress", ids.HOTFIX, v))
@@ -162,9 +238,69 @@ def _actions(rb: Rollback) -> list[dict[str, Any]]:
         return els
     if rb.state == State.APPROVED:
         return [button("Cancel", ids.CANCEL, v)]
+    if rb.state == State.EXECUTING and not rb.cancel_requested_by:
+        return [button("Cancel", ids.CANCEL, v, confirm=_confirm(
+            "Cancel the rollback?", "It stops after the current step; a scaled-down service "
+            "is scaled back up. Steps already done are not undone.", "Stop it"))]
     if rb.state in (State.NEEDS_ATTENTION, State.UNSTABLE, State.VERIFICATION_FAILED):
-        return [button("Mark resolved", ids.RESOLVE, v, style="primary")]
+        els = []
+        replicas = needs_scale_back_up(steps) if rb.state == State.NEEDS_ATTENTION else None
+        if replicas is not None:
+            els.append(button(f"Scale back up ({replicas})", ids.SCALE_BACK_UP, v,
+                              style="danger", confirm=_confirm(
+                                  "Scale back up?", f"Start {replicas} replicas of "
+                                  f"{rb.service} again? Only when the database has been "
+                                  "checked.", "Scale up")))
+        els.append(button("Mark resolved", ids.RESOLVE, v, style="primary"))
+        return els
     return []
+
+
+def approve_destructive_modal(rb: Rollback, *, channel_id: str,
+                              flags: dict[str, bool]) -> dict[str, Any]:
+    """The approval dialog for a plan with destructive steps: it lists them with the pinned
+    backup and asks the approver to type the service name."""
+    backup = rb.plan_facts.get("backup") or {}
+    lines = [f"• *{d['description']}*" for d in rb.destructive_steps]
+    if backup:
+        lines.append(f"Pinned backup: `{backup['name']}` · {_size(int(backup['size']))} · taken "
+                     f"{backup['taken_at'][:16].replace('T', ' ')} UTC ({_age(rb, backup)})")
+    set_flags = ",".join(k for k, on in sorted(flags.items()) if on)
+    return {
+        "type": "modal", "callback_id": ids.APPROVE_DESTRUCTIVE_MODAL,
+        "title": _text(f"Approve {rb.ref}"[:24], kind="plain_text"),
+        "submit": _text("Approve", kind="plain_text"),
+        "close": _text("Back", kind="plain_text"),
+        "private_metadata": f"{rb.id}|{channel_id}|{rb.service}|{set_flags}",
+        "blocks": [
+            section(f":warning: Rolling *{rb.service}* back to {rb.target_revision.label()} "
+                    "includes destructive steps:\n" + "\n".join(lines)),
+            {"type": "input", "block_id": "confirm_service",
+             "label": _text(f"Type {rb.service} to approve", kind="plain_text"),
+             "element": {"type": "plain_text_input", "action_id": "confirm_service",
+                         "placeholder": _text(rb.service, kind="plain_text")}},
+        ],
+    }
+
+
+def _age(rb: Rollback, backup: dict[str, Any]) -> str:
+    from datetime import datetime
+
+    taken = datetime.fromisoformat(str(backup["taken_at"]))
+    minutes = max(0, int((rb.created_at - taken).total_seconds() // 60))
+    return f"{minutes // 60} h {minutes % 60} min old when planned"
+
+
+def parse_approval_metadata(meta: str) -> tuple[str, str, dict[str, bool]]:
+    """(rollback id, channel id, approval flags) from the destructive-approval modal."""
+    parts = (meta.split("|") + ["", "", "", ""])[:4]
+    flags = {name: True for name in parts[3].split(",")
+             if name in ("override", "known_bad_override")}
+    return parts[0], parts[1], flags
+
+
+def approval_service(view: dict[str, Any]) -> str:
+    return (str(view.get("private_metadata") or "").split("|") + ["", "", ""])[2]
 
 
 # ---------------------------------------------------------------------- other surfaces
@@ -177,9 +313,12 @@ def help_blocks(command: str) -> list[Block]:
             "[--scope app,db,config,external] [--platform kubernetes|ecs|fly] "
             "[--reason \"…\"]`: request a rollback now\n"
             f"`{command} status [ID|service]` · `{command} history <service>` · "
-            f"`{command} cancel <ID>` · `{command} services` · `{command} help`"
+            f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
+            f"`{command} known-bad <service>`: revisions rolled back from · "
+            f"`{command} known-bad <service> clear REV --reason \"…\"`: an approver clears "
+            "a mark"
         ),
-        context("Severity policy: P0 immediate full rollback · P1 roll back unless a hotfix "
+        context("Severity policy: P0 immediate rollback · P1 roll back unless a hotfix "
                 "lands in 15 min · P2 evaluate within 1 h · P3 plan for next deployment."),
     ]
 
@@ -203,17 +342,40 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
     return [section(f"*{title}*\n" + "\n".join(lines))]
 
 
+def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Block]:
+    if not marks:
+        return [section(f"*Known-bad revisions of {service}* ({platform})\nNone marked.")]
+    lines = [
+        f"• {Revision.from_dict(m.revision).label()} — marked "
+        f"{m.marked_at:%Y-%m-%d %H:%M} UTC" + (f" by RB-{m.rollback_id}" if m.rollback_id else "")
+        for m in marks
+    ]
+    return [section(f"*Known-bad revisions of {service}* ({platform})\n" + "\n".join(lines)),
+            context(f"An approver clears one with `{ids.COMMAND} known-bad {service} clear "
+                    "REV --reason \"…\"`.")]
+
+
+def known_bad_cleared_text(mark: Any, *, user: str, reason: str) -> str:
+    rev = Revision.from_dict(mark.revision)
+    return (f":warning: <@{user}> cleared the known-bad mark on {mark.service} "
+            f"{rev.label()} ({mark.platform}): {reason}. It can be a default rollback target "
+            "again.")
+
+
 def error_blocks(message: str) -> list[Block]:
     return [section(f":no_entry_sign: {message}")]
 
 
 def request_modal(*, service: str, platform: str, revisions: list[Any], severity: Severity,
-                  scope: list[str], channel_id: str, platforms: list[str]) -> dict[str, Any]:
+                  scope: list[str], channel_id: str, platforms: list[str],
+                  known_bad: dict[str, Any] | None = None) -> dict[str, Any]:
+    bad = known_bad or {}
     opts = [
         {"text": _text(f"{r.label()}{' (current)' if r.current else ''}"[:75],
                        kind="plain_text"), "value": str(r.number)}
-        for r in revisions[:100] if not r.current
+        for r in revisions[:100] if not r.current and r.id not in bad
     ]
+    hidden = [r for r in revisions if not r.current and r.id in bad]
     def option(v: str, label: str | None = None) -> dict[str, Any]:
         return {"text": _text(label or v, kind="plain_text"), "value": v}
     blocks: list[Block] = [section(f"Roll back *{service}* on *{platform}*.")]
@@ -235,6 +397,11 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
          "label": _text("Reason", kind="plain_text"),
          "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True}},
     ]
+    if hidden:
+        blocks.insert(1, context(
+            ":no_entry: Known-bad, not offered: " + ", ".join(r.label() for r in hidden)
+            + f". To roll to one anyway: `/rollback {service} --to REV` (an approver must "
+            "override)."))
     if len(platforms) > 1:
         blocks.insert(1, {"type": "input", "block_id": "platform", "label": _text(
             "Platform", kind="plain_text"), "element": {

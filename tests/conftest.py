@@ -7,6 +7,7 @@ for secrets in the Slack calls it caused (``tests/secret_scan.py``).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,19 +31,27 @@ def database_url(pg_url: str) -> str:
     return pg_url
 
 
+@contextlib.contextmanager
+def fresh_database(server_url: str, *, prefix: str = "t") -> Iterator[str]:
+    """An empty database on the session's server for the duration of the block."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = name
+    try:
+        yield conninfo.make_conninfo(**params)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def db(database_url: str) -> Iterator[str]:
     """A new, migrated database for one test; dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo.conninfo_to_dict(database_url)
-    params["dbname"] = name
-    url = conninfo.make_conninfo(**params)
-    migrate(url)
-    yield url
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(database_url) as url:
+        migrate(url)
+        yield url
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -243,6 +243,11 @@ class CrashRig:
         rollback_id = int(str(msg["text"]).split()[0].removeprefix("RB-"))
         click = self.driver.click(CHANNEL, msg["ts"], "rollback_approve", user="bob")
         assert click.status == 200, click.body
+        if "Destructive steps" in str(msg.get("blocks")):  # approved by typing the name
+            wait_until(lambda: self.emulator.open_views("bob"), timeout=15,
+                       what="the destructive-approval dialog", diagnostics=self.diagnostics)
+            submit = self.driver.submit_view("bob", {"confirm_service": SERVICE})
+            assert submit.status == 200, submit.body
         return rollback_id, msg
 
     def thread_texts(self, msg: dict[str, Any]) -> list[str]:

@@ -168,7 +168,8 @@ def test_kill_inside_destructive_restore_needs_attention(rig: CrashRig) -> None:
 
     events = [e for e in rig.store.audit_events(rollback_id) if e.event == "interrupted"]
     assert len(events) == 1 and _owner_pid(events[0].actor) == b.pid
-    assert events[0].detail == {"step": "restore_db"}
+    assert events[0].detail["step"] == "restore_db"
+    assert events[0].detail["replicas"] == ORIGINAL_REPLICAS  # left at 0: the button restores it
     assert _owner_pid(next(e.actor for e in rig.store.audit_events(rollback_id)
                            if e.event == "start")) == a_pid
 
@@ -176,4 +177,5 @@ def test_kill_inside_destructive_restore_needs_attention(rig: CrashRig) -> None:
     assert sum(t.startswith(":recycle: Resuming") for t in texts) == 1
     warning = next(t for t in texts if "needs attention" in t)
     assert "Mark resolved" in warning and "was not re-run" in warning
+    assert "Scale back up" in warning and f"it had {ORIGINAL_REPLICAS} replicas" in warning
     assert not any(t.startswith(":white_check_mark: Step 4/") for t in texts)

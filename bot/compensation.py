@@ -1,0 +1,66 @@
+"""Compensation: what undoes a half-finished rollback, and when a human must decide instead.
+
+A rollback that fails or is cancelled must not leave the service worse than it found it.
+The one step with a safe inverse is ``scale_down`` (restore the recorded replica count).
+Once the destructive database restore has started, bringing writers back automatically
+could run the application against a database nobody has checked: the executor stops for
+a human, with exact instructions and a "Scale back up" button for an approver. No other
+step is undone: rolling the application "back" again would put the bad version back.
+The table in docs/architecture.md ("Compensation") is this module in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.models import Step
+from platforms.base import Target
+
+
+class Undo(StrEnum):
+    NOTHING = "nothing"  # nothing to undo (never scaled down, or already back up)
+    RESTORE_REPLICAS = "restore_replicas"  # the executor scales back to the recorded count
+    HUMAN = "human"  # the database may have changed: a person decides
+
+
+@dataclass(frozen=True)
+class Compensation:
+    undo: Undo
+    replicas: int | None = None
+    scale_down_seq: int | None = None
+    reason: str = ""
+
+
+def plan_compensation(steps: list[Step]) -> Compensation:
+    """What must happen, given the journal, when execution stops before the end."""
+    down = next((s for s in steps if s.kind == "scale_down"), None)
+    if down is None or down.result.get("before") is None:
+        return Compensation(Undo.NOTHING)  # the replica count is journaled before scaling
+    if down.result.get("restored_to") is not None:
+        return Compensation(Undo.NOTHING)
+    up = next((s for s in steps if s.kind == "scale_up"), None)
+    if up is not None and up.status == "done":
+        return Compensation(Undo.NOTHING)
+    replicas = int(down.result["before"])
+    restore = next((s for s in steps if s.kind == "restore_db"), None)
+    if restore is not None and restore.status in ("started", "failed", "done"):
+        return Compensation(Undo.HUMAN, replicas, down.seq,
+                            "the database restore has started, so the database may no longer "
+                            "match what the application expects")
+    return Compensation(Undo.RESTORE_REPLICAS, replicas, down.seq)
+
+
+def manual_scale_command(target: Target, replicas: int) -> str:
+    """The command an operator runs to put the replicas back by hand, per platform."""
+    if target.platform == "kubernetes":
+        ctx = f" --context {target.options['context']}" if target.options.get("context") else ""
+        return (f"kubectl{ctx} -n {target.scope} scale deployment/{target.name} "
+                f"--replicas={replicas}")
+    if target.platform == "ecs":
+        region = target.options.get("region")
+        return (f"aws ecs update-service --cluster {target.scope} --service {target.name} "
+                f"--desired-count {replicas}" + (f" --region {region}" if region else ""))
+    if target.platform == "fly":
+        return f"fly scale count {replicas} --app {target.name}"
+    return f"scale {target.describe()} to {replicas} replicas"
