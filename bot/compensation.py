@@ -44,7 +44,10 @@ def plan_compensation(steps: list[Step]) -> Compensation:
         return Compensation(Undo.NOTHING)
     replicas = int(down.result["before"])
     restore = next((s for s in steps if s.kind == "restore_db"), None)
-    if restore is not None and restore.status in ("started", "failed", "done"):
+    # "started" without a result is a crash somewhere inside the step: assume the worst.
+    # "failed" counts only once pg_restore was launched (the pre-checks touch nothing).
+    if restore is not None and (restore.status in ("started", "done")
+                                or restore.result.get("begun")):
         return Compensation(Undo.HUMAN, replicas, down.seq,
                             "the database restore has started, so the database may no longer "
                             "match what the application expects")
@@ -62,5 +65,8 @@ def manual_scale_command(target: Target, replicas: int) -> str:
         return (f"aws ecs update-service --cluster {target.scope} --service {target.name} "
                 f"--desired-count {replicas}" + (f" --region {region}" if region else ""))
     if target.platform == "fly":
-        return f"fly scale count {replicas} --app {target.name}"
+        # The scale-down stopped the app's machines (it did not destroy them): start the
+        # same machines again; `fly scale count` would create or destroy machines instead.
+        return (f"fly machine list --app {target.name}, then fly machine start <id> "
+                f"--app {target.name} for each of the {replicas} stopped machines")
     return f"scale {target.describe()} to {replicas} replicas"

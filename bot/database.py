@@ -154,7 +154,7 @@ def backup(
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / backup_filename(service, created)
     if final.exists():
-        raise BackupError(f"backup {final} already exists; refusing to overwrite it")
+        raise BackupError(f"backup {final.name} already exists; refusing to overwrite it")
     partial = final.with_name(final.name + ".partial")
 
     tool = find_pg_tool("pg_dump", min_major=server_major(dsn))
@@ -175,7 +175,7 @@ def backup(
             partial.unlink()
         except FileExistsError:
             raise BackupError(
-                f"backup {final} appeared meanwhile; refusing to overwrite it"
+                f"backup {final.name} appeared meanwhile; refusing to overwrite it"
             ) from None
         except OSError:
             os.replace(partial, final)  # file systems without hard links
@@ -227,9 +227,9 @@ def verify_backup(
     try:
         stat = p.stat()
     except FileNotFoundError:
-        return BackupCheck(False, f"backup file not found: {p}", None)
+        return BackupCheck(False, f"backup file not found: {p.name}", None)
     if stat.st_size == 0:
-        return BackupCheck(False, f"backup file is empty: {p}", None)
+        return BackupCheck(False, f"backup file is empty: {p.name}", None)
     created = _created_from_name(p) or datetime.fromtimestamp(stat.st_mtime, UTC)
     age = _utc(now) - created
     try:
@@ -264,7 +264,7 @@ def restore(dsn: str, *, path: str | Path, timeout: float = 3600.0) -> None:
     """
     p = Path(path)
     if not p.is_file():
-        raise RestoreError(f"backup file not found: {p}")
+        raise RestoreError(f"backup file not found: {p.name}")
     tool = find_pg_tool("pg_restore", min_major=server_major(dsn))
     conninfo, env = _libpq_args(dsn)
     argv = [

@@ -165,7 +165,11 @@ class Executor:
             chat.thread(rb, f":recycle: Resuming {rb.ref} after an interruption "
                             f"(executor {self.owner}).")
         if rb.state == State.EXECUTING:
-            self._mark_known_bad(rb)
+            steps = self.store.steps(rb.id)
+            if all(st.status == "pending" for st in steps) and not self._still_as_planned(
+                    rb, steps):
+                return
+            self._mark_known_bad(rb, steps)
             if not self._run_steps(rb):
                 return
             self._fence(rb)
@@ -175,9 +179,51 @@ class Executor:
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
 
-    def _mark_known_bad(self, rb: Rollback) -> None:
-        """Execution moves away from the running revision: from now on it is known-bad, so
-        no later default rollback (or a resumed one) can pick it again."""
+    def _still_as_planned(self, rb: Rollback, steps: list[Step]) -> bool:
+        """Before the first mutation: does the platform still run the revision the plan moves
+        away from? A hotfix deployed while the request waited would otherwise be rolled back
+        unseen, and the wrong revision marked known-bad."""
+        if rb.current_revision is None or not any(st.kind == "app_rollback" for st in steps):
+            return True
+        platform = self.service.platform(rb.platform)
+        for attempt in range(1, 4):
+            self._fence(rb)
+            try:
+                live = platform.current_revision(rb.target)
+                break
+            except TransientPlatformError as exc:
+                if attempt == 3:
+                    return self._refuse_to_start(rb, f"could not read the running revision "
+                                                     f"({exc})")
+                self.sleep(exc.retry_after or self.settings.backoff_base_seconds * attempt)
+            except PlatformError as exc:
+                return self._refuse_to_start(rb, f"could not read the running revision ({exc})")
+        if live.id == rb.current_revision.id:
+            return True
+        return self._refuse_to_start(
+            rb, f"the running revision changed since the plan was made: it was to move away "
+                f"from {rb.current_revision.label()}, but {live.label()} runs now")
+
+    def _refuse_to_start(self, rb: Rollback, why: str) -> bool:
+        self._fence(rb)
+        rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
+                                   expected=State.EXECUTING, detail={"step": "precheck",
+                                                                     "error": why},
+                                   updates={"last_error": f"precheck: {why}"})
+        chat = self.service.chat
+        chat.refresh(rb)
+        self._ended(rb)
+        chat.thread(rb, f":no_entry: {rb.ref} did not start: {why}. Nothing was changed. "
+                        "Request a new rollback to review a plan for what runs now.",
+                    mention=rb.incident_commander or rb.requester)
+        return False
+
+    def _mark_known_bad(self, rb: Rollback, steps: list[Step]) -> None:
+        """Execution moves the application away from the running revision: from now on it
+        is known-bad, so no later default rollback (or a resumed one) can pick it again. A
+        config- or webhook-only plan does not touch the version and marks nothing."""
+        if not any(st.kind == "app_rollback" for st in steps):
+            return
         self._fence(rb)
         if self.store.mark_known_bad(rb, actor=self.owner) and rb.current_revision:
             self.service.chat.thread(

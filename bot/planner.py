@@ -58,11 +58,10 @@ class RevisionChoice:
 
 
 def _ran_before(candidate: Revision, current: Revision) -> bool:
-    """Did ``candidate`` run before ``current`` was released? Revision numbers are renumbered
-    when an old revision is reused (Kubernetes), so creation times decide when both are
-    known; without them the lower number is the best evidence there is."""
-    if candidate.created is not None and current.created is not None:
-        return candidate.created <= current.created and candidate.number < current.number
+    """Did ``candidate`` run before ``current`` became current? Platforms number revisions
+    in the order they were *rolled out* (Kubernetes gives a reused revision max+1), so a
+    lower number is the evidence there is; creation times are not (a reused ReplicaSet keeps
+    its old one). What a lower number cannot tell, the known-bad marks do."""
     return candidate.number < current.number
 
 
@@ -100,6 +99,7 @@ def choose_revision(history: Sequence[Revision], to: int | None,
 def build_steps(
     *, service: ServiceConfig, scope: Sequence[str], target_revision: Revision,
     backup_path: str | None, known_good: tuple[datetime, int | None] | None = None,
+    backup_size: int | None = None,
 ) -> list[PlannedStep]:
     """The runbook's order: stop writers, back up, restore, verify, roll app, restart."""
     steps: list[PlannedStep] = []
@@ -118,7 +118,7 @@ def build_steps(
         steps.append(PlannedStep("backup_db", "Back up the current database state"))
         steps.append(PlannedStep(
             "restore_db", f"Restore the database from {Path(backup_path).name}",
-            destructive=True, params={"backup_path": backup_path},
+            destructive=True, params={"backup_path": backup_path, "backup_size": backup_size},
         ))
         steps.append(PlannedStep("verify_db", "Verify database connectivity and integrity"))
     if with_app:

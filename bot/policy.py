@@ -93,7 +93,9 @@ class Policy:
             raise NotAllowed(
                 f"The pinned target {rb.target_revision.label()} of {rb.ref} is KNOWN-BAD. "
                 "Only an approver can execute it, with *Roll back to known-bad anyway*.")
-        if rb.policy_mode == PolicyMode.NEXT_DEPLOYMENT and not override:
+        # The known-bad button is the only approve button on such a plan: it is the
+        # approver's explicit override of the P3 policy too.
+        if rb.policy_mode == PolicyMode.NEXT_DEPLOYMENT and not (override or known_bad_override):
             raise NotAllowed(
                 f"{rb.ref} is {rb.severity}: the policy is to plan the rollback for the next "
                 "deployment. An approver can use *Override and approve* to execute it now."
@@ -110,7 +112,9 @@ class Policy:
             raise NotAllowed(
                 f"{rb.ref} has destructive steps ({'; '.join(destructive)}): approve it in "
                 f"the confirmation dialog by typing the service name `{rb.service}`.")
-        return ApprovalDecision(break_glass=break_glass, override=override,
+        return ApprovalDecision(break_glass=break_glass, override=bool(
+                                    override or (known_bad_override and rb.policy_mode
+                                                 == PolicyMode.NEXT_DEPLOYMENT)),
                                 known_bad_override=bool(known_bad_override
                                                         and rb.known_bad_target))
 
@@ -120,6 +124,17 @@ class Policy:
     def check_tick(self, rb: Rollback, *, item: str, user: str) -> None:
         """Only a technical lead (the approvers unless ``tech_leads`` is configured) other
         than the requester may tick or untick "decision approved by technical lead"."""
+        if item == "backup_verified":
+            raise NotAllowed("Only the bot ticks \"Database backup verified\": it pins and checks "
+                             "the backup when the plan is made.")
+        if item == "previous_version":
+            if rb.known_bad_target:
+                raise NotAllowed(f"The target of {rb.ref} is KNOWN-BAD: it is not a previous "
+                                 "stable version. An approver can override at approval.")
+            if not self.is_approver(rb.service, user):
+                raise NotAllowed(f"Only approvers for `{rb.service}` can confirm the previous "
+                                 "stable version when the bot could not.")
+            return
         if item != "decision_approved":
             return
         spec = self.config.tech_leads_for(rb.service)

@@ -16,8 +16,16 @@ from typing import Any
 
 from bot.assessment import assess
 from bot.commands import Parsed
+from bot.compensation import Undo, plan_compensation
 from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
-from bot.errors import NotAllowed, NotFound, ParseError, UnknownService, UserFacingError
+from bot.errors import (
+    InvalidTransition,
+    NotAllowed,
+    NotFound,
+    ParseError,
+    UnknownService,
+    UserFacingError,
+)
 from bot.jobs import Job, JobStore
 from bot.lifecycle import Event, State
 from bot.models import KnownBad, Rollback
@@ -113,6 +121,9 @@ class RollbackService:
         severity = parsed.severity or policy.default_severity
         sev = policy.for_severity(severity)
         scope = parsed.scope or list(sev.scope)
+        if not parsed.scope and "db" in scope and svc.database is None:
+            # An older policy default (P0 used to include db): nothing to restore here.
+            scope = [s for s in scope if s != "db"] or ["app"]
         platform_name = svc.platform_or_default(parsed.platform)
         target = target_for(svc, platform_name)
         adapter = self.platform(platform_name)
@@ -141,6 +152,7 @@ class RollbackService:
                  if "config" in scope else None)
         steps = build_steps(service=svc, scope=scope, target_revision=wanted,
                             backup_path=backup_path,
+                            backup_size=facts["backup"]["size"] if backup_path else None,
                             known_good=(known[1], known[2]) if known else None)
         facts["destructive"] = [{"kind": st.kind, "description": st.description}
                                 for st in steps if st.destructive]
@@ -343,7 +355,17 @@ class RollbackService:
         self.policy.check_cancel(rb, user=user)
         if rb.state == State.EXECUTING:
             return self._request_cancel(rb, user=user)
-        rb = self.transition(rb, Event.CANCEL, actor=user)
+        try:
+            rb = self.store.transition(rb.id, Event.CANCEL, actor=user, expected=rb.state)
+        except StaleState as exc:  # an executor claimed it meanwhile: ask it to stop
+            if exc.current.state == State.EXECUTING:
+                return self._request_cancel(exc.current, user=user)
+            raise NotAllowed(f"{rb.ref} is already "
+                             f"{exc.current.state.value.replace('_', ' ')}.") from None
+        except InvalidTransition:
+            raise NotAllowed(f"{rb.ref} is {rb.state.value.replace('_', ' ')}; it can no "
+                             "longer be cancelled.") from None
+        self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id)
         self.chat.thread(rb, f"<@{user}> cancelled {rb.ref}.")
         return rb
@@ -354,12 +376,39 @@ class RollbackService:
         if rb.cancel_requested_by:
             raise NotAllowed(f"<@{rb.cancel_requested_by}> already asked to cancel {rb.ref}; "
                              "it stops after the current step.")
-        rb = self.store.update_fields(rb.id, actor=user, cancel_requested_by=user)
+        requested = self.store.request_cancel(rb.id, actor=user)
+        if requested is None:  # the steps finished first: nothing left to stop
+            now = self.store.get(rb.id)
+            raise NotAllowed(f"Too late: {rb.ref} is already "
+                             f"{now.state.value.replace('_', ' ')}; its steps have finished.")
+        rb = requested
         self.on_approved(rb.id)  # wake an idle executor so a resumed one sees it at once
         self.chat.refresh(rb)
+        comp = plan_compensation(self.store.steps(rb.id))
+        then = {Undo.HUMAN: "the database restore has started, so the service stays scaled "
+                            "down until a human decides (you will get instructions)",
+                Undo.RESTORE_REPLICAS: "the service is scaled back up",
+                Undo.NOTHING: "steps already done stay done"}[comp.undo]
         self.chat.thread(rb, f"<@{user}> asked to cancel {rb.ref}: it stops after the "
-                             "current step, and a scaled-down service is scaled back up.")
+                             f"current step; {then}.")
         return rb
+
+    def _refuse_if_left_scaled_down(self, rb: Rollback) -> None:
+        """Closing a rollback must not hide a service left at zero: the Scale back up
+        button disappears with it. Someone scaling it by hand also counts."""
+        down = next((st for st in self.store.steps(rb.id) if st.kind == "scale_down"), None)
+        if plan_compensation(self.store.steps(rb.id)).undo == Undo.NOTHING or down is None:
+            return
+        try:
+            live = self.platform(rb.platform).get_replicas(rb.target)
+        except (PlatformError, UserFacingError):
+            live = 0
+        if live > 0:
+            return
+        raise NotAllowed(
+            f"{rb.target.describe()} is still scaled to 0 (it had "
+            f"{down.result.get('before')} replicas). Scale it back up first (*Scale back up*, "
+            "or by hand), then close the rollback.")
 
     def scale_back_up(self, ref: str | int, *, user: str) -> Rollback:
         """A human's "Scale back up" on a rollback that stopped with the service at zero."""
@@ -390,6 +439,7 @@ class RollbackService:
     def resolve(self, ref: str | int, *, user: str, note: str = "") -> Rollback:
         rb = self.get(ref)
         self.policy.check_resolve(rb, user=user)
+        self._refuse_if_left_scaled_down(rb)
         rb = self.transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
         self.chat.thread(rb, f"<@{user}> closed {rb.ref} as {rb.state.value}.")
         return rb
@@ -462,14 +512,16 @@ class RollbackService:
         if not reason.strip():
             raise UserFacingError("Clearing a known-bad mark needs a reason (`--reason \"…\"`).")
         marks = self.store.known_bad(service, name)
-        match = next((m for m in marks.values() if int(m.revision["number"]) == revision), None)
-        if match is None:
-            try:  # numbers move (Kubernetes renumbers reused revisions): ask the platform
-                history = self.platform(name).history(target_for(svc, name))
-            except PlatformError:
-                history = []
-            rev = next((r for r in history if r.number == revision), None)
-            match = marks.get(rev.id) if rev else None
+        try:  # numbers move (renumbered reuse, positions): the live history decides first
+            history = self.platform(name).history(target_for(svc, name))
+        except PlatformError:
+            history = []
+        live = next((r for r in history if r.number == revision), None)
+        if live is not None:
+            match = marks.get(live.id)
+        else:  # gone from the live history: only an unambiguous recorded number will do
+            recorded = [m for m in marks.values() if int(m.revision["number"]) == revision]
+            match = recorded[0] if len(recorded) == 1 else None
         if match is None:
             listed = ", ".join(f"rev {m.revision['number']}" for m in marks.values()) or "none"
             raise NotFound(f"Revision {revision} of `{service}` is not marked known-bad "

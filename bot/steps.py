@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,9 @@ from platforms.base import (
 )
 
 log = logging.getLogger(__name__)
+
+PRE_RESTORE_DIR = "pre-restore"  # dumps taken by backup_db; never offered as backups
+WRITER_RECHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -87,7 +91,12 @@ def scale_down(ctx: StepContext) -> dict[str, Any]:
     follow must not race a writer."""
     before = ctx.step.result.get("before")
     if before is None:
+        _check_pinned_backup(ctx)  # never stop the service for a restore that cannot run
         before = ctx.platform.get_replicas(ctx.rollback.target)
+        if before == 0:
+            raise PermanentPlatformError(
+                "the service already runs 0 replicas: a scale-down would record 0 and "
+                "never bring it back; scale it to its normal size first")
         ctx.journal({"before": before})  # recorded before the mutation; scale_up restores it
     ctx.platform.scale(ctx.rollback.target, 0)
     timeout = _platform_setting(ctx, "stop_timeout_seconds", 300)
@@ -109,12 +118,16 @@ def scale_up(ctx: StepContext) -> dict[str, Any]:
 
 
 def backup_db(ctx: StepContext) -> dict[str, Any]:
+    """Dump the current (bad) state before the restore overwrites it. The dump goes to a
+    ``pre-restore`` folder that ``latest_backup`` never looks in: a later rollback must not
+    pin this copy of the bad data as "the latest backup"."""
     from bot import database
 
     assert ctx.service.database is not None
-    info = database.backup(_dsn(ctx), location=ctx.service.database.backup_location,
-                           service=ctx.rollback.service, now=ctx.now)
-    return {"path": str(info.path), "size": info.size}
+    _writers_stopped(ctx)
+    info = database.backup(_dsn(ctx), location=Path(ctx.service.database.backup_location)
+                           / PRE_RESTORE_DIR, service=ctx.rollback.service, now=ctx.now)
+    return {"file": info.path.name, "size": info.size}
 
 
 def restore_db(ctx: StepContext) -> dict[str, Any]:
@@ -123,8 +136,38 @@ def restore_db(ctx: StepContext) -> dict[str, Any]:
     path = ctx.step.params.get("backup_path")
     if not path:
         raise PermanentPlatformError("no backup was pinned in the plan; nothing to restore")
+    _check_pinned_backup(ctx)
+    _writers_stopped(ctx)
+    ctx.journal({"begun": True})  # from here on the database may change: a human decides
     database.restore(_dsn(ctx), path=path)
-    return {"restored_from": path}
+    return {"restored_from": Path(path).name}
+
+
+def _writers_stopped(ctx: StepContext) -> None:
+    """Autoscalers, GitOps self-heal or a proxy's autostart can bring writers back after
+    the scale-down: check again right before touching the database."""
+    status = ctx.platform.wait_for_stopped(ctx.rollback.target, timeout=WRITER_RECHECK_SECONDS)
+    if not status.done:
+        raise PermanentPlatformError(f"writers are running again: {status.message}; "
+                                     "something scaled the service back up")
+
+
+def _check_pinned_backup(ctx: StepContext) -> None:
+    """The pinned file must be on this executor, the size the plan recorded, before the
+    service is stopped and again before the restore (another replica may execute)."""
+    restore = next((s for s in ctx.all_steps if s.kind == "restore_db"), None)
+    if restore is None:
+        return
+    path = Path(str(restore.params.get("backup_path") or ""))
+    expected = restore.params.get("backup_size")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise PermanentPlatformError(f"the pinned backup {path.name} is not readable on this "
+                                     "executor (shared backup storage missing?)") from None
+    if expected is not None and size != int(expected):
+        raise PermanentPlatformError(f"the pinned backup {path.name} changed since the plan "
+                                     f"was made ({size} bytes, planned {expected})")
 
 
 def verify_db(ctx: StepContext) -> dict[str, Any]:

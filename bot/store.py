@@ -360,6 +360,21 @@ class Store:
             " snapshot = EXCLUDED.snapshot, rollback_id = EXCLUDED.rollback_id,"
             " recorded_at = now()", (service, platform, Jsonb(snapshot), rollback_id))
 
+    def request_cancel(self, rollback_id: int, *, actor: str) -> Rollback | None:
+        """Ask the executor of an *executing* rollback to stop (audited); None when it is no
+        longer executing (its steps finished first)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "UPDATE rollbacks SET cancel_requested_by = %s, updated_at = now()"
+                    " WHERE id = %s AND state = %s AND cancel_requested_by IS NULL"
+                    " RETURNING *", (actor, rollback_id, State.EXECUTING.value))
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                self._audit(cur, rollback_id, actor, "cancel_requested", None, None, {})
+        return rollback_from_row(row)
+
     # ------------------------------------------------------------------ known-bad revisions
     def mark_known_bad(self, rb: Rollback, *, actor: str) -> bool:
         """Record the revision ``rb`` moves away from as known-bad (idempotent; a cleared

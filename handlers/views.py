@@ -227,7 +227,15 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
         if not rb.incident_commander:
             els.append(button("I'm incident commander", ids.ASSIGN_IC, v))
         for key in CHECKLIST_ITEMS:
-            if key in AUTOMATIC_CHECKLIST_ITEMS or key == "incident_commander":
+            mine = key in AUTOMATIC_CHECKLIST_ITEMS or key == "incident_commander"
+            # When the bot could not confirm the previous stable version (and the target is
+            # not known-bad), an approver may confirm it by hand, audited.
+            if key == "previous_version" and not rb.known_bad_target and not (
+                    rb.checklist.get(key) or {}).get("done"):
+                els.append(button("✓ Previous version checked", f"{ids.CHECKLIST}:{key}",
+                                  f"{rb.id}:{key}"))
+                continue
+            if mine:
                 continue
             done = (rb.checklist.get(key) or {}).get("done")
             label = {"decision_approved": "Decision approved", "team_assembled":

@@ -237,6 +237,7 @@ class FakePlatform:
                 return
             if replicas == 0:
                 t["stopping_from"] = t["replicas"]
+                s.setdefault("stopped_at", {}).pop(target.describe(), None)
                 self._stopping_until[target.describe()] = self._clock() + self.stop_seconds
             t["replicas"] = replicas
             self._mutated(s, "scale", str(replicas))
@@ -251,7 +252,8 @@ class FakePlatform:
             if running == 0:
                 with self._state() as s:
                     self._call("wait_for_stopped", s)
-                    s.setdefault("stopped_at", {})[target.describe()] = time.time()
+                    # The first observation after the scale-down: when the last unit went.
+                    s.setdefault("stopped_at", {}).setdefault(target.describe(), time.time())
                 return RolloutStatus(True, f"{target.name}: no unit running")
             message = f"{running} units of {target.name} still stopping"
             if self._clock() >= deadline:

@@ -215,9 +215,16 @@ class KubernetesPlatform:
 
         def track(pod: V1Pod) -> None:
             meta = pod.metadata
-            if meta is not None:
-                pods[str(meta.uid or meta.name)] = (str(meta.name),
-                                                    meta.deletion_timestamp is not None)
+            if meta is None:
+                return
+            key = str(meta.uid or meta.name)
+            # A pod in a terminal phase has no running container (evicted pods, completed
+            # Job pods with the same labels stay listed for a long time): not a writer.
+            # kubernetes/kubernetes pkg/api/v1/pod/util.go IsPodTerminal.
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                pods.pop(key, None)
+                return
+            pods[key] = (str(meta.name), meta.deletion_timestamp is not None)
 
         def on_list(listed: Any) -> bool:
             pods.clear()

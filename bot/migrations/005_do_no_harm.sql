@@ -22,3 +22,12 @@ ALTER TABLE rollbacks ADD COLUMN plan_facts jsonb NOT NULL DEFAULT '{}'::jsonb;
 -- Cancel while executing: the executor stops before its next step, compensates, and
 -- moves the rollback to cancelled itself (no second writer on the state).
 ALTER TABLE rollbacks ADD COLUMN cancel_requested_by text;
+
+-- Requests pending at upgrade time: their destructive steps come from the step rows, so
+-- the two-person rule and the typed confirmation apply to them too.
+UPDATE rollbacks r SET plan_facts = jsonb_build_object('destructive', (
+    SELECT jsonb_agg(jsonb_build_object('kind', s.kind, 'description', s.description)
+                     ORDER BY s.seq)
+    FROM rollback_steps s WHERE s.rollback_id = r.id AND s.destructive))
+WHERE r.state = 'pending_approval'
+  AND EXISTS (SELECT 1 FROM rollback_steps s WHERE s.rollback_id = r.id AND s.destructive);

@@ -261,8 +261,10 @@ def test_failure_inside_the_restore_stops_for_a_human_with_a_scale_back_up_butto
     pinned = Path(_step(h, rid, "restore_db").params["backup_path"])
     _approve_typed(h, msg, "carol")
     h.emulator.wait_for(lambda: _step(h, rid, "backup_db").status == "done", timeout=30)
-    pinned.write_bytes(b"not a dump any more")  # the restore itself now fails
+    size = pinned.stat().st_size  # same size, garbage: only pg_restore itself notices
+    pinned.write_bytes(b"\0" * size)
     rb = h.wait_state(rid, "needs_attention", timeout=40)
+    assert _step(h, rid, "restore_db").result.get("begun") is True
     assert "left scaled down for a human decision" in (rb.last_error or "")
     assert h.platform.get_replicas(TARGET) == 0  # not brought back onto an unchecked DB
     note = h.emulator.wait_for(lambda: next(
@@ -273,10 +275,37 @@ def test_failure_inside_the_restore_stops_for_a_human_with_a_scale_back_up_butto
     h.driver.click(CHANNEL, current["ts"], ids.SCALE_BACK_UP, "alice")  # not an approver
     h.wait_ephemeral("alice", "Only approvers")
     assert h.platform.get_replicas(TARGET) == 0
+    h.driver.click(CHANNEL, current["ts"], ids.RESOLVE, "carol")  # would hide the service at 0
+    assert "still scaled to 0" in h.wait_ephemeral("carol", "still scaled to 0")
+    assert h.bot.store.get(rid).state.value == "needs_attention"
     h.driver.click(CHANNEL, current["ts"], ids.SCALE_BACK_UP, "carol")
     h.emulator.wait_for(lambda: h.platform.get_replicas(TARGET) == 3)
     h.emulator.wait_for(lambda: ids.SCALE_BACK_UP not in action_ids(h.message_now(msg["ts"])))
     assert any(e.event == "scaled_back_up" for e in h.bot.store.audit_events(rid))
+    h.click(msg, ids.RESOLVE, "carol")
+    h.wait_state(rid, "failed")
+
+    # The dump of the bad data taken before the restore is never offered as a backup.
+    pre_restore = list((pinned.parent / "pre-restore").glob("*.dump"))
+    assert len(pre_restore) == 1
+    h.request(f"{SERVICE} --severity P0 --scope app,db", user="bob")
+    refusal = h.wait_ephemeral("bob", "cannot be pinned")
+    assert f"newest backup `{pinned.name}`" in refusal and "pre-restore" not in refusal
+    assert str(pinned.parent) not in refusal  # no local path in Slack
+
+
+def test_a_pinned_backup_that_changed_stops_before_the_database_is_touched(
+        db_harness: Callable[..., Harness]) -> None:
+    h = db_harness()
+    rid, msg = _request(h, "--severity P0 --scope app,db", user="bob")
+    pinned = Path(_step(h, rid, "restore_db").params["backup_path"])
+    _approve_typed(h, msg, "carol")
+    h.emulator.wait_for(lambda: _step(h, rid, "backup_db").status == "done", timeout=30)
+    pinned.write_bytes(b"truncated")  # rotated or rewritten since the plan was made
+    rb = h.wait_state(rid, "failed", timeout=40)
+    assert "changed since the plan was made" in (rb.last_error or "")
+    assert not _step(h, rid, "restore_db").result.get("begun")
+    assert h.platform.get_replicas(TARGET) == 3  # nothing touched: scaled straight back
 
 
 def test_cancel_during_execution_stops_and_scales_back(
@@ -330,6 +359,31 @@ def test_success_is_never_reported_on_the_wrong_version(harness: Harness) -> Non
     assert "is not what runs: rs-3 (registry.example/app:v1.3.0)" in (rb.last_error or "")
     assert _step(h, rid, "wait_rollout").status == "failed"
     assert h.platform.calls()["confirm_running"] == 1
+
+
+def test_a_hotfix_deployed_while_waiting_is_never_rolled_back_unseen(harness: Harness) -> None:
+    h = harness
+    rid, msg = _request(h, "--severity P0", user="bob")
+    h.platform.deploy(TARGET, "registry.example/app:v1.3.1", change_cause="hotfix")
+    h.click(msg, ids.APPROVE, "bob")
+    rb = h.wait_state(rid, "failed")
+    assert "running revision changed since the plan was made" in (rb.last_error or "")
+    assert "rev 4 (registry.example/app:v1.3.1) runs now" in (rb.last_error or "")
+    assert h.platform.mutations()["rollback_to"] == 0
+    assert h.platform.current_revision(TARGET).id == "rs-4"
+    assert h.bot.store.known_bad(SERVICE, "fake") == {}  # neither release was judged
+
+
+def test_a_configuration_only_rollback_marks_no_revision_known_bad(harness: Harness) -> None:
+    h = harness
+    h.bot.store.record_known_good_config(
+        SERVICE, "fake", {"items": {"configmap/app-config": {"data": {"MODE": "good"}}}},
+        rollback_id=None)
+    rid, msg = _request(h, "--severity P0 --scope config", user="bob")
+    h.click(msg, ids.APPROVE, "bob")
+    h.wait_state(rid, "completed")
+    assert h.platform.mutations()["restore_config"] == 1
+    assert h.bot.store.known_bad(SERVICE, "fake") == {}
 
 
 # ------------------------------------------------------------ 6. checklist authority

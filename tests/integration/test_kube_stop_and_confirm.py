@@ -113,6 +113,29 @@ def test_wait_for_stopped_returns_only_once_the_last_pod_is_gone(
     api.close()
 
 
+def test_wait_for_stopped_ignores_pods_in_a_terminal_phase(
+        kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
+    """An evicted pod (phase Failed) or a finished migration Job pod (Succeeded) with the
+    app's labels stays listed for a long time on a real cluster; it runs nothing."""
+    em = kube_emulator_factory()
+    seed(em, grace=1)
+    core = client.CoreV1Api(em.api_client())
+    for name, phase in (("web-migrate-1", "Succeeded"), ("web-evicted-1", "Failed")):
+        core.create_namespaced_pod(NS, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": APP}},
+            "spec": {"containers": [{"name": "c", "image": f"{IMAGE}:1.0"}]}})
+        em.store.mutate("pods", NS, name,
+                        lambda pod, phase=phase: pod.setdefault("status", {}).update(
+                            phase=phase), actor="kubelet")
+    platform = platform_for(em)
+    platform.scale(TARGET, 0)
+    status = platform.wait_for_stopped(TARGET, timeout=15)
+    assert status.done, status.message
+    shown = kubectl_pods(kubectl, em)
+    assert set(shown) == {"web-migrate-1", "web-evicted-1"}, shown  # still listed
+
+
 def test_wait_for_stopped_times_out_while_pods_are_still_terminating(
         kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
     em = kube_emulator_factory()
