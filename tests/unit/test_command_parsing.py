@@ -43,3 +43,22 @@ def test_errors_name_the_bad_token(text: str, token: str) -> None:
     with pytest.raises(ParseError) as err:
         parse(text)
     assert token in str(err.value)
+
+
+def test_known_bad_lists_and_clears() -> None:
+    listing = parse("known-bad svc --platform ecs")
+    assert (listing.verb, listing.service, listing.platform) == ("known-bad", "svc", "ecs")
+    clear = parse('known-bad svc clear rev4 --reason "fixed the config"')
+    assert (clear.verb, clear.service, clear.to, clear.reason) == (
+        "clear-known-bad", "svc", 4, "fixed the config")
+
+
+@pytest.mark.parametrize("text,token", [
+    ("known-bad", "needs a service"), ("known-bad svc clear", "revision number"),
+    ("known-bad svc clear x", "`x`"), ("known-bad svc --frob 1", "--frob"),
+    ("known-bad svc --platform nomad", "nomad"),
+])
+def test_known_bad_errors_name_the_bad_token(text: str, token: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse(text)
+    assert token in str(err.value)

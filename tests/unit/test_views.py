@@ -93,6 +93,59 @@ def test_modals_are_valid() -> None:
     View(**views.reject_modal(_rollback(State.PENDING_APPROVAL), channel_id="C1")).validate_json()
 
 
+FACTS = {
+    "revisions": [{"number": 5, "label": "rev 5 (app:v2)", "current": True, "target": False,
+                   "known_bad_by": None},
+                  {"number": 4, "label": "rev 4 (app:v1)", "current": False, "target": True,
+                   "known_bad_by": 3}],
+    "known_bad_target": {"revision_id": "rs-a", "rollback_id": 3, "marked_at": NOW.isoformat()},
+    "destructive": [{"kind": "restore_db", "description": "Restore the database from x.dump"}],
+    "backup": {"name": "x.dump", "size": 12_582_912, "taken_at": (NOW - timedelta(hours=2,
+                                                                                  minutes=5)
+                                                                   ).isoformat()},
+}
+DB_STEPS = [Step(7, 1, "scale_down", "Scale to 0", False, "done", 1, {}, {"before": 3}, None,
+                 None, None),
+            Step(7, 2, "restore_db", "Restore", True, "failed", 1, {}, {"begun": True}, "boom",
+                 None, None)]
+
+
+@pytest.mark.parametrize("state", list(State))
+def test_do_no_harm_surfaces_are_valid_block_kit(state: State) -> None:
+    _, blocks = views.rollback_message(_rollback(state, plan_facts=FACTS), DB_STEPS)
+    _validate(blocks)
+
+
+def test_known_bad_target_and_destructive_steps_are_loud() -> None:
+    _, blocks = views.rollback_message(
+        _rollback(State.PENDING_APPROVAL, plan_facts=FACTS), STEPS)
+    text, acts = str(blocks), _action_ids(blocks)
+    assert "KNOWN-BAD" in text and ":no_entry: known-bad (RB-3)" in text
+    assert "12.0 MB" in text and "Restore the database from x.dump" in text
+    assert ids.APPROVE_KNOWN_BAD in acts and ids.APPROVE not in acts
+
+
+def test_scale_back_up_only_while_left_at_zero() -> None:
+    _, blocks = views.rollback_message(_rollback(State.NEEDS_ATTENTION), DB_STEPS)
+    assert ids.SCALE_BACK_UP in _action_ids(blocks)
+    restored = [DB_STEPS[0].__class__(**{**DB_STEPS[0].__dict__,
+                                         "result": {"before": 3, "restored_to": 3}}),
+                DB_STEPS[1]]
+    _, blocks = views.rollback_message(_rollback(State.NEEDS_ATTENTION), restored)
+    assert ids.SCALE_BACK_UP not in _action_ids(blocks)
+
+
+def test_destructive_approval_modal() -> None:
+    rb = _rollback(State.PENDING_APPROVAL, plan_facts=FACTS)
+    modal = views.approve_destructive_modal(rb, channel_id="C1",
+                                            flags={"known_bad_override": True})
+    View(**modal).validate_json()
+    assert "2 h 5 min old" in str(modal["blocks"]) and "x.dump" in str(modal["blocks"])
+    assert views.parse_approval_metadata(modal["private_metadata"]) == (
+        "7", "C1", {"known_bad_override": True})
+    assert views.approval_service(modal) == "hotel-voice-bot"
+
+
 def test_help_and_services() -> None:
     _validate(views.help_blocks("/rollback"))
     blocks = views.services_blocks(load_config("rollback.example.yml"))
