@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.app import BotApp
+from bot.front_door import MAX_BODY_BYTES, SlackFrontDoor
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,9 @@ StartResponse = Callable[..., Any]
 def wsgi_app(bot: BotApp) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     from handlers import ids
 
-    slack = SlackRequestHandler(bot.bolt)
+    secret = bot.settings.slack_signing_secret
+    # Only requests whose signature holds on the raw bytes reach Bolt (which checks again).
+    slack = SlackFrontDoor(SlackRequestHandler(bot.bolt), signing_secret=secret or "")
 
     def plain(start: StartResponse, status: str, body: bytes,
               ctype: str = "text/plain; charset=utf-8") -> list[bytes]:
@@ -35,7 +39,7 @@ def wsgi_app(bot: BotApp) -> Callable[[dict[str, Any], StartResponse], Iterable[
     def app(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == ids.EVENTS_PATH:
-            if not bot.settings.slack_signing_secret:  # Socket Mode: nothing to verify with
+            if not secret:  # Socket Mode: nothing to verify with
                 return plain(start, "404 Not Found", b"not found\n")
             return slack(environ, start)
         if path == ids.HEALTHZ_PATH:
@@ -64,15 +68,59 @@ class PortInUse(Exception):
         self.port = port
 
 
+# Waitress settings. Idle or half-sent connections cost no worker thread (waitress
+# dispatches a request only once it is complete), so surviving a connection flood is about
+# slots, idle time and memory per connection:
+# * CONNECTION_LIMIT 1000: at the limit waitress stops accepting and /healthz waits in the
+#   kernel backlog with everyone else; 1000 keeps headroom over a 500-connection flood.
+# * CHANNEL_TIMEOUT 20 s, CLEANUP_INTERVAL 5 s: an idle connection is closed 20-25 s after
+#   its last byte (waitress's default is 120 s, checked every 30 s), so slots held by a
+#   flood come back within half a minute. Slack sends a whole request at once and reuses
+#   a connection within seconds, if at all; a request being served is never cut.
+# * BACKLOG 1024: connections the kernel queues while we are at the limit (capped by
+#   net.core.somaxconn).
+# * Poll instead of select: select() cannot watch descriptors numbered above 1023.
+# * Memory per connection is bounded: headers up to 32 KiB (Slack sends ~1 KiB); bodies
+#   are held in memory up to 64 KiB and spill to a temporary file above that (/tmp is an
+#   emptyDir in deploy/); a body over MAX_BODY_BYTES is refused with 413 from its
+#   Content-Length before it is read. 1000 connections x (32 + 64) KiB < 100 MiB.
+# * THREADS 16: workers for complete requests; health checks share them with Slack.
+CONNECTION_LIMIT = 1000
+CHANNEL_TIMEOUT = 20
+CLEANUP_INTERVAL = 5
+BACKLOG = 1024
+THREADS = 16
+MAX_HEADER_BYTES = 32 * 1024
+INBUF_OVERFLOW = 64 * 1024
+FD_HEADROOM = 256  # database pool, log files, outbound HTTP clients
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    """Each connection is a descriptor; a soft limit of 1024 would cap us below the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open-file limit %d is below the %d the connection limit needs",
+                    target, wanted)
+
+
 class HttpServer:
     """Waitress in a thread, so the CLI, the sandbox and tests share one serving path."""
 
-    def __init__(self, bot: BotApp, *, host: str, port: int, threads: int = 16) -> None:
+    def __init__(self, bot: BotApp, *, host: str, port: int, threads: int = THREADS) -> None:
         from waitress.server import create_server
 
+        _raise_fd_limit(CONNECTION_LIMIT + FD_HEADROOM)
         try:
-            self.server = create_server(wsgi_app(bot), host=host, port=port, threads=threads,
-                                        ident="rollback-bot")
+            self.server = create_server(
+                wsgi_app(bot), host=host, port=port, threads=threads, ident="rollback-bot",
+                connection_limit=CONNECTION_LIMIT, channel_timeout=CHANNEL_TIMEOUT,
+                cleanup_interval=CLEANUP_INTERVAL, backlog=BACKLOG, asyncore_use_poll=True,
+                max_request_header_size=MAX_HEADER_BYTES, inbuf_overflow=INBUF_OVERFLOW,
+                # waitress refuses a body when Content-Length >= this: MAX_BODY_BYTES passes
+                max_request_body_size=MAX_BODY_BYTES + 1)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(host, port) from None

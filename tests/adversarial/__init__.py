@@ -1,0 +1,1 @@
+"""Hostile conditions: fuzzed and forged Slack input, floods, slow platforms, late writes."""
