@@ -307,6 +307,9 @@ class ExecutorSettings(Strict):
     poll_seconds: float = 1
     max_transient_retries: int = 5
     backoff_base_seconds: float = 1
+    # A platform's Retry-After is obeyed up to this; absurd hints (an hour, year 9999) wait
+    # this long instead, and the retry budget still ends in a clear failure.
+    max_retry_after_seconds: float = Field(default=60, gt=0)
     workers: int = 2
 
 

@@ -32,6 +32,7 @@ from bot.pg_tools import (
 from bot.pg_tools import connect as _connect
 from bot.pg_tools import libpq_args as _libpq_args
 from bot.pg_tools import newest_tool as _newest_tool
+from bot.pg_tools import run_child as _run_child
 from bot.pg_tools import run_tool as _run_tool
 from bot.pg_tools import stderr_tail as _tail
 
@@ -237,9 +238,7 @@ def verify_backup(
     except PgToolNotFound as exc:
         return BackupCheck(False, str(exc), age)
     try:
-        proc = subprocess.run(
-            [tool, "--list", str(p)], capture_output=True, text=True, timeout=120, check=False
-        )
+        proc = _run_child([tool, "--list", str(p)], timeout=120)
     except subprocess.TimeoutExpired:
         return BackupCheck(False, f"pg_restore --list timed out on {p.name}", age)
     if proc.returncode != 0:

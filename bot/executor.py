@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bot import metrics
+from bot import metrics, retry
 from bot.compensation import Compensation, Undo, manual_scale_command, plan_compensation
 from bot.config import ExecutorSettings
 from bot.lifecycle import Event, State
@@ -35,6 +35,10 @@ from platforms.base import (
 log = logging.getLogger(__name__)
 
 Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VERIFYING rollback
+
+# A wait between attempts sleeps in slices this long, checking Cancel and the lease between
+# them, so pressing Cancel during a long Retry-After stops the rollback within a second.
+WAIT_SLICE_SECONDS = 0.5
 
 
 class StepFailed(Exception):
@@ -166,9 +170,13 @@ class Executor:
                             f"(executor {self.owner}).")
         if rb.state == State.EXECUTING:
             steps = self.store.steps(rb.id)
-            if all(st.status == "pending" for st in steps) and not self._still_as_planned(
-                    rb, steps):
-                return
+            if all(st.status == "pending" for st in steps):
+                try:
+                    if not self._still_as_planned(rb, steps):
+                        return
+                except CancelRequested:  # pressed while the pre-check waited to retry
+                    self._cancelled(rb, steps[0])
+                    return
             self._mark_known_bad(rb, steps)
             if not self._run_steps(rb):
                 return
@@ -195,7 +203,7 @@ class Executor:
                 if attempt == 3:
                     return self._refuse_to_start(rb, f"could not read the running revision "
                                                      f"({exc})")
-                self.sleep(exc.retry_after or self.settings.backoff_base_seconds * attempt)
+                self._wait(rb, self._bounded(exc, attempt))
             except PlatformError as exc:
                 return self._refuse_to_start(rb, f"could not read the running revision ({exc})")
         if live.id == rb.current_revision.id:
@@ -256,6 +264,29 @@ class Executor:
         if self.store.get(rb.id).cancel_requested_by:
             raise CancelRequested()
 
+    def _wait(self, rb: Rollback, seconds: float, *, cancellable: bool = True) -> None:
+        """Sleep ``seconds`` before the next attempt, in short slices of the injected sleep;
+        a lost lease (and, when ``cancellable``, a Cancel) ends the wait at once."""
+        remaining = seconds
+        while True:
+            lost = self._lost.get(rb.id)
+            if lost is not None and lost.is_set():
+                raise LeaseLost()
+            if cancellable:
+                self._check_cancel(rb)
+            if remaining <= 0:
+                return
+            chunk = min(remaining, WAIT_SLICE_SECONDS)
+            self.sleep(chunk)
+            remaining -= chunk
+
+    def _bounded(self, exc: TransientPlatformError, attempt: int) -> float:
+        """The wait before retry ``attempt + 1`` of a call outside the step budget."""
+        delay, _capped = retry.bounded_delay(
+            exc.retry_after, attempts=attempt, backoff_base=self.settings.backoff_base_seconds,
+            cap=retry.max_retry_after(self.settings))
+        return delay
+
     def _run_step(self, rb: Rollback, step: Step, *, total: int) -> None:
         svc = self.service.service_config(rb.service)
         platform = self.service.platform(rb.platform)
@@ -289,13 +320,18 @@ class Executor:
                 outcome = "ok"
             except TransientPlatformError as exc:
                 outcome = "transient"
-                if attempt > self.settings.max_transient_retries:
-                    raise StepFailed(f"{exc} (gave up after {attempt} attempts)") from exc
-                delay = exc.retry_after or self.settings.backoff_base_seconds * 2 ** (attempt - 1)
+                # The step row's count survives a re-claim, so the budget cannot restart.
+                decision = retry.decide(attempt=attempt, durable_attempts=current.attempts,
+                                        retry_after=exc.retry_after, settings=self.settings)
+                if isinstance(decision, retry.GiveUp):
+                    raise StepFailed(f"{exc} ({decision.reason})") from exc
                 self.store.step_finished(rb.id, step.seq, status="pending", error=str(exc))
+                capped = (" (the platform asked for longer; waits are capped)"
+                          if decision.capped else "")
                 chat.thread(rb, f":hourglass: Step {step.seq}/{total} {step.description}: "
-                                f"{exc}; retrying in {delay:.0f}s (attempt {attempt}).")
-                self.sleep(delay)
+                                f"{exc}; retrying in {decision.delay:.0f}s{capped} "
+                                f"(attempt {decision.attempts}).")
+                self._wait(rb, decision.delay)
                 continue
             except PermanentPlatformError as exc:
                 raise StepFailed(str(exc)) from exc
@@ -376,7 +412,8 @@ class Executor:
                 if attempt == attempts:
                     self._compensation_failed(rb, comp, str(exc))
                     return None
-                self.sleep(exc.retry_after or self.settings.backoff_base_seconds * attempt)
+                # Compensation is what a Cancel asks for: only a lost lease stops this wait.
+                self._wait(rb, self._bounded(exc, attempt), cancellable=False)
             except PlatformError as exc:
                 self._compensation_failed(rb, comp, str(exc))
                 return None
@@ -432,6 +469,11 @@ class Executor:
         self._fence(rb)
         error = (f"the process executing {rb.ref} died inside destructive step "
                  f"{step.seq} ({step.description}); it was not re-run")
+        if step.kind == "restore_db":
+            # The restore's child process dies with the executor and runs as one
+            # transaction, so nothing finishes later behind our back.
+            error += ("; the database restore was cut off: it runs in a single transaction, "
+                      "so it was either fully applied or rolled back; check the verify queries")
         comp = plan_compensation(self.store.steps(rb.id))
         if comp.replicas is not None:
             self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED)

@@ -1,15 +1,22 @@
 """PostgreSQL client plumbing: find pg_dump/pg_restore, connect, run tools, redact DSNs.
 
-Passwords never reach argv, logs or errors: libpq gets PGPASSWORD, messages pass scrub_dsn."""
+Passwords never reach argv, logs or errors: libpq gets PGPASSWORD, messages pass scrub_dsn.
+A tool runs in its own process group and, on Linux, dies with the process that started it,
+so a killed executor never leaves a restore finishing behind its back."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import functools
 import math
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ __all__ = [
     "newest_tool",
     "pg_tool_candidates",
     "redact_dsn",
+    "run_child",
     "run_tool",
     "scrub_dsn",
     "server_major",
@@ -108,9 +116,7 @@ def _pgserver_bin() -> Path | None:
 @functools.lru_cache(maxsize=32)
 def _tool_major(path: str) -> int | None:
     try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout
+        out = run_child([path, "--version"], timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"\b(\d+)(?:\.\d+)+", out) or re.search(r"\b(\d+)\b", out)
@@ -188,14 +194,74 @@ def server_major(dsn: str, *, timeout: float = 10.0) -> int:
     return version // 10000 if version >= 100000 else version // 100
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl``, resolved once in the parent: the child, between fork and exec,
+    should do as little as possible (no library loading, no imports)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with(parent: int) -> Any:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies.
+
+    Linux signals the child when the *thread* that forked it exits; the forking thread
+    waits for the tool, so in practice that is the process's death. If the parent died
+    before prctl took effect, the child kills itself rather than run orphaned.
+    """
+    prctl = _PRCTL
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own group: pgid == pid
+
+
+def run_child(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion, capturing text output, in its own process group with a
+    parent-death signal. On timeout (or any interruption) the whole group is killed and
+    reaped before ``subprocess.TimeoutExpired`` (or the interruption) propagates."""
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, process_group=0,
+        preexec_fn=_die_with(os.getpid()),
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+
 def run_tool(
     argv: list[str], *, env: dict[str, str], timeout: float, dsn: str, what: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run a client tool; a timeout or a missing binary raises ``DatabaseOperationError``."""
+    """Run a client tool (see ``run_child``); a timeout or a missing binary raises
+    ``DatabaseOperationError``."""
     try:
-        return subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        return run_child(argv, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise DatabaseOperationError(
             f"{what} of {redact_dsn(dsn)} timed out after {timeout:g}s"

@@ -113,8 +113,8 @@ def _assert_completed_exactly_once(rig: CrashRig, rollback_id: int, msg: dict[st
     assert steps["scale_down"].result["before"] == ORIGINAL_REPLICAS
     assert steps["scale_up"].result["replicas"] == ORIGINAL_REPLICAS
     assert Revision.from_dict(steps["app_rollback"].params["revision"]).id == "rs-2"
-    # The database came back from the backup pinned at request time.
-    assert steps["restore_db"].result["restored_from"] == rig.pinned_backup.name  # a name: no local path
+    # The database came back from the backup pinned at request time (journaled by name).
+    assert steps["restore_db"].result["restored_from"] == rig.pinned_backup.name
     assert rig.app_rows() == BACKUP_ROWS
     assert steps["verify_db"].result["queries"][-1]["value"] == str(len(BACKUP_ROWS))
 

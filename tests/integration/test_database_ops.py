@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from bot.database import (
     verify,
     verify_backup,
 )
+from bot.pg_tools import run_child
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 PASSWORD = "hunter2-Sup3r-s3cret"
@@ -263,3 +266,93 @@ def test_scrub_dsn_removes_bare_password() -> None:
     dsn = "postgresql://app:pa55w0rd@db/prod"
     text = f"FATAL: something quoted pa55w0rd while connecting to {dsn}"
     assert "pa55w0rd" not in database.scrub_dsn(text, dsn)
+
+
+# ------------------------------------------------------------ tools die with their step
+def _children(parent: int, name: str) -> list[int]:
+    """Pids of live processes called ``name`` whose parent is ``parent`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        state, ppid = stat[stat.rindex(")") + 2:].split()[:2]
+        if comm == name and int(ppid) == parent and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"  # a zombie has already died
+
+
+def _wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return bool(predicate())  # type: ignore[operator]
+
+
+def _restore_backends(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity"
+                           " WHERE application_name = 'pg_restore'").fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_killed_executor_takes_its_pg_restore_with_it(fresh_db: str, tmp_path: Path) -> None:
+    """The process running a restore is SIGKILLed while pg_restore waits on a lock: the
+    pg_restore child dies with it, and the restore never lands after the fact."""
+    _seed(fresh_db)
+    info = backup(fresh_db, location=tmp_path, service="svc", now=NOW)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO bot_messages VALUES (4, 'after the backup'), (5, 'newer')")
+    newer = _rows(fresh_db)
+
+    blocker = psycopg.connect(fresh_db)  # holds the table so pg_restore waits mid-restore
+    blocker.execute("LOCK TABLE bot_messages IN ACCESS EXCLUSIVE MODE")
+    script = ("import sys\nfrom bot.database import restore\n"
+              "restore(sys.argv[1], path=sys.argv[2])\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    executor = subprocess.Popen([sys.executable, "-c", script, fresh_db, str(info.path)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # connected and waiting on the lock (a `--version` probe may come and go first)
+        assert _wait_for(lambda: _restore_backends(fresh_db) == 1, 15), "no restore started"
+        (tool,) = _children(executor.pid, "pg_restore")
+        assert os.getpgid(tool) == tool  # its own process group
+
+        executor.kill()
+        executor.wait(timeout=5)
+        assert _wait_for(lambda: not _alive(tool), 2), "pg_restore outlived its executor"
+    finally:
+        if executor.poll() is None:
+            executor.kill()
+        blocker.rollback()  # let a surviving restore (if any) proceed, as in production
+        blocker.close()
+    assert _wait_for(lambda: _restore_backends(fresh_db) == 0, 10)
+    assert _rows(fresh_db) == newer  # the single transaction was rolled back, not applied
+
+
+def test_a_timed_out_tool_is_killed_with_its_group(tmp_path: Path) -> None:
+    """run_child kills the whole process group on timeout, grandchildren included."""
+    marker = tmp_path / "grandchild.pid"
+    script = f"sleep 60 & echo $! > {marker}; wait"
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_child(["sh", "-c", script], timeout=1)
+    assert time.monotonic() - started < 10
+    grandchild = int(marker.read_text())
+    assert _wait_for(lambda: not _alive(grandchild), 2)
