@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -9,6 +10,30 @@ from bot.config import PLATFORMS, SCOPES, Severity
 from bot.errors import ParseError
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
+# Revisions are small counters on every platform; nine digits is far beyond any real one
+# and keeps int() away from its 4,300-digit limit.
+MAX_REVISION = 999_999_999
+_ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
+# PostgreSQL rejects NUL in text and UTF-8 cannot carry lone surrogates (JSON "\ud800").
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """``text`` without characters that PostgreSQL or UTF-8 cannot carry."""
+    return _UNSTORABLE.sub("", text)
+
+
+def revision_number(raw: str, *, flag: str = "") -> int:
+    """``12``, ``rev12`` or ``rev-12`` as a positive int; anything else is a ParseError.
+
+    Only ASCII digits: ``str.isdigit`` also accepts superscripts such as ``²`` that int()
+    then refuses."""
+    digits = raw.removeprefix("rev").removeprefix("-")
+    if not _ASCII_DIGITS.fullmatch(digits) or not 0 < int(digits) <= MAX_REVISION:
+        shown = raw if len(raw) <= 20 else raw[:20] + "…"
+        raise ParseError(f"`{flag}{shown}`: a revision is a positive number (at most "
+                         f"{MAX_REVISION:,}).")
+    return int(digits)
 
 
 @dataclass(frozen=True)
@@ -31,6 +56,7 @@ def _value(tokens: list[str], i: int, flag: str) -> str:
 
 
 def parse(text: str) -> Parsed:
+    text = clean(text)
     try:
         tokens = shlex.split(text.replace("“", '"').replace("”", '"'))
     except ValueError as exc:
@@ -48,6 +74,9 @@ def parse(text: str) -> Parsed:
             raise ParseError(f"`{head}` needs {'a service' if head == 'history' else 'an ID'}.")
         if len(tokens) > 2:
             raise ParseError(f"Unexpected `{tokens[2]}` after `{head} {arg}`.")
+        if arg is not None and (head == "cancel" or head == "status" and (
+                arg.upper().startswith("RB-") or arg.isdigit())):
+            _rollback_id(arg)
         return Parsed(head, argument=arg)
     if head.startswith("--"):
         raise ParseError(f"Expected a service name before `{head}`.")
@@ -67,10 +96,7 @@ def parse(text: str) -> Parsed:
         raw = inline if eq else _value(tokens, i, flag)
         step = 1 if eq else 2
         if flag == "--to":
-            digits = raw.removeprefix("rev").removeprefix("-")
-            if not digits.isdigit() or int(digits) <= 0:
-                raise ParseError(f"`--to {raw}`: a revision is a positive number.")
-            to = int(digits)
+            to = revision_number(raw, flag="--to ")
         elif flag == "--severity":
             try:
                 severity = Severity(raw.upper())
@@ -94,6 +120,15 @@ def parse(text: str) -> Parsed:
                   platform=platform, reason=reason)
 
 
+def _rollback_id(raw: str) -> int:
+    """``RB-12`` or ``12``: ASCII digits within the database's range, else a ParseError."""
+    digits = raw.upper().removeprefix("RB-")
+    if not _ASCII_DIGITS.fullmatch(digits) or int(digits) == 0:
+        shown = raw if len(raw) <= 20 else raw[:20] + "…"
+        raise ParseError(f"`{shown}` is not a rollback ID (like RB-12).")
+    return int(digits)
+
+
 def _known_bad(tokens: list[str]) -> Parsed:
     """``known-bad <service> [--platform P]`` lists the marks;
     ``known-bad <service> clear <REV> --reason "…" [--platform P]`` clears one."""
@@ -106,10 +141,7 @@ def _known_bad(tokens: list[str]) -> Parsed:
     if rest[:1] == ["clear"]:
         if len(rest) < 2:
             raise ParseError("`known-bad <service> clear` needs a revision number.")
-        digits = rest[1].removeprefix("rev").removeprefix("-")
-        if not digits.isdigit():
-            raise ParseError(f"`{rest[1]}`: a revision is a positive number.")
-        clear, rest = int(digits), rest[2:]
+        clear, rest = revision_number(rest[1]), rest[2:]
     i = 0
     while i < len(rest):
         flag, eq, inline = rest[i].partition("=")

@@ -13,24 +13,24 @@ from bot.errors import NotAllowed
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
-from handlers.middleware import ClickHandler, on_click
+from handlers.middleware import ClickHandler, action_value, on_click, open_view, user_id
 
 log = logging.getLogger(__name__)
-
-
-def _value(body: dict[str, Any]) -> str:
-    return str(body["actions"][0].get("value") or "")
 
 
 def _channel(body: dict[str, Any]) -> str:
     """The conversation a click came from. Slack documents ``channel`` and ``container`` as
     optional (a click in a modal or App Home has neither): refuse clearly, never guess."""
-    channel = ((body.get("channel") or {}).get("id")
-               or (body.get("container") or {}).get("channel_id"))
-    if not channel:
+    channel = _inner(body, "channel", "id") or _inner(body, "container", "channel_id")
+    if not isinstance(channel, str) or not channel:
         raise NotAllowed("This button only works on the rollback message in its incident "
                          "channel.")
-    return str(channel)
+    return channel
+
+
+def _inner(body: dict[str, Any], key: str, inner: str) -> Any:
+    outer = body.get(key)
+    return outer.get(inner) if isinstance(outer, dict) else None
 
 
 def register(app: App, service: RollbackService) -> None:
@@ -44,9 +44,8 @@ def register(app: App, service: RollbackService) -> None:
                                        override=override,
                                        known_bad_override=known_bad_override)
         if rb.destructive_steps:  # a click is not enough: the approver types the name
-            app.client.views_open(trigger_id=body["trigger_id"], view=views.
-                                  approve_destructive_modal(rb, channel_id=_channel(body),
-                                                            flags=flags))
+            open_view(app.client, body, views.approve_destructive_modal(
+                rb, channel_id=_channel(body), flags=flags))
             return
         service.approve(value, user=user, channel_id=_channel(body), override=override,
                         known_bad_override=known_bad_override)
@@ -70,10 +69,9 @@ def register(app: App, service: RollbackService) -> None:
                        respond: Respond) -> None:
         ack()
         try:
-            rb = service.get(_value(body))
-            service.policy.check_reject(rb, user=body["user"]["id"])
-            client.views_open(trigger_id=body["trigger_id"],
-                              view=views.reject_modal(rb, channel_id=_channel(body)))
+            rb = service.get(action_value(body))
+            service.policy.check_reject(rb, user=user_id(body))
+            open_view(client, body, views.reject_modal(rb, channel_id=_channel(body)))
         except Exception as exc:
             tell_user(service.chat, body, exc, respond)
 

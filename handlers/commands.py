@@ -13,8 +13,9 @@ from bot.commands import parse
 from bot.errors import UserFacingError
 from bot.service import RollbackService
 from handlers import ids, views
-from handlers.errors import tell_user
-from handlers.middleware import first_delivery
+from handlers.errors import render, tell_user
+from handlers.middleware import MalformedPayload, first_delivery, open_view
+from handlers.mrkdwn import escape
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,18 @@ def register(app: App, service: RollbackService) -> None:
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
                          client: WebClient) -> None:
-        text = (body.get("text") or "").strip()
-        user = body["user_id"]
-        channel = body["channel_id"]
+        raw = body.get("text")
+        text = raw.strip() if isinstance(raw, str) else ""
+        user, channel = body.get("user_id"), body.get("channel_id")
+        if not (isinstance(user, str) and user and isinstance(channel, str) and channel):
+            ack(response_type="ephemeral", text=render(MalformedPayload()))
+            return
         try:
             parsed = parse(text)
         except UserFacingError as exc:
-            ack(response_type="ephemeral", text=str(exc),
-                blocks=views.error_blocks(str(exc)) + views.help_blocks(ids.COMMAND))
+            message = render(exc)
+            ack(response_type="ephemeral", text=message,
+                blocks=views.error_blocks(message) + views.help_blocks(ids.COMMAND))
             return
         quick: dict[str, Callable[[], list[dict[str, Any]]]] = {
             "help": lambda: views.help_blocks(ids.COMMAND),
@@ -53,18 +58,22 @@ def register(app: App, service: RollbackService) -> None:
             return
         if parsed.verb == "modal":
             ack()
-            if first_delivery(service.store, body):
-                _open_request_modal(client, service, body, parsed.service or "")
+            try:
+                if first_delivery(service.store, body):
+                    _open_request_modal(client, service, body, parsed.service or "")
+            except Exception as exc:
+                tell_user(service.chat, body, exc, respond)
             return
         if parsed.verb == "request":
             ack(response_type="ephemeral",
-                text=f":hourglass: Preparing the rollback plan for `{parsed.service}`…")
+                text=":hourglass: Preparing the rollback plan for "
+                     f"`{escape(parsed.service)}`…")
         else:
             ack()
-        if parsed.verb in ("request", "cancel", "clear-known-bad") and not first_delivery(
-                service.store, body):
-            return
         try:
+            if parsed.verb in ("request", "cancel", "clear-known-bad") and not first_delivery(
+                    service.store, body):
+                return
             if parsed.verb == "request":
                 service.request(parsed, requester=user, channel_id=channel)
             elif parsed.verb == "status":
@@ -103,7 +112,7 @@ def _unknown(service: RollbackService, name: str) -> Exception:
 def _open_request_modal(client: WebClient, service: RollbackService, body: dict[str, Any],
                         name: str) -> None:
     # Open at once (trigger_id lives 3 s), then fill in what needs a platform round trip.
-    opened = client.views_open(trigger_id=body["trigger_id"], view=_loading_modal())
+    opened = open_view(client, body, _loading_modal())
     view_id = opened["view"]["id"]
     try:
         d = service.modal_defaults(name)
@@ -113,8 +122,6 @@ def _open_request_modal(client: WebClient, service: RollbackService, body: dict[
                                    channel_id=body["channel_id"], platforms=svc.platforms(),
                                    known_bad=dict(d.known_bad))
     except Exception as exc:
-        from handlers.errors import render
-
         view = {"type": "modal", "title": {"type": "plain_text", "text": "Request rollback"},
                 "blocks": views.error_blocks(render(exc))}
     client.views_update(view_id=view_id, view=view)

@@ -16,13 +16,16 @@ from slack_bolt import App
 
 from bot.errors import UserFacingError
 from bot.ports import Chat
+from handlers.mrkdwn import escape_keeping_mentions
 
 log = logging.getLogger(__name__)
 
 
 def render(exc: BaseException) -> str:
+    """Slack-safe mrkdwn for ``exc``: the core's messages echo what people typed (service
+    names, revisions, reasons), so they are escaped here, keeping only user mentions."""
     if isinstance(exc, UserFacingError):
-        return str(exc)
+        return escape_keeping_mentions(str(exc))
     correlation = uuid.uuid4().hex[:8]
     log.error("unexpected error (correlation id %s)", correlation,
               exc_info=(type(exc), exc, exc.__traceback__))
@@ -33,8 +36,12 @@ def tell_user(chat: Chat, body: dict[str, Any], exc: BaseException,
               respond: Callable[..., Any] | None = None) -> None:
     """Show ``exc`` to whoever triggered ``body``: via response_url when there is one."""
     text = render(exc)
-    user = (body.get("user") or {}).get("id") or body.get("user_id")
-    channel = ((body.get("channel") or {}).get("id") or body.get("channel_id")
+    if not isinstance(body, dict):
+        return
+    # Read defensively: this also answers malformed payloads, whose fields may be absent
+    # or of any JSON type.
+    user = _str(_get(body, "user", "id")) or _str(body.get("user_id"))
+    channel = (_str(_get(body, "channel", "id")) or _str(body.get("channel_id"))
                or _channel_from_metadata(body))
     try:
         if respond is not None and (body.get("response_url") or body.get("response_urls")
@@ -43,14 +50,24 @@ def tell_user(chat: Chat, body: dict[str, Any], exc: BaseException,
             return
         if channel and user:
             chat.ephemeral(channel_id=channel, user_id=user, text=text)
-    except Exception:
-        log.exception("could not deliver an error message to the user")
+    except Exception as failed:  # Slack refused or the payload named nowhere to answer
+        log.warning("could not deliver an error message to the user: %s",
+                    type(failed).__name__)
+
+
+def _get(body: dict[str, Any], key: str, inner: str) -> Any:
+    outer = body.get(key)
+    return outer.get(inner) if isinstance(outer, dict) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value and "\x00" not in value else None
 
 
 def _channel_from_metadata(body: dict[str, Any]) -> str | None:
-    meta = (body.get("view") or {}).get("private_metadata") or ""
+    meta = _str(_get(body, "view", "private_metadata")) or ""
     parts = meta.split("|")
-    return parts[1] if len(parts) > 1 else None
+    return parts[1] or None if len(parts) > 1 else None
 
 
 def register(app: App, chat: Chat) -> None:

@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.models import Rollback, Step
 from bot.ports import Notice
 from handlers import views, views_aftercare
+from handlers.mrkdwn import escape_keeping_mentions
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class SlackChat:
                                 blocks=blocks)
 
     def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
+        # Core lines echo what people typed (a rejection reason, a note): only the
+        # mentions and permalinks the bot builds itself may render as markup.
+        text = escape_keeping_mentions(text)
         if mention:
             text = f"<@{mention}> {text}"
         self.client.chat_postMessage(channel=rollback.channel_id,
@@ -58,7 +62,8 @@ class SlackChat:
 
     def post_channel(self, channel: str, text: str, *,
                      blocks: list[dict[str, Any]] | None = None) -> str:
-        kwargs: dict[str, Any] = {"channel": channel.lstrip("#"), "text": text}
+        kwargs: dict[str, Any] = {"channel": channel.lstrip("#"),
+                                  "text": escape_keeping_mentions(text)}
         if blocks:
             kwargs["blocks"] = blocks
         return str(self.client.chat_postMessage(**kwargs)["ts"])

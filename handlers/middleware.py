@@ -11,24 +11,88 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot import metrics
+from bot.commands import clean
+from bot.errors import UserFacingError
 from bot.ports import Chat
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_CLICK_VALUE = re.compile(r"[0-9]{1,9}")
+
+
+class MalformedPayload(UserFacingError):
+    """A signed request whose payload lacks what the listener needs: refused, not a bug."""
+
+    def __init__(self) -> None:
+        super().__init__("That request from Slack was incomplete, so I did nothing. "
+                         "Try again from the message or the form.")
+
+
+def field(body: Any, *path: str | int, kind: type[T]) -> T:
+    """``body[path…]`` when every step exists and the end is a ``kind``; otherwise
+    MalformedPayload. Slack sends what it documents, but a listener must not turn a
+    truncated or forged payload into a 500 and a traceback."""
+    cur = body
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(cur, list) or not -len(cur) <= key < len(cur):
+                raise MalformedPayload()
+        elif not isinstance(cur, dict) or key not in cur:
+            raise MalformedPayload()
+        cur = cur[key]
+    if not isinstance(cur, kind) or isinstance(cur, bool) and kind is not bool:
+        raise MalformedPayload()
+    return clean(cur) if isinstance(cur, str) else cur  # type: ignore[return-value]
+
+
+def user_id(body: dict[str, Any]) -> str:
+    """Who clicked or submitted (``user.id``); slash commands carry ``user_id``."""
+    user = field(body, "user", "id", kind=str) if "user" in body else field(
+        body, "user_id", kind=str)
+    if not user:
+        raise MalformedPayload()
+    return user
+
+
+def action_value(body: dict[str, Any]) -> str:
+    """The clicked button's value. Every button of ours carries ``<id>[:<detail>]`` (a
+    rollback or reminder id): anything else is malformed, refused before the core would
+    meet ``int("²")`` or a number too large for the database."""
+    value = field(body, "actions", 0, "value", kind=str)
+    if not _CLICK_VALUE.fullmatch(value.partition(":")[0]):
+        raise MalformedPayload()
+    return value
+
+
+def open_view(client: WebClient, body: dict[str, Any], view: dict[str, Any]) -> Any:
+    """``views.open`` with the request's trigger; a trigger Slack refuses (expired after
+    3 s, or not one it issued) is the user's to retry, not a bug of ours."""
+    trigger = field(body, "trigger_id", kind=str)
+    try:
+        return client.views_open(trigger_id=trigger, view=view)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "")
+        if "trigger" in error:
+            raise UserFacingError("Slack would not open the form (the click or command "
+                                  "expired); please try again.") from None
+        raise
 
 
 def delivery_key(body: dict[str, Any]) -> str | None:
     if body.get("event_id"):
-        return f"event:{body['event_id']}"
+        return clean(f"event:{body['event_id']}")[:500]
     kind = body.get("type") or ("command" if body.get("command") else None)
     trigger = body.get("trigger_id")
     if trigger:
-        return f"{kind}:{trigger}"
+        return clean(f"{kind}:{trigger}")[:500]
     return None
 
 
@@ -54,9 +118,10 @@ def on_click(app: App, action: str | re.Pattern[str], fn: ClickHandler, *, store
     @app.action(action)
     def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
-        if not first_delivery(store, body):
-            return
         try:
-            fn(body, body["user"]["id"], str(body["actions"][0].get("value") or ""))
+            user, value = user_id(body), action_value(body)
+            if not first_delivery(store, body):
+                return
+            fn(body, user, value)
         except Exception as exc:
             tell_user(chat, body, exc, respond)

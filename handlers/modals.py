@@ -3,87 +3,144 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.commands import Parsed
-from bot.config import Severity
+from bot.commands import Parsed, clean, revision_number
+from bot.config import PLATFORMS, SCOPES, Severity
+from bot.errors import ParseError
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
-from handlers.middleware import first_delivery
+from handlers.middleware import MalformedPayload, field, first_delivery, user_id
 
 log = logging.getLogger(__name__)
+_ROLLBACK_ID = re.compile(r"[0-9]{1,9}")
 
 
 def _values(body: dict[str, Any]) -> dict[str, Any]:
+    """``view.state.values`` flattened to block_id -> value; entries of the wrong shape are
+    skipped (a view without state is malformed)."""
     out: dict[str, Any] = {}
-    for block_id, actions in body["view"]["state"]["values"].items():
-        for _action_id, v in actions.items():
+    for block_id, actions in field(body, "view", "state", "values", kind=dict).items():
+        for v in (actions.values() if isinstance(actions, dict) else ()):
+            if not isinstance(v, dict):
+                continue
             if v.get("type") in ("static_select",):
-                out[block_id] = (v.get("selected_option") or {}).get("value")
+                option = v.get("selected_option")
+                out[block_id] = _text(option.get("value") if isinstance(option, dict) else None)
             elif v.get("type") == "checkboxes":
-                out[block_id] = [o["value"] for o in v.get("selected_options") or []]
+                chosen = v.get("selected_options")
+                out[block_id] = [_text(o.get("value")) for o in chosen or []
+                                 if isinstance(o, dict)] if isinstance(chosen, list) else []
             else:
-                out[block_id] = v.get("value")
+                out[block_id] = _text(v.get("value"))
     return out
+
+
+def _text(value: Any) -> str | None:
+    return clean(value) if isinstance(value, str) else None
+
+
+def _metadata(body: dict[str, Any]) -> str:
+    return field(body, "view", "private_metadata", kind=str)
+
+
+def _request(values: dict[str, Any], service_name: str) -> Parsed:
+    """The form's answers as a request, checked like the command's flags: a forged or
+    stale form gets a clear refusal, never a ValueError."""
+    to = values.get("target_revision")
+    severity = values.get("severity")
+    try:
+        sev = Severity(severity) if severity else None
+    except ValueError:
+        raise ParseError(f"`{severity}`: use P0, P1, P2 or P3.") from None
+    scope = [s for s in values.get("scope") or [] if s]
+    if not scope or any(s not in SCOPES for s in scope):
+        raise ParseError(f"Choose the scope from {', '.join(SCOPES)}.")
+    platform = values.get("platform")
+    if platform is not None and platform not in PLATFORMS:
+        raise ParseError(f"`{platform}`: choose kubernetes, ecs or fly.")
+    return Parsed("request", service=service_name, to=revision_number(to) if to else None,
+                  severity=sev, scope=scope, platform=platform,
+                  reason=values.get("reason") or "")
+
+
+def _refuse(service: RollbackService, body: dict[str, Any], exc: Exception) -> None:
+    tell_user(service.chat, body, exc)
 
 
 def register(app: App, service: RollbackService) -> None:
     @app.view(ids.REQUEST_MODAL)
     def request_submitted(ack: Ack, body: dict[str, Any]) -> None:
-        values = _values(body)
-        service_name, _, channel = body["view"]["private_metadata"].partition("|")
+        try:
+            values = _values(body)
+            service_name, _, channel = _metadata(body).partition("|")
+            user = user_id(body)
+        except MalformedPayload as exc:
+            ack()
+            _refuse(service, body, exc)
+            return
         if not values.get("scope"):
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
         ack()
-        if not first_delivery(service.store, body):
-            return
         try:
-            to = values.get("target_revision")
-            parsed = Parsed(
-                "request", service=service_name, to=int(to) if to else None,
-                severity=Severity(values["severity"]) if values.get("severity") else None,
-                scope=list(values["scope"]), platform=values.get("platform"),
-                reason=values.get("reason") or "",
-            )
-            service.request(parsed, requester=body["user"]["id"], channel_id=channel)
+            if not first_delivery(service.store, body):
+                return
+            service.request(_request(values, service_name), requester=user,
+                            channel_id=channel)
         except Exception as exc:
-            tell_user(service.chat, body, exc)
+            _refuse(service, body, exc)
 
     @app.view(ids.APPROVE_DESTRUCTIVE_MODAL)
     def destructive_approval_submitted(ack: Ack, body: dict[str, Any]) -> None:
-        typed = (_values(body).get("confirm_service") or "").strip()
-        rollback_id, channel, flags = views.parse_approval_metadata(
-            body["view"]["private_metadata"])
-        expected = views.approval_service(body["view"])
+        try:
+            typed = (_values(body).get("confirm_service") or "").strip()
+            rollback_id, channel, flags = views.parse_approval_metadata(_metadata(body))
+            expected = views.approval_service(field(body, "view", kind=dict))
+            user = user_id(body)
+            if not _ROLLBACK_ID.fullmatch(rollback_id):
+                raise MalformedPayload()
+        except MalformedPayload as exc:
+            ack()
+            _refuse(service, body, exc)
+            return
         if typed != expected:
             ack(response_action="errors", errors={
                 "confirm_service": f"Type {expected} exactly to approve the destructive steps."})
             return
         ack()
-        if not first_delivery(service.store, body):
-            return
         try:
-            service.approve(rollback_id, user=body["user"]["id"], channel_id=channel,
+            if not first_delivery(service.store, body):
+                return
+            service.approve(rollback_id, user=user, channel_id=channel,
                             typed_confirmation=typed, override=flags.get("override", False),
                             known_bad_override=flags.get("known_bad_override", False))
         except Exception as exc:
-            tell_user(service.chat, body, exc)
+            _refuse(service, body, exc)
 
     @app.view(ids.REJECT_MODAL)
     def reject_submitted(ack: Ack, body: dict[str, Any]) -> None:
-        reason = (_values(body).get("reason") or "").strip()
+        try:
+            reason = (_values(body).get("reason") or "").strip()
+            rollback_id = _metadata(body).partition("|")[0]
+            user = user_id(body)
+            if not _ROLLBACK_ID.fullmatch(rollback_id):
+                raise MalformedPayload()
+        except MalformedPayload as exc:
+            ack()
+            _refuse(service, body, exc)
+            return
         if not reason:
             ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
         ack()
-        if not first_delivery(service.store, body):
-            return
-        rollback_id = body["view"]["private_metadata"].partition("|")[0]
         try:
-            service.reject(rollback_id, user=body["user"]["id"], reason=reason)
+            if not first_delivery(service.store, body):
+                return
+            service.reject(rollback_id, user=user, reason=reason)
         except Exception as exc:
-            tell_user(service.chat, body, exc)
+            _refuse(service, body, exc)

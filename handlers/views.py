@@ -12,6 +12,7 @@ from bot.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfi
 from bot.lifecycle import State
 from bot.models import Rollback, Step
 from handlers import ids
+from handlers.mrkdwn import escape
 from platforms.base import Revision
 
 Block = dict[str, Any]
@@ -67,28 +68,29 @@ def _confirm(title: str, text: str, yes: str) -> dict[str, Any]:
 def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]:
     """(fallback text, blocks) for the pinned request message in the incident channel."""
     badge = STATE_BADGE[rb.state]
-    cur = rb.current_revision.label() if rb.current_revision else "unknown"
+    cur = escape(rb.current_revision.label()) if rb.current_revision else "unknown"
+    target = escape(rb.target_revision.label())
     fallback = f"{rb.ref} {rb.service}: {badge} (to {rb.target_revision.label()})"
     blocks: list[Block] = [
         {"type": "header", "text": _text(f"Rollback {rb.ref}: {rb.service}", kind="plain_text")},
         section(f"*{badge}*"),
         {"type": "section", "fields": [
             _text(f"*Severity*\n{rb.severity} ({rb.policy_mode.replace('_', ' ')})"),
-            _text(f"*Platform*\n{rb.target.describe()}"),
+            _text(f"*Platform*\n{escape(rb.target.describe())}"),
             _text(f"*Current*\n{cur}"),
-            _text(f"*Roll back to (pinned)*\n{rb.target_revision.label()}"),
-            _text(f"*Scope*\n{', '.join(rb.scope)}"),
+            _text(f"*Roll back to (pinned)*\n{target}"),
+            _text(f"*Scope*\n{escape(', '.join(rb.scope))}"),
             _text(f"*Requested by*\n<@{rb.requester}>"),
         ]},
     ]
     if rb.reason:
-        blocks.append(section(f"*Reason:* {rb.reason}"))
+        blocks.append(section(f"*Reason:* {escape(rb.reason)}"))
     blocks.extend(_plan_warnings(rb))
     blocks.extend(_assessment(rb))
     blocks.append(section("*Plan*\n" + "\n".join(
-        f"{STEP_ICON.get(s.status, '')} {s.seq}. {s.description}"
+        f"{STEP_ICON.get(s.status, '')} {s.seq}. {escape(s.description)}"
         + (" _(destructive)_" if s.destructive else "")
-        + (f" — {s.error[:200]}" if s.error and s.status == "failed" else "")
+        + (f" — {escape(s.error[:200])}" if s.error and s.status == "failed" else "")
         for s in steps)))
     blocks.append(section(_checklist_text(rb)))
     who = []
@@ -101,7 +103,7 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
         who.append(f"Cancel requested by <@{rb.cancel_requested_by}>: stopping after the "
                    "current step")
     if rb.last_error:
-        who.append(f"Last error: {rb.last_error[:300]}")
+        who.append(f"Last error: {escape(rb.last_error[:300])}")
     if who:
         blocks.append(context(" · ".join(who)))
     actions = _actions(rb, steps)
@@ -122,7 +124,7 @@ def _assessment(rb: Rollback) -> list[Block]:
         probe = rb.assessment.get(key)
         if probe:
             icon = ":white_check_mark:" if probe.get("ok") else ":warning:"
-            lines.append(f"{icon} *{label}:* {probe.get('text', '')}")
+            lines.append(f"{icon} *{label}:* {escape(probe.get('text', ''))}")
     return [section("*Assessment*\n" + "\n".join(lines))] if lines else []
 
 
@@ -132,7 +134,7 @@ def _checklist_text(rb: Rollback) -> str:
         item = rb.checklist.get(key) or {}
         mark = ":ballot_box_with_check:" if item.get("done") else ":white_large_square:"
         by = item.get("by")
-        note = f" ({item['note']})" if item.get("note") else ""
+        note = f" ({escape(item['note'])})" if item.get("note") else ""
         who = " — bot" if by == "bot" else (f" — <@{by}>" if by and item.get("done") else "")
         lines.append(f"{mark} {label}{note}{who}")
     return "\n".join(lines)
@@ -149,13 +151,14 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
     if mark:
         origin = f" by RB-{mark['rollback_id']}" if mark.get("rollback_id") else ""
         out.append(section(
-            f":rotating_light: *The pinned target {rb.target_revision.label()} is KNOWN-BAD* "
+            f":rotating_light: *The pinned target {escape(rb.target_revision.label())} is "
+            "KNOWN-BAD* "
             f"(rolled back from{origin}). Executing it needs an approver's explicit override."))
     if rb.destructive_steps:
-        lines = [f"• {d['description']}" for d in rb.destructive_steps]
+        lines = [f"• {escape(d['description'])}" for d in rb.destructive_steps]
         backup = rb.plan_facts.get("backup")
         if backup:
-            lines.append(f"Pinned backup: `{backup['name']}`, {_size(backup['size'])}, "
+            lines.append(f"Pinned backup: `{escape(backup['name'])}`, {_size(backup['size'])}, "
                          f"taken {backup['taken_at'][:16].replace('T', ' ')} UTC")
         out.append(section(":warning: *Destructive steps* — two people and a typed "
                            "confirmation are needed to approve:\n" + "\n".join(lines)))
@@ -163,7 +166,7 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
 
 
 def _revision_text(rev: dict[str, Any]) -> str:
-    text = str(rev["label"])
+    text = escape(rev["label"])
     if rev.get("current"):
         text += " (running)"
     if rev.get("target"):
@@ -185,10 +188,10 @@ def _size(size: int) -> str:
 
 
 def _approve_confirm(rb: Rollback) -> dict[str, Any]:
-    text = f"Roll {rb.service} back to {rb.target_revision.label()}?"
+    text = f"Roll {escape(rb.service)} back to {escape(rb.target_revision.label())}?"
     if rb.destructive_steps:
         text += (" This plan has destructive steps: "
-                 + "; ".join(d["description"] for d in rb.destructive_steps)
+                 + "; ".join(escape(d["description"]) for d in rb.destructive_steps)
                  + ". You will type the service name to confirm.")
     return _confirm("Approve rollback?", text, "Approve")
 
@@ -211,8 +214,10 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
         if rb.known_bad_target:
             els.append(button("Roll back to known-bad anyway", ids.APPROVE_KNOWN_BAD, v,
                               style="danger", confirm=_confirm(
-                                  "Target is KNOWN-BAD", f"{rb.target_revision.label()} was "
-                                  f"rolled back from before. Roll {rb.service} to it anyway? "
+                                  "Target is KNOWN-BAD",
+                                  f"{escape(rb.target_revision.label())} was "
+                                  f"rolled back from before. Roll {escape(rb.service)} to it "
+                                  "anyway? "
                                   "The channel is told.", "Override")))
         elif rb.policy_mode == "next_deployment":
             els.append(button("Override and approve", ids.APPROVE_OVERRIDE, v, style="danger",
@@ -257,7 +262,7 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
             els.append(button(f"Scale back up ({replicas})", ids.SCALE_BACK_UP, v,
                               style="danger", confirm=_confirm(
                                   "Scale back up?", f"Start {replicas} replicas of "
-                                  f"{rb.service} again? Only when the database has been "
+                                  f"{escape(rb.service)} again? Only when the database has been "
                                   "checked.", "Scale up")))
         els.append(button("Mark resolved", ids.RESOLVE, v, style="primary"))
         return els
@@ -269,9 +274,10 @@ def approve_destructive_modal(rb: Rollback, *, channel_id: str,
     """The approval dialog for a plan with destructive steps: it lists them with the pinned
     backup and asks the approver to type the service name."""
     backup = rb.plan_facts.get("backup") or {}
-    lines = [f"• *{d['description']}*" for d in rb.destructive_steps]
+    lines = [f"• *{escape(d['description'])}*" for d in rb.destructive_steps]
     if backup:
-        lines.append(f"Pinned backup: `{backup['name']}` · {_size(int(backup['size']))} · taken "
+        lines.append(f"Pinned backup: `{escape(backup['name'])}` · "
+                     f"{_size(int(backup['size']))} · taken "
                      f"{backup['taken_at'][:16].replace('T', ' ')} UTC ({_age(rb, backup)})")
     set_flags = ",".join(k for k, on in sorted(flags.items()) if on)
     return {
@@ -281,7 +287,8 @@ def approve_destructive_modal(rb: Rollback, *, channel_id: str,
         "close": _text("Back", kind="plain_text"),
         "private_metadata": f"{rb.id}|{channel_id}|{rb.service}|{set_flags}",
         "blocks": [
-            section(f":warning: Rolling *{rb.service}* back to {rb.target_revision.label()} "
+            section(f":warning: Rolling *{escape(rb.service)}* back to "
+                    f"{escape(rb.target_revision.label())} "
                     "includes destructive steps:\n" + "\n".join(lines)),
             {"type": "input", "block_id": "confirm_service",
              "label": _text(f"Type {rb.service} to approve", kind="plain_text"),
@@ -335,26 +342,29 @@ def services_blocks(config: RollbackConfig) -> list[Block]:
     lines = []
     for name, svc in sorted(config.services.items()):
         plats = ", ".join(svc.platforms())
-        lines.append(f"• *{name}* ({plats}){': ' + svc.description if svc.description else ''}")
+        desc = f": {escape(svc.description)}" if svc.description else ""
+        lines.append(f"• *{escape(name)}* ({escape(plats)}){desc}")
     return [section("*Services*\n" + "\n".join(lines))]
 
 
 def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
     if not rollbacks:
-        return [section(f"*{title}*\nNothing to show.")]
+        return [section(f"*{escape(title)}*\nNothing to show.")]
     lines = [
-        f"• *{rb.ref}* {rb.service} {STATE_BADGE[rb.state]} — to {rb.target_revision.label()}, "
+        f"• *{rb.ref}* {escape(rb.service)} {STATE_BADGE[rb.state]} — to "
+        f"{escape(rb.target_revision.label())}, "
         f"{rb.severity}, by <@{rb.requester}> at {rb.created_at:%Y-%m-%d %H:%M} UTC"
         for rb in rollbacks
     ]
-    return [section(f"*{title}*\n" + "\n".join(lines))]
+    return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
 
 
 def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Block]:
+    service, platform = escape(service), escape(platform)
     if not marks:
         return [section(f"*Known-bad revisions of {service}* ({platform})\nNone marked.")]
     lines = [
-        f"• {Revision.from_dict(m.revision).label()} — marked "
+        f"• {escape(Revision.from_dict(m.revision).label())} — marked "
         f"{m.marked_at:%Y-%m-%d %H:%M} UTC" + (f" by RB-{m.rollback_id}" if m.rollback_id else "")
         for m in marks
     ]
@@ -365,12 +375,13 @@ def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Bloc
 
 def known_bad_cleared_text(mark: Any, *, user: str, reason: str) -> str:
     rev = Revision.from_dict(mark.revision)
-    return (f":warning: <@{user}> cleared the known-bad mark on {mark.service} "
-            f"{rev.label()} ({mark.platform}): {reason}. It can be a default rollback target "
-            "again.")
+    return (f":warning: <@{user}> cleared the known-bad mark on {escape(mark.service)} "
+            f"{escape(rev.label())} ({escape(mark.platform)}): {escape(reason)}. It can be a "
+            "default rollback target again.")
 
 
 def error_blocks(message: str) -> list[Block]:
+    """``message`` is mrkdwn already made safe (``handlers.errors.render`` escapes it)."""
     return [section(f":no_entry_sign: {message}")]
 
 
@@ -386,7 +397,7 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
     hidden = [r for r in revisions if not r.current and r.id in bad]
     def option(v: str, label: str | None = None) -> dict[str, Any]:
         return {"text": _text(label or v, kind="plain_text"), "value": v}
-    blocks: list[Block] = [section(f"Roll back *{service}* on *{platform}*.")]
+    blocks: list[Block] = [section(f"Roll back *{escape(service)}* on *{escape(platform)}*.")]
     if opts:
         blocks.append({"type": "input", "block_id": "target_revision", "label": _text(
             "Target revision", kind="plain_text"), "element": {
@@ -407,8 +418,9 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
     ]
     if hidden:
         blocks.insert(1, context(
-            ":no_entry: Known-bad, not offered: " + ", ".join(r.label() for r in hidden)
-            + f". To roll to one anyway: `/rollback {service} --to REV` (an approver must "
+            ":no_entry: Known-bad, not offered: "
+            + ", ".join(escape(r.label()) for r in hidden)
+            + f". To roll to one anyway: `/rollback {escape(service)} --to REV` (an approver must "
             "override)."))
     if len(platforms) > 1:
         blocks.insert(1, {"type": "input", "block_id": "platform", "label": _text(
@@ -433,7 +445,8 @@ def reject_modal(rb: Rollback, *, channel_id: str) -> dict[str, Any]:
         "close": _text("Back", kind="plain_text"),
         "private_metadata": f"{rb.id}|{channel_id}",
         "blocks": [
-            section(f"Reject the rollback of *{rb.service}* to {rb.target_revision.label()}?"),
+            section(f"Reject the rollback of *{escape(rb.service)}* to "
+                    f"{escape(rb.target_revision.label())}?"),
             {"type": "input", "block_id": "reason", "label": _text("Reason", kind="plain_text"),
              "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True}},
         ],

@@ -62,3 +62,19 @@ def test_known_bad_errors_name_the_bad_token(text: str, token: str) -> None:
     with pytest.raises(ParseError) as err:
         parse(text)
     assert token in str(err.value)
+
+
+@pytest.mark.parametrize("text", [
+    "svc --to ²", "svc --to=³", "svc --to ١٢", f"svc --to {'9' * 4400}", "svc --to 1000000000",
+    "known-bad svc clear ²", f"known-bad svc clear {'7' * 5000}", "cancel RB-²",
+    "status RB-99999999999999999999",
+])
+def test_revisions_and_ids_are_bounded_ascii_numbers(text: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse(text)
+    assert len(str(err.value)) < 200
+
+
+def test_nul_and_lone_surrogates_are_stripped() -> None:
+    p = parse('svc --reason "a\x00b\ud800c"')
+    assert p.reason == "abc"

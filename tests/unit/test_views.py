@@ -151,3 +151,15 @@ def test_help_and_services() -> None:
     blocks = views.services_blocks(load_config("rollback.example.yml"))
     _validate(blocks)
     assert "hotel-voice-bot" in str(blocks)
+
+
+def test_user_text_is_escaped_but_own_mentions_render() -> None:
+    from handlers.errors import render
+    from handlers.mrkdwn import escape, escape_keeping_mentions
+
+    assert escape("<!channel> & <https://e.example|x>") == \
+        "&lt;!channel&gt; &amp; &lt;https://e.example|x&gt;"
+    assert escape_keeping_mentions("<@U123ABC> asked <!here>") == "<@U123ABC> asked &lt;!here&gt;"
+    from bot.errors import UserFacingError
+    assert render(UserFacingError("Unknown service `<!channel>`")) == \
+        "Unknown service `&lt;!channel&gt;`"
