@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.ports import Notice
 from handlers import ids
+from handlers.mrkdwn import escape_keeping_mentions
 from handlers.views import Block, button, context, section
 
 ACTION_IDS: dict[str, str] = {
@@ -26,20 +27,23 @@ _SECTION_LIMIT = 3000
 def fallback_text(notice: Notice) -> str:
     """The notification text (and what screen readers get): title, then body."""
     head = f"<@{notice.mention}> " if notice.mention else ""
-    body = f"{notice.title}\n{notice.text}" if notice.title else notice.text
+    text = escape_keeping_mentions(notice.text)
+    body = f"{escape_keeping_mentions(notice.title)}\n{text}" if notice.title else text
     return (head + body)[:3900]
 
 
 def notice_blocks(notice: Notice) -> list[Block]:
+    # Notices carry what platforms and people wrote (revision labels, regression reasons,
+    # notes): only the mentions the core builds may render as markup.
     blocks: list[Block] = []
     head = f"<@{notice.mention}> " if notice.mention else ""
     if notice.title:
-        blocks.append(section(f"{head}*{notice.title}*"))
+        blocks.append(section(f"{head}*{escape_keeping_mentions(notice.title)}*"))
         head = ""
-    for chunk in _chunks(head + notice.text):
+    for chunk in _chunks(head + escape_keeping_mentions(notice.text)):
         blocks.append(section(chunk))
     if notice.footer:
-        blocks.append(context(notice.footer))
+        blocks.append(context(escape_keeping_mentions(notice.footer)))
     if notice.actions:
         blocks.append({"type": "actions", "block_id": f"notice:{notice.key}"[:255],
                        "elements": [button(a.label, ACTION_IDS[a.kind], a.value, style=a.style)

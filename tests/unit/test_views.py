@@ -163,3 +163,17 @@ def test_user_text_is_escaped_but_own_mentions_render() -> None:
     from bot.errors import UserFacingError
     assert render(UserFacingError("Unknown service `<!channel>`")) == \
         "Unknown service `&lt;!channel&gt;`"
+
+
+def test_notices_escape_what_platforms_and_people_wrote() -> None:
+    from bot.ports import Notice
+    from handlers import views_aftercare
+
+    notice = Notice(key="k", title="Regression <!here>", mention="U9",
+                    text="<@U1> saw <!channel> at <https://evil.example|rev 5> & more",
+                    footer="note: <b>")
+    blocks = str(views_aftercare.notice_blocks(notice))
+    assert "<!channel>" not in blocks and "<!here>" not in blocks and "<https://" not in blocks
+    assert "&lt;!channel&gt;" in blocks and "&amp; more" in blocks and "&lt;b&gt;" in blocks
+    assert "<@U1>" in blocks and "<@U9>" in blocks  # the mentions the core builds still work
+    assert "<!channel>" not in views_aftercare.fallback_text(notice)
