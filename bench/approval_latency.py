@@ -148,6 +148,7 @@ def main() -> int:
     quiet_logging()
 
     from handlers import ids
+    from platforms.base import Target
     from platforms.fake import FakePlatform
     from sandbox.config import sandbox_config
     from sandbox.slack import SlackDriver
@@ -178,7 +179,16 @@ def main() -> int:
             add_rtt(stack.bot.bolt.client, args.slack_rtt_ms / 1000)  # shared WebClient
         driver = TimedDriver(em, f"{stack.server.url}/slack/events", stack.signing_secret)
 
+        target = Target("fake", "production", SERVICE)
+        releases = [0]
+
         def one(mode: str) -> dict[str, Any]:
+            # Each sample is a fresh incident: a new bad release goes out first (the bot
+            # refuses to roll a service back further from a completed rollback's target).
+            if releases[0]:
+                platform.deploy(target, f"registry.example/app:bad-{releases[0]}",
+                                change_cause="bench release")
+            releases[0] += 1
             files_before = len(em.files())
             reply = driver.slash_command(
                 "/rollback", f"{SERVICE} --severity P0 --reason bench", user="alice",
