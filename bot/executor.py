@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bot import metrics, retry
 from bot.compensation import Compensation, Undo, manual_scale_command, plan_compensation
@@ -214,16 +215,10 @@ class Executor:
 
     def _refuse_to_start(self, rb: Rollback, why: str) -> bool:
         self._fence(rb)
-        rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
-                                   expected=State.EXECUTING, detail={"step": "precheck",
-                                                                     "error": why},
-                                   updates={"last_error": f"precheck: {why}"})
-        chat = self.service.chat
-        chat.refresh(rb)
-        self._ended(rb)
-        chat.thread(rb, f":no_entry: {rb.ref} did not start: {why}. Nothing was changed. "
-                        "Request a new rollback to review a plan for what runs now.",
-                    mention=rb.incident_commander or rb.requester)
+        self._end(rb, Event.STEP_FAILED, detail={"step": "precheck", "error": why},
+                  last_error=f"precheck: {why}",
+                  say=f":no_entry: {rb.ref} did not start: {why}. Nothing was changed. "
+                      "Request a new rollback to review a plan for what runs now.")
         return False
 
     def _mark_known_bad(self, rb: Rollback, steps: list[Step]) -> None:
@@ -361,17 +356,12 @@ class Executor:
         undone = self._compensate(rb, comp, why=f"step {step.seq} failed")
         if undone is None:
             return  # compensation itself failed: handed over to a human
-        rb = self.store.transition(rb.id, Event.STEP_FAILED, actor=self.owner,
-                                   detail={"step": step.kind, "error": error,
-                                           "compensation": comp.undo.value},
-                                   updates={"last_error": f"{step.kind}: {error}"})
-        chat = self.service.chat
-        chat.refresh(rb)
-        self._ended(rb)
-        chat.thread(rb, f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
-                        + undone + "Next: check the platform state, then request a new "
-                        "rollback or fix forward. Completed steps are listed above.",
-                    mention=rb.incident_commander or rb.requester)
+        self._end(rb, Event.STEP_FAILED,
+                  detail={"step": step.kind, "error": error, "compensation": comp.undo.value},
+                  last_error=f"{step.kind}: {error}",
+                  say=f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
+                      + undone + "Next: check the platform state, then request a new "
+                      "rollback or fix forward. Completed steps are listed above.")
 
     def _cancelled(self, rb: Rollback, next_step: Step) -> None:
         self._fence(rb)
@@ -384,16 +374,12 @@ class Executor:
         undone = self._compensate(rb, comp, why="the rollback was cancelled")
         if undone is None:
             return
-        rb = self.store.transition(rb.id, Event.CANCEL, actor=by, expected=State.EXECUTING,
-                                   detail={"before_step": next_step.kind,
-                                           "compensation": comp.undo.value})
-        chat = self.service.chat
-        chat.refresh(rb)
-        self._ended(rb)
-        chat.thread(rb, f":heavy_multiplication_x: {rb.ref} cancelled by <@{by}> before step "
-                        f"{next_step.seq} ({next_step.description}). " + undone
-                        + "Steps already done stay done; the revision it moved away from stays "
-                        "marked known-bad.")
+        self._end(rb, Event.CANCEL, actor=by, mention=False,
+                  detail={"before_step": next_step.kind, "compensation": comp.undo.value},
+                  say=f":heavy_multiplication_x: {rb.ref} cancelled by <@{by}> before step "
+                      f"{next_step.seq} ({next_step.description}). " + undone
+                      + "Steps already done stay done; the revision it moved away from stays "
+                      "marked known-bad.")
 
     def _compensate(self, rb: Rollback, comp: Compensation, *, why: str) -> str | None:
         """Run the inverse (journaled, idempotent); the sentence saying what was undone, or
@@ -453,17 +439,10 @@ class Executor:
             "3. Close the rollback with *Mark resolved*.",
         ]
         error = f"{what}; the service was left scaled down for a human decision"
-        rb = self.store.transition(rb.id, event, actor=self.owner,
-                                   expected=State.EXECUTING,
-                                   detail={"step": step, "error": what,
-                                           "replicas": comp.replicas},
-                                   updates={"last_error": error[:1000]})
-        chat = self.service.chat
-        chat.refresh(rb)
-        self._ended(rb)
-        chat.thread(rb, f":warning: {rb.ref} needs attention: {what}.\n"
-                        + "\n".join(line for line in instructions if line),
-                    mention=rb.incident_commander or rb.requester)
+        self._end(rb, event, detail={"step": step, "error": what, "replicas": comp.replicas},
+                  last_error=error[:1000],
+                  say=f":warning: {rb.ref} needs attention: {what}.\n"
+                      + "\n".join(line for line in instructions if line))
 
     def _interrupted(self, rb: Rollback, step: Step) -> None:
         self._fence(rb)
@@ -478,14 +457,23 @@ class Executor:
         if comp.replicas is not None:
             self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED)
             return
-        rb = self.store.transition(rb.id, Event.INTERRUPTED, actor=self.owner,
-                                   detail={"step": step.kind}, updates={"last_error": error})
+        self._end(rb, Event.INTERRUPTED, detail={"step": step.kind}, last_error=error,
+                  say=f":warning: {rb.ref} needs attention: {error}. Check the database "
+                      "and platform by hand, then close it with *Mark resolved*.")
+
+    def _end(self, rb: Rollback, event: Event, *, detail: dict[str, Any], say: str,
+             last_error: str | None = None, actor: str | None = None,
+             mention: bool = True) -> None:
+        """Leave ``executing`` for good: the transition (CAS + audit), the message re-rendered,
+        the end-of-execution hooks (review reminder), then one line in the thread."""
+        rb = self.store.transition(rb.id, event, actor=actor or self.owner,
+                                   expected=State.EXECUTING, detail=detail,
+                                   updates={"last_error": last_error} if last_error else None)
         chat = self.service.chat
         chat.refresh(rb)
         self._ended(rb)
-        chat.thread(rb, f":warning: {rb.ref} needs attention: {error}. Check the database "
-                        "and platform by hand, then close it with *Mark resolved*.",
-                    mention=rb.incident_commander or rb.requester)
+        chat.thread(rb, say, mention=(rb.incident_commander or rb.requester) if mention
+                    else None)
 
     def _ended(self, rb: Rollback) -> None:
         for hook in self.service.on_execution_ended:
