@@ -114,7 +114,7 @@ def test_fuzzed_commands_over_the_wire(make_harness: Callable[..., Harness],  # 
             slow.append((text[:80], round(elapsed, 2)))
     assert not failed, failed[:5]
     assert not slow, slow[:5]
-    time.sleep(0.5)  # answers sent after the ack (respond) finish
+    h.emulator.wait_idle(quiet=0.5)  # answers sent after the ack (respond) have finished
     assert not tracebacks.records, _describe(tracebacks.records)
     assert not h.platform.mutations()
 
@@ -246,7 +246,7 @@ def test_malformed_interactive_payloads(make_harness: Callable[..., Harness],  #
         if reply.status >= 500:
             failed.append((reply.status, body[:200]))
     elapsed = time.monotonic() - started
-    time.sleep(0.5)
+    h.emulator.wait_idle(quiet=0.5)  # refusals posted after the acks have finished
     assert sent >= 2_000
     assert not failed, f"{len(failed)} of {sent} got 5xx: {failed[:3]}"
     assert not slow, slow[:3]

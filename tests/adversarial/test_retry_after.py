@@ -79,7 +79,7 @@ def test_a_retry_after_of_1e12_is_capped_and_the_budget_ends_in_failure(
     rb = h.wait_state(rid, "failed", timeout=30)
     assert rb.last_error == ("app_rollback: 429 throttled (gave up after 3 attempts "
                              "(retry budget: 2 retries))")
-    time.sleep(0.5)  # nothing re-claims a failed rollback
+    h.emulator.wait_idle(quiet=0.5)  # a re-claim would post "Resuming" in the thread
     assert h.platform.calls()["rollback_to"] == 3  # the budget: 1 attempt + 2 retries
     assert h.platform.mutations()["rollback_to"] == 0
     assert max(sleep.slices) <= 0.5 and sum(sleep.slices) == 2 * CAP  # two capped waits
@@ -115,7 +115,7 @@ def test_a_lost_lease_mid_wait_does_not_restart_the_retry_budget(
     rb = h.wait_state(rid_box[0], "failed", timeout=30)
     assert "gave up after 3 attempts" in (rb.last_error or "")
     h.emulator.wait_for(lambda: any("Resuming" in t for t in h.thread_texts(msg)))  # re-claimed
-    time.sleep(0.5)
+    h.emulator.wait_idle(quiet=0.5)  # the failure notice and re-renders have landed
     assert h.platform.calls()["rollback_to"] == 3  # not 3 more after the re-claim
     step = next(s for s in store.steps(rid_box[0]) if s.kind == "app_rollback")
     assert (step.status, step.attempts) == ("failed", 3)

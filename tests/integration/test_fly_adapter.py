@@ -5,6 +5,7 @@ confirm_running by digest, spec shapes.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -376,6 +377,11 @@ def test_unsupported_surfaces(fly: FlyPlatform) -> None:
 
 # ---------------------------------------------------------------- spec conformance
 def test_emulator_responses_match_the_openapi_schemas(emulator: FlyEmulator) -> None:
+    if not SPEC.is_file():  # shared/ lies beside the repository in CI, not in a bare clone
+        message = f"Fly Machines OpenAPI spec not found at {SPEC}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     spec = yaml.safe_load(SPEC.read_text())
 
     def validate(instance: Any, schema_name: str, many: bool = False) -> None:
