@@ -54,6 +54,13 @@ def plan_compensation(steps: list[Step]) -> Compensation:
     return Compensation(Undo.RESTORE_REPLICAS, replicas, down.seq)
 
 
+def left_scaled_down(steps: list[Step]) -> Compensation | None:
+    """The compensation still owed when this rollback left the service scaled down (the
+    Scale back up button, the resolve guard), else None."""
+    comp = plan_compensation(steps)
+    return comp if comp.undo != Undo.NOTHING else None
+
+
 def manual_scale_command(target: Target, replicas: int) -> str:
     """The command an operator runs to put the replicas back by hand, per platform."""
     if target.platform == "kubernetes":

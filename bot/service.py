@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.assessment import assess
 from bot.commands import Parsed
-from bot.compensation import Undo, plan_compensation
+from bot.compensation import Undo, left_scaled_down, plan_compensation
 from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
 from bot.errors import (
     InvalidTransition,
@@ -396,8 +396,8 @@ class RollbackService:
     def _refuse_if_left_scaled_down(self, rb: Rollback) -> None:
         """Closing a rollback must not hide a service left at zero: the Scale back up
         button disappears with it. Someone scaling it by hand also counts."""
-        down = next((st for st in self.store.steps(rb.id) if st.kind == "scale_down"), None)
-        if plan_compensation(self.store.steps(rb.id)).undo == Undo.NOTHING or down is None:
+        owed = left_scaled_down(self.store.steps(rb.id))
+        if owed is None:
             return
         try:
             live = self.platform(rb.platform).get_replicas(rb.target)
@@ -406,33 +406,29 @@ class RollbackService:
         if live > 0:
             return
         raise NotAllowed(
-            f"{rb.target.describe()} is still scaled to 0 (it had "
-            f"{down.result.get('before')} replicas). Scale it back up first (*Scale back up*, "
-            "or by hand), then close the rollback.")
+            f"{rb.target.describe()} is still scaled to 0 (it had {owed.replicas} replicas). "
+            "Scale it back up first (*Scale back up*, or by hand), then close the rollback.")
 
     def scale_back_up(self, ref: str | int, *, user: str) -> Rollback:
         """A human's "Scale back up" on a rollback that stopped with the service at zero."""
         rb = self.get(ref)
         self.policy.check_scale_back_up(rb, user=user)
-        down = next((st for st in self.store.steps(rb.id) if st.kind == "scale_down"), None)
-        before = down.result.get("before") if down else None
-        if down is None or before is None:
-            raise NotAllowed(f"{rb.ref} recorded no replica count; nothing to scale back.")
-        if down.result.get("restored_to") is not None:
-            raise NotAllowed(f"{rb.ref}: the service was already scaled back to "
-                             f"{down.result['restored_to']} replicas.")
-        platform = self.platform(rb.platform)
+        owed = left_scaled_down(self.store.steps(rb.id))
+        if owed is None or owed.replicas is None or owed.scale_down_seq is None:
+            raise NotAllowed(f"{rb.ref} left nothing scaled down: it recorded no replica "
+                             "count, or the service was already scaled back.")
+        replicas = owed.replicas
         try:
-            platform.scale(rb.target, int(before))
+            self.platform(rb.platform).scale(rb.target, replicas)
         except PlatformError as exc:
-            raise UserFacingError(f"Scaling {rb.target.describe()} to {before} failed: {exc}"
+            raise UserFacingError(f"Scaling {rb.target.describe()} to {replicas} failed: {exc}"
                                   ) from None
-        self.store.step_progress(rb.id, down.seq, {"restored_to": int(before),
-                                                   "restored_by": user})
+        self.store.step_progress(rb.id, owed.scale_down_seq, {"restored_to": replicas,
+                                                              "restored_by": user})
         self.store.audit(rb.id, actor=user, event="scaled_back_up",
-                         detail={"replicas": int(before)})
+                         detail={"replicas": replicas})
         self.chat.refresh(rb)
-        self.chat.thread(rb, f"<@{user}> scaled {rb.target.describe()} back up to {before} "
+        self.chat.thread(rb, f"<@{user}> scaled {rb.target.describe()} back up to {replicas} "
                              "replicas.")
         return rb
 

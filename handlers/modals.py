@@ -1,9 +1,11 @@
-"""Modal submissions: the rollback request form and the rejection reason."""
+"""Modal submissions: the rollback request form, the destructive-approval dialog and the
+rejection reason."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -72,6 +74,17 @@ def _refuse(service: RollbackService, body: dict[str, Any], exc: Exception) -> N
     tell_user(service.chat, body, exc)
 
 
+def _after_ack(service: RollbackService, body: dict[str, Any],
+               use_case: Callable[[], object]) -> None:
+    """After ack(): drop a Slack retry of this submission, run the use case once, and show
+    any refusal to the person who submitted."""
+    try:
+        if first_delivery(service.store, body):
+            use_case()
+    except Exception as exc:
+        _refuse(service, body, exc)
+
+
 def register(app: App, service: RollbackService) -> None:
     @app.view(ids.REQUEST_MODAL)
     def request_submitted(ack: Ack, body: dict[str, Any]) -> None:
@@ -87,13 +100,8 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
         ack()
-        try:
-            if not first_delivery(service.store, body):
-                return
-            service.request(_request(values, service_name), requester=user,
-                            channel_id=channel)
-        except Exception as exc:
-            _refuse(service, body, exc)
+        _after_ack(service, body, lambda: service.request(
+            _request(values, service_name), requester=user, channel_id=channel))
 
     @app.view(ids.APPROVE_DESTRUCTIVE_MODAL)
     def destructive_approval_submitted(ack: Ack, body: dict[str, Any]) -> None:
@@ -113,14 +121,10 @@ def register(app: App, service: RollbackService) -> None:
                 "confirm_service": f"Type {expected} exactly to approve the destructive steps."})
             return
         ack()
-        try:
-            if not first_delivery(service.store, body):
-                return
-            service.approve(rollback_id, user=user, channel_id=channel,
-                            typed_confirmation=typed, override=flags.get("override", False),
-                            known_bad_override=flags.get("known_bad_override", False))
-        except Exception as exc:
-            _refuse(service, body, exc)
+        _after_ack(service, body, lambda: service.approve(
+            rollback_id, user=user, channel_id=channel, typed_confirmation=typed,
+            override=flags.get("override", False),
+            known_bad_override=flags.get("known_bad_override", False)))
 
     @app.view(ids.REJECT_MODAL)
     def reject_submitted(ack: Ack, body: dict[str, Any]) -> None:
@@ -138,9 +142,4 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
         ack()
-        try:
-            if not first_delivery(service.store, body):
-                return
-            service.reject(rollback_id, user=user, reason=reason)
-        except Exception as exc:
-            _refuse(service, body, exc)
+        _after_ack(service, body, lambda: service.reject(rollback_id, user=user, reason=reason))

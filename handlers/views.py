@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.compensation import left_scaled_down
 from bot.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfig, Severity
 from bot.lifecycle import State
 from bot.models import Rollback, Step
@@ -196,17 +197,6 @@ def _approve_confirm(rb: Rollback) -> dict[str, Any]:
     return _confirm("Approve rollback?", text, "Approve")
 
 
-def needs_scale_back_up(steps: list[Step]) -> int | None:
-    """The replica count to restore when the service was left scaled down, else None."""
-    down = next((s for s in steps if s.kind == "scale_down"), None)
-    up = next((s for s in steps if s.kind == "scale_up"), None)
-    if down is None or down.result.get("before") is None:
-        return None
-    if down.result.get("restored_to") is not None or (up is not None and up.status == "done"):
-        return None
-    return int(down.result["before"])
-
-
 def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
     v = str(rb.id)
     if rb.state == State.PENDING_APPROVAL:
@@ -257,7 +247,8 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
             "is scaled back up. Steps already done are not undone.", "Stop it"))]
     if rb.state in (State.NEEDS_ATTENTION, State.UNSTABLE, State.VERIFICATION_FAILED):
         els = []
-        replicas = needs_scale_back_up(steps) if rb.state == State.NEEDS_ATTENTION else None
+        owed = left_scaled_down(steps) if rb.state == State.NEEDS_ATTENTION else None
+        replicas = owed.replicas if owed else None
         if replicas is not None:
             els.append(button(f"Scale back up ({replicas})", ids.SCALE_BACK_UP, v,
                               style="danger", confirm=_confirm(
