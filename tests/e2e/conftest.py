@@ -116,13 +116,15 @@ def make_harness(db: str, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
 
     def make(*, config_overrides: Callable[[dict[str, Any]], None] | None = None,
              rollout_seconds: float = 0.0, background: bool = True,
-             state_file: str | None = None, emulator: SlackEmulator | None = None) -> Harness:
-        data = sandbox_config_dict(postmortem_dir=str(tmp_path / "post-mortems"))
+             state_file: str | None = None, emulator: SlackEmulator | None = None,
+             database_url: str | None = None, postmortem_dir: Path | None = None) -> Harness:
+        data = sandbox_config_dict(postmortem_dir=str(postmortem_dir or
+                                                      tmp_path / "post-mortems"))
         if config_overrides:
             config_overrides(data)
         clock = MutableClock(datetime(2026, 11, 29, 3, 0, tzinfo=UTC))
         platform = FakePlatform(rollout_seconds=rollout_seconds, state_file=state_file)
-        stack = SandboxStack(config=parse_config(data), database_url=db,
+        stack = SandboxStack(config=parse_config(data), database_url=database_url or db,
                              platforms={"fake": platform}, clock=clock, background=background,
                              scheduler=False, emulator=emulator)
         stack.start()

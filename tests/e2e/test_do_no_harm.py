@@ -32,7 +32,6 @@ from bot.db import migrate
 from handlers import ids
 from platforms.base import PermanentPlatformError, Target
 from platforms.ecs import EcsPlatform
-from platforms.fake import FakePlatform
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.ecs import EcsEmulator
@@ -41,9 +40,8 @@ from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, s
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.stack import SandboxStack
 from tests.conftest import fresh_database
-from tests.e2e.conftest import CHANNEL, Harness, MutableClock, action_ids
+from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.integration.kube_fixtures import Kubectl
-from tests.secret_scan import register_secret
 
 SERVICE = "hotel-voice-bot"
 APP_DSN_ENV = "HVB_APP_DATABASE_URL"
@@ -259,10 +257,9 @@ def test_failure_inside_the_restore_stops_for_a_human_with_a_scale_back_up_butto
     h = db_harness()
     rid, msg = _request(h, "--severity P0 --scope app,db", user="bob")
     pinned = Path(_step(h, rid, "restore_db").params["backup_path"])
-    _approve_typed(h, msg, "carol")
-    h.emulator.wait_for(lambda: _step(h, rid, "backup_db").status == "done", timeout=30)
     size = pinned.stat().st_size  # same size, garbage: only pg_restore itself notices
     pinned.write_bytes(b"\0" * size)
+    _approve_typed(h, msg, "carol")
     rb = h.wait_state(rid, "needs_attention", timeout=40)
     assert _step(h, rid, "restore_db").result.get("begun") is True
     assert "left scaled down for a human decision" in (rb.last_error or "")
@@ -296,14 +293,15 @@ def test_failure_inside_the_restore_stops_for_a_human_with_a_scale_back_up_butto
 
 def test_a_pinned_backup_that_changed_stops_before_the_database_is_touched(
         db_harness: Callable[..., Harness]) -> None:
-    h = db_harness()
+    h = db_harness(stop_seconds=1.0)  # the file changes while the service is stopping
     rid, msg = _request(h, "--severity P0 --scope app,db", user="bob")
     pinned = Path(_step(h, rid, "restore_db").params["backup_path"])
     _approve_typed(h, msg, "carol")
-    h.emulator.wait_for(lambda: _step(h, rid, "backup_db").status == "done", timeout=30)
+    h.emulator.wait_for(lambda: h.platform.mutations()["scale"] == 1)  # checked, then scaled
     pinned.write_bytes(b"truncated")  # rotated or rewritten since the plan was made
     rb = h.wait_state(rid, "failed", timeout=40)
     assert "changed since the plan was made" in (rb.last_error or "")
+    assert _step(h, rid, "backup_db").status == "done"  # caught by the restore's own check
     assert not _step(h, rid, "restore_db").result.get("begun")
     assert h.platform.get_replicas(TARGET) == 3  # nothing touched: scaled straight back
 
@@ -667,27 +665,6 @@ def second_db(database_url: str) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def harness_on() -> Iterator[Callable[[str, Path], Harness]]:
-    """Like ``make_harness``, on a given database and post-mortem directory."""
-    started: list[SandboxStack] = []
-
-    def make(database_url: str, postmortem_dir: Path) -> Harness:
-        data = sandbox_config_dict(postmortem_dir=str(postmortem_dir))
-        clock = MutableClock(datetime(2026, 11, 29, 3, 0, tzinfo=UTC))  # as make_harness
-        platform = FakePlatform()
-        stack = SandboxStack(config=parse_config(data), database_url=database_url,
-                             platforms={"fake": platform}, clock=clock, scheduler=False)
-        stack.start()
-        register_secret(stack.signing_secret, "a sandbox stack's signing secret")
-        started.append(stack)
-        return Harness(stack, platform, clock)
-
-    yield make
-    for stack in started:
-        stack.stop()
-
-
 def _complete_with_postmortem(h: Harness, reason: str) -> tuple[int, dict[str, Any]]:
     """RB-n approved, completed, and its reminders posted (P1: review and post-mortem)."""
     rid, msg = _request_p1(h, reason)
@@ -704,15 +681,10 @@ def _complete_with_postmortem(h: Harness, reason: str) -> tuple[int, dict[str, A
 
 
 def test_postmortem_skeletons_are_unique_per_rollback_across_databases(
-        make_harness: Callable[..., Harness], harness_on: Callable[[str, Path], Harness],
-        second_db: str, tmp_path: Path) -> None:
+        make_harness: Callable[..., Harness], second_db: str, tmp_path: Path) -> None:
     shared = tmp_path / "shared-post-mortems"  # one directory, as sandbox runs and benches share
-
-    def to_shared(data: dict[str, Any]) -> None:
-        data["aftercare"] = {"postmortem_dir": str(shared)}
-
-    first = make_harness(config_overrides=to_shared)
-    second = harness_on(second_db, shared)
+    first = make_harness(postmortem_dir=shared)
+    second = make_harness(database_url=second_db, postmortem_dir=shared)
     runs = {"first": (first, "first database: 5xx after v1.3.0"),
             "second": (second, "second database: latency after v1.3.0")}
     seen: dict[str, tuple[str, str]] = {}
