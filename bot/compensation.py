@@ -24,6 +24,11 @@ class Undo(StrEnum):
     HUMAN = "human"  # the database may have changed: a person decides
 
 
+# What the plan records as each step's inverse (shown with the plan, read by people; the
+# executor decides from the journal below). Steps without an entry have no safe inverse.
+INVERSES = {"scale_down": Undo.RESTORE_REPLICAS.value}
+
+
 @dataclass(frozen=True)
 class Compensation:
     undo: Undo

@@ -12,15 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from bot.compensation import INVERSES
 from bot.config import ServiceConfig
 from bot.errors import UserFacingError
 from bot.models import KnownBad, PlannedStep
 from platforms.base import Revision, Target
-
-# The inverse the executor runs when a rollback fails or is cancelled after the step was
-# started (docs/architecture.md, "Compensation"). Steps without an entry have no safe
-# inverse: rolling the application "back" again would put the bad version back.
-INVERSES = {"scale_down": "restore_replicas"}
 
 
 def target_for(service: ServiceConfig, platform: str) -> Target:
