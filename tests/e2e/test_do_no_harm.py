@@ -8,6 +8,7 @@ emulator's circuit breaker; the sandbox scenarios run `rollback-bot run` as a pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -839,6 +840,12 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
         _wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)
     finally:
         _stop(nxt)
+        # The killed sandbox's embedded PostgreSQL outlives it (the next run reuses it);
+        # stop it so the test leaves no server behind (SIGINT: PostgreSQL's fast shutdown).
+        pidfile = tmp_path / "data" / "pgdata" / "postmaster.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text().split()[0]), signal.SIGINT)
 
 
 @pytest.mark.parametrize("taken", ["PORT", "SANDBOX_CONSOLE_PORT"])
