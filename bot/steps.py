@@ -185,7 +185,9 @@ def verify_db(ctx: StepContext) -> dict[str, Any]:
 
 def app_rollback(ctx: StepContext) -> dict[str, Any]:
     revision = Revision.from_dict(ctx.step.params["revision"])
-    result = ctx.platform.rollback_to(ctx.rollback.target, revision)
+    # Fenced on what the plan moves away from: a hotfix deployed meanwhile is never undone.
+    result = ctx.platform.rollback_to(ctx.rollback.target, revision,
+                                      expected=ctx.rollback.current_revision)
     return {"changed": result.changed, "message": result.message}
 
 

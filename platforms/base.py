@@ -5,8 +5,10 @@ vendor errors at the edge into this tree, so the core decides retry vs. stop by 
 
     PlatformError
     ├── TransientPlatformError(retry_after)   throttling, 5xx, timeouts: retry with backoff
+    │   └── WriteConflict                      a fenced write's precondition failed: re-read
     └── PermanentPlatformError                 will not get better by retrying
         ├── TargetNotFound                     deployment/service/app does not exist
+        ├── TargetChanged                      something other than the plan's revision runs
         ├── RevisionNotFound                   the pinned revision is gone from history
         ├── RolloutPaused                      platform refuses while paused (kubectl parity)
         └── RolloutFailed                      rollout hit its deadline / circuit breaker
@@ -17,6 +19,12 @@ as "previous" or a renumbered revision counter. The core stores the Revision whe
 builds the plan and passes it back unchanged at execution time, so a retried or resumed
 rollback cannot flip back to the bad version. ``rollback_to`` is idempotent: when the
 target already runs the pinned revision it reports ``changed=False`` and mutates nothing.
+
+Fencing: every mutating call carries a precondition tied to the read it was decided on
+(Kubernetes ``resourceVersion``, the ECS primary deployment as read, a Fly lease nonce and
+the machine's version), so a request the bot abandoned on the wire cannot land after a
+newer change. A failed precondition is a ``WriteConflict``: the retry re-reads and decides
+again, it never re-applies the old decision blindly.
 
 This module imports nothing from ``bot`` or ``handlers`` (checked by import-linter).
 """
@@ -62,8 +70,30 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+class WriteConflict(TransientPlatformError):
+    """A fenced write was refused because the object changed since this attempt read it.
+    Retrying is right, but only as a fresh read-and-decide, never a replay of the write."""
+
+
 class PermanentPlatformError(PlatformError):
     """Retrying will not help; a human has to look."""
+
+
+class TargetChanged(PermanentPlatformError):
+    """The target runs neither the revision the plan moves away from nor the pinned one
+    (a hotfix or another deploy landed): a rollback must not overwrite it."""
+
+
+def refuse_if_changed(target: Target, *, running_id: str, running_label: str,
+                      revision: Revision, expected: Revision | None) -> None:
+    """The decision every adapter's fenced ``rollback_to`` makes on its fresh read: go on only
+    if the pinned revision or the one the plan moves away from runs; anything else is a
+    newer change that a rollback must not overwrite."""
+    if expected is None or running_id in (expected.id, revision.id):
+        return
+    raise TargetChanged(
+        f"{target.name} now runs {running_label}, not {expected.label()} as planned: "
+        f"something else was deployed since; nothing was changed")
 
 
 class TargetNotFound(PermanentPlatformError):
@@ -210,9 +240,14 @@ class Platform(Protocol):
     def current_revision(self, target: Target) -> Revision: ...
 
     def rollback_to(
-        self, target: Target, revision: Revision, *, dry_run: bool = False
+        self, target: Target, revision: Revision, *, dry_run: bool = False,
+        expected: Revision | None = None,
     ) -> RollbackResult:
-        """Make ``revision`` (by its stable id) the running version. Idempotent."""
+        """Make ``revision`` (by its stable id) the running version. Idempotent.
+
+        With ``expected`` (the revision the plan moves away from) the write happens only if
+        the read in this call finds ``expected`` running, and the write is fenced on that
+        read; anything else running raises ``TargetChanged`` and changes nothing."""
         ...
 
     def rollout_status(self, target: Target) -> RolloutStatus: ...
@@ -225,7 +260,9 @@ class Platform(Protocol):
 
     def get_replicas(self, target: Target) -> int: ...
 
-    def scale(self, target: Target, replicas: int) -> None: ...
+    def scale(self, target: Target, replicas: int) -> None:
+        """Set the desired count, fenced on the read it was decided on (``WriteConflict``)."""
+        ...
 
     def wait_for_stopped(
         self, target: Target, *, timeout: float, on_progress: ProgressCallback | None = None

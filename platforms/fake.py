@@ -32,6 +32,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    refuse_if_changed,
 )
 
 
@@ -183,7 +184,8 @@ class FakePlatform:
         raise RevisionNotFound(f"{target.describe()} has no current revision")
 
     def rollback_to(
-        self, target: Target, revision: Revision, *, dry_run: bool = False
+        self, target: Target, revision: Revision, *, dry_run: bool = False,
+        expected: Revision | None = None,
     ) -> RollbackResult:
         with self._state() as s:
             self._call("rollback_to", s)
@@ -191,6 +193,11 @@ class FakePlatform:
             match = [r for r in t["history"] if r["id"] == revision.id]
             if not match:
                 raise RevisionNotFound(f"revision {revision.id} not in history")
+            running = next((r for r in t["history"] if r["id"] == t["current"]), None)
+            refuse_if_changed(target, running_id=t["current"], revision=revision,
+                              expected=expected,
+                              running_label=f"revision {running['number']} ({t['current']})"
+                              if running else str(t["current"]))
             if t["current"] == revision.id:
                 return RollbackResult(False, f"skipped rollback (already at {revision.label()})")
             if dry_run:
