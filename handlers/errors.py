@@ -44,8 +44,10 @@ def tell_user(chat: Chat, body: dict[str, Any], exc: BaseException,
     channel = (_str(_get(body, "channel", "id")) or _str(body.get("channel_id"))
                or _channel_from_metadata(body))
     try:
-        if respond is not None and (body.get("response_url") or body.get("response_urls")
-                                    or body.get("type") == "block_actions"):
+        # Bolt's respond() needs a response_url (a click inside a modal has none; a
+        # malformed payload may lack it): otherwise answer with an ephemeral message.
+        if respond is not None and (_str(body.get("response_url"))
+                                    or body.get("response_urls")):
             respond(text=text, response_type="ephemeral", replace_original=False)
             return
         if channel and user:
