@@ -23,6 +23,7 @@ from platforms.base import (
     PlatformError,
     TargetNotFound,
     TransientPlatformError,
+    WriteConflict,
     parse_retry_after,
 )
 
@@ -91,14 +92,24 @@ def status_message(exc: ApiException) -> str:
 
 
 def map_api_error(exc: ApiException) -> PlatformError:
-    """Vendor error -> platform error tree (404 gone, 409/429/5xx retry, else permanent)."""
+    """Vendor error -> platform error tree: 404 gone; 409 a failed precondition (a stale
+    resourceVersion, or a create that found the object already there): ``WriteConflict``,
+    re-read and decide again; 429/5xx retry with the server's Retry-After; else permanent."""
     status = int(exc.status or 0)
     message = status_message(exc)
     if status == 404:
         return TargetNotFound(message)
-    if status in (409, 429) or status >= 500:
+    if status == 409:
+        return WriteConflict(f"{message} (HTTP 409)", retry_after=_retry_after(exc))
+    if status == 429 or status >= 500:
         return TransientPlatformError(f"{message} (HTTP {status})", retry_after=_retry_after(exc))
     return PermanentPlatformError(f"{message} (HTTP {status})" if status else message)
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status behind a translated error (None when it was not an API answer)."""
+    cause = exc.__cause__ if not isinstance(exc, ApiException) else exc
+    return int(cause.status or 0) if isinstance(cause, ApiException) else None
 
 
 @contextmanager

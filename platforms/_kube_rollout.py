@@ -11,6 +11,16 @@ template comparison, the undo JSON Patch, rollout status semantics and history f
 # controller's own tests (pkg/controller/deployment/util/deployment_util.go): EqualIgnoreHash
 # for "this template is that ReplicaSet's" and DeploymentComplete for "and it is all that
 # runs".
+#
+# Fencing, the one departure from kubectl: its undo patch has no precondition, so a PATCH
+# it gave up on can land after a newer deploy and undo it. Ours starts with a JSON Patch
+# ``test`` op on /metadata/resourceVersion, the value the decision was made on. The API
+# server applies a JSON Patch to the object as stored *at write time* and retries it on a
+# concurrent write (GuaranteedUpdate), so the test holds only if nothing changed since our
+# read; otherwise the whole patch is refused with 422 Invalid and a generic message
+# (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go applyJSPatch: the
+# json-patch library's "testing value ... failed" is not passed on). The 422 says only that
+# some op failed, so the refusal is confirmed by reading the resourceVersion again.
 
 from __future__ import annotations
 
@@ -27,9 +37,9 @@ from kubernetes.client import (
     V1ReplicaSet,
 )
 
-from platforms._kube_client import EPOCH, label_selector, serialize, translate
+from platforms._kube_client import EPOCH, http_status, label_selector, serialize, translate
 from platforms.base import (
-    PlatformError,
+    PermanentPlatformError,
     Revision,
     RevisionNotFound,
     RolloutFailed,
@@ -37,6 +47,7 @@ from platforms.base import (
     RolloutStatus,
     RunningCheck,
     TransientPlatformError,
+    WriteConflict,
 )
 
 HASH_LABEL = "pod-template-hash"
@@ -166,11 +177,22 @@ def rollback_patch(dep: V1Deployment, rs: V1ReplicaSet,
             {"op": "replace", "path": "/metadata/annotations", "value": annotations}]
 
 
+def fenced(ops: list[dict[str, Any]], resource_version: str) -> list[dict[str, Any]]:
+    """``ops`` applied only if the object is still at ``resource_version`` (RFC 6902 ``test``
+    first: one failing op rejects the whole patch)."""
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            *ops]
+
+
 def rollback(api: ApiClient, dep: V1Deployment, rs: V1ReplicaSet, *, to_revision: int,
              dry_run: bool, timeout: float) -> tuple[bool, str]:
-    """DeploymentRollbacker.Rollback from the point the target ReplicaSet is known."""
+    """DeploymentRollbacker.Rollback from the point the target ReplicaSet is known, the
+    PATCH fenced on ``dep``'s resourceVersion (a changed Deployment: ``WriteConflict``)."""
     meta, spec = dep.metadata, dep.spec
     assert meta is not None and spec is not None and rs.spec is not None
+    if not meta.resource_version:
+        raise PermanentPlatformError(f'deployment "{meta.name}" was read without a '
+                                     "resourceVersion: refusing an unfenced write")
     suffix = " (server dry run)" if dry_run else ""
     prefix = f"deployment.apps/{meta.name}"
     if spec.paused:
@@ -183,17 +205,29 @@ def rollback(api: ApiClient, dep: V1Deployment, rs: V1ReplicaSet, *, to_revision
         return False, (f"{prefix} skipped rollback (current template already matches "
                        f"revision {to_revision}){suffix}")
     # A list body is what makes the client send application/json-patch+json.
-    patch = rollback_patch(dep, rs, rs_template)
+    read_at = str(meta.resource_version)
+    patch = fenced(rollback_patch(dep, rs, rs_template), read_at)
+    apps = AppsV1Api(api)
+    failed = f"failed restoring revision {to_revision}"
     try:
         with translate():
-            AppsV1Api(api).patch_namespaced_deployment(
+            apps.patch_namespaced_deployment(
                 str(meta.name), str(meta.namespace), patch,
                 dry_run="All" if dry_run else None, _request_timeout=timeout)
-    except TransientPlatformError as exc:
-        raise TransientPlatformError(f"failed restoring revision {to_revision}: {exc}",
-                                     retry_after=exc.retry_after) from exc
-    except PlatformError as exc:
-        raise type(exc)(f"failed restoring revision {to_revision}: {exc}") from exc
+    except TransientPlatformError as exc:  # WriteConflict (409) keeps its type
+        raise type(exc)(f"{failed}: {exc}", retry_after=exc.retry_after) from exc
+    except PermanentPlatformError as exc:
+        if http_status(exc) == 422:
+            with translate():
+                now = apps.read_namespaced_deployment(str(meta.name), str(meta.namespace),
+                                                      _request_timeout=timeout)
+            moved = now.metadata.resource_version if now.metadata else None
+            if moved != read_at:
+                raise WriteConflict(
+                    f'{failed}: deployment "{meta.name}" changed after it was read '
+                    f"(resourceVersion {read_at}, now {moved}); the write was refused and "
+                    "will be decided again on a fresh read") from exc
+        raise type(exc)(f"{failed}: {exc}") from exc
     return True, f"{prefix} rolled back{suffix}"
 
 

@@ -10,6 +10,13 @@ client, plus scale, logs, metrics and ConfigMap/Secret snapshot/restore for Depl
 # its pods. A pod whose deletion started (Terminating) still runs until its grace period ends
 # (terminationGracePeriodSeconds, 30 s by default), so "stopped" means no pod of the selector
 # is listed at all; the controllers' counters already skip Terminating pods and cannot tell.
+#
+# Every write is fenced on the read it was decided on, so a request given up on the wire
+# (client timeout) cannot land later over a newer change: the undo PATCH carries a JSON
+# Patch ``test`` of the Deployment's resourceVersion, the scale PATCH the Scale's
+# resourceVersion, a ConfigMap/Secret restore the object's. A refused write is a
+# ``WriteConflict``; the executor's retry calls again, which reads afresh and decides anew
+# (``expected`` turns a newer deploy into ``TargetChanged``), never replaying the old write.
 
 from __future__ import annotations
 
@@ -20,7 +27,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, V1Deployment, V1Pod
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    CoreV1Api,
+    V1Deployment,
+    V1Pod,
+    V1ReplicaSet,
+)
 
 from platforms._kube_client import (
     from_kubeconfig,
@@ -52,6 +66,7 @@ from platforms._kube_rollout import (
     rollback,
     running_check,
     select_revision,
+    template_replica_set,
 )
 from platforms.base import (
     ConfigSnapshot,
@@ -66,6 +81,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    refuse_if_changed,
 )
 
 log = logging.getLogger(__name__)
@@ -129,13 +145,24 @@ class KubernetesPlatform:
         raise RevisionNotFound(f"deployment {target.scope}/{target.name} has no rollout "
                                "history yet")
 
-    def rollback_to(self, target: Target, revision: Revision, *,
-                    dry_run: bool = False) -> RollbackResult:
-        """kubectl ``rollout undo --to-revision`` where the revision is pinned by RS name."""
+    def rollback_to(self, target: Target, revision: Revision, *, dry_run: bool = False,
+                    expected: Revision | None = None) -> RollbackResult:
+        """kubectl ``rollout undo --to-revision`` where the revision is pinned by RS name.
+
+        Decided on one read of the Deployment and its ReplicaSets: with ``expected``, what
+        the Deployment's template is (the ReplicaSet whose template it equals) must be
+        ``expected`` or the pinned revision, else ``TargetChanged`` and nothing is written.
+        A template no ReplicaSet has yet is a deploy the controller has not picked up: a
+        change too. The PATCH is fenced on the read's resourceVersion (``WriteConflict``)."""
         api = self._api(target)
         with translate():
             dep = self._read_deployment(api, target.scope, target.name)
             rss = replica_sets(api, dep, timeout=self._timeout)
+        running = template_replica_set(api, dep, rss)
+        refuse_if_changed(target, running_id=str(running.metadata.name)
+                          if running is not None and running.metadata else "",
+                          running_label=running_label(running, dep), revision=revision,
+                          expected=expected)
         rs = next((r for r in rss if r.metadata is not None and r.metadata.name == revision.id),
                   None)
         if rs is None:
@@ -273,14 +300,29 @@ class KubernetesPlatform:
         return int(scale.spec.replicas or 0) if scale.spec else 0
 
     def scale(self, target: Target, replicas: int) -> None:
+        """Set the desired count through the scale subresource, fenced on the Scale as read
+        here: the API server copies the Scale's resourceVersion onto the Deployment, so a
+        stale one is a 409 (pkg/registry/apps/deployment/storage/storage.go
+        scaleUpdatedObjectInfo), a ``WriteConflict``. Already at ``replicas``: no write."""
         if replicas < 0:
             raise PermanentPlatformError(f"replicas must be >= 0, got {replicas}")
         apps = AppsV1Api(self._api(target))
         with translate():
+            current = apps.read_namespaced_deployment_scale(target.name, target.scope,
+                                                            _request_timeout=self._timeout)
+        have = int(current.spec.replicas or 0) if current.spec else 0
+        read_at = current.metadata.resource_version if current.metadata else None
+        if have == replicas:
+            return
+        if not read_at:
+            raise PermanentPlatformError(f'the scale of deployment "{target.name}" was read '
+                                         "without a resourceVersion: refusing an unfenced write")
+        with translate():
             # A dict body is sent as a strategic merge patch, which the scale subresource takes.
-            apps.patch_namespaced_deployment_scale(target.name, target.scope,
-                                                   {"spec": {"replicas": replicas}},
-                                                   _request_timeout=self._timeout)
+            apps.patch_namespaced_deployment_scale(
+                target.name, target.scope,
+                {"metadata": {"resourceVersion": read_at}, "spec": {"replicas": replicas}},
+                _request_timeout=self._timeout)
 
     def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
         """Last ``lines`` lines of each container of the deployment's newest pods (at most
@@ -373,6 +415,15 @@ class KubernetesPlatform:
         if in_cluster:
             return in_cluster_client()
         return from_kubeconfig(self._kubeconfig, self._context)
+
+
+def running_label(rs: V1ReplicaSet | None, dep: V1Deployment) -> str:
+    """What the Deployment's template is, worded like ``Revision.label()``."""
+    if rs is not None:
+        return f"rev {revision_number(rs)} ({', '.join(images(rs)) or '?'})"
+    tpl = dep.spec.template.spec if dep.spec and dep.spec.template else None
+    shown = ", ".join(str(c.image) for c in (tpl.containers if tpl else [])) or "?"
+    return f"a new template not rolled out yet ({shown})"
 
 
 def pods_left(pods: Iterable[tuple[str, bool]], *, names: bool = False) -> str:

@@ -5,7 +5,7 @@ then ``emulator.api_client()`` for the Python client or ``write_kubeconfig(path)
 from __future__ import annotations
 
 from .emulator import KubeEmulator
-from .http import RequestRecord
+from .http import HeldRequest, RequestRecord
 from .store import ApiError
 
-__all__ = ["ApiError", "KubeEmulator", "RequestRecord"]
+__all__ = ["ApiError", "HeldRequest", "KubeEmulator", "RequestRecord"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,11 @@ from .objects import selector_to_string
 from .patches import PatchError, apply_patch
 from .pods import PodFleet
 from .store import ApiError, Obj, Store
+
+log = logging.getLogger(__name__)
+
+# What the API server says for any JSON Patch it cannot apply, a failed ``test`` op included.
+JSON_PATCH_REFUSED = "the server rejected our request due to an error in our request"
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,14 @@ class ApiServer:
                                "name on the URL")
             return ApiResponse(body=self._write(req, obj))
         if verb == "patch":
-            current = self.store.get(res.key, req.namespace, req.name)
-            try:
-                patched = apply_patch(req.content_type, current, req.json())
-            except PatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from exc
-            return ApiResponse(body=self._write(req, patched))
+            # Read, patch and write under the store's lock: the registry's GuaranteedUpdate
+            # re-applies the patch to the newest object instead of failing on a concurrent
+            # write. A resourceVersion the patch itself sets, or a JSON Patch ``test`` op,
+            # is a precondition on that newest object and fails (409 / 422).
+            with self.store.lock:
+                current = self.store.get(res.key, req.namespace, req.name)
+                patched = self._patched(req, current)
+                return ApiResponse(body=self._write(req, patched))
         if verb == "delete" and res.key == "pods":
             return ApiResponse(body=self._delete_pod(req))
         if verb == "delete":
@@ -117,6 +125,29 @@ class ApiServer:
         raise ApiError(405, "MethodNotAllowed", f"{req.method} is not supported")
 
     # ------------------------------------------------------------------- helpers
+    @staticmethod
+    def _patched(req: ApiRequest, current: Obj) -> Obj:
+        """``current`` with the request's patch applied, or the API server's error for it.
+
+        A JSON Patch that cannot be applied (a failed ``test`` op, a missing path) is
+        answered as staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go
+        applyJSPatch does: ``NewGenericServerResponse(422, ...)`` with the json-patch
+        library's text dropped, i.e. reason Invalid, the generic message and empty details
+        (apimachinery pkg/api/errors/errors.go); one that does not decode is a 400."""
+        patch = req.json()
+        try:
+            patched = apply_patch(req.content_type, current, patch)
+        except PatchError as exc:
+            if not req.content_type.startswith("application/json-patch+json"):
+                raise ApiError(422, "Invalid", str(exc)) from exc
+            if not isinstance(patch, list):
+                raise ApiError(400, "BadRequest", str(exc)) from exc
+            log.debug("json patch on %s/%s refused: %s", req.namespace, req.name, exc)
+            raise ApiError(422, "Invalid", JSON_PATCH_REFUSED, details={}) from exc
+        if not isinstance(patched, dict):
+            raise ApiError(400, "BadRequest", "the patch does not leave an object")
+        return patched
+
     def _incoming(self, req: ApiRequest) -> Obj:
         obj = req.json()
         if not isinstance(obj, dict):
@@ -227,21 +258,23 @@ class ApiServer:
             return ApiResponse(body=as_scale(d))
         if req.verb not in ("patch", "update"):
             raise ApiError(405, "MethodNotAllowed", f"{req.verb} is not supported on scale")
-        scale = as_scale(d)
-        try:
-            wanted = (apply_patch(req.content_type, scale, req.json())
-                      if req.verb == "patch" else req.json())
-        except PatchError as exc:
-            raise ApiError(422, "Invalid", str(exc)) from exc
-        replicas = int((wanted.get("spec") or {}).get("replicas") or 0)
-        if replicas < 0:
-            raise ApiError(422, "Invalid", f'Scale.autoscaling "{req.name}" is invalid: '
-                           "spec.replicas: Invalid value: must be greater than or equal to 0")
-        sent_rv = (wanted.get("metadata") or {}).get("resourceVersion")
-        d["spec"]["replicas"] = replicas
-        if sent_rv:
-            d["metadata"]["resourceVersion"] = sent_rv
-        updated = self.store.replace("apps/deployments", d, dry_run=req.dry_run)
+        with self.store.lock:  # one read-modify-write, as the registry's GuaranteedUpdate
+            d = self.store.get("apps/deployments", req.namespace, req.name)
+            scale = as_scale(d)
+            wanted = self._patched(req, scale) if req.verb == "patch" else req.json()
+            if not isinstance(wanted, dict):
+                raise ApiError(400, "BadRequest", "request body must be a JSON object")
+            replicas = int((wanted.get("spec") or {}).get("replicas") or 0)
+            if replicas < 0:
+                raise ApiError(422, "Invalid", f'Scale.autoscaling "{req.name}" is invalid: '
+                               "spec.replicas: Invalid value: must be greater than or equal to 0")
+            # The Scale's resourceVersion becomes the Deployment's: a stale one is a 409
+            # (pkg/registry/apps/deployment/storage/storage.go scaleUpdatedObjectInfo).
+            sent_rv = (wanted.get("metadata") or {}).get("resourceVersion")
+            d["spec"]["replicas"] = replicas
+            if sent_rv:
+                d["metadata"]["resourceVersion"] = sent_rv
+            updated = self.store.replace("apps/deployments", d, dry_run=req.dry_run)
         return ApiResponse(body=as_scale(updated))
 
     def _log(self, req: ApiRequest) -> ApiResponse:

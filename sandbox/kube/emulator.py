@@ -15,7 +15,7 @@ import yaml
 
 from .api import ApiServer
 from .controller import DeploymentController, RolloutSettings
-from .http import EmulatorHTTPServer, Fault, RequestRecord
+from .http import EmulatorHTTPServer, Fault, HeldRequest, RequestRecord
 from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, is_pod_active, template_hash
 from .pods import PodFleet
 from .scheduler import Scheduler
@@ -56,6 +56,7 @@ class KubeEmulator:
     def stop(self) -> None:
         self.store.close()  # releases every open watch
         if self._server is not None:
+            self._server.stopping.set()  # held requests are dropped, never served
             self._server.shutdown()
             self._server.server_close()
             self._server.drop_connections()
@@ -115,14 +116,36 @@ class KubeEmulator:
         with self._server.lock:
             self._server.records.clear()
 
-    def inject_fault(self, *, code: int = 503, times: int = 1, retry_after: float | None = None,
+    def inject_fault(self, *, code: int | None = 503, times: int = 1,
+                     retry_after: float | str | None = None, delay: float = 0.0,
                      verb: str | None = None, resource: str | None = None,
                      subresource: str | None = None, group: str | None = None) -> None:
-        """Make the next ``times`` matching resource requests fail with ``code``."""
+        """Make the next ``times`` matching resource requests fail with ``code``.
+
+        ``retry_after``: seconds, or a header value sent verbatim ("99999999999", an
+        HTTP-date). ``delay``: hold each matching request that long first (see
+        ``held_requests``); with ``code=None`` it is then served as usual. That is the late
+        write: the client timed out and moved on, the server still applies what it got."""
         assert self._server is not None
         with self._server.lock:
             self._server.faults.append(Fault(code, times, retry_after, verb, resource,
-                                             subresource, group))
+                                             subresource, group, delay))
+
+    @property
+    def held_requests(self) -> list[HeldRequest]:
+        """Requests a ``delay`` fault held, in arrival order, with how each was answered."""
+        assert self._server is not None
+        with self._server.lock:
+            return list(self._server.held)
+
+    def wait_held(self, count: int = 1, *, timeout: float = 10.0) -> list[HeldRequest]:
+        """Block until at least ``count`` requests are (or were) held; returns them all."""
+        assert self._server is not None
+        server = self._server
+        with server.held_changed:
+            if not server.held_changed.wait_for(lambda: len(server.held) >= count, timeout):
+                raise TimeoutError(f"{len(server.held)} requests held, waited for {count}")
+            return list(server.held)
 
     # ------------------------------------------------------------------ seeding
     def ensure_namespace(self, namespace: str) -> None:

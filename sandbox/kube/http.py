@@ -1,5 +1,6 @@
-"""HTTP transport of the Kubernetes emulator: URL routing, request log, fault injection,
-JSON responses and chunked watch streams (one JSON event per line, as the real server)."""
+"""HTTP transport of the Kubernetes emulator: URL routing, request log, fault injection
+(errors, Retry-After, held requests), JSON responses and chunked watch streams (one JSON
+event per line, as the real server)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -40,19 +42,68 @@ class RequestRecord:
 
 @dataclass
 class Fault:
-    code: int
+    """The next ``remaining`` matching requests: held ``delay`` seconds first, then answered
+    with ``code`` (and ``retry_after``), or, with ``code`` None, served as usual."""
+
+    code: int | None
     remaining: int
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     verb: str | None = None
     resource: str | None = None
     subresource: str | None = None
     group: str | None = None
+    delay: float = 0.0
 
     def matches(self, rec: RequestRecord) -> bool:
         return (self.remaining > 0 and rec.resource != ""
                 and self.verb in (None, rec.verb) and self.resource in (None, rec.resource)
                 and self.subresource in (None, rec.subresource)
                 and self.group in (None, rec.group))
+
+
+@dataclass(eq=False)
+class HeldRequest:
+    """A request the server held before serving it: a slow API server, or a load balancer
+    that kept the bytes while the client gave up. Once ``delay`` passes (or ``release()``)
+    it is served like any other, so a write the client abandoned still lands, or is
+    refused; ``code``/``reason``/``message`` say which. ``dropped``: the emulator stopped
+    first and the request was never served."""
+
+    record: RequestRecord
+    delay: float
+    received: float = field(default_factory=time.monotonic)
+    code: int | None = None
+    reason: str = ""
+    message: str = ""
+    dropped: bool = False
+    _release: threading.Event = field(default_factory=threading.Event, repr=False)
+    _answered: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def release(self) -> None:
+        """Serve it now instead of when ``delay`` ends."""
+        self._release.set()
+
+    @property
+    def answered(self) -> bool:
+        return self._answered.is_set()
+
+    def wait_answered(self, timeout: float) -> bool:
+        return self._answered.wait(timeout)
+
+    def _hold(self, stopping: threading.Event) -> bool:
+        """Block until released, the delay passed or the server stops; False if stopping."""
+        deadline = self.received + self.delay
+        while not self._release.is_set() and not stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._release.wait(min(remaining, 0.1))  # 0.1 s: notice a stopping server
+        return not stopping.is_set()
+
+    def _finish(self, code: int | None, reason: str = "", message: str = "", *,
+                dropped: bool = False) -> None:
+        self.code, self.reason, self.message, self.dropped = code, reason, message, dropped
+        self._answered.set()
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -64,7 +115,10 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.api = api
         self.records: list[RequestRecord] = []
         self.faults: list[Fault] = []
+        self.held: list[HeldRequest] = []
         self.lock = threading.Lock()
+        self.held_changed = threading.Condition(self.lock)
+        self.stopping = threading.Event()
         self.observers: list[Callable[[RequestRecord], None]] = []
         self.connections: set[socket.socket] = set()
 
@@ -77,6 +131,13 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def hold(self, rec: RequestRecord, delay: float) -> HeldRequest:
+        held = HeldRequest(rec, delay)
+        with self.held_changed:
+            self.held.append(held)
+            self.held_changed.notify_all()
+        return held
 
     def take_fault(self, rec: RequestRecord) -> Fault | None:
         with self.lock:
@@ -144,13 +205,32 @@ class _Handler(BaseHTTPRequestHandler):
             for observer in list(self.server.observers):
                 observer(rec)
             fault = self.server.take_fault(rec)
-            if fault is not None:
+            held = None
+            if fault is not None and fault.delay > 0:
+                held = self.server.hold(rec, fault.delay)
+                if not held._hold(self.server.stopping):
+                    held._finish(None, dropped=True)
+                    self.close_connection = True
+                    return
+            if fault is not None and fault.code is not None:
                 reason = {403: "Forbidden", 404: "NotFound", 409: "Conflict",
                           429: "TooManyRequests", 503: "ServiceUnavailable"}.get(
                               fault.code, "InternalError")
-                raise ApiError(fault.code, reason, f"injected fault ({fault.code})",
-                               retry_after=fault.retry_after)
-            resp = self.server.api.handle(req)
+                error = ApiError(fault.code, reason, f"injected fault ({fault.code})",
+                                 retry_after=fault.retry_after)
+                if held is not None:
+                    held._finish(error.code, error.reason, error.message)
+                raise error
+            try:
+                resp = self.server.api.handle(req)
+            except Exception as exc:
+                if held is not None:
+                    error = exc if isinstance(exc, ApiError) else \
+                        ApiError(500, "InternalError", repr(exc))
+                    held._finish(error.code, error.reason, error.message)
+                raise
+            if held is not None:
+                held._finish(resp.code)
             if req.verb in ("get", "list") and tables.wants_table(self.headers.get("Accept", "")) \
                     and isinstance(resp.body, dict) and req.resource.group != "metrics.k8s.io" \
                     and not req.subresource:
@@ -160,7 +240,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(resp)
         except ApiError as exc:
             headers = {}
-            if exc.retry_after is not None:
+            if isinstance(exc.retry_after, str):
+                headers["Retry-After"] = exc.retry_after  # verbatim: HTTP-dates, nonsense
+            elif exc.retry_after is not None:
                 headers["Retry-After"] = str(int(exc.retry_after))
             self._send_json(exc.code, exc.status(), headers)
         except (BrokenPipeError, ConnectionResetError):

@@ -25,25 +25,42 @@ class ApiError(Exception):
 
     def __init__(self, code: int, reason: str, message: str, *,
                  details: dict[str, Any] | None = None,
-                 retry_after: float | None = None) -> None:
+                 retry_after: float | str | None = None) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
-        self.details = details
+        self.details = details  # None: no "details" key; {} is sent as an empty object
+        # Seconds, or a raw Retry-After header value (an HTTP-date, a nonsense number).
         self.retry_after = retry_after
 
     def status(self) -> Obj:
         body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {},
                      "status": "Failure", "message": self.message, "reason": self.reason,
                      "code": self.code}
-        if self.details:
+        if self.details is not None:
             body["details"] = self.details
         return body
 
     @classmethod
+    def conflict(cls, res: Resource, name: str) -> ApiError:
+        """The optimistic-concurrency failure: apierrors.NewConflict with
+        OptimisticLockErrorMsg (staging/src/k8s.io/apiserver/pkg/registry/generic/registry/
+        store.go Update, when the object's resourceVersion is not the stored one)."""
+        return cls(409, "Conflict",
+                   f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has '
+                   "been modified; please apply your changes to the latest version and try again",
+                   details=details(res, name))
+
+    @classmethod
     def not_found(cls, res: Resource, name: str) -> ApiError:
         kind = res.qualified if res.group != "metrics.k8s.io" else "pods.metrics.k8s.io"
-        return cls(404, "NotFound", f'{kind} "{name}" not found',
-                   details={"name": name, "group": res.group, "kind": res.plural})
+        return cls(404, "NotFound", f'{kind} "{name}" not found', details=details(res, name))
+
+
+def details(res: Resource, name: str) -> Obj:
+    """metav1.StatusDetails for one object; every field is omitempty, so the core group's
+    empty name is left out, as the API server does."""
+    out: Obj = {"name": name, "group": res.group, "kind": res.plural}
+    return {k: v for k, v in out.items() if v}
 
 
 @dataclass(frozen=True)
@@ -150,7 +167,7 @@ class Store:
                                details={"name": namespace, "kind": "namespaces"})
             if (key, namespace, name) in self._objects:
                 raise ApiError(409, "AlreadyExists", f'{res.qualified} "{name}" already exists',
-                               details={"name": name, "group": res.group, "kind": res.plural})
+                               details=details(res, name))
             obj["apiVersion"], obj["kind"] = res.api_version, res.kind
             if res.namespaced:
                 meta["namespace"] = namespace
@@ -178,11 +195,7 @@ class Store:
                 raise ApiError.not_found(res, name)
             sent_rv = meta.get("resourceVersion")
             if check_rv and sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
-                raise ApiError(409, "Conflict",
-                               f'Operation cannot be fulfilled on {res.qualified} "{name}": the '
-                               "object has been modified; please apply your changes to the latest "
-                               "version and try again",
-                               details={"name": name, "group": res.group, "kind": res.plural})
+                raise ApiError.conflict(res, name)
             for field in ("uid", "creationTimestamp", "generation"):
                 if field in old["metadata"]:
                     meta[field] = old["metadata"][field]
@@ -259,7 +272,7 @@ class Store:
                                f'"{name}": the UID in the precondition ({uid}) does not match '
                                f"the UID in record ({meta.get('uid')}). The object might have "
                                "been deleted and then recreated",
-                               details={"name": name, "group": res.group, "kind": res.plural})
+                               details=details(res, name))
             if requested is not None and requested < 0:
                 requested = 1  # BeforeDelete: negative values mean 1 s
             new = copy.deepcopy(old)

@@ -19,6 +19,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    WriteConflict,
 )
 from platforms.kubernetes import (
     KubernetesPlatform,
@@ -281,17 +282,40 @@ def test_format_history_without_revisions() -> None:
 
 def test_concurrent_rollbacks_are_safe(kube_emulator: KubeEmulator,
                                        kube_platform: KubernetesPlatform) -> None:
-    """Two executors racing on the same pinned revision end on it; neither errors."""
+    """Two executors decide on the same read and race their PATCHes: the first lands, the
+    second's fence fails (WriteConflict) and its retry re-reads and finds the work done.
+    One rollout, never two, and the loser does not error out."""
     seed(kube_emulator)
     pinned = kube_platform.history(TARGET)[1]
+    expected = kube_platform.current_revision(TARGET)
+    generation = kube_emulator.get_deployment(NS, APP)["metadata"]["generation"]
+    # Both PATCHes are held until both are in flight: both were decided on the same read.
+    kube_emulator.inject_fault(code=None, delay=30, times=2, verb="patch",
+                               resource="deployments")
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        kube_platform.rollback_to(TARGET, pinned).changed)) for _ in range(2)]
+    conflicts: list[WriteConflict] = []
+
+    def executor() -> None:
+        for _ in range(3):  # what the executor's retry does: call again, which re-reads
+            try:
+                results.append(kube_platform.rollback_to(TARGET, pinned,
+                                                         expected=expected).changed)
+                return
+            except WriteConflict as exc:
+                conflicts.append(exc)
+
+    threads = [threading.Thread(target=executor) for _ in range(2)]
     for t in threads:
         t.start()
+    for held in kube_emulator.wait_held(2):
+        held.release()
     for t in threads:
-        t.join()
-    assert len(results) == 2
+        t.join(timeout=20)
+    assert sorted(results) == [False, True]
+    assert len(conflicts) == 1 and "changed after it was read" in str(conflicts[0])
+    answers = sorted((h.code, h.reason) for h in kube_emulator.held_requests)
+    assert answers == [(200, ""), (422, "Invalid")]
+    assert kube_emulator.get_deployment(NS, APP)["metadata"]["generation"] == generation + 1
     assert kube_platform.wait_for_rollout(TARGET, timeout=10).done
     assert kube_platform.current_revision(TARGET).id == pinned.id
 
