@@ -1,5 +1,5 @@
-"""ECS adapter helpers: botocore error translation and the ``services_stable`` waiter's own
-acceptors (loaded from botocore's ``waiters-2`` model) evaluated with jmespath.
+"""ECS adapter helpers: botocore error translation, no automatic resend of mutating calls, and
+the ``services_stable`` waiter's own acceptors (botocore's ``waiters-2`` model) via jmespath.
 """
 
 from __future__ import annotations
@@ -39,6 +39,47 @@ TRANSIENT = {"ThrottlingException", "Throttling", "TooManyRequestsException",
              "RequestTimeoutException"}
 _TASK_DEF_MISSING = re.compile(r"task ?definition|revision is missing", re.IGNORECASE)
 _ARN_RE = re.compile(r"task-definition/(?P<family>[A-Za-z0-9_-]+):(?P<rev>\d+)$")
+
+
+# Calls that change the service. botocore resends a request on its own when the answer does not
+# come in time: standard mode retries every HTTPClientError, ReadTimeoutError included
+# (botocore/retries/standard.py, TransientRetryableChecker), legacy mode its
+# GENERAL_CONNECTION_ERROR list, again with ReadTimeoutError (botocore/retryhandler.py,
+# EXCEPTION_MAP). For an UpdateService the server may already be applying, that resend is a
+# second write nobody decided: the late-write source of issue 10. ``never_resend_writes``
+# vetoes it per operation, on any client (ours or one passed in), while reads keep botocore's
+# retries: endpoint.py ``_needs_retry`` stops at the first handler answer that is not None, and
+# ``False`` means "do not retry" (the standard handler returns False the same way for long
+# polls); handlers on the more specific event name run first (botocore/hooks.py
+# ``PrefixTrie._get_items``). Equivalent to ``Config(retries={"total_max_attempts": 1})``
+# (botocore/config.py) for these operations only.
+MUTATING_OPERATIONS = ("UpdateService",)
+
+
+def _do_not_resend(**_: Any) -> bool:
+    return False
+
+
+def never_resend_writes(client: Any) -> Any:
+    """Register, first, a ``needs-retry`` handler answering False for every mutating ECS
+    operation on ``client`` (idempotent: one registration per unique id)."""
+    service = client.meta.service_model.service_id.hyphenize()
+    for operation in MUTATING_OPERATIONS:
+        client.meta.events.register_first(f"needs-retry.{service}.{operation}", _do_not_resend,
+                                          unique_id=f"rollback-bot-no-resend-{operation}")
+    return client
+
+
+def outcome_unknown(exc: BaseException | None) -> bool:
+    """Did a mutating call fail after ECS may have received it? A read timeout or a connection
+    closed before the answer, or a 5xx (AWS does not say whether it applied anything), leave
+    the write in doubt; throttling and other 4xx, and failures to connect, mean it was not
+    applied."""
+    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
+        return True
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500
+    return False
 
 
 def parse_task_definition_arn(arn: str) -> tuple[str, int]:
@@ -84,8 +125,9 @@ def translate(*, task_definition: bool = False) -> Iterator[None]:
         yield
     except ClientError as exc:
         raise map_client_error(exc, task_definition=task_definition) from exc
-    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError,
-            ReadTimeoutError) as exc:
+    except (ReadTimeoutError, ConnectionClosedError) as exc:
+        raise TransientPlatformError(f"no answer from ECS: {exc}") from exc
+    except (EndpointConnectionError, ConnectTimeoutError) as exc:
         raise TransientPlatformError(f"ECS endpoint unreachable: {exc}") from exc
     except NoCredentialsError as exc:
         raise PermanentPlatformError(f"no AWS credentials: {exc}") from exc

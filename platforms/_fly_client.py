@@ -16,6 +16,7 @@ from platforms.base import (
     PlatformError,
     TargetNotFound,
     TransientPlatformError,
+    WriteConflict,
     parse_retry_after,
 )
 
@@ -26,6 +27,13 @@ IDLE_STATES = frozenset({"stopped", "suspended"})
 # (never started) and ``failed`` (could not start); ``destroying`` is still shutting down.
 DOWN_STATES = IDLE_STATES | {"created", "failed", "destroyed"}
 RELEASE_KEY = "fly_release_version"  # flyctl's metadata key on every deployed machine
+# A 409 from a mutating call is the API refusing a fenced write: a lease held by someone else
+# (or our nonce no longer the lease's) or a ``current_version`` that is not the machine's
+# latest; Fly staff list these, plus a host out of capacity, as the 409s of Machines_update
+# (community.fly.io/t/409-conflict-error-from-machines-api/15555). The capacity case is told
+# apart by flyd's wording, as fly-go does (flaps/flaps_error.go, flydResourcePhrases).
+_CAPACITY_PHRASES = ("insufficient cpus", "insufficient memory", "insufficient ips",
+                     "insufficient resources", "no capacity")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 Json = dict[str, Any]
@@ -36,32 +44,60 @@ def retry_after(response: httpx.Response) -> float | None:
 
 
 def error_text(response: httpx.Response) -> str:
-    """The ErrorResponse ``error`` field, else the status line (never request headers)."""
+    """The ErrorResponse ``error`` field (the spec), else ``message`` (the lease errors as
+    Fly's docs show them), else the status line (never request headers)."""
     try:
         body = response.json()
     except ValueError:
         body = None
-    if isinstance(body, dict) and body.get("error"):
-        return str(body["error"])
+    if isinstance(body, dict):
+        for key in ("error", "message"):
+            if body.get(key):
+                return str(body[key])
     return f"{response.status_code} {response.reason_phrase}".strip()
 
 
 def map_response_error(response: httpx.Response, what: str) -> PlatformError:
-    """404 gone; 408/409/412/429/5xx retry (with Retry-After); other 4xx permanent."""
+    """404 gone; 409 a refused fenced write (WriteConflict) unless a host is out of
+    capacity; 408/409/412/429/5xx retry (with Retry-After); other 4xx permanent."""
     status = response.status_code
-    message = f"{what}: {error_text(response)} (HTTP {status})"
+    text = error_text(response)
+    message = f"{what}: {text} (HTTP {status})"
     if status == 404:
         return TargetNotFound(message)
     if status == 401:
         return PermanentPlatformError(f"{what}: unauthorized, the Fly API token is missing or "
                                       f"invalid (HTTP 401)")
+    if status == 409 and not any(p in text.lower() for p in _CAPACITY_PHRASES):
+        return WriteConflict(message, retry_after=retry_after(response))
     if status in (408, 409, 412, 429) or status >= 500:
         return TransientPlatformError(message, retry_after=retry_after(response))
     return PermanentPlatformError(message)
 
 
+def lease_nonce(payload: Any) -> str:
+    """The nonce of a created lease: flat as the OpenAPI spec's Lease schema has it, or under
+    ``data`` as the live API answers (fly-go machine_types.go MachineLease{Status, Data});
+    "" when absent."""
+    if not isinstance(payload, dict):
+        return ""
+    data = payload.get("data")
+    if isinstance(data, dict) and data.get("nonce"):
+        return str(data["nonce"])
+    return str(payload.get("nonce") or "")
+
+
+class NoAnswer(TransientPlatformError):
+    """The request was sent but no answer came in time: the API may still apply it."""
+
+
 class FlyApi:
-    """Thin JSON client for one Machines API base URL; every failure is a PlatformError."""
+    """Thin JSON client for one Machines API base URL; every failure is a PlatformError.
+
+    Nothing is ever resent here: httpx does not retry a request on its own (its transport
+    retries only failed connection attempts, and none by default), and a mutating call that
+    timed out surfaces as a TransientPlatformError for the caller to re-read and decide, the
+    way fly-go only retries GETs (flaps/flaps.go, ``safeToRetry := method == GET``)."""
 
     def __init__(self, client: httpx.Client) -> None:
         self.client = client
@@ -77,6 +113,9 @@ class FlyApi:
         try:
             response = self.client.request(method, "/v1" + path, json=json, params=params,
                                            headers=headers, **extra)
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise NoAnswer(f"{what}: no answer from the Fly Machines API in time "
+                           f"({type(exc).__name__})") from exc
         except httpx.TimeoutException as exc:
             raise TransientPlatformError(f"{what}: Fly Machines API timed out ({exc})") from exc
         except httpx.TransportError as exc:

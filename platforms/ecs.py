@@ -27,6 +27,25 @@ for every task to stop, and confirm what actually runs afterwards.
 # DEACTIVATING/STOPPING/DEPROVISIONING and still hold connections and database sessions.
 # ``wait_for_stopped`` therefore also reads every task of the service (ListTasks for both
 # desiredStatus values, then DescribeTasks), like botocore's ``tasks_stopped`` waiter.
+#
+# Fenced writes, and what ECS leaves open. UpdateService has no conditional form: no version,
+# no precondition, no client token (botocore data/ecs/2014-11-13/service-2.json, shape
+# UpdateServiceRequest), so the server cannot refuse a write whose decision went stale. What
+# the adapter does instead, for ``rollback_to`` and ``scale`` alike:
+#   1. decide on a fresh DescribeServices (``rollback_to`` with ``expected``: anything but the
+#      revision the plan moves away from, or the pinned one, is TargetChanged, nothing sent);
+#   2. read again right before UpdateService and send only if the PRIMARY deployment (and, for
+#      scale, desiredCount) is still what the decision saw, else WriteConflict;
+#   3. never let botocore resend an UpdateService on its own (``never_resend_writes``);
+#   4. an UpdateService that got no answer (read timeout, connection closed, 5xx) is "in
+#      doubt": the next attempt first waits, up to ``in_doubt_grace`` seconds after it was sent,
+#      for it to land, and only then reads and decides again. If it lands, the retry sends
+#      nothing, and no request of ours is left on the wire when the rollback completes.
+# What remains: a request ECS holds longer than ``in_doubt_grace`` and applies after someone
+# deployed something newer overwrites that newer deploy; nothing client-side can stop it. The
+# retry's result then carries a warning for the channel, and the in-doubt record lives in this
+# process only (a re-claiming replica just reads and decides). A cancelled rollback whose
+# request lands late is not fenced either: there is no newer change to fence on.
 
 from __future__ import annotations
 
@@ -35,7 +54,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -45,6 +65,8 @@ from platforms._ecs_support import (
     Revert,
     chunks,
     evaluate_acceptors,
+    never_resend_writes,
+    outcome_unknown,
     parse_task_definition_arn,
     revert_from_events,
     services_stable_model,
@@ -66,9 +88,32 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    WriteConflict,
+    refuse_if_changed,
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _InDoubt:
+    """An UpdateService that got no answer: ``field`` was being set from ``before`` to
+    ``value``; ECS may apply it until ``deadline`` (monotonic) as far as we wait for it."""
+
+    field: str  # "taskDefinition" or "desiredCount"
+    value: str | int
+    before: str | int
+    sent_at: datetime
+    deadline: float
+
+    def current(self, service: Mapping[str, Any]) -> str | int:
+        if self.field == "desiredCount":
+            return int(service.get("desiredCount") or 0)
+        return _primary_task_definition(service) or "?"
+
+    def describe(self) -> str:
+        value = short_name(str(self.value)) if self.field == "taskDefinition" else self.value
+        return f"{self.field} {value}, sent at {self.sent_at:%H:%M:%S} UTC"
 
 
 class EcsPlatform:
@@ -76,22 +121,27 @@ class EcsPlatform:
     ``family`` (task-definition family), ``region`` and optional ``endpoint_url``.
 
     ``client`` is used as given for every target (tests); otherwise one boto3 client per
-    (region, endpoint_url) from ``session`` (default credential chain). ``poll_interval``
-    overrides the waiter's own delay (15 s) between DescribeServices calls."""
+    (region, endpoint_url) from ``session`` (default credential chain), whose reads botocore
+    retries and whose every call is bounded by ``request_timeout``. Either way botocore never
+    resends an UpdateService (see the module comment on fencing). ``poll_interval`` overrides
+    the waiter's own delay (15 s) between DescribeServices calls; ``in_doubt_grace`` is how
+    long after sending an UpdateService that got no answer a retry waits for it to land."""
 
     name = "ecs"
 
     def __init__(self, *, client: Any | None = None, session: Any | None = None,
                  poll_interval: float | None = None, max_task_definitions: int = 100,
-                 request_timeout: float = 30.0) -> None:
-        self._client = client
+                 request_timeout: float = 30.0, in_doubt_grace: float = 60.0) -> None:
+        self._client = never_resend_writes(client) if client is not None else None
         self._session = session
         self._poll = poll_interval
         self._max_defs = max_task_definitions
+        self._grace = in_doubt_grace
         self._config = Config(connect_timeout=request_timeout, read_timeout=request_timeout,
                               retries={"mode": "standard", "max_attempts": 3})
         self._clients: dict[tuple[str | None, str | None], Any] = {}
         self._defs: dict[str, Mapping[str, Any]] = {}  # task definitions are immutable
+        self._in_doubt: dict[tuple[str, str], _InDoubt] = {}
         self._lock = threading.Lock()
 
     # ============================================================ Platform protocol
@@ -123,15 +173,23 @@ class EcsPlatform:
                 return revision
         raise RevisionNotFound(f"service {target.scope}/{target.name} has no task definition")
 
-    def rollback_to(self, target: Target, revision: Revision, *,
-                    dry_run: bool = False) -> RollbackResult:
-        """``update_service(taskDefinition=<pinned ARN>)``; skipped when PRIMARY already runs it."""
+    def rollback_to(self, target: Target, revision: Revision, *, dry_run: bool = False,
+                    expected: Revision | None = None) -> RollbackResult:
+        """``update_service(taskDefinition=<pinned ARN>)``; skipped when PRIMARY already runs it.
+        Fenced (module comment): refused with TargetChanged when PRIMARY runs neither
+        ``expected`` nor the pinned ARN; WriteConflict when PRIMARY moves between the decision
+        and the write."""
         ecs = self._ecs(target)
+        note = "" if dry_run else self._settle_in_doubt(ecs, target)
         service = self._service(ecs, target)
         label = short_name(revision.id)
-        if _primary_task_definition(service) == revision.id:
+        running = _primary_task_definition(service) or "?"
+        refuse_if_changed(target, running_id=running,
+                          running_label=f"task definition {short_name(running)} ({running})",
+                          revision=revision, expected=expected)
+        if running == revision.id:
             return RollbackResult(False, f"skipped rollback (service/{target.name} already "
-                                         f"runs task definition {label})")
+                                         f"runs task definition {label})" + note)
         definition = self._describe(ecs, revision.id)
         family = target.options.get("family") if target.options else None
         if family and definition.get("family") != family:
@@ -142,13 +200,12 @@ class EcsPlatform:
         if dry_run:
             return RollbackResult(False, f"service/{target.name} rolled back to {label} "
                                          "(dry run)")
-        with translate(task_definition=True):
-            updated = ecs.update_service(cluster=target.scope, service=target.name,
-                                         taskDefinition=revision.id)["service"]
+        updated = self._fenced_update(ecs, target, seen=service, field="taskDefinition",
+                                      value=revision.id)
         deployment: Mapping[str, Any] = next((d for d in updated.get("deployments") or []
                            if d.get("status") == "PRIMARY"), {})
         return RollbackResult(True, f"service/{target.name} rolled back to {label} "
-                                    f"(deployment {deployment.get('id', '?')})")
+                                    f"(deployment {deployment.get('id', '?')})" + note)
 
     def rollout_status(self, target: Target, *, raise_on_failure: bool = False) -> RolloutStatus:
         with translate():
@@ -178,14 +235,18 @@ class EcsPlatform:
         return int(self._service(self._ecs(target), target).get("desiredCount") or 0)
 
     def scale(self, target: Target, replicas: int) -> None:
+        """``update_service(desiredCount=replicas)``, fenced like ``rollback_to``: decided on
+        a fresh read, sent only if desiredCount and the PRIMARY deployment did not move."""
         if replicas < 0:
             raise PermanentPlatformError(f"desiredCount must be >= 0, got {replicas}")
         ecs = self._ecs(target)
-        if int(self._service(ecs, target).get("desiredCount") or 0) == replicas:
+        note = self._settle_in_doubt(ecs, target)
+        if note:
+            log.warning("ecs: %s: %s", target.describe(), note.lstrip("; "))
+        service = self._service(ecs, target)
+        if int(service.get("desiredCount") or 0) == replicas:
             return
-        with translate():
-            ecs.update_service(cluster=target.scope, service=target.name,
-                               desiredCount=replicas)
+        self._fenced_update(ecs, target, seen=service, field="desiredCount", value=replicas)
 
     def wait_for_stopped(self, target: Target, *, timeout: float,
                          on_progress: ProgressCallback | None = None) -> RolloutStatus:
@@ -258,6 +319,74 @@ class EcsPlatform:
         return False
 
     # ================================================================ internals
+    def _fenced_update(self, ecs: Any, target: Target, *, seen: Mapping[str, Any], field: str,
+                       value: str | int) -> Mapping[str, Any]:
+        """UpdateService setting ``field`` to ``value``, sent only if a read right now finds
+        the service as ``seen`` (PRIMARY deployment; desiredCount too when scaling). No answer
+        leaves it in doubt for the next attempt (see ``_settle_in_doubt``)."""
+        fresh = self._service(ecs, target)
+        if _fence(fresh, field) != _fence(seen, field):
+            raise WriteConflict(
+                f"service {target.name} changed while this attempt decided (was "
+                f"{_fence_text(seen, field)}, now {_fence_text(fresh, field)}); nothing sent, "
+                "the next attempt reads it again")
+        before = (int(fresh.get("desiredCount") or 0) if field == "desiredCount"
+                  else _primary_task_definition(fresh) or "?")
+        sent_at, sent = datetime.now(UTC), time.monotonic()
+        try:
+            with translate(task_definition=field == "taskDefinition"):
+                response = ecs.update_service(cluster=target.scope, service=target.name,
+                                              **{field: value})
+        except TransientPlatformError as exc:
+            if not outcome_unknown(exc.__cause__):
+                raise
+            doubt = _InDoubt(field, value, before, sent_at, sent + self._grace)
+            with self._lock:
+                self._in_doubt[(target.scope, target.name)] = doubt
+            raise TransientPlatformError(
+                f"UpdateService ({doubt.describe()}) got no answer: {exc}. ECS may still "
+                "apply it; it was not resent, and the next attempt waits up to "
+                f"{self._grace:g}s after it was sent for it to land, then reads the service "
+                "again before deciding", retry_after=exc.retry_after) from exc
+        return dict(response["service"])
+
+    def _settle_in_doubt(self, ecs: Any, target: Target) -> str:
+        """Before deciding again after an UpdateService that got no answer: wait (polling
+        DescribeServices) until it has landed, the service went elsewhere, or the grace after
+        sending it is over. Returns a note for the result ("" when nothing was in doubt)."""
+        key = (target.scope, target.name)
+        with self._lock:
+            doubt = self._in_doubt.get(key)
+        if doubt is None:
+            return ""
+        interval = self._poll if self._poll is not None else 1.0
+        pause = threading.Event()
+        while True:
+            service = self._service(ecs, target)  # a failure keeps the record for next time
+            now = doubt.current(service)
+            if now == doubt.value:
+                note = (f"; the earlier UpdateService that got no answer ({doubt.describe()}) "
+                        "had landed, so nothing was sent again")
+                break
+            if now != doubt.before:
+                note = (f"; warning: an earlier UpdateService that got no answer "
+                        f"({doubt.describe()}) has not landed, and {doubt.field} is now {now}: "
+                        "ECS has no conditional update and may still apply it")
+                break
+            remaining = doubt.deadline - time.monotonic()
+            if remaining <= 0:
+                note = (f"; warning: an earlier UpdateService that got no answer "
+                        f"({doubt.describe()}) had not landed {self._grace:g}s after it was "
+                        "sent: ECS has no conditional update and may still apply it, so check "
+                        f"service {target.name} before deploying anything else")
+                break
+            pause.wait(min(interval, remaining))
+        with self._lock:
+            if self._in_doubt.get(key) is doubt:
+                del self._in_doubt[key]
+        log.info("ecs: %s%s", target.describe(), note)
+        return note
+
     def _poll_until(self, target: Target, check: Callable[[Any], RolloutStatus], *,
                     timeout: float, interval: float, on_progress: ProgressCallback | None,
                     what: str) -> RolloutStatus:
@@ -331,8 +460,8 @@ class EcsPlatform:
         with self._lock:
             if key not in self._clients:
                 session = self._session or boto3.session.Session()
-                self._clients[key] = session.client("ecs", region_name=key[0],
-                                                    endpoint_url=key[1], config=self._config)
+                self._clients[key] = never_resend_writes(session.client(
+                    "ecs", region_name=key[0], endpoint_url=key[1], config=self._config))
             return self._clients[key]
 
     def _service(self, ecs: Any, target: Target) -> Mapping[str, Any]:
@@ -401,6 +530,23 @@ def _primary_task_definition(service: Mapping[str, Any]) -> str | None:
             return str(dep["taskDefinition"])
     value = service.get("taskDefinition")
     return str(value) if value else None
+
+
+def _fence(service: Mapping[str, Any], field: str) -> tuple[Any, ...]:
+    """What a write decided on must still hold when it is sent: the PRIMARY deployment (id and
+    task definition), plus desiredCount when that is what the write sets."""
+    primary: Mapping[str, Any] = next((d for d in service.get("deployments") or []
+                                       if d.get("status") == "PRIMARY"), {})
+    key: tuple[Any, ...] = (primary.get("id"), _primary_task_definition(service))
+    if field == "desiredCount":
+        key += (int(service.get("desiredCount") or 0),)
+    return key
+
+
+def _fence_text(service: Mapping[str, Any], field: str) -> str:
+    key = _fence(service, field)
+    text = f"PRIMARY deployment {key[0]} on {short_name(key[1])}"
+    return text + (f", desiredCount {key[2]}" if len(key) > 2 else "")
 
 
 def stability(response: Mapping[str, Any], name: str) -> RolloutStatus:

@@ -20,6 +20,22 @@ image to the app's machines, one at a time, under leases, waiting for ``started`
 # while its process drains. ``wait_for_stopped`` is what blocks until nothing runs, using the
 # server-side ``GET .../wait?state=stopped`` (Machines OpenAPI spec) on each machine still up.
 # Starting (scale up) still waits for ``started`` machine by machine, as before.
+#
+# Fenced writes. Every mutation runs under a lease (POST .../lease, then the
+# ``fly-machine-lease-nonce`` header on update/start/stop and on the release), and decides on
+# the machine as read *after* the lease was granted, as flyctl does (internal/machine/lease.go
+# re-fetches the machine once it holds the lease). An update also carries the version it was
+# decided on: ``current_version`` = the ``instance_id`` just read (UpdateMachineRequest in the
+# Machines OpenAPI spec). The API refuses it with 409 if another lease is held or the machine
+# has a newer version (sandbox/fly/state.py cites where), which maps to WriteConflict; so an
+# update we gave up on (timeout) can only land while the machine is still exactly as we read
+# it, and never after someone deployed something newer. ``rollback_to`` with ``expected``
+# refuses (TargetChanged, nothing written) when a machine runs neither ``expected`` nor the
+# pinned image, checked for every machine before the first write and again per machine under
+# its lease. What remains: start/stop carry only the lease nonce (no version in the API), so a
+# stop held past our timeout lands if no lease is held when it is processed; and a late update
+# still lands on a machine nothing else has touched, which is the write we wanted anyway unless
+# the rollback was cancelled meanwhile.
 
 from __future__ import annotations
 
@@ -38,10 +54,12 @@ from platforms._fly_client import (
     IDLE_STATES,
     FlyApi,
     Json,
+    NoAnswer,
     checks_state,
     describe,
     image_from_ref,
     image_of,
+    lease_nonce,
     observe,
     runs_image,
     same_image,
@@ -58,7 +76,9 @@ from platforms.base import (
     RolloutStatus,
     RunningCheck,
     Target,
+    TargetChanged,
     TransientPlatformError,
+    refuse_if_changed,
 )
 
 log = logging.getLogger(__name__)
@@ -135,15 +155,20 @@ class FlyPlatform:
                 return revision
         raise RevisionNotFound(f"app {target.name} has no current image")  # pragma: no cover
 
-    def rollback_to(self, target: Target, revision: Revision, *,
-                    dry_run: bool = False) -> RollbackResult:
-        """Roll every live machine to ``revision.id`` (rolling, one machine at a time)."""
+    def rollback_to(self, target: Target, revision: Revision, *, dry_run: bool = False,
+                    expected: Revision | None = None) -> RollbackResult:
+        """Roll every live machine to ``revision.id`` (rolling, one machine at a time), each
+        under its lease with ``current_version`` (module comment on fencing). With
+        ``expected``, a machine running anything else than ``expected`` or the pinned image
+        is a newer change: TargetChanged before the first write."""
         api = self._api(target)
         image = revision.id
         if not any(r.id == image for r in self.history(target)):
             raise RevisionNotFound(f"image {image} is not in the release history of app "
                                    f"{target.name}")
         machines = self._live_machines(api, target)
+        for machine in machines:
+            _refuse_if_changed(target, machine, revision, expected)
         pending = [m for m in machines if not same_image(image_of(m.get("config")), image)]
         if not pending:
             return RollbackResult(False, f"skipped: all {len(machines)} machines of app "
@@ -152,12 +177,17 @@ class FlyPlatform:
             names = ", ".join(str(m.get("id")) for m in pending)
             return RollbackResult(False, f"would roll {len(pending)} of {len(machines)} "
                                          f"machines to {image} (dry run): {names}")
-        rolled = 0
+        rolled: list[str] = []
         for machine in pending:
-            if self._roll_machine(api, target, str(machine["id"]), image):
-                rolled += 1
+            try:
+                if self._roll_machine(api, target, str(machine["id"]), revision, expected):
+                    rolled.append(str(machine["id"]))
+            except TargetChanged as exc:
+                done = (f" on that machine (rolled back earlier in this attempt: "
+                        f"{', '.join(rolled)})" if rolled else "")
+                raise TargetChanged(f"{exc}{done}") from exc
         return RollbackResult(True, f"app {target.name} rolled back to {revision.label()}: "
-                                    f"{rolled} of {len(machines)} machines updated")
+                                    f"{len(rolled)} of {len(machines)} machines updated")
 
     def rollout_status(self, target: Target) -> RolloutStatus:
         api = self._api(target)
@@ -295,31 +325,38 @@ class FlyPlatform:
         return False
 
     # ================================================================ internals
-    def _roll_machine(self, api: FlyApi, target: Target, machine_id: str, image: str) -> bool:
-        """Lease, update the image (everything else verbatim), wait, check, release."""
+    def _roll_machine(self, api: FlyApi, target: Target, machine_id: str, revision: Revision,
+                      expected: Revision | None) -> bool:
+        """Lease, read, decide, update the image (everything else verbatim) fenced on the
+        lease nonce and the version just read, wait, check, release."""
+        image = revision.id
         base = f"/apps/{target.name}/machines/{machine_id}"
-        lease = api.json("POST", base + "/lease", what=f"lease machine {machine_id}",
-                         json={"ttl": self._lease_ttl,
-                               "description": f"rollback-bot: roll back to {image}"})
-        nonce = str((lease or {}).get("nonce") or "")
+        nonce = lease_nonce(api.json("POST", base + "/lease", what=f"lease machine {machine_id}",
+                                     json={"ttl": self._lease_ttl, "description":
+                                           f"rollback-bot: roll back to {image}"}))
         if not nonce:
             raise TransientPlatformError(f"lease on machine {machine_id} returned no nonce")
         try:
             machine: Json = api.json("GET", base, what=f"read machine {machine_id}")
             if same_image(image_of(machine.get("config")), image):
                 return False  # someone else got there while we waited for the lease
+            _refuse_if_changed(target, machine, revision, expected)
             idle = machine.get("state") in IDLE_STATES
             config = dict(machine.get("config") or {})
             config["image"] = image
-            body: Json = {"config": config, "current_version": machine.get("instance_id")}
+            version = str(machine.get("instance_id") or "")
+            body: Json = {"config": config, "current_version": version}
             if idle:
                 body["skip_launch"] = True
-            log.info("fly: %s -> %s", describe(machine), image)
+            log.info("fly: %s -> %s (from version %s)", describe(machine), image, version)
             try:
                 updated: Json = api.json("POST", base, what=f"update {describe(machine)}",
                                          json=body, nonce=nonce)
-            except TransientPlatformError:
-                raise
+            except NoAnswer as exc:
+                raise TransientPlatformError(
+                    f"{exc}; the API may still apply it, but only while {describe(machine)} "
+                    f"is at version {version} (current_version): the next attempt reads it "
+                    "again") from exc
             except PermanentPlatformError as exc:
                 raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: "
                                              f"{exc}") from exc
@@ -327,12 +364,13 @@ class FlyPlatform:
                 self._await_healthy(api, target, updated)
             return True
         finally:
-            try:
-                api.call("DELETE", base + "/lease", what=f"release lease on {machine_id}",
-                         nonce=nonce)
-            except (TransientPlatformError, PermanentPlatformError) as exc:
-                log.warning("fly: lease on machine %s not released (expires by ttl): %s",
-                            machine_id, exc)
+            self._release(api, base, nonce, describe({"id": machine_id}))
+
+    def _release(self, api: FlyApi, base: str, nonce: str, what: str) -> None:
+        try:
+            api.call("DELETE", base + "/lease", what=f"release lease on {what}", nonce=nonce)
+        except (TransientPlatformError, PermanentPlatformError) as exc:
+            log.warning("fly: lease on %s not released (expires by ttl): %s", what, exc)
 
     def _await_healthy(self, api: FlyApi, target: Target, machine: Json) -> None:
         if not self._wait_state(api, target, machine, "started", self._machine_timeout):
@@ -371,27 +409,36 @@ class FlyPlatform:
 
     def _power(self, api: FlyApi, target: Target, machine: Json, action: str,
                state: str | None) -> None:
-        """``POST .../start|stop`` under a lease; then wait for ``state`` unless None."""
+        """``POST .../start|stop`` under a lease, decided on the machine as read once the
+        lease is held (someone may have started or stopped it meanwhile); then wait for
+        ``state`` unless None."""
         base = f"/apps/{target.name}/machines/{machine['id']}"
-        lease = api.json("POST", base + "/lease", what=f"lease {describe(machine)}",
-                         json={"ttl": self._lease_ttl, "description": f"rollback-bot: {action}"})
-        nonce = str((lease or {}).get("nonce") or "")
+        nonce = lease_nonce(api.json("POST", base + "/lease", what=f"lease {describe(machine)}",
+                                     json={"ttl": self._lease_ttl,
+                                           "description": f"rollback-bot: {action}"}))
         try:
-            api.call("POST", f"{base}/{action}", what=f"{action} {describe(machine)}",
-                     nonce=nonce or None)
-            fresh = {k: v for k, v in machine.items() if k != "instance_id"}
+            fresh: Json = api.json("GET", base, what=f"read {describe(machine)}")
+            now = fresh.get("state")
+            if now in GONE_STATES:
+                return
+            if action == "start":
+                send = now in IDLE_STATES
+            else:
+                send = now not in DOWN_STATES and now != "stopping"
+            if send:
+                api.call("POST", f"{base}/{action}", what=f"{action} {describe(machine)}",
+                         nonce=nonce or None)
+            else:
+                log.info("fly: %s is %s already; no %s sent", describe(fresh), now, action)
             if state is None:
                 return
-            if not self._wait_state(api, target, fresh, state, self._machine_timeout):
+            waiting = {k: v for k, v in fresh.items() if k != "instance_id"}
+            if not self._wait_state(api, target, waiting, state, self._machine_timeout):
                 raise TransientPlatformError(f"{describe(machine)} not {state} after "
                                              f"{self._machine_timeout:g}s")
         finally:
             if nonce:
-                try:
-                    api.call("DELETE", base + "/lease", what=f"release lease on {machine['id']}",
-                             nonce=nonce)
-                except (TransientPlatformError, PermanentPlatformError) as exc:
-                    log.warning("fly: lease on %s not released: %s", describe(machine), exc)
+                self._release(api, base, nonce, describe(machine))
 
     def _status(self, machines: list[Json], image: str) -> tuple[RolloutStatus, Json | None]:
         """Status toward ``image`` and the first machine not yet there (None when done)."""
@@ -450,6 +497,17 @@ class FlyPlatform:
                     base_url=url, headers=headers, timeout=self._timeout,
                     transport=self._transport))
             return self._clients[url]
+
+
+def _refuse_if_changed(target: Target, machine: Mapping[str, Any], revision: Revision,
+                       expected: Revision | None) -> None:
+    """TargetChanged when ``machine`` runs neither ``expected`` nor the pinned image (by
+    reference, or digest when both are pinned)."""
+    running = image_of(machine.get("config"))
+    if expected is None or any(same_image(running, r.id) for r in (expected, revision)):
+        return
+    refuse_if_changed(target, running_id=running, revision=revision, expected=expected,
+                      running_label=f"{running or 'no image'} on {describe(machine)}")
 
 
 __all__ = ["DEFAULT_API_URL", "FlyPlatform"]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from .emulator import EcsEmulator, Seeded
+from .faults import EcsCall, Held
 from .simulator import DeploymentSimulator
 
-__all__ = ["DeploymentSimulator", "EcsEmulator", "Seeded"]
+__all__ = ["DeploymentSimulator", "EcsCall", "EcsEmulator", "Held", "Seeded"]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .server import Fault, HttpFront, RequestRecord, Router
+from .server import MAX_HOLD_SECONDS, Fault, Held, HttpFront, RequestRecord, Router
 from .state import FlyError, FlyState, Lease
 
 DEFAULT_TOKEN = "fly-emulator-token"
@@ -60,6 +60,16 @@ class FlyEmulator:
                   retry_after: str | None = None) -> None:
         with self.http._lock:
             self.http.faults.append(Fault(method, path_suffix, status, times, retry_after))
+
+    def hold(self, method: str, path_suffix: str, *, times: int = 1,
+             max_hold: float = MAX_HOLD_SECONDS) -> Held:
+        """Hold the next ``times`` requests ``method ...path_suffix`` until ``release()`` (or
+        ``max_hold`` seconds), then process them as received: lease and version are checked
+        against the machine as it is by then, and the answer goes to whoever still listens."""
+        held = Held(method, path_suffix, times, max_hold)
+        with self.http._lock:
+            self.http.holds.append(held)
+        return held
 
     def machines(self, app: str) -> list[dict[str, Any]]:
         with self.state.cond:
@@ -129,4 +139,4 @@ def seed_hotel_voice_bot(emulator: FlyEmulator, *, machines: int = 3,
 
 
 __all__ = ["DEFAULT_TOKEN", "SEED_APP", "SEED_ORG", "SEED_VERSIONS", "FlyEmulator", "FlyError",
-           "RequestRecord", "machine_config", "seed_hotel_voice_bot", "seed_image"]
+           "Held", "RequestRecord", "machine_config", "seed_hotel_voice_bot", "seed_image"]

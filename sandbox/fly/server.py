@@ -1,6 +1,11 @@
 """HTTP side of the Fly Machines emulator: ``/v1`` routing, bearer-token check, request log
-and fault injection on a ThreadingHTTPServer bound to 127.0.0.1 (port 0 by default).
+and fault injection (canned errors, requests held past the client's timeout) on a
+ThreadingHTTPServer bound to 127.0.0.1 (port 0 by default).
 """
+
+# A held request is processed when released, as received: its lease nonce and
+# ``current_version`` are checked then, against the machine as it is then (state.py), which is
+# what fences a late write on Fly. The answer goes to a client that has usually given up.
 
 from __future__ import annotations
 
@@ -36,6 +41,31 @@ class Fault:
     retry_after: str | None = None
 
 
+MAX_HOLD_SECONDS = 30.0
+
+
+@dataclass
+class Held:
+    """A request the server holds: ``arrived`` once it is in, ``release()`` lets the server
+    process it, ``done`` once processed; ``status``/``error`` are what it answered."""
+
+    method: str
+    path_suffix: str
+    times: int = 1
+    max_hold: float = MAX_HOLD_SECONDS
+    arrived: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    status: int | None = None
+    error: str | None = None
+    nonce: str | None = None
+    body: Any = None
+    _release: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """Let every request held so far proceed; the hold catches no further request."""
+        self._release.set()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -64,13 +94,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode() if payload is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting
+            self.close_connection = True
 
     def _dispatch(self, method: str) -> None:
         em = self.server.emulator
@@ -93,11 +126,19 @@ class _Handler(BaseHTTPRequestHandler):
             extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
             self._send(fault.status, {"error": f"injected {fault.status}"}, extra)
             return
+        held = em.take_hold(method, url.path)
+        if held is not None:
+            held.nonce, held.body = nonce, body
+            held.arrived.set()
+            held._release.wait(held.max_hold)
         try:
             status, payload = em.handle(method, url.path, query, body, nonce)
         except FlyError as exc:
-            self._send(exc.status, {"error": exc.error, "status": "unknown"})
-            return
+            status, payload = exc.status, {"error": exc.error, "status": "unknown"}
+        if held is not None:
+            held.status = status
+            held.error = payload.get("error") if isinstance(payload, dict) else None
+            held.done.set()
         self._send(status, payload)
 
 
@@ -184,6 +225,7 @@ class HttpFront:
         self.router, self.token, self.requested_port = router, token, port
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
+        self.holds: list[Held] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -204,6 +246,15 @@ class HttpFront:
                     return fault
         return None
 
+    def take_hold(self, method: str, path: str) -> Held | None:
+        with self._lock:
+            for held in self.holds:
+                if (held.times > 0 and not held._release.is_set() and held.method == method
+                        and path.endswith(held.path_suffix)):
+                    held.times -= 1
+                    return held
+        return None
+
     def start(self) -> str:
         self._server = _Server(self)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
@@ -213,6 +264,10 @@ class HttpFront:
         return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
+        with self._lock:
+            holds, self.holds = self.holds, []
+        for held in holds:  # no handler thread is left waiting
+            held.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -10,6 +10,22 @@ lazy state transitions (updating/starting -> started, stopping -> stopped) and h
 # does). ``POST .../stop`` takes an optional StopRequest {signal, timeout}: the machine is
 # ``stopping`` while its process shuts down, for ``stop_delay`` seconds here, but never
 # longer than the request's ``timeout`` (after which the VM is killed).
+#
+# Leases and versions, as the real API refuses them (both HTTP 409 Conflict):
+#   * while a lease is held, a mutating call (update, start, stop, a new lease, a release)
+#     without that lease's ``fly-machine-lease-nonce`` fails with "machine ID <id> lease
+#     currently held by <owner>, expires at <time>" (superfly/docs
+#     reference/machines/_lease_resp.erb and machines/api/machines-resource.html.markerb;
+#     flyctl matches "lease currently held by" in internal/command/deploy/plan.go);
+#   * an update whose ``current_version`` is not the machine's latest ``instance_id``
+#     (UpdateMachineRequest in the Machines OpenAPI spec; machines-resource.html.markerb:
+#     "The latest instance_id value of the Machine") fails: Fly staff list both as the 409
+#     cases of Machines_update (community.fly.io/t/409-conflict-error-from-machines-api/15555;
+#     412 is reserved for a volume already in use). The wording of the version error is not
+#     documented; ours names both versions.
+# With no lease held, a nonce is not checked: the docs only say an update fails when the
+# machine *is* leased and the header is missing. Checks run when a request is processed, so a
+# request held past its client's timeout meets whatever lease and version exist by then.
 
 from __future__ import annotations
 
@@ -204,8 +220,9 @@ class FlyState:
         if lease is not None and lease.expires_at <= self.clock():
             m.lease = lease = None
         if lease is not None and nonce != lease.nonce:
-            raise FlyError(409, f"machine {m.id} lease currently held by another owner "
-                                f"({lease.owner}), retry after it expires")
+            expires = datetime.fromtimestamp(lease.expires_at, tz=UTC)
+            raise FlyError(409, f"machine ID {m.id} lease currently held by {lease.owner}, "
+                                f"expires at {expires:%Y-%m-%d %H:%M:%S} +0000 UTC")
 
     def create_lease(self, m: Machine, nonce: str | None, ttl: int, description: str,
                      owner: str) -> Lease:
@@ -225,8 +242,8 @@ class FlyState:
             raise FlyError(400, "config.image is required")
         current = body.get("current_version")
         if current and current != m.instance_id:
-            raise FlyError(412, f"machine {m.id} current_version {current} does not match "
-                                f"{m.instance_id}")
+            raise FlyError(409, f"machine {m.id} version mismatch: current_version {current} "
+                                f"is not the latest version {m.instance_id}")
         m.config = copy.deepcopy(config)
         m.instance_id = self.new_ulid()
         m.versions.insert(0, (m.instance_id, copy.deepcopy(config)))
