@@ -1,7 +1,10 @@
-"""Who may do what to a rollback: four-eyes, approver roles, channels, checklist gates.
+"""Enforces the authority table (``bot.authority``) for one rollback, user and channel.
 
-Pure decisions over a rollback, a user and the config; every refusal is a ``NotAllowed``
-whose message tells the person exactly why, so the Slack layer only has to show it.
+The table says who may do what, in which state and where; this module reads the people
+(approvers, technical leads) from Slack at the moment of each decision and applies the
+rows, plus the approval rules that need the configuration (four-eyes, break glass,
+checklist gates, expiry). Every refusal is a ``NotAllowed`` whose message tells the person
+exactly why, so the Slack layer only has to show it.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot import authority
+from bot.authority import Action, Role, Where
 from bot.config import CHECKLIST_ITEMS, Approvers, PolicyMode, RollbackConfig, Severity
 from bot.errors import NotAllowed
-from bot.lifecycle import State
 from bot.models import Rollback
 from bot.ports import Directory
 
@@ -58,11 +62,69 @@ class Policy:
                 f"({', '.join(patterns)}); {where} is not one of them."
             )
 
+    def check_request(self, service: str, *, user: str, channel_name: str) -> None:
+        if authority.rule(Action.REQUEST).where == Where.INCIDENT_CHANNEL:
+            self.check_channel(service, channel_name)
+        self.check_who(Action.REQUEST, None, user=user, service=service)
+
+    # ------------------------------------------------------------------ the table
+    def has_role(self, role: Role, *, user: str, service: str, rb: Rollback | None) -> bool:
+        """Whether ``user`` holds ``role`` now. Group membership is read from Slack at each
+        call (no cache): someone removed from the approvers cannot approve a second later."""
+        if role == Role.ANYONE:
+            return True
+        if role == Role.BOT:
+            return False  # no person: the bot acts through its own code, never a click
+        if role == Role.APPROVER:
+            return self.is_approver(service, user)
+        if role == Role.TECH_LEAD:
+            return user in self.tech_leads(service)
+        if rb is None:
+            return False
+        return user == {Role.REQUESTER: rb.requester,
+                        Role.INCIDENT_COMMANDER: rb.incident_commander,
+                        Role.ITS_APPROVER: rb.approver}[role]
+
+    def check_who(self, action: Action, rb: Rollback | None, *, user: str,
+                  service: str | None = None) -> None:
+        """The "who" column only (for callers that check state themselves)."""
+        rule = authority.rule(action)
+        svc = rb.service if rb is not None else service or ""
+        # Cheap relations first: a requester's own click costs no Slack call.
+        roles = sorted(rule.who, key=lambda r: r in (Role.APPROVER, Role.TECH_LEAD))
+        if any(self.has_role(r, user=user, service=svc, rb=rb) for r in roles):
+            return
+        if rule.who == (Role.TECH_LEAD,) and rb is not None:
+            raise NotAllowed(f"Only a technical lead for `{svc}` ({self._tech_leads_words(svc)})"
+                             f" can {authority.does(rule, rb)}.")
+        raise NotAllowed(authority.who_refusal(rule, service=svc, rb=rb))
+
+    def authorize(self, action: Action, rb: Rollback, *, user: str,
+                  channel_id: str | None) -> None:
+        """One row of the table against one click: state, channel, who, then the row's pure
+        conditions. ``channel_id`` None is a dialog submission, whose channel was checked
+        when the click that opened the dialog arrived (only the bot opens its dialogs)."""
+        rule = authority.rule(action)
+        refusal = authority.state_refusal(rule, rb)
+        if refusal is None and channel_id is not None:
+            refusal = authority.channel_refusal(rule, rb, channel_id)
+        if refusal:
+            raise NotAllowed(refusal)
+        self.check_who(action, rb, user=user)
+        refusal = authority.guard_refusal(rule, rb, user)
+        if refusal:
+            raise NotAllowed(refusal)
+
+    # ------------------------------------------------------------------ approvals
     def check_approve(
-        self, rb: Rollback, *, user: str, channel_name: str, now: datetime, override: bool,
-        known_bad_override: bool = False, typed_confirmation: str | None = None,
+        self, rb: Rollback, *, user: str, channel_id: str, channel_name: str, now: datetime,
+        override: bool, known_bad_override: bool = False,
+        typed_confirmation: str | None = None,
     ) -> ApprovalDecision:
-        if rb.state != State.PENDING_APPROVAL:
+        action = authority.approve_action(override=override,
+                                          known_bad_override=known_bad_override)
+        rule = authority.rule(action)
+        if rb.state not in rule.states:
             who = f" by <@{rb.approver}>" if rb.approver else ""
             raise NotAllowed(f"{rb.ref} is already {rb.state.value.replace('_', ' ')}{who}.")
         if rb.expires_at is not None and now >= rb.expires_at:
@@ -70,11 +132,11 @@ class Policy:
                 f"The approval request for {rb.ref} expired at "
                 f"{rb.expires_at:%H:%M} UTC; request the rollback again."
             )
-        self.check_channel(rb.service, channel_name)
-        if not self.is_approver(rb.service, user):
-            raise NotAllowed(
-                f"Only approvers for `{rb.service}` can approve {rb.ref}; you are not one."
-            )
+        self.check_channel(rb.service, channel_name)  # a DM is told the incident-channel rule
+        refusal = authority.channel_refusal(rule, rb, channel_id)
+        if refusal:
+            raise NotAllowed(refusal)
+        self.check_who(action, rb, user=user)
         sev = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
         destructive = [d["description"] for d in rb.destructive_steps]
         break_glass = False
@@ -89,17 +151,11 @@ class Policy:
                     f"Four-eyes rule: you requested {rb.ref}, so someone else must approve it."
                 )
             break_glass = True
-        if rb.known_bad_target and not known_bad_override:
-            raise NotAllowed(
-                f"The pinned target {rb.target_revision.label()} of {rb.ref} is KNOWN-BAD. "
-                "Only an approver can execute it, with *Roll back to known-bad anyway*.")
-        # The known-bad button is the only approve button on such a plan: it is the
-        # approver's explicit override of the P3 policy too.
-        if rb.policy_mode == PolicyMode.NEXT_DEPLOYMENT and not (override or known_bad_override):
-            raise NotAllowed(
-                f"{rb.ref} is {rb.severity}: the policy is to plan the rollback for the next "
-                "deployment. An approver can use *Override and approve* to execute it now."
-            )
+        # Each approve button fits one kind of plan (plain, P3, known-bad target): a forged
+        # click of a button the message does not show is refused, never reinterpreted.
+        refusal = authority.guard_refusal(rule, rb, user)
+        if refusal:
+            raise NotAllowed(refusal)
         # An explicit known-bad override is the approver's own identification of the
         # version to run: the bot's "previous stable version" tick cannot apply to it.
         waived = {"previous_version"} if known_bad_override and rb.known_bad_target else set()
@@ -121,58 +177,42 @@ class Policy:
     def tech_leads(self, service: str) -> set[str]:
         return self._members(self.config.tech_leads_for(service))
 
-    def check_tick(self, rb: Rollback, *, item: str, user: str) -> None:
-        """Only a technical lead (the approvers unless ``tech_leads`` is configured) other
-        than the requester may tick or untick "decision approved by technical lead"."""
-        if item == "backup_verified":
-            raise NotAllowed("Only the bot ticks \"Database backup verified\": it pins and checks "
-                             "the backup when the plan is made.")
-        if item == "previous_version":
-            if rb.known_bad_target:
-                raise NotAllowed(f"The target of {rb.ref} is KNOWN-BAD: it is not a previous "
-                                 "stable version. An approver can override at approval.")
-            if not self.is_approver(rb.service, user):
-                raise NotAllowed(f"Only approvers for `{rb.service}` can confirm the previous "
-                                 "stable version when the bot could not.")
-            return
-        if item != "decision_approved":
-            return
-        spec = self.config.tech_leads_for(rb.service)
-        who = (f"the `{spec.usergroup}` group" if spec.usergroup else
-               ", ".join(f"<@{u}>" for u in spec.users) or "nobody (configure tech_leads)")
-        if user == rb.requester:
-            raise NotAllowed(
-                f"You requested {rb.ref}, so you cannot record the technical lead's approval "
-                f"of it. Ask a technical lead ({who}).")
-        if user not in self.tech_leads(rb.service):
-            raise NotAllowed(
-                f"Only a technical lead for `{rb.service}` ({who}) can record "
-                "\"Rollback decision approved by technical lead\".")
+    def _tech_leads_words(self, service: str) -> str:
+        spec = self.config.tech_leads_for(service)
+        return (f"the `{spec.usergroup}` group" if spec.usergroup else
+                ", ".join(f"<@{u}>" for u in spec.users) or "nobody (configure tech_leads)")
 
-    def check_cancel(self, rb: Rollback, *, user: str) -> None:
-        if user in (rb.requester, rb.incident_commander) or self.is_approver(rb.service, user):
-            return
-        raise NotAllowed(
-            f"Only the requester, the incident commander or an approver can cancel {rb.ref}."
-        )
+    def check_tick(self, rb: Rollback, *, item: str, user: str, channel_id: str) -> None:
+        """Each checklist item is its own row: the bot's items are never ticked by a click,
+        "previous version" only confirmed by an approver when the bot could not, "decision
+        approved" only by a technical lead other than the requester."""
+        if item not in authority.CHECKLIST_ACTIONS:
+            raise NotAllowed(f"Nobody ticks \u201c{CHECKLIST_ITEMS.get(item, item)}\u201d by "
+                             "hand.")
+        action = authority.tick_action(item)
+        try:
+            self.authorize(action, rb, user=user, channel_id=channel_id)
+        except NotAllowed as exc:
+            if action == Action.TICK_DECISION_APPROVED and str(exc).startswith("You requested"):
+                raise NotAllowed(f"{exc} Ask a technical lead "
+                                 f"({self._tech_leads_words(rb.service)}).") from None
+            raise
 
-    def check_reject(self, rb: Rollback, *, user: str) -> None:
-        if not self.is_approver(rb.service, user):
-            raise NotAllowed(f"Only approvers for `{rb.service}` can reject {rb.ref}.")
+    # The names the rest of the core already calls; each is one row of the table.
+    def check_cancel(self, rb: Rollback, *, user: str, channel_id: str | None = None) -> None:
+        self.authorize(Action.CANCEL, rb, user=user, channel_id=channel_id)
 
-    def check_scale_back_up(self, rb: Rollback, *, user: str) -> None:
-        if rb.state != State.NEEDS_ATTENTION:
-            raise NotAllowed(f"{rb.ref} is {rb.state.value.replace('_', ' ')}; scaling back "
-                             "up is offered only when a rollback stopped for a human.")
-        if not self.is_approver(rb.service, user):
-            raise NotAllowed(f"Only approvers for `{rb.service}` can scale the service back "
-                             "up.")
+    def check_reject(self, rb: Rollback, *, user: str, channel_id: str | None = None) -> None:
+        self.authorize(Action.REJECT, rb, user=user, channel_id=channel_id)
+
+    def check_scale_back_up(self, rb: Rollback, *, user: str, channel_id: str | None = None
+                            ) -> None:
+        self.authorize(Action.SCALE_BACK_UP, rb, user=user, channel_id=channel_id)
 
     def check_resolve(self, rb: Rollback, *, user: str) -> None:
-        if not (self.is_approver(rb.service, user) or user == rb.incident_commander):
-            raise NotAllowed(
-                f"Only an approver or the incident commander can close {rb.ref}."
-            )
+        """Who may decide after verification (resolve, retry, resume: the same people); the
+        caller checks the state, as each of those buttons has its own."""
+        self.check_who(Action.RESOLVE, rb, user=user)
 
 
 def _match(name: str, pattern: str) -> bool:

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from bot.assessment import assess
+from bot.authority import Action
 from bot.commands import Parsed
 from bot.compensation import Undo, left_scaled_down, plan_compensation
 from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
@@ -116,7 +117,7 @@ class RollbackService:
         assert parsed.service is not None
         svc = self.service_config(parsed.service)
         channel_name = self.directory.channel_name(channel_id)
-        self.policy.check_channel(parsed.service, channel_name)
+        self.policy.check_request(parsed.service, user=requester, channel_name=channel_name)
         policy = self.config.policy_for(parsed.service)
         severity = parsed.severity or policy.default_severity
         sev = policy.for_severity(severity)
@@ -305,9 +306,18 @@ class RollbackService:
         """Every approval rule except the typed confirmation: lets the Slack layer refuse at
         once instead of opening a confirmation dialog that could never succeed."""
         rb = self.get(ref)
-        self.policy.check_approve(rb, user=user, channel_name=self.directory.channel_name(
-            channel_id), now=self.clock(), override=override,
-            known_bad_override=known_bad_override, typed_confirmation=rb.service)
+        self.policy.check_approve(rb, user=user, channel_id=channel_id,
+                                  channel_name=self.directory.channel_name(channel_id),
+                                  now=self.clock(), override=override,
+                                  known_bad_override=known_bad_override,
+                                  typed_confirmation=rb.service)
+        return rb
+
+    def check_can_reject(self, ref: str | int, *, user: str, channel_id: str) -> Rollback:
+        """The Reject click, before its reason dialog opens: the dialog's submission carries
+        no channel of its own, so the channel rule is applied here."""
+        rb = self.get(ref)
+        self.policy.check_reject(rb, user=user, channel_id=channel_id)
         return rb
 
     def approve(self, ref: str | int, *, user: str, channel_id: str,
@@ -316,7 +326,8 @@ class RollbackService:
         rb = self.get(ref)
         channel_name = self.directory.channel_name(channel_id)
         decision = self.policy.check_approve(
-            rb, user=user, channel_name=channel_name, now=self.clock(), override=override,
+            rb, user=user, channel_id=channel_id, channel_name=channel_name, now=self.clock(),
+            override=override,
             known_bad_override=known_bad_override, typed_confirmation=typed_confirmation)
         detail = {"break_glass": decision.break_glass, "override": decision.override,
                   "known_bad_override": decision.known_bad_override,
@@ -340,9 +351,12 @@ class RollbackService:
                                  "(plan for next deployment) and approved execution now.")
         return rb
 
-    def reject(self, ref: str | int, *, user: str, reason: str) -> Rollback:
+    def reject(self, ref: str | int, *, user: str, reason: str,
+               channel_id: str | None = None) -> Rollback:
+        """``channel_id`` None: the reason dialog, opened only by a Reject click that passed
+        ``check_can_reject`` in the request's channel."""
         rb = self.get(ref)
-        self.policy.check_reject(rb, user=user)
+        self.policy.check_reject(rb, user=user, channel_id=channel_id)
         if not reason.strip():
             raise UserFacingError("A rejection needs a reason.")
         rb = self.transition(rb, Event.REJECT, actor=user, detail={"reason": reason})
@@ -350,9 +364,9 @@ class RollbackService:
         self.chat.thread(rb, f"<@{user}> rejected {rb.ref}: {reason}")
         return rb
 
-    def cancel(self, ref: str | int, *, user: str) -> Rollback:
+    def cancel(self, ref: str | int, *, user: str, channel_id: str | None = None) -> Rollback:
         rb = self.get(ref)
-        self.policy.check_cancel(rb, user=user)
+        self.policy.check_cancel(rb, user=user, channel_id=channel_id)
         if rb.state == State.EXECUTING:
             return self._request_cancel(rb, user=user)
         try:
@@ -409,10 +423,10 @@ class RollbackService:
             f"{rb.target.describe()} is still scaled to 0 (it had {owed.replicas} replicas). "
             "Scale it back up first (*Scale back up*, or by hand), then close the rollback.")
 
-    def scale_back_up(self, ref: str | int, *, user: str) -> Rollback:
+    def scale_back_up(self, ref: str | int, *, user: str, channel_id: str) -> Rollback:
         """A human's "Scale back up" on a rollback that stopped with the service at zero."""
         rb = self.get(ref)
-        self.policy.check_scale_back_up(rb, user=user)
+        self.policy.check_scale_back_up(rb, user=user, channel_id=channel_id)
         owed = left_scaled_down(self.store.steps(rb.id))
         if owed is None or owed.replicas is None or owed.scale_down_seq is None:
             raise NotAllowed(f"{rb.ref} left nothing scaled down: it recorded no replica "
@@ -432,18 +446,18 @@ class RollbackService:
                              "replicas.")
         return rb
 
-    def resolve(self, ref: str | int, *, user: str, note: str = "") -> Rollback:
+    def resolve(self, ref: str | int, *, user: str, note: str = "",
+                channel_id: str | None = None) -> Rollback:
         rb = self.get(ref)
-        self.policy.check_resolve(rb, user=user)
+        self.policy.authorize(Action.RESOLVE, rb, user=user, channel_id=channel_id)
         self._refuse_if_left_scaled_down(rb)
         rb = self.transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
         self.chat.thread(rb, f"<@{user}> closed {rb.ref} as {rb.state.value}.")
         return rb
 
-    def hotfix_in_progress(self, ref: str | int, *, user: str) -> Rollback:
+    def hotfix_in_progress(self, ref: str | int, *, user: str, channel_id: str) -> Rollback:
         rb = self.get(ref)
-        if rb.state != State.PENDING_APPROVAL or rb.policy_mode != PolicyMode.HOTFIX_WINDOW:
-            raise NotAllowed(f"{rb.ref} is not waiting on a hotfix decision.")
+        self.policy.authorize(Action.HOTFIX, rb, user=user, channel_id=channel_id)
         window = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
         minutes = window.window_minutes or 15
         due = self.clock() + timedelta(minutes=minutes)
@@ -457,20 +471,23 @@ class RollbackService:
                              f"{due:%H:%M} UTC ({minutes:.0f} min), I will ask for the rollback.")
         return rb
 
-    def tick_checklist(self, ref: str | int, *, item: str, user: str) -> Rollback:
+    def tick_checklist(self, ref: str | int, *, item: str, user: str,
+                       channel_id: str) -> Rollback:
         if item not in CHECKLIST_ITEMS:
             raise ParseError(f"Unknown checklist item `{item}`.")
         rb = self.get(ref)
-        if rb.state != State.PENDING_APPROVAL:
-            raise NotAllowed(f"The checklist of {rb.ref} is closed ({rb.state.value}).")
-        self.policy.check_tick(rb, item=item, user=user)
+        self.policy.check_tick(rb, item=item, user=user, channel_id=channel_id)
         done = not (rb.checklist.get(item) or {}).get("done")
         rb = self.store.set_checklist_item(rb.id, item, {"done": done, "by": user}, actor=user)
         self.chat.refresh(rb)
         return rb
 
-    def assign_incident_commander(self, ref: str | int, *, user: str) -> Rollback:
+    def assign_incident_commander(self, ref: str | int, *, user: str,
+                                  channel_id: str) -> Rollback:
+        """The clicker becomes incident commander: the requester or an approver, only while
+        nobody is (a hidden button clicked anyway does not take command over)."""
         rb = self.get(ref)
+        self.policy.authorize(Action.TAKE_IC, rb, user=user, channel_id=channel_id)
         rb = self.store.update_fields(rb.id, actor=user, incident_commander=user)
         rb = self.store.set_checklist_item(rb.id, "incident_commander",
                                            {"done": True, "by": user}, actor=user)
@@ -503,8 +520,7 @@ class RollbackService:
         """An approver clears a mark (audited): the revision may be a default target again."""
         svc = self.service_config(service)
         name = svc.platform_or_default(platform)
-        if not self.policy.is_approver(service, user):
-            raise NotAllowed(f"Only approvers for `{service}` can clear a known-bad mark.")
+        self.policy.check_who(Action.CLEAR_KNOWN_BAD, None, user=user, service=service)
         if not reason.strip():
             raise UserFacingError("Clearing a known-bad mark needs a reason (`--reason \"…\"`).")
         marks = self.store.known_bad(service, name)

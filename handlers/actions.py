@@ -53,14 +53,18 @@ def register(app: App, service: RollbackService) -> None:
     on(ids.APPROVE, lambda b, u, v: approve(b, u, v))
     on(ids.APPROVE_OVERRIDE, lambda b, u, v: approve(b, u, v, override=True))
     on(ids.APPROVE_KNOWN_BAD, lambda b, u, v: approve(b, u, v, known_bad_override=True))
-    on(ids.SCALE_BACK_UP, lambda b, u, v: service.scale_back_up(v, user=u))
-    on(ids.CANCEL, lambda b, u, v: service.cancel(v, user=u))
-    on(ids.HOTFIX, lambda b, u, v: service.hotfix_in_progress(v, user=u))
-    on(ids.ASSIGN_IC, lambda b, u, v: service.assign_incident_commander(v, user=u))
+    # Every click names the conversation it came from: the authority table decides whether
+    # the action may be taken there (approvals and the rest of the request message: only
+    # in the request's own channel).
+    on(ids.SCALE_BACK_UP, lambda b, u, v: service.scale_back_up(v, user=u, channel_id=_channel(b)))
+    on(ids.CANCEL, lambda b, u, v: service.cancel(v, user=u, channel_id=_channel(b)))
+    on(ids.HOTFIX, lambda b, u, v: service.hotfix_in_progress(v, user=u, channel_id=_channel(b)))
+    on(ids.ASSIGN_IC, lambda b, u, v: service.assign_incident_commander(
+        v, user=u, channel_id=_channel(b)))
 
     def checklist(body: dict[str, Any], user: str, value: str) -> None:
         ref, _, item = value.partition(":")
-        service.tick_checklist(ref, item=item, user=user)
+        service.tick_checklist(ref, item=item, user=user, channel_id=_channel(body))
 
     on(re.compile(rf"^{ids.CHECKLIST}:"), checklist)
 
@@ -69,8 +73,8 @@ def register(app: App, service: RollbackService) -> None:
                        respond: Respond) -> None:
         ack()
         try:
-            rb = service.get(action_value(body))
-            service.policy.check_reject(rb, user=user_id(body))
+            rb = service.check_can_reject(action_value(body), user=user_id(body),
+                                          channel_id=_channel(body))
             open_view(client, body, views.reject_modal(rb, channel_id=_channel(body)))
         except Exception as exc:
             tell_user(service.chat, body, exc, respond)

@@ -14,6 +14,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.errors import UserFacingError
 from bot.models import Rollback, Step
 from bot.ports import Notice
 from handlers import views, views_aftercare
@@ -110,34 +111,48 @@ class SlackChat:
 
 
 class SlackDirectory:
-    """Usergroup members and channel names, cached briefly: approval clicks stay fast and
-    a membership change takes effect within ``ttl`` seconds."""
+    """Usergroup members and channel names.
 
-    def __init__(self, client: WebClient, *, ttl: float = 60.0) -> None:
+    Members are read from Slack at every call, never cached: each read is an authority
+    decision (approve, cancel, resolve…), and someone removed from the approvers group must
+    not approve a second later. What grants nothing is cached: channel names, and for
+    ``group_id_ttl`` seconds which group id a configured handle names (configure the id,
+    ``S…``, to skip that lookup)."""
+
+    def __init__(self, client: WebClient, *, group_id_ttl: float = 300.0) -> None:
         self.client = client
-        self.ttl = ttl
+        self.group_id_ttl = group_id_ttl
         self._lock = threading.Lock()
-        self._groups: dict[str, tuple[float, set[str]]] = {}
+        self._group_ids: dict[str, tuple[float, str]] = {}
         self._channels: dict[str, str] = {}
 
     def usergroup_members(self, usergroup: str) -> set[str]:
-        with self._lock:
-            hit = self._groups.get(usergroup)
-            if hit and time.monotonic() - hit[0] < self.ttl:
-                return hit[1]
-        resp = self.client.usergroups_users_list(usergroup=self._usergroup_id(usergroup))
-        users = set(resp.get("users") or [])
-        with self._lock:
-            self._groups[usergroup] = (time.monotonic(), users)
-        return users
+        try:
+            resp = self.client.usergroups_users_list(usergroup=self._usergroup_id(usergroup))
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            log.warning("reading usergroup %s failed: %s", usergroup, error)
+            with self._lock:
+                self._group_ids.pop(usergroup, None)
+            # Fail closed, and say so: nobody is taken for an approver on a failed read.
+            raise UserFacingError(
+                f"I could not read the members of the `{usergroup}` group from Slack "
+                f"({error}), so I did nothing. Try again in a moment.") from None
+        return set(resp.get("users") or [])
 
     def _usergroup_id(self, ref: str) -> str:
         """Config may name a group by handle (``sre-approvers``) or id (``S0123ABC``)."""
         if ref[:1] == "S" and ref.isupper() and ref.isalnum():
             return ref
+        with self._lock:
+            hit = self._group_ids.get(ref)
+        if hit and time.monotonic() - hit[0] < self.group_id_ttl:
+            return hit[1]
         groups = self.client.usergroups_list().get("usergroups") or []
         for group in groups:
             if group.get("handle") == ref.lstrip("@") and group.get("id"):
+                with self._lock:
+                    self._group_ids[ref] = (time.monotonic(), str(group["id"]))
                 return str(group["id"])
         return ref  # let usergroups.users.list report no_such_subteam
 
