@@ -6,6 +6,7 @@ The executor runs verification here; the rest are re-runnable jobs on the schedu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 
 from bot import monitoring
 from bot.aftercare_store import AftercareStore, Monitor
+from bot.authority import Action
 from bot.checks import CheckResult, summarize
 from bot.config import ServiceConfig
 from bot.errors import NotAllowed
@@ -33,6 +35,9 @@ MONITOR_TICK_JOB = "monitor_tick"
 NOTIFY_JOB = "aftercare_notify"
 DEFER_SECONDS = 1.0
 RESUME_GRACE = timedelta(seconds=60)  # a resumed window whose transition never happened
+# Runs of the deciding tick that may fail on a decoration (report, chart) before the
+# rollback moves on without it; the scheduler's backoff between runs is 2 s, then 4 s.
+DECORATION_ATTEMPTS = 3
 
 
 class Aftercare:
@@ -134,8 +139,10 @@ class Aftercare:
         svc = self.service.service_config(rb.service)
         if m.status != "running":
             if m.result.get("seq") == seq:  # a re-run of the tick that decided: finish it
-                finish = self._regress if m.status == "unstable" else self._stable
-                finish(rb, svc, m, seq)
+                if m.status == "unstable":
+                    self._regress(rb, svc, m, seq)
+                else:
+                    self._stable(rb, svc, m, seq, attempts=job.attempts)
             return
         sample = self.store.sample(m.id, seq)
         if sample is None:
@@ -157,7 +164,7 @@ class Aftercare:
             self.store.finish_monitor(m.id, status="stable", at=now, result={
                 "seq": seq, "figures": [list(item) for item in figures.items()],  # ordered
                 "summary": "; ".join(f"{k}: {v}" for k, v in figures.items())})
-            self._stable(rb, svc, self.store.monitor(m.id), seq)
+            self._stable(rb, svc, self.store.monitor(m.id), seq, attempts=job.attempts)
             return
         # After an outage of the leader run the oldest missed check, then the latest due
         # one: catching up every missed interval would only measure "now" several times.
@@ -179,12 +186,38 @@ class Aftercare:
         self._schedule_notify(rb, "regression", m.id, detail=str(m.result.get("reason")))
         self.reminders.create(rb)
 
-    def _stable(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int) -> None:
-        self.outbox.notice(rb, monitoring.report_notice(rb, m))
-        self.outbox.upload(rb, filename=f"stability-{rb.ref}-{m.id}.png",
-                           content=monitoring.chart(svc, m, self.store.samples(m.id)),
-                           title=f"Error rate and latency after {rb.ref}")
+    def _stable(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int, *,
+                attempts: int = 0) -> None:
+        self._decorate(rb, f"report:{m.id}", "the stability report", attempts, lambda: (
+            self.outbox.notice(rb, monitoring.report_notice(rb, m))))
+        self._decorate(rb, f"chart:{m.id}", "the stability chart", attempts, lambda: (
+            self.outbox.upload(rb, filename=f"stability-{rb.ref}-{m.id}.png",
+                               content=monitoring.chart(svc, m, self.store.samples(m.id)),
+                               title=f"Error rate and latency after {rb.ref}")))
         self._complete(rb, svc, m)
+
+    def _decorate(self, rb: Rollback, key: str, what: str, attempts: int,
+                  post: Callable[[], object]) -> None:
+        """Post a decoration (a report, a chart) that must never hold a transition: a
+        failure re-raises (the scheduler retries the tick with backoff) until the
+        ``DECORATION_ATTEMPTS``-th run, which goes on without it and says so in the thread."""
+        try:
+            post()
+            return
+        except Exception as exc:
+            if attempts + 1 < DECORATION_ATTEMPTS:
+                raise
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            log.warning("giving up on %s for %s after %d attempts: %s", what, rb.ref,
+                        attempts + 1, error)
+        try:
+            self.outbox.notice(rb, Notice(
+                key=f"decoration-failed:{rb.id}:{key}",
+                text=f":warning: I could not post {what} for {rb.ref} after "
+                     f"{attempts + 1} attempts ({error}). {rb.ref} goes on without it."))
+        except Exception as exc:  # Slack is refusing everything: the transition still happens
+            log.warning("could not say that %s was not posted for %s: %s", what, rb.ref,
+                        type(exc).__name__)
 
     def _complete(self, rb: Rollback, svc: ServiceConfig, m: Monitor | None) -> None:
         summary = str(m.result.get("summary")) if m else "no stability monitoring configured"
@@ -245,7 +278,7 @@ class Aftercare:
 
     # ------------------------------------------------------------------ buttons
     def retry_verification(self, ref: str | int, *, user: str) -> Rollback:
-        rb = self._decider(ref, user, State.VERIFICATION_FAILED, "retry verification of")
+        rb = self._decider(ref, user, Action.RETRY_VERIFICATION)
         attempt = self.attempt(rb.id)
         rb = self._move(rb, Event.RETRY_VERIFICATION, State.VERIFICATION_FAILED, actor=user,
                         refuse=True)
@@ -254,7 +287,7 @@ class Aftercare:
         return rb
 
     def resume_monitoring(self, ref: str | int, *, user: str) -> Rollback:
-        rb = self._decider(ref, user, State.UNSTABLE, "resume monitoring of")
+        rb = self._decider(ref, user, Action.RESUME_MONITORING)
         svc = self.service.service_config(rb.service)
         previous = self.store.monitors(rb.id)
         n = 1 + sum(1 for e in self.service.store.audit_events(rb.id)
@@ -301,11 +334,11 @@ class Aftercare:
                    for c in events[-1].detail.get("checks", [])]
         self.outbox.edit(rb, verification_notice(rb, results, attempt=attempt, closed=footer))
 
-    def _decider(self, ref: str | int, user: str, state: State, what: str) -> Rollback:
+    def _decider(self, ref: str | int, user: str, action: Action) -> Rollback:
+        """The authority table's row for ``action`` (state and who); these buttons sit in
+        the thread's notices, so any channel the rollback's notices reach is fine."""
         rb = self.service.get(ref)
-        self.service.policy.check_resolve(rb, user=user)
-        if rb.state != state:
-            raise NotAllowed(f"{rb.ref} is {rb.state.value.replace('_', ' ')}; cannot {what} it.")
+        self.service.policy.authorize(action, rb, user=user, channel_id=None)
         return rb
 
     def _move(self, rb: Rollback, event: Event, expected: State, *, actor: str,

@@ -1,6 +1,8 @@
 """Persistence after the steps: per-rollback facts, monitors, samples, reminders.
 
 Writes are idempotent (``ON CONFLICT``) or compare-and-set: the jobs calling them may re-run.
+Measurement notes and results (which echo Prometheus and health-check errors) are scrubbed
+of secrets (``bot.scrub``) before they are stored.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+from bot.scrub import scrub, scrub_data
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,8 @@ class AftercareStore:
         """running -> ``status``; False when another run finished it first."""
         return self._exec(
             "UPDATE monitors SET status = %s, finished_at = %s, result = %s"
-            " WHERE id = %s AND status = 'running'", (status, at, Jsonb(result), monitor_id)) == 1
+            " WHERE id = %s AND status = 'running'",
+            (status, at, Jsonb(scrub_data(result)), monitor_id)) == 1
 
     def add_sample(self, monitor_id: int, sample: Sample) -> Sample:
         """Store the tick's measurement once; a re-run gets the first measurement back."""
@@ -139,7 +144,7 @@ class AftercareStore:
             " health_detail, latency_ms, notes) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
             " ON CONFLICT DO NOTHING",
             (monitor_id, sample.seq, sample.at, sample.error_rate, sample.health_ok,
-             sample.health_detail, sample.latency_ms, sample.notes))
+             scrub(sample.health_detail), sample.latency_ms, scrub(sample.notes)))
         stored = self.sample(monitor_id, sample.seq)
         assert stored is not None
         return stored

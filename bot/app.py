@@ -14,12 +14,14 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
+from bot import scrub
 from bot.aftercare import Aftercare
 from bot.config import RollbackConfig, load_config
 from bot.db import migrate, open_pool, resolve_database_url
 from bot.executor import Executor
+from bot.housekeeping import Housekeeping
 from bot.jobs import JobStore
-from bot.ports import Clock, utcnow
+from bot.ports import Clock, ScrubbedChat, utcnow
 from bot.scheduler import LeaderScheduler
 from bot.service import RollbackService
 from bot.settings import Settings
@@ -108,6 +110,7 @@ def create_app(
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
+    scrub.install_log_scrubber()  # before anything can log a platform's error text
     config = config or load_config(settings.config_path)
     database_url = settings.database_url or resolve_database_url()
     if store is None:
@@ -125,7 +128,7 @@ def create_app(
         process_before_response=False,
         raise_error_for_unhandled_request=False,
     )
-    chat = SlackChat(client)
+    chat = ScrubbedChat(SlackChat(client))  # nothing the core says reaches Slack unscrubbed
     jobs = JobStore(store.pool)
     executor_ref: list[Executor] = []
     service = RollbackService(
@@ -138,7 +141,7 @@ def create_app(
     executor = Executor(service=service, settings=config.executor, aftercare=aftercare)
     executor_ref.append(executor)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
-                                clock=clock)
+                                clock=clock, maintenance=Housekeeping(service))
     error_handlers.register(bolt, chat)
     commands.register(bolt, service)
     actions.register(bolt, service)

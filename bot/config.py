@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot import scrub
 from bot.errors import ConfigError
 
 PLATFORMS = ("kubernetes", "ecs", "fly", "fake")
@@ -46,6 +47,7 @@ def secret(env_name: str | None) -> str | None:
     """Resolve a ``*_env`` indirection at the moment of use; never cache or log the value."""
     if not env_name:
         return None
+    scrub.remember_env(env_name)  # whatever its name, its value is scrubbed from errors
     return os.environ.get(env_name)
 
 
@@ -324,11 +326,23 @@ class AftercareSettings(Strict):
     reminder_repeat_hours: float = Field(default=24, gt=0)
 
 
+class RetentionSettings(Strict):
+    """Housekeeping: how long bookkeeping rows are kept. The audit trail is never purged."""
+
+    interval_minutes: float = Field(default=60, gt=0)
+    # Slack retries a delivery within minutes and signed requests older than 5 minutes are
+    # refused, so a day is ample; under an hour would risk a late retry acting twice.
+    processed_requests_hours: float = Field(default=24, ge=1)
+    # Finished jobs and sent outbox rows of rollbacks that ended this long ago.
+    finished_jobs_days: float = Field(default=14, ge=1)
+
+
 class RollbackConfig(Strict):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     services: dict[str, ServiceConfig]
 
     @field_validator("services")
@@ -375,9 +389,33 @@ def parse_config(data: Any, *, source: str = "<config>") -> RollbackConfig:
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: expected a mapping"])
     try:
-        return RollbackConfig.model_validate(data)
+        config = RollbackConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(source, _format_errors(err)) from None
+    for name in secret_env_names(data):
+        scrub.remember_env(name)  # known before first use: an early error is scrubbed too
+    return config
+
+
+def secret_env_names(data: Any) -> set[str]:
+    """Every environment variable the configuration names as holding a secret: values of
+    ``*_env`` keys and of ``headers_env`` entries (``NAME`` or ``{env: NAME}``)."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "headers_env" and isinstance(value, dict):
+                for entry in value.values():
+                    env = entry.get("env") if isinstance(entry, dict) else entry
+                    if isinstance(env, str):
+                        found.add(env)
+            elif isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= secret_env_names(value)
+    elif isinstance(data, list):
+        for item in data:
+            found |= secret_env_names(item)
+    return found
 
 
 def load_config(path: str | Path) -> RollbackConfig:

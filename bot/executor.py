@@ -423,43 +423,63 @@ class Executor:
                             f"({error})", comp, step="compensation")
 
     def _hand_over(self, rb: Rollback, what: str, comp: Compensation, *, step: str,
-                   event: Event = Event.HAND_OVER) -> None:
-        """Stop loudly: needs_attention with exactly what to check and what to run."""
+                   event: Event = Event.HAND_OVER, database: list[str] | None = None,
+                   checks: list[str] | None = None) -> None:
+        """Stop loudly: needs_attention with where things stand and exactly what to run.
+        ``database`` and ``checks`` replace the generic database advice (an interrupted
+        restore)."""
         self._fence(rb)
         replicas = comp.replicas if comp.replicas is not None else "the recorded number of"
-        instructions = [
-            f"The service is scaled to 0 (it had {replicas} replicas)."
+        state = [
+            f"• Service: left at 0 replicas (it had {replicas} replicas before the "
+            "scale-down); nothing starts it again until a person decides."
             if comp.replicas is not None else "",
-            f"Why I did not scale it back: {comp.reason}." if comp.reason else "",
-            "1. Check the database: run the service's verify queries and look at the restore "
-            "output in the step list above." if comp.undo == Undo.HUMAN else "",
-            f"2. When it is safe, an approver clicks *Scale back up*, or run "
+            *(database or []),
+        ]
+        steps = [
+            *(checks if checks else
+              ["Check the database: run the service's verify queries and look at the restore "
+               "output in the step list above."] if comp.undo == Undo.HUMAN else []),
+            f"When it is safe, an approver clicks *Scale back up*, or run "
             f"`{manual_scale_command(rb.target, int(comp.replicas))}`."
             if comp.replicas is not None else "",
-            "3. Close the rollback with *Mark resolved*.",
+            "Close the rollback with *Mark resolved*.",
+        ]
+        numbered = [f"{n}. {line}" for n, line in enumerate((s for s in steps if s), start=1)]
+        lines = [
+            "*Where things stand:*" if any(state) else "",
+            *state,
+            f"Why I did not scale it back: {comp.reason}." if comp.reason else "",
+            *numbered,
         ]
         error = f"{what}; the service was left scaled down for a human decision"
         self._end(rb, event, detail={"step": step, "error": what, "replicas": comp.replicas},
                   last_error=error[:1000],
                   say=f":warning: {rb.ref} needs attention: {what}.\n"
-                      + "\n".join(line for line in instructions if line))
+                      + "\n".join(line for line in lines if line))
 
     def _interrupted(self, rb: Rollback, step: Step) -> None:
         self._fence(rb)
         error = (f"the process executing {rb.ref} died inside destructive step "
                  f"{step.seq} ({step.description}); it was not re-run")
-        if step.kind == "restore_db":
-            # The restore's child process dies with the executor and runs as one
-            # transaction, so nothing finishes later behind our back.
-            error += ("; the database restore was cut off: it runs in a single transaction, "
-                      "so it was either fully applied or rolled back; check the verify queries")
+        restore = step.kind == "restore_db"
+        if restore:
+            error += ("; the database restore may be partial" if step.result.get("begun")
+                      else "; pg_restore had not been launched")
+        database = _interrupted_restore(step) if restore else None
+        checks = _database_checks(step) if restore else None
         comp = plan_compensation(self.store.steps(rb.id))
         if comp.replicas is not None:
-            self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED)
+            self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED,
+                            database=database, checks=checks)
             return
+        numbered = [f"{n}. {line}" for n, line in enumerate(
+            [*(checks or ["Check the database and the platform by hand."]),
+             "Close the rollback with *Mark resolved*."], start=1)]
         self._end(rb, Event.INTERRUPTED, detail={"step": step.kind}, last_error=error,
-                  say=f":warning: {rb.ref} needs attention: {error}. Check the database "
-                      "and platform by hand, then close it with *Mark resolved*.")
+                  say=f":warning: {rb.ref} needs attention: {error}.\n"
+                      + "\n".join([*(["*Where things stand:*", *database] if database else []),
+                                   *numbered]))
 
     def _end(self, rb: Rollback, event: Event, *, detail: dict[str, Any], say: str,
              last_error: str | None = None, actor: str | None = None,
@@ -481,3 +501,35 @@ class Executor:
                 hook(rb)
             except Exception:  # a reminder problem must not hide the failure message
                 log.exception("end-of-execution hook failed for RB-%s", rb.id)
+
+
+def _database_checks(step: Step) -> list[str]:
+    """What a person checks after a restore was cut off (pg_restore names itself to the
+    server, so a restore still running is visible in pg_stat_activity)."""
+    backup = str(step.params.get("backup_path") or "BACKUP_FILE")
+    return [
+        "Make sure no restore is still running: on the service's database run `SELECT pid, "
+        "state, query_start FROM pg_stat_activity WHERE application_name = 'pg_restore';` "
+        "and wait for it to finish (or stop it with `SELECT pg_terminate_backend(pid)`).",
+        "Check the database: run the service's verify queries and compare with the backup. "
+        "If the restore did not land, run it by hand (`pg_restore --clean --if-exists "
+        f"--single-transaction --no-owner -d \"$DSN\" {backup}`) or decide to keep the data "
+        "as it is.",
+    ]
+
+
+def _interrupted_restore(step: Step) -> list[str]:
+    """Where the database may stand when the executor died inside ``restore_db``."""
+    backup = Path(str(step.params.get("backup_path") or "the pinned backup")).name
+    if not step.result.get("begun"):
+        return [f"• Database: probably untouched — the executor died during the checks "
+                f"before pg_restore of `{backup}` was launched, but nothing journaled that it "
+                "was not; check it."]
+    return [
+        f"• Database: the restore of `{backup}` may be partial. pg_restore may have run to "
+        "completion or stopped part-way. It runs as one transaction and is killed with the "
+        "process that ran it, so a restore stopped part-way is rolled back: the database is "
+        "then either as it was before the restore or fully restored. If that executor lost "
+        "its lease without dying (a network partition rather than a crash), its pg_restore "
+        "may still be running and can still change the database.",
+    ]

@@ -16,6 +16,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bot.scrub import scrub
+
 
 @dataclass(frozen=True)
 class Job:
@@ -26,11 +28,12 @@ class Job:
     payload: dict[str, Any]
     status: str
     claimed_by: str | None
+    attempts: int = 0  # failed runs so far (``retry_later``); a bounded retry reads it
 
 
 def _job(row: dict[str, Any]) -> Job:
     return Job(row["id"], row["kind"], row["rollback_id"], row["due_at"], dict(row["payload"]),
-               row["status"], row["claimed_by"])
+               row["status"], row["claimed_by"], int(row.get("attempts") or 0))
 
 
 class JobStore:
@@ -91,7 +94,7 @@ class JobStore:
                 " status = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END,"
                 " due_at = %s + make_interval(secs => LEAST(300, power(2, attempts + 1)))"
                 " WHERE id = %s RETURNING status",
-                (error[:500], max_attempts, now, job_id)).fetchone()
+                (scrub(error)[:500], max_attempts, now, job_id)).fetchone()
         return bool(row and row[0] == "pending")
 
     def release(self, job_id: int) -> None:
@@ -123,6 +126,19 @@ class JobStore:
         with self.pool.connection() as conn:
             conn.execute("UPDATE scheduled_jobs SET status = 'pending', due_at = %s,"
                          " claimed_by = NULL WHERE id = %s", (due_at, job_id))
+
+    def purge_finished(self, *, older_than_seconds: float) -> int:
+        """Delete rows that finished long ago (done, cancelled, or given up) whose rollback
+        has ended too, so nothing can schedule their ``dedupe_key`` again."""
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "DELETE FROM scheduled_jobs j WHERE j.status IN ('done', 'cancelled', 'failed')"
+                " AND COALESCE(j.finished_at, j.due_at) < now() - make_interval(secs => %s)"
+                " AND (j.rollback_id IS NULL OR EXISTS (SELECT 1 FROM rollbacks r"
+                "      WHERE r.id = j.rollback_id AND r.finished_at IS NOT NULL"
+                "      AND r.state IN ('completed', 'failed', 'rejected', 'cancelled', 'expired')"
+                "      AND r.finished_at < now() - make_interval(secs => %s)))",
+                (older_than_seconds, older_than_seconds)).rowcount
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[Job]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

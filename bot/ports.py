@@ -7,11 +7,12 @@ in production and the same classes against the emulator in tests.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.models import Rollback, Step
+from bot.scrub import scrub, scrub_data, scrub_optional
 
 Clock = Callable[[], datetime]
 
@@ -94,3 +95,66 @@ class Directory(Protocol):
     def usergroup_members(self, usergroup: str) -> set[str]: ...
 
     def channel_name(self, channel_id: str) -> str: ...
+
+
+class ScrubbedChat:
+    """A ``Chat`` that scrubs secrets (``bot.scrub``) out of everything the core shows:
+    thread lines, notices, channel posts, ephemerals, the request message's last error and
+    text files. Wired once around the Slack gateway in the composition root, so no call
+    site can skip it."""
+
+    def __init__(self, inner: Chat) -> None:
+        self.inner = inner
+
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
+        return self.inner.post_request(_scrubbed(rollback), _scrubbed_steps(steps))
+
+    def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
+        self.inner.refresh(_scrubbed(rollback),
+                           None if steps is None else _scrubbed_steps(steps))
+
+    def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
+        self.inner.thread(rollback, scrub(text), mention=mention)
+
+    def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
+        self.inner.ephemeral(channel_id=channel_id, user_id=user_id, text=scrub(text))
+
+    def post_channel(self, channel: str, text: str, *, blocks: list[dict[str, object]] | None = None
+                     ) -> str:
+        return self.inner.post_channel(channel, scrub(text),
+                                       blocks=None if blocks is None else scrub_data(blocks))
+
+    def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
+        try:  # text (a log tail) is scrubbed; binary (a chart) cannot carry a token's text
+            content = scrub(content.decode("utf-8")).encode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        self.inner.upload(rollback, filename=filename, content=content, title=scrub(title))
+
+    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        return self.inner.notice(rollback, _scrubbed_notice(notice), channel=channel)
+
+    def find_notice(self, rollback: Rollback, key: str, *, channel: str | None = None
+                    ) -> str | None:
+        return self.inner.find_notice(rollback, key, channel=channel)
+
+    def edit_notice(self, rollback: Rollback, ts: str, notice: Notice, *,
+                    channel: str | None = None) -> None:
+        self.inner.edit_notice(rollback, ts, _scrubbed_notice(notice), channel=channel)
+
+    def __getattr__(self, name: str) -> Any:  # anything else an implementation offers
+        return getattr(self.inner, name)
+
+
+def _scrubbed(rb: Rollback) -> Rollback:
+    return replace(rb, last_error=scrub_optional(rb.last_error), reason=scrub(rb.reason))
+
+
+def _scrubbed_steps(steps: list[Step]) -> list[Step]:
+    return [replace(s, error=scrub_optional(s.error), result=scrub_data(s.result))
+            for s in steps]
+
+
+def _scrubbed_notice(notice: Notice) -> Notice:
+    return replace(notice, text=scrub(notice.text), title=scrub_optional(notice.title),
+                   footer=scrub_optional(notice.footer))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot import postmortem
 from bot.aftercare_store import AftercareStore, Reminder
+from bot.authority import Action
 from bot.errors import NotAllowed
 from bot.jobs import Job
 from bot.models import Rollback
@@ -167,10 +168,7 @@ class Reminders:
         reminder_id, _, _seq = value.partition(":")
         r = self.aftercare.reminder(int(reminder_id))
         rb = self.service.store.get(r.rollback_id)
-        members = {rb.requester, rb.incident_commander, rb.approver}
-        if user not in members and not self.service.policy.is_approver(rb.service, user):
-            raise NotAllowed(f"Only the requester, approver, incident commander or an approver "
-                             f"of `{rb.service}` can update reminders of {rb.ref}.")
+        self.service.policy.check_who(Action.REMINDER, rb, user=user)  # the authority table
         return r, rb
 
     def _rerender(self, rb: Rollback, r: Reminder, footer: str) -> None:

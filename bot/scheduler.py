@@ -3,7 +3,9 @@
 APScheduler 3 (in-memory job store, never shared) ticks on every replica, but only the
 one holding the lock on its dedicated connection runs due rows from ``scheduled_jobs``.
 On takeover the new leader re-queues rows a dead leader left ``running``. The clock is
-injected, so tests drive timers with ``tick(now=...)`` instead of sleeping.
+injected, so tests drive timers with ``tick(now=...)`` instead of sleeping. The leader also
+runs periodic maintenance (``bot.housekeeping``: retention) at its first tick and then
+every ``maintenance.interval``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -24,12 +28,23 @@ from bot.ports import Clock, utcnow
 log = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 0x6C656164  # "lead"
+MAINTENANCE_RETRY = timedelta(minutes=5)  # after a failed maintenance run
+
+
+class Maintenance(Protocol):
+    """Idempotent upkeep the leader runs every ``interval`` (``bot.housekeeping``)."""
+
+    @property
+    def interval(self) -> timedelta: ...
+
+    def run(self) -> object: ...
 
 
 class LeaderScheduler:
     def __init__(
         self, *, database_url: str, jobs: JobStore, run_job: Callable[[Job], None],
         clock: Clock = utcnow, interval_seconds: float = 1.0, owner: str | None = None,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self.database_url = database_url
         self.jobs = jobs
@@ -41,6 +56,8 @@ class LeaderScheduler:
         self._is_leader = False
         self._lock = threading.Lock()
         self._aps: BackgroundScheduler | None = None
+        self.maintenance = maintenance
+        self._maintain_at: datetime | None = None  # None: at the next tick as leader
 
     def try_lead(self) -> bool:
         """Take (or keep) leadership; a dropped connection releases the lock server-side."""
@@ -62,6 +79,7 @@ class LeaderScheduler:
             got = bool(row and row[0])
             if got and not self._is_leader:
                 self._is_leader = True
+                self._maintain_at = None  # a new leader does its upkeep at once
                 recovered = self.jobs.recover_running(older_than_seconds=0)
                 log.info("became scheduler leader (%s); re-queued %d jobs", self.owner,
                          recovered)
@@ -87,7 +105,21 @@ class LeaderScheduler:
                 continue
             self.jobs.finish(job.id)
             ran += 1
+        self._maintain(at)  # type: ignore[arg-type]
         return ran
+
+    def _maintain(self, at: datetime) -> None:
+        """Run maintenance when due; never counted as a job, never fails the tick."""
+        if self.maintenance is None or (self._maintain_at is not None
+                                        and at < self._maintain_at):
+            return
+        try:
+            self.maintenance.run()
+        except Exception:
+            log.exception("maintenance failed; trying again in %s", MAINTENANCE_RETRY)
+            self._maintain_at = at + min(MAINTENANCE_RETRY, self.maintenance.interval)
+            return
+        self._maintain_at = at + self.maintenance.interval
 
     def start(self) -> None:
         self._aps = BackgroundScheduler(timezone="UTC")

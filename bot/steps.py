@@ -7,8 +7,6 @@ platform, so a resumed rollback repeats no mutation and cannot pick a different 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from bot import sealing
 from bot.config import MissingSecret, ServiceConfig, probe_headers, secret
 from bot.models import Rollback, Step
 from platforms.base import (
@@ -66,8 +65,7 @@ def snapshot_config(ctx: StepContext) -> dict[str, Any]:
     """Record what the configuration was before any change, as digests: Secret contents
     never land in the step journal (the platform keeps its own history)."""
     snap = ctx.platform.snapshot_config(ctx.rollback.target)
-    digests = {name: hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode())
-               .hexdigest()[:16] for name, obj in snap.items.items()}
+    digests = {name: sealing.digest(obj) for name, obj in snap.items.items()}
     return {"objects": sorted(snap.items), "digests": digests}
 
 
@@ -81,8 +79,44 @@ def restore_config(ctx: StepContext) -> dict[str, Any]:
         raise PermanentPlatformError(
             "the known-good configuration changed since the plan was made "
             f"(pinned {pinned}); request a new rollback to review it")
-    changed = ctx.platform.restore_config(ctx.rollback.target, ctx.known_good_config)
-    return {"changed": changed, "objects": sorted(ctx.known_good_config.items)}
+    snapshot, withheld = _opened(ctx, ctx.known_good_config)
+    changed = ctx.platform.restore_config(ctx.rollback.target, snapshot)
+    result: dict[str, Any] = {"changed": changed,
+                              "objects": sorted(n for n in snapshot.items if n not in withheld)}
+    if withheld:
+        result["secrets_not_restored"] = withheld
+        result["message"] = "; ".join(
+            f"Secret {name.removeprefix(sealing.SECRET_PREFIX)} was NOT restored and is left "
+            f"as it is now: {why}" for name, why in sorted(withheld.items())
+        ) + ". Everything else was restored; put that Secret back by hand if it must change."
+    return result
+
+
+def _opened(ctx: StepContext, known: ConfigSnapshot) -> tuple[ConfigSnapshot, dict[str, str]]:
+    """The known-good snapshot with its Secrets opened (``bot.sealing``), and the Secrets
+    that cannot be restored with why. Such a Secret is passed back as it runs now (so no
+    adapter deletes or overwrites it); one whose live digest still matches the recorded one
+    is simply unchanged and not reported."""
+    keys = sealing.load_keys()
+    items: dict[str, Any] = {}
+    withheld: dict[str, str] = {}
+    live: ConfigSnapshot | None = None
+    for name, item in known.items.items():
+        if not sealing.is_secret(name):
+            items[name] = item
+            continue
+        opened, why = sealing.open_item(item, keys)
+        if opened is not None:
+            items[name] = opened
+            continue
+        live = live or ctx.platform.snapshot_config(ctx.rollback.target)
+        current = live.items.get(name)
+        if current is not None:
+            items[name] = current
+            if sealing.digest(current) == sealing.recorded_digest(item):
+                continue  # the Secret still is what was recorded: nothing to restore
+        withheld[name] = why or "it could not be opened"
+    return ConfigSnapshot(items=items), withheld
 
 
 def scale_down(ctx: StepContext) -> dict[str, Any]:

@@ -4,6 +4,9 @@ Every state change is a compare-and-set on the current state plus an audit row i
 same transaction; executor claims use ``FOR UPDATE SKIP LOCKED`` with a lease so any
 replica can execute and a dead one's work is picked up when its lease runs out.
 Timed work lives in ``bot.jobs`` (same pool, separate concern).
+
+Nothing secret is written: every error, result and audit detail passes ``bot.scrub`` here,
+and the Secret items of a known-good configuration are sealed (``bot.sealing``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from bot import metrics
+from bot import metrics, sealing
 from bot.errors import NotFound
 from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
 from bot.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
+from bot.scrub import scrub, scrub_data
 from bot.store_rows import ActiveRollbackExists, StaleState, rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
@@ -89,7 +93,7 @@ class Store:
                             severity,
                             policy_mode,
                             list(scope),
-                            reason,
+                            scrub(reason),
                             State.PENDING_APPROVAL.value,
                             requester,
                             channel_id,
@@ -182,7 +186,7 @@ class Store:
             if key not in _UPDATABLE:
                 raise ValueError(f"column {key} is not updatable through a transition")
             sets.append(f"{key} = %s")
-            params.append(value)
+            params.append(_scrubbed_column(key, value))
         if to_state in TERMINAL:
             sets.append("finished_at = COALESCE(finished_at, now())")
             sets.append("lease_owner = NULL, lease_expires_at = NULL")
@@ -214,20 +218,59 @@ class Store:
                    (Jsonb(assessment), rollback_id))
 
     def set_checklist_item(
-        self, rollback_id: int, item: str, value: dict[str, Any], *, actor: str
+        self, rollback_id: int, item: str, value: dict[str, Any], *, actor: str,
+        expected_state: State | None = None, expected_done: bool | None = None,
     ) -> Rollback:
+        """Write one checklist item, audited. With ``expected_state``/``expected_done`` the
+        write is conditional on what the caller decided on (a click checked against the
+        pending state must not land after approval; two toggles must not cancel out):
+        ``StaleState`` when the row moved meanwhile."""
+        conditions: list[str] = ["id = %s"]
+        params: list[Any] = [rollback_id]
+        if expected_state is not None:
+            conditions.append("state = %s")
+            params.append(expected_state.value)
+        if expected_done is not None:
+            conditions.append("coalesce((checklist -> %s ->> 'done')::boolean, false) = %s")
+            params += [item, expected_done]
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
                     "UPDATE rollbacks SET checklist = jsonb_set(checklist, %s, %s, true),"
-                    " updated_at = now() WHERE id = %s RETURNING *",
-                    ([item], Jsonb(value), rollback_id),
+                    f" updated_at = now() WHERE {' AND '.join(conditions)} RETURNING *",
+                    ([item], Jsonb(value), *params),
                 )
                 row = cur.fetchone()
-                if row is None:
-                    raise NotFound(f"No rollback RB-{rollback_id}.")
-                self._audit(cur, rollback_id, actor, "checklist", None, None,
-                            {"item": item, **value})
+                if row is not None:
+                    self._audit(cur, rollback_id, actor, "checklist", None, None,
+                                {"item": item, **value})
+        if row is None:
+            raise StaleState(self.get(rollback_id))  # NotFound when it does not exist
+        return rollback_from_row(row)
+
+    def claim_incident_commander(self, rollback_id: int, *, user: str,
+                                 expected_state: State) -> Rollback:
+        """``user`` becomes incident commander only if nobody is and the state is still the
+        one the click was checked against: two first claims racing cannot both win."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "UPDATE rollbacks SET incident_commander = %s,"
+                    " checklist = jsonb_set(checklist, '{incident_commander}', %s, true),"
+                    " updated_at = now()"
+                    " WHERE id = %s AND incident_commander IS NULL AND state = %s"
+                    " RETURNING *",
+                    (user, Jsonb({"done": True, "by": user}), rollback_id,
+                     expected_state.value),
+                )
+                row = cur.fetchone()
+                if row is not None:
+                    self._audit(cur, rollback_id, user, "updated", None, None,
+                                {"incident_commander": user})
+                    self._audit(cur, rollback_id, user, "checklist", None, None,
+                                {"item": "incident_commander", "done": True, "by": user})
+        if row is None:
+            raise StaleState(self.get(rollback_id))
         return rollback_from_row(row)
 
     def update_fields(self, rollback_id: int, *, actor: str, **fields: Any) -> Rollback:
@@ -237,7 +280,7 @@ class Store:
             if key not in _UPDATABLE:
                 raise ValueError(f"column {key} is not updatable")
             sets.append(f"{key} = %s")
-            params.append(value)
+            params.append(_scrubbed_column(key, value))
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
@@ -249,7 +292,7 @@ class Store:
                 if row is None:
                     raise NotFound(f"No rollback RB-{rollback_id}.")
                 self._audit(cur, rollback_id, actor, "updated", None, None,
-                            {k: str(v) for k, v in fields.items()})
+                            {k: str(_scrubbed_column(k, v)) for k, v in fields.items()})
         return rollback_from_row(row)
 
     # ------------------------------------------------------------------ executor lease
@@ -310,7 +353,7 @@ class Store:
         """Merge facts learned mid-step (e.g. replicas before scale-down) into its result."""
         self._exec(
             "UPDATE rollback_steps SET result = result || %s WHERE rollback_id = %s AND seq = %s",
-            (Jsonb(result), rollback_id, seq),
+            (Jsonb(scrub_data(result)), rollback_id, seq),
         )
 
     def step_finished(
@@ -320,7 +363,8 @@ class Store:
         self._exec(
             "UPDATE rollback_steps SET status = %s, result = result || %s, error = %s,"
             " finished_at = now() WHERE rollback_id = %s AND seq = %s",
-            (status, Jsonb(result or {}), error, rollback_id, seq),
+            (status, Jsonb(scrub_data(result or {})), None if error is None else scrub(error),
+             rollback_id, seq),
         )
 
     # ------------------------------------------------------------------ audit, dedupe
@@ -345,7 +389,8 @@ class Store:
 
     def known_good_config(self, service: str, platform: str
                           ) -> tuple[dict[str, Any], datetime, int | None] | None:
-        """(snapshot, recorded_at, recording rollback id) of the service's known-good config."""
+        """(snapshot, recorded_at, recording rollback id) of the service's known-good config.
+        Secret items come back sealed; ``restore_config`` opens them (``bot.sealing``)."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT snapshot, recorded_at, rollback_id FROM known_good_config"
@@ -354,11 +399,51 @@ class Store:
 
     def record_known_good_config(self, service: str, platform: str, snapshot: dict[str, Any],
                                  *, rollback_id: int | None) -> None:
+        """Record the snapshot with its Secret items sealed: encrypted under the key from
+        the environment, or reduced to digests without one."""
         self._exec(
             "INSERT INTO known_good_config (service, platform, snapshot, rollback_id)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (service, platform) DO UPDATE SET"
             " snapshot = EXCLUDED.snapshot, rollback_id = EXCLUDED.rollback_id,"
-            " recorded_at = now()", (service, platform, Jsonb(snapshot), rollback_id))
+            " recorded_at = now()",
+            (service, platform, Jsonb(sealing.seal(snapshot)), rollback_id))
+
+    def reseal_known_good_configs(self, keys: sealing.Keys | None = None) -> int:
+        """Seal rows recorded in plain form and move rows to the first key (rotation),
+        keeping ``recorded_at`` (plans pin it); returns how many rows were rewritten."""
+        keys = keys or sealing.load_keys()
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT service, platform, snapshot, recorded_at"
+                                " FROM known_good_config").fetchall()
+        changed = 0
+        for service, platform, snapshot, recorded_at in rows:
+            if not sealing.needs_sealing(snapshot, keys):
+                continue
+            # Compare-and-set on recorded_at: a snapshot recorded meanwhile is left alone.
+            changed += self._exec(
+                "UPDATE known_good_config SET snapshot = %s WHERE service = %s"
+                " AND platform = %s AND recorded_at = %s",
+                (Jsonb(sealing.seal(snapshot, keys)), service, platform, recorded_at))
+        return changed
+
+    # ------------------------------------------------------------------ retention
+    def purge_processed_requests(self, *, older_than_seconds: float) -> int:
+        """Forget Slack delivery ids older than the retry horizon (Slack retries within
+        minutes; the default keeps a day)."""
+        return self._exec(
+            "DELETE FROM processed_requests"
+            " WHERE created_at < now() - make_interval(secs => %s)", (older_than_seconds,))
+
+    def purge_outbox(self, *, older_than_seconds: float) -> int:
+        """Forget sent posts of rollbacks that finished long ago: nothing re-runs their
+        jobs any more, so the keys that stop a double post have no work left."""
+        return self._exec(
+            "DELETE FROM outbox o WHERE o.status = 'sent'"
+            " AND o.sent_at < now() - make_interval(secs => %s)"
+            " AND (o.rollback_id IS NULL OR EXISTS (SELECT 1 FROM rollbacks r"
+            "      WHERE r.id = o.rollback_id AND r.state = ANY(%s)"
+            "      AND r.finished_at < now() - make_interval(secs => %s)))",
+            (older_than_seconds, [s.value for s in TERMINAL], older_than_seconds))
 
     def request_cancel(self, rollback_id: int, *, actor: str) -> Rollback | None:
         """Ask the executor of an *executing* rollback to stop (audited); None when it is no
@@ -444,7 +529,7 @@ class Store:
         cur.execute(
             "INSERT INTO audit_events (rollback_id, actor, event, from_state, to_state, detail)"
             " VALUES (%s, %s, %s, %s, %s, %s)",
-            (rollback_id, actor, event, from_state, to_state, Jsonb(detail)),
+            (rollback_id, actor, event, from_state, to_state, Jsonb(scrub_data(detail))),
         )
 
     def _exec(self, sql: str, params: Sequence[Any]) -> int:
@@ -452,3 +537,7 @@ class Store:
             cur.execute(sql, params)
             return cur.rowcount
 
+
+
+def _scrubbed_column(key: str, value: Any) -> Any:
+    return scrub(value) if key == "last_error" and isinstance(value, str) else value

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.lifecycle import State
 from bot.models import Rollback
+from bot.scrub import scrub_optional
 from platforms.base import Revision, Target
 
 
@@ -76,7 +77,7 @@ def rollback_from_row(row: dict[str, Any]) -> Rollback:
         expires_at=row["expires_at"],
         approved_at=row["approved_at"],
         finished_at=row["finished_at"],
-        last_error=row["last_error"],
+        last_error=scrub_optional(row["last_error"]),  # rows written before scrubbing too
         plan_facts=dict(row.get("plan_facts") or {}),
         cancel_requested_by=row.get("cancel_requested_by"),
     )

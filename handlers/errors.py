@@ -16,6 +16,7 @@ from slack_bolt import App
 
 from bot.errors import UserFacingError
 from bot.ports import Chat
+from bot.scrub import scrub
 from handlers.mrkdwn import escape_keeping_mentions
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 def render(exc: BaseException) -> str:
     """Slack-safe mrkdwn for ``exc``: the core's messages echo what people typed (service
     names, revisions, reasons), so they are escaped here, keeping only user mentions."""
-    if isinstance(exc, UserFacingError):
-        return escape_keeping_mentions(str(exc))
+    if isinstance(exc, UserFacingError):  # may quote a platform's error: scrub it too
+        return escape_keeping_mentions(scrub(str(exc)))
     correlation = uuid.uuid4().hex[:8]
     log.error("unexpected error (correlation id %s)", correlation,
               exc_info=(type(exc), exc, exc.__traceback__))

@@ -1,6 +1,7 @@
 """No secret reaches Slack: scan every call (and file) any ``SlackEmulator`` recorded.
 
 Secrets: bot tokens, signing secrets, ``register_secret`` values, secret-looking env vars.
+``database_findings`` does the same for every row of every table of the bot's database.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from sandbox.slack import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, SlackEmulator
@@ -122,3 +125,20 @@ SCANNER = Scanner()
 def register_secret(value: str | None, source: str = "registered by a test") -> None:
     """Tests call this for every secret they hand to the bot (env values, API keys)."""
     SCANNER.register(value, source)
+
+
+def table_texts(database_url: str) -> dict[str, str]:
+    """Every table of the database's public schema as text (each row cast to text)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        names = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_type = 'BASE TABLE' ORDER BY table_name")]
+        return {name: "\n".join(str(r[0]) for r in conn.execute(
+                    sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(name))))
+                for name in names}
+
+
+def database_findings(database_url: str, secrets: dict[str, str]) -> list[str]:
+    """``"<source> in table <name>"`` for every secret found in any spelling in any row."""
+    return [f"{source} in table {table}" for table, text in table_texts(database_url).items()
+            for value, source in secrets.items() if any(f in text for f in forms(value))]

@@ -27,6 +27,7 @@ T = TypeVar("T")
 DEFAULT_BOT_TOKEN = "xoxb-sandbox-rollback-bot"
 DEFAULT_SIGNING_SECRET = "sandbox-signing-secret"
 DEFAULT_CHANNEL = "inc-hotel-voice-bot"
+UPLOAD = "upload"  # the recorded "method" of a POST to an upload_url (and its fault queue)
 DEFAULT_USERGROUP = "sre-approvers"
 
 METHODS: dict[str, Handler] = {
@@ -269,6 +270,14 @@ class SlackEmulator:
         with self.ws.lock:
             self._failures.setdefault(method, []).extend([(error, code, retry_after)] * times)
 
+    def fail_upload(self, *, times: int = 1, status: int = 500) -> None:
+        """Make the next `times` upload POSTs (to an upload_url from
+        files.getUploadURLExternal) fail with HTTP `status`, as files.slack.com does when
+        it refuses a file: the URL was issued, the bytes are not stored, and the file stays
+        unshared (files.completeUploadExternal answers file_not_found)."""
+        with self.ws.lock:
+            self._failures.setdefault(UPLOAD, []).extend([("upload_failed", status, None)] * times)
+
     # --------------------------------------------------------- hooks for the driver
     def issue_trigger_id(self, user: str) -> str:
         with self.ws.lock:
@@ -345,8 +354,15 @@ class SlackEmulator:
 
     def handle_upload(self, token: str, data: bytes) -> tuple[int, str]:
         with self.ws.lock:
+            queued = self._failures.get(UPLOAD)
+            if queued:
+                _error, status, _ = queued.pop(0)
+                text = f"upload failed: HTTP {status}"
+                self._record(UPLOAD, {"token": token, "size": len(data)},
+                             {"ok": False, "error": "upload_failed"})
+                return status, text
             status, text = files.receive_upload(self.ctx, token, data)
-            self._record("upload", {"token": token, "size": len(data)}, {"ok": status == 200})
+            self._record(UPLOAD, {"token": token, "size": len(data)}, {"ok": status == 200})
             return status, text
 
     def handle_response_url(self, token: str, body: Any) -> tuple[int, dict[str, Any]]:

@@ -178,4 +178,31 @@ def test_kill_inside_destructive_restore_needs_attention(rig: CrashRig) -> None:
     warning = next(t for t in texts if "needs attention" in t)
     assert "Mark resolved" in warning and "was not re-run" in warning
     assert "Scale back up" in warning and f"it had {ORIGINAL_REPLICAS} replicas" in warning
+    # Where the service and the database may stand, and how to find out.
+    assert "Service: left at 0 replicas" in warning
+    assert f"restore of `{rig.pinned_backup.name}` may be partial" in warning
+    assert "run to completion or stopped part-way" in warning
+    assert "application_name = 'pg_restore'" in warning  # is a restore still running?
+    assert "verify queries" in warning and "pg_restore --clean" in warning
+    assert f"{rig.pinned_backup.name}`) or decide" in warning  # the command names the file
+    assert "kubectl" not in warning  # the fake platform's own command, not another's
     assert not any(t.startswith(":white_check_mark: Step 4/") for t in texts)
+
+
+def test_kill_before_pg_restore_was_launched_says_the_database_is_probably_untouched(
+        rig: CrashRig) -> None:
+    rollback_id, msg, _a_pid = _crash_inside(rig, "restore_db", "before")
+    rows_before = rig.app_rows()
+    assert rows_before != BACKUP_ROWS  # the bad release's writes: a restore would show
+    rig.start_bot("bot-B")
+    rb = rig.wait_state(rollback_id, {"completed", "failed", "needs_attention"})
+    assert rb.state.value == "needs_attention", rig.diagnostics(rollback_id)
+    restore = next(s for s in rig.store.steps(rollback_id) if s.kind == "restore_db")
+    assert restore.status == "started" and not restore.result.get("begun")
+    assert rig.app_rows() == rows_before  # nothing restored by anyone
+    texts = rig.wait_thread(msg, f"RB-{rollback_id} needs attention")
+    warning = next(t for t in texts if "needs attention" in t)
+    assert "Service: left at 0 replicas" in warning
+    assert f"it had {ORIGINAL_REPLICAS} replicas" in warning
+    assert "probably untouched" in warning and "pg_restore" in warning
+    assert "Scale back up" in warning and "Mark resolved" in warning
