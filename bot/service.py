@@ -477,8 +477,14 @@ class RollbackService:
             raise ParseError(f"Unknown checklist item `{item}`.")
         rb = self.get(ref)
         self.policy.check_tick(rb, item=item, user=user, channel_id=channel_id)
-        done = not (rb.checklist.get(item) or {}).get("done")
-        rb = self.store.set_checklist_item(rb.id, item, {"done": done, "by": user}, actor=user)
+        was_done = bool((rb.checklist.get(item) or {}).get("done"))
+        try:  # conditional on what was checked: not after approval, not a double toggle
+            rb = self.store.set_checklist_item(rb.id, item, {"done": not was_done, "by": user},
+                                               actor=user, expected_state=rb.state,
+                                               expected_done=was_done)
+        except StaleState as exc:
+            raise NotAllowed(f"{exc.current.ref} changed while you clicked (it is "
+                             f"{exc.current.state} now); look at the message again.") from exc
         self.chat.refresh(rb)
         return rb
 
@@ -488,9 +494,13 @@ class RollbackService:
         nobody is (a hidden button clicked anyway does not take command over)."""
         rb = self.get(ref)
         self.policy.authorize(Action.TAKE_IC, rb, user=user, channel_id=channel_id)
-        rb = self.store.update_fields(rb.id, actor=user, incident_commander=user)
-        rb = self.store.set_checklist_item(rb.id, "incident_commander",
-                                           {"done": True, "by": user}, actor=user)
+        try:
+            rb = self.store.claim_incident_commander(rb.id, user=user, expected_state=rb.state)
+        except StaleState as exc:
+            who = exc.current.incident_commander
+            raise NotAllowed(f"<@{who}> is already incident commander of {exc.current.ref}."
+                             if who else f"{exc.current.ref} is {exc.current.state} now; "
+                             "there is no incident command to take.") from exc
         self.chat.refresh(rb)
         return rb
 
