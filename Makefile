@@ -32,6 +32,8 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/approval_latency.py
+	$(BIN)/python bench/ack_saturation.py
+	$(BIN)/python bench/hostile.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -8,8 +8,9 @@ nothing is built at import time (no module-level ``App``).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -28,6 +29,10 @@ from bot.settings import Settings
 from bot.store import Store
 from platforms.base import Platform
 
+if TYPE_CHECKING:
+    from handlers.socket_mode import GuardedSocketModeHandler
+    from handlers.work_pool import WorkPool
+
 log = logging.getLogger(__name__)
 
 
@@ -40,6 +45,7 @@ class BotApp:
     store: Store
     executor: Executor
     scheduler: LeaderScheduler
+    work_pool: WorkPool
     database_url: str = field(repr=False)
     _started: bool = False
 
@@ -54,9 +60,16 @@ class BotApp:
             self.scheduler.start()
 
     def stop(self) -> None:
+        self.work_pool.shutdown()
         self.executor.stop()
         self.scheduler.stop()
         self.store.pool.close()
+
+    def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
+        """Socket Mode with the front door's size limit (``handlers/socket_mode.py``)."""
+        from handlers.socket_mode import GuardedSocketModeHandler
+
+        return GuardedSocketModeHandler(self.bolt, app_token)
 
 
 def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
@@ -106,7 +119,7 @@ def create_app(
     platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
     config: RollbackConfig | None = None, clock: Clock = utcnow,
 ) -> BotApp:
-    from handlers import actions, commands, modals, reminders
+    from handlers import actions, commands, modals, reminders, work_pool
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -127,6 +140,9 @@ def create_app(
         request_verification_enabled=bool(settings.slack_signing_secret),
         process_before_response=False,
         raise_error_for_unhandled_request=False,
+        # Listeners only ack and hand slow work to the work pool below (see its module).
+        listener_executor=ThreadPoolExecutor(max_workers=work_pool.LISTENER_THREADS,
+                                             thread_name_prefix="bolt-listener"),
     )
     chat = ScrubbedChat(SlackChat(client))  # nothing the core says reaches Slack unscrubbed
     jobs = JobStore(store.pool)
@@ -142,10 +158,14 @@ def create_app(
     executor_ref.append(executor)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
                                 clock=clock, maintenance=Housekeeping(service))
+    pool = work_pool.WorkPool(workers=settings.work_pool_workers,
+                              queue=settings.work_pool_queue)
+    work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
     error_handlers.register(bolt, chat)
-    commands.register(bolt, service)
+    commands.register(bolt, service, pool, work_pool.SharedReads(pool))
     actions.register(bolt, service)
-    modals.register(bolt, service)
+    modals.register(bolt, service, pool)
     reminders.register(bolt, service, aftercare)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
-                  executor=executor, scheduler=scheduler, database_url=database_url)
+                  executor=executor, scheduler=scheduler, work_pool=pool,
+                  database_url=database_url)

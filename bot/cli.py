@@ -10,10 +10,14 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import default_config_path, load_config
 from bot.errors import ConfigError
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +25,8 @@ class JsonFormatter(logging.Formatter):
         data = {"ts": self.formatTime(record), "level": record.levelname,
                 "logger": record.name, "msg": record.getMessage()}
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            # exc_text is the scrubbed traceback (bot.scrub's record factory sets it)
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data)
 
 
@@ -73,11 +78,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     bot.start_background()
     if settings.slack_app_token:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
         logging.getLogger(__name__).info("Socket Mode (SLACK_APP_TOKEN set)")
         server.start()  # health + metrics
-        SocketModeHandler(bot.bolt, settings.slack_app_token).start()  # type: ignore[no-untyped-call]
+        # Bolt's handler on a client that drops oversized envelopes unparsed.
+        handler: SocketModeHandler = bot.socket_mode_handler(settings.slack_app_token)
+        handler.start()  # type: ignore[no-untyped-call]
         return 0
     logging.getLogger(__name__).info("serving Slack on %s/slack/events", server.url)
     server.serve_forever()

@@ -6,14 +6,12 @@ import logging
 import re
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
+from slack_bolt import Ack, App
 
 from bot.errors import NotAllowed
 from bot.service import RollbackService
 from handlers import ids, views
-from handlers.errors import tell_user
-from handlers.middleware import ClickHandler, action_value, on_click, open_view, user_id
+from handlers.middleware import ClickHandler, on_click, open_view
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +66,11 @@ def register(app: App, service: RollbackService) -> None:
 
     on(re.compile(rf"^{ids.CHECKLIST}:"), checklist)
 
-    @app.action(ids.REJECT)
-    def reject_clicked(ack: Ack, body: dict[str, Any], client: WebClient,
-                       respond: Respond) -> None:
-        ack()
-        try:
-            rb = service.check_can_reject(action_value(body), user=user_id(body),
-                                          channel_id=_channel(body))
-            open_view(client, body, views.reject_modal(rb, channel_id=_channel(body)))
-        except Exception as exc:
-            tell_user(service.chat, body, exc, respond)
+    def reject(body: dict[str, Any], user: str, value: str) -> None:
+        rb = service.check_can_reject(value, user=user, channel_id=_channel(body))
+        open_view(app.client, body, views.reject_modal(rb, channel_id=_channel(body)))
+
+    on(ids.REJECT, reject)
 
     # Selects inside the request modal fire block_actions too; nothing to do for them.
     for action_id in ids.MODAL_INPUT_ACTIONS:

@@ -1,21 +1,30 @@
-"""The ``/rollback`` slash command: ack at once, then answer or hand off to the service."""
+"""The ``/rollback`` slash command: ack at once, then answer or hand off to the service.
+
+Help, services and parse refusals are answered in the ack. Everything that reads the
+database or a platform runs in the after-ack pool (``handlers.work_pool``); a full pool
+is said in the ack ("busy, retry in a moment"). The request modal opens right after the
+ack and is filled in when the (shared) read of the service's revisions lands.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from bot.commands import parse
+from bot.commands import Parsed, parse
 from bot.errors import UserFacingError
-from bot.service import RollbackService
+from bot.service import ModalDefaults, RollbackService
 from handlers import ids, views
 from handlers.errors import render, tell_user
-from handlers.middleware import MalformedPayload, first_delivery, open_view
+from handlers.middleware import MalformedPayload, first_delivery, hand_off, open_view
 from handlers.mrkdwn import escape
+from handlers.work_pool import Busy, SharedReads, WorkPool
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +35,8 @@ def _loading_modal() -> dict[str, Any]:
             "blocks": [views.section(":hourglass: Reading the revision history…")]}
 
 
-def register(app: App, service: RollbackService) -> None:
+def register(app: App, service: RollbackService, pool: WorkPool,
+             modal_reads: SharedReads[ModalDefaults | str]) -> None:
     config = service.config
 
     @app.command(ids.COMMAND)
@@ -53,16 +63,24 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_type="ephemeral", text="rollback-bot", blocks=quick[parsed.verb]())
             return
         if parsed.verb == "modal" and parsed.service not in config.services:
-            ack()
-            tell_user(service.chat, body, _unknown(service, parsed.service or ""), respond)
+            ack(response_type="ephemeral", text=render(_unknown(service, parsed.service or "")))
             return
         if parsed.verb == "modal":
+            name = parsed.service or ""
+            defaults = modal_reads.join(name, lambda: _read_defaults(service, name))
+            if defaults is None:
+                ack(response_type="ephemeral", text=render(Busy()))
+                return
             ack()
             try:
                 if first_delivery(service.store, body):
-                    _open_request_modal(client, service, body, parsed.service or "")
+                    _open_request_modal(client, service, body, name, defaults)
             except Exception as exc:
                 tell_user(service.chat, body, exc, respond)
+            return
+        slot = pool.reserve()
+        if slot is None:
+            ack(response_type="ephemeral", text=render(Busy()))
             return
         if parsed.verb == "request":
             ack(response_type="ephemeral",
@@ -70,35 +88,35 @@ def register(app: App, service: RollbackService) -> None:
                      f"`{escape(parsed.service)}`…")
         else:
             ack()
-        try:
-            if parsed.verb in ("request", "cancel", "clear-known-bad") and not first_delivery(
-                    service.store, body):
-                return
-            if parsed.verb == "request":
-                service.request(parsed, requester=user, channel_id=channel)
-            elif parsed.verb == "status":
-                found = service.status(parsed.argument)
-                respond(response_type="ephemeral", text="status",
-                        blocks=views.rollback_list_blocks("Rollbacks", found))
-            elif parsed.verb == "history":
-                found = service.history(parsed.argument or "")
-                respond(response_type="ephemeral", text="history", blocks=views.
-                        rollback_list_blocks(f"History of {parsed.argument}", found))
-            elif parsed.verb == "cancel":
-                service.cancel(parsed.argument or "", user=user)
-            elif parsed.verb == "known-bad":
-                platform, marks = service.known_bad(parsed.service or "",
-                                                    platform=parsed.platform)
-                respond(response_type="ephemeral", text="known-bad revisions",
-                        blocks=views.known_bad_blocks(parsed.service or "", platform, marks))
-            elif parsed.verb == "clear-known-bad":
-                cleared = service.clear_known_bad(parsed.service or "", parsed.to or 0,
-                                                  user=user, reason=parsed.reason,
-                                                  platform=parsed.platform)
-                respond(response_type="in_channel", text=views.known_bad_cleared_text(
-                    cleared, user=user, reason=parsed.reason))
-        except Exception as exc:
-            tell_user(service.chat, body, exc, respond)
+        hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond),
+                 store=service.store, chat=service.chat, respond=respond,
+                 dedupe=parsed.verb in ("request", "cancel", "clear-known-bad"))
+
+
+def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
+         respond: Respond) -> None:
+    """The verbs that read the database or a platform: in the after-ack pool."""
+    if parsed.verb == "request":
+        service.request(parsed, requester=user, channel_id=channel)
+    elif parsed.verb == "status":
+        found = service.status(parsed.argument)
+        respond(response_type="ephemeral", text="status",
+                blocks=views.rollback_list_blocks("Rollbacks", found))
+    elif parsed.verb == "history":
+        found = service.history(parsed.argument or "")
+        respond(response_type="ephemeral", text="history", blocks=views.
+                rollback_list_blocks(f"History of {parsed.argument}", found))
+    elif parsed.verb == "cancel":
+        service.cancel(parsed.argument or "", user=user)
+    elif parsed.verb == "known-bad":
+        platform, marks = service.known_bad(parsed.service or "", platform=parsed.platform)
+        respond(response_type="ephemeral", text="known-bad revisions",
+                blocks=views.known_bad_blocks(parsed.service or "", platform, marks))
+    elif parsed.verb == "clear-known-bad":
+        cleared = service.clear_known_bad(parsed.service or "", parsed.to or 0, user=user,
+                                          reason=parsed.reason, platform=parsed.platform)
+        respond(response_type="in_channel", text=views.known_bad_cleared_text(
+            cleared, user=user, reason=parsed.reason))
 
 
 def _unknown(service: RollbackService, name: str) -> Exception:
@@ -109,19 +127,48 @@ def _unknown(service: RollbackService, name: str) -> Exception:
     return UserFacingError(f"Unknown service `{name}`.")
 
 
+def _error_modal(message: str) -> dict[str, Any]:
+    return {"type": "modal", "title": {"type": "plain_text", "text": "Request rollback"},
+            "blocks": views.error_blocks(message)}
+
+
+def _read_defaults(service: RollbackService, name: str) -> ModalDefaults | str:
+    """What the request modal offers, or why it cannot: a failure is rendered once (one
+    log line, one correlation id) for every modal that shares the read."""
+    try:
+        return service.modal_defaults(name)
+    except Exception as exc:
+        return render(exc)
+
+
 def _open_request_modal(client: WebClient, service: RollbackService, body: dict[str, Any],
-                        name: str) -> None:
-    # Open at once (trigger_id lives 3 s), then fill in what needs a platform round trip.
+                        name: str, defaults: Future[ModalDefaults | str]) -> None:
+    """Open the modal at once (a trigger_id lives 3 s, so never behind a platform read),
+    then fill it in when the shared read of the service's revisions lands."""
     opened = open_view(client, body, _loading_modal())
     view_id = opened["view"]["id"]
-    try:
-        d = service.modal_defaults(name)
-        svc = service.service_config(name)
-        view = views.request_modal(service=name, platform=d.platform, revisions=d.revisions,
-                                   severity=d.severity, scope=d.scope,
-                                   channel_id=body["channel_id"], platforms=svc.platforms(),
-                                   known_bad=dict(d.known_bad))
-    except Exception as exc:
-        view = {"type": "modal", "title": {"type": "plain_text", "text": "Request rollback"},
-                "blocks": views.error_blocks(render(exc))}
-    client.views_update(view_id=view_id, view=view)
+    channel = body["channel_id"]
+
+    def fill(done: Future[ModalDefaults | str]) -> None:
+        # Runs in the worker that read (or here, if the read already landed): never raise.
+        try:
+            d = done.result()
+            if isinstance(d, str):  # the read failed; already rendered
+                view = _error_modal(d)
+            else:
+                svc = service.service_config(name)
+                view = views.request_modal(
+                    service=name, platform=d.platform, revisions=d.revisions,
+                    severity=d.severity, scope=d.scope, channel_id=channel,
+                    platforms=svc.platforms(), known_bad=dict(d.known_bad))
+        except Exception as exc:
+            view = _error_modal(render(exc))
+        try:
+            client.views_update(view_id=view_id, view=view)
+        except SlackApiError as exc:  # closed meanwhile, or Slack refused: nothing to show
+            log.info("request modal %s not filled in: %s", view_id,
+                     str(exc.response.get("error") or "slack error"))
+        except Exception as exc:
+            log.warning("request modal %s not filled in: %s", view_id, type(exc).__name__)
+
+    defaults.add_done_callback(fill)

@@ -1,9 +1,14 @@
-"""Delivery dedupe: a Slack retry (same body, ``X-Slack-Retry-Num``) produces no second effect.
+"""What every listener shares: payload fields read defensively, delivery dedupe, and the
+hand-off of slow work to the after-ack pool.
 
-The natural id of a delivery is its ``trigger_id`` (slash commands, block actions, view
+Dedupe: a Slack retry (same body, ``X-Slack-Retry-Num``) produces no second effect. The
+natural id of a delivery is its ``trigger_id`` (slash commands, block actions, view
 submissions) or ``event_id``. Listeners call ``first_delivery`` *after* ``ack()`` and
 only before a side effect: the INSERT stays off the ack path (measured: it was the whole
 ack-latency gap to a bare Bolt app), and read-only answers need no dedupe at all.
+
+Hand-off: anything that may wait on a platform runs in ``handlers.work_pool`` after the
+ack (``hand_off``), never in Bolt's listener thread.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from bot.commands import clean
 from bot.errors import UserFacingError
 from bot.ports import Chat
 from bot.store import Store
+from handlers.errors import tell_user
+from handlers.work_pool import Busy, Slot, WorkPool, pool_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,22 +113,52 @@ def first_delivery(store: Store, body: dict[str, Any]) -> bool:
     return False
 
 
+def hand_off(slot: Slot, body: dict[str, Any], work: Callable[[], object], *, store: Store,
+             chat: Chat, respond: Callable[..., Any] | None = None,
+             dedupe: bool = True) -> None:
+    """Right after ``ack()``, with a slot reserved before it: drop a Slack retry (when the
+    work has a side effect), then run ``work`` in the pool. A refusal or an error, then or
+    later, goes to the person who asked, only to them."""
+    try:
+        if dedupe and not first_delivery(store, body):
+            slot.release()
+            return
+    except Exception as exc:
+        slot.release()
+        tell_user(chat, body, exc, respond)
+        return
+
+    def run() -> None:
+        try:
+            work()
+        except Exception as exc:
+            tell_user(chat, body, exc, respond)
+
+    slot.run(run)
+
+
 ClickHandler = Callable[[dict[str, Any], str, str], Any]  # (body, user id, button value)
 
 
 def on_click(app: App, action: str | re.Pattern[str], fn: ClickHandler, *, store: Store,
-             chat: Chat) -> None:
-    """The one shape of a button listener: ack, drop Slack retries, run ``fn``, and show
-    any refusal or error to the clicker only."""
-    from handlers.errors import tell_user
+             chat: Chat, pool: WorkPool | None = None) -> None:
+    """The one shape of a button listener: ack, refuse a malformed click, take a slot in the
+    after-ack pool (or tell the clicker "busy, retry in a moment"), drop Slack retries, run
+    ``fn`` in the pool, and show any refusal or error to the clicker only. ``pool``
+    defaults to the one the composition root attached to ``app``."""
+    work_pool = pool or pool_of(app)
 
     @app.action(action)
     def listener(ack: Ack, body: dict[str, Any], respond: Respond) -> None:
         ack()
         try:
             user, value = user_id(body), action_value(body)
-            if not first_delivery(store, body):
-                return
-            fn(body, user, value)
-        except Exception as exc:
+        except MalformedPayload as exc:
             tell_user(chat, body, exc, respond)
+            return
+        slot = work_pool.reserve()
+        if slot is None:
+            tell_user(chat, body, Busy(), respond)
+            return
+        hand_off(slot, body, lambda: fn(body, user, value), store=store, chat=chat,
+                 respond=respond)

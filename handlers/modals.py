@@ -1,5 +1,5 @@
 """Modal submissions: the rollback request form, the destructive-approval dialog and the
-rejection reason."""
+rejection reason. Checked in the listener, acked, then run in the after-ack pool."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from bot.errors import ParseError
 from bot.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
-from handlers.middleware import MalformedPayload, field, first_delivery, user_id
+from handlers.middleware import MalformedPayload, field, hand_off, user_id
+from handlers.work_pool import BUSY_TEXT, WorkPool
 
 log = logging.getLogger(__name__)
 _ROLLBACK_ID = re.compile(r"[0-9]{1,9}")
@@ -74,18 +75,20 @@ def _refuse(service: RollbackService, body: dict[str, Any], exc: Exception) -> N
     tell_user(service.chat, body, exc)
 
 
-def _after_ack(service: RollbackService, body: dict[str, Any],
-               use_case: Callable[[], object]) -> None:
-    """After ack(): drop a Slack retry of this submission, run the use case once, and show
-    any refusal to the person who submitted."""
-    try:
-        if first_delivery(service.store, body):
-            use_case()
-    except Exception as exc:
-        _refuse(service, body, exc)
+def _submit(ack: Ack, service: RollbackService, pool: WorkPool, body: dict[str, Any],
+            busy_block: str, use_case: Callable[[], object]) -> None:
+    """Ack a valid submission and run its use case once, in the after-ack pool. With the
+    pool full the form stays open with "busy, retry in a moment" under ``busy_block`` (an
+    input of this modal), so submitting again is all it takes."""
+    slot = pool.reserve()
+    if slot is None:
+        ack(response_action="errors", errors={busy_block: BUSY_TEXT})
+        return
+    ack()
+    hand_off(slot, body, use_case, store=service.store, chat=service.chat)
 
 
-def register(app: App, service: RollbackService) -> None:
+def register(app: App, service: RollbackService, pool: WorkPool) -> None:
     @app.view(ids.REQUEST_MODAL)
     def request_submitted(ack: Ack, body: dict[str, Any]) -> None:
         try:
@@ -99,9 +102,14 @@ def register(app: App, service: RollbackService) -> None:
         if not values.get("scope"):
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
-        ack()
-        _after_ack(service, body, lambda: service.request(
-            _request(values, service_name), requester=user, channel_id=channel))
+        try:
+            parsed = _request(values, service_name)
+        except ParseError as exc:  # a refusal found while reading the form: no pool
+            ack()
+            _refuse(service, body, exc)
+            return
+        _submit(ack, service, pool, body, "scope", lambda: service.request(
+            parsed, requester=user, channel_id=channel))
 
     @app.view(ids.APPROVE_DESTRUCTIVE_MODAL)
     def destructive_approval_submitted(ack: Ack, body: dict[str, Any]) -> None:
@@ -120,8 +128,7 @@ def register(app: App, service: RollbackService) -> None:
             ack(response_action="errors", errors={
                 "confirm_service": f"Type {expected} exactly to approve the destructive steps."})
             return
-        ack()
-        _after_ack(service, body, lambda: service.approve(
+        _submit(ack, service, pool, body, "confirm_service", lambda: service.approve(
             rollback_id, user=user, channel_id=channel, typed_confirmation=typed,
             override=flags.get("override", False),
             known_bad_override=flags.get("known_bad_override", False)))
@@ -130,7 +137,7 @@ def register(app: App, service: RollbackService) -> None:
     def reject_submitted(ack: Ack, body: dict[str, Any]) -> None:
         try:
             reason = (_values(body).get("reason") or "").strip()
-            rollback_id = _metadata(body).partition("|")[0]
+            rollback_id, _, channel = _metadata(body).partition("|")
             user = user_id(body)
             if not _ROLLBACK_ID.fullmatch(rollback_id):
                 raise MalformedPayload()
@@ -141,5 +148,6 @@ def register(app: App, service: RollbackService) -> None:
         if not reason:
             ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
-        ack()
-        _after_ack(service, body, lambda: service.reject(rollback_id, user=user, reason=reason))
+        _submit(ack, service, pool, body, "reason",
+                lambda: service.reject(rollback_id, user=user, reason=reason,
+                                       channel_id=channel or None))
