@@ -157,7 +157,8 @@ def create_app(
     executor = Executor(service=service, settings=config.executor, aftercare=aftercare)
     executor_ref.append(executor)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
-                                clock=clock, maintenance=Housekeeping(service))
+                                clock=clock, maintenance=Housekeeping(
+                                    store=store, jobs=jobs, settings=config.retention))
     pool = work_pool.WorkPool(workers=settings.work_pool_workers,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered

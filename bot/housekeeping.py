@@ -17,15 +17,18 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot.service import RollbackService
+from bot.config import RetentionSettings
+from bot.jobs import JobStore
+from bot.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class Housekeeping:
-    def __init__(self, service: RollbackService) -> None:
-        self.service = service
-        self.settings = service.config.retention
+    def __init__(self, *, store: Store, jobs: JobStore, settings: RetentionSettings) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.settings = settings
 
     @property
     def interval(self) -> timedelta:
@@ -34,7 +37,7 @@ class Housekeeping:
     def run(self) -> dict[str, int]:
         """Purge and re-seal once; returns what was done (also logged)."""
         s = self.settings
-        store, jobs = self.service.store, self.service.jobs
+        store, jobs = self.store, self.jobs
         # Ages are compared with the database clock: the rows were stamped with it.
         done = {
             "processed_requests": store.purge_processed_requests(

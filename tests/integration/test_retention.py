@@ -118,7 +118,9 @@ def test_only_the_leader_does_the_upkeep(make_harness: Callable[..., Harness], d
     h.tick()  # the harness's scheduler takes the leader lock
     other = LeaderScheduler(database_url=db, jobs=h.bot.service.jobs,
                             run_job=h.bot.service.run_job, clock=h.clock,
-                            maintenance=Housekeeping(h.bot.service))
+                            maintenance=Housekeeping(
+                                store=h.bot.store, jobs=h.bot.service.jobs,
+                                settings=h.bot.config.retention))
     try:
         _sql(db, "INSERT INTO processed_requests (key, created_at)"
                  " VALUES ('old', now() - interval '50 hours')")
