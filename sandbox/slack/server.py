@@ -38,6 +38,12 @@ METHODS: dict[str, Handler] = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of 200 views.open calls would
+    # see connection resets Slack's own front end never gives. Accept like a real server.
+    request_queue_size = 1024
+
+
 class SlackEmulator:
     """A Slack workspace on 127.0.0.1 that speaks the Web API wire protocol."""
 
@@ -87,7 +93,7 @@ class SlackEmulator:
     def start(self) -> SlackEmulator:
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.host, self.port), RequestHandler)
+        server = _Server((self.host, self.port), RequestHandler)
         server.daemon_threads = True
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server

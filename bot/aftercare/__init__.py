@@ -1,0 +1,1 @@
+"""After the steps: verification, notifications, stability monitoring, reminders, post-mortem."""

@@ -1,0 +1,1 @@
+"""Verification checks: the result type and runner, HTTP probes, the runbook's suite."""

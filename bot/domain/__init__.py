@@ -1,0 +1,1 @@
+"""The rules: lifecycle, models, errors, authority and policy, planning, config."""

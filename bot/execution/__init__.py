@@ -1,0 +1,1 @@
+"""Running approved plans: the executor, its steps and retry policy, the leader scheduler."""

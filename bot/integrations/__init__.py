@@ -1,0 +1,1 @@
+"""Clients of other systems the runbook reads: Prometheus, the target service's database."""

@@ -1,0 +1,1 @@
+"""What operators see of the bot: Prometheus metrics and scrubbed logs."""

@@ -1,0 +1,1 @@
+"""Our own PostgreSQL: pool and migrations, stores, jobs, outbox, retention."""

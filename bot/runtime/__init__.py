@@ -1,0 +1,1 @@
+"""Entry points and the composition root: CLI, HTTP server and front door, settings, wiring."""

@@ -1,0 +1,1 @@
+"""What people ask for in Slack: request, approve, reject, cancel, checklist, timers."""
