@@ -25,6 +25,9 @@ IMAGE = "registry.local/web"
 TARGET = Target("kubernetes", NS, APP)
 
 
+STOP_GRACE = 6  # seconds of termination grace in the stop-wait test
+
+
 def seed(em: KubeEmulator, *, versions: int = 1, replicas: int = 3, grace: int = 2) -> None:
     em.create_deployment(NS, APP, image=f"{IMAGE}:1.0", replicas=replicas,
                          change_cause="deploy 1.0", termination_grace_period=grace)
@@ -83,13 +86,15 @@ class StopWait:
 def test_wait_for_stopped_returns_only_once_the_last_pod_is_gone(
         kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
     em = kube_emulator_factory()
-    seed(em, grace=2)
+    # Long enough that the checks below (kubectl runs while the adapter waits) finish
+    # inside the grace period even on a loaded machine.
+    seed(em, grace=STOP_GRACE)
     platform = platform_for(em)
     api = em.api_client()
     em.clear_requests()
     platform.scale(TARGET, 0)
     scaled_at = time.monotonic()
-    waiter = StopWait(platform, api, timeout=20)
+    waiter = StopWait(platform, api, timeout=STOP_GRACE + 20)
 
     em.wait_settled(NS, APP)  # the ReplicaSet controller has deleted every pod
     shown = kubectl_pods(kubectl, em)  # while the adapter waits
@@ -103,7 +108,7 @@ def test_wait_for_stopped_returns_only_once_the_last_pod_is_gone(
     assert status.done and not status.failed
     assert status.message == f'all pods of deployment "{APP}" are gone'
     assert waiter.pods_at_return == []  # nothing left the moment it returned ...
-    assert waiter.returned_at - scaled_at >= 2.0  # ... and not before the grace period ran out
+    assert waiter.returned_at - scaled_at >= STOP_GRACE  # ... and not before the grace ran out
     assert kubectl_pods(kubectl, em) == {}
     assert "3 pods still terminating" in waiter.progress
     assert waiter.progress[-2:] == ["1 pod still terminating", status.message]
