@@ -50,14 +50,15 @@ def fresh_database() -> Iterator[str]:
     """A new, migrated database for this run, dropped afterwards.
 
     ``DATABASE_URL`` (an admin DSN) wins; otherwise an embedded PostgreSQL (pgserver, the
-    same as ``bot.db.embedded_database_url``) runs under a fresh mkdtemp directory that is
+    same as ``bot.persistence.db.embedded_database_url``) runs under a fresh mkdtemp
+    directory that is
     removed at the end.
     """
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
 
-    from bot.db import migrate
+    from bot.persistence.db import migrate
 
     admin = os.environ.get("DATABASE_URL")
     server = None

@@ -2,8 +2,9 @@
 
 Measures the time from sending a signed ``/rollback help`` request to receiving the HTTP
 response, at concurrency 1 and 20, for
-  (a) the real bot (``bot.app.create_app`` behind ``bot.server.HttpServer``): signature
-      verification, the dedupe middleware's INSERT into PostgreSQL, parsing, Block Kit;
+  (a) the real bot (``bot.runtime.app.create_app`` behind
+      ``bot.runtime.server.HttpServer``): signature verification, the dedupe middleware's
+      INSERT into PostgreSQL, parsing, Block Kit;
   (b) a bare ``slack_bolt.App`` whose only listener is ``@app.command("/rollback")`` ->
       ``ack()``, behind waitress with the same thread count, the same Bolt options and the
       same signing secret.
@@ -36,7 +37,7 @@ CHANNEL = "inc-hotel-voice-bot"
 
 
 class BareBolt:
-    """A bare Bolt app with one ack-only /rollback listener, served like bot/server.py."""
+    """A bare Bolt app with one ack-only /rollback listener, served like bot/runtime/server.py."""
 
     def __init__(self, *, signing_secret: str, token: str, api_url: str) -> None:
         from slack_bolt import Ack, App
@@ -44,9 +45,9 @@ class BareBolt:
         from slack_sdk import WebClient
         from waitress.server import create_server
 
-        from bot.server import HttpServer
+        from bot.runtime.server import HttpServer
 
-        # Same constructor options as bot.app.create_app, so only the listeners differ.
+        # Same constructor options as bot.runtime.app.create_app, so only the listeners differ.
         app = App(client=WebClient(token=token, base_url=api_url),
                   signing_secret=signing_secret, token_verification_enabled=False,
                   request_verification_enabled=True, process_before_response=False,

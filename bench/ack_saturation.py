@@ -110,7 +110,7 @@ def main() -> int:
     logging.getLogger("handlers.errors").setLevel(logging.CRITICAL)
     logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)
 
-    from bot.config import parse_config
+    from bot.domain.config import parse_config
     from sandbox.config import sandbox_config_dict
     from sandbox.stack import SandboxStack
 

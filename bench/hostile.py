@@ -3,7 +3,7 @@
 Two parts, one fresh database:
   1. Peak RSS for one unsigned 5 MiB and 20 MiB body (a form POST whose ``payload`` is
      nested JSON, garbage signature), for (a) the bot's real server (``SandboxStack``:
-     ``bot.server.HttpServer`` with the front door, plus the Slack emulator it talks to)
+     ``bot.runtime.server.HttpServer`` with the front door, plus the Slack emulator it talks to)
      and (b) the baseline: a bare ``slack_bolt.App`` behind waitress without a front door
      (``BareBolt`` from bench/ack_latency.py). Every measurement is a fresh subprocess, so
      its ``VmHWM`` (/proc/<pid>/status) is that one server's alone; the peak is reset
@@ -26,7 +26,7 @@ Two parts, one fresh database:
          held open while signed ``/rollback help`` and ``GET /healthz`` run in a steady
          stream: 200 in < 3 s. Phases with and without the flood are interleaved
          (off, on, on, off) and the help-ack percentiles are compared as a ratio.
-     Every log record of the run goes to a file (INFO, like ``bot.cli.setup_logging``);
+     Every log record of the run goes to a file (INFO, like ``bot.runtime.cli.setup_logging``);
      records carrying a traceback and uncaught thread exceptions are counted per class.
 Prints the tried/held/failed table and the RSS rows as Markdown, ready for bench/README.md.
 Exit status 1 when a request was not held, the unsigned class caused a Slack call, a
@@ -330,7 +330,7 @@ class LogCapture(logging.Handler):
                     self.first.append(f"{record.name}: {message[:120]} {exc!r}")
             if self.marker in message:
                 self.marker_lines += 1
-            if record.name == "bot.front_door":
+            if record.name == "bot.runtime.front_door":
                 self.refusals += 1
 
     def thread_hook(self, args: threading.ExceptHookArgs) -> None:
@@ -342,7 +342,7 @@ class LogCapture(logging.Handler):
 
 
 def _config(postmortem_dir: str) -> Any:
-    from bot.config import parse_config
+    from bot.domain.config import parse_config
     from sandbox.config import sandbox_config_dict
 
     return parse_config(sandbox_config_dict(postmortem_dir=postmortem_dir), source="<bench>")
@@ -369,7 +369,7 @@ def _command_body(emulator: Any, text: str) -> str:
 def run_forged(stack: Any, capture: LogCapture) -> ClassResult:
     import httpx
 
-    from bot.front_door import MAX_BODY_BYTES
+    from bot.runtime.front_door import MAX_BODY_BYTES
     from tests.adversarial.test_front_door import MARKER, _bodies, _variants
 
     result = ClassResult("unsigned or forged bodies")
@@ -402,7 +402,7 @@ def run_forged(stack: Any, capture: LogCapture) -> ClassResult:
 
 
 def run_oversized(stack: Any, reps: int) -> ClassResult:
-    from bot.front_door import MAX_BODY_BYTES
+    from bot.runtime.front_door import MAX_BODY_BYTES
 
     result = ClassResult("oversized bodies")
     port, secret = stack.server.port, stack.signing_secret
@@ -636,7 +636,7 @@ def main() -> int:
         root = logging.getLogger()
         for handler in list(root.handlers):
             root.removeHandler(handler)
-        # errors= as on sys.stderr, where bot.cli.setup_logging writes: a payload's lone
+        # errors= as on sys.stderr, where bot.runtime.cli.setup_logging writes: a payload's lone
         # surrogate, which Bolt's "Unhandled request" warning repeats, must not fail a write.
         file_handler = logging.FileHandler(log_path, encoding="utf-8",
                                            errors="backslashreplace")

@@ -8,8 +8,8 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.errors import NotAllowed
-from bot.service import RollbackService
+from bot.domain.errors import NotAllowed
+from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.middleware import ClickHandler, on_click, open_view
 

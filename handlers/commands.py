@@ -17,9 +17,9 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.commands import Parsed, parse
-from bot.errors import UserFacingError
-from bot.service import ModalDefaults, RollbackService
+from bot.domain.command_parsing import Parsed, parse
+from bot.domain.errors import UserFacingError
+from bot.usecases.service import ModalDefaults, RollbackService
 from handlers import ids, views
 from handlers.errors import render, tell_user
 from handlers.middleware import MalformedPayload, first_delivery, hand_off, open_view

@@ -14,9 +14,9 @@ from typing import Any
 
 from slack_bolt import App
 
-from bot.errors import UserFacingError
-from bot.ports import Chat
-from bot.scrub import scrub
+from bot.domain.errors import UserFacingError
+from bot.domain.ports import Chat
+from bot.observability.scrub import scrub
 from handlers.mrkdwn import escape_keeping_mentions
 
 log = logging.getLogger(__name__)

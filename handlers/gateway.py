@@ -14,9 +14,9 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.errors import UserFacingError
-from bot.models import Rollback, Step
-from bot.ports import Notice
+from bot.domain.errors import UserFacingError
+from bot.domain.models import Rollback, Step
+from bot.domain.ports import Notice
 from handlers import views, views_aftercare
 from handlers.mrkdwn import escape_keeping_mentions
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 COMMAND = "/rollback"
 
-# HTTP routes served by the bot (bot.server)
+# HTTP routes served by the bot (bot.runtime.server)
 EVENTS_PATH = "/slack/events"
 HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"

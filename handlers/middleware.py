@@ -22,11 +22,11 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot import metrics
-from bot.commands import clean
-from bot.errors import UserFacingError
-from bot.ports import Chat
-from bot.store import Store
+from bot.domain.command_parsing import clean
+from bot.domain.errors import UserFacingError
+from bot.domain.ports import Chat
+from bot.observability import metrics
+from bot.persistence.store import Store
 from handlers.errors import tell_user
 from handlers.work_pool import Busy, Slot, WorkPool, pool_of
 

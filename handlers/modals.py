@@ -10,10 +10,10 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.commands import Parsed, clean, revision_number
-from bot.config import PLATFORMS, SCOPES, Severity
-from bot.errors import ParseError
-from bot.service import RollbackService
+from bot.domain.command_parsing import Parsed, clean, revision_number
+from bot.domain.config import PLATFORMS, SCOPES, Severity
+from bot.domain.errors import ParseError
+from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
 from handlers.middleware import MalformedPayload, field, hand_off, user_id

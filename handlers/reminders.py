@@ -1,6 +1,6 @@
 """Buttons on aftercare notices: reminders (Scheduled/Done/Snooze), retry, resume, resolve.
 
-Ack first, then one call into ``bot.aftercare``, which re-renders its notices in place.
+Ack first, then one call into ``bot.aftercare.coordinator``, which re-renders its notices in place.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from slack_bolt import App
 
-from bot.aftercare import Aftercare
-from bot.service import RollbackService
+from bot.aftercare.coordinator import Aftercare
+from bot.usecases.service import RollbackService
 from handlers import ids
 from handlers.middleware import on_click
 

@@ -1,5 +1,5 @@
 """Socket Mode with the HTTP front door's size discipline: an envelope larger than
-``bot.front_door.MAX_BODY_BYTES`` is dropped before anything parses it.
+``bot.runtime.front_door.MAX_BODY_BYTES`` is dropped before anything parses it.
 
 Over HTTP, waitress refuses such a body from its Content-Length (413). Over Socket Mode
 the envelope arrives as one websocket text message on the connection we opened to Slack;
@@ -7,7 +7,7 @@ slack_sdk's client queues the raw text and ``json.loads`` it before any listener
 ``GuardedSocketModeClient`` measures the raw text where it is queued and drops an
 oversized one with a fixed log line (its size, never its content). It is not acked: we
 cannot know the envelope id without parsing, and an envelope that size is not one Slack
-sends (see ``bot/front_door.py`` for how the limit is sized), so Slack's retries of it
+sends (see ``bot/runtime/front_door.py`` for how the limit is sized), so Slack's retries of it
 are dropped the same way. Listeners, the work pool and acks are the same as over HTTP.
 """
 
@@ -20,7 +20,7 @@ from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk.socket_mode.builtin import SocketModeClient
 
-from bot.front_door import MAX_BODY_BYTES
+from bot.runtime.front_door import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 

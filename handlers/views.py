@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.compensation import left_scaled_down
-from bot.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfig, Severity
-from bot.lifecycle import State
-from bot.models import Rollback, Step
+from bot.domain.compensation import left_scaled_down
+from bot.domain.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfig, Severity
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback, Step
 from handlers import ids
 from handlers.mrkdwn import escape
 from platforms.base import Revision

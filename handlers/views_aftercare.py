@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.ports import Notice
+from bot.domain.ports import Notice
 from handlers import ids
 from handlers.mrkdwn import escape_keeping_mentions
 from handlers.views import Block, button, context, section

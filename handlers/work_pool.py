@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 from prometheus_client import Counter, Gauge
 from slack_bolt import App
 
-from bot.errors import UserFacingError
+from bot.domain.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

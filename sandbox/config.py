@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from bot.config import RollbackConfig, parse_config
-from bot.db import data_dir
+from bot.domain.config import RollbackConfig, parse_config
+from bot.persistence.db import data_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rollback.example.yml"
 USERGROUP = "sre-approvers"  # the emulator seeds this group with bob and carol

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from bot.ports import utcnow
+from bot.domain.ports import utcnow
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE
 from sandbox.runner import SandboxWorld
 

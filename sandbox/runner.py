@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import conninfo
 
-from bot.db import data_dir, embedded_database_url, migrate
-from bot.ports import Clock, utcnow
-from bot.server import PortInUse
+from bot.domain.ports import Clock, utcnow
+from bot.persistence.db import data_dir, embedded_database_url, migrate
+from bot.runtime.server import PortInUse
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import sandbox_config
 from sandbox.console import Console

@@ -9,11 +9,11 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from bot.app import BotApp, create_app
-from bot.config import RollbackConfig
-from bot.ports import Clock, utcnow
-from bot.server import HttpServer
-from bot.settings import Settings
+from bot.domain.config import RollbackConfig
+from bot.domain.ports import Clock, utcnow
+from bot.runtime.app import BotApp, create_app
+from bot.runtime.server import HttpServer
+from bot.runtime.settings import Settings
 from platforms.base import Platform
 from sandbox.slack import DEFAULT_BOT_TOKEN, SlackDriver, SlackEmulator
 

@@ -1,6 +1,6 @@
 """A Statuspage-compatible API on 127.0.0.1: incidents per page, OAuth key auth, history.
 
-The subset the bot uses (create, update, list unresolved), driven by ``bot.statuspage``.
+The subset the bot uses (create, update, list unresolved), driven by ``bot.aftercare.statuspage``.
 """
 
 from __future__ import annotations

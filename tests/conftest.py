@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from bot.db import migrate
+from bot.persistence.db import migrate
 from tests.secret_scan import SCANNER
 
 pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]

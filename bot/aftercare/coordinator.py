@@ -12,22 +12,27 @@ from typing import Any
 
 import httpx
 
-from bot import monitoring
-from bot.aftercare_store import AftercareStore, Monitor
-from bot.authority import Action
-from bot.checks import CheckResult, summarize
-from bot.config import ServiceConfig
-from bot.errors import NotAllowed
-from bot.jobs import Job
-from bot.lifecycle import Event, State
-from bot.models import Rollback
-from bot.notifications import Notifier
-from bot.outbox import Outbox
-from bot.ports import Notice
-from bot.reminders import Reminders
-from bot.service import RollbackService
-from bot.store import StaleState
-from bot.verification import failed, failure_summary, run_verification, verification_notice
+from bot.aftercare import monitoring
+from bot.aftercare.notifications import Notifier
+from bot.aftercare.reminders import Reminders
+from bot.aftercare.verification import (
+    failed,
+    failure_summary,
+    run_verification,
+    verification_notice,
+)
+from bot.checks.suite import CheckResult, summarize
+from bot.domain.authority import Action
+from bot.domain.config import ServiceConfig
+from bot.domain.errors import NotAllowed
+from bot.domain.lifecycle import Event, State
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice
+from bot.persistence.aftercare_store import AftercareStore, Monitor
+from bot.persistence.jobs import Job
+from bot.persistence.outbox import Outbox
+from bot.persistence.store import StaleState
+from bot.usecases.service import RollbackService
 
 log = logging.getLogger(__name__)
 

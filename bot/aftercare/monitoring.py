@@ -1,6 +1,7 @@
 """Stability monitoring, the measuring half: samples, regression rules, report and notices.
 
-A sample: error rate (PromQL), one timed health request, latency; ``bot.aftercare`` posts.
+A sample: error rate (PromQL), one timed health request, latency;
+``bot.aftercare.coordinator`` posts.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from datetime import datetime
 
 import httpx
 
-from bot import charts
-from bot.aftercare_store import Monitor, Sample
-from bot.checks_http import safe_url
-from bot.config import ServiceConfig
-from bot.models import Rollback
-from bot.ports import Notice, NoticeAction
-from bot.postmortem import in_utc
-from bot.prometheus import PrometheusError, instant_query
+from bot.aftercare import charts
+from bot.aftercare.postmortem import in_utc
+from bot.checks.probes import safe_url
+from bot.domain.config import ServiceConfig
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice, NoticeAction
+from bot.integrations.prometheus import PrometheusError, instant_query
+from bot.persistence.aftercare_store import Monitor, Sample
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from bot.aftercare_store import AftercareStore, Facts
-from bot.config import RollbackConfig, ServiceConfig, Severity
-from bot.models import Rollback
-from bot.monitoring import span
-from bot.outbox import Outbox
-from bot.ports import Notice
-from bot.postmortem import duration, in_utc
-from bot.statuspage import StatuspageClient, StatuspageError
+from bot.aftercare.monitoring import span
+from bot.aftercare.postmortem import duration, in_utc
+from bot.aftercare.statuspage import StatuspageClient, StatuspageError
+from bot.domain.config import RollbackConfig, ServiceConfig, Severity
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice
+from bot.persistence.aftercare_store import AftercareStore, Facts
+from bot.persistence.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

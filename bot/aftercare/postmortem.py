@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.aftercare_store import Facts, Monitor
-from bot.db import data_dir
-from bot.models import AuditEvent, Rollback, Step
+from bot.domain.models import AuditEvent, Rollback, Step
+from bot.persistence.aftercare_store import Facts, Monitor
+from bot.persistence.db import data_dir
 
 log = logging.getLogger(__name__)
 

@@ -9,17 +9,17 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from bot import postmortem
-from bot.aftercare_store import AftercareStore, Reminder
-from bot.authority import Action
-from bot.errors import NotAllowed
-from bot.jobs import Job
-from bot.models import Rollback
-from bot.notifications import deadlines, utc
-from bot.outbox import Outbox
-from bot.ports import Notice, NoticeAction
-from bot.postmortem import in_utc
-from bot.service import RollbackService
+from bot.aftercare import postmortem
+from bot.aftercare.notifications import deadlines, utc
+from bot.aftercare.postmortem import in_utc
+from bot.domain.authority import Action
+from bot.domain.errors import NotAllowed
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice, NoticeAction
+from bot.persistence.aftercare_store import AftercareStore, Reminder
+from bot.persistence.jobs import Job
+from bot.persistence.outbox import Outbox
+from bot.usecases.service import RollbackService
 
 log = logging.getLogger(__name__)
 

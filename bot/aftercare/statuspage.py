@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from bot.checks_http import safe_url, scrub_secrets
-from bot.config import StatuspageConfig, secret
-from bot.errors import RollbackBotError
+from bot.checks.probes import safe_url, scrub_secrets
+from bot.domain.config import StatuspageConfig, secret
+from bot.domain.errors import RollbackBotError
 
 INCIDENT_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 COMPONENT_STATUSES = ("operational", "degraded_performance", "partial_outage", "major_outage")

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import httpx
 
-from bot.checks import CheckResult, build_checks, render_text, run_suite, summarize
-from bot.config import ServiceConfig
-from bot.models import Rollback
-from bot.ports import Notice, NoticeAction
+from bot.checks.suite import CheckResult, build_checks, render_text, run_suite, summarize
+from bot.domain.config import ServiceConfig
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice, NoticeAction
 from platforms.base import Platform
 
 

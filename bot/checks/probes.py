@@ -15,8 +15,8 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import httpx
 
-from bot.checks_base import CheckResult, Outcome, guarded, timed_out
-from bot.config import HealthCheck, HttpProbe, MissingSecret, probe_headers
+from bot.checks.runner import CheckResult, Outcome, guarded, timed_out
+from bot.domain.config import HealthCheck, HttpProbe, MissingSecret, probe_headers
 
 _BODY_SNIPPET = 200
 

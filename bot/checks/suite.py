@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from bot.checks_base import (
+from bot.checks.probes import check_health, check_http_probe, safe_url
+from bot.checks.runner import (
     Check,
     CheckResult,
     Outcome,
@@ -23,9 +24,8 @@ from bot.checks_base import (
     run_suite,
     summarize,
 )
-from bot.checks_http import check_health, check_http_probe, safe_url
-from bot.config import DatabaseConfig, ServiceConfig, secret
-from bot.database import (
+from bot.domain.config import DatabaseConfig, ServiceConfig, secret
+from bot.integrations.target_database import (
     DatabaseOperationError,
     latest_backup,
     scrub_dsn,

@@ -1,9 +1,10 @@
 """Who may do what to a rollback, in which state and from which channel: the one table.
 
 Every decision a person can take on a rollback (a slash command, a button, a dialog) is a
-row of ``RULES``. ``bot.policy`` enforces the rows and ``bot.service`` asks it before any
-change, so a forged click of a button the message does not show is refused exactly like a
-click of one it shows: the rendered buttons are a courtesy, this table is the rule.
+row of ``RULES``. ``bot.domain.policy`` enforces the rows and ``bot.usecases.service``
+asks it before any change, so a forged click of a button the message does not show is
+refused exactly like a click of one it shows: the rendered buttons are a courtesy, this
+table is the rule.
 ``docs/architecture.md`` ("Authority") is :func:`markdown_table`, checked by a test.
 """
 
@@ -13,9 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.config import PolicyMode
-from bot.lifecycle import State
-from bot.models import Rollback
+from bot.domain.config import PolicyMode
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback
 
 
 class Role(StrEnum):

@@ -6,8 +6,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from bot.config import PLATFORMS, SCOPES, Severity
-from bot.errors import ParseError
+from bot.domain.config import PLATFORMS, SCOPES, Severity
+from bot.domain.errors import ParseError
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
 # Revisions are small counters on every platform; nine digits is far beyond any real one

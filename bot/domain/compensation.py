@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.models import Step
+from bot.domain.models import Step
 from platforms.base import Target
 
 

@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot import scrub
-from bot.errors import ConfigError
+from bot.domain.errors import ConfigError
+from bot.observability import scrub
 
 PLATFORMS = ("kubernetes", "ecs", "fly", "fake")
 SCOPES = ("app", "db", "config", "external")
@@ -439,4 +439,4 @@ def default_config_path() -> Path:
     local = Path("rollback.yml")
     if local.exists():
         return local
-    return Path(__file__).resolve().parent.parent / "rollback.example.yml"
+    return Path(__file__).resolve().parents[2] / "rollback.example.yml"

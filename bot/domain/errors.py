@@ -7,7 +7,7 @@
     │   ├── ParseError          names the bad token of a slash command
     │   ├── NotAllowed          policy refusal (four-eyes, channel, role, state)
     │   └── NotFound
-    └── InvalidTransition       the state machine refused (see bot.lifecycle)
+    └── InvalidTransition       the state machine refused (see bot.domain.lifecycle)
 """
 
 from __future__ import annotations

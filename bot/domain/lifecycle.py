@@ -1,6 +1,6 @@
 """The rollback state machine as data: states, events, one transition table, pure ``advance()``.
 
-Persistence (``bot.store``) applies a transition with compare-and-set on the current
+Persistence (``bot.persistence.store``) applies a transition with compare-and-set on the current
 state and appends the audit event in the same transaction, so two replicas (or a double
 click) can never both move a rollback out of the same state.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from bot.errors import InvalidTransition
+from bot.domain.errors import InvalidTransition
 
 
 class State(StrEnum):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bot.lifecycle import State
+from bot.domain.lifecycle import State
 from platforms.base import Revision, Target
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from bot.compensation import INVERSES
-from bot.config import ServiceConfig
-from bot.errors import UserFacingError
-from bot.models import KnownBad, PlannedStep
+from bot.domain.compensation import INVERSES
+from bot.domain.config import ServiceConfig
+from bot.domain.errors import UserFacingError
+from bot.domain.models import KnownBad, PlannedStep
 from platforms.base import Revision, Target
 
 

@@ -1,4 +1,4 @@
-"""Enforces the authority table (``bot.authority``) for one rollback, user and channel.
+"""Enforces the authority table (``bot.domain.authority``) for one rollback, user and channel.
 
 The table says who may do what, in which state and where; this module reads the people
 (approvers, technical leads) from Slack at the moment of each decision and applies the
@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot import authority
-from bot.authority import Action, Role, Where
-from bot.config import CHECKLIST_ITEMS, Approvers, PolicyMode, RollbackConfig, Severity
-from bot.errors import NotAllowed
-from bot.models import Rollback
-from bot.ports import Directory
+from bot.domain import authority
+from bot.domain.authority import Action, Role, Where
+from bot.domain.config import CHECKLIST_ITEMS, Approvers, PolicyMode, RollbackConfig, Severity
+from bot.domain.errors import NotAllowed
+from bot.domain.models import Rollback
+from bot.domain.ports import Directory
 
 
 @dataclass(frozen=True)

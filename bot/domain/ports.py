@@ -1,6 +1,6 @@
 """Ports the core talks through, implemented at the edges (Slack gateway, clocks).
 
-``bot`` never imports Slack; ``bot.app`` wires a Slack-backed ``Chat`` and ``Directory``
+``bot`` never imports Slack; ``bot.runtime.app`` wires a Slack-backed ``Chat`` and ``Directory``
 in production and the same classes against the emulator in tests.
 """
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot.models import Rollback, Step
-from bot.scrub import scrub, scrub_data, scrub_optional
+from bot.domain.models import Rollback, Step
+from bot.observability.scrub import scrub, scrub_data, scrub_optional
 
 Clock = Callable[[], datetime]
 
@@ -36,7 +36,7 @@ class Notice:
     """A message the core posts after the steps: verification, alerts, reports, reminders.
 
     ``key`` travels with the message (Slack message metadata) so a post whose poster died
-    mid-call can be found again instead of being posted twice (``bot.outbox``).
+    mid-call can be found again instead of being posted twice (``bot.persistence.outbox``).
     """
 
     key: str
@@ -56,7 +56,7 @@ class Chat(Protocol):
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
         """Re-render the request message in place for the rollback's current state; the
-        core's implementation (``bot.rendering``) loads state and steps itself."""
+        core's implementation (``bot.usecases.latest_state_chat``) loads state and steps itself."""
         ...
 
     def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
@@ -98,7 +98,7 @@ class Directory(Protocol):
 
 
 class ScrubbedChat:
-    """A ``Chat`` that scrubs secrets (``bot.scrub``) out of everything the core shows:
+    """A ``Chat`` that scrubs secrets (``bot.observability.scrub``) out of all the core shows:
     thread lines, notices, channel posts, ephemerals, the request message's last error and
     text files. Wired once around the Slack gateway in the composition root, so no call
     site can skip it."""

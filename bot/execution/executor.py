@@ -18,14 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot import metrics, retry
-from bot.compensation import Compensation, Undo, manual_scale_command, plan_compensation
-from bot.config import ExecutorSettings
-from bot.lifecycle import Event, State
-from bot.models import Rollback, Step
-from bot.service import RollbackService
-from bot.steps import HANDLERS, StepContext
-from bot.store import StaleState
+from bot.domain.compensation import Compensation, Undo, manual_scale_command, plan_compensation
+from bot.domain.config import ExecutorSettings
+from bot.domain.lifecycle import Event, State
+from bot.domain.models import Rollback, Step
+from bot.execution import retry
+from bot.execution.steps import HANDLERS, StepContext
+from bot.observability import metrics
+from bot.persistence.store import StaleState
+from bot.usecases.service import RollbackService
 from platforms.base import (
     ConfigSnapshot,
     PermanentPlatformError,

@@ -4,7 +4,7 @@ APScheduler 3 (in-memory job store, never shared) ticks on every replica, but on
 one holding the lock on its dedicated connection runs due rows from ``scheduled_jobs``.
 On takeover the new leader re-queues rows a dead leader left ``running``. The clock is
 injected, so tests drive timers with ``tick(now=...)`` instead of sleeping. The leader also
-runs periodic maintenance (``bot.housekeeping``: retention) at its first tick and then
+runs periodic maintenance (``bot.persistence.housekeeping``: retention) at its first tick and then
 every ``maintenance.interval``.
 """
 
@@ -21,9 +21,9 @@ from typing import Protocol
 import psycopg
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot import metrics
-from bot.jobs import Job, JobStore
-from bot.ports import Clock, utcnow
+from bot.domain.ports import Clock, utcnow
+from bot.observability import metrics
+from bot.persistence.jobs import Job, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ MAINTENANCE_RETRY = timedelta(minutes=5)  # after a failed maintenance run
 
 
 class Maintenance(Protocol):
-    """Idempotent upkeep the leader runs every ``interval`` (``bot.housekeeping``)."""
+    """Idempotent upkeep the leader runs every ``interval`` (``bot.persistence.housekeeping``)."""
 
     @property
     def interval(self) -> timedelta: ...

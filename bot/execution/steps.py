@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from bot import sealing
-from bot.config import MissingSecret, ServiceConfig, probe_headers, secret
-from bot.models import Rollback, Step
+from bot.domain.config import MissingSecret, ServiceConfig, probe_headers, secret
+from bot.domain.models import Rollback, Step
+from bot.persistence import sealing
 from platforms.base import (
     ConfigSnapshot,
     PermanentPlatformError,
@@ -93,7 +93,7 @@ def restore_config(ctx: StepContext) -> dict[str, Any]:
 
 
 def _opened(ctx: StepContext, known: ConfigSnapshot) -> tuple[ConfigSnapshot, dict[str, str]]:
-    """The known-good snapshot with its Secrets opened (``bot.sealing``), and the Secrets
+    """The known-good snapshot, Secrets opened (``bot.persistence.sealing``), and the Secrets
     that cannot be restored with why. Such a Secret is passed back as it runs now (so no
     adapter deletes or overwrites it); one whose live digest still matches the recorded one
     is simply unchanged and not reported."""
@@ -155,7 +155,7 @@ def backup_db(ctx: StepContext) -> dict[str, Any]:
     """Dump the current (bad) state before the restore overwrites it. The dump goes to a
     ``pre-restore`` folder that ``latest_backup`` never looks in: a later rollback must not
     pin this copy of the bad data as "the latest backup"."""
-    from bot import database
+    from bot.integrations import target_database as database
 
     assert ctx.service.database is not None
     _writers_stopped(ctx)
@@ -165,7 +165,7 @@ def backup_db(ctx: StepContext) -> dict[str, Any]:
 
 
 def restore_db(ctx: StepContext) -> dict[str, Any]:
-    from bot import database
+    from bot.integrations import target_database as database
 
     path = ctx.step.params.get("backup_path")
     if not path:
@@ -205,7 +205,7 @@ def _check_pinned_backup(ctx: StepContext) -> None:
 
 
 def verify_db(ctx: StepContext) -> dict[str, Any]:
-    from bot import database
+    from bot.integrations import target_database as database
 
     assert ctx.service.database is not None
     results = database.verify(_dsn(ctx), queries=ctx.service.database.verify_queries,

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.errors import RollbackBotError
+from bot.domain.errors import RollbackBotError
 
 __all__ = [
     "DatabaseOperationError",

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from bot.errors import RollbackBotError
+from bot.domain.errors import RollbackBotError
 
 log = logging.getLogger(__name__)
 

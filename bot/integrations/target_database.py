@@ -1,6 +1,7 @@
 """The runbook's "Database Rollback": pg_dump backups, restore, integrity and slow-query checks.
 
-Tool discovery, libpq plumbing and DSN redaction live in ``bot.pg_tools``, re-exported here."""
+Tool discovery, libpq plumbing and DSN redaction live in ``bot.integrations.pg_tools``,
+re-exported here."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot.pg_tools import (
+from bot.integrations.pg_tools import (
     DatabaseOperationError,
     PgToolNotFound,
     find_pg_tool,
@@ -29,12 +30,12 @@ from bot.pg_tools import (
     scrub_dsn,
     server_major,
 )
-from bot.pg_tools import connect as _connect
-from bot.pg_tools import libpq_args as _libpq_args
-from bot.pg_tools import newest_tool as _newest_tool
-from bot.pg_tools import run_child as _run_child
-from bot.pg_tools import run_tool as _run_tool
-from bot.pg_tools import stderr_tail as _tail
+from bot.integrations.pg_tools import connect as _connect
+from bot.integrations.pg_tools import libpq_args as _libpq_args
+from bot.integrations.pg_tools import newest_tool as _newest_tool
+from bot.integrations.pg_tools import run_child as _run_child
+from bot.integrations.pg_tools import run_tool as _run_tool
+from bot.integrations.pg_tools import stderr_tail as _tail
 
 __all__ = [
     "STAMP_FORMAT",

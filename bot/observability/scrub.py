@@ -3,11 +3,11 @@
 Platform errors, tool output and HTTP bodies echo whatever the far side saw, including the
 credentials the bot sent. Everything the core stores (last errors, step errors and
 results, audit details, job errors, monitor notes) passes ``scrub_data`` in the store, and
-everything it says in Slack passes the ``ScrubbedChat`` port wrapper (``bot.ports``), so a
+everything it says in Slack passes the ``ScrubbedChat`` port wrapper (``bot.domain.ports``), so a
 new call site cannot forget it. Two kinds of secret are removed:
 
 * **known values**: environment variables the configuration names as secrets (every
-  ``*_env`` key, see ``bot.config``), variables whose names look secret (``*TOKEN*``,
+  ``*_env`` key, see ``bot.domain.config``), variables whose names look secret (``*TOKEN*``,
   ``*SECRET*``, ``*PASSWORD*``, ``*_KEY``…), the password of every DSN-like variable, and
   values handed to ``remember``; each in the spellings it takes in JSON, URLs and base64;
 * **shapes**: ``Authorization:`` headers, ``Bearer``/``FlyV1`` credentials, passwords in

@@ -2,7 +2,7 @@
 
 Writes are idempotent (``ON CONFLICT``) or compare-and-set: the jobs calling them may re-run.
 Measurement notes and results (which echo Prometheus and health-check errors) are scrubbed
-of secrets (``bot.scrub``) before they are stored.
+of secrets (``bot.observability.scrub``) before they are stored.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from bot.scrub import scrub, scrub_data
+from bot.observability.scrub import scrub, scrub_data
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class AftercareStore:
     def reminder(self, reminder_id: int) -> Reminder:
         row = self._one("SELECT * FROM reminders WHERE id = %s", (reminder_id,))
         if row is None:
-            from bot.errors import NotFound
+            from bot.domain.errors import NotFound
 
             raise NotFound(f"No reminder {reminder_id}.")
         return Reminder(**row)

@@ -60,7 +60,7 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionP
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
-    folder = resources.files("bot") / "migrations"
+    folder = resources.files("bot.persistence") / "migrations"
     found = []
     for entry in folder.iterdir():
         name = entry.name

@@ -4,7 +4,7 @@ Purged: Slack delivery ids (``processed_requests``) past the retry horizon, fini
 ``scheduled_jobs`` and sent ``outbox`` rows of rollbacks that ended long ago. Kept for
 good: rollbacks, their steps and the audit trail (``audit_events``), monitor samples,
 reminders, known-bad marks. The same run seals known-good Secret snapshots that are still
-in plain form or under a rotated-away key (``bot.sealing``).
+in plain form or under a rotated-away key (``bot.persistence.sealing``).
 
 ``LeaderScheduler`` runs it on the leader only, at its first tick and then every
 ``retention.interval_minutes`` of its clock. It is maintenance, not a timer row: every step
@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot.config import RetentionSettings
-from bot.jobs import JobStore
-from bot.store import Store
+from bot.domain.config import RetentionSettings
+from bot.persistence.jobs import JobStore
+from bot.persistence.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from bot.scrub import scrub
+from bot.observability.scrub import scrub
 
 
 @dataclass(frozen=True)

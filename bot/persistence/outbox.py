@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from bot.models import Rollback
-from bot.ports import Chat, Notice
+from bot.domain.models import Rollback
+from bot.domain.ports import Chat, Notice
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,11 @@
 Every state change is a compare-and-set on the current state plus an audit row in the
 same transaction; executor claims use ``FOR UPDATE SKIP LOCKED`` with a lease so any
 replica can execute and a dead one's work is picked up when its lease runs out.
-Timed work lives in ``bot.jobs`` (same pool, separate concern).
+Timed work lives in ``bot.persistence.jobs`` (same pool, separate concern).
 
-Nothing secret is written: every error, result and audit detail passes ``bot.scrub`` here,
-and the Secret items of a known-good configuration are sealed (``bot.sealing``).
+Nothing secret is written: every error, result and audit detail passes
+``bot.observability.scrub`` here, and the Secret items of a known-good configuration are
+sealed (``bot.persistence.sealing``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from bot import metrics, sealing
-from bot.errors import NotFound
-from bot.lifecycle import ACTIVE, TERMINAL, Event, State, advance
-from bot.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
-from bot.scrub import scrub, scrub_data
-from bot.store_rows import ActiveRollbackExists, StaleState, rollback_from_row, target_to_json
+from bot.domain.errors import NotFound
+from bot.domain.lifecycle import ACTIVE, TERMINAL, Event, State, advance
+from bot.domain.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
+from bot.observability import metrics
+from bot.observability.scrub import scrub, scrub_data
+from bot.persistence import sealing
+from bot.persistence.store_rows import (
+    ActiveRollbackExists,
+    StaleState,
+    rollback_from_row,
+    target_to_json,
+)
 from platforms.base import Revision, Target
 
 __all__ = ["ActiveRollbackExists", "StaleState", "Store"]
@@ -390,7 +397,8 @@ class Store:
     def known_good_config(self, service: str, platform: str
                           ) -> tuple[dict[str, Any], datetime, int | None] | None:
         """(snapshot, recorded_at, recording rollback id) of the service's known-good config.
-        Secret items come back sealed; ``restore_config`` opens them (``bot.sealing``)."""
+        Secret items come back sealed; ``restore_config`` opens them
+        (``bot.persistence.sealing``)."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "SELECT snapshot, recorded_at, rollback_id FROM known_good_config"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.lifecycle import State
-from bot.models import Rollback
-from bot.scrub import scrub_optional
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback
+from bot.observability.scrub import scrub_optional
 from platforms.base import Revision, Target
 
 

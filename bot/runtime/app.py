@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot import scrub
-from bot.aftercare import Aftercare
-from bot.config import RollbackConfig, load_config
-from bot.db import migrate, open_pool, resolve_database_url
-from bot.executor import Executor
-from bot.housekeeping import Housekeeping
-from bot.jobs import JobStore
-from bot.ports import Clock, ScrubbedChat, utcnow
-from bot.scheduler import LeaderScheduler
-from bot.service import RollbackService
-from bot.settings import Settings
-from bot.store import Store
+from bot.aftercare.coordinator import Aftercare
+from bot.domain.config import RollbackConfig, load_config
+from bot.domain.ports import Clock, ScrubbedChat, utcnow
+from bot.execution.executor import Executor
+from bot.execution.scheduler import LeaderScheduler
+from bot.observability import scrub
+from bot.persistence.db import migrate, open_pool, resolve_database_url
+from bot.persistence.housekeeping import Housekeeping
+from bot.persistence.jobs import JobStore
+from bot.persistence.store import Store
+from bot.runtime.settings import Settings
+from bot.usecases.service import RollbackService
 from platforms.base import Platform
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
 
         registry["ecs"] = EcsPlatform()  # boto3's credential chain; region per target
     if "fly" in wanted:
-        from bot.config import secret
+        from bot.domain.config import secret
         from platforms.fly import FlyPlatform
 
         svc = next(s for s in config.services.values() if s.fly)
@@ -136,7 +136,7 @@ def create_app(
         signing_secret=settings.slack_signing_secret,
         token_verification_enabled=False,  # start even when Slack is briefly unreachable
         # Socket Mode without a signing secret: Slack's requests arrive over our own
-        # websocket; bot.server then refuses /slack/events over HTTP altogether.
+        # websocket; bot.runtime.server then refuses /slack/events over HTTP altogether.
         request_verification_enabled=bool(settings.slack_signing_secret),
         process_before_response=False,
         raise_error_for_unhandled_request=False,

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import default_config_path, load_config
-from bot.errors import ConfigError
-from bot.settings import Settings
+from bot.domain.config import default_config_path, load_config
+from bot.domain.errors import ConfigError
+from bot.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         data = {"ts": self.formatTime(record), "level": record.levelname,
                 "logger": record.name, "msg": record.getMessage()}
         if record.exc_info:
-            # exc_text is the scrubbed traceback (bot.scrub's record factory sets it)
+            # exc_text is the scrubbed traceback (bot.observability.scrub's record factory sets it)
             data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data)
 
@@ -53,7 +53,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.app import create_app
+    from bot.runtime.app import create_app
 
     settings = Settings.from_env()
     setup_logging(settings.log_format)
@@ -68,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for problem in err.problems:
             print(f"{err.source}: {problem}", file=sys.stderr)
         return 2
-    from bot.server import HttpServer, PortInUse
+    from bot.runtime.server import HttpServer, PortInUse
 
     try:
         server = HttpServer(bot, host=settings.host, port=settings.port)

@@ -16,8 +16,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.app import BotApp
-from bot.front_door import MAX_BODY_BYTES, SlackFrontDoor
+from bot.runtime.app import BotApp
+from bot.runtime.front_door import MAX_BODY_BYTES, SlackFrontDoor
 
 log = logging.getLogger(__name__)
 

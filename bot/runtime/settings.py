@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.config import default_config_path
+from bot.domain.config import default_config_path
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bot.config import ServiceConfig
+from bot.domain.config import ServiceConfig
 from platforms.base import Platform, Target
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _health(service: ServiceConfig) -> dict[str, Any]:
 
 
 def _error_rate(service: ServiceConfig) -> dict[str, Any]:
-    from bot.prometheus import instant_query
+    from bot.integrations.prometheus import instant_query
 
     assert service.prometheus is not None
     with httpx.Client(timeout=PROBE_TIMEOUT) as client:

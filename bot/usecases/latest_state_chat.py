@@ -12,9 +12,9 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-from bot.models import Rollback, Step
-from bot.ports import Chat
-from bot.store import Store
+from bot.domain.models import Rollback, Step
+from bot.domain.ports import Chat
+from bot.persistence.store import Store
 
 
 class LatestStateChat:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from bot.assessment import assess
-from bot.authority import Action
-from bot.commands import Parsed
-from bot.compensation import Undo, left_scaled_down, plan_compensation
-from bot.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
-from bot.errors import (
+from bot.domain.authority import Action
+from bot.domain.command_parsing import Parsed
+from bot.domain.compensation import Undo, left_scaled_down, plan_compensation
+from bot.domain.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
+from bot.domain.errors import (
     InvalidTransition,
     NotAllowed,
     NotFound,
@@ -27,15 +26,16 @@ from bot.errors import (
     UnknownService,
     UserFacingError,
 )
-from bot.jobs import Job, JobStore
-from bot.lifecycle import Event, State
-from bot.models import KnownBad, Rollback
-from bot.planner import RevisionChoice, build_steps, choose_revision, target_for
-from bot.policy import Policy
-from bot.ports import Chat, Clock, Directory, utcnow
-from bot.rendering import LatestStateChat
-from bot.store import ActiveRollbackExists, StaleState, Store
-from bot.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB, PolicyTimers
+from bot.domain.lifecycle import Event, State
+from bot.domain.models import KnownBad, Rollback
+from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
+from bot.domain.policy import Policy
+from bot.domain.ports import Chat, Clock, Directory, utcnow
+from bot.persistence.jobs import Job, JobStore
+from bot.persistence.store import ActiveRollbackExists, StaleState, Store
+from bot.usecases.assessment import assess
+from bot.usecases.latest_state_chat import LatestStateChat
+from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB, PolicyTimers
 from platforms.base import Platform, PlatformError, Revision
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ class RollbackService:
                     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """(path, plan facts, checklist item) of a verified backup, or a refusal saying what
         is missing and how to fix it: a restore is never planned without one."""
-        from bot import database
+        from bot.integrations import target_database as database
 
         if svc.database is None:
             raise UserFacingError(
@@ -507,7 +507,7 @@ class RollbackService:
     # ------------------------------------------------------------------ queries
     def status(self, arg: str | None) -> list[Rollback]:
         if arg is None:
-            from bot.lifecycle import ACTIVE
+            from bot.domain.lifecycle import ACTIVE
 
             return self.store.in_states(ACTIVE)
         if arg.upper().startswith("RB-") or arg.isdigit():
@@ -566,7 +566,7 @@ class RollbackService:
     def transition(self, rb: Rollback, event: Event, *, actor: str,
                     detail: dict[str, Any] | None = None,
                     updates: dict[str, Any] | None = None, refresh: bool = True) -> Rollback:
-        from bot.errors import InvalidTransition
+        from bot.domain.errors import InvalidTransition
 
         try:
             new = self.store.transition(rb.id, event, actor=actor, expected=rb.state,

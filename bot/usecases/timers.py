@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.errors import NotAllowed
-from bot.jobs import Job
-from bot.lifecycle import Event, State
-from bot.models import Rollback
+from bot.domain.errors import NotAllowed
+from bot.domain.lifecycle import Event, State
+from bot.domain.models import Rollback
+from bot.persistence.jobs import Job
 
 if TYPE_CHECKING:
-    from bot.service import RollbackService
+    from bot.usecases.service import RollbackService
 
 EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB = "expire_approval", "hotfix_escalation", "evaluate_reminder"
 

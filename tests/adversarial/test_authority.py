@@ -1,4 +1,4 @@
-"""The authority table (``bot/authority.py``) held against every action × role × state.
+"""The authority table (``bot/domain/authority.py``) held against every action × role × state.
 
 Three layers: the table agrees with an expectation written out here by hand and with
 docs/architecture.md; every action, role and state goes through the real service and
@@ -22,14 +22,14 @@ import pytest
 from psycopg.types.json import Jsonb
 from slack_sdk import WebClient
 
-from bot import authority
-from bot.authority import Action, Role, Where
-from bot.config import CHECKLIST_ITEMS, parse_config
-from bot.db import migrate
-from bot.errors import NotAllowed, NotFound
-from bot.lifecycle import State
-from bot.models import Rollback
-from bot.timers import HOTFIX_JOB
+from bot.domain import authority
+from bot.domain.authority import Action, Role, Where
+from bot.domain.config import CHECKLIST_ITEMS, parse_config
+from bot.domain.errors import NotAllowed, NotFound
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback
+from bot.persistence.db import migrate
+from bot.usecases.timers import HOTFIX_JOB
 from handlers import ids
 from platforms.fake import FakePlatform
 from sandbox.config import USERGROUP, sandbox_config_dict
@@ -45,7 +45,7 @@ SERVICE = "hotel-voice-bot"
 OTHER_CHANNEL = "inc-hotel-voice-bot-2"  # an incident channel too, but not the request's
 
 # ------------------------------------------------------------------ the expectation
-# Written out independently of bot/authority.py: what an SRE team expects. The table must
+# Written out independently of bot/domain/authority.py: what an SRE team expects. The table must
 # say the same (test_table_matches_the_expectation), and the bot must do it (the matrix).
 REQUESTER, APPROVER, IC, TECH_LEAD, NOBODY = (
     "requester", "approver", "incident commander", "tech lead", "nobody")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.aftercare import DECORATION_ATTEMPTS
+from bot.aftercare.coordinator import DECORATION_ATTEMPTS
 from handlers import ids
 from sandbox.demo import DemoService
 from tests.e2e.conftest import Harness, action_ids

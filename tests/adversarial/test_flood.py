@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.stack import SandboxStack

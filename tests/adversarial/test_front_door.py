@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from bot.config import parse_config
-from bot.front_door import MAX_BODY_BYTES
+from bot.domain.config import parse_config
+from bot.runtime.front_door import MAX_BODY_BYTES
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.slack.driver import STALE_SECONDS
@@ -244,7 +244,7 @@ def test_hostile_bodies_get_401_or_413_and_nothing_else(
     stack.emulator.wait_idle(quiet=0.5)  # any (wrongly) started background work shows up
     assert stack.emulator.calls()[calls_before:] == []
     assert stack.bot.store.history("hotel-voice-bot") == []
-    assert any(r.name == "bot.front_door" for r in caplog.records)  # the capture works
+    assert any(r.name == "bot.runtime.front_door" for r in caplog.records)  # the capture works
     logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
     assert MARKER not in logged
     assert "Traceback" not in logged and not [r for r in caplog.records if r.exc_info]

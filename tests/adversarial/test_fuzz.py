@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.commands import parse
-from bot.errors import ParseError
+from bot.domain.command_parsing import parse
+from bot.domain.errors import ParseError
 from handlers import ids
 from tests.e2e.conftest import CHANNEL, Harness, make_harness  # noqa: F401 (fixture)
 

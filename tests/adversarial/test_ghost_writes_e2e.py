@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from botocore.config import Config
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 from platforms.base import Target
 from platforms.ecs import EcsPlatform

@@ -24,7 +24,7 @@ import pytest
 from kubernetes.client import AppsV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 from platforms.base import (
     Revision,
@@ -359,7 +359,8 @@ RETRY_AFTER: dict[str, tuple[Callable[[], str], Callable[[float | None], bool]]]
 def test_a_throttled_undo_carries_the_servers_retry_after(
         case: str, kube: KubeEmulator, platform: KubernetesPlatform) -> None:
     """429 on the undo PATCH: transient, nothing written, and the Retry-After header read
-    by platforms.base.parse_retry_after, however absurd (bounding it is bot/retry.py's)."""
+    by platforms.base.parse_retry_after, however absurd (bounding it is
+    bot/execution/retry.py's)."""
     make_header, reported = RETRY_AFTER[case]
     header = make_header()
     expected, pinned = plan(platform)

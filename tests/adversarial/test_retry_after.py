@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot.retry import DEFAULT_MAX_RETRY_AFTER_SECONDS as CAP
+from bot.execution.retry import DEFAULT_MAX_RETRY_AFTER_SECONDS as CAP
 from handlers import ids
 from platforms.base import TransientPlatformError
 from tests.e2e.conftest import Harness

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.jobs import Job
+from bot.persistence.jobs import Job
 from handlers import ids
 from platforms.base import TransientPlatformError
 from tests.e2e.conftest import Harness

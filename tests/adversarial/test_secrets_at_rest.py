@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from bot import sealing
+from bot.persistence import sealing
 from handlers import ids
 from platforms.base import Target
 from tests.e2e.conftest import Harness

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 from handlers.work_pool import MAX_WAITERS_PER_READ
 from platforms.base import Revision, Target

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bot.config import parse_config
-from bot.front_door import MAX_BODY_BYTES
+from bot.domain.config import parse_config
+from bot.runtime.front_door import MAX_BODY_BYTES
 from handlers.socket_mode import GuardedSocketModeHandler, utf8_size
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict

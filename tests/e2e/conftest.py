@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.slack import SlackDriver, SlackEmulator

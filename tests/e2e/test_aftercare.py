@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.aftercare_store import AftercareStore
+from bot.persistence.aftercare_store import AftercareStore
 from handlers import ids
 from sandbox.demo import DemoService
 from sandbox.slack import ElementNotFound

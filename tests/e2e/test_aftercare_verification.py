@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.aftercare_store import AftercareStore
+from bot.persistence.aftercare_store import AftercareStore
 from handlers import ids
 from sandbox.statuspage import StatuspageEmulator
 from tests.e2e.conftest import CHANNEL, Harness, action_ids

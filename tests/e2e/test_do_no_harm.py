@@ -26,10 +26,10 @@ import psycopg
 import pytest
 from slack_sdk import WebClient
 
-from bot import database
-from bot.aftercare_store import AftercareStore
-from bot.config import parse_config
-from bot.db import migrate
+from bot.domain.config import parse_config
+from bot.integrations import target_database as database
+from bot.persistence.aftercare_store import AftercareStore
+from bot.persistence.db import migrate
 from handlers import ids
 from platforms.base import PermanentPlatformError, Target
 from platforms.ecs import EcsPlatform
@@ -764,7 +764,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "bot.runtime.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -783,7 +783,7 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
     env = _sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env,
+        first = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         bot_url = f"http://127.0.0.1:{port}"
@@ -824,7 +824,7 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     env = _sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "killed.log"
     with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env,
+        first = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _wait_healthy(f"http://127.0.0.1:{port}", first, log)
     first.kill()
@@ -834,7 +834,7 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     assert said.returncode == 1 and "No sandbox is running" in said.stderr
     log2 = tmp_path / "next.log"
     with log2.open("w") as out:
-        nxt = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env,
+        nxt = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)

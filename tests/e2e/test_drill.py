@@ -15,7 +15,7 @@ from sandbox.kube_seed import DEPLOYMENT, NAMESPACE
 def test_drill_runs_the_whole_incident(tmp_path: Path) -> None:
     env = {**os.environ, "ROLLBACK_DATA_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "bot.cli", "sandbox", "drill"], env=env,
+    done = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "drill"], env=env,
                           capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]

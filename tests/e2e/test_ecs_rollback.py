@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 from platforms.ecs import EcsPlatform
 from sandbox.config import sandbox_config_dict

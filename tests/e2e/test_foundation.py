@@ -63,7 +63,7 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
     env.update(ROLLBACK_DATA_DIR=str(tmp_path / "data"), PORT=str(port),
                SANDBOX_CONSOLE_PORT=str(console))
     log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "run"], env=env, stdout=log,
+    proc = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         started = time.monotonic()
@@ -77,7 +77,7 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)  # polling a condition with a deadline
         assert healthy, (tmp_path / "run.log").read_text()[-3000:]
-        said = subprocess.run([sys.executable, "-m", "bot.cli", "sandbox", "say",
+        said = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "say",
                                "/rollback help"], env=env, capture_output=True, text=True,
                               timeout=60)
         assert said.returncode == 0, said.stderr
@@ -98,9 +98,9 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
 def test_socket_mode_never_serves_unverifiable_http_events(db: str) -> None:
     """With SLACK_APP_TOKEN and no signing secret, Slack's requests come over the
     websocket; the HTTP endpoint must not accept (unverifiable) events at all."""
-    from bot.app import create_app
-    from bot.server import HttpServer
-    from bot.settings import Settings
+    from bot.runtime.app import create_app
+    from bot.runtime.server import HttpServer
+    from bot.runtime.settings import Settings
     from sandbox.config import sandbox_config
     from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 

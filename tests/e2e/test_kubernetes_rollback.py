@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import sandbox_config_dict

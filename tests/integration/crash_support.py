@@ -1,6 +1,6 @@
 """Helpers for the crash/resume tests: real ``rollback-bot serve`` processes, killed for real.
 
-A ``BotProcess`` is ``python -m bot.cli serve`` in its own process group with its output in
+A ``BotProcess`` is ``python -m bot.runtime.cli serve`` in its own process group with its output in
 a log file, so a test can SIGKILL it (no cleanup handlers, no lease release, exactly like
 an OOM kill or a lost node) and show the tail of its log when something goes wrong.
 ``CrashRig`` wires one scenario: the Slack emulator (in the test process, so it outlives
@@ -27,10 +27,10 @@ import httpx
 import psycopg
 import yaml
 
-from bot import database
-from bot.db import open_pool
-from bot.models import Rollback
-from bot.store import Store
+from bot.domain.models import Rollback
+from bot.integrations import target_database as database
+from bot.persistence.db import open_pool
+from bot.persistence.store import Store
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.slack import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
@@ -192,7 +192,7 @@ class CrashRig:
         log_path = self.tmp / f"{name}.log"
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "bot.cli", "serve"], cwd=ROOT, env=env,
+                [sys.executable, "-m", "bot.runtime.cli", "serve"], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: killpg reaches children too
             )

@@ -21,7 +21,7 @@ from typing import Protocol
 import httpx
 import pytest
 
-from bot.prometheus import PrometheusError, Sample, instant_query, range_query
+from bot.integrations.prometheus import PrometheusError, Sample, instant_query, range_query
 
 Targets = Sequence[str] | Mapping[str, Sequence[str]]
 READY_TIMEOUT = 30.0
@@ -33,7 +33,7 @@ class PrometheusFactory(Protocol):
 
 @dataclass
 class PrometheusServer:
-    """One running Prometheus; ``url`` is its base URL for ``bot.prometheus``."""
+    """One running Prometheus; ``url`` is its base URL for ``bot.integrations.prometheus``."""
 
     url: str
     process: subprocess.Popen[bytes]

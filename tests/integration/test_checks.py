@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from bot.checks import (
+from bot.checks.suite import (
     Check,
     CheckResult,
     build_checks,
@@ -29,8 +29,8 @@ from bot.checks import (
     render_text,
     run_suite,
 )
-from bot.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, ServiceConfig
-from bot.database import backup
+from bot.domain.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, ServiceConfig
+from bot.integrations.target_database import backup
 from platforms.base import Target
 from platforms.fake import FakePlatform
 

@@ -1,4 +1,5 @@
-"""bot.database against a real PostgreSQL: backup, restore, verify, slow queries, redaction."""
+"""bot.integrations.target_database against a real PostgreSQL: backup, restore, verify, slow
+queries, redaction."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from bot import database
-from bot.database import (
+from bot.integrations import target_database as database
+from bot.integrations.pg_tools import run_child
+from bot.integrations.target_database import (
     BackupError,
     DatabaseOperationError,
     PgToolNotFound,
@@ -29,7 +31,6 @@ from bot.database import (
     verify,
     verify_backup,
 )
-from bot.pg_tools import run_child
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 PASSWORD = "hunter2-Sup3r-s3cret"
@@ -323,7 +324,7 @@ def test_a_killed_executor_takes_its_pg_restore_with_it(fresh_db: str, tmp_path:
 
     blocker = psycopg.connect(fresh_db)  # holds the table so pg_restore waits mid-restore
     blocker.execute("LOCK TABLE bot_messages IN ACCESS EXCLUSIVE MODE")
-    script = ("import sys\nfrom bot.database import restore\n"
+    script = ("import sys\nfrom bot.integrations.target_database import restore\n"
               "restore(sys.argv[1], path=sys.argv[2])\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     executor = subprocess.Popen([sys.executable, "-c", script, fresh_db, str(info.path)],

@@ -22,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from bot.aftercare_store import AftercareStore
-from bot.db import open_pool
-from bot.store import Store
+from bot.persistence.aftercare_store import AftercareStore
+from bot.persistence.db import open_pool
+from bot.persistence.store import Store
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.demo import DemoService
@@ -97,9 +97,9 @@ def _start(world: dict[str, Any], name: str) -> Bot:
                ROLLBACK_FAULT_FILE=str(world["tmp"] / "held"))
     log = world["tmp"] / f"{name}.log"
     with open(log, "wb") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], cwd=ROOT, env=env,
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        popen = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "serve"], cwd=ROOT,
+                                 env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
     bot = Bot(name, popen, log, f"http://127.0.0.1:{port}")
     world["bots"].append(bot)
 

@@ -1,4 +1,5 @@
-"""The demo service's failures show up in a real Prometheus, read through ``bot.prometheus``.
+"""The demo service's failures show up in a real Prometheus, read through
+``bot.integrations.prometheus``.
 
 Also covers the demo's version-driven behaviour and the client's error mapping.
 """
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bot.prometheus import PrometheusError, instant_query, range_query
+from bot.integrations.prometheus import PrometheusError, instant_query, range_query
 from sandbox.demo import DemoService, ServiceUnavailable
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
 

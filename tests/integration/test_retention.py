@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from bot.housekeeping import Housekeeping
-from bot.scheduler import LeaderScheduler
+from bot.execution.scheduler import LeaderScheduler
+from bot.persistence.housekeeping import Housekeeping
 from handlers import ids
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)

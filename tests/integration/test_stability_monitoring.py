@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bot.aftercare_store import AftercareStore
-from bot.config import parse_config
+from bot.domain.config import parse_config
+from bot.persistence.aftercare_store import AftercareStore
 from handlers import ids
 from sandbox.config import sandbox_config_dict
 from sandbox.demo import DemoService

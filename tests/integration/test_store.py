@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.db import migrate, open_pool
-from bot.errors import InvalidTransition
-from bot.lifecycle import Event, State
-from bot.models import PlannedStep
-from bot.store import ActiveRollbackExists, StaleState, Store
+from bot.domain.errors import InvalidTransition
+from bot.domain.lifecycle import Event, State
+from bot.domain.models import PlannedStep
+from bot.persistence.db import migrate, open_pool
+from bot.persistence.store import ActiveRollbackExists, StaleState, Store
 from platforms.base import Revision, Target
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -103,7 +103,7 @@ def test_first_delivery_is_recorded_once(store: Store) -> None:
 
 
 def test_failing_job_backs_off_then_gives_up(db: str) -> None:
-    from bot.jobs import JobStore
+    from bot.persistence.jobs import JobStore
 
     pool = open_pool(db)
     jobs = JobStore(pool)

@@ -10,14 +10,14 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from bot import charts, monitoring
-from bot.aftercare_store import Facts, Monitor, Sample
-from bot.config import RollbackConfig, parse_config
-from bot.lifecycle import State
-from bot.models import Rollback
-from bot.notifications import completion_text, display_name
-from bot.ports import Notice, NoticeAction
-from bot.postmortem import duration, filename
+from bot.aftercare import charts, monitoring
+from bot.aftercare.notifications import completion_text, display_name
+from bot.aftercare.postmortem import duration, filename
+from bot.domain.config import RollbackConfig, parse_config
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice, NoticeAction
+from bot.persistence.aftercare_store import Facts, Monitor, Sample
 from handlers import ids
 from handlers.views_aftercare import carries_key, notice_blocks
 from platforms.base import Revision, Target

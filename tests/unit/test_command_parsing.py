@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.commands import parse
-from bot.config import Severity
-from bot.errors import ParseError
+from bot.domain.command_parsing import parse
+from bot.domain.config import Severity
+from bot.domain.errors import ParseError
 
 
 def test_full_request() -> None:

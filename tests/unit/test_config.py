@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot.config import load_config, parse_config
-from bot.errors import ConfigError
+from bot.domain.config import load_config, parse_config
+from bot.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "rollback.example.yml"
@@ -63,7 +63,7 @@ def test_errors_carry_key_paths(mutate, expected: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bot.runtime.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, env={**os.environ}, timeout=60)
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from bot.config import parse_config
+from bot.domain.config import parse_config
 from handlers import ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

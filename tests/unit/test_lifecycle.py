@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import InvalidTransition
-from bot.lifecycle import ACTIVE, TERMINAL, TRANSITIONS, Event, State, advance, allowed_events
+from bot.domain.errors import InvalidTransition
+from bot.domain.lifecycle import (
+    ACTIVE,
+    TERMINAL,
+    TRANSITIONS,
+    Event,
+    State,
+    advance,
+    allowed_events,
+)
 
 
 def test_happy_path() -> None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.config import ExecutorSettings
-from bot.retry import (
+from bot.domain.config import ExecutorSettings
+from bot.execution.retry import (
     DEFAULT_MAX_RETRY_AFTER_SECONDS,
     GiveUp,
     Retry,

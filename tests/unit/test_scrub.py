@@ -1,4 +1,5 @@
-"""bot.scrub: credential shapes, known values in their encodings, the log record scrubber."""
+"""bot.observability.scrub: credential shapes, known values in their encodings, the log record
+scrubber."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from urllib.parse import quote
 
 import pytest
 
-from bot import scrub as scrub_module
-from bot.config import parse_config, secret_env_names
-from bot.scrub import REDACTED, install_log_scrubber, scrub, scrub_data
+from bot.domain.config import parse_config, secret_env_names
+from bot.observability import scrub as scrub_module
+from bot.observability.scrub import REDACTED, install_log_scrubber, scrub, scrub_data
 from sandbox.config import sandbox_config_dict
 
 

@@ -9,9 +9,9 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.config import load_config
-from bot.lifecycle import State
-from bot.models import Rollback, Step
+from bot.domain.config import load_config
+from bot.domain.lifecycle import State
+from bot.domain.models import Rollback, Step
 from handlers import ids, views
 from platforms.base import Revision, Target
 
@@ -82,7 +82,7 @@ def test_break_glass_is_loud() -> None:
 def test_modals_are_valid() -> None:
     revs = [Revision("a", 3, ("x:3",), current=True), Revision("b", 2, ("x:2",)),
             Revision("c", 1, ("x:1",))]
-    from bot.config import Severity
+    from bot.domain.config import Severity
 
     modal = views.request_modal(service="hotel-voice-bot", platform="kubernetes",
                                 revisions=revs, severity=Severity.P1, scope=["app"],
@@ -160,13 +160,13 @@ def test_user_text_is_escaped_but_own_mentions_render() -> None:
     assert escape("<!channel> & <https://e.example|x>") == \
         "&lt;!channel&gt; &amp; &lt;https://e.example|x&gt;"
     assert escape_keeping_mentions("<@U123ABC> asked <!here>") == "<@U123ABC> asked &lt;!here&gt;"
-    from bot.errors import UserFacingError
+    from bot.domain.errors import UserFacingError
     assert render(UserFacingError("Unknown service `<!channel>`")) == \
         "Unknown service `&lt;!channel&gt;`"
 
 
 def test_notices_escape_what_platforms_and_people_wrote() -> None:
-    from bot.ports import Notice
+    from bot.domain.ports import Notice
     from handlers import views_aftercare
 
     notice = Notice(key="k", title="Regression <!here>", mention="U9",
