@@ -145,7 +145,7 @@ class Aftercare:
         if m.status != "running":
             if m.result.get("seq") == seq:  # a re-run of the tick that decided: finish it
                 if m.status == "unstable":
-                    self._regress(rb, svc, m, seq)
+                    self._regress(rb, svc, m, seq, attempts=job.attempts)
                 else:
                     self._stable(rb, svc, m, seq, attempts=job.attempts)
             return
@@ -160,7 +160,7 @@ class Aftercare:
             self.store.finish_monitor(m.id, status="unstable", at=now, result={
                 "seq": seq, "reason": found.reason, "kind": found.kind,
                 "summary": f"regression at check {seq}: {found.reason}"})
-            self._regress(rb, svc, self.store.monitor(m.id), seq)
+            self._regress(rb, svc, self.store.monitor(m.id), seq, attempts=job.attempts)
             return
         if svc.monitoring.post_each_check:
             self.outbox.notice(rb, monitoring.tick_notice(m, sample))
@@ -182,12 +182,16 @@ class Aftercare:
             due_at=self.service.clock() + timedelta(seconds=DEFER_SECONDS),
             dedupe_key=f"{job.kind}:defer:{job.id}")
 
-    def _regress(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int) -> None:
-        self.outbox.notice(rb, monitoring.alert_notice(rb, m))
+    def _regress(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int, *,
+                 attempts: int = 0) -> None:
+        # The transition first: a refused alert post must not keep the rollback "monitoring".
+        # A retried tick finds it unstable already and only posts what is missing.
         rb = self._move(rb, Event.REGRESSION, State.MONITORING, actor="bot", detail={
             "reason": m.result.get("reason"), "monitor": m.id, "seq": seq})
         if rb.state != State.UNSTABLE:
             return
+        self._decorate(rb, f"alert:{m.id}", "the regression alert", attempts,
+                       lambda: self.outbox.notice(rb, monitoring.alert_notice(rb, m)))
         self._schedule_notify(rb, "regression", m.id, detail=str(m.result.get("reason")))
         self.reminders.create(rb)
 
@@ -212,7 +216,11 @@ class Aftercare:
         except Exception as exc:
             if attempts + 1 < DECORATION_ATTEMPTS:
                 raise
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            # Slack's error code ("internal_error"), not the client's "request failed (url …)"
+            response: Any = getattr(exc, "response", None)
+            code = response.get("error") if hasattr(response, "get") else None
+            error = (f"Slack said {code}" if isinstance(code, str) and code
+                     else f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
             log.warning("giving up on %s for %s after %d attempts: %s", what, rb.ref,
                         attempts + 1, error)
         try:

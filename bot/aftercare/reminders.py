@@ -70,21 +70,42 @@ class Reminders:
             return  # closed, or superseded by a snooze
         rb = self.service.store.get(r.rollback_id)
         now = self.service.clock()
-        document = self._document(rb, r) if r.kind == "postmortem" else None
-        self.outbox.notice(rb, self.notice(rb, r, seq, document=document))
-        if document is not None and seq == 1:
-            self.outbox.upload(rb, filename=document.name, content=document.read_bytes(),
-                               title=f"Post-mortem skeleton {rb.ref}")
-        self.service.store.audit(rb.id, actor="bot", event="reminder_posted",
-                                 detail={"kind": r.kind, "seq": seq})
         repeat = timedelta(hours=self.settings.reminder_repeat_hours)
         next_at = r.due_at if now < r.due_at else now + repeat
-        # Schedule before advancing: a crash in between re-runs this job, which finds the
-        # next one already scheduled instead of losing it.
+        # Schedule the next one first: a refused post (or a crash) then costs this post,
+        # never the series. The job is keyed, so a retry of this one schedules nothing new.
         self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=next_at,
                                    payload={"reminder": r.id, "seq": seq + 1},
                                    dedupe_key=f"{REMINDER_JOB}:{r.id}:{seq + 1}")
+        document = None
+        if r.kind == "postmortem":
+            try:  # the skeleton is a decoration of the reminder: never its schedule
+                document = self._document(rb, r)
+            except Exception as exc:
+                log.warning("post-mortem skeleton for %s not written: %s", rb.ref,
+                            type(exc).__name__)
+        self.outbox.notice(rb, self.notice(rb, r, seq, document=document))
+        if document is not None and seq == 1:
+            try:
+                self.outbox.upload(rb, filename=document.name, content=document.read_bytes(),
+                                   title=f"Post-mortem skeleton {rb.ref}")
+            except Exception as exc:
+                log.warning("post-mortem skeleton for %s not uploaded: %s", rb.ref,
+                            type(exc).__name__)
+                self._say_not_uploaded(rb, document, exc)
+        self.service.store.audit(rb.id, actor="bot", event="reminder_posted",
+                                 detail={"kind": r.kind, "seq": seq})
         self.aftercare.advance_reminder(r.id, from_seq=seq, next_at=next_at)
+
+    def _say_not_uploaded(self, rb: Rollback, document: Path, exc: Exception) -> None:
+        try:
+            self.outbox.notice(rb, Notice(
+                key=f"skeleton-not-uploaded:{rb.id}",
+                text=f":warning: I could not upload the post-mortem skeleton for {rb.ref} "
+                     f"({type(exc).__name__}); `{document.name}` stays in the bot's post-mortem "
+                     "folder (`aftercare.postmortem_dir`)."))
+        except Exception:  # Slack refuses everything: the reminder series goes on anyway
+            log.warning("could not say the skeleton for %s was not uploaded", rb.ref)
 
     def _document(self, rb: Rollback, r: Reminder) -> Path:
         """This rollback's skeleton: the file written before (by this replica), or a new

@@ -1,6 +1,8 @@
 """A refused file upload never holds a rollback: decorations (the stability report's chart)
 are retried a bounded number of times, then the rollback completes without them and the
-thread says what could not be posted.
+thread says what could not be posted. The same for a refused regression alert (the
+rollback is ``unstable`` before the alert is posted) and for the post-mortem skeleton (a
+refused upload never stops the reminder series).
 
 Through the wire with the injected clock: the Slack emulator accepts
 ``files.getUploadURLExternal`` and then refuses the upload POST itself (HTTP 500), the way
@@ -16,10 +18,13 @@ from typing import Any
 import pytest
 
 from bot.aftercare.coordinator import DECORATION_ATTEMPTS
+from bot.aftercare.reminders import REMINDER_JOB
+from bot.persistence.aftercare_store import AftercareStore, Reminder
 from handlers import ids
 from sandbox.demo import DemoService
-from tests.e2e.conftest import Harness, action_ids
+from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
+from tests.e2e.test_aftercare import _wait_reminders_scheduled
 
 
 @pytest.fixture
@@ -28,14 +33,14 @@ def demo() -> Iterator[DemoService]:
         yield service
 
 
-def _monitored(make_harness: Callable[..., Harness], demo: DemoService, tmp: Path
-               ) -> tuple[Harness, int, dict[str, Any], int]:
-    """A P1 rollback in its monitoring window, one tick before the window decides."""
+def _approved(make_harness: Callable[..., Harness], demo: DemoService, postmortem_dir: Path,
+              **monitoring: Any) -> tuple[Harness, int, dict[str, Any]]:
+    """A P1 rollback of the demo service, approved (carol is its incident commander)."""
     def change(data: dict[str, Any]) -> None:
         svc = data["services"]["hotel-voice-bot"]
         svc["health"] = {"url": f"{demo.url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": 600, "interval_seconds": 300}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
+        svc["monitoring"] = {"duration_seconds": 600, "interval_seconds": 300, **monitoring}
+        data["aftercare"] = {"postmortem_dir": str(postmortem_dir)}
 
     h = make_harness(config_overrides=change)
     h.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
@@ -44,6 +49,13 @@ def _monitored(make_harness: Callable[..., Harness], demo: DemoService, tmp: Pat
     h.click(msg, ids.ASSIGN_IC, "carol")
     h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
     h.click(msg, ids.APPROVE, "bob")
+    return h, rid, msg
+
+
+def _monitored(make_harness: Callable[..., Harness], demo: DemoService, tmp: Path,
+               **monitoring: Any) -> tuple[Harness, int, dict[str, Any], int]:
+    """A P1 rollback in its monitoring window, one tick before the window decides."""
+    h, rid, msg = _approved(make_harness, demo, tmp / "post-mortems", **monitoring)
     h.wait_state(rid, "monitoring")
     h.clock.advance(minutes=5)
     h.tick()  # check 1 of 2
@@ -114,3 +126,98 @@ def test_a_refused_upload_that_succeeds_on_retry_posts_the_chart(
                  if f["name"] == f"stability-RB-{rid}-1.png" and f.get("channels"))
     assert h.emulator.file_content(chart["id"]).startswith(b"\x89PNG")
     assert "could not post" not in _thread(h, msg)
+
+
+def test_a_refused_regression_alert_never_keeps_the_rollback_monitoring(
+        make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
+    h, rid, msg, _ = _monitored(make_harness, demo, tmp_path, consecutive_health_failures=1)
+    demo.break_()  # health answers 503: check 2 is a regression
+    posts = len(h.emulator.calls("chat.postMessage"))
+    # Slack refuses the alert on every attempt the bot makes. An API error is HTTP 200 with
+    # {"ok": false, "error": ...}; internal_error is one chat.postMessage documents
+    # (https://api.slack.com/methods/chat.postMessage#errors).
+    h.emulator.fail_next("chat.postMessage", "internal_error", times=DECORATION_ATTEMPTS)
+    h.tick()
+    assert h.bot.store.get(rid).state.value == "unstable"  # the transition came first
+    delay = 2
+    for _attempt in range(2, DECORATION_ATTEMPTS + 1):  # the tick's retries, with backoff
+        h.clock.advance(seconds=delay)
+        h.tick()
+        delay *= 2
+    refused = [c for c in h.emulator.calls("chat.postMessage")[posts:] if not c.ok]
+    assert len(refused) == DECORATION_ATTEMPTS  # bounded
+    assert all("is unstable after the rollback" in str(c.params.get("text")) for c in refused)
+    assert h.bot.store.get(rid).state.value == "unstable"
+    note = str(h.emulator.wait_for(lambda: next(
+        (t for t in h.thread_texts(msg) if "could not post the regression alert" in t), None)))
+    assert f"after {DECORATION_ATTEMPTS} attempts" in note and f"RB-{rid} goes on" in note
+    assert "is unstable after the rollback" not in _thread(h, msg)
+    assert not h.bot.service.jobs.pending(rollback_id=rid, kinds=["monitor_tick"])
+    assert h.bot.service.jobs.pending(rollback_id=rid, kinds=[REMINDER_JOB])  # it went on
+    h.clock.advance(minutes=10)
+    h.tick()  # nothing retries the alert, nothing moves the rollback back
+    assert len([c for c in h.emulator.calls("chat.postMessage")[posts:]
+                if "is unstable after the rollback" in str(c.params.get("text"))]) \
+        == DECORATION_ATTEMPTS
+    assert _thread(h, msg).count("could not post the regression alert") == 1
+    assert h.bot.store.get(rid).state.value == "unstable"
+
+
+def _completed(make_harness: Callable[..., Harness], demo: DemoService, postmortem_dir: Path
+               ) -> tuple[Harness, int, dict[str, Any], int, Reminder]:
+    """A completed P1 rollback (no monitoring window) whose reminders are scheduled and not
+    yet posted; returns the upload count so far and its post-mortem reminder."""
+    h, rid, msg = _approved(make_harness, demo, postmortem_dir, duration_seconds=0)
+    h.wait_state(rid, "completed")
+    _wait_reminders_scheduled(h, rid)
+    h.emulator.wait_for(lambda: any("-logs-" in f["name"] for f in h.emulator.files()))
+    pm = next(r for r in AftercareStore(h.bot.store.pool).reminders(rid)
+              if r.kind == "postmortem")
+    return h, rid, msg, len(h.emulator.calls("upload")), pm
+
+
+def _scheduled(h: Harness, rid: int, reminder: Reminder) -> list[tuple[int, Any]]:
+    """(seq, due) of the reminder's postings still to come."""
+    return [(int(j.payload["seq"]), j.due_at)
+            for j in h.bot.service.jobs.pending(rollback_id=rid, kinds=[REMINDER_JOB])
+            if j.payload["reminder"] == reminder.id]
+
+
+def _posted(h: Harness, msg: dict[str, Any], needle: str) -> list[str]:
+    return [str(m.get("text")) + str(m.get("blocks"))
+            for m in h.emulator.thread(CHANNEL, msg["ts"]) if needle in str(m.get("text"))]
+
+
+def _second_reminder_posts(h: Harness, rid: int, msg: dict[str, Any], pm: Reminder) -> None:
+    h.clock.advance(seconds=(pm.due_at - h.clock()).total_seconds())  # the deadline
+    h.tick()
+    assert _posted(h, msg, f"Reminder: Post-mortem for RB-{rid}")
+    assert [seq for seq, _ in _scheduled(h, rid, pm)] == [3]  # and the series goes on
+
+
+def test_a_refused_skeleton_upload_never_stops_the_post_mortem_reminders(
+        make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
+    h, rid, msg, before, pm = _completed(make_harness, demo, tmp_path / "post-mortems")
+    h.emulator.fail_upload(times=1)  # files.slack.com refuses the skeleton (HTTP 500)
+    h.tick()  # the review and post-mortem reminders post; the skeleton's upload is refused
+    assert _uploads(h, before) == [False]
+    assert _posted(h, msg, f"Post-mortem for RB-{rid}")
+    [note] = _posted(h, msg, "could not upload the post-mortem skeleton")
+    assert f"for RB-{rid}" in note
+    assert _scheduled(h, rid, pm) == [(2, pm.due_at)]  # the first is done, the next is due
+    _second_reminder_posts(h, rid, msg, pm)
+    assert _uploads(h, before) == [False]  # only the first posting carries the skeleton
+    assert len(_posted(h, msg, "could not upload the post-mortem skeleton")) == 1
+
+
+def test_a_skeleton_that_cannot_be_written_never_stops_the_post_mortem_reminders(
+        make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the post-mortem folder's parent should be")
+    h, rid, msg, before, pm = _completed(make_harness, demo, blocked / "post-mortems")
+    h.tick()
+    [first] = _posted(h, msg, f"Post-mortem for RB-{rid}")
+    assert "attached as" not in first  # no skeleton, and it does not claim one
+    assert _uploads(h, before) == []
+    assert _scheduled(h, rid, pm) == [(2, pm.due_at)]
+    _second_reminder_posts(h, rid, msg, pm)
