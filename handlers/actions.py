@@ -12,6 +12,7 @@ from bot.domain.errors import NotAllowed
 from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.middleware import ClickHandler, on_click, open_view
+from handlers.work_pool import WorkPool
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,13 @@ def _inner(body: dict[str, Any], key: str, inner: str) -> Any:
     return outer.get(inner) if isinstance(outer, dict) else None
 
 
-def register(app: App, service: RollbackService) -> None:
-    def on(action: str | re.Pattern[str], fn: ClickHandler) -> None:
-        on_click(app, action, fn, store=service.store, chat=service.chat)
+def register(app: App, service: RollbackService, decisions: WorkPool) -> None:
+    """``decisions`` is the lane for clicks that only touch our database and Slack: Cancel
+    and Approve must work while the platform lane is full of hung reads."""
+    def on(action: str | re.Pattern[str], fn: ClickHandler, *,
+           platform_work: bool = False) -> None:
+        on_click(app, action, fn, store=service.store, chat=service.chat,
+                 pool=None if platform_work else decisions)
 
     def approve(body: dict[str, Any], user: str, value: str, *, override: bool = False,
                 known_bad_override: bool = False) -> None:
@@ -54,7 +59,8 @@ def register(app: App, service: RollbackService) -> None:
     # Every click names the conversation it came from: the authority table decides whether
     # the action may be taken there (approvals and the rest of the request message: only
     # in the request's own channel).
-    on(ids.SCALE_BACK_UP, lambda b, u, v: service.scale_back_up(v, user=u, channel_id=_channel(b)))
+    on(ids.SCALE_BACK_UP, lambda b, u, v: service.scale_back_up(v, user=u, channel_id=_channel(b)),
+       platform_work=True)  # a platform write: the platform lane
     on(ids.CANCEL, lambda b, u, v: service.cancel(v, user=u, channel_id=_channel(b)))
     on(ids.HOTFIX, lambda b, u, v: service.hotfix_in_progress(v, user=u, channel_id=_channel(b)))
     on(ids.ASSIGN_IC, lambda b, u, v: service.assign_incident_commander(

@@ -41,6 +41,9 @@ T = TypeVar("T")
 # response_url (30 min) expires. Beyond that we say "busy" at once.
 DEFAULT_WORKERS = 8
 DEFAULT_QUEUE = 16
+# The decision lane (handlers/actions.py): clicks that touch only our database and Slack.
+DECISION_WORKERS = 4
+DECISION_QUEUE = 64
 # Modal opens that may wait on one shared read. Each costs a views.update when the read
 # returns (serial, in the worker that read: 100 x Slack's ~50-100 ms is a few seconds).
 MAX_WAITERS_PER_READ = 100

@@ -416,6 +416,8 @@ class FlyPlatform:
         nonce = lease_nonce(api.json("POST", base + "/lease", what=f"lease {describe(machine)}",
                                      json={"ttl": self._lease_ttl,
                                            "description": f"rollback-bot: {action}"}))
+        if not nonce:  # never an unfenced start/stop
+            raise TransientPlatformError(f"lease on {describe(machine)} returned no nonce")
         try:
             fresh: Json = api.json("GET", base, what=f"read {describe(machine)}")
             now = fresh.get("state")
@@ -427,7 +429,7 @@ class FlyPlatform:
                 send = now not in DOWN_STATES and now != "stopping"
             if send:
                 api.call("POST", f"{base}/{action}", what=f"{action} {describe(machine)}",
-                         nonce=nonce or None)
+                         nonce=nonce)
             else:
                 log.info("fly: %s is %s already; no %s sent", describe(fresh), now, action)
             if state is None:

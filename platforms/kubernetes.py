@@ -390,6 +390,18 @@ class KubernetesPlatform:
                         timeout=self._timeout)[1]
 
     # ================================================================ internals
+    def credential_values(self) -> list[str]:
+        """The bearer tokens this adapter authenticates with, for the core's scrubber: an
+        API error can echo one without the word "Bearer" next to it."""
+        clients = [c for c in (self._default, *self._clients.values()) if c is not None]
+        values = []
+        for api in clients:
+            for value in (api.configuration.api_key or {}).values():
+                token = str(value).removeprefix("Bearer ").strip()
+                if token:
+                    values.append(token)
+        return values
+
     def _read_deployment(self, api: ApiClient, namespace: str, name: str) -> V1Deployment:
         return AppsV1Api(api).read_namespaced_deployment(name, namespace,
                                                          _request_timeout=self._timeout)

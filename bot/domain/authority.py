@@ -27,7 +27,7 @@ class Role(StrEnum):
     REQUESTER = "requester"
     APPROVER = "approver"
     TECH_LEAD = "tech lead"
-    INCIDENT_COMMANDER = "incident commander"
+    INCIDENT_COMMANDER = "incident commander"  # never the requester (four eyes)
     ITS_APPROVER = "its approver"  # whoever approved this rollback, even if since removed
     BOT = "bot only"
 

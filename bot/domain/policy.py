@@ -81,8 +81,11 @@ class Policy:
             return user in self.tech_leads(service)
         if rb is None:
             return False
+        # The requester who took incident command is still the requester: the IC's grants
+        # (hotfix window, resolve, retry, resume) need a second person.
+        commander = rb.incident_commander if rb.incident_commander != rb.requester else None
         return user == {Role.REQUESTER: rb.requester,
-                        Role.INCIDENT_COMMANDER: rb.incident_commander,
+                        Role.INCIDENT_COMMANDER: commander,
                         Role.ITS_APPROVER: rb.approver}[role]
 
     def check_who(self, action: Action, rb: Rollback | None, *, user: str,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.aftercare.coordinator import Aftercare
 from bot.domain.config import RollbackConfig, load_config
@@ -46,6 +47,7 @@ class BotApp:
     executor: Executor
     scheduler: LeaderScheduler
     work_pool: WorkPool
+    decision_pool: WorkPool
     database_url: str = field(repr=False)
     _started: bool = False
 
@@ -61,6 +63,7 @@ class BotApp:
 
     def stop(self) -> None:
         self.work_pool.shutdown()
+        self.decision_pool.shutdown()
         self.executor.stop()
         self.scheduler.stop()
         self.store.pool.close()
@@ -131,6 +134,10 @@ def create_app(
         store = Store(open_pool(database_url))
     client = slack_client or WebClient(token=settings.slack_bot_token,
                                        base_url=settings.slack_api_url)
+    # Group membership is read at every approval (no cache): one wait on Slack's
+    # Retry-After instead of refusing a valid approver on a busy incident's first 429.
+    if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
     bolt = App(
         client=client,
         signing_secret=settings.slack_signing_secret,
@@ -146,10 +153,14 @@ def create_app(
     )
     chat = ScrubbedChat(SlackChat(client))  # nothing the core says reaches Slack unscrubbed
     jobs = JobStore(store.pool)
+    registry = platforms if platforms is not None else build_platforms(config)
+    for adapter in registry.values():  # credentials that are not environment variables
+        for value in getattr(adapter, "credential_values", list)():
+            scrub.remember(value)
     executor_ref: list[Executor] = []
     service = RollbackService(
         config=config, store=store, jobs=jobs,
-        platforms=platforms if platforms is not None else build_platforms(config),
+        platforms=registry,
         chat=chat, directory=SlackDirectory(client), clock=clock,
         on_approved=lambda rid: executor_ref[0].wake(rid) if executor_ref else None,
     )
@@ -162,11 +173,15 @@ def create_app(
     pool = work_pool.WorkPool(workers=settings.work_pool_workers,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
+    # A lane of its own for decisions (approve, cancel, reject, IC, checklist): database and
+    # Slack only, so they are never "busy" because platform reads hang.
+    decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
+                                   queue=work_pool.DECISION_QUEUE)
     error_handlers.register(bolt, chat)
     commands.register(bolt, service, pool, work_pool.SharedReads(pool))
-    actions.register(bolt, service)
+    actions.register(bolt, service, decisions)
     modals.register(bolt, service, pool)
     reminders.register(bolt, service, aftercare)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
-                  executor=executor, scheduler=scheduler, work_pool=pool,
+                  executor=executor, scheduler=scheduler, work_pool=pool, decision_pool=decisions,
                   database_url=database_url)

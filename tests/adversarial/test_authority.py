@@ -481,6 +481,21 @@ def test_an_approver_removed_from_the_group_cannot_approve_a_moment_later(
     assert h.wait_state(rid, "approved").approver == h.emulator.user_id("carol")
 
 
+def test_a_rate_limited_membership_read_waits_once_instead_of_refusing(
+        make_harness: Callable[..., Harness]) -> None:
+    """Membership is read at every decision; Slack's 429 on it (Tier 2) is waited out once,
+    so a valid approver is not refused on a busy incident."""
+    h = make_harness(background=False)
+    rid, msg = _p1(h)
+    h.click(msg, ids.ASSIGN_IC, "carol")  # P1's checklist gate
+    h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
+    h.emulator.fail_next("usergroups.users.list", times=1, retry_after=0)
+    h.click(msg, ids.APPROVE, "bob")
+    assert h.wait_state(rid, "approved").approver == h.emulator.user_id("bob")
+    assert any(c.method == "usergroups.users.list" and c.error == "ratelimited"
+               for c in h.emulator.calls())
+
+
 def test_only_deciders_resolve_a_failed_verification(
         make_harness: Callable[..., Harness]) -> None:
     h = make_harness(background=False)
@@ -504,6 +519,31 @@ def test_only_deciders_resolve_a_failed_verification(
     assert h.wait_state(rid, "failed")
     closer = [e.actor for e in h.bot.store.audit_events(rid) if e.event == "resolve"]
     assert closer == [h.emulator.user_id("carol")]
+
+
+def test_a_requester_who_took_incident_command_decides_nothing_alone(
+        make_harness: Callable[..., Harness]) -> None:
+    """Measured: a requester made himself IC, then used the IC's grants on his own request.
+    Taking command is fine; the IC's decisions need a second person."""
+    h = make_harness(background=False)
+    rid, msg = _p1(h, requester="alice")
+    h.click(msg, ids.ASSIGN_IC, "alice")
+    h.emulator.wait_for(lambda: h.bot.store.get(rid).incident_commander ==
+                        h.emulator.user_id("alice"))
+    state = _facts(h, rid)
+    _refused(h, "alice", lambda: h.click(msg, ids.HOTFIX, "alice"),
+             "Only an approver or the incident commander")
+    assert _facts(h, rid) == state
+    with psycopg.connect(h.stack.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE rollbacks SET state = 'verification_failed', approver = %s"
+                     " WHERE id = %s", (h.emulator.user_id("bob"), rid))
+    h.bot.service.chat.refresh(h.bot.store.get(rid))
+    h.emulator.wait_for(lambda: ids.RESOLVE in action_ids(h.message_now(msg["ts"])))
+    state = _facts(h, rid)
+    _refused(h, "alice", lambda: h.click(msg, ids.RESOLVE, "alice"),
+             "Only an approver or the incident commander can close")
+    assert _facts(h, rid) == state
+    assert h.bot.store.get(rid).state == "verification_failed"
 
 
 def test_refusals_name_the_rule(matrix: Matrix) -> None:

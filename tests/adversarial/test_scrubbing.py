@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from kubernetes.client import ApiClient, Configuration
 
+from bot.domain.config import parse_config
+from bot.observability.scrub import scrub
 from bot.persistence.jobs import Job
 from handlers import ids
 from platforms.base import TransientPlatformError
+from platforms.fake import FakePlatform
+from platforms.kubernetes import KubernetesPlatform
+from sandbox.config import sandbox_config_dict
+from sandbox.stack import SandboxStack
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import harness as harness  # noqa: F401  (fixture)
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
@@ -97,3 +105,22 @@ def _rows(url: str, query: str) -> list[object]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         return [r[0] for r in conn.execute(query.encode())]
+
+
+def test_a_cluster_token_is_scrubbed_even_without_a_bearer_prefix(db: str,
+                                                                   tmp_path: Path) -> None:
+    """The kubeconfig's token is no environment variable: the composition root hands it to
+    the scrubber, so an error quoting it bare (no "Bearer" next to it) is still cleaned."""
+    token = "planted4kube7c0ffee91d2"
+    register_secret(token, "planted kubeconfig token")
+    configuration = Configuration()
+    configuration.host = "https://127.0.0.1:6443"
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    kube = KubernetesPlatform(api_client=ApiClient(configuration))
+    assert kube.credential_values() == [token]
+    assert scrub(f"forbidden: token {token} lacks rights") != "[REDACTED]"  # not yet known
+    config = parse_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
+    with SandboxStack(config=config, database_url=db, scheduler=False,
+                      platforms={"fake": FakePlatform(), "kubernetes": kube}):
+        assert scrub(f"forbidden: token {token} lacks rights") == \
+            "forbidden: token [REDACTED] lacks rights"

@@ -1,6 +1,7 @@
 """Slow platforms against the real server: with revision-history reads hanging, every
 signed request is still acked within Slack's 3 s, another user's `help` answers at once,
-saturated requests hear "busy, retry in a moment", and a burst of modal opens is one read.
+saturated requests hear "busy, retry in a moment", a decision click (Cancel, Approve, IC…:
+our database and Slack only) still takes effect, and a burst of modal opens is one read.
 
 The platform is the fake adapter with its history reads held on a gate (bounded like a
 hung API call), released by the test once it has checked what happens meanwhile.
@@ -23,7 +24,7 @@ import pytest
 
 from bot.domain.config import parse_config
 from handlers import ids
-from handlers.work_pool import MAX_WAITERS_PER_READ
+from handlers.work_pool import MAX_WAITERS_PER_READ, WorkPool
 from platforms.base import Revision, Target
 from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
@@ -129,6 +130,25 @@ def _wait(stack: SandboxStack, predicate: Callable[[], Any], what: str,
     return found
 
 
+def _until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
+    """Wait for a condition outside Slack (the pool, the platform's held reads). Polled:
+    the emulator's wait_for re-checks only when something changes in Slack, so it would
+    see such a condition late, at its timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)  # polling a condition with a deadline
+
+
+def _drained(pool: WorkPool) -> None:
+    _until(lambda: pool.pending == 0, "the pool to drain")
+
+
+def _action_ids(message: dict[str, Any]) -> list[str]:
+    return [e.get("action_id") for b in message.get("blocks") or [] if b.get("type") == "actions"
+            for e in b.get("elements", [])]
+
+
 def _no_ack_timeouts(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records
             if "ack()" in r.getMessage() or r.levelno >= logging.ERROR]
@@ -162,7 +182,7 @@ def test_acks_stay_fast_while_platform_reads_hang(
     slow = _burst(driver, [("dave", f"{SLOW} --severity P1 --reason slow")] * n_slow)
     _wait(stack, lambda: platform.held == pool.workers, "every worker to hang on a read")
     # While saturated: more modal opens (they join the read in flight), another user's
-    # help, a health probe and a button click.
+    # help, a health probe, a decision click (its own lane) and a form submission.
     late = _burst(driver, [(u, SLOW) for u in modal_users[5:]])
     helped = _command(driver, "bob", "help")
     with httpx.Client(timeout=DEADLINE) as http:
@@ -197,9 +217,14 @@ def test_acks_stay_fast_while_platform_reads_hang(
     assert rejected.view_result == "errors"
     [form] = em.open_views("bob")
     assert BUSY in em.view_errors(form["id"]).get("reason", "")
+    # carol's click is a decision (database and Slack only): it is done although every
+    # platform-lane worker still hangs, and nobody told her "busy".
     carol = em.user_id("carol")
-    _wait(stack, lambda: any(BUSY in str(e.get("text")) for e in em.ephemerals()
-                             if e["recipient"] == carol), "carol's busy notice")
+    _wait(stack, lambda: ids.ASSIGN_IC not in _action_ids(em.message(CHANNEL, message["ts"]) or {}),
+          "carol's IC click to take effect while the platform lane is full")
+    assert stack.bot.store.history("hotel-voice-bot")[0].incident_commander == carol
+    assert platform.held == pool.workers
+    assert [e for e in em.ephemerals() if e["recipient"] == carol and BUSY in str(e)] == []
 
     platform.gate.set()
     _wait(stack, lambda: all(_filled(stack, u) for u in modal_users), "filled-in modals")
@@ -210,14 +235,50 @@ def test_acks_stay_fast_while_platform_reads_hang(
           "the other accepted requests' refusals")
     assert [rb.service for rb in stack.bot.store.history(SLOW)] == [SLOW]
     baseline = stack.bot.store.history("hotel-voice-bot")[0]
-    assert baseline.state.value == "pending_approval"  # the busy answers did nothing
-    assert baseline.incident_commander is None
+    assert baseline.state.value == "pending_approval"  # the busy submission did nothing
+    assert baseline.incident_commander == carol
     assert platform.reads - baseline_reads == pool.workers  # the queued met the active one
-    _wait(stack, lambda: pool.pending == 0, "the pool to drain")
+    _drained(pool)
     assert _no_ack_timeouts(caplog) == []
     print(f"{len(acked) + 3} requests under hung reads: slowest ack {slowest * 1000:.0f} ms, "
           f"help {helped.seconds * 1000:.0f} ms, {len(busy)} busy, "
           f"{platform.reads - baseline_reads} reads")
+
+
+def test_a_cancel_click_takes_effect_while_the_platform_lane_is_full(
+        stack: SandboxStack, platform: HangingPlatform, caplog: pytest.LogCaptureFixture) -> None:
+    assert stack.bot is not None and stack.driver is not None
+    em, driver, pool, store = stack.emulator, stack.driver, stack.bot.work_pool, stack.bot.store
+    caplog.set_level(logging.INFO)
+    driver.slash_command("/rollback", "hotel-voice-bot --severity P1 --reason baseline",
+                         user="alice", channel=CHANNEL)
+    message = _wait(stack, lambda: next(
+        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
+        "the baseline request message")
+    [baseline] = store.history("hotel-voice-bot")
+    assert baseline.state.value == "pending_approval"
+
+    platform.gate.clear()  # every revision read hangs from here on
+    slow = _burst(driver, [("dave", f"{SLOW} --severity P1 --reason slow")] * (pool.capacity + 4))
+    _until(lambda: platform.held == pool.workers, "every worker to hang on a read")
+    assert [a for a in slow if a.busy], "the platform lane was never full"
+    # Still full now: a request that needs the platform is told "busy"...
+    assert _command(driver, "dave", f"{SLOW} --severity P1 --reason again").busy
+    # ...and the requester's Cancel, which needs only our database and Slack, is not.
+    started = time.monotonic()
+    click = driver.click(CHANNEL, message["ts"], ids.CANCEL, "alice")
+    assert click.status == 200 and time.monotonic() - started < DEADLINE
+    _wait(stack, lambda: "Cancelled" in str(em.message(CHANNEL, message["ts"])),
+          "the cancellation while the platform lane is full")
+    assert store.get(baseline.id).state.value == "cancelled"
+    assert platform.held == pool.workers  # it did not wait for a platform-lane worker
+    alice = em.user_id("alice")
+    assert [e for e in em.ephemerals() if e["recipient"] == alice and BUSY in str(e)] == []
+
+    platform.gate.set()
+    _drained(pool)
+    assert store.get(baseline.id).state.value == "cancelled"
+    assert _no_ack_timeouts(caplog) == []
 
 
 def test_a_burst_of_modal_opens_is_one_platform_read(
@@ -241,8 +302,8 @@ def test_a_burst_of_modal_opens_is_one_platform_read(
     platform.gate.set()
     _wait(stack, lambda: all(_filled(stack, u) for u in opened), "filled-in modals")
     assert platform.reads == 1
-    _wait(stack, lambda: stack.bot is not None and stack.bot.work_pool.pending == 0,
-          "the pool to drain")
+    assert stack.bot is not None
+    _drained(stack.bot.work_pool)
     assert _no_ack_timeouts(caplog) == []
     print(f"200 modal opens under a hung read: slowest ack {slowest * 1000:.0f} ms, "
           f"{len(opened)} opened, {200 - len(opened)} busy, {platform.reads} platform read")
