@@ -14,7 +14,7 @@ import httpx
 
 from bot.aftercare import monitoring
 from bot.aftercare.notifications import Notifier
-from bot.aftercare.reminders import Reminders
+from bot.aftercare.reminders import REMINDER_JOB, Reminders
 from bot.aftercare.verification import (
     failed,
     failure_summary,
@@ -59,9 +59,11 @@ class Aftercare:
         self.notifier = Notifier(config=service.config, aftercare=self.store,
                                  outbox=self.outbox)
         self.reminders = Reminders(service, self.store, self.outbox)
-        service.on_execution_ended.append(self.reminders.create)
-        service.job_handlers[MONITOR_TICK_JOB] = self._tick_job
-        service.job_handlers[NOTIFY_JOB] = self._notify_job
+
+    def job_handlers(self) -> dict[str, Callable[[Job], None]]:
+        """The job kinds aftercare runs, for the composition root's router."""
+        return {MONITOR_TICK_JOB: self._tick_job, NOTIFY_JOB: self._notify_job,
+                REMINDER_JOB: self.reminders.run_job}
 
     # ------------------------------------------------------------------ verification
     def __call__(self, rb: Rollback) -> None:

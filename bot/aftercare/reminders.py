@@ -40,7 +40,6 @@ class Reminders:
         self.outbox = outbox
         self.settings = service.config.aftercare
         self._installation_id: str | None = None  # the database's; read once
-        service.job_handlers[REMINDER_JOB] = self.run_job
 
     # ------------------------------------------------------------------ creation
     def create(self, rb: Rollback) -> None:

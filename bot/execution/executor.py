@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,11 @@ class Executor:
     def __init__(
         self, *, service: RollbackService, settings: ExecutorSettings, aftercare: Aftercare,
         owner: str | None = None, sleep: Callable[[float], None] = time.sleep,
+        on_ended: Sequence[Callable[[Rollback], None]] = (),
     ) -> None:
+        # Called when execution ends badly (failed, needs_attention): every rollback still
+        # gets its post-incident review reminder.
+        self.on_ended = tuple(on_ended)
         self.service = service
         self.store = service.store
         self.settings = settings
@@ -497,7 +501,7 @@ class Executor:
                     else None)
 
     def _ended(self, rb: Rollback) -> None:
-        for hook in self.service.on_execution_ended:
+        for hook in self.on_ended:
             try:
                 hook(rb)
             except Exception:  # a reminder problem must not hide the failure message

@@ -20,6 +20,7 @@ from bot.aftercare.coordinator import Aftercare
 from bot.domain.config import RollbackConfig, load_config
 from bot.domain.ports import Clock, ScrubbedChat, utcnow
 from bot.execution.executor import Executor
+from bot.execution.job_router import JobRouter
 from bot.execution.scheduler import LeaderScheduler
 from bot.observability import scrub
 from bot.persistence.db import migrate, open_pool, resolve_database_url
@@ -28,6 +29,7 @@ from bot.persistence.jobs import JobStore
 from bot.persistence.store import Store
 from bot.runtime.settings import Settings
 from bot.usecases.service import RollbackService
+from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class BotApp:
     store: Store
     executor: Executor
     scheduler: LeaderScheduler
+    job_router: JobRouter
     work_pool: WorkPool
     decision_pool: WorkPool
     database_url: str = field(repr=False)
@@ -164,10 +167,16 @@ def create_app(
         chat=chat, directory=SlackDirectory(client), clock=clock,
         on_approved=lambda rid: executor_ref[0].wake(rid) if executor_ref else None,
     )
+    timers = PolicyTimers(service)
     aftercare = Aftercare(service)
-    executor = Executor(service=service, settings=config.executor, aftercare=aftercare)
+    executor = Executor(service=service, settings=config.executor, aftercare=aftercare,
+                        on_ended=(aftercare.reminders.create,))
     executor_ref.append(executor)
-    scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=service.run_job,
+    job_router = JobRouter()  # every durable job kind and who runs it, in one place
+    for owner in (timers, aftercare):
+        for kind, handler in owner.job_handlers().items():
+            job_router.add(kind, handler)
+    scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
                                 clock=clock, maintenance=Housekeeping(
                                     store=store, jobs=jobs, settings=config.retention))
     pool = work_pool.WorkPool(workers=settings.work_pool_workers,
@@ -183,5 +192,6 @@ def create_app(
     modals.register(bolt, service, pool)
     reminders.register(bolt, service, aftercare)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
-                  executor=executor, scheduler=scheduler, work_pool=pool, decision_pool=decisions,
+                  executor=executor, scheduler=scheduler, job_router=job_router,
+                  work_pool=pool, decision_pool=decisions,
                   database_url=database_url)

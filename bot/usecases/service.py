@@ -31,11 +31,11 @@ from bot.domain.models import KnownBad, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Directory, utcnow
-from bot.persistence.jobs import Job, JobStore
+from bot.persistence.jobs import JobStore
 from bot.persistence.store import ActiveRollbackExists, StaleState, Store
 from bot.usecases.assessment import assess
 from bot.usecases.latest_state_chat import LatestStateChat
-from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB, PolicyTimers
+from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB
 from platforms.base import Platform, PlatformError, Revision
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,6 @@ class RollbackService:
         self.policy = Policy(config, directory)
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
-        # Called when execution ends badly (failed, needs_attention): every rollback still
-        # gets its post-incident review reminder.
-        self.on_execution_ended: list[Callable[[Rollback], None]] = []
-        self.job_handlers: dict[str, Callable[[Job], None]] = {}  # kind -> handler
-        PolicyTimers(self)
 
     # ------------------------------------------------------------------ lookups
     def service_config(self, name: str) -> Any:
@@ -555,13 +550,6 @@ class RollbackService:
         return cleared
 
     # ------------------------------------------------------------------ timers
-    def run_job(self, job: Job) -> None:
-        handler = self.job_handlers.get(job.kind)
-        if handler is None:
-            log.warning("no handler for job kind %s", job.kind)
-            return
-        handler(job)
-
     # ------------------------------------------------------------------ helpers
     def transition(self, rb: Rollback, event: Event, *, actor: str,
                     detail: dict[str, Any] | None = None,

@@ -6,6 +6,7 @@ and do nothing if the rollback has moved on (approved, cancelled) in the meantim
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.domain.errors import NotAllowed
@@ -22,8 +23,11 @@ EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB = "expire_approval", "hotfix_escalation", "
 class PolicyTimers:
     def __init__(self, service: RollbackService) -> None:
         self.service = service
-        service.job_handlers.update({EXPIRE_JOB: self.expire, HOTFIX_JOB: self.hotfix_elapsed,
-                                     EVALUATE_JOB: self.evaluation_due})
+
+    def job_handlers(self) -> dict[str, Callable[[Job], None]]:
+        """The job kinds these timers run, for the composition root's router."""
+        return {EXPIRE_JOB: self.expire, HOTFIX_JOB: self.hotfix_elapsed,
+                EVALUATE_JOB: self.evaluation_due}
 
     def _pending(self, job: Job) -> Rollback | None:
         assert job.rollback_id is not None

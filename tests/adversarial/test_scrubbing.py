@@ -83,7 +83,7 @@ def test_a_platform_error_echoing_credentials_is_scrubbed_everywhere(
     def explode(_job: Job) -> None:
         raise RuntimeError(_echoing_error())
 
-    h.bot.service.job_handlers["planted_failure"] = explode
+    h.bot.job_router.add("planted_failure", explode)
     h.bot.service.jobs.schedule(kind="planted_failure", due_at=h.clock() - timedelta(seconds=1))
     h.tick()
     job_errors = [str(r) for r in _rows(db, "SELECT last_error FROM scheduled_jobs"

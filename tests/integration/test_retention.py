@@ -117,7 +117,7 @@ def test_only_the_leader_does_the_upkeep(make_harness: Callable[..., Harness], d
     h = make_harness()
     h.tick()  # the harness's scheduler takes the leader lock
     other = LeaderScheduler(database_url=db, jobs=h.bot.service.jobs,
-                            run_job=h.bot.service.run_job, clock=h.clock,
+                            run_job=h.bot.job_router.run, clock=h.clock,
                             maintenance=Housekeeping(
                                 store=h.bot.store, jobs=h.bot.service.jobs,
                                 settings=h.bot.config.retention))
