@@ -304,13 +304,18 @@ class _Handler(BaseHTTPRequestHandler):
             data, ctype = doc.encode(), "text/plain; charset=utf-8"
         else:
             data, ctype = json.dumps(doc).encode(), "application/json"
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up first (a request held past its timeout): the request was
+            # processed, only the answer has nowhere to go. No traceback, like a real server.
+            self.close_connection = True
 
     def _send(self, resp: ApiResponse) -> None:
         if resp.stream is None:
