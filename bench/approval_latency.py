@@ -36,7 +36,7 @@ SERVICE = "hotel-voice-bot"
 PHASES = (
     ("http_ack", "click sent -> HTTP ack received"),
     ("to_listener", "click sent -> approve() starts (Bolt dispatch)"),
-    ("approve", "approve() start -> executor.wake() (CAS, chat.update, jobs)"),
+    ("approve", "approve() start -> on_approved() wakes the executor (CAS, chat.update, jobs)"),
     ("wake_to_claim", "wake() -> claim_next() returned the rollback"),
     ("claim_to_mutation", "claim -> first mutation (START, Slack posts, steps)"),
     ("slack_api", "time inside Slack Web API calls (refresh/thread) in the window"),
@@ -79,10 +79,10 @@ class Probe:
 def instrument(stack: Any, platform: Any, probe: Probe, *, wake_enabled: Callable[[], bool]
                ) -> None:
     bot = stack.bot
-    executor, store, service, chat = bot.executor, bot.store, bot.service, bot.service.chat
-    real_wake, real_claim, real_approve = executor.wake, store.claim_next, service.approve
+    store, service, chat = bot.store, bot.service, bot.service.chat
+    real_wake, real_claim, real_approve = service.on_approved, store.claim_next, service.approve
 
-    def wake(rollback_id: int | None = None) -> None:
+    def wake(rollback_id: int) -> None:
         probe.mark("wake")
         if wake_enabled():
             real_wake(rollback_id)
@@ -97,7 +97,7 @@ def instrument(stack: Any, platform: Any, probe: Probe, *, wake_enabled: Callabl
         probe.mark("approve")
         return real_approve(*a, **kw)
 
-    executor.wake, store.claim_next, service.approve = wake, claim_next, approve
+    service.on_approved, store.claim_next, service.approve = wake, claim_next, approve
     for name in ("refresh", "thread"):
         real = getattr(chat, name)
 

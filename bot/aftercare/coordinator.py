@@ -52,13 +52,13 @@ class Aftercare:
     nothing; every job may run twice (a tick's sample is stored once, posts go through
     the outbox)."""
 
-    def __init__(self, service: RollbackService) -> None:
+    def __init__(self, service: RollbackService, *, store: AftercareStore, outbox: Outbox,
+                 notifier: Notifier, reminders: Reminders) -> None:
         self.service = service
-        self.store = AftercareStore(service.store.pool)
-        self.outbox = Outbox(service.store.pool, service.chat)
-        self.notifier = Notifier(config=service.config, aftercare=self.store,
-                                 outbox=self.outbox)
-        self.reminders = Reminders(service, self.store, self.outbox)
+        self.store = store
+        self.outbox = outbox
+        self.notifier = notifier
+        self.reminders = reminders
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         """The job kinds aftercare runs, for the composition root's router."""

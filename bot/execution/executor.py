@@ -77,6 +77,7 @@ class Executor:
         self, *, service: RollbackService, settings: ExecutorSettings, aftercare: Aftercare,
         owner: str | None = None, sleep: Callable[[float], None] = time.sleep,
         on_ended: Sequence[Callable[[Rollback], None]] = (),
+        wake_event: threading.Event | None = None,
     ) -> None:
         # Called when execution ends badly (failed, needs_attention): every rollback still
         # gets its post-incident review reminder.
@@ -88,7 +89,8 @@ class Executor:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.sleep = sleep
         self.fault = FaultPoint()
-        self._wake = threading.Event()
+        # Set by an approval (the composition root hands the same event to the service).
+        self._wake = wake_event or threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lost: dict[int, threading.Event] = {}  # per claimed rollback, set by heartbeat

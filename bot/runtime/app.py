@@ -8,6 +8,7 @@ nothing is built at import time (no module-level ``App``).
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,15 +18,19 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.aftercare.coordinator import Aftercare
+from bot.aftercare.notifications import Notifier
+from bot.aftercare.reminders import Reminders
 from bot.domain.config import RollbackConfig, load_config
 from bot.domain.ports import Clock, ScrubbedChat, utcnow
 from bot.execution.executor import Executor
 from bot.execution.job_router import JobRouter
 from bot.execution.scheduler import LeaderScheduler
 from bot.observability import scrub
+from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.db import migrate, open_pool, resolve_database_url
 from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
+from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.runtime.settings import Settings
 from bot.usecases.service import RollbackService
@@ -160,18 +165,22 @@ def create_app(
     for adapter in registry.values():  # credentials that are not environment variables
         for value in getattr(adapter, "credential_values", list)():
             scrub.remember(value)
-    executor_ref: list[Executor] = []
+    approved = threading.Event()  # an approval wakes the executor at once
     service = RollbackService(
         config=config, store=store, jobs=jobs,
         platforms=registry,
         chat=chat, directory=SlackDirectory(client), clock=clock,
-        on_approved=lambda rid: executor_ref[0].wake(rid) if executor_ref else None,
+        on_approved=lambda _rollback_id: approved.set(),
     )
     timers = PolicyTimers(service)
-    aftercare = Aftercare(service)
+    aftercare_store = AftercareStore(store.pool)
+    outbox = Outbox(store.pool, service.chat)
+    reminders_ = Reminders(service, aftercare_store, outbox)
+    aftercare = Aftercare(service, store=aftercare_store, outbox=outbox, reminders=reminders_,
+                          notifier=Notifier(config=config, aftercare=aftercare_store,
+                                            outbox=outbox))
     executor = Executor(service=service, settings=config.executor, aftercare=aftercare,
-                        on_ended=(aftercare.reminders.create,))
-    executor_ref.append(executor)
+                        on_ended=(reminders_.create,), wake_event=approved)
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare):
         for kind, handler in owner.job_handlers().items():
