@@ -427,8 +427,20 @@ class RollbackService:
             raise NotAllowed(f"{rb.ref} left nothing scaled down: it recorded no replica "
                              "count, or the service was already scaled back.")
         replicas = owed.replicas
+        platform = self.platform(rb.platform)
+        # Decide on what runs now: someone (or an autoscaler) may have brought the service
+        # back already, and resetting it to the journaled count could scale it down.
         try:
-            self.platform(rb.platform).scale(rb.target, replicas)
+            live = platform.get_replicas(rb.target)
+        except PlatformError as exc:
+            raise UserFacingError(f"Could not read {rb.target.describe()}'s replicas ({exc}); "
+                                  "nothing was changed.") from None
+        if live > 0:
+            raise NotAllowed(f"{rb.target.describe()} already runs {live} replica(s) (scaled "
+                             f"by hand or by an autoscaler); nothing was changed. Close {rb.ref} "
+                             "with *Mark resolved* once the service is healthy.")
+        try:
+            platform.scale(rb.target, replicas)
         except PlatformError as exc:
             raise UserFacingError(f"Scaling {rb.target.describe()} to {replicas} failed: {exc}"
                                   ) from None

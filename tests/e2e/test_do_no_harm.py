@@ -276,6 +276,11 @@ def test_failure_inside_the_restore_stops_for_a_human_with_a_scale_back_up_butto
     h.driver.click(CHANNEL, current["ts"], ids.RESOLVE, "carol")  # would hide the service at 0
     assert "still scaled to 0" in h.wait_ephemeral("carol", "still scaled to 0")
     assert h.bot.store.get(rid).state.value == "needs_attention"
+    h.platform.scale(TARGET, 5)  # an autoscaler brought it back meanwhile
+    h.driver.click(CHANNEL, current["ts"], ids.SCALE_BACK_UP, "carol")
+    h.wait_ephemeral("carol", "already runs 5 replica(s)")
+    assert h.platform.get_replicas(TARGET) == 5  # never reset to the journaled 3
+    h.platform.scale(TARGET, 0)  # and scaled away again: now the button does its job
     h.driver.click(CHANNEL, current["ts"], ids.SCALE_BACK_UP, "carol")
     h.emulator.wait_for(lambda: h.platform.get_replicas(TARGET) == 3)
     h.emulator.wait_for(lambda: ids.SCALE_BACK_UP not in action_ids(h.message_now(msg["ts"])))
