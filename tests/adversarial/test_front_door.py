@@ -27,6 +27,7 @@ from sandbox.config import sandbox_config_dict
 from sandbox.slack.driver import STALE_SECONDS
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
+from tests.support.rss import peak_rss_kb, reset_peak_rss
 
 MARKER = f"HOSTILE{uuid.uuid4().hex[:10]}"  # in every body and header value we send
 FIVE_MB = 5 * 1024 * 1024
@@ -40,22 +41,6 @@ def stack(db: str, tmp_path: Path) -> Iterator[SandboxStack]:
                       scheduler=False) as running:
         register_secret(running.signing_secret, "a sandbox stack's signing secret")
         yield running
-
-
-def _peak_rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Linux >= 4.0: writing "5" resets the peak RSS to the current RSS. Without it the
-    growth would be measured against an older, higher peak and could never fail."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError as exc:
-        pytest.fail(f"cannot reset the peak RSS through /proc/self/clear_refs: {exc}")
 
 
 def _sign(secret: str, ts: str, body: bytes) -> str:
@@ -168,15 +153,15 @@ def _raw_post(port: int, headers: dict[str, str], body_length: int, *,
 def test_five_megabytes_are_refused_from_the_header_without_being_read(
         stack: SandboxStack) -> None:
     assert stack.server is not None
-    _reset_peak_rss()
-    before = _peak_rss_kb()
+    reset_peak_rss()
+    before = peak_rss_kb()
     started = time.monotonic()
     headers = {"Content-Type": "application/x-www-form-urlencoded",
                "X-Slack-Request-Timestamp": str(int(time.time())),
                "X-Slack-Signature": "v0=" + "0" * 64}
     status, sent = _raw_post(stack.server.port, headers, FIVE_MB)
     elapsed = time.monotonic() - started
-    growth = _peak_rss_kb() - before
+    growth = peak_rss_kb() - before
     print(f"5 MB body: {status} after {elapsed * 1000:.0f} ms, {sent} body bytes sent, "
           f"peak RSS +{growth} KiB")
     assert status == 413
@@ -218,8 +203,8 @@ def test_hostile_bodies_get_401_or_413_and_nothing_else(
     calls_before = len(stack.emulator.calls())
     statuses: dict[int, int] = {}
     tried = 0
-    _reset_peak_rss()
-    rss_before = _peak_rss_kb()
+    reset_peak_rss()
+    rss_before = peak_rss_kb()
     started = time.monotonic()
     with httpx.Client(timeout=10) as client:
         for body_name, body in _bodies().items():
@@ -238,7 +223,7 @@ def test_hostile_bodies_get_401_or_413_and_nothing_else(
         tried += 1
         assert status == 413, label
     elapsed = time.monotonic() - started
-    rss_growth = _peak_rss_kb() - rss_before
+    rss_growth = peak_rss_kb() - rss_before
     print(f"{tried} hostile requests in {elapsed:.1f} s: {statuses}; "
           f"peak RSS {rss_before // 1024} -> {(rss_before + rss_growth) // 1024} MiB")
     assert tried >= 300

@@ -13,7 +13,6 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from bot.domain.command_parsing import parse
 from bot.domain.errors import ParseError
 from handlers import ids
 from tests.e2e.conftest import CHANNEL, Harness, make_harness  # noqa: F401 (fixture)
+from tests.support.rss import peak_rss_kb, reset_peak_rss
 
 SERVICE = "hotel-voice-bot"
 ACK_LIMIT = 3.0
@@ -116,8 +116,8 @@ def test_fuzzed_commands_over_the_wire(make_harness: Callable[..., Harness],  # 
         reply = h.request(text)
         return text, reply.status, time.monotonic() - started
 
-    _reset_peak_rss()
-    rss_before = _peak_rss_kb()
+    reset_peak_rss()
+    rss_before = peak_rss_kb()
     started = time.monotonic()
     # A few senders at once, like a busy channel; the server's threads are shared with them.
     with ThreadPoolExecutor(max_workers=6) as pool:
@@ -130,25 +130,9 @@ def test_fuzzed_commands_over_the_wire(make_harness: Callable[..., Harness],  # 
     h.emulator.wait_idle(quiet=0.5)  # answers sent after the ack (respond) have finished
     assert not tracebacks.records, _describe(tracebacks.records)
     assert not h.platform.mutations()
-    growth = _peak_rss_kb() - rss_before
+    growth = peak_rss_kb() - rss_before
     assert growth < RSS_GROWTH_BOUND_KB, f"peak RSS grew by {growth} KiB"
     assert elapsed < 240, elapsed
-
-
-def _peak_rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM in /proc/self/status")
-
-
-def _reset_peak_rss() -> None:
-    """Linux >= 4.0: writing "5" resets the peak RSS to the current RSS. Without it the
-    growth would be measured against an older, higher peak and could never fail."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError as exc:
-        pytest.fail(f"cannot reset the peak RSS through /proc/self/clear_refs: {exc}")
 
 
 def _not_a_request(text: str) -> bool:
