@@ -176,6 +176,8 @@ class Matrix:
             conn.execute("DELETE FROM scheduled_jobs WHERE rollback_id = %s", (self.rid,))
             conn.execute("UPDATE rollback_steps SET result = %s WHERE rollback_id = %s"
                          " AND kind = 'scale_down'", (Jsonb(scaled), self.rid))
+        if action == Action.SCALE_BACK_UP:  # the state the button exists for: left at 0
+            self.h.platform.scale(self.h.bot.store.get(self.rid).target, 0)
 
     def snapshot(self) -> tuple[Any, ...]:
         store = self.h.bot.store
