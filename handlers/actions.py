@@ -43,13 +43,16 @@ def register(app: App, service: RollbackService, decisions: WorkPool) -> None:
     def approve(body: dict[str, Any], user: str, value: str, *, override: bool = False,
                 known_bad_override: bool = False) -> None:
         flags = {"override": override, "known_bad_override": known_bad_override}
-        rb = service.check_can_approve(value, user=user, channel_id=_channel(body),
-                                       override=override,
-                                       known_bad_override=known_bad_override)
-        if rb.destructive_steps:  # a click is not enough: the approver types the name
+        if service.get(value).destructive_steps:  # a click is not enough: type the name
+            # Checked before the dialog opens (so a refusal never shows a form), and again
+            # by approve() when the dialog is submitted.
+            rb = service.check_can_approve(value, user=user, channel_id=_channel(body),
+                                           override=override,
+                                           known_bad_override=known_bad_override)
             open_view(app.client, body, views.approve_destructive_modal(
                 rb, channel_id=_channel(body), flags=flags))
             return
+        # approve() runs every check itself: one membership read per click, not two.
         service.approve(value, user=user, channel_id=_channel(body), override=override,
                         known_bad_override=known_bad_override)
 

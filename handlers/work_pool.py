@@ -195,12 +195,6 @@ class SharedReads(Generic[T]):
             self._land(key, future, exc)
         return future
 
-    def in_flight(self, key: str) -> int:
-        """How many callers share the read in flight for ``key`` (0: none)."""
-        with self._lock:
-            flight = self._flights.get(key)
-            return flight.waiters if flight else 0
-
     def _read(self, key: str, future: Future[T], read: Callable[[], T]) -> None:
         try:
             value = read()

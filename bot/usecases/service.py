@@ -561,7 +561,6 @@ class RollbackService:
             raise NotFound(f"Revision {revision} of `{service}` is no longer marked.")
         return cleared
 
-    # ------------------------------------------------------------------ timers
     # ------------------------------------------------------------------ helpers
     def transition(self, rb: Rollback, event: Event, *, actor: str,
                     detail: dict[str, Any] | None = None,
