@@ -327,7 +327,7 @@ class Aftercare:
         if before.state == State.UNSTABLE:
             # Scheduled before the transition (like every aftercare job): a crash between
             # the two can defer the notice, never lose it. The job waits for the outcome.
-            self.service.policy.check_resolve(before, user=user)
+            self.service.check_can_resolve(before, user=user)  # all of it, before a write
             self._schedule_notify(before, "resolved", 1)
         rb = self.service.resolve(ref, user=user)
         footer = f":white_check_mark: <@{user}> closed {rb.ref} as {rb.state.value}"

@@ -212,11 +212,6 @@ class Policy:
                             ) -> None:
         self.authorize(Action.SCALE_BACK_UP, rb, user=user, channel_id=channel_id)
 
-    def check_resolve(self, rb: Rollback, *, user: str) -> None:
-        """Who may decide after verification (resolve, retry, resume: the same people); the
-        caller checks the state, as each of those buttons has its own."""
-        self.check_who(Action.RESOLVE, rb, user=user)
-
 
 def _match(name: str, pattern: str) -> bool:
     import fnmatch

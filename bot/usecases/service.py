@@ -453,11 +453,17 @@ class RollbackService:
                              "replicas.")
         return rb
 
-    def resolve(self, ref: str | int, *, user: str, note: str = "",
-                channel_id: str | None = None) -> Rollback:
-        rb = self.get(ref)
+    def check_can_resolve(self, rb: Rollback, *, user: str,
+                          channel_id: str | None = None) -> Rollback:
+        """Every rule of closing ``rb`` (the authority row, and never while the service is
+        left at 0), for callers that must know before they act."""
         self.policy.authorize(Action.RESOLVE, rb, user=user, channel_id=channel_id)
         self._refuse_if_left_scaled_down(rb)
+        return rb
+
+    def resolve(self, ref: str | int, *, user: str, note: str = "",
+                channel_id: str | None = None) -> Rollback:
+        rb = self.check_can_resolve(self.get(ref), user=user, channel_id=channel_id)
         rb = self.transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
         self.chat.thread(rb, f"<@{user}> closed {rb.ref} as {rb.state.value}.")
         return rb

@@ -305,6 +305,18 @@ def test_every_action_role_and_state(matrix: Matrix, action: Action, state: Stat
         assert after == before, f"refused {action} by {role} in {state} changed something"
 
 
+def test_an_approver_cannot_close_an_unstable_rollback_that_left_the_service_at_0(
+        matrix: Matrix) -> None:
+    """Allowed by role and state, refused by the "not at 0" rule: and refused before the
+    aftercare path schedules its "resolved" notice, so nothing at all is written."""
+    m = matrix
+    m.shape(Action.SCALE_BACK_UP, State.UNSTABLE)  # a journaled scale-down, service at 0
+    before = m.snapshot()
+    with pytest.raises(NotAllowed, match="still scaled to 0"):
+        _call(m, Action.RESOLVE, m.users[APPROVER])
+    assert m.snapshot() == before
+
+
 def test_clearing_a_known_bad_mark_is_for_approvers(matrix: Matrix) -> None:
     s = matrix.service
     for role in (REQUESTER, IC, TECH_LEAD, NOBODY):
