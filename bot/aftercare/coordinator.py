@@ -27,11 +27,13 @@ from bot.domain.config import ServiceConfig
 from bot.domain.errors import NotAllowed
 from bot.domain.lifecycle import Event, State
 from bot.domain.models import Rollback
-from bot.domain.ports import Notice
+from bot.domain.policy import Policy
+from bot.domain.ports import Chat, Clock, Notice
 from bot.persistence.aftercare_store import AftercareStore, Monitor
-from bot.persistence.jobs import Job
+from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
-from bot.persistence.store import StaleState
+from bot.persistence.store import StaleState, Store
+from bot.usecases.catalog import Catalog
 from bot.usecases.service import RollbackService
 
 log = logging.getLogger(__name__)
@@ -52,9 +54,18 @@ class Aftercare:
     nothing; every job may run twice (a tick's sample is stored once, posts go through
     the outbox)."""
 
-    def __init__(self, service: RollbackService, *, store: AftercareStore, outbox: Outbox,
+    def __init__(self, service: RollbackService, *, catalog: Catalog, rollback_store: Store,
+                 jobs: JobStore, chat: Chat, policy: Policy, clock: Clock,
+                 on_approved: Callable[[int], None], store: AftercareStore, outbox: Outbox,
                  notifier: Notifier, reminders: Reminders) -> None:
-        self.service = service
+        self.service = service  # the use cases aftercare finishes with: get, resolve
+        self.catalog = catalog
+        self.rollback_store = rollback_store
+        self.jobs = jobs
+        self.chat = chat
+        self.policy = policy
+        self.clock = clock
+        self.on_approved = on_approved
         self.store = store
         self.outbox = outbox
         self.notifier = notifier
@@ -67,12 +78,12 @@ class Aftercare:
 
     # ------------------------------------------------------------------ verification
     def __call__(self, rb: Rollback) -> None:
-        svc: ServiceConfig = self.service.service_config(rb.service)
-        self.store.begin(rb.id, steps_completed_at=self.service.clock())
+        svc: ServiceConfig = self.catalog.service_config(rb.service)
+        self.store.begin(rb.id, steps_completed_at=self.clock())
         attempt = self.attempt(rb.id)
         results = run_verification(
-            svc, platform=self.service.platforms.get(rb.platform), rb=rb,
-            timeout=self.service.config.aftercare.verification_timeout_seconds)
+            svc, platform=self.catalog.platforms.get(rb.platform), rb=rb,
+            timeout=self.catalog.config.aftercare.verification_timeout_seconds)
         detail: dict[str, Any] = {
             "attempt": attempt, "summary": summarize(results) if results else "no checks",
             "checks": [{"name": r.name, "status": r.status, "summary": r.summary,
@@ -80,7 +91,7 @@ class Aftercare:
         if failed(results):
             self._verification_failed(rb, results, attempt, detail)
             return
-        restored = self.service.clock()
+        restored = self.clock()
         self.store.set_restored(rb.id, restored)
         self.outbox.notice(rb, verification_notice(rb, results, attempt=attempt))
         self._schedule_notify(rb, "restored", attempt, checks_passed=len(results))
@@ -109,7 +120,7 @@ class Aftercare:
 
     def attempt(self, rollback_id: int) -> int:
         """How many times the rollback entered ``verifying`` (keys notices per attempt)."""
-        events = self.service.store.audit_events(rollback_id)
+        events = self.rollback_store.audit_events(rollback_id)
         return max(1, sum(1 for e in events if e.to_state == State.VERIFYING.value))
 
     # ------------------------------------------------------------------ monitoring
@@ -123,7 +134,7 @@ class Aftercare:
         return m
 
     def _schedule_tick(self, m: Monitor, seq: int) -> None:
-        self.service.jobs.schedule(
+        self.jobs.schedule(
             kind=MONITOR_TICK_JOB, rollback_id=m.rollback_id,
             due_at=m.started_at + timedelta(seconds=m.interval_seconds * seq),
             payload={"monitor": m.id, "seq": seq}, dedupe_key=f"{MONITOR_TICK_JOB}:{m.id}:{seq}")
@@ -131,8 +142,8 @@ class Aftercare:
     def _tick_job(self, job: Job) -> None:
         m = self.store.monitor(int(job.payload["monitor"]))
         seq = int(job.payload["seq"])
-        rb = self.service.store.get(m.rollback_id)
-        now = self.service.clock()
+        rb = self.rollback_store.get(m.rollback_id)
+        now = self.clock()
         if m.status == "superseded":
             return
         if m.status == "running" and rb.state != State.MONITORING:
@@ -143,7 +154,7 @@ class Aftercare:
                 return
             self.store.finish_monitor(m.id, status="superseded", at=now, result={})
             return
-        svc = self.service.service_config(rb.service)
+        svc = self.catalog.service_config(rb.service)
         if m.status != "running":
             if m.result.get("seq") == seq:  # a re-run of the tick that decided: finish it
                 if m.status == "unstable":
@@ -179,9 +190,9 @@ class Aftercare:
         self._schedule_tick(m, min(m.total_ticks, max(seq + 1, elapsed)))
 
     def _defer(self, job: Job, *, payload: dict[str, Any] | None = None) -> None:
-        self.service.jobs.schedule(
+        self.jobs.schedule(
             kind=job.kind, rollback_id=job.rollback_id, payload=payload or job.payload,
-            due_at=self.service.clock() + timedelta(seconds=DEFER_SECONDS),
+            due_at=self.clock() + timedelta(seconds=DEFER_SECONDS),
             dedupe_key=f"{job.kind}:defer:{job.id}")
 
     def _regress(self, rb: Rollback, svc: ServiceConfig, m: Monitor, seq: int, *,
@@ -254,29 +265,29 @@ class Aftercare:
     def _record_known_good(self, rb: Rollback) -> None:
         """A stable rollback's configuration is what a later ``restore_config`` returns to."""
         try:
-            snapshot = self.service.platform(rb.platform).snapshot_config(rb.target)
-            self.service.store.record_known_good_config(rb.service, rb.platform,
+            snapshot = self.catalog.platform(rb.platform).snapshot_config(rb.target)
+            self.rollback_store.record_known_good_config(rb.service, rb.platform,
                                                         snapshot.to_dict(), rollback_id=rb.id)
         except Exception as exc:  # a missing snapshot must not undo a good rollback
             log.warning("could not record known-good config for %s: %s", rb.ref, exc)
 
     # ------------------------------------------------------------------ notifications
     def _schedule_notify(self, rb: Rollback, phase: str, attempt: int, **payload: Any) -> None:
-        self.service.jobs.schedule(
-            kind=NOTIFY_JOB, rollback_id=rb.id, due_at=self.service.clock(),
+        self.jobs.schedule(
+            kind=NOTIFY_JOB, rollback_id=rb.id, due_at=self.clock(),
             payload={"phase": phase, "attempt": attempt, **payload},
             dedupe_key=f"{NOTIFY_JOB}:{rb.id}:{phase}:{attempt}")
 
     def _notify_job(self, job: Job) -> None:
         assert job.rollback_id is not None
-        rb = self.service.store.get(job.rollback_id)
+        rb = self.rollback_store.get(job.rollback_id)
         phase, attempt = str(job.payload["phase"]), int(job.payload["attempt"])
         if phase in ("restored", "verification_failed") and rb.state == State.VERIFYING:
             if attempt == self.attempt(rb.id):
                 self._defer(job)  # the transition this follows has not committed yet
             return
         if phase == "resolved" and rb.state == State.UNSTABLE:
-            if any(e.event == Event.RESOLVE.value for e in self.service.store.audit_events(rb.id)):
+            if any(e.event == Event.RESOLVE.value for e in self.rollback_store.audit_events(rb.id)):
                 return  # resolved and later unstable again: this notice is stale
             defers = int(job.payload.get("defers", 0))
             if defers < 30:  # the click has not committed yet; give up if it never does
@@ -287,7 +298,7 @@ class Aftercare:
                   "resolved": {State.COMPLETED, State.FAILED}}
         if phase in wanted and rb.state not in wanted[phase]:
             return  # a re-verification after a crash decided otherwise
-        self.notifier.send(rb, self.service.service_config(rb.service), phase=phase,
+        self.notifier.send(rb, self.catalog.service_config(rb.service), phase=phase,
                            attempt=attempt, detail=str(job.payload.get("detail", "")),
                            checks_passed=int(job.payload.get("checks_passed", 0)))
 
@@ -298,21 +309,21 @@ class Aftercare:
         rb = self._move(rb, Event.RETRY_VERIFICATION, State.VERIFICATION_FAILED, actor=user,
                         refuse=True)
         self._close_verification(rb, attempt, f":repeat: <@{user}> retried verification")
-        self.service.on_approved(rb.id)  # wake an executor: verifying is claimable
+        self.on_approved(rb.id)  # wake an executor: verifying is claimable
         return rb
 
     def resume_monitoring(self, ref: str | int, *, user: str) -> Rollback:
         rb = self._decider(ref, user, Action.RESUME_MONITORING)
-        svc = self.service.service_config(rb.service)
+        svc = self.catalog.service_config(rb.service)
         previous = self.store.monitors(rb.id)
-        n = 1 + sum(1 for e in self.service.store.audit_events(rb.id)
+        n = 1 + sum(1 for e in self.rollback_store.audit_events(rb.id)
                     if e.event == Event.RESUME_MONITORING.value)
-        m = self._open_monitor(rb, svc, key=f"{rb.id}:resume:{n}", start=self.service.clock())
+        m = self._open_monitor(rb, svc, key=f"{rb.id}:resume:{n}", start=self.clock())
         try:
             rb = self._move(rb, Event.RESUME_MONITORING, State.UNSTABLE, actor=user,
                             detail={"monitor": m.id}, refuse=True)
         except NotAllowed:
-            self.store.finish_monitor(m.id, status="superseded", at=self.service.clock(),
+            self.store.finish_monitor(m.id, status="superseded", at=self.clock(),
                                       result={})
             raise
         for old in previous:
@@ -340,7 +351,7 @@ class Aftercare:
         return rb
 
     def _close_verification(self, rb: Rollback, attempt: int, footer: str) -> None:
-        events = [e for e in self.service.store.audit_events(rb.id)
+        events = [e for e in self.rollback_store.audit_events(rb.id)
                   if e.event == Event.VERIFICATION_FAILED.value
                   and e.detail.get("attempt") == attempt]
         if not events:
@@ -353,7 +364,7 @@ class Aftercare:
         """The authority table's row for ``action`` (state and who); these buttons sit in
         the thread's notices, so any channel the rollback's notices reach is fine."""
         rb = self.service.get(ref)
-        self.service.policy.authorize(action, rb, user=user, channel_id=None)
+        self.policy.authorize(action, rb, user=user, channel_id=None)
         return rb
 
     def _move(self, rb: Rollback, event: Event, expected: State, *, actor: str,
@@ -362,12 +373,12 @@ class Aftercare:
         """CAS transition + re-render; a lost race returns the current rollback (or, for a
         person's click, refuses with what happened)."""
         try:
-            rb = self.service.store.transition(rb.id, event, actor=actor, expected=expected,
+            rb = self.rollback_store.transition(rb.id, event, actor=actor, expected=expected,
                                                detail=detail, updates=updates)
         except StaleState as exc:
             if refuse:
                 raise NotAllowed(f"{exc.current.ref} is already "
                                  f"{exc.current.state.value.replace('_', ' ')}.") from None
             return exc.current
-        self.service.chat.refresh(rb)
+        self.chat.refresh(rb)
         return rb

@@ -13,13 +13,15 @@ from bot.aftercare import postmortem
 from bot.aftercare.notifications import deadlines, utc
 from bot.aftercare.postmortem import in_utc
 from bot.domain.authority import Action
+from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
 from bot.domain.models import Rollback
-from bot.domain.ports import Notice, NoticeAction
+from bot.domain.policy import Policy
+from bot.domain.ports import Clock, Notice, NoticeAction
 from bot.persistence.aftercare_store import AftercareStore, Reminder
-from bot.persistence.jobs import Job
+from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
-from bot.usecases.service import RollbackService
+from bot.persistence.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +35,26 @@ class Reminders:
     (with the generated skeleton attached) for P0/P1. Only the job whose ``seq`` is
     current may post, so a snoozed or closed reminder stays quiet."""
 
-    def __init__(self, service: RollbackService, aftercare: AftercareStore,
+    def __init__(self, *, config: RollbackConfig, rollback_store: Store, jobs: JobStore,
+                 policy: Policy, clock: Clock, aftercare: AftercareStore,
                  outbox: Outbox) -> None:
-        self.service = service
+        self.config = config
+        self.rollback_store = rollback_store
+        self.jobs = jobs
+        self.policy = policy
+        self.clock = clock
         self.aftercare = aftercare
         self.outbox = outbox
-        self.settings = service.config.aftercare
+        self.settings = config.aftercare
         self._installation_id: str | None = None  # the database's; read once
 
     # ------------------------------------------------------------------ creation
     def create(self, rb: Rollback) -> None:
         """Idempotent: the rollback's reminders exist and their next posting is scheduled."""
         facts = self.aftercare.facts(rb.id)
-        since = facts.steps_completed_at if facts else self.service.clock()
-        review, pm = deadlines(self.service.config, rb, since)
-        now = self.service.clock()
+        since = facts.steps_completed_at if facts else self.clock()
+        review, pm = deadlines(self.config, rb, since)
+        now = self.clock()
         for kind, due in (("review", review), ("postmortem", pm)):
             if due is not None:
                 self.aftercare.add_reminder(rollback_id=rb.id, kind=kind, due_at=due,
@@ -57,7 +64,7 @@ class Reminders:
                 self._schedule(r)
 
     def _schedule(self, r: Reminder) -> None:
-        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=r.rollback_id,
+        self.jobs.schedule(kind=REMINDER_JOB, rollback_id=r.rollback_id,
                                    due_at=r.next_at, payload={"reminder": r.id, "seq": r.seq},
                                    dedupe_key=f"{REMINDER_JOB}:{r.id}:{r.seq}")
 
@@ -67,13 +74,13 @@ class Reminders:
         seq = int(job.payload["seq"])
         if r.status != "open" or seq < r.seq:
             return  # closed, or superseded by a snooze
-        rb = self.service.store.get(r.rollback_id)
-        now = self.service.clock()
+        rb = self.rollback_store.get(r.rollback_id)
+        now = self.clock()
         repeat = timedelta(hours=self.settings.reminder_repeat_hours)
         next_at = r.due_at if now < r.due_at else now + repeat
         # Schedule the next one first: a refused post (or a crash) then costs this post,
         # never the series. The job is keyed, so a retry of this one schedules nothing new.
-        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=next_at,
+        self.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=next_at,
                                    payload={"reminder": r.id, "seq": seq + 1},
                                    dedupe_key=f"{REMINDER_JOB}:{r.id}:{seq + 1}")
         document = None
@@ -92,7 +99,7 @@ class Reminders:
                 log.warning("post-mortem skeleton for %s not uploaded: %s", rb.ref,
                             type(exc).__name__)
                 self._say_not_uploaded(rb, document, exc)
-        self.service.store.audit(rb.id, actor="bot", event="reminder_posted",
+        self.rollback_store.audit(rb.id, actor="bot", event="reminder_posted",
                                  detail={"kind": r.kind, "seq": seq})
         self.aftercare.advance_reminder(r.id, from_seq=seq, next_at=next_at)
 
@@ -112,7 +119,7 @@ class Reminders:
         installation = self._installation()
         if r.document and postmortem.belongs(Path(r.document), rb, installation=installation):
             return Path(r.document)
-        store = self.service.store
+        store = self.rollback_store
         text = postmortem.render(rb, events=store.audit_events(rb.id), steps=store.steps(rb.id),
                                  facts=self.aftercare.facts(rb.id),
                                  monitors=self.aftercare.monitors(rb.id))
@@ -129,9 +136,9 @@ class Reminders:
     def notice(self, rb: Rollback, r: Reminder, seq: int, *, document: Path | None = None,
                closed: str | None = None) -> Notice:
         label = LABELS[r.kind]
-        hours = (self.service.config.policy_for(rb.service).review_within_hours
+        hours = (self.config.policy_for(rb.service).review_within_hours
                  if r.kind == "review" else
-                 self.service.config.policy_for(rb.service).postmortem_within_hours)
+                 self.config.policy_for(rb.service).postmortem_within_hours)
         icon = ":spiral_note_pad:" if r.kind == "review" else ":memo:"
         again = "" if seq == 1 else "Reminder: "
         title = f"{icon} {again}{label} for {rb.ref} due by {utc(r.due_at)}"
@@ -157,12 +164,12 @@ class Reminders:
     def close(self, value: str, *, user: str, status: str) -> Reminder:
         """*Scheduled* or *Done*: the reminder stops; its messages lose their buttons."""
         r, rb = self._clicked(value, user)
-        now = self.service.clock()
+        now = self.clock()
         closed = self.aftercare.close_reminder(r.id, status=status, by=user, at=now)
         if closed is None:
             raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is already "
                              f"{r.status}.")
-        self.service.store.audit(rb.id, actor=user, event=f"{r.kind}_{status}", detail={})
+        self.rollback_store.audit(rb.id, actor=user, event=f"{r.kind}_{status}", detail={})
         self._rerender(rb, closed, f"{CLOSED[status]} — <@{user}> at {in_utc(now):%H:%M} UTC")
         return closed
 
@@ -171,15 +178,15 @@ class Reminders:
         if r.status != "open":
             raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is "
                              f"already {r.status}.")
-        now = self.service.clock()
+        now = self.clock()
         until = now + timedelta(hours=self.settings.reminder_snooze_hours)
-        self.service.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=until,
+        self.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=until,
                                    payload={"reminder": r.id, "seq": r.seq + 1},
                                    dedupe_key=f"{REMINDER_JOB}:{r.id}:{r.seq + 1}")
         moved = self.aftercare.snooze_reminder(r.id, next_at=until)
         if moved is None:
             raise NotAllowed(f"The reminder for {rb.ref} was closed meanwhile.")
-        self.service.store.audit(rb.id, actor=user, event=f"{r.kind}_snoozed",
+        self.rollback_store.audit(rb.id, actor=user, event=f"{r.kind}_snoozed",
                                  detail={"until": until.isoformat()})
         self._rerender(rb, moved, f":zzz: Snoozed by <@{user}> until {in_utc(until):%H:%M} UTC")
         return moved
@@ -187,8 +194,8 @@ class Reminders:
     def _clicked(self, value: str, user: str) -> tuple[Reminder, Rollback]:
         reminder_id, _, _seq = value.partition(":")
         r = self.aftercare.reminder(int(reminder_id))
-        rb = self.service.store.get(r.rollback_id)
-        self.service.policy.check_who(Action.REMINDER, rb, user=user)  # the authority table
+        rb = self.rollback_store.get(r.rollback_id)
+        self.policy.check_who(Action.REMINDER, rb, user=user)  # the authority table
         return r, rb
 
     def _rerender(self, rb: Rollback, r: Reminder, footer: str) -> None:

@@ -22,11 +22,12 @@ from bot.domain.compensation import Compensation, Undo, manual_scale_command, pl
 from bot.domain.config import ExecutorSettings
 from bot.domain.lifecycle import Event, State
 from bot.domain.models import Rollback, Step
+from bot.domain.ports import Chat, Clock, utcnow
 from bot.execution import retry
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
-from bot.persistence.store import StaleState
-from bot.usecases.service import RollbackService
+from bot.persistence.store import StaleState, Store
+from bot.usecases.catalog import Catalog
 from platforms.base import (
     ConfigSnapshot,
     PermanentPlatformError,
@@ -74,16 +75,19 @@ class FaultPoint:
 
 class Executor:
     def __init__(
-        self, *, service: RollbackService, settings: ExecutorSettings, aftercare: Aftercare,
-        owner: str | None = None, sleep: Callable[[float], None] = time.sleep,
+        self, *, catalog: Catalog, store: Store, chat: Chat, settings: ExecutorSettings,
+        aftercare: Aftercare, clock: Clock = utcnow, owner: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
         on_ended: Sequence[Callable[[Rollback], None]] = (),
         wake_event: threading.Event | None = None,
     ) -> None:
         # Called when execution ends badly (failed, needs_attention): every rollback still
         # gets its post-incident review reminder.
         self.on_ended = tuple(on_ended)
-        self.service = service
-        self.store = service.store
+        self.catalog = catalog
+        self.store = store
+        self.chat = chat
+        self.clock = clock
         self.settings = settings
         self.aftercare = aftercare
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -163,7 +167,7 @@ class Executor:
 
     # ------------------------------------------------------------------ one rollback
     def execute(self, rb: Rollback) -> None:
-        chat = self.service.chat
+        chat = self.chat
         if rb.state == State.APPROVED:
             try:
                 rb = self.store.transition(rb.id, Event.START, actor=self.owner,
@@ -201,7 +205,7 @@ class Executor:
         unseen, and the wrong revision marked known-bad."""
         if rb.current_revision is None or not any(st.kind == "app_rollback" for st in steps):
             return True
-        platform = self.service.platform(rb.platform)
+        platform = self.catalog.platform(rb.platform)
         for attempt in range(1, 4):
             self._fence(rb)
             try:
@@ -236,7 +240,7 @@ class Executor:
             return
         self._fence(rb)
         if self.store.mark_known_bad(rb, actor=self.owner) and rb.current_revision:
-            self.service.chat.thread(
+            self.chat.thread(
                 rb, f":no_entry: {rb.current_revision.label()} is now marked known-bad for "
                     f"`{rb.service}`: no later rollback picks it unless an approver overrides.")
 
@@ -290,10 +294,10 @@ class Executor:
         return delay
 
     def _run_step(self, rb: Rollback, step: Step, *, total: int) -> None:
-        svc = self.service.service_config(rb.service)
-        platform = self.service.platform(rb.platform)
+        svc = self.catalog.service_config(rb.service)
+        platform = self.catalog.platform(rb.platform)
         handler = HANDLERS[step.kind]
-        chat = self.service.chat
+        chat = self.chat
         attempt = 0
         while True:
             attempt += 1
@@ -311,7 +315,7 @@ class Executor:
                 progress=lambda line: chat.thread(rb, f"_{line}_"),
                 known_good_config=ConfigSnapshot.from_dict(known_good[0]) if known_good else None,
                 known_good_recorded_at=known_good[1] if known_good else None,
-                now=self.service.clock(),
+                now=self.clock(),
             )
             started = time.perf_counter()
             outcome = "error"
@@ -394,7 +398,7 @@ class Executor:
         if comp.undo != Undo.RESTORE_REPLICAS:
             return ""
         assert comp.replicas is not None and comp.scale_down_seq is not None
-        platform = self.service.platform(rb.platform)
+        platform = self.catalog.platform(rb.platform)
         attempts = max(1, self.settings.max_transient_retries)
         for attempt in range(1, attempts + 1):
             self._fence(rb)
@@ -422,7 +426,7 @@ class Executor:
         line = (f":leftwards_arrow_with_hook: Compensation ({why}): scaled "
                 f"{rb.target.describe()} back to {comp.replicas} replicas, the count recorded "
                 "before the scale-down.")
-        self.service.chat.thread(rb, line)
+        self.chat.thread(rb, line)
         return line.removeprefix(":leftwards_arrow_with_hook: ") + "\n"
 
     def _compensation_failed(self, rb: Rollback, comp: Compensation, error: str) -> None:
@@ -496,7 +500,7 @@ class Executor:
         rb = self.store.transition(rb.id, event, actor=actor or self.owner,
                                    expected=State.EXECUTING, detail=detail,
                                    updates={"last_error": last_error} if last_error else None)
-        chat = self.service.chat
+        chat = self.chat
         chat.refresh(rb)
         self._ended(rb)
         chat.thread(rb, say, mention=(rb.incident_commander or rb.requester) if mention

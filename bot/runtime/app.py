@@ -21,6 +21,7 @@ from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
 from bot.domain.config import RollbackConfig, load_config
+from bot.domain.policy import Policy
 from bot.domain.ports import Clock, ScrubbedChat, utcnow
 from bot.execution.executor import Executor
 from bot.execution.job_router import JobRouter
@@ -33,6 +34,8 @@ from bot.persistence.jobs import JobStore
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.runtime.settings import Settings
+from bot.usecases.catalog import Catalog
+from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import RollbackService
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform
@@ -159,27 +162,34 @@ def create_app(
         listener_executor=ThreadPoolExecutor(max_workers=work_pool.LISTENER_THREADS,
                                              thread_name_prefix="bolt-listener"),
     )
-    chat = ScrubbedChat(SlackChat(client))  # nothing the core says reaches Slack unscrubbed
     jobs = JobStore(store.pool)
     registry = platforms if platforms is not None else build_platforms(config)
     for adapter in registry.values():  # credentials that are not environment variables
         for value in getattr(adapter, "credential_values", list)():
             scrub.remember(value)
+    # Nothing the core says reaches Slack unscrubbed, and each rollback's message shows its
+    # latest state however many threads re-render it.
+    chat = LatestStateChat(ScrubbedChat(SlackChat(client)), store)
+    catalog = Catalog(config, registry)
+    policy = Policy(config, SlackDirectory(client))
     approved = threading.Event()  # an approval wakes the executor at once
     service = RollbackService(
-        config=config, store=store, jobs=jobs,
-        platforms=registry,
-        chat=chat, directory=SlackDirectory(client), clock=clock,
+        catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy,
+        directory=policy.directory, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
     )
-    timers = PolicyTimers(service)
+    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition)
     aftercare_store = AftercareStore(store.pool)
-    outbox = Outbox(store.pool, service.chat)
-    reminders_ = Reminders(service, aftercare_store, outbox)
-    aftercare = Aftercare(service, store=aftercare_store, outbox=outbox, reminders=reminders_,
+    outbox = Outbox(store.pool, chat)
+    reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
+                           clock=clock, aftercare=aftercare_store, outbox=outbox)
+    aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
+                          policy=policy, clock=clock, on_approved=service.on_approved,
+                          store=aftercare_store, outbox=outbox, reminders=reminders_,
                           notifier=Notifier(config=config, aftercare=aftercare_store,
                                             outbox=outbox))
-    executor = Executor(service=service, settings=config.executor, aftercare=aftercare,
+    executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
+                        settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create,), wake_event=approved)
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare):

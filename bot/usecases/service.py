@@ -17,13 +17,12 @@ from typing import Any
 from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
 from bot.domain.compensation import Undo, left_scaled_down, plan_compensation
-from bot.domain.config import CHECKLIST_ITEMS, PolicyMode, RollbackConfig, Severity
+from bot.domain.config import CHECKLIST_ITEMS, PolicyMode, ServiceConfig, Severity
 from bot.domain.errors import (
     InvalidTransition,
     NotAllowed,
     NotFound,
     ParseError,
-    UnknownService,
     UserFacingError,
 )
 from bot.domain.lifecycle import Event, State
@@ -34,7 +33,7 @@ from bot.domain.ports import Chat, Clock, Directory, utcnow
 from bot.persistence.jobs import JobStore
 from bot.persistence.store import ActiveRollbackExists, StaleState, Store
 from bot.usecases.assessment import assess
-from bot.usecases.latest_state_chat import LatestStateChat
+from bot.usecases.catalog import Catalog
 from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB
 from platforms.base import Platform, PlatformError, Revision
 
@@ -52,33 +51,30 @@ class ModalDefaults:
 
 
 class RollbackService:
+    """The use cases people start from Slack; collaborators come from the composition root."""
+
     def __init__(
-        self, *, config: RollbackConfig, store: Store, jobs: JobStore,
-        platforms: dict[str, Platform], chat: Chat, directory: Directory,
-        clock: Clock = utcnow, on_approved: Callable[[int], None] | None = None,
+        self, *, catalog: Catalog, store: Store, jobs: JobStore, chat: Chat, policy: Policy,
+        directory: Directory, clock: Clock = utcnow,
+        on_approved: Callable[[int], None] | None = None,
     ) -> None:
-        self.config = config
+        self.catalog = catalog
+        self.config = catalog.config
+        self.platforms = catalog.platforms
         self.store = store
         self.jobs = jobs
-        self.platforms = platforms
-        self.chat: Chat = LatestStateChat(chat, store)
+        self.chat = chat  # serialised per rollback (latest state wins), scrubbed
         self.directory = directory
-        self.policy = Policy(config, directory)
+        self.policy = policy
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
 
     # ------------------------------------------------------------------ lookups
-    def service_config(self, name: str) -> Any:
-        svc = self.config.service(name)
-        if svc is None:
-            raise UnknownService(name, sorted(self.config.services))
-        return svc
+    def service_config(self, name: str) -> ServiceConfig:
+        return self.catalog.service_config(name)
 
     def platform(self, name: str) -> Platform:
-        adapter = self.platforms.get(name)
-        if adapter is None:
-            raise UserFacingError(f"The `{name}` platform adapter is not available here.")
-        return adapter
+        return self.catalog.platform(name)
 
     def get(self, ref: str | int) -> Rollback:
         text = str(ref).upper().removeprefix("RB-")

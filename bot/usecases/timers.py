@@ -7,22 +7,32 @@ and do nothing if the rollback has moved on (approved, cancelled) in the meantim
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bot.domain.errors import NotAllowed
 from bot.domain.lifecycle import Event, State
 from bot.domain.models import Rollback
-from bot.persistence.jobs import Job
+from bot.domain.ports import Chat
+from bot.persistence.jobs import Job, JobStore
+from bot.persistence.store import Store
 
-if TYPE_CHECKING:
-    from bot.usecases.service import RollbackService
+
+class Transition(Protocol):
+    """A checked state change that re-renders the request message (the service's)."""
+
+    def __call__(self, rb: Rollback, event: Event, *, actor: str) -> Rollback: ...
+
 
 EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB = "expire_approval", "hotfix_escalation", "evaluate_reminder"
 
 
 class PolicyTimers:
-    def __init__(self, service: RollbackService) -> None:
-        self.service = service
+    def __init__(self, *, store: Store, jobs: JobStore, chat: Chat,
+                 transition: Transition) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.chat = chat
+        self.transition = transition
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         """The job kinds these timers run, for the composition root's router."""
@@ -31,7 +41,7 @@ class PolicyTimers:
 
     def _pending(self, job: Job) -> Rollback | None:
         assert job.rollback_id is not None
-        rb = self.service.store.get(job.rollback_id)
+        rb = self.store.get(job.rollback_id)
         return rb if rb.state == State.PENDING_APPROVAL else None
 
     def expire(self, job: Job) -> None:
@@ -39,12 +49,12 @@ class PolicyTimers:
         if rb is None:
             return
         try:
-            rb = self.service.transition(rb, Event.EXPIRE, actor="bot")
+            rb = self.transition(rb, Event.EXPIRE, actor="bot")
         except NotAllowed:  # approved (or cancelled) at the last moment: nothing expires
             return
-        self.service.jobs.cancel(rollback_id=rb.id)
-        self.service.chat.thread(rb, f"{rb.ref} expired without approval. "
-                                     "Request it again if needed.")
+        self.jobs.cancel(rollback_id=rb.id)
+        self.chat.thread(rb, f"{rb.ref} expired without approval. "
+                             "Request it again if needed.")
 
     def hotfix_elapsed(self, job: Job) -> None:
         self._remind(job, "hotfix_window_elapsed", "The hotfix window for {ref} is over. Per "
@@ -58,6 +68,6 @@ class PolicyTimers:
         rb = self._pending(job)
         if rb is None:
             return
-        self.service.store.audit(rb.id, actor="bot", event=event, detail={})
-        self.service.chat.thread(rb, text.format(ref=rb.ref, severity=rb.severity),
-                                 mention=rb.incident_commander or rb.requester)
+        self.store.audit(rb.id, actor="bot", event=event, detail={})
+        self.chat.thread(rb, text.format(ref=rb.ref, severity=rb.severity),
+                         mention=rb.incident_commander or rb.requester)
