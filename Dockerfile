@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY bot/ bot/
 COPY handlers/ handlers/
 COPY platforms/ platforms/
-COPY sandbox/ sandbox/
+# The product only: sandbox/ (emulators, development-only) is neither packaged nor copied.
 RUN pip install --no-cache-dir .
 
 # ---- runtime: the virtualenv, the example catalog, an unprivileged user ----

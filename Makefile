@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test check lint typecheck bench clean install
 
+# `dev` includes the `sandbox` extra (moto for the ECS emulator): tests and `make run` need it.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -14,8 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The sandbox's own entry point (sandbox/ is development-only, not in the wheel): with Slack
+# credentials set it serves Slack like `rollback-bot serve`, without them the local sandbox.
 run: $(STAMP)
-	$(BIN)/rollback-bot run
+	$(BIN)/python -m sandbox run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -47,42 +43,17 @@ def quiet_logging() -> None:
 
 @contextlib.contextmanager
 def fresh_database() -> Iterator[str]:
-    """A new, migrated database for this run, dropped afterwards.
+    """A new, migrated database for this run (``bench_<random>``), dropped afterwards.
 
     ``DATABASE_URL`` (an admin DSN) wins; otherwise an embedded PostgreSQL (pgserver, the
     same as ``bot.persistence.db.embedded_database_url``) runs under a fresh mkdtemp
-    directory that is
-    removed at the end.
+    directory that is removed at the end. The same helpers as the tests'
+    (``tests.support.database``).
     """
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
+    from tests.support import database
 
-    from bot.persistence.db import migrate
-
-    admin = os.environ.get("DATABASE_URL")
-    server = None
-    directory: Path | None = None
-    if not admin:
-        from pgserver.postgres_server import get_server
-
-        # Short path: the Unix socket lives in it (socket paths are limited to ~100 bytes).
-        directory = Path(tempfile.mkdtemp(prefix="rbbench-"))
-        server = get_server(directory / "pgdata", cleanup_mode="delete")
-        admin = str(server.get_uri())
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin, dbname=name)
-    migrate(url)
-    try:
+    with database.postgres_server(prefix="rbbench-", cleanup_mode="delete",
+                                  quiet_cleanup=True) as admin, \
+            database.fresh_database(admin, prefix="bench", migrated=True,
+                                    quiet_drop=True) as url:
         yield url
-    finally:
-        with contextlib.suppress(Exception), psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                         .format(sql.Identifier(name)))
-        if server is not None:
-            with contextlib.suppress(Exception):
-                server.cleanup()
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)

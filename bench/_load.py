@@ -6,23 +6,28 @@ Command: {"url", "secret", "fields", "n", "concurrency", "expect_body"}
 Result:  {"latencies": [seconds...], "errors": int, "first_error": str|null, "wall": seconds}
 
 Each request is a Slack slash command signed like Slack signs it (v0 HMAC-SHA256 of
-``v0:<ts>:<body>``) with a unique ``trigger_id`` (the bot dedupes deliveries on it). The
-clock starts right before the POST and stops when the response body has been read.
+``v0:<ts>:<body>``, ``tests.support.signing``) with a unique ``trigger_id`` (the bot dedupes
+deliveries on it). The clock starts right before the POST and stops when the response body
+has been read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+
+# Run as ``python bench/_load.py``: the repository root is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.signing import signed_headers  # noqa: E402
 
 _clients: dict[tuple[str, int], httpx.Client] = {}
 
@@ -36,15 +41,9 @@ def _client(url: str, concurrency: int) -> httpx.Client:
 
 
 def _signed(secret: str, fields: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    body = urlencode({**fields, "trigger_id": f"bench.{uuid.uuid4().hex}"})
-    ts = str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return body.encode(), {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
-        "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
-    }
+    body = urlencode({**fields, "trigger_id": f"bench.{uuid.uuid4().hex}"}).encode()
+    return body, {**signed_headers(secret, body),
+                  "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)"}
 
 
 def run(cmd: dict[str, Any]) -> dict[str, Any]:

@@ -145,8 +145,8 @@ def main() -> int:
     args = parser.parse_args()
     quiet_logging()
 
-    from platforms.fake import FakePlatform
     from sandbox.config import sandbox_config
+    from sandbox.fake_platform import FakePlatform
     from sandbox.slack import DEFAULT_BOT_TOKEN, payloads
     from sandbox.stack import SandboxStack
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import fresh_database, ms, quiet_logging, summary  # noqa: E402
 from bench.ack_latency import LoadClient  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 DEADLINE = 3.0
 TARGET_P99_RATIO = 1.5
@@ -45,7 +46,7 @@ BUSY = "retry in a moment"
 
 def _platform_class() -> Any:
     from platforms.base import TransientPlatformError
-    from platforms.fake import FakePlatform
+    from sandbox.fake_platform import FakePlatform
 
     class SwitchablePlatform(FakePlatform):
         """History reads fail at once (``fast``) or hang until ``release()`` (``hung``)."""
@@ -88,14 +89,6 @@ def _fields(stack: Any, user: str, text: str) -> dict[str, str]:
         trigger_id="(unique per request)")
 
 
-def _wait(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError("bench: condition not met in time")
-        time.sleep(0.01)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--help-n", type=int, default=300, help="measured help acks per round")
@@ -110,8 +103,7 @@ def main() -> int:
     logging.getLogger("handlers.errors").setLevel(logging.CRITICAL)
     logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)
 
-    from bot.domain.config import parse_config
-    from sandbox.config import sandbox_config_dict
+    from sandbox.config import parse_sandbox_config, sandbox_config_dict
     from sandbox.stack import SandboxStack
 
     data = sandbox_config_dict()
@@ -122,7 +114,7 @@ def main() -> int:
     platform = _platform_class()()
 
     with fresh_database() as url, SandboxStack(
-            config=parse_config(data), database_url=url, platforms={"fake": platform},
+            config=parse_sandbox_config(data), database_url=url, platforms={"fake": platform},
             background=False, scheduler=False) as stack:
         assert stack.server is not None and stack.bot is not None
         pool = stack.bot.work_pool
@@ -141,7 +133,7 @@ def main() -> int:
             for t in (help_fields, slow_fields):  # warm up both paths
                 measured.run(url=events, secret=stack.signing_secret, fields=t, n=100,
                              concurrency=args.c, expect_body=None)
-            _wait(lambda: pool.pending == 0)
+            wait_until(lambda: pool.pending == 0, 30, 0.01, "the pool to drain")
             for r in range(args.rounds):
                 mode = MODES[r % len(MODES)]
                 before = platform.reads
@@ -150,7 +142,7 @@ def main() -> int:
                     # Fill the pool first: every worker on a hung read, the queue full.
                     saturating.run(url=events, secret=stack.signing_secret, fields=slow_fields,
                                    n=pool.capacity, concurrency=args.c, expect_body=None)
-                    _wait(lambda: pool.pending == pool.capacity)
+                    wait_until(lambda: pool.pending == pool.capacity, 30, 0.01, "the pool to fill")
                 result: dict[str, Any] = {}
 
                 def saturate(n: int = 2 * args.help_n, out: dict[str, Any] = result,
@@ -178,7 +170,7 @@ def main() -> int:
                 if got["errors"]:
                     errors.append(f"help ({mode}): {got['first_error']}")
                 platform.release()
-                _wait(lambda: pool.pending == 0)
+                wait_until(lambda: pool.pending == 0, 30, 0.01, "the pool to drain")
                 reads[mode].append(platform.reads - before)
 
             # A burst of modal opens for one service while its read hangs.
@@ -191,11 +183,12 @@ def main() -> int:
             burst_reads = platform.reads - before
             burst_busy = len(burst["latencies"]) - burst["errors"]  # errors: not "busy"
             platform.release()
-            _wait(lambda: pool.pending == 0)
+            wait_until(lambda: pool.pending == 0, 30, 0.01, "the pool to drain")
             # The opened modals' views.open calls (the bench's trigger ids are not Slack's,
             # so they fail): let them land before the emulator stops.
-            _wait(lambda: len(stack.emulator.calls("views.open")) - opens_before
-                  >= len(burst["latencies"]) - burst_busy)
+            wait_until(lambda: len(stack.emulator.calls("views.open")) - opens_before
+                       >= len(burst["latencies"]) - burst_busy, 30, 0.01,
+                       "the opened modals' views.open calls")
         finally:
             platform.release()
             measured.close()

@@ -149,8 +149,8 @@ def main() -> int:
 
     from handlers import ids
     from platforms.base import Target
-    from platforms.fake import FakePlatform
     from sandbox.config import sandbox_config
+    from sandbox.fake_platform import FakePlatform
     from sandbox.slack import SlackDriver
     from sandbox.stack import SandboxStack
 

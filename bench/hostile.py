@@ -39,12 +39,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
-import resource
 import secrets
 import select
 import socket
@@ -54,7 +51,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +62,15 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import fresh_database, percentile, quiet_logging  # noqa: E402
+from tests.support.hostile import (  # noqa: E402
+    held_by_server,
+    http_stack,
+    idle_flood,
+    server_kept_open,
+    wait_released,
+)
+from tests.support.rss import clear_peak_rss, peak_rss_kb, status_kb  # noqa: E402
+from tests.support.signing import sign  # noqa: E402
 
 MIB = 1024 * 1024
 ACK_LIMIT = 3.0  # Slack's ack deadline
@@ -165,13 +171,6 @@ def post_chunked(port: int, headers: dict[str, str], cap: int, *,
         return _read_status(sock, timeout), sent
 
 
-def _sign(secret: str, ts: str, parts: Iterable[bytes]) -> str:
-    mac = hmac.new(secret.encode(), f"v0:{ts}:".encode(), hashlib.sha256)
-    for part in parts:
-        mac.update(part)
-    return "v0=" + mac.hexdigest()
-
-
 def nested_payload_body(size: int) -> bytes:
     """A form body of about ``size`` bytes: ``payload=`` and nested JSON (arrays 32 deep,
     repeated), sent raw: a form parser takes brackets without percent-encoding."""
@@ -182,16 +181,9 @@ def nested_payload_body(size: int) -> bytes:
 
 
 # --------------------------------------------------------------------------- part 1: RSS
-def _proc_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/{pid}/status")
-
-
 def _reset_peak(pid: int) -> bool:
     try:  # Linux >= 4.0: "5" resets VmHWM to the current RSS
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        clear_peak_rss(pid)
     except OSError:
         return False
     return True
@@ -208,12 +200,8 @@ def serve(kind: str) -> int:
         sys.stdin.read()
 
     if kind == "bot":
-        from platforms.fake import FakePlatform
-        from sandbox.stack import SandboxStack
-
-        with tempfile.TemporaryDirectory(prefix="rbbench-pm-") as pm, SandboxStack(
-                config=_config(pm), database_url=os.environ["HOSTILE_DATABASE_URL"],
-                platforms={"fake": FakePlatform()}, scheduler=False) as stack:
+        with tempfile.TemporaryDirectory(prefix="rbbench-pm-") as pm, http_stack(
+                os.environ["HOSTILE_DATABASE_URL"], pm, source="<bench>") as stack:
             assert stack.server is not None
             announce(stack.server.port)
         return 0
@@ -265,11 +253,13 @@ def measure_rss(kind: str, size: int, database_url: str, workdir: Path) -> RssRo
                        "X-Slack-Signature": GARBAGE_SIGNATURE}
             for _ in range(3):  # warm-up: the request path's lazy imports and buffers
                 post_body(port, headers, nested_payload_body(16 * 1024), timeout=10)
-            time.sleep(0.3)
+            # The server is done with the warm-ups once it has closed their connections
+            # (polled, up to 10 s; measured anyway after that).
+            wait_released(port)
             reset = _reset_peak(proc.pid)
-            before = _proc_kb(proc.pid, "VmRSS")
+            before = status_kb("VmRSS", proc.pid)
             status, sent, seconds = post_body(port, headers, body)
-            peak = _proc_kb(proc.pid, "VmHWM")
+            peak = peak_rss_kb(proc.pid)
         finally:
             if proc.stdin:
                 proc.stdin.close()
@@ -339,13 +329,6 @@ class LogCapture(logging.Handler):
             if len(self.first) < 3:
                 self.first.append(f"uncaught in thread: {args.exc_value!r}")
         self._previous_hook(args)
-
-
-def _config(postmortem_dir: str) -> Any:
-    from bot.domain.config import parse_config
-    from sandbox.config import sandbox_config_dict
-
-    return parse_config(sandbox_config_dict(postmortem_dir=postmortem_dir), source="<bench>")
 
 
 def _settle(stack: Any) -> None:
@@ -419,7 +402,7 @@ def run_oversized(stack: Any, reps: int) -> ClassResult:
                 ("timestamp now", {**form, "X-Slack-Request-Timestamp": "now",
                                    "X-Slack-Signature": GARBAGE_SIGNATURE}),
                 ("validly signed", {**form, "X-Slack-Request-Timestamp": ts,
-                                    "X-Slack-Signature": _sign(secret, ts, filler(signed_size))})]
+                                    "X-Slack-Signature": sign(secret, ts, filler(signed_size))})]
 
     def filler(total: int) -> Iterator[bytes]:
         chunk = b"A" * 65536
@@ -495,16 +478,6 @@ def run_payloads(stack: Any, n: int, concurrency: int) -> ClassResult:
     return result
 
 
-def _server_kept_open(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1, socket.MSG_PEEK) != b""
-    except BlockingIOError:
-        return True  # nothing to read and no FIN: the server still holds it
-    except OSError:
-        return False
-
-
 @dataclass
 class FloodPhase:
     flood: bool
@@ -512,19 +485,17 @@ class FloodPhase:
     health: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     still_open: int = 0
+    lingering: int = 0  # closed connections the server still held 10 s after the phase
 
 
 def run_flood_phase(stack: Any, idle: int, seconds: float, client: Any) -> FloodPhase:
     import httpx
 
     phase = FloodPhase(flood=idle > 0)
-    sockets: list[socket.socket] = []
-    try:
-        for i in range(idle):
-            sock = socket.create_connection(("127.0.0.1", stack.server.port), timeout=5)
-            if i < idle // 5:
-                sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: ")
-            sockets.append(sock)
+    port = stack.server.port
+    with idle_flood(port, idle, partial=idle // 5,
+                    fd_limit=4 * idle + 1024) as sockets:  # both ends live in this process
+        peers = {s.getsockname()[1] for s in sockets}
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             body = _command_body(stack.emulator, "help")
@@ -553,21 +524,16 @@ def run_flood_phase(stack: Any, idle: int, seconds: float, client: Any) -> Flood
                 phase.failures.append(f"healthz {type(exc).__name__}")
             phase.health.append(elapsed)
             time.sleep(0.02)  # a steady stream, not a burst
-        phase.still_open = sum(1 for s in sockets if _server_kept_open(s))
-    finally:
-        for sock in sockets:
-            sock.close()
-    time.sleep(0.5)  # let the server drop the closed connections before the next phase
+        phase.still_open = sum(1 for s in sockets if server_kept_open(s))
+    # The next phase starts once the server has dropped the connections closed here.
+    if not wait_released(port, peers):
+        phase.lingering = held_by_server(port, peers)
     return phase
 
 
 def run_flood(stack: Any, idle: int, seconds: float) -> tuple[ClassResult, list[FloodPhase]]:
     import httpx
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 4 * idle + 1024  # both ends live in this process
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     phases: list[FloodPhase] = []
     with httpx.Client(timeout=10) as client:
         for flood in (False, True, True, False):
@@ -616,8 +582,6 @@ def main() -> int:
     rss_sizes = [5 * MIB] if args.quick else [5 * MIB, 20 * MIB]
     reps = 1 if args.quick else 2
 
-    from platforms.fake import FakePlatform
-    from sandbox.stack import SandboxStack
     from tests.adversarial.test_front_door import MARKER
 
     began = time.perf_counter()
@@ -650,9 +614,8 @@ def main() -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         threading.excepthook = capture.thread_hook
         flood_phases: list[FloodPhase] = []
-        with tempfile.TemporaryDirectory(prefix="rbbench-pm-") as pm, SandboxStack(
-                config=_config(pm), database_url=url, platforms={"fake": FakePlatform()},
-                scheduler=False) as stack:
+        with tempfile.TemporaryDirectory(prefix="rbbench-pm-") as pm, http_stack(
+                url, pm, source="<bench>") as stack:
             assert stack.server is not None and stack.driver is not None
             # warm-up: one signed help, so first-request costs land in no class
             stack.driver.send(_command_body(stack.emulator, "help"))
@@ -753,6 +716,9 @@ def main() -> int:
     failures += sum(len(p.failures) for p in off)
     if any(p.still_open != args.idle for p in on):
         print("  note: the server closed some idle connections during a flood phase")
+    if any(p.lingering for p in on):
+        print(f"  note: closed flood connections the server still held 10 s later: "
+              f"{[p.lingering for p in on]}")
     for r in results:
         if r.examples:
             print(f"  not held, {r.name}: {r.examples}")

@@ -49,14 +49,16 @@ def register(app: App, service: RollbackService, pool: WorkPool,
             ack(response_type="ephemeral", text=render(MalformedPayload()))
             return
         try:
-            parsed = parse(text)
+            parsed = parse(text, platforms=config.platform_specs)
         except UserFacingError as exc:
             message = render(exc)
             ack(response_type="ephemeral", text=message,
-                blocks=views.error_blocks(message) + views.help_blocks(ids.COMMAND))
+                blocks=views.error_blocks(message)
+                + views.help_blocks(ids.COMMAND, config.platform_specs, policy=config.policy))
             return
         quick: dict[str, Callable[[], list[dict[str, Any]]]] = {
-            "help": lambda: views.help_blocks(ids.COMMAND),
+            "help": lambda: views.help_blocks(ids.COMMAND, config.platform_specs,
+                                              policy=config.policy),
             "services": lambda: views.services_blocks(config),
         }
         if parsed.verb in quick:

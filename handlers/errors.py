@@ -17,16 +17,17 @@ from slack_bolt import App
 from bot.domain.errors import UserFacingError
 from bot.domain.ports import Chat
 from bot.observability.scrub import scrub
-from handlers.mrkdwn import escape_keeping_mentions
+from handlers.mrkdwn import words
 
 log = logging.getLogger(__name__)
 
 
 def render(exc: BaseException) -> str:
     """Slack-safe mrkdwn for ``exc``: the core's messages echo what people typed (service
-    names, revisions, reasons), so they are escaped here, keeping only user mentions."""
+    names, revisions, reasons), so their words are escaped here; the people and rollbacks
+    they name (facts among ``exc.parts``) become mentions and links."""
     if isinstance(exc, UserFacingError):  # may quote a platform's error: scrub it too
-        return escape_keeping_mentions(scrub(str(exc)))
+        return words(tuple(scrub(p) if isinstance(p, str) else p for p in exc.parts))
     correlation = uuid.uuid4().hex[:8]
     log.error("unexpected error (correlation id %s)", correlation,
               exc_info=(type(exc), exc, exc.__traceback__))

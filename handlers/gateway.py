@@ -1,6 +1,7 @@
 """Slack-backed implementations of the core's ``Chat`` and ``Directory`` ports.
 
-Every outbound Slack call the core makes goes through here, so rendering (``views``)
+Every outbound Slack call the core makes goes through here, so rendering (``views`` for the
+request message, ``wording`` for every line, post and notice the core says as a message)
 and delivery stay in the Slack layer and ``bot`` never imports slack_sdk.
 """
 
@@ -15,10 +16,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.errors import UserFacingError
+from bot.domain.messages import Message
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import Notice
-from handlers import views, views_aftercare
-from handlers.mrkdwn import escape_keeping_mentions
+from handlers import views, views_aftercare, wording
+from handlers.mrkdwn import mention as at
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,13 @@ class SlackChat:
         self.client.chat_update(channel=rollback.channel_id, ts=rollback.message_ts, text=text,
                                 blocks=blocks)
 
-    def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
-        # Core lines echo what people typed (a rejection reason, a note): only the
-        # mentions and permalinks the bot builds itself may render as markup.
-        text = escape_keeping_mentions(text)
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
+               ) -> None:
+        # Worded here from the core's facts; what people typed (a rejection reason, a
+        # note) is escaped piece by piece, so only the bot's own mentions render.
+        text = wording.line(message)
         if mention:
-            text = f"<@{mention}> {text}"
+            text = f"{at(mention)} {text}"
         self.client.chat_postMessage(channel=rollback.channel_id,
                                      thread_ts=rollback.thread_ts or rollback.message_ts,
                                      text=text)
@@ -61,13 +64,9 @@ class SlackChat:
         self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text,
                                        blocks=views.error_blocks(text))
 
-    def post_channel(self, channel: str, text: str, *,
-                     blocks: list[dict[str, Any]] | None = None) -> str:
-        kwargs: dict[str, Any] = {"channel": channel.lstrip("#"),
-                                  "text": escape_keeping_mentions(text)}
-        if blocks:
-            kwargs["blocks"] = blocks
-        return str(self.client.chat_postMessage(**kwargs)["ts"])
+    def post_channel(self, channel: str, message: Message) -> str:
+        return str(self.client.chat_postMessage(channel=channel.lstrip("#"),
+                                                text=wording.line(message))["ts"])
 
     def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
         self.client.files_upload_v2(channel=rollback.channel_id, content=content,
@@ -82,9 +81,10 @@ class SlackChat:
                 "thread_ts": rollback.thread_ts or rollback.message_ts}
 
     def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        card = wording.card(notice.message)
         resp = self.client.chat_postMessage(
-            **self._where(rollback, channel), text=views_aftercare.fallback_text(notice),
-            blocks=views_aftercare.notice_blocks(notice),
+            **self._where(rollback, channel), text=views_aftercare.fallback_text(card),
+            blocks=views_aftercare.notice_blocks(card, key=notice.key),
             metadata=views_aftercare.notice_metadata(notice.key))
         return str(resp["ts"])
 
@@ -105,9 +105,10 @@ class SlackChat:
 
     def edit_notice(self, rollback: Rollback, ts: str, notice: Notice, *,
                     channel: str | None = None) -> None:
+        card = wording.card(notice.message)
         self.client.chat_update(channel=self._where(rollback, channel)["channel"], ts=ts,
-                                text=views_aftercare.fallback_text(notice),
-                                blocks=views_aftercare.notice_blocks(notice))
+                                text=views_aftercare.fallback_text(card),
+                                blocks=views_aftercare.notice_blocks(card, key=notice.key))
 
 
 class SlackDirectory:

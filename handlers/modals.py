@@ -11,13 +11,14 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot.domain.command_parsing import Parsed, clean, revision_number
-from bot.domain.config import PLATFORMS, SCOPES, Severity
+from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
 from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.errors import tell_user
 from handlers.middleware import MalformedPayload, field, hand_off, user_id
 from handlers.work_pool import BUSY_TEXT, WorkPool
+from platforms.registry import PlatformSpecs
 
 log = logging.getLogger(__name__)
 _ROLLBACK_ID = re.compile(r"[0-9]{1,9}")
@@ -51,7 +52,7 @@ def _metadata(body: dict[str, Any]) -> str:
     return field(body, "view", "private_metadata", kind=str)
 
 
-def _request(values: dict[str, Any], service_name: str) -> Parsed:
+def _request(values: dict[str, Any], service_name: str, platforms: PlatformSpecs) -> Parsed:
     """The form's answers as a request, checked like the command's flags: a forged or
     stale form gets a clear refusal, never a ValueError."""
     to = values.get("target_revision")
@@ -64,8 +65,8 @@ def _request(values: dict[str, Any], service_name: str) -> Parsed:
     if not scope or any(s not in SCOPES for s in scope):
         raise ParseError(f"Choose the scope from {', '.join(SCOPES)}.")
     platform = values.get("platform")
-    if platform is not None and platform not in PLATFORMS:
-        raise ParseError(f"`{platform}`: choose kubernetes, ecs or fly.")
+    if platform is not None and platform not in platforms:
+        raise ParseError(f"`{platform}`: choose {platforms.listing()}.")
     return Parsed("request", service=service_name, to=revision_number(to) if to else None,
                   severity=sev, scope=scope, platform=platform,
                   reason=values.get("reason") or "")
@@ -103,7 +104,7 @@ def register(app: App, service: RollbackService, pool: WorkPool) -> None:
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
         try:
-            parsed = _request(values, service_name)
+            parsed = _request(values, service_name, service.config.platform_specs)
         except ParseError as exc:  # a refusal found while reading the form: no pool
             ack()
             _refuse(service, body, exc)

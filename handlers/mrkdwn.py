@@ -5,19 +5,15 @@ Slack treats ``&``, ``<`` and ``>`` as control characters: ``<!channel>``, ``<@U
 entities is Slack's documented rule ("Escaping text",
 https://docs.slack.dev/messaging/formatting-message-text/#escaping); entity-encoding more
 would show up literally. Escape the *pieces* a user typed, never a whole message, so the
-mentions the bot builds itself keep working.
+mentions the bot builds itself keep working; ``mention``, ``permalink`` and ``words`` build
+that markup from the core's facts (``bot.domain.messages``).
 """
 
 from __future__ import annotations
 
-import re
+from bot.domain.messages import Mention, RollbackLink, Words
 
 _TABLE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
-# The only markup core-built texts carry: a plain user mention such as <@U0123ABC>, and a
-# permalink to a rollback's own message (<https://slack.com/archives/C…/p…|RB-12>).
-_ESCAPED_USER_MENTION = re.compile(r"&lt;@([UW][A-Z0-9]{1,20})&gt;")
-_ESCAPED_PERMALINK = re.compile(
-    r"&lt;(https://slack\.com/archives/[A-Z0-9]{1,20}/p[0-9]{1,20})\|(RB-[0-9]{1,12})&gt;")
 
 
 def escape(text: object) -> str:
@@ -25,9 +21,25 @@ def escape(text: object) -> str:
     return ("" if text is None else str(text)).translate(_TABLE)
 
 
-def escape_keeping_mentions(text: str) -> str:
-    """Escape a core-built message (an error that may echo a service name or reason) but
-    let the user mentions it names (``<@U123>``) render. Everything else, ``<!channel>``,
-    ``<!subteam^…>`` and links included, shows literally."""
-    escaped = _ESCAPED_USER_MENTION.sub(r"<@\1>", escape(text))
-    return _ESCAPED_PERMALINK.sub(r"<\1|\2>", escaped)
+def mention(user: str) -> str:
+    """A user mention; ``user`` is a Slack user id the core recorded."""
+    return f"<@{user}>"
+
+
+def permalink(link: RollbackLink) -> str:
+    """A link to a rollback's request message, labelled with its ref."""
+    ts = (link.message_ts or "").replace(".", "")
+    return f"<https://slack.com/archives/{link.channel_id}/p{ts}|{link.ref}>"
+
+
+def words(parts: Words) -> str:
+    """Plain words with their facts: text escaped, people mentioned, rollbacks linked."""
+    out = []
+    for part in parts:
+        if isinstance(part, Mention):
+            out.append(mention(part.user))
+        elif isinstance(part, RollbackLink):
+            out.append(permalink(part))
+        else:
+            out.append(escape(part))
+    return "".join(out)

@@ -9,12 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain.compensation import left_scaled_down
-from bot.domain.config import AUTOMATIC_CHECKLIST_ITEMS, CHECKLIST_ITEMS, RollbackConfig, Severity
+from bot.domain.config import (
+    AUTOMATIC_CHECKLIST_ITEMS,
+    CHECKLIST_ITEMS,
+    Policy,
+    PolicyMode,
+    RollbackConfig,
+    Severity,
+)
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback, Step
 from handlers import ids
 from handlers.mrkdwn import escape
+from handlers.wording import severity_policy
 from platforms.base import Revision
+from platforms.registry import PRODUCTION, PlatformSpecs
 
 Block = dict[str, Any]
 
@@ -209,7 +218,7 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
                                   f"rolled back from before. Roll {escape(rb.service)} to it "
                                   "anyway? "
                                   "The channel is told.", "Override")))
-        elif rb.policy_mode == "next_deployment":
+        elif rb.policy_mode == PolicyMode.NEXT_DEPLOYMENT:
             els.append(button("Override and approve", ids.APPROVE_OVERRIDE, v, style="danger",
                               confirm=_confirm("Override policy?", f"{rb.severity} says plan for "
                                                "the next deployment. Execute now?", "Execute")))
@@ -217,7 +226,7 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
             els.append(button("Approve", ids.APPROVE, v, style="primary",
                               confirm=_approve_confirm(rb)))
         els.append(button("Reject", ids.REJECT, v, style="danger"))
-        if rb.policy_mode == "hotfix_window":
+        if rb.policy_mode == PolicyMode.HOTFIX_WINDOW:
             els.append(button("Hotfix in progress", ids.HOTFIX, v))
         if not rb.incident_commander:
             els.append(button("I'm incident commander", ids.ASSIGN_IC, v))
@@ -310,13 +319,19 @@ def approval_service(view: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- other surfaces
-def help_blocks(command: str) -> list[Block]:
+def help_blocks(command: str, platforms: PlatformSpecs = PRODUCTION, *,
+                policy: Policy | None = None) -> list[Block]:
+    """The command's help; ``platforms`` is the registry the configuration was parsed with
+    (each platform contributes its name and what a target is there), ``policy`` the
+    configured decision matrix (the configuration's defaults when not given)."""
+    known = " · ".join(f"`{spec.name}`" + (f": {spec.summary}" if spec.summary else "")
+                       for spec in platforms)
     return [
         {"type": "header", "text": _text("rollback-bot", kind="plain_text")},
         section(
             f"`{command} <service>`: open the request form\n"
             f"`{command} <service> [--to REV] [--severity P0|P1|P2|P3] "
-            "[--scope app,db,config,external] [--platform kubernetes|ecs|fly] "
+            f"[--scope app,db,config,external] [--platform {'|'.join(platforms.names())}] "
             "[--reason \"…\"]`: request a rollback now\n"
             f"`{command} status [ID|service]` · `{command} history <service>` · "
             f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
@@ -324,8 +339,8 @@ def help_blocks(command: str) -> list[Block]:
             f"`{command} known-bad <service> clear REV --reason \"…\"`: an approver clears "
             "a mark"
         ),
-        context("Severity policy: P0 immediate rollback · P1 roll back unless a hotfix "
-                "lands in 15 min · P2 evaluate within 1 h · P3 plan for next deployment."),
+        context(severity_policy(policy or Policy())),
+        context(f"Platforms: {known}"),
     ]
 
 

@@ -1,53 +1,42 @@
 """Pure Block Kit builders for the core's aftercare notices (verification, alerts, reminders).
 
-``NoticeAction.kind`` (what a button means) maps to the registered ``action_id`` here.
+A notice arrives worded as a ``Card`` (``handlers.wording``: mrkdwn, already escaped, with
+its buttons' registered action_ids); this module lays it out and tags it with its key.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.domain.ports import Notice
-from handlers import ids
-from handlers.mrkdwn import escape_keeping_mentions
+from handlers.mrkdwn import mention as at
 from handlers.views import Block, button, context, section
+from handlers.wording import Card
 
-ACTION_IDS: dict[str, str] = {
-    "retry_verification": ids.RETRY,
-    "resolve": ids.ALERT_RESOLVE,
-    "resume_monitoring": ids.RESUME_MONITORING,
-    "reminder_scheduled": ids.REMINDER_SCHEDULED,
-    "reminder_done": ids.REMINDER_DONE,
-    "reminder_snooze": ids.REMINDER_SNOOZE,
-}
 NOTICE_EVENT_TYPE = "rollback_bot_notice"  # Slack message metadata event_type
 _SECTION_LIMIT = 3000
 
 
-def fallback_text(notice: Notice) -> str:
+def fallback_text(card: Card) -> str:
     """The notification text (and what screen readers get): title, then body."""
-    head = f"<@{notice.mention}> " if notice.mention else ""
-    text = escape_keeping_mentions(notice.text)
-    body = f"{escape_keeping_mentions(notice.title)}\n{text}" if notice.title else text
+    head = f"{at(card.mention)} " if card.mention else ""
+    body = f"{card.title}\n{card.text}" if card.title else card.text
     return (head + body)[:3900]
 
 
-def notice_blocks(notice: Notice) -> list[Block]:
-    # Notices carry what platforms and people wrote (revision labels, regression reasons,
-    # notes): only the mentions the core builds may render as markup.
+def notice_blocks(card: Card, *, key: str) -> list[Block]:
     blocks: list[Block] = []
-    head = f"<@{notice.mention}> " if notice.mention else ""
-    if notice.title:
-        blocks.append(section(f"{head}*{escape_keeping_mentions(notice.title)}*"))
+    head = f"{at(card.mention)} " if card.mention else ""
+    if card.title:
+        blocks.append(section(f"{head}*{card.title}*"))
         head = ""
-    for chunk in _chunks(head + escape_keeping_mentions(notice.text)):
+    for chunk in _chunks(head + card.text):
         blocks.append(section(chunk))
-    if notice.footer:
-        blocks.append(context(escape_keeping_mentions(notice.footer)))
-    if notice.actions:
-        blocks.append({"type": "actions", "block_id": f"notice:{notice.key}"[:255],
-                       "elements": [button(a.label, ACTION_IDS[a.kind], a.value, style=a.style)
-                                    for a in notice.actions]})
+    if card.footer:
+        blocks.append(context(card.footer))
+    if card.buttons:
+        blocks.append({"type": "actions", "block_id": f"notice:{key}"[:255],
+                       "elements": [button(b.label, b.action_id, b.value, style=b.style)
+                                    for b in card.buttons]})
     return blocks
 
 

@@ -1,7 +1,8 @@
-"""The contract every deployment platform adapter satisfies, its value types and errors.
+"""The contract every deployment platform adapter satisfies, its value types, its errors,
+and the spec that describes a platform to the core as data.
 
-Adapters (one per file: ``kubernetes.py``, ``ecs.py``, ``fly.py``, ``fake.py``) translate
-vendor errors at the edge into this tree, so the core decides retry vs. stop by type::
+Adapters (one per file: ``kubernetes.py``, ``ecs.py``, ``fly.py``) translate vendor errors at
+the edge into this tree, so the core decides retry vs. stop by type::
 
     PlatformError
     ├── TransientPlatformError(retry_after)   throttling, 5xx, timeouts: retry with backoff
@@ -11,7 +12,8 @@ vendor errors at the edge into this tree, so the core decides retry vs. stop by 
         ├── TargetChanged                      something other than the plan's revision runs
         ├── RevisionNotFound                   the pinned revision is gone from history
         ├── RolloutPaused                      platform refuses while paused (kubectl parity)
-        └── RolloutFailed                      rollout hit its deadline / circuit breaker
+        ├── RolloutFailed                      rollout hit its deadline / circuit breaker
+        └── Unsupported(platform, capability)  the platform cannot do this (see Capability)
 
 Pinning: a ``Revision.id`` is the platform's *stable* identity of a version (Kubernetes
 ReplicaSet name, ECS task-definition ARN, Fly image reference), never a position such
@@ -26,6 +28,10 @@ the machine's version), so a request the bot abandoned on the wire cannot land a
 newer change. A failed precondition is a ``WriteConflict``: the retry re-reads and decides
 again, it never re-applies the old decision blindly.
 
+Specs: each adapter exports one ``PlatformSpec`` (its ``<name>:`` config block model, how a
+block becomes a ``Target``, a factory for the adapter, what it cannot do, its words); the
+core reads specs through a registry (``platforms/registry.py``) instead of naming platforms.
+
 This module imports nothing from ``bot`` or ``handlers`` (checked by import-linter).
 """
 
@@ -35,7 +41,10 @@ import email.utils
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, runtime_checkable
+from enum import StrEnum
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from pydantic import BaseModel
 
 ProgressCallback = Callable[[str], None]
 
@@ -110,6 +119,25 @@ class RolloutPaused(PermanentPlatformError):
 
 class RolloutFailed(PermanentPlatformError):
     """The rollout did not converge (e.g. Kubernetes ProgressDeadlineExceeded)."""
+
+
+class Capability(StrEnum):
+    """The optional parts of the ``Platform`` protocol; everything else every adapter does."""
+
+    LOGS = "logs"  # logs_tail
+    RESOURCE_USAGE = "resource usage"  # resource_usage
+    CONFIG_SNAPSHOTS = "config snapshots"  # snapshot_config / restore_config
+
+
+class Unsupported(PermanentPlatformError):
+    """The one answer to "the platform cannot do this": a capability its spec lists as
+    unsupported, or one that is out of reach right now (RBAC forbids reading logs, the
+    cluster serves no metrics API). Permanent: retrying will not make it appear, and the
+    core reports the reason (the message) instead of guessing at an empty result."""
+
+    def __init__(self, platform: str, capability: Capability, reason: str) -> None:
+        super().__init__(reason)
+        self.platform, self.capability, self.reason = platform, capability, reason
 
 
 # ----------------------------------------------------------------------- value types
@@ -276,17 +304,85 @@ class Platform(Protocol):
         """After the rollout wait: is the pinned revision what actually runs, everywhere?"""
         ...
 
-    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
-        """Recent logs, or None when the platform cannot provide them."""
+    # The optional capabilities (``Capability``): a platform without one raises
+    # ``Unsupported`` (its spec's ``refuse``), never None, NotImplementedError or an empty
+    # answer that would read as "nothing there".
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str:
+        """Recent logs (``Capability.LOGS``)."""
         ...
 
-    def resource_usage(self, target: Target) -> list[ResourceUsage]: ...
+    def resource_usage(self, target: Target) -> list[ResourceUsage]:
+        """Usage per running unit (``Capability.RESOURCE_USAGE``); [] means none runs."""
+        ...
 
-    def snapshot_config(self, target: Target) -> ConfigSnapshot: ...
+    def snapshot_config(self, target: Target) -> ConfigSnapshot:
+        """The target's configuration objects (``Capability.CONFIG_SNAPSHOTS``)."""
+        ...
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
-        """Put the snapshot back; returns whether anything changed."""
+        """Put the snapshot back; returns whether anything changed
+        (``Capability.CONFIG_SNAPSHOTS``)."""
         ...
 
 
 PlatformRegistry = dict[str, Platform]
+
+
+# ------------------------------------------------------------------------------ spec
+BlockT = TypeVar("BlockT", bound=BaseModel)
+SecretReader = Callable[[str], str | None]
+"""Resolves a ``*_env`` name from a config block at the moment of use (the core's
+``secret()``, which also teaches the scrubber the value); adapters never read os.environ
+for credentials named in the configuration."""
+
+
+class PlatformUnavailable(Exception):
+    """A spec's factory cannot build its adapter here (no credentials, a token variable
+    unset); the message says what is missing. The bot starts without that platform."""
+
+
+def _block_setting(key: str, default: float) -> Callable[[BaseModel], float]:
+    def read(block: BaseModel) -> float:
+        return float(getattr(block, key, default))
+    return read
+
+
+@dataclass(frozen=True, eq=False)  # identity: a spec is a module-level singleton
+class PlatformSpec(Generic[BlockT]):
+    """One platform as data, read by the core instead of if-chains over platform names.
+
+    ``config_model`` validates the service's ``<name>:`` block; ``target`` turns a valid
+    block into the platform-neutral ``Target``; ``build`` makes the adapter from the first
+    block that uses the platform (raising ``PlatformUnavailable`` when it cannot, e.g. no
+    credentials), and imports heavy client libraries only when called, so validating a
+    config never loads them. ``unsupported`` names each ``Capability`` the platform lacks
+    and why (adapters raise ``refuse(capability)`` for it); ``unit`` is what one running
+    copy is called ("pod"); ``summary`` is its line in the help text; ``scale_command``
+    is what an operator runs to set the replicas by hand (None: a generic sentence);
+    ``rollout_timeout``/``stop_timeout`` read the waits from a block (by default its
+    ``rollout_timeout_seconds``/``stop_timeout_seconds``, else 600/300 seconds)."""
+
+    name: str
+    config_model: type[BlockT]
+    target: Callable[[BlockT], Target]
+    build: Callable[[BlockT, SecretReader], Platform]
+    unit: str = "unit"
+    summary: str = ""
+    unsupported: Mapping[Capability, str] = field(default_factory=dict)
+    scale_command: Callable[[Target, int], str] | None = None
+    rollout_timeout: Callable[[BlockT], float] = _block_setting("rollout_timeout_seconds", 600)
+    stop_timeout: Callable[[BlockT], float] = _block_setting("stop_timeout_seconds", 300)
+
+    def supports(self, capability: Capability) -> bool:
+        return capability not in self.unsupported
+
+    def refuse(self, capability: Capability) -> Unsupported:
+        """The error for a capability this platform lacks, with the spec's reason."""
+        reason = self.unsupported.get(capability) or f"{self.name} does not provide {capability}"
+        return Unsupported(self.name, capability, reason)
+
+    def require(self, capability: Capability) -> None:
+        """Raise ``Unsupported`` unless the platform has ``capability``: the core asks
+        before a call it can skip (no round trip for an answer known in advance)."""
+        if not self.supports(capability):
+            raise self.refuse(capability)

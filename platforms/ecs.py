@@ -61,6 +61,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from platforms._ecs_spec import SPEC as SPEC  # this adapter's one spec (see _ecs_spec)
 from platforms._ecs_support import (
     Revert,
     chunks,
@@ -75,6 +76,7 @@ from platforms._ecs_support import (
     waiter_model,
 )
 from platforms.base import (
+    Capability,
     ConfigSnapshot,
     PermanentPlatformError,
     ProgressCallback,
@@ -302,21 +304,22 @@ class EcsPlatform:
             summary += f"; {revert.describe(short_name(arn))}"
         return RunningCheck(matches=not problems, running=summary, detail="; ".join(problems))
 
-    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+    # The capabilities this adapter lacks, each with its reason, are in SPEC.unsupported.
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str:
         """Not wired: ECS logs live in CloudWatch Logs (awslogs driver) per task."""
-        return None
+        raise SPEC.refuse(Capability.LOGS)
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
-        raise NotImplementedError("ECS: CloudWatch metrics not wired")
+        raise SPEC.refuse(Capability.RESOURCE_USAGE)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:
-        """Empty: an ECS service's configuration (env, secrets refs) lives in the immutable
-        task definition, which the rollback itself pins and restores."""
-        return ConfigSnapshot(items={})
+        """Nothing separate to snapshot: an ECS service's configuration (env, secrets refs)
+        lives in the immutable task definition, which the rollback itself pins and restores."""
+        raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
-        """Nothing to restore separately (see ``snapshot_config``); always False."""
-        return False
+        """Nothing to restore separately (see ``snapshot_config``)."""
+        raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     # ================================================================ internals
     def _fenced_update(self, ecs: Any, target: Target, *, seen: Mapping[str, Any], field: str,

@@ -65,7 +65,9 @@ from platforms._fly_client import (
     same_image,
     ulid_time,
 )
+from platforms._fly_spec import SPEC as SPEC  # this adapter's one spec (see _fly_spec)
 from platforms.base import (
+    Capability,
     ConfigSnapshot,
     PermanentPlatformError,
     ProgressCallback,
@@ -308,21 +310,22 @@ class FlyPlatform:
         return RunningCheck(matches=not problems, running=running or "no machine",
                             detail="; ".join(problems))
 
-    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
-        """None: logs live in Fly's NATS log stream, not in the Machines API."""
-        return None
+    # The capabilities this adapter lacks, each with its reason, are in SPEC.unsupported.
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str:
+        """Not provided: logs live in Fly's NATS log stream, not in the Machines API."""
+        raise SPEC.refuse(Capability.LOGS)
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
-        raise NotImplementedError("the Fly Machines API exposes no per-machine usage metrics")
+        raise SPEC.refuse(Capability.RESOURCE_USAGE)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:
-        """Empty: Fly secrets are write-only and app config lives in each machine's config,
-        which ``rollback_to`` already preserves."""
-        return ConfigSnapshot(items={})
+        """Nothing to snapshot: Fly secrets are write-only and app config lives in each
+        machine's config, which ``rollback_to`` already preserves."""
+        raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
-        """Nothing to restore (see ``snapshot_config``); always False."""
-        return False
+        """Nothing to restore (see ``snapshot_config``)."""
+        raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     # ================================================================ internals
     def _roll_machine(self, api: FlyApi, target: Target, machine_id: str, revision: Revision,

@@ -68,7 +68,9 @@ from platforms._kube_rollout import (
     select_revision,
     template_replica_set,
 )
+from platforms._kube_spec import SPEC as SPEC  # this adapter's one spec (see _kube_spec)
 from platforms.base import (
+    Capability,
     ConfigSnapshot,
     PermanentPlatformError,
     ProgressCallback,
@@ -81,6 +83,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
     refuse_if_changed,
 )
 
@@ -324,9 +327,10 @@ class KubernetesPlatform:
                 {"metadata": {"resourceVersion": read_at}, "spec": {"replicas": replicas}},
                 _request_timeout=self._timeout)
 
-    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str:
         """Last ``lines`` lines of each container of the deployment's newest pods (at most
-        ``MAX_LOG_PODS``), prefixed like ``kubectl logs --prefix``; None when RBAC forbids."""
+        ``MAX_LOG_PODS``), prefixed like ``kubectl logs --prefix``; ``Unsupported`` when
+        RBAC forbids reading them."""
         api = self._api(target)
         core = CoreV1Api(api)
         with translate():
@@ -335,14 +339,17 @@ class KubernetesPlatform:
                 target.scope,
                 label_selector=label_selector(dep.spec.selector if dep.spec else None),
                 _request_timeout=self._timeout).items
-        return tail_logs(core, pods, target.scope, lines=lines, timeout=self._timeout,
+        text = tail_logs(core, pods, target.scope, lines=lines, timeout=self._timeout,
                          describe=target.describe())
+        if text is None:
+            raise Unsupported(SPEC.name, Capability.LOGS, "RBAC forbids reading the pods' logs")
+        return text
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
         """Per-pod usage from metrics.k8s.io (``kubectl top pods``).
 
-        Raises NotImplementedError when the cluster serves no metrics API (no
-        metrics-server): "unknown" must not read as "no pods running"."""
+        Raises ``Unsupported`` when the cluster serves no metrics API (no metrics-server):
+        "unknown" must not read as "no pods running"."""
         api = self._api(target)
         with translate():
             dep = self._read_deployment(api, target.scope, target.name)
@@ -351,7 +358,8 @@ class KubernetesPlatform:
             doc = pod_metrics(api, target.scope, selector, timeout=self._timeout)
         except (TargetNotFound, TransientPlatformError) as exc:
             log.warning("metrics.k8s.io unavailable for %s: %s", target.describe(), exc)
-            raise NotImplementedError(f"metrics.k8s.io unavailable ({exc})") from None
+            raise Unsupported(SPEC.name, Capability.RESOURCE_USAGE,
+                              f"metrics.k8s.io unavailable ({exc})") from None
         return usage_from_metrics(doc)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:

@@ -1,4 +1,10 @@
-"""``rollback-bot sandbox ...``: talk to a running sandbox from another terminal."""
+"""``python -m sandbox ...``: start the sandbox (``run``, what ``make run`` runs) and talk to a
+running one from another terminal (``say``, ``drill``).
+
+The sandbox is development-only: it is not in the wheel, and the product (``rollback-bot``)
+never imports it. ``run`` keeps ``make run``'s promise: with Slack credentials set it serves
+Slack exactly like ``rollback-bot serve``; without them it starts the local sandbox.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,21 @@ def _console_url() -> str:
     return str(json.loads(path.read_text())["console_url"])
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from bot.runtime.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.has_slack_credentials:
+        from bot.runtime.cli import main as product_main
+
+        return product_main(["serve"])  # as `rollback-bot run` did (PORT applies; --port not)
+    from bot.runtime.cli import setup_logging
+    from sandbox.runner import run_sandbox
+
+    setup_logging(settings.log_format)
+    return int(run_sandbox(port=args.port))
+
+
 def cmd_say(args: argparse.Namespace) -> int:
     resp = httpx.post(f"{_console_url()}/api/say", json={"line": args.line, "user": args.user,
                                                           "channel": args.channel}, timeout=60)
@@ -37,8 +58,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rollback-bot sandbox")
+    parser = argparse.ArgumentParser(prog="python -m sandbox")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="`make run`: serve Slack with credentials set, else start "
+                                   "the local sandbox")
+    p.add_argument("--port", type=int, default=None, help="the bot's HTTP port (default: PORT)")
+    p.set_defaults(fn=cmd_run)
     p = sub.add_parser("say", help="type a line in the sandbox channel and print the replies")
     p.add_argument("line")
     p.add_argument("--as", dest="user", default="alice",

@@ -3,6 +3,10 @@
 Starts from ``rollback.example.yml`` so the sandbox exercises the real policy and the
 real hotel-voice-bot entry, and swaps only the endpoints (platform, health, Prometheus,
 external checks) for what runs on 127.0.0.1.
+
+``PLATFORMS`` is the sandbox's registry: production's platforms plus the in-memory ``fake``
+(``sandbox/fake_platform.py``), which production's schema refuses. Configs with a ``fake:``
+block are parsed with it (``sandbox_config``, ``parse_sandbox_config``).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import yaml
 
 from bot.domain.config import RollbackConfig, parse_config
 from bot.persistence.db import data_dir
+from platforms.registry import PRODUCTION
+from sandbox import fake_platform
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "rollback.example.yml"
 USERGROUP = "sre-approvers"  # the emulator seeds this group with bob and carol
+PLATFORMS = PRODUCTION.plus(fake_platform.SPEC)
 
 
 def sandbox_config_dict(
@@ -66,5 +73,10 @@ def sandbox_config_dict(
     return data
 
 
+def parse_sandbox_config(data: Any, *, source: str = "<sandbox>") -> RollbackConfig:
+    """``parse_config`` with the sandbox's registry (a ``fake:`` block is valid)."""
+    return parse_config(data, source=source, platforms=PLATFORMS)
+
+
 def sandbox_config(**kwargs: Any) -> RollbackConfig:
-    return parse_config(sandbox_config_dict(**kwargs), source="<sandbox>")
+    return parse_sandbox_config(sandbox_config_dict(**kwargs))

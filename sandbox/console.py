@@ -1,7 +1,7 @@
 """The sandbox web console: a Slack-like channel view in the browser, plus its JSON API.
 
 Runs in the sandbox process next to the emulator and the driver, so the CLI
-(``rollback-bot sandbox say``) and the browser send the same signed requests Slack
+(``python -m sandbox say``) and the browser send the same signed requests Slack
 would: slash commands, ``block_actions`` clicks and ``view_submission``/``view_closed``.
 
 Reads come from the emulator: ``GET /api/state?user=&channel=`` is everything one person

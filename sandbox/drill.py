@@ -1,4 +1,4 @@
-"""``rollback-bot sandbox drill``: a scripted incident from bad deploy to reminders.
+"""``python -m sandbox drill``: a scripted incident from bad deploy to reminders.
 
 Runs the whole flow on the real code paths (signed Slack requests, the Kubernetes
 adapter against the emulator, the demo service, embedded PostgreSQL) with a short

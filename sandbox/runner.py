@@ -1,4 +1,5 @@
-"""``make run`` without Slack credentials: emulator + bot + console on 127.0.0.1.
+"""``python -m sandbox run`` (``make run``) without Slack credentials: emulator + bot +
+console on 127.0.0.1.
 
 Everything runs on the real code paths (signed requests in, Web API calls out, embedded
 PostgreSQL). Each run starts from a fresh sandbox database and platform state so a
@@ -254,8 +255,8 @@ rollback-bot sandbox is running (no Slack credentials set; everything is local).
   service:  demo hotel-voice-bot at {world.demo.url} (running the bad release {BAD})
   console:  {console.url}/   (open in a browser)
 Try:
-  .venv/bin/rollback-bot sandbox say "/rollback help"
-  .venv/bin/rollback-bot sandbox say "/rollback hotel-voice-bot --severity P1 --reason drill"
+  .venv/bin/python -m sandbox say "/rollback help"
+  .venv/bin/python -m sandbox say "/rollback hotel-voice-bot --severity P1 --reason drill"
 Press Ctrl-C to stop.
 """, flush=True)
         stop = threading.Event()

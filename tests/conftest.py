@@ -7,17 +7,13 @@ for secrets in the Slack calls it caused (``tests/secret_scan.py``).
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import conninfo
 
-from bot.persistence.db import migrate
 from tests.secret_scan import SCANNER
+from tests.support.database import fresh_database
 
 pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]
 if (Path(__file__).parent / "integration" / "kube_fixtures.py").exists():
@@ -31,26 +27,11 @@ def database_url(pg_url: str) -> str:
     return pg_url
 
 
-@contextlib.contextmanager
-def fresh_database(server_url: str, *, prefix: str = "t") -> Iterator[str]:
-    """An empty database on the session's server for the duration of the block."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo.conninfo_to_dict(server_url)
-    params["dbname"] = name
-    try:
-        yield conninfo.make_conninfo(**params)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
 def db(database_url: str) -> Iterator[str]:
-    """A new, migrated database for one test; dropped afterwards."""
-    with fresh_database(database_url) as url:
-        migrate(url)
+    """A new, migrated database for one test; dropped afterwards
+    (``tests.support.database.fresh_database``)."""
+    with fresh_database(database_url, migrated=True) as url:
         yield url
 
 

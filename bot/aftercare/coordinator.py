@@ -26,6 +26,14 @@ from bot.domain.authority import Action
 from bot.domain.config import ServiceConfig
 from bot.domain.errors import NotAllowed
 from bot.domain.lifecycle import Event, State
+from bot.domain.messages import (
+    ClosedBy,
+    Completed,
+    DecorationFailed,
+    Message,
+    MonitoringResumed,
+    VerificationRetried,
+)
 from bot.domain.models import Rollback
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Notice
@@ -35,6 +43,7 @@ from bot.persistence.outbox import Outbox
 from bot.persistence.store import StaleState, Store
 from bot.usecases.catalog import Catalog
 from bot.usecases.service import RollbackService
+from platforms.base import Capability, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -237,10 +246,8 @@ class Aftercare:
             log.warning("giving up on %s for %s after %d attempts: %s", what, rb.ref,
                         attempts + 1, error)
         try:
-            self.outbox.notice(rb, Notice(
-                key=f"decoration-failed:{rb.id}:{key}",
-                text=f":warning: I could not post {what} for {rb.ref} after "
-                     f"{attempts + 1} attempts ({error}). {rb.ref} goes on without it."))
+            self.outbox.notice(rb, Notice(f"decoration-failed:{rb.id}:{key}",
+                                          DecorationFailed(what, rb.ref, attempts + 1, error)))
         except Exception as exc:  # Slack is refusing everything: the transition still happens
             log.warning("could not say that %s was not posted for %s: %s", what, rb.ref,
                         type(exc).__name__)
@@ -252,10 +259,8 @@ class Aftercare:
         if rb.state != State.COMPLETED:
             return
         self._record_known_good(rb)
-        self.outbox.notice(rb, Notice(
-            key=f"complete:{rb.id}",
-            text=f":large_green_circle: {rb.ref} completed: {rb.service} is on "
-                 f"{rb.target_revision.label()}."))
+        self.outbox.notice(rb, Notice(f"complete:{rb.id}", Completed(
+            rb.ref, rb.service, rb.target_revision.label())))
         window = monitoring.span(svc.monitoring.duration_seconds)
         detail = (f"No regression in {window} of monitoring after the rollback" if m
                   else "Rollback verified; no stability monitoring configured")
@@ -263,11 +268,18 @@ class Aftercare:
         self.reminders.create(rb)
 
     def _record_known_good(self, rb: Rollback) -> None:
-        """A stable rollback's configuration is what a later ``restore_config`` returns to."""
+        """A stable rollback's configuration is what a later ``restore_config`` returns to.
+        Nothing is recorded for a platform without config snapshots (its spec says so): its
+        configuration travels with the revision, and an empty record would read as one."""
+        spec = self.catalog.config.platform_specs.get(rb.platform)
+        if spec is not None and not spec.supports(Capability.CONFIG_SNAPSHOTS):
+            return
         try:
             snapshot = self.catalog.platform(rb.platform).snapshot_config(rb.target)
             self.rollback_store.record_known_good_config(rb.service, rb.platform,
                                                         snapshot.to_dict(), rollback_id=rb.id)
+        except Unsupported as exc:  # out of reach right now: nothing to record, no alarm
+            log.info("no known-good config recorded for %s: %s", rb.ref, exc)
         except Exception as exc:  # a missing snapshot must not undo a good rollback
             log.warning("could not record known-good config for %s: %s", rb.ref, exc)
 
@@ -308,7 +320,7 @@ class Aftercare:
         attempt = self.attempt(rb.id)
         rb = self._move(rb, Event.RETRY_VERIFICATION, State.VERIFICATION_FAILED, actor=user,
                         refuse=True)
-        self._close_verification(rb, attempt, f":repeat: <@{user}> retried verification")
+        self._close_verification(rb, attempt, VerificationRetried(user))
         self.on_approved(rb.id)  # wake an executor: verifying is claimable
         return rb
 
@@ -329,7 +341,7 @@ class Aftercare:
         for old in previous:
             if old.status == "unstable":
                 self.outbox.edit(rb, monitoring.alert_notice(
-                    rb, old, closed=f":eyes: <@{user}> resumed monitoring"))
+                    rb, old, closed=MonitoringResumed(user)))
         self.outbox.notice(rb, monitoring.start_notice(rb, svc, m))
         return rb
 
@@ -341,7 +353,7 @@ class Aftercare:
             self.service.check_can_resolve(before, user=user)  # all of it, before a write
             self._schedule_notify(before, "resolved", 1)
         rb = self.service.resolve(ref, user=user)
-        footer = f":white_check_mark: <@{user}> closed {rb.ref} as {rb.state.value}"
+        footer = ClosedBy(user, rb.ref, rb.state.value)
         if before.state == State.VERIFICATION_FAILED:
             self._close_verification(rb, self.attempt(rb.id), footer)
         elif before.state == State.UNSTABLE:
@@ -350,7 +362,7 @@ class Aftercare:
                     self.outbox.edit(rb, monitoring.alert_notice(rb, m, closed=footer))
         return rb
 
-    def _close_verification(self, rb: Rollback, attempt: int, footer: str) -> None:
+    def _close_verification(self, rb: Rollback, attempt: int, footer: Message) -> None:
         events = [e for e in self.rollback_store.audit_events(rb.id)
                   if e.event == Event.VERIFICATION_FAILED.value
                   and e.detail.get("attempt") == attempt]

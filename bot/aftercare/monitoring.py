@@ -18,8 +18,15 @@ from bot.aftercare import charts
 from bot.aftercare.postmortem import in_utc
 from bot.checks.probes import safe_url
 from bot.domain.config import ServiceConfig
+from bot.domain.messages import (
+    Message,
+    MonitoringCheck,
+    MonitoringStarted,
+    RegressionAlert,
+    StabilityReport,
+)
 from bot.domain.models import Rollback
-from bot.domain.ports import Notice, NoticeAction
+from bot.domain.ports import Notice
 from bot.integrations.prometheus import PrometheusError, instant_query
 from bot.persistence.aftercare_store import Monitor, Sample
 
@@ -96,18 +103,6 @@ def pct(value: float) -> str:
     return f"{value * 100:.2f}%" if value < 0.1 else f"{value * 100:.1f}%"
 
 
-def tick_line(monitor: Monitor, sample: Sample) -> str:
-    parts = []
-    if sample.error_rate is not None:
-        parts.append(f"error rate {pct(sample.error_rate)}")
-    if sample.health_ok is not None:
-        parts.append(f"health {'ok' if sample.health_ok else 'FAILED'}: {sample.health_detail}")
-    if sample.notes:
-        parts.append(sample.notes)
-    return (f"Check {sample.seq}/{monitor.total_ticks}: " + ("; ".join(parts) or
-                                                             "no checks configured"))
-
-
 def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> dict[str, str]:
     """The report's per-check figures, as label -> text."""
     out = {"Window": f"{in_utc(monitor.started_at):%H:%M}–{in_utc(monitor.ends_at):%H:%M} UTC, "
@@ -161,45 +156,30 @@ def span(seconds: float) -> str:
 
 # ---------------------------------------------------------------------- notices
 def start_notice(rb: Rollback, svc: ServiceConfig, monitor: Monitor) -> Notice:
-    watched = []
-    if svc.prometheus is not None:
-        watched.append(f"error rate (alert over {pct(svc.prometheus.error_rate_threshold)})")
-    if svc.health is not None:
-        watched.append(f"health and latency (alert after "
-                       f"{svc.monitoring.consecutive_health_failures} failed checks in a row)")
-    what = ", ".join(watched) or "nothing (no Prometheus or health check configured)"
-    until = in_utc(monitor.ends_at)
-    return Notice(key=f"monitor:{monitor.id}:start",
-                  text=f":eyes: Monitoring {rb.service} until {until:%H:%M} UTC, every "
-                       f"{span(monitor.interval_seconds)}: {what}.")
+    prom, health = svc.prometheus, svc.health
+    return Notice(f"monitor:{monitor.id}:start", MonitoringStarted(
+        rb.service, monitor.ends_at, monitor.interval_seconds,
+        error_rate_threshold=prom.error_rate_threshold if prom is not None else None,
+        health_failures=svc.monitoring.consecutive_health_failures
+        if health is not None else None))
 
 
 def tick_notice(monitor: Monitor, sample: Sample) -> Notice:
-    return Notice(key=f"monitor:{monitor.id}:tick:{sample.seq}",
-                  text=f":eyes: {tick_line(monitor, sample)}")
+    return Notice(f"monitor:{monitor.id}:tick:{sample.seq}", MonitoringCheck(
+        sample.seq, monitor.total_ticks, sample.error_rate, sample.health_ok,
+        sample.health_detail, sample.notes))
 
 
-def alert_notice(rb: Rollback, monitor: Monitor, *, closed: str | None = None) -> Notice:
-    seq = monitor.result.get("seq", "?")
-    at = monitor.finished_at or monitor.started_at
-    actions: tuple[NoticeAction, ...] = ()
-    if closed is None:
-        actions = (NoticeAction("resume_monitoring", "Resume monitoring", str(rb.id), "primary"),
-                   NoticeAction("resolve", "Mark resolved", str(rb.id)))
-    return Notice(
-        key=f"monitor:{monitor.id}:alert",
-        title=f":rotating_light: {rb.ref}: {rb.service} is unstable after the rollback",
-        text=(f"Regression at check {seq}/{monitor.total_ticks} ({in_utc(at):%H:%M:%S} UTC): "
-              f"{monitor.result.get('reason', 'unknown')}.\n*{rb.ref} is now unstable.* "
-              "Resume monitoring if it was a blip, or mark it resolved once you have fixed "
-              f"forward or rolled back further (`/rollback {rb.service} --to <rev>`)."),
-        mention=rb.incident_commander or rb.requester, actions=actions,
-        footer=closed or "Monitoring stopped at the regression.")
+def alert_notice(rb: Rollback, monitor: Monitor, *, closed: Message | None = None) -> Notice:
+    """The regression alert; ``closed`` (who acted on it) replaces its buttons."""
+    return Notice(f"monitor:{monitor.id}:alert", RegressionAlert(
+        rb.id, rb.ref, rb.service, seq=monitor.result.get("seq", "?"),
+        total=monitor.total_ticks, at=monitor.finished_at or monitor.started_at,
+        reason=str(monitor.result.get("reason", "unknown")),
+        mention=rb.incident_commander or rb.requester, closed=closed))
 
 
 def report_notice(rb: Rollback, monitor: Monitor) -> Notice:
-    lines = [f"• *{name}:* {value}" for name, value in monitor.result.get("figures") or []]
-    return Notice(key=f"monitor:{monitor.id}:report",
-                  title=f":bar_chart: Stability report for {rb.ref}: stable, no regression",
-                  text="\n".join(lines) or "No checks configured.",
-                  footer="Chart of error rate and latency over the window below.")
+    figures = tuple((str(name), str(value))
+                    for name, value in monitor.result.get("figures") or [])
+    return Notice(f"monitor:{monitor.id}:report", StabilityReport(rb.ref, figures))

@@ -1,6 +1,8 @@
 """The runbook's "Rollback Completion": stakeholder messages and the status page, per phase.
 
 Phases: restored (the completion template), verification_failed, regression, stable, resolved.
+The stakeholder messages are facts (``StakeholderUpdate``), worded by the Slack layer; the
+status page, which is no Slack, gets the phase's plain headline and detail from here.
 """
 
 from __future__ import annotations
@@ -8,10 +10,16 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from bot.aftercare.monitoring import span
-from bot.aftercare.postmortem import duration, in_utc
+from bot.aftercare.postmortem import duration
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
+from bot.domain.messages import (
+    Completion,
+    Message,
+    StakeholdersNotUpdated,
+    StakeholderUpdate,
+    StatuspageNotUpdated,
+)
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
 from bot.persistence.aftercare_store import AftercareStore, Facts
@@ -34,10 +42,6 @@ def display_name(service: str) -> str:
     return " ".join(w.capitalize() for w in service.replace("_", "-").split("-") if w)
 
 
-def utc(at: datetime) -> str:
-    return f"{in_utc(at):%Y-%m-%d %H:%M:%S} UTC"
-
-
 def deadlines(config: RollbackConfig, rb: Rollback, since: datetime
               ) -> tuple[datetime, datetime | None]:
     """(review due, post-mortem due or None) counted from when the steps finished."""
@@ -48,54 +52,39 @@ def deadlines(config: RollbackConfig, rb: Rollback, since: datetime
                     else None)
 
 
-def completion_text(config: RollbackConfig, svc: ServiceConfig, rb: Rollback, facts: Facts,
-                    *, checks_passed: int) -> str:
-    """The runbook's completion template, filled in."""
+def completion_facts(config: RollbackConfig, svc: ServiceConfig, rb: Rollback, facts: Facts,
+                     *, checks_passed: int) -> Completion:
+    """What the runbook's completion template is filled in with."""
     assert facts.restored_at is not None
     start = rb.incident_started_at or rb.created_at
-    since = "incident start" if rb.incident_started_at else "rollback request"
-    current = rb.current_revision.label() if rb.current_revision else "unknown"
-    window = svc.monitoring.duration_seconds
-    until = facts.restored_at + timedelta(seconds=window)
-    status = f"Service restored and verified ({checks_passed} checks passed)"
+    policy = config.policy_for(rb.service)
     review, postmortem = deadlines(config, rb, facts.steps_completed_at)
-    steps = []
-    if window > 0:
-        steps.append(f"Stability monitoring for {span(window)} (until {in_utc(until):%H:%M}"
-                     f" UTC): error rate, health and latency every "
-                     f"{span(svc.monitoring.interval_seconds)}")
-        status += "; monitoring stability"
-    steps.append(f"Post-incident review within "
-                 f"{config.policy_for(rb.service).review_within_hours:g} h (by {utc(review)})")
-    if postmortem is not None:
-        steps.append(f"Post-mortem within {config.policy_for(rb.service).postmortem_within_hours:g}"
-                     f" h (by {utc(postmortem)})")
-    return "\n".join([
-        "*Rollback details*",
-        f"• Version rolled back to: {rb.target_revision.label()} (from {current})",
-        f"• Rollback completed at: {utc(facts.steps_completed_at)}",
-        f"• Service restored at: {utc(facts.restored_at)}",
-        f"• Total downtime: {duration(facts.restored_at - start)} (since the {since} at "
-        f"{utc(start)})",
-        f"*Current status:* {status}.",
-        "*Next steps:*",
-        *(f"• {s}" for s in steps),
-    ])
+    return Completion(
+        target=rb.target_revision.label(),
+        current=rb.current_revision.label() if rb.current_revision else "unknown",
+        completed_at=facts.steps_completed_at, restored_at=facts.restored_at,
+        downtime=duration(facts.restored_at - start),
+        since="incident start" if rb.incident_started_at else "rollback request",
+        started_at=start, checks_passed=checks_passed,
+        monitoring_seconds=svc.monitoring.duration_seconds,
+        monitoring_interval_seconds=svc.monitoring.interval_seconds,
+        review_hours=policy.review_within_hours, review_due=review,
+        postmortem_hours=policy.postmortem_within_hours if postmortem is not None else None,
+        postmortem_due=postmortem)
 
 
-def phase_text(phase: str, rb: Rollback, detail: str) -> tuple[str, str]:
-    """(title, body) for the short stakeholder updates after the completion message."""
-    name = display_name(rb.service)
-    if phase == "verification_failed":
-        return (f":x: {name} rollback did not restore service",
-                f"Verification after {rb.ref} failed: {detail}. The incident team is on it.")
-    if phase == "regression":
-        return (f":warning: {name} unstable after the rollback",
-                f"{detail}. The incident commander has been alerted ({rb.ref}).")
-    if phase == "stable":
-        return (f":large_green_circle: {name} stable", f"{detail} ({rb.ref}).")
-    return (f":large_green_circle: {name} incident closed",
-            f"{rb.ref} was closed by the incident team.")
+HEADLINES = {
+    "restored": "{name} Rollback Completed",
+    "verification_failed": "{name} rollback did not restore service",
+    "regression": "{name} unstable after the rollback",
+    "stable": "{name} stable",
+    "resolved": "{name} incident closed",
+}
+
+
+def headline(phase: str, service: str) -> str:
+    """A phase's headline: the stakeholder update's title and the status page's first words."""
+    return HEADLINES.get(phase, HEADLINES["resolved"]).format(name=display_name(service))
 
 
 class Notifier:
@@ -108,18 +97,17 @@ class Notifier:
     def send(self, rb: Rollback, svc: ServiceConfig, *, phase: str, attempt: int,
              detail: str = "", checks_passed: int = 0) -> None:
         facts = self.aftercare.facts(rb.id)
+        completion = None
         if phase == "restored":
             assert facts is not None
-            title = f":white_check_mark: {display_name(rb.service)} Rollback Completed"
-            body = completion_text(self.config, svc, rb, facts, checks_passed=checks_passed)
-        else:
-            title, body = phase_text(phase, rb, detail)
-        footer = f"Rollback {rb.ref} · requested by <@{rb.requester}>" + (
-            f" · approved by <@{rb.approver}>" if rb.approver else "")
+            completion = completion_facts(self.config, svc, rb, facts,
+                                          checks_passed=checks_passed)
+        title = headline(phase, rb.service)
+        update = StakeholderUpdate(phase, title, rb.ref, detail, rb.requester, rb.approver,
+                                   completion)
         failed = []
         for channel in svc.stakeholders.channels:
-            notice = Notice(key=f"stakeholders:{rb.id}:{phase}:{attempt}:{channel}",
-                            title=title, text=body, footer=footer)
+            notice = Notice(f"stakeholders:{rb.id}:{phase}:{attempt}:{channel}", update)
             try:
                 self.outbox.notice(rb, notice, channel=channel)
             except Exception as exc:  # one unreachable channel must not hide the others
@@ -127,14 +115,13 @@ class Notifier:
                 failed.append(channel)
         if failed:
             self._warn(rb, f"stakeholders:{rb.id}:{phase}:{attempt}",
-                       f"Could not post the {phase.replace('_', ' ')} update to "
-                       f"{', '.join(failed)}; tell stakeholders by hand.")
+                       StakeholdersNotUpdated(phase, tuple(failed)))
         if svc.stakeholders.statuspage is not None and phase in STATUSPAGE:
-            try:
-                self._statuspage(rb, svc, phase, f"{title.split(' ', 1)[1]}. {detail}".strip())
+            try:  # the status page is no Slack: its text is the headline and the detail
+                self._statuspage(rb, svc, phase, f"{title}. {detail}".strip())
             except StatuspageError as exc:
                 self._warn(rb, f"statuspage:{rb.id}:{phase}:{attempt}",
-                           f"Status page not updated ({phase.replace('_', ' ')}): {exc}")
+                           StatuspageNotUpdated(phase, str(exc)))
 
     def _statuspage(self, rb: Rollback, svc: ServiceConfig, phase: str, body: str) -> None:
         cfg = svc.stakeholders.statuspage
@@ -158,8 +145,8 @@ class Notifier:
                 return
             page.update_incident(incident, status=status, body=body, component_status=component)
 
-    def _warn(self, rb: Rollback, key: str, text: str) -> None:
+    def _warn(self, rb: Rollback, key: str, message: Message) -> None:
         try:
-            self.outbox.notice(rb, Notice(key=f"warn:{key}", text=f":warning: {text}"))
+            self.outbox.notice(rb, Notice(f"warn:{key}", message))
         except Exception:
             log.exception("could not post a warning for %s", rb.ref)

@@ -10,14 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from bot.aftercare import postmortem
-from bot.aftercare.notifications import deadlines, utc
-from bot.aftercare.postmortem import in_utc
+from bot.aftercare.notifications import deadlines
 from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
+from bot.domain.messages import Message, ReminderClosed, ReminderSnoozed, SkeletonNotUploaded
+from bot.domain.messages import Reminder as ReminderMessage
 from bot.domain.models import Rollback
 from bot.domain.policy import Policy
-from bot.domain.ports import Clock, Notice, NoticeAction
+from bot.domain.ports import Clock, Notice
 from bot.persistence.aftercare_store import AftercareStore, Reminder
 from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 REMINDER_JOB = "reminder"
 LABELS = {"review": "Post-incident review", "postmortem": "Post-mortem"}
-CLOSED = {"scheduled": ":calendar: Scheduled", "done": ":white_check_mark: Done"}
 
 
 class Reminders:
@@ -105,11 +105,8 @@ class Reminders:
 
     def _say_not_uploaded(self, rb: Rollback, document: Path, exc: Exception) -> None:
         try:
-            self.outbox.notice(rb, Notice(
-                key=f"skeleton-not-uploaded:{rb.id}",
-                text=f":warning: I could not upload the post-mortem skeleton for {rb.ref} "
-                     f"({type(exc).__name__}); `{document.name}` stays in the bot's post-mortem "
-                     "folder (`aftercare.postmortem_dir`)."))
+            self.outbox.notice(rb, Notice(f"skeleton-not-uploaded:{rb.id}", SkeletonNotUploaded(
+                rb.ref, type(exc).__name__, document.name)))
         except Exception:  # Slack refuses everything: the reminder series goes on anyway
             log.warning("could not say the skeleton for %s was not uploaded", rb.ref)
 
@@ -134,31 +131,20 @@ class Reminders:
         return self._installation_id
 
     def notice(self, rb: Rollback, r: Reminder, seq: int, *, document: Path | None = None,
-               closed: str | None = None) -> Notice:
-        label = LABELS[r.kind]
-        hours = (self.config.policy_for(rb.service).review_within_hours
-                 if r.kind == "review" else
-                 self.config.policy_for(rb.service).postmortem_within_hours)
-        icon = ":spiral_note_pad:" if r.kind == "review" else ":memo:"
-        again = "" if seq == 1 else "Reminder: "
-        title = f"{icon} {again}{label} for {rb.ref} due by {utc(r.due_at)}"
-        body = (f"{label} of the {rb.severity} rollback of `{rb.service}` to "
-                f"{rb.target_revision.label()}, within {hours:g} h of the rollback.")
+               closed: Message | None = None) -> Notice:
+        """Posting ``seq`` of ``r``; ``closed`` (who closed or snoozed it) replaces the buttons."""
+        policy = self.config.policy_for(rb.service)
+        hours = policy.review_within_hours if r.kind == "review" else \
+            policy.postmortem_within_hours
+        where = None
         if r.kind == "postmortem":
             where = document or (Path(r.document) if r.document else None)
-            if where is not None:  # its name only, never the bot's local path
-                body += (f"\nA skeleton with the timeline from the audit log is attached as "
-                         f"`{where.name}`. Fill in root cause and lessons learned.")
-        actions: tuple[NoticeAction, ...] = ()
-        if closed is None:
-            v = f"{r.id}:{seq}"
-            actions = (NoticeAction("reminder_scheduled", "Scheduled", v, "primary"),
-                       NoticeAction("reminder_done", "Done", v),
-                       NoticeAction("reminder_snooze",
-                                    f"Snooze {self.settings.reminder_snooze_hours:g} h", v))
-        return Notice(key=f"{REMINDER_JOB}:{r.id}:{seq}", title=title, text=body,
-                      mention=None if closed else (rb.incident_commander or rb.requester),
-                      actions=actions, footer=closed)
+        return Notice(f"{REMINDER_JOB}:{r.id}:{seq}", ReminderMessage(
+            f"{r.id}:{seq}", r.kind, rb.ref, rb.severity, rb.service,
+            rb.target_revision.label(), r.due_at, hours, again=seq != 1,
+            document=where.name if where is not None else None,  # never the bot's local path
+            snooze_hours=self.settings.reminder_snooze_hours,
+            mention=None if closed else (rb.incident_commander or rb.requester), closed=closed))
 
     # ------------------------------------------------------------------ buttons
     def close(self, value: str, *, user: str, status: str) -> Reminder:
@@ -170,7 +156,7 @@ class Reminders:
             raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is already "
                              f"{r.status}.")
         self.rollback_store.audit(rb.id, actor=user, event=f"{r.kind}_{status}", detail={})
-        self._rerender(rb, closed, f"{CLOSED[status]} — <@{user}> at {in_utc(now):%H:%M} UTC")
+        self._rerender(rb, closed, ReminderClosed(status, user, now))
         return closed
 
     def snooze(self, value: str, *, user: str) -> Reminder:
@@ -188,7 +174,7 @@ class Reminders:
             raise NotAllowed(f"The reminder for {rb.ref} was closed meanwhile.")
         self.rollback_store.audit(rb.id, actor=user, event=f"{r.kind}_snoozed",
                                  detail={"until": until.isoformat()})
-        self._rerender(rb, moved, f":zzz: Snoozed by <@{user}> until {in_utc(until):%H:%M} UTC")
+        self._rerender(rb, moved, ReminderSnoozed(user, until))
         return moved
 
     def _clicked(self, value: str, user: str) -> tuple[Reminder, Rollback]:
@@ -198,7 +184,7 @@ class Reminders:
         self.policy.check_who(Action.REMINDER, rb, user=user)  # the authority table
         return r, rb
 
-    def _rerender(self, rb: Rollback, r: Reminder, footer: str) -> None:
+    def _rerender(self, rb: Rollback, r: Reminder, footer: Message) -> None:
         for seq in range(1, r.seq + 1):  # posted ones only: an unposted key edits nothing
             try:
                 self.outbox.edit(rb, self.notice(rb, r, seq, closed=footer))

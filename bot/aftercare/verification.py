@@ -1,6 +1,7 @@
 """The runbook's "Post-Rollback Verification": run the configured checks, one notice for all.
 
-A line per check; a failure names what failed and offers Retry verification / Mark resolved.
+A line per check; a failure names what failed, and the Slack layer offers Retry verification /
+Mark resolved on it.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import httpx
 
 from bot.checks.suite import CheckResult, build_checks, render_text, run_suite, summarize
 from bot.domain.config import ServiceConfig
+from bot.domain.messages import Message, Verification
 from bot.domain.models import Rollback
-from bot.domain.ports import Notice, NoticeAction
+from bot.domain.ports import Notice
 from platforms.base import Platform
 
 
@@ -36,33 +38,15 @@ def failure_summary(results: Sequence[CheckResult]) -> str:
 
 
 def verification_notice(rb: Rollback, results: Sequence[CheckResult], *, attempt: int,
-                        closed: str | None = None) -> Notice:
-    """The one verification message; ``closed`` replaces the buttons once someone acted."""
+                        closed: Message | None = None) -> Notice:
+    """The one verification message; ``closed`` (who acted on it) replaces the buttons."""
     bad = failed(results)
-    again = f" (attempt {attempt})" if attempt > 1 else ""
-    if not results:
-        title = f":grey_question: Verification of {rb.ref}{again}: no checks configured"
-        body = ("No health, database, probe or resource checks are configured for "
-                f"`{rb.service}`; the rollback is treated as verified.")
-    elif bad:
-        title = f":x: Verification of {rb.ref} failed{again}: {summarize(results)}"
-        body = (render_text(results) + f"\n\n*{rb.ref} is now verification failed.* "
-                f"Failed: {failure_summary(results)}.")
-    else:
-        title = f":white_check_mark: Verification of {rb.ref} passed{again}: {summarize(results)}"
-        body = render_text(results)
-    actions: tuple[NoticeAction, ...] = ()
-    footer = closed
-    if bad and closed is None:
-        actions = (
-            NoticeAction("retry_verification", "Retry verification", str(rb.id), "primary"),
-            NoticeAction("resolve", "Mark resolved", str(rb.id), "danger"),
-        )
-        footer = ("Retry once the cause is fixed, or close the rollback as failed and "
-                  "fix forward.")
-    return Notice(key=verification_key(rb.id, attempt), title=title, text=body,
-                  mention=(rb.incident_commander or rb.requester) if bad else None,
-                  actions=actions, footer=footer)
+    outcome = "none" if not results else "failed" if bad else "passed"
+    return Notice(verification_key(rb.id, attempt), Verification(
+        rb.id, rb.ref, rb.service, attempt, outcome,
+        summary=summarize(results) if results else "", checks=render_text(results),
+        failures=failure_summary(results),
+        mention=(rb.incident_commander or rb.requester) if bad else None, closed=closed))
 
 
 def verification_key(rollback_id: int, attempt: int) -> str:

@@ -33,7 +33,7 @@ from bot.integrations.target_database import (
     verify,
     verify_backup,
 )
-from platforms.base import Platform, Target
+from platforms.base import Capability, Platform, PlatformSpec, Target, Unsupported
 
 __all__ = [
     "Check",
@@ -51,7 +51,6 @@ __all__ = [
     "summarize",
 ]
 
-_UNIT_WORDS = {"kubernetes": "pod", "ecs": "task", "fly": "machine"}
 _QUERY_PREVIEW = 200
 
 
@@ -155,22 +154,27 @@ def check_resources(
     name: str = "resources",
     max_cpu_millicores: float | None = None,
     max_memory_mib: float | None = None,
+    spec: PlatformSpec[Any] | None = None,
 ) -> CheckResult:
-    """CPU and memory per running unit (``kubectl top pods`` and friends)."""
+    """CPU and memory per running unit (``kubectl top pods`` and friends). ``spec`` (the
+    platform's) names the units and skips the check where the platform has no usage."""
     return guarded(
-        name, 30.0, lambda: _resources(platform, target, max_cpu_millicores, max_memory_mib)
+        name, 30.0,
+        lambda: _resources(platform, target, max_cpu_millicores, max_memory_mib, spec),
     )
 
 
 def _resources(
-    platform: Platform, target: Target, max_cpu: float | None, max_mem: float | None
+    platform: Platform, target: Target, max_cpu: float | None, max_mem: float | None,
+    spec: PlatformSpec[Any] | None,
 ) -> Outcome:
-    word = _UNIT_WORDS.get(platform.name, "unit")
+    word = spec.unit if spec is not None else "unit"
     try:
+        if spec is not None:
+            spec.require(Capability.RESOURCE_USAGE)
         usage = platform.resource_usage(target)
-    except NotImplementedError as exc:
-        reason = str(exc) or "the platform does not report resource usage"
-        return "skip", f"{platform.name}: {reason}", {}
+    except Unsupported as exc:  # unknown, which must not read as "nothing runs"
+        return "skip", f"{platform.name}: {exc}", {}
     units = [
         {"unit": u.unit, "cpu_millicores": u.cpu_millicores, "memory_mib": u.memory_mib}
         for u in usage
@@ -218,5 +222,7 @@ def build_checks(
         run = functools.partial(check_http_probe, probe, client=client)
         checks.append(Check(probe.name, probe.timeout_seconds, run))
     if platform is not None and target is not None:
-        checks.append(Check("resources", 30.0, lambda: check_resources(platform, target)))
+        spec = service.platform_specs.get(target.platform)
+        checks.append(Check("resources", 30.0,
+                            lambda: check_resources(platform, target, spec=spec)))
     return checks

@@ -16,7 +16,11 @@ from enum import StrEnum
 
 from bot.domain.config import PolicyMode
 from bot.domain.lifecycle import State
+from bot.domain.messages import Mention, Words
 from bot.domain.models import Rollback
+
+# A refusal: plain words, or words naming people (``Mention``) the Slack layer renders.
+Refusal = str | Words
 
 
 class Role(StrEnum):
@@ -246,12 +250,12 @@ def _hotfix(rb: Rollback, user: str) -> str | None:
     return f"{rb.ref} is not waiting on a hotfix decision (its policy is {rb.severity})."
 
 
-def _no_ic(rb: Rollback, user: str) -> str | None:
+def _no_ic(rb: Rollback, user: str) -> Refusal | None:
     if not rb.incident_commander:
         return None
     if rb.incident_commander == user:
         return f"You are already the incident commander of {rb.ref}."
-    return (f"<@{rb.incident_commander}> is already the incident commander of {rb.ref}; "
+    return (Mention(rb.incident_commander), f" is already the incident commander of {rb.ref}; "
             "incident command is not taken over by a click.")
 
 
@@ -261,15 +265,15 @@ def _not_requester(rb: Rollback, user: str) -> str | None:
     return f"You requested {rb.ref}, so you cannot record the technical lead's approval of it."
 
 
-def _bot_could_not(rb: Rollback, user: str) -> str | None:
+def _bot_could_not(rb: Rollback, user: str) -> Refusal | None:
     if rb.known_bad_target:
         return (f"The target of {rb.ref} is KNOWN-BAD: it is not a previous stable version. "
                 "An approver can override at approval.")
     item = rb.checklist.get("previous_version") or {}
     if item.get("done"):
-        by = "the bot" if item.get("by") == "bot" else f"<@{item.get('by')}>"
+        by = "the bot" if item.get("by") == "bot" else Mention(str(item.get("by")))
         return (f"\u201cPrevious stable version identified\u201d is already ticked for {rb.ref} "
-                f"(by {by}); it is not unticked by a click.")
+                "(by ", by, "); it is not unticked by a click.")
     return None
 
 
@@ -298,14 +302,14 @@ def _known_bad_plan(rb: Rollback, user: str) -> str | None:
     return f"The target of {rb.ref} is not marked known-bad: there is nothing to override."
 
 
-PURE_GUARDS: dict[Guard, Callable[[Rollback, str], str | None]] = {
+PURE_GUARDS: dict[Guard, Callable[[Rollback, str], Refusal | None]] = {
     Guard.HOTFIX_POLICY: _hotfix, Guard.NO_IC: _no_ic, Guard.NOT_REQUESTER: _not_requester,
     Guard.BOT_COULD_NOT: _bot_could_not, Guard.PLAIN_PLAN: _plain_plan,
     Guard.P3_PLAN: _p3_plan, Guard.KNOWN_BAD_PLAN: _known_bad_plan,
 }
 
 
-def guard_refusal(r: Rule, rb: Rollback, user: str) -> str | None:
+def guard_refusal(r: Rule, rb: Rollback, user: str) -> Refusal | None:
     """The first pure guard of the row that refuses, else None."""
     for guard in r.guards:
         check = PURE_GUARDS.get(guard)

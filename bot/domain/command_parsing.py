@@ -1,4 +1,8 @@
-"""Parses the ``/rollback`` command text into a typed request; errors name the bad token."""
+"""Parses the ``/rollback`` command text into a typed request; errors name the bad token.
+
+``--platform`` accepts the names of the registry the configuration was parsed with
+(``RollbackConfig.platform_specs``; production's by default).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from bot.domain.config import PLATFORMS, SCOPES, Severity
+from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
+from platforms.registry import PRODUCTION, PlatformSpecs
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
@@ -55,7 +60,13 @@ def _value(tokens: list[str], i: int, flag: str) -> str:
     return tokens[i + 1]
 
 
-def parse(text: str) -> Parsed:
+def _platform(raw: str, platforms: PlatformSpecs) -> str:
+    if raw not in platforms:
+        raise ParseError(f"`--platform {raw}`: choose {platforms.listing()}.")
+    return raw
+
+
+def parse(text: str, *, platforms: PlatformSpecs = PRODUCTION) -> Parsed:
     text = clean(text)
     try:
         tokens = shlex.split(text.replace("“", '"').replace("”", '"'))
@@ -65,7 +76,7 @@ def parse(text: str) -> Parsed:
         return Parsed("help")
     head = tokens[0]
     if head == "known-bad":
-        return _known_bad(tokens)
+        return _known_bad(tokens, platforms)
     if head in SUBCOMMANDS:
         if head == "services":
             return Parsed("services")
@@ -108,9 +119,7 @@ def parse(text: str) -> Parsed:
             if bad or not scope:
                 raise ParseError(f"`--scope {raw}`: choose from {', '.join(SCOPES)}.")
         elif flag == "--platform":
-            if raw not in PLATFORMS:
-                raise ParseError(f"`--platform {raw}`: choose kubernetes, ecs or fly.")
-            platform = raw
+            platform = _platform(raw, platforms)
         elif flag == "--reason":
             reason = raw
         else:
@@ -129,7 +138,7 @@ def _rollback_id(raw: str) -> int:
     return int(digits)
 
 
-def _known_bad(tokens: list[str]) -> Parsed:
+def _known_bad(tokens: list[str], platforms: PlatformSpecs) -> Parsed:
     """``known-bad <service> [--platform P]`` lists the marks;
     ``known-bad <service> clear <REV> --reason "…" [--platform P]`` clears one."""
     if len(tokens) < 2 or tokens[1].startswith("--"):
@@ -150,9 +159,7 @@ def _known_bad(tokens: list[str]) -> Parsed:
         raw = inline if eq else _value(rest, i, flag)
         i += 1 if eq else 2
         if flag == "--platform":
-            if raw not in PLATFORMS:
-                raise ParseError(f"`--platform {raw}`: choose kubernetes, ecs or fly.")
-            platform = raw
+            platform = _platform(raw, platforms)
         else:
             reason = raw
     if clear is None:

@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from bot.domain.models import Step
 from platforms.base import Target
+from platforms.registry import PRODUCTION, PlatformSpecs
 
 
 class Undo(StrEnum):
@@ -66,19 +67,11 @@ def left_scaled_down(steps: list[Step]) -> Compensation | None:
     return comp if comp.undo != Undo.NOTHING else None
 
 
-def manual_scale_command(target: Target, replicas: int) -> str:
-    """The command an operator runs to put the replicas back by hand, per platform."""
-    if target.platform == "kubernetes":
-        ctx = f" --context {target.options['context']}" if target.options.get("context") else ""
-        return (f"kubectl{ctx} -n {target.scope} scale deployment/{target.name} "
-                f"--replicas={replicas}")
-    if target.platform == "ecs":
-        region = target.options.get("region")
-        return (f"aws ecs update-service --cluster {target.scope} --service {target.name} "
-                f"--desired-count {replicas}" + (f" --region {region}" if region else ""))
-    if target.platform == "fly":
-        # The scale-down stopped the app's machines (it did not destroy them): start the
-        # same machines again; `fly scale count` would create or destroy machines instead.
-        return (f"fly machine list --app {target.name}, then fly machine start <id> "
-                f"--app {target.name} for each of the {replicas} stopped machines")
+def manual_scale_command(target: Target, replicas: int,
+                         platforms: PlatformSpecs = PRODUCTION) -> str:
+    """The command an operator runs to put the replicas back by hand: the platform's own
+    (its spec's ``scale_command``), else a plain sentence."""
+    spec = platforms.get(target.platform)
+    if spec is not None and spec.scale_command is not None:
+        return spec.scale_command(target, replicas)
     return f"scale {target.describe()} to {replicas} replicas"

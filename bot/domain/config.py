@@ -3,23 +3,38 @@
 Secrets never live in the file: a field ending in ``_env`` names an environment variable
 that is read when the value is needed (see ``secret()``), so the file can be committed and
 nothing secret is ever echoed by ``check-config``, Slack messages or logs.
+
+A service's platform blocks (``kubernetes:``, ``ecs:``, ``fly:``) are not spelled out here:
+each comes from the ``PlatformSpec`` of a registered platform (``platforms/registry.py``),
+and ``config_schema(platforms)`` builds the models for a registry. Production parses with
+``PRODUCTION``; the sandbox and the tests pass their own registry (with ``fake``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from bot.domain.errors import ConfigError
 from bot.observability import scrub
+from platforms.base import PlatformSpec
+from platforms.registry import PRODUCTION, PlatformSpecs
 
-PLATFORMS = ("kubernetes", "ecs", "fly", "fake")
 SCOPES = ("app", "db", "config", "external")
 
 
@@ -49,43 +64,6 @@ def secret(env_name: str | None) -> str | None:
         return None
     scrub.remember_env(env_name)  # whatever its name, its value is scrubbed from errors
     return os.environ.get(env_name)
-
-
-# ------------------------------------------------------------------ platform targets
-class KubernetesTarget(Strict):
-    namespace: str
-    deployment: str
-    context: str | None = None
-    kubeconfig: str | None = None
-    config_maps: list[str] = Field(default_factory=list)
-    secrets: list[str] = Field(default_factory=list)
-    rollout_timeout_seconds: float = 600
-    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
-    # restore starts; past this the step fails and the replicas are restored.
-    stop_timeout_seconds: float = Field(default=300, gt=0)
-
-
-class EcsTarget(Strict):
-    cluster: str
-    service: str
-    family: str
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    rollout_timeout_seconds: float = 600
-    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
-    # restore starts; past this the step fails and the replicas are restored.
-    stop_timeout_seconds: float = Field(default=300, gt=0)
-
-
-class FlyTarget(Strict):
-    app: str
-    org: str = "personal"
-    api_url: str = "https://api.machines.dev"
-    token_env: str = "FLY_API_TOKEN"
-    rollout_timeout_seconds: float = 600
-    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
-    # restore starts; past this the step fails and the replicas are restored.
-    stop_timeout_seconds: float = Field(default=300, gt=0)
 
 
 # ----------------------------------------------------------------------- checks
@@ -260,12 +238,15 @@ class Policy(Strict):
 
 # ---------------------------------------------------------------------- service
 class ServiceConfig(Strict):
+    """One service of the catalog. Its platform blocks are fields that ``config_schema``
+    adds from a registry (one per ``PlatformSpec``, named like the platform, holding its
+    ``config_model``); this base class has none, so parse through ``parse_config``."""
+
+    # The registry this model was built from; set on each class config_schema builds.
+    platform_specs: ClassVar[PlatformSpecs] = PlatformSpecs()
+
     description: str = ""
-    default_platform: Literal["kubernetes", "ecs", "fly", "fake"] | None = None
-    kubernetes: KubernetesTarget | None = None
-    ecs: EcsTarget | None = None
-    fly: FlyTarget | None = None
-    fake: dict[str, Any] | None = None
+    default_platform: str | None = None
     health: HealthCheck | None = None
     prometheus: PrometheusConfig | None = None
     database: DatabaseConfig | None = None
@@ -279,17 +260,38 @@ class ServiceConfig(Strict):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     policy: Policy | None = None
 
+    @field_validator("default_platform")
+    @classmethod
+    def _known_platform(cls, value: str | None) -> str | None:
+        if value is not None and value not in cls.platform_specs:
+            raise ValueError(f"{value!r} is not a platform (known platforms: "
+                             f"{', '.join(cls.platform_specs.names())})")
+        return value
+
     @model_validator(mode="after")
     def _has_target(self) -> ServiceConfig:
         configured = self.platforms()
         if not configured:
-            raise ValueError("at least one of kubernetes, ecs, fly must be configured")
+            raise ValueError(f"at least one of {', '.join(self.platform_specs.names())} "
+                             "must be configured")
         if self.default_platform and self.default_platform not in configured:
             raise ValueError(f"default_platform {self.default_platform!r} has no target section")
         return self
 
     def platforms(self) -> list[str]:
-        return [p for p in PLATFORMS if getattr(self, p) is not None]
+        """The platforms this service has a block for, in the registry's order."""
+        return [p for p in self.platform_specs.names() if self.platform_config(p) is not None]
+
+    def platform_config(self, platform: str) -> BaseModel | None:
+        """The service's ``<platform>:`` block (its spec's ``config_model``), if any."""
+        if platform not in self.platform_specs:
+            return None
+        block: BaseModel | None = getattr(self, platform, None)
+        return block
+
+    def platform_spec(self, platform: str) -> PlatformSpec[Any]:
+        """The spec of a registered platform (KeyError for one the registry lacks)."""
+        return self.platform_specs[platform]
 
     def platform_or_default(self, requested: str | None) -> str:
         if requested:
@@ -338,6 +340,12 @@ class RetentionSettings(Strict):
 
 
 class RollbackConfig(Strict):
+    """The whole file. Like ``ServiceConfig``, parse it through ``parse_config``: the class
+    that validates is built by ``config_schema`` for a registry of platforms."""
+
+    # The registry this model was built from; set on each class config_schema builds.
+    platform_specs: ClassVar[PlatformSpecs] = PlatformSpecs()
+
     slack: SlackSettings = Field(default_factory=SlackSettings)
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
@@ -372,7 +380,33 @@ class RollbackConfig(Strict):
 
 
 # ---------------------------------------------------------------------- loading
-def _format_errors(err: ValidationError) -> list[str]:
+@functools.cache  # one pair of classes per registry (registries are immutable, hashable)
+def _schemas(platforms: PlatformSpecs) -> tuple[type[RollbackConfig], type[ServiceConfig]]:
+    clash = [name for name in platforms.names() if name in ServiceConfig.model_fields]
+    if clash:
+        raise ValueError(f"a platform cannot be named like a service key: {', '.join(clash)}")
+    blocks: dict[str, Any] = {spec.name: (spec.config_model | None, None) for spec in platforms}
+    service = create_model("ServiceConfig", __base__=ServiceConfig, __module__=__name__,
+                           **blocks)
+    service.platform_specs = platforms
+    config = create_model("RollbackConfig", __base__=RollbackConfig, __module__=__name__,
+                          services=(dict[str, service], ...))  # type: ignore[valid-type]
+    config.platform_specs = platforms
+    return config, service
+
+
+def config_schema(platforms: PlatformSpecs = PRODUCTION) -> type[RollbackConfig]:
+    """The ``RollbackConfig`` model for a registry: ``ServiceConfig`` plus one optional
+    block per platform, so pydantic itself reports each error at its key path."""
+    return _schemas(platforms)[0]
+
+
+def service_schema(platforms: PlatformSpecs = PRODUCTION) -> type[ServiceConfig]:
+    """The ``ServiceConfig`` model for a registry, to validate one service on its own."""
+    return _schemas(platforms)[1]
+
+
+def _format_errors(err: ValidationError, platforms: PlatformSpecs) -> list[str]:
     lines = []
     for e in err.errors():
         path = ".".join(str(p) for p in e["loc"]) or "<root>"
@@ -381,17 +415,25 @@ def _format_errors(err: ValidationError) -> list[str]:
             msg = "field required"
         elif e["type"] == "extra_forbidden":
             msg = "unknown key"
+            if len(e["loc"]) == 3 and e["loc"][0] == "services":
+                # At a service's level an unknown key is most often a platform block the
+                # registry does not know (a typo, or the test-only `fake`): name them.
+                msg += f" (known platforms: {', '.join(platforms.names())})"
         lines.append(f"{path}: {msg}")
     return lines
 
 
-def parse_config(data: Any, *, source: str = "<config>") -> RollbackConfig:
+def parse_config(data: Any, *, source: str = "<config>",
+                 platforms: PlatformSpecs = PRODUCTION) -> RollbackConfig:
+    """Validate a loaded ``rollback.yml`` against the schema of ``platforms`` (production's
+    registry unless the sandbox or a test passes its own); ``ConfigError`` lists every
+    problem with its key path."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: expected a mapping"])
     try:
-        config = RollbackConfig.model_validate(data)
+        config = config_schema(platforms).model_validate(data)
     except ValidationError as err:
-        raise ConfigError(source, _format_errors(err)) from None
+        raise ConfigError(source, _format_errors(err, platforms)) from None
     for name in secret_env_names(data):
         scrub.remember_env(name)  # known before first use: an early error is scrubbed too
     return config
@@ -418,7 +460,7 @@ def secret_env_names(data: Any) -> set[str]:
     return found
 
 
-def load_config(path: str | Path) -> RollbackConfig:
+def load_config(path: str | Path, *, platforms: PlatformSpecs = PRODUCTION) -> RollbackConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -428,7 +470,7 @@ def load_config(path: str | Path) -> RollbackConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(str(p), [f"<file>: invalid YAML: {exc}"]) from None
-    return parse_config(data, source=str(p))
+    return parse_config(data, source=str(p), platforms=platforms)
 
 
 def default_config_path() -> Path:

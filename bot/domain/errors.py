@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from bot.domain.messages import Part, Words, plain
+
 
 class RollbackBotError(Exception):
     pass
@@ -25,7 +27,15 @@ class ConfigError(RollbackBotError):
 
 
 class UserFacingError(RollbackBotError):
-    """A message safe to show the user as-is (never contains secrets or tracebacks)."""
+    """A message safe to show the user as-is (never contains secrets or tracebacks).
+
+    Plain words; a person it names is a ``Mention`` and a rollback it links a
+    ``RollbackLink`` among ``parts``, rendered by the Slack layer (``handlers.errors``).
+    ``str()`` is the plain text."""
+
+    def __init__(self, *parts: Part) -> None:
+        self.parts: Words = tuple(parts)
+        super().__init__(plain(self.parts))
 
 
 class UnknownService(UserFacingError):

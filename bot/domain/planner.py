@@ -20,27 +20,15 @@ from platforms.base import Revision, Target
 
 
 def target_for(service: ServiceConfig, platform: str) -> Target:
-    """The platform-neutral ``Target`` for a service's configured section."""
-    if platform == "kubernetes" and service.kubernetes:
-        k = service.kubernetes
-        opts = {k2: v for k2, v in (("context", k.context), ("kubeconfig", k.kubeconfig)) if v}
-        return Target("kubernetes", k.namespace, k.deployment, opts,
-                      tuple(k.config_maps), tuple(k.secrets))
-    if platform == "ecs" and service.ecs:
-        e = service.ecs
-        opts = {"family": e.family, "region": e.region}
-        if e.endpoint_url:
-            opts["endpoint_url"] = e.endpoint_url
-        return Target("ecs", e.cluster, e.service, opts)
-    if platform == "fly" and service.fly:
-        return Target("fly", service.fly.org, service.fly.app, {"api_url": service.fly.api_url})
-    if platform == "fake" and service.fake is not None:
-        return Target("fake", str(service.fake.get("scope", "default")),
-                      str(service.fake.get("name", "app")))
-    raise UserFacingError(
-        f"Platform `{platform}` is not configured for this service "
-        f"(configured: {', '.join(service.platforms())})."
-    )
+    """The platform-neutral ``Target`` for a service's configured section (its platform
+    spec turns the block into one)."""
+    block = service.platform_config(platform)
+    if block is None:
+        raise UserFacingError(
+            f"Platform `{platform}` is not configured for this service "
+            f"(configured: {', '.join(service.platforms())})."
+        )
+    return service.platform_spec(platform).target(block)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from bot.domain import authority
 from bot.domain.authority import Action, Role, Where
 from bot.domain.config import CHECKLIST_ITEMS, Approvers, PolicyMode, RollbackConfig, Severity
 from bot.domain.errors import NotAllowed
+from bot.domain.messages import Mention, Words, as_words
 from bot.domain.models import Rollback
 from bot.domain.ports import Directory
 
@@ -98,8 +99,8 @@ class Policy:
         if any(self.has_role(r, user=user, service=svc, rb=rb) for r in roles):
             return
         if rule.who == (Role.TECH_LEAD,) and rb is not None:
-            raise NotAllowed(f"Only a technical lead for `{svc}` ({self._tech_leads_words(svc)})"
-                             f" can {authority.does(rule, rb)}.")
+            raise NotAllowed(f"Only a technical lead for `{svc}` (",
+                             *self._tech_leads_words(svc), f") can {authority.does(rule, rb)}.")
         raise NotAllowed(authority.who_refusal(rule, service=svc, rb=rb))
 
     def authorize(self, action: Action, rb: Rollback, *, user: str,
@@ -114,9 +115,9 @@ class Policy:
         if refusal:
             raise NotAllowed(refusal)
         self.check_who(action, rb, user=user)
-        refusal = authority.guard_refusal(rule, rb, user)
-        if refusal:
-            raise NotAllowed(refusal)
+        guarded = authority.guard_refusal(rule, rb, user)
+        if guarded:
+            raise NotAllowed(*as_words(guarded))
 
     # ------------------------------------------------------------------ approvals
     def check_approve(
@@ -128,8 +129,8 @@ class Policy:
                                           known_bad_override=known_bad_override)
         rule = authority.rule(action)
         if rb.state not in rule.states:
-            who = f" by <@{rb.approver}>" if rb.approver else ""
-            raise NotAllowed(f"{rb.ref} is already {rb.state.value.replace('_', ' ')}{who}.")
+            who: Words = (" by ", Mention(rb.approver)) if rb.approver else ()
+            raise NotAllowed(f"{rb.ref} is already {rb.state.value.replace('_', ' ')}", *who, ".")
         if rb.expires_at is not None and now >= rb.expires_at:
             raise NotAllowed(
                 f"The approval request for {rb.ref} expired at "
@@ -156,9 +157,9 @@ class Policy:
             break_glass = True
         # Each approve button fits one kind of plan (plain, P3, known-bad target): a forged
         # click of a button the message does not show is refused, never reinterpreted.
-        refusal = authority.guard_refusal(rule, rb, user)
-        if refusal:
-            raise NotAllowed(refusal)
+        guarded = authority.guard_refusal(rule, rb, user)
+        if guarded:
+            raise NotAllowed(*as_words(guarded))
         # An explicit known-bad override is the approver's own identification of the
         # version to run: the bot's "previous stable version" tick cannot apply to it.
         waived = {"previous_version"} if known_bad_override and rb.known_bad_target else set()
@@ -180,10 +181,16 @@ class Policy:
     def tech_leads(self, service: str) -> set[str]:
         return self._members(self.config.tech_leads_for(service))
 
-    def _tech_leads_words(self, service: str) -> str:
+    def _tech_leads_words(self, service: str) -> Words:
         spec = self.config.tech_leads_for(service)
-        return (f"the `{spec.usergroup}` group" if spec.usergroup else
-                ", ".join(f"<@{u}>" for u in spec.users) or "nobody (configure tech_leads)")
+        if spec.usergroup:
+            return (f"the `{spec.usergroup}` group",)
+        if not spec.users:
+            return ("nobody (configure tech_leads)",)
+        named: list[str | Mention] = []
+        for user in spec.users:
+            named += [", ", Mention(user)] if named else [Mention(user)]
+        return tuple(named)
 
     def check_tick(self, rb: Rollback, *, item: str, user: str, channel_id: str) -> None:
         """Each checklist item is its own row: the bot's items are never ticked by a click,
@@ -197,8 +204,8 @@ class Policy:
             self.authorize(action, rb, user=user, channel_id=channel_id)
         except NotAllowed as exc:
             if action == Action.TICK_DECISION_APPROVED and str(exc).startswith("You requested"):
-                raise NotAllowed(f"{exc} Ask a technical lead "
-                                 f"({self._tech_leads_words(rb.service)}).") from None
+                raise NotAllowed(*exc.parts, " Ask a technical lead (",
+                                 *self._tech_leads_words(rb.service), ").") from None
             raise
 
     # The names the rest of the core already calls; each is one row of the table.

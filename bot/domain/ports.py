@@ -7,10 +7,12 @@ in production and the same classes against the emulator in tests.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from enum import Enum
+from typing import Any, Protocol, TypeVar
 
+from bot.domain.messages import Message
 from bot.domain.models import Rollback, Step
 from bot.observability.scrub import scrub, scrub_data, scrub_optional
 
@@ -21,14 +23,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class NoticeAction:
-    """A button on a notice; ``kind`` is semantic (the Slack layer maps it to an action_id)."""
+def _no_hold(*_where: str) -> None:
+    return None
 
-    kind: str  # retry_verification | resolve | resume_monitoring | reminder_{scheduled,done,snooze}
-    label: str
-    value: str
-    style: str | None = None  # primary | danger
+
+@dataclass(frozen=True)
+class CrashPoints:
+    """Places where a crash test parks the process to be killed: inside a step (``before`` or
+    ``after`` its platform call) and after Slack accepted an outbox post but before it is
+    marked sent. Production passes none (every point returns at once); the test entry point
+    ``tests/support/bot_main.py`` injects points that block until SIGKILL."""
+
+    step: Callable[[str, str], None] = _no_hold  # (step kind, "before" | "after")
+    posted: Callable[[str], None] = _no_hold  # (outbox key)
+
+
+NO_CRASH_POINTS = CrashPoints()
 
 
 @dataclass(frozen=True)
@@ -37,14 +47,12 @@ class Notice:
 
     ``key`` travels with the message (Slack message metadata) so a post whose poster died
     mid-call can be found again instead of being posted twice (``bot.persistence.outbox``).
+    ``message`` is what it says (``bot.domain.messages``); the Slack layer words it, and
+    adds the buttons its kind and facts call for.
     """
 
     key: str
-    text: str  # mrkdwn body, also the notification fallback
-    title: str | None = None
-    mention: str | None = None
-    actions: tuple[NoticeAction, ...] = ()
-    footer: str | None = None
+    message: Message
 
 
 class Chat(Protocol):
@@ -59,15 +67,17 @@ class Chat(Protocol):
         core's implementation (``bot.usecases.latest_state_chat``) loads state and steps itself."""
         ...
 
-    def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
-        """Progress and alerts go to the thread."""
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
+               ) -> None:
+        """Progress and alerts go to the thread; ``mention`` (a user id) is told."""
         ...
 
-    def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None: ...
+    def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
+        """Slack text the Slack layer rendered itself (a refusal) to one person."""
+        ...
 
-    def post_channel(self, channel: str, text: str, *, blocks: list[dict[str, object]] | None = None
-                     ) -> str:
-        """Post to any channel (stakeholders); returns ts."""
+    def post_channel(self, channel: str, message: Message) -> str:
+        """Post to any channel (the incident channel, stakeholders); returns ts."""
         ...
 
     def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
@@ -99,7 +109,8 @@ class Directory(Protocol):
 
 class ScrubbedChat:
     """A ``Chat`` that scrubs secrets (``bot.observability.scrub``) out of all the core shows:
-    thread lines, notices, channel posts, ephemerals, the request message's last error and
+    every string fact of thread lines, notices and channel posts (the Slack layer words them
+    afterwards, from scrubbed facts only), ephemerals, the request message's last error and
     text files. Wired once around the Slack gateway in the composition root, so no call
     site can skip it."""
 
@@ -113,16 +124,15 @@ class ScrubbedChat:
         self.inner.refresh(_scrubbed(rollback),
                            None if steps is None else _scrubbed_steps(steps))
 
-    def thread(self, rollback: Rollback, text: str, *, mention: str | None = None) -> None:
-        self.inner.thread(rollback, scrub(text), mention=mention)
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
+               ) -> None:
+        self.inner.thread(rollback, scrubbed_facts(message), mention=mention)
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
         self.inner.ephemeral(channel_id=channel_id, user_id=user_id, text=scrub(text))
 
-    def post_channel(self, channel: str, text: str, *, blocks: list[dict[str, object]] | None = None
-                     ) -> str:
-        return self.inner.post_channel(channel, scrub(text),
-                                       blocks=None if blocks is None else scrub_data(blocks))
+    def post_channel(self, channel: str, message: Message) -> str:
+        return self.inner.post_channel(channel, scrubbed_facts(message))
 
     def upload(self, rollback: Rollback, *, filename: str, content: bytes, title: str) -> None:
         try:  # text (a log tail) is scrubbed; binary (a chart) cannot carry a token's text
@@ -156,5 +166,24 @@ def _scrubbed_steps(steps: list[Step]) -> list[Step]:
 
 
 def _scrubbed_notice(notice: Notice) -> Notice:
-    return replace(notice, text=scrub(notice.text), title=scrub_optional(notice.title),
-                   footer=scrub_optional(notice.footer))
+    return replace(notice, message=scrubbed_facts(notice.message))
+
+
+_F = TypeVar("_F")
+
+
+def scrubbed_facts(facts: _F) -> _F:
+    """``facts`` (a message, or any value in one) with every string scrubbed: dataclasses,
+    tuples, lists and dicts are walked; enums, numbers and times are kept as they are."""
+    if isinstance(facts, Enum):  # a StrEnum is a str: scrubbing would turn it into one
+        return facts
+    if isinstance(facts, str):
+        return scrub(facts)  # type: ignore[return-value]
+    if is_dataclass(facts) and not isinstance(facts, type):
+        changes = {f.name: scrubbed_facts(getattr(facts, f.name)) for f in fields(facts)}
+        return replace(facts, **changes)
+    if isinstance(facts, dict):
+        return {key: scrubbed_facts(value) for key, value in facts.items()}  # type: ignore[return-value]
+    if isinstance(facts, list | tuple):
+        return type(facts)(scrubbed_facts(item) for item in facts)
+    return facts

@@ -15,14 +15,32 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bot.domain.compensation import Compensation, Undo, manual_scale_command, plan_compensation
 from bot.domain.config import ExecutorSettings
 from bot.domain.lifecycle import Event, State
+from bot.domain.messages import (
+    CancelledBeforeStep,
+    Compensated,
+    DidNotStart,
+    ExecutionFailed,
+    ExecutionResumed,
+    ExecutionStarted,
+    HandedOver,
+    Interrupted,
+    InterruptedRestore,
+    MarkedKnownBad,
+    Mention,
+    Message,
+    StepDone,
+    StepNote,
+    StepRetrying,
+    Words,
+    plain,
+)
 from bot.domain.models import Rollback, Step
-from bot.domain.ports import Chat, Clock, utcnow
+from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, utcnow
 from bot.execution import retry
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
@@ -56,21 +74,8 @@ class LeaseLost(Exception):
     """Another executor owns this rollback now; touch nothing, it resumes from the journal."""
 
 
-class FaultPoint:
-    """Crash-test hook: ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` makes the process
-    announce itself in ``ROLLBACK_FAULT_FILE`` and block inside that step until killed.
-    Inert unless both variables are set (the sandbox and production never set them)."""
-
-    def __init__(self) -> None:
-        spec = os.environ.get("ROLLBACK_FAULT_HOLD", "")
-        self.kind, _, self.when = spec.partition(":")
-        self.file = os.environ.get("ROLLBACK_FAULT_FILE")
-
-    def hold(self, kind: str, when: str) -> None:
-        if not self.file or kind != self.kind or when != (self.when or "after"):
-            return
-        Path(self.file).write_text(f"{os.getpid()} {kind} {when}\n")
-        threading.Event().wait()  # until SIGKILL
+class HandedOverToHuman(Exception):
+    """Compensation failed too: the rollback is needs_attention now, nothing more to say."""
 
 
 class Executor:
@@ -80,6 +85,7 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         on_ended: Sequence[Callable[[Rollback], None]] = (),
         wake_event: threading.Event | None = None,
+        crash_points: CrashPoints = NO_CRASH_POINTS,
     ) -> None:
         # Called when execution ends badly (failed, needs_attention): every rollback still
         # gets its post-incident review reminder.
@@ -92,7 +98,7 @@ class Executor:
         self.aftercare = aftercare
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.sleep = sleep
-        self.fault = FaultPoint()
+        self.crash_points = crash_points  # inert outside crash tests
         # Set by an approval (the composition root hands the same event to the service).
         self._wake = wake_event or threading.Event()
         self._stop = threading.Event()
@@ -175,11 +181,9 @@ class Executor:
             except StaleState:
                 return
             chat.refresh(rb)
-            chat.thread(rb, f":arrow_forward: Executing {rb.ref}: "
-                            f"{len(self.store.steps(rb.id))} steps.")
+            chat.thread(rb, ExecutionStarted(rb.ref, len(self.store.steps(rb.id))))
         elif rb.state == State.EXECUTING:
-            chat.thread(rb, f":recycle: Resuming {rb.ref} after an interruption "
-                            f"(executor {self.owner}).")
+            chat.thread(rb, ExecutionResumed(rb.ref, self.owner))
         if rb.state == State.EXECUTING:
             steps = self.store.steps(rb.id)
             if all(st.status == "pending" for st in steps):
@@ -227,9 +231,7 @@ class Executor:
     def _refuse_to_start(self, rb: Rollback, why: str) -> bool:
         self._fence(rb)
         self._end(rb, Event.STEP_FAILED, detail={"step": "precheck", "error": why},
-                  last_error=f"precheck: {why}",
-                  say=f":no_entry: {rb.ref} did not start: {why}. Nothing was changed. "
-                      "Request a new rollback to review a plan for what runs now.")
+                  last_error=f"precheck: {why}", say=DidNotStart(rb.ref, why))
         return False
 
     def _mark_known_bad(self, rb: Rollback, steps: list[Step]) -> None:
@@ -240,9 +242,7 @@ class Executor:
             return
         self._fence(rb)
         if self.store.mark_known_bad(rb, actor=self.owner) and rb.current_revision:
-            self.chat.thread(
-                rb, f":no_entry: {rb.current_revision.label()} is now marked known-bad for "
-                    f"`{rb.service}`: no later rollback picks it unless an approver overrides.")
+            self.chat.thread(rb, MarkedKnownBad(rb.current_revision.label(), rb.service))
 
     def _run_steps(self, rb: Rollback) -> bool:
         steps = self.store.steps(rb.id)
@@ -312,7 +312,7 @@ class Executor:
             ctx = StepContext(
                 rollback=rb, step=current, service=svc, platform=platform, all_steps=fresh,
                 journal=functools.partial(self.store.step_progress, rb.id, step.seq),
-                progress=lambda line: chat.thread(rb, f"_{line}_"),
+                progress=lambda line: chat.thread(rb, StepNote(line)),
                 known_good_config=ConfigSnapshot.from_dict(known_good[0]) if known_good else None,
                 known_good_recorded_at=known_good[1] if known_good else None,
                 now=self.clock(),
@@ -320,9 +320,9 @@ class Executor:
             started = time.perf_counter()
             outcome = "error"
             try:
-                self.fault.hold(step.kind, "before")
+                self.crash_points.step(step.kind, "before")
                 result = handler(ctx)
-                self.fault.hold(step.kind, "after")
+                self.crash_points.step(step.kind, "after")
                 outcome = "ok"
             except TransientPlatformError as exc:
                 outcome = "transient"
@@ -332,11 +332,9 @@ class Executor:
                 if isinstance(decision, retry.GiveUp):
                     raise StepFailed(f"{exc} ({decision.reason})") from exc
                 self.store.step_finished(rb.id, step.seq, status="pending", error=str(exc))
-                capped = (" (the platform asked for longer; waits are capped)"
-                          if decision.capped else "")
-                chat.thread(rb, f":hourglass: Step {step.seq}/{total} {step.description}: "
-                                f"{exc}; retrying in {decision.delay:.0f}s{capped} "
-                                f"(attempt {decision.attempts}).")
+                chat.thread(rb, StepRetrying(step.seq, total, step.description, str(exc),
+                                             decision.delay, decision.capped,
+                                             decision.attempts))
                 self._wait(rb, decision.delay)
                 continue
             except PermanentPlatformError as exc:
@@ -351,8 +349,7 @@ class Executor:
             self._fence(rb)
             self.store.step_finished(rb.id, step.seq, status=status, result=result)
             note = result.get("message") or result.get("skipped") or ""
-            chat.thread(rb, f":white_check_mark: Step {step.seq}/{total} {step.description}"
-                            + (f": {note}" if note else ""))
+            chat.thread(rb, StepDone(step.seq, total, step.description, str(note)))
             chat.refresh(rb)
             return
 
@@ -361,42 +358,43 @@ class Executor:
         self.store.step_finished(rb.id, step.seq, status="failed", error=error)
         comp = plan_compensation(self.store.steps(rb.id))
         if comp.undo == Undo.HUMAN:
-            self._hand_over(rb, f"{rb.ref} failed at step {step.seq} ({step.description}): "
-                                f"{error}", comp, step=step.kind)
+            self._hand_over(rb, (f"{rb.ref} failed at step {step.seq} ({step.description}): "
+                                 f"{error}",), comp, step=step.kind)
             return
-        undone = self._compensate(rb, comp, why=f"step {step.seq} failed")
-        if undone is None:
-            return  # compensation itself failed: handed over to a human
+        try:
+            undone = self._compensate(rb, comp, why=f"step {step.seq} failed")
+        except HandedOverToHuman:
+            return
         self._end(rb, Event.STEP_FAILED,
                   detail={"step": step.kind, "error": error, "compensation": comp.undo.value},
                   last_error=f"{step.kind}: {error}",
-                  say=f":x: {rb.ref} failed at step {step.seq} ({step.description}): {error}\n"
-                      + undone + "Next: check the platform state, then request a new "
-                      "rollback or fix forward. Completed steps are listed above.")
+                  say=ExecutionFailed(rb.ref, step.seq, step.description, error, undone))
 
     def _cancelled(self, rb: Rollback, next_step: Step) -> None:
         self._fence(rb)
-        by = self.store.get(rb.id).cancel_requested_by or "someone"
+        requested_by = self.store.get(rb.id).cancel_requested_by
+        by = requested_by or "someone"
+        who: Words = (Mention(requested_by),) if requested_by else ("someone",)
         comp = plan_compensation(self.store.steps(rb.id))
         if comp.undo == Undo.HUMAN:
-            self._hand_over(rb, f"<@{by}> cancelled {rb.ref} before step {next_step.seq} "
-                                f"({next_step.description})", comp, step=next_step.kind)
+            self._hand_over(rb, (*who, f" cancelled {rb.ref} before step {next_step.seq} "
+                                       f"({next_step.description})"), comp, step=next_step.kind)
             return
-        undone = self._compensate(rb, comp, why="the rollback was cancelled")
-        if undone is None:
+        try:
+            undone = self._compensate(rb, comp, why="the rollback was cancelled")
+        except HandedOverToHuman:
             return
         self._end(rb, Event.CANCEL, actor=by, mention=False,
                   detail={"before_step": next_step.kind, "compensation": comp.undo.value},
-                  say=f":heavy_multiplication_x: {rb.ref} cancelled by <@{by}> before step "
-                      f"{next_step.seq} ({next_step.description}). " + undone
-                      + "Steps already done stay done; the revision it moved away from stays "
-                      "marked known-bad.")
+                  say=CancelledBeforeStep(rb.ref, who, next_step.seq, next_step.description,
+                                          undone))
 
-    def _compensate(self, rb: Rollback, comp: Compensation, *, why: str) -> str | None:
-        """Run the inverse (journaled, idempotent); the sentence saying what was undone, or
-        None after handing the rollback to a human because the inverse failed too."""
+    def _compensate(self, rb: Rollback, comp: Compensation, *, why: str) -> Compensated | None:
+        """Run the inverse (journaled, idempotent); what was undone (None: nothing to undo).
+        Raises ``HandedOverToHuman`` once the rollback went to a human because the inverse
+        failed too."""
         if comp.undo != Undo.RESTORE_REPLICAS:
-            return ""
+            return None
         assert comp.replicas is not None and comp.scale_down_seq is not None
         platform = self.catalog.platform(rb.platform)
         attempts = max(1, self.settings.max_transient_retries)
@@ -408,91 +406,64 @@ class Executor:
             except TransientPlatformError as exc:
                 if attempt == attempts:
                     self._compensation_failed(rb, comp, str(exc))
-                    return None
                 # Compensation is what a Cancel asks for: only a lost lease stops this wait.
                 self._wait(rb, self._bounded(exc, attempt), cancellable=False)
             except PlatformError as exc:
                 self._compensation_failed(rb, comp, str(exc))
-                return None
             except Exception as exc:  # any failure here goes to a human
                 self._compensation_failed(rb, comp, f"{type(exc).__name__}: {exc}")
-                return None
         self._fence(rb)
         self.store.step_progress(rb.id, comp.scale_down_seq, {"restored_to": comp.replicas,
                                                               "restored_by": self.owner})
         self.store.audit(rb.id, actor=self.owner, event="compensated",
                          detail={"undo": comp.undo.value, "replicas": comp.replicas,
                                  "why": why})
-        line = (f":leftwards_arrow_with_hook: Compensation ({why}): scaled "
-                f"{rb.target.describe()} back to {comp.replicas} replicas, the count recorded "
-                "before the scale-down.")
-        self.chat.thread(rb, line)
-        return line.removeprefix(":leftwards_arrow_with_hook: ") + "\n"
+        done = Compensated(why, rb.target.describe(), comp.replicas)
+        self.chat.thread(rb, done)
+        return done
 
-    def _compensation_failed(self, rb: Rollback, comp: Compensation, error: str) -> None:
-        self._hand_over(rb, f"{rb.ref} stopped and could not scale the service back up "
-                            f"({error})", comp, step="compensation")
+    def _compensation_failed(self, rb: Rollback, comp: Compensation, error: str) -> NoReturn:
+        self._hand_over(rb, (f"{rb.ref} stopped and could not scale the service back up "
+                             f"({error})",), comp, step="compensation")
+        raise HandedOverToHuman()
 
-    def _hand_over(self, rb: Rollback, what: str, comp: Compensation, *, step: str,
-                   event: Event = Event.HAND_OVER, database: list[str] | None = None,
-                   checks: list[str] | None = None) -> None:
+    def _hand_over(self, rb: Rollback, what: Words, comp: Compensation, *, step: str,
+                   event: Event = Event.HAND_OVER,
+                   restore: InterruptedRestore | None = None) -> None:
         """Stop loudly: needs_attention with where things stand and exactly what to run.
-        ``database`` and ``checks`` replace the generic database advice (an interrupted
-        restore)."""
+        ``restore`` (an interrupted restore) replaces the generic database advice."""
         self._fence(rb)
-        replicas = comp.replicas if comp.replicas is not None else "the recorded number of"
-        state = [
-            f"• Service: left at 0 replicas (it had {replicas} replicas before the "
-            "scale-down); nothing starts it again until a person decides."
-            if comp.replicas is not None else "",
-            *(database or []),
-        ]
-        steps = [
-            *(checks if checks else
-              ["Check the database: run the service's verify queries and look at the restore "
-               "output in the step list above."] if comp.undo == Undo.HUMAN else []),
-            f"When it is safe, an approver clicks *Scale back up*, or run "
-            f"`{manual_scale_command(rb.target, int(comp.replicas))}`."
-            if comp.replicas is not None else "",
-            "Close the rollback with *Mark resolved*.",
-        ]
-        numbered = [f"{n}. {line}" for n, line in enumerate((s for s in steps if s), start=1)]
-        lines = [
-            "*Where things stand:*" if any(state) else "",
-            *state,
-            f"Why I did not scale it back: {comp.reason}." if comp.reason else "",
-            *numbered,
-        ]
-        error = f"{what}; the service was left scaled down for a human decision"
-        self._end(rb, event, detail={"step": step, "error": what, "replicas": comp.replicas},
+        specs = self.catalog.config.platform_specs  # the platform's own scale command
+        manual = (manual_scale_command(rb.target, int(comp.replicas), specs)
+                  if comp.replicas is not None else None)
+        error = f"{plain(what)}; the service was left scaled down for a human decision"
+        self._end(rb, event,
+                  detail={"step": step, "error": plain(what), "replicas": comp.replicas},
                   last_error=error[:1000],
-                  say=f":warning: {rb.ref} needs attention: {what}.\n"
-                      + "\n".join(line for line in lines if line))
+                  say=HandedOver(rb.ref, what, comp.replicas, manual,
+                                 check_database=comp.undo == Undo.HUMAN, reason=comp.reason,
+                                 restore=restore))
 
     def _interrupted(self, rb: Rollback, step: Step) -> None:
         self._fence(rb)
         error = (f"the process executing {rb.ref} died inside destructive step "
                  f"{step.seq} ({step.description}); it was not re-run")
-        restore = step.kind == "restore_db"
-        if restore:
-            error += ("; the database restore may be partial" if step.result.get("begun")
+        restore = None
+        if step.kind == "restore_db":
+            begun = bool(step.result.get("begun"))
+            error += ("; the database restore may be partial" if begun
                       else "; pg_restore had not been launched")
-        database = _interrupted_restore(step) if restore else None
-        checks = _database_checks(step) if restore else None
+            backup = step.params.get("backup_path")
+            restore = InterruptedRestore(str(backup) if backup else None, begun)
         comp = plan_compensation(self.store.steps(rb.id))
         if comp.replicas is not None:
-            self._hand_over(rb, error, comp, step=step.kind, event=Event.INTERRUPTED,
-                            database=database, checks=checks)
+            self._hand_over(rb, (error,), comp, step=step.kind, event=Event.INTERRUPTED,
+                            restore=restore)
             return
-        numbered = [f"{n}. {line}" for n, line in enumerate(
-            [*(checks or ["Check the database and the platform by hand."]),
-             "Close the rollback with *Mark resolved*."], start=1)]
         self._end(rb, Event.INTERRUPTED, detail={"step": step.kind}, last_error=error,
-                  say=f":warning: {rb.ref} needs attention: {error}.\n"
-                      + "\n".join([*(["*Where things stand:*", *database] if database else []),
-                                   *numbered]))
+                  say=Interrupted(rb.ref, (error,), restore))
 
-    def _end(self, rb: Rollback, event: Event, *, detail: dict[str, Any], say: str,
+    def _end(self, rb: Rollback, event: Event, *, detail: dict[str, Any], say: Message,
              last_error: str | None = None, actor: str | None = None,
              mention: bool = True) -> None:
         """Leave ``executing`` for good: the transition (CAS + audit), the message re-rendered,
@@ -513,34 +484,3 @@ class Executor:
             except Exception:  # a reminder problem must not hide the failure message
                 log.exception("end-of-execution hook failed for RB-%s", rb.id)
 
-
-def _database_checks(step: Step) -> list[str]:
-    """What a person checks after a restore was cut off (pg_restore names itself to the
-    server, so a restore still running is visible in pg_stat_activity)."""
-    backup = str(step.params.get("backup_path") or "BACKUP_FILE")
-    return [
-        "Make sure no restore is still running: on the service's database run `SELECT pid, "
-        "state, query_start FROM pg_stat_activity WHERE application_name = 'pg_restore';` "
-        "and wait for it to finish (or stop it with `SELECT pg_terminate_backend(pid)`).",
-        "Check the database: run the service's verify queries and compare with the backup. "
-        "If the restore did not land, run it by hand (`pg_restore --clean --if-exists "
-        f"--single-transaction --no-owner -d \"$DSN\" {backup}`) or decide to keep the data "
-        "as it is.",
-    ]
-
-
-def _interrupted_restore(step: Step) -> list[str]:
-    """Where the database may stand when the executor died inside ``restore_db``."""
-    backup = Path(str(step.params.get("backup_path") or "the pinned backup")).name
-    if not step.result.get("begun"):
-        return [f"• Database: probably untouched — the executor died during the checks "
-                f"before pg_restore of `{backup}` was launched, but nothing journaled that it "
-                "was not; check it."]
-    return [
-        f"• Database: the restore of `{backup}` may be partial. pg_restore may have run to "
-        "completion or stopped part-way. It runs as one transaction and is killed with the "
-        "process that ran it, so a restore stopped part-way is rolled back: the database is "
-        "then either as it was before the restore or fully restored. If that executor lost "
-        "its lease without dying (a network partition rather than a crash), its pg_restore "
-        "may still be running and can still change the database.",
-    ]

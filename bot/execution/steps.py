@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -20,12 +20,14 @@ from bot.domain.config import MissingSecret, ServiceConfig, probe_headers, secre
 from bot.domain.models import Rollback, Step
 from bot.persistence import sealing
 from platforms.base import (
+    Capability,
     ConfigSnapshot,
     PermanentPlatformError,
     Platform,
     Revision,
     RolloutFailed,
     TransientPlatformError,
+    Unsupported,
 )
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,20 @@ def _dsn(ctx: StepContext) -> str:
 def snapshot_config(ctx: StepContext) -> dict[str, Any]:
     """Record what the configuration was before any change, as digests: Secret contents
     never land in the step journal (the platform keeps its own history)."""
-    snap = ctx.platform.snapshot_config(ctx.rollback.target)
+    try:
+        _require(ctx, Capability.CONFIG_SNAPSHOTS)
+        snap = ctx.platform.snapshot_config(ctx.rollback.target)
+    except Unsupported as exc:
+        return {"skipped": _not_supported(exc)}
     digests = {name: sealing.digest(obj) for name, obj in snap.items.items()}
     return {"objects": sorted(snap.items), "digests": digests}
 
 
 def restore_config(ctx: StepContext) -> dict[str, Any]:
+    try:
+        _require(ctx, Capability.CONFIG_SNAPSHOTS)
+    except Unsupported as exc:
+        return {"skipped": _not_supported(exc)}
     pinned = ctx.step.params.get("known_good_recorded_at")
     if pinned is None:
         return {"skipped": "no known-good configuration was recorded when the plan was made"}
@@ -80,7 +90,10 @@ def restore_config(ctx: StepContext) -> dict[str, Any]:
             "the known-good configuration changed since the plan was made "
             f"(pinned {pinned}); request a new rollback to review it")
     snapshot, withheld = _opened(ctx, ctx.known_good_config)
-    changed = ctx.platform.restore_config(ctx.rollback.target, snapshot)
+    try:
+        changed = ctx.platform.restore_config(ctx.rollback.target, snapshot)
+    except Unsupported as exc:
+        return {"skipped": _not_supported(exc)}
     result: dict[str, Any] = {"changed": changed,
                               "objects": sorted(n for n in snapshot.items if n not in withheld)}
     if withheld:
@@ -133,7 +146,7 @@ def scale_down(ctx: StepContext) -> dict[str, Any]:
                 "never bring it back; scale it to its normal size first")
         ctx.journal({"before": before})  # recorded before the mutation; scale_up restores it
     ctx.platform.scale(ctx.rollback.target, 0)
-    timeout = _platform_setting(ctx, "stop_timeout_seconds", 300)
+    timeout = _platform_timeout(ctx, "stop")
     status = ctx.platform.wait_for_stopped(ctx.rollback.target, timeout=timeout,
                                            on_progress=_throttled(ctx.progress))
     if not status.done:
@@ -229,7 +242,7 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
     """Wait for the rollout, then check that what runs is what the plan pinned: a platform
     can settle on something else (ECS's circuit breaker reverting to the bad deployment,
     another actor editing the Deployment, a Fly machine left on another image)."""
-    timeout = _platform_setting(ctx, "rollout_timeout_seconds", 600)
+    timeout = _platform_timeout(ctx, "rollout")
     status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
                                            on_progress=_throttled(ctx.progress))
     if status.failed:
@@ -267,11 +280,26 @@ def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
     return {"webhooks": done}
 
 
-def _platform_setting(ctx: StepContext, key: str, default: float) -> float:
-    section = getattr(ctx.service, ctx.rollback.platform, None)
-    if isinstance(section, dict):  # the test-only fake platform's free-form section
-        return float(section.get(key, default))
-    return float(getattr(section, key, default))
+def _platform_timeout(ctx: StepContext, wait: Literal["rollout", "stop"]) -> float:
+    """The ``rollout`` or ``stop`` wait for this rollback's platform, as its spec derives it
+    from the service's block; the defaults when the block is gone from the configuration
+    since the plan was made (the plan still runs, on the pinned target)."""
+    spec = ctx.service.platform_specs.get(ctx.rollback.platform)
+    block = ctx.service.platform_config(ctx.rollback.platform)
+    if spec is None or block is None:
+        return 600.0 if wait == "rollout" else 300.0
+    return float(spec.rollout_timeout(block) if wait == "rollout" else spec.stop_timeout(block))
+
+
+def _require(ctx: StepContext, capability: Capability) -> None:
+    """Refuse up front what the platform's spec says it cannot do (no round trip)."""
+    spec = ctx.service.platform_specs.get(ctx.rollback.platform)
+    if spec is not None:
+        spec.require(capability)
+
+
+def _not_supported(exc: Unsupported) -> str:
+    return f"not supported on {exc.platform}: {exc}"
 
 
 def _throttled(progress: Callable[[str], None]) -> Callable[[str], None]:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from bot.domain.models import Rollback
-from bot.domain.ports import Chat, Notice
+from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +23,11 @@ class Outbox:
     that finds an attempt but no mark (its poster died mid-call) first looks the message up
     in Slack by the key it carries, so no post is lost or doubled."""
 
-    def __init__(self, pool: ConnectionPool, chat: Chat) -> None:
+    def __init__(self, pool: ConnectionPool, chat: Chat, *,
+                 crash_points: CrashPoints = NO_CRASH_POINTS) -> None:
         self.pool = pool
         self.chat = chat
+        self.crash_points = crash_points
 
     def notice(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> str:
         """Post ``notice`` unless its key was already posted; returns the message ts."""
@@ -85,7 +84,7 @@ class Outbox:
                         return found
                 conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE key = %s", (key,))
                 ts = send()
-                _fault_hold(key)
+                self.crash_points.posted(key)  # a crash test may die here
                 self._mark_sent(conn, key, ts)
                 return str(ts)
             finally:
@@ -98,12 +97,3 @@ class Outbox:
             "UPDATE outbox SET status = 'sent', ts = %s, sent_at = now() WHERE key = %s",
             (ts, key))
 
-
-def _fault_hold(key: str) -> None:
-    """Crash-test hook: ``ROLLBACK_FAULT_POST=<key>`` parks the process after Slack accepted
-    that post and before it is marked sent (announced in ``ROLLBACK_FAULT_FILE``) until it
-    is killed. Inert unless both variables are set; production never sets them."""
-    announce = os.environ.get("ROLLBACK_FAULT_FILE")
-    if announce and os.environ.get("ROLLBACK_FAULT_POST") == key:
-        Path(announce).write_text(f"{os.getpid()} {key}\n")
-        threading.Event().wait()

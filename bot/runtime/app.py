@@ -11,7 +11,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -22,7 +22,7 @@ from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
 from bot.domain.config import RollbackConfig, load_config
 from bot.domain.policy import Policy
-from bot.domain.ports import Clock, ScrubbedChat, utcnow
+from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, ScrubbedChat, utcnow
 from bot.execution.executor import Executor
 from bot.execution.job_router import JobRouter
 from bot.execution.scheduler import LeaderScheduler
@@ -38,7 +38,7 @@ from bot.usecases.catalog import Catalog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import RollbackService
 from bot.usecases.timers import PolicyTimers
-from platforms.base import Platform
+from platforms.base import Platform, PlatformUnavailable
 
 if TYPE_CHECKING:
     from handlers.socket_mode import GuardedSocketModeHandler
@@ -87,51 +87,31 @@ class BotApp:
 
 
 def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
-    """One adapter per platform the catalog uses; adapters are imported only when needed."""
-    wanted = {p for svc in config.services.values() for p in svc.platforms()}
-    registry: dict[str, Platform] = {}
-    if "kubernetes" in wanted:
+    """One adapter per platform the catalog uses, made by that platform's spec (from the
+    registry the config was parsed with) out of the first service's block. A spec's
+    factory imports its adapter, and the client library, only when called. A platform that
+    cannot be built here (no credentials, a token variable unset) is left out with a
+    warning that says why."""
+    from bot.domain.config import secret
+
+    adapters: dict[str, Platform] = {}
+    for spec in config.platform_specs:
+        block = next((b for svc in config.services.values()
+                      if (b := svc.platform_config(spec.name)) is not None), None)
+        if block is None:
+            continue
         try:
-            from platforms.kubernetes import KubernetesPlatform
-
-            svc = next(s for s in config.services.values() if s.kubernetes)
-            assert svc.kubernetes is not None
-            registry["kubernetes"] = KubernetesPlatform.from_config(
-                kubeconfig=svc.kubernetes.kubeconfig, context=svc.kubernetes.context)
-        except Exception as exc:  # no cluster credentials here: the platform is unavailable
-            log.warning("kubernetes adapter unavailable: %s", exc)
-    if "ecs" in wanted:
-        from platforms.ecs import EcsPlatform
-
-        registry["ecs"] = EcsPlatform()  # boto3's credential chain; region per target
-    if "fly" in wanted:
-        from bot.domain.config import secret
-        from platforms.fly import FlyPlatform
-
-        svc = next(s for s in config.services.values() if s.fly)
-        assert svc.fly is not None
-        token = secret(svc.fly.token_env)
-        if token:
-            registry["fly"] = FlyPlatform(token=token, api_url=svc.fly.api_url)
-        else:  # never guess credentials; say which variable is missing
-            log.warning("fly adapter unavailable: env %s is not set", svc.fly.token_env)
-    if "fake" in wanted:
-        from platforms.fake import FakePlatform
-
-        svc = next(s for s in config.services.values() if s.fake is not None)
-        opts: dict[str, Any] = dict(svc.fake or {})
-        registry["fake"] = FakePlatform(
-            state_file=opts.get("state_file"),
-            rollout_seconds=float(opts.get("rollout_seconds", 0)),
-            revisions=int(opts.get("revisions", 3)),
-        )
-    return registry
+            adapters[spec.name] = spec.build(block, secret)
+        except PlatformUnavailable as exc:
+            log.warning("%s adapter unavailable: %s", spec.name, exc)
+    return adapters
 
 
 def create_app(
     settings: Settings, *, store: Store | None = None,
     platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
     config: RollbackConfig | None = None, clock: Clock = utcnow,
+    crash_points: CrashPoints = NO_CRASH_POINTS,
 ) -> BotApp:
     from handlers import actions, commands, modals, reminders, work_pool
     from handlers import errors as error_handlers
@@ -180,7 +160,7 @@ def create_app(
     )
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition)
     aftercare_store = AftercareStore(store.pool)
-    outbox = Outbox(store.pool, chat)
+    outbox = Outbox(store.pool, chat, crash_points=crash_points)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
@@ -190,7 +170,8 @@ def create_app(
                                             outbox=outbox))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
-                        on_ended=(reminders_.create,), wake_event=approved)
+                        on_ended=(reminders_.create,), wake_event=approved,
+                        crash_points=crash_points)
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare):
         for kind, handler in owner.job_handlers().items():

@@ -1,4 +1,6 @@
-"""``rollback-bot`` command line: serve, run (the main job), check-config, sandbox tools.
+"""``rollback-bot`` command line: serve, run (the main job), check-config.
+
+The development sandbox is not part of the product: it has its own ``python -m sandbox``.
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage (with the key path).
 """
@@ -14,7 +16,9 @@ from typing import TYPE_CHECKING
 
 from bot.domain.config import default_config_path, load_config
 from bot.domain.errors import ConfigError
+from bot.domain.ports import NO_CRASH_POINTS, CrashPoints
 from bot.runtime.settings import Settings
+from platforms.registry import PRODUCTION, PlatformSpecs
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -52,18 +56,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, *, platforms: PlatformSpecs = PRODUCTION,
+              crash_points: CrashPoints = NO_CRASH_POINTS) -> int:
+    """Serve Slack. ``platforms`` is the registry the configuration is read with: production's;
+    a test entry point (``tests/support/bot_main.py``) passes one with the fake platform, and
+    the crash tests' ``crash_points``."""
     from bot.runtime.app import create_app
 
     settings = Settings.from_env()
     setup_logging(settings.log_format)
     if not settings.has_slack_credentials:
         print("`serve` needs SLACK_BOT_TOKEN plus SLACK_SIGNING_SECRET (HTTP) or "
-              "SLACK_APP_TOKEN (Socket Mode); use `rollback-bot run` for the sandbox.",
+              "SLACK_APP_TOKEN (Socket Mode); `make run` (or `python -m sandbox run`) "
+              "starts the sandbox.",
               file=sys.stderr)
         return 2
     try:
-        bot = create_app(settings)
+        bot = create_app(settings, config=load_config(settings.config_path, platforms=platforms),
+                         crash_points=crash_points)
     except ConfigError as err:
         for problem in err.problems:
             print(f"{err.source}: {problem}", file=sys.stderr)
@@ -93,20 +103,35 @@ def port_in_use(port: int, variable: str) -> str:
     return f"Port {port} is already in use; set {variable} to a free port and run again."
 
 
+SANDBOX_POINTER = (
+    "The local sandbox (Slack and platform emulators, no credentials needed) is not part of "
+    "rollback-bot: from a checkout of the repository run `make run`, or "
+    "`pip install -e '.[sandbox]'` (the rollback-bot[sandbox] extra) then "
+    "`python -m sandbox run`.")
+
+
+def missing_slack_credentials(settings: Settings) -> str:
+    """One paragraph: which Slack variables are missing and where the sandbox went."""
+    missing = [] if settings.slack_bot_token else ["SLACK_BOT_TOKEN"]
+    if not (settings.slack_signing_secret or settings.slack_app_token):
+        missing.append("one of SLACK_SIGNING_SECRET, SLACK_APP_TOKEN")
+    return ("`rollback-bot run` serves Slack and needs SLACK_BOT_TOKEN plus SLACK_SIGNING_SECRET "
+            f"(HTTP) or SLACK_APP_TOKEN (Socket Mode); not set: {'; '.join(missing)}. "
+            f"{SANDBOX_POINTER}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if settings.has_slack_credentials:
         return cmd_serve(args)
-    from sandbox.runner import run_sandbox
-
-    setup_logging(settings.log_format)
-    return int(run_sandbox(port=args.port))
+    print(missing_slack_credentials(settings), file=sys.stderr)  # starts nothing
+    return 2
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from sandbox import cli as sandbox_cli
-
-    return int(sandbox_cli.main(args.sandbox_args))
+    print("`rollback-bot sandbox` moved out of the product: the sandbox's commands are "
+          f"`python -m sandbox run|say|drill`. {SANDBOX_POINTER}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,10 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_check_config)
     p = sub.add_parser("serve", help="serve Slack (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
     p.set_defaults(fn=cmd_serve)
-    p = sub.add_parser("run", help="the main job: serve Slack, or the sandbox without creds")
-    p.add_argument("--port", type=int, default=None)
+    p = sub.add_parser("run", help="the main job: serve Slack; without Slack credentials, say "
+                                   "which are missing and how to start the sandbox (exit 2)")
+    p.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)  # as before: unused
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("sandbox", help="talk to the local sandbox (say, drill)")
+    p = sub.add_parser("sandbox", help="moved: `python -m sandbox` in a checkout (exit 2)")
     p.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_sandbox)
     return parser

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from bot.domain.config import ServiceConfig
-from platforms.base import Platform, Target
+from platforms.base import Capability, Platform, PlatformSpec, Target, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,13 @@ def _error_rate(service: ServiceConfig) -> dict[str, Any]:
     return {"ok": ok, "text": f"{value * 100:.2f}% 5xx", "value": value}
 
 
-def _logs(platform: Platform, target: Target) -> dict[str, Any]:
-    text = platform.logs_tail(target, lines=100)
-    if text is None:
-        return {"ok": True, "text": "not provided by the platform"}
+def _logs(platform: Platform, target: Target, spec: PlatformSpec[Any] | None) -> dict[str, Any]:
+    try:
+        if spec is not None:
+            spec.require(Capability.LOGS)  # known in advance: no round trip
+        text = platform.logs_tail(target, lines=100)
+    except Unsupported as exc:  # not a failed probe: the platform has none to give
+        return {"ok": True, "text": f"not provided by the platform ({exc})"}
     return {"ok": True, "text": f"{len(text.splitlines())} lines attached", "logs": text}
 
 
@@ -64,7 +67,7 @@ def assess(
     """Run the probes concurrently; returns {probe: {ok, text, ...}} for every probe."""
     probes: dict[str, Callable[[], dict[str, Any]]] = {
         "rollout": lambda: _rollout(platform, target),
-        "logs": lambda: _logs(platform, target),
+        "logs": lambda: _logs(platform, target, service.platform_specs.get(target.platform)),
     }
     if service.health:
         probes["health"] = lambda: _health(service)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
-from bot.domain.compensation import Undo, left_scaled_down, plan_compensation
+from bot.domain.compensation import left_scaled_down, plan_compensation
 from bot.domain.config import CHECKLIST_ITEMS, PolicyMode, ServiceConfig, Severity
 from bot.domain.errors import (
     InvalidTransition,
@@ -26,6 +26,23 @@ from bot.domain.errors import (
     UserFacingError,
 )
 from bot.domain.lifecycle import Event, State
+from bot.domain.messages import (
+    BreakGlass,
+    CancelAsked,
+    Cancelled,
+    HotfixReported,
+    ImmediatePolicy,
+    KnownBadOverride,
+    KnownBadTargetRequested,
+    Mention,
+    PolicyOverridden,
+    Rejected,
+    Resolved,
+    RollbackLink,
+    RollbackRequested,
+    ScaledBackUp,
+    StakeholdersNotNotified,
+)
 from bot.domain.models import KnownBad, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
@@ -178,10 +195,8 @@ class RollbackService:
         rb = self.store.get(rb.id)
         self._notify_stakeholders_requested(rb)
         if severity == Severity.P0:
-            self.chat.thread(rb, ":rotating_light: *P0*: immediate rollback. An approver "
-                                 "may approve their own request (break glass, audited)"
-                                 + (", except the destructive steps: those need a second "
-                                    "person." if rb.destructive_steps else "."))
+            self.chat.thread(rb, ImmediatePolicy(severity.value, sev.mode.value,
+                                                 destructive=bool(rb.destructive_steps)))
         if rb.known_bad_target:
             self._warn_known_bad_target(rb, requested_by=requester)
         return self._assess(rb, svc, adapter)
@@ -210,12 +225,9 @@ class RollbackService:
 
     def _warn_known_bad_target(self, rb: Rollback, *, requested_by: str) -> None:
         mark = rb.known_bad_target or {}
-        origin = f" by RB-{mark['rollback_id']}" if mark.get("rollback_id") else ""
-        self.chat.post_channel(
-            rb.channel_id,
-            f":rotating_light: *{rb.ref} targets a KNOWN-BAD revision.* <@{requested_by}> "
-            f"asked to roll `{rb.service}` to {rb.target_revision.label()}, which was rolled "
-            f"back from{origin}. Only an approver can execute it, with an explicit override.")
+        self.chat.post_channel(rb.channel_id, KnownBadTargetRequested(
+            rb.ref, requested_by, rb.service, rb.target_revision.label(),
+            marked_by_rollback=mark.get("rollback_id") or None))
 
     def _pin_backup(self, svc: Any, service: str, now: Any
                     ) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -279,14 +291,13 @@ class RollbackService:
         failed = []
         for channel in svc.stakeholders.channels:
             try:
-                self.chat.post_channel(channel, f":warning: {rb.service}: rollback {rb.ref} to "
-                                       f"{rb.target_revision.label()} requested ({rb.severity}).")
+                self.chat.post_channel(channel, RollbackRequested(
+                    rb.service, rb.ref, rb.target_revision.label(), rb.severity))
             except Exception as exc:  # a notification problem must not block the rollback
                 log.warning("stakeholder notice to %s failed: %s", channel, exc)
                 failed.append(channel)
         if failed:
-            self.chat.thread(rb, f":warning: Could not notify {', '.join(failed)}; "
-                                 "tell stakeholders by hand.")
+            self.chat.thread(rb, StakeholdersNotNotified(tuple(failed)))
             return
         self.store.set_checklist_item(rb.id, "stakeholders_notified",
                                       {"done": True, "by": "bot"}, actor="bot")
@@ -330,16 +341,12 @@ class RollbackService:
         self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id, kinds=[EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB])
         if decision.known_bad_override:
-            self.chat.post_channel(
-                rb.channel_id, f":rotating_light: *KNOWN-BAD OVERRIDE*: <@{user}> approved "
-                f"{rb.ref}, rolling `{rb.service}` to {rb.target_revision.label()}, a revision "
-                "marked known-bad. This is recorded in the audit log.")
+            self.chat.post_channel(rb.channel_id, KnownBadOverride(
+                user, rb.ref, rb.service, rb.target_revision.label()))
         if decision.break_glass:
-            self.chat.thread(rb, f":rotating_light: BREAK GLASS: <@{user}> approved their own "
-                                 f"{rb.severity} rollback. This is recorded in the audit log.")
+            self.chat.thread(rb, BreakGlass(user, rb.severity))
         if decision.override:
-            self.chat.thread(rb, f":warning: <@{user}> overrode the {rb.severity} policy "
-                                 "(plan for next deployment) and approved execution now.")
+            self.chat.thread(rb, PolicyOverridden(user, rb.severity, rb.policy_mode))
         return rb
 
     def reject(self, ref: str | int, *, user: str, reason: str,
@@ -352,7 +359,7 @@ class RollbackService:
             raise UserFacingError("A rejection needs a reason.")
         rb = self.transition(rb, Event.REJECT, actor=user, detail={"reason": reason})
         self.jobs.cancel(rollback_id=rb.id)
-        self.chat.thread(rb, f"<@{user}> rejected {rb.ref}: {reason}")
+        self.chat.thread(rb, Rejected(user, rb.ref, reason))
         return rb
 
     def cancel(self, ref: str | int, *, user: str, channel_id: str | None = None) -> Rollback:
@@ -372,15 +379,15 @@ class RollbackService:
                              "longer be cancelled.") from None
         self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id)
-        self.chat.thread(rb, f"<@{user}> cancelled {rb.ref}.")
+        self.chat.thread(rb, Cancelled(user, rb.ref))
         return rb
 
     def _request_cancel(self, rb: Rollback, *, user: str) -> Rollback:
         """The executor owns an executing rollback: it stops before its next step, undoes
         what has an inverse (a scaled-down service comes back) and cancels it itself."""
         if rb.cancel_requested_by:
-            raise NotAllowed(f"<@{rb.cancel_requested_by}> already asked to cancel {rb.ref}; "
-                             "it stops after the current step.")
+            raise NotAllowed(Mention(rb.cancel_requested_by), " already asked to cancel "
+                             f"{rb.ref}; it stops after the current step.")
         requested = self.store.request_cancel(rb.id, actor=user)
         if requested is None:  # the steps finished first: nothing left to stop
             now = self.store.get(rb.id)
@@ -390,12 +397,7 @@ class RollbackService:
         self.on_approved(rb.id)  # wake an idle executor so a resumed one sees it at once
         self.chat.refresh(rb)
         comp = plan_compensation(self.store.steps(rb.id))
-        then = {Undo.HUMAN: "the database restore has started, so the service stays scaled "
-                            "down until a human decides (you will get instructions)",
-                Undo.RESTORE_REPLICAS: "the service is scaled back up",
-                Undo.NOTHING: "steps already done stay done"}[comp.undo]
-        self.chat.thread(rb, f"<@{user}> asked to cancel {rb.ref}: it stops after the "
-                             f"current step; {then}.")
+        self.chat.thread(rb, CancelAsked(user, rb.ref, comp.undo))
         return rb
 
     def _refuse_if_left_scaled_down(self, rb: Rollback) -> None:
@@ -445,8 +447,7 @@ class RollbackService:
         self.store.audit(rb.id, actor=user, event="scaled_back_up",
                          detail={"replicas": replicas})
         self.chat.refresh(rb)
-        self.chat.thread(rb, f"<@{user}> scaled {rb.target.describe()} back up to {replicas} "
-                             "replicas.")
+        self.chat.thread(rb, ScaledBackUp(user, rb.target.describe(), replicas))
         return rb
 
     def check_can_resolve(self, rb: Rollback, *, user: str,
@@ -461,7 +462,7 @@ class RollbackService:
                 channel_id: str | None = None) -> Rollback:
         rb = self.check_can_resolve(self.get(ref), user=user, channel_id=channel_id)
         rb = self.transition(rb, Event.RESOLVE, actor=user, detail={"note": note})
-        self.chat.thread(rb, f"<@{user}> closed {rb.ref} as {rb.state.value}.")
+        self.chat.thread(rb, Resolved(user, rb.ref, rb.state.value))
         return rb
 
     def hotfix_in_progress(self, ref: str | int, *, user: str, channel_id: str) -> Rollback:
@@ -476,8 +477,7 @@ class RollbackService:
             raise NotAllowed(f"A hotfix window is already running for {rb.ref}.")
         self.store.audit(rb.id, actor=user, event="hotfix_in_progress",
                          detail={"escalates_at": due.isoformat()})
-        self.chat.thread(rb, f"<@{user}> reports a hotfix in progress. If it has not landed by "
-                             f"{due:%H:%M} UTC ({minutes:.0f} min), I will ask for the rollback.")
+        self.chat.thread(rb, HotfixReported(user, due, minutes))
         return rb
 
     def tick_checklist(self, ref: str | int, *, item: str, user: str,
@@ -507,9 +507,11 @@ class RollbackService:
             rb = self.store.claim_incident_commander(rb.id, user=user, expected_state=rb.state)
         except StaleState as exc:
             who = exc.current.incident_commander
-            raise NotAllowed(f"<@{who}> is already incident commander of {exc.current.ref}."
-                             if who else f"{exc.current.ref} is {exc.current.state} now; "
-                             "there is no incident command to take.") from exc
+            if who:
+                raise NotAllowed(Mention(who), " is already incident commander of "
+                                 f"{exc.current.ref}.") from exc
+            raise NotAllowed(f"{exc.current.ref} is {exc.current.state} now; there is no "
+                             "incident command to take.") from exc
         self.chat.refresh(rb)
         return rb
 
@@ -623,17 +625,12 @@ def _slack_error(exc: Exception) -> str:
     return str(code or type(exc).__name__)
 
 
-def permalink(rb: Rollback) -> str:
-    ts = (rb.message_ts or "").replace(".", "")
-    return f"<https://slack.com/archives/{rb.channel_id}/p{ts}|{rb.ref}>"
-
-
 def _active_error(existing: Rollback) -> UserFacingError:
     return UserFacingError(
         f"{existing.ref} is already {existing.state.value.replace('_', ' ')} for "
-        f"`{existing.service}` (requested by <@{existing.requester}>): "
-        f"{permalink(existing)} . "
-        "Only one active rollback per service."
+        f"`{existing.service}` (requested by ", Mention(existing.requester), "): ",
+        RollbackLink(existing.ref, existing.channel_id, existing.message_ts),
+        " . Only one active rollback per service."
     )
 
 

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from bot.domain.errors import NotAllowed
 from bot.domain.lifecycle import Event, State
+from bot.domain.messages import EvaluationDue, Expired, HotfixWindowOver, Message
 from bot.domain.models import Rollback
 from bot.domain.ports import Chat
 from bot.persistence.jobs import Job, JobStore
@@ -53,21 +54,20 @@ class PolicyTimers:
         except NotAllowed:  # approved (or cancelled) at the last moment: nothing expires
             return
         self.jobs.cancel(rollback_id=rb.id)
-        self.chat.thread(rb, f"{rb.ref} expired without approval. "
-                             "Request it again if needed.")
+        self.chat.thread(rb, Expired(rb.ref))
 
     def hotfix_elapsed(self, job: Job) -> None:
-        self._remind(job, "hotfix_window_elapsed", "The hotfix window for {ref} is over. Per "
-                     "the P1 policy, approve the rollback now or record why not.")
+        self._remind(job, "hotfix_window_elapsed", HotfixWindowOver)
 
     def evaluation_due(self, job: Job) -> None:
-        self._remind(job, "evaluation_due", "Evaluation window for {ref} ({severity}) has "
-                     "ended: approve, reject or cancel it.")
+        self._remind(job, "evaluation_due", EvaluationDue)
 
-    def _remind(self, job: Job, event: str, text: str) -> None:
+    def _remind(self, job: Job, event: str,
+                say: Callable[[str, str], Message]) -> None:
+        """Tell the incident commander (else the requester) that a window ended."""
         rb = self._pending(job)
         if rb is None:
             return
         self.store.audit(rb.id, actor="bot", event=event, detail={})
-        self.chat.thread(rb, text.format(ref=rb.ref, severity=rb.severity),
+        self.chat.thread(rb, say(rb.ref, rb.severity),
                          mention=rb.incident_commander or rb.requester)

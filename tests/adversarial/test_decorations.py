@@ -20,9 +20,8 @@ import pytest
 from bot.aftercare.coordinator import DECORATION_ATTEMPTS
 from bot.aftercare.reminders import REMINDER_JOB
 from bot.persistence.aftercare_store import AftercareStore, Reminder
-from handlers import ids
 from sandbox.demo import DemoService
-from tests.e2e.conftest import CHANNEL, Harness, action_ids
+from tests.e2e.conftest import CHANNEL, Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
 from tests.e2e.test_aftercare import _wait_reminders_scheduled
 
@@ -43,12 +42,7 @@ def _approved(make_harness: Callable[..., Harness], demo: DemoService, postmorte
         data["aftercare"] = {"postmortem_dir": str(postmortem_dir)}
 
     h = make_harness(config_overrides=change)
-    h.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
-    msg = h.rollback_message()
-    rid = int(msg["text"].split()[0].removeprefix("RB-"))
-    h.click(msg, ids.ASSIGN_IC, "carol")
-    h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
-    h.click(msg, ids.APPROVE, "bob")
+    rid, msg = h.request_and_approve_p1()
     return h, rid, msg
 
 

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import resource
 import socket
 import statistics
 import time
@@ -14,11 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.domain.config import parse_config
-from platforms.fake import FakePlatform
-from sandbox.config import sandbox_config_dict
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
+from tests.support.hostile import http_stack, idle_flood, server_kept_open
 
 IDLE_CONNECTIONS = 500
 PARTIAL = 100  # of which this many sent half a request line and then went quiet
@@ -28,24 +25,17 @@ STREAM_SECONDS = 8.0
 
 @pytest.fixture
 def stack(db: str, tmp_path: Path) -> Iterator[SandboxStack]:
-    config = parse_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
-    with SandboxStack(config=config, database_url=db, platforms={"fake": FakePlatform()},
-                      scheduler=False) as running:
+    with http_stack(db, tmp_path / "pm") as running:
         register_secret(running.signing_secret, "a sandbox stack's signing secret")
         yield running
 
 
 @pytest.fixture
-def idle_sockets() -> Iterator[list[socket.socket]]:
+def idle_sockets(stack: SandboxStack) -> Iterator[list[socket.socket]]:
     # Client and server ends live in this one process: ~2 descriptors per connection.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 4 * IDLE_CONNECTIONS
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-    opened: list[socket.socket] = []
-    yield opened
-    for sock in opened:
-        sock.close()
+    assert stack.server is not None
+    with idle_flood(stack.server.port, IDLE_CONNECTIONS, partial=PARTIAL) as opened:
+        yield opened
 
 
 def _timed(fn: object) -> float:
@@ -54,25 +44,9 @@ def _timed(fn: object) -> float:
     return time.monotonic() - started
 
 
-def _server_kept_open(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        return sock.recv(1, socket.MSG_PEEK) != b""
-    except BlockingIOError:
-        return True  # nothing to read and no FIN: the server still holds it
-    except OSError:
-        return False
-
-
 def test_health_and_help_answer_under_500_idle_connections(
         stack: SandboxStack, idle_sockets: list[socket.socket]) -> None:
     assert stack.server is not None and stack.driver is not None
-    host, port = "127.0.0.1", stack.server.port
-    for i in range(IDLE_CONNECTIONS):
-        sock = socket.create_connection((host, port), timeout=5)
-        if i < PARTIAL:
-            sock.sendall(b"POST /slack/events HTTP/1.1\r\nHost: ")
-        idle_sockets.append(sock)
 
     health: list[float] = []
     helps: list[float] = []
@@ -100,7 +74,7 @@ def test_health_and_help_answer_under_500_idle_connections(
             helps.append(_timed(help_))
             time.sleep(0.05)  # a steady stream, not a burst
 
-    still_open = sum(1 for s in idle_sockets if _server_kept_open(s))
+    still_open = sum(1 for s in idle_sockets if server_kept_open(s))
 
     def p(values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100)[q - 1] * 1000

@@ -4,8 +4,6 @@ never a 5xx, never an outbound call, never their content in a log line, bounded 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import select
@@ -20,14 +18,13 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from bot.domain.config import parse_config
 from bot.runtime.front_door import MAX_BODY_BYTES
-from platforms.fake import FakePlatform
-from sandbox.config import sandbox_config_dict
 from sandbox.slack.driver import STALE_SECONDS
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
+from tests.support.hostile import http_stack
 from tests.support.rss import peak_rss_kb, reset_peak_rss
+from tests.support.signing import sign
 
 MARKER = f"HOSTILE{uuid.uuid4().hex[:10]}"  # in every body and header value we send
 FIVE_MB = 5 * 1024 * 1024
@@ -36,16 +33,9 @@ RSS_GROWTH_BOUND_KB = 64 * 1024  # peak RSS of the whole process (bot + emulator
 
 @pytest.fixture
 def stack(db: str, tmp_path: Path) -> Iterator[SandboxStack]:
-    config = parse_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
-    with SandboxStack(config=config, database_url=db, platforms={"fake": FakePlatform()},
-                      scheduler=False) as running:
+    with http_stack(db, tmp_path / "pm") as running:
         register_secret(running.signing_secret, "a sandbox stack's signing secret")
         yield running
-
-
-def _sign(secret: str, ts: str, body: bytes) -> str:
-    return "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body,
-                            hashlib.sha256).hexdigest()
 
 
 def _bodies() -> dict[str, bytes]:
@@ -79,8 +69,8 @@ class Variant:
 def _variants(secret: str, body: bytes) -> list[Variant]:
     now = int(time.time())
     good_ts = str(now)
-    right = _sign(secret, good_ts, body)
-    other = _sign("not-the-secret", good_ts, body)
+    right = sign(secret, good_ts, body)
+    other = sign("not-the-secret", good_ts, body)
     stale = str(now - STALE_SECONDS)
     future = str(now + STALE_SECONDS)
     form, json_ct = "application/x-www-form-urlencoded", "application/json"
@@ -100,11 +90,11 @@ def _variants(secret: str, body: bytes) -> list[Variant]:
                                       "X-Slack-Signature": right.upper()}),
         Variant("wrong secret", {"X-Slack-Request-Timestamp": good_ts, "X-Slack-Signature": other}),
         Variant("signature of another body", {"X-Slack-Request-Timestamp": good_ts,
-                                              "X-Slack-Signature": _sign(secret, good_ts, b"x")}),
+                                              "X-Slack-Signature": sign(secret, good_ts, b"x")}),
         Variant("stale", {"X-Slack-Request-Timestamp": stale,
-                          "X-Slack-Signature": _sign(secret, stale, body)}),
+                          "X-Slack-Signature": sign(secret, stale, body)}),
         Variant("future", {"X-Slack-Request-Timestamp": future,
-                           "X-Slack-Signature": _sign(secret, future, body)}),
+                           "X-Slack-Signature": sign(secret, future, body)}),
     ]
     for label, ts in [("now", "now"), ("empty", ""), ("float", f"{now}.5"),
                       ("huge", "9" * 40), ("negative", f"-{now}"), ("plus sign", f"+{now}"),
@@ -112,7 +102,7 @@ def _variants(secret: str, body: bytes) -> list[Variant]:
                       ("marker", MARKER), ("zero", "0")]:
         raw_ts = ts if ts.isascii() else ts.encode()  # the HTTP client wants bytes for these
         out.append(Variant(f"timestamp {label}", {"X-Slack-Request-Timestamp": raw_ts,
-                                                  "X-Slack-Signature": _sign(secret, ts, body)}))
+                                                  "X-Slack-Signature": sign(secret, ts, body)}))
     for ct in ["", json_ct, "text/plain", "multipart/form-data; boundary=x", f"x/{MARKER}"]:
         out.append(Variant(f"content type {ct!r}", {"Content-Type": ct,
                                                     "X-Slack-Request-Timestamp": good_ts,

@@ -11,16 +11,17 @@ from typing import Any
 import httpx
 from botocore.config import Config
 
-from bot.domain.config import parse_config
 from handlers import ids
 from platforms.base import Target
 from platforms.ecs import EcsPlatform
 from platforms.fly import FlyPlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.ecs import EcsEmulator
 from sandbox.fly import DEFAULT_TOKEN, FlyEmulator, seed_hotel_voice_bot, seed_image
 from sandbox.stack import SandboxStack
 from tests.e2e.conftest import CHANNEL
+from tests.support.emulators import ecs_service_config
+from tests.support.messages import request_message, thread_texts
 
 APP = "hotel-voice-bot"
 
@@ -31,10 +32,7 @@ def _run(stack: SandboxStack, platform: str) -> tuple[Any, dict[str, Any]]:
     assert driver is not None and bot is not None
     driver.slash_command("/rollback", f"{APP} --platform {platform} --severity P0 --scope app",
                          user="bob")
-    msg = em.wait_for(lambda: next(
-        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
-        timeout=20)
-    assert msg is not None
+    msg = request_message(em, timeout=20)
     rb = bot.store.history(APP)[0]
     driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
     return rb, msg
@@ -46,7 +44,7 @@ def _state(stack: SandboxStack, rollback_id: int) -> str:
 
 
 def _thread(stack: SandboxStack, msg: dict[str, Any]) -> str:
-    return str(stack.emulator.thread(CHANNEL, msg["ts"]))
+    return "\n".join(thread_texts(stack.emulator, msg))
 
 
 def test_ecs_the_executor_retry_absorbs_the_late_update_and_the_hotfix_survives(
@@ -57,13 +55,12 @@ def test_ecs_the_executor_retry_absorbs_the_late_update_and_the_hotfix_survives(
         pinned = seeded.arns[2]
         held = emulator.hold("UpdateService", where=lambda b: b.get("taskDefinition") == pinned)
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
-        data["services"][APP]["ecs"] = {
-            "cluster": seeded.cluster, "service": seeded.service, "family": seeded.family,
-            "region": emulator.region, "rollout_timeout_seconds": 30}
+        data["services"][APP]["ecs"] = ecs_service_config(
+            emulator, cluster=seeded.cluster, service=seeded.service, family=seeded.family)
         client = emulator.client(config=Config(read_timeout=1, retries={"mode": "standard",
                                                                           "max_attempts": 3}))
         platform = EcsPlatform(client=client, poll_interval=0.1, in_doubt_grace=30)
-        with SandboxStack(config=parse_config(data), database_url=db,
+        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"ecs": platform}) as stack:
             rb, msg = _run(stack, "ecs")
             stack.emulator.wait_for(lambda: "got no answer" in _thread(stack, msg), timeout=30)
@@ -101,7 +98,7 @@ def test_fly_the_late_update_is_refused_after_the_hotfix(db: str, tmp_path: Path
                                         "rollout_timeout_seconds": 30}
         platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, request_timeout=1.0,
                                check_interval=0.05)
-        with SandboxStack(config=parse_config(data), database_url=db,
+        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"fly": platform}) as stack:
             rb, msg = _run(stack, "fly")
             stack.emulator.wait_for(

@@ -15,8 +15,6 @@ it, as ECS would. What the adapter's fence guarantees, and what ECS leaves open.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -32,32 +30,25 @@ from platforms.base import (
 )
 from platforms.ecs import EcsPlatform
 from sandbox.ecs import EcsEmulator, Seeded
+from tests.support.emulators import ecs_emulator_fixture, ecs_target, reseed_ecs
+from tests.support.waiting import wait_until
 
 POLL = 0.05
 CLIENT_TIMEOUT = 0.5  # the bot gives up on an answer after this long
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EcsEmulator]:
-    em = EcsEmulator(step_interval=0.02).start()
-    try:
-        yield em
-    finally:
-        em.stop()
+emulator = ecs_emulator_fixture(step_interval=0.02)
 
 
 @pytest.fixture
 def seeded(emulator: EcsEmulator) -> Seeded:
-    emulator.reset()
-    seeded = emulator.seed_hotel_voice_bot()
-    emulator.wire.forget_calls()  # count only what each test sends, not the seed's deploys
-    return seeded
+    # count only what each test sends, not the seed's deploys
+    return reseed_ecs(emulator, forget_seed_calls=True)
 
 
 @pytest.fixture
 def target(seeded: Seeded, emulator: EcsEmulator) -> Target:
-    return Target("ecs", seeded.cluster, seeded.service,
-                  {"family": seeded.family, "region": emulator.region})
+    return ecs_target(seeded, emulator)
 
 
 def client(emulator: EcsEmulator, *, read_timeout: float = CLIENT_TIMEOUT) -> Any:
@@ -70,16 +61,6 @@ def platform(emulator: EcsEmulator, *, grace: float, read_timeout: float = CLIEN
              ) -> EcsPlatform:
     return EcsPlatform(client=client(emulator, read_timeout=read_timeout), poll_interval=POLL,
                        in_doubt_grace=grace)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 def service(emulator: EcsEmulator, target: Target) -> dict[str, Any]:

@@ -11,57 +11,37 @@ to it, against the lease and the machine version it carries, as the real API doe
 from __future__ import annotations
 
 import email.utils
-import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-import yaml
 
-from platforms.base import Revision, Target, TargetChanged, TransientPlatformError, WriteConflict
+from platforms.base import Revision, TargetChanged, TransientPlatformError, WriteConflict
 from platforms.fly import FlyPlatform
 from sandbox.fly import (
     DEFAULT_TOKEN,
     SEED_APP,
     FlyEmulator,
-    RequestRecord,
-    seed_hotel_voice_bot,
     seed_image,
 )
+from tests.support.emulators import FLY_TARGET as TARGET
+from tests.support.emulators import FlyClock, fly_emulator_fixture, fly_spec, fly_updates
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fly-machines-openapi.yaml"
-TARGET = Target("fly", "hotel", SEED_APP)
 BAD, GOOD, HOTFIX = seed_image("1.4.0"), seed_image("1.3.0"), seed_image("1.5.0")
 CLIENT_TIMEOUT = 0.5  # the bot gives up on an answer after this long
 AUTH = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
 
 
-class Clock:
-    """Unix time for lease expiry that tests advance instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FlyClock:
+    return FlyClock()
 
 
-@pytest.fixture
-def emulator(clock: Clock) -> Iterator[FlyEmulator]:
-    em = FlyEmulator(start_delay=0.02, clock=clock).start()
-    seed_hotel_voice_bot(em)
-    yield em
-    em.stop()
+emulator = fly_emulator_fixture(start_delay=0.02)
 
 
 @pytest.fixture
@@ -90,12 +70,6 @@ def plan(fly: FlyPlatform) -> tuple[Revision, Revision]:
 
 def machine(em: FlyEmulator, machine_id: str) -> dict[str, Any]:
     return next(m for m in em.machines(SEED_APP) if m["id"] == machine_id)
-
-
-def updates(em: FlyEmulator) -> list[RequestRecord]:
-    """POST /v1/apps/{app}/machines/{id} (Machines_update) requests."""
-    return [r for r in em.requests
-            if r.method == "POST" and r.path.count("/") == 5 and "/machines/" in r.path]
 
 
 def versions(em: FlyEmulator, machine_id: str) -> int:
@@ -183,11 +157,11 @@ def test_a_late_update_meeting_another_lease_is_refused_and_the_retry_refuses_to
     assert held.status == 409 and "lease currently held by" in str(held.error)
     deployer.update(ids[0], HOTFIX, nonce)
     deployer.release(ids[0], nonce)
-    sent = len(updates(emulator))
+    sent = len(fly_updates(emulator))
     with pytest.raises(TargetChanged, match="1.5.0") as info:
         fly.rollback_to(TARGET, pinned, expected=current)  # the retry decides again
     assert ids[0] in str(info.value)
-    assert len(updates(emulator)) == sent
+    assert len(fly_updates(emulator)) == sent
     assert machine(emulator, ids[0])["config"]["image"] == HOTFIX
 
 
@@ -197,10 +171,10 @@ def test_a_late_update_with_nothing_newer_lands_and_the_retry_builds_on_it(
     held = abandoned_update(emulator, fly, ids[0], current, pinned)
     held.release()
     assert held.done.wait(10) and held.status == 200  # what we asked for, nothing newer
-    sent = len(updates(emulator))
+    sent = len(fly_updates(emulator))
     result = fly.rollback_to(TARGET, pinned, expected=current)
     assert result.changed and "2 of 3 machines updated" in result.message
-    assert len(updates(emulator)) == sent + 2  # the first machine was read and left alone
+    assert len(fly_updates(emulator)) == sent + 2  # the first machine was read and left alone
     assert fly.wait_for_rollout(TARGET, timeout=10).done
     assert fly.confirm_running(TARGET, pinned).matches
 
@@ -248,7 +222,7 @@ def test_a_hotfix_landing_while_the_bot_waits_for_a_lease_is_caught_under_the_le
 
 
 def test_a_write_refused_on_the_version_is_a_write_conflict(
-        emulator: FlyEmulator, ids: list[str], clock: Clock) -> None:
+        emulator: FlyEmulator, ids: list[str], clock: FlyClock) -> None:
     """The bot's lease expires while its update is on the wire; someone else leases and
     deploys; the update then arrives with a stale current_version: 409, WriteConflict."""
     fly = make_platform(emulator, timeout=5.0)
@@ -279,7 +253,7 @@ def test_a_write_refused_on_the_version_is_a_write_conflict(
 
 
 def test_a_lease_held_by_someone_else_is_a_write_conflict_for_rollback_and_scale(
-        emulator: FlyEmulator, fly: FlyPlatform, ids: list[str], clock: Clock) -> None:
+        emulator: FlyEmulator, fly: FlyPlatform, ids: list[str], clock: FlyClock) -> None:
     current, pinned = plan(fly)
     emulator.hold_lease(SEED_APP, ids[-1], ttl=60, owner="deployer@example.com")
     with pytest.raises(WriteConflict, match="lease currently held by deployer@example.com"):
@@ -288,7 +262,7 @@ def test_a_lease_held_by_someone_else_is_a_write_conflict_for_rollback_and_scale
     emulator.hold_lease(SEED_APP, ids[0], ttl=60, owner="deployer@example.com")
     with pytest.raises(WriteConflict, match="lease currently held"):
         fly.rollback_to(TARGET, pinned, expected=current)
-    assert updates(emulator) == []
+    assert fly_updates(emulator) == []
     clock.now += 61
     assert fly.rollback_to(TARGET, pinned, expected=current).changed
 
@@ -341,12 +315,7 @@ def test_the_live_api_lease_shape_is_understood(emulator: FlyEmulator, fly: FlyP
 # ------------------------------------------------------------------ spec shapes
 def test_conflict_bodies_match_the_openapi_error_schema(emulator: FlyEmulator,
                                                         ids: list[str]) -> None:
-    if not SPEC.is_file():  # shared/ lies beside the repository in CI, not in a bare clone
-        message = f"Fly Machines OpenAPI spec not found at {SPEC}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    spec = yaml.safe_load(SPEC.read_text())
+    spec = fly_spec()
     schema = {"components": spec["components"], "$ref": "#/components/schemas/ErrorResponse"}
     update = spec["paths"]["/apps/{app_name}/machines/{machine_id}"]["post"]
     fields = spec["components"]["schemas"]["UpdateMachineRequest"]["properties"]

@@ -41,6 +41,7 @@ from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, s
 from sandbox.stack import SandboxStack
 from tests.e2e.conftest import CHANNEL
 from tests.integration.kube_fixtures import EmulatorFactory, Kubectl
+from tests.support.messages import request_message, thread_texts
 
 CONFIG = f"{DEPLOYMENT}-config"
 TARGET = Target("kubernetes", NAMESPACE, DEPLOYMENT, config_maps=(CONFIG,))
@@ -392,10 +393,7 @@ def _approve(stack: SandboxStack) -> tuple[int, dict[str, Any]]:
     em, driver, bot = stack.emulator, stack.driver, stack.bot
     assert driver is not None and bot is not None
     driver.slash_command("/rollback", f"{DEPLOYMENT} --severity P0 --reason 5xx", user="bob")
-    msg = em.wait_for(lambda: next(
-        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
-        timeout=20)
-    assert msg is not None
+    msg = request_message(em, timeout=20)
     rid = bot.store.history(DEPLOYMENT)[0].id
     planned = bot.store.get(rid).current_revision
     assert planned is not None and planned.images == (BAD,)
@@ -404,7 +402,7 @@ def _approve(stack: SandboxStack) -> tuple[int, dict[str, Any]]:
 
 
 def _thread(stack: SandboxStack, msg: dict[str, Any]) -> str:
-    return "\n".join(str(m.get("text")) for m in stack.emulator.thread(CHANNEL, msg["ts"]))
+    return "\n".join(thread_texts(stack.emulator, msg))
 
 
 def test_the_bots_abandoned_undo_lands_after_the_hotfix_and_is_refused(

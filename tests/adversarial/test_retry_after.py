@@ -14,14 +14,6 @@ from tests.e2e.conftest import Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
 
 
-def _approve_p0(h: Harness) -> tuple[int, dict]:
-    h.request("hotel-voice-bot --severity P0 --scope app", user="bob")
-    msg = h.rollback_message()
-    rid = h.bot.store.history("hotel-voice-bot")[0].id
-    h.click(msg, ids.APPROVE, "bob")
-    return rid, msg
-
-
 def _budget(retries: int) -> Callable[[dict], None]:
     return lambda d: d["executor"].update(max_transient_retries=retries)
 
@@ -47,7 +39,7 @@ def test_cancel_during_a_one_hour_retry_after_stops_within_a_second(
     h = make_harness()
     h.platform.inject("rollback_to", TransientPlatformError("429 throttled", retry_after=3600),
                       times=50)
-    rid, msg = _approve_p0(h)
+    rid, msg = h.request_and_approve_p0()
     before = h.bot.store.get(rid)
     waiting = h.emulator.wait_for(lambda: next(
         (t for t in h.thread_texts(msg) if "retrying in" in t), None), timeout=20)
@@ -75,7 +67,7 @@ def test_a_retry_after_of_1e12_is_capped_and_the_budget_ends_in_failure(
     h.bot.executor.sleep = sleep
     h.platform.inject("rollback_to", TransientPlatformError("429 throttled", retry_after=1e12),
                       times=50)
-    rid, msg = _approve_p0(h)
+    rid, msg = h.request_and_approve_p0()
     rb = h.wait_state(rid, "failed", timeout=30)
     assert rb.last_error == ("app_rollback: 429 throttled (gave up after 3 attempts "
                              "(retry budget: 2 retries))")

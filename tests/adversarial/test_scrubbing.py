@@ -16,14 +16,13 @@ from pathlib import Path
 import pytest
 from kubernetes.client import ApiClient, Configuration
 
-from bot.domain.config import parse_config
 from bot.observability.scrub import scrub
 from bot.persistence.jobs import Job
 from handlers import ids
 from platforms.base import TransientPlatformError
-from platforms.fake import FakePlatform
 from platforms.kubernetes import KubernetesPlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.fake_platform import FakePlatform
 from sandbox.stack import SandboxStack
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import harness as harness  # noqa: F401  (fixture)
@@ -119,7 +118,7 @@ def test_a_cluster_token_is_scrubbed_even_without_a_bearer_prefix(db: str,
     kube = KubernetesPlatform(api_client=ApiClient(configuration))
     assert kube.credential_values() == [token]
     assert scrub(f"forbidden: token {token} lacks rights") != "[REDACTED]"  # not yet known
-    config = parse_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
+    config = parse_sandbox_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
     with SandboxStack(config=config, database_url=db, scheduler=False,
                       platforms={"fake": FakePlatform(), "kubernetes": kube}):
         assert scrub(f"forbidden: token {token} lacks rights") == \

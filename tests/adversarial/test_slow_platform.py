@@ -22,15 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.domain.config import parse_config
 from handlers import ids
 from handlers.work_pool import MAX_WAITERS_PER_READ, WorkPool
 from platforms.base import Revision, Target
-from platforms.fake import FakePlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.fake_platform import FakePlatform
 from sandbox.slack import SlackDriver
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
+from tests.support.messages import request_message
+from tests.support.waiting import wait_until
 
 DEADLINE = 3.0  # Slack's ack deadline
 HANG_SECONDS = 20.0  # how long a held read waits at most (the measured ReplicaSet hang)
@@ -91,7 +92,7 @@ def stack(db: str, tmp_path: Path, platform: HangingPlatform) -> Iterator[Sandbo
     second["fake"] = {"scope": "production", "name": SLOW}
     second.pop("incident_channel_pattern", None)
     data["services"][SLOW] = second
-    with SandboxStack(config=parse_config(data), database_url=db,
+    with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                       platforms={"fake": platform}, scheduler=False,
                       background=False) as running:
         register_secret(running.signing_secret, "a sandbox stack's signing secret")
@@ -130,18 +131,11 @@ def _wait(stack: SandboxStack, predicate: Callable[[], Any], what: str,
     return found
 
 
-def _until(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
-    """Wait for a condition outside Slack (the pool, the platform's held reads). Polled:
-    the emulator's wait_for re-checks only when something changes in Slack, so it would
-    see such a condition late, at its timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)  # polling a condition with a deadline
-
-
+# A condition outside Slack (the pool, the platform's held reads) is polled with
+# ``wait_until``: the emulator's wait_for re-checks only when something changes in Slack, so
+# it would see such a condition late, at its timeout.
 def _drained(pool: WorkPool) -> None:
-    _until(lambda: pool.pending == 0, "the pool to drain")
+    wait_until(lambda: pool.pending == 0, 15, 0.02, "the pool to drain")
 
 
 def _action_ids(message: dict[str, Any]) -> list[str]:
@@ -164,9 +158,7 @@ def test_acks_stay_fast_while_platform_reads_hang(
     # A rollback of the first service to click on later, made while the platform answers.
     driver.slash_command("/rollback", "hotel-voice-bot --severity P1 --reason baseline",
                          user="alice", channel=CHANNEL)
-    message = _wait(stack, lambda: next(
-        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
-        "the baseline request message")
+    message = request_message(em)
 
     # bob opens the Reject form now; he submits it while the pool is full.
     driver.click(CHANNEL, message["ts"], ids.REJECT, "bob")
@@ -252,15 +244,14 @@ def test_a_cancel_click_takes_effect_while_the_platform_lane_is_full(
     caplog.set_level(logging.INFO)
     driver.slash_command("/rollback", "hotel-voice-bot --severity P1 --reason baseline",
                          user="alice", channel=CHANNEL)
-    message = _wait(stack, lambda: next(
-        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
-        "the baseline request message")
+    message = request_message(em)
     [baseline] = store.history("hotel-voice-bot")
     assert baseline.state.value == "pending_approval"
 
     platform.gate.clear()  # every revision read hangs from here on
     slow = _burst(driver, [("dave", f"{SLOW} --severity P1 --reason slow")] * (pool.capacity + 4))
-    _until(lambda: platform.held == pool.workers, "every worker to hang on a read")
+    wait_until(lambda: platform.held == pool.workers, 15, 0.02,
+               "every worker to hang on a read")
     assert [a for a in slow if a.busy], "the platform lane was never full"
     # Still full now: a request that needs the platform is told "busy"...
     assert _command(driver, "dave", f"{SLOW} --severity P1 --reason again").busy

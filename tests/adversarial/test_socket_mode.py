@@ -17,11 +17,10 @@ from typing import Any
 
 import pytest
 
-from bot.domain.config import parse_config
 from bot.runtime.front_door import MAX_BODY_BYTES
 from handlers.socket_mode import GuardedSocketModeHandler, utf8_size
-from platforms.fake import FakePlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.fake_platform import FakePlatform
 from sandbox.slack import payloads
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
@@ -32,7 +31,7 @@ REASON = "socket mode envelope refused: over the size limit"
 
 @pytest.fixture
 def stack(db: str, tmp_path: Path) -> Iterator[SandboxStack]:
-    config = parse_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
+    config = parse_sandbox_config(sandbox_config_dict(postmortem_dir=str(tmp_path / "pm")))
     with SandboxStack(config=config, database_url=db, platforms={"fake": FakePlatform()},
                       scheduler=False, background=False) as running:
         register_secret(running.signing_secret, "a sandbox stack's signing secret")

@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from bot.domain.config import parse_config
-from platforms.fake import FakePlatform
-from sandbox.config import sandbox_config_dict
+from handlers import ids
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.fake_platform import FakePlatform
 from sandbox.slack import SlackDriver, SlackEmulator
 from sandbox.stack import SandboxStack
 from tests.secret_scan import register_secret
+from tests.support import messages
 
-CHANNEL = "inc-hotel-voice-bot"
+CHANNEL = messages.CHANNEL
 
 
 class MutableClock:
@@ -65,15 +66,27 @@ class Harness:
     def rollback_message(self, ref_id: int | None = None) -> dict[str, Any]:
         """The pinned request message once the request flow has finished (the assessment,
         its last part, is rendered)."""
-        def find() -> dict[str, Any] | None:
-            for m in self.emulator.messages(CHANNEL):
-                if any(b.get("type") == "header" for b in m.get("blocks") or []):
-                    if ref_id is None or f"RB-{ref_id}" in m.get("text", ""):
-                        return m if "*Assessment*" in str(m.get("blocks")) else None
-            return None
-        msg = self.emulator.wait_for(find, timeout=15)
-        assert msg is not None
-        return msg
+        return messages.request_message(self.emulator, ref_id)
+
+    def request_and_approve_p0(self) -> tuple[int, dict[str, Any]]:
+        """bob requests a P0 app rollback and approves it himself (break glass); returns
+        (rollback id, request message)."""
+        self.request("hotel-voice-bot --severity P0 --scope app", user="bob")
+        msg = self.rollback_message()
+        rid = self.bot.store.history("hotel-voice-bot")[0].id
+        self.click(msg, ids.APPROVE, "bob")
+        return rid, msg
+
+    def request_and_approve_p1(self) -> tuple[int, dict[str, Any]]:
+        """alice requests a P1 rollback, carol takes incident command (the P1 checklist
+        gate), bob approves; returns (rollback id, request message)."""
+        self.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
+        msg = self.rollback_message()
+        rid = messages.request_ref(msg)
+        self.click(msg, ids.ASSIGN_IC, "carol")
+        self.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(self.message_now(msg["ts"])))
+        self.click(msg, ids.APPROVE, "bob")
+        return rid, msg
 
     def message_now(self, ts: str) -> dict[str, Any]:
         return self.emulator.message(CHANNEL, ts)
@@ -99,7 +112,7 @@ class Harness:
         return str(found)
 
     def thread_texts(self, msg: dict[str, Any]) -> list[str]:
-        return [str(m.get("text", "")) for m in self.emulator.thread(CHANNEL, msg["ts"])]
+        return messages.thread_texts(self.emulator, msg)
 
     def tick(self) -> int:
         return int(self.bot.scheduler.tick(now=self.clock()))
@@ -124,7 +137,7 @@ def make_harness(db: str, tmp_path: Path) -> Iterator[Callable[..., Harness]]:
             config_overrides(data)
         clock = MutableClock(datetime(2026, 11, 29, 3, 0, tzinfo=UTC))
         platform = FakePlatform(rollout_seconds=rollout_seconds, state_file=state_file)
-        stack = SandboxStack(config=parse_config(data), database_url=database_url or db,
+        stack = SandboxStack(config=parse_sandbox_config(data), database_url=database_url or db,
                              platforms={"fake": platform}, clock=clock, background=background,
                              scheduler=False, emulator=emulator)
         stack.start()

@@ -4,7 +4,6 @@ stakeholder notices, reminders. The demo service is real HTTP; timers run via ``
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from handlers import ids
 from sandbox.demo import DemoService
 from sandbox.slack import ElementNotFound
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
+from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
 
@@ -36,16 +36,6 @@ def _config(demo_url: str, tmp: Path, **monitoring: Any) -> Callable[[dict[str, 
     return change
 
 
-def _approved_p1(h: Harness) -> tuple[int, dict[str, Any]]:
-    h.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
-    msg = h.rollback_message()
-    rid = int(msg["text"].split()[0].removeprefix("RB-"))
-    h.click(msg, ids.ASSIGN_IC, "carol")
-    h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
-    h.click(msg, ids.APPROVE, "bob")
-    return rid, msg
-
-
 def _thread(h: Harness, msg: dict[str, Any]) -> list[dict[str, Any]]:
     return h.emulator.thread(CHANNEL, msg["ts"])[1:]
 
@@ -60,7 +50,7 @@ def _find(h: Harness, msg: dict[str, Any], needle: str) -> dict[str, Any]:
 def test_window_ticks_then_reports_and_completes(make_harness: Callable[..., Harness],
                                                  demo: DemoService, tmp_path: Path) -> None:
     h = make_harness(config_overrides=_config(demo.url, tmp_path))
-    rid, msg = _approved_p1(h)
+    rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     verification = _find(h, msg, "Verification of")
     assert "passed" in verification["text"] and "✅ health: HTTP 200" in verification["text"]
@@ -95,7 +85,7 @@ def test_window_ticks_then_reports_and_completes(make_harness: Callable[..., Har
 def test_regression_alerts_the_commander_and_offers_next_actions(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
     h = make_harness(config_overrides=_config(demo.url, tmp_path))
-    rid, msg = _approved_p1(h)
+    rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     demo.break_()  # health answers 503 from now on
     h.clock.advance(minutes=5)
@@ -130,10 +120,8 @@ def test_regression_alerts_the_commander_and_offers_next_actions(
 
 def _wait_reminders_scheduled(h: Harness, rid: int) -> None:
     """Reminders are scheduled just after the completion commits (no Slack call to wait on)."""
-    deadline = time.monotonic() + 10
-    while not h.bot.service.jobs.pending(rollback_id=rid, kinds=["reminder"]):
-        assert time.monotonic() < deadline, "reminders were never scheduled"
-        time.sleep(0.02)  # polling a condition with a deadline
+    wait_until(lambda: h.bot.service.jobs.pending(rollback_id=rid, kinds=["reminder"]), 10, 0.02,
+               "the reminders to be scheduled")
 
 
 def _monitors(h: Harness, rid: int) -> list[Any]:
@@ -143,7 +131,7 @@ def _monitors(h: Harness, rid: int) -> list[Any]:
 def test_reminders_with_post_mortem_skeleton_snooze_and_done(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
     h = make_harness(config_overrides=_config(demo.url, tmp_path, duration_seconds=0))
-    rid, msg = _approved_p1(h)
+    rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "completed")
     _wait_reminders_scheduled(h, rid)
     h.tick()  # stakeholder notices and both reminders (P1: review and post-mortem)
@@ -191,7 +179,7 @@ def test_mark_resolved_on_the_alert_closes_it_everywhere(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
     h = make_harness(config_overrides=_config(demo.url, tmp_path,
                                               consecutive_health_failures=1))
-    rid, msg = _approved_p1(h)
+    rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     demo.break_()
     h.clock.advance(minutes=5)

@@ -21,6 +21,7 @@ from handlers import ids
 from sandbox.statuspage import StatuspageEmulator
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.secret_scan import register_secret
+from tests.support.waiting import wait_until
 
 DSN_PASSWORD = "pw-9c1f-do-not-post"
 STATUSPAGE_KEY = "sp-key-4e7a-do-not-post"
@@ -181,10 +182,5 @@ def _thread_message(h: Harness, msg: dict[str, Any], needle: str) -> dict[str, A
 
 
 def _wait_jobs(h: Harness, rid: int) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while not any(j.payload.get("phase") == "stable" for j in
-                  h.bot.service.jobs.pending(rollback_id=rid, kinds=["aftercare_notify"])):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)  # polling a condition with a deadline
+    wait_until(lambda: any(j.payload.get("phase") == "stable" for j in h.bot.service.jobs.pending(
+        rollback_id=rid, kinds=["aftercare_notify"])), 10, 0.02, "the stable notice's job")

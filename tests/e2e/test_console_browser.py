@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import struct
 import threading
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from sandbox.console import Console
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from tests.e2e.browser_support import chromium_page, screenshot
 from tests.e2e.conftest import CHANNEL, Harness
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -130,13 +130,6 @@ def test_four_eyes_drill_in_the_browser(harness: Harness, console: Console,
     assert h.platform.mutations()["rollback_to"] == 1
 
 
-def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the bot to get the click"
-        time.sleep(0.05)
-
-
 def _png(width: int = 48, height: int = 24) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
@@ -216,7 +209,7 @@ def test_block_kit_gallery(harness: Harness, console: Console, tmp_path: Path,
         expect(msg.locator("img.bk-context-img")).to_be_visible()
 
         page.select_option("#messages select[data-action-id=severity]", "P2")
-        _until(lambda: len(sent) == 1)
+        wait_until(lambda: len(sent) == 1, message="the bot to get the click")
         action = sent[-1]
         assert action["type"] == "block_actions"
         assert action["actions"][0]["selected_option"]["value"] == "P2"  # type: ignore[index]
@@ -232,7 +225,7 @@ def test_block_kit_gallery(harness: Harness, console: Console, tmp_path: Path,
         assert len(sent) == 1  # "No" sends nothing
         danger.click()
         page.click("#confirm-yes")
-        _until(lambda: len(sent) == 2)
+        wait_until(lambda: len(sent) == 2, message="the bot to get the click")
         pressed = sent[-1]
         assert pressed["actions"][0]["value"] == "boom"  # type: ignore[index]
         assert pressed["state"]["values"]["gallery"]["severity"]["selected_option"][  # type: ignore[index]

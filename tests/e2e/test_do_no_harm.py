@@ -3,7 +3,8 @@ stopped loudly, through the Slack emulator, the real bot over HTTP and real Post
 
 Each scenario asserts the platform state afterwards, not only what the bot said. The
 Kubernetes scenarios use real kubectl as the oracle, the ECS one boto3 against the ECS
-emulator's circuit breaker; the sandbox scenarios run `rollback-bot run` as a process.
+emulator's circuit breaker; the sandbox scenarios run `python -m sandbox run` (`make run`)
+as a process.
 """
 
 from __future__ import annotations
@@ -26,23 +27,23 @@ import psycopg
 import pytest
 from slack_sdk import WebClient
 
-from bot.domain.config import parse_config
 from bot.integrations import target_database as database
 from bot.persistence.aftercare_store import AftercareStore
-from bot.persistence.db import migrate
 from handlers import ids
 from platforms.base import PermanentPlatformError, Target
 from platforms.ecs import EcsPlatform
 from platforms.kubernetes import KubernetesPlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.ecs import EcsEmulator
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, seed_incident
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.stack import SandboxStack
-from tests.conftest import fresh_database
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.integration.kube_fixtures import Kubectl
+from tests.support.database import fresh_database
+from tests.support.emulators import ecs_service_config
+from tests.support.messages import request_message
 
 SERVICE = "hotel-voice-bot"
 APP_DSN_ENV = "HVB_APP_DATABASE_URL"
@@ -443,7 +444,7 @@ def _kube_stack(kube: KubeEmulator, db: str, tmp_path: Path,
     if configure:
         configure(data)
     platform = KubernetesPlatform(api_client=kube.api_client(), request_timeout=10.0)
-    return SandboxStack(config=parse_config(data), database_url=db,
+    return SandboxStack(config=parse_sandbox_config(data), database_url=db,
                         platforms={"kubernetes": platform})
 
 
@@ -454,10 +455,7 @@ def _kube_request(stack: SandboxStack, text: str, *, user: str) -> tuple[int, di
     driver.slash_command("/rollback", f"{SERVICE} {text}", user=user)
     em.wait_for(lambda: len(bot.store.history(SERVICE)) > before, timeout=20)
     rid = bot.store.history(SERVICE)[0].id
-    msg = em.wait_for(lambda: next(
-        (m for m in em.messages(CHANNEL) if f"RB-{rid}" in str(m.get("text"))
-         and "*Assessment*" in str(m.get("blocks"))), None), timeout=20)
-    return rid, msg
+    return rid, request_message(em, rid, timeout=20)
 
 
 def test_kubernetes_no_second_rollout_onto_the_bad_release(
@@ -553,19 +551,15 @@ def test_ecs_circuit_breaker_revert_fails_the_rollback(db: str, tmp_path: Path) 
         emulator.fail_task_definition(good)  # e.g. its image was deleted from the registry
         client = emulator.client()
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
-        data["services"]["hotel-voice-bot"]["ecs"] = {
-            "cluster": "production", "service": "hotel-voice-bot", "family": "hotel-voice-bot",
-            "region": emulator.region, "rollout_timeout_seconds": 30}
+        data["services"]["hotel-voice-bot"]["ecs"] = ecs_service_config(emulator)
         platform = EcsPlatform(client=client, poll_interval=0.1)
-        with SandboxStack(config=parse_config(data), database_url=db,
+        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"ecs": platform}) as stack:
             em, driver = stack.emulator, stack.driver
             assert driver is not None and stack.bot is not None
             driver.slash_command("/rollback", "hotel-voice-bot --platform ecs --severity P0",
                                  user="bob")
-            msg = em.wait_for(lambda: next(
-                (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))),
-                None), timeout=20)
+            msg = request_message(em, timeout=20)
             rb = stack.bot.store.history("hotel-voice-bot")[0]
             assert rb.target_revision.id == good
             driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
@@ -666,8 +660,7 @@ def test_rollback_typed_in_a_direct_message_gets_the_channel_rule(harness: Harne
 @pytest.fixture
 def second_db(database_url: str) -> Iterator[str]:
     """Another fresh, migrated database on the same server (as the ``db`` fixture makes)."""
-    with fresh_database(database_url) as url:
-        migrate(url)
+    with fresh_database(database_url, migrated=True) as url:
         yield url
 
 
@@ -749,6 +742,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the sandbox runs from a checkout
+
+
 def _sandbox_env(data: Path, port: int, console: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SLACK_") and k != "DATABASE_URL"}
@@ -769,7 +765,8 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot.runtime.cli", *args], env=env,
+    """``python -m sandbox ARGS`` (``run``, ``say``): the sandbox's own command line."""
+    return subprocess.run([sys.executable, "-m", "sandbox", *args], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -788,14 +785,14 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
     env = _sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "first.log"
     with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
+        first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         bot_url = f"http://127.0.0.1:{port}"
         _wait_healthy(bot_url, first, log)
-        said = _cli(env, "sandbox", "say", "/rollback hotel-voice-bot --severity P1 --reason drill")
+        said = _cli(env, "say", "/rollback hotel-voice-bot --severity P1 --reason drill")
         assert said.returncode == 0, said.stderr
-        status = _cli(env, "sandbox", "say", "/rollback status 1")
+        status = _cli(env, "say", "/rollback status 1")
         assert "RB-1" in status.stdout, status.stdout + status.stderr
 
         started = time.monotonic()
@@ -814,7 +811,7 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
         assert first.poll() is None
         assert httpx.get(f"{bot_url}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{bot_url}/readyz", timeout=5).status_code == 200
-        again = _cli(env, "sandbox", "say", "/rollback status 1")
+        again = _cli(env, "say", "/rollback status 1")
         assert again.returncode == 0 and "RB-1" in again.stdout, again.stdout + again.stderr
     finally:
         _stop(first)
@@ -829,17 +826,17 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     env = _sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "killed.log"
     with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
+        first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     _wait_healthy(f"http://127.0.0.1:{port}", first, log)
     first.kill()
     first.wait(timeout=10)
     assert (tmp_path / "data" / "sandbox.lock").exists()  # the file stays; the lock does not
-    said = _cli(env, "sandbox", "say", "/rollback help")
+    said = _cli(env, "say", "/rollback help")
     assert said.returncode == 1 and "No sandbox is running" in said.stderr
     log2 = tmp_path / "next.log"
     with log2.open("w") as out:
-        nxt = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env,
+        nxt = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)

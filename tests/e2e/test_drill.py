@@ -1,4 +1,4 @@
-"""`rollback-bot sandbox drill` scripts the whole incident and fails loudly when a stage
+"""`python -m sandbox drill` scripts the whole incident and fails loudly when a stage
 does not happen."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ from pathlib import Path
 from sandbox.drill import Drill, run_drill
 from sandbox.kube_seed import DEPLOYMENT, NAMESPACE
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the sandbox runs from a checkout
+
 
 def test_drill_runs_the_whole_incident(tmp_path: Path) -> None:
     env = {**os.environ, "ROLLBACK_DATA_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "drill"], env=env,
+    done = subprocess.run([sys.executable, "-m", "sandbox", "drill"], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.domain.config import parse_config
 from handlers import ids
 from platforms.ecs import EcsPlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.ecs import EcsEmulator
 from sandbox.stack import SandboxStack
 from tests.e2e.conftest import CHANNEL, action_ids
+from tests.support.emulators import ecs_service_config
+from tests.support.messages import request_message
 
 
 def test_ecs_rollback_end_to_end(db: str, tmp_path: Path) -> None:
@@ -20,19 +21,15 @@ def test_ecs_rollback_end_to_end(db: str, tmp_path: Path) -> None:
         emulator.seed_hotel_voice_bot()
         client = emulator.client()
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
-        data["services"]["hotel-voice-bot"]["ecs"] = {
-            "cluster": "production", "service": "hotel-voice-bot", "family": "hotel-voice-bot",
-            "region": emulator.region, "rollout_timeout_seconds": 30}
+        data["services"]["hotel-voice-bot"]["ecs"] = ecs_service_config(emulator)
         platform = EcsPlatform(client=client, poll_interval=0.1)
-        with SandboxStack(config=parse_config(data), database_url=db,
+        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"ecs": platform}) as stack:
             em, driver = stack.emulator, stack.driver
             assert driver is not None and stack.bot is not None
             driver.slash_command("/rollback", "hotel-voice-bot --platform ecs --severity P0",
                                  user="bob")
-            msg = em.wait_for(lambda: next(
-                (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))),
-                None), timeout=20)
+            msg = request_message(em, timeout=20)
             rb = stack.bot.store.history("hotel-voice-bot")[0]
             assert rb.target_revision.id.endswith("task-definition/hotel-voice-bot:3")
             driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")

@@ -8,19 +8,11 @@ from platforms.base import PermanentPlatformError, TransientPlatformError
 from tests.e2e.conftest import Harness
 
 
-def _approve_p0(h: Harness) -> tuple[int, dict]:
-    h.request("hotel-voice-bot --severity P0 --scope app", user="bob")
-    msg = h.rollback_message()
-    rid = h.bot.store.history("hotel-voice-bot")[0].id
-    h.click(msg, ids.APPROVE, "bob")
-    return rid, msg
-
-
 def test_transient_errors_retry_then_succeed_once(harness: Harness) -> None:
     h = harness
     h.platform.inject("rollback_to", TransientPlatformError("429 throttled", retry_after=0.1),
                       times=2)
-    rid, msg = _approve_p0(h)
+    rid, msg = h.request_and_approve_p0()
     h.wait_state(rid, "completed")
     assert h.platform.calls()["rollback_to"] == 3  # two throttled attempts, then the real one
     assert h.platform.mutations()["rollback_to"] == 1
@@ -33,7 +25,7 @@ def test_transient_errors_give_up_after_the_retry_budget(make_harness) -> None:
     h: Harness = make_harness(config_overrides=lambda d: d["executor"].update(
         max_transient_retries=2))
     h.platform.inject("rollback_to", TransientPlatformError("503 from API"), times=10)
-    rid, msg = _approve_p0(h)
+    rid, msg = h.request_and_approve_p0()
     rb = h.wait_state(rid, "failed")
     assert "gave up after 3 attempts" in (rb.last_error or "")
     assert h.platform.mutations()["rollback_to"] == 0
@@ -42,7 +34,7 @@ def test_transient_errors_give_up_after_the_retry_budget(make_harness) -> None:
 def test_permanent_error_fails_with_step_error_and_next_action(harness: Harness) -> None:
     h = harness
     h.platform.inject("rollback_to", PermanentPlatformError("image pull secret revoked"))
-    rid, msg = _approve_p0(h)
+    rid, msg = h.request_and_approve_p0()
     rb = h.wait_state(rid, "failed")
     assert rb.last_error == "app_rollback: image pull secret revoked"
     assert h.platform.calls()["rollback_to"] == 1  # never retried

@@ -11,7 +11,7 @@ import pytest
 
 from handlers import ids
 from platforms.base import Target, TargetChanged, TransientPlatformError
-from platforms.fake import FakePlatform
+from sandbox.fake_platform import FakePlatform
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.domain.config import parse_config
 from handlers import ids
 from platforms.fly import FlyPlatform
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.fly import DEFAULT_TOKEN, FlyEmulator, seed_hotel_voice_bot, seed_image
 from sandbox.stack import SandboxStack
 from tests.e2e.conftest import CHANNEL, action_ids
+from tests.support.messages import request_message
 
 
 def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
@@ -22,15 +22,13 @@ def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
         svc["fly"] = {"app": "hotel-voice-bot", "org": "hotel", "api_url": fly.url,
                       "token_env": "FLY_API_TOKEN", "rollout_timeout_seconds": 30}
         platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, check_interval=0.05)
-        with SandboxStack(config=parse_config(data), database_url=db,
+        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"fly": platform}) as stack:
             em, driver = stack.emulator, stack.driver
             assert driver is not None and stack.bot is not None
             driver.slash_command("/rollback", "hotel-voice-bot --platform fly --severity P0",
                                  user="bob")
-            msg = em.wait_for(lambda: next(
-                (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))),
-                None), timeout=20)
+            msg = request_message(em, timeout=20)
             assert "fly:hotel/hotel-voice-bot" in str(msg["blocks"])
             rb = stack.bot.store.history("hotel-voice-bot")[0]
             assert rb.target_revision.id == seed_image("1.3.0")  # pinned by image reference

@@ -13,6 +13,8 @@ import httpx
 
 from tests.e2e.conftest import Harness
 
+ROOT = Path(__file__).resolve().parents[2]  # the sandbox runs from a checkout
+
 
 def test_signed_help_and_services(harness: Harness) -> None:
     h = harness
@@ -56,15 +58,15 @@ def _free_port() -> int:
 
 
 def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
-    """`make run` runs `rollback-bot run`: healthz within 15 s and `sandbox say` answers."""
+    """`make run` runs `python -m sandbox run`: healthz within 15 s and `say` answers."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SLACK_") and k != "DATABASE_URL"}
     port, console = _free_port(), _free_port()
     env.update(ROLLBACK_DATA_DIR=str(tmp_path / "data"), PORT=str(port),
                SANDBOX_CONSOLE_PORT=str(console))
     log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "run"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     try:
         started = time.monotonic()
         healthy = False
@@ -77,9 +79,8 @@ def test_run_without_credentials_serves_the_sandbox(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)  # polling a condition with a deadline
         assert healthy, (tmp_path / "run.log").read_text()[-3000:]
-        said = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "say",
-                               "/rollback help"], env=env, capture_output=True, text=True,
-                              timeout=60)
+        said = subprocess.run([sys.executable, "-m", "sandbox", "say", "/rollback help"],
+                              env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert said.returncode == 0, said.stderr
         assert "/rollback status [ID|service]" in said.stdout
         assert "only visible to @alice" in said.stdout

@@ -1,29 +1,23 @@
 """Helpers for the crash/resume tests: real ``rollback-bot serve`` processes, killed for real.
 
-A ``BotProcess`` is ``python -m bot.runtime.cli serve`` in its own process group with its output in
-a log file, so a test can SIGKILL it (no cleanup handlers, no lease release, exactly like
-an OOM kill or a lost node) and show the tail of its log when something goes wrong.
-``CrashRig`` wires one scenario: the Slack emulator (in the test process, so it outlives
-every bot process), the bot's database, the application database the plan restores, the
-file-backed fake platform and the YAML config every process reads.
+A ``BotProcess`` (``tests.support.bot_process``) is ``python -m tests.support.bot_main
+serve`` (``rollback-bot serve`` with the fake platform registered) in its own process group
+with its output in a log file, so a test can SIGKILL it (no cleanup handlers, no lease
+release, exactly like an OOM kill or a lost node) and show the tail of its log when
+something goes wrong. ``CrashRig`` wires one scenario: the Slack emulator (in the test
+process, so it outlives every bot process), the bot's database, the application database
+the plan restores, the file-backed fake platform and the YAML config every process reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import psycopg
 import yaml
 
@@ -31,13 +25,13 @@ from bot.domain.models import Rollback
 from bot.integrations import target_database as database
 from bot.persistence.db import open_pool
 from bot.persistence.store import Store
-from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
-from sandbox.slack import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
+from sandbox.fake_platform import FakePlatform
+from sandbox.slack import DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
+from tests.support.bot_process import BotProcess, launch
+from tests.support.messages import find_request_message, request_ref, thread_texts
+from tests.support.waiting import wait_until
 
-T = TypeVar("T")
-
-ROOT = Path(__file__).resolve().parents[2]
 CHANNEL = "inc-hotel-voice-bot"
 SERVICE = "hotel-voice-bot"
 APP_DSN_ENV = "APP_DATABASE_URL"
@@ -46,64 +40,6 @@ APP_DSN_ENV = "APP_DATABASE_URL"
 ORIGINAL_REPLICAS = 4
 GOOD_CONFIG = {"items": {"configmap/app-config": {"data": {"MODE": "good"}}}}
 BACKUP_ROWS = [(1, "hello"), (2, "room service"), (3, "checkout")]
-# Variables a developer's shell might carry that would change how a bot process behaves.
-_SCRUBBED_ENV = ("ROLLBACK_FAULT_HOLD", "ROLLBACK_FAULT_FILE", "SLACK_APP_TOKEN",
-                 "ROLLBACK_EXECUTOR", "ROLLBACK_SCHEDULER", "LOG_FORMAT")
-
-
-def wait_until(
-    predicate: Callable[[], T | None], *, timeout: float, what: str,
-    diagnostics: Callable[[], str] = lambda: "", interval: float = 0.05,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail with ``diagnostics``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n"
-                                 f"{diagnostics()}")
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class BotProcess:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    url: str
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return f"--- {self.name}: no log ---"
-        body = "\n".join(text.splitlines()[-lines:])
-        return f"--- last {lines} log lines of {self.name} (pid {self.pid}) ---\n{body}"
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (pg_dump/pg_restore children included) and reap."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-
 @dataclass
 class CrashRig:
     """One crash scenario's world; ``close()`` kills every process it started."""
@@ -172,45 +108,16 @@ class CrashRig:
     # ------------------------------------------------------------------ processes
     def start_bot(self, name: str, *, fault: str | None = None,
                   fault_file: Path | None = None) -> BotProcess:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-        env.update({
-            "SLACK_BOT_TOKEN": DEFAULT_BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": DEFAULT_SIGNING_SECRET,
-            "SLACK_API_URL": self.emulator.base_url,
-            "DATABASE_URL": self.bot_db_url,
-            "ROLLBACK_CONFIG": str(self.config_path),
-            APP_DSN_ENV: self.app_db_url,
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "PYTHONUNBUFFERED": "1",
-        })
+        env = {APP_DSN_ENV: self.app_db_url}
         if fault is not None:
             assert fault_file is not None
             env["ROLLBACK_FAULT_HOLD"] = fault
             env["ROLLBACK_FAULT_FILE"] = str(fault_file)
-        log_path = self.tmp / f"{name}.log"
-        with open(log_path, "wb") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "bot.runtime.cli", "serve"], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: killpg reaches children too
-            )
-        proc = BotProcess(name, popen, log_path, f"http://127.0.0.1:{port}")
-        self.processes.append(proc)
-        wait_until(lambda: self._healthy(proc), timeout=30, what=f"{name} to serve /healthz",
-                   diagnostics=self.diagnostics)
+        proc = launch(name, log_dir=self.tmp, slack_api_url=self.emulator.base_url,
+                      database_url=self.bot_db_url, config=self.config_path, env=env)
+        self.processes.append(proc)  # killed by close() even if it never gets healthy
+        proc.wait_healthy(diagnostics=self.diagnostics)
         return proc
-
-    @staticmethod
-    def _healthy(proc: BotProcess) -> bool:
-        if not proc.alive():
-            raise AssertionError(f"{proc.name} exited with {proc.popen.returncode}\n"
-                                 f"{proc.tail()}")
-        try:
-            return httpx.get(f"{proc.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def wait_fault(self, proc: BotProcess, fault_file: Path, *, timeout: float = 30) -> str:
         """Block until ``proc`` announces it is parked at its fault point."""
@@ -221,7 +128,7 @@ class CrashRig:
             text = fault_file.read_text() if fault_file.exists() else ""
             return text if text.endswith("\n") else None  # a complete line, not a torn write
 
-        return wait_until(held, timeout=timeout, what=f"{proc.name} to hold at its fault point",
+        return wait_until(held, timeout=timeout, message=f"{proc.name} to hold at its fault point",
                           diagnostics=self.diagnostics)
 
     # ------------------------------------------------------------------ Slack side
@@ -231,27 +138,21 @@ class CrashRig:
         reply = self.driver.slash_command("/rollback", text, user="alice", channel=CHANNEL)
         assert reply.status == 200, reply.body
 
-        def request_message() -> dict[str, Any] | None:
-            for m in self.emulator.messages(CHANNEL):
-                if any(b.get("type") == "header" for b in m.get("blocks") or []):
-                    # The assessment is the request flow's last part: buttons are final.
-                    return m if "*Assessment*" in str(m.get("blocks")) else None
-            return None
-
-        msg = wait_until(request_message, timeout=30, what="the request message",
-                         diagnostics=self.diagnostics)
-        rollback_id = int(str(msg["text"]).split()[0].removeprefix("RB-"))
+        # The assessment is the request flow's last part: its buttons are final.
+        msg = wait_until(lambda: find_request_message(self.emulator), timeout=30,
+                         message="the request message", diagnostics=self.diagnostics)
+        rollback_id = request_ref(msg)
         click = self.driver.click(CHANNEL, msg["ts"], "rollback_approve", user="bob")
         assert click.status == 200, click.body
         if "Destructive steps" in str(msg.get("blocks")):  # approved by typing the name
             wait_until(lambda: self.emulator.open_views("bob"), timeout=15,
-                       what="the destructive-approval dialog", diagnostics=self.diagnostics)
+                       message="the destructive-approval dialog", diagnostics=self.diagnostics)
             submit = self.driver.submit_view("bob", {"confirm_service": SERVICE})
             assert submit.status == 200, submit.body
         return rollback_id, msg
 
     def thread_texts(self, msg: dict[str, Any]) -> list[str]:
-        return [str(m.get("text", "")) for m in self.emulator.thread(CHANNEL, msg["ts"])]
+        return thread_texts(self.emulator, msg)
 
     def wait_thread(self, msg: dict[str, Any], needle: str, *, timeout: float = 15) -> list[str]:
         """The thread's texts once one contains ``needle`` (the bot posts after it commits
@@ -260,7 +161,7 @@ class CrashRig:
             texts = self.thread_texts(msg)
             return texts if any(needle in t for t in texts) else None
 
-        return wait_until(seen, timeout=timeout, what=f"{needle!r} in the request's thread",
+        return wait_until(seen, timeout=timeout, message=f"{needle!r} in the request's thread",
                           diagnostics=lambda: "\n".join(self.thread_texts(msg)))
 
     # ------------------------------------------------------------------ database side
@@ -270,7 +171,7 @@ class CrashRig:
             return rb if rb.state.value in states else None
 
         return wait_until(reached, timeout=timeout, interval=0.1,
-                          what=f"RB-{rollback_id} to reach one of {sorted(states)}",
+                          message=f"RB-{rollback_id} to reach one of {sorted(states)}",
                           diagnostics=lambda: self.diagnostics(rollback_id))
 
     def diagnostics(self, rollback_id: int | None = None) -> str:

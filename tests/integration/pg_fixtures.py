@@ -1,7 +1,8 @@
 """Real PostgreSQL for tests: ``pg_url`` (session), ``fresh_db`` (a new database per test)
 and ``pgss_url`` (a Debian PostgreSQL with pg_stat_statements preloaded, skipped if absent).
 
-``DATABASE_URL`` wins for ``pg_url``; otherwise an embedded pgserver runs under a temp dir.
+``DATABASE_URL`` wins for ``pg_url``; otherwise an embedded pgserver runs under a temp dir
+(both from ``tests.support.database``).
 """
 
 from __future__ import annotations
@@ -13,56 +14,25 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+
+from tests.support.database import fresh_database, postgres_server
 
 
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
-    env = os.environ.get("DATABASE_URL")
-    if env:
-        yield env
-        return
-    from pgserver.postgres_server import get_server
-
-    # A short path: the Unix socket lives in it and socket paths are limited to ~100 bytes.
-    directory = Path(tempfile.mkdtemp(prefix="rbpg-"))
-    server = get_server(directory / "pgdata", cleanup_mode="stop")
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _create_database(admin_url: str) -> tuple[str, str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name, make_conninfo(admin_url, dbname=name)
-
-
-def _drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with postgres_server(prefix="rbpg-", cleanup_mode="stop") as url:
+        yield url
 
 
 @pytest.fixture
 def fresh_db(pg_url: str) -> Iterator[str]:
     """DSN of a new, empty database, dropped after the test (restores cannot leak)."""
-    name, dsn = _create_database(pg_url)
-    try:
+    with fresh_database(pg_url) as dsn:
         yield dsn
-    finally:
-        _drop_database(pg_url, name)
 
 
 # ----------------------------------------------------- PostgreSQL with pg_stat_statements

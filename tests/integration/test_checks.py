@@ -29,10 +29,11 @@ from bot.checks.suite import (
     render_text,
     run_suite,
 )
-from bot.domain.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, ServiceConfig
+from bot.domain.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, service_schema
 from bot.integrations.target_database import backup
 from platforms.base import Target
-from platforms.fake import FakePlatform
+from sandbox.config import PLATFORMS as SANDBOX_PLATFORMS
+from sandbox.fake_platform import FakePlatform
 
 SECRET = "sk-live-9f8e7d6c5b4a-DO-NOT-LEAK"
 SLOW_DELAY = 5.0  # the only deliberate wait: the server stalls /slow this long at most
@@ -440,7 +441,7 @@ def test_build_checks_and_render(
 ) -> None:
     monkeypatch.setenv("ROLLBACK_TEST_DSN", fresh_db)
     monkeypatch.setenv("PROBE_TOKEN", SECRET)
-    service = ServiceConfig.model_validate({
+    service = service_schema(SANDBOX_PLATFORMS).model_validate({  # with a fake: block
         "fake": {},
         "health": {"url": f"{server.url}/health", "samples": 3},
         "database": {"dsn_env": "ROLLBACK_TEST_DSN", "backup_location": "/nonexistent",

@@ -31,6 +31,7 @@ from bot.integrations.target_database import (
     verify,
     verify_backup,
 )
+from tests.support.waiting import reached
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 PASSWORD = "hunter2-Sup3r-s3cret"
@@ -296,15 +297,6 @@ def _alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"  # a zombie has already died
 
 
-def _wait_for(predicate: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return bool(predicate())  # type: ignore[operator]
-
-
 def _restore_backends(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity"
@@ -331,19 +323,19 @@ def test_a_killed_executor_takes_its_pg_restore_with_it(fresh_db: str, tmp_path:
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # connected and waiting on the lock (a `--version` probe may come and go first)
-        assert _wait_for(lambda: _restore_backends(fresh_db) == 1, 15), "no restore started"
+        assert reached(lambda: _restore_backends(fresh_db) == 1, 15), "no restore started"
         (tool,) = _children(executor.pid, "pg_restore")
         assert os.getpgid(tool) == tool  # its own process group
 
         executor.kill()
         executor.wait(timeout=5)
-        assert _wait_for(lambda: not _alive(tool), 2), "pg_restore outlived its executor"
+        assert reached(lambda: not _alive(tool), 2), "pg_restore outlived its executor"
     finally:
         if executor.poll() is None:
             executor.kill()
         blocker.rollback()  # let a surviving restore (if any) proceed, as in production
         blocker.close()
-    assert _wait_for(lambda: _restore_backends(fresh_db) == 0, 10)
+    assert reached(lambda: _restore_backends(fresh_db) == 0, 10)
     assert _rows(fresh_db) == newer  # the single transaction was rolled back, not applied
 
 
@@ -356,4 +348,4 @@ def test_a_timed_out_tool_is_killed_with_its_group(tmp_path: Path) -> None:
         run_child(["sh", "-c", script], timeout=1)
     assert time.monotonic() - started < 10
     grandchild = int(marker.read_text())
-    assert _wait_for(lambda: not _alive(grandchild), 2)
+    assert reached(lambda: not _alive(grandchild), 2)

@@ -21,6 +21,8 @@ from botocore.waiter import SingleWaiterConfig
 
 from platforms._ecs_support import evaluate_acceptors, map_client_error, services_stable_model
 from platforms.base import (
+    Capability,
+    ConfigSnapshot,
     PermanentPlatformError,
     Platform,
     Revision,
@@ -29,27 +31,22 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
 )
 from platforms.ecs import EcsPlatform
 from sandbox.ecs import EcsEmulator, Seeded
+from tests.support.emulators import ecs_emulator_fixture, ecs_target, reseed_ecs
 
 POLL = 0.05
 SHORT = 0.05  # botocore waiter Delay for the cross-checks
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[EcsEmulator]:
-    em = EcsEmulator(step_interval=0.05).start()
-    try:
-        yield em
-    finally:
-        em.stop()
+emulator = ecs_emulator_fixture(step_interval=0.05)
 
 
 @pytest.fixture
 def seeded(emulator: EcsEmulator) -> Seeded:
-    emulator.reset()
-    return emulator.seed_hotel_voice_bot()
+    return reseed_ecs(emulator)
 
 
 @pytest.fixture
@@ -64,9 +61,7 @@ def platform(client: Any) -> EcsPlatform:
 
 @pytest.fixture
 def target(seeded: Seeded, emulator: EcsEmulator) -> Target:
-    return Target("ecs", seeded.cluster, seeded.service,
-                  {"family": seeded.family, "region": emulator.region,
-                   "endpoint_url": emulator.endpoint_url})
+    return ecs_target(seeded, emulator, endpoint_url=True)
 
 
 def describe(client: Any, target: Target) -> dict[str, Any]:
@@ -463,11 +458,15 @@ def test_task_definition_client_exception_maps_to_revision_not_found() -> None:
 
 
 def test_unwired_surfaces(platform: EcsPlatform, target: Target) -> None:
-    assert platform.logs_tail(target) is None
-    with pytest.raises(NotImplementedError, match="CloudWatch"):
+    with pytest.raises(Unsupported, match="CloudWatch Logs") as err:
+        platform.logs_tail(target)
+    assert err.value.capability == Capability.LOGS
+    with pytest.raises(Unsupported, match="CloudWatch"):
         platform.resource_usage(target)
-    snapshot = platform.snapshot_config(target)
-    assert snapshot.items == {} and platform.restore_config(target, snapshot) is False
+    with pytest.raises(Unsupported, match="task definition"):
+        platform.snapshot_config(target)
+    with pytest.raises(Unsupported):
+        platform.restore_config(target, ConfigSnapshot(items={}))
 
 
 def test_client_built_from_target_options(target: Target, seeded: Seeded) -> None:

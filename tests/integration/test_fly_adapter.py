@@ -5,62 +5,47 @@ confirm_running by digest, spec shapes.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import jsonschema
 import pytest
-import yaml
 
 from platforms.base import (
+    Capability,
+    ConfigSnapshot,
     PermanentPlatformError,
     Platform,
     RevisionNotFound,
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
 )
 from platforms.fly import FlyPlatform
 from sandbox.fly import (
     DEFAULT_TOKEN,
     SEED_APP,
     FlyEmulator,
-    RequestRecord,
     seed_hotel_voice_bot,
     seed_image,
 )
+from tests.support.emulators import FLY_TARGET as TARGET
+from tests.support.emulators import FlyClock, fly_emulator_fixture, fly_spec, fly_updates
+from tests.support.waiting import reached
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fly-machines-openapi.yaml"
-TARGET = Target("fly", "hotel", SEED_APP)
 GOOD, BAD = seed_image("1.3.0"), seed_image("1.4.0")
 
 
-class Clock:
-    """Unix time for lease expiry that tests advance instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FlyClock:
+    return FlyClock()
 
 
-@pytest.fixture
-def emulator(clock: Clock) -> Iterator[FlyEmulator]:
-    em = FlyEmulator(start_delay=0.05, clock=clock).start()
-    seed_hotel_voice_bot(em)
-    yield em
-    em.stop()
+emulator = fly_emulator_fixture(start_delay=0.05)
 
 
 def make_platform(em: FlyEmulator, token: str | None = DEFAULT_TOKEN,
@@ -76,12 +61,6 @@ def fly(emulator: FlyEmulator) -> Iterator[FlyPlatform]:
     platform = make_platform(emulator)
     yield platform
     platform.close()
-
-
-def updates(em: FlyEmulator) -> list[RequestRecord]:
-    """POST /v1/apps/{app}/machines/{id} (Machines_update) requests."""
-    return [r for r in em.requests
-            if r.method == "POST" and r.path.count("/") == 5 and "/machines/" in r.path]
 
 
 # ------------------------------------------------------------------------ history
@@ -122,8 +101,8 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
         assert emulator.lease(SEED_APP, machine["id"]) is None
     # every update carried the lease nonce and was awaited for its own instance
     leases = [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/lease")]
-    assert len(updates(emulator)) == 3 and all(r.nonce for r in updates(emulator))
-    assert {r.nonce for r in updates(emulator)} <= {r.nonce for r in emulator.requests
+    assert len(fly_updates(emulator)) == 3 and all(r.nonce for r in fly_updates(emulator))
+    assert {r.nonce for r in fly_updates(emulator)} <= {r.nonce for r in emulator.requests
                                                    if r.method == "DELETE"}
     assert len(leases) == 3
     waits = [r for r in emulator.requests if r.path.endswith("/wait")]
@@ -141,17 +120,17 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
 def test_second_rollback_is_idempotent(emulator: FlyEmulator, fly: FlyPlatform) -> None:
     pinned = fly.history(TARGET)[1]
     assert fly.rollback_to(TARGET, pinned).changed
-    sent, mark = len(updates(emulator)), len(emulator.requests)
+    sent, mark = len(fly_updates(emulator)), len(emulator.requests)
     again = fly.rollback_to(TARGET, pinned)
     assert not again.changed and again.message.startswith("skipped")
-    assert len(updates(emulator)) == sent
+    assert len(fly_updates(emulator)) == sent
     assert {r.method for r in emulator.requests[mark:]} == {"GET"}  # read-only: no lease
 
 
 def test_dry_run_changes_nothing(emulator: FlyEmulator, fly: FlyPlatform) -> None:
     result = fly.rollback_to(TARGET, fly.history(TARGET)[1], dry_run=True)
     assert not result.changed and "dry run" in result.message
-    assert updates(emulator) == []
+    assert fly_updates(emulator) == []
 
 
 def test_bad_image_stops_at_first_machine(emulator: FlyEmulator, fly: FlyPlatform) -> None:
@@ -169,17 +148,17 @@ def test_unknown_revision_is_refused(emulator: FlyEmulator, fly: FlyPlatform) ->
     ghost = fly.history(TARGET)[1].__class__(id="registry.fly.io/x:9@sha256:00", number=9)
     with pytest.raises(RevisionNotFound):
         fly.rollback_to(TARGET, ghost)
-    assert updates(emulator) == []
+    assert fly_updates(emulator) == []
 
 
 def test_lease_conflict_is_transient_until_it_expires(emulator: FlyEmulator, fly: FlyPlatform,
-                                                      clock: Clock) -> None:
+                                                      clock: FlyClock) -> None:
     first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
     emulator.hold_lease(SEED_APP, first, ttl=60)
     pinned = fly.history(TARGET)[1]
     with pytest.raises(TransientPlatformError, match="lease currently held"):
         fly.rollback_to(TARGET, pinned)
-    assert updates(emulator) == []
+    assert fly_updates(emulator) == []
     clock.now += 61  # the other holder's lease expires
     assert fly.rollback_to(TARGET, pinned).changed
 
@@ -343,9 +322,7 @@ def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
     tag_only = GOOD.split("@", 1)[0]  # same tag: the registry resolves it to GOOD's digest
     httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
                json={"config": {**machine["config"], "image": tag_only}}, headers=auth())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and fly.confirm_running(TARGET, pinned).detail:
-        time.sleep(0.02)  # let it leave "updating"
+    reached(lambda: not fly.confirm_running(TARGET, pinned).detail, 5, 0.02)  # not "updating"
     check = fly.confirm_running(TARGET, pinned)
     assert check.matches, check.detail
     assert f"{tag_only} (resolved {GOOD.split('@', 1)[1]}): {machine['id']} started" \
@@ -364,25 +341,24 @@ def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
     machines = emulator.machines(SEED_APP)
     assert {m["config"]["image"] for m in machines} == {GOOD}
     assert sorted(m["state"] for m in machines) == ["started", "started", "stopped"]
-    assert [r.body.get("skip_launch") for r in updates(emulator)].count(True) == 1
+    assert [r.body.get("skip_launch") for r in fly_updates(emulator)].count(True) == 1
 
 
 def test_unsupported_surfaces(fly: FlyPlatform) -> None:
-    assert fly.logs_tail(TARGET) is None
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(Unsupported, match="NATS") as err:
+        fly.logs_tail(TARGET)
+    assert (err.value.platform, err.value.capability) == ("fly", Capability.LOGS)
+    with pytest.raises(Unsupported, match="usage metrics"):
         fly.resource_usage(TARGET)
-    snapshot = fly.snapshot_config(TARGET)
-    assert snapshot.items == {} and fly.restore_config(TARGET, snapshot) is False
+    with pytest.raises(Unsupported):
+        fly.snapshot_config(TARGET)
+    with pytest.raises(Unsupported):
+        fly.restore_config(TARGET, ConfigSnapshot(items={}))
 
 
 # ---------------------------------------------------------------- spec conformance
 def test_emulator_responses_match_the_openapi_schemas(emulator: FlyEmulator) -> None:
-    if not SPEC.is_file():  # shared/ lies beside the repository in CI, not in a bare clone
-        message = f"Fly Machines OpenAPI spec not found at {SPEC}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    spec = yaml.safe_load(SPEC.read_text())
+    spec = fly_spec()
 
     def validate(instance: Any, schema_name: str, many: bool = False) -> None:
         ref = {"$ref": f"#/components/schemas/{schema_name}"}
@@ -427,7 +403,7 @@ def test_emulator_responses_match_the_openapi_schemas(emulator: FlyEmulator) -> 
                           params={"state": "bogus"}).status_code == 400
 
 
-def test_rollback_waits_for_checks_to_pass(clock: Clock) -> None:
+def test_rollback_waits_for_checks_to_pass(clock: FlyClock) -> None:
     """Checks report ``warning`` for a while after start; the roll polls until passing."""
     with FlyEmulator(start_delay=0.02, check_delay=0.15, clock=clock) as em:
         seed_hotel_voice_bot(em, machines=2)

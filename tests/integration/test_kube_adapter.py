@@ -19,6 +19,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
     WriteConflict,
 )
 from platforms.kubernetes import (
@@ -208,13 +209,14 @@ def test_logs_tail_and_resource_usage(kube_emulator: KubeEmulator,
     assert len(lines) == 4 and all(line.startswith(f"[pod/{APP}-") for line in lines)
     assert lines[-1].endswith("request 4 served")
     kube_emulator.inject_fault(code=403, resource="pods", subresource="log")
-    assert kube_platform.logs_tail(TARGET) is None
+    with pytest.raises(Unsupported, match="RBAC"):
+        kube_platform.logs_tail(TARGET)
 
     kube_emulator.set_usage(NS, cpu="250m", memory="128Mi")
     usage = kube_platform.resource_usage(TARGET)
     assert [(u.cpu_millicores, u.memory_mib) for u in usage] == [(250.0, 128.0)] * 2
     kube_emulator.inject_fault(code=404, group="metrics.k8s.io")
-    with pytest.raises(NotImplementedError, match="metrics.k8s.io unavailable"):
+    with pytest.raises(Unsupported, match="metrics.k8s.io unavailable"):
         kube_platform.resource_usage(TARGET)  # unknown, not "no pods": the check skips
 
 

@@ -4,63 +4,31 @@ Slack accepted a post; the survivor takes over and every scheduled post exists o
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.db import open_pool
 from bot.persistence.store import Store
-from platforms.fake import FakePlatform
 from sandbox.config import sandbox_config_dict
 from sandbox.demo import DemoService
-from sandbox.slack import DEFAULT_BOT_TOKEN, DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
-from tests.integration.crash_support import wait_until
+from sandbox.fake_platform import FakePlatform
+from sandbox.slack import DEFAULT_SIGNING_SECRET, SlackDriver, SlackEmulator
+from tests.support.bot_process import BotProcess, launch
+from tests.support.messages import find_request_message, request_ref
+from tests.support.waiting import wait_until
 
-T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[2]
 CHANNEL = "inc-hotel-voice-bot"
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
 INTERVAL = 2.0
 HELD_KEY = "monitor:1:tick:3"  # a fresh database: the first monitor has id 1
-_SCRUBBED_ENV = ("ROLLBACK_FAULT_HOLD", "ROLLBACK_FAULT_FILE", "ROLLBACK_FAULT_POST",
-                 "SLACK_APP_TOKEN", "ROLLBACK_EXECUTOR", "ROLLBACK_SCHEDULER", "LOG_FORMAT")
-
-
-
-
-@dataclass
-class Bot:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    url: str
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-    def tail(self) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return f"--- {self.name} (pid {self.popen.pid}) ---\n" + "\n".join(
-            text.splitlines()[-40:])
 
 
 @pytest.fixture
@@ -77,7 +45,7 @@ def world(db: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     data["executor"] = {"lease_seconds": 2, "heartbeat_seconds": 0.5, "poll_seconds": 0.2}
     config = tmp_path / "rollback.yml"
     config.write_text(yaml.safe_dump(data))
-    bots: list[Bot] = []
+    bots: list[BotProcess] = []
     yield {"db": db, "tmp": tmp_path, "config": config, "emulator": emulator, "bots": bots}
     for bot in bots:
         bot.kill()
@@ -85,32 +53,13 @@ def world(db: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     demo.stop()
 
 
-def _start(world: dict[str, Any], name: str) -> Bot:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
-    env.update(SLACK_BOT_TOKEN=DEFAULT_BOT_TOKEN, SLACK_SIGNING_SECRET=DEFAULT_SIGNING_SECRET,
-               SLACK_API_URL=world["emulator"].base_url, DATABASE_URL=world["db"],
-               ROLLBACK_CONFIG=str(world["config"]), HOST="127.0.0.1", PORT=str(port),
-               PYTHONUNBUFFERED="1", ROLLBACK_FAULT_POST=HELD_KEY,
-               ROLLBACK_FAULT_FILE=str(world["tmp"] / "held"))
-    log = world["tmp"] / f"{name}.log"
-    with open(log, "wb") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "bot.runtime.cli", "serve"], cwd=ROOT,
-                                 env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-    bot = Bot(name, popen, log, f"http://127.0.0.1:{port}")
-    world["bots"].append(bot)
-
-    def healthy() -> bool:
-        assert popen.poll() is None, f"{name} exited\n{bot.tail()}"
-        try:
-            return httpx.get(f"{bot.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_until(healthy, timeout=30, what=f"{name} to serve /healthz")
+def _start(world: dict[str, Any], name: str) -> BotProcess:
+    bot = launch(name, log_dir=world["tmp"], slack_api_url=world["emulator"].base_url,
+                 database_url=world["db"], config=world["config"],
+                 env={"ROLLBACK_FAULT_POST": HELD_KEY,
+                      "ROLLBACK_FAULT_FILE": str(world["tmp"] / "held")})
+    world["bots"].append(bot)  # killed by the fixture even if it never gets healthy
+    bot.wait_healthy()
     return bot
 
 
@@ -128,26 +77,25 @@ def test_leader_killed_mid_post_every_scheduled_post_happens_once(
         world: dict[str, Any]) -> None:
     emulator: SlackEmulator = world["emulator"]
     first, second = _start(world, "bot-a"), _start(world, "bot-b")
-    bots = {b.popen.pid: b for b in (first, second)}
+    bots = {b.pid: b for b in (first, second)}
     store = Store(open_pool(world["db"], max_size=2))
     aftercare = AftercareStore(store.pool)
 
     def diagnostics() -> str:
-        return "\n".join(b.tail() for b in bots.values()) + f"\nposts: {_keyed_posts(emulator)}"
+        return "\n".join(b.tail(40) for b in bots.values()) + f"\nposts: {_keyed_posts(emulator)}"
 
     try:
         driver = SlackDriver(emulator, f"{first.url}/slack/events", DEFAULT_SIGNING_SECRET)
         driver.slash_command("/rollback", 'hotel-voice-bot --severity P0 --reason "outage"',
                              user="alice", channel=CHANNEL)
-        msg = wait_until(lambda: next((m for m in emulator.messages(CHANNEL)
-                                       if "*Assessment*" in str(m.get("blocks"))), None),
-                         timeout=30, what="the request message", diagnostics=diagnostics)
-        rid = int(msg["text"].split()[0].removeprefix("RB-"))
+        msg = wait_until(lambda: find_request_message(emulator), timeout=30,
+                         message="the request message", diagnostics=diagnostics)
+        rid = request_ref(msg)
         driver.click(CHANNEL, msg["ts"], "rollback_approve", user="bob")
 
         held = world["tmp"] / "held"
         line = wait_until(lambda: held.exists() and held.read_text().endswith("\n")
-                          and held.read_text(), timeout=60, what="the leader to hold at tick 3",
+                          and held.read_text(), timeout=60, message="the leader to hold at tick 3",
                           diagnostics=diagnostics)
         leader = bots[int(line.split()[0])]
         survivor = next(b for b in bots.values() if b is not leader)
@@ -157,18 +105,18 @@ def test_leader_killed_mid_post_every_scheduled_post_happens_once(
         leader.kill()  # SIGKILL: no cleanup, no unlock; PostgreSQL drops its sessions
 
         wait_until(lambda: store.get(rid).state.value == "completed", timeout=60,
-                   what="the survivor to finish the window", diagnostics=diagnostics)
+                   message="the survivor to finish the window", diagnostics=diagnostics)
         took_over = time.monotonic() - killed_at
         reminders = wait_until(lambda: len(r := aftercare.reminders(rid)) == 2 and r,
-                               timeout=15, what="P0 reminders: review and post-mortem")
+                               timeout=15, message="P0 reminders: review and post-mortem")
         reminder_keys = [f"reminder:{r.id}:1" for r in reminders]
         wait_until(lambda: all(_keyed_posts(emulator)[k] for k in reminder_keys), timeout=15,
-                   what="both reminders", diagnostics=diagnostics)
+                   message="both reminders", diagnostics=diagnostics)
         wait_until(lambda: _keyed_posts(emulator)[f"stakeholders:{rid}:stable:1:{STAKEHOLDERS}"],
-                   timeout=15, what="the stable stakeholder notice", diagnostics=diagnostics)
+                   timeout=15, message="the stable stakeholder notice", diagnostics=diagnostics)
         skeleton = f"-hotel-voice-bot-rb-{rid}.md"  # uploaded right after its reminder post
         wait_until(lambda: any(f["name"].endswith(skeleton) for f in emulator.files()),
-                   timeout=15, what="the post-mortem skeleton upload", diagnostics=diagnostics)
+                   timeout=15, message="the post-mortem skeleton upload", diagnostics=diagnostics)
         (monitor,) = aftercare.monitors(rid)
         samples = [s.seq for s in aftercare.samples(monitor.id)]
     finally:
@@ -187,11 +135,11 @@ def test_leader_killed_mid_post_every_scheduled_post_happens_once(
     charts = [f for f in emulator.files() if f["name"].startswith("stability-")]
     assert len(charts) == 1
     assert len([f for f in emulator.files() if f["name"].endswith(skeleton)]) == 1
-    survivor_log = survivor.log.read_text()
+    survivor_log = survivor.log_path.read_text()
     assert "became scheduler leader" in survivor_log
     assert f"outbox {HELD_KEY}: found the post of an interrupted attempt" in survivor_log
     late = _claimers(world["db"], monitor.id, after_seq=3)
-    assert late and all(f":{survivor.popen.pid}:" in c for c in late), late
+    assert late and all(f":{survivor.pid}:" in c for c in late), late
 
 
 def _claimers(db: str, monitor_id: int, *, after_seq: int) -> list[str]:

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from bot.domain.config import parse_config
 from bot.persistence.aftercare_store import AftercareStore
 from handlers import ids
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.demo import DemoService
 from sandbox.slack import Call
 from sandbox.stack import SandboxStack
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
 from tests.secret_scan import register_secret
+from tests.support.waiting import wait_until
 
 CHANNEL = "inc-hotel-voice-bot"
 ERROR_RATE = ('sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[10s]))'
@@ -49,7 +49,7 @@ def _stack(db: str, demo: DemoService, prom: PrometheusServer, **monitoring: Any
     data = sandbox_config_dict(demo_url=demo.url, prometheus_url=prom.url,
                                monitoring=monitoring)
     data["services"]["hotel-voice-bot"]["prometheus"]["error_rate_query"] = ERROR_RATE
-    stack = SandboxStack(config=parse_config(data), database_url=db).start()
+    stack = SandboxStack(config=parse_sandbox_config(data), database_url=db).start()
     register_secret(stack.signing_secret, "the stack's signing secret")
     return stack
 
@@ -83,16 +83,6 @@ def _keyed_posts(stack: SandboxStack) -> dict[str, list[Call]]:
     return posts
 
 
-def _wait(predicate: Any, *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)  # polling a condition with a deadline
-
-
 def test_injected_errors_alert_within_two_intervals(db: str, demo: DemoService,
                                                     prom: PrometheusServer) -> None:
     interval = 3.0
@@ -101,22 +91,22 @@ def test_injected_errors_alert_within_two_intervals(db: str, demo: DemoService,
     try:
         rid = _rollback(stack)
         store = AftercareStore(stack.bot.store.pool)  # type: ignore[union-attr]
-        monitor = _wait(lambda: store.monitors(rid), timeout=30, what="the monitor")[0]
+        monitor = wait_until(lambda: store.monitors(rid), timeout=30, message="the monitor")[0]
         first = f"monitor:{monitor.id}:tick:1"
-        _wait(lambda: first in _keyed_posts(stack), timeout=3 * interval,
-              what="the first healthy check")
+        wait_until(lambda: first in _keyed_posts(stack), timeout=3 * interval,
+                   message="the first healthy check")
         broke_at = time.time()
         demo.break_()  # every API request answers 503 from now on
         alert_key = f"monitor:{monitor.id}:alert"
-        alert = _wait(lambda: _keyed_posts(stack).get(alert_key), timeout=4 * interval,
-                      what="the regression alert")[0]
+        alert = wait_until(lambda: _keyed_posts(stack).get(alert_key), timeout=4 * interval,
+                           message="the regression alert")[0]
         latency = (alert.timestamp - broke_at) / interval
         print(f"alert {alert.timestamp - broke_at:.1f}s = {latency:.2f} intervals after break")
         assert latency <= 2.0
         assert "error rate" in alert.params["text"] and "threshold" in alert.params["text"]
         assert alert.params["text"].startswith(f"<@{stack.emulator.user_id('carol')}>")
-        rb = _wait(lambda: (r := stack.bot.store.get(rid)).state.value == "unstable" and r,  # type: ignore[union-attr]
-                   timeout=5, what="state unstable")
+        rb = wait_until(lambda: (r := stack.bot.store.get(rid)).state.value == "unstable" and r,  # type: ignore[union-attr]
+                        timeout=5, message="state unstable")
         assert rb.state.value == "unstable"
         assert all(len(calls) == 1 for calls in _keyed_posts(stack).values())
     finally:
@@ -128,11 +118,12 @@ def test_healthy_window_ends_with_the_stability_report(db: str, demo: DemoServic
     stack = _stack(db, demo, prom, duration_seconds=10, interval_seconds=2)
     try:
         rid = _rollback(stack)
-        _wait(lambda: stack.bot.store.get(rid).state.value == "completed",  # type: ignore[union-attr]
-              timeout=45, what="the rollback to complete")
+        wait_until(lambda: stack.bot.store.get(rid).state.value == "completed",  # type: ignore[union-attr]
+                   timeout=45, message="the rollback to complete")
         # the completion notice follows the transition: wait for it, then read everything
-        _wait(lambda: f"RB-{rid} completed" in str(stack.emulator.thread(CHANNEL, _root(stack))),
-              timeout=15, what="the completion notice")
+        wait_until(lambda: f"RB-{rid} completed"
+                   in str(stack.emulator.thread(CHANNEL, _root(stack))),
+                   timeout=15, message="the completion notice")
         store = AftercareStore(stack.bot.store.pool)  # type: ignore[union-attr]
         (monitor,) = store.monitors(rid)
         posts = _keyed_posts(stack)

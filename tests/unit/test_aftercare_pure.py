@@ -11,17 +11,18 @@ from typing import Any
 from slack_sdk.models.blocks import Block
 
 from bot.aftercare import charts, monitoring
-from bot.aftercare.notifications import completion_text, display_name
+from bot.aftercare.notifications import completion_facts, display_name
 from bot.aftercare.postmortem import duration, filename
-from bot.domain.config import RollbackConfig, parse_config
+from bot.domain.config import RollbackConfig
 from bot.domain.lifecycle import State
+from bot.domain.messages import Verification
 from bot.domain.models import Rollback
-from bot.domain.ports import Notice, NoticeAction
 from bot.persistence.aftercare_store import Facts, Monitor, Sample
 from handlers import ids
 from handlers.views_aftercare import carries_key, notice_blocks
+from handlers.wording import card, completion_text
 from platforms.base import Revision, Target
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -69,23 +70,21 @@ def _rb(**kw: Any) -> Rollback:
 
 
 def _config(**monitoring_cfg: Any) -> RollbackConfig:
-    return parse_config(sandbox_config_dict(
+    return parse_sandbox_config(sandbox_config_dict(
         demo_url="http://demo", prometheus_url="http://prom",
         monitoring={"duration_seconds": 7200, "interval_seconds": 300, **monitoring_cfg}))
 
 
 def test_notice_blocks_are_valid_block_kit_with_mapped_action_ids() -> None:
-    notice = Notice(key="verify:12:1", title="Verification failed", text="❌ health\n" * 400,
-                    mention="U3", footer="retry when fixed",
-                    actions=(NoticeAction("retry_verification", "Retry", "12", "primary"),
-                             NoticeAction("resolve", "Mark resolved", "12")))
-    blocks = notice_blocks(notice)
+    failed = Verification(12, "RB-12", "hvb", 1, "failed", "0 passed, 1 failed",
+                          "❌ health\n" * 400, "health (down)", mention="U3", closed=None)
+    blocks = notice_blocks(card(failed), key="verify:12:1")
     for block in blocks:
         assert Block.parse(block) is not None
         assert len(str(block.get("text", {}).get("text", ""))) <= 3000
     actions = blocks[-1]["elements"]
     assert [a["action_id"] for a in actions] == [ids.RETRY, ids.ALERT_RESOLVE]
-    assert blocks[0]["text"]["text"].startswith("<@U3> *Verification failed*")
+    assert blocks[0]["text"]["text"].startswith("<@U3> *:x: Verification of RB-12 failed")
     message = {"metadata": {"event_type": "rollback_bot_notice",
                             "event_payload": {"key": "verify:12:1"}}}
     assert carries_key(message, "verify:12:1") and not carries_key(message, "verify:12:2")
@@ -97,14 +96,15 @@ def test_completion_template_with_real_values() -> None:
     svc = config.services["hotel-voice-bot"]
     facts = Facts(12, T0 + timedelta(minutes=9), T0 + timedelta(minutes=11, seconds=30),
                   None, False)
-    text = completion_text(config, svc, _rb(), facts, checks_passed=4)
+    text = completion_text(completion_facts(config, svc, _rb(), facts, checks_passed=4))
     assert "• Version rolled back to: rev 2 (app:v1.2.0) (from rev 3 (app:v1.3.0))" in text
     assert "• Total downtime: 11 min 30 s (since the rollback request at " \
            "2026-11-29 03:00:00 UTC)" in text
     assert ("Stability monitoring for 2 h (until 05:11 UTC): error rate, health and latency "
             "every 5 min") in text
     assert "Post-mortem within 48 h (by 2026-12-01 03:09:00 UTC)" in text
-    p3 = completion_text(config, svc, _rb(severity="P3"), facts, checks_passed=4)
+    p3 = completion_text(completion_facts(config, svc, _rb(severity="P3"), facts,
+                                          checks_passed=4))
     assert "Post-mortem" not in p3
     assert display_name("hotel-voice-bot") == "Hotel Voice Bot"
 

@@ -1,8 +1,9 @@
 """Dockerfile: read as text (no Docker engine here) and held to what production expects.
 
 Slim Python >= 3.11, an unprivileged user before the process starts, a stdlib health check on
-``handlers.ids.HEALTHZ_PATH``, ``rollback-bot serve``, EXPOSE equal to the PORT default, and no
-secret baked into the image.
+``handlers.ids.HEALTHZ_PATH``, ``rollback-bot serve``, EXPOSE equal to the PORT default, no
+secret baked into the image, and the product only: no sandbox (development-only emulators) and
+none of its dependencies (moto).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from handlers import ids
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 SECRET_VALUE = re.compile(r"xox[abposr]-|xapp-|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY")
@@ -210,3 +212,39 @@ def test_copied_files_exist_and_are_not_dockerignored(instructions: list[Instruc
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     patterns = set(DOCKERIGNORE.read_text(encoding="utf-8").split())
     assert {".git", ".venv", ".pytest_cache", ".mypy_cache", ".ruff_cache"} <= patterns
+
+
+def requirement_name(requirement: str) -> str:
+    """``moto[server]>=5`` -> ``moto`` (PEP 503 normalised)."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    assert match, requirement
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def test_the_image_carries_no_sandbox(instructions: list[Instruction]) -> None:
+    """The sandbox is development-only: not copied, not in the build context, not packaged."""
+    sources = copy_sources(instructions)
+    assert sources, "no COPY"
+    for source in sources:
+        top = source.removeprefix("./").split("/")[0]
+        assert top != "sandbox", f"COPY {source}: the sandbox must not be in the image"
+        assert top not in (".", ""), f"COPY {source} would copy the whole tree, sandbox included"
+    patterns = DOCKERIGNORE.read_text(encoding="utf-8").split()
+    assert "sandbox" in patterns, ".dockerignore keeps sandbox/ out of the build context"
+    setuptools = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["tool"]["setuptools"]
+    included = setuptools["packages"]["find"]["include"]
+    assert not [p for p in included if fnmatch.fnmatch("sandbox", p)], included
+    assert not [k for k in setuptools.get("package-data", {}) if k.split(".")[0] == "sandbox"]
+
+
+def test_moto_is_not_a_runtime_requirement(instructions: list[Instruction]) -> None:
+    """moto (the ECS emulator's backend) comes with the ``sandbox`` extra, which the image's
+    plain ``pip install .`` does not install."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    runtime = {requirement_name(r) for r in project["dependencies"]}
+    assert "moto" not in runtime, "moto is the sandbox's (the `sandbox` extra), not the product's"
+    extras = project["optional-dependencies"]
+    assert "moto" in {requirement_name(r) for r in extras["sandbox"]}
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
+    assert installs and not any("[" in args for args in installs), (
+        f"the image installs no extras: {installs}")

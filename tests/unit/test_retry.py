@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from bot.domain.config import ExecutorSettings
+from bot.execution.executor import WAIT_SLICE_SECONDS, CancelRequested, Executor, LeaseLost
 from bot.execution.retry import (
     DEFAULT_MAX_RETRY_AFTER_SECONDS,
     GiveUp,
@@ -16,7 +21,7 @@ from bot.execution.retry import (
     decide,
     max_retry_after,
 )
-from platforms.base import parse_retry_after
+from platforms.base import TransientPlatformError, parse_retry_after
 
 CAP = DEFAULT_MAX_RETRY_AFTER_SECONDS
 
@@ -105,3 +110,108 @@ def test_zero_retries_means_the_first_failure_is_final() -> None:
     decision = decide(attempt=1, durable_attempts=1, retry_after=None,
                       settings=ExecutorSettings(max_transient_retries=0))
     assert decision == GiveUp("gave up after 1 attempt (retry budget: 0 retries)", 1)
+
+
+# ------------------------------------------------ the executor's wait between attempts
+# ``Executor._wait`` sleeps a retry's delay in slices of the injected ``sleep``, checking
+# Cancel (the rollback row) and the lease before each slice. Only ``store.get`` is needed
+# for that, so a one-method stand-in replaces PostgreSQL and nothing really sleeps.
+class _Row:
+    def __init__(self) -> None:
+        self.cancel_requested_by: str | None = None
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.row = _Row()
+        self.reads = 0
+
+    def get(self, rollback_id: int) -> _Row:
+        self.reads += 1
+        return self.row
+
+
+class _Sleep:
+    """Records each slice; runs ``then(n)`` after the n-th one (a click, a lost lease)."""
+
+    def __init__(self, then: Callable[[int], None] = lambda n: None) -> None:
+        self.slices: list[float] = []
+        self.then = then
+
+    def __call__(self, seconds: float) -> None:
+        self.slices.append(seconds)
+        self.then(len(self.slices))
+
+
+def _executor(store: _Store, sleep: _Sleep, settings: object = None) -> Executor:
+    return Executor(catalog=cast(Any, None), store=cast(Any, store), chat=cast(Any, None),
+                    settings=cast(Any, settings or ExecutorSettings()),
+                    aftercare=lambda rb: None, sleep=sleep, owner="unit")
+
+
+RB = cast(Any, SimpleNamespace(id=7))
+
+
+def test_the_default_cap_is_a_minute() -> None:
+    assert CAP == 60.0
+    assert max_retry_after(ExecutorSettings()) == 60.0
+    decision = decide(attempt=1, durable_attempts=1, retry_after=3600,
+                      settings=ExecutorSettings())
+    assert decision == Retry(60.0, 1, capped=True)
+
+
+def test_a_capped_wait_sleeps_the_cap_in_short_slices() -> None:
+    store, sleep = _Store(), _Sleep()
+    delay = _retry(retry_after=1e12).delay
+    _executor(store, sleep)._wait(RB, delay)
+    assert math.isclose(sum(sleep.slices), CAP)
+    assert max(sleep.slices) <= WAIT_SLICE_SECONDS
+    assert len(sleep.slices) == math.ceil(CAP / WAIT_SLICE_SECONDS)
+    assert store.reads == len(sleep.slices) + 1  # Cancel is checked before every slice
+
+
+def test_a_short_wait_is_one_slice_of_its_own_length() -> None:
+    sleep = _Sleep()
+    _executor(_Store(), sleep)._wait(RB, 0.2)
+    assert sleep.slices == [0.2]
+
+
+def test_cancel_ends_a_long_wait_at_the_next_slice() -> None:
+    store = _Store()
+
+    def click(n: int) -> None:
+        if n == 3:
+            store.row.cancel_requested_by = "U_BOB"
+
+    sleep = _Sleep(click)
+    with pytest.raises(CancelRequested):
+        _executor(store, sleep)._wait(RB, 3600.0)
+    assert len(sleep.slices) == 3  # not 7,200 slices: stopped within one slice of the click
+
+
+def test_a_wait_that_is_not_cancellable_ignores_cancel() -> None:
+    """Compensation is what a Cancel asks for: its waits run to their end."""
+    store, sleep = _Store(), _Sleep()
+    store.row.cancel_requested_by = "U_BOB"
+    _executor(store, sleep)._wait(RB, 2.0, cancellable=False)
+    assert math.isclose(sum(sleep.slices), 2.0)
+    assert store.reads == 0
+
+
+@pytest.mark.parametrize("cancellable", [True, False])
+def test_a_lost_lease_ends_any_wait(cancellable: bool) -> None:
+    executor = _executor(_Store(), _Sleep())
+    lost = threading.Event()
+    executor._lost[RB.id] = lost
+    executor.sleep = _Sleep(lambda n: lost.set() if n == 2 else None)
+    with pytest.raises(LeaseLost):
+        executor._wait(RB, 3600.0, cancellable=cancellable)
+    assert len(executor.sleep.slices) == 2  # type: ignore[attr-defined]
+
+
+def test_waits_outside_the_step_budget_are_capped_too() -> None:
+    """The pre-check and compensation retry outside ``decide``: same cap, same backoff."""
+    executor = _executor(_Store(), _Sleep(), Capped())
+    assert executor._bounded(TransientPlatformError("429", retry_after=1e12), 1) == 10.0
+    assert executor._bounded(TransientPlatformError("429", retry_after=3.0), 1) == 3.0
+    assert executor._bounded(TransientPlatformError("503"), 3) == 4.0  # base 1 s, 3rd try

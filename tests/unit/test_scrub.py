@@ -10,10 +10,10 @@ from urllib.parse import quote
 
 import pytest
 
-from bot.domain.config import parse_config, secret_env_names
+from bot.domain.config import secret_env_names
 from bot.observability import scrub as scrub_module
 from bot.observability.scrub import REDACTED, install_log_scrubber, scrub, scrub_data
-from sandbox.config import sandbox_config_dict
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
 
 
 @pytest.mark.parametrize(("text", "secret", "kept"), [
@@ -73,7 +73,7 @@ def test_an_env_var_the_config_names_is_secret_whatever_its_name(
     assert {"HOTEL_LLM", "HOTEL_DB"} <= secret_env_names(data)
     monkeypatch.setenv("HOTEL_LLM", "llm-plain-value-1234")
     assert "llm-plain-value-1234" in scrub("x llm-plain-value-1234")  # not yet known
-    parse_config(data)
+    parse_sandbox_config(data)
     assert "llm-plain-value-1234" not in scrub("x llm-plain-value-1234")
     with scrub_module._lock:
         scrub_module._env_names.discard("HOTEL_LLM")

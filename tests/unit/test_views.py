@@ -154,26 +154,33 @@ def test_help_and_services() -> None:
 
 
 def test_user_text_is_escaped_but_own_mentions_render() -> None:
+    from bot.domain.errors import UserFacingError
+    from bot.domain.messages import Mention
     from handlers.errors import render
-    from handlers.mrkdwn import escape, escape_keeping_mentions
+    from handlers.mrkdwn import escape, words
 
     assert escape("<!channel> & <https://e.example|x>") == \
         "&lt;!channel&gt; &amp; &lt;https://e.example|x&gt;"
-    assert escape_keeping_mentions("<@U123ABC> asked <!here>") == "<@U123ABC> asked &lt;!here&gt;"
-    from bot.domain.errors import UserFacingError
+    assert words((Mention("U123ABC"), " asked <!here> <@U9>")) == \
+        "<@U123ABC> asked &lt;!here&gt; &lt;@U9&gt;"
     assert render(UserFacingError("Unknown service `<!channel>`")) == \
         "Unknown service `&lt;!channel&gt;`"
+    refusal = UserFacingError(Mention("U1"), " already asked to cancel <!here>.")
+    assert str(refusal) == "@U1 already asked to cancel <!here>."  # plain words
+    assert render(refusal) == "<@U1> already asked to cancel &lt;!here&gt;."
 
 
 def test_notices_escape_what_platforms_and_people_wrote() -> None:
-    from bot.domain.ports import Notice
-    from handlers import views_aftercare
+    from bot.domain.messages import ClosedBy, RegressionAlert
+    from handlers import views_aftercare, wording
 
-    notice = Notice(key="k", title="Regression <!here>", mention="U9",
-                    text="<@U1> saw <!channel> at <https://evil.example|rev 5> & more",
-                    footer="note: <b>")
-    blocks = str(views_aftercare.notice_blocks(notice))
+    alert = RegressionAlert(7, "RB-7", "hvb <!here>", 3, 24, NOW,
+                            "<@U1> saw <!channel> at <https://evil.example|rev 5> & more",
+                            mention="U9", closed=ClosedBy("U1", "RB-7", "completed <b>"))
+    card = wording.card(alert)
+    blocks = str(views_aftercare.notice_blocks(card, key="k"))
     assert "<!channel>" not in blocks and "<!here>" not in blocks and "<https://" not in blocks
     assert "&lt;!channel&gt;" in blocks and "&amp; more" in blocks and "&lt;b&gt;" in blocks
-    assert "<@U1>" in blocks and "<@U9>" in blocks  # the mentions the core builds still work
-    assert "<!channel>" not in views_aftercare.fallback_text(notice)
+    assert "&lt;@U1&gt; saw" in blocks  # a mention someone typed stays text
+    assert "<@U1> closed" in blocks and "<@U9>" in blocks  # the bot's own mentions work
+    assert "<!channel>" not in views_aftercare.fallback_text(card)

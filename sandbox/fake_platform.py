@@ -1,5 +1,9 @@
 """A scriptable in-memory platform for unit and crash tests: history, rollout time, faults.
 
+Development only: production's registry (``platforms.registry.PRODUCTION``) does not know
+``fake``. The sandbox and the tests register ``SPEC`` in their own registry
+(``sandbox.config.PLATFORMS``), which lets a config carry a ``fake:`` block.
+
 State can optionally live in a JSON file (``state_file``) guarded by ``fcntl`` locks, so a
 bot process that is SIGKILLed and restarted sees the same "cluster" and the test can
 count every mutation across processes. ``mutations`` counts only real changes: an
@@ -20,8 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from platforms.base import (
     ConfigSnapshot,
+    Platform,
+    PlatformSpec,
     ProgressCallback,
     ResourceUsage,
     Revision,
@@ -29,6 +37,7 @@ from platforms.base import (
     RollbackResult,
     RolloutStatus,
     RunningCheck,
+    SecretReader,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -304,7 +313,7 @@ class FakePlatform:
         with self._state() as s:
             self._target(s, target)["running_override"] = revision_id
 
-    def logs_tail(self, target: Target, *, lines: int = 100) -> str | None:
+    def logs_tail(self, target: Target, *, lines: int = 100) -> str:
         with self._state() as s:
             self._call("logs_tail", s)
             return "\n".join(self._target(s, target)["logs"][-lines:])
@@ -341,4 +350,34 @@ class FakePlatform:
             self.after_mutation(method)
 
 
-__all__ = ["FakePlatform", "Fault", "TransientPlatformError"]
+class FakeTarget(BaseModel):
+    """A service's ``fake:`` block: where the fake target lives and how the adapter built
+    from it behaves (a shared ``state_file`` lets restarted bot processes see one state)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scope: str = "default"
+    name: str = "app"
+    state_file: str | None = None
+    rollout_seconds: float = 0
+    revisions: int = 3
+    rollout_timeout_seconds: float = 600
+    stop_timeout_seconds: float = 300
+
+
+def _target(block: FakeTarget) -> Target:
+    return Target("fake", block.scope, block.name)
+
+
+def _build(block: FakeTarget, secret: SecretReader) -> Platform:
+    return FakePlatform(state_file=block.state_file, rollout_seconds=block.rollout_seconds,
+                        revisions=block.revisions)
+
+
+# Every capability, so the core's full paths run against it; no scale command of its own
+# (the generic sentence is what the tests read).
+SPEC: PlatformSpec[FakeTarget] = PlatformSpec(
+    name="fake", config_model=FakeTarget, target=_target, build=_build,
+    summary="the in-memory test platform (sandbox only)")
+
+__all__ = ["SPEC", "FakePlatform", "FakeTarget", "Fault", "TransientPlatformError"]

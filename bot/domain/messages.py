@@ -1,0 +1,484 @@
+"""What the core tells people, as facts: one frozen dataclass per kind of message.
+
+The core never writes Slack text. It says *what* happened (a kind) and hands over the facts
+a person needs (refs, user ids, revisions, errors, times); the Slack layer
+(``handlers/wording.py``) words every kind: emoji, bold, mentions, escaping. A thread line
+goes through ``Chat.thread``, a channel post through ``Chat.post_channel``, an aftercare
+notice as ``Notice(key, message)`` through the outbox. ``ScrubbedChat``
+(``bot.domain.ports``) scrubs every string fact before the Slack layer sees it.
+
+Facts stay facts: a user is a user id (``requester``, ``by``), never a mention; a time is a
+``datetime``, formatted by the renderer. Plain-words pieces the core also stores or audits
+(a step's error, a hand-over cause, a refusal) are ``Words``: text with the people it names
+(``Mention``) and the rollbacks it links (``RollbackLink``) kept as facts, so the same words
+can be stored as plain text (``plain``) and shown in Slack with working mentions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: compensation imports the models, which import errors
+    from bot.domain.compensation import Undo
+
+
+# ---------------------------------------------------------------------- words
+@dataclass(frozen=True)
+class Mention:
+    """A person named in a sentence, by Slack user id."""
+
+    user: str
+
+    def __str__(self) -> str:  # plain words (logs, stored errors): no Slack markup
+        return f"@{self.user}"
+
+
+@dataclass(frozen=True)
+class RollbackLink:
+    """A link to a rollback's request message (its channel and message ts)."""
+
+    ref: str
+    channel_id: str
+    message_ts: str | None
+
+    def __str__(self) -> str:
+        return self.ref
+
+
+Part = str | Mention | RollbackLink
+Words = tuple[Part, ...]
+
+
+def plain(words: Words) -> str:
+    """``words`` as plain text: what is stored, audited and logged."""
+    return "".join(str(part) for part in words)
+
+
+def as_words(text: str | Words) -> Words:
+    return (text,) if isinstance(text, str) else text
+
+
+class Message:
+    """Base of every kind of message; the Slack layer has one rendering per subclass."""
+
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------------- request and decisions
+@dataclass(frozen=True)
+class ImmediatePolicy(Message):
+    """Thread: the severity's policy is to roll back at once; break glass is allowed."""
+
+    severity: str
+    mode: str  # PolicyMode value
+    destructive: bool  # a destructive step still needs a second person
+
+
+@dataclass(frozen=True)
+class KnownBadTargetRequested(Message):
+    """Channel: a request targets a revision someone rolled back from before."""
+
+    ref: str
+    requested_by: str
+    service: str
+    target: str
+    marked_by_rollback: int | None
+
+
+@dataclass(frozen=True)
+class RollbackRequested(Message):
+    """Stakeholder channel: a rollback was requested."""
+
+    service: str
+    ref: str
+    target: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class StakeholdersNotNotified(Message):
+    """Thread: the request could not be posted to these stakeholder channels."""
+
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class KnownBadOverride(Message):
+    """Channel: an approver approved a known-bad target."""
+
+    user: str
+    ref: str
+    service: str
+    target: str
+
+
+@dataclass(frozen=True)
+class BreakGlass(Message):
+    user: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class PolicyOverridden(Message):
+    """An approver executes now what the severity's policy would leave for later."""
+
+    user: str
+    severity: str
+    mode: str  # PolicyMode value
+
+
+@dataclass(frozen=True)
+class Rejected(Message):
+    user: str
+    ref: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancelled(Message):
+    user: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class CancelAsked(Message):
+    """Someone pressed Cancel on an executing rollback; ``undo`` says what happens next."""
+
+    user: str
+    ref: str
+    undo: Undo
+
+
+@dataclass(frozen=True)
+class ScaledBackUp(Message):
+    user: str
+    target: str  # the platform target, described
+    replicas: int
+
+
+@dataclass(frozen=True)
+class Resolved(Message):
+    """Thread: a person closed the rollback."""
+
+    user: str
+    ref: str
+    state: str
+
+
+@dataclass(frozen=True)
+class HotfixReported(Message):
+    user: str
+    due: datetime
+    minutes: float
+
+
+# ---------------------------------------------------------------------- decision-matrix timers
+@dataclass(frozen=True)
+class Expired(Message):
+    ref: str
+
+
+@dataclass(frozen=True)
+class HotfixWindowOver(Message):
+    ref: str
+    severity: str
+
+
+@dataclass(frozen=True)
+class EvaluationDue(Message):
+    ref: str
+    severity: str
+
+
+# ---------------------------------------------------------------------- execution
+@dataclass(frozen=True)
+class ExecutionStarted(Message):
+    ref: str
+    steps: int
+
+
+@dataclass(frozen=True)
+class ExecutionResumed(Message):
+    ref: str
+    executor: str
+
+
+@dataclass(frozen=True)
+class DidNotStart(Message):
+    ref: str
+    why: str
+
+
+@dataclass(frozen=True)
+class MarkedKnownBad(Message):
+    revision: str
+    service: str
+
+
+@dataclass(frozen=True)
+class StepNote(Message):
+    """A step's own progress line (``StepContext.progress``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StepRetrying(Message):
+    seq: int
+    total: int
+    description: str
+    error: str
+    delay: float
+    capped: bool  # the platform asked for a longer wait than the cap
+    attempts: int
+
+
+@dataclass(frozen=True)
+class StepDone(Message):
+    seq: int
+    total: int
+    description: str
+    note: str
+
+
+@dataclass(frozen=True)
+class Compensated(Message):
+    """The executor undid the scale-down (``why``: plain words, also audited)."""
+
+    why: str
+    target: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ExecutionFailed(Message):
+    ref: str
+    seq: int
+    description: str
+    error: str
+    compensated: Compensated | None
+
+
+@dataclass(frozen=True)
+class CancelledBeforeStep(Message):
+    """The executor stopped at a Cancel and compensated."""
+
+    ref: str
+    by: Words
+    seq: int
+    description: str
+    compensated: Compensated | None
+
+
+@dataclass(frozen=True)
+class InterruptedRestore:
+    """Where the database may stand after the executor died inside ``restore_db``."""
+
+    backup_path: str | None
+    begun: bool  # pg_restore had been launched
+
+
+@dataclass(frozen=True)
+class HandedOver(Message):
+    """Needs attention, the service left scaled down (or the database unknown): where things
+    stand and exactly what to run."""
+
+    ref: str
+    cause: Words
+    replicas: int | None  # the count before the scale-down; None: not scaled down
+    manual_command: str | None  # how to scale back up by hand
+    check_database: bool  # the database may have changed (a restore began)
+    reason: str | None  # why the executor did not scale back itself
+    restore: InterruptedRestore | None
+
+
+@dataclass(frozen=True)
+class Interrupted(Message):
+    """Needs attention after a crash inside a destructive step, nothing left scaled down."""
+
+    ref: str
+    cause: Words
+    restore: InterruptedRestore | None
+
+
+# ---------------------------------------------------------------------- aftercare notices
+@dataclass(frozen=True)
+class VerificationRetried(Message):
+    """Footer of a verification notice once someone retried."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class MonitoringResumed(Message):
+    """Footer of a regression alert once someone resumed monitoring."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class ClosedBy(Message):
+    """Footer of a notice once someone closed the rollback from it."""
+
+    user: str
+    ref: str
+    state: str
+
+
+@dataclass(frozen=True)
+class ReminderClosed(Message):
+    """Footer of a reminder marked scheduled or done."""
+
+    status: str  # scheduled | done
+    user: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ReminderSnoozed(Message):
+    user: str
+    until: datetime
+
+
+@dataclass(frozen=True)
+class Verification(Message):
+    """The one verification notice of an attempt."""
+
+    rollback_id: int
+    ref: str
+    service: str
+    attempt: int
+    outcome: str  # passed | failed | none (no checks configured)
+    summary: str  # "3 passed, 1 failed"
+    checks: str  # one plain line per check
+    failures: str  # what failed, one phrase per check
+    mention: str | None  # who is told when it failed
+    closed: Message | None  # who acted on it (replaces the buttons)
+
+
+@dataclass(frozen=True)
+class MonitoringStarted(Message):
+    service: str
+    until: datetime
+    interval_seconds: float
+    error_rate_threshold: float | None  # None: no Prometheus configured
+    health_failures: int | None  # failed checks in a row that alert; None: no health check
+
+
+@dataclass(frozen=True)
+class MonitoringCheck(Message):
+    seq: int
+    total: int
+    error_rate: float | None
+    health_ok: bool | None
+    health_detail: str
+    notes: str
+
+
+@dataclass(frozen=True)
+class RegressionAlert(Message):
+    rollback_id: int
+    ref: str
+    service: str
+    seq: int | str  # the check that found it ("?" if unknown)
+    total: int
+    at: datetime
+    reason: str
+    mention: str
+    closed: Message | None
+
+
+@dataclass(frozen=True)
+class StabilityReport(Message):
+    ref: str
+    figures: tuple[tuple[str, str], ...]  # label, value
+
+
+@dataclass(frozen=True)
+class Completed(Message):
+    ref: str
+    service: str
+    target: str
+
+
+@dataclass(frozen=True)
+class DecorationFailed(Message):
+    """A report or chart could not be posted; the rollback went on without it."""
+
+    what: str
+    ref: str
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The runbook's completion template, filled in."""
+
+    target: str
+    current: str
+    completed_at: datetime
+    restored_at: datetime
+    downtime: str
+    since: str  # "incident start" | "rollback request"
+    started_at: datetime
+    checks_passed: int
+    monitoring_seconds: float
+    monitoring_interval_seconds: float
+    review_hours: float
+    review_due: datetime
+    postmortem_hours: float | None  # None: no post-mortem for this severity
+    postmortem_due: datetime | None
+
+
+@dataclass(frozen=True)
+class StakeholderUpdate(Message):
+    """A stakeholder channel's update for one phase; ``headline`` is also the status page's."""
+
+    phase: str  # restored | verification_failed | regression | stable | resolved
+    headline: str
+    ref: str
+    detail: str
+    requester: str
+    approver: str | None
+    completion: Completion | None  # the "restored" phase's template
+
+
+@dataclass(frozen=True)
+class StakeholdersNotUpdated(Message):
+    phase: str
+    channels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StatuspageNotUpdated(Message):
+    phase: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Reminder(Message):
+    """A review or post-mortem reminder; ``value`` identifies it on its buttons."""
+
+    value: str
+    kind: str  # review | postmortem
+    ref: str
+    severity: str
+    service: str
+    target: str
+    due_at: datetime
+    within_hours: float
+    again: bool  # a repeat, not the first posting
+    document: str | None  # the attached skeleton's file name
+    snooze_hours: float
+    mention: str | None
+    closed: Message | None
+
+
+@dataclass(frozen=True)
+class SkeletonNotUploaded(Message):
+    ref: str
+    error: str  # the exception's type name
+    filename: str

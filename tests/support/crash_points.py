@@ -1,0 +1,42 @@
+"""Crash points for bot processes the crash tests kill: park the process, announce it, wait.
+
+The test starts ``python -m tests.support.bot_main serve`` with ``ROLLBACK_FAULT_FILE`` set
+and either ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` (inside that step, "after" when
+the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accepted that
+post, before it is marked sent). The process writes ``<pid> ...`` to the file and blocks
+until SIGKILL. Only this test entry point reads these variables; the product takes the
+points as a ``create_app`` argument and never looks at the environment for them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from bot.domain.ports import NO_CRASH_POINTS, CrashPoints
+
+
+def _park(announce: Path, line: str) -> None:
+    announce.write_text(f"{os.getpid()} {line}\n")
+    threading.Event().wait()  # until SIGKILL
+
+
+def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
+    announce = env.get("ROLLBACK_FAULT_FILE")
+    if not announce:
+        return NO_CRASH_POINTS
+    hold_kind, _, hold_when = env.get("ROLLBACK_FAULT_HOLD", "").partition(":")
+    hold_when = hold_when or "after"
+    post_key = env.get("ROLLBACK_FAULT_POST")
+
+    def step(kind: str, when: str) -> None:
+        if hold_kind and kind == hold_kind and when == hold_when:
+            _park(Path(announce), f"{kind} {when}")
+
+    def posted(key: str) -> None:
+        if post_key and key == post_key:
+            _park(Path(announce), key)
+
+    return CrashPoints(step=step, posted=posted)

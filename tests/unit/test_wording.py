@@ -1,0 +1,247 @@
+"""The Slack wording of the core's messages: every kind renders, what people and platforms
+wrote is escaped, the bot's own mentions render, the decision matrix follows the config,
+and the facts are scrubbed before any of it is worded."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+import pytest
+from slack_sdk.models.blocks import Block
+
+from bot.domain import messages as m
+from bot.domain.compensation import Undo
+from bot.domain.config import Policy, Severity
+from bot.domain.errors import NotAllowed
+from bot.domain.models import Rollback, Step
+from bot.domain.ports import Notice, ScrubbedChat
+from bot.observability.scrub import REDACTED
+from handlers import ids, views, views_aftercare, wording
+from handlers.errors import render
+
+AT = datetime(2026, 11, 29, 3, 4, 5, tzinfo=UTC)
+REST = m.InterruptedRestore("/backups/pre/hvb.dump", begun=True)
+COMP = m.Compensated("step 3 failed", "kubernetes prod/hvb", 3)
+COMPLETION = m.Completion(
+    target="rev 4", current="rev 5", completed_at=AT, restored_at=AT + timedelta(minutes=2),
+    downtime="11 min 30 s", since="rollback request", started_at=AT - timedelta(minutes=9),
+    checks_passed=4, monitoring_seconds=7200, monitoring_interval_seconds=300,
+    review_hours=24, review_due=AT + timedelta(hours=24), postmortem_hours=48,
+    postmortem_due=AT + timedelta(hours=48))
+
+# One message of every kind, with facts as the core sends them.
+SAMPLES: list[m.Message] = [
+    m.ImmediatePolicy("P0", "immediate", destructive=True),
+    m.KnownBadTargetRequested("RB-3", "U1", "hvb", "rev 4", 2),
+    m.RollbackRequested("hvb", "RB-3", "rev 4", "P1"),
+    m.StakeholdersNotNotified(("#status", "#ops")),
+    m.KnownBadOverride("U2", "RB-3", "hvb", "rev 4"),
+    m.BreakGlass("U2", "P0"),
+    m.PolicyOverridden("U2", "P3", "next_deployment"),
+    m.Rejected("U2", "RB-3", "not now"),
+    m.Cancelled("U2", "RB-3"),
+    m.CancelAsked("U2", "RB-3", Undo.RESTORE_REPLICAS),
+    m.ScaledBackUp("U2", "kubernetes prod/hvb", 3),
+    m.Resolved("U2", "RB-3", "failed"),
+    m.HotfixReported("U2", AT, 15),
+    m.Expired("RB-3"),
+    m.HotfixWindowOver("RB-3", "P1"),
+    m.EvaluationDue("RB-3", "P2"),
+    m.ExecutionStarted("RB-3", 4),
+    m.ExecutionResumed("RB-3", "host:1:abc"),
+    m.DidNotStart("RB-3", "the running revision changed"),
+    m.MarkedKnownBad("rev 5", "hvb"),
+    m.StepNote("waiting for 2 pods"),
+    m.StepRetrying(2, 4, "Roll back", "429 throttled", 3.2, True, 2),
+    m.StepDone(2, 4, "Roll back", "now on rev 4"),
+    COMP,
+    m.ExecutionFailed("RB-3", 3, "Wait for the rollout", "timed out", COMP),
+    m.CancelledBeforeStep("RB-3", (m.Mention("U2"),), 3, "Wait", None),
+    m.HandedOver("RB-3", ("RB-3 failed at step 4 (Restore): boom",), 3,
+                 "kubectl -n prod scale deployment/hvb --replicas=3", True, None, None),
+    m.Interrupted("RB-3", ("the process executing RB-3 died",), REST),
+    m.VerificationRetried("U2"),
+    m.MonitoringResumed("U2"),
+    m.ClosedBy("U2", "RB-3", "completed"),
+    m.ReminderClosed("done", "U2", AT),
+    m.ReminderSnoozed("U2", AT),
+    m.Verification(3, "RB-3", "hvb", 2, "failed", "1 passed, 1 failed",
+                   "✅ health: HTTP 200 (12 ms)\n❌ db: down (3 ms)", "db (down)", "U1", None),
+    m.MonitoringStarted("hvb", AT, 300, 0.05, 3),
+    m.MonitoringCheck(3, 24, 0.012, False, "HTTP 503 in 12 ms", ""),
+    m.RegressionAlert(3, "RB-3", "hvb", 4, 24, AT, "error rate 20.0% is over", "U1", None),
+    m.StabilityReport("RB-3", (("Window", "03:04–05:04 UTC"), ("Health", "24/24 passed"))),
+    m.Completed("RB-3", "hvb", "rev 4"),
+    m.DecorationFailed("the stability chart", "RB-3", 3, "Slack said internal_error"),
+    m.StakeholderUpdate("restored", "Hvb Rollback Completed", "RB-3", "", "U1", "U2",
+                        COMPLETION),
+    m.StakeholdersNotUpdated("regression", ("#status",)),
+    m.StatuspageNotUpdated("stable", "status page answered HTTP 500"),
+    m.Reminder("7:2", "postmortem", "RB-3", "P1", "hvb", "rev 4", AT, 48, True,
+               "2026-11-29-x-hvb-rb-3.md", 4, "U1", None),
+    m.SkeletonNotUploaded("RB-3", "SlackApiError", "2026-11-29-x-hvb-rb-3.md"),
+]
+
+
+def _kinds(cls: type[m.Message] = m.Message) -> set[type[m.Message]]:
+    out: set[type[m.Message]] = set()
+    for sub in cls.__subclasses__():
+        out |= {sub, *_kinds(sub)}
+    return out
+
+
+def test_every_kind_of_message_has_a_sample_and_renders() -> None:
+    assert {type(s) for s in SAMPLES} == _kinds()
+    for sample in SAMPLES:
+        assert wording.has_wording(type(sample)), type(sample).__name__
+        card = wording.card(sample)
+        assert card.text and "None" not in card.text, (sample, card)
+        for block in views_aftercare.notice_blocks(card, key="k"):
+            Block.parse(block).validate_json()
+
+
+def test_texts_are_the_ones_people_know() -> None:
+    """The exact texts the core used to write itself (tests and people rely on them)."""
+    line = wording.line
+    assert line(SAMPLES[0]) == (
+        ":rotating_light: *P0*: immediate rollback. An approver may approve their own request "
+        "(break glass, audited), except the destructive steps: those need a second person.")
+    assert line(m.PolicyOverridden("U2", "P3", "next_deployment")) == (
+        ":warning: <@U2> overrode the P3 policy (plan for next deployment) and approved "
+        "execution now.")
+    assert line(m.CancelAsked("U2", "RB-3", Undo.HUMAN)) == (
+        "<@U2> asked to cancel RB-3: it stops after the current step; the database restore "
+        "has started, so the service stays scaled down until a human decides (you will get "
+        "instructions).")
+    assert line(m.ExecutionFailed("RB-3", 3, "Wait", "timed out", COMP)) == (
+        ":x: RB-3 failed at step 3 (Wait): timed out\nCompensation (step 3 failed): scaled "
+        "kubernetes prod/hvb back to 3 replicas, the count recorded before the scale-down.\n"
+        "Next: check the platform state, then request a new rollback or fix forward. "
+        "Completed steps are listed above.")
+    assert line(m.CancelledBeforeStep("RB-3", (m.Mention("U2"),), 3, "Wait", None)) == (
+        ":heavy_multiplication_x: RB-3 cancelled by <@U2> before step 3 (Wait). Steps already "
+        "done stay done; the revision it moved away from stays marked known-bad.")
+    assert line(SAMPLES[26]) == (
+        ":warning: RB-3 needs attention: RB-3 failed at step 4 (Restore): boom.\n"
+        "*Where things stand:*\n"
+        "• Service: left at 0 replicas (it had 3 replicas before the scale-down); nothing "
+        "starts it again until a person decides.\n"
+        "1. Check the database: run the service's verify queries and look at the restore "
+        "output in the step list above.\n"
+        "2. When it is safe, an approver clicks *Scale back up*, or run "
+        "`kubectl -n prod scale deployment/hvb --replicas=3`.\n"
+        "3. Close the rollback with *Mark resolved*.")
+    interrupted = line(m.Interrupted("RB-3", ("it died",), replace(REST, begun=False)))
+    assert interrupted.startswith(
+        ":warning: RB-3 needs attention: it died.\n*Where things stand:*\n• Database: probably "
+        "untouched — the executor died during the checks before pg_restore of `hvb.dump` was "
+        "launched")
+    assert interrupted.endswith("--no-owner -d \"$DSN\" /backups/pre/hvb.dump`) or decide to "
+                                "keep the data as it is.\n3. Close the rollback with "
+                                "*Mark resolved*.")
+    assert line(m.ReminderClosed("scheduled", "U2", AT)) == \
+        ":calendar: Scheduled — <@U2> at 03:04 UTC"
+    alert = wording.card(SAMPLES[36])
+    assert alert.title == ":rotating_light: RB-3: hvb is unstable after the rollback"
+    assert alert.text.endswith("(`/rollback hvb --to &lt;rev&gt;`).")
+    assert [b.action_id for b in alert.buttons] == [ids.RESUME_MONITORING, ids.ALERT_RESOLVE]
+    assert wording.card(replace(SAMPLES[36], closed=m.ClosedBy("U2", "RB-3", "completed"))
+                        ).buttons == ()
+
+
+def test_what_people_and_platforms_wrote_is_escaped() -> None:
+    typed = "<!channel> & <@U9> <https://evil.example|rev 5>"
+    rejected = wording.line(m.Rejected("U1", "RB-3", typed))
+    assert rejected == ("<@U1> rejected RB-3: &lt;!channel&gt; &amp; &lt;@U9&gt; "
+                        "&lt;https://evil.example|rev 5&gt;")
+    for sample in SAMPLES:  # every string fact of every kind
+        poisoned = _poison(sample, typed)
+        card = wording.card(poisoned)
+        shown = " ".join(t or "" for t in (card.title, card.text, card.footer))
+        assert "<!channel>" not in shown and "<https://evil" not in shown, type(sample)
+        assert "<@U9>" not in shown, type(sample)
+
+
+def _poison(value: Any, typed: str) -> Any:
+    """``value`` with every free-text fact replaced by ``typed`` (ids and enums kept)."""
+    if isinstance(value, m.Mention | m.RollbackLink | Enum):
+        return value
+    if isinstance(value, str):
+        return value if value in ("U1", "U2") else typed
+    if isinstance(value, tuple):
+        return tuple(_poison(v, typed) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        keep = {"outcome", "kind", "status", "phase", "mode", "value", "mention", "user",
+                "requester", "approver", "requested_by"}
+        return replace(value, **{k: _poison(getattr(value, k), typed)
+                                 for k in value.__dataclass_fields__ if k not in keep})
+    return value
+
+
+def test_mentions_and_links_render_from_facts() -> None:
+    assert wording.line(m.BreakGlass("U0ABC", "P0")).startswith(
+        ":rotating_light: BREAK GLASS: <@U0ABC> approved")
+    update = wording.card(SAMPLES[40])
+    assert update.footer == "Rollback RB-3 · requested by <@U1> · approved by <@U2>"
+    assert update.title == ":white_check_mark: Hvb Rollback Completed"
+    refusal = NotAllowed("RB-2 is already pending for `hvb` (requested by ", m.Mention("U1"),
+                         "): ", m.RollbackLink("RB-2", "C1", "1700.0001"), " .")
+    assert str(refusal) == "RB-2 is already pending for `hvb` (requested by @U1): RB-2 ."
+    assert render(refusal) == ("RB-2 is already pending for `hvb` (requested by <@U1>): "
+                               "<https://slack.com/archives/C1/p17000001|RB-2> .")
+
+
+def test_the_decision_matrix_follows_the_config() -> None:
+    default = Policy()
+    assert wording.severity_policy(default) == (
+        "Severity policy: P0 immediate rollback · P1 roll back unless a hotfix lands in "
+        "15 min · P2 evaluate within 1 h · P3 plan for next deployment.")
+    rows = dict(default.severities)
+    rows[Severity.P1] = rows[Severity.P1].model_copy(update={"window_minutes": 30})
+    rows[Severity.P2] = rows[Severity.P2].model_copy(update={"window_minutes": 90})
+    changed = default.model_copy(update={"severities": rows})
+    text = wording.severity_policy(changed)
+    assert "P1 roll back unless a hotfix lands in 30 min" in text
+    assert "P2 evaluate within 1 h 30 min" in text
+    help_text = str(views.help_blocks("/rollback", policy=changed))
+    assert "lands in 30 min" in help_text and "15 min" not in help_text
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.said: list[Any] = []
+
+    def thread(self, rollback: Rollback, message: m.Message, *, mention: str | None = None
+               ) -> None:
+        self.said.append(message)
+
+    def post_channel(self, channel: str, message: m.Message) -> str:
+        self.said.append(message)
+        return "1.1"
+
+    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        self.said.append(notice)
+        return "1.1"
+
+    def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None: ...
+
+
+def test_the_facts_are_scrubbed_before_any_wording(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = "Bearer planted0token4wording"
+    inner = _Recorder()
+    chat = ScrubbedChat(inner)  # type: ignore[arg-type]
+    rb: Any = None
+    chat.thread(rb, m.StepRetrying(1, 2, "Roll back", f"401 for {token}", 1, False, 1))
+    chat.thread(rb, m.HandedOver("RB-1", (m.Mention("U1"), f" saw {token}"), None, None,
+                                 False, None, None))
+    chat.thread(rb, m.CancelAsked("U1", "RB-1", Undo.HUMAN))
+    chat.notice(rb, Notice("k", m.StatuspageNotUpdated("stable", f"HTTP 401 {token}")))
+    retrying, handed, asked, notice = inner.said
+    assert retrying.error == f"401 for Bearer {REDACTED}"
+    assert handed.cause == (m.Mention("U1"), f" saw Bearer {REDACTED}")
+    assert asked.undo is Undo.HUMAN  # enums stay enums
+    assert notice.key == "k" and notice.message.error == f"HTTP 401 Bearer {REDACTED}"
+    assert "planted0token" not in wording.line(handed)
