@@ -11,7 +11,7 @@ from slack_bolt import Ack, App
 from bot.domain.errors import NotAllowed
 from bot.usecases.service import RollbackService
 from handlers import ids, views
-from handlers.middleware import ClickHandler, on_click, open_view
+from handlers.deliveries import ClickHandler, on_click, open_view
 from handlers.work_pool import WorkPool
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from bot.domain.command_parsing import Parsed, parse
 from bot.domain.errors import UserFacingError
 from bot.usecases.service import ModalDefaults, RollbackService
 from handlers import ids, views
+from handlers.deliveries import MalformedPayload, first_delivery, hand_off, open_view
 from handlers.errors import render, tell_user
-from handlers.middleware import MalformedPayload, first_delivery, hand_off, open_view
 from handlers.mrkdwn import escape
 from handlers.work_pool import Busy, SharedReads, WorkPool
 

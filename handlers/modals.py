@@ -15,8 +15,8 @@ from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
 from bot.usecases.service import RollbackService
 from handlers import ids, views
+from handlers.deliveries import MalformedPayload, field, hand_off, user_id
 from handlers.errors import tell_user
-from handlers.middleware import MalformedPayload, field, hand_off, user_id
 from handlers.work_pool import BUSY_TEXT, WorkPool
 from platforms.registry import PlatformSpecs
 

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.aftercare.monitoring import pct, span
-from bot.aftercare.postmortem import in_utc
 from bot.aftercare.reminders import LABELS
 from bot.domain import messages as m
 from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
+from bot.domain.time_words import in_utc
 from handlers import ids
 from handlers.mrkdwn import escape as e
 from handlers.mrkdwn import mention, words

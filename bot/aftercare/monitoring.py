@@ -15,7 +15,6 @@ from datetime import datetime
 import httpx
 
 from bot.aftercare import charts
-from bot.aftercare.postmortem import in_utc
 from bot.checks.probes import safe_url
 from bot.domain.config import ServiceConfig
 from bot.domain.messages import (
@@ -27,6 +26,7 @@ from bot.domain.messages import (
 )
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
+from bot.domain.time_words import in_utc
 from bot.integrations.prometheus import PrometheusError, instant_query
 from bot.persistence.aftercare_store import Monitor, Sample
 

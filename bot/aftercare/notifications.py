@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from bot.aftercare.postmortem import duration
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
 from bot.domain.messages import (
@@ -22,6 +21,7 @@ from bot.domain.messages import (
 )
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
+from bot.domain.time_words import duration
 from bot.persistence.aftercare_store import AftercareStore, Facts
 from bot.persistence.outbox import Outbox
 

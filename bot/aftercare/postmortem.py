@@ -13,10 +13,11 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from bot.domain.models import AuditEvent, Rollback, Step
+from bot.domain.time_words import duration, in_utc
 from bot.persistence.aftercare_store import Facts, Monitor
 from bot.persistence.db import data_dir
 
@@ -42,11 +43,6 @@ _EVENT_TEXT = {
     "checklist": "Checklist item",
     "updated": "Updated",
 }
-
-
-def in_utc(at: datetime) -> datetime:
-    """Database timestamps come back in the server's time zone; messages speak UTC."""
-    return at.astimezone(UTC)
 
 
 def slug(rb: Rollback) -> str:
@@ -75,15 +71,6 @@ def identity(rb: Rollback, *, installation: str) -> str:
     (an HTML comment, invisible once rendered)."""
     return (f"<!-- rollback-bot post-mortem: installation {installation}, {rb.ref}, "
             f"requested {in_utc(rb.created_at).isoformat()} -->")
-
-
-def duration(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
 def render(rb: Rollback, *, events: Sequence[AuditEvent], steps: Sequence[Step],

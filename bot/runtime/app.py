@@ -113,7 +113,7 @@ def create_app(
     config: RollbackConfig | None = None, clock: Clock = utcnow,
     crash_points: CrashPoints = NO_CRASH_POINTS,
 ) -> BotApp:
-    from handlers import actions, commands, modals, reminders, work_pool
+    from handlers import actions, aftercare_buttons, commands, modals, work_pool
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -190,7 +190,7 @@ def create_app(
     commands.register(bolt, service, pool, work_pool.SharedReads(pool))
     actions.register(bolt, service, decisions)
     modals.register(bolt, service, pool)
-    reminders.register(bolt, service, aftercare)
+    aftercare_buttons.register(bolt, service, aftercare)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=executor, scheduler=scheduler, job_router=job_router,
                   work_pool=pool, decision_pool=decisions,

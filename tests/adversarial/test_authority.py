@@ -202,7 +202,7 @@ def _call(m: Matrix, action: Action, user: str) -> Any:
         Action.HOTFIX: lambda: s.hotfix_in_progress(m.rid, user=user, channel_id=ch),
         Action.TAKE_IC: lambda: s.assign_incident_commander(m.rid, user=user, channel_id=ch),
         Action.SCALE_BACK_UP: lambda: s.scale_back_up(m.rid, user=user, channel_id=ch),
-        # The aftercare buttons' own paths (handlers/reminders.py calls these).
+        # The aftercare buttons' own paths (handlers/aftercare_buttons.py calls these).
         Action.RESOLVE: lambda: ac.resolve(m.rid, user=user),
         Action.RETRY_VERIFICATION: lambda: ac.retry_verification(m.rid, user=user),
         Action.RESUME_MONITORING: lambda: ac.resume_monitoring(m.rid, user=user),

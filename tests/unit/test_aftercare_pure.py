@@ -12,11 +12,12 @@ from slack_sdk.models.blocks import Block
 
 from bot.aftercare import charts, monitoring
 from bot.aftercare.notifications import completion_facts, display_name
-from bot.aftercare.postmortem import duration, filename
+from bot.aftercare.postmortem import filename
 from bot.domain.config import RollbackConfig
 from bot.domain.lifecycle import State
 from bot.domain.messages import Verification
 from bot.domain.models import Rollback
+from bot.domain.time_words import duration
 from bot.persistence.aftercare_store import Facts, Monitor, Sample
 from handlers import ids
 from handlers.views_aftercare import carries_key, notice_blocks

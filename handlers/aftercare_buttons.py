@@ -13,7 +13,7 @@ from slack_bolt import App
 from bot.aftercare.coordinator import Aftercare
 from bot.usecases.service import RollbackService
 from handlers import ids
-from handlers.middleware import on_click
+from handlers.deliveries import on_click
 
 
 def register(app: App, service: RollbackService, aftercare: Aftercare) -> None:

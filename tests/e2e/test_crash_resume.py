@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from platforms.base import Revision
-from tests.integration.crash_support import (
+from tests.e2e.crash_support import (
     BACKUP_ROWS,
     GOOD_CONFIG,
     ORIGINAL_REPLICAS,
