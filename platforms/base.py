@@ -354,8 +354,7 @@ class PlatformSpec(Generic[BlockT]):
     ``config_model`` validates the service's ``<name>:`` block; ``target`` turns a valid
     block into the platform-neutral ``Target``; ``build`` makes the adapter from the first
     block that uses the platform (raising ``PlatformUnavailable`` when it cannot, e.g. no
-    credentials), and imports heavy client libraries only when called, so validating a
-    config never loads them. ``unsupported`` names each ``Capability`` the platform lacks
+    credentials); it lives with the adapter, in the platform's one module. ``unsupported`` names each ``Capability`` the platform lacks
     and why (adapters raise ``refuse(capability)`` for it); ``unit`` is what one running
     copy is called ("pod"); ``summary`` is its line in the help text; ``scale_command``
     is what an operator runs to set the replicas by hand (None: a generic sentence);

@@ -1,6 +1,9 @@
 """AWS ECS adapter (boto3): roll a service back to a pinned task-definition ARN, wait with
 botocore's ``services_stable`` semantics while reporting progress, scale desiredCount, wait
 for every task to stop, and confirm what actually runs afterwards.
+
+The module ends with ``SPEC``: this platform as data for the registry (config block, target,
+factory, words, what it cannot do).
 """
 
 # "Actually deployed" rule (what ``history`` lists, and so what the core may pick):
@@ -60,8 +63,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from pydantic import BaseModel, ConfigDict, Field
 
-from platforms._ecs_spec import SPEC as SPEC  # this adapter's one spec (see _ecs_spec)
 from platforms._ecs_support import (
     Revert,
     chunks,
@@ -79,6 +82,8 @@ from platforms.base import (
     Capability,
     ConfigSnapshot,
     PermanentPlatformError,
+    Platform,
+    PlatformSpec,
     ProgressCallback,
     ResourceUsage,
     Revision,
@@ -87,6 +92,7 @@ from platforms.base import (
     RolloutFailed,
     RolloutStatus,
     RunningCheck,
+    SecretReader,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -635,3 +641,64 @@ def _checked(status: RolloutStatus, raise_on_failure: bool) -> RolloutStatus:
 
 
 __all__ = ["EcsPlatform", "stability"]
+
+
+# ------------------------------------------------------------------ the platform as data
+# What the core knows of this platform (platforms/registry.py lists it): its config block,
+# its Target, how to build the adapter, its words and what it cannot do.
+NAME = "ecs"
+
+
+class EcsTarget(BaseModel):
+    """A service's ``ecs:`` block: one ECS service and its task-definition family."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cluster: str
+    service: str
+    family: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
+
+
+def _target(block: EcsTarget) -> Target:
+    options = {"family": block.family, "region": block.region}
+    if block.endpoint_url:
+        options["endpoint_url"] = block.endpoint_url
+    return Target(NAME, block.cluster, block.service, options)
+
+
+def _build(block: EcsTarget, secret: SecretReader) -> Platform:
+    """boto3's default credential chain; the region comes with each target."""
+    return EcsPlatform()
+
+
+def _scale_command(target: Target, replicas: int) -> str:
+    region = target.options.get("region")
+    return (f"aws ecs update-service --cluster {target.scope} --service {target.name} "
+            f"--desired-count {replicas}" + (f" --region {region}" if region else ""))
+
+
+SPEC: PlatformSpec[EcsTarget] = PlatformSpec(
+    name=NAME,
+    config_model=EcsTarget,
+    target=_target,
+    build=_build,
+    unit="task",
+    summary="a service (`cluster`, `service`, `family`)",
+    unsupported={
+        Capability.LOGS: "ECS logs live in CloudWatch Logs (awslogs driver), which is not "
+                         "wired",
+        Capability.RESOURCE_USAGE: "ECS: CloudWatch metrics not wired",
+        # Not a gap: env and secret references live in the immutable task definition,
+        # which the rollback itself pins and restores.
+        Capability.CONFIG_SNAPSHOTS: "an ECS service's configuration lives in its task "
+                                     "definition, which the rollback restores with the "
+                                     "revision",
+    },
+    scale_command=_scale_command,
+)

@@ -1,5 +1,8 @@
 """Fly.io adapter over the Machines API (httpx): a rollback redeploys a previous release's
 image to the app's machines, one at a time, under leases, waiting for ``started`` and checks.
+
+The module ends with ``SPEC``: this platform as data for the registry (config block, target,
+factory, words, what it cannot do).
 """
 
 # History: the Machines API has no release list, so history is the union of every machine's
@@ -47,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from platforms._fly_client import (
     DOWN_STATES,
@@ -65,11 +69,13 @@ from platforms._fly_client import (
     same_image,
     ulid_time,
 )
-from platforms._fly_spec import SPEC as SPEC  # this adapter's one spec (see _fly_spec)
 from platforms.base import (
     Capability,
     ConfigSnapshot,
     PermanentPlatformError,
+    Platform,
+    PlatformSpec,
+    PlatformUnavailable,
     ProgressCallback,
     ResourceUsage,
     Revision,
@@ -77,6 +83,7 @@ from platforms.base import (
     RollbackResult,
     RolloutStatus,
     RunningCheck,
+    SecretReader,
     Target,
     TargetChanged,
     TransientPlatformError,
@@ -516,3 +523,62 @@ def _refuse_if_changed(target: Target, machine: Mapping[str, Any], revision: Rev
 
 
 __all__ = ["DEFAULT_API_URL", "FlyPlatform"]
+
+
+# ------------------------------------------------------------------ the platform as data
+# What the core knows of this platform (platforms/registry.py lists it): its config block,
+# its Target, how to build the adapter, its words and what it cannot do.
+NAME = "fly"
+
+
+class FlyTarget(BaseModel):
+    """A service's ``fly:`` block: one Fly app and the variable holding the API token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    app: str
+    org: str = "personal"
+    api_url: str = "https://api.machines.dev"
+    token_env: str = "FLY_API_TOKEN"
+    rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
+
+
+def _target(block: FlyTarget) -> Target:
+    return Target(NAME, block.org, block.app, {"api_url": block.api_url})
+
+
+def _build(block: FlyTarget, secret: SecretReader) -> Platform:
+    token = secret(block.token_env)
+    if not token:  # never guess credentials; say which variable is missing
+        raise PlatformUnavailable(f"env {block.token_env} is not set")
+    return FlyPlatform(token=token, api_url=block.api_url)
+
+
+def _scale_command(target: Target, replicas: int) -> str:
+    # The scale-down stopped the app's machines (it did not destroy them): start the
+    # same machines again; `fly scale count` would create or destroy machines instead.
+    return (f"fly machine list --app {target.name}, then fly machine start <id> "
+            f"--app {target.name} for each of the {replicas} stopped machines")
+
+
+SPEC: PlatformSpec[FlyTarget] = PlatformSpec(
+    name=NAME,
+    config_model=FlyTarget,
+    target=_target,
+    build=_build,
+    unit="machine",
+    summary="an app (`app`, `org`; API token from `token_env`)",
+    unsupported={
+        Capability.LOGS: "Fly logs live in its NATS log stream, not in the Machines API",
+        Capability.RESOURCE_USAGE: "the Fly Machines API exposes no per-machine usage "
+                                   "metrics",
+        # Not a gap: secrets are write-only and the app's config lives in each machine's
+        # config, which rollback_to already preserves.
+        Capability.CONFIG_SNAPSHOTS: "Fly secrets are write-only and each machine keeps its "
+                                     "config through the rollback",
+    },
+    scale_command=_scale_command,
+)

@@ -1,5 +1,8 @@
 """Kubernetes adapter: ``kubectl rollout undo/status/history`` semantics on the official
 client, plus scale, logs, metrics and ConfigMap/Secret snapshot/restore for Deployments.
+
+The module ends with ``SPEC``: this platform as data for the registry (config block, target,
+factory, words, what it cannot do).
 """
 
 # kubectl's algorithms live in ``_kube_rollout`` (undo, revisions, status, history), resource
@@ -35,6 +38,7 @@ from kubernetes.client import (
     V1Pod,
     V1ReplicaSet,
 )
+from pydantic import BaseModel, ConfigDict, Field
 
 from platforms._kube_client import (
     from_kubeconfig,
@@ -68,11 +72,13 @@ from platforms._kube_rollout import (
     select_revision,
     template_replica_set,
 )
-from platforms._kube_spec import SPEC as SPEC  # this adapter's one spec (see _kube_spec)
 from platforms.base import (
     Capability,
     ConfigSnapshot,
     PermanentPlatformError,
+    Platform,
+    PlatformSpec,
+    PlatformUnavailable,
     ProgressCallback,
     ResourceUsage,
     Revision,
@@ -80,6 +86,7 @@ from platforms.base import (
     RollbackResult,
     RolloutStatus,
     RunningCheck,
+    SecretReader,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -463,3 +470,58 @@ def pods_left(pods: Iterable[tuple[str, bool]], *, names: bool = False) -> str:
 
 __all__ = ["KubernetesPlatform", "deployment_status", "format_history", "map_api_error",
            "parse_cpu_millicores", "parse_memory_mib"]
+
+
+# ------------------------------------------------------------------ the platform as data
+# What the core knows of this platform (platforms/registry.py lists it): its config block,
+# its Target, how to build the adapter, its words and what it cannot do.
+NAME = "kubernetes"
+
+
+class KubernetesTarget(BaseModel):
+    """A service's ``kubernetes:`` block: one Deployment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    deployment: str
+    context: str | None = None
+    kubeconfig: str | None = None
+    config_maps: list[str] = Field(default_factory=list)
+    secrets: list[str] = Field(default_factory=list)
+    rollout_timeout_seconds: float = 600
+    # Scale-down waits until nothing of the target runs (writers gone) before a backup or
+    # restore starts; past this the step fails and the replicas are restored.
+    stop_timeout_seconds: float = Field(default=300, gt=0)
+
+
+def _target(block: KubernetesTarget) -> Target:
+    options = {key: value for key, value in (("context", block.context),
+                                             ("kubeconfig", block.kubeconfig)) if value}
+    return Target(NAME, block.namespace, block.deployment, options,
+                  tuple(block.config_maps), tuple(block.secrets))
+
+
+def _build(block: KubernetesTarget, secret: SecretReader) -> Platform:
+    """In-cluster credentials, else the block's kubeconfig/context, resolved now."""
+    try:
+        return KubernetesPlatform.from_config(kubeconfig=block.kubeconfig, context=block.context)
+    except Exception as exc:  # no cluster credentials here: the platform is unavailable
+        raise PlatformUnavailable(str(exc)) from exc
+
+
+def _scale_command(target: Target, replicas: int) -> str:
+    context = f" --context {target.options['context']}" if target.options.get("context") else ""
+    return (f"kubectl{context} -n {target.scope} scale deployment/{target.name} "
+            f"--replicas={replicas}")
+
+
+SPEC: PlatformSpec[KubernetesTarget] = PlatformSpec(
+    name=NAME,
+    config_model=KubernetesTarget,
+    target=_target,
+    build=_build,
+    unit="pod",
+    summary="a Deployment (`namespace`, `deployment`)",
+    scale_command=_scale_command,
+)

@@ -6,8 +6,8 @@ registered platform from a ``PlatformSpecs``. Production knows ``PRODUCTION``
 (kubernetes, ecs, fly); the sandbox and the tests build their own registry with
 ``PRODUCTION.plus(...)`` (the in-memory fake platform lives in ``sandbox/``, never here).
 
-Importing this module is cheap: specs are data and their factories import the adapters,
-and with them the vendor client libraries, only when called.
+Importing this module imports every production adapter (a platform is one module: its
+adapter and its spec); the factories build an adapter only for a platform a service uses.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from platforms._ecs_spec import SPEC as ECS
-from platforms._fly_spec import SPEC as FLY
-from platforms._kube_spec import SPEC as KUBERNETES
 from platforms.base import PlatformSpec
+from platforms.ecs import SPEC as ECS
+from platforms.fly import SPEC as FLY
+from platforms.kubernetes import SPEC as KUBERNETES
 
 
 @dataclass(frozen=True)
