@@ -354,12 +354,13 @@ class PlatformSpec(Generic[BlockT]):
     ``config_model`` validates the service's ``<name>:`` block; ``target`` turns a valid
     block into the platform-neutral ``Target``; ``build`` makes the adapter from the first
     block that uses the platform (raising ``PlatformUnavailable`` when it cannot, e.g. no
-    credentials); it lives with the adapter, in the platform's one module. ``unsupported`` names each ``Capability`` the platform lacks
-    and why (adapters raise ``refuse(capability)`` for it); ``unit`` is what one running
-    copy is called ("pod"); ``summary`` is its line in the help text; ``scale_command``
-    is what an operator runs to set the replicas by hand (None: a generic sentence);
+    credentials). ``unsupported`` names each ``Capability`` the platform lacks and why
+    (adapters raise ``refuse(capability)`` for it); ``unit`` is what one running copy is
+    called ("pod"); ``summary`` is its line in the help text; ``scale_command`` is what an
+    operator runs to set the replicas by hand (None: a generic sentence);
     ``rollout_timeout``/``stop_timeout`` read the waits from a block (by default its
-    ``rollout_timeout_seconds``/``stop_timeout_seconds``, else 600/300 seconds)."""
+    ``rollout_timeout_seconds``/``stop_timeout_seconds``, else 600/300 seconds). A spec
+    lives at the end of its adapter's module: a platform is one file."""
 
     name: str
     config_model: type[BlockT]
