@@ -38,9 +38,10 @@ from bot.domain.models import Rollback
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Notice
 from bot.persistence.aftercare_store import AftercareStore, Monitor
+from bot.persistence.errors import StaleState
 from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
-from bot.persistence.store import StaleState, Store
+from bot.persistence.store import Store
 from bot.usecases.catalog import Catalog
 from bot.usecases.service import RollbackService
 from platforms.base import Capability, Unsupported

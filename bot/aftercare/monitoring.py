@@ -27,7 +27,8 @@ from bot.domain.messages import (
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
 from bot.domain.time_words import in_utc
-from bot.integrations.prometheus import PrometheusError, instant_query
+from bot.integrations.errors import PrometheusError
+from bot.integrations.prometheus import instant_query
 from bot.persistence.aftercare_store import Monitor, Sample
 
 

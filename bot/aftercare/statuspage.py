@@ -1,6 +1,15 @@
 """A small client for a Statuspage-compatible API: create, update and resolve an incident.
 
 The API key is read at call time, sent only as a header and scrubbed from every error.
+
+The aftercare layer's error tree is this one class (the other layers' are in
+``bot.domain.errors``, ``bot.persistence.errors``, ``bot.integrations.errors`` and
+``bot.execution.errors``)::
+
+    RollbackBotError            (bot.domain.errors)
+    └── StatuspageError         no API key, unreachable, an HTTP error or an answer without
+                                JSON; the message is safe to post (the notifier says it in
+                                the thread and carries on)
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 import httpx
 
 from bot.checks.runner import CheckResult, Outcome, guarded, timed_out
-from bot.domain.config import HealthCheck, HttpProbe, MissingSecret, probe_headers
+from bot.domain.config import HealthCheck, HttpProbe, probe_headers
+from bot.domain.errors import MissingSecret
 
 _BODY_SNIPPET = 200
 

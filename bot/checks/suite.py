@@ -25,8 +25,8 @@ from bot.checks.runner import (
     summarize,
 )
 from bot.domain.config import DatabaseConfig, ServiceConfig, secret
+from bot.integrations.errors import DatabaseOperationError
 from bot.integrations.target_database import (
-    DatabaseOperationError,
     latest_backup,
     scrub_dsn,
     slow_queries,

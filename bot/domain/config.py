@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.domain.errors import ConfigError
+from bot.domain.errors import ConfigError, MissingSecret
 from bot.observability import scrub
 from platforms.base import PlatformSpec
 from platforms.registry import PRODUCTION, PlatformSpecs
@@ -95,14 +95,6 @@ class HttpProbe(Strict):
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, int) else v
-
-
-class MissingSecret(Exception):
-    """A ``*_env`` variable a probe needs is unset or empty (its value is never shown)."""
-
-    def __init__(self, env: str, header: str, state: str) -> None:
-        super().__init__(f"env var {env} is {state} (needed for header {header})")
-        self.env, self.header, self.state = env, header, state
 
 
 def probe_headers(probe: HttpProbe) -> tuple[dict[str, str], list[str]]:

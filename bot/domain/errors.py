@@ -1,13 +1,19 @@
-"""The core's error tree; ``UserFacingError`` is rendered once as an ephemeral Slack message.
+"""The domain's error tree, the root of the core's; ``UserFacingError`` is rendered once as an
+ephemeral Slack message.
 
     RollbackBotError
     ├── ConfigError             broken rollback.yml: every problem with its key path (exit 2)
+    ├── MissingSecret           a ``*_env`` variable a probe or webhook needs is unset or empty
     ├── UserFacingError         a refusal or bad input, shown to the user verbatim
     │   ├── UnknownService
     │   ├── ParseError          names the bad token of a slash command
     │   ├── NotAllowed          policy refusal (four-eyes, channel, role, state)
     │   └── NotFound
     └── InvalidTransition       the state machine refused (see bot.domain.lifecycle)
+
+The other layers root their trees here too, one module each: ``bot.persistence.errors``,
+``bot.integrations.errors``, ``bot.execution.errors`` and ``bot.aftercare.statuspage``
+(the platforms have theirs in ``platforms.base``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ class ConfigError(RollbackBotError):
         self.source = source
         self.problems = problems
         super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class MissingSecret(RollbackBotError):
+    """A ``*_env`` variable a probe needs is unset or empty (its value is never shown)."""
+
+    def __init__(self, env: str, header: str, state: str) -> None:
+        super().__init__(f"env var {env} is {state} (needed for header {header})")
+        self.env, self.header, self.state = env, header, state
 
 
 class UserFacingError(RollbackBotError):

@@ -4,6 +4,11 @@ Any replica may execute. A claim is ``FOR UPDATE SKIP LOCKED`` plus a heartbeate
 when a process dies its lease runs out and another (or the restarted one) resumes at the
 first unfinished step. A destructive step found ``started`` but not finished is never
 re-run: the rollback goes to ``needs_attention`` and a human decides.
+
+A step's error decides retry vs. stop by type (``bot.execution.retry``: ``TEMPORARY`` and
+``PERMANENT``, the platform's and the step's own alike); the executor's control flow
+(``StepFailed``, ``CancelRequested``, ``LeaseLost``, ``HandedOverToHuman``) is in the
+execution layer's tree, ``bot.execution.errors``.
 """
 
 from __future__ import annotations
@@ -42,13 +47,14 @@ from bot.domain.messages import (
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, utcnow
 from bot.execution import retry
+from bot.execution.errors import CancelRequested, HandedOverToHuman, LeaseLost, StepFailed
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
-from bot.persistence.store import StaleState, Store
+from bot.persistence.errors import StaleState
+from bot.persistence.store import Store
 from bot.usecases.catalog import Catalog
 from platforms.base import (
     ConfigSnapshot,
-    PermanentPlatformError,
     PlatformError,
     TransientPlatformError,
 )
@@ -60,22 +66,6 @@ Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VE
 # A wait between attempts sleeps in slices this long, checking Cancel and the lease between
 # them, so pressing Cancel during a long Retry-After stops the rollback within a second.
 WAIT_SLICE_SECONDS = 0.5
-
-
-class StepFailed(Exception):
-    pass
-
-
-class CancelRequested(Exception):
-    """Someone pressed Cancel while this rollback was executing: stop before acting."""
-
-
-class LeaseLost(Exception):
-    """Another executor owns this rollback now; touch nothing, it resumes from the journal."""
-
-
-class HandedOverToHuman(Exception):
-    """Compensation failed too: the rollback is needs_attention now, nothing more to say."""
 
 
 class Executor:
@@ -324,7 +314,7 @@ class Executor:
                 result = handler(ctx)
                 self.crash_points.step(step.kind, "after")
                 outcome = "ok"
-            except TransientPlatformError as exc:
+            except retry.TEMPORARY as exc:  # a platform's transient error or a step's own
                 outcome = "transient"
                 # The step row's count survives a re-claim, so the budget cannot restart.
                 decision = retry.decide(attempt=attempt, durable_attempts=current.attempts,
@@ -337,7 +327,7 @@ class Executor:
                                              decision.attempts))
                 self._wait(rb, decision.delay)
                 continue
-            except PermanentPlatformError as exc:
+            except retry.PERMANENT as exc:
                 raise StepFailed(str(exc)) from exc
             except Exception as exc:  # unknown errors stop the rollback, never loop
                 log.exception("step %s of RB-%s crashed", step.kind, rb.id)

@@ -1,8 +1,13 @@
-"""Retry policy for transient platform errors: one pure decision after each failed attempt.
+"""Retry policy for temporary errors: which errors are worth another attempt, and one pure
+decision after each failed attempt.
+
+``TEMPORARY`` errors (a platform's ``TransientPlatformError``, ``WriteConflict`` included, or
+a step's ``TemporaryStepError``) are retried by ``decide``; ``PERMANENT`` ones (a platform's
+``PermanentPlatformError`` or a step's ``PermanentStepError``) stop the step at once.
 
 Given the attempt number in this run, the step's durable attempt count (it survives a
-re-claim by another executor), the platform's Retry-After hint and the executor settings,
-say *retry after D seconds* or *give up, because ...*. A platform's hint is obeyed only
+re-claim by another executor), the error's Retry-After hint and the executor settings,
+say *retry after D seconds* or *give up, because ...*. A Retry-After hint is obeyed only
 up to a cap: a huge, infinite, NaN, negative or unreadable hint waits the cap, so no
 header can park a rollback for an hour or crash the sleep with an ``OverflowError``; and
 the budget is counted durably, so ``max_transient_retries`` always ends in a failure.
@@ -12,10 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+from bot.execution.errors import PermanentStepError, TemporaryStepError
+from platforms.base import PermanentPlatformError, TransientPlatformError
 
 __all__ = [
     "DEFAULT_MAX_RETRY_AFTER_SECONDS",
+    "PERMANENT",
+    "TEMPORARY",
     "Decision",
     "GiveUp",
     "Retry",
@@ -27,6 +37,11 @@ __all__ = [
 
 DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0
 _MAX_BACKOFF_EXPONENT = 30  # 2**30 times any sane base is past every cap already
+
+# Worth another attempt (each carries ``retry_after``, the hint ``decide`` bounds)...
+TEMPORARY: Final = (TransientPlatformError, TemporaryStepError)
+# ...and not: the step fails, the executor compensates and hands over.
+PERMANENT: Final = (PermanentPlatformError, PermanentStepError)
 
 
 class RetrySettings(Protocol):
@@ -100,7 +115,7 @@ def bounded_delay(retry_after: object, *, attempts: int, backoff_base: float,
 def decide(*, attempt: int, durable_attempts: int, retry_after: object,
            settings: RetrySettings) -> Decision:
     """After attempt number ``attempt`` (this run) of a step whose row says it was tried
-    ``durable_attempts`` times in all, failed with a transient error: retry or give up.
+    ``durable_attempts`` times in all, failed with a ``TEMPORARY`` error: retry or give up.
 
     The larger count wins, so a re-claimed rollback continues the budget instead of
     starting over. ``max_transient_retries`` retries means at most that many plus one

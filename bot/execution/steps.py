@@ -3,6 +3,12 @@
 A handler reads only what the plan pinned (revision, backup file) or what an earlier
 step journaled (replica count before scale-down), never re-derives it from the live
 platform, so a resumed rollback repeats no mutation and cannot pick a different target.
+
+How a step fails is typed (``bot.execution.errors``): what a handler decides itself (no
+database section, a DSN env unset, the pinned backup unreadable, writers back, a webhook's
+answer, a service that did not stop, a rollout that did not settle on the pinned revision)
+is a ``TemporaryStepError`` or a ``PermanentStepError``; a platform error is the adapter's
+own and passes through unchanged (``WriteConflict`` and ``TargetChanged`` included).
 """
 
 from __future__ import annotations
@@ -16,19 +22,12 @@ from typing import Any, Literal
 
 import httpx
 
-from bot.domain.config import MissingSecret, ServiceConfig, probe_headers, secret
+from bot.domain.config import ServiceConfig, probe_headers, secret
+from bot.domain.errors import MissingSecret
 from bot.domain.models import Rollback, Step
+from bot.execution.errors import PermanentStepError, TemporaryStepError
 from bot.persistence import sealing
-from platforms.base import (
-    Capability,
-    ConfigSnapshot,
-    PermanentPlatformError,
-    Platform,
-    Revision,
-    RolloutFailed,
-    TransientPlatformError,
-    Unsupported,
-)
+from platforms.base import Capability, ConfigSnapshot, Platform, Revision, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,10 @@ StepHandler = Callable[[StepContext], dict[str, Any]]
 def _dsn(ctx: StepContext) -> str:
     db = ctx.service.database
     if db is None:
-        raise PermanentPlatformError("no database section configured for this service")
+        raise PermanentStepError("no database section configured for this service")
     dsn = secret(db.dsn_env)
     if not dsn:
-        raise PermanentPlatformError(f"database DSN env {db.dsn_env} is not set")
+        raise PermanentStepError(f"database DSN env {db.dsn_env} is not set")
     return dsn
 
 
@@ -86,7 +85,7 @@ def restore_config(ctx: StepContext) -> dict[str, Any]:
     if (ctx.known_good_config is None or ctx.known_good_recorded_at is None
             or ctx.known_good_recorded_at != datetime.fromisoformat(pinned)):
         # Never restore something other than what the approvers saw in the plan.
-        raise PermanentPlatformError(
+        raise PermanentStepError(
             "the known-good configuration changed since the plan was made "
             f"(pinned {pinned}); request a new rollback to review it")
     snapshot, withheld = _opened(ctx, ctx.known_good_config)
@@ -141,7 +140,7 @@ def scale_down(ctx: StepContext) -> dict[str, Any]:
         _check_pinned_backup(ctx)  # never stop the service for a restore that cannot run
         before = ctx.platform.get_replicas(ctx.rollback.target)
         if before == 0:
-            raise PermanentPlatformError(
+            raise PermanentStepError(
                 "the service already runs 0 replicas: a scale-down would record 0 and "
                 "never bring it back; scale it to its normal size first")
         ctx.journal({"before": before})  # recorded before the mutation; scale_up restores it
@@ -150,15 +149,15 @@ def scale_down(ctx: StepContext) -> dict[str, Any]:
     status = ctx.platform.wait_for_stopped(ctx.rollback.target, timeout=timeout,
                                            on_progress=_throttled(ctx.progress))
     if not status.done:
-        raise PermanentPlatformError(f"still running {timeout:.0f}s after scaling to 0: "
-                                     f"{status.message}")
+        raise PermanentStepError(f"still running {timeout:.0f}s after scaling to 0: "
+                                 f"{status.message}")
     return {"before": before, "after": 0, "stopped": status.message}
 
 
 def scale_up(ctx: StepContext) -> dict[str, Any]:
     down = next((s for s in ctx.all_steps if s.kind == "scale_down"), None)
     if down is None or down.result.get("before") is None:
-        raise PermanentPlatformError("scale_down recorded no replica count; refusing to guess")
+        raise PermanentStepError("scale_down recorded no replica count; refusing to guess")
     replicas = int(down.result["before"])
     ctx.platform.scale(ctx.rollback.target, replicas)
     return {"replicas": replicas}
@@ -182,7 +181,7 @@ def restore_db(ctx: StepContext) -> dict[str, Any]:
 
     path = ctx.step.params.get("backup_path")
     if not path:
-        raise PermanentPlatformError("no backup was pinned in the plan; nothing to restore")
+        raise PermanentStepError("no backup was pinned in the plan; nothing to restore")
     _check_pinned_backup(ctx)
     _writers_stopped(ctx)
     ctx.journal({"begun": True})  # from here on the database may change: a human decides
@@ -195,8 +194,8 @@ def _writers_stopped(ctx: StepContext) -> None:
     the scale-down: check again right before touching the database."""
     status = ctx.platform.wait_for_stopped(ctx.rollback.target, timeout=WRITER_RECHECK_SECONDS)
     if not status.done:
-        raise PermanentPlatformError(f"writers are running again: {status.message}; "
-                                     "something scaled the service back up")
+        raise PermanentStepError(f"writers are running again: {status.message}; "
+                                 "something scaled the service back up")
 
 
 def _check_pinned_backup(ctx: StepContext) -> None:
@@ -210,11 +209,11 @@ def _check_pinned_backup(ctx: StepContext) -> None:
     try:
         size = path.stat().st_size
     except OSError:
-        raise PermanentPlatformError(f"the pinned backup {path.name} is not readable on this "
-                                     "executor (shared backup storage missing?)") from None
+        raise PermanentStepError(f"the pinned backup {path.name} is not readable on this "
+                                 "executor (shared backup storage missing?)") from None
     if expected is not None and size != int(expected):
-        raise PermanentPlatformError(f"the pinned backup {path.name} changed since the plan "
-                                     f"was made ({size} bytes, planned {expected})")
+        raise PermanentStepError(f"the pinned backup {path.name} changed since the plan "
+                                 f"was made ({size} bytes, planned {expected})")
 
 
 def verify_db(ctx: StepContext) -> dict[str, Any]:
@@ -225,8 +224,8 @@ def verify_db(ctx: StepContext) -> dict[str, Any]:
                               timeout=30)
     failed = [r for r in results if r.error]
     if failed:
-        raise PermanentPlatformError(f"database verification failed: {failed[0].query}: "
-                                     f"{failed[0].error}")
+        raise PermanentStepError(f"database verification failed: {failed[0].query}: "
+                                 f"{failed[0].error}")
     return {"queries": [{"query": r.query, "value": str(r.value)} for r in results]}
 
 
@@ -246,16 +245,16 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
     status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
                                            on_progress=_throttled(ctx.progress))
     if status.failed:
-        raise RolloutFailed(status.message)
+        raise PermanentStepError(status.message)
     if not status.done:
-        raise TransientPlatformError(f"rollout not finished after {timeout:.0f}s: "
-                                     f"{status.message}")
+        raise TemporaryStepError(f"rollout not finished after {timeout:.0f}s: "
+                                 f"{status.message}")
     pinned = ctx.rollback.target_revision
     check = ctx.platform.confirm_running(ctx.rollback.target, pinned)
     if not check.matches:
-        raise RolloutFailed(f"the rollout settled, but the pinned {pinned.label()} is not what "
-                            f"runs: {check.running}" + (f" ({check.detail})" if check.detail
-                                                       else ""))
+        raise PermanentStepError(f"the rollout settled, but the pinned {pinned.label()} is not "
+                                 f"what runs: {check.running}"
+                                 + (f" ({check.detail})" if check.detail else ""))
     return {"message": status.message, "running": check.running}
 
 
@@ -266,16 +265,16 @@ def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
             try:
                 headers, _ = probe_headers(hook)
             except MissingSecret as exc:
-                raise PermanentPlatformError(f"webhook {hook.name}: {exc}") from None
+                raise PermanentStepError(f"webhook {hook.name}: {exc}") from None
             try:
                 resp = client.request(hook.method, hook.url, headers=headers,
                                       json=hook.json_body, timeout=hook.timeout_seconds)
             except httpx.HTTPError as exc:
-                raise TransientPlatformError(f"webhook {hook.name}: {type(exc).__name__}") from None
+                raise TemporaryStepError(f"webhook {hook.name}: {type(exc).__name__}") from None
             if resp.status_code >= 500:
-                raise TransientPlatformError(f"webhook {hook.name}: HTTP {resp.status_code}")
+                raise TemporaryStepError(f"webhook {hook.name}: HTTP {resp.status_code}")
             if resp.status_code not in hook.expect_status:
-                raise PermanentPlatformError(f"webhook {hook.name}: HTTP {resp.status_code}")
+                raise PermanentStepError(f"webhook {hook.name}: HTTP {resp.status_code}")
             done.append(hook.name)
     return {"webhooks": done}
 

@@ -23,11 +23,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot.domain.errors import RollbackBotError
+from bot.integrations.errors import DatabaseOperationError, PgToolNotFound
 
 __all__ = [
-    "DatabaseOperationError",
-    "PgToolNotFound",
     "connect",
     "find_pg_tool",
     "libpq_args",
@@ -42,15 +40,6 @@ __all__ = [
 ]
 
 _MAX_STDERR = 2000  # pg_restore can print thousands of lines; the tail says what broke
-
-
-# ------------------------------------------------------------------------------ errors
-class DatabaseOperationError(RollbackBotError):
-    """A backup/restore/verify step failed; the message is already free of passwords."""
-
-
-class PgToolNotFound(DatabaseOperationError):
-    pass
 
 
 # ---------------------------------------------------------------------------- secrets

@@ -1,8 +1,8 @@
 """A tiny typed client for the Prometheus HTTP API (instant and range queries).
 
 Every failure (unreachable server, HTTP error, Prometheus ``status: error``, an answer
-of an unexpected shape) surfaces as one ``PrometheusError`` whose message names the
-server and the problem, so checks can show it without a traceback.
+of an unexpected shape) surfaces as one ``PrometheusError`` (``bot.integrations.errors``)
+whose message names the server and the problem, so checks can show it without a traceback.
 """
 
 from __future__ import annotations
@@ -15,32 +15,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from bot.domain.errors import RollbackBotError
+from bot.integrations.errors import PrometheusError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrometheusError", "Sample", "instant_query", "range_query"]
+__all__ = ["Sample", "instant_query", "range_query"]
 
 # (unix timestamp, value)
 Sample = tuple[float, float]
 Timestamp = datetime | float
-
-
-class PrometheusError(RollbackBotError):
-    """A query could not be answered; ``error_type`` is Prometheus' own ``errorType``."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        query: str,
-        status_code: int | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        self.query = query
-        self.status_code = status_code
-        self.error_type = error_type
-        super().__init__(message)
 
 
 def instant_query(

@@ -1,7 +1,8 @@
 """The runbook's "Database Rollback": pg_dump backups, restore, integrity and slow-query checks.
 
 Tool discovery, libpq plumbing and DSN redaction live in ``bot.integrations.pg_tools``,
-re-exported here."""
+re-exported here; the errors (``BackupError``, ``RestoreError``, ``DatabaseOperationError``)
+in ``bot.integrations.errors``."""
 
 from __future__ import annotations
 
@@ -21,16 +22,20 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bot.integrations.pg_tools import (
+from bot.integrations.errors import (
+    BackupError,
     DatabaseOperationError,
     PgToolNotFound,
+    RestoreError,
+)
+from bot.integrations.pg_tools import connect as _connect
+from bot.integrations.pg_tools import (
     find_pg_tool,
     pg_tool_candidates,
     redact_dsn,
     scrub_dsn,
     server_major,
 )
-from bot.integrations.pg_tools import connect as _connect
 from bot.integrations.pg_tools import libpq_args as _libpq_args
 from bot.integrations.pg_tools import newest_tool as _newest_tool
 from bot.integrations.pg_tools import run_child as _run_child
@@ -40,12 +45,8 @@ from bot.integrations.pg_tools import stderr_tail as _tail
 __all__ = [
     "STAMP_FORMAT",
     "BackupCheck",
-    "BackupError",
     "BackupInfo",
-    "DatabaseOperationError",
-    "PgToolNotFound",
     "QueryResult",
-    "RestoreError",
     "SlowQuery",
     "backup",
     "backup_filename",
@@ -65,15 +66,6 @@ log = logging.getLogger(__name__)
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-# ------------------------------------------------------------------------------ errors
-class BackupError(DatabaseOperationError):
-    pass
-
-
-class RestoreError(DatabaseOperationError):
-    pass
 
 
 # ------------------------------------------------------------------------- value types

@@ -5,6 +5,8 @@ same transaction; executor claims use ``FOR UPDATE SKIP LOCKED`` with a lease so
 replica can execute and a dead one's work is picked up when its lease runs out.
 Timed work lives in ``bot.persistence.jobs`` (same pool, separate concern).
 
+Refusals are ``bot.persistence.errors`` (``StaleState``, ``ActiveRollbackExists``).
+
 Nothing secret is written: every error, result and audit detail passes
 ``bot.observability.scrub`` here, and the Secret items of a known-good configuration are
 sealed (``bot.persistence.sealing``).
@@ -26,15 +28,11 @@ from bot.domain.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
 from bot.observability import metrics
 from bot.observability.scrub import scrub, scrub_data
 from bot.persistence import sealing
-from bot.persistence.store_rows import (
-    ActiveRollbackExists,
-    StaleState,
-    rollback_from_row,
-    target_to_json,
-)
+from bot.persistence.errors import ActiveRollbackExists, StaleState
+from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
-__all__ = ["ActiveRollbackExists", "StaleState", "Store"]
+__all__ = ["Store"]
 
 
 _UPDATABLE = {

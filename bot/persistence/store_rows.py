@@ -1,5 +1,5 @@
-"""Row mapping for the store: database rows to ``Rollback`` values and back, and the
-exceptions a compare-and-set or a uniqueness check raises."""
+"""Row mapping for the store: database rows to ``Rollback`` values and back (the errors a
+compare-and-set or a uniqueness check raises are in ``bot.persistence.errors``)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,6 @@ from bot.domain.lifecycle import State
 from bot.domain.models import Rollback
 from bot.observability.scrub import scrub_optional
 from platforms.base import Revision, Target
-
-
-class ActiveRollbackExists(Exception):
-    def __init__(self, existing: Rollback) -> None:
-        super().__init__(f"{existing.ref} is already active for {existing.service}")
-        self.existing = existing
-
-
-class StaleState(Exception):
-    """The rollback was no longer in the expected state: someone else moved it first."""
-
-    def __init__(self, current: Rollback) -> None:
-        super().__init__(f"{current.ref} is {current.state}")
-        self.current = current
 
 
 def target_to_json(t: Target) -> dict[str, Any]:

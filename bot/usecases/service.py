@@ -47,8 +47,9 @@ from bot.domain.models import KnownBad, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Directory, utcnow
+from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.jobs import JobStore
-from bot.persistence.store import ActiveRollbackExists, StaleState, Store
+from bot.persistence.store import Store
 from bot.usecases.assessment import assess
 from bot.usecases.catalog import Catalog
 from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB

@@ -21,7 +21,8 @@ from typing import Protocol
 import httpx
 import pytest
 
-from bot.integrations.prometheus import PrometheusError, Sample, instant_query, range_query
+from bot.integrations.errors import PrometheusError
+from bot.integrations.prometheus import Sample, instant_query, range_query
 
 Targets = Sequence[str] | Mapping[str, Sequence[str]]
 READY_TIMEOUT = 30.0

@@ -15,12 +15,14 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from bot.integrations import target_database as database
-from bot.integrations.pg_tools import run_child
-from bot.integrations.target_database import (
+from bot.integrations.errors import (
     BackupError,
     DatabaseOperationError,
     PgToolNotFound,
     RestoreError,
+)
+from bot.integrations.pg_tools import run_child
+from bot.integrations.target_database import (
     backup,
     find_pg_tool,
     latest_backup,

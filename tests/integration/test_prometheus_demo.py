@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bot.integrations.prometheus import PrometheusError, instant_query, range_query
+from bot.integrations.errors import PrometheusError
+from bot.integrations.prometheus import instant_query, range_query
 from sandbox.demo import DemoService, ServiceUnavailable
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
 

@@ -12,7 +12,8 @@ from bot.domain.errors import InvalidTransition
 from bot.domain.lifecycle import Event, State
 from bot.domain.models import PlannedStep
 from bot.persistence.db import migrate, open_pool
-from bot.persistence.store import ActiveRollbackExists, StaleState, Store
+from bot.persistence.errors import ActiveRollbackExists, StaleState
+from bot.persistence.store import Store
 from platforms.base import Revision, Target
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)

@@ -12,7 +12,8 @@ from typing import Any, cast
 import pytest
 
 from bot.domain.config import ExecutorSettings
-from bot.execution.executor import WAIT_SLICE_SECONDS, CancelRequested, Executor, LeaseLost
+from bot.execution.errors import CancelRequested, LeaseLost
+from bot.execution.executor import WAIT_SLICE_SECONDS, Executor
 from bot.execution.retry import (
     DEFAULT_MAX_RETRY_AFTER_SECONDS,
     GiveUp,

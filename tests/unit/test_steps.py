@@ -15,17 +15,15 @@ from bot.domain.config import ServiceConfig, parse_config
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback, Step
 from bot.execution import steps
+from bot.execution.errors import PermanentStepError, TemporaryStepError
 from bot.execution.steps import StepContext
 from platforms.base import (
     ConfigSnapshot,
-    PermanentPlatformError,
     Revision,
-    RolloutFailed,
     RolloutStatus,
     RunningCheck,
     Target,
     TargetChanged,
-    TransientPlatformError,
 )
 from sandbox.fake_platform import FakePlatform
 
@@ -129,21 +127,21 @@ def test_each_wait_takes_its_timeout_from_the_services_platform_block(
 
 def test_an_unfinished_rollout_is_transient_and_says_how_long_it_waited() -> None:
     platform = Recorder(RolloutStatus(False, "2 of 4 updated"))
-    with pytest.raises(TransientPlatformError) as err:
+    with pytest.raises(TemporaryStepError) as err:
         Run(_step("wait_rollout"), platform, service=_service(rollout_timeout_seconds=90))()
     assert str(err.value) == "rollout not finished after 90s: 2 of 4 updated"
 
 
 def test_a_failed_rollout_is_permanent() -> None:
     platform = Recorder(RolloutStatus(False, "exceeded its progress deadline", failed=True))
-    with pytest.raises(RolloutFailed, match="exceeded its progress deadline"):
+    with pytest.raises(PermanentStepError, match="exceeded its progress deadline"):
         Run(_step("wait_rollout"), platform)()
 
 
 def test_a_settled_rollout_must_run_the_pinned_revision() -> None:
     other = RunningCheck(False, "rs-3 (app:v1.3.0)", "circuit breaker reverted")
     platform = Recorder(RolloutStatus(True, "successfully rolled out"), running=other)
-    with pytest.raises(RolloutFailed) as err:
+    with pytest.raises(PermanentStepError) as err:
         Run(_step("wait_rollout"), platform)()
     assert str(err.value) == (f"the rollout settled, but the pinned {PINNED.label()} is not "
                               "what runs: rs-3 (app:v1.3.0) (circuit breaker reverted)")
@@ -185,14 +183,14 @@ def test_a_resumed_scale_down_keeps_the_journaled_count() -> None:
 def test_scale_down_refuses_a_service_already_at_zero() -> None:
     fake = FakePlatform(replicas=0)
     run = Run(_step("scale_down"), fake)
-    with pytest.raises(PermanentPlatformError, match="already runs 0 replicas"):
+    with pytest.raises(PermanentStepError, match="already runs 0 replicas"):
         run()
     assert run.journaled == [] and fake.mutations() == {}
 
 
 def test_a_service_that_does_not_stop_fails_the_step() -> None:
     platform = Recorder(RolloutStatus(False, "1 pod still terminating"))
-    with pytest.raises(PermanentPlatformError) as err:
+    with pytest.raises(PermanentStepError) as err:
         Run(_step("scale_down"), platform, service=_service(stop_timeout_seconds=5))()
     assert str(err.value) == "still running 5s after scaling to 0: 1 pod still terminating"
 
@@ -209,7 +207,7 @@ def test_scale_up_restores_what_scale_down_recorded() -> None:
 def test_scale_up_never_guesses_a_count(recorded: dict[str, Any] | None) -> None:
     up = _step("scale_up", 2)
     others = [] if recorded is None else [_step("scale_down", 1, result=recorded)]
-    with pytest.raises(PermanentPlatformError, match="refusing to guess"):
+    with pytest.raises(PermanentStepError, match="refusing to guess"):
         Run(up, FakePlatform(), all_steps=[*others, up])()
 
 
@@ -218,7 +216,7 @@ def test_a_missing_pinned_backup_stops_nothing() -> None:
     restore = _step("restore_db", 3, params={"backup_path": "/nowhere/svc.dump",
                                              "backup_size": 10})
     down = _step("scale_down", 1)
-    with pytest.raises(PermanentPlatformError, match="svc.dump is not readable"):
+    with pytest.raises(PermanentStepError, match="svc.dump is not readable"):
         Run(down, fake, all_steps=[down, restore])()
     assert fake.get_replicas(TARGET) == 3 and fake.mutations() == {}
 
@@ -256,7 +254,7 @@ def test_restore_config_refuses_a_known_good_that_changed_since_the_plan() -> No
     step = _step("restore_config", params={"known_good_recorded_at": T0.isoformat()})
     good = ConfigSnapshot(items={"configmap/app-config": {"data": {"MODE": "good"}}})
     later = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
-    with pytest.raises(PermanentPlatformError, match="changed since the plan was made"):
+    with pytest.raises(PermanentStepError, match="changed since the plan was made"):
         Run(step, fake, known_good_config=good, known_good_recorded_at=later)()
     assert fake.mutations() == {}
     result = Run(step, fake, known_good_config=good, known_good_recorded_at=T0)()

@@ -1,0 +1,67 @@
+"""The integrations layer's error tree: a system the runbook reads could not answer.
+
+    RollbackBotError                      (bot.domain.errors)
+    └── IntegrationError                  every message is safe to show: no password, no key
+        ├── PrometheusError(query, status_code, error_type)
+        │                                 unreachable, HTTP error, ``status: error`` or an
+        │                                 answer of an unexpected shape (``prometheus``)
+        └── DatabaseOperationError        the target service's database: connect, verify,
+            │                             a pg_dump/pg_restore run (``pg_tools``)
+            ├── PgToolNotFound            no pg_dump/pg_restore new enough for the server
+            ├── BackupError               a dump could not be written (``target_database``)
+            └── RestoreError              a restore could not run or did not finish
+
+Raised by ``bot.integrations.prometheus``, ``bot.integrations.pg_tools`` and
+``bot.integrations.target_database``; checks show them as a failed check, and a plan step
+that meets one stops the rollback with the error's type and message.
+"""
+
+from __future__ import annotations
+
+from bot.domain.errors import RollbackBotError
+
+__all__ = [
+    "BackupError",
+    "DatabaseOperationError",
+    "IntegrationError",
+    "PgToolNotFound",
+    "PrometheusError",
+    "RestoreError",
+]
+
+
+class IntegrationError(RollbackBotError):
+    """Base of the errors the clients of other systems raise; messages carry no secrets."""
+
+
+class PrometheusError(IntegrationError):
+    """A query could not be answered; ``error_type`` is Prometheus' own ``errorType``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        query: str,
+        status_code: int | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        self.query = query
+        self.status_code = status_code
+        self.error_type = error_type
+        super().__init__(message)
+
+
+class DatabaseOperationError(IntegrationError):
+    """A backup/restore/verify step failed; the message is already free of passwords."""
+
+
+class PgToolNotFound(DatabaseOperationError):
+    pass
+
+
+class BackupError(DatabaseOperationError):
+    pass
+
+
+class RestoreError(DatabaseOperationError):
+    pass
