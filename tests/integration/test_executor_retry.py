@@ -1,8 +1,13 @@
 """The executor's retry loop against a real store (a fresh PostgreSQL database per test,
 ``tests.support.database`` through the ``db`` fixture) and the fake platform, without
-Slack or a server: every attempt is counted on the step row, the waits are the capped
-Retry-After in slices of the injected sleep, the budget always ends in a failure, and a
-re-claimed rollback continues the count instead of starting over."""
+Slack or the bot's HTTP server: every attempt is counted on the step row, the waits are
+the capped Retry-After in slices of the injected sleep, the budget always ends in a
+failure, and a re-claimed rollback continues the count instead of starting over.
+
+A step's own errors (``bot.execution.errors``) go through the same loop: a webhook-only
+plan's ``repoint_webhooks`` step calls a real HTTP server on localhost
+(``tests.support.webhooks``); its 5xx is retried like a transient platform error, within
+the same budget, and an unexpected status stops at once."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import pytest
 
 from bot.domain.config import ExecutorSettings
 from bot.domain.lifecycle import Event, State
-from bot.domain.messages import ExecutionResumed, StepRetrying
+from bot.domain.messages import ExecutionFailed, ExecutionResumed, StepDone, StepRetrying
 from bot.domain.models import PlannedStep, Rollback
 from bot.execution.executor import WAIT_SLICE_SECONDS, Executor
 from bot.execution.retry import DEFAULT_MAX_RETRY_AFTER_SECONDS as CAP
@@ -26,10 +31,15 @@ from bot.usecases.catalog import Catalog
 from platforms.base import Target, TransientPlatformError
 from sandbox.config import parse_sandbox_config, sandbox_config_dict
 from sandbox.fake_platform import FakePlatform
+from tests.support.webhooks import Hooks, hooks_fixture
 
 SERVICE = "hotel-voice-bot"
 TARGET = Target("fake", "production", SERVICE)
 NOW = datetime.now(UTC)
+APP_STEPS = (PlannedStep("app_rollback", "Roll back"), PlannedStep("wait_rollout", "Wait"))
+REPOINT = "Re-point webhooks (hook)"
+
+hooks = hooks_fixture()
 
 
 class Chat:
@@ -70,25 +80,37 @@ def store(db: str) -> Iterator[Store]:
     s.pool.close()
 
 
-def _approved(store: Store, platform: FakePlatform) -> Rollback:
+def _approved(store: Store, platform: FakePlatform,
+              steps: tuple[PlannedStep, ...] = APP_STEPS) -> Rollback:
+    """An approved rollback of ``steps`` (an ``app_rollback`` step is pinned to the
+    platform's previous revision)."""
     history = platform.history(TARGET)
     current, pinned = history[0], history[1]
+    planned = [PlannedStep(st.kind, st.description, st.destructive,
+                           {"revision": pinned.to_dict()}) if st.kind == "app_rollback" else st
+               for st in steps]
     rb = store.create_rollback(
         service=SERVICE, platform="fake", severity="P0", policy_mode="immediate",
         scope=["app"], reason="retry", requester="U1", channel_id="C1",
         channel_name="inc-hotel-voice-bot", current_revision=current, target_revision=pinned,
-        target=TARGET, steps=[PlannedStep("app_rollback", "Roll back",
-                                          params={"revision": pinned.to_dict()}),
-                              PlannedStep("wait_rollout", "Wait")],
-        checklist={}, assessment={}, expires_at=NOW + timedelta(minutes=30), created_at=NOW)
+        target=TARGET, steps=planned, checklist={}, assessment={},
+        expires_at=NOW + timedelta(minutes=30), created_at=NOW)
     return store.transition(rb.id, Event.APPROVE, actor="U2", expected=State.PENDING_APPROVAL,
                             updates={"approver": "U2"})
 
 
 def _executor(store: Store, platform: FakePlatform, tmp: Path, *, retries: int, sleep: Sleep,
-              chat: Chat, owner: str) -> Executor:
-    config = parse_sandbox_config(sandbox_config_dict(postmortem_dir=str(tmp / "pm")))
-    settings = ExecutorSettings(max_transient_retries=retries, backoff_base_seconds=0.01)
+              chat: Chat, owner: str, backoff: float = 0.01,
+              webhook_url: str | None = None) -> Executor:
+    """The executor over the sandbox's catalog (``webhook_url``: hotel-voice-bot also has one
+    webhook, ``hook``, POSTing there)."""
+    data = sandbox_config_dict(postmortem_dir=str(tmp / "pm"))
+    if webhook_url is not None:
+        data["services"][SERVICE]["webhooks"] = [{
+            "name": "hook", "url": webhook_url, "method": "POST", "json": {"to": "rs-2"},
+            "timeout_seconds": 5}]
+    config = parse_sandbox_config(data)
+    settings = ExecutorSettings(max_transient_retries=retries, backoff_base_seconds=backoff)
     return Executor(catalog=Catalog(config, {"fake": platform}), store=store, chat=chat,
                     settings=settings, aftercare=lambda rb: None, sleep=sleep, owner=owner)
 
@@ -157,3 +179,72 @@ def test_a_transient_error_that_clears_is_retried_once_and_applied_once(
     assert sleep.slices == [0.25]  # the platform's hint, obeyed
     assert platform.mutations()["rollback_to"] == 1
     assert platform.current_revision(TARGET).id == store.get(rb.id).target_revision.id
+
+
+# ------------------------------------------------------------------ a step's own errors
+def _webhook_only(store: Store, platform: FakePlatform) -> Rollback:
+    return _approved(store, platform, steps=(PlannedStep("repoint_webhooks", REPOINT),))
+
+
+def _webhook_step(store: Store, rollback_id: int) -> Any:
+    (step,) = store.steps(rollback_id)
+    assert step.kind == "repoint_webhooks"
+    return step
+
+
+def test_the_executor_retries_a_webhooks_5xx_like_a_transient_platform_error(
+        store: Store, tmp_path: Path, hooks: Hooks) -> None:
+    hooks.statuses = [503, 200]
+    platform = FakePlatform()
+    rb = _webhook_only(store, platform)
+    sleep, chat = Sleep(), Chat()
+    executor = _executor(store, platform, tmp_path, retries=5, backoff=1.0, sleep=sleep,
+                         chat=chat, owner="A", webhook_url=hooks.url)
+    assert executor.run_once() is True
+    assert store.get(rb.id).state == State.VERIFYING  # aftercare takes it from here
+    step = _webhook_step(store, rb.id)
+    assert (step.status, step.attempts, step.error) == ("done", 2, None)
+    assert step.result == {"webhooks": ["hook"]}
+    assert chat.retries() == [StepRetrying(1, 1, REPOINT, "webhook hook: HTTP 503", 1.0,
+                                           False, 1)]
+    assert [m for m in chat.said if isinstance(m, StepDone)] == [StepDone(1, 1, REPOINT, "")]
+    assert math.isclose(sum(sleep.slices), 1.0)  # the backoff: a webhook gives no hint
+    assert hooks.requests == ["POST /repoint"] * 2
+    assert platform.mutations() == {}  # a webhook-only plan leaves the platform alone
+
+
+def test_the_executor_gives_up_on_a_webhook_within_the_budget(
+        store: Store, tmp_path: Path, hooks: Hooks) -> None:
+    hooks.statuses = [503]
+    platform = FakePlatform()
+    rb = _webhook_only(store, platform)
+    chat = Chat()
+    executor = _executor(store, platform, tmp_path, retries=2, sleep=Sleep(), chat=chat,
+                         owner="A", webhook_url=hooks.url)
+    assert executor.run_once() is True
+    error = "webhook hook: HTTP 503 (gave up after 3 attempts (retry budget: 2 retries))"
+    done = store.get(rb.id)
+    assert done.state == State.FAILED
+    assert done.last_error == f"repoint_webhooks: {error}"
+    step = _webhook_step(store, rb.id)
+    assert (step.status, step.attempts, step.error) == ("failed", 3, error)
+    assert [m.attempts for m in chat.retries()] == [1, 2]
+    assert len(hooks.requests) == 3
+
+
+def test_the_executor_stops_at_a_webhooks_permanent_failure(
+        store: Store, tmp_path: Path, hooks: Hooks) -> None:
+    hooks.statuses = [404]
+    platform = FakePlatform()
+    rb = _webhook_only(store, platform)
+    sleep, chat = Sleep(), Chat()
+    executor = _executor(store, platform, tmp_path, retries=5, sleep=sleep, chat=chat,
+                         owner="A", webhook_url=hooks.url)
+    assert executor.run_once() is True
+    assert store.get(rb.id).state == State.FAILED
+    step = _webhook_step(store, rb.id)
+    assert (step.status, step.attempts, step.error) == ("failed", 1, "webhook hook: HTTP 404")
+    assert chat.retries() == [] and sleep.slices == [] and len(hooks.requests) == 1
+    failed = [m for m in chat.said if isinstance(m, ExecutionFailed)]
+    assert [(m.seq, m.error, m.compensated) for m in failed] == [
+        (1, "webhook hook: HTTP 404", None)]
