@@ -11,7 +11,7 @@ that markup from the core's facts (``bot.domain.messages``).
 
 from __future__ import annotations
 
-from bot.domain.messages import Mention, RollbackLink, Words
+from bot.domain.words import Mention, RollbackLink, Words
 
 _TABLE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 

@@ -16,8 +16,8 @@ from enum import StrEnum
 
 from bot.domain.config import PolicyMode
 from bot.domain.lifecycle import State
-from bot.domain.messages import Mention, Words
 from bot.domain.models import Rollback
+from bot.domain.words import Mention, Words
 
 # A refusal: plain words, or words naming people (``Mention``) the Slack layer renders.
 Refusal = str | Words

@@ -18,7 +18,7 @@ The other layers root their trees here too, one module each: ``bot.persistence.e
 
 from __future__ import annotations
 
-from bot.domain.messages import Part, Words, plain
+from bot.domain.words import Part, Words, plain
 
 
 class RollbackBotError(Exception):

@@ -20,44 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.domain.words import Words
+
 if TYPE_CHECKING:  # annotations only: compensation imports the models, which import errors
     from bot.domain.compensation import Undo
-
-
-# ---------------------------------------------------------------------- words
-@dataclass(frozen=True)
-class Mention:
-    """A person named in a sentence, by Slack user id."""
-
-    user: str
-
-    def __str__(self) -> str:  # plain words (logs, stored errors): no Slack markup
-        return f"@{self.user}"
-
-
-@dataclass(frozen=True)
-class RollbackLink:
-    """A link to a rollback's request message (its channel and message ts)."""
-
-    ref: str
-    channel_id: str
-    message_ts: str | None
-
-    def __str__(self) -> str:
-        return self.ref
-
-
-Part = str | Mention | RollbackLink
-Words = tuple[Part, ...]
-
-
-def plain(words: Words) -> str:
-    """``words`` as plain text: what is stored, audited and logged."""
-    return "".join(str(part) for part in words)
-
-
-def as_words(text: str | Words) -> Words:
-    return (text,) if isinstance(text, str) else text
 
 
 class Message:

@@ -16,9 +16,9 @@ from bot.domain import authority
 from bot.domain.authority import Action, Role, Where
 from bot.domain.config import CHECKLIST_ITEMS, Approvers, PolicyMode, RollbackConfig, Severity
 from bot.domain.errors import NotAllowed
-from bot.domain.messages import Mention, Words, as_words
 from bot.domain.models import Rollback
 from bot.domain.ports import Directory
+from bot.domain.words import Mention, Words, as_words
 
 
 @dataclass(frozen=True)

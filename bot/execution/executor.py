@@ -36,16 +36,14 @@ from bot.domain.messages import (
     Interrupted,
     InterruptedRestore,
     MarkedKnownBad,
-    Mention,
     Message,
     StepDone,
     StepNote,
     StepRetrying,
-    Words,
-    plain,
 )
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, utcnow
+from bot.domain.words import Mention, Words, plain
 from bot.execution import retry
 from bot.execution.errors import CancelRequested, HandedOverToHuman, LeaseLost, StepFailed
 from bot.execution.steps import HANDLERS, StepContext

@@ -34,11 +34,9 @@ from bot.domain.messages import (
     ImmediatePolicy,
     KnownBadOverride,
     KnownBadTargetRequested,
-    Mention,
     PolicyOverridden,
     Rejected,
     Resolved,
-    RollbackLink,
     RollbackRequested,
     ScaledBackUp,
     StakeholdersNotNotified,
@@ -47,6 +45,7 @@ from bot.domain.models import KnownBad, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Directory, utcnow
+from bot.domain.words import Mention, RollbackLink
 from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.jobs import JobStore
 from bot.persistence.store import Store

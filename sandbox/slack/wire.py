@@ -8,11 +8,23 @@ from __future__ import annotations
 import json
 import logging
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
-if TYPE_CHECKING:
-    from sandbox.slack.server import SlackEmulator
+
+class Workspace(Protocol):
+    """What the wire needs of the emulator behind it (``sandbox.slack.server.SlackEmulator``)."""
+
+    bot_token: str
+
+    def handle_api(self, method: str, params: dict[str, Any], token: str | None
+                   ) -> tuple[int, dict[str, str], dict[str, Any]]: ...
+
+    def handle_upload(self, token: str, data: bytes) -> tuple[int, str]: ...
+
+    def handle_response_url(self, token: str, body: Any) -> tuple[int, dict[str, Any]]: ...
+
+    def file_content(self, file_id: str) -> bytes: ...
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +36,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "SlackEmulator/1.0"
 
     @property
-    def emulator(self) -> SlackEmulator:
+    def emulator(self) -> Workspace:
         return self.server.emulator  # type: ignore[attr-defined,no-any-return]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

@@ -14,9 +14,9 @@ from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig, parse_config
 from bot.domain.errors import NotAllowed
 from bot.domain.lifecycle import State
-from bot.domain.messages import Mention
 from bot.domain.models import Rollback
 from bot.domain.policy import ApprovalDecision, Policy
+from bot.domain.words import Mention
 from platforms.base import Revision, Target
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)

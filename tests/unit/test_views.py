@@ -155,7 +155,7 @@ def test_help_and_services() -> None:
 
 def test_user_text_is_escaped_but_own_mentions_render() -> None:
     from bot.domain.errors import UserFacingError
-    from bot.domain.messages import Mention
+    from bot.domain.words import Mention
     from handlers.errors import render
     from handlers.mrkdwn import escape, words
 

@@ -18,6 +18,7 @@ from bot.domain.config import Policy, Severity
 from bot.domain.errors import NotAllowed
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import Notice, ScrubbedChat
+from bot.domain.words import Mention, RollbackLink
 from bot.observability.scrub import REDACTED
 from handlers import ids, views, views_aftercare, wording
 from handlers.errors import render
@@ -59,7 +60,7 @@ SAMPLES: list[m.Message] = [
     m.StepDone(2, 4, "Roll back", "now on rev 4"),
     COMP,
     m.ExecutionFailed("RB-3", 3, "Wait for the rollout", "timed out", COMP),
-    m.CancelledBeforeStep("RB-3", (m.Mention("U2"),), 3, "Wait", None),
+    m.CancelledBeforeStep("RB-3", (Mention("U2"),), 3, "Wait", None),
     m.HandedOver("RB-3", ("RB-3 failed at step 4 (Restore): boom",), 3,
                  "kubectl -n prod scale deployment/hvb --replicas=3", True, None, None),
     m.Interrupted("RB-3", ("the process executing RB-3 died",), REST),
@@ -121,7 +122,7 @@ def test_texts_are_the_ones_people_know() -> None:
         "kubernetes prod/hvb back to 3 replicas, the count recorded before the scale-down.\n"
         "Next: check the platform state, then request a new rollback or fix forward. "
         "Completed steps are listed above.")
-    assert line(m.CancelledBeforeStep("RB-3", (m.Mention("U2"),), 3, "Wait", None)) == (
+    assert line(m.CancelledBeforeStep("RB-3", (Mention("U2"),), 3, "Wait", None)) == (
         ":heavy_multiplication_x: RB-3 cancelled by <@U2> before step 3 (Wait). Steps already "
         "done stay done; the revision it moved away from stays marked known-bad.")
     assert line(SAMPLES[26]) == (
@@ -167,7 +168,7 @@ def test_what_people_and_platforms_wrote_is_escaped() -> None:
 
 def _poison(value: Any, typed: str) -> Any:
     """``value`` with every free-text fact replaced by ``typed`` (ids and enums kept)."""
-    if isinstance(value, m.Mention | m.RollbackLink | Enum):
+    if isinstance(value, Mention | RollbackLink | Enum):
         return value
     if isinstance(value, str):
         return value if value in ("U1", "U2") else typed
@@ -187,8 +188,8 @@ def test_mentions_and_links_render_from_facts() -> None:
     update = wording.card(SAMPLES[40])
     assert update.footer == "Rollback RB-3 · requested by <@U1> · approved by <@U2>"
     assert update.title == ":white_check_mark: Hvb Rollback Completed"
-    refusal = NotAllowed("RB-2 is already pending for `hvb` (requested by ", m.Mention("U1"),
-                         "): ", m.RollbackLink("RB-2", "C1", "1700.0001"), " .")
+    refusal = NotAllowed("RB-2 is already pending for `hvb` (requested by ", Mention("U1"),
+                         "): ", RollbackLink("RB-2", "C1", "1700.0001"), " .")
     assert str(refusal) == "RB-2 is already pending for `hvb` (requested by @U1): RB-2 ."
     assert render(refusal) == ("RB-2 is already pending for `hvb` (requested by <@U1>): "
                                "<https://slack.com/archives/C1/p17000001|RB-2> .")
@@ -235,13 +236,13 @@ def test_the_facts_are_scrubbed_before_any_wording(monkeypatch: pytest.MonkeyPat
     chat = ScrubbedChat(inner)  # type: ignore[arg-type]
     rb: Any = None
     chat.thread(rb, m.StepRetrying(1, 2, "Roll back", f"401 for {token}", 1, False, 1))
-    chat.thread(rb, m.HandedOver("RB-1", (m.Mention("U1"), f" saw {token}"), None, None,
+    chat.thread(rb, m.HandedOver("RB-1", (Mention("U1"), f" saw {token}"), None, None,
                                  False, None, None))
     chat.thread(rb, m.CancelAsked("U1", "RB-1", Undo.HUMAN))
     chat.notice(rb, Notice("k", m.StatuspageNotUpdated("stable", f"HTTP 401 {token}")))
     retrying, handed, asked, notice = inner.said
     assert retrying.error == f"401 for Bearer {REDACTED}"
-    assert handed.cause == (m.Mention("U1"), f" saw Bearer {REDACTED}")
+    assert handed.cause == (Mention("U1"), f" saw Bearer {REDACTED}")
     assert asked.undo is Undo.HUMAN  # enums stay enums
     assert notice.key == "k" and notice.message.error == f"HTTP 401 Bearer {REDACTED}"
     assert "planted0token" not in wording.line(handed)
