@@ -26,9 +26,9 @@ from bot.checks.runner import (
 )
 from bot.domain.config import DatabaseConfig, ServiceConfig, secret
 from bot.integrations.errors import DatabaseOperationError
+from bot.integrations.pg_tools import scrub_dsn
 from bot.integrations.target_database import (
     latest_backup,
-    scrub_dsn,
     slow_queries,
     verify,
     verify_backup,

@@ -1,7 +1,7 @@
 """The runbook's "Database Rollback": pg_dump backups, restore, integrity and slow-query checks.
 
-Tool discovery, libpq plumbing and DSN redaction live in ``bot.integrations.pg_tools``,
-re-exported here; the errors (``BackupError``, ``RestoreError``, ``DatabaseOperationError``)
+Tool discovery, libpq plumbing and DSN redaction live in ``bot.integrations.pg_tools``
+(import them from there); the errors (``BackupError``, ``RestoreError``, ``DatabaseOperationError``)
 in ``bot.integrations.errors``."""
 
 from __future__ import annotations
@@ -29,13 +29,7 @@ from bot.integrations.errors import (
     RestoreError,
 )
 from bot.integrations.pg_tools import connect as _connect
-from bot.integrations.pg_tools import (
-    find_pg_tool,
-    pg_tool_candidates,
-    redact_dsn,
-    scrub_dsn,
-    server_major,
-)
+from bot.integrations.pg_tools import find_pg_tool, redact_dsn, scrub_dsn, server_major
 from bot.integrations.pg_tools import libpq_args as _libpq_args
 from bot.integrations.pg_tools import newest_tool as _newest_tool
 from bot.integrations.pg_tools import run_child as _run_child
@@ -50,13 +44,8 @@ __all__ = [
     "SlowQuery",
     "backup",
     "backup_filename",
-    "find_pg_tool",
     "latest_backup",
-    "pg_tool_candidates",
-    "redact_dsn",
     "restore",
-    "scrub_dsn",
-    "server_major",
     "slow_queries",
     "verify",
     "verify_backup",

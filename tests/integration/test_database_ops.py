@@ -21,14 +21,11 @@ from bot.integrations.errors import (
     PgToolNotFound,
     RestoreError,
 )
-from bot.integrations.pg_tools import run_child
+from bot.integrations.pg_tools import find_pg_tool, redact_dsn, run_child, server_major
 from bot.integrations.target_database import (
     backup,
-    find_pg_tool,
     latest_backup,
-    redact_dsn,
     restore,
-    server_major,
     slow_queries,
     verify,
     verify_backup,
