@@ -9,6 +9,8 @@ from typing import Any
 from slack_bolt import Ack, App
 
 from bot.domain.errors import NotAllowed
+from bot.domain.ports import Chat
+from bot.persistence.store import Store
 from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.deliveries import ClickHandler, on_click, open_view
@@ -32,12 +34,14 @@ def _inner(body: dict[str, Any], key: str, inner: str) -> Any:
     return outer.get(inner) if isinstance(outer, dict) else None
 
 
-def register(app: App, service: RollbackService, decisions: WorkPool) -> None:
+def register(app: App, service: RollbackService, decisions: WorkPool, *, store: Store,
+             chat: Chat) -> None:
     """``decisions`` is the lane for clicks that only touch our database and Slack: Cancel
-    and Approve must work while the platform lane is full of hung reads."""
+    and Approve must work while the platform lane is full of hung reads. ``store`` dedupes
+    deliveries and ``chat`` tells a refusal (``handlers.deliveries.on_click``)."""
     def on(action: str | re.Pattern[str], fn: ClickHandler, *,
            platform_work: bool = False) -> None:
-        on_click(app, action, fn, store=service.store, chat=service.chat,
+        on_click(app, action, fn, store=store, chat=chat,
                  pool=None if platform_work else decisions)
 
     def approve(body: dict[str, Any], user: str, value: str, *, override: bool = False,

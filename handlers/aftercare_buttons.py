@@ -1,6 +1,7 @@
 """Buttons on aftercare notices: reminders (Scheduled/Done/Snooze), retry, resume, resolve.
 
-Ack first, then one call into ``bot.aftercare.coordinator``, which re-renders its notices in place.
+Ack first, then one call into ``bot.aftercare.coordinator`` (or, for a reminder,
+``bot.aftercare.reminders``), which re-renders its notices in place.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from typing import Any
 from slack_bolt import App
 
 from bot.aftercare.coordinator import Aftercare
-from bot.usecases.service import RollbackService
+from bot.aftercare.reminders import Reminders
+from bot.domain.ports import Chat
+from bot.persistence.store import Store
 from handlers import ids
 from handlers.deliveries import on_click
 
 
-def register(app: App, service: RollbackService, aftercare: Aftercare) -> None:
+def register(app: App, aftercare: Aftercare, *, reminders: Reminders, store: Store,
+             chat: Chat) -> None:
+    """``store`` dedupes deliveries and ``chat`` tells a refusal
+    (``handlers.deliveries.on_click``)."""
     def on(action_id: str, fn: Callable[[str, str], Any]) -> None:
         on_click(app, action_id, lambda _body, user, value: fn(value, user),
-                 store=service.store, chat=service.chat)
+                 store=store, chat=chat)
 
-    reminders = aftercare.reminders
     on(ids.REMINDER_SCHEDULED, lambda v, u: reminders.close(v, user=u, status="scheduled"))
     on(ids.REMINDER_DONE, lambda v, u: reminders.close(v, user=u, status="done"))
     on(ids.REMINDER_SNOOZE, lambda v, u: reminders.snooze(v, user=u))

@@ -18,7 +18,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.command_parsing import Parsed, parse
+from bot.domain.config import RollbackConfig
 from bot.domain.errors import UserFacingError
+from bot.domain.ports import Chat
+from bot.persistence.store import Store
 from bot.usecases.service import ModalDefaults, RollbackService
 from handlers import ids, views
 from handlers.deliveries import MalformedPayload, first_delivery, hand_off, open_view
@@ -36,8 +39,10 @@ def _loading_modal() -> dict[str, Any]:
 
 
 def register(app: App, service: RollbackService, pool: WorkPool,
-             modal_reads: SharedReads[ModalDefaults | str]) -> None:
-    config = service.config
+             modal_reads: SharedReads[ModalDefaults | str], *, config: RollbackConfig,
+             store: Store, chat: Chat) -> None:
+    """``config`` answers help and services in the ack; ``store`` dedupes deliveries and
+    ``chat`` tells a refusal."""
 
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
@@ -75,10 +80,10 @@ def register(app: App, service: RollbackService, pool: WorkPool,
                 return
             ack()
             try:
-                if first_delivery(service.store, body):
+                if first_delivery(store, body):
                     _open_request_modal(client, service, body, name, defaults)
             except Exception as exc:
-                tell_user(service.chat, body, exc, respond)
+                tell_user(chat, body, exc, respond)
             return
         slot = pool.reserve()
         if slot is None:
@@ -91,7 +96,7 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         else:
             ack()
         hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond),
-                 store=service.store, chat=service.chat, respond=respond,
+                 store=store, chat=chat, respond=respond,
                  dedupe=parsed.verb in ("request", "cancel", "clear-known-bad"))
 
 

@@ -13,12 +13,14 @@ from slack_bolt import Ack, App
 from bot.domain.command_parsing import Parsed, clean, revision_number
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
+from bot.domain.ports import Chat
+from bot.persistence.store import Store
 from bot.usecases.service import RollbackService
 from handlers import ids, views
 from handlers.deliveries import MalformedPayload, field, hand_off, user_id
 from handlers.errors import tell_user
 from handlers.work_pool import BUSY_TEXT, WorkPool
-from platforms.registry import PlatformSpecs
+from platforms.base import PlatformSpecs
 
 log = logging.getLogger(__name__)
 _ROLLBACK_ID = re.compile(r"[0-9]{1,9}")
@@ -72,24 +74,25 @@ def _request(values: dict[str, Any], service_name: str, platforms: PlatformSpecs
                   reason=values.get("reason") or "")
 
 
-def _refuse(service: RollbackService, body: dict[str, Any], exc: Exception) -> None:
-    tell_user(service.chat, body, exc)
+def register(app: App, service: RollbackService, pool: WorkPool, *, store: Store, chat: Chat,
+             platforms: PlatformSpecs) -> None:
+    """``store`` dedupes deliveries, ``chat`` tells a refusal, ``platforms`` are the ones a
+    request form may name."""
+    def refuse(body: dict[str, Any], exc: Exception) -> None:
+        tell_user(chat, body, exc)
 
+    def submit(ack: Ack, body: dict[str, Any], busy_block: str,
+               use_case: Callable[[], object]) -> None:
+        """Ack a valid submission and run its use case once, in the after-ack pool. With
+        the pool full the form stays open with "busy, retry in a moment" under
+        ``busy_block`` (an input of this modal), so submitting again is all it takes."""
+        slot = pool.reserve()
+        if slot is None:
+            ack(response_action="errors", errors={busy_block: BUSY_TEXT})
+            return
+        ack()
+        hand_off(slot, body, use_case, store=store, chat=chat)
 
-def _submit(ack: Ack, service: RollbackService, pool: WorkPool, body: dict[str, Any],
-            busy_block: str, use_case: Callable[[], object]) -> None:
-    """Ack a valid submission and run its use case once, in the after-ack pool. With the
-    pool full the form stays open with "busy, retry in a moment" under ``busy_block`` (an
-    input of this modal), so submitting again is all it takes."""
-    slot = pool.reserve()
-    if slot is None:
-        ack(response_action="errors", errors={busy_block: BUSY_TEXT})
-        return
-    ack()
-    hand_off(slot, body, use_case, store=service.store, chat=service.chat)
-
-
-def register(app: App, service: RollbackService, pool: WorkPool) -> None:
     @app.view(ids.REQUEST_MODAL)
     def request_submitted(ack: Ack, body: dict[str, Any]) -> None:
         try:
@@ -98,18 +101,18 @@ def register(app: App, service: RollbackService, pool: WorkPool) -> None:
             user = user_id(body)
         except MalformedPayload as exc:
             ack()
-            _refuse(service, body, exc)
+            refuse(body, exc)
             return
         if not values.get("scope"):
             ack(response_action="errors", errors={"scope": "Choose at least one scope."})
             return
         try:
-            parsed = _request(values, service_name, service.config.platform_specs)
+            parsed = _request(values, service_name, platforms)
         except ParseError as exc:  # a refusal found while reading the form: no pool
             ack()
-            _refuse(service, body, exc)
+            refuse(body, exc)
             return
-        _submit(ack, service, pool, body, "scope", lambda: service.request(
+        submit(ack, body, "scope", lambda: service.request(
             parsed, requester=user, channel_id=channel))
 
     @app.view(ids.APPROVE_DESTRUCTIVE_MODAL)
@@ -123,13 +126,13 @@ def register(app: App, service: RollbackService, pool: WorkPool) -> None:
                 raise MalformedPayload()
         except MalformedPayload as exc:
             ack()
-            _refuse(service, body, exc)
+            refuse(body, exc)
             return
         if typed != expected:
             ack(response_action="errors", errors={
                 "confirm_service": f"Type {expected} exactly to approve the destructive steps."})
             return
-        _submit(ack, service, pool, body, "confirm_service", lambda: service.approve(
+        submit(ack, body, "confirm_service", lambda: service.approve(
             rollback_id, user=user, channel_id=channel, typed_confirmation=typed,
             override=flags.get("override", False),
             known_bad_override=flags.get("known_bad_override", False)))
@@ -144,11 +147,11 @@ def register(app: App, service: RollbackService, pool: WorkPool) -> None:
                 raise MalformedPayload()
         except MalformedPayload as exc:
             ack()
-            _refuse(service, body, exc)
+            refuse(body, exc)
             return
         if not reason:
             ack(response_action="errors", errors={"reason": "A rejection needs a reason."})
             return
-        _submit(ack, service, pool, body, "reason",
+        submit(ack, body, "reason",
                 lambda: service.reject(rollback_id, user=user, reason=reason,
                                        channel_id=channel or None))

@@ -6,14 +6,23 @@ entities is Slack's documented rule ("Escaping text",
 https://docs.slack.dev/messaging/formatting-message-text/#escaping); entity-encoding more
 would show up literally. Escape the *pieces* a user typed, never a whole message, so the
 mentions the bot builds itself keep working; ``mention``, ``permalink`` and ``words`` build
-that markup from the core's facts (``bot.domain.messages``).
+that markup from the core's facts (``bot.domain.messages``). They build it only from facts
+of the expected shape (a Slack user id, a conversation id, a message ts, an ``RB-n`` ref):
+anything else, such as a name typed in the configuration (``tech_leads.users: [alice]``),
+is shown as escaped plain text, never as markup.
 """
 
 from __future__ import annotations
 
+import re
+
 from bot.domain.words import Mention, RollbackLink, Words
 
 _TABLE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")  # a Slack user id (W: an Enterprise Grid one)
+_CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]+")  # a channel, private channel or DM
+_MESSAGE_TS = re.compile(r"[0-9]+\.[0-9]+")
+_REF = re.compile(r"RB-[0-9]+")
 
 
 def escape(text: object) -> str:
@@ -22,13 +31,19 @@ def escape(text: object) -> str:
 
 
 def mention(user: str) -> str:
-    """A user mention; ``user`` is a Slack user id the core recorded."""
-    return f"<@{user}>"
+    """A user mention when ``user`` is a Slack user id; anything else as escaped text."""
+    if _USER_ID.fullmatch(user):
+        return f"<@{user}>"
+    return escape(user)
 
 
 def permalink(link: RollbackLink) -> str:
-    """A link to a rollback's request message, labelled with its ref."""
-    ts = (link.message_ts or "").replace(".", "")
+    """A link to a rollback's request message, labelled with its ref; without a well-formed
+    ref, conversation id and message ts, the ref as escaped text."""
+    if not (_REF.fullmatch(link.ref) and _CONVERSATION_ID.fullmatch(link.channel_id)
+            and link.message_ts is not None and _MESSAGE_TS.fullmatch(link.message_ts)):
+        return escape(link.ref)
+    ts = link.message_ts.replace(".", "")
     return f"<https://slack.com/archives/{link.channel_id}/p{ts}|{link.ref}>"
 
 

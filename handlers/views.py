@@ -20,10 +20,9 @@ from bot.domain.config import (
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback, Step
 from handlers import ids
-from handlers.mrkdwn import escape
+from handlers.mrkdwn import escape, mention
 from handlers.wording import severity_policy
-from platforms.base import Revision
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import PlatformSpecs, Revision
 
 Block = dict[str, Any]
 
@@ -90,7 +89,7 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
             _text(f"*Current*\n{cur}"),
             _text(f"*Roll back to (pinned)*\n{target}"),
             _text(f"*Scope*\n{escape(', '.join(rb.scope))}"),
-            _text(f"*Requested by*\n<@{rb.requester}>"),
+            _text(f"*Requested by*\n{mention(rb.requester)}"),
         ]},
     ]
     if rb.reason:
@@ -105,12 +104,12 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     blocks.append(section(_checklist_text(rb)))
     who = []
     if rb.incident_commander:
-        who.append(f"Incident commander: <@{rb.incident_commander}>")
+        who.append(f"Incident commander: {mention(rb.incident_commander)}")
     if rb.approver:
-        who.append(f"Approved by <@{rb.approver}>" + (" *(BREAK GLASS)*" if rb.break_glass
+        who.append(f"Approved by {mention(rb.approver)}" + (" *(BREAK GLASS)*" if rb.break_glass
                                                      else ""))
     if rb.cancel_requested_by and rb.state == State.EXECUTING:
-        who.append(f"Cancel requested by <@{rb.cancel_requested_by}>: stopping after the "
+        who.append(f"Cancel requested by {mention(rb.cancel_requested_by)}: stopping after the "
                    "current step")
     if rb.last_error:
         who.append(f"Last error: {escape(rb.last_error[:300])}")
@@ -145,7 +144,7 @@ def _checklist_text(rb: Rollback) -> str:
         mark = ":ballot_box_with_check:" if item.get("done") else ":white_large_square:"
         by = item.get("by")
         note = f" ({escape(item['note'])})" if item.get("note") else ""
-        who = " — bot" if by == "bot" else (f" — <@{by}>" if by and item.get("done") else "")
+        who = " — bot" if by == "bot" else (f" — {mention(by)}" if by and item.get("done") else "")
         lines.append(f"{mark} {label}{note}{who}")
     return "\n".join(lines)
 
@@ -319,7 +318,7 @@ def approval_service(view: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------- other surfaces
-def help_blocks(command: str, platforms: PlatformSpecs = PRODUCTION, *,
+def help_blocks(command: str, platforms: PlatformSpecs, *,
                 policy: Policy | None = None) -> list[Block]:
     """The command's help; ``platforms`` is the registry the configuration was parsed with
     (each platform contributes its name and what a target is there), ``policy`` the
@@ -359,7 +358,7 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
     lines = [
         f"• *{rb.ref}* {escape(rb.service)} {STATE_BADGE[rb.state]} — to "
         f"{escape(rb.target_revision.label())}, "
-        f"{rb.severity}, by <@{rb.requester}> at {rb.created_at:%Y-%m-%d %H:%M} UTC"
+        f"{rb.severity}, by {mention(rb.requester)} at {rb.created_at:%Y-%m-%d %H:%M} UTC"
         for rb in rollbacks
     ]
     return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
@@ -381,7 +380,7 @@ def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Bloc
 
 def known_bad_cleared_text(mark: Any, *, user: str, reason: str) -> str:
     rev = Revision.from_dict(mark.revision)
-    return (f":warning: <@{user}> cleared the known-bad mark on {escape(mark.service)} "
+    return (f":warning: {mention(user)} cleared the known-bad mark on {escape(mark.service)} "
             f"{escape(rev.label())} ({escape(mark.platform)}): {escape(reason)}. It can be a "
             "default rollback target again.")
 

@@ -19,12 +19,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.aftercare.monitoring import pct, span
-from bot.aftercare.reminders import LABELS
 from bot.domain import messages as m
 from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
-from bot.domain.time_words import in_utc
+from bot.domain.figure_words import REMINDER_LABELS, pct
+from bot.domain.time_words import in_utc, span
 from handlers import ids
 from handlers.mrkdwn import escape as e
 from handlers.mrkdwn import mention, words
@@ -65,10 +64,6 @@ def card(message: m.Message) -> Card:
     """``message`` as an aftercare notice; a one-line kind is a card with only a body."""
     render = _CARDS.get(type(message))
     return render(message) if render is not None else Card(text=line(message))
-
-
-def has_wording(kind: type[m.Message]) -> bool:
-    return kind in _LINES or kind in _CARDS
 
 
 def _says(kind: type[_M]) -> Callable[[Callable[[_M], str]], Callable[[_M], str]]:
@@ -114,8 +109,10 @@ def severity_policy(policy: Policy) -> str:
 # ---------------------------------------------------------------------- request and decisions
 @_says(m.ImmediatePolicy)
 def _immediate(msg: m.ImmediatePolicy) -> str:
-    return (f":rotating_light: *{e(msg.severity)}*: {policy_words(msg.mode)}. An approver may "
-            "approve their own request (break glass, audited)"
+    head = f":rotating_light: *{e(msg.severity)}*: {policy_words(msg.mode)}."
+    if not msg.self_approval:
+        return f"{head} Four-eyes rule: someone other than the requester must approve it."
+    return (f"{head} An approver may approve their own request (break glass, audited)"
             + (", except the destructive steps: those need a second person."
                if msg.destructive else "."))
 
@@ -554,7 +551,7 @@ def _statuspage(msg: m.StatuspageNotUpdated) -> str:
 # ---------------------------------------------------------------------- reminders
 @_shows(m.Reminder)
 def _reminder(msg: m.Reminder) -> Card:
-    label = LABELS[msg.kind]
+    label = REMINDER_LABELS[msg.kind]
     icon = ":spiral_note_pad:" if msg.kind == "review" else ":memo:"
     again = "Reminder: " if msg.again else ""
     body = (f"{label} of the {e(msg.severity)} rollback of `{e(msg.service)}` to "

@@ -30,7 +30,9 @@ again, it never re-applies the old decision blindly.
 
 Specs: each adapter exports one ``PlatformSpec`` (its ``<name>:`` config block model, how a
 block becomes a ``Target``, a factory for the adapter, what it cannot do, its words); the
-core reads specs through a registry (``platforms/registry.py``) instead of naming platforms.
+core reads specs through a registry, a ``PlatformSpecs``, instead of naming platforms. The
+core never picks the registry: the entry points pass production's
+(``platforms/registry.py``, which imports every adapter), the sandbox and the tests their own.
 
 This module imports nothing from ``bot`` or ``handlers`` (checked by import-linter).
 """
@@ -38,7 +40,7 @@ This module imports nothing from ``bot`` or ``handlers`` (checked by import-lint
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -325,8 +327,6 @@ class Platform(Protocol):
         ...
 
 
-PlatformRegistry = dict[str, Platform]
-
 
 # ------------------------------------------------------------------------------ spec
 BlockT = TypeVar("BlockT", bound=BaseModel)
@@ -386,3 +386,51 @@ class PlatformSpec(Generic[BlockT]):
         before a call it can skip (no round trip for an answer known in advance)."""
         if not self.supports(capability):
             raise self.refuse(capability)
+
+
+@dataclass(frozen=True)
+class PlatformSpecs:
+    """A registry: an ordered, immutable set of platform specs, one per name (the order is
+    the order of help text and of a service's platforms). Hashable, so a config schema built
+    from it can be cached. Production's is ``platforms.registry.PRODUCTION``; the sandbox
+    and the tests build theirs with ``PRODUCTION.plus(...)``."""
+
+    specs: tuple[PlatformSpec[Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [spec.name for spec in self.specs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"platform registered twice: {', '.join(twice)}")
+
+    def plus(self, *specs: PlatformSpec[Any]) -> PlatformSpecs:
+        """This registry with more platforms (the sandbox's fake, a test's own)."""
+        return PlatformSpecs((*self.specs, *specs))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.specs)
+
+    def get(self, name: str) -> PlatformSpec[Any] | None:
+        return next((spec for spec in self.specs if spec.name == name), None)
+
+    def __getitem__(self, name: str) -> PlatformSpec[Any]:
+        spec = self.get(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return any(spec.name == name for spec in self.specs)
+
+    def __iter__(self) -> Iterator[PlatformSpec[Any]]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def listing(self, conjunction: str = "or") -> str:
+        """``kubernetes, ecs or fly``: the names for a sentence."""
+        names = list(self.names())
+        if len(names) < 2:
+            return "".join(names)
+        return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"

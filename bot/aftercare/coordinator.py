@@ -21,7 +21,7 @@ from bot.aftercare.verification import (
     run_verification,
     verification_notice,
 )
-from bot.checks.suite import CheckResult, summarize
+from bot.checks.runner import CheckResult, summarize
 from bot.domain.authority import Action
 from bot.domain.config import ServiceConfig
 from bot.domain.errors import NotAllowed
@@ -37,6 +37,7 @@ from bot.domain.messages import (
 from bot.domain.models import Rollback
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Notice
+from bot.domain.time_words import span
 from bot.persistence.aftercare_store import AftercareStore, Monitor
 from bot.persistence.errors import StaleState
 from bot.persistence.jobs import Job, JobStore
@@ -262,7 +263,7 @@ class Aftercare:
         self._record_known_good(rb)
         self.outbox.notice(rb, Notice(f"complete:{rb.id}", Completed(
             rb.ref, rb.service, rb.target_revision.label())))
-        window = monitoring.span(svc.monitoring.duration_seconds)
+        window = span(svc.monitoring.duration_seconds)
         detail = (f"No regression in {window} of monitoring after the rollback" if m
                   else "Rollback verified; no stability monitoring configured")
         self._schedule_notify(rb, "stable", 1, detail=detail)
@@ -272,7 +273,7 @@ class Aftercare:
         """A stable rollback's configuration is what a later ``restore_config`` returns to.
         Nothing is recorded for a platform without config snapshots (its spec says so): its
         configuration travels with the revision, and an empty record would read as one."""
-        spec = self.catalog.config.platform_specs.get(rb.platform)
+        spec = self.catalog.spec(rb.platform)
         if spec is not None and not spec.supports(Capability.CONFIG_SNAPSHOTS):
             return
         try:

@@ -17,6 +17,7 @@ import httpx
 from bot.aftercare import charts
 from bot.checks.probes import safe_url
 from bot.domain.config import ServiceConfig
+from bot.domain.figure_words import pct
 from bot.domain.messages import (
     Message,
     MonitoringCheck,
@@ -26,7 +27,7 @@ from bot.domain.messages import (
 )
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
-from bot.domain.time_words import in_utc
+from bot.domain.time_words import in_utc, span
 from bot.integrations.errors import PrometheusError
 from bot.integrations.prometheus import instant_query
 from bot.persistence.aftercare_store import Monitor, Sample
@@ -100,10 +101,6 @@ def regression(svc: ServiceConfig, samples: Sequence[Sample]) -> Regression | No
     return None
 
 
-def pct(value: float) -> str:
-    return f"{value * 100:.2f}%" if value < 0.1 else f"{value * 100:.1f}%"
-
-
 def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> dict[str, str]:
     """The report's per-check figures, as label -> text."""
     out = {"Window": f"{in_utc(monitor.started_at):%H:%M}–{in_utc(monitor.ends_at):%H:%M} UTC, "
@@ -143,16 +140,6 @@ def chart(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> by
                                 charts.GREEN, threshold=svc.monitoring.latency_threshold_ms))
     window = (monitor.ends_at - monitor.started_at).total_seconds()
     return charts.render_png(series, span_seconds=max(window, 1.0))
-
-
-def span(seconds: float) -> str:
-    """A configured length for people: ``2 h``, ``1 h 30 min``, ``5 min``, ``90 s``."""
-    if seconds >= 60 and seconds % 60 == 0:
-        hours, minutes = divmod(int(seconds) // 60, 60)
-        if hours:
-            return f"{hours} h" + (f" {minutes} min" if minutes else "")
-        return f"{minutes} min"
-    return f"{seconds:g} s"
 
 
 # ---------------------------------------------------------------------- notices

@@ -88,15 +88,15 @@ def headline(phase: str, service: str) -> str:
 
 
 class Notifier:
-    def __init__(self, *, config: RollbackConfig, aftercare: AftercareStore,
+    def __init__(self, *, config: RollbackConfig, aftercare_store: AftercareStore,
                  outbox: Outbox) -> None:
         self.config = config
-        self.aftercare = aftercare
+        self.aftercare_store = aftercare_store
         self.outbox = outbox
 
     def send(self, rb: Rollback, svc: ServiceConfig, *, phase: str, attempt: int,
              detail: str = "", checks_passed: int = 0) -> None:
-        facts = self.aftercare.facts(rb.id)
+        facts = self.aftercare_store.facts(rb.id)
         completion = None
         if phase == "restored":
             assert facts is not None
@@ -127,21 +127,21 @@ class Notifier:
         cfg = svc.stakeholders.statuspage
         assert cfg is not None
         status, component = STATUSPAGE[phase]
-        facts = self.aftercare.facts(rb.id)
+        facts = self.aftercare_store.facts(rb.id)
         incident = facts.statuspage_incident_id if facts else None
         with StatuspageClient(cfg) as page:
             if incident is None and facts is not None and facts.statuspage_creating:
                 incident = page.find_unresolved(f"[{rb.ref}]")  # a create whose answer we lost
                 if incident:
-                    self.aftercare.set_statuspage_incident(rb.id, incident)
+                    self.aftercare_store.set_statuspage_incident(rb.id, incident)
             if incident is None:
                 if status == "resolved":
                     return  # nothing was ever open: nothing to resolve
-                self.aftercare.statuspage_creating(rb.id)
+                self.aftercare_store.statuspage_creating(rb.id)
                 name = f"{display_name(rb.service)}: rollback after a bad release [{rb.ref}]"
                 incident = page.create_incident(name=name, status=status, body=body,
                                                 component_status=component)
-                self.aftercare.set_statuspage_incident(rb.id, incident)
+                self.aftercare_store.set_statuspage_incident(rb.id, incident)
                 return
             page.update_incident(incident, status=status, body=body, component_status=component)
 

@@ -14,6 +14,7 @@ from bot.aftercare.notifications import deadlines
 from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
+from bot.domain.figure_words import REMINDER_LABELS as LABELS
 from bot.domain.messages import Message, ReminderClosed, ReminderSnoozed, SkeletonNotUploaded
 from bot.domain.messages import Reminder as ReminderMessage
 from bot.domain.models import Rollback
@@ -27,7 +28,6 @@ from bot.persistence.store import Store
 log = logging.getLogger(__name__)
 
 REMINDER_JOB = "reminder"
-LABELS = {"review": "Post-incident review", "postmortem": "Post-mortem"}
 
 
 class Reminders:
@@ -36,14 +36,14 @@ class Reminders:
     current may post, so a snoozed or closed reminder stays quiet."""
 
     def __init__(self, *, config: RollbackConfig, rollback_store: Store, jobs: JobStore,
-                 policy: Policy, clock: Clock, aftercare: AftercareStore,
+                 policy: Policy, clock: Clock, aftercare_store: AftercareStore,
                  outbox: Outbox) -> None:
         self.config = config
         self.rollback_store = rollback_store
         self.jobs = jobs
         self.policy = policy
         self.clock = clock
-        self.aftercare = aftercare
+        self.aftercare_store = aftercare_store
         self.outbox = outbox
         self.settings = config.aftercare
         self._installation_id: str | None = None  # the database's; read once
@@ -51,15 +51,15 @@ class Reminders:
     # ------------------------------------------------------------------ creation
     def create(self, rb: Rollback) -> None:
         """Idempotent: the rollback's reminders exist and their next posting is scheduled."""
-        facts = self.aftercare.facts(rb.id)
+        facts = self.aftercare_store.facts(rb.id)
         since = facts.steps_completed_at if facts else self.clock()
         review, pm = deadlines(self.config, rb, since)
         now = self.clock()
         for kind, due in (("review", review), ("postmortem", pm)):
             if due is not None:
-                self.aftercare.add_reminder(rollback_id=rb.id, kind=kind, due_at=due,
+                self.aftercare_store.add_reminder(rollback_id=rb.id, kind=kind, due_at=due,
                                             created_at=now)
-        for r in self.aftercare.reminders(rb.id):
+        for r in self.aftercare_store.reminders(rb.id):
             if r.status == "open":
                 self._schedule(r)
 
@@ -70,7 +70,7 @@ class Reminders:
 
     # ------------------------------------------------------------------ the job
     def run_job(self, job: Job) -> None:
-        r = self.aftercare.reminder(int(job.payload["reminder"]))
+        r = self.aftercare_store.reminder(int(job.payload["reminder"]))
         seq = int(job.payload["seq"])
         if r.status != "open" or seq < r.seq:
             return  # closed, or superseded by a snooze
@@ -101,7 +101,7 @@ class Reminders:
                 self._say_not_uploaded(rb, document, exc)
         self.rollback_store.audit(rb.id, actor="bot", event="reminder_posted",
                                  detail={"kind": r.kind, "seq": seq})
-        self.aftercare.advance_reminder(r.id, from_seq=seq, next_at=next_at)
+        self.aftercare_store.advance_reminder(r.id, from_seq=seq, next_at=next_at)
 
     def _say_not_uploaded(self, rb: Rollback, document: Path, exc: Exception) -> None:
         try:
@@ -118,16 +118,16 @@ class Reminders:
             return Path(r.document)
         store = self.rollback_store
         text = postmortem.render(rb, events=store.audit_events(rb.id), steps=store.steps(rb.id),
-                                 facts=self.aftercare.facts(rb.id),
-                                 monitors=self.aftercare.monitors(rb.id))
+                                 facts=self.aftercare_store.facts(rb.id),
+                                 monitors=self.aftercare_store.monitors(rb.id))
         path = postmortem.write(postmortem.directory(self.settings.postmortem_dir), rb, text,
                                 installation=installation)
-        self.aftercare.set_document(r.id, str(path))
+        self.aftercare_store.set_document(r.id, str(path))
         return path
 
     def _installation(self) -> str:
         if self._installation_id is None:
-            self._installation_id = self.aftercare.installation_id()
+            self._installation_id = self.aftercare_store.installation_id()
         return self._installation_id
 
     def notice(self, rb: Rollback, r: Reminder, seq: int, *, document: Path | None = None,
@@ -151,7 +151,7 @@ class Reminders:
         """*Scheduled* or *Done*: the reminder stops; its messages lose their buttons."""
         r, rb = self._clicked(value, user)
         now = self.clock()
-        closed = self.aftercare.close_reminder(r.id, status=status, by=user, at=now)
+        closed = self.aftercare_store.close_reminder(r.id, status=status, by=user, at=now)
         if closed is None:
             raise NotAllowed(f"The {LABELS[r.kind].lower()} reminder for {rb.ref} is already "
                              f"{r.status}.")
@@ -169,7 +169,7 @@ class Reminders:
         self.jobs.schedule(kind=REMINDER_JOB, rollback_id=rb.id, due_at=until,
                                    payload={"reminder": r.id, "seq": r.seq + 1},
                                    dedupe_key=f"{REMINDER_JOB}:{r.id}:{r.seq + 1}")
-        moved = self.aftercare.snooze_reminder(r.id, next_at=until)
+        moved = self.aftercare_store.snooze_reminder(r.id, next_at=until)
         if moved is None:
             raise NotAllowed(f"The reminder for {rb.ref} was closed meanwhile.")
         self.rollback_store.audit(rb.id, actor=user, event=f"{r.kind}_snoozed",
@@ -179,7 +179,7 @@ class Reminders:
 
     def _clicked(self, value: str, user: str) -> tuple[Reminder, Rollback]:
         reminder_id, _, _seq = value.partition(":")
-        r = self.aftercare.reminder(int(reminder_id))
+        r = self.aftercare_store.reminder(int(reminder_id))
         rb = self.rollback_store.get(r.rollback_id)
         self.policy.check_who(Action.REMINDER, rb, user=user)  # the authority table
         return r, rb

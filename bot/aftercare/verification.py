@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import httpx
 
-from bot.checks.suite import CheckResult, build_checks, render_text, run_suite, summarize
+from bot.checks.runner import CheckResult, render_text, run_suite, summarize
+from bot.checks.suite import build_checks
 from bot.domain.config import ServiceConfig
 from bot.domain.messages import Message, Verification
 from bot.domain.models import Rollback

@@ -1,7 +1,9 @@
 """Post-rollback verification suite mirroring the runbook: health, database, probes, resources.
 
 Every ``check_*`` returns a ``CheckResult`` and never raises; ``build_checks`` turns a
-service's config into time-boxed ``Check`` units for ``run_suite``.
+service's config into time-boxed ``Check`` units for ``run_suite``. The result type and the
+runner live in ``bot/checks/runner.py``, the HTTP probes in ``bot/checks/probes.py``: import
+them from there (this module re-exports nothing).
 """
 
 from __future__ import annotations
@@ -13,17 +15,8 @@ from typing import Any
 
 import httpx
 
-from bot.checks.probes import check_health, check_http_probe, safe_url
-from bot.checks.runner import (
-    Check,
-    CheckResult,
-    Outcome,
-    Status,
-    guarded,
-    render_text,
-    run_suite,
-    summarize,
-)
+from bot.checks.probes import check_health, check_http_probe
+from bot.checks.runner import Check, CheckResult, Outcome, guarded
 from bot.domain.config import DatabaseConfig, ServiceConfig, secret
 from bot.integrations.errors import DatabaseOperationError
 from bot.integrations.pg_tools import scrub_dsn
@@ -35,21 +28,7 @@ from bot.integrations.target_database import (
 )
 from platforms.base import Capability, Platform, PlatformSpec, Target, Unsupported
 
-__all__ = [
-    "Check",
-    "CheckResult",
-    "Status",
-    "build_checks",
-    "check_backup",
-    "check_database",
-    "check_health",
-    "check_http_probe",
-    "check_resources",
-    "render_text",
-    "run_suite",
-    "safe_url",
-    "summarize",
-]
+__all__ = ["build_checks", "check_backup", "check_database", "check_resources"]
 
 _QUERY_PREVIEW = 200
 

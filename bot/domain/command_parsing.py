@@ -1,7 +1,7 @@
 """Parses the ``/rollback`` command text into a typed request; errors name the bad token.
 
 ``--platform`` accepts the names of the registry the configuration was parsed with
-(``RollbackConfig.platform_specs``; production's by default).
+(``RollbackConfig.platform_specs``), which the caller passes.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import PlatformSpecs
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
@@ -66,7 +66,7 @@ def _platform(raw: str, platforms: PlatformSpecs) -> str:
     return raw
 
 
-def parse(text: str, *, platforms: PlatformSpecs = PRODUCTION) -> Parsed:
+def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
     text = clean(text)
     try:
         tokens = shlex.split(text.replace("“", '"').replace("”", '"'))

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bot.domain.models import Step
-from platforms.base import Target
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import PlatformSpec, Target
 
 
 class Undo(StrEnum):
@@ -68,10 +68,10 @@ def left_scaled_down(steps: list[Step]) -> Compensation | None:
 
 
 def manual_scale_command(target: Target, replicas: int,
-                         platforms: PlatformSpecs = PRODUCTION) -> str:
+                         spec: PlatformSpec[Any] | None) -> str:
     """The command an operator runs to put the replicas back by hand: the platform's own
-    (its spec's ``scale_command``), else a plain sentence."""
-    spec = platforms.get(target.platform)
+    (``spec``'s ``scale_command``, the target platform's spec from the configuration's
+    registry), else a plain sentence (no spec: the platform left the configuration)."""
     if spec is not None and spec.scale_command is not None:
         return spec.scale_command(target, replicas)
     return f"scale {target.describe()} to {replicas} replicas"

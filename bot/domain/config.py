@@ -5,13 +5,16 @@ that is read when the value is needed (see ``secret()``), so the file can be com
 nothing secret is ever echoed by ``check-config``, Slack messages or logs.
 
 A service's platform blocks (``kubernetes:``, ``ecs:``, ``fly:``) are not spelled out here:
-each comes from the ``PlatformSpec`` of a registered platform (``platforms/registry.py``),
-and ``config_schema(platforms)`` builds the models for a registry. Production parses with
-``PRODUCTION``; the sandbox and the tests pass their own registry (with ``fake``).
+each comes from the ``PlatformSpec`` of a registered platform, and ``config_schema(platforms)``
+builds the models for a registry (a ``PlatformSpecs``). The caller always says which: the
+entry points (``bot/runtime``) parse with production's (``platforms.registry.PRODUCTION``),
+the sandbox and the tests with their own (with ``fake``); this layer never imports an
+adapter. The parsed configuration knows its registry (``RollbackConfig.platform_specs``).
 """
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import os
@@ -32,8 +35,7 @@ from pydantic import (
 
 from bot.domain.errors import ConfigError, MissingSecret
 from bot.observability import scrub
-from platforms.base import PlatformSpec
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import PlatformSpec, PlatformSpecs
 
 SCOPES = ("app", "db", "config", "external")
 
@@ -373,7 +375,9 @@ class RollbackConfig(Strict):
 
 # ---------------------------------------------------------------------- loading
 @functools.cache  # one pair of classes per registry (registries are immutable, hashable)
-def _schemas(platforms: PlatformSpecs) -> tuple[type[RollbackConfig], type[ServiceConfig]]:
+def config_schema(platforms: PlatformSpecs) -> type[RollbackConfig]:
+    """The ``RollbackConfig`` model for a registry: ``ServiceConfig`` plus one optional
+    block per platform, so pydantic itself reports each error at its key path."""
     clash = [name for name in platforms.names() if name in ServiceConfig.model_fields]
     if clash:
         raise ValueError(f"a platform cannot be named like a service key: {', '.join(clash)}")
@@ -384,18 +388,15 @@ def _schemas(platforms: PlatformSpecs) -> tuple[type[RollbackConfig], type[Servi
     config = create_model("RollbackConfig", __base__=RollbackConfig, __module__=__name__,
                           services=(dict[str, service], ...))  # type: ignore[valid-type]
     config.platform_specs = platforms
-    return config, service
+    return config
 
 
-def config_schema(platforms: PlatformSpecs = PRODUCTION) -> type[RollbackConfig]:
-    """The ``RollbackConfig`` model for a registry: ``ServiceConfig`` plus one optional
-    block per platform, so pydantic itself reports each error at its key path."""
-    return _schemas(platforms)[0]
-
-
-def service_schema(platforms: PlatformSpecs = PRODUCTION) -> type[ServiceConfig]:
-    """The ``ServiceConfig`` model for a registry, to validate one service on its own."""
-    return _schemas(platforms)[1]
+def _looks_like_platform_block(key: str, value: Any) -> bool:
+    """An unknown key of a service that may be a platform block the registry lacks
+    (``nomad:``, the sandbox-only ``fake:``): a mapping (or empty), and no near miss of a
+    service setting (``helth:`` is ``health:`` misspelt, not a platform)."""
+    return isinstance(value, dict | None) and not difflib.get_close_matches(
+        key, ServiceConfig.model_fields, n=1, cutoff=0.75)
 
 
 def _format_errors(err: ValidationError, platforms: PlatformSpecs) -> list[str]:
@@ -407,19 +408,18 @@ def _format_errors(err: ValidationError, platforms: PlatformSpecs) -> list[str]:
             msg = "field required"
         elif e["type"] == "extra_forbidden":
             msg = "unknown key"
-            if len(e["loc"]) == 3 and e["loc"][0] == "services":
-                # At a service's level an unknown key is most often a platform block the
-                # registry does not know (a typo, or the test-only `fake`): name them.
+            if (len(e["loc"]) == 3 and e["loc"][0] == "services"
+                    and _looks_like_platform_block(str(e["loc"][2]), e["input"])):
                 msg += f" (known platforms: {', '.join(platforms.names())})"
         lines.append(f"{path}: {msg}")
     return lines
 
 
 def parse_config(data: Any, *, source: str = "<config>",
-                 platforms: PlatformSpecs = PRODUCTION) -> RollbackConfig:
+                 platforms: PlatformSpecs) -> RollbackConfig:
     """Validate a loaded ``rollback.yml`` against the schema of ``platforms`` (production's
-    registry unless the sandbox or a test passes its own); ``ConfigError`` lists every
-    problem with its key path."""
+    registry from the entry points, the sandbox's or a test's own); ``ConfigError`` lists
+    every problem with its key path."""
     if not isinstance(data, dict):
         raise ConfigError(source, ["<root>: expected a mapping"])
     try:
@@ -452,7 +452,7 @@ def secret_env_names(data: Any) -> set[str]:
     return found
 
 
-def load_config(path: str | Path, *, platforms: PlatformSpecs = PRODUCTION) -> RollbackConfig:
+def load_config(path: str | Path, *, platforms: PlatformSpecs) -> RollbackConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

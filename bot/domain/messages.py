@@ -35,11 +35,13 @@ class Message:
 # ---------------------------------------------------------------------- request and decisions
 @dataclass(frozen=True)
 class ImmediatePolicy(Message):
-    """Thread: the severity's policy is to roll back at once; break glass is allowed."""
+    """Thread: the severity's policy is to roll back at once, and whether break glass (an
+    approver approving their own request) is allowed."""
 
     severity: str
     mode: str  # PolicyMode value
     destructive: bool  # a destructive step still needs a second person
+    self_approval: bool  # the severity's ``allow_self_approval``
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from bot.domain.compensation import INVERSES
 from bot.domain.config import ServiceConfig
 from bot.domain.errors import UserFacingError
 from bot.domain.models import KnownBad, PlannedStep
-from platforms.base import Revision, Target
+from platforms.base import Capability, Revision, Target
 
 
 def target_for(service: ServiceConfig, platform: str) -> Target:
@@ -81,17 +81,25 @@ def choose_revision(history: Sequence[Revision], to: int | None,
 
 
 def build_steps(
-    *, service: ServiceConfig, scope: Sequence[str], target_revision: Revision,
+    *, service: ServiceConfig, platform: str, scope: Sequence[str], target_revision: Revision,
     backup_path: str | None, known_good: tuple[datetime, int | None] | None = None,
     backup_size: int | None = None,
 ) -> list[PlannedStep]:
-    """The runbook's order: stop writers, back up, restore, verify, roll app, restart."""
+    """The runbook's order: stop writers, back up, restore, verify, roll app, restart.
+
+    On a ``platform`` without config snapshots the two config steps say so, with its spec's
+    reason (they run as skipped, see ``bot/execution/steps.py``)."""
     steps: list[PlannedStep] = []
     with_db = "db" in scope and service.database is not None
     with_config = "config" in scope
     with_app = "app" in scope or with_db
+    spec = service.platform_specs.get(platform)
+    no_snapshots = (None if spec is None or spec.supports(Capability.CONFIG_SNAPSHOTS)
+                    else spec.refuse(Capability.CONFIG_SNAPSHOTS).reason)
     if with_config:
-        steps.append(PlannedStep("snapshot_config", "Snapshot current ConfigMaps/Secrets"))
+        steps.append(PlannedStep("snapshot_config", (
+            "Snapshot current ConfigMaps/Secrets" if no_snapshots is None
+            else f"Config snapshot: not provided by {platform} ({no_snapshots})")))
     if with_db:
         if not backup_path:  # never plan a restore without a verified backup pinned
             raise UserFacingError("A database rollback needs a verified backup pinned in "
@@ -111,7 +119,10 @@ def build_steps(
             params={"revision": target_revision.to_dict()},
         ))
     if with_config:
-        if known_good is None:
+        if no_snapshots is not None:
+            steps.append(PlannedStep(
+                "restore_config", f"Config restore: not provided by {platform} ({no_snapshots})"))
+        elif known_good is None:
             steps.append(PlannedStep("restore_config", "Restore the known-good configuration "
                                      "(none recorded yet: will be skipped)"))
         else:

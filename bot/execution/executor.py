@@ -421,8 +421,8 @@ class Executor:
         """Stop loudly: needs_attention with where things stand and exactly what to run.
         ``restore`` (an interrupted restore) replaces the generic database advice."""
         self._fence(rb)
-        specs = self.catalog.config.platform_specs  # the platform's own scale command
-        manual = (manual_scale_command(rb.target, int(comp.replicas), specs)
+        spec = self.catalog.spec(rb.platform)  # the platform's own scale command
+        manual = (manual_scale_command(rb.target, int(comp.replicas), spec)
                   if comp.replicas is not None else None)
         error = f"{plain(what)}; the service was left scaled down for a human decision"
         self._end(rb, event,

@@ -9,6 +9,9 @@ database section, a DSN env unset, the pinned backup unreadable, writers back, a
 answer, a service that did not stop, a rollout that did not settle on the pinned revision)
 is a ``TemporaryStepError`` or a ``PermanentStepError``; a platform error is the adapter's
 own and passes through unchanged (``WriteConflict`` and ``TargetChanged`` included).
+``Unsupported`` is the exception: a config step (``snapshot_config``, ``restore_config``) on
+a platform without config snapshots, whether its spec says so up front or the adapter
+raises it, ends ``skipped`` with the reason in its result instead of failing the rollback.
 """
 
 from __future__ import annotations

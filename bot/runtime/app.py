@@ -1,8 +1,11 @@
 """Composition root: the only module that wires Slack handlers, the core and the adapters.
 
-``create_app(settings, *, store=None, platforms=None, slack_client=None)`` returns a
-``BotApp`` holding the Bolt app, the service, the executor and the leader scheduler;
-nothing is built at import time (no module-level ``App``).
+``create_app(settings, *, store=None, platforms=None, slack_client=None, config=None,
+clock=utcnow, crash_points=NO_CRASH_POINTS)`` returns a ``BotApp`` holding the Bolt app, the
+service, the executor and the leader scheduler; nothing is built at import time (no
+module-level ``App``). ``platforms`` is the adapters by name (built from the configuration's
+specs when not given); ``config`` is read from ``settings.config_path`` with production's
+registry (``platforms.registry.PRODUCTION``) when not given.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
-from bot.domain.config import RollbackConfig, load_config
+from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
 from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, ScrubbedChat, utcnow
 from bot.execution.executor import Executor
@@ -39,6 +42,7 @@ from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import RollbackService
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform, PlatformUnavailable
+from platforms.registry import PRODUCTION
 
 if TYPE_CHECKING:
     from handlers.socket_mode import GuardedSocketModeHandler
@@ -88,12 +92,11 @@ class BotApp:
 
 def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
     """One adapter per platform the catalog uses, made by that platform's spec (from the
-    registry the config was parsed with) out of the first service's block. A spec's
-    factory imports its adapter, and the client library, only when called. A platform that
-    cannot be built here (no credentials, a token variable unset) is left out with a
-    warning that says why."""
-    from bot.domain.config import secret
-
+    registry the config was parsed with) out of the first service's block; a platform no
+    service uses gets none. (The adapter modules, with their client libraries, are already
+    imported with the registry: a platform is one module, its adapter and its spec.) A
+    platform that cannot be built here (no credentials, a token variable unset) is left out
+    with a warning that says why."""
     adapters: dict[str, Platform] = {}
     for spec in config.platform_specs:
         block = next((b for svc in config.services.values()
@@ -118,7 +121,7 @@ def create_app(
     from handlers.gateway import SlackChat, SlackDirectory
 
     scrub.install_log_scrubber()  # before anything can log a platform's error text
-    config = config or load_config(settings.config_path)
+    config = config or load_config(settings.config_path, platforms=PRODUCTION)
     database_url = settings.database_url or resolve_database_url()
     if store is None:
         migrate(database_url)
@@ -143,30 +146,29 @@ def create_app(
                                              thread_name_prefix="bolt-listener"),
     )
     jobs = JobStore(store.pool)
-    registry = platforms if platforms is not None else build_platforms(config)
-    for adapter in registry.values():  # credentials that are not environment variables
+    adapters = platforms if platforms is not None else build_platforms(config)
+    for adapter in adapters.values():  # credentials that are not environment variables
         for value in getattr(adapter, "credential_values", list)():
             scrub.remember(value)
     # Nothing the core says reaches Slack unscrubbed, and each rollback's message shows its
     # latest state however many threads re-render it.
     chat = LatestStateChat(ScrubbedChat(SlackChat(client)), store)
-    catalog = Catalog(config, registry)
+    catalog = Catalog(config, adapters)
     policy = Policy(config, SlackDirectory(client))
     approved = threading.Event()  # an approval wakes the executor at once
     service = RollbackService(
-        catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy,
-        directory=policy.directory, clock=clock,
+        catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
     )
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition)
     aftercare_store = AftercareStore(store.pool)
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
-                           clock=clock, aftercare=aftercare_store, outbox=outbox)
+                           clock=clock, aftercare_store=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
-                          notifier=Notifier(config=config, aftercare=aftercare_store,
+                          notifier=Notifier(config=config, aftercare_store=aftercare_store,
                                             outbox=outbox))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
@@ -187,10 +189,12 @@ def create_app(
     decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
                                    queue=work_pool.DECISION_QUEUE)
     error_handlers.register(bolt, chat)
-    commands.register(bolt, service, pool, work_pool.SharedReads(pool))
-    actions.register(bolt, service, decisions)
-    modals.register(bolt, service, pool)
-    aftercare_buttons.register(bolt, service, aftercare)
+    commands.register(bolt, service, pool, work_pool.SharedReads(pool), config=config,
+                      store=store, chat=chat)
+    actions.register(bolt, service, decisions, store=store, chat=chat)
+    modals.register(bolt, service, pool, store=store, chat=chat,
+                    platforms=config.platform_specs)
+    aftercare_buttons.register(bolt, aftercare, reminders=reminders_, store=store, chat=chat)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=executor, scheduler=scheduler, job_router=job_router,
                   work_pool=pool, decision_pool=decisions,

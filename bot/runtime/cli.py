@@ -18,7 +18,8 @@ from bot.domain.config import default_config_path, load_config
 from bot.domain.errors import ConfigError
 from bot.domain.ports import NO_CRASH_POINTS, CrashPoints
 from bot.runtime.settings import Settings
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import PlatformSpecs
+from platforms.registry import PRODUCTION
 
 if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -46,7 +47,7 @@ def setup_logging(fmt: str) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else default_config_path()
     try:
-        cfg = load_config(path)
+        cfg = load_config(path, platforms=PRODUCTION)
     except ConfigError as err:
         print(f"{err.source}: invalid configuration", file=sys.stderr)
         for problem in err.problems:
@@ -56,9 +57,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, *, platforms: PlatformSpecs = PRODUCTION,
+def cmd_serve(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION,
               crash_points: CrashPoints = NO_CRASH_POINTS) -> int:
-    """Serve Slack. ``platforms`` is the registry the configuration is read with: production's;
+    """Serve Slack. ``specs`` is the registry the configuration is read with: production's;
     a test entry point (``tests/support/bot_main.py``) passes one with the fake platform, and
     the crash tests' ``crash_points``."""
     from bot.runtime.app import create_app
@@ -72,7 +73,7 @@ def cmd_serve(args: argparse.Namespace, *, platforms: PlatformSpecs = PRODUCTION
               file=sys.stderr)
         return 2
     try:
-        bot = create_app(settings, config=load_config(settings.config_path, platforms=platforms),
+        bot = create_app(settings, config=load_config(settings.config_path, platforms=specs),
                          crash_points=crash_points)
     except ConfigError as err:
         for problem in err.problems:

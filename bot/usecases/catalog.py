@@ -7,9 +7,11 @@ answer the same way.
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.domain.config import RollbackConfig, ServiceConfig
 from bot.domain.errors import UnknownService, UserFacingError
-from platforms.base import Platform
+from platforms.base import Platform, PlatformSpec
 
 
 class Catalog:
@@ -28,3 +30,9 @@ class Catalog:
         if adapter is None:
             raise UserFacingError(f"The `{name}` platform adapter is not available here.")
         return adapter
+
+    def spec(self, platform: str) -> PlatformSpec[Any] | None:
+        """What the configuration's registry says of ``platform`` (its capabilities, its
+        scale command); None for one the registry no longer knows (a stored rollback's
+        platform since removed from the configuration)."""
+        return self.config.platform_specs.get(platform)

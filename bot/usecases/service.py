@@ -44,7 +44,7 @@ from bot.domain.messages import (
 from bot.domain.models import KnownBad, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
-from bot.domain.ports import Chat, Clock, Directory, utcnow
+from bot.domain.ports import Chat, Clock, utcnow
 from bot.domain.words import Mention, RollbackLink
 from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.jobs import JobStore
@@ -72,17 +72,14 @@ class RollbackService:
 
     def __init__(
         self, *, catalog: Catalog, store: Store, jobs: JobStore, chat: Chat, policy: Policy,
-        directory: Directory, clock: Clock = utcnow,
-        on_approved: Callable[[int], None] | None = None,
+        clock: Clock = utcnow, on_approved: Callable[[int], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = catalog.config
-        self.platforms = catalog.platforms
         self.store = store
         self.jobs = jobs
         self.chat = chat  # serialised per rollback (latest state wins), scrubbed
-        self.directory = directory
-        self.policy = policy
+        self.policy = policy  # who may do what; its directory names channels and groups
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
 
@@ -124,7 +121,7 @@ class RollbackService:
     def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
         assert parsed.service is not None
         svc = self.service_config(parsed.service)
-        channel_name = self.directory.channel_name(channel_id)
+        channel_name = self.policy.directory.channel_name(channel_id)
         self.policy.check_request(parsed.service, user=requester, channel_name=channel_name)
         policy = self.config.policy_for(parsed.service)
         severity = parsed.severity or policy.default_severity
@@ -159,8 +156,8 @@ class RollbackService:
                 svc, parsed.service, now)
         known = (self.store.known_good_config(parsed.service, platform_name)
                  if "config" in scope else None)
-        steps = build_steps(service=svc, scope=scope, target_revision=wanted,
-                            backup_path=backup_path,
+        steps = build_steps(service=svc, platform=platform_name, scope=scope,
+                            target_revision=wanted, backup_path=backup_path,
                             backup_size=facts["backup"]["size"] if backup_path else None,
                             known_good=(known[1], known[2]) if known else None)
         facts["destructive"] = [{"kind": st.kind, "description": st.description}
@@ -196,7 +193,8 @@ class RollbackService:
         self._notify_stakeholders_requested(rb)
         if severity == Severity.P0:
             self.chat.thread(rb, ImmediatePolicy(severity.value, sev.mode.value,
-                                                 destructive=bool(rb.destructive_steps)))
+                                                 destructive=bool(rb.destructive_steps),
+                                                 self_approval=sev.allow_self_approval))
         if rb.known_bad_target:
             self._warn_known_bad_target(rb, requested_by=requester)
         return self._assess(rb, svc, adapter)
@@ -309,7 +307,7 @@ class RollbackService:
         once instead of opening a confirmation dialog that could never succeed."""
         rb = self.get(ref)
         self.policy.check_approve(rb, user=user, channel_id=channel_id,
-                                  channel_name=self.directory.channel_name(channel_id),
+                                  channel_name=self.policy.directory.channel_name(channel_id),
                                   now=self.clock(), override=override,
                                   known_bad_override=known_bad_override,
                                   typed_confirmation=rb.service)
@@ -326,7 +324,7 @@ class RollbackService:
                 override: bool = False, known_bad_override: bool = False,
                 typed_confirmation: str | None = None) -> Rollback:
         rb = self.get(ref)
-        channel_name = self.directory.channel_name(channel_id)
+        channel_name = self.policy.directory.channel_name(channel_id)
         decision = self.policy.check_approve(
             rb, user=user, channel_id=channel_id, channel_name=channel_name, now=self.clock(),
             override=override,
@@ -633,5 +631,3 @@ def _active_error(existing: Rollback) -> UserFacingError:
         " . Only one active rollback per service."
     )
 
-
-__all__ = ["RollbackService", "NotFound"]

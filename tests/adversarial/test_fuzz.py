@@ -21,6 +21,7 @@ import pytest
 from bot.domain.command_parsing import parse
 from bot.domain.errors import ParseError
 from handlers import ids
+from platforms.registry import PRODUCTION
 from tests.e2e.conftest import CHANNEL, Harness, make_harness  # noqa: F401 (fixture)
 from tests.support.rss import peak_rss_kb, reset_peak_rss
 
@@ -65,7 +66,7 @@ def test_parse_raises_only_parse_errors() -> None:
     started = time.monotonic()
     for text in texts:
         try:
-            parsed = parse(text)
+            parsed = parse(text, platforms=PRODUCTION)
         except ParseError:
             continue
         assert parsed.to is None or 0 < parsed.to < 10**9
@@ -137,7 +138,7 @@ def test_fuzzed_commands_over_the_wire(make_harness: Callable[..., Harness],  # 
 
 def _not_a_request(text: str) -> bool:
     try:
-        return parse(text).verb != "request"
+        return parse(text, platforms=PRODUCTION).verb != "request"
     except ParseError:
         return True
 

@@ -35,6 +35,7 @@ from platforms.base import (
     parse_retry_after,
 )
 from platforms.kubernetes import KubernetesPlatform
+from platforms.registry import PRODUCTION
 from sandbox.config import sandbox_config_dict
 from sandbox.kube import HeldRequest, KubeEmulator
 from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, seed_incident
@@ -385,7 +386,7 @@ def _stack(kube: KubeEmulator, db: str, tmp_path: Path) -> tuple[SandboxStack, A
                                postmortem_dir=str(tmp_path / "pm"))
     client = kube.api_client()
     platform = KubernetesPlatform(api_client=client, request_timeout=CLIENT_TIMEOUT)
-    return SandboxStack(config=parse_config(data), database_url=db,
+    return SandboxStack(config=parse_config(data, platforms=PRODUCTION), database_url=db,
                         platforms={"kubernetes": platform}), client
 
 

@@ -11,6 +11,7 @@ import pytest
 from bot.domain.config import parse_config
 from handlers import ids
 from platforms.kubernetes import KubernetesPlatform
+from platforms.registry import PRODUCTION
 from sandbox.config import sandbox_config_dict
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, seed_incident
@@ -30,7 +31,7 @@ def test_kubernetes_rollback_end_to_end(kube: KubeEmulator, db: str, tmp_path: P
                                postmortem_dir=str(tmp_path / "pm"))
     client = kube.api_client()
     platform = KubernetesPlatform(api_client=client, request_timeout=10.0)
-    with SandboxStack(config=parse_config(data), database_url=db,
+    with SandboxStack(config=parse_config(data, platforms=PRODUCTION), database_url=db,
                       platforms={"kubernetes": platform}) as stack:
         em, driver = stack.emulator, stack.driver
         assert driver is not None and stack.bot is not None

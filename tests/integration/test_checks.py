@@ -17,19 +17,10 @@ import httpx
 import psycopg
 import pytest
 
-from bot.checks.suite import (
-    Check,
-    CheckResult,
-    build_checks,
-    check_backup,
-    check_database,
-    check_health,
-    check_http_probe,
-    check_resources,
-    render_text,
-    run_suite,
-)
-from bot.domain.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, service_schema
+from bot.checks.probes import check_health, check_http_probe
+from bot.checks.runner import Check, CheckResult, render_text, run_suite
+from bot.checks.suite import build_checks, check_backup, check_database, check_resources
+from bot.domain.config import DatabaseConfig, EnvHeader, HealthCheck, HttpProbe, parse_config
 from bot.integrations.target_database import backup
 from platforms.base import Target
 from sandbox.config import PLATFORMS as SANDBOX_PLATFORMS
@@ -441,7 +432,7 @@ def test_build_checks_and_render(
 ) -> None:
     monkeypatch.setenv("ROLLBACK_TEST_DSN", fresh_db)
     monkeypatch.setenv("PROBE_TOKEN", SECRET)
-    service = service_schema(SANDBOX_PLATFORMS).model_validate({  # with a fake: block
+    service = parse_config({"services": {"svc": {  # a fake: block: the sandbox's registry
         "fake": {},
         "health": {"url": f"{server.url}/health", "samples": 3},
         "database": {"dsn_env": "ROLLBACK_TEST_DSN", "backup_location": "/nonexistent",
@@ -449,7 +440,7 @@ def test_build_checks_and_render(
         "external_checks": [{"name": "OpenAI API", "url": f"{server.url}/health",
                              "headers_env": {"Authorization": {"env": "PROBE_TOKEN"}}}],
         "functional_checks": [{"name": "smoke", "url": f"{server.url}/status/500"}],
-    })
+    }}}, platforms=SANDBOX_PLATFORMS).services["svc"]
     checks = build_checks(
         service, client=client, platform=FakePlatform(), target=Target("fake", "p", "svc")
     )

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__)
     parser.add_argument("command", choices=["serve"])
     args = parser.parse_args(argv)
-    return cli.cmd_serve(args, platforms=PLATFORMS,
+    return cli.cmd_serve(args, specs=PLATFORMS,
                          crash_points=crash_points.from_environment())
 
 

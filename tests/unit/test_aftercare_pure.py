@@ -17,7 +17,7 @@ from bot.domain.config import RollbackConfig
 from bot.domain.lifecycle import State
 from bot.domain.messages import Verification
 from bot.domain.models import Rollback
-from bot.domain.time_words import duration
+from bot.domain.time_words import duration, span
 from bot.persistence.aftercare_store import Facts, Monitor, Sample
 from handlers import ids
 from handlers.views_aftercare import carries_key, notice_blocks
@@ -137,5 +137,4 @@ def test_monitor_tick_count_and_names() -> None:
         "2026-11-28-hotel-voice-bot-rb-12.md"
     assert duration(timedelta(seconds=42)) == "42 s"
     assert duration(timedelta(hours=1, minutes=5)) == "1 h 05 min"
-    assert [monitoring.span(s) for s in (7200, 5400, 300, 90)] == ["2 h", "1 h 30 min",
-                                                                    "5 min", "90 s"]
+    assert [span(s) for s in (7200, 5400, 300, 90)] == ["2 h", "1 h 30 min", "5 min", "90 s"]

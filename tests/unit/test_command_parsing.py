@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.command_parsing import parse
+from bot.domain import command_parsing
+from bot.domain.command_parsing import Parsed
 from bot.domain.config import Severity
 from bot.domain.errors import ParseError
+from platforms.registry import PRODUCTION
+
+
+def parse(text: str) -> Parsed:
+    """The command text as production reads it (``--platform`` from its registry)."""
+    return command_parsing.parse(text, platforms=PRODUCTION)
 
 
 def test_full_request() -> None:

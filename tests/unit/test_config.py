@@ -12,6 +12,7 @@ import yaml
 
 from bot.domain.config import load_config, parse_config
 from bot.domain.errors import ConfigError
+from platforms.registry import PRODUCTION
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "rollback.example.yml"
@@ -22,7 +23,7 @@ def _example() -> dict:
 
 
 def test_example_reproduces_the_runbook() -> None:
-    cfg = load_config(EXAMPLE)
+    cfg = load_config(EXAMPLE, platforms=PRODUCTION)
     svc = cfg.services["hotel-voice-bot"]
     assert svc.platforms() == ["kubernetes", "ecs", "fly"]
     assert svc.health and svc.health.url.endswith("/api/health")
@@ -58,7 +59,7 @@ def test_errors_carry_key_paths(mutate, expected: str) -> None:
     data = _example()
     mutate(data)
     with pytest.raises(ConfigError) as err:
-        parse_config(data)
+        parse_config(data, platforms=PRODUCTION)
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
 
 

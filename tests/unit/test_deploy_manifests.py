@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 
 from bot.domain.config import parse_config
 from handlers import ids
+from platforms.registry import PRODUCTION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = REPO_ROOT / "deploy" / "deployment.yaml"
@@ -264,6 +265,7 @@ def test_config_map_is_mounted_where_rollback_config_points(
 
 def test_config_stub_is_accepted_by_the_bot(docs: list[dict[str, Any]]) -> None:
     text = one(docs, "ConfigMap")["data"]["rollback.yml"]
-    config = parse_config(yaml.safe_load(text), source="deploy/deployment.yaml")
+    config = parse_config(yaml.safe_load(text), source="deploy/deployment.yaml",
+                          platforms=PRODUCTION)
     assert config.services, "the stub must declare at least one service"
     assert config.slack.approvers.usergroup, "approvals need an approver group or users"

@@ -15,6 +15,7 @@ from bot.domain.errors import UserFacingError
 from bot.domain.models import KnownBad
 from bot.domain.planner import build_steps, choose_revision, target_for
 from platforms.base import Revision, Target
+from platforms.registry import PRODUCTION
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -102,7 +103,7 @@ def test_an_explicit_revision_that_cannot_be_a_target_is_refused(to: int, messag
 # ------------------------------------------------------------------ build_steps
 def _service(**extra: Any) -> ServiceConfig:
     svc = {"kubernetes": {"namespace": "prod", "deployment": "svc"}, **extra}
-    return parse_config({"services": {"svc": svc}}).services["svc"]
+    return parse_config({"services": {"svc": svc}}, platforms=PRODUCTION).services["svc"]
 
 
 DATABASE = {"dsn_env": "APP_DSN", "backup_location": "/backups"}
@@ -111,8 +112,8 @@ TARGET = _rev(3)
 
 
 def test_an_app_rollback_rolls_back_and_waits() -> None:
-    steps = build_steps(service=_service(), scope=["app"], target_revision=TARGET,
-                        backup_path=None)
+    steps = build_steps(service=_service(), platform="kubernetes", scope=["app"],
+                        target_revision=TARGET, backup_path=None)
     assert [s.kind for s in steps] == ["app_rollback", "wait_rollout"]
     assert steps[0].params == {"revision": TARGET.to_dict()}
     assert TARGET.label() in steps[0].description
@@ -121,8 +122,9 @@ def test_an_app_rollback_rolls_back_and_waits() -> None:
 
 def test_the_full_scope_follows_the_runbooks_order() -> None:
     steps = build_steps(service=_service(database=DATABASE, webhooks=WEBHOOKS),
-                        scope=["app", "db", "config", "external"], target_revision=TARGET,
-                        backup_path="/backups/svc-2026.dump", backup_size=1234,
+                        platform="kubernetes", scope=["app", "db", "config", "external"],
+                        target_revision=TARGET, backup_path="/backups/svc-2026.dump",
+                        backup_size=1234,
                         known_good=(T0, 41))
     assert [s.kind for s in steps] == [
         "snapshot_config", "scale_down", "backup_db", "restore_db", "verify_db",
@@ -139,27 +141,52 @@ def test_the_full_scope_follows_the_runbooks_order() -> None:
 
 
 def test_db_brings_the_app_with_it() -> None:
-    steps = build_steps(service=_service(database=DATABASE), scope=["db"],
-                        target_revision=TARGET, backup_path="/backups/x.dump")
+    steps = build_steps(service=_service(database=DATABASE), platform="kubernetes",
+                        scope=["db"], target_revision=TARGET, backup_path="/backups/x.dump")
     assert [s.kind for s in steps] == ["scale_down", "backup_db", "restore_db", "verify_db",
                                        "app_rollback", "scale_up", "wait_rollout"]
 
 
 def test_a_database_rollback_without_a_pinned_backup_is_never_planned() -> None:
     with pytest.raises(UserFacingError, match="needs a verified backup pinned"):
-        build_steps(service=_service(database=DATABASE), scope=["app", "db"],
-                    target_revision=TARGET, backup_path=None)
+        build_steps(service=_service(database=DATABASE), platform="kubernetes",
+                    scope=["app", "db"], target_revision=TARGET, backup_path=None)
 
 
 def test_config_alone_snapshots_and_restores_without_touching_the_app() -> None:
-    steps = build_steps(service=_service(), scope=["config"], target_revision=TARGET,
-                        backup_path=None)
+    steps = build_steps(service=_service(), platform="kubernetes", scope=["config"],
+                        target_revision=TARGET, backup_path=None)
     assert [s.kind for s in steps] == ["snapshot_config", "restore_config"]
     assert "none recorded yet: will be skipped" in steps[1].description
     assert steps[1].params == {}
-    manual = build_steps(service=_service(), scope=["config"], target_revision=TARGET,
-                         backup_path=None, known_good=(T0, None))
+    manual = build_steps(service=_service(), platform="kubernetes", scope=["config"],
+                         target_revision=TARGET, backup_path=None, known_good=(T0, None))
     assert manual[1].description.endswith("recorded 2026-11-29 03:00 UTC")
+
+
+ECS = {"cluster": "c", "service": "s", "family": "f"}
+FLY = {"app": "a", "org": "hotel"}
+
+
+@pytest.mark.parametrize(("platform", "reason"), [
+    ("ecs", "an ECS service's configuration lives in its task definition, which the rollback "
+            "restores with the revision"),
+    ("fly", "Fly secrets are write-only and each machine keeps its config through the "
+            "rollback"),
+])
+def test_config_steps_say_plainly_what_a_platform_without_snapshots_does(
+        platform: str, reason: str) -> None:
+    steps = build_steps(service=_service(ecs=ECS, fly=FLY), platform=platform,
+                        scope=["app", "config"], target_revision=TARGET, backup_path=None,
+                        known_good=(T0, 41))
+    assert [s.kind for s in steps] == [
+        "snapshot_config", "app_rollback", "restore_config", "wait_rollout"]
+    assert steps[0].description == f"Config snapshot: not provided by {platform} ({reason})"
+    assert steps[2].description == f"Config restore: not provided by {platform} ({reason})"
+    assert steps[2].params == {}  # nothing pinned: the step runs as skipped
+    kubernetes = build_steps(service=_service(ecs=ECS, fly=FLY), platform="kubernetes",
+                             scope=["config"], target_revision=TARGET, backup_path=None)
+    assert kubernetes[0].description == "Snapshot current ConfigMaps/Secrets"
 
 
 @pytest.mark.parametrize(("service", "scope"), [
@@ -170,8 +197,8 @@ def test_config_alone_snapshots_and_restores_without_touching_the_app() -> None:
 def test_a_scope_with_nothing_to_do_is_refused(service: dict[str, Any],
                                                scope: list[str]) -> None:
     with pytest.raises(UserFacingError, match="produces no steps"):
-        build_steps(service=_service(**service), scope=scope, target_revision=TARGET,
-                    backup_path="/backups/x.dump")
+        build_steps(service=_service(**service), platform="kubernetes", scope=scope,
+                    target_revision=TARGET, backup_path="/backups/x.dump")
 
 
 # ------------------------------------------------------------------ target_for

@@ -5,6 +5,8 @@ production adapter answers a capability its spec lacks with ``Unsupported``."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +21,16 @@ from bot.domain.errors import ConfigError, ParseError
 from bot.domain.planner import target_for
 from bot.runtime.app import build_platforms
 from handlers import views
-from platforms.base import Capability, Platform, PlatformSpec, SecretReader, Target, Unsupported
-from platforms.registry import PRODUCTION, PlatformSpecs
+from platforms.base import (
+    Capability,
+    Platform,
+    PlatformSpec,
+    PlatformSpecs,
+    SecretReader,
+    Target,
+    Unsupported,
+)
+from platforms.registry import PRODUCTION
 from sandbox.config import PLATFORMS as SANDBOX_PLATFORMS
 from sandbox.config import sandbox_config_dict
 from sandbox.fake_platform import FakePlatform
@@ -104,14 +114,14 @@ def test_help_text_lists_the_registered_platforms() -> None:
     text = str(views.help_blocks("/rollback", REGISTRY))
     assert "--platform kubernetes|ecs|fly|nomad" in text
     assert "`nomad`: a job" in text
-    assert "nomad" not in str(views.help_blocks("/rollback"))
+    assert "nomad" not in str(views.help_blocks("/rollback", PRODUCTION))
 
 
 def test_command_text_accepts_the_registered_platforms() -> None:
     assert parse("svc --platform nomad", platforms=REGISTRY).platform == "nomad"
     assert parse("known-bad svc --platform nomad", platforms=REGISTRY).platform == "nomad"
     with pytest.raises(ParseError, match="choose kubernetes, ecs or fly"):
-        parse("svc --platform nomad")
+        parse("svc --platform nomad", platforms=PRODUCTION)
 
 
 def test_planning_and_the_factory_use_the_spec() -> None:
@@ -132,6 +142,30 @@ def test_production_refuses_fake_and_the_sandbox_registry_accepts_it() -> None:
     svc = parse_config(data, platforms=SANDBOX_PLATFORMS).services[SERVICE]
     assert svc.platforms() == ["fake"]
     assert "fake" not in PRODUCTION and PRODUCTION.names() == ("kubernetes", "ecs", "fly")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("helth", {"url": "http://svc/health"}),  # a service setting misspelt
+    ("colour", "red"),  # not a block at all
+])
+def test_an_unknown_service_setting_names_no_platforms(key: str, value: Any) -> None:
+    data = _example(job="web")
+    data["services"][SERVICE][key] = value
+    problems = _problems(data, REGISTRY)
+    assert f"services.{SERVICE}.{key}: unknown key" in problems, problems
+    assert not any("known platforms" in p for p in problems), problems
+
+
+def test_the_domain_imports_no_adapter() -> None:
+    """The registry is the caller's: the domain and the Slack views load without it."""
+    code = ("import sys, bot.domain.config, bot.domain.command_parsing, "
+            "bot.domain.compensation, bot.domain.planner, handlers.views; "
+            "print(sorted(m for m in sys.modules if m in ('platforms.registry', "
+            "'platforms.kubernetes', 'platforms.ecs', 'platforms.fly', 'kubernetes', "
+            "'boto3')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_a_platform_is_registered_once() -> None:

@@ -18,6 +18,7 @@ from bot.domain.models import Rollback
 from bot.domain.policy import ApprovalDecision, Policy
 from bot.domain.words import Mention
 from platforms.base import Revision, Target
+from platforms.registry import PRODUCTION
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 SERVICE = "svc"
@@ -44,7 +45,7 @@ class Directory:
 def _config(**service: Any) -> RollbackConfig:
     svc = {"kubernetes": {"namespace": "prod", "deployment": SERVICE}, **service}
     return parse_config({"slack": {"approvers": {"usergroup": "sre", "users": [REQUESTER]}},
-                         "services": {SERVICE: svc}})
+                         "services": {SERVICE: svc}}, platforms=PRODUCTION)
 
 
 def _policy(config: RollbackConfig | None = None,

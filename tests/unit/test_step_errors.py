@@ -35,6 +35,7 @@ from platforms.base import (
     Target,
     TransientPlatformError,
 )
+from platforms.registry import PRODUCTION
 from sandbox.fake_platform import FakePlatform
 from tests.support.webhooks import Hooks, hooks_fixture
 
@@ -101,7 +102,7 @@ def _service(*, webhooks: list[dict[str, Any]] | None = None,
         svc["webhooks"] = webhooks
     if database is not None:
         svc["database"] = database
-    return parse_config({"services": {"svc": svc}}).services["svc"]
+    return parse_config({"services": {"svc": svc}}, platforms=PRODUCTION).services["svc"]
 
 
 def _webhook(url: str, **kw: Any) -> ServiceConfig:

@@ -25,6 +25,7 @@ from platforms.base import (
     Target,
     TargetChanged,
 )
+from platforms.registry import PRODUCTION
 from sandbox.fake_platform import FakePlatform
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -71,7 +72,8 @@ class Recorder:
 
 def _service(**kubernetes: Any) -> ServiceConfig:
     block = {"namespace": "prod", "deployment": "svc", **kubernetes}
-    return parse_config({"services": {"svc": {"kubernetes": block}}}).services["svc"]
+    return parse_config({"services": {"svc": {"kubernetes": block}}},
+                        platforms=PRODUCTION).services["svc"]
 
 
 def _step(kind: str, seq: int = 1, *, params: dict[str, Any] | None = None,

@@ -14,6 +14,7 @@ from bot.domain.lifecycle import State
 from bot.domain.models import Rollback, Step
 from handlers import ids, views
 from platforms.base import Revision, Target
+from platforms.registry import PRODUCTION
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 
@@ -147,8 +148,8 @@ def test_destructive_approval_modal() -> None:
 
 
 def test_help_and_services() -> None:
-    _validate(views.help_blocks("/rollback"))
-    blocks = views.services_blocks(load_config("rollback.example.yml"))
+    _validate(views.help_blocks("/rollback", PRODUCTION))
+    blocks = views.services_blocks(load_config("rollback.example.yml", platforms=PRODUCTION))
     _validate(blocks)
     assert "hotel-voice-bot" in str(blocks)
 

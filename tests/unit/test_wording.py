@@ -22,6 +22,7 @@ from bot.domain.words import Mention, RollbackLink
 from bot.observability.scrub import REDACTED
 from handlers import ids, views, views_aftercare, wording
 from handlers.errors import render
+from platforms.registry import PRODUCTION
 
 AT = datetime(2026, 11, 29, 3, 4, 5, tzinfo=UTC)
 REST = m.InterruptedRestore("/backups/pre/hvb.dump", begun=True)
@@ -35,7 +36,7 @@ COMPLETION = m.Completion(
 
 # One message of every kind, with facts as the core sends them.
 SAMPLES: list[m.Message] = [
-    m.ImmediatePolicy("P0", "immediate", destructive=True),
+    m.ImmediatePolicy("P0", "immediate", destructive=True, self_approval=True),
     m.KnownBadTargetRequested("RB-3", "U1", "hvb", "rev 4", 2),
     m.RollbackRequested("hvb", "RB-3", "rev 4", "P1"),
     m.StakeholdersNotNotified(("#status", "#ops")),
@@ -97,8 +98,7 @@ def _kinds(cls: type[m.Message] = m.Message) -> set[type[m.Message]]:
 def test_every_kind_of_message_has_a_sample_and_renders() -> None:
     assert {type(s) for s in SAMPLES} == _kinds()
     for sample in SAMPLES:
-        assert wording.has_wording(type(sample)), type(sample).__name__
-        card = wording.card(sample)
+        card = wording.card(sample)  # TypeError "no Slack wording for <kind>" without one
         assert card.text and "None" not in card.text, (sample, card)
         for block in views_aftercare.notice_blocks(card, key="k"):
             Block.parse(block).validate_json()
@@ -195,6 +195,58 @@ def test_mentions_and_links_render_from_facts() -> None:
                                "<https://slack.com/archives/C1/p17000001|RB-2> .")
 
 
+def test_the_p0_line_offers_break_glass_only_when_the_policy_allows_it() -> None:
+    allowed = wording.line(m.ImmediatePolicy("P0", "immediate", destructive=False,
+                                             self_approval=True))
+    assert allowed == (":rotating_light: *P0*: immediate rollback. An approver may approve "
+                       "their own request (break glass, audited).")
+    for destructive in (False, True):
+        refused = wording.line(m.ImmediatePolicy("P0", "immediate", destructive=destructive,
+                                                 self_approval=False))
+        assert refused == (":rotating_light: *P0*: immediate rollback. Four-eyes rule: "
+                           "someone other than the requester must approve it.")
+        assert "their own" not in refused and "break glass" not in refused
+
+
+# Values a configuration or a forged payload may carry where an id belongs.
+HOSTILE = ["alice", "U1>|x", "<!channel>", "<@U1>", "U1 <!here>", "u1abc", "U1\n", "",
+           "W1|<https://evil.example>", "RB-1>", "C1/p1|x", "1700.1|<!here>"]
+
+
+def _no_control_sequence(text: str) -> None:
+    """Slack parses mentions, links and ``<!channel>`` only between ``<`` and ``>``."""
+    assert "<" not in text and ">" not in text, text
+
+
+def test_mentions_render_only_slack_user_ids() -> None:
+    from handlers.mrkdwn import mention
+
+    assert mention("U0ALICE") == "<@U0ALICE>"
+    assert mention("W0GRID1") == "<@W0GRID1>"
+    assert mention("alice") == "alice"  # tech_leads.users: [alice] stays plain text
+    assert mention("<!channel>") == "&lt;!channel&gt;"
+    assert mention("U1>|x") == "U1&gt;|x"
+    for value in HOSTILE:
+        _no_control_sequence(mention(value))
+    assert wording.line(m.BreakGlass("<!channel>", "P0")).startswith(
+        ":rotating_light: BREAK GLASS: &lt;!channel&gt; approved")
+
+
+def test_permalinks_render_only_well_formed_refs_channels_and_timestamps() -> None:
+    from handlers.mrkdwn import permalink, words
+
+    good = RollbackLink("RB-2", "C1", "1700.0001")
+    assert permalink(good) == "<https://slack.com/archives/C1/p17000001|RB-2>"
+    assert permalink(replace(good, message_ts=None)) == "RB-2"  # not posted yet: no link
+    for value in HOSTILE:
+        _no_control_sequence(permalink(replace(good, ref=value)))
+        assert permalink(replace(good, channel_id=value)) == "RB-2"
+        assert permalink(replace(good, message_ts=value)) == "RB-2"
+    assert permalink(replace(good, ref="<!channel>")) == "&lt;!channel&gt;"
+    assert words((Mention("U1>|x"), " and ", replace(good, channel_id="C1/p1|<!here>"))) == \
+        "U1&gt;|x and RB-2"
+
+
 def test_the_decision_matrix_follows_the_config() -> None:
     default = Policy()
     assert wording.severity_policy(default) == (
@@ -207,7 +259,7 @@ def test_the_decision_matrix_follows_the_config() -> None:
     text = wording.severity_policy(changed)
     assert "P1 roll back unless a hotfix lands in 30 min" in text
     assert "P2 evaluate within 1 h 30 min" in text
-    help_text = str(views.help_blocks("/rollback", policy=changed))
+    help_text = str(views.help_blocks("/rollback", PRODUCTION, policy=changed))
     assert "lands in 30 min" in help_text and "15 min" not in help_text
 
 
