@@ -34,12 +34,16 @@ COPY rollback.example.yml /app/rollback.example.yml
 # ROLLBACK_CONFIG points at the bundled example until you mount your own catalog and set it
 # (deploy/deployment.yaml mounts /etc/rollback-bot/rollback.yml). ROLLBACK_DATA_DIR is the only
 # path the process writes (embedded PostgreSQL when DATABASE_URL is unset); mount a volume there.
+# MPLCONFIGDIR: matplotlib (the stability chart) keeps its font cache under /tmp, writable
+# even with a read-only root filesystem (deploy/deployment.yaml mounts an emptyDir there);
+# otherwise it warns at every start and makes a new temporary directory.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=3000 \
     ROLLBACK_CONFIG=/app/rollback.example.yml \
     ROLLBACK_DATA_DIR=/var/lib/rollback-bot \
+    MPLCONFIGDIR=/tmp/matplotlib \
     HOME=/home/rollback
 
 USER 10001:10001

@@ -1,155 +1,246 @@
-"""A tiny PNG line-chart renderer (zlib + struct only) for the stability report.
+"""Charts people read at a glance: the stability report's PNG, drawn with matplotlib.
 
-Stacked panels with title, y labels, the line, an optional dashed threshold; no matplotlib.
+Its job: turn measured series (absolute times, values) into a small PNG for a Slack thread,
+one panel per series stacked on a shared x axis of times of day in UTC. Each panel draws
+its threshold as a labelled dashed line, and its y axis always reaches it, so "how far
+below" reads at a glance; a labelled vertical line marks the moment of the rollback, and
+another, optionally, the bad deploy's. An error rate is given as a fraction (0.012) and
+shown as a percentage (1.2%); a latency in milliseconds (its axis in seconds from 10 s).
+
+Headless and safe from worker threads: every render builds its own
+``matplotlib.figure.Figure`` on an explicit ``FigureCanvasAgg`` (the Agg rasterizer, chosen
+in code: no backend is looked up, and pyplot, with its global figure manager, is never
+imported). Fonts are the DejaVu Sans matplotlib ships, named with their sizes on every text,
+so nothing is downloaded and a ``matplotlibrc`` on the host cannot swap them. Matplotlib
+promises no thread safety beyond separate figures, and a chart is rare (one per stable
+window), so ``render_png`` serializes renders with a module lock; one takes ~0.1 s and has
+no I/O. The PNG carries no software or time metadata: the same input gives the same bytes.
+
+Matplotlib is imported by the first chart, not with this module (~0.5 s and ~50 MiB): a
+follower replica or a CLI command never pays for it, and a broken install costs a chart
+(the caller says so in the thread), never the bot.
+
+A chart is a decoration: this module raises like any code, and the caller
+(``bot.aftercare.coordinator``, ``_decorate``) bounds the attempts and lets the rollback move
+on without it.
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
-RGB = tuple[int, int, int]
-WHITE: RGB = (255, 255, 255)
-GRID: RGB = (225, 225, 225)
-INK: RGB = (60, 60, 60)
-RED: RGB = (200, 40, 40)
-BLUE: RGB = (30, 100, 200)
-GREEN: RGB = (20, 140, 70)
+from bot.domain.figure_words import pct
 
-# 5x7 glyphs: character, then seven rows as two hex digits (the low five bits are pixels).
-_FONT_SPEC = (
-    "00E11131519110E 1040C040404040E 20E11010204081F 31F02040201110E 402060A121F0202 "
-    "51F101E0101110E 60608101E11110E 71F010204080808 80E11110E11110E 90E11110F01020C "
-    "A0E11111F111111 B1E11111E11111E C0E11101010110E D1C12111111121C E1F10101E10101F "
-    "F1F10101E101010 G0E11101711110F H1111111F111111 I0E04040404040E J0702020202120C "
-    "K11121418141211 L1010101010101F M111B1515111111 N11111915131111 O0E11111111110E "
-    "P1E11111E101010 Q0E11111115120D R1E11111E141211 S0F10100E01011E T1F040404040404 "
-    "U1111111111110E V11111111110A04 W1111111515150A X11110A040A1111 Y1111110A040404 "
-    "Z1F01020408101F .00000000000C0C %18190204081303 :000C0C000C0C00 -0000001F000000 "
-    "/00010204081000 (02040808080402 )08040202020408 +0004041F040400"
-)
-FONT: dict[str, tuple[int, ...]] = {
-    g[0]: tuple(int(g[i:i + 2], 16) for i in range(1, 15, 2)) for g in _FONT_SPEC.split()
-}
+if TYPE_CHECKING:  # matplotlib itself is imported by the first chart (see the docstring)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+# Colours (hex, exact in the PNG where a line fully covers a pixel: the tests look for them).
+BLUE = "#1f5fbf"       # error rate
+GREEN = "#138a43"      # latency
+RED = "#d62728"        # thresholds
+PURPLE = "#7b2cbf"     # the rollback
+ORANGE = "#e67e00"     # the bad deploy
+INK = "#333333"
+GRID = "#dddddd"
+
+FONT = "DejaVu Sans"   # shipped in matplotlib's mpl-data: never looked up on the network
+DPI = 100
+WIDTH_IN = 8.0         # 800 px wide: a Slack preview and a laptop read it without zooming
+PANEL_IN = 2.3         # per panel; plus the title and the time axis
+EXTRA_IN = 0.9
+MAX_PNG_BYTES = 150 * 1024  # the budget the tests hold a chart to
+
+Unit = Literal["rate", "ms"]
+
+_RENDER = threading.Lock()
 
 
 @dataclass(frozen=True)
 class Series:
+    """One panel: ``points`` are (absolute time, value or None for a missing reading);
+    ``unit`` "rate" is a fraction shown as %, "ms" milliseconds; ``threshold`` in the
+    same unit."""
+
     title: str
-    points: Sequence[tuple[float, float | None]]  # (seconds since window start, value)
-    color: RGB = BLUE
+    points: Sequence[tuple[datetime, float | None]]
+    unit: Unit
+    color: str = BLUE
     threshold: float | None = None
 
 
-class Canvas:
-    def __init__(self, width: int, height: int) -> None:
-        self.width, self.height = width, height
-        self.pixels = bytearray(WHITE * (width * height))
-
-    def set(self, x: int, y: int, color: RGB) -> None:
-        if 0 <= x < self.width and 0 <= y < self.height:
-            i = (y * self.width + x) * 3
-            self.pixels[i:i + 3] = bytes(color)
-
-    def line(self, x0: int, y0: int, x1: int, y1: int, color: RGB, *, dash: int = 0) -> None:
-        dx, dy = abs(x1 - x0), -abs(y1 - y0)
-        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
-        err, step = dx + dy, 0
-        while True:  # Bresenham
-            if not dash or (step // dash) % 2 == 0:
-                self.set(x0, y0, color)
-            if x0 == x1 and y0 == y1:
-                return
-            step += 1
-            e2 = 2 * err
-            if e2 >= dy:
-                err, x0 = err + dy, x0 + sx
-            if e2 <= dx:
-                err, y0 = err + dx, y0 + sy
-
-    def text(self, x: int, y: int, text: str, color: RGB = INK) -> None:
-        for ch in text.upper():
-            for row, bits in enumerate(FONT.get(ch, (0,) * 7)):
-                for col in range(5):
-                    if bits & (0x10 >> col):
-                        self.set(x + col, y + row, color)
-            x += 6
-
-    def png(self) -> bytes:
-        rows = b"".join(b"\x00" + bytes(self.pixels[y * self.width * 3:(y + 1) * self.width * 3])
-                        for y in range(self.height))
-
-        def chunk(kind: bytes, data: bytes) -> bytes:
-            return (struct.pack(">I", len(data)) + kind + data
-                    + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-
-        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-                + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+def value_text(value: float, unit: Unit) -> str:
+    """A threshold's label: the report's "5.00%" for a rate, "2,000 ms" for a latency."""
+    return pct(value) if unit == "rate" else f"{value:,.0f} ms"
 
 
-def label(value: float) -> str:
-    if value >= 100:
-        return f"{value:.0f}"
-    return f"{value:.1f}" if value >= 1 or value == 0 else f"{value:.2f}"
+def figure(series: Sequence[Series], *, start: datetime, end: datetime,
+           rolled_back_at: datetime, bad_deploy_at: datetime | None = None,
+           title: str = "") -> Figure:
+    """The chart as a Figure (on its own Agg canvas): panels stacked over ``[start, end]``
+    (the monitoring window, times of day in UTC), the rollback (and the bad deploy, when
+    given) marked. The x axis reaches back to a marked moment up to one window before
+    ``start``; one further back is named at the left edge instead."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    lo, hi = _x_range(start, end, [rolled_back_at, bad_deploy_at])
+    panels = max(1, len(series))
+    height = PANEL_IN * panels + EXTRA_IN
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, facecolor="white")
+    FigureCanvasAgg(fig)  # attaches itself to fig: Agg, chosen here, whatever the environment
+    # Fixed margins in inches (constrained layout made a render ~1.4x slower): room for
+    # "12,000 ms" on the left, the title on top, the time axis and its label below.
+    top, bottom, gap = (0.6 if title else 0.35), 0.55, 0.45  # gap: the next panel's title
+    panel = (height - top - bottom - gap * (panels - 1)) / panels
+    fig.subplots_adjust(left=0.85 / WIDTH_IN, right=1 - 0.2 / WIDTH_IN, bottom=bottom / height,
+                        top=1 - top / height, hspace=gap / panel)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    for ax, s in zip(axes, series, strict=False):
+        _panel(ax, s)
+    marks = [(rolled_back_at, "rolled back", PURPLE)]
+    if bad_deploy_at is not None:
+        marks.append((bad_deploy_at, "bad deploy", ORANGE))
+    for index, ax in enumerate(axes):
+        ax.set_xlim(_num(lo), _num(hi))
+        for row, (at, what, color) in enumerate(marks):  # one label row each: no overlap
+            _mark(ax, at, what, color, lo=lo, hi=hi, row=row if index == 0 else None)
+    _time_axis(axes[-1], lo, hi)
+    if title:
+        fig.suptitle(title, x=0.5, y=1 - 0.08 / height, va="top", fontfamily=FONT,
+                     fontsize=12, color=INK, usetex=False, parse_math=False)
+    return fig
 
 
-def span_label(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}H"
-    return f"{seconds / 60:.0f}M" if seconds >= 120 else f"{seconds:.0f}S"
+def png(fig: Figure) -> bytes:
+    """The figure as PNG bytes, without metadata (no software name, no time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buf = io.BytesIO()
+    canvas = fig.canvas
+    assert isinstance(canvas, FigureCanvasAgg)
+    canvas.print_png(buf, metadata={"Software": None})  # type: ignore[no-untyped-call]
+    return buf.getvalue()
 
 
-def render_png(series: Sequence[Series], *, width: int = 720, panel_height: int = 170,
-               span_seconds: float | None = None) -> bytes:
-    """Stacked line charts, one per series, sharing the x axis ``[0, span_seconds]``."""
-    canvas = Canvas(width, panel_height * max(1, len(series)))
-    span = span_seconds or max((t for s in series for t, _ in s.points), default=1.0) or 1.0
-    for index, s in enumerate(series):
-        _panel(canvas, s, top=index * panel_height, height=panel_height, span=span)
-    return canvas.png()
+def render_png(series: Sequence[Series], *, start: datetime, end: datetime,
+               rolled_back_at: datetime, bad_deploy_at: datetime | None = None,
+               title: str = "") -> bytes:
+    """``figure`` then ``png``: the chart as PNG bytes. Safe to call from any thread."""
+    with _RENDER:
+        return png(figure(series, start=start, end=end, rolled_back_at=rolled_back_at,
+                          bad_deploy_at=bad_deploy_at, title=title))
 
 
-def _panel(c: Canvas, s: Series, *, top: int, height: int, span: float) -> None:
-    left, right = 52, c.width - 12
-    plot_top, plot_bottom = top + 20, top + height - 18
-    c.text(left, top + 6, s.title, s.color)
-    values = [v for _, v in s.points if v is not None]
-    top_value = max(values, default=0.0)
-    # A threshold far above the data would flatten the line; leave it off the scale then.
-    shown = s.threshold if s.threshold is not None and (
-        not values or s.threshold <= 2 * top_value) else None
-    peak = max(top_value, shown or 0.0) * 1.15 or 1.0
+def time_labels(fig: Figure) -> list[str]:
+    """The x axis' tick labels as drawn (times of day in UTC); draws the figure."""
+    with _RENDER:
+        fig.canvas.draw()
+        return [t.get_text() for t in fig.axes[-1].get_xticklabels() if t.get_text()]
 
-    def y_of(v: float) -> int:
-        return plot_bottom - round((plot_bottom - plot_top) * min(v, peak) / peak)
 
-    def x_of(t: float) -> int:
-        return left + round((right - left) * max(0.0, min(t, span)) / span)
+# ------------------------------------------------------------------------ drawing
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
-    for frac in (0.0, 0.5, 1.0):
-        y = y_of(peak * frac)
-        c.line(left, y, right, y, GRID)
-        c.text(4, y - 3, label(peak * frac))
-    c.line(left, plot_top, left, plot_bottom, INK)
-    c.line(left, plot_bottom, right, plot_bottom, INK)
-    c.text(left, plot_bottom + 5, "0")
-    end = span_label(span)
-    c.text(right - 6 * len(end), plot_bottom + 5, end)
-    if shown is not None:
-        y = y_of(shown)
-        c.line(left, y, right, y, RED, dash=4)
-    previous: tuple[int, int] | None = None
-    for t, v in s.points:
-        if v is None:
-            previous = None  # a gap: no data for this check
-            continue
-        point = (x_of(t), y_of(v))
-        if previous is not None:
-            c.line(*previous, *point, s.color)
-        for dx in (-1, 0, 1):
-            for dy in (-1, 0, 1):
-                c.set(point[0] + dx, point[1] + dy, s.color)
-        previous = point
+
+def _num(at: datetime) -> float:
+    """Matplotlib's date number for ``at`` (its ``dates`` module has no type hints)."""
+    from matplotlib import dates as mdates
+
+    return float(mdates.date2num(_utc(at)))  # type: ignore[no-untyped-call]
+
+
+def _x_range(start: datetime, end: datetime,
+             moments: Sequence[datetime | None]) -> tuple[datetime, datetime]:
+    start, end = _utc(start), _utc(end)
+    end = max(end, start + timedelta(seconds=1))
+    window = end - start
+    # Reach back to a marked moment, but never squash the window for one long before it.
+    lo = min([start, *(at for m in moments if m is not None
+                       if start - window <= (at := _utc(m)) <= start)])
+    pad = (end - lo) * 0.02
+    return lo - pad, end + pad
+
+
+def _panel(ax: Axes, s: Series) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
+    times = [_num(t) for t, _ in s.points]
+    # NaN is a gap in the line: a missing reading, or one that is not a number at all.
+    values = [v if v is not None and math.isfinite(v) else math.nan for _, v in s.points]
+    ax.plot(times, values, color=s.color, linewidth=2.0, marker="o", markersize=3.5,
+            solid_joinstyle="round", zorder=3)
+    known = [v for v in values if not math.isnan(v)]
+    top = max([*known, s.threshold or 0.0, 0.0])
+    ax.set_ylim(0, top * 1.18 if top > 0 else (0.01 if s.unit == "rate" else 1.0))
+    if s.threshold is not None:
+        ax.axhline(s.threshold, color=RED, linewidth=1.6, linestyle=(0, (6, 3)), zorder=2)
+        ax.annotate(f"threshold {value_text(s.threshold, s.unit)}",
+                    xy=(1, s.threshold), xycoords=("axes fraction", "data"),
+                    xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom",
+                    color=RED, fontsize=9, fontfamily=FONT, usetex=False, parse_math=False)
+    if not known:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center",
+                color=INK, fontsize=11, fontfamily=FONT, usetex=False, parse_math=False)
+    ax.set_title(s.title, loc="left", color=s.color, fontsize=11, fontweight="bold",
+                 fontfamily=FONT, usetex=False, parse_math=False)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, min_n_ticks=3))
+    ax.yaxis.set_major_formatter(
+        PercentFormatter(xmax=1.0) if s.unit == "rate"
+        else FuncFormatter(lambda v, _pos: f"{v / 1000:,g} s") if top >= 10_000  # fits
+        else FuncFormatter(lambda v, _pos: f"{v:,.0f} ms"))
+    ax.grid(True, axis="both", color=GRID, linewidth=0.8, zorder=0)
+    ax.set_facecolor("white")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=9, labelcolor=INK, labelfontfamily=FONT)
+
+
+def _mark(ax: Axes, at: datetime, what: str, color: str, *, lo: datetime, hi: datetime,
+          row: int | None) -> None:
+    """A vertical line at ``at``; its label on label row ``row`` (None: no label)."""
+    at = _utc(at)
+    text = f"{what} {at:%H:%M} UTC" if at.date() in (lo.date(), hi.date()) \
+        else f"{what} {at.day} {at:%b %H:%M} UTC"
+    dy = -2 - 13 * (row or 0)
+    if at < lo or at > hi:  # out of the range drawn: name it at the edge instead
+        if row is not None:
+            before = at < lo
+            ax.annotate(("← " + text) if before else (text + " →"),
+                        xy=(0 if before else 1, 1), xycoords="axes fraction",
+                        xytext=(2 if before else -2, dy), textcoords="offset points",
+                        ha="left" if before else "right", va="top", color=color, fontsize=9,
+                        fontfamily=FONT, usetex=False, parse_math=False)
+        return
+    x = _num(at)
+    ax.axvline(x, color=color, linewidth=1.8, zorder=2.5)
+    if row is not None:
+        right_half = (at - lo) > (hi - lo) / 2
+        ax.annotate(text, xy=(x, 1), xycoords=("data", "axes fraction"),
+                    xytext=(-4 if right_half else 4, dy), textcoords="offset points",
+                    ha="right" if right_half else "left", va="top", color=color, fontsize=9,
+                    fontweight="bold", fontfamily=FONT, usetex=False, parse_math=False,
+                    bbox={"boxstyle": "square,pad=0.15", "facecolor": "white",
+                          "edgecolor": "none", "alpha": 0.8})
+
+
+def _time_axis(ax: Axes, lo: datetime, hi: datetime) -> None:
+    from matplotlib import dates as mdates
+
+    span = hi - lo
+    locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=8)  # type: ignore[no-untyped-call]
+    locator.intervald[mdates.MINUTELY] = [1, 2, 5, 10, 15, 20, 30]  # a 10 min window: 2 min
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(  # type: ignore[no-untyped-call]
+        "%H:%M:%S" if span < timedelta(minutes=5) else "%H:%M", tz=UTC))
+    days = sorted({lo.date(), hi.date()})
+    day = " – ".join(f"{d.day} {d:%b %Y}" for d in days)
+    ax.set_xlabel(f"time of day, UTC ({day})", fontsize=9, color=INK, fontfamily=FONT,
+                  usetex=False, parse_math=False)

@@ -225,9 +225,18 @@ class Aftercare:
             self.outbox.notice(rb, monitoring.report_notice(rb, m))))
         self._decorate(rb, f"chart:{m.id}", "the stability chart", attempts, lambda: (
             self.outbox.upload(rb, filename=f"stability-{rb.ref}-{m.id}.png",
-                               content=monitoring.chart(svc, m, self.store.samples(m.id)),
+                               content=self._chart(rb, svc, m),
                                title=f"Error rate and latency after {rb.ref}")))
         self._complete(rb, svc, m)
+
+    def _chart(self, rb: Rollback, svc: ServiceConfig, m: Monitor) -> bytes:
+        """The stability chart, the rollback marked when its steps completed (the window
+        itself opens after verification, or at *Resume monitoring*)."""
+        facts = self.store.facts(rb.id)
+        return monitoring.chart(
+            svc, m, self.store.samples(m.id),
+            rolled_back_at=facts.steps_completed_at if facts else m.started_at,
+            title=f"{rb.service} after {rb.ref}")
 
     def _decorate(self, rb: Rollback, key: str, what: str, attempts: int,
                   post: Callable[[], object]) -> None:

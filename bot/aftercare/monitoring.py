@@ -125,21 +125,20 @@ def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> 
     return out
 
 
-def chart(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> bytes:
-    """Error rate (%) and latency (ms) over the window as a PNG."""
-    def t(s: Sample) -> float:
-        return (s.at - monitor.started_at).total_seconds()
-
+def chart(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample], *,
+          rolled_back_at: datetime, title: str = "") -> bytes:
+    """Error rate (%) and latency (ms) over the monitoring window as a PNG: times of day in
+    UTC, the thresholds drawn, the rollback (``rolled_back_at``, when its steps completed)
+    marked."""
     series = []
     if svc.prometheus is not None:
         series.append(charts.Series(
-            "Error rate (%)", [(t(s), None if s.error_rate is None else s.error_rate * 100)
-                               for s in samples],
-            charts.BLUE, threshold=svc.prometheus.error_rate_threshold * 100))
-    series.append(charts.Series("Latency (ms)", [(t(s), s.latency_ms) for s in samples],
+            "Error rate", [(s.at, s.error_rate) for s in samples], "rate", charts.BLUE,
+            threshold=svc.prometheus.error_rate_threshold))
+    series.append(charts.Series("Latency", [(s.at, s.latency_ms) for s in samples], "ms",
                                 charts.GREEN, threshold=svc.monitoring.latency_threshold_ms))
-    window = (monitor.ends_at - monitor.started_at).total_seconds()
-    return charts.render_png(series, span_seconds=max(window, 1.0))
+    return charts.render_png(series, start=monitor.started_at, end=monitor.ends_at,
+                             rolled_back_at=rolled_back_at, title=title)
 
 
 # ---------------------------------------------------------------------- notices

@@ -1,16 +1,14 @@
-"""Pure parts of the aftercare: the PNG chart, notice blocks, the completion template,
-regression rules and the post-mortem file name."""
+"""Pure parts of the aftercare: notice blocks, the completion template, regression rules
+and the post-mortem file name (the stability chart: ``test_charts.py``)."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import Block
 
-from bot.aftercare import charts, monitoring
+from bot.aftercare import monitoring
 from bot.aftercare.notifications import completion_facts, display_name
 from bot.aftercare.postmortem import filename
 from bot.domain.config import RollbackConfig
@@ -26,34 +24,6 @@ from platforms.base import Revision, Target
 from sandbox.config import parse_sandbox_config, sandbox_config_dict
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
-
-
-def _png_pixels(data: bytes) -> tuple[int, int, bytes]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, width, height = 8, b"", 0, 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        if kind == b"IHDR":
-            width, height = struct.unpack(">II", body[:8])
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    rows = [raw[y * (width * 3 + 1) + 1:(y + 1) * (width * 3 + 1)] for y in range(height)]
-    return width, height, b"".join(rows)
-
-
-def test_chart_is_a_valid_png_with_the_line_drawn() -> None:
-    points = [(i * 60.0, 0.2 if i != 5 else 9.0) for i in range(10)]
-    data = charts.render_png([charts.Series("Error rate (%)", points, charts.BLUE,
-                                            threshold=5.0)], span_seconds=540)
-    width, height, pixels = _png_pixels(data)
-    assert (width, height) == (720, 170)
-    colors = {bytes(pixels[i:i + 3]) for i in range(0, len(pixels), 3)}
-    assert bytes(charts.BLUE) in colors and bytes(charts.RED) in colors  # line, threshold
 
 
 def _rb(**kw: Any) -> Rollback:
