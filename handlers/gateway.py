@@ -141,6 +141,11 @@ class SlackDirectory:
                 f"({error}), so I did nothing. Try again in a moment.") from None
         return set(resp.get("users") or [])
 
+    def usergroup_id(self, usergroup: str) -> str:
+        """The group's id, to mention it (``<!subteam^S…>``); a handle Slack does not know
+        comes back as it is."""
+        return self._usergroup_id(usergroup)
+
     def _usergroup_id(self, ref: str) -> str:
         """Config may name a group by handle (``sre-approvers``) or id (``S0123ABC``)."""
         if ref[:1] == "S" and ref.isupper() and ref.isalnum():

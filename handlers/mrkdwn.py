@@ -23,6 +23,7 @@ _USER_ID = re.compile(r"[UW][A-Z0-9]+")  # a Slack user id (W: an Enterprise Gri
 _CONVERSATION_ID = re.compile(r"[CGD][A-Z0-9]+")  # a channel, private channel or DM
 _MESSAGE_TS = re.compile(r"[0-9]+\.[0-9]+")
 _REF = re.compile(r"RB-[0-9]+")
+_USERGROUP_ID = re.compile(r"S[A-Z0-9]+")
 
 
 def escape(text: object) -> str:
@@ -35,6 +36,14 @@ def mention(user: str) -> str:
     if _USER_ID.fullmatch(user):
         return f"<@{user}>"
     return escape(user)
+
+
+def usergroup(group: str) -> str:
+    """A user group mention when ``group`` is a Slack usergroup id (``S…``); a handle
+    (``sre-approvers``, which Slack cannot notify from text) as escaped ``@handle``."""
+    if _USERGROUP_ID.fullmatch(group):
+        return f"<!subteam^{group}>"
+    return "@" + escape(group.lstrip("@"))
 
 
 def permalink(link: RollbackLink) -> str:

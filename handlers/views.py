@@ -19,6 +19,7 @@ from bot.domain.config import (
 )
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback, Step
+from bot.domain.time_words import in_utc
 from handlers import ids
 from handlers.mrkdwn import escape, mention
 from handlers.wording import severity_policy
@@ -118,9 +119,24 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     actions = _actions(rb, steps)
     if actions:
         blocks.append({"type": "actions", "block_id": f"rb:{rb.id}", "elements": actions})
-    if rb.state == State.PENDING_APPROVAL and rb.expires_at:
-        blocks.append(context(f"Approval request expires at {rb.expires_at:%Y-%m-%d %H:%M} UTC."))
+    if rb.state == State.PENDING_APPROVAL and (rb.decision_due_at or rb.expires_at):
+        blocks.append(context(_deadlines(rb)))
     return fallback, blocks
+
+
+def _deadlines(rb: Rollback) -> str:
+    """The decision deadline the core stored (the severity's response time, moved once by a
+    hotfix report) and the expiry, for a pending request."""
+    parts = []
+    if rb.decision_due_at:
+        at = in_utc(rb.decision_due_at)
+        due = f":alarm_clock: {escape(rb.severity)} decision due {at:%H:%M} UTC"
+        if rb.hotfix_reported_by:
+            due += f" (extended: {mention(rb.hotfix_reported_by)} reported a hotfix in progress)"
+        parts.append(due + ".")
+    if rb.expires_at:
+        parts.append(f"Approval request expires at {in_utc(rb.expires_at):%Y-%m-%d %H:%M} UTC.")
+    return " ".join(parts)
 
 
 def _assessment(rb: Rollback) -> list[Block]:
@@ -225,8 +241,8 @@ def _actions(rb: Rollback, steps: list[Step]) -> list[dict[str, Any]]:
             els.append(button("Approve", ids.APPROVE, v, style="primary",
                               confirm=_approve_confirm(rb)))
         els.append(button("Reject", ids.REJECT, v, style="danger"))
-        if rb.policy_mode == PolicyMode.HOTFIX_WINDOW:
-            els.append(button("Hotfix in progress", ids.HOTFIX, v))
+        if rb.policy_mode == PolicyMode.HOTFIX_WINDOW and not rb.hotfix_reported_by:
+            els.append(button("Hotfix in progress", ids.HOTFIX, v))  # once: it moves the deadline
         if not rb.incident_commander:
             els.append(button("I'm incident commander", ids.ASSIGN_IC, v))
         for key in CHECKLIST_ITEMS:

@@ -26,7 +26,7 @@ from bot.domain.figure_words import REMINDER_LABELS, pct
 from bot.domain.time_words import in_utc, span
 from handlers import ids
 from handlers.mrkdwn import escape as e
-from handlers.mrkdwn import mention, words
+from handlers.mrkdwn import mention, usergroup, words
 
 _M = TypeVar("_M", bound=m.Message)
 _LINES: dict[type[m.Message], Callable[[Any], str]] = {}
@@ -85,16 +85,16 @@ def _utc(at: datetime) -> str:
 
 
 # ---------------------------------------------------------------------- the decision matrix
-def policy_words(mode: str, window_minutes: float | None = None) -> str:
-    """What a severity's policy mode means, with its configured window."""
-    window = span(window_minutes * 60) if window_minutes else None
+def policy_words(mode: str, deadline_minutes: float | None = None) -> str:
+    """What a severity's policy mode means, with its configured decision deadline."""
+    window = span(deadline_minutes * 60) if deadline_minutes else None
     if mode == PolicyMode.IMMEDIATE:
-        return "immediate rollback"
+        return "immediate rollback" + (f" (decide within {window})" if window else "")
     if mode == PolicyMode.HOTFIX_WINDOW:
         return "roll back unless a hotfix lands" + (f" in {window}" if window else "")
     if mode == PolicyMode.EVALUATE:
         return "evaluate" + (f" within {window}" if window else "")
-    return "plan for next deployment"
+    return "plan for next deployment" + (f" (decide within {window})" if window else "")
 
 
 def severity_policy(policy: Policy) -> str:
@@ -102,7 +102,7 @@ def severity_policy(policy: Policy) -> str:
     rows = []
     for severity in Severity:
         row = policy.for_severity(severity)
-        rows.append(f"{severity.value} {policy_words(row.mode, row.window_minutes)}")
+        rows.append(f"{severity.value} {policy_words(row.mode, row.deadline_minutes)}")
     return "Severity policy: " + " · ".join(rows) + "."
 
 
@@ -191,28 +191,62 @@ def _resolved(msg: m.Resolved) -> str:
     return f"{mention(msg.user)} closed {e(msg.ref)} as {e(msg.state)}."
 
 
+def _hhmm(at: datetime) -> str:
+    return f"{in_utc(at):%H:%M} UTC"
+
+
+def _unapproved(ref: str, expires_at: datetime | None) -> str:
+    return f" Unapproved, {e(ref)} expires at {_hhmm(expires_at)}." if expires_at else ""
+
+
 @_says(m.HotfixReported)
 def _hotfix(msg: m.HotfixReported) -> str:
-    return (f"{mention(msg.user)} reports a hotfix in progress. If it has not landed by "
-            f"{msg.due:%H:%M} UTC ({msg.minutes:.0f} min), I will ask for the rollback.")
+    moved = (f"from {_hhmm(msg.was)} to {_hhmm(msg.due)}" if msg.was is not None
+             else f"to {_hhmm(msg.due)}")
+    return (f"{mention(msg.user)} reports a hotfix in progress on {e(msg.ref)}: its decision "
+            f"deadline moves {moved} ({span(msg.minutes * 60)} more for the hotfix; the deadline "
+            "moves once per rollback). If no "
+            f"hotfix has landed by {_hhmm(msg.due)}, I will ask the approvers to roll back."
+            + _unapproved(msg.ref, msg.expires_at))
 
 
 # ---------------------------------------------------------------------- decision-matrix timers
 @_says(m.Expired)
 def _expired(msg: m.Expired) -> str:
-    return f"{e(msg.ref)} expired without approval. Request it again if needed."
+    due = f" (its decision was due {_hhmm(msg.due)})" if msg.due else ""
+    return f"{e(msg.ref)} expired without approval{due}. Request it again if needed."
 
 
-@_says(m.HotfixWindowOver)
-def _hotfix_over(msg: m.HotfixWindowOver) -> str:
-    return (f"The hotfix window for {e(msg.ref)} is over. Per the {e(msg.severity)} policy, "
-            "approve the rollback now or record why not.")
+def _asked(msg: m.DecisionDue) -> str:
+    """The approvers (group, then users) and the incident commander (else the requester)."""
+    people = [usergroup(msg.approver_group)] if msg.approver_group else []
+    for user in (*msg.approvers, msg.commander):
+        if mention(user) not in people:
+            people.append(mention(user))
+    return ", ".join(people)
 
 
-@_says(m.EvaluationDue)
-def _evaluation_due(msg: m.EvaluationDue) -> str:
-    return (f"Evaluation window for {e(msg.ref)} ({e(msg.severity)}) has ended: approve, reject "
-            "or cancel it.")
+@_says(m.DecisionDue)
+def _decision_due(msg: m.DecisionDue) -> str:
+    ref, sev, who, target = e(msg.ref), e(msg.severity), _asked(msg), e(msg.target)
+    if msg.mode == PolicyMode.HOTFIX_WINDOW:
+        why = ("no hotfix reported" if msg.hotfix_by is None else
+               f"the hotfix {mention(msg.hotfix_by)} reported is not confirmed by its extended "
+               f"deadline ({_hhmm(msg.due)})")
+        text = (f":rotating_light: *{ref} ({sev}): {why}: roll back now?* {who}: approve the "
+                f"rollback to {target}, or reject it with the reason (the hotfix landed).")
+    elif msg.mode == PolicyMode.EVALUATE:
+        text = (f":alarm_clock: *Evaluation window for {ref} ({sev}) has ended* (decision due "
+                f"{_hhmm(msg.due)}). {who}: decide now: approve, reject or cancel it.")
+    elif msg.mode == PolicyMode.NEXT_DEPLOYMENT:
+        text = (f":spiral_note_pad: *{ref} ({sev}): plan for the next deployment* (decision "
+                f"due {_hhmm(msg.due)}). {who}: ship the pinned revision {target} with the next "
+                "deployment, or execute it now with *Override and approve*; reject it if it is "
+                "not needed.")
+    else:
+        text = (f":rotating_light: *{ref} ({sev}): immediate rollback, still not approved.* "
+                f"{who}: approve the rollback to {target} now.")
+    return text + _unapproved(msg.ref, msg.expires_at)
 
 
 # ---------------------------------------------------------------------- execution

@@ -38,8 +38,9 @@ _EVENT_TEXT = {
     "regression": "Monitoring: regression detected",
     "resume_monitoring": "Monitoring resumed",
     "resolve": "Closed by a human",
-    "hotfix_in_progress": "Hotfix in progress reported",
+    "hotfix_in_progress": "Hotfix in progress reported (decision deadline extended)",
     "hotfix_window_elapsed": "Hotfix window elapsed",
+    "decision_due": "Decision deadline reached: approvers asked",
     "checklist": "Checklist item",
     "updated": "Updated",
 }

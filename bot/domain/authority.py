@@ -17,7 +17,8 @@ from enum import StrEnum
 from bot.domain.config import PolicyMode
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback
-from bot.domain.words import Mention, Words
+from bot.domain.time_words import in_utc
+from bot.domain.words import Mention, Words, as_words
 
 # A refusal: plain words, or words naming people (``Mention``) the Slack layer renders.
 Refusal = str | Words
@@ -49,7 +50,7 @@ class Action(StrEnum):
     APPROVE_KNOWN_BAD = "approve a known-bad target"
     REJECT = "reject"
     CANCEL = "cancel"
-    HOTFIX = "start the hotfix window"
+    HOTFIX = "report a hotfix in progress"
     TAKE_IC = "take incident command"
     TICK_INCIDENT_COMMANDER = "tick incident_commander"
     TICK_DECISION_APPROVED = "tick decision_approved"
@@ -79,7 +80,8 @@ class Guard(StrEnum):
     P3_PLAN = "severity P3 (next deployment), target not known-bad"
     KNOWN_BAD_PLAN = "the target is known-bad"
     REASON = "a reason"  # service.reject, service.clear_known_bad
-    HOTFIX_POLICY = "severity P1 (hotfix window); one window per rollback"
+    HOTFIX_POLICY = ("severity P1 (hotfix window); moves the decision deadline once per "
+                     "rollback")
     NO_IC = "nobody is incident commander yet (no takeover)"
     NOT_REQUESTER = "not the requester"
     BOT_COULD_NOT = "only when the bot could not tick it, target not known-bad; no undo"
@@ -129,7 +131,8 @@ RULES: tuple[Rule, ...] = (
          frozenset({S.PENDING_APPROVAL, S.APPROVED, S.EXECUTING}), Where.ANYWHERE,
          "cancel {ref}", "*Cancel* or `/rollback cancel RB-n`", (Guard.ONE_CANCEL,)),
     Rule(Action.HOTFIX, (R.APPROVER, R.INCIDENT_COMMANDER), PENDING, Where.REQUEST_CHANNEL,
-         "start the hotfix window of {ref}", "*Hotfix in progress*", (Guard.HOTFIX_POLICY,)),
+         "extend the decision deadline of {ref} for a hotfix", "*Hotfix in progress*",
+         (Guard.HOTFIX_POLICY,)),
     Rule(Action.TAKE_IC, (R.REQUESTER, R.APPROVER), PENDING, Where.REQUEST_CHANNEL,
          "take incident command of {ref}", "*I'm incident commander*", (Guard.NO_IC,)),
     Rule(Action.TICK_INCIDENT_COMMANDER, (R.BOT,), PENDING, Where.REQUEST_CHANNEL,
@@ -244,10 +247,15 @@ def who_refusal(r: Rule, *, service: str, rb: Rollback | None = None) -> str:
     return f"Only {who} can {does(r, rb, service=service)}."
 
 
-def _hotfix(rb: Rollback, user: str) -> str | None:
-    if rb.policy_mode == PolicyMode.HOTFIX_WINDOW:
-        return None
-    return f"{rb.ref} is not waiting on a hotfix decision (its policy is {rb.severity})."
+def _hotfix(rb: Rollback, user: str) -> Refusal | None:
+    if rb.policy_mode != PolicyMode.HOTFIX_WINDOW:
+        return f"{rb.ref} is not waiting on a hotfix decision (its policy is {rb.severity})."
+    if rb.hotfix_reported_by:
+        due = (f"; its decision is due {in_utc(rb.decision_due_at):%H:%M} UTC"
+               if rb.decision_due_at else "")
+        return (Mention(rb.hotfix_reported_by), " already reported a hotfix in progress on "
+                f"{rb.ref}{due}. The deadline moves once per rollback; nothing changed.")
+    return None
 
 
 def _no_ic(rb: Rollback, user: str) -> Refusal | None:
@@ -307,6 +315,11 @@ PURE_GUARDS: dict[Guard, Callable[[Rollback, str], Refusal | None]] = {
     Guard.BOT_COULD_NOT: _bot_could_not, Guard.PLAIN_PLAN: _plain_plan,
     Guard.P3_PLAN: _p3_plan, Guard.KNOWN_BAD_PLAN: _known_bad_plan,
 }
+
+
+def hotfix_refusal(rb: Rollback) -> Words:
+    """Why a "Hotfix in progress" on ``rb`` (as it stands now) does nothing."""
+    return as_words(_hotfix(rb, "") or f"{rb.ref} is {_state(rb.state)}.")
 
 
 def guard_refusal(r: Rule, rb: Rollback, user: str) -> Refusal | None:

@@ -18,6 +18,7 @@ import difflib
 import fnmatch
 import functools
 import os
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -162,12 +164,46 @@ class MonitoringConfig(Strict):
 
 
 # ----------------------------------------------------------------------- policy
+# The runbook's response time per mode: the decision on a request is due this long after it
+# was made (P0 immediate, P1 15 min, P2 1 h, P3 4 h), unless ``decision_minutes`` says else.
+DEFAULT_DECISION_MINUTES: dict[PolicyMode, float] = {
+    PolicyMode.IMMEDIATE: 0,
+    PolicyMode.HOTFIX_WINDOW: 15,
+    PolicyMode.EVALUATE: 60,
+    PolicyMode.NEXT_DEPLOYMENT: 240,
+}
+
+
 class SeverityPolicy(Strict):
     mode: PolicyMode
     scope: list[str] = Field(default_factory=lambda: ["app"])
     allow_self_approval: bool = False  # P0 break glass: an approver may approve their own
-    window_minutes: float | None = None  # P1 hotfix window / P2 evaluate window
+    # The older name of ``decision_minutes`` (the P1 hotfix window / P2 evaluation window):
+    # still read; both given must agree.
+    window_minutes: float | None = Field(default=None, ge=0)
+    # The decision deadline, counted from the request; unset: the mode's runbook default
+    # (DEFAULT_DECISION_MINUTES). At the deadline the bot escalates to the approvers.
+    decision_minutes: float | None = Field(default=None, ge=0)
     checklist_required: list[str] = Field(default_factory=list)
+
+    @field_validator("decision_minutes")
+    @classmethod
+    def _one_deadline(cls, value: float | None, info: ValidationInfo) -> float | None:
+        window = info.data.get("window_minutes")
+        if value is not None and window is not None and value != window:
+            raise ValueError(
+                f"{value:g} contradicts window_minutes: {window:g} (window_minutes is the older "
+                "name of decision_minutes, the decision deadline); keep one of the two")
+        return value
+
+    @property
+    def deadline_minutes(self) -> float:
+        """Minutes from the request to the decision deadline (the runbook's response time)."""
+        if self.decision_minutes is not None:
+            return self.decision_minutes
+        if self.window_minutes is not None:
+            return self.window_minutes
+        return DEFAULT_DECISION_MINUTES[self.mode]
 
 
 CHECKLIST_ITEMS = {
@@ -192,14 +228,13 @@ def _default_policies() -> dict[Severity, SeverityPolicy]:
             allow_self_approval=True,
             checklist_required=["previous_version"],
         ),
+        # Decision deadlines: each mode's runbook response time (DEFAULT_DECISION_MINUTES).
         Severity.P1: SeverityPolicy(
             mode=PolicyMode.HOTFIX_WINDOW,
-            window_minutes=15,
             checklist_required=["incident_commander", "previous_version"],
         ),
         Severity.P2: SeverityPolicy(
             mode=PolicyMode.EVALUATE,
-            window_minutes=60,
             checklist_required=["incident_commander", "previous_version", "decision_approved"],
         ),
         Severity.P3: SeverityPolicy(mode=PolicyMode.NEXT_DEPLOYMENT),
@@ -210,6 +245,9 @@ class Policy(Strict):
     severities: dict[Severity, SeverityPolicy] = Field(default_factory=_default_policies)
     default_severity: Severity = Severity.P1
     approval_expiry_minutes: float = 30
+    # A pending request expires at approval_expiry_minutes after it was made, but never
+    # sooner than this long after its decision deadline: the escalation is never cut off.
+    expiry_grace_minutes: float = Field(default=15, ge=0)
     allowed_channels: list[str] = Field(default_factory=lambda: ["inc-*", "incident-*"])
     review_within_hours: float = 24
     postmortem_within_hours: float = 48
@@ -225,6 +263,17 @@ class Policy(Strict):
 
     def for_severity(self, severity: Severity) -> SeverityPolicy:
         return self.severities[severity]
+
+    def decision_due(self, severity: Severity, requested_at: datetime) -> datetime:
+        """When the decision on a request of ``severity`` made at ``requested_at`` is due."""
+        minutes = self.for_severity(severity).deadline_minutes
+        return requested_at + timedelta(minutes=minutes)
+
+    def expires_at(self, requested_at: datetime, decision_due: datetime) -> datetime:
+        """When a pending request expires: ``approval_expiry_minutes`` after the request,
+        never before ``expiry_grace_minutes`` after its decision deadline."""
+        return max(requested_at + timedelta(minutes=self.approval_expiry_minutes),
+                   decision_due + timedelta(minutes=self.expiry_grace_minutes))
 
     def channel_allowed(self, channel_name: str) -> bool:
         return any(fnmatch.fnmatchcase(channel_name, p) for p in self.allowed_channels)

@@ -137,27 +137,45 @@ class Resolved(Message):
 
 @dataclass(frozen=True)
 class HotfixReported(Message):
+    """Thread: ``user`` reported a hotfix in progress on a P1 request. The decision deadline
+    moved once, from ``was`` to ``due`` (``minutes`` later than it was, or than the click if
+    the deadline had passed); unapproved, the request expires at ``expires_at``."""
+
     user: str
+    ref: str
+    was: datetime | None  # None: a request made before deadlines were kept
     due: datetime
     minutes: float
+    expires_at: datetime | None
 
 
 # ---------------------------------------------------------------------- decision-matrix timers
 @dataclass(frozen=True)
 class Expired(Message):
+    """Thread: a pending request expired; ``due`` was its decision deadline."""
+
     ref: str
+    due: datetime | None = None
 
 
 @dataclass(frozen=True)
-class HotfixWindowOver(Message):
+class DecisionDue(Message):
+    """Thread: a request's decision deadline (its severity's response time) has come and
+    nobody decided: the approvers and the incident commander (else the requester) are asked.
+    P1: roll back now, no hotfix reported (or the reported one's extra time is over); P2:
+    evaluation over, decide; P3: plan the pinned revision for the next deployment; P0: an
+    immediate rollback still waiting for its approver."""
+
     ref: str
     severity: str
-
-
-@dataclass(frozen=True)
-class EvaluationDue(Message):
-    ref: str
-    severity: str
+    mode: str  # PolicyMode value
+    due: datetime
+    approver_group: str | None  # the approvers' Slack usergroup: its id, else its handle
+    approvers: tuple[str, ...]  # approver user ids from the configuration
+    commander: str  # the incident commander, else the requester
+    target: str  # the pinned target revision, labelled
+    hotfix_by: str | None  # P1: who reported a hotfix in progress (the deadline moved)
+    expires_at: datetime | None
 
 
 # ---------------------------------------------------------------------- execution

@@ -42,6 +42,11 @@ class Rollback:
     last_error: str | None
     plan_facts: dict[str, Any] = field(default_factory=dict)
     cancel_requested_by: str | None = None
+    # The decision-matrix deadline: the severity's response time from the request, moved
+    # once by "Hotfix in progress" (P1), who is ``hotfix_reported_by``. None: a row of a
+    # version before deadlines.
+    decision_due_at: datetime | None = None
+    hotfix_reported_by: str | None = None
 
     @property
     def ref(self) -> str:

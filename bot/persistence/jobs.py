@@ -112,13 +112,18 @@ class JobStore:
                 " AND claimed_at < now() - make_interval(secs => %s)", (older_than_seconds,))
             return cur.rowcount
 
-    def cancel(self, *, rollback_id: int, kinds: Sequence[str] = ()) -> int:
+    def cancel(self, *, rollback_id: int, kinds: Sequence[str] = (),
+               dedupe_keys: Sequence[str] = ()) -> int:
+        """Cancel the rollback's pending jobs (of ``kinds``, with ``dedupe_keys`` if given)."""
         sql = ("UPDATE scheduled_jobs SET status = 'cancelled', finished_at = now()"
                " WHERE rollback_id = %s AND status = 'pending'")
         params: list[Any] = [rollback_id]
         if kinds:
             sql += " AND kind = ANY(%s)"
             params.append(list(kinds))
+        if dedupe_keys:
+            sql += " AND dedupe_key = ANY(%s)"
+            params.append(list(dedupe_keys))
         with self.pool.connection() as conn:
             return conn.execute(sql, params).rowcount
 

@@ -78,6 +78,7 @@ class Store:
         created_at: datetime,
         incident_started_at: datetime | None = None,
         plan_facts: dict[str, Any] | None = None,
+        decision_due_at: datetime | None = None,
     ) -> Rollback:
         """Insert the rollback with its pinned plan; ``ActiveRollbackExists`` if one is live."""
         import psycopg.errors
@@ -89,8 +90,10 @@ class Store:
                         "INSERT INTO rollbacks (service, platform, severity, policy_mode, scope,"
                         " reason, state, requester, channel_id, channel_name, current_revision,"
                         " target_revision, target, checklist, assessment, expires_at,"
-                        " created_at, updated_at, incident_started_at, plan_facts)"
-                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        " created_at, updated_at, incident_started_at, plan_facts,"
+                        " decision_due_at)"
+                        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
+                        " %s)"
                         " RETURNING *",
                         (
                             service,
@@ -113,6 +116,7 @@ class Store:
                             created_at,
                             incident_started_at,
                             Jsonb(plan_facts or {}),
+                            decision_due_at,
                         ),
                     )
                     row = cur.fetchone()
@@ -127,7 +131,9 @@ class Store:
                     self._audit(cur, row["id"], requester, "requested", None,
                                 State.PENDING_APPROVAL.value,
                                 {"severity": severity, "target": target_revision.to_dict(),
-                                 "reason": reason, "scope": list(scope)})
+                                 "reason": reason, "scope": list(scope),
+                                 **({"decision_due_at": decision_due_at.isoformat()}
+                                    if decision_due_at else {})})
             except psycopg.errors.UniqueViolation:
                 existing = self.active_for_service(service)
                 if existing is None:  # finished between our insert and this read
@@ -276,6 +282,36 @@ class Store:
                                 {"item": "incident_commander", "done": True, "by": user})
         if row is None:
             raise StaleState(self.get(rollback_id))
+        return rollback_from_row(row)
+
+    def report_hotfix(self, rollback_id: int, *, user: str, decision_due_at: datetime,
+                      expires_at: datetime) -> Rollback:
+        """``user`` reports a hotfix in progress: the decision deadline moves to
+        ``decision_due_at`` and the expiry to no earlier than ``expires_at``, audited, only
+        while the rollback is pending and once per rollback (a second click, a retried
+        delivery or a racing approval loses: ``StaleState`` with the current row)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            with conn.transaction():
+                cur.execute(
+                    "SELECT decision_due_at, expires_at FROM rollbacks WHERE id = %s"
+                    " FOR UPDATE", (rollback_id,))
+                before = cur.fetchone()
+                cur.execute(
+                    "UPDATE rollbacks SET decision_due_at = %s, hotfix_reported_by = %s,"
+                    " expires_at = GREATEST(expires_at, %s), updated_at = now()"
+                    " WHERE id = %s AND state = %s AND hotfix_reported_by IS NULL"
+                    " RETURNING *",
+                    (decision_due_at, user, expires_at, rollback_id,
+                     State.PENDING_APPROVAL.value))
+                row = cur.fetchone()
+                if row is not None and before is not None:
+                    was = before["decision_due_at"]
+                    self._audit(cur, rollback_id, user, "hotfix_in_progress", None, None, {
+                        "decision_due_at": decision_due_at.isoformat(),
+                        "previous_due_at": was.isoformat() if was else None,
+                        "expires_at": row["expires_at"].isoformat()})
+        if row is None:
+            raise StaleState(self.get(rollback_id))  # NotFound when it does not exist
         return rollback_from_row(row)
 
     def update_fields(self, rollback_id: int, *, actor: str, **fields: Any) -> Rollback:

@@ -66,4 +66,6 @@ def rollback_from_row(row: dict[str, Any]) -> Rollback:
         last_error=scrub_optional(row["last_error"]),  # rows written before scrubbing too
         plan_facts=dict(row.get("plan_facts") or {}),
         cancel_requested_by=row.get("cancel_requested_by"),
+        decision_due_at=row.get("decision_due_at"),
+        hotfix_reported_by=row.get("hotfix_reported_by"),
     )

@@ -160,7 +160,8 @@ def create_app(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
     )
-    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition)
+    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition,
+                          policy=policy)
     aftercare_store = AftercareStore(store.pool)
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from bot.domain import authority
 from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
 from bot.domain.compensation import left_scaled_down, plan_compensation
-from bot.domain.config import CHECKLIST_ITEMS, PolicyMode, ServiceConfig, Severity
+from bot.domain.config import CHECKLIST_ITEMS, ServiceConfig, Severity
 from bot.domain.errors import (
     InvalidTransition,
     NotAllowed,
@@ -51,7 +52,7 @@ from bot.persistence.jobs import JobStore
 from bot.persistence.store import Store
 from bot.usecases.assessment import assess
 from bot.usecases.catalog import Catalog
-from bot.usecases.timers import EVALUATE_JOB, EXPIRE_JOB, HOTFIX_JOB
+from bot.usecases.timers import POLICY_JOBS, decision_key, expiry_key, schedule_deadlines
 from platforms.base import Platform, PlatformError, Revision
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,7 @@ class RollbackService:
         choice = choose_revision(history, parsed.to, known_bad)
         current, wanted = choice.current, choice.target
         now = self.clock()
+        decision_due = policy.decision_due(severity, now)  # the runbook's response time
         checklist: dict[str, Any] = {"previous_version": _previous_version_item(choice)}
         facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, wanted)}
         if choice.target_known_bad is not None:
@@ -169,12 +171,12 @@ class RollbackService:
                 requester=requester, channel_id=channel_id, channel_name=channel_name,
                 current_revision=current, target_revision=wanted, target=target, steps=steps,
                 checklist=checklist, assessment={},
-                expires_at=now + timedelta(minutes=policy.approval_expiry_minutes),
+                expires_at=policy.expires_at(now, decision_due), decision_due_at=decision_due,
                 created_at=now, plan_facts=facts,
             )
         except ActiveRollbackExists as exc:
             raise _active_error(exc.existing) from None
-        self._schedule_policy_timers(rb, sev.mode, sev.window_minutes)
+        schedule_deadlines(self.jobs, rb)  # the decision deadline and the expiry, as jobs
         try:
             ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
         except Exception as exc:
@@ -272,16 +274,6 @@ class RollbackService:
         self.chat.refresh(rb)
         return rb
 
-    def _schedule_policy_timers(self, rb: Rollback, mode: PolicyMode,
-                                window: float | None) -> None:
-        if rb.expires_at:
-            self.jobs.schedule(kind=EXPIRE_JOB, due_at=rb.expires_at, rollback_id=rb.id,
-                               dedupe_key=f"{EXPIRE_JOB}:{rb.id}")
-        if mode == PolicyMode.EVALUATE and window:
-            self.jobs.schedule(kind=EVALUATE_JOB, rollback_id=rb.id,
-                               due_at=rb.created_at + timedelta(minutes=window),
-                               dedupe_key=f"{EVALUATE_JOB}:{rb.id}")
-
     def _notify_stakeholders_requested(self, rb: Rollback) -> None:
         svc = self.service_config(rb.service)
         if not svc.stakeholders.channels:
@@ -337,7 +329,7 @@ class RollbackService:
                                        "break_glass": decision.break_glass})
         self.on_approved(rb.id)  # before any Slack round trip: execution starts at once
         self.chat.refresh(rb)
-        self.jobs.cancel(rollback_id=rb.id, kinds=[EXPIRE_JOB, HOTFIX_JOB, EVALUATE_JOB])
+        self.jobs.cancel(rollback_id=rb.id, kinds=POLICY_JOBS)
         if decision.known_bad_override:
             self.chat.post_channel(rb.channel_id, KnownBadOverride(
                 user, rb.ref, rb.service, rb.target_revision.label()))
@@ -464,19 +456,34 @@ class RollbackService:
         return rb
 
     def hotfix_in_progress(self, ref: str | int, *, user: str, channel_id: str) -> Rollback:
+        """"Hotfix in progress" on a P1 request: the decision deadline, running since the
+        request, moves once by the severity's decision minutes (counted from the deadline,
+        or from now if it has passed), and the expiry moves with it. A second click, by
+        anyone, changes nothing and says so."""
         rb = self.get(ref)
         self.policy.authorize(Action.HOTFIX, rb, user=user, channel_id=channel_id)
-        window = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
-        minutes = window.window_minutes or 15
-        due = self.clock() + timedelta(minutes=minutes)
-        job = self.jobs.schedule(kind=HOTFIX_JOB, rollback_id=rb.id, due_at=due,
-                                 payload={"by": user}, dedupe_key=f"{HOTFIX_JOB}:{rb.id}")
-        if job is None:
-            raise NotAllowed(f"A hotfix window is already running for {rb.ref}.")
-        self.store.audit(rb.id, actor=user, event="hotfix_in_progress",
-                         detail={"escalates_at": due.isoformat()})
-        self.chat.thread(rb, HotfixReported(user, due, minutes))
-        return rb
+        policy = self.config.policy_for(rb.service)
+        minutes = policy.for_severity(Severity(rb.severity)).deadline_minutes
+        now, was = self.clock(), rb.decision_due_at
+        due = max(was or now, now) + timedelta(minutes=minutes)
+        try:  # pending and not reported yet, checked in the same write
+            new = self.store.report_hotfix(rb.id, user=user, decision_due_at=due,
+                                           expires_at=policy.expires_at(rb.created_at, due))
+        except StaleState as exc:
+            current = exc.current  # another click, or a decision, got there first
+            if current.state != State.PENDING_APPROVAL:
+                raise NotAllowed(f"{current.ref} is already "
+                                 f"{current.state.value.replace('_', ' ')}.") from None
+            raise NotAllowed(*authority.hotfix_refusal(current)) from None
+        schedule_deadlines(self.jobs, new)
+        superseded = [decision_key(rb.id, was)] if was else []
+        if rb.expires_at is not None and rb.expires_at != new.expires_at:
+            superseded.append(expiry_key(rb.id, rb.expires_at))
+        if superseded:  # left alone they would do nothing anyway (not the current times)
+            self.jobs.cancel(rollback_id=rb.id, dedupe_keys=superseded)
+        self.chat.refresh(new)
+        self.chat.thread(new, HotfixReported(user, new.ref, was, due, minutes, new.expires_at))
+        return new
 
     def tick_checklist(self, ref: str | int, *, item: str, user: str,
                        channel_id: str) -> Rollback:

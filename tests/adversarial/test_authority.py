@@ -28,7 +28,7 @@ from bot.domain.config import CHECKLIST_ITEMS
 from bot.domain.errors import NotAllowed, NotFound
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback
-from bot.usecases.timers import HOTFIX_JOB
+from bot.usecases.timers import DECISION_JOB
 from handlers import ids
 from sandbox.config import USERGROUP, parse_sandbox_config, sandbox_config_dict
 from sandbox.fake_platform import FakePlatform
@@ -168,8 +168,8 @@ class Matrix:
             conn.execute(
                 "UPDATE rollbacks SET state = %s, severity = %s, policy_mode = %s,"
                 " plan_facts = %s, checklist = %s, incident_commander = %s, approver = NULL,"
-                " cancel_requested_by = NULL, finished_at = NULL, expires_at = %s"
-                " WHERE id = %s",
+                " cancel_requested_by = NULL, finished_at = NULL, expires_at = %s,"
+                " hotfix_reported_by = NULL WHERE id = %s",
                 (state.value, severity, mode, Jsonb(facts), Jsonb(checklist), ic,
                  datetime.now(UTC) + timedelta(hours=1), self.rid))
             conn.execute("DELETE FROM scheduled_jobs WHERE rollback_id = %s", (self.rid,))
@@ -225,8 +225,8 @@ def _effect(action: Action, before: Rollback, after: Rollback, user: str,
         return after.state == State.CANCELLED or after.cancel_requested_by == user
     return {
         Action.REJECT: lambda: after.state == State.REJECTED,
-        Action.HOTFIX: lambda: bool(m.service.jobs.pending(rollback_id=m.rid,
-                                                           kinds=[HOTFIX_JOB])),
+        Action.HOTFIX: lambda: after.hotfix_reported_by == user and bool(
+            m.service.jobs.pending(rollback_id=m.rid, kinds=[DECISION_JOB])),
         Action.TAKE_IC: lambda: after.incident_commander == user
         and after.checklist["incident_commander"]["done"],
         Action.SCALE_BACK_UP: lambda: any(s.result.get("restored_to") == 2
@@ -400,7 +400,8 @@ def test_forged_clicks_of_hidden_buttons_change_nothing(
     _refused(h, "dave", lambda: h.request(f"cancel RB-{rid}", user="dave"), "Only the requester")
     for clicker in ("dave", "alice"):  # alice requested it but is no approver
         _refused(h, clicker, lambda c=clicker: h.click(msg, ids.HOTFIX, c),
-                 "Only an approver or the incident commander can start the hotfix window")
+                 "Only an approver or the incident commander can extend the decision "
+                 "deadline")
     assert _facts(h, rid) == state
 
     h.click(msg, ids.ASSIGN_IC, "carol")

@@ -60,6 +60,47 @@ def test_one_active_rollback_per_service(store: Store) -> None:
     assert _create(store).id != first.id  # a finished one frees the service
 
 
+def test_a_hotfix_report_moves_the_deadline_once_and_only_while_pending(store: Store) -> None:
+    """Twenty clicks racing: one moves the deadline (audited), the rest lose; the expiry only
+    ever moves later; after a decision nothing moves."""
+    rb = store.create_rollback(
+        service="svc", platform="fake", severity="P1", policy_mode="hotfix_window",
+        scope=["app"], reason="r", requester="U1", channel_id="C1", channel_name="inc-x",
+        current_revision=None, target_revision=Revision("rs-2", 2),
+        target=Target("fake", "default", "app"), steps=[], checklist={}, assessment={},
+        expires_at=NOW + timedelta(minutes=30), created_at=NOW,
+        decision_due_at=NOW + timedelta(minutes=15))
+    assert rb.decision_due_at == NOW + timedelta(minutes=15) and rb.hotfix_reported_by is None
+    due = NOW + timedelta(minutes=30)
+
+    def report(i: int) -> str:
+        try:  # an expiry earlier than the stored one never shortens it
+            store.report_hotfix(rb.id, user=f"U{i}", decision_due_at=due,
+                                expires_at=NOW + timedelta(minutes=20 + i))
+            return "won"
+        except StaleState:
+            return "lost"
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(report, range(20)))
+    assert outcomes.count("won") == 1
+    moved = store.get(rb.id)
+    winner = f"U{outcomes.index('won')}"
+    assert (moved.decision_due_at, moved.hotfix_reported_by) == (due, winner)
+    assert moved.expires_at == max(NOW + timedelta(minutes=30),
+                                   NOW + timedelta(minutes=20 + outcomes.index("won")))
+    reports = [e for e in store.audit_events(rb.id) if e.event == "hotfix_in_progress"]
+    assert [(e.actor, e.detail["previous_due_at"]) for e in reports] == [
+        (winner, (NOW + timedelta(minutes=15)).isoformat())]
+
+    other = _create(store, "svc2")
+    store.transition(other.id, Event.APPROVE, actor="U2", updates={"approver": "U2"})
+    with pytest.raises(StaleState) as err:
+        store.report_hotfix(other.id, user="U3", decision_due_at=due, expires_at=due)
+    assert err.value.current.state == State.APPROVED
+    assert err.value.current.hotfix_reported_by is None
+
+
 def test_concurrent_approvals_exactly_one_wins(store: Store) -> None:
     rb = _create(store)
 

@@ -34,7 +34,8 @@ def test_example_reproduces_the_runbook() -> None:
     assert {"OpenAI API", "WAHA (WhatsApp HTTP API)", "WhatsApp webhook test message",
             "FAQ list", "Conversation creation"} <= names
     assert [s.value for s in cfg.policy.severities] == ["P0", "P1", "P2", "P3"]
-    assert cfg.policy.severities["P1"].window_minutes == 15
+    assert {s.value: cfg.policy.severities[s].deadline_minutes for s in cfg.policy.severities} \
+        == {"P0": 0, "P1": 15, "P2": 60, "P3": 240}  # immediate, 15 min, 1 h, 4 h
     assert cfg.policy.severities["P0"].allow_self_approval is True
 
 
@@ -54,6 +55,14 @@ def test_no_secret_values_in_the_file() -> None:
     (lambda d: d["services"]["hotel-voice-bot"].update(colour="red"),
      "services.hotel-voice-bot.colour: unknown key"),
     (lambda d: d.update(services={}), "services: Value error, at least one service"),
+    (lambda d: d["policy"]["severities"]["P1"].update(window_minutes=20),
+     "policy.severities.P1.decision_minutes: Value error, 15 contradicts window_minutes: 20"),
+    (lambda d: d["services"]["hotel-voice-bot"].update(policy={"severities": {"P2": {
+        "mode": "evaluate", "window_minutes": 60, "decision_minutes": 90}}}),
+     "services.hotel-voice-bot.policy.severities.P2.decision_minutes: Value error, 90 "
+     "contradicts window_minutes: 60 (window_minutes is the older name of decision_minutes"),
+    (lambda d: d["policy"]["severities"]["P3"].update(decision_minutes=-1),
+     "policy.severities.P3.decision_minutes: Input should be greater than or equal to 0"),
 ])
 def test_errors_carry_key_paths(mutate, expected: str) -> None:
     data = _example()
@@ -61,6 +70,38 @@ def test_errors_carry_key_paths(mutate, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(data, platforms=PRODUCTION)
     assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
+
+
+def test_decision_deadlines_keep_the_older_key_and_default_by_mode() -> None:
+    """``window_minutes`` (the older name) still sets the deadline; a severity without
+    either gets its mode's runbook response time; both agreeing is fine."""
+    data = _example()
+    severities = data["policy"]["severities"]
+    severities["P1"] = {"mode": "hotfix_window", "window_minutes": 20}
+    severities["P2"] = {"mode": "evaluate", "window_minutes": 45, "decision_minutes": 45}
+    severities["P3"] = {"mode": "next_deployment"}
+    severities.pop("P0")
+    policy = parse_config(data, platforms=PRODUCTION).policy
+    assert [policy.severities[s].deadline_minutes for s in ("P0", "P1", "P2", "P3")] == \
+        [0, 20, 45, 240]
+
+
+def test_no_severity_expires_before_its_deadline() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bot.domain.config import Policy, Severity
+
+    at = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    policy = parse_config(_example(), platforms=PRODUCTION).policy
+    for severity in Severity:
+        due = policy.decision_due(severity, at)
+        expires = policy.expires_at(at, due)
+        assert expires >= due + timedelta(minutes=policy.expiry_grace_minutes), severity
+        assert expires >= at + timedelta(minutes=policy.approval_expiry_minutes), severity
+    assert policy.expires_at(at, policy.decision_due(Severity.P3, at)) == at + timedelta(
+        hours=4, minutes=15)
+    assert Policy().expires_at(at, policy.decision_due(Severity.P1, at)) == at + timedelta(
+        minutes=30)  # P1: 15 + 15 grace, the same 30 minutes as before
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -67,6 +67,25 @@ def test_pending_shows_decisions_terminal_shows_none() -> None:
         assert ids.APPROVE not in _action_ids(blocks), state
 
 
+def test_pending_shows_the_stored_decision_deadline() -> None:
+    """The deadline is the core's fact (``decision_due_at``), shown as is; after a hotfix
+    report it says who moved it, and the button that moves it once is gone."""
+    due = NOW + timedelta(minutes=15)
+    text = str(views.rollback_message(
+        _rollback(State.PENDING_APPROVAL, decision_due_at=due), STEPS)[1])
+    assert "P1 decision due 03:15 UTC." in text
+    assert "Approval request expires at 2026-11-29 03:30 UTC." in text
+    _, blocks = views.rollback_message(_rollback(
+        State.PENDING_APPROVAL, decision_due_at=due + timedelta(minutes=15),
+        hotfix_reported_by="U9", expires_at=NOW + timedelta(minutes=45)), STEPS)
+    assert ("P1 decision due 03:30 UTC (extended: <@U9> reported a hotfix in progress)."
+            in str(blocks))
+    assert ids.HOTFIX not in _action_ids(blocks)
+    for state in (State.APPROVED, State.EXPIRED):
+        shown = str(views.rollback_message(_rollback(state, decision_due_at=due), STEPS)[1])
+        assert "decision due" not in shown, state
+
+
 def test_p3_offers_override_not_approve() -> None:
     _, blocks = views.rollback_message(
         _rollback(State.PENDING_APPROVAL, severity="P3", policy_mode="next_deployment"), STEPS)

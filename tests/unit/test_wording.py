@@ -48,10 +48,12 @@ SAMPLES: list[m.Message] = [
     m.CancelAsked("U2", "RB-3", Undo.RESTORE_REPLICAS),
     m.ScaledBackUp("U2", "kubernetes prod/hvb", 3),
     m.Resolved("U2", "RB-3", "failed"),
-    m.HotfixReported("U2", AT, 15),
-    m.Expired("RB-3"),
-    m.HotfixWindowOver("RB-3", "P1"),
-    m.EvaluationDue("RB-3", "P2"),
+    m.HotfixReported("U2", "RB-3", AT, AT + timedelta(minutes=15), 15,
+                     AT + timedelta(minutes=30)),
+    m.Expired("RB-3", AT),
+    m.DecisionDue("RB-3", "P1", "hotfix_window", AT, "S0GROUP", ("U3",), "U1", "rev 4", None,
+                  AT + timedelta(minutes=15)),
+    m.DecisionDue("RB-3", "P2", "evaluate", AT, None, (), "U1", "rev 4", None, None),
     m.ExecutionStarted("RB-3", 4),
     m.ExecutionResumed("RB-3", "host:1:abc"),
     m.DidNotStart("RB-3", "the running revision changed"),
@@ -251,7 +253,7 @@ def test_the_decision_matrix_follows_the_config() -> None:
     default = Policy()
     assert wording.severity_policy(default) == (
         "Severity policy: P0 immediate rollback · P1 roll back unless a hotfix lands in "
-        "15 min · P2 evaluate within 1 h · P3 plan for next deployment.")
+        "15 min · P2 evaluate within 1 h · P3 plan for next deployment (decide within 4 h).")
     rows = dict(default.severities)
     rows[Severity.P1] = rows[Severity.P1].model_copy(update={"window_minutes": 30})
     rows[Severity.P2] = rows[Severity.P2].model_copy(update={"window_minutes": 90})
@@ -261,6 +263,51 @@ def test_the_decision_matrix_follows_the_config() -> None:
     assert "P2 evaluate within 1 h 30 min" in text
     help_text = str(views.help_blocks("/rollback", PRODUCTION, policy=changed))
     assert "lands in 30 min" in help_text and "15 min" not in help_text
+
+
+def test_the_decision_deadline_is_worded_per_severity() -> None:
+    """At the deadline the approvers (group, users) and the incident commander are asked in
+    the words of the severity, with when the request expires; P1 asks plainly."""
+    due, expires = AT, AT + timedelta(minutes=15)
+
+    def said(severity: str, mode: str, hotfix_by: str | None = None) -> str:
+        return wording.line(m.DecisionDue("RB-3", severity, mode, due, "S0GROUP", ("U3",),
+                                          "U1", "rev 4 <img>", hotfix_by, expires))
+
+    p1 = said("P1", "hotfix_window")
+    assert "*RB-3 (P1): no hotfix reported: roll back now?*" in p1
+    assert "<!subteam^S0GROUP>, <@U3>, <@U1>" in p1
+    assert "Unapproved, RB-3 expires at 03:19 UTC." in p1
+    assert "rev 4 &lt;img&gt;" in p1
+    extended = said("P1", "hotfix_window", hotfix_by="U2")
+    assert "the hotfix <@U2> reported is not confirmed by its extended deadline (03:04 UTC): "\
+        "roll back now?" in extended
+    assert "Evaluation window for RB-3 (P2) has ended" in said("P2", "evaluate")
+    p3 = said("P3", "next_deployment")
+    assert "plan for the next deployment" in p3 and "pinned revision rev 4 &lt;img&gt;" in p3
+    assert "*Override and approve*" in p3
+    assert "immediate rollback, still not approved" in said("P0", "immediate")
+    # A group configured by handle cannot be notified from text: shown, escaped, not markup.
+    handle = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", due, "sre-<!here>", (),
+                                        "U1", "rev 4", None, None))
+    assert "@sre-&lt;!here&gt;" in handle and "<!here>" not in handle
+    # The commander who is also a listed approver is asked once.
+    once = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", due, None, ("U1",), "U1",
+                                      "rev 4", None, None))
+    assert once.count("<@U1>") == 1
+
+
+def test_a_hotfix_report_says_exactly_what_it_moves() -> None:
+    text = wording.line(m.HotfixReported("U2", "RB-3", AT, AT + timedelta(minutes=15), 15,
+                                         AT + timedelta(minutes=30)))
+    assert text == (
+        "<@U2> reports a hotfix in progress on RB-3: its decision deadline moves from 03:04 "
+        "UTC to 03:19 UTC (15 min more for the hotfix; the deadline moves once per rollback). "
+        "If no hotfix has landed by 03:19 UTC, I will ask the approvers to roll back. "
+        "Unapproved, RB-3 expires at 03:34 UTC.")
+    assert wording.line(m.Expired("RB-3", AT)) == (
+        "RB-3 expired without approval (its decision was due 03:04 UTC). Request it again if "
+        "needed.")
 
 
 class _Recorder:
