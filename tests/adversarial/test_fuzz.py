@@ -28,9 +28,13 @@ from tests.support.rss import peak_rss_kb, reset_peak_rss
 SERVICE = "hotel-voice-bot"
 ACK_LIMIT = 3.0
 WIRE_TEXTS = 10_000  # signed command texts sent over HTTP
-# Peak RSS of the whole test process (bot, emulator and senders) may grow by this much: the
-# bot holds no per-request state beyond the dedupe row, so growth is buffers, not a leak.
-RSS_GROWTH_BOUND_KB = 96 * 1024
+# Peak RSS of the whole test process (bot, emulator and senders) may grow by this much. The
+# in-process Slack emulator keeps every call it served (decoded payloads, stored ephemerals:
+# about 10 KiB per request, 95-108 MiB for these 10,000 requests as measured); a tracemalloc
+# snapshot filtered to bot/, handlers/ and platforms/ found 0.2 MiB retained by the bot
+# itself. The bound leaves room for the emulator's records and catches a leak of a few KiB
+# per request in the bot on top of them.
+RSS_GROWTH_BOUND_KB = 128 * 1024
 FLAGS = ["--to", "--severity", "--scope", "--platform", "--reason", "--frobnicate", "--"]
 ODD = ["²", "³", "١٢", "٣", "①", "12", "rev-3", "rev", "0", "-1", "1e9", "9" * 30,
        "9" * 5000, "\x00", "a\x00b", "\u202e", "\u200f", "🚀", "👩‍👩‍👧", '"', "'", "“", "”",
