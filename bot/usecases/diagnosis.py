@@ -89,7 +89,7 @@ class Diagnoser:
             return m.Checked(check.name, str(verdict), result.summary)
         if check.name in (_ERROR_RATE, _DATABASE):
             # No verdict: the runner gave up on it (late) or it raised. Unknown, not broken.
-            late = result.summary.startswith("timed out")
+            late = "timed out" in result.summary  # the runner's, the client's or the server's
             detail = (f"could not check within {check.timeout:g} s" if late
                       else f"could not check: {result.summary}")
             return m.Checked(check.name, "unchecked", detail)
