@@ -4,6 +4,11 @@ Help, services and parse refusals are answered in the ack. Everything that reads
 database or a platform runs in the after-ack pool (``handlers.work_pool``); a full pool
 is said in the ack ("busy, retry in a moment"). The request modal opens right after the
 ack and is filled in when the (shared) read of the service's revisions lands.
+
+``diagnose <service>`` acks, then runs its checks in the pool and answers ephemerally;
+each finding's button (``ids.DIAGNOSIS_REQUEST``, value ``<service>:<scope,…>``) opens the
+same request modal the same way, with that scope pre-selected, once the request's channel
+rule allows it (checked while the form loads; the submission is checked again).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.command_parsing import Parsed, parse
-from bot.domain.config import RollbackConfig
+from bot.domain.config import SCOPES, RollbackConfig
 from bot.domain.errors import UserFacingError
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
+from bot.usecases.diagnosis import Diagnoser
 from bot.usecases.service import ModalDefaults, RollbackService
 from handlers import ids, views
-from handlers.deliveries import MalformedPayload, first_delivery, hand_off, open_view
+from handlers.deliveries import MalformedPayload, field, first_delivery, hand_off, open_view
+from handlers.deliveries import user_id as clicker
 from handlers.errors import render, tell_user
 from handlers.mrkdwn import escape
 from handlers.work_pool import Busy, SharedReads, WorkPool
@@ -40,9 +47,9 @@ def _loading_modal() -> dict[str, Any]:
 
 def register(app: App, service: RollbackService, pool: WorkPool,
              modal_reads: SharedReads[ModalDefaults | str], *, config: RollbackConfig,
-             store: Store, chat: Chat) -> None:
+             store: Store, chat: Chat, diagnoser: Diagnoser) -> None:
     """``config`` answers help and services in the ack; ``store`` dedupes deliveries and
-    ``chat`` tells a refusal."""
+    ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose``."""
 
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
@@ -69,7 +76,7 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         if parsed.verb in quick:
             ack(response_type="ephemeral", text="rollback-bot", blocks=quick[parsed.verb]())
             return
-        if parsed.verb == "modal" and parsed.service not in config.services:
+        if parsed.verb in ("modal", "diagnose") and parsed.service not in config.services:
             ack(response_type="ephemeral", text=render(_unknown(service, parsed.service or "")))
             return
         if parsed.verb == "modal":
@@ -93,18 +100,53 @@ def register(app: App, service: RollbackService, pool: WorkPool,
             ack(response_type="ephemeral",
                 text=":hourglass: Preparing the rollback plan for "
                      f"`{escape(parsed.service)}`…")
+        elif parsed.verb == "diagnose":
+            ack(response_type="ephemeral",
+                text=f":mag: Diagnosing `{escape(parsed.service)}` (read-only checks)…")
         else:
             ack()
-        hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond),
+        hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond,
+                                          diagnoser=diagnoser),
                  store=store, chat=chat, respond=respond,
                  dedupe=parsed.verb in ("request", "cancel", "clear-known-bad"))
 
+    @app.action(ids.DIAGNOSIS_REQUEST)
+    def request_from_diagnosis(ack: Ack, body: dict[str, Any], respond: Respond,
+                               client: WebClient) -> None:
+        """A diagnosis' button: the request modal with the finding's scope, opened like
+        ``/rollback <service>`` opens it (within the trigger's 3 s, filled in later)."""
+        ack()
+        try:
+            user = clicker(body)
+            name, scope = _diagnosis_value(field(body, "actions", 0, "value", kind=str),
+                                           config)
+            channel = _click_channel(body)
+        except MalformedPayload as exc:
+            tell_user(chat, body, exc, respond)
+            return
+        defaults = modal_reads.join(name, lambda: _read_defaults(service, name))
+        if defaults is None:
+            tell_user(chat, body, Busy(), respond)
+            return
+        try:
+            if first_delivery(store, body):
+                _open_request_modal(
+                    client, service, body, name, defaults, channel=channel, scope=scope,
+                    check=lambda: service.check_can_request(name, user=user,
+                                                            channel_id=channel))
+        except Exception as exc:
+            tell_user(chat, body, exc, respond)
+
 
 def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
-         respond: Respond) -> None:
+         respond: Respond, *, diagnoser: Diagnoser) -> None:
     """The verbs that read the database or a platform: in the after-ack pool."""
     if parsed.verb == "request":
         service.request(parsed, requester=user, channel_id=channel)
+    elif parsed.verb == "diagnose":
+        diagnosis = diagnoser.diagnose(parsed.service or "")
+        respond(response_type="ephemeral", text=f"Diagnosis of {parsed.service}",
+                blocks=views.diagnosis_blocks(diagnosis))
     elif parsed.verb == "status":
         found = service.status(parsed.argument)
         respond(response_type="ephemeral", text="status",
@@ -124,6 +166,26 @@ def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
                                           reason=parsed.reason, platform=parsed.platform)
         respond(response_type="in_channel", text=views.known_bad_cleared_text(
             cleared, user=user, reason=parsed.reason))
+
+
+def _diagnosis_value(value: str, config: RollbackConfig) -> tuple[str, list[str]]:
+    """``<service>:<scope,…>``: a configured service and known scopes, else malformed."""
+    name, sep, raw = value.rpartition(":")
+    scope = [s for s in raw.split(",") if s]
+    if not sep or name not in config.services or not scope or any(
+            s not in SCOPES for s in scope):
+        raise MalformedPayload()
+    return name, scope
+
+
+def _click_channel(body: dict[str, Any]) -> str:
+    """The conversation the click came from; none (a modal, App Home) is malformed."""
+    for outer, inner in (("channel", "id"), ("container", "channel_id")):
+        got = body.get(outer)
+        value = got.get(inner) if isinstance(got, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    raise MalformedPayload()
 
 
 def _unknown(service: RollbackService, name: str) -> Exception:
@@ -149,24 +211,30 @@ def _read_defaults(service: RollbackService, name: str) -> ModalDefaults | str:
 
 
 def _open_request_modal(client: WebClient, service: RollbackService, body: dict[str, Any],
-                        name: str, defaults: Future[ModalDefaults | str]) -> None:
+                        name: str, defaults: Future[ModalDefaults | str], *,
+                        channel: str | None = None, scope: list[str] | None = None,
+                        check: Callable[[], None] | None = None) -> None:
     """Open the modal at once (a trigger_id lives 3 s, so never behind a platform read),
-    then fill it in when the shared read of the service's revisions lands."""
+    then fill it in when the shared read of the service's revisions lands. ``scope``
+    replaces the severity's default scope; ``check`` (a refusal it raises is shown in
+    the modal instead of the form) runs before the form is filled in."""
     opened = open_view(client, body, _loading_modal())
     view_id = opened["view"]["id"]
-    channel = body["channel_id"]
+    channel = channel or body["channel_id"]
 
     def fill(done: Future[ModalDefaults | str]) -> None:
         # Runs in the worker that read (or here, if the read already landed): never raise.
         try:
             d = done.result()
+            if check is not None:
+                check()
             if isinstance(d, str):  # the read failed; already rendered
                 view = _error_modal(d)
             else:
                 svc = service.service_config(name)
                 view = views.request_modal(
                     service=name, platform=d.platform, revisions=d.revisions,
-                    severity=d.severity, scope=d.scope, channel_id=channel,
+                    severity=d.severity, scope=scope or d.scope, channel_id=channel,
                     platforms=svc.platforms(), known_bad=dict(d.known_bad))
         except Exception as exc:
             view = _error_modal(render(exc))

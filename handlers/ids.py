@@ -30,6 +30,8 @@ ALERT_RESOLVE = "rollback_alert_resolve"  # "Mark resolved" on an aftercare noti
 REMINDER_SCHEDULED = "reminder_scheduled"
 REMINDER_DONE = "reminder_done"
 REMINDER_SNOOZE = "reminder_snooze"
+# on a diagnosis (/rollback diagnose): open the request form with the finding's scope
+DIAGNOSIS_REQUEST = "rollback_diagnosis_request"
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
 MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
                        "confirm_service")
@@ -56,5 +58,6 @@ ALL_ACTIONS = (
     REMINDER_SCHEDULED,
     REMINDER_DONE,
     REMINDER_SNOOZE,
+    DIAGNOSIS_REQUEST,
 )
 ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)

@@ -18,9 +18,10 @@ from bot.domain.config import (
     Severity,
 )
 from bot.domain.lifecycle import State
+from bot.domain.messages import Diagnosis
 from bot.domain.models import Rollback, Step
 from bot.domain.time_words import in_utc
-from handlers import ids
+from handlers import ids, wording
 from handlers.mrkdwn import escape, mention
 from handlers.wording import severity_policy
 from platforms.base import PlatformSpecs, Revision
@@ -352,11 +353,28 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
             f"`{command} known-bad <service>`: revisions rolled back from · "
             f"`{command} known-bad <service> clear REV --reason \"…\"`: an approver clears "
-            "a mark"
+            "a mark\n"
+            f"`{command} diagnose <service>`: which runbook scenario applies now (error rate, "
+            "database checks, external services), read-only, with a button that opens the "
+            "request form with its scope"
         ),
         context(severity_policy(policy or Policy())),
         context(f"Platforms: {known}"),
     ]
+
+
+def diagnosis_blocks(d: Diagnosis) -> list[Block]:
+    """The answer to ``diagnose``: one section per finding with a button that opens the
+    request form with its scope, then every check and its outcome."""
+    blocks: list[Block] = [section(wording.diagnosis_title(d))]
+    for finding in d.findings:
+        b = wording.finding_button(d.service, finding)
+        block = section(wording.finding_text(finding, at=d.at))
+        block["accessory"] = button(b.label, b.action_id, b.value, style=b.style)
+        blocks.append(block)
+    if d.checked:
+        blocks.append(context("*Checked* (read-only)\n" + wording.diagnosis_checked(d)))
+    return blocks
 
 
 def services_blocks(config: RollbackConfig) -> list[Block]:

@@ -23,7 +23,7 @@ from bot.domain import messages as m
 from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
 from bot.domain.figure_words import REMINDER_LABELS, pct
-from bot.domain.time_words import in_utc, span
+from bot.domain.time_words import duration, in_utc, span
 from handlers import ids
 from handlers.mrkdwn import escape as e
 from handlers.mrkdwn import mention, usergroup, words
@@ -608,3 +608,64 @@ def _skeleton_not_uploaded(msg: m.SkeletonNotUploaded) -> str:
     return (f":warning: I could not upload the post-mortem skeleton for {e(msg.ref)} "
             f"({e(msg.error)}); `{e(msg.filename)}` stays in the bot's post-mortem folder "
             "(`aftercare.postmortem_dir`).")
+
+
+# ---------------------------------------------------------------------------- diagnosis
+_OUTCOME_ICON = {"ok": ":white_check_mark:", "problem": ":x:", "unchecked": ":grey_question:"}
+
+
+def diagnosis_title(msg: m.Diagnosis) -> str:
+    svc, at = e(msg.service), f"{in_utc(msg.at):%H:%M} UTC"
+    if msg.findings:
+        n = len(msg.findings)
+        return (f":mag: *Diagnosis of {svc}* at {at}: {n} runbook scenario"
+                f"{'s apply' if n > 1 else ' applies'}")
+    if not msg.checked:
+        return (f":grey_question: *Nothing to check for {svc}*: no Prometheus error rate, "
+                "database or external checks are configured for it")
+    unchecked = [c for c in msg.checked if c.outcome == "unchecked"]
+    if unchecked:
+        return (f":grey_question: *Nothing wrong found with {svc}* at {at}, but "
+                f"{len(unchecked)} of {len(msg.checked)} checks could not be done")
+    return f":white_check_mark: *Nothing wrong with {svc}* in what I checked at {at}"
+
+
+def finding_text(msg: m.Finding, *, at: datetime) -> str:
+    scope = ", ".join(f"`{e(s)}`" for s in msg.scope)
+    if msg.scenario == "app":
+        head = ":chart_with_upwards_trend: *Error rate above the threshold*: roll the app back"
+    elif msg.scenario == "db":
+        head = ":floppy_disk: *Database checks failing*: roll the database back"
+    else:
+        repoint = " and re-point the webhooks" if "external" in msg.scope else ""
+        head = f":electric_plug: *External checks failing*: roll the configuration back{repoint}"
+    lines = [f"{head} (scope {scope})", *(f"• {e(x)}" for x in msg.evidence)]
+    if msg.scenario == "db":
+        if msg.backup is not None and msg.backup_created is not None:
+            age = duration(at - msg.backup_created)
+            lines.append(f"Backup a request would pin (once verified): `{e(msg.backup)}`, "
+                         f"taken {_utc(msg.backup_created)} ({age} ago)")
+        else:
+            lines.append(f":warning: No backup found in `{e(msg.backup_location or '?')}`: "
+                         "a database rollback needs a verified backup")
+    return "\n".join(lines)
+
+
+def finding_button(service: str, msg: m.Finding) -> Button:
+    """Opens the request form with the finding's scope; the value carries ids only."""
+    label = {"app": "Request app rollback", "db": "Request database rollback"}.get(
+        msg.scenario, "Request config rollback")
+    return Button(label, ids.DIAGNOSIS_REQUEST, f"{service}:{','.join(msg.scope)}", "primary")
+
+
+def diagnosis_checked(msg: m.Diagnosis) -> str:
+    return "\n".join(f"{_OUTCOME_ICON.get(c.outcome, '?')} {e(c.what)}: {e(c.detail)}"
+                     for c in msg.checked)
+
+
+@_says(m.Diagnosis)
+def _diagnosis(msg: m.Diagnosis) -> str:
+    parts = [diagnosis_title(msg), *(finding_text(f, at=msg.at) for f in msg.findings)]
+    if msg.checked:
+        parts.append("*Checked*\n" + diagnosis_checked(msg))
+    return "\n\n".join(parts)

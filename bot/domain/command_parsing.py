@@ -14,7 +14,7 @@ from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
 from platforms.base import PlatformSpecs
 
-SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad")
+SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
 # and keeps int() away from its 4,300-digit limit.
 MAX_REVISION = 999_999_999
@@ -44,7 +44,7 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 @dataclass(frozen=True)
 class Parsed:
     verb: str  # help | services | status | history | cancel | known-bad | clear-known-bad
-    #            | request | modal
+    #            | diagnose | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -77,6 +77,12 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
     head = tokens[0]
     if head == "known-bad":
         return _known_bad(tokens, platforms)
+    if head == "diagnose":
+        if len(tokens) < 2 or tokens[1].startswith("--"):
+            raise ParseError("`diagnose` needs a service.")
+        if len(tokens) > 2:
+            raise ParseError(f"Unexpected `{tokens[2]}` after `diagnose {tokens[1]}`.")
+        return Parsed("diagnose", service=tokens[1])
     if head in SUBCOMMANDS:
         if head == "services":
             return Parsed("services")

@@ -136,6 +136,9 @@ class DatabaseConfig(Strict):
     verify_queries: list[str] = Field(default_factory=list)
     backup_max_age_hours: float = 24
     slow_query_ms: float = 100
+    # ``/rollback diagnose``: a read-only query returning one row per failed or partial
+    # migration (first column: its name or version); no rows means none.
+    migration_check_query: str | None = None
 
 
 class StatuspageConfig(Strict):

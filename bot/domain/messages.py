@@ -468,3 +468,37 @@ class SkeletonNotUploaded(Message):
     ref: str
     error: str  # the exception's type name
     filename: str
+
+
+# ---------------------------------------------------------------------------- diagnosis
+@dataclass(frozen=True)
+class Checked:
+    """One thing ``/rollback diagnose`` looked at and what it found, in plain words."""
+
+    what: str  # "error rate", "database", an external check's name
+    outcome: str  # ok | problem | unchecked (failed to answer, timed out, not set up)
+    detail: str
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One of the runbook's scenarios that applies, with its evidence and the scope a
+    request for it would take."""
+
+    scenario: str  # app (error rate) | db (verify or migration check) | external
+    scope: tuple[str, ...]
+    evidence: tuple[str, ...]
+    backup: str | None = None  # db: file name of the newest backup, None when there is none
+    backup_created: datetime | None = None
+    backup_location: str | None = None  # db: where backups were looked for
+
+
+@dataclass(frozen=True)
+class Diagnosis(Message):
+    """Ephemeral answer to ``/rollback diagnose <service>``: the scenarios found (none:
+    nothing wrong with what was checked) and every check with its outcome."""
+
+    service: str
+    at: datetime
+    findings: tuple[Finding, ...]
+    checked: tuple[Checked, ...]

@@ -44,6 +44,7 @@ __all__ = [
     "SlowQuery",
     "backup",
     "backup_filename",
+    "first_column",
     "latest_backup",
     "restore",
     "slow_queries",
@@ -304,6 +305,27 @@ def verify(dsn: str, *, queries: Sequence[str], timeout: float = 10.0) -> list[Q
                 msg = scrub_dsn((str(exc).strip().splitlines() or [type(exc).__name__])[0], dsn)
                 results.append(QueryResult(query, False, None, ms, msg))
     return results
+
+
+def first_column(dsn: str, query: str, *, timeout: float = 10.0, limit: int = 20
+                 ) -> list[str]:
+    """The first column of up to ``limit`` rows of ``query`` (e.g. a migration table's failed
+    entries), as text, in a read-only session bounded by ``statement_timeout``. Raises
+    ``DatabaseOperationError`` when no connection can be made or the query fails (the
+    message scrubbed of the DSN)."""
+    with _connect(dsn, timeout) as conn:
+        _set_statement_timeout(conn, timeout)
+        conn.execute("SET default_transaction_read_only = on")
+        try:
+            cur = conn.execute(query)
+            rows = cur.fetchmany(limit) if cur.description else []
+        except psycopg.errors.QueryCanceled:
+            raise DatabaseOperationError(
+                f"timed out after {timeout:g}s (statement_timeout)") from None
+        except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DatabaseOperationError(scrub_dsn(first, dsn)) from None
+    return [str(row[0]) if row else "" for row in rows]
 
 
 def slow_queries(

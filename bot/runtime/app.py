@@ -38,6 +38,7 @@ from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.runtime.settings import Settings
 from bot.usecases.catalog import Catalog
+from bot.usecases.diagnosis import Diagnoser
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import RollbackService
 from bot.usecases.timers import PolicyTimers
@@ -191,7 +192,7 @@ def create_app(
                                    queue=work_pool.DECISION_QUEUE)
     error_handlers.register(bolt, chat)
     commands.register(bolt, service, pool, work_pool.SharedReads(pool), config=config,
-                      store=store, chat=chat)
+                      store=store, chat=chat, diagnoser=Diagnoser(catalog, clock=clock))
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)

@@ -119,6 +119,14 @@ class RollbackService:
                              self.store.known_bad(service, name))
 
     # ------------------------------------------------------------------ request
+    def check_can_request(self, service: str, *, user: str, channel_id: str) -> None:
+        """The request's own rules (the service exists, an incident channel, who may ask),
+        checked before a request form is offered from elsewhere (a diagnosis' button);
+        ``request`` checks them again when the form is submitted."""
+        self.service_config(service)
+        channel_name = self.policy.directory.channel_name(channel_id)
+        self.policy.check_request(service, user=user, channel_name=channel_name)
+
     def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
         assert parsed.service is not None
         svc = self.service_config(parsed.service)

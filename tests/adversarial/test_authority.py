@@ -87,6 +87,7 @@ BUTTONS: dict[str, Action] = {
     ids.ALERT_RESOLVE: Action.RESOLVE, ids.RETRY: Action.RETRY_VERIFICATION,
     ids.RESUME_MONITORING: Action.RESUME_MONITORING, ids.REMINDER_SCHEDULED: Action.REMINDER,
     ids.REMINDER_DONE: Action.REMINDER, ids.REMINDER_SNOOZE: Action.REMINDER,
+    ids.DIAGNOSIS_REQUEST: Action.REQUEST,  # opens the request form, under the request's rules
     **{f"{ids.CHECKLIST}:{item}": authority.tick_action(item) for item in CHECKLIST_ITEMS},
 }
 _ROLE_NAMES = {Role.REQUESTER: REQUESTER, Role.APPROVER: APPROVER, Role.TECH_LEAD: TECH_LEAD,

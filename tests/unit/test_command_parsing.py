@@ -85,3 +85,12 @@ def test_revisions_and_ids_are_bounded_ascii_numbers(text: str) -> None:
 def test_nul_and_lone_surrogates_are_stripped() -> None:
     p = parse('svc --reason "a\x00b\ud800c"')
     assert p.reason == "abc"
+
+
+def test_diagnose_names_one_service() -> None:
+    p = parse("diagnose hotel-voice-bot")
+    assert (p.verb, p.service) == ("diagnose", "hotel-voice-bot")
+    with pytest.raises(ParseError, match="`diagnose` needs a service"):
+        parse("diagnose")
+    with pytest.raises(ParseError, match="`--scope`"):
+        parse("diagnose svc --scope app")

@@ -87,6 +87,13 @@ SAMPLES: list[m.Message] = [
     m.Reminder("7:2", "postmortem", "RB-3", "P1", "hvb", "rev 4", AT, 48, True,
                "2026-11-29-x-hvb-rb-3.md", 4, "U1", None),
     m.SkeletonNotUploaded("RB-3", "SlackApiError", "2026-11-29-x-hvb-rb-3.md"),
+    m.Diagnosis("hvb", AT, (
+        m.Finding("app", ("app",), ("12.0% is above the threshold of 5.00%",)),
+        m.Finding("db", ("db",), ("`SELECT 1 FROM t` failed: no <t>",), "hvb-x.dump",
+                  AT - timedelta(hours=1), "/backups"),
+        m.Finding("external", ("config", "external"), ("WAHA: HTTP 500, expected 200",))),
+        (m.Checked("error rate", "problem", "12.0%"),
+         m.Checked("database", "unchecked", "could not check within 10 s"))),
 ]
 
 
