@@ -30,6 +30,8 @@ ALERT_RESOLVE = "rollback_alert_resolve"  # "Mark resolved" on an aftercare noti
 REMINDER_SCHEDULED = "reminder_scheduled"
 REMINDER_DONE = "reminder_done"
 REMINDER_SNOOZE = "reminder_snooze"
+WATCH_REQUEST = "watcher_request_rollback"  # release watcher's proposal: open the request modal
+WATCH_SNOOZE = "watcher_snooze"
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
 MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
                        "confirm_service")
@@ -56,5 +58,7 @@ ALL_ACTIONS = (
     REMINDER_SCHEDULED,
     REMINDER_DONE,
     REMINDER_SNOOZE,
+    WATCH_REQUEST,
+    WATCH_SNOOZE,
 )
 ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)
