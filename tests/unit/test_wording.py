@@ -87,6 +87,11 @@ SAMPLES: list[m.Message] = [
     m.Reminder("7:2", "postmortem", "RB-3", "P1", "hvb", "rev 4", AT, 48, True,
                "2026-11-29-x-hvb-rb-3.md", 4, "U1", None),
     m.SkeletonNotUploaded("RB-3", "SlackApiError", "2026-11-29-x-hvb-rb-3.md"),
+    m.ReleaseProposal("hvb", since=AT, duration_seconds=600, threshold=0.05, lowest=0.058,
+                      latest=0.061, current="rev 7 (hvb:1.3.0)", previous="rev 6 (hvb:1.2.0)",
+                      deployed_at=AT, revisions_note="", health="passing: HTTP 200 in 12 ms",
+                      severity="P1", snooze_seconds=3600, request_value='{"service":"hvb"}'),
+    m.ProposalSnoozed("hvb", "U0CAROL", AT),
 ]
 
 
