@@ -98,6 +98,20 @@ def test_six_percent_for_eleven_minutes_proposes_once(db: str, demo: DemoService
         assert len(proposals(stack)) == 1
         value = json.loads(_button(proposal, "watcher_request_rollback")["value"])
         assert value["severity"] == "P1" and "error rate over 5.00%" in value["evidence"]
+        # The click opens the ordinary request form, pre-filled; submitting it requests.
+        driver, emulator = stack.driver, stack.emulator
+        assert driver is not None
+        post = next(m for m in emulator.messages(CHANNEL) if "Release watcher" in m["text"])
+        driver.click(CHANNEL, post["ts"], "watcher_request_rollback", "alice")
+        wait_until(lambda: any("Target revision" in json.dumps(v)
+                               for v in emulator.open_views("alice")),
+                   timeout=15, message="the filled-in request form")
+        driver.submit_view("alice")
+        rb = wait_until(lambda: stack.bot.store.active_for_service("hotel-voice-bot"),  # type: ignore[union-attr]
+                        timeout=20, message="the request")
+        assert rb.severity == "P1" and rb.requester == emulator.user_id("alice")
+        assert "Release watcher: error rate over 5.00%" in rb.reason
+        assert value["proposal"] in rb.reason
     finally:
         stack.stop()
 
