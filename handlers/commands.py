@@ -23,7 +23,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.command_parsing import Parsed, parse
-from bot.domain.config import SCOPES, RollbackConfig
+from bot.domain.config import SCOPES, RollbackConfig, Severity
 from bot.domain.errors import UserFacingError
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
@@ -81,14 +81,14 @@ def register(app: App, service: RollbackService, pool: WorkPool,
             return
         if parsed.verb == "modal":
             name = parsed.service or ""
-            defaults = modal_reads.join(name, lambda: _read_defaults(service, name))
+            defaults = modal_reads.join(name, lambda: read_defaults(service, name))
             if defaults is None:
                 ack(response_type="ephemeral", text=render(Busy()))
                 return
             ack()
             try:
                 if first_delivery(store, body):
-                    _open_request_modal(client, service, body, name, defaults)
+                    open_request_modal(client, service, body, name, defaults)
             except Exception as exc:
                 tell_user(chat, body, exc, respond)
             return
@@ -124,13 +124,13 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         except MalformedPayload as exc:
             tell_user(chat, body, exc, respond)
             return
-        defaults = modal_reads.join(name, lambda: _read_defaults(service, name))
+        defaults = modal_reads.join(name, lambda: read_defaults(service, name))
         if defaults is None:
             tell_user(chat, body, Busy(), respond)
             return
         try:
             if first_delivery(store, body):
-                _open_request_modal(
+                open_request_modal(
                     client, service, body, name, defaults, channel=channel, scope=scope,
                     check=lambda: service.check_can_request(name, user=user,
                                                             channel_id=channel))
@@ -201,7 +201,7 @@ def _error_modal(message: str) -> dict[str, Any]:
             "blocks": views.error_blocks(message)}
 
 
-def _read_defaults(service: RollbackService, name: str) -> ModalDefaults | str:
+def read_defaults(service: RollbackService, name: str) -> ModalDefaults | str:
     """What the request modal offers, or why it cannot: a failure is rendered once (one
     log line, one correlation id) for every modal that shares the read."""
     try:
@@ -210,14 +210,16 @@ def _read_defaults(service: RollbackService, name: str) -> ModalDefaults | str:
         return render(exc)
 
 
-def _open_request_modal(client: WebClient, service: RollbackService, body: dict[str, Any],
-                        name: str, defaults: Future[ModalDefaults | str], *,
-                        channel: str | None = None, scope: list[str] | None = None,
-                        check: Callable[[], None] | None = None) -> None:
+def open_request_modal(client: WebClient, service: RollbackService, body: dict[str, Any],
+                       name: str, defaults: Future[ModalDefaults | str], *,
+                       channel: str | None = None, scope: list[str] | None = None,
+                       severity: Severity | None = None, reason: str = "",
+                       check: Callable[[], None] | None = None) -> None:
     """Open the modal at once (a trigger_id lives 3 s, so never behind a platform read),
     then fill it in when the shared read of the service's revisions lands. ``scope``
-    replaces the severity's default scope; ``check`` (a refusal it raises is shown in
-    the modal instead of the form) runs before the form is filled in."""
+    replaces the severity's default scope (a diagnosis finding), ``severity`` and
+    ``reason`` pre-fill it (the release watcher's proposal); ``check`` (a refusal it
+    raises is shown in the modal instead of the form) runs before the form is filled in."""
     opened = open_view(client, body, _loading_modal())
     view_id = opened["view"]["id"]
     channel = channel or body["channel_id"]
@@ -234,8 +236,9 @@ def _open_request_modal(client: WebClient, service: RollbackService, body: dict[
                 svc = service.service_config(name)
                 view = views.request_modal(
                     service=name, platform=d.platform, revisions=d.revisions,
-                    severity=d.severity, scope=scope or d.scope, channel_id=channel,
-                    platforms=svc.platforms(), known_bad=dict(d.known_bad))
+                    severity=severity or d.severity, scope=scope or d.scope,
+                    channel_id=channel, platforms=svc.platforms(),
+                    known_bad=dict(d.known_bad), reason=reason)
         except Exception as exc:
             view = _error_modal(render(exc))
         try:

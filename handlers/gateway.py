@@ -111,6 +111,29 @@ class SlackChat:
                                 blocks=views_aftercare.notice_blocks(card, key=notice.key))
 
 
+    # ------------------------------------------------------------------ channel notices
+    def post_notice(self, channel: str, notice: Notice) -> str:
+        card = wording.card(notice.message)
+        resp = self.client.chat_postMessage(
+            channel=channel.lstrip("#"), text=views_aftercare.fallback_text(card),
+            blocks=views_aftercare.notice_blocks(card, key=notice.key),
+            metadata=views_aftercare.notice_metadata(notice.key))
+        return str(resp["ts"])
+
+    def find_channel_notice(self, channel: str, key: str) -> str | None:
+        resp = self.client.conversations_history(channel=channel.lstrip("#"), limit=200,
+                                                 include_all_metadata=True)
+        for message in resp.get("messages") or []:
+            if views_aftercare.carries_key(message, key):
+                return str(message["ts"])
+        return None
+
+    def upload_to(self, channel: str, thread_ts: str, *, filename: str, content: bytes,
+                  title: str) -> None:
+        self.client.files_upload_v2(channel=channel.lstrip("#"), content=content,
+                                    filename=filename, title=title, thread_ts=thread_ts)
+
+
 class SlackDirectory:
     """Usergroup members and channel names.
 

@@ -32,6 +32,8 @@ REMINDER_DONE = "reminder_done"
 REMINDER_SNOOZE = "reminder_snooze"
 # on a diagnosis (/rollback diagnose): open the request form with the finding's scope
 DIAGNOSIS_REQUEST = "rollback_diagnosis_request"
+WATCH_REQUEST = "watcher_request_rollback"  # release watcher's proposal: open the request modal
+WATCH_SNOOZE = "watcher_snooze"
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
 MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
                        "confirm_service")
@@ -59,5 +61,7 @@ ALL_ACTIONS = (
     REMINDER_DONE,
     REMINDER_SNOOZE,
     DIAGNOSIS_REQUEST,
+    WATCH_REQUEST,
+    WATCH_SNOOZE,
 )
 ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)

@@ -426,7 +426,9 @@ def error_blocks(message: str) -> list[Block]:
 
 def request_modal(*, service: str, platform: str, revisions: list[Any], severity: Severity,
                   scope: list[str], channel_id: str, platforms: list[str],
-                  known_bad: dict[str, Any] | None = None) -> dict[str, Any]:
+                  known_bad: dict[str, Any] | None = None, reason: str = ""
+                  ) -> dict[str, Any]:
+    """``reason`` pre-fills the reason (the release watcher's evidence)."""
     bad = known_bad or {}
     opts = [
         {"text": _text(f"{r.label()}{' (current)' if r.current else ''}"[:75],
@@ -453,7 +455,8 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
                      "initial_options": [option(s) for s in scope]}},
         {"type": "input", "block_id": "reason", "optional": True,
          "label": _text("Reason", kind="plain_text"),
-         "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True}},
+         "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True,
+                     **({"initial_value": reason[:2900]} if reason else {})}},
     ]
     if hidden:
         blocks.insert(1, context(

@@ -669,3 +669,41 @@ def _diagnosis(msg: m.Diagnosis) -> str:
     if msg.checked:
         parts.append("*Checked*\n" + diagnosis_checked(msg))
     return "\n\n".join(parts)
+
+
+# ---------------------------------------------------------------------- release watcher
+@_says(m.ReleaseProposal)
+def _proposal_line(msg: m.ReleaseProposal) -> str:
+    return (f":rotating_light: Release watcher: {e(msg.service)} error rate over "
+            f"{pct(msg.threshold)} for {span(msg.duration_seconds)}: consider a rollback")
+
+
+@_shows(m.ReleaseProposal)
+def _proposal(msg: m.ReleaseProposal) -> Card:
+    service = e(msg.service)
+    lines = [f"The error rate has been over *{pct(msg.threshold)}* at every check for "
+             f"*{span(msg.duration_seconds)}* (lowest {pct(msg.lowest)}, now "
+             f"{pct(msg.latest)}; since {_utc(msg.since)}).",
+             f"• *Running:* {e(msg.current) if msg.current else 'unknown'}"
+             + (f", deployed {_utc(msg.deployed_at)}" if msg.deployed_at else ""),
+             f"• *Previous:* {e(msg.previous) if msg.previous else 'unknown'}"]
+    if msg.revisions_note:
+        lines.append(f"• _Revisions not read: {e(msg.revisions_note)}_")
+    if msg.health:
+        lines.append(f"• *Health:* {e(msg.health)}")
+    lines.append(f"Nothing has been changed. *Request rollback* opens the usual request "
+                 f"(severity {e(msg.severity)} suggested); it still needs an approver.")
+    return Card(title=f":rotating_light: Release watcher: {service} looks unhealthy",
+                text="\n".join(lines),
+                buttons=(Button("Request rollback", ids.WATCH_REQUEST, msg.request_value,
+                                "danger"),
+                         Button(f"Snooze {span(msg.snooze_seconds)}", ids.WATCH_SNOOZE,
+                                msg.service)),
+                footer="Chart of the last 30 minutes in the thread. One proposal per "
+                       "episode; silenced while a rollback of the service is active.")
+
+
+@_says(m.ProposalSnoozed)
+def _proposal_snoozed(msg: m.ProposalSnoozed) -> str:
+    return (f":zzz: {mention(msg.by)} snoozed the release watcher for {e(msg.service)} "
+            f"until {_utc(msg.until)}.")

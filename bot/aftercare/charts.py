@@ -81,12 +81,13 @@ def value_text(value: float, unit: Unit) -> str:
 
 
 def figure(series: Sequence[Series], *, start: datetime, end: datetime,
-           rolled_back_at: datetime, bad_deploy_at: datetime | None = None,
+           rolled_back_at: datetime | None, bad_deploy_at: datetime | None = None,
            title: str = "") -> Figure:
     """The chart as a Figure (on its own Agg canvas): panels stacked over ``[start, end]``
     (the monitoring window, times of day in UTC), the rollback (and the bad deploy, when
-    given) marked. The x axis reaches back to a marked moment up to one window before
-    ``start``; one further back is named at the left edge instead."""
+    given) marked; the release watcher's chart has no rollback to mark (None). The x axis
+    reaches back to a marked moment up to one window before ``start``; one further back is
+    named at the left edge instead."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -104,7 +105,9 @@ def figure(series: Sequence[Series], *, start: datetime, end: datetime,
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     for ax, s in zip(axes, series, strict=False):
         _panel(ax, s)
-    marks = [(rolled_back_at, "rolled back", PURPLE)]
+    marks: list[tuple[datetime, str, str]] = []
+    if rolled_back_at is not None:
+        marks.append((rolled_back_at, "rolled back", PURPLE))
     if bad_deploy_at is not None:
         marks.append((bad_deploy_at, "bad deploy", ORANGE))
     for index, ax in enumerate(axes):
@@ -130,7 +133,7 @@ def png(fig: Figure) -> bytes:
 
 
 def render_png(series: Sequence[Series], *, start: datetime, end: datetime,
-               rolled_back_at: datetime, bad_deploy_at: datetime | None = None,
+               rolled_back_at: datetime | None, bad_deploy_at: datetime | None = None,
                title: str = "") -> bytes:
     """``figure`` then ``png``: the chart as PNG bytes. Safe to call from any thread."""
     with _RENDER:

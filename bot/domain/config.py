@@ -158,6 +158,29 @@ class Approvers(Strict):
     users: list[str] = Field(default_factory=list)
 
 
+class WatcherConfig(Strict):
+    """The release watcher (``bot.aftercare.watcher``): proposes a rollback in ``channel``
+    when the error-rate rule (the ratio of ``prometheus.error_rate_query`` over
+    ``error_rate_threshold`` at every point of the last ``duration_seconds``) holds."""
+
+    enabled: bool = False
+    channel: str | None = None  # the incident channel the proposal is posted in
+    error_rate_threshold: float | None = Field(default=None, gt=0, lt=1)  # else prometheus'
+    duration_seconds: float = Field(default=600, gt=0)  # "sustained for 10 minutes"
+    interval_seconds: float = Field(default=60, gt=0)  # one check, and one point, per interval
+    severity: Severity = Severity.P1  # suggested in the request the proposal opens
+    snooze_seconds: float = Field(default=3600, gt=0)
+    chart_minutes: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _sane(self) -> WatcherConfig:
+        if self.enabled and not self.channel:
+            raise ValueError("channel: an enabled watcher needs the incident channel to post in")
+        if self.interval_seconds > self.duration_seconds:
+            raise ValueError("interval_seconds must not exceed duration_seconds")
+        return self
+
+
 class MonitoringConfig(Strict):
     duration_seconds: float = 2 * 3600
     interval_seconds: float = Field(default=300, gt=0)
@@ -304,6 +327,7 @@ class ServiceConfig(Strict):
     tech_leads: Approvers | None = None
     incident_channel_pattern: str | None = None
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    watcher: WatcherConfig = Field(default_factory=WatcherConfig)
     policy: Policy | None = None
 
     @field_validator("default_platform")
@@ -322,7 +346,15 @@ class ServiceConfig(Strict):
                              "must be configured")
         if self.default_platform and self.default_platform not in configured:
             raise ValueError(f"default_platform {self.default_platform!r} has no target section")
+        if self.watcher.enabled and self.prometheus is None:
+            raise ValueError("watcher.enabled needs a prometheus section (the error-rate rule)")
         return self
+
+    def watch_threshold(self) -> float:
+        """The watcher's error-rate threshold: its own, else the service's."""
+        if self.watcher.error_rate_threshold is not None:
+            return self.watcher.error_rate_threshold
+        return self.prometheus.error_rate_threshold if self.prometheus is not None else 0.05
 
     def platforms(self) -> list[str]:
         """The platforms this service has a block for, in the registry's order."""

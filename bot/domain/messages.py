@@ -502,3 +502,34 @@ class Diagnosis(Message):
     at: datetime
     findings: tuple[Finding, ...]
     checked: tuple[Checked, ...]
+
+
+# ---------------------------------------------------------------------- release watcher
+@dataclass(frozen=True)
+class ReleaseProposal(Message):
+    """The release watcher's proposal (channel notice): the error-rate rule held for
+    ``duration_seconds``; the evidence, and buttons to request a rollback or snooze."""
+
+    service: str
+    since: datetime  # the episode's first holding check
+    duration_seconds: float
+    threshold: float
+    lowest: float  # the lowest error rate of the window (every point was above threshold)
+    latest: float
+    current: str | None  # the current revision's label, if the platform said
+    previous: str | None
+    deployed_at: datetime | None
+    revisions_note: str  # why revisions are missing ("" when read)
+    health: str | None  # the latest health check, if configured
+    severity: str  # suggested
+    snooze_seconds: float
+    request_value: str  # the Request button's value (service, severity, evidence)
+
+
+@dataclass(frozen=True)
+class ProposalSnoozed(Message):
+    """Channel: someone snoozed the release watcher's proposals for a service."""
+
+    service: str
+    by: str
+    until: datetime

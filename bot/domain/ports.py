@@ -98,6 +98,19 @@ class Chat(Protocol):
         """Re-render a posted notice in place (e.g. without its buttons once decided)."""
         ...
 
+    def post_notice(self, channel: str, notice: Notice) -> str:
+        """Post ``notice`` to ``channel`` (no rollback), tagged with its key; returns ts."""
+        ...
+
+    def find_channel_notice(self, channel: str, key: str) -> str | None:
+        """The ts of a recent post in ``channel`` tagged ``key``."""
+        ...
+
+    def upload_to(self, channel: str, thread_ts: str, *, filename: str, content: bytes,
+                  title: str) -> None:
+        """Attach a file to a thread of ``channel`` (no rollback)."""
+        ...
+
 
 class Directory(Protocol):
     """Who is who: approver groups and channel names."""
@@ -155,6 +168,17 @@ class ScrubbedChat:
     def edit_notice(self, rollback: Rollback, ts: str, notice: Notice, *,
                     channel: str | None = None) -> None:
         self.inner.edit_notice(rollback, ts, _scrubbed_notice(notice), channel=channel)
+
+    def post_notice(self, channel: str, notice: Notice) -> str:
+        return self.inner.post_notice(channel, _scrubbed_notice(notice))
+
+    def find_channel_notice(self, channel: str, key: str) -> str | None:
+        return self.inner.find_channel_notice(channel, key)
+
+    def upload_to(self, channel: str, thread_ts: str, *, filename: str, content: bytes,
+                  title: str) -> None:
+        self.inner.upload_to(channel, thread_ts, filename=filename, content=content,
+                             title=scrub(title))
 
     def __getattr__(self, name: str) -> Any:  # anything else an implementation offers
         return getattr(self.inner, name)

@@ -46,6 +46,25 @@ class Outbox:
         self._once(f"file:{rb.id}:{filename}", rb, None, send=send,
                    lookup=lambda: self.chat.find_notice(rb, filename))
 
+    def channel_notice(self, channel: str, notice: Notice) -> str:
+        """Post ``notice`` to ``channel`` (no rollback: e.g. the release watcher's proposal)
+        unless its key was already posted; returns the message ts."""
+        return self._once(
+            notice.key, None, channel,
+            send=lambda: self.chat.post_notice(channel, notice),
+            lookup=lambda: self.chat.find_channel_notice(channel, notice.key))
+
+    def channel_upload(self, channel: str, thread_ts: str, *, key: str, filename: str,
+                       content: bytes, title: str) -> None:
+        """Attach a file to a channel thread once per ``key`` (a crash mid-upload may
+        attach it twice: thread files are not looked up)."""
+        def send() -> str:
+            self.chat.upload_to(channel, thread_ts, filename=filename, content=content,
+                                title=title)
+            return ""
+
+        self._once(key, None, channel, send=send, lookup=lambda: None)
+
     def sent_ts(self, key: str) -> str | None:
         with self.pool.connection() as conn:
             row = conn.execute("SELECT ts FROM outbox WHERE key = %s AND status = 'sent'",
@@ -60,7 +79,7 @@ class Outbox:
         self.chat.edit_notice(rb, ts, notice, channel=channel)
         return True
 
-    def _once(self, key: str, rb: Rollback, channel: str | None, *,
+    def _once(self, key: str, rb: Rollback | None, channel: str | None, *,
               send: Callable[[], str], lookup: Callable[[], str | None]) -> str:
         with self.pool.connection() as conn:
             # Session lock on a pooled autocommit connection: released below, or by the
@@ -71,7 +90,8 @@ class Outbox:
                 row = conn.execute(
                     "INSERT INTO outbox (key, rollback_id, channel) VALUES (%s, %s, %s)"
                     " ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key"
-                    " RETURNING status, attempts, ts", (key, rb.id, channel)).fetchone()
+                    " RETURNING status, attempts, ts",
+                    (key, rb.id if rb is not None else None, channel)).fetchone()
                 assert row is not None
                 status, attempts, ts = row
                 if status == "sent":

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
+from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
 from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, ScrubbedChat, utcnow
@@ -36,11 +37,12 @@ from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
+from bot.persistence.watch_store import WatchStore
 from bot.runtime.settings import Settings
 from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser
 from bot.usecases.latest_state_chat import LatestStateChat
-from bot.usecases.service import RollbackService
+from bot.usecases.service import ModalDefaults, RollbackService
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform, PlatformUnavailable
 from platforms.registry import PRODUCTION
@@ -62,6 +64,7 @@ class BotApp:
     executor: Executor
     scheduler: LeaderScheduler
     job_router: JobRouter
+    watcher: ReleaseWatcher
     work_pool: WorkPool
     decision_pool: WorkPool
     database_url: str = field(repr=False)
@@ -75,6 +78,7 @@ class BotApp:
         if self.settings.run_executor:
             self.executor.start()
         if self.settings.run_scheduler:
+            self.watcher.start()  # the next check of each watched service (deduplicated)
             self.scheduler.start()
 
     def stop(self) -> None:
@@ -117,7 +121,7 @@ def create_app(
     config: RollbackConfig | None = None, clock: Clock = utcnow,
     crash_points: CrashPoints = NO_CRASH_POINTS,
 ) -> BotApp:
-    from handlers import actions, aftercare_buttons, commands, modals, work_pool
+    from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
     from handlers import errors as error_handlers
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -176,8 +180,11 @@ def create_app(
                         settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create,), wake_event=approved,
                         crash_points=crash_points)
+    watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
+                             jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
+                             clock=clock)
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare):
+    for owner in (timers, aftercare, watcher):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
@@ -191,13 +198,16 @@ def create_app(
     decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
                                    queue=work_pool.DECISION_QUEUE)
     error_handlers.register(bolt, chat)
-    commands.register(bolt, service, pool, work_pool.SharedReads(pool), config=config,
-                      store=store, chat=chat, diagnoser=Diagnoser(catalog, clock=clock))
+    modal_reads: work_pool.SharedReads[ModalDefaults | str] = work_pool.SharedReads(pool)
+    commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
+                      diagnoser=Diagnoser(catalog, clock=clock))
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)
     aftercare_buttons.register(bolt, aftercare, reminders=reminders_, store=store, chat=chat)
+    watcher_buttons.register(bolt, watcher, service, pool, modal_reads, store=store, chat=chat)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=executor, scheduler=scheduler, job_router=job_router,
+                  watcher=watcher,
                   work_pool=pool, decision_pool=decisions,
                   database_url=database_url)

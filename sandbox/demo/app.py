@@ -61,6 +61,7 @@ class Drill:
     error_rate: float = 0.0
     slow_ms: int = 0
     version: str | None = None
+    even: bool = False  # fail exactly every 1/error_rate-th request instead of at random
 
     def applies_to(self, version: str) -> bool:
         if self.error_rate <= 0 and self.slow_ms <= 0:
@@ -91,6 +92,7 @@ class DemoApp:
         self.service_name = service_name
         self._random = random.Random(seed)
         self._lock = threading.Lock()
+        self._owed = 0.0  # an even drill's failures due (see ``break_``)
         self._drill = Drill()
         # Set by the server on stop so slow responses end promptly instead of pinning threads.
         self.stopping = threading.Event()
@@ -136,19 +138,23 @@ class DemoApp:
         return version in self.bad_versions or tag in self.bad_versions or "bad" in tag.lower()
 
     def break_(
-        self, error_rate: float = 1.0, slow_ms: int = 0, *, version: str | None = None
+        self, error_rate: float = 1.0, slow_ms: int = 0, *, version: str | None = None,
+        even: bool = False,
     ) -> Drill:
         """Fail ``error_rate`` of requests and delay all by ``slow_ms`` until ``heal()``.
 
         With ``version`` the failure belongs to that release, so rolling back cures it.
+        ``even`` spreads the failures evenly (a steady 6 % over any window of some size,
+        for tests of a threshold) instead of drawing each at random.
         """
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be within [0, 1], got {error_rate}")
         if slow_ms < 0:
             raise ValueError(f"slow_ms must not be negative, got {slow_ms}")
-        drill = Drill(error_rate=error_rate, slow_ms=int(slow_ms), version=version)
+        drill = Drill(error_rate=error_rate, slow_ms=int(slow_ms), version=version, even=even)
         with self._lock:
             self._drill = drill
+            self._owed = 0.0
         log.info("drill: %s breaks (%s)", self.service_name, drill)
         return drill
 
@@ -272,7 +278,16 @@ class DemoApp:
             return False
         if drill.slow_ms:
             self.stopping.wait(drill.slow_ms / 1000)
-        return drill.error_rate >= 1.0 or self._random.random() < drill.error_rate
+        if drill.error_rate >= 1.0:
+            return True
+        if drill.even:
+            with self._lock:
+                self._owed += drill.error_rate
+                if self._owed >= 1.0:
+                    self._owed -= 1.0
+                    return True
+                return False
+        return self._random.random() < drill.error_rate
 
     # -- drill endpoints (for the web console) -----------------------------------------
 

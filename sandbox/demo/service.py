@@ -147,9 +147,10 @@ class DemoService:
     # -- drills (delegated so callers need only the service) ---------------------------
 
     def break_(
-        self, error_rate: float = 1.0, slow_ms: int = 0, *, version: str | None = None
+        self, error_rate: float = 1.0, slow_ms: int = 0, *, version: str | None = None,
+        even: bool = False,
     ) -> Drill:
-        return self.app.break_(error_rate, slow_ms, version=version)
+        return self.app.break_(error_rate, slow_ms, version=version, even=even)
 
     def heal(self) -> None:
         self.app.heal()

@@ -119,3 +119,29 @@ def test_check_config_cli(tmp_path: Path) -> None:
     assert "services.hotel-voice-bot.kubernetes.deployment: field required" in bad.stderr
     missing = _cli("check-config", str(tmp_path / "nope.yml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_release_watcher_config_errors_exit_2_with_the_key_path(tmp_path: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load(EXAMPLE.read_text())
+    svc = data["services"]["hotel-voice-bot"]
+    svc["watcher"] = {"enabled": True, "duration_seconds": 600, "interval_seconds": 60}
+    no_channel = tmp_path / "no-channel.yml"
+    no_channel.write_text(yaml.safe_dump(data))
+    bad = _cli("check-config", str(no_channel))
+    assert bad.returncode == 2
+    assert "services.hotel-voice-bot.watcher" in bad.stderr and "channel" in bad.stderr
+    svc["watcher"] = {"enabled": True, "channel": "#inc-hvb", "error_rate_threshold": 5}
+    percent = tmp_path / "percent.yml"
+    percent.write_text(yaml.safe_dump(data))
+    bad = _cli("check-config", str(percent))
+    assert bad.returncode == 2
+    assert "services.hotel-voice-bot.watcher.error_rate_threshold" in bad.stderr
+    svc["watcher"] = {"enabled": True, "channel": "#inc-hvb"}
+    del svc["prometheus"]
+    no_prom = tmp_path / "no-prom.yml"
+    no_prom.write_text(yaml.safe_dump(data))
+    bad = _cli("check-config", str(no_prom))
+    assert bad.returncode == 2
+    assert "services.hotel-voice-bot" in bad.stderr and "watcher.enabled" in bad.stderr

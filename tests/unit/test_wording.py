@@ -94,6 +94,11 @@ SAMPLES: list[m.Message] = [
         m.Finding("external", ("config", "external"), ("WAHA: HTTP 500, expected 200",))),
         (m.Checked("error rate", "problem", "12.0%"),
          m.Checked("database", "unchecked", "could not check within 10 s"))),
+    m.ReleaseProposal("hvb", since=AT, duration_seconds=600, threshold=0.05, lowest=0.058,
+                      latest=0.061, current="rev 7 (hvb:1.3.0)", previous="rev 6 (hvb:1.2.0)",
+                      deployed_at=AT, revisions_note="", health="passing: HTTP 200 in 12 ms",
+                      severity="P1", snooze_seconds=3600, request_value='{"service":"hvb"}'),
+    m.ProposalSnoozed("hvb", "U0CAROL", AT),
 ]
 
 
