@@ -69,8 +69,11 @@ def register(app: App, watcher: ReleaseWatcher, service: RollbackService, pool: 
             return
         try:
             if first_delivery(store, body):
-                open_request_modal(client, service, body, name, defaults, channel=channel,
-                                   severity=severity, reason=evidence)
+                open_request_modal(
+                    client, service, body, name, defaults, channel=channel,
+                    severity=severity, reason=evidence,
+                    check=lambda: service.check_can_request(name, user=user_id(body),
+                                                            channel_id=channel))
         except Exception as exc:
             tell_user(chat, body, exc, respond)
 
@@ -79,6 +82,7 @@ def register(app: App, watcher: ReleaseWatcher, service: RollbackService, pool: 
         ack()
         try:
             name, user = _value(body), user_id(body)
+            channel = field(body, "channel", "id", kind=str)
             if name not in watcher.config.services:
                 raise MalformedPayload()
         except MalformedPayload as exc:
@@ -88,5 +92,11 @@ def register(app: App, watcher: ReleaseWatcher, service: RollbackService, pool: 
         if slot is None:
             tell_user(chat, body, Busy(), respond)
             return
-        hand_off(slot, body, lambda: watcher.snooze(name, user=user), store=store, chat=chat,
-                 respond=respond)
+
+        def snooze() -> None:
+            # Silencing a production signal is as sensitive as asking for a rollback: the
+            # request's rules (an incident channel, who may ask) decide who may snooze.
+            service.check_can_request(name, user=user, channel_id=channel)
+            watcher.snooze(name, user=user)
+
+        hand_off(slot, body, snooze, store=store, chat=chat, respond=respond)

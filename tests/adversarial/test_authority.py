@@ -88,6 +88,8 @@ BUTTONS: dict[str, Action] = {
     ids.RESUME_MONITORING: Action.RESUME_MONITORING, ids.REMINDER_SCHEDULED: Action.REMINDER,
     ids.REMINDER_DONE: Action.REMINDER, ids.REMINDER_SNOOZE: Action.REMINDER,
     ids.DIAGNOSIS_REQUEST: Action.REQUEST,  # opens the request form, under the request's rules
+    ids.WATCH_REQUEST: Action.REQUEST,  # the release watcher's proposal: the same
+    ids.WATCH_SNOOZE: Action.REQUEST,  # silencing proposals: whoever may request may snooze
     **{f"{ids.CHECKLIST}:{item}": authority.tick_action(item) for item in CHECKLIST_ITEMS},
 }
 _ROLE_NAMES = {Role.REQUESTER: REQUESTER, Role.APPROVER: APPROVER, Role.TECH_LEAD: TECH_LEAD,

@@ -165,7 +165,8 @@ def test_drill_over_http_and_version_pinning() -> None:
     ):
         reply = client.post("/_drill/break", json={"error_rate": 1.0, "version": "current"})
         assert reply.status_code == 200
-        assert reply.json()["drill"] == {"error_rate": 1.0, "slow_ms": 0, "version": "2.0.0"}
+        assert reply.json()["drill"] == {"error_rate": 1.0, "slow_ms": 0, "version": "2.0.0",
+                                         "even": False}
         assert client.get("/api/faqs").status_code == 503
         assert client.get("/api/health").status_code == 503
 
