@@ -151,6 +151,13 @@ def _break_glass(msg: m.BreakGlass) -> str:
             f"{e(msg.severity)} rollback. This is recorded in the audit log.")
 
 
+@_says(m.AutomationApproved)
+def _automation_approved(msg: m.AutomationApproved) -> str:
+    return (f":robot_face: Approved by the automation `{e(msg.identity)}`: "
+            f"`automation.self_approve` allows it for {e(msg.severity)} without a second "
+            "person. This is recorded in the audit log.")
+
+
 @_says(m.PolicyOverridden)
 def _overridden(msg: m.PolicyOverridden) -> str:
     return (f":warning: {mention(msg.user)} overrode the {e(msg.severity)} policy "

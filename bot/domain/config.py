@@ -417,6 +417,41 @@ class RetentionSettings(Strict):
     finished_jobs_days: float = Field(default=14, ge=1)
 
 
+class AutomationSettings(Strict):
+    """``rollback-bot auto``: who the automation is and what it may do without a person.
+
+    Its requests go through the same lifecycle as a person's (audited, announced, policy
+    applied); ``self_approve`` lists the severities it may approve on its own. A request
+    with a destructive step (a database restore) always needs two people, so ``db`` is
+    never in its scope."""
+
+    identity: str = Field(default="rollback-bot-auto", min_length=1, max_length=64)
+    # The incident channel its requests are posted in (an id with Slack; without Slack the
+    # name the channel rule is checked against). Else the service's watcher channel.
+    channel: str | None = None
+    severity: Severity = Severity.P1
+    scope: list[str] = Field(default_factory=lambda: ["app"])
+    self_approve: list[Severity] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=300, gt=0)  # the runbook script's rollout wait
+    settle_seconds: float = Field(default=30, ge=0)  # before health is read again
+
+    @field_validator("scope")
+    @classmethod
+    def _no_restore(cls, v: list[str]) -> list[str]:
+        unknown = [s for s in v if s not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope {', '.join(unknown)} ({', '.join(SCOPES)})")
+        if "db" in v:
+            raise ValueError("db: a database restore needs two people; the automation "
+                             "never plans one")
+        if not v:
+            raise ValueError("at least one of app, config, external")
+        return v
+
+    def channel_for(self, service: ServiceConfig) -> str | None:
+        return self.channel or service.watcher.channel
+
+
 class RollbackConfig(Strict):
     """The whole file. Like ``ServiceConfig``, parse it through ``parse_config``: the class
     that validates is built by ``config_schema`` for a registry of platforms."""
@@ -429,6 +464,7 @@ class RollbackConfig(Strict):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    automation: AutomationSettings = Field(default_factory=AutomationSettings)
     services: dict[str, ServiceConfig]
 
     @field_validator("services")

@@ -89,6 +89,14 @@ class BreakGlass(Message):
 
 
 @dataclass(frozen=True)
+class AutomationApproved(Message):
+    """``rollback-bot auto`` approved its own request (``automation.self_approve``)."""
+
+    identity: str
+    severity: str
+
+
+@dataclass(frozen=True)
 class PolicyOverridden(Message):
     """An approver executes now what the severity's policy would leave for later."""
 

@@ -178,6 +178,35 @@ class Policy:
                                 known_bad_override=bool(known_bad_override
                                                         and rb.known_bad_target))
 
+    def check_automation_approve(self, rb: Rollback, *, identity: str, now: datetime) -> None:
+        """The automation (``rollback-bot auto``) approving its own request. Allowed only for
+        the severities in ``automation.self_approve``, never for a destructive step (two
+        people, always), with every checklist gate met, while the request is still open;
+        otherwise the request waits for a person, who approves it in Slack as usual."""
+        auto = self.config.automation
+        if rb.state not in authority.rule(Action.APPROVE).states:
+            raise NotAllowed(f"{rb.ref} is already {rb.state.value.replace('_', ' ')}.")
+        if rb.expires_at is not None and now >= rb.expires_at:
+            raise NotAllowed(f"The approval request for {rb.ref} expired.")
+        if rb.requester != identity or identity != auto.identity:
+            raise NotAllowed(f"The automation approves only its own requests; {rb.ref} was "
+                             "requested by someone else.")
+        if Severity(rb.severity) not in auto.self_approve:
+            allowed = ", ".join(s.value for s in auto.self_approve) or "none"
+            raise NotAllowed(f"{rb.severity} requests need a person's approval "
+                             f"(automation.self_approve: {allowed}).")
+        if rb.destructive_steps:
+            raise NotAllowed(f"{rb.ref} has destructive steps: two people are needed.")
+        guarded = authority.guard_refusal(authority.rule(Action.APPROVE), rb, identity)
+        if guarded:  # a P3 plan or a known-bad target: a person decides
+            raise NotAllowed(*as_words(guarded))
+        sev = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
+        missing = [k for k in sev.checklist_required
+                   if not (rb.checklist.get(k) or {}).get("done")]
+        if missing:
+            names = "; ".join(CHECKLIST_ITEMS.get(k, k) for k in missing)
+            raise NotAllowed(f"Checklist items required before approval: {names}.")
+
     def tech_leads(self, service: str) -> set[str]:
         return self._members(self.config.tech_leads_for(service))
 

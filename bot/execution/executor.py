@@ -120,8 +120,10 @@ class Executor:
                 self._wake.wait(self.settings.poll_seconds)
                 self._wake.clear()
 
-    def run_once(self) -> bool:
-        rb = self.store.claim_next(owner=self.owner, lease_seconds=self.settings.lease_seconds)
+    def run_once(self, rollback_id: int | None = None) -> bool:
+        """Claim and run one rollback (``rollback_id``: that one only); False if none."""
+        rb = self.store.claim_next(owner=self.owner, lease_seconds=self.settings.lease_seconds,
+                                   rollback_id=rollback_id)
         if rb is None:
             return False
         stop_beat = threading.Event()

@@ -337,14 +337,18 @@ class Store:
         return rollback_from_row(row)
 
     # ------------------------------------------------------------------ executor lease
-    def claim_next(self, *, owner: str, lease_seconds: float) -> Rollback | None:
-        """Claim one approved (or orphaned executing) rollback; other replicas skip it."""
+    def claim_next(self, *, owner: str, lease_seconds: float,
+                   rollback_id: int | None = None) -> Rollback | None:
+        """Claim one approved (or orphaned executing) rollback; other replicas skip it.
+        ``rollback_id``: that one only (``rollback-bot auto`` runs its own request only)."""
+        only = " AND id = %s" if rollback_id is not None else ""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
                     "SELECT id FROM rollbacks WHERE state IN ('approved', 'executing', 'verifying')"
-                    " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
-                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+                    " AND (lease_expires_at IS NULL OR lease_expires_at < now())" + only +
+                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    (rollback_id,) if rollback_id is not None else None,
                 )
                 found = cur.fetchone()
                 if found is None:

@@ -14,7 +14,7 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -26,7 +26,15 @@ from bot.aftercare.reminders import Reminders
 from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
-from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, ScrubbedChat, utcnow
+from bot.domain.ports import (
+    NO_CRASH_POINTS,
+    Chat,
+    Clock,
+    CrashPoints,
+    Directory,
+    ScrubbedChat,
+    utcnow,
+)
 from bot.execution.executor import Executor
 from bot.execution.job_router import JobRouter
 from bot.execution.scheduler import LeaderScheduler
@@ -95,6 +103,23 @@ class BotApp:
         return GuardedSocketModeHandler(self.bolt, app_token)
 
 
+def slack_ports(settings: Settings) -> tuple[Chat, Directory]:
+    """Chat and directory on Slack's Web API, for a command that posts but serves nothing."""
+    from handlers.gateway import SlackChat, SlackDirectory
+
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
+    return SlackChat(client), SlackDirectory(client)
+
+
+def console_ports(stream: TextIO) -> tuple[Chat, Directory]:
+    """Chat and directory without Slack (``rollback-bot auto`` in a cron job): each message
+    as a line on ``stream``, people and channels as the configuration names them."""
+    from handlers.console_chat import ConfiguredDirectory, ConsoleChat
+
+    return ConsoleChat(stream), ConfiguredDirectory()
+
+
 def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
     """One adapter per platform the catalog uses, made by that platform's spec (from the
     registry the config was parsed with) out of the first service's block; a platform no
@@ -115,41 +140,41 @@ def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
     return adapters
 
 
-def create_app(
-    settings: Settings, *, store: Store | None = None,
-    platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
-    config: RollbackConfig | None = None, clock: Clock = utcnow,
-    crash_points: CrashPoints = NO_CRASH_POINTS,
-) -> BotApp:
-    from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
-    from handlers import errors as error_handlers
-    from handlers.gateway import SlackChat, SlackDirectory
+@dataclass
+class Core:
+    """Everything but Slack's surfaces: what ``rollback-bot auto`` runs on its own, and what
+    ``create_app`` puts the Slack listeners in front of."""
 
+    config: RollbackConfig
+    store: Store
+    jobs: JobStore
+    chat: Chat
+    catalog: Catalog
+    policy: Policy
+    service: RollbackService
+    timers: PolicyTimers
+    aftercare: Aftercare
+    reminders: Reminders
+    outbox: Outbox
+    executor: Executor
+    watcher: ReleaseWatcher
+    job_router: JobRouter
+    scheduler: LeaderScheduler
+    database_url: str = field(repr=False)
+
+
+def build_core(
+    settings: Settings, *, chat_port: Chat, directory: Directory, store: Store | None = None,
+    platforms: dict[str, Platform] | None = None, config: RollbackConfig | None = None,
+    clock: Clock = utcnow, crash_points: CrashPoints = NO_CRASH_POINTS,
+) -> Core:
+    """The core, wired to a chat and a directory (Slack's, or ``console_ports``)."""
     scrub.install_log_scrubber()  # before anything can log a platform's error text
     config = config or load_config(settings.config_path, platforms=PRODUCTION)
     database_url = settings.database_url or resolve_database_url()
     if store is None:
         migrate(database_url)
         store = Store(open_pool(database_url))
-    client = slack_client or WebClient(token=settings.slack_bot_token,
-                                       base_url=settings.slack_api_url)
-    # Group membership is read at every approval (no cache): one wait on Slack's
-    # Retry-After instead of refusing a valid approver on a busy incident's first 429.
-    if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
-        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
-    bolt = App(
-        client=client,
-        signing_secret=settings.slack_signing_secret,
-        token_verification_enabled=False,  # start even when Slack is briefly unreachable
-        # Socket Mode without a signing secret: Slack's requests arrive over our own
-        # websocket; bot.runtime.server then refuses /slack/events over HTTP altogether.
-        request_verification_enabled=bool(settings.slack_signing_secret),
-        process_before_response=False,
-        raise_error_for_unhandled_request=False,
-        # Listeners only ack and hand slow work to the work pool below (see its module).
-        listener_executor=ThreadPoolExecutor(max_workers=work_pool.LISTENER_THREADS,
-                                             thread_name_prefix="bolt-listener"),
-    )
     jobs = JobStore(store.pool)
     adapters = platforms if platforms is not None else build_platforms(config)
     for adapter in adapters.values():  # credentials that are not environment variables
@@ -157,9 +182,9 @@ def create_app(
             scrub.remember(value)
     # Nothing the core says reaches Slack unscrubbed, and each rollback's message shows its
     # latest state however many threads re-render it.
-    chat = LatestStateChat(ScrubbedChat(SlackChat(client)), store)
+    chat = LatestStateChat(ScrubbedChat(chat_port), store)
     catalog = Catalog(config, adapters)
-    policy = Policy(config, SlackDirectory(client))
+    policy = Policy(config, directory)
     approved = threading.Event()  # an approval wakes the executor at once
     service = RollbackService(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
@@ -190,6 +215,46 @@ def create_app(
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
                                 clock=clock, maintenance=Housekeeping(
                                     store=store, jobs=jobs, settings=config.retention))
+    return Core(config=config, store=store, jobs=jobs, chat=chat, catalog=catalog,
+                policy=policy, service=service, timers=timers, aftercare=aftercare,
+                reminders=reminders_, outbox=outbox, executor=executor, watcher=watcher,
+                job_router=job_router, scheduler=scheduler, database_url=database_url)
+
+
+def create_app(
+    settings: Settings, *, store: Store | None = None,
+    platforms: dict[str, Platform] | None = None, slack_client: WebClient | None = None,
+    config: RollbackConfig | None = None, clock: Clock = utcnow,
+    crash_points: CrashPoints = NO_CRASH_POINTS,
+) -> BotApp:
+    """The bot: the core (``build_core``) behind Slack's listeners."""
+    from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
+    from handlers import errors as error_handlers
+    from handlers.gateway import SlackChat, SlackDirectory
+
+    client = slack_client or WebClient(token=settings.slack_bot_token,
+                                       base_url=settings.slack_api_url)
+    # Group membership is read at every approval (no cache): one wait on Slack's
+    # Retry-After instead of refusing a valid approver on a busy incident's first 429.
+    if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
+    core = build_core(settings, chat_port=SlackChat(client), directory=SlackDirectory(client),
+                      store=store, platforms=platforms, config=config, clock=clock,
+                      crash_points=crash_points)
+    config, store, chat, service = core.config, core.store, core.chat, core.service
+    bolt = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret,
+        token_verification_enabled=False,  # start even when Slack is briefly unreachable
+        # Socket Mode without a signing secret: Slack's requests arrive over our own
+        # websocket; bot.runtime.server then refuses /slack/events over HTTP altogether.
+        request_verification_enabled=bool(settings.slack_signing_secret),
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+        # Listeners only ack and hand slow work to the work pool below (see its module).
+        listener_executor=ThreadPoolExecutor(max_workers=work_pool.LISTENER_THREADS,
+                                             thread_name_prefix="bolt-listener"),
+    )
     pool = work_pool.WorkPool(workers=settings.work_pool_workers,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
@@ -200,14 +265,16 @@ def create_app(
     error_handlers.register(bolt, chat)
     modal_reads: work_pool.SharedReads[ModalDefaults | str] = work_pool.SharedReads(pool)
     commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
-                      diagnoser=Diagnoser(catalog, clock=clock))
+                      diagnoser=Diagnoser(core.catalog, clock=clock))
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)
-    aftercare_buttons.register(bolt, aftercare, reminders=reminders_, store=store, chat=chat)
-    watcher_buttons.register(bolt, watcher, service, pool, modal_reads, store=store, chat=chat)
+    aftercare_buttons.register(bolt, core.aftercare, reminders=core.reminders, store=store,
+                               chat=chat)
+    watcher_buttons.register(bolt, core.watcher, service, pool, modal_reads, store=store,
+                             chat=chat)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
-                  executor=executor, scheduler=scheduler, job_router=job_router,
-                  watcher=watcher,
+                  executor=core.executor, scheduler=core.scheduler,
+                  job_router=core.job_router, watcher=core.watcher,
                   work_pool=pool, decision_pool=decisions,
-                  database_url=database_url)
+                  database_url=core.database_url)

@@ -8,6 +8,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage (with the key 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.domain.config import default_config_path, load_config
 from bot.domain.errors import ConfigError
-from bot.domain.ports import NO_CRASH_POINTS, CrashPoints
+from bot.domain.ports import NO_CRASH_POINTS, CrashPoints, utcnow
 from bot.runtime.settings import Settings
 from platforms.base import PlatformSpecs
 from platforms.registry import PRODUCTION
@@ -100,6 +101,55 @@ def cmd_serve(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION,
     return 0
 
 
+def cmd_auto(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION) -> int:
+    """The runbook's automated-rollback script (``bot.runtime.auto``; exit codes there)."""
+    from bot.runtime.app import build_core, console_ports, slack_ports
+    from bot.runtime.auto import AutoRollback, Exit
+
+    settings = Settings.from_env()
+    if args.config:
+        settings = dataclasses.replace(settings, config_path=Path(args.config))
+    setup_logging(settings.log_format)
+    logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        config = load_config(settings.config_path, platforms=specs)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(f"{err.source}: {problem}", file=sys.stderr)
+        return Exit.USAGE
+    if args.service not in config.services:
+        print(f"Unknown service `{args.service}`; configured: "
+              f"{', '.join(sorted(config.services))}.", file=sys.stderr)
+        return Exit.USAGE
+    # With Slack the request is announced and can be approved there; without, what the bot
+    # would have said goes to stderr (stdout stays the job's result).
+    chat_port, directory = (slack_ports(settings) if settings.slack_bot_token
+                            else console_ports(sys.stderr))
+    core = None
+    try:
+        core = build_core(settings, chat_port=chat_port, directory=directory, config=config)
+        auto = AutoRollback(config=config, service=core.service, store=core.store,
+                            executor=core.executor, clock=utcnow)
+        result = auto.run(args.service, dry_run=args.dry_run, timeout=args.timeout,
+                          settle=args.settle, severity=args.severity, reason=args.reason)
+    except Exception as exc:  # the job's caller needs a line and a code, not a traceback
+        logging.getLogger(__name__).exception("rollback-bot auto failed")
+        print(f"rollback-bot auto {args.service}: unexpected failure: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return Exit.FAILURE
+    finally:
+        if core is not None:
+            core.store.pool.close()
+    if args.json:
+        print(json.dumps(result.as_json(), default=str))
+    else:
+        print(result.reason)
+        if result.plan:
+            for n, step in enumerate(result.plan["steps"], 1):
+                print(f"  {n}. {step}")
+    return result.exit_code
+
+
 def port_in_use(port: int, variable: str) -> str:
     return f"Port {port} is already in use; set {variable} to a free port and run again."
 
@@ -147,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
                                    "which are missing and how to start the sandbox (exit 2)")
     p.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)  # as before: unused
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser(
+        "auto", help="check a service and roll it back if it is unhealthy (the runbook's "
+                     "automated-rollback script); exit 0 healthy or recovered, 3 refused, "
+                     "4 awaiting approval, 5 rollback failed, 6 not recovered, 7 dry run "
+                     "found it unhealthy")
+    p.add_argument("service")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check and print the plan; change nothing")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--config", help="rollback.yml (default: $ROLLBACK_CONFIG)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for the rollback (default automation.timeout_seconds)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds between the rollback and the health re-check "
+                        "(default automation.settle_seconds)")
+    p.add_argument("--severity", choices=["P0", "P1", "P2", "P3"], default=None,
+                   help="the request's severity (default automation.severity)")
+    p.add_argument("--reason", default=None, help="the request's reason (default: the "
+                                                  "failed checks)")
+    p.add_argument("--verbose", action="store_true", help="log at INFO on stderr")
+    p.set_defaults(fn=cmd_auto)
     p = sub.add_parser("sandbox", help="moved: `python -m sandbox` in a checkout (exit 2)")
     p.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_sandbox)

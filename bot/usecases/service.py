@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.domain import authority
@@ -28,6 +28,7 @@ from bot.domain.errors import (
 )
 from bot.domain.lifecycle import Event, State
 from bot.domain.messages import (
+    AutomationApproved,
     BreakGlass,
     CancelAsked,
     Cancelled,
@@ -42,7 +43,7 @@ from bot.domain.messages import (
     ScaledBackUp,
     StakeholdersNotNotified,
 )
-from bot.domain.models import KnownBad, Rollback
+from bot.domain.models import KnownBad, PlannedStep, Rollback
 from bot.domain.planner import RevisionChoice, build_steps, choose_revision, target_for
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, utcnow
@@ -53,7 +54,7 @@ from bot.persistence.store import Store
 from bot.usecases.assessment import assess
 from bot.usecases.catalog import Catalog
 from bot.usecases.timers import POLICY_JOBS, decision_key, expiry_key, schedule_deadlines
-from platforms.base import Platform, PlatformError, Revision
+from platforms.base import Platform, PlatformError, Revision, Target
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,24 @@ class ModalDefaults:
     severity: Severity
     scope: list[str]
     known_bad: dict[str, KnownBad]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request pins: the revision to return to and the steps, read from the platform."""
+
+    service: str
+    severity: Severity
+    mode: str
+    scope: list[str]
+    platform: str
+    target: Target
+    adapter: Platform
+    choice: RevisionChoice
+    steps: list[PlannedStep]
+    checklist: dict[str, Any]
+    facts: dict[str, Any]
+    planned_at: datetime
 
 
 class RollbackService:
@@ -127,11 +146,14 @@ class RollbackService:
         channel_name = self.policy.directory.channel_name(channel_id)
         self.policy.check_request(service, user=user, channel_name=channel_name)
 
-    def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
+    def preview(self, parsed: Parsed) -> Plan:
+        """The plan a request would pin now (revision, steps), without creating anything:
+        ``rollback-bot auto --dry-run``. The same refusals as a request's."""
+        return self._plan(parsed)
+
+    def _plan(self, parsed: Parsed) -> Plan:
         assert parsed.service is not None
         svc = self.service_config(parsed.service)
-        channel_name = self.policy.directory.channel_name(channel_id)
-        self.policy.check_request(parsed.service, user=requester, channel_name=channel_name)
         policy = self.config.policy_for(parsed.service)
         severity = parsed.severity or policy.default_severity
         sev = policy.for_severity(severity)
@@ -153,11 +175,9 @@ class RollbackService:
         if parsed.to is None:
             self._refuse_if_already_restored(parsed.service, platform_name, history, known_bad)
         choice = choose_revision(history, parsed.to, known_bad)
-        current, wanted = choice.current, choice.target
         now = self.clock()
-        decision_due = policy.decision_due(severity, now)  # the runbook's response time
         checklist: dict[str, Any] = {"previous_version": _previous_version_item(choice)}
-        facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, wanted)}
+        facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, choice.target)}
         if choice.target_known_bad is not None:
             facts["known_bad_target"] = _mark_facts(choice.target_known_bad)
         backup_path = None
@@ -167,11 +187,29 @@ class RollbackService:
         known = (self.store.known_good_config(parsed.service, platform_name)
                  if "config" in scope else None)
         steps = build_steps(service=svc, platform=platform_name, scope=scope,
-                            target_revision=wanted, backup_path=backup_path,
+                            target_revision=choice.target, backup_path=backup_path,
                             backup_size=facts["backup"]["size"] if backup_path else None,
                             known_good=(known[1], known[2]) if known else None)
         facts["destructive"] = [{"kind": st.kind, "description": st.description}
                                 for st in steps if st.destructive]
+        return Plan(service=parsed.service, severity=severity, mode=sev.mode.value, scope=scope,
+                    platform=platform_name, target=target, adapter=adapter, choice=choice,
+                    steps=steps, checklist=checklist, facts=facts, planned_at=now)
+
+    def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
+        assert parsed.service is not None
+        svc = self.service_config(parsed.service)
+        channel_name = self.policy.directory.channel_name(channel_id)
+        self.policy.check_request(parsed.service, user=requester, channel_name=channel_name)
+        plan = self._plan(parsed)
+        policy = self.config.policy_for(parsed.service)
+        severity, scope, platform_name, adapter = (plan.severity, plan.scope, plan.platform,
+                                                   plan.adapter)
+        sev = policy.for_severity(severity)
+        current, wanted = plan.choice.current, plan.choice.target
+        target, steps, checklist, facts = plan.target, plan.steps, plan.checklist, plan.facts
+        now = plan.planned_at
+        decision_due = policy.decision_due(severity, now)  # the runbook's response time
         try:
             rb = self.store.create_rollback(
                 service=parsed.service, platform=platform_name, severity=severity.value,
@@ -345,6 +383,22 @@ class RollbackService:
             self.chat.thread(rb, BreakGlass(user, rb.severity))
         if decision.override:
             self.chat.thread(rb, PolicyOverridden(user, rb.severity, rb.policy_mode))
+        return rb
+
+    def approve_as_automation(self, ref: str | int, *, identity: str) -> Rollback:
+        """``rollback-bot auto`` approving its own request where the configuration allows it
+        (``Policy.check_automation_approve``); audited as the automation's approval."""
+        rb = self.get(ref)
+        self.policy.check_automation_approve(rb, identity=identity, now=self.clock())
+        rb = self.transition(rb, Event.APPROVE, actor=identity, refresh=False,
+                             detail={"automation": True, "break_glass": False,
+                                     "override": False, "destructive": []},
+                             updates={"approver": identity, "approved_at": self.clock(),
+                                      "break_glass": False})
+        self.on_approved(rb.id)
+        self.chat.refresh(rb)
+        self.jobs.cancel(rollback_id=rb.id, kinds=POLICY_JOBS)
+        self.chat.thread(rb, AutomationApproved(identity, rb.severity))
         return rb
 
     def reject(self, ref: str | int, *, user: str, reason: str,

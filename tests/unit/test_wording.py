@@ -99,6 +99,7 @@ SAMPLES: list[m.Message] = [
                       deployed_at=AT, revisions_note="", health="passing: HTTP 200 in 12 ms",
                       severity="P1", snooze_seconds=3600, request_value='{"service":"hvb"}'),
     m.ProposalSnoozed("hvb", "U0CAROL", AT),
+    m.AutomationApproved("rollback-bot-auto", "P0"),
 ]
 
 
@@ -357,3 +358,9 @@ def test_the_facts_are_scrubbed_before_any_wording(monkeypatch: pytest.MonkeyPat
     assert asked.undo is Undo.HUMAN  # enums stay enums
     assert notice.key == "k" and notice.message.error == f"HTTP 401 Bearer {REDACTED}"
     assert "planted0token" not in wording.line(handed)
+
+
+def test_the_automation_approval_names_the_identity_escaped_and_the_setting() -> None:
+    text = wording.line(m.AutomationApproved("<!channel>", "P0"))
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text
+    assert "automation.self_approve" in text and "P0" in text
