@@ -325,3 +325,55 @@ def test_cancel_is_open_to_the_requester_and_approvers_but_not_to_others() -> No
             policy.check_cancel(rb, user=STRANGER)
     with pytest.raises(NotAllowed, match="you can cancel RB-7 only while"):
         policy.check_cancel(_rb("P1", state=State.COMPLETED), user=REQUESTER)
+
+
+# ------------------------------------------------------------------ the automation
+AUTO = "rollback-bot-auto"
+
+
+def _auto_policy(self_approve: list[str]) -> Policy:
+    config = parse_config({"slack": {"approvers": {"usergroup": "sre"}},
+                           "automation": {"self_approve": self_approve},
+                           "services": {SERVICE: {"kubernetes": {"namespace": "prod",
+                                                                 "deployment": SERVICE}}}},
+                          platforms=PRODUCTION)
+    return _policy(config)[0]
+
+
+def test_the_automation_approves_its_own_request_only_for_the_listed_severities() -> None:
+    policy = _auto_policy(["P0"])
+    now = T0 + timedelta(minutes=1)
+    policy.check_automation_approve(_rb("P0", requester=AUTO), identity=AUTO, now=now)
+    with pytest.raises(NotAllowed, match=r"P1 requests need a person's approval "
+                                         r"\(automation.self_approve: P0\)"):
+        policy.check_automation_approve(_rb("P1", requester=AUTO), identity=AUTO, now=now)
+
+
+@pytest.mark.parametrize(("change", "refusal"), [
+    ({"requester": REQUESTER}, "only its own requests"),
+    ({"plan_facts": DESTRUCTIVE}, "two people are needed"),
+    ({"state": State.APPROVED}, "already approved"),
+    ({"expires_at": T0}, "expired"),
+    ({"checklist": {}}, "Checklist items required"),
+])
+def test_the_automation_never_approves_what_a_person_must(change: dict[str, Any],
+                                                          refusal: str) -> None:
+    policy = _auto_policy(["P0", "P1"])
+    rb = _rb("P1", **{"requester": AUTO, **change})
+    with pytest.raises(NotAllowed, match=refusal):
+        policy.check_automation_approve(rb, identity=AUTO, now=T0 + timedelta(minutes=1))
+
+
+def test_another_identity_cannot_pass_for_the_automation() -> None:
+    policy = _auto_policy(["P0"])
+    with pytest.raises(NotAllowed, match="only its own requests"):
+        policy.check_automation_approve(_rb("P0", requester=REQUESTER), identity=REQUESTER,
+                                        now=T0 + timedelta(minutes=1))
+
+
+def test_the_automation_never_plans_a_database_restore() -> None:
+    with pytest.raises(Exception, match="a database restore needs two people"):
+        parse_config({"automation": {"scope": ["app", "db"]},
+                      "services": {SERVICE: {"kubernetes": {"namespace": "prod",
+                                                            "deployment": SERVICE}}}},
+                     platforms=PRODUCTION)
