@@ -164,6 +164,8 @@ def create_app(
     service = RollbackService(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
+        # The watcher is built below; a request can only arrive once the app is running.
+        on_requested=lambda rb: watcher.request_made(rb),
     )
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition,
                           policy=policy)
@@ -182,7 +184,7 @@ def create_app(
                         crash_points=crash_points)
     watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
                              jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
-                             clock=clock)
+                             clock=clock, request=service.request)
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare, watcher):
         for kind, handler in owner.job_handlers().items():
