@@ -37,10 +37,10 @@ class ConsoleChat:
             self.stream.flush()
             return ts
 
-    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str, str]:
         text, _blocks = views.rollback_message(rollback, steps)
         ts = self._write(rollback.channel_id, text)
-        return ts, ts
+        return rollback.channel_id, ts, ts
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
         # The state changes are said by their own thread lines; re-printing the whole
@@ -75,8 +75,8 @@ class ConsoleChat:
         self._write(channel or f"{rollback.channel_id} {rollback.ref}",
                     views_aftercare.fallback_text(wording.card(notice.message)))
 
-    def post_notice(self, channel: str, notice: Notice) -> str:
-        return self._keyed(channel, notice)
+    def post_notice(self, channel: str, notice: Notice) -> tuple[str, str]:
+        return channel, self._keyed(channel, notice)
 
     def find_channel_notice(self, channel: str, key: str) -> str | None:
         with self._lock:

@@ -29,16 +29,16 @@ class SlackChat:
     def __init__(self, client: WebClient) -> None:
         self.client = client
 
-    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str, str]:
         text, blocks = views.rollback_message(rollback, steps)
-        resp = self.client.chat_postMessage(channel=rollback.channel_id, text=text,
+        resp = self.client.chat_postMessage(channel=rollback.channel_id.lstrip("#"), text=text,
                                             blocks=blocks)
-        ts = str(resp["ts"])
+        ts, channel = str(resp["ts"]), str(resp.get("channel") or rollback.channel_id)
         try:
-            self.client.pins_add(channel=rollback.channel_id, timestamp=ts)
+            self.client.pins_add(channel=channel, timestamp=ts)
         except SlackApiError as exc:  # pinning is a courtesy; never fail a rollback on it
             log.info("could not pin %s: %s", rollback.ref, exc.response.get("error"))
-        return ts, ts
+        return channel, ts, ts
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
         if steps is None:  # the core's LatestStateChat always supplies the current steps
@@ -112,13 +112,13 @@ class SlackChat:
 
 
     # ------------------------------------------------------------------ channel notices
-    def post_notice(self, channel: str, notice: Notice) -> str:
+    def post_notice(self, channel: str, notice: Notice) -> tuple[str, str]:
         card = wording.card(notice.message)
         resp = self.client.chat_postMessage(
             channel=channel.lstrip("#"), text=views_aftercare.fallback_text(card),
             blocks=views_aftercare.notice_blocks(card, key=notice.key),
             metadata=views_aftercare.notice_metadata(notice.key))
-        return str(resp["ts"])
+        return str(resp.get("channel") or channel.lstrip("#")), str(resp["ts"])
 
     def find_channel_notice(self, channel: str, key: str) -> str | None:
         resp = self.client.conversations_history(channel=channel.lstrip("#"), limit=200,

@@ -98,6 +98,8 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
         blocks.append(section(f"*Reason:* {escape(rb.reason)}"))
     blocks.extend(_plan_warnings(rb))
     blocks.extend(_assessment(rb))
+    if rb.watch_reading is not None and rb.state == State.PENDING_APPROVAL:
+        blocks.append(context(wording.line(rb.watch_reading)))
     blocks.append(section("*Plan*\n" + "\n".join(
         f"{STEP_ICON.get(s.status, '')} {s.seq}. {escape(s.description)}"
         + (" _(destructive)_" if s.destructive else "")

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.domain import messages as m
+from bot.domain.authority import BOT_REQUESTER
 from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
 from bot.domain.figure_words import REMINDER_LABELS, pct
 from bot.domain.time_words import duration, in_utc, span
 from handlers import ids
 from handlers.mrkdwn import escape as e
-from handlers.mrkdwn import mention, usergroup, words
+from handlers.mrkdwn import mention, permalink, usergroup, words
 
 _M = TypeVar("_M", bound=m.Message)
 _LINES: dict[type[m.Message], Callable[[Any], str]] = {}
@@ -698,16 +699,42 @@ def _proposal(msg: m.ReleaseProposal) -> Card:
         lines.append(f"• _Revisions not read: {e(msg.revisions_note)}_")
     if msg.health:
         lines.append(f"• *Health:* {e(msg.health)}")
-    lines.append(f"Nothing has been changed. *Request rollback* opens the usual request "
-                 f"(severity {e(msg.severity)} suggested); it still needs an approver.")
+    buttons: tuple[Button, ...] = ()
+    if msg.request is not None:
+        if msg.requested_by == BOT_REQUESTER:
+            lines.append(f":white_check_mark: I requested the rollback myself "
+                         f"(`auto_request`): {permalink(msg.request)}, severity "
+                         f"{e(msg.severity)}. Nothing has been changed; it still needs an "
+                         "approver.")
+        else:
+            lines.append(f":white_check_mark: Rollback requested: {permalink(msg.request)} by "
+                         f"{mention(msg.requested_by or '')}. Follow it there.")
+    else:
+        if msg.auto_refused:
+            lines.append(f":warning: I did not request the rollback myself (`auto_request`): "
+                         f"{e(msg.auto_refused)}")
+        lines.append(f"Nothing has been changed. *Request rollback* opens the usual request "
+                     f"(severity {e(msg.severity)} suggested); it still needs an approver.")
+        buttons = (Button("Request rollback", ids.WATCH_REQUEST, msg.request_value, "danger"),
+                   Button(f"Snooze {span(msg.snooze_seconds)}", ids.WATCH_SNOOZE,
+                          msg.service))
     return Card(title=f":rotating_light: Release watcher: {service} looks unhealthy",
-                text="\n".join(lines),
-                buttons=(Button("Request rollback", ids.WATCH_REQUEST, msg.request_value,
-                                "danger"),
-                         Button(f"Snooze {span(msg.snooze_seconds)}", ids.WATCH_SNOOZE,
-                                msg.service)),
+                text="\n".join(lines), buttons=buttons,
                 footer="Chart of the last 30 minutes in the thread. One proposal per "
                        "episode; silenced while a rollback of the service is active.")
+
+
+@_says(m.WatchReading)
+def _watch_reading(msg: m.WatchReading) -> str:
+    """The request message's line while the request is pending."""
+    rate, minutes = msg.figures()
+    threshold = f"{msg.threshold * 100:.1f}".removesuffix(".0")
+    if minutes is None:
+        how = f"at or under {threshold} %"
+    else:
+        how = f"over {threshold} % for " + (f"{minutes} min" if minutes else "under a minute")
+    return (f":chart_with_upwards_trend: Release watcher: error rate {rate} % ({how}), "
+            f"updated {in_utc(msg.at):%H:%M} UTC")
 
 
 @_says(m.ProposalSnoozed)

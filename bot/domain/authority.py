@@ -20,6 +20,10 @@ from bot.domain.models import Rollback
 from bot.domain.time_words import in_utc
 from bot.domain.words import Mention, Words, as_words
 
+# The requester of a rollback the bot files itself (the release watcher's ``auto_request``):
+# no Slack user id looks like it, so it never holds a role and never approves anything.
+BOT_REQUESTER = "rollback-bot"
+
 # A refusal: plain words, or words naming people (``Mention``) the Slack layer renders.
 Refusal = str | Words
 

@@ -171,6 +171,9 @@ class WatcherConfig(Strict):
     severity: Severity = Severity.P1  # suggested in the request the proposal opens
     snooze_seconds: float = Field(default=3600, gt=0)
     chart_minutes: float = Field(default=30, gt=0)
+    # File the request itself (requester ``rollback-bot``, in ``channel``) instead of only
+    # proposing it; it still needs an approver per policy.
+    auto_request: bool = False
 
     @model_validator(mode="after")
     def _sane(self) -> WatcherConfig:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.domain.words import Words
+from bot.domain.words import RollbackLink, Words
 
 if TYPE_CHECKING:  # annotations only: compensation imports the models, which import errors
     from bot.domain.compensation import Undo
@@ -532,6 +532,12 @@ class ReleaseProposal(Message):
     severity: str  # suggested
     snooze_seconds: float
     request_value: str  # the Request button's value (service, severity, evidence)
+    # ``watcher.auto_request``: why the bot's own request was refused (the buttons stay)
+    auto_refused: str | None = None
+    # Once a request answers the proposal (its button, auto_request, or a typed request
+    # while the episode is open): which one and who asked; the buttons go.
+    request: RollbackLink | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -541,3 +547,32 @@ class ProposalSnoozed(Message):
     service: str
     by: str
     until: datetime
+
+
+@dataclass(frozen=True)
+class WatchReading(Message):
+    """Request message: the release watcher's latest figures for a pending request of a
+    watched service (``rollbacks.watch_reading``), stored when the rounded figures change."""
+
+    latest: float  # the error rate of the newest point
+    threshold: float
+    over_seconds: float | None  # how long every point has been over; None: the newest is not
+    at: datetime  # when it was read
+
+    def figures(self) -> tuple[str, int | None]:
+        """What the message shows, rounded: the rate to 0.1 percentage point, the time over
+        the threshold in whole minutes. A new reading re-renders the message only when
+        these change."""
+        minutes = None if self.over_seconds is None else int(self.over_seconds // 60)
+        return f"{self.latest * 100:.1f}", minutes
+
+    def to_json(self) -> dict[str, object]:
+        return {"latest": self.latest, "threshold": self.threshold,
+                "over_seconds": self.over_seconds, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> WatchReading:
+        over = data.get("over_seconds")
+        return cls(float(str(data["latest"])), float(str(data["threshold"])),
+                   None if over is None else float(str(over)),
+                   datetime.fromisoformat(str(data["at"])))

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.lifecycle import State
+from bot.domain.messages import WatchReading
 from platforms.base import Revision, Target
 
 
@@ -47,6 +48,8 @@ class Rollback:
     # version before deadlines.
     decision_due_at: datetime | None = None
     hotfix_reported_by: str | None = None
+    # The release watcher's latest figures while the request is pending (watched services).
+    watch_reading: WatchReading | None = None
 
     @property
     def ref(self) -> str:

@@ -58,8 +58,11 @@ class Notice:
 class Chat(Protocol):
     """Where the core tells people what happened."""
 
-    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
-        """Post (and pin) the request message; returns (message_ts, thread_ts)."""
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str, str]:
+        """Post (and pin) the request message; returns (channel id, message_ts, thread_ts):
+        the channel as Slack identifies it, whether ``rollback.channel_id`` was an id or a
+        configured name (the release watcher's ``auto_request`` posts to its channel by
+        name; the request's channel rules compare clicks' channel ids with it)."""
         ...
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
@@ -98,8 +101,9 @@ class Chat(Protocol):
         """Re-render a posted notice in place (e.g. without its buttons once decided)."""
         ...
 
-    def post_notice(self, channel: str, notice: Notice) -> str:
-        """Post ``notice`` to ``channel`` (no rollback), tagged with its key; returns ts."""
+    def post_notice(self, channel: str, notice: Notice) -> tuple[str, str]:
+        """Post ``notice`` to ``channel`` (no rollback), tagged with its key; returns
+        (channel id, ts): editing it later needs the id, not a configured name."""
         ...
 
     def find_channel_notice(self, channel: str, key: str) -> str | None:
@@ -134,7 +138,7 @@ class ScrubbedChat:
     def __init__(self, inner: Chat) -> None:
         self.inner = inner
 
-    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str]:
+    def post_request(self, rollback: Rollback, steps: list[Step]) -> tuple[str, str, str]:
         return self.inner.post_request(_scrubbed(rollback), _scrubbed_steps(steps))
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
@@ -169,7 +173,7 @@ class ScrubbedChat:
                     channel: str | None = None) -> None:
         self.inner.edit_notice(rollback, ts, _scrubbed_notice(notice), channel=channel)
 
-    def post_notice(self, channel: str, notice: Notice) -> str:
+    def post_notice(self, channel: str, notice: Notice) -> tuple[str, str]:
         return self.inner.post_notice(channel, _scrubbed_notice(notice))
 
     def find_channel_notice(self, channel: str, key: str) -> str | None:

@@ -48,11 +48,22 @@ class Outbox:
 
     def channel_notice(self, channel: str, notice: Notice) -> str:
         """Post ``notice`` to ``channel`` (no rollback: e.g. the release watcher's proposal)
-        unless its key was already posted; returns the message ts."""
-        return self._once(
-            notice.key, None, channel,
-            send=lambda: self.chat.post_notice(channel, notice),
-            lookup=lambda: self.chat.find_channel_notice(channel, notice.key))
+        unless its key was already posted; returns the message ts. The row keeps the id
+        Slack gave the channel (``sent_where``): editing the post needs it, not a name."""
+        posted: list[str] = []
+
+        def send() -> str:
+            channel_id, ts = self.chat.post_notice(channel, notice)
+            posted.append(channel_id)
+            return ts
+
+        ts = self._once(notice.key, None, channel, send=send,
+                        lookup=lambda: self.chat.find_channel_notice(channel, notice.key))
+        if posted:
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE outbox SET channel = %s WHERE key = %s",
+                             (posted[0], notice.key))
+        return ts
 
     def channel_upload(self, channel: str, thread_ts: str, *, key: str, filename: str,
                        content: bytes, title: str) -> None:
@@ -70,6 +81,16 @@ class Outbox:
             row = conn.execute("SELECT ts FROM outbox WHERE key = %s AND status = 'sent'",
                                (key,)).fetchone()
         return str(row[0]) if row and row[0] else None
+
+    def sent_where(self, key: str) -> tuple[str, str] | None:
+        """(channel, ts) of a sent channel notice: the channel's id when this process
+        posted it (a post found again after a crash keeps the channel as configured)."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT channel, ts FROM outbox WHERE key = %s"
+                               " AND status = 'sent'", (key,)).fetchone()
+        if not row or not row[0] or not row[1]:
+            return None
+        return str(row[0]), str(row[1])
 
     def edit(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> bool:
         """Re-render an already posted notice (same key) in place; False if never posted."""

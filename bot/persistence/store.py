@@ -218,11 +218,21 @@ class Store:
         metrics.TRANSITIONS.labels(event.value, to_state.value).inc()
         return rollback_from_row(row)
 
-    def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str) -> None:
+    def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str,
+                    channel_id: str | None = None) -> None:
+        """Where the request message landed; ``channel_id`` (Slack's id for the channel it
+        was posted to) replaces a channel given by name."""
         self._exec(
-            "UPDATE rollbacks SET message_ts = %s, thread_ts = %s WHERE id = %s",
-            (message_ts, thread_ts, rollback_id),
+            "UPDATE rollbacks SET message_ts = %s, thread_ts = %s,"
+            " channel_id = COALESCE(%s, channel_id) WHERE id = %s",
+            (message_ts, thread_ts, channel_id, rollback_id),
         )
+
+    def set_watch_reading(self, rollback_id: int, reading: dict[str, Any]) -> None:
+        """The release watcher's latest figures for a pending request (its message shows
+        them)."""
+        self._exec("UPDATE rollbacks SET watch_reading = %s WHERE id = %s",
+                   (Jsonb(reading), rollback_id))
 
     def set_assessment(self, rollback_id: int, assessment: dict[str, Any]) -> None:
         self._exec("UPDATE rollbacks SET assessment = %s WHERE id = %s",

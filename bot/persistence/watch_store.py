@@ -1,17 +1,25 @@
-"""The release watcher's state per service (``release_watch``): the open episode and the snooze.
+"""The release watcher's state per service (``release_watch``): the open episode, its
+proposal and the request that answered it, and the snooze.
 
-Only the scheduler leader's watcher job writes the episode columns; a Snooze click writes
-``snoozed_until``. Every write is one statement, so a leader that dies between checks leaves
-a row the next leader continues from.
+Only the scheduler leader's watcher job opens and closes episodes; a Snooze click writes
+``snoozed_until``; whoever first sees a request answer the proposal records it
+(compare-and-set, once per episode). Every write is one statement, so a leader that dies
+between checks leaves a row the next leader continues from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+WATCH_LOCK_NAMESPACE = 0x77617463  # "watc": first half of the two-int advisory lock key
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,13 @@ class WatchState:
     episode_started_at: datetime | None = None
     snoozed_until: datetime | None = None
     snoozed_by: str | None = None
+    proposal: dict[str, Any] | None = None  # the open episode's posted proposal (facts)
+    answered_by: int | None = None  # the rollback that answered it
+
+    def snoozed(self, now: datetime) -> bool:
+        """Whether proposals (and ``auto_request``) are held back at ``now``: a snooze ends
+        at ``snoozed_until``, exclusive."""
+        return self.snoozed_until is not None and self.snoozed_until > now
 
 
 class WatchStore:
@@ -28,8 +43,9 @@ class WatchStore:
 
     def get(self, service: str) -> WatchState:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute("SELECT service, episode_started_at, snoozed_until,"
-                        " snoozed_by FROM release_watch WHERE service = %s", (service,))
+            cur.execute("SELECT service, episode_started_at, snoozed_until, snoozed_by,"
+                        " proposal, answered_by FROM release_watch WHERE service = %s",
+                        (service,))
             row = cur.fetchone()
         return WatchState(**row) if row else WatchState(service)
 
@@ -49,9 +65,49 @@ class WatchStore:
 
     def close_episode(self, service: str) -> None:
         with self.pool.connection() as conn:
-            conn.execute("UPDATE release_watch SET episode_started_at = NULL,"
-                         " updated_at = now() WHERE service = %s",
+            conn.execute("UPDATE release_watch SET episode_started_at = NULL, proposal = NULL,"
+                         " answered_by = NULL, updated_at = now() WHERE service = %s",
                          (service,))
+
+    def save_proposal(self, service: str, *, episode: datetime, facts: dict[str, Any]) -> None:
+        """The facts of the episode's proposal, kept to re-render it once answered."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE release_watch SET proposal = %s, updated_at = now()"
+                         " WHERE service = %s AND episode_started_at = %s",
+                         (Jsonb(facts), service, episode))
+
+    def answer(self, service: str, *, episode: datetime, rollback_id: int) -> bool:
+        """Record that ``rollback_id`` answered the episode's proposal; False when another
+        request already did (or the episode has ended)."""
+        with self.pool.connection() as conn:
+            cur = conn.execute("UPDATE release_watch SET answered_by = %s, updated_at = now()"
+                               " WHERE service = %s AND episode_started_at = %s"
+                               " AND answered_by IS NULL", (rollback_id, service, episode))
+            return cur.rowcount == 1
+
+    def requested_by_since(self, service: str, *, requester: str, since: datetime
+                           ) -> int | None:
+        """The first rollback of ``service`` that ``requester`` asked for at or after
+        ``since``: the request ``auto_request`` filed in an episode, found again after a
+        crash between filing it and recording it."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT id FROM rollbacks WHERE service = %s AND requester = %s"
+                               " AND created_at >= %s ORDER BY id LIMIT 1",
+                               (service, requester, since)).fetchone()
+        return int(row[0]) if row else None
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """One holder of ``key`` at a time across replicas (a session advisory lock, freed
+        by the server if this process dies): two leaders' checks never both file a request."""
+        with self.pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                         (WATCH_LOCK_NAMESPACE, key))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                             (WATCH_LOCK_NAMESPACE, key))
 
     def snooze(self, service: str, *, until: datetime, by: str) -> None:
         with self.pool.connection() as conn:

@@ -93,6 +93,7 @@ class RollbackService:
     def __init__(
         self, *, catalog: Catalog, store: Store, jobs: JobStore, chat: Chat, policy: Policy,
         clock: Clock = utcnow, on_approved: Callable[[int], None] | None = None,
+        on_requested: Callable[[Rollback], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = catalog.config
@@ -102,6 +103,8 @@ class RollbackService:
         self.policy = policy  # who may do what; its directory names channels and groups
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
+        # Told of every posted request (the release watcher marks its proposal answered).
+        self.on_requested = on_requested or (lambda _rb: None)
 
     # ------------------------------------------------------------------ lookups
     def service_config(self, name: str) -> ServiceConfig:
@@ -224,7 +227,7 @@ class RollbackService:
             raise _active_error(exc.existing) from None
         schedule_deadlines(self.jobs, rb)  # the decision deadline and the expiry, as jobs
         try:
-            ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
+            channel_id, ts, thread_ts = self.chat.post_request(rb, self.store.steps(rb.id))
         except Exception as exc:
             # Nobody can see or approve a request whose message was refused: release the
             # service instead of holding it "pending" for the whole expiry window.
@@ -236,7 +239,7 @@ class RollbackService:
                 f"I could not post the rollback request in this channel ({_slack_error(exc)})."
                 " Invite the bot to the channel (`/invite @rollback-bot`) and try again."
             ) from None
-        self.store.set_message(rb.id, message_ts=ts, thread_ts=thread_ts)
+        self.store.set_message(rb.id, message_ts=ts, thread_ts=thread_ts, channel_id=channel_id)
         rb = self.store.get(rb.id)
         self._notify_stakeholders_requested(rb)
         if severity == Severity.P0:
@@ -245,7 +248,9 @@ class RollbackService:
                                                  self_approval=sev.allow_self_approval))
         if rb.known_bad_target:
             self._warn_known_bad_target(rb, requested_by=requester)
-        return self._assess(rb, svc, adapter)
+        rb = self._assess(rb, svc, adapter)
+        self.on_requested(rb)
+        return rb
 
     def _refuse_if_already_restored(self, service: str, platform: str,
                                     history: list[Revision],

@@ -11,6 +11,7 @@ from slack_sdk.models.views import View
 
 from bot.domain.config import load_config
 from bot.domain.lifecycle import State
+from bot.domain.messages import WatchReading
 from bot.domain.models import Rollback, Step
 from handlers import ids, views
 from platforms.base import Revision, Target
@@ -84,6 +85,22 @@ def test_pending_shows_the_stored_decision_deadline() -> None:
     for state in (State.APPROVED, State.EXPIRED):
         shown = str(views.rollback_message(_rollback(state, decision_due_at=due), STEPS)[1])
         assert "decision due" not in shown, state
+
+
+def test_pending_shows_the_release_watchers_latest_figures() -> None:
+    """The watcher's reading (``rollbacks.watch_reading``) is a line of the pending request;
+    once decided, the figures are history and the line goes."""
+    reading = WatchReading(0.0613, 0.05, 12 * 60 + 5, NOW + timedelta(minutes=35))
+    _, blocks = views.rollback_message(
+        _rollback(State.PENDING_APPROVAL, watch_reading=reading), STEPS)
+    _validate(blocks)
+    assert ("Release watcher: error rate 6.1 % (over 5 % for 12 min), updated 03:35 UTC"
+            in str(blocks))
+    for state in (State.APPROVED, State.REJECTED):
+        shown = str(views.rollback_message(_rollback(state, watch_reading=reading), STEPS)[1])
+        assert "Release watcher" not in shown, state
+    assert "Release watcher" not in str(views.rollback_message(
+        _rollback(State.PENDING_APPROVAL), STEPS)[1])
 
 
 def test_p3_offers_override_not_approve() -> None:

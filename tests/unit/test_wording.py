@@ -99,6 +99,7 @@ SAMPLES: list[m.Message] = [
                       deployed_at=AT, revisions_note="", health="passing: HTTP 200 in 12 ms",
                       severity="P1", snooze_seconds=3600, request_value='{"service":"hvb"}'),
     m.ProposalSnoozed("hvb", "U0CAROL", AT),
+    m.WatchReading(0.0613, 0.05, 12 * 60 + 30, AT),
     m.AutomationApproved("rollback-bot-auto", "P0"),
 ]
 
@@ -364,3 +365,46 @@ def test_the_automation_approval_names_the_identity_escaped_and_the_setting() ->
     text = wording.line(m.AutomationApproved("<!channel>", "P0"))
     assert "<!channel>" not in text and "&lt;!channel&gt;" in text
     assert "automation.self_approve" in text and "P0" in text
+
+
+PROPOSAL = next(s for s in SAMPLES if isinstance(s, m.ReleaseProposal))
+
+
+def _buttons(card: wording.Card) -> list[str]:
+    return [b.action_id for b in card.buttons]
+
+
+def test_an_answered_proposal_names_the_request_and_who_asked_without_buttons() -> None:
+    link = RollbackLink("RB-7", "C0INC", "1700000000.000100")
+    assert _buttons(wording.card(PROPOSAL)) == [ids.WATCH_REQUEST, ids.WATCH_SNOOZE]
+    by_alice = wording.card(replace(PROPOSAL, request=link, requested_by="U0ALICE"))
+    assert _buttons(by_alice) == []
+    assert ("Rollback requested: <https://slack.com/archives/C0INC/p1700000000000100|RB-7> "
+            "by <@U0ALICE>") in by_alice.text
+    assert "Request rollback* opens" not in by_alice.text
+    by_bot = wording.card(replace(PROPOSAL, request=link, requested_by="rollback-bot"))
+    assert _buttons(by_bot) == []
+    assert "I requested the rollback myself (`auto_request`)" in by_bot.text
+    assert "still needs an approver" in by_bot.text
+
+
+def test_a_refused_automatic_request_keeps_the_buttons_and_says_why() -> None:
+    card = wording.card(replace(PROPOSAL, auto_refused="Nothing to roll back to <here>."))
+    assert _buttons(card) == [ids.WATCH_REQUEST, ids.WATCH_SNOOZE]
+    assert ("I did not request the rollback myself (`auto_request`): Nothing to roll back "
+            "to &lt;here&gt;.") in card.text
+
+
+def test_the_watch_reading_line_rounds_its_figures() -> None:
+    line = wording.line
+    assert line(m.WatchReading(0.0613, 0.05, 12 * 60 + 30, AT)) == (
+        ":chart_with_upwards_trend: Release watcher: error rate 6.1 % (over 5 % for 12 min), "
+        "updated 03:04 UTC")
+    assert "(over 5 % for under a minute)" in line(m.WatchReading(0.07, 0.05, 59, AT))
+    assert "error rate 3.2 % (at or under 2.5 %)" in line(m.WatchReading(0.0321, 0.025, None,
+                                                                          AT))
+    # The figures a new reading is compared by are the ones shown.
+    assert m.WatchReading(0.0613, 0.05, 750, AT).figures() == ("6.1", 12)
+    assert (m.WatchReading(0.0612, 0.05, 779, AT).figures()
+            == m.WatchReading(0.0614, 0.05, 721, AT + timedelta(minutes=1)).figures())
+    assert m.WatchReading(0.0616, 0.05, 750, AT).figures() != ("6.1", 12)
