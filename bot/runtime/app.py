@@ -189,8 +189,6 @@ def build_core(
     service = RollbackService(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
-        # The watcher is built below; a request can only arrive once the app is running.
-        on_requested=lambda rb: watcher.request_made(rb),
     )
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition,
                           policy=policy)
@@ -210,6 +208,7 @@ def build_core(
     watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
                              jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
                              clock=clock, request=service.request)
+    service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare, watcher):
         for kind, handler in owner.job_handlers().items():

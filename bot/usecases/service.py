@@ -93,7 +93,6 @@ class RollbackService:
     def __init__(
         self, *, catalog: Catalog, store: Store, jobs: JobStore, chat: Chat, policy: Policy,
         clock: Clock = utcnow, on_approved: Callable[[int], None] | None = None,
-        on_requested: Callable[[Rollback], None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = catalog.config
@@ -103,8 +102,13 @@ class RollbackService:
         self.policy = policy  # who may do what; its directory names channels and groups
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
-        # Told of every posted request (the release watcher marks its proposal answered).
-        self.on_requested = on_requested or (lambda _rb: None)
+        # Told of every posted request (the release watcher marks its proposal answered);
+        # the composition root subscribes them (``when_requested``).
+        self._requested_listeners: list[Callable[[Rollback], None]] = []
+
+    def when_requested(self, listener: Callable[[Rollback], None]) -> None:
+        """Call ``listener`` with each request once it is posted and assessed."""
+        self._requested_listeners.append(listener)
 
     # ------------------------------------------------------------------ lookups
     def service_config(self, name: str) -> ServiceConfig:
@@ -249,7 +253,8 @@ class RollbackService:
         if rb.known_bad_target:
             self._warn_known_bad_target(rb, requested_by=requester)
         rb = self._assess(rb, svc, adapter)
-        self.on_requested(rb)
+        for listener in self._requested_listeners:
+            listener(rb)
         return rb
 
     def _refuse_if_already_restored(self, service: str, platform: str,
