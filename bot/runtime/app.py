@@ -165,10 +165,10 @@ def create_app(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
     )
-    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition,
-                          policy=policy)
-    aftercare_store = AftercareStore(store.pool)
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
+    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,
+                          transition=service.transition, policy=policy)
+    aftercare_store = AftercareStore(store.pool)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
