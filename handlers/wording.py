@@ -24,9 +24,10 @@ from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
 from bot.domain.figure_words import REMINDER_LABELS, pct
 from bot.domain.time_words import duration, in_utc, span
+from bot.domain.words import GroupMention
 from handlers import ids
 from handlers.mrkdwn import escape as e
-from handlers.mrkdwn import mention, usergroup, words
+from handlers.mrkdwn import handle, mention, usergroup, words
 
 _M = TypeVar("_M", bound=m.Message)
 _LINES: dict[type[m.Message], Callable[[Any], str]] = {}
@@ -217,9 +218,16 @@ def _expired(msg: m.Expired) -> str:
     return f"{e(msg.ref)} expired without approval{due}. Request it again if needed."
 
 
+def _group(group: GroupMention) -> str:
+    """A group Slack resolved is mentioned; one it did not is named, saying that nobody in
+    it was notified (the reader must not take the plain ``@handle`` for a mention)."""
+    return usergroup(group) or (f"{handle(group)} (a Slack group I could not resolve: "
+                                "nobody in it was notified)")
+
+
 def _asked(msg: m.DecisionDue) -> str:
     """The approvers (group, then users) and the incident commander (else the requester)."""
-    people = [usergroup(msg.approver_group)] if msg.approver_group else []
+    people = [_group(msg.approver_group)] if msg.approver_group else []
     for user in (*msg.approvers, msg.commander):
         if mention(user) not in people:
             people.append(mention(user))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.domain.words import Words
+from bot.domain.words import GroupMention, Words
 
 if TYPE_CHECKING:  # annotations only: compensation imports the models, which import errors
     from bot.domain.compensation import Undo
@@ -170,7 +170,7 @@ class DecisionDue(Message):
     severity: str
     mode: str  # PolicyMode value
     due: datetime
-    approver_group: str | None  # the approvers' Slack usergroup: its id, else its handle
+    approver_group: GroupMention | None  # the approvers' Slack usergroup, resolved or not
     approvers: tuple[str, ...]  # approver user ids from the configuration
     commander: str  # the incident commander, else the requester
     target: str  # the pinned target revision, labelled

@@ -36,6 +36,7 @@ from bot.domain.models import Rollback
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Notice
 from bot.domain.time_words import in_utc
+from bot.domain.words import GroupMention
 from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
@@ -143,12 +144,17 @@ class PolicyTimers:
                                      "due_at": in_utc(due).isoformat(),
                                      "hotfix_reported_by": rb.hotfix_reported_by, "key": key})
 
-    def _group(self, usergroup: str | None) -> str | None:
-        """The approvers' group as Slack can mention it (its id), else as configured."""
+    def _group(self, usergroup: str | None) -> GroupMention | None:
+        """The approvers' group with its id when Slack resolves it (to mention it); without
+        one the escalation still goes out, saying the group was not notified."""
         if not usergroup:
             return None
         try:
-            return self.policy.directory.usergroup_id(usergroup)
+            group_id = self.policy.directory.usergroup_id(usergroup)
         except Exception as exc:  # the escalation goes out anyway, naming the group
             log.warning("could not resolve usergroup %s: %s", usergroup, exc)
-            return usergroup
+            group_id = None
+        if group_id is None:
+            log.warning("usergroup %s is not known to Slack: the escalation cannot mention it",
+                        usergroup)
+        return GroupMention(usergroup, group_id)

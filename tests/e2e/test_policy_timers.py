@@ -217,6 +217,23 @@ def test_the_escalation_is_posted_once_per_deadline_whatever_runs_it(
     assert second.bot.service.jobs.pending(kinds=[DECISION_JOB, HOTFIX_JOB]) == []
 
 
+def test_an_approver_group_slack_does_not_know_is_named_not_mentioned(
+        make_harness: Callable[..., Harness]) -> None:
+    """The escalation still goes out; the group it cannot mention is named as text that says
+    nobody in it was notified, never as a broken ``<!subteam^…>``."""
+    def config(data: dict[str, Any]) -> None:
+        data["slack"]["approvers"] = {"usergroup": "sre-oncall-typo", "users": []}
+
+    h: Harness = make_harness(config_overrides=config)
+    rb, msg = _request(h, "P1")
+    _until(h, rb.decision_due_at)
+    assert h.tick() == 1
+    line = _said(h, msg, "roll back now?")
+    assert ("@sre-oncall-typo (a Slack group I could not resolve: nobody in it was notified), "
+            f"<@{h.emulator.user_id('alice')}>: approve the rollback") in line
+    assert "subteam" not in line
+
+
 def test_p2_escalates_after_an_hour_under_the_default_configuration(harness: Harness) -> None:
     h = harness
     rb, msg = _request(h, "P2")
