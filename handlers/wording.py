@@ -656,14 +656,19 @@ def finding_text(msg: m.Finding, *, at: datetime) -> str:
         else:
             lines.append(f":warning: No backup found in `{e(msg.backup_location or '?')}`: "
                          "a database rollback needs a verified backup")
+    if msg.taken_by:  # instead of its button (``views.diagnosis_blocks``)
+        who = ", ".join(mention(u) for u in msg.taken_by)
+        lines.append(f":arrow_right: Taken by {who}: request form opened with scope {scope}")
     return "\n".join(lines)
 
 
-def finding_button(service: str, msg: m.Finding) -> Button:
-    """Opens the request form with the finding's scope; the value carries ids only."""
+def finding_button(service: str, msg: m.Finding, *, record: int | None = None) -> Button:
+    """Opens the request form with the finding's scope; the value carries ids only:
+    ``<service>:<scope,…>``, then ``:<record>`` naming the diagnosis' audit record."""
     label = {"app": "Request app rollback", "db": "Request database rollback"}.get(
         msg.scenario, "Request config rollback")
-    return Button(label, ids.DIAGNOSIS_REQUEST, f"{service}:{','.join(msg.scope)}", "primary")
+    value = f"{service}:{','.join(msg.scope)}" + (f":{record}" if record is not None else "")
+    return Button(label, ids.DIAGNOSIS_REQUEST, value, "primary")
 
 
 def diagnosis_checked(msg: m.Diagnosis) -> str:

@@ -491,6 +491,7 @@ class Finding:
     backup: str | None = None  # db: file name of the newest backup, None when there is none
     backup_created: datetime | None = None
     backup_location: str | None = None  # db: where backups were looked for
+    taken_by: tuple[str, ...] = ()  # user ids who opened the request form for it
 
 
 @dataclass(frozen=True)
@@ -502,6 +503,7 @@ class Diagnosis(Message):
     at: datetime
     findings: tuple[Finding, ...]
     checked: tuple[Checked, ...]
+    record: int | None = None  # its audit record, which a finding's button names
 
 
 # ---------------------------------------------------------------------- release watcher

@@ -40,7 +40,7 @@ from bot.persistence.store import Store
 from bot.persistence.watch_store import WatchStore
 from bot.runtime.settings import Settings
 from bot.usecases.catalog import Catalog
-from bot.usecases.diagnosis import Diagnoser
+from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import ModalDefaults, RollbackService
 from bot.usecases.timers import PolicyTimers
@@ -200,7 +200,8 @@ def create_app(
     error_handlers.register(bolt, chat)
     modal_reads: work_pool.SharedReads[ModalDefaults | str] = work_pool.SharedReads(pool)
     commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
-                      diagnoser=Diagnoser(catalog, clock=clock))
+                      diagnoser=Diagnoser(catalog, clock=clock),
+                      diagnoses=DiagnosisLog(store))
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)
