@@ -5,10 +5,12 @@ database or a platform runs in the after-ack pool (``handlers.work_pool``); a fu
 is said in the ack ("busy, retry in a moment"). The request modal opens right after the
 ack and is filled in when the (shared) read of the service's revisions lands.
 
-``diagnose <service>`` acks, then runs its checks in the pool and answers ephemerally;
-each finding's button (``ids.DIAGNOSIS_REQUEST``, value ``<service>:<scope,…>``) opens the
-same request modal the same way, with that scope pre-selected, once the request's channel
-rule allows it (checked while the form loads; the submission is checked again).
+``diagnose <service>`` acks, then runs its checks in the pool, audits the run and answers
+ephemerally; each finding's button (``ids.DIAGNOSIS_REQUEST``, value
+``<service>:<scope,…>:<record>``) opens the same request modal the same way, with that scope
+pre-selected, once the request's channel rule allows it (checked while the form loads; the
+submission is checked again). Then the taking is audited and the answer re-rendered from its
+record with who took the finding in place of its button.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bot.domain.config import SCOPES, RollbackConfig, Severity
 from bot.domain.errors import UserFacingError
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
-from bot.usecases.diagnosis import Diagnoser
+from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.service import ModalDefaults, RollbackService
 from handlers import ids, views
 from handlers.deliveries import MalformedPayload, field, first_delivery, hand_off, open_view
@@ -47,9 +49,9 @@ def _loading_modal() -> dict[str, Any]:
 
 def register(app: App, service: RollbackService, pool: WorkPool,
              modal_reads: SharedReads[ModalDefaults | str], *, config: RollbackConfig,
-             store: Store, chat: Chat, diagnoser: Diagnoser) -> None:
+             store: Store, chat: Chat, diagnoser: Diagnoser, diagnoses: DiagnosisLog) -> None:
     """``config`` answers help and services in the ack; ``store`` dedupes deliveries and
-    ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose``."""
+    ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose`` and ``diagnoses`` audits it."""
 
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
@@ -106,7 +108,7 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         else:
             ack()
         hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond,
-                                          diagnoser=diagnoser),
+                                          diagnoser=diagnoser, diagnoses=diagnoses),
                  store=store, chat=chat, respond=respond,
                  dedupe=parsed.verb in ("request", "cancel", "clear-known-bad"))
 
@@ -118,8 +120,8 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         ack()
         try:
             user = clicker(body)
-            name, scope = _diagnosis_value(field(body, "actions", 0, "value", kind=str),
-                                           config)
+            name, scope, record = _diagnosis_value(
+                field(body, "actions", 0, "value", kind=str), config)
             channel = _click_channel(body)
         except MalformedPayload as exc:
             tell_user(chat, body, exc, respond)
@@ -128,23 +130,44 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         if defaults is None:
             tell_user(chat, body, Busy(), respond)
             return
+
+        def check() -> None:
+            service.check_can_request(name, user=user, channel_id=channel)
+            if record is not None:  # allowed: the answer shows who took the finding
+                _mark_taken(diagnoses, respond, record, name=name, scope=scope, user=user)
+
         try:
             if first_delivery(store, body):
-                open_request_modal(
-                    client, service, body, name, defaults, channel=channel, scope=scope,
-                    check=lambda: service.check_can_request(name, user=user,
-                                                            channel_id=channel))
+                open_request_modal(client, service, body, name, defaults, channel=channel,
+                                   scope=scope, check=check)
         except Exception as exc:
             tell_user(chat, body, exc, respond)
 
 
+def _mark_taken(diagnoses: DiagnosisLog, respond: Respond, record: int, *, name: str,
+                scope: list[str], user: str) -> None:
+    """Audit the taking and replace the (ephemeral) answer: the finding's button gives way
+    to who took it. Never fails the form it runs beside: a failure is logged."""
+    try:
+        d = diagnoses.take(record, service=name, scope=tuple(scope), user=user)
+        if d is None:  # no such finding in that run: a stale or forged button
+            log.info("diagnosis %s has no %s finding for %s", record, scope, name)
+            return
+        respond(replace_original=True, text=f"Diagnosis of {name}",
+                blocks=views.diagnosis_blocks(d))
+    except Exception:
+        log.warning("diagnosis %s: could not mark the %s finding taken", record, scope,
+                    exc_info=True)
+
+
 def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
-         respond: Respond, *, diagnoser: Diagnoser) -> None:
+         respond: Respond, *, diagnoser: Diagnoser, diagnoses: DiagnosisLog) -> None:
     """The verbs that read the database or a platform: in the after-ack pool."""
     if parsed.verb == "request":
         service.request(parsed, requester=user, channel_id=channel)
     elif parsed.verb == "diagnose":
-        diagnosis = diagnoser.diagnose(parsed.service or "")
+        diagnosis = diagnoses.record(diagnoser.diagnose(parsed.service or ""), user=user,
+                                     channel=channel)
         respond(response_type="ephemeral", text=f"Diagnosis of {parsed.service}",
                 blocks=views.diagnosis_blocks(diagnosis))
     elif parsed.verb == "status":
@@ -168,14 +191,21 @@ def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
             cleared, user=user, reason=parsed.reason))
 
 
-def _diagnosis_value(value: str, config: RollbackConfig) -> tuple[str, list[str]]:
-    """``<service>:<scope,…>``: a configured service and known scopes, else malformed."""
+def _diagnosis_value(value: str, config: RollbackConfig
+                     ) -> tuple[str, list[str], int | None]:
+    """``<service>:<scope,…>[:<record>]``: a configured service, known scopes and the
+    diagnosis' audit record (absent on a button posted before runs were audited), else
+    malformed."""
+    record: int | None = None
+    head, sep, last = value.rpartition(":")
+    if sep and ":" in head and last.isdigit():
+        value, record = head, int(last)
     name, sep, raw = value.rpartition(":")
     scope = [s for s in raw.split(",") if s]
     if not sep or name not in config.services or not scope or any(
             s not in SCOPES for s in scope):
         raise MalformedPayload()
-    return name, scope
+    return name, scope, record
 
 
 def _click_channel(body: dict[str, Any]) -> str:

@@ -100,8 +100,8 @@ class ConfiguredDirectory:
     def usergroup_members(self, usergroup: str) -> set[str]:
         return set()  # no group can be read without Slack: only configured users count
 
-    def usergroup_id(self, usergroup: str) -> str:
-        return usergroup
+    def usergroup_id(self, usergroup: str) -> str | None:
+        return None  # unresolved: the text names the handle and says nobody was notified
 
     def channel_name(self, channel_id: str) -> str:
         return channel_id.lstrip("#")

@@ -164,14 +164,15 @@ class SlackDirectory:
                 f"({error}), so I did nothing. Try again in a moment.") from None
         return set(resp.get("users") or [])
 
-    def usergroup_id(self, usergroup: str) -> str:
-        """The group's id, to mention it (``<!subteam^S…>``); a handle Slack does not know
-        comes back as it is."""
-        return self._usergroup_id(usergroup)
+    def usergroup_id(self, usergroup: str) -> str | None:
+        """The group's id, to mention it (``<!subteam^S…>``); None for a handle Slack does
+        not know (a mention built from it would be broken markup)."""
+        found = self._usergroup_id(usergroup)
+        return found if _is_usergroup_id(found) else None
 
     def _usergroup_id(self, ref: str) -> str:
         """Config may name a group by handle (``sre-approvers``) or id (``S0123ABC``)."""
-        if ref[:1] == "S" and ref.isupper() and ref.isalnum():
+        if _is_usergroup_id(ref):
             return ref
         with self._lock:
             hit = self._group_ids.get(ref)
@@ -200,6 +201,11 @@ class SlackDirectory:
         with self._lock:
             self._channels[channel_id] = name
         return name
+
+
+def _is_usergroup_id(ref: str) -> bool:
+    """Shaped like a usergroup id (``S0123ABC``) rather than a handle (``sre-approvers``)."""
+    return ref[:1] == "S" and ref.isupper() and ref.isalnum()
 
 
 DIRECT_MESSAGE = "direct message"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from bot.domain.words import Mention, RollbackLink, Words
+from bot.domain.words import GroupMention, Mention, RollbackLink, Words
 
 _TABLE = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _USER_ID = re.compile(r"[UW][A-Z0-9]+")  # a Slack user id (W: an Enterprise Grid one)
@@ -38,12 +38,18 @@ def mention(user: str) -> str:
     return escape(user)
 
 
-def usergroup(group: str) -> str:
-    """A user group mention when ``group`` is a Slack usergroup id (``S…``); a handle
-    (``sre-approvers``, which Slack cannot notify from text) as escaped ``@handle``."""
-    if _USERGROUP_ID.fullmatch(group):
-        return f"<!subteam^{group}>"
-    return "@" + escape(group.lstrip("@"))
+def usergroup(group: GroupMention) -> str | None:
+    """A user group mention when Slack resolved ``group`` to a usergroup id (``S…``); None
+    otherwise: a handle in text notifies nobody, and ``<!subteam^…>`` around anything but
+    an id is broken markup. The caller words the unresolved group (``handlers/wording``)."""
+    if group.id is not None and _USERGROUP_ID.fullmatch(group.id):
+        return f"<!subteam^{group.id}>"
+    return None
+
+
+def handle(group: GroupMention) -> str:
+    """The group as configured, as escaped ``@handle`` text (never markup)."""
+    return "@" + escape(group.configured.lstrip("@"))
 
 
 def permalink(link: RollbackLink) -> str:

@@ -367,12 +367,14 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
 
 def diagnosis_blocks(d: Diagnosis) -> list[Block]:
     """The answer to ``diagnose``: one section per finding with a button that opens the
-    request form with its scope, then every check and its outcome."""
+    request form with its scope (a finding someone took says who, instead of the button,
+    like a decided request), then every check and its outcome."""
     blocks: list[Block] = [section(wording.diagnosis_title(d))]
     for finding in d.findings:
-        b = wording.finding_button(d.service, finding)
         block = section(wording.finding_text(finding, at=d.at))
-        block["accessory"] = button(b.label, b.action_id, b.value, style=b.style)
+        if not finding.taken_by:
+            b = wording.finding_button(d.service, finding, record=d.record)
+            block["accessory"] = button(b.label, b.action_id, b.value, style=b.style)
         blocks.append(block)
     if d.checked:
         blocks.append(context("*Checked* (read-only)\n" + wording.diagnosis_checked(d)))

@@ -25,9 +25,10 @@ from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
 from bot.domain.figure_words import REMINDER_LABELS, pct
 from bot.domain.time_words import duration, in_utc, span
+from bot.domain.words import GroupMention
 from handlers import ids
 from handlers.mrkdwn import escape as e
-from handlers.mrkdwn import mention, permalink, usergroup, words
+from handlers.mrkdwn import handle, mention, permalink, usergroup, words
 
 _M = TypeVar("_M", bound=m.Message)
 _LINES: dict[type[m.Message], Callable[[Any], str]] = {}
@@ -225,9 +226,16 @@ def _expired(msg: m.Expired) -> str:
     return f"{e(msg.ref)} expired without approval{due}. Request it again if needed."
 
 
+def _group(group: GroupMention) -> str:
+    """A group Slack resolved is mentioned; one it did not is named, saying that nobody in
+    it was notified (the reader must not take the plain ``@handle`` for a mention)."""
+    return usergroup(group) or (f"{handle(group)} (a Slack group I could not resolve: "
+                                "nobody in it was notified)")
+
+
 def _asked(msg: m.DecisionDue) -> str:
     """The approvers (group, then users) and the incident commander (else the requester)."""
-    people = [usergroup(msg.approver_group)] if msg.approver_group else []
+    people = [_group(msg.approver_group)] if msg.approver_group else []
     for user in (*msg.approvers, msg.commander):
         if mention(user) not in people:
             people.append(mention(user))
@@ -656,14 +664,19 @@ def finding_text(msg: m.Finding, *, at: datetime) -> str:
         else:
             lines.append(f":warning: No backup found in `{e(msg.backup_location or '?')}`: "
                          "a database rollback needs a verified backup")
+    if msg.taken_by:  # instead of its button (``views.diagnosis_blocks``)
+        who = ", ".join(mention(u) for u in msg.taken_by)
+        lines.append(f":arrow_right: Taken by {who}: request form opened with scope {scope}")
     return "\n".join(lines)
 
 
-def finding_button(service: str, msg: m.Finding) -> Button:
-    """Opens the request form with the finding's scope; the value carries ids only."""
+def finding_button(service: str, msg: m.Finding, *, record: int | None = None) -> Button:
+    """Opens the request form with the finding's scope; the value carries ids only:
+    ``<service>:<scope,…>``, then ``:<record>`` naming the diagnosis' audit record."""
     label = {"app": "Request app rollback", "db": "Request database rollback"}.get(
         msg.scenario, "Request config rollback")
-    return Button(label, ids.DIAGNOSIS_REQUEST, f"{service}:{','.join(msg.scope)}", "primary")
+    value = f"{service}:{','.join(msg.scope)}" + (f":{record}" if record is not None else "")
+    return Button(label, ids.DIAGNOSIS_REQUEST, value, "primary")
 
 
 def diagnosis_checked(msg: m.Diagnosis) -> str:

@@ -409,6 +409,15 @@ class AftercareSettings(Strict):
     reminder_repeat_hours: float = Field(default=24, gt=0)
 
 
+class DiagnoseSettings(Strict):
+    """``/rollback diagnose``: the bound on each of its read-only checks."""
+
+    # Each Prometheus and database check (an external check keeps its own
+    # ``timeout_seconds``): a hanging dependency is "could not check within N s", and the
+    # whole diagnosis answers within about the slowest bound, all checks running at once.
+    check_timeout_seconds: float = Field(default=10, gt=0)
+
+
 class RetentionSettings(Strict):
     """Housekeeping: how long bookkeeping rows are kept. The audit trail is never purged."""
 
@@ -466,6 +475,7 @@ class RollbackConfig(Strict):
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
+    diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     services: dict[str, ServiceConfig]

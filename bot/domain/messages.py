@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot.domain.words import RollbackLink, Words
+from bot.domain.words import GroupMention, RollbackLink, Words
 
 if TYPE_CHECKING:  # annotations only: compensation imports the models, which import errors
     from bot.domain.compensation import Undo
@@ -178,7 +178,7 @@ class DecisionDue(Message):
     severity: str
     mode: str  # PolicyMode value
     due: datetime
-    approver_group: str | None  # the approvers' Slack usergroup: its id, else its handle
+    approver_group: GroupMention | None  # the approvers' Slack usergroup, resolved or not
     approvers: tuple[str, ...]  # approver user ids from the configuration
     commander: str  # the incident commander, else the requester
     target: str  # the pinned target revision, labelled
@@ -499,6 +499,7 @@ class Finding:
     backup: str | None = None  # db: file name of the newest backup, None when there is none
     backup_created: datetime | None = None
     backup_location: str | None = None  # db: where backups were looked for
+    taken_by: tuple[str, ...] = ()  # user ids who opened the request form for it
 
 
 @dataclass(frozen=True)
@@ -510,6 +511,7 @@ class Diagnosis(Message):
     at: datetime
     findings: tuple[Finding, ...]
     checked: tuple[Checked, ...]
+    record: int | None = None  # its audit record, which a finding's button names
 
 
 # ---------------------------------------------------------------------- release watcher

@@ -121,8 +121,9 @@ class Directory(Protocol):
 
     def usergroup_members(self, usergroup: str) -> set[str]: ...
 
-    def usergroup_id(self, usergroup: str) -> str:
-        """The id (``S…``) of a group configured by handle or id, so it can be mentioned."""
+    def usergroup_id(self, usergroup: str) -> str | None:
+        """The id (``S…``) of a group configured by handle or id, so it can be mentioned;
+        None when Slack knows no group by that handle."""
         ...
 
     def channel_name(self, channel_id: str) -> str: ...

@@ -23,6 +23,20 @@ class Mention:
 
 
 @dataclass(frozen=True)
+class GroupMention:
+    """A Slack user group named in a sentence: as configured (a handle such as
+    ``sre-approvers``, or an id), and the id Slack resolved it to. ``id`` is None when
+    Slack did not know the group (or could not be asked): it cannot be mentioned then, and
+    nobody in it is notified, which the Slack layer says instead of pretending."""
+
+    configured: str
+    id: str | None
+
+    def __str__(self) -> str:  # plain words (logs, stored errors): no Slack markup
+        return f"@{self.configured.lstrip('@')}"
+
+
+@dataclass(frozen=True)
 class RollbackLink:
     """A link to a rollback's request message (its channel and message ts)."""
 

@@ -436,6 +436,34 @@ class Store:
             )
             return [AuditEvent(**r) for r in cur.fetchall()]
 
+    # Audit events of no rollback (``rollback_id`` NULL), e.g. a ``/rollback diagnose`` run:
+    # the same append-only trail, found by event and detail instead of by rollback.
+    def record_event(self, *, actor: str, event: str, detail: dict[str, Any]) -> int:
+        """Append an audit event of no rollback; returns its id."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO audit_events (rollback_id, actor, event, detail)"
+                " VALUES (NULL, %s, %s, %s) RETURNING id",
+                (actor, event, Jsonb(scrub_data(detail)))).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def recorded_events(self, event: str, *, detail: dict[str, Any] | None = None,
+                        event_id: int | None = None) -> list[AuditEvent]:
+        """Audit events of no rollback named ``event``, oldest first; only those whose
+        detail contains ``detail`` (JSON containment), or only the one ``event_id``."""
+        sql = "SELECT * FROM audit_events WHERE rollback_id IS NULL AND event = %s"
+        params: list[Any] = [event]
+        if detail is not None:
+            sql += " AND detail @> %s"
+            params.append(Jsonb(detail))
+        if event_id is not None:
+            sql += " AND id = %s"
+            params.append(event_id)
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql + " ORDER BY id", params)
+            return [AuditEvent(**r) for r in cur.fetchall()]
+
     def first_delivery(self, key: str) -> bool:
         """True exactly once per key: Slack retries and double clicks see False."""
         return self._exec(

@@ -48,7 +48,7 @@ from bot.persistence.store import Store
 from bot.persistence.watch_store import WatchStore
 from bot.runtime.settings import Settings
 from bot.usecases.catalog import Catalog
-from bot.usecases.diagnosis import Diagnoser
+from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import ModalDefaults, RollbackService
 from bot.usecases.timers import PolicyTimers
@@ -190,10 +190,10 @@ def build_core(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
     )
-    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, transition=service.transition,
-                          policy=policy)
-    aftercare_store = AftercareStore(store.pool)
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
+    timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,
+                          transition=service.transition, policy=policy)
+    aftercare_store = AftercareStore(store.pool)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
@@ -266,7 +266,8 @@ def create_app(
     error_handlers.register(bolt, chat)
     modal_reads: work_pool.SharedReads[ModalDefaults | str] = work_pool.SharedReads(pool)
     commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
-                      diagnoser=Diagnoser(core.catalog, clock=clock))
+                      diagnoser=Diagnoser(core.catalog, clock=clock),
+                      diagnoses=DiagnosisLog(store))
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)

@@ -13,16 +13,25 @@ for it would take, so the person mid-incident can open the request form with tha
 
 No finding is "nothing wrong" with what was checked. Read-only: no platform call at all, the
 database session is read-only and the external checks are the configured probes (GET by
-default). Every check runs at once, each bounded (``timeout``; an external probe by its own
-``timeout_seconds``): a hanging Prometheus or database is "could not check … within N s",
-never a hang of the diagnosis and never a finding. Facts never carry a DSN or header value;
-every string is scrubbed before it is returned.
+default). Every check runs at once, each bounded (``diagnose.check_timeout_seconds``; an
+external probe by its own ``timeout_seconds``): a hanging Prometheus or database is "could
+not check … within N s", never a hang of the diagnosis and never a finding. Facts never
+carry a DSN or header value; every string is scrubbed before it is returned.
+
+The one write is the bot's own audit trail (``DiagnosisLog``): each run is an audit event
+of no rollback (who ran it, where, for which service, what it found and checked), and each
+finding someone takes to the request form is another, naming that run, so the answer can
+be re-rendered showing who took which finding (Slack does not send an ephemeral message's
+content with a click on it).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -36,24 +45,24 @@ from bot.integrations.errors import DatabaseOperationError
 from bot.integrations.pg_tools import scrub_dsn
 from bot.integrations.prometheus import instant_query
 from bot.integrations.target_database import first_column, latest_backup, verify
+from bot.persistence.store import Store
 from bot.usecases.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-CHECK_TIMEOUT = 10.0  # seconds per Prometheus or database check
 _ERROR_RATE = "error rate"
 _DATABASE = "database"
 _MAX_LISTED = 5  # failed migrations named in the evidence
 
 
 class Diagnoser:
-    """The diagnosis use case; ``timeout`` bounds each Prometheus and database check."""
+    """The diagnosis use case; ``diagnose.check_timeout_seconds`` of the configuration bounds
+    each Prometheus and database check."""
 
-    def __init__(self, catalog: Catalog, *, clock: Clock = utcnow,
-                 timeout: float = CHECK_TIMEOUT) -> None:
+    def __init__(self, catalog: Catalog, *, clock: Clock = utcnow) -> None:
         self.catalog = catalog
         self.clock = clock
-        self.timeout = timeout
+        self.timeout = catalog.config.diagnose.check_timeout_seconds
 
     def diagnose(self, name: str) -> m.Diagnosis:
         svc = self.catalog.service_config(name)  # UnknownService lists the known ones
@@ -132,6 +141,82 @@ class Diagnoser:
             return None
         scope = ("config", "external") if svc.webhooks else ("config",)
         return m.Finding("external", scope, tuple(f"{c.what}: {c.detail}" for c in failing))
+
+
+DIAGNOSIS_EVENT = "diagnosis"
+TAKEN_EVENT = "diagnosis_finding_taken"
+
+
+class DiagnosisLog:
+    """Diagnoses in the audit trail (events of no rollback, ``Store.record_event``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def record(self, d: m.Diagnosis, *, user: str, channel: str) -> m.Diagnosis:
+        """Audit a run: who ran it, where, its findings and checks; returns ``d`` naming its
+        record, which its findings' buttons carry."""
+        record = self.store.record_event(actor=user, event=DIAGNOSIS_EVENT,
+                                         detail={"channel": channel, **_to_detail(d)})
+        log.info("diagnosis %s of %s by %s: %d finding(s)", record, d.service, user,
+                 len(d.findings))
+        return replace(d, record=record)
+
+    def take(self, record: int, *, service: str, scope: tuple[str, ...], user: str
+             ) -> m.Diagnosis | None:
+        """``user`` took the finding of ``scope`` to the request form: audited (once per
+        user and finding); returns the run as recorded, showing who took which finding.
+        None when no recorded run of ``service`` has that finding (a stale or forged
+        button): nothing is written then."""
+        found = self.store.recorded_events(DIAGNOSIS_EVENT, event_id=record,
+                                           detail={"service": service})
+        if not found:
+            return None
+        d = replace(_from_detail(found[0].detail), record=record)
+        if not any(f.scope == scope for f in d.findings):
+            return None
+        takings = self.store.recorded_events(TAKEN_EVENT, detail={"diagnosis": record})
+        if not any(e.actor == user and tuple(e.detail.get("scope") or ()) == scope
+                   for e in takings):
+            self.store.record_event(actor=user, event=TAKEN_EVENT, detail={
+                "diagnosis": record, "service": service, "scope": list(scope)})
+            takings = self.store.recorded_events(TAKEN_EVENT, detail={"diagnosis": record})
+        takers: dict[tuple[str, ...], list[str]] = {}
+        for event in takings:
+            who = takers.setdefault(tuple(event.detail.get("scope") or ()), [])
+            if event.actor not in who:
+                who.append(event.actor)
+        return replace(d, findings=tuple(replace(f, taken_by=tuple(takers.get(f.scope, ())))
+                                         for f in d.findings))
+
+
+def _to_detail(d: m.Diagnosis) -> dict[str, Any]:
+    def when(at: datetime | None) -> str | None:
+        return None if at is None else at.isoformat()
+
+    return {"service": d.service, "at": when(d.at),
+            "findings": [{"scenario": f.scenario, "scope": list(f.scope),
+                          "evidence": list(f.evidence), "backup": f.backup,
+                          "backup_created": when(f.backup_created),
+                          "backup_location": f.backup_location} for f in d.findings],
+            "checked": [{"what": c.what, "outcome": c.outcome, "detail": c.detail}
+                        for c in d.checked]}
+
+
+def _from_detail(detail: dict[str, Any]) -> m.Diagnosis:
+    def when(text: Any) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(str(text))
+
+    at = when(detail.get("at"))
+    assert at is not None, "a recorded diagnosis has its time"
+    findings = tuple(m.Finding(str(f["scenario"]), tuple(f["scope"]), tuple(f["evidence"]),
+                               backup=f.get("backup"),
+                               backup_created=when(f.get("backup_created")),
+                               backup_location=f.get("backup_location"))
+                     for f in detail.get("findings") or ())
+    checked = tuple(m.Checked(str(c["what"]), str(c["outcome"]), str(c["detail"]))
+                    for c in detail.get("checked") or ())
+    return m.Diagnosis(str(detail["service"]), at, findings, checked)
 
 
 # --------------------------------------------------------------------------- check bodies

@@ -15,6 +15,11 @@ scheduler leader and do nothing if the rollback has moved on (approved, rejected
 cancelled, expired) or if the time they were scheduled for is no longer the rollback's (a
 deadline moved later); such a stale job makes sure the current time has its job, so a
 crash between moving a deadline and scheduling it loses no escalation.
+
+The escalation is posted through the outbox, keyed by rollback and deadline
+(``decision_key``): a leader that dies between the post and marking its job done, or two
+job rows for the same deadline (a row of an earlier kind next to today's), post it once;
+its audit event is written once per deadline too.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ from bot.domain.lifecycle import Event, State
 from bot.domain.messages import DecisionDue, Expired
 from bot.domain.models import Rollback
 from bot.domain.policy import Policy
-from bot.domain.ports import Chat
+from bot.domain.ports import Chat, Notice
 from bot.domain.time_words import in_utc
+from bot.domain.words import GroupMention
 from bot.persistence.jobs import Job, JobStore
+from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 
 log = logging.getLogger(__name__)
@@ -72,11 +79,12 @@ def schedule_deadlines(jobs: JobStore, rb: Rollback) -> None:
 
 
 class PolicyTimers:
-    def __init__(self, *, store: Store, jobs: JobStore, chat: Chat,
+    def __init__(self, *, store: Store, jobs: JobStore, chat: Chat, outbox: Outbox,
                  transition: Transition, policy: Policy) -> None:
         self.store = store
         self.jobs = jobs
         self.chat = chat
+        self.outbox = outbox  # the escalation: posted once per rollback and deadline
         self.transition = transition
         self.policy = policy  # the configuration's approvers, the directory's group ids
 
@@ -120,23 +128,33 @@ class PolicyTimers:
             return
         approvers = self.policy.config.approvers_for(rb.service)
         due = rb.decision_due_at or job.due_at
-        self.chat.thread(rb, DecisionDue(
+        key = decision_key(rb.id, due)  # every row for this deadline shares it
+        self.outbox.notice(rb, Notice(key, DecisionDue(
             rb.ref, rb.severity, rb.policy_mode, due,
             approver_group=self._group(approvers.usergroup), approvers=tuple(approvers.users),
             commander=rb.incident_commander or rb.requester,
             target=rb.target_revision.label(), hotfix_by=rb.hotfix_reported_by,
-            expires_at=rb.expires_at))
-        self.store.audit(rb.id, actor="bot", event="decision_due",
-                         detail={"severity": rb.severity, "mode": rb.policy_mode,
-                                 "due_at": in_utc(due).isoformat(),
-                                 "hotfix_reported_by": rb.hotfix_reported_by})
+            expires_at=rb.expires_at)))
+        # After the post (a crash before it must not leave an escalation audited but never
+        # seen), and once: a re-run after a crash finds the post and must not audit again.
+        if not any(e.event == "decision_due" and e.detail.get("key") == key
+                   for e in self.store.audit_events(rb.id)):
+            self.store.audit(rb.id, actor="bot", event="decision_due",
+                             detail={"severity": rb.severity, "mode": rb.policy_mode,
+                                     "due_at": in_utc(due).isoformat(),
+                                     "hotfix_reported_by": rb.hotfix_reported_by, "key": key})
 
-    def _group(self, usergroup: str | None) -> str | None:
-        """The approvers' group as Slack can mention it (its id), else as configured."""
+    def _group(self, usergroup: str | None) -> GroupMention | None:
+        """The approvers' group with its id when Slack resolves it (to mention it); without
+        one the escalation still goes out, saying the group was not notified."""
         if not usergroup:
             return None
         try:
-            return self.policy.directory.usergroup_id(usergroup)
+            group_id = self.policy.directory.usergroup_id(usergroup)
         except Exception as exc:  # the escalation goes out anyway, naming the group
             log.warning("could not resolve usergroup %s: %s", usergroup, exc)
-            return usergroup
+            group_id = None
+        if group_id is None:
+            log.warning("usergroup %s is not known to Slack: the escalation cannot mention it",
+                        usergroup)
+        return GroupMention(usergroup, group_id)

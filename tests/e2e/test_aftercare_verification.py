@@ -124,7 +124,10 @@ def test_failed_verification_then_retry_and_completion_notice(
     assert "is now verification failed.* Failed: health (timed out" in text
     assert action_ids(notice) == [ids.RETRY, ids.ALERT_RESOLVE]
     assert failed.last_error.startswith("verification failed: health (timed out")
-    assert "Verification failed" in str(h.message_now(msg["ts"])["blocks"])
+    # The state is committed before the request message is re-rendered: wait for the
+    # re-render itself (reading it once raced it under load).
+    h.emulator.wait_for(lambda: "Verification failed" in str(h.message_now(msg["ts"])["blocks"]),
+                        timeout=10, description="the request message to say Verification failed")
 
     h.tick()  # stakeholders and status page hear about it; reminders start
     stakeholders = h.emulator.messages("hotel-voice-bot-stakeholders")

@@ -1,13 +1,16 @@
 """``/rollback diagnose hotel-voice-bot`` through the wire, on real dependencies: a REAL
 Prometheus scraping the demo service (error rate), a real PostgreSQL target database
 (verify queries, migration table) and a local HTTP server standing in for OpenAI and WAHA
-(external checks). Each runbook scenario, "nothing wrong", and a finding's button opening
-the request modal with its scope; nothing is written anywhere.
+(external checks). Each runbook scenario, "nothing wrong", a hanging dependency, and a
+finding's button opening the request modal with its scope, after which the answer shows who
+took the finding. Nothing is written anywhere but the bot's own audit trail (who diagnosed
+what, and who took which finding).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,9 +157,18 @@ def _buttons(diagnosis: dict[str, Any]) -> list[str]:
     return [b["accessory"]["value"] for b in diagnosis["blocks"] if "accessory" in b]
 
 
+def _record(h: Harness, user: str = "alice", channel: str = CHANNEL) -> Any:
+    """The audit record of the latest diagnosis, checked to name who ran it and where."""
+    record = h.bot.store.recorded_events("diagnosis")[-1]
+    assert record.rollback_id is None and record.actor == h.emulator.user_id(user)
+    assert record.detail["service"] == SERVICE
+    assert record.detail["channel"] == h.emulator.channel_id(channel)
+    return record
+
+
 def _nothing_written(h: Harness, external: ExternalServer) -> None:
     assert {method for method, _ in external.requests} <= {"GET"}  # webhooks never re-pointed
-    assert h.bot.store.history(SERVICE) == []  # no rollback, no audit row
+    assert h.bot.store.history(SERVICE) == []  # no rollback (the run's audit is of none)
     assert not h.platform.mutations()  # no platform write
 
 
@@ -168,6 +180,10 @@ def test_nothing_wrong(diag: Harness, external: ExternalServer) -> None:
     for line in ("error rate: ", "within the threshold of 5.00%", "database: 2 checks passed",
                  "OpenAI API: HTTP 200", "WAHA: HTTP 200"):
         assert line in text, f"{line!r} not in {text}"
+    record = _record(diag)  # a run with nothing wrong is audited too
+    assert record.detail["findings"] == []
+    assert {c["what"]: c["outcome"] for c in record.detail["checked"]} == {
+        "error rate": "ok", "database": "ok", "OpenAI API": "ok", "WAHA": "ok"}
     _nothing_written(diag, external)
 
 
@@ -183,7 +199,7 @@ def test_error_rate_above_threshold_suggests_an_app_rollback(
         assert "1 runbook scenario applies" in sections[0]
         assert "*Error rate above the threshold*: roll the app back (scope `app`)" in sections[1]
         assert "is above the threshold of 5.00%" in sections[1]
-        assert _buttons(d) == [f"{SERVICE}:app"]
+        assert _buttons(d) == [f"{SERVICE}:app:{_record(diag).id}"]
     finally:
         demo.heal()
         _healthy(prom)
@@ -203,8 +219,13 @@ def test_failing_verify_query_and_failed_migration_suggest_a_db_rollback(
     assert "failed or partial migration: 20261128_add_guests" in finding
     assert ("`hotel-voice-bot-20261129T020000Z.dump`, taken 2026-11-29 02:00:00 UTC "
             "(1 h 00 min ago)") in finding
-    assert _buttons(d) == [f"{SERVICE}:db"]
+    record = _record(diag)
+    assert _buttons(d) == [f"{SERVICE}:db:{record.id}"]
+    (audited,) = record.detail["findings"]
+    assert (audited["scenario"], audited["scope"]) == ("db", ["db"])
+    assert "failed or partial migration: 20261128_add_guests" in audited["evidence"]
     assert DSN_PASSWORD not in str(d) and "APP_DSN" not in str(d)
+    assert DSN_PASSWORD not in str(record.detail)
     with psycopg.connect(target_db, autocommit=True) as conn:  # read-only: nothing changed
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
     _nothing_written(diag, external)
@@ -220,8 +241,8 @@ def test_failing_external_checks_suggest_config_and_webhooks(
             "webhooks (scope `config`, `external`)") in finding
     assert "OpenAI API: HTTP 401, expected 200" in finding
     assert "WAHA: HTTP 502, expected 200" in finding
-    assert _buttons(d) == [f"{SERVICE}:config,external"]
-    assert OPENAI_KEY not in str(d)
+    assert _buttons(d) == [f"{SERVICE}:config,external:{_record(diag).id}"]
+    assert OPENAI_KEY not in str(d) and OPENAI_KEY not in str(_record(diag).detail)
     _nothing_written(diag, external)
 
 
@@ -230,8 +251,9 @@ def test_a_findings_button_opens_the_request_modal_with_its_scope(
     with psycopg.connect(target_db, autocommit=True) as conn:
         conn.execute("DROP TABLE bot_messages")
     d = _diagnose(diag)
+    record = _record(diag)
     diag.driver.click(CHANNEL, d["ts"], ids.DIAGNOSIS_REQUEST, "alice",
-                      value=f"{SERVICE}:db")
+                      value=f"{SERVICE}:db:{record.id}")
     view = diag.emulator.wait_for(lambda: next(
         (v for v in diag.emulator.open_views("alice") if "Target revision" in str(v)), None),
         timeout=15)
@@ -240,6 +262,21 @@ def test_a_findings_button_opens_the_request_modal_with_its_scope(
     assert view["private_metadata"].startswith(f"{SERVICE}|")
     assert len(diag.emulator.calls("views.open")) == 1
 
+    # The answer is re-rendered in place: who took the finding instead of its button.
+    alice = diag.emulator.user_id("alice")
+    now = diag.emulator.wait_for(lambda: next(
+        (e for e in diag.emulator.ephemerals(user="alice")
+         if e["ts"] == d["ts"] and "Taken by" in str(e.get("blocks"))), None), timeout=15,
+        description="the diagnosis to show who took the finding")
+    (finding,) = _sections(now)[1:]
+    assert f":arrow_right: Taken by <@{alice}>: request form opened with scope `db`" in finding
+    assert "*Database checks failing*" in finding  # the rest of the answer is kept
+    assert _buttons(now) == []
+    assert "database: " in str(now["blocks"])  # and what was checked
+    (taken,) = diag.bot.store.recorded_events("diagnosis_finding_taken")
+    assert (taken.actor, taken.detail) == (
+        alice, {"diagnosis": record.id, "service": SERVICE, "scope": ["db"]})
+
 
 def test_a_findings_button_outside_an_incident_channel_is_refused(
         diag: Harness, target_db: str) -> None:
@@ -247,13 +284,18 @@ def test_a_findings_button_outside_an_incident_channel_is_refused(
     with psycopg.connect(target_db, autocommit=True) as conn:
         conn.execute("DROP TABLE bot_messages")
     d = _diagnose(diag, channel="random")
+    record = _record(diag, channel="random")
     diag.driver.click("random", d["ts"], ids.DIAGNOSIS_REQUEST, "alice",
-                      value=f"{SERVICE}:db")
+                      value=f"{SERVICE}:db:{record.id}")
     view = diag.emulator.wait_for(lambda: next(
         (v for v in diag.emulator.open_views("alice") if "incident channels" in str(v)), None),
         timeout=15)
     assert "Target revision" not in str(view)  # no form to submit
     assert diag.bot.store.history(SERVICE) == []
+    # Refused: nobody took the finding, and the answer keeps its button.
+    assert diag.bot.store.recorded_events("diagnosis_finding_taken") == []
+    (still,) = [e for e in diag.emulator.ephemerals(user="alice") if e["ts"] == d["ts"]]
+    assert _buttons(still) == [f"{SERVICE}:db:{record.id}"]
 
 
 def test_unknown_service_is_refused_in_the_ack_with_the_known_ones(diag: Harness) -> None:
@@ -261,3 +303,72 @@ def test_unknown_service_is_refused_in_the_ack_with_the_known_ones(diag: Harness
     text = diag.wait_ephemeral("alice", "Unknown service")
     assert f"`{SERVICE}`" in text
     assert diag.emulator.calls("views.open") == []
+
+
+class HangingServer:
+    """Accepts HTTP requests and never answers them (a stuck dependency) until stopped."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.paths: list[str] = []
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                state.paths.append(self.path)
+                state.release.wait(60)  # the client gives up long before
+
+            do_POST = do_GET  # noqa: N815  (a Prometheus query may be a form POST)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hanging() -> Iterator[HangingServer]:
+    server = HangingServer()
+    yield server
+    server.stop()
+
+
+def test_hanging_checks_answer_within_the_configured_timeout_naming_them(
+        make_harness: Callable[..., Harness], hanging: HangingServer,
+        external: ExternalServer) -> None:
+    """Prometheus never answers (bounded by ``diagnose.check_timeout_seconds``, here 1 s
+    instead of the default 10 s) and neither does WAHA (its own ``timeout_seconds``): the
+    answer still comes, well before the default bound, and names both."""
+    def config(data: dict[str, Any]) -> None:
+        data["diagnose"] = {"check_timeout_seconds": 1}
+        svc = data["services"][SERVICE]
+        svc["prometheus"] = {"url": hanging.url, "error_rate_query": ERROR_RATE,
+                             "error_rate_threshold": 0.05}
+        svc["external_checks"] = [
+            {"name": "OpenAI API", "url": f"{external.url}/v1/models"},
+            {"name": "WAHA", "url": f"{hanging.url}/api/sessions", "timeout_seconds": 1}]
+
+    h = make_harness(config_overrides=config)
+    started = time.monotonic()
+    d = _diagnose(h)
+    took = time.monotonic() - started
+    assert took < 6, f"the diagnosis took {took:.1f}s"  # the default bound alone is 10 s
+    assert {"/api/v1/query", "/api/sessions"} <= {p.split("?")[0] for p in hanging.paths}
+    checked = str(d["blocks"])
+    assert "error rate: could not check within 1 s" in checked  # unknown, not a finding
+    assert "OpenAI API: HTTP 200" in checked
+    (finding,) = _sections(d)[1:]  # a dependency that does not answer is a finding
+    assert "*External checks failing*" in finding and "WAHA: " in finding
+    assert "timed out" in finding
+    outcomes = {c["what"]: (c["outcome"], c["detail"])
+                for c in _record(h).detail["checked"]}
+    assert outcomes["error rate"] == ("unchecked", "could not check within 1 s")
+    assert outcomes["WAHA"][0] == "problem" and outcomes["OpenAI API"][0] == "ok"

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from bot.usecases.timers import DECISION_JOB, EXPIRE_JOB
+from bot.usecases.timers import DECISION_JOB, EXPIRE_JOB, HOTFIX_JOB, decision_key
 from handlers import ids
 from sandbox.config import USERGROUP
 from tests.e2e.conftest import Harness
@@ -176,6 +177,61 @@ def test_a_deadline_moved_without_its_job_still_escalates(harness: Harness) -> N
     _until(h, start + timedelta(minutes=45, seconds=1))
     assert h.tick() == 1
     assert h.bot.store.get(rb.id).state.value == "expired"
+
+
+def _escalations(h: Harness, msg: dict[str, Any]) -> list[str]:
+    return [t for t in h.thread_texts(msg) if "roll back now?" in t]
+
+
+def test_the_escalation_is_posted_once_per_deadline_whatever_runs_it(
+        make_harness: Callable[..., Harness]) -> None:
+    """Two job rows for one deadline (one of the kind an earlier version scheduled), then a
+    leader that died after Slack accepted the escalation but before it marked anything done:
+    the thread has one escalation, and the audit trail one ``decision_due``."""
+    first: Harness = make_harness()
+    rb, msg = _request(first, "P1")
+    due = rb.decision_due_at
+    first.bot.service.jobs.schedule(kind=HOTFIX_JOB, due_at=due, rollback_id=rb.id,
+                                    dedupe_key=f"{HOTFIX_JOB}:{rb.id}")  # an older row
+    _until(first, due)
+    assert first.tick() == 2  # both rows ran
+    assert len(_escalations(first, msg)) == 1
+    assert _events(first, rb.id).count("decision_due") == 1
+
+    # What a leader SIGKILLed right after Slack accepted the post leaves behind: the
+    # outbox attempt counted but not marked sent, the job still claimed ('running').
+    key = decision_key(rb.id, due)
+    with psycopg.connect(first.bot.database_url, autocommit=True) as conn:
+        assert conn.execute("UPDATE outbox SET status = 'pending', ts = NULL, sent_at = NULL"
+                            " WHERE key = %s AND attempts = 1", (key,)).rowcount == 1
+        assert conn.execute("UPDATE scheduled_jobs SET status = 'running', finished_at = NULL"
+                            " WHERE dedupe_key = %s", (key,)).rowcount == 1
+    first.stack.owns_emulator = False  # Slack outlives the bot process
+    first.stack.stop()  # its leader connection closes: the lock is free
+    second: Harness = make_harness(emulator=first.emulator)  # same database and workspace
+    first.stack.owns_emulator = True  # so the fixture stops it at the end
+    _until(second, due)
+    assert second.tick() == 1  # the new leader re-queued the claimed row and ran it
+    assert len(_escalations(second, msg)) == 1  # found in Slack by its key, not reposted
+    assert _events(second, rb.id).count("decision_due") == 1
+    assert second.bot.service.jobs.pending(kinds=[DECISION_JOB, HOTFIX_JOB]) == []
+
+
+def test_an_approver_group_slack_does_not_know_is_named_not_mentioned(
+        make_harness: Callable[..., Harness]) -> None:
+    """The escalation still goes out; the group it cannot mention is named as text that says
+    nobody in it was notified, never as a broken ``<!subteam^…>``."""
+    def config(data: dict[str, Any]) -> None:
+        data["slack"]["approvers"] = {"usergroup": "sre-oncall-typo", "users": []}
+
+    h: Harness = make_harness(config_overrides=config)
+    rb, msg = _request(h, "P1")
+    _until(h, rb.decision_due_at)
+    assert h.tick() == 1
+    line = _said(h, msg, "roll back now?")
+    assert ("@sre-oncall-typo (a Slack group I could not resolve: nobody in it was notified), "
+            f"<@{h.emulator.user_id('alice')}>: approve the rollback") in line
+    assert "subteam" not in line
 
 
 def test_p2_escalates_after_an_hour_under_the_default_configuration(harness: Harness) -> None:

@@ -6,6 +6,7 @@ circuit-breaker failures and reverts, confirm_running, errors.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -209,7 +210,10 @@ def test_scale_to_zero_and_back_to_recorded_count(platform: EcsPlatform, target:
 def test_wait_for_stopped_returns_only_once_every_task_is_stopped(
         platform: EcsPlatform, target: Target, emulator: EcsEmulator, client: Any) -> None:
     emulator.simulator.pause()
-    emulator.simulator.stop_time = 3.0
+    # While paused, a stop too long to leave DEACTIVATING however slowly this part runs: the
+    # stop phases follow the wall clock, and the forced steps below move them on.
+    emulator.simulator.stop_time = 3600.0
+    scaled = time.monotonic()  # no task began to stop before this
     try:
         platform.scale(target, 0)
         svc = step_until(emulator, client, target, lambda s: s["runningCount"] == 0)
@@ -228,22 +232,40 @@ def test_wait_for_stopped_returns_only_once_every_task_is_stopped(
         assert not status.done and not status.failed
         assert "timed out" in status.message and "0.4s" in status.message
         assert lines == ["3 tasks still running (3 DEACTIVATING); runningCount 0"]
+        # Every task has at least 3 s of its stop left from here, whatever the load was so
+        # far: its last 3 s (at least) are STOPPING then DEPROVISIONING, which the wait
+        # sees; the tasks began stopping at different steps, so not necessarily together.
+        emulator.simulator.stop_time = time.monotonic() - scaled + 3.0
     finally:
         emulator.simulator.resume()
     seen: list[str] = []
-    try:  # the tasks are well into their 3 s stop: the wait has to sit it out
+    try:  # the tasks are still in their stop: the wait has to sit it out
         status = platform.wait_for_stopped(target, timeout=30, on_progress=seen.append)
     finally:
         emulator.simulator.stop_time = 0.3
     assert status.done and not status.failed, status.message
     assert status.message.startswith("service hotel-voice-bot stopped: runningCount 0")
     assert len(seen) >= 2 and seen[-1] == status.message
-    assert all(m.startswith("3 tasks still running (3 ") for m in seen[:-1]), seen
+    # Each progress line counts the tasks not yet STOPPED, by phase; that count only falls.
+    counts = []
+    for line in seen[:-1]:
+        match = STILL_RUNNING.fullmatch(line)
+        assert match, line
+        phases = [p.split(" ") for p in match["phases"].split(", ")]
+        assert all(phase in STOP_PHASES for _, phase in phases), line
+        assert sum(int(n) for n, _ in phases) == int(match["live"]) <= 3, line
+        counts.append(int(match["live"]))
+    assert counts == sorted(counts, reverse=True), seen
     assert any("STOPPING" in m or "DEPROVISIONING" in m for m in seen), seen
     tasks = service_tasks(client, target)
     assert tasks and all(t["lastStatus"] == "STOPPED" and t.get("stoppedAt") for t in tasks)
     assert all(t["startedBy"].startswith("ecs-svc/") and t["group"] == "service:hotel-voice-bot"
                for t in tasks)
+
+
+STOP_PHASES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING"}
+STILL_RUNNING = re.compile(
+    r"(?P<live>[0-9]+) tasks? still running \((?P<phases>[^)]+)\); runningCount 0")
 
 
 def test_wait_for_stopped_fails_when_scaled_up_again(

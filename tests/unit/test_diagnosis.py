@@ -7,9 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
+from bot.domain import messages as m
+from bot.domain.errors import ConfigError
 from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser
 from handlers import views
@@ -47,8 +50,9 @@ def test_hanging_prometheus_and_database_are_unchecked_within_the_bound(
     data["services"]["hotel-voice-bot"]["database"] = {
         "dsn_env": "HUNG_DSN", "backup_location": "/nonexistent",
         "verify_queries": ["SELECT 1 FROM public.bot_messages"]}
+    data["diagnose"] = {"check_timeout_seconds": 0.5}  # the configured bound, not 10 s
     monkeypatch.setenv("HUNG_DSN", f"postgresql://u:pw-hung@127.0.0.1:{silent_port}/app")
-    diagnoser = Diagnoser(Catalog(parse_sandbox_config(data), {}), timeout=0.5)
+    diagnoser = Diagnoser(Catalog(parse_sandbox_config(data), {}))
 
     started = time.monotonic()
     d = diagnoser.diagnose("hotel-voice-bot")
@@ -67,3 +71,27 @@ def test_nothing_configured_says_so() -> None:
         "hotel-voice-bot")
     assert (d.findings, d.checked) == ((), ())
     assert "Nothing to check for hotel-voice-bot" in str(views.diagnosis_blocks(d))
+
+
+def test_the_check_timeout_defaults_to_ten_seconds_and_must_be_positive() -> None:
+    config = parse_sandbox_config(sandbox_config_dict())
+    assert Diagnoser(Catalog(config, {})).timeout == 10.0
+    data = sandbox_config_dict()
+    data["diagnose"] = {"check_timeout_seconds": 0}
+    with pytest.raises(ConfigError, match=r"diagnose\.check_timeout_seconds"):
+        parse_sandbox_config(data)
+
+
+def test_a_taken_finding_shows_who_instead_of_its_button() -> None:
+    at = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
+    d = m.Diagnosis("hvb", at, (
+        m.Finding("app", ("app",), ("12.0% is above the threshold of 5.00%",),
+                  taken_by=("U2",)),
+        m.Finding("external", ("config", "external"), ("WAHA: HTTP 502, expected 200",)),
+    ), (), record=7)
+    app, external = [b for b in views.diagnosis_blocks(d) if b["type"] == "section"][1:]
+    assert "accessory" not in app
+    assert ":arrow_right: Taken by <@U2>: request form opened with scope `app`" in \
+        app["text"]["text"]
+    assert external["accessory"]["value"] == "hvb:config,external:7"  # names its record
+    assert "Taken by" not in external["text"]["text"]

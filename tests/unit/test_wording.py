@@ -18,13 +18,14 @@ from bot.domain.config import Policy, Severity
 from bot.domain.errors import NotAllowed
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import Notice, ScrubbedChat
-from bot.domain.words import Mention, RollbackLink
+from bot.domain.words import GroupMention, Mention, RollbackLink
 from bot.observability.scrub import REDACTED
 from handlers import ids, views, views_aftercare, wording
 from handlers.errors import render
 from platforms.registry import PRODUCTION
 
 AT = datetime(2026, 11, 29, 3, 4, 5, tzinfo=UTC)
+GROUP = GroupMention("sre-approvers", "S0GROUP")  # a handle Slack resolved to its id
 REST = m.InterruptedRestore("/backups/pre/hvb.dump", begun=True)
 COMP = m.Compensated("step 3 failed", "kubernetes prod/hvb", 3)
 COMPLETION = m.Completion(
@@ -51,7 +52,7 @@ SAMPLES: list[m.Message] = [
     m.HotfixReported("U2", "RB-3", AT, AT + timedelta(minutes=15), 15,
                      AT + timedelta(minutes=30)),
     m.Expired("RB-3", AT),
-    m.DecisionDue("RB-3", "P1", "hotfix_window", AT, "S0GROUP", ("U3",), "U1", "rev 4", None,
+    m.DecisionDue("RB-3", "P1", "hotfix_window", AT, GROUP, ("U3",), "U1", "rev 4", None,
                   AT + timedelta(minutes=15)),
     m.DecisionDue("RB-3", "P2", "evaluate", AT, None, (), "U1", "rev 4", None, None),
     m.ExecutionStarted("RB-3", 4),
@@ -99,6 +100,8 @@ SAMPLES: list[m.Message] = [
                       deployed_at=AT, revisions_note="", health="passing: HTTP 200 in 12 ms",
                       severity="P1", snooze_seconds=3600, request_value='{"service":"hvb"}'),
     m.ProposalSnoozed("hvb", "U0CAROL", AT),
+    m.DecisionDue("RB-3", "P2", "evaluate", AT, GroupMention("sre", None), (), "U1", "rev 4",
+                  None, None),  # a group Slack did not resolve
     m.WatchReading(0.0613, 0.05, 12 * 60 + 30, AT),
     m.AutomationApproved("rollback-bot-auto", "P0"),
 ]
@@ -285,7 +288,7 @@ def test_the_decision_deadline_is_worded_per_severity() -> None:
     due, expires = AT, AT + timedelta(minutes=15)
 
     def said(severity: str, mode: str, hotfix_by: str | None = None) -> str:
-        return wording.line(m.DecisionDue("RB-3", severity, mode, due, "S0GROUP", ("U3",),
+        return wording.line(m.DecisionDue("RB-3", severity, mode, due, GROUP, ("U3",),
                                           "U1", "rev 4 <img>", hotfix_by, expires))
 
     p1 = said("P1", "hotfix_window")
@@ -301,14 +304,36 @@ def test_the_decision_deadline_is_worded_per_severity() -> None:
     assert "plan for the next deployment" in p3 and "pinned revision rev 4 &lt;img&gt;" in p3
     assert "*Override and approve*" in p3
     assert "immediate rollback, still not approved" in said("P0", "immediate")
-    # A group configured by handle cannot be notified from text: shown, escaped, not markup.
-    handle = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", due, "sre-<!here>", (),
-                                        "U1", "rev 4", None, None))
-    assert "@sre-&lt;!here&gt;" in handle and "<!here>" not in handle
     # The commander who is also a listed approver is asked once.
     once = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", due, None, ("U1",), "U1",
                                       "rev 4", None, None))
     assert once.count("<@U1>") == 1
+
+
+@pytest.mark.parametrize("group", [
+    GroupMention("sre-approvers", None),  # a handle Slack does not know
+    GroupMention("@sre-approvers", None),  # configured with the at sign
+    GroupMention("SRE", None),  # shaped like an id, but Slack resolved nothing
+    GroupMention("sre-approvers", "sre-approvers"),  # an "id" that is not one
+])
+def test_an_unresolved_approver_group_is_named_and_said_not_notified(group: GroupMention) -> None:
+    """A group Slack could not resolve cannot be mentioned: never a (broken) ``<!subteam^…>``,
+    and never a bare ``@handle`` a reader would take for a working mention."""
+    line = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", AT, group, ("U3",), "U1",
+                                      "rev 4", None, None))
+    name = group.configured.lstrip("@")
+    assert (f"@{name} (a Slack group I could not resolve: nobody in it was notified), "
+            "<@U3>, <@U1>: decide now") in line
+    assert "subteam" not in line and "@@" not in line
+
+
+def test_an_unresolved_group_handle_is_text_never_markup() -> None:
+    line = wording.line(m.DecisionDue("RB-3", "P2", "evaluate", AT,
+                                      GroupMention("sre-<!here>", None), (), "U1", "rev 4",
+                                      None, None))
+    assert "@sre-&lt;!here&gt; (a Slack group I could not resolve" in line
+    assert "<!here>" not in line and "subteam" not in line
+    assert str(GroupMention("@sre", None)) == "@sre"  # plain words: logs, the audit trail
 
 
 def test_a_hotfix_report_says_exactly_what_it_moves() -> None:
