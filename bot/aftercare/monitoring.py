@@ -58,14 +58,16 @@ def measure(svc: ServiceConfig, *, seq: int, at: datetime, client: httpx.Client)
     health_ok: bool | None = None
     detail = ""
     if svc.health is not None:
-        health_ok, detail, took = _health(svc, client)
+        health_ok, detail, took = probe_health(svc, client)
         if latency is None and took is not None:
             latency = took
     return Sample(seq=seq, at=at, error_rate=error_rate, health_ok=health_ok,
                   health_detail=detail, latency_ms=latency, notes="; ".join(notes))
 
 
-def _health(svc: ServiceConfig, client: httpx.Client) -> tuple[bool, str, float | None]:
+def probe_health(svc: ServiceConfig, client: httpx.Client) -> tuple[bool, str, float | None]:
+    """One request to the health URL: (passed, what was seen, milliseconds or None). Slower
+    than ``monitoring.latency_threshold_ms`` counts as failed."""
     cfg, limit = svc.health, svc.monitoring.latency_threshold_ms
     assert cfg is not None
     started = time.perf_counter()

@@ -59,7 +59,7 @@ from typing import Any, Protocol
 import httpx
 
 from bot.aftercare import charts
-from bot.aftercare.monitoring import _health
+from bot.aftercare.monitoring import probe_health
 from bot.domain.authority import BOT_REQUESTER
 from bot.domain.command_parsing import Parsed
 from bot.domain.config import RollbackConfig, ServiceConfig
@@ -314,7 +314,9 @@ class ReleaseWatcher:
         watch = svc.watcher
         assert watch.channel is not None
         message, evidence = self.proposal(name, svc, key, episode, reading, now)
-        with self.store.exclusive(key):
+        with self.store.exclusive(key) as held:
+            if not held:  # another replica is filing this episode's request right now
+                return "skipped: another replica holds the episode"
             if self.outbox.sent_ts(key) is not None:  # another leader got here first
                 return "already proposed"
             filed = self.store.requested_by_since(name, requester=BOT_REQUESTER,
@@ -324,8 +326,12 @@ class ReleaseWatcher:
                 rb = self.rollback_store.get(filed)
             else:
                 try:
+                    # Never a database restore: a bot's request leaves one person to
+                    # approve it, and a restore needs two.
+                    scope = [s for s in self.config.policy_for(name).for_severity(
+                        watch.severity).scope if s != "db"] or ["app"]
                     rb = self.request(Parsed("request", service=name, severity=watch.severity,
-                                             reason=evidence[:3000]),
+                                             scope=scope, reason=evidence[:3000]),
                                       requester=BOT_REQUESTER,
                                       channel_id=watch.channel.lstrip("#"))
                 except UserFacingError as exc:
@@ -412,7 +418,7 @@ class ReleaseWatcher:
             return None
         try:
             with self.client_factory() as client:
-                ok, detail, _took = _health(svc, client)
+                ok, detail, _took = probe_health(svc, client)
         except Exception as exc:
             return f"not read ({type(exc).__name__})"
         return f"{'passing' if ok else 'failing'}: {detail}"

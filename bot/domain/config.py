@@ -18,6 +18,7 @@ import difflib
 import fnmatch
 import functools
 import os
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -446,6 +447,17 @@ class AutomationSettings(Strict):
     self_approve: list[Severity] = Field(default_factory=list)
     timeout_seconds: float = Field(default=300, gt=0)  # the runbook script's rollout wait
     settle_seconds: float = Field(default=30, ge=0)  # before health is read again
+
+    @field_validator("identity")
+    @classmethod
+    def _not_a_person(cls, v: str) -> str:
+        # Neither the bot's own actor nor a Slack user id: the audit trail must tell the
+        # automation from a person and from the release watcher, and a person's id here
+        # would let the automation pass for them.
+        if v in ("bot", "rollback-bot") or re.fullmatch(r"[UW][A-Z0-9]{6,}", v):
+            raise ValueError(f"{v!r} is the bot's own name or a Slack user id; name the "
+                             "automation (e.g. rollback-bot-auto)")
+        return v
 
     @field_validator("scope")
     @classmethod

@@ -144,6 +144,12 @@ class Policy:
         sev = self.config.policy_for(rb.service).for_severity(Severity(rb.severity))
         destructive = [d["description"] for d in rb.destructive_steps]
         break_glass = False
+        if destructive and rb.requester in (authority.BOT_REQUESTER,
+                                            self.config.automation.identity):
+            raise NotAllowed(
+                f"{rb.ref} was filed by the bot and has destructive steps "
+                f"({'; '.join(destructive)}): two people are needed, and one approval would "
+                "be one person. Request it yourself and have someone else approve it.")
         if user == rb.requester:
             if destructive:
                 raise NotAllowed(

@@ -97,17 +97,21 @@ class WatchStore:
         return int(row[0]) if row else None
 
     @contextmanager
-    def exclusive(self, key: str) -> Iterator[None]:
+    def exclusive(self, key: str) -> Iterator[bool]:
         """One holder of ``key`` at a time across replicas (a session advisory lock, freed
-        by the server if this process dies): two leaders' checks never both file a request."""
+        by the server if this process dies): two leaders' checks never both file a request.
+        Yields False at once when another holds it: the caller skips this check instead of
+        blocking the leader's tick behind Slack and platform calls."""
         with self.pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                         (WATCH_LOCK_NAMESPACE, key))
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                               (WATCH_LOCK_NAMESPACE, key)).fetchone()
+            held = bool(row and row[0])
             try:
-                yield
+                yield held
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                             (WATCH_LOCK_NAMESPACE, key))
+                if held:
+                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                                 (WATCH_LOCK_NAMESPACE, key))
 
     def snooze(self, service: str, *, until: datetime, by: str) -> None:
         with self.pool.connection() as conn:

@@ -46,6 +46,7 @@ from bot.persistence.jobs import JobStore
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.persistence.watch_store import WatchStore
+from bot.runtime.auto import AutoRollback
 from bot.runtime.settings import Settings
 from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
@@ -101,6 +102,24 @@ class BotApp:
         from handlers.socket_mode import GuardedSocketModeHandler
 
         return GuardedSocketModeHandler(self.bolt, app_token)
+
+
+def build_auto(settings: Settings, *, config: RollbackConfig, stream: TextIO
+               ) -> tuple[AutoRollback, Core]:
+    """``rollback-bot auto``: the core on Slack's Web API when ``SLACK_BOT_TOKEN`` is set
+    (announced, approvable there), else on the console ports writing to ``stream``; the
+    caller closes ``core.store.pool``."""
+    announced = bool(settings.slack_bot_token)
+    chat_port, directory = slack_ports(settings) if announced else console_ports(stream)
+    core = build_core(settings, chat_port=chat_port, directory=directory, config=config)
+
+    def say(line: str) -> None:
+        stream.write(f"{scrub.scrub(line)}\n")
+        stream.flush()
+
+    return AutoRollback(config=config, service=core.service, store=core.store,
+                        executor=core.executor, clock=utcnow, announced=announced,
+                        say=say), core
 
 
 def slack_ports(settings: Settings) -> tuple[Chat, Directory]:

@@ -14,19 +14,30 @@ ratio over its threshold at every point of the rule's duration). Missing data is
 evidence: a Prometheus that cannot be read never triggers a rollback.
 
 **Recovered** means, after the rollback reached monitoring and ``settle_seconds`` passed:
-the platform runs the pinned revision, health passes, and the latest error rate is at or
-under the threshold.
+the platform runs the pinned revision, health passes, and the latest error rate could be
+read and is at or under the threshold (a recovery needs evidence).
+
+**A person's decision stands.** An earlier rollback away from the revision that runs now
+which did not complete (rejected, cancelled, failed, expired) means people have decided
+about this revision: the automation refuses instead of asking again every cron period.
+
+**Never abandoned mid-step.** The wait for verification ends at ``timeout_seconds``, but
+the process does not exit while its executor is inside a step: it says so, waits for the
+step to end (steps have their own bounds), and reports the state it ended in.
 
 Exit codes (``Exit``): 0 healthy, or rolled back and recovered; 1 unexpected failure;
-2 bad usage or configuration; 3 unhealthy but refused (nothing changed: a rollback is
-already active, nothing to roll back to…); 4 request filed and waiting for a person's
-approval; 5 the rollback did not finish (failed, needs attention, cancelled, or still
-running at the timeout); 6 rolled back but not recovered; 7 ``--dry-run`` found the service
-unhealthy (the plan is printed, nothing changed).
+2 bad usage or configuration (unknown service, no channel, nothing to judge the service
+by); 3 unhealthy but refused (nothing changed: a rollback is already active, people
+decided about this revision, nothing to roll back to, nobody could approve it…); 4 request
+filed and waiting for a person's approval in Slack; 5 the rollback did not finish (failed,
+needs attention, cancelled, or not verified within the timeout); 6 rolled back but not
+recovered; 7 ``--dry-run`` found the service unhealthy (the plan is printed, nothing
+changed); 8 the service could not be judged (no check could be read).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -38,11 +49,11 @@ from typing import Any
 
 import httpx
 
-from bot.aftercare.monitoring import _health
+from bot.aftercare.monitoring import probe_health
 from bot.aftercare.watcher import evaluate
 from bot.domain.command_parsing import Parsed
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
-from bot.domain.errors import UserFacingError
+from bot.domain.errors import NotAllowed, UserFacingError
 from bot.domain.figure_words import pct
 from bot.domain.lifecycle import State
 from bot.domain.models import Rollback
@@ -52,15 +63,22 @@ from bot.execution.executor import Executor
 from bot.integrations.errors import PrometheusError
 from bot.integrations.prometheus import instant_query, range_query
 from bot.persistence.store import Store
-from bot.usecases.service import RollbackService
+from bot.usecases.service import Plan, RollbackService
+from platforms.base import Revision
+
+log = logging.getLogger(__name__)
 
 HEALTH_PROBES = 3  # a majority must fail: one slow probe is not a broken release
 POLL_SECONDS = 0.5  # how often the rollback's state is read while waiting
+
+JOIN_CAP_SECONDS = 3600.0  # the last resort if a step's own bound failed to end it
 
 # Where the wait for the rollback ends: verified (monitoring, or already completed) or not.
 REACHED = frozenset({State.MONITORING, State.COMPLETED})
 STOPPED = frozenset({State.FAILED, State.NEEDS_ATTENTION, State.VERIFICATION_FAILED,
                      State.CANCELLED, State.REJECTED, State.EXPIRED, State.UNSTABLE})
+# Earlier rollbacks that mean people decided about the revision they moved away from.
+DECIDED = frozenset({State.REJECTED, State.CANCELLED, State.FAILED, State.EXPIRED})
 
 
 class Exit(IntEnum):
@@ -72,6 +90,7 @@ class Exit(IntEnum):
     ROLLBACK_FAILED = 5
     NOT_RECOVERED = 6
     DRY_RUN_UNHEALTHY = 7
+    UNKNOWN = 8
 
 
 @dataclass(frozen=True)
@@ -106,10 +125,14 @@ class AutoResult:
 
 
 class AutoRollback:
-    """One run of the automation for one service; collaborators from the composition."""
+    """One run of the automation for one service; collaborators from the composition.
+
+    ``announced``: the request reaches people (Slack); without it nothing is filed that
+    only a person could approve. ``say`` writes progress for the job's log (stderr)."""
 
     def __init__(self, *, config: RollbackConfig, service: RollbackService, store: Store,
-                 executor: Executor, clock: Clock,
+                 executor: Executor, clock: Clock, announced: bool,
+                 say: Callable[[str], None] = lambda _line: None,
                  client_factory: Callable[[], httpx.Client] = lambda: httpx.Client(
                      timeout=10.0),
                  sleep: Callable[[float], None] = time.sleep,
@@ -119,6 +142,8 @@ class AutoRollback:
         self.store = store
         self.executor = executor
         self.clock = clock
+        self.announced = announced
+        self.say = say
         self.client_factory = client_factory
         self.sleep = sleep
         self.monotonic = monotonic
@@ -126,12 +151,13 @@ class AutoRollback:
     # ------------------------------------------------------------------ readings
     def read(self, svc: ServiceConfig, *, after_rollback: bool = False) -> HealthReport:
         """Health and the error rate. Before: the sustained rule (a range). After a
-        rollback: the latest value, since a sustained recovery takes the rule's duration."""
+        rollback: the latest value, since a sustained recovery takes the rule's duration;
+        then an error rate that cannot be read is a problem (no evidence of recovery)."""
         problems: list[str] = []
         health = None
         with self.client_factory() as client:
             if svc.health is not None:
-                results = [_health(svc, client) for _ in range(HEALTH_PROBES)]
+                results = [probe_health(svc, client) for _ in range(HEALTH_PROBES)]
                 failed = [detail for ok, detail, _took in results if not ok]
                 passing = len(failed) * 2 < len(results)
                 health = (f"{'passing' if passing else 'failing'}: "
@@ -141,9 +167,6 @@ class AutoRollback:
                     problems.append(f"health check failing: {failed[-1]}")
             rate, note = self._error_rate(svc, client, after_rollback=after_rollback,
                                           problems=problems)
-        if svc.health is None and svc.prometheus is None:
-            problems.append("neither `health` nor `prometheus` is configured: nothing to "
-                            "judge the service by")
         return HealthReport(healthy=not problems, problems=problems, health=health,
                             error_rate=rate, error_rate_note=note)
 
@@ -158,7 +181,8 @@ class AutoRollback:
             if after_rollback:
                 value = instant_query(prom.url, prom.error_rate_query, client=client, at=now)
                 if value is None:
-                    return None, "no error-rate data (no traffic?)"
+                    problems.append("the error rate has no data: recovery not confirmed")
+                    return None, "no data (no traffic?)"
                 if value > threshold:
                     problems.append(f"error rate {pct(value)} is over {pct(threshold)}")
                 return value, f"latest {pct(value)} (threshold {pct(threshold)})"
@@ -168,7 +192,10 @@ class AutoRollback:
             points = range_query(prom.url, prom.error_rate_query, start=start, end=now,
                                  step=step, client=client)
         except PrometheusError as exc:
-            # Missing data is no evidence either way: said, never acted on.
+            if after_rollback:
+                problems.append(f"the error rate could not be read: recovery not confirmed "
+                                f"({exc})")
+            # Before: missing data is no evidence either way; said, never acted on.
             return None, f"not read: {exc}"
         reading = evaluate(points, now=now, duration=watch.duration_seconds, step=step,
                            threshold=threshold)
@@ -193,37 +220,64 @@ class AutoRollback:
              severity: str | None, reason: str | None) -> AutoResult:
         auto = self.config.automation
         svc = self.config.services[name]
+        if svc.health is None and svc.prometheus is None:
+            return AutoResult(name, "usage", Exit.USAGE, f"`{name}` has neither `health` nor "
+                              "`prometheus` configured: nothing to judge it by, so the "
+                              "automation never rolls it back.", dry_run=dry_run)
         before = self.read(svc)
         if before.healthy:
+            if svc.health is None and before.error_rate_note \
+                    and before.error_rate_note.startswith("not read"):
+                return AutoResult(name, "unknown", Exit.UNKNOWN, f"{name} could not be "
+                                  f"judged: error rate {before.error_rate_note}; no health "
+                                  "URL configured. Nothing done.", before=before,
+                                  dry_run=dry_run)
             return AutoResult(name, "healthy", Exit.OK, f"{name} is healthy: "
                               f"{_figures(before)}; nothing to do.", before=before,
                               dry_run=dry_run)
-        parsed = Parsed("request", service=name, severity=_severity(severity, auto.severity),
-                        scope=list(auto.scope),
-                        reason=reason or f"rollback-bot auto: {'; '.join(before.problems)}")
+        sev = _severity(severity, auto.severity)
         why = "; ".join(before.problems)
+        parsed = Parsed("request", service=name, severity=sev, scope=list(auto.scope),
+                        reason=reason or f"rollback-bot auto: {why}")
+        channel = auto.channel_for(svc)
+        if channel is None:
+            return AutoResult(name, "usage", Exit.USAGE, "no channel to file the request "
+                              "in: set `automation.channel` (or the service's "
+                              "`watcher.channel`).", before=before, dry_run=dry_run)
+        try:
+            plan = self.service.preview(parsed)
+            self.service.check_can_request(name, user=auto.identity, channel_id=channel)
+        except UserFacingError as exc:
+            return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
+                              f"but was not rolled back: {exc}", before=before,
+                              dry_run=dry_run)
+        decided = self._decided(name, plan.choice.current)
+        if decided is not None:
+            return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
+                              f"but people already decided about "
+                              f"{plan.choice.current.label() if plan.choice.current else 'it'}"
+                              f": {decided}. The automation does not ask again; a person "
+                              "requests the next rollback.", before=before, dry_run=dry_run)
+        self_approves = self._may_self_approve(plan)
         if dry_run:
-            try:
-                plan = self.service.preview(parsed)
-            except UserFacingError as exc:
-                return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy "
-                                  f"({why}) but would not be rolled back: {exc}",
-                                  before=before, dry_run=True)
             facts = {"platform": plan.platform, "severity": plan.severity.value,
-                     "scope": plan.scope,
+                     "scope": plan.scope, "channel": channel,
                      "from": plan.choice.current.label() if plan.choice.current else None,
                      "to": plan.choice.target.label(),
                      "steps": [st.description for st in plan.steps],
-                     "self_approve": plan.severity in auto.self_approve}
+                     "self_approve": self_approves is None,
+                     "approval": self_approves or "the automation approves it"}
+            who = "self-approved" if self_approves is None else "a person approves"
             return AutoResult(name, "would_roll_back", Exit.DRY_RUN_UNHEALTHY,
                               f"{name} is unhealthy ({why}); dry run: would roll back "
-                              f"{facts['from'] or 'the running revision'} -> {facts['to']}, "
-                              "nothing changed.", before=before, plan=facts, dry_run=True)
-        channel = auto.channel_for(svc)
-        if channel is None:
-            return AutoResult(name, "refused", Exit.USAGE, "no channel to file the request "
-                              "in: set `automation.channel` (or the service's "
-                              "`watcher.channel`).", before=before)
+                              f"{facts['from'] or 'the running revision'} -> {facts['to']} "
+                              f"({who}), nothing changed.", before=before, plan=facts,
+                              dry_run=True)
+        if self_approves is not None and not self.announced:
+            return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
+                              f"but was not rolled back: {self_approves} Without Slack "
+                              "(SLACK_BOT_TOKEN unset) nobody could approve the request, so "
+                              "none was filed.", before=before)
         try:
             rb = self.service.request(parsed, requester=auto.identity, channel_id=channel)
         except UserFacingError as exc:
@@ -231,8 +285,28 @@ class AutoRollback:
                               f"{name} is unhealthy ({why}) but was not rolled back: {exc}",
                               before=before)
         try:
+            return self._decide_and_execute(name, rb, before=before, timeout=timeout,
+                                            settle=settle)
+        except Exception as exc:  # the rollback exists: never report a failure without it
+            log.exception("rollback-bot auto: %s", rb.ref)
+            current = self.store.get(rb.id)
+            return AutoResult(name, "failure", Exit.FAILURE,
+                              f"{rb.ref} ({current.state.value}): unexpected failure: "
+                              f"{type(exc).__name__}: {exc}. Follow it in the incident "
+                              "channel.", before=before, rollback=_summary(current))
+
+    def _decide_and_execute(self, name: str, rb: Rollback, *, before: HealthReport,
+                            timeout: float | None, settle: float | None) -> AutoResult:
+        auto = self.config.automation
+        why = "; ".join(before.problems)
+        try:
             rb = self.service.approve_as_automation(rb.id, identity=auto.identity)
-        except UserFacingError as exc:
+        except NotAllowed as exc:
+            if not self.announced:  # nobody can see it: release the service at once
+                rb = self.service.cancel(rb.id, user=auto.identity)
+                return AutoResult(name, "refused", Exit.REFUSED,
+                                  f"{rb.ref} was withdrawn: {exc} Without Slack nobody could "
+                                  "approve it.", before=before, rollback=_summary(rb))
             return AutoResult(name, "awaiting_approval", Exit.AWAITING_APPROVAL,
                               f"{rb.ref} filed for {name} ({why}); it needs a person's "
                               f"approval in Slack: {exc}", before=before,
@@ -241,56 +315,112 @@ class AutoRollback:
                              timeout=auto.timeout_seconds if timeout is None else timeout,
                              settle=auto.settle_seconds if settle is None else settle)
 
+    def _decided(self, name: str, current: Revision | None) -> str | None:
+        """An earlier rollback away from ``current`` that did not complete, in words."""
+        if current is None:
+            return None
+        for rb in self.service.history(name):
+            if rb.state in DECIDED and rb.current_revision is not None \
+                    and rb.current_revision.id == current.id:
+                when = f" at {rb.finished_at:%Y-%m-%d %H:%M} UTC" if rb.finished_at else ""
+                return f"{rb.ref} was {rb.state.value.replace('_', ' ')}{when}"
+        return None
+
+    def _may_self_approve(self, plan: Plan) -> str | None:
+        """Why the automation could not approve this plan itself, or None: the rules of
+        ``Policy.check_automation_approve``, read off the plan before anything is filed."""
+        auto = self.config.automation
+        if plan.severity not in auto.self_approve:
+            allowed = ", ".join(s.value for s in auto.self_approve) or "none"
+            return (f"{plan.severity.value} requests need a person's approval "
+                    f"(automation.self_approve: {allowed}).")
+        if any(st.destructive for st in plan.steps):
+            return "the plan has destructive steps: two people are needed."
+        if plan.choice.target_known_bad is not None or plan.mode == "next_deployment":
+            return "a known-bad target or a P3 plan needs a person's decision."
+        sev = self.config.policy_for(plan.service).for_severity(plan.severity)
+        missing = [k for k in sev.checklist_required
+                   if not (plan.checklist.get(k) or {}).get("done")]
+        if missing:
+            return f"checklist items required before approval: {', '.join(missing)}."
+        return None
+
     def _execute(self, name: str, rb: Rollback, *, before: HealthReport, timeout: float,
                  settle: float) -> AutoResult:
         svc = self.config.services[name]
-        # Our own request only: this process never picks up another service's rollback. A
-        # `serve` replica may claim it first; then this run only watches its state.
-        worker = threading.Thread(target=self.executor.run_once, args=(rb.id,),
-                                  name=f"auto-executor-{rb.id}", daemon=True)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            # Our own request only: this process never picks up another service's
+            # rollback. A `serve` replica may claim it first; then this run only watches.
+            try:
+                self.executor.run_once(rb.id)
+            except BaseException as exc:  # said by the run's result, not lost in a thread
+                failure.append(exc)
+
+        worker = threading.Thread(target=work, name=f"auto-executor-{rb.id}", daemon=True)
         worker.start()
         deadline = self.monotonic() + timeout
-        rb = self.store.get(rb.id)
-        while rb.state not in REACHED | STOPPED and self.monotonic() < deadline:
+        current = self.store.get(rb.id)
+        while current.state not in REACHED | STOPPED and self.monotonic() < deadline \
+                and not failure:
             self.sleep(POLL_SECONDS)
-            rb = self.store.get(rb.id)
-        if rb.state not in REACHED:
-            if rb.state in STOPPED:
-                why = (rb.last_error or rb.state.value.replace("_", " "))
-                reason = f"{rb.ref} did not finish: {rb.state.value} ({why})"
+            current = self.store.get(rb.id)
+        timed_out = current.state not in REACHED | STOPPED and not failure
+        if worker.is_alive():
+            if timed_out:
+                self.say(f"{rb.ref} is not verified after {timeout:g} s; waiting for the step "
+                         "in progress to end (a step is never abandoned).")
+            # Also on success: aftercare's notices and the lease release finish first.
+            worker.join(JOIN_CAP_SECONDS)
+        current = self.store.get(rb.id)
+        if failure:
+            raise RuntimeError(f"the executor stopped: {failure[0]}") from failure[0]
+        if timed_out or current.state not in REACHED:
+            if current.state in STOPPED:
+                detail = current.last_error or current.state.value.replace("_", " ")
+                reason = f"{rb.ref} did not finish: {current.state.value} ({detail})"
+            elif current.state in REACHED:
+                reason = (f"{rb.ref} was not verified within {timeout:g} s; it reached "
+                          f"{current.state.value} after the step in progress ended.")
             else:
-                reason = (f"{rb.ref} still {rb.state.value} after {timeout:g} s; it is not "
-                          "abandoned: its lease runs out and the bot's executor resumes it "
-                          "(as after a crash). Follow it in the incident channel.")
+                elsewhere = ("" if worker.is_alive() else
+                             " under another executor (a `serve` replica claimed it)")
+                reason = (f"{rb.ref} was not verified within {timeout:g} s and is "
+                          f"{current.state.value}{elsewhere}; follow it in the incident "
+                          "channel.")
             return AutoResult(name, "rollback_failed", Exit.ROLLBACK_FAILED, reason,
-                              before=before, rollback=_summary(rb))
+                              before=before, rollback=_summary(current))
         if settle > 0:
             self.sleep(settle)  # let traffic reach the restored revision before judging it
         after = self.read(svc, after_rollback=True)
-        running = self._running(rb)
+        running = self._running(current)
         problems = list(after.problems)
-        if running is not None and running != rb.target_revision.id:
+        if running is None:
+            problems.append("the running revision could not be read")
+        elif running != current.target_revision.id:
             problems.append(f"the platform runs {running}, not the pinned "
-                            f"{rb.target_revision.label()}")
+                            f"{current.target_revision.label()}")
         after = HealthReport(healthy=not problems, problems=problems, health=after.health,
                              error_rate=after.error_rate, error_rate_note=after.error_rate_note,
                              revision=running)
-        rb = self.store.get(rb.id)
+        current = self.store.get(rb.id)
+        target = current.target_revision.label()
         if problems:
             return AutoResult(name, "not_recovered", Exit.NOT_RECOVERED,
-                              f"{rb.ref} rolled {name} back to {rb.target_revision.label()} "
-                              f"but it has not recovered: {'; '.join(problems)}. A person "
-                              "must take over: see the incident channel.",
-                              before=before, after=after, rollback=_summary(rb))
+                              f"{rb.ref} rolled {name} back to {target} but it has not "
+                              f"recovered: {'; '.join(problems)}. A person must take over: "
+                              "see the incident channel.",
+                              before=before, after=after, rollback=_summary(current))
         return AutoResult(name, "recovered", Exit.OK,
-                          f"{rb.ref} rolled {name} back to {rb.target_revision.label()}; it "
-                          f"recovered: {_figures(after)}. Stability monitoring continues "
-                          "in the bot.", before=before, after=after, rollback=_summary(rb))
+                          f"{rb.ref} rolled {name} back to {target}; it recovered: "
+                          f"{_figures(after)}. Stability monitoring continues in the bot.",
+                          before=before, after=after, rollback=_summary(current))
 
     def _running(self, rb: Rollback) -> str | None:
         try:
             history = self.service.platform(rb.platform).history(rb.target)
-        except Exception:  # a read that fails is said by the health figures, not guessed
+        except Exception:  # unreadable: said as a problem, never guessed
             return None
         current = next((r for r in history if r.current), None)
         return current.id if current else None

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from bot.domain.config import default_config_path, load_config
 from bot.domain.errors import ConfigError
-from bot.domain.ports import NO_CRASH_POINTS, CrashPoints, utcnow
+from bot.domain.ports import NO_CRASH_POINTS, CrashPoints
 from bot.runtime.settings import Settings
 from platforms.base import PlatformSpecs
 from platforms.registry import PRODUCTION
@@ -103,8 +103,9 @@ def cmd_serve(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION,
 
 def cmd_auto(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION) -> int:
     """The runbook's automated-rollback script (``bot.runtime.auto``; exit codes there)."""
-    from bot.runtime.app import build_core, console_ports, slack_ports
-    from bot.runtime.auto import AutoRollback, Exit
+    from bot.observability import scrub
+    from bot.runtime.app import build_auto
+    from bot.runtime.auto import Exit
 
     settings = Settings.from_env()
     if args.config:
@@ -121,32 +122,27 @@ def cmd_auto(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION) -> 
         print(f"Unknown service `{args.service}`; configured: "
               f"{', '.join(sorted(config.services))}.", file=sys.stderr)
         return Exit.USAGE
-    # With Slack the request is announced and can be approved there; without, what the bot
-    # would have said goes to stderr (stdout stays the job's result).
-    chat_port, directory = (slack_ports(settings) if settings.slack_bot_token
-                            else console_ports(sys.stderr))
     core = None
     try:
-        core = build_core(settings, chat_port=chat_port, directory=directory, config=config)
-        auto = AutoRollback(config=config, service=core.service, store=core.store,
-                            executor=core.executor, clock=utcnow)
+        auto, core = build_auto(settings, config=config, stream=sys.stderr)
         result = auto.run(args.service, dry_run=args.dry_run, timeout=args.timeout,
                           settle=args.settle, severity=args.severity, reason=args.reason)
     except Exception as exc:  # the job's caller needs a line and a code, not a traceback
         logging.getLogger(__name__).exception("rollback-bot auto failed")
-        print(f"rollback-bot auto {args.service}: unexpected failure: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        print(scrub.scrub(f"rollback-bot auto {args.service}: unexpected failure: "
+                          f"{type(exc).__name__}: {exc}"), file=sys.stderr)
         return Exit.FAILURE
     finally:
         if core is not None:
             core.store.pool.close()
+    # What reaches stdout passed the scrubber, like every log line and Slack message.
     if args.json:
-        print(json.dumps(result.as_json(), default=str))
+        print(json.dumps(scrub.scrub_data(result.as_json()), default=str))
     else:
-        print(result.reason)
+        print(scrub.scrub(result.reason))
         if result.plan:
             for n, step in enumerate(result.plan["steps"], 1):
-                print(f"  {n}. {step}")
+                print(scrub.scrub(f"  {n}. {step}"))
     return result.exit_code
 
 
@@ -185,6 +181,23 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 2
 
 
+def _positive(text: str) -> float:
+    value = _not_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rollback-bot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,9 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check and print the plan; change nothing")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--config", help="rollback.yml (default: $ROLLBACK_CONFIG)")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=_positive, default=None,
                    help="seconds to wait for the rollback (default automation.timeout_seconds)")
-    p.add_argument("--settle", type=float, default=None,
+    p.add_argument("--settle", type=_not_negative, default=None,
                    help="seconds between the rollback and the health re-check "
                         "(default automation.settle_seconds)")
     p.add_argument("--severity", choices=["P0", "P1", "P2", "P3"], default=None,

@@ -406,9 +406,12 @@ class RollbackService:
                              updates={"approver": identity, "approved_at": self.clock(),
                                       "break_glass": False})
         self.on_approved(rb.id)
-        self.chat.refresh(rb)
         self.jobs.cancel(rollback_id=rb.id, kinds=POLICY_JOBS)
-        self.chat.thread(rb, AutomationApproved(identity, rb.severity))
+        try:  # decorations: the approval is committed and the executor woken already
+            self.chat.refresh(rb)
+            self.chat.thread(rb, AutomationApproved(identity, rb.severity))
+        except Exception as exc:
+            log.warning("could not announce the automation's approval of %s: %s", rb.ref, exc)
         return rb
 
     def reject(self, ref: str | int, *, user: str, reason: str,

@@ -77,8 +77,9 @@ def scene(db: str, tmp_path: Path) -> Iterator[Callable[..., Scene]]:
     stack: list[Any] = []
 
     def make(*, bad: tuple[str, ...], automation: dict[str, Any] | None = None,
-             prometheus: Callable[[DemoService], str] | None = None) -> Scene:
-        kube = KubeEmulator(seed="auto", rollout_duration=0.3).start()
+             prometheus: Callable[[DemoService], str] | None = None,
+             drop_checks: bool = False, rollout_duration: float = 0.3) -> Scene:
+        kube = KubeEmulator(seed="auto", rollout_duration=rollout_duration).start()
         stack.append(kube)
         seed_incident(kube)  # rev 3 runs 1.3.0, rev 4 (current) runs 1.4.0
         kubeconfig = tmp_path / "kubeconfig"
@@ -96,6 +97,8 @@ def scene(db: str, tmp_path: Path) -> Iterator[Callable[..., Scene]]:
             svc["prometheus"] = {"url": prometheus(demo), "error_rate_query": ERROR_RATE,
                                  "error_rate_threshold": 0.05}
             svc["watcher"] = {"duration_seconds": 6, "interval_seconds": 1}
+        if drop_checks:
+            data["services"][SERVICE].pop("health")
         data["automation"] = {"channel": CHANNEL, "severity": "P0", "self_approve": ["P0"],
                               "timeout_seconds": 60, "settle_seconds": 0,
                               **(automation or {})}
@@ -174,22 +177,89 @@ def test_rollback_that_does_not_recover_exits_non_zero_with_the_reason(
     assert revisions(history(kubectl, s.kube)) == [1, 2, 4, 5]  # one rollback, not two
 
 
-def test_request_that_needs_a_person_waits_for_approval(scene: Callable[..., Scene],
-                                                        kubectl: Kubectl) -> None:
+def test_without_slack_nothing_only_a_person_could_approve_is_filed(
+        scene: Callable[..., Scene], kubectl: Kubectl) -> None:
     s = scene(bad=("1.4.0",), automation={"severity": "P1"})  # P1 is not self-approved
     before = history(kubectl, s.kube)
     run = s.auto("--json")
-    assert run.code == 4, run.err
+    assert run.code == 3, run.err
     result = run.json()
-    assert result["outcome"] == "awaiting_approval"
-    assert "person's approval" in result["reason"] and "P1" in result["reason"]
-    assert [r["state"] for r in s.rollbacks()] == ["pending_approval"]
-    assert history(kubectl, s.kube) == before
+    assert result["outcome"] == "refused"
+    assert "P1 requests need a person's approval" in result["reason"]
+    assert "nobody could approve the request, so none was filed" in result["reason"]
+    assert s.rollbacks() == [] and history(kubectl, s.kube) == before
 
-    refused = s.auto("--json")  # the next run finds the open request and does nothing
-    assert refused.code == 3 and refused.json()["outcome"] == "refused", refused.err
-    assert "RB-" in refused.json()["reason"]
-    assert len(s.rollbacks()) == 1
+
+def test_a_request_that_needs_a_person_waits_and_a_decision_stands(
+        scene: Callable[..., Scene], kubectl: Kubectl) -> None:
+    from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
+
+    with SlackEmulator() as slack:
+        channel = slack.channel_id("inc-hotel-voice-bot")
+        s = scene(bad=("1.4.0",), automation={"severity": "P1", "channel": channel})
+        on_slack = {"SLACK_BOT_TOKEN": DEFAULT_BOT_TOKEN, "SLACK_API_URL": slack.base_url}
+        before = history(kubectl, s.kube)
+        run = s.auto("--json", env=on_slack)
+        assert run.code == 4, run.err
+        result = run.json()
+        assert result["outcome"] == "awaiting_approval"
+        assert "person's approval in Slack" in result["reason"] and "P1" in result["reason"]
+        assert [r["state"] for r in s.rollbacks()] == ["pending_approval"]
+        request = next(m for m in slack.messages(channel) if "RB-1" in m.get("text", ""))
+        assert "approve" in json.dumps(request.get("blocks")).lower()  # people can decide
+        assert history(kubectl, s.kube) == before
+
+        refused = s.auto("--json", env=on_slack)  # the next run finds the open request
+        assert refused.code == 3 and refused.json()["outcome"] == "refused", refused.err
+        assert "RB-1" in refused.json()["reason"]
+
+        # A person rejects it (as the Reject dialog does): the automation does not ask again
+        with psycopg.connect(s.db) as conn:
+            conn.execute("UPDATE rollbacks SET state = 'rejected', finished_at = now() "
+                         "WHERE id = 1")
+        again = s.auto("--json", env=on_slack)
+        assert again.code == 3, again.err
+        assert "people already decided about rev 4" in again.json()["reason"]
+        assert "RB-1 was rejected" in again.json()["reason"]
+        assert len(s.rollbacks()) == 1 and history(kubectl, s.kube) == before
+
+
+def test_a_service_with_nothing_to_judge_it_by_is_never_rolled_back(
+        scene: Callable[..., Scene]) -> None:
+    s = scene(bad=("1.4.0",), drop_checks=True)
+    run = s.auto("--json")
+    assert run.code == 2 and run.json()["outcome"] == "usage", run.err
+    assert "neither `health` nor `prometheus`" in run.json()["reason"]
+    assert s.rollbacks() == []
+
+
+def test_recovery_needs_evidence_an_unreadable_error_rate_is_not_recovered(
+        scene: Callable[..., Scene], kubectl: Kubectl) -> None:
+    dead = "http://127.0.0.1:9"  # discard port: nothing answers
+    s = scene(bad=("1.4.0",), prometheus=lambda _demo: dead)
+    run = s.auto("--json")
+    result = run.json()
+    assert result["before"]["error_rate_note"].startswith("not read")  # no trigger by itself
+    # Verification passes (health and the functional checks answer); the re-check must not
+    # call it recovered without an error rate.
+    assert run.code == 6 and result["outcome"] == "not_recovered", run.out + run.err
+    assert "the error rate could not be read: recovery not confirmed" in result["reason"]
+    assert result["after"]["health"].startswith("passing")
+    assert revisions(history(kubectl, s.kube)) == [1, 2, 4, 5]
+
+
+def test_the_timeout_never_abandons_a_step(scene: Callable[..., Scene],
+                                          kubectl: Kubectl) -> None:
+    s = scene(bad=("1.4.0",), rollout_duration=1.0)
+    run = s.auto("--json", "--timeout", "0.2")
+    result = run.json()
+    assert run.code == 5 and result["outcome"] == "rollback_failed", run.out + run.err
+    assert "was not verified within 0.2 s" in result["reason"]
+    assert "waiting for the step in progress to end" in run.err
+    # The step ran to its end: the rollout finished, the lease was released.
+    assert result["rollback"]["state"] in ("monitoring", "completed")
+    assert s.kube.current_image(NAMESPACE, DEPLOYMENT) == f"{IMAGE}:1.3.0"
+    assert revisions(history(kubectl, s.kube)) == [1, 2, 4, 5]
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(scene: Callable[..., Scene],

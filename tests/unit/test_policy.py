@@ -377,3 +377,21 @@ def test_the_automation_never_plans_a_database_restore() -> None:
                       "services": {SERVICE: {"kubernetes": {"namespace": "prod",
                                                             "deployment": SERVICE}}}},
                      platforms=PRODUCTION)
+
+
+@pytest.mark.parametrize("identity", ["rollback-bot", "bot", "U0ALICE12", "W0123ABCD"])
+def test_the_automation_is_named_neither_as_the_bot_nor_as_a_person(identity: str) -> None:
+    with pytest.raises(Exception, match="the bot's own name or a Slack user id"):
+        parse_config({"automation": {"identity": identity},
+                      "services": {SERVICE: {"kubernetes": {"namespace": "prod",
+                                                            "deployment": SERVICE}}}},
+                     platforms=PRODUCTION)
+
+
+@pytest.mark.parametrize("requester", ["rollback-bot", AUTO])
+def test_a_destructive_request_the_bot_filed_is_never_one_persons_approval(
+        requester: str) -> None:
+    policy, _ = _policy()
+    rb = _rb("P0", requester=requester, plan_facts=DESTRUCTIVE)
+    with pytest.raises(NotAllowed, match="was filed by the bot and has destructive steps"):
+        _approve(policy, rb, APPROVER, typed_confirmation=SERVICE)
