@@ -54,7 +54,7 @@ def cmd_say(args: argparse.Namespace) -> int:
 def cmd_drill(args: argparse.Namespace) -> int:
     from sandbox.drill import run_drill
 
-    return run_drill(out=lambda line: print(line, flush=True))
+    return run_drill(out=lambda line: print(line, flush=True), scenario=args.scenario)
 
 
 def main(argv: list[str]) -> int:
@@ -72,6 +72,10 @@ def main(argv: list[str]) -> int:
     p.set_defaults(fn=cmd_say)
     p = sub.add_parser("drill", help="script a full incident and print its timeline; exit 1 "
                                      "if any stage does not happen")
+    p.add_argument("--scenario", choices=("command", "watcher"), default="command",
+                   help="command: alice types /rollback (the default); watcher: a real "
+                        "Prometheus watches the demo and the release watcher proposes the "
+                        "rollback before anyone types (needs the `prometheus` binary)")
     p.set_defaults(fn=cmd_drill)
     args = parser.parse_args(argv)
     code: int = args.fn(args)

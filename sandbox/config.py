@@ -32,8 +32,13 @@ def sandbox_config_dict(
     kubernetes: dict[str, Any] | None = None, demo_url: str | None = None,
     prometheus_url: str | None = None, monitoring: dict[str, Any] | None = None,
     stakeholder_channel: str | None = "hotel-voice-bot-stakeholders",
-    postmortem_dir: str | None = None,
+    postmortem_dir: str | None = None, error_rate_window: str = "30s",
+    watcher: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The example catalog with local endpoints. ``watcher`` (keys of
+    ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
+    ``prometheus_url``. ``error_rate_window`` is the query's ``rate`` window: a drill with
+    seconds-long durations needs one of seconds too, or the ratio lags the release."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -57,13 +62,13 @@ def sandbox_config_dict(
              "expect_status": [200, 201]},
         ]
     if prometheus_url:
-        svc["prometheus"] = {
-            "url": prometheus_url,
-            "error_rate_query": (
-                'sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[30s]))'
-                ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[30s]))'),
-            "error_rate_threshold": 0.05,
-        }
+        window = error_rate_window
+        failed = f'rate(http_requests_total{{service="hotel-voice-bot",status=~"5.."}}[{window}])'
+        every = f'rate(http_requests_total{{service="hotel-voice-bot"}}[{window}])'
+        svc["prometheus"] = {"url": prometheus_url, "error_rate_threshold": 0.05,
+                             "error_rate_query": f"sum({failed}) / sum({every})"}
+    if watcher is not None:
+        svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.

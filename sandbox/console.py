@@ -35,7 +35,7 @@ CONTENT_TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"
 # Who the seeded sandbox people are in the drill; approver comes from the user groups.
 ROLE_HINTS = {"alice": ["requester"], "carol": ["incident commander"], "dave": ["not an approver"]}
 KEEPALIVE_SECONDS = 15.0
-QUIET_EVENTS = {"api.call"}  # every change already has its own event
+QUIET_EVENTS = {"api.call", "command.invoked"}  # no change to show: its effects have events
 
 
 class ConsoleError(Exception):

@@ -16,7 +16,9 @@ GOOD, BAD = ("1.1.0", "1.2.0", "1.3.0"), "1.4.0"
 GRACE_SECONDS = 1
 
 
-def seed_incident(emulator: KubeEmulator, *, replicas: int = 3) -> None:
+def seed_incident(emulator: KubeEmulator, *, replicas: int = 3, bad_release: bool = True) -> None:
+    """The good history; with ``bad_release`` also the bad release, rolled out and logging.
+    Without it the last good release runs, and ``deploy_bad_release`` is the drill's deploy."""
     emulator.create_deployment(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{GOOD[0]}",
                                replicas=replicas, change_cause=f"deploy {GOOD[0]}",
                                termination_grace_period=GRACE_SECONDS)
@@ -27,6 +29,11 @@ def seed_incident(emulator: KubeEmulator, *, replicas: int = 3) -> None:
     emulator.create_config_map(NAMESPACE, f"{DEPLOYMENT}-config",
                                {"LOG_LEVEL": "info", "VOICE_MODEL": "v2"})
     emulator.create_secret(NAMESPACE, f"{DEPLOYMENT}-secrets", {"WAHA_API_KEY": "sandbox-key"})
+    if bad_release:
+        deploy_bad_release(emulator)
+
+
+def deploy_bad_release(emulator: KubeEmulator) -> None:
     emulator.set_image(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{BAD}",
                        change_cause=f"deploy {BAD} (bad)")
     emulator.wait_settled(NAMESPACE, DEPLOYMENT)

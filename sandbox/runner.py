@@ -34,6 +34,7 @@ from sandbox.console import Console
 from sandbox.demo import DemoService
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE, kubernetes_target, seed_incident
+from sandbox.prometheus import SandboxPrometheus
 from sandbox.stack import SandboxStack
 
 log = logging.getLogger(__name__)
@@ -167,22 +168,42 @@ def fresh_sandbox_database(directory: Path) -> str:
 
 class SandboxWorld:
     """The Kubernetes emulator (seeded with a bad release), the demo service whose health
-    follows the Deployment's image, and the bot stack driving the real adapter."""
+    follows the Deployment's image, and the bot stack driving the real adapter.
+
+    With ``watcher`` (keys of ``services.<name>.watcher``) a real Prometheus scrapes the demo
+    every second and the release watcher reads it; ``bad_release=False`` starts on the last
+    good release so a drill can deploy the bad one (``kube_seed.deploy_bad_release``)."""
 
     def __init__(self, *, directory: Path, bot_port: int = 0, rollout_seconds: float = 3.0,
                  monitoring: dict[str, Any] | None = None, traffic_rps: float = 5.0,
-                 clock: Clock = utcnow) -> None:
+                 clock: Clock = utcnow, bad_release: bool = True,
+                 watcher: dict[str, Any] | None = None, error_rate_window: str = "5s",
+                 prometheus_binary: str | None = None) -> None:
         self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
-        seed_incident(self.kube)
+        seed_incident(self.kube, bad_release=bad_release)
         self.demo = DemoService(
             version_source=lambda: self.kube.current_image(NAMESPACE, DEPLOYMENT),
             bad_versions={BAD}, bad_health_delay=1.0, traffic_rps=traffic_rps).start()
+        self.prometheus: SandboxPrometheus | None = None
+        if watcher is not None:
+            try:
+                self.prometheus = SandboxPrometheus(
+                    targets=[self.demo.target], workdir=directory / "prometheus",
+                    binary=prometheus_binary).start()
+            except BaseException:  # e.g. no Prometheus here: leave no server running
+                self.demo.stop()
+                self.kube.stop()
+                raise
         self._client = self.kube.api_client()
         database_url = os.environ.get("DATABASE_URL") or fresh_sandbox_database(directory)
         migrate(database_url)
+        # A drill's watcher counts seconds, not minutes: a rate window of seconds keeps the
+        # ratio from lagging the release (and the rollback) by half a minute.
+        prometheus = {"prometheus_url": self.prometheus.url, "watcher": watcher,
+                      "error_rate_window": error_rate_window} if self.prometheus else {}
         config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
                                 demo_url=self.demo.url, monitoring=monitoring,
-                                postmortem_dir=str(directory / "post-mortems"))
+                                postmortem_dir=str(directory / "post-mortems"), **prometheus)
         platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
         self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
                                   platforms={"kubernetes": platform}, clock=clock)
@@ -193,6 +214,8 @@ class SandboxWorld:
 
     def stop(self) -> None:
         self.stack.stop()
+        if self.prometheus is not None:
+            self.prometheus.stop()
         self.demo.stop()
         self._client.close()
         self.kube.stop()

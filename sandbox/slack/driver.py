@@ -176,6 +176,8 @@ class SlackDriver:
             user=who, channel=where, command=command, text=text, response_url=response_url,
             trigger_id=trigger_id,
         )  # fmt: skip
+        # What Slack itself knows and the channel does not show: who ran which command where.
+        ws.emit("command.invoked", channel=where.id, user=who.id, command=command, text=text)
         response = self.send(urlencode(fields), signing=signing)
         response.payload = dict(fields)
         response.response_url, response.trigger_id = response_url, trigger_id
