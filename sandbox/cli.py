@@ -51,6 +51,27 @@ def cmd_say(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_auto(args: argparse.Namespace) -> int:
+    """``rollback-bot auto`` inside the running sandbox: its request and thread show in the
+    console; the exit code is the product's (docs/operations.md)."""
+    body = {"service": args.service, "dry_run": args.dry_run, "severity": args.severity,
+            "timeout": args.timeout, "settle": args.settle}
+    resp = httpx.post(f"{_console_url()}/api/auto", json=body, timeout=900)
+    data = resp.json()
+    if not data.get("ok"):
+        print(data.get("error"), file=sys.stderr)
+        return 1
+    sys.stderr.write(data.get("log") or "")
+    result = data["result"]
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(result["reason"])
+        for n, step in enumerate((result.get("plan") or {}).get("steps") or [], 1):
+            print(f"  {n}. {step}")
+    return int(data["exit_code"])
+
+
 def cmd_drill(args: argparse.Namespace) -> int:
     from sandbox.drill import run_drill
 
@@ -70,6 +91,15 @@ def main(argv: list[str]) -> int:
                    help="sandbox user: alice (requester), bob/carol (approvers), dave")
     p.add_argument("--channel", default=None)
     p.set_defaults(fn=cmd_say)
+    p = sub.add_parser("auto", help="run `rollback-bot auto <service>` inside the running "
+                                    "sandbox (its request shows in the console)")
+    p.add_argument("service")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--severity", choices=["P0", "P1", "P2", "P3"], default=None)
+    p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--settle", type=float, default=None)
+    p.set_defaults(fn=cmd_auto)
     p = sub.add_parser("drill", help="script a full incident and print its timeline; exit 1 "
                                      "if any stage does not happen")
     p.add_argument("--scenario", choices=("command", "watcher"), default="command",

@@ -75,6 +75,10 @@ def sandbox_config_dict(
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
     data["executor"] = {"lease_seconds": 10, "heartbeat_seconds": 2, "poll_seconds": 0.5,
                         "backoff_base_seconds": 0.2}
+    # `python -m sandbox auto`: a P0 the automation may approve itself, so the whole cron
+    # path shows; `--severity P1` shows a request left to people. Its channel is set at run
+    # time (the emulator's id of the incident channel).
+    data["automation"] = {"severity": "P0", "self_approve": ["P0"], "settle_seconds": 3}
     return data
 
 

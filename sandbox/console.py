@@ -19,6 +19,7 @@ import mimetypes
 import queue
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,10 @@ class Console:
     """HTTP server for the console page and its API; `start()` serves in a daemon thread."""
 
     def __init__(self, *, emulator: SlackEmulator, driver: SlackDriver, host: str = "127.0.0.1",
-                 port: int = 0, channel: str = DEFAULT_CHANNEL) -> None:
+                 port: int = 0, channel: str = DEFAULT_CHANNEL,
+                 auto: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
         self.emulator = emulator
+        self.auto = auto  # `python -m sandbox auto`: rollback-bot auto inside this sandbox
         self.driver = driver
         self.default_channel = channel
         self._lock = threading.Lock()  # the CLI's say/click read "what this caused" by marks
@@ -273,6 +276,8 @@ class Console:
                                     view_id=data.get("view_id"))
         if path == "/api/view/close":
             return self.close_view(user=user)
+        if path == "/api/auto" and self.auto is not None:
+            return self.auto(data)
         raise LookupError(f"unknown endpoint {path}")
 
     def handle_get(self, req: _Handler) -> None:

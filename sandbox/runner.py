@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import io
 import json
 import logging
 import os
@@ -35,6 +36,8 @@ from sandbox.demo import DemoService
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE, kubernetes_target, seed_incident
 from sandbox.prometheus import SandboxPrometheus
+from sandbox.slack import DEFAULT_BOT_TOKEN
+from sandbox.slack import DEFAULT_CHANNEL as SANDBOX_CHANNEL
 from sandbox.stack import SandboxStack
 
 log = logging.getLogger(__name__)
@@ -205,12 +208,40 @@ class SandboxWorld:
                                 demo_url=self.demo.url, monitoring=monitoring,
                                 postmortem_dir=str(directory / "post-mortems"), **prometheus)
         platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
+        self.config, self.database_url, self.platforms = (config, database_url,
+                                                          {"kubernetes": platform})
         self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
-                                  platforms={"kubernetes": platform}, clock=clock)
+                                  platforms=self.platforms, clock=clock)
 
     def start(self) -> SandboxWorld:
         self.stack.start()
         return self
+
+    def run_auto(self, request: dict[str, Any]) -> dict[str, Any]:
+        """``rollback-bot auto`` against this world (``python -m sandbox auto``): the product's
+        own command wiring (``build_auto``) on the world's database, cluster and Slack
+        emulator, so its request, approval and thread show in the console like a person's."""
+        from bot.observability import scrub
+        from bot.runtime.app import build_auto
+        from bot.runtime.settings import Settings
+
+        emulator = self.stack.emulator
+        automation = self.config.automation.model_copy(
+            update={"channel": emulator.channel_id(SANDBOX_CHANNEL)})
+        config = self.config.model_copy(update={"automation": automation})
+        settings = Settings(slack_bot_token=DEFAULT_BOT_TOKEN, slack_signing_secret=None,
+                            slack_api_url=emulator.base_url, database_url=self.database_url)
+        lines = io.StringIO()
+        auto, core = build_auto(settings, config=config, stream=lines,
+                                platforms=self.platforms)
+        try:
+            result = auto.run(str(request["service"]), dry_run=bool(request.get("dry_run")),
+                              timeout=request.get("timeout"), settle=request.get("settle"),
+                              severity=request.get("severity"), reason=request.get("reason"))
+        finally:
+            core.store.pool.close()
+        return {"ok": True, "exit_code": int(result.exit_code), "log": lines.getvalue(),
+                "result": scrub.scrub_data(result.as_json())}
 
     def stop(self) -> None:
         self.stack.stop()
@@ -261,7 +292,7 @@ def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
         assert stack.driver is not None and stack.server is not None
         try:
             console = Console(emulator=stack.emulator, driver=stack.driver,
-                              port=console_port).start()
+                              port=console_port, auto=world.run_auto).start()
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
@@ -280,6 +311,7 @@ rollback-bot sandbox is running (no Slack credentials set; everything is local).
 Try:
   .venv/bin/python -m sandbox say "/rollback help"
   .venv/bin/python -m sandbox say "/rollback hotel-voice-bot --severity P1 --reason drill"
+  .venv/bin/python -m sandbox auto hotel-voice-bot   (rollback-bot auto, the cron job)
 Press Ctrl-C to stop.
 """, flush=True)
         stop = threading.Event()

@@ -104,14 +104,15 @@ class BotApp:
         return GuardedSocketModeHandler(self.bolt, app_token)
 
 
-def build_auto(settings: Settings, *, config: RollbackConfig, stream: TextIO
-               ) -> tuple[AutoRollback, Core]:
+def build_auto(settings: Settings, *, config: RollbackConfig, stream: TextIO,
+               platforms: dict[str, Platform] | None = None) -> tuple[AutoRollback, Core]:
     """``rollback-bot auto``: the core on Slack's Web API when ``SLACK_BOT_TOKEN`` is set
     (announced, approvable there), else on the console ports writing to ``stream``; the
     caller closes ``core.store.pool``."""
     announced = bool(settings.slack_bot_token)
     chat_port, directory = slack_ports(settings) if announced else console_ports(stream)
-    core = build_core(settings, chat_port=chat_port, directory=directory, config=config)
+    core = build_core(settings, chat_port=chat_port, directory=directory, config=config,
+                      platforms=platforms)
 
     def say(line: str) -> None:
         stream.write(f"{scrub.scrub(line)}\n")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 import yaml
@@ -24,6 +25,13 @@ from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, seed_incident
 from tests.integration.kube_fixtures import Kubectl
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.support.sandbox_process import (
+    free_port,
+    sandbox_cli,
+    sandbox_env,
+    stop_process,
+    wait_healthy,
+)
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -345,3 +353,32 @@ def test_error_rate_rule_on_real_prometheus_triggers_and_clears(
         assert revisions(history(kubectl, s.kube)) == [1, 2, 4, 5]
     finally:
         prom.stop()
+
+
+def test_the_sandbox_runs_auto_and_its_request_shows_in_the_console(tmp_path: Path) -> None:
+    """`python -m sandbox auto` (the cron job, against the world `make run` starts): the
+    bad release is found, rolled back through the lifecycle, and the console shows it."""
+    port, console = free_port(), free_port()
+    env = sandbox_env(tmp_path / "data", port, console)
+    log = tmp_path / "sandbox.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        dry = sandbox_cli(env, "auto", "hotel-voice-bot", "--dry-run", timeout=120)
+        assert dry.returncode == 7, dry.stdout + dry.stderr
+        assert "(self-approved), nothing changed" in dry.stdout
+        run = sandbox_cli(env, "auto", "hotel-voice-bot", "--json", timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        result = json.loads(run.stdout)
+        assert result["outcome"] == "recovered" and result["rollback"]["to"].startswith("rev 3")
+        said = sandbox_cli(env, "say", "/rollback status 1")
+        assert "RB-1" in said.stdout, said.stdout + said.stderr
+        state = httpx.get(f"http://127.0.0.1:{console}/api/state", timeout=10).json()
+        assert "RB-1" in json.dumps(state)  # the request message, in the incident channel
+        assert "Approved by the automation" in json.dumps(state)  # its thread
+        again = sandbox_cli(env, "auto", "hotel-voice-bot", timeout=120)
+        assert again.returncode == 0 and "is healthy" in again.stdout, again.stderr
+    finally:
+        stop_process(proc)

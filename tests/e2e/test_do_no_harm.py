@@ -44,6 +44,14 @@ from tests.integration.kube_fixtures import Kubectl
 from tests.support.database import fresh_database
 from tests.support.emulators import ecs_service_config
 from tests.support.messages import request_message
+from tests.support.sandbox_process import (
+    REPO_ROOT,
+    free_port,
+    sandbox_cli,
+    sandbox_env,
+    stop_process,
+    wait_healthy,
+)
 
 SERVICE = "hotel-voice-bot"
 APP_DSN_ENV = "HVB_APP_DATABASE_URL"
@@ -736,67 +744,23 @@ def test_a_file_of_that_name_that_is_not_this_rollbacks_is_never_overwritten(
 # ------------------------------------------------------------ (c) one sandbox at a time
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-REPO_ROOT = Path(__file__).resolve().parents[2]  # the sandbox runs from a checkout
-
-
-def _sandbox_env(data: Path, port: int, console: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SLACK_") and k != "DATABASE_URL"}
-    env.update(ROLLBACK_DATA_DIR=str(data), PORT=str(port), SANDBOX_CONSOLE_PORT=str(console))
-    return env
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).is_success:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)  # polling a condition with a deadline
-    pytest.fail(f"the sandbox never answered /healthz:\n{log.read_text()[-3000:]}")
-
-
-def _cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``python -m sandbox ARGS`` (``run``, ``say``): the sandbox's own command line."""
-    return subprocess.run([sys.executable, "-m", "sandbox", *args], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -> None:
-    port, console = _free_port(), _free_port()
-    env = _sandbox_env(tmp_path / "data", port, console)
+    port, console = free_port(), free_port()
+    env = sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "first.log"
     with log.open("w") as out:
         first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         bot_url = f"http://127.0.0.1:{port}"
-        _wait_healthy(bot_url, first, log)
-        said = _cli(env, "say", "/rollback hotel-voice-bot --severity P1 --reason drill")
+        wait_healthy(bot_url, first, log)
+        said = sandbox_cli(env, "say", "/rollback hotel-voice-bot --severity P1 --reason drill")
         assert said.returncode == 0, said.stderr
-        status = _cli(env, "say", "/rollback status 1")
+        status = sandbox_cli(env, "say", "/rollback status 1")
         assert "RB-1" in status.stdout, status.stdout + status.stderr
 
         started = time.monotonic()
-        second = _cli(env, "run", timeout=30)  # the same `make run`, same data dir and ports
+        second = sandbox_cli(env, "run", timeout=30)  # the same `make run`, same data dir and ports
         took = time.monotonic() - started
         assert second.returncode == 1, second.stdout + second.stderr
         assert took < 15, f"the refusal took {took:.1f}s"
@@ -811,10 +775,10 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
         assert first.poll() is None
         assert httpx.get(f"{bot_url}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{bot_url}/readyz", timeout=5).status_code == 200
-        again = _cli(env, "say", "/rollback status 1")
+        again = sandbox_cli(env, "say", "/rollback status 1")
         assert again.returncode == 0 and "RB-1" in again.stdout, again.stdout + again.stderr
     finally:
-        _stop(first)
+        stop_process(first)
     output = log.read_text()
     for broken in ("AdminShutdown", "Traceback", "terminating connection"):
         assert broken not in output, output[-3000:]
@@ -822,26 +786,26 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
 
 def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     """The lock dies with its process: a SIGKILLed sandbox never blocks the next run."""
-    port, console = _free_port(), _free_port()
-    env = _sandbox_env(tmp_path / "data", port, console)
+    port, console = free_port(), free_port()
+    env = sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "killed.log"
     with log.open("w") as out:
         first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    _wait_healthy(f"http://127.0.0.1:{port}", first, log)
+    wait_healthy(f"http://127.0.0.1:{port}", first, log)
     first.kill()
     first.wait(timeout=10)
     assert (tmp_path / "data" / "sandbox.lock").exists()  # the file stays; the lock does not
-    said = _cli(env, "say", "/rollback help")
+    said = sandbox_cli(env, "say", "/rollback help")
     assert said.returncode == 1 and "No sandbox is running" in said.stderr
     log2 = tmp_path / "next.log"
     with log2.open("w") as out:
         nxt = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)
+        wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)
     finally:
-        _stop(nxt)
+        stop_process(nxt)
         # The killed sandbox's embedded PostgreSQL outlives it (the next run reuses it);
         # stop it so the test leaves no server behind (SIGINT: PostgreSQL's fast shutdown).
         pidfile = tmp_path / "data" / "pgdata" / "postmaster.pid"
@@ -857,11 +821,11 @@ def test_a_taken_port_is_one_line_naming_the_port_and_variable(tmp_path: Path,
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         busy = int(squatter.getsockname()[1])
-        ports = {"PORT": _free_port(), "SANDBOX_CONSOLE_PORT": _free_port(), taken: busy}
+        ports = {"PORT": free_port(), "SANDBOX_CONSOLE_PORT": free_port(), taken: busy}
         data = tmp_path / "data"
-        env = _sandbox_env(data, ports["PORT"], ports["SANDBOX_CONSOLE_PORT"])
+        env = sandbox_env(data, ports["PORT"], ports["SANDBOX_CONSOLE_PORT"])
         started = time.monotonic()
-        run = _cli(env, "run", timeout=30)
+        run = sandbox_cli(env, "run", timeout=30)
     assert run.returncode == 1, run.stdout + run.stderr
     assert time.monotonic() - started < 15
     message = run.stderr.strip()
