@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from handlers import ids
 from sandbox.statuspage import StatuspageEmulator
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.secret_scan import register_secret
+from tests.support.local_http import LocalServer
 from tests.support.waiting import wait_until
 
 DSN_PASSWORD = "pw-9c1f-do-not-post"
@@ -28,12 +29,11 @@ STATUSPAGE_KEY = "sp-key-4e7a-do-not-post"
 HANG_SECONDS = 5.0  # upper bound of the hanging health answer; released at teardown
 
 
-class HealthServer:
+class HealthServer(LocalServer):
     """``/health`` answers 200, or hangs (a stuck dependency) while ``hang`` is set."""
 
     def __init__(self) -> None:
         self.hang = threading.Event()
-        self.release = threading.Event()
         state = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,15 +52,7 @@ class HealthServer:
                 except OSError:  # the checker timed out and hung up first
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from tests.support.sandbox_process import (
     free_port,
     sandbox_cli,
     sandbox_env,
+    start_sandbox,
     stop_process,
     wait_healthy,
 )
@@ -361,9 +362,7 @@ def test_the_sandbox_runs_auto_and_its_request_shows_in_the_console(tmp_path: Pa
     port, console = free_port(), free_port()
     env = sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "sandbox.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = start_sandbox(env, log)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, log)
         dry = sandbox_cli(env, "auto", "hotel-voice-bot", "--dry-run", timeout=120)

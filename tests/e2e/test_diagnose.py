@@ -27,6 +27,7 @@ from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
 from tests.secret_scan import register_secret
+from tests.support.local_http import LocalServer
 
 SERVICE = "hotel-voice-bot"
 DSN_PASSWORD = "pw-d1a9-do-not-post"
@@ -305,11 +306,10 @@ def test_unknown_service_is_refused_in_the_ack_with_the_known_ones(diag: Harness
     assert diag.emulator.calls("views.open") == []
 
 
-class HangingServer:
+class HangingServer(LocalServer):
     """Accepts HTTP requests and never answers them (a stuck dependency) until stopped."""
 
     def __init__(self) -> None:
-        self.release = threading.Event()
         self.paths: list[str] = []
         state = self
 
@@ -323,15 +323,7 @@ class HangingServer:
 
             do_POST = do_GET  # noqa: N815  (a Prometheus query may be a form POST)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

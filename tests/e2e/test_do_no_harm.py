@@ -14,8 +14,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,10 +43,10 @@ from tests.support.database import fresh_database
 from tests.support.emulators import ecs_service_config
 from tests.support.messages import request_message
 from tests.support.sandbox_process import (
-    REPO_ROOT,
     free_port,
     sandbox_cli,
     sandbox_env,
+    start_sandbox,
     stop_process,
     wait_healthy,
 )
@@ -748,9 +746,7 @@ def test_second_sandbox_is_refused_and_the_first_keeps_running(tmp_path: Path) -
     port, console = free_port(), free_port()
     env = sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "first.log"
-    with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    first = start_sandbox(env, log)
     try:
         bot_url = f"http://127.0.0.1:{port}"
         wait_healthy(bot_url, first, log)
@@ -789,9 +785,7 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     port, console = free_port(), free_port()
     env = sandbox_env(tmp_path / "data", port, console)
     log = tmp_path / "killed.log"
-    with log.open("w") as out:
-        first = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    first = start_sandbox(env, log)
     wait_healthy(f"http://127.0.0.1:{port}", first, log)
     first.kill()
     first.wait(timeout=10)
@@ -799,9 +793,7 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     said = sandbox_cli(env, "say", "/rollback help")
     assert said.returncode == 1 and "No sandbox is running" in said.stderr
     log2 = tmp_path / "next.log"
-    with log2.open("w") as out:
-        nxt = subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env, cwd=REPO_ROOT,
-                               stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    nxt = start_sandbox(env, log2)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", nxt, log2)
     finally:

@@ -42,6 +42,15 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"the sandbox never answered /healthz:\n{log.read_text()[-3000:]}")
 
 
+def start_sandbox(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``python -m sandbox run`` (what `make run` starts) in its own session, output to
+    ``log``."""
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "sandbox", "run"], env=env,
+                                cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
 def sandbox_cli(env: dict[str, str], *args: str,
                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """``python -m sandbox ARGS`` (``run``, ``say``, ``auto``): the sandbox's command line."""
