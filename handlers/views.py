@@ -18,7 +18,7 @@ from bot.domain.config import (
     Severity,
 )
 from bot.domain.lifecycle import State
-from bot.domain.messages import Diagnosis
+from bot.domain.messages import Diagnosis, WatchReading
 from bot.domain.models import Rollback, Step
 from bot.domain.time_words import in_utc
 from handlers import ids, wording
@@ -99,7 +99,7 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     blocks.extend(_plan_warnings(rb))
     blocks.extend(_assessment(rb))
     if rb.watch_reading is not None and rb.state == State.PENDING_APPROVAL:
-        blocks.append(context(wording.line(rb.watch_reading)))
+        blocks.append(context(wording.line(WatchReading.from_json(rb.watch_reading))))
     blocks.append(section("*Plan*\n" + "\n".join(
         f"{STEP_ICON.get(s.status, '')} {s.seq}. {escape(s.description)}"
         + (" _(destructive)_" if s.destructive else "")

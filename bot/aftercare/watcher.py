@@ -270,7 +270,8 @@ class ReleaseWatcher:
         latest = WatchReading(reading.points[-1][1], threshold,
                               None if start is None else max(0.0, now.timestamp() - start),
                               now)
-        if rb.watch_reading is not None and rb.watch_reading.figures() == latest.figures():
+        if rb.watch_reading is not None \
+                and WatchReading.from_json(rb.watch_reading).figures() == latest.figures():
             return "figures unchanged"
         self.rollback_store.set_watch_reading(rb.id, latest.to_json())
         self.chat.refresh(rb)

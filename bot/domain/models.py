@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from bot.domain.lifecycle import State
-from bot.domain.messages import WatchReading
 from platforms.base import Revision, Target
 
 
@@ -48,8 +47,10 @@ class Rollback:
     # version before deadlines.
     decision_due_at: datetime | None = None
     hotfix_reported_by: str | None = None
-    # The release watcher's latest figures while the request is pending (watched services).
-    watch_reading: WatchReading | None = None
+    # The release watcher's latest figures while the request is pending (watched services),
+    # as stored: ``bot.domain.messages.WatchReading.from_json`` reads them (the model stays
+    # below the messages it is the subject of).
+    watch_reading: dict[str, Any] | None = None
 
     @property
     def ref(self) -> str:

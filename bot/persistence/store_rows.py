@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain.lifecycle import State
-from bot.domain.messages import WatchReading
 from bot.domain.models import Rollback
 from bot.observability.scrub import scrub_optional
 from platforms.base import Revision, Target
@@ -69,6 +68,5 @@ def rollback_from_row(row: dict[str, Any]) -> Rollback:
         cancel_requested_by=row.get("cancel_requested_by"),
         decision_due_at=row.get("decision_due_at"),
         hotfix_reported_by=row.get("hotfix_reported_by"),
-        watch_reading=(WatchReading.from_json(row["watch_reading"])
-                       if row.get("watch_reading") else None),
+        watch_reading=dict(row["watch_reading"]) if row.get("watch_reading") else None,
     )

@@ -90,7 +90,7 @@ def test_pending_shows_the_stored_decision_deadline() -> None:
 def test_pending_shows_the_release_watchers_latest_figures() -> None:
     """The watcher's reading (``rollbacks.watch_reading``) is a line of the pending request;
     once decided, the figures are history and the line goes."""
-    reading = WatchReading(0.0613, 0.05, 12 * 60 + 5, NOW + timedelta(minutes=35))
+    reading = WatchReading(0.0613, 0.05, 12 * 60 + 5, NOW + timedelta(minutes=35)).to_json()
     _, blocks = views.rollback_message(
         _rollback(State.PENDING_APPROVAL, watch_reading=reading), STEPS)
     _validate(blocks)
