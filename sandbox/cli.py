@@ -56,7 +56,8 @@ def cmd_auto(args: argparse.Namespace) -> int:
     console; the exit code is the product's (docs/operations.md)."""
     body = {"service": args.service, "dry_run": args.dry_run, "severity": args.severity,
             "timeout": args.timeout, "settle": args.settle}
-    resp = httpx.post(f"{_console_url()}/api/auto", json=body, timeout=900)
+    # No client timeout: the run ends by its own (`--timeout`, the steps' bounds).
+    resp = httpx.post(f"{_console_url()}/api/auto", json=body, timeout=None)
     data = resp.json()
     if not data.get("ok"):
         print(data.get("error"), file=sys.stderr)

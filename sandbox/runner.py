@@ -197,21 +197,28 @@ class SandboxWorld:
                 self.demo.stop()
                 self.kube.stop()
                 raise
-        self._client = self.kube.api_client()
-        database_url = os.environ.get("DATABASE_URL") or fresh_sandbox_database(directory)
-        migrate(database_url)
-        # A drill's watcher counts seconds, not minutes: a rate window of seconds keeps the
-        # ratio from lagging the release (and the rollback) by half a minute.
-        prometheus = {"prometheus_url": self.prometheus.url, "watcher": watcher,
-                      "error_rate_window": error_rate_window} if self.prometheus else {}
-        config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
-                                demo_url=self.demo.url, monitoring=monitoring,
-                                postmortem_dir=str(directory / "post-mortems"), **prometheus)
-        platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
-        self.config, self.database_url, self.platforms = (config, database_url,
-                                                          {"kubernetes": platform})
-        self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
-                                  platforms=self.platforms, clock=clock)
+        try:  # a failure from here on leaves no server (or Prometheus process) running
+            self._client = self.kube.api_client()
+            database_url = os.environ.get("DATABASE_URL") or fresh_sandbox_database(directory)
+            migrate(database_url)
+            # A drill's watcher counts seconds, not minutes: a rate window of seconds keeps the
+            # ratio from lagging the release (and the rollback) by half a minute.
+            prometheus = {"prometheus_url": self.prometheus.url, "watcher": watcher,
+                          "error_rate_window": error_rate_window} if self.prometheus else {}
+            config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
+                                    demo_url=self.demo.url, monitoring=monitoring,
+                                    postmortem_dir=str(directory / "post-mortems"), **prometheus)
+            platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
+            self.config, self.database_url, self.platforms = (config, database_url,
+                                                              {"kubernetes": platform})
+            self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
+                                      platforms=self.platforms, clock=clock)
+        except BaseException:
+            if self.prometheus is not None:
+                self.prometheus.stop()
+            self.demo.stop()
+            self.kube.stop()
+            raise
 
     def start(self) -> SandboxWorld:
         self.stack.start()
@@ -225,6 +232,12 @@ class SandboxWorld:
         from bot.runtime.app import build_auto
         from bot.runtime.settings import Settings
 
+        service = str(request.get("service"))
+        if service not in self.config.services:  # as the product's CLI says it: exit 2
+            return {"ok": True, "exit_code": 2, "log": "", "result": {
+                "service": service, "outcome": "usage", "exit_code": 2,
+                "reason": f"Unknown service `{service}`; configured: "
+                          f"{', '.join(sorted(self.config.services))}."}}
         emulator = self.stack.emulator
         automation = self.config.automation.model_copy(
             update={"channel": emulator.channel_id(SANDBOX_CHANNEL)})
@@ -235,7 +248,7 @@ class SandboxWorld:
         auto, core = build_auto(settings, config=config, stream=lines,
                                 platforms=self.platforms)
         try:
-            result = auto.run(str(request["service"]), dry_run=bool(request.get("dry_run")),
+            result = auto.run(service, dry_run=bool(request.get("dry_run")),
                               timeout=request.get("timeout"), settle=request.get("settle"),
                               severity=request.get("severity"), reason=request.get("reason"))
         finally:

@@ -603,6 +603,19 @@ class Store:
             (service, platform, State.COMPLETED.value, revision_id))
         return rows[0] if rows else None
 
+    def last_decided_from(self, service: str, platform: str, revision_id: str,
+                          states: Iterable[State], *, withdrawn_by: str) -> Rollback | None:
+        """The newest rollback of ``service`` that moved away from ``revision_id`` and ended
+        in one of ``states``; a request ``withdrawn_by`` cancelled itself is not a decision."""
+        rows = self._select(
+            "SELECT * FROM rollbacks r WHERE service = %s AND platform = %s"
+            " AND state = ANY(%s) AND current_revision->>'id' = %s"
+            " AND NOT (state = 'cancelled' AND EXISTS (SELECT 1 FROM audit_events a"
+            "  WHERE a.rollback_id = r.id AND a.event = 'cancel' AND a.actor = %s))"
+            " ORDER BY id DESC LIMIT 1",
+            (service, platform, [s.value for s in states], revision_id, withdrawn_by))
+        return rows[0] if rows else None
+
     def ping(self) -> bool:
         with self.pool.connection(timeout=2) as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)

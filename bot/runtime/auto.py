@@ -251,7 +251,7 @@ class AutoRollback:
             return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
                               f"but was not rolled back: {exc}", before=before,
                               dry_run=dry_run)
-        decided = self._decided(name, plan.choice.current)
+        decided = self._decided(name, plan.platform, plan.choice.current)
         if decided is not None:
             return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
                               f"but people already decided about "
@@ -259,6 +259,11 @@ class AutoRollback:
                               f": {decided}. The automation does not ask again; a person "
                               "requests the next rollback.", before=before, dry_run=dry_run)
         self_approves = self._may_self_approve(plan)
+        if self_approves is not None and not self.announced:
+            return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
+                              f"but was not rolled back: {self_approves} Without Slack "
+                              "(SLACK_BOT_TOKEN unset) nobody could approve the request, so "
+                              "none was filed.", before=before, dry_run=dry_run)
         if dry_run:
             facts = {"platform": plan.platform, "severity": plan.severity.value,
                      "scope": plan.scope, "channel": channel,
@@ -273,11 +278,6 @@ class AutoRollback:
                               f"{facts['from'] or 'the running revision'} -> {facts['to']} "
                               f"({who}), nothing changed.", before=before, plan=facts,
                               dry_run=True)
-        if self_approves is not None and not self.announced:
-            return AutoResult(name, "refused", Exit.REFUSED, f"{name} is unhealthy ({why}) "
-                              f"but was not rolled back: {self_approves} Without Slack "
-                              "(SLACK_BOT_TOKEN unset) nobody could approve the request, so "
-                              "none was filed.", before=before)
         try:
             rb = self.service.request(parsed, requester=auto.identity, channel_id=channel)
         except UserFacingError as exc:
@@ -315,16 +315,17 @@ class AutoRollback:
                              timeout=auto.timeout_seconds if timeout is None else timeout,
                              settle=auto.settle_seconds if settle is None else settle)
 
-    def _decided(self, name: str, current: Revision | None) -> str | None:
-        """An earlier rollback away from ``current`` that did not complete, in words."""
+    def _decided(self, name: str, platform: str, current: Revision | None) -> str | None:
+        """An earlier rollback away from ``current`` that did not complete, in words (the
+        automation's own withdrawal of a request nobody could see is not a decision)."""
         if current is None:
             return None
-        for rb in self.service.history(name):
-            if rb.state in DECIDED and rb.current_revision is not None \
-                    and rb.current_revision.id == current.id:
-                when = f" at {rb.finished_at:%Y-%m-%d %H:%M} UTC" if rb.finished_at else ""
-                return f"{rb.ref} was {rb.state.value.replace('_', ' ')}{when}"
-        return None
+        rb = self.store.last_decided_from(name, platform, current.id, DECIDED,
+                                          withdrawn_by=self.config.automation.identity)
+        if rb is None:
+            return None
+        when = f" at {rb.finished_at:%Y-%m-%d %H:%M} UTC" if rb.finished_at else ""
+        return f"{rb.ref} was {rb.state.value.replace('_', ' ')}{when}"
 
     def _may_self_approve(self, plan: Plan) -> str | None:
         """Why the automation could not approve this plan itself, or None: the rules of
@@ -374,8 +375,20 @@ class AutoRollback:
             # Also on success: aftercare's notices and the lease release finish first.
             worker.join(JOIN_CAP_SECONDS)
         current = self.store.get(rb.id)
+        notes: list[str] = []
+        if worker.is_alive():
+            return AutoResult(name, "rollback_failed", Exit.ROLLBACK_FAILED,
+                              f"{rb.ref} is {current.state.value} and its step is still in "
+                              f"progress after {JOIN_CAP_SECONDS:g} s; this process leaves "
+                              "it to the bot's executor (its lease runs out and `serve` "
+                              "resumes it). A person should look now.", before=before,
+                              rollback=_summary(current))
         if failure:
-            raise RuntimeError(f"the executor stopped: {failure[0]}") from failure[0]
+            if current.state not in REACHED:
+                raise RuntimeError(f"the executor stopped: {failure[0]}") from failure[0]
+            # The rollback is done; what failed came after it (a notice): say it, re-check.
+            notes.append(f"after the rollback reached {current.state.value}: "
+                         f"{type(failure[0]).__name__}: {failure[0]}")
         if timed_out or current.state not in REACHED:
             if current.state in STOPPED:
                 detail = current.last_error or current.state.value.replace("_", " ")
@@ -411,11 +424,12 @@ class AutoRollback:
                               f"{rb.ref} rolled {name} back to {target} but it has not "
                               f"recovered: {'; '.join(problems)}. A person must take over: "
                               "see the incident channel.",
-                              before=before, after=after, rollback=_summary(current))
+                              before=before, after=after, rollback=_summary(current),
+                              notes=notes)
         return AutoResult(name, "recovered", Exit.OK,
                           f"{rb.ref} rolled {name} back to {target}; it recovered: "
                           f"{_figures(after)}. Stability monitoring continues in the bot.",
-                          before=before, after=after, rollback=_summary(current))
+                          before=before, after=after, rollback=_summary(current), notes=notes)
 
     def _running(self, rb: Rollback) -> str | None:
         try:

@@ -197,6 +197,8 @@ def test_without_slack_nothing_only_a_person_could_approve_is_filed(
     assert "P1 requests need a person's approval" in result["reason"]
     assert "nobody could approve the request, so none was filed" in result["reason"]
     assert s.rollbacks() == [] and history(kubectl, s.kube) == before
+    dry = s.auto("--dry-run", "--json")  # a dry run gives the same answer as the run
+    assert dry.code == 3 and dry.json()["outcome"] == "refused", dry.out + dry.err
 
 
 def test_a_request_that_needs_a_person_waits_and_a_decision_stands(
