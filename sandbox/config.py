@@ -27,6 +27,14 @@ USERGROUP = "sre-approvers"  # the emulator seeds this group with bob and carol
 PLATFORMS = PRODUCTION.plus(fake_platform.SPEC)
 
 
+def error_rate_query(window: str) -> str:
+    """The demo service's 5xx ratio over a ``rate`` window (the runbook's PromQL, with a
+    window a test or drill that counts seconds can use)."""
+    failed = f'rate(http_requests_total{{service="hotel-voice-bot",status=~"5.."}}[{window}])'
+    every = f'rate(http_requests_total{{service="hotel-voice-bot"}}[{window}])'
+    return f"sum({failed}) / sum({every})"
+
+
 def sandbox_config_dict(
     *, platform: str = "fake", fake: dict[str, Any] | None = None,
     kubernetes: dict[str, Any] | None = None, demo_url: str | None = None,
@@ -62,11 +70,8 @@ def sandbox_config_dict(
              "expect_status": [200, 201]},
         ]
     if prometheus_url:
-        window = error_rate_window
-        failed = f'rate(http_requests_total{{service="hotel-voice-bot",status=~"5.."}}[{window}])'
-        every = f'rate(http_requests_total{{service="hotel-voice-bot"}}[{window}])'
         svc["prometheus"] = {"url": prometheus_url, "error_rate_threshold": 0.05,
-                             "error_rate_query": f"sum({failed}) / sum({every})"}
+                             "error_rate_query": error_rate_query(error_rate_window)}
     if watcher is not None:
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}

@@ -19,12 +19,12 @@ import psycopg
 import pytest
 import yaml
 
-from sandbox.config import sandbox_config_dict
+from sandbox.config import error_rate_query, sandbox_config_dict
 from sandbox.demo import DemoService
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import DEPLOYMENT, IMAGE, NAMESPACE, kubernetes_target, seed_incident
 from tests.integration.kube_fixtures import Kubectl
-from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.support.sandbox_process import (
     free_port,
     sandbox_cli,
@@ -38,8 +38,7 @@ from tests.support.waiting import wait_until
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "hotel-voice-bot"
 CHANNEL = "incident-hotel-voice-bot"  # without Slack, the channel is called by its name
-ERROR_RATE = ('sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[3s]))'
-              ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[3s]))')
+ERROR_RATE = error_rate_query("3s")
 
 
 @dataclass
@@ -325,9 +324,8 @@ def test_error_rate_rule_on_real_prometheus_triggers_and_clears(
 
     def start_prometheus(demo: DemoService) -> str:
         demo.start_traffic(50)
-        server = prometheus_server([demo.target])
+        server = scraping(prometheus_server, demo)
         servers.append(server)
-        server.wait_targets_up()
         return server.url
 
     s = scene(bad=(), prometheus=start_prometheus,

@@ -9,11 +9,10 @@ what, and who took which finding).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +22,22 @@ from psycopg.conninfo import make_conninfo
 
 from bot.integrations.target_database import backup_filename
 from handlers import ids
+from sandbox.config import error_rate_query
 from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness
-from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
 from tests.support.local_http import LocalServer
 
 SERVICE = "hotel-voice-bot"
 DSN_PASSWORD = "pw-d1a9-do-not-post"
 OPENAI_KEY = "sk-diag-7f3e-do-not-post"
-ERROR_RATE = ('sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[10s]))'
-              ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[10s]))')
+ERROR_RATE = error_rate_query("10s")
 
 pytestmark = pytest.mark.slow
 
 
-class ExternalServer:
+class ExternalServer(LocalServer):
     """OpenAI's ``/v1/models`` and WAHA's ``/api/sessions``: each answers ``status[path]``;
     every request is recorded (method, path) so the test can see nothing was written."""
 
@@ -61,14 +60,7 @@ class ExternalServer:
 
             do_GET = do_PUT = do_POST = _answer  # noqa: N815
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +71,7 @@ def demo() -> Iterator[DemoService]:
 
 @pytest.fixture(scope="module")
 def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[PrometheusServer]:
-    server = prometheus_server([demo.target])
-    server.wait_targets_up()
-    _healthy(server)
+    server = scraping(prometheus_server, demo, healthy=ERROR_RATE, timeout=40)
     yield server
     server.stop()
 

@@ -1,19 +1,15 @@
 """Pytest fixtures that run the real Prometheus server (Debian package) on loopback.
 
 ``prometheus_server(["127.0.0.1:8081"])`` starts a private Prometheus scraping those
-targets every second and returns a handle with query and wait-on-condition helpers.
+targets every second and returns a handle with query and wait-on-condition helpers. The
+process is ``sandbox.prometheus.SandboxPrometheus``, the one the drills run.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import os
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,9 +19,8 @@ import pytest
 
 from bot.integrations.errors import PrometheusError
 from bot.integrations.prometheus import Sample, instant_query, range_query
-
-Targets = Sequence[str] | Mapping[str, Sequence[str]]
-READY_TIMEOUT = 30.0
+from sandbox.demo import DemoService
+from sandbox.prometheus import SandboxPrometheus, Targets, find_prometheus
 
 
 class PrometheusFactory(Protocol):
@@ -37,20 +32,11 @@ class PrometheusServer:
     """One running Prometheus; ``url`` is its base URL for ``bot.integrations.prometheus``."""
 
     url: str
-    process: subprocess.Popen[bytes]
-    workdir: Path
+    runner: SandboxPrometheus  # the process (``sandbox.prometheus``: the drills run it too)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=5.0))
 
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "prometheus.log"
-
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return self.runner.log_tail(lines)
 
     def query(self, promql: str) -> float | None:
         return instant_query(self.url, promql, client=self.client)
@@ -105,113 +91,29 @@ class PrometheusServer:
         pytest.fail(f"Prometheus targets not up within {timeout:.0f}s: {states}", pytrace=False)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: Prometheus closes the TSDB cleanly
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        self.runner.stop()
         self.client.close()
-
-
-def find_prometheus() -> str | None:
-    """``$PROMETHEUS_BIN``, else ``prometheus`` on PATH, else Debian's path."""
-    explicit = os.environ.get("PROMETHEUS_BIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which("prometheus")
-    if found:
-        return found
-    return "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None
-
-
-def render_config(targets: Targets, *, scrape_interval: str) -> str:
-    """A prometheus.yml scraping ``targets`` (one job per mapping key, else job ``demo``)."""
-    jobs = dict(targets) if isinstance(targets, Mapping) else {"demo": list(targets)}
-    config = {
-        # scrape_timeout defaults to 10s and must not exceed the interval.
-        "global": {
-            "scrape_interval": scrape_interval,
-            "scrape_timeout": scrape_interval,
-            "evaluation_interval": scrape_interval,
-        },
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(addrs)}]}
-            for job, addrs in jobs.items()
-        ],
-    }
-    # JSON is valid YAML; no YAML emitter needed for a file only Prometheus reads.
-    return json.dumps(config, indent=2)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_prometheus(
     binary: str, workdir: Path, targets: Targets, *, scrape_interval: str = "1s"
 ) -> PrometheusServer:
     """Start Prometheus in ``workdir`` and return once ``/-/ready`` answers 200."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    config_path = workdir / "prometheus.yml"
-    config_path.write_text(render_config(targets, scrape_interval=scrape_interval))
-    extra_flags = _speedup_flags(binary)
-    last_log = ""
-    # The free port can be taken between probing and Prometheus binding it; retry then.
-    for _attempt in range(3):
-        port = _free_port()
-        log_file = (workdir / "prometheus.log").open("wb")
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-                "--log.level=info",
-                *extra_flags,
-            ],
-            stdout=log_file,
-            # Same process group as pytest on purpose: a Ctrl-C stops Prometheus too
-            # instead of leaving it orphaned when teardown never runs.
-            stderr=subprocess.STDOUT,
-        )
-        log_file.close()
-        server = PrometheusServer(url=f"http://127.0.0.1:{port}", process=process, workdir=workdir)
-        if _wait_ready(server):
-            return server
-        last_log = server.log_tail()
-        server.stop()
-        if "address already in use" not in last_log:
-            break
-    raise RuntimeError(f"Prometheus did not become ready; log tail:\n{last_log}")
+    runner = SandboxPrometheus(targets=targets, workdir=workdir, binary=binary,
+                               scrape_interval=scrape_interval, log_level="info").start()
+    return PrometheusServer(url=runner.url, runner=runner)
 
 
-@functools.cache
-def _speedup_flags(binary: str) -> tuple[str, ...]:
-    # New targets are picked up on the scrape manager's reload tick, 5s by default. The
-    # hidden flag below shortens it where honoured (recent releases; e.g. 2.42 in Debian 12
-    # accepts it but clamps to 5s). Probe it: an unknown flag would abort the start.
-    flag = "--scrape.discovery-reload-interval=1s"
-    probe = subprocess.run([binary, flag, "--version"], capture_output=True, check=False)
-    return (flag,) if probe.returncode == 0 else ()
-
-
-def _wait_ready(server: PrometheusServer) -> bool:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            return False
-        try:
-            if server.client.get(f"{server.url}/-/ready", timeout=1.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    return False
+def scraping(factory: PrometheusFactory, demo: DemoService, *,
+             healthy: str | None = None, timeout: float = 30.0) -> PrometheusServer:
+    """A Prometheus scraping ``demo`` with its target up and, given the ``healthy`` error-ratio
+    query, a healthy baseline (under 1 %) on record before the test breaks anything."""
+    server = factory([demo.target])
+    server.wait_targets_up()
+    if healthy is not None:
+        server.wait_for(healthy, lambda v: v is not None and v < 0.01, timeout=timeout,
+                        what="a healthy error-rate baseline")
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -15,13 +15,11 @@ import pytest
 
 from bot.integrations.errors import PrometheusError
 from bot.integrations.prometheus import instant_query, range_query
+from sandbox.config import error_rate_query
 from sandbox.demo import DemoService, ServiceUnavailable
-from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 
-ERROR_RATE = (
-    'sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[15s]))'
-    ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[15s]))'
-)
+ERROR_RATE = error_rate_query("15s")
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +30,7 @@ def demo() -> Iterator[DemoService]:
 
 @pytest.fixture(scope="module")
 def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[PrometheusServer]:
-    server = prometheus_server([demo.target])
-    server.wait_targets_up()
+    server = scraping(prometheus_server, demo)
     yield server
     server.stop()
 

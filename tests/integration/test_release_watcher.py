@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 
-from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.config import error_rate_query, parse_sandbox_config, sandbox_config_dict
 from sandbox.demo import DemoService
 from sandbox.slack import Call
 from sandbox.stack import SandboxStack
-from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
 from tests.support.waiting import wait_until
 
 CHANNEL = "inc-hotel-voice-bot"
 UNIT = 2.0  # seconds per runbook minute
-ERROR_RATE = ('sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[5s]))'
-              ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[5s]))')
+WINDOW = "5s"
+ERROR_RATE = error_rate_query(WINDOW)
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +38,15 @@ def demo() -> Iterator[DemoService]:
 
 @pytest.fixture
 def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[PrometheusServer]:
-    server = prometheus_server([demo.target])
-    server.wait_targets_up()
-    server.wait_for(ERROR_RATE, lambda v: v is not None and v < 0.01, timeout=30,
-                    what="a healthy error-rate baseline")
+    server = scraping(prometheus_server, demo, healthy=ERROR_RATE)
     yield server
     server.stop()
 
 
 def _stack(db: str, demo: DemoService, prom: PrometheusServer) -> SandboxStack:
-    data = sandbox_config_dict(demo_url=demo.url, prometheus_url=prom.url)
+    data = sandbox_config_dict(demo_url=demo.url, prometheus_url=prom.url,
+                               error_rate_window=WINDOW)
     svc = data["services"]["hotel-voice-bot"]
-    svc["prometheus"]["error_rate_query"] = ERROR_RATE
     svc["watcher"] = {"enabled": True, "channel": CHANNEL, "error_rate_threshold": 0.05,
                       "duration_seconds": 10 * UNIT, "interval_seconds": 1,
                       "chart_minutes": 1, "severity": "P1"}

@@ -13,17 +13,17 @@ import pytest
 
 from bot.persistence.aftercare_store import AftercareStore
 from handlers import ids
-from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.config import error_rate_query, parse_sandbox_config, sandbox_config_dict
 from sandbox.demo import DemoService
 from sandbox.slack import Call
 from sandbox.stack import SandboxStack
-from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer
+from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
 from tests.support.waiting import wait_until
 
 CHANNEL = "inc-hotel-voice-bot"
-ERROR_RATE = ('sum(rate(http_requests_total{service="hotel-voice-bot",status=~"5.."}[10s]))'
-              ' / sum(rate(http_requests_total{service="hotel-voice-bot"}[10s]))')
+WINDOW = "10s"
+ERROR_RATE = error_rate_query(WINDOW)
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,7 @@ def demo() -> Iterator[DemoService]:
 
 @pytest.fixture
 def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[PrometheusServer]:
-    server = prometheus_server([demo.target])
-    server.wait_targets_up()
-    server.wait_for(ERROR_RATE, lambda v: v is not None and v < 0.01, timeout=30,
-                    what="a healthy error-rate baseline")
+    server = scraping(prometheus_server, demo, healthy=ERROR_RATE)
     yield server
     server.stop()
 
@@ -47,8 +44,7 @@ def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[Pr
 def _stack(db: str, demo: DemoService, prom: PrometheusServer, **monitoring: Any
            ) -> SandboxStack:
     data = sandbox_config_dict(demo_url=demo.url, prometheus_url=prom.url,
-                               monitoring=monitoring)
-    data["services"]["hotel-voice-bot"]["prometheus"]["error_rate_query"] = ERROR_RATE
+                               monitoring=monitoring, error_rate_window=WINDOW)
     stack = SandboxStack(config=parse_sandbox_config(data), database_url=db).start()
     register_secret(stack.signing_secret, "the stack's signing secret")
     return stack
