@@ -68,7 +68,7 @@ from bot.domain.figure_words import pct
 from bot.domain.lifecycle import State
 from bot.domain.messages import ProposalSnoozed, ReleaseProposal, WatchReading
 from bot.domain.models import Rollback
-from bot.domain.planner import target_for
+from bot.domain.planner import choose_revision, target_for
 from bot.domain.ports import Chat, Clock, Notice, scrubbed_facts
 from bot.domain.time_words import in_utc, span
 from bot.domain.words import RollbackLink
@@ -83,6 +83,9 @@ from platforms.base import Platform, Revision
 log = logging.getLogger(__name__)
 
 WATCH_JOB = "release_watch"
+# The Request button's value (Slack's limit: 2,000 characters) carries the evidence as the
+# request's reason; the rest of the value (service, severity, key) stays well under 300.
+EVIDENCE_IN_BUTTON = 1500
 SILENCED = "silenced: a rollback is active"
 
 
@@ -291,8 +294,11 @@ class ReleaseWatcher:
                     f"{pct(values[-1])}) at {in_utc(now):%Y-%m-%d %H:%M} UTC; running "
                     f"{current.label() if current else 'unknown'}, previous "
                     f"{previous.label() if previous else 'unknown'}. Proposal {key}.")
+        # Capped before encoding: a button value is at most 2,000 characters, and a value cut
+        # after encoding would no longer be JSON (every click refused as malformed).
         value = json.dumps({"service": name, "severity": watch.severity.value,
-                            "proposal": key, "evidence": evidence}, separators=(",", ":"))
+                            "proposal": key, "evidence": evidence[:EVIDENCE_IN_BUTTON]},
+                           separators=(",", ":"))
         message = ReleaseProposal(
             name, since=episode, duration_seconds=watch.duration_seconds, threshold=threshold,
             lowest=min(values), latest=values[-1],
@@ -300,7 +306,7 @@ class ReleaseWatcher:
             previous=previous.label() if previous else None,
             deployed_at=current.created if current else None, revisions_note=note,
             health=health, severity=watch.severity.value,
-            snooze_seconds=watch.snooze_seconds, request_value=value[:2000])
+            snooze_seconds=watch.snooze_seconds, request_value=value)
         return message, evidence
 
     def propose(self, name: str, svc: ServiceConfig, key: str, episode: datetime,
@@ -410,9 +416,12 @@ class ReleaseWatcher:
         except Exception as exc:  # a decoration: say why, post anyway
             return None, None, f"{type(exc).__name__}: {exc}"[:200]
         current = next((r for r in history if r.current), None)
-        older = [r for r in history if not r.current
-                 and (current is None or r.number < current.number)]
-        return current, (older[0] if older else None), ""
+        # "Previous" is what a request would pin: the planner's choice, known-bad skipped.
+        try:
+            choice = choose_revision(history, None, self.rollback_store.known_bad(name, platform))
+        except UserFacingError as exc:
+            return current, None, str(exc)[:200]
+        return choice.current, choice.target, ""
 
     def _health(self, svc: ServiceConfig) -> str | None:
         if svc.health is None:
