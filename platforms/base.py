@@ -40,6 +40,7 @@ This module imports nothing from ``bot`` or ``handlers`` (checked by import-lint
 from __future__ import annotations
 
 import email.utils
+import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -129,6 +130,7 @@ class Capability(StrEnum):
     LOGS = "logs"  # logs_tail
     RESOURCE_USAGE = "resource usage"  # resource_usage
     CONFIG_SNAPSHOTS = "config snapshots"  # snapshot_config / restore_config
+    CONFIG_VIEW = "config view"  # config_differences
 
 
 class Unsupported(PermanentPlatformError):
@@ -256,6 +258,70 @@ class ConfigSnapshot:
         return cls(items=dict(data.get("items") or {}))
 
 
+@dataclass(frozen=True)
+class RevisionDetail:
+    """One revision as the platform's own tool shows it (``kubectl rollout history
+    --revision=N``, the ECS task definition, the Fly release): ``fields`` are ordered
+    label/value pairs for a summary, ``text`` the full presentation (already masked with
+    ``mask_value``: it is posted to Slack)."""
+
+    revision: Revision
+    fields: tuple[tuple[str, str], ...]
+    text: str
+
+
+def basic_detail(history: list[Revision], number: int) -> RevisionDetail:
+    """The detail every platform can give from its history alone (number, images,
+    change-cause, created); adapters enrich it with what their platform keeps."""
+    found = next((rev for rev in history if rev.number == number), None)
+    if found is None:
+        raise RevisionNotFound(f"revision {number} not found in history")
+    fields = [("Revision", str(found.number)), ("Images", ", ".join(found.images) or "?"),
+              ("Change-cause", found.change_cause or "<none>")]
+    if found.created is not None:
+        fields.append(("Created", found.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    if found.current:
+        fields.append(("Running", "yes (current)"))
+    return RevisionDetail(found, tuple(fields),
+                          "\n".join(f"{label}: {value}" for label, value in fields))
+
+
+_SECRET_LIKE = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENTIAL",
+                "AUTH", "PRIVATE", "DSN", "COOKIE", "SESSION")
+
+
+def mask_value(key: str, value: str | None) -> str | None:
+    """A configuration value fit for a Slack channel: a literal whose name looks like a
+    credential (``API_KEY``, ``DB_PASSWORD``…) is replaced by a fingerprint so a change is
+    still visible (``<hidden, sha256:1a2b3c4d>``) but the value never leaves the platform.
+    References (a secret's ARN, a ``secretKeyRef``) are not values and are passed through
+    by callers as they are."""
+    if value is None:
+        return None
+    if any(word in key.upper() for word in _SECRET_LIKE):
+        return f"<hidden, sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]}>"
+    return value
+
+
+@dataclass(frozen=True)
+class ConfigDifference:
+    """One configuration entry that differs between what runs and the pinned revision.
+
+    ``kind`` is the platform's word for where it lives ("env", "secret ref", "configmap ref",
+    "fly.toml", "secret"); ``running``/``pinned`` are the values (None: absent on that side),
+    already passed through ``mask_value`` for literals; secrets are references or digests,
+    never values."""
+
+    kind: str
+    key: str
+    running: str | None
+    pinned: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key, "running": self.running,
+                "pinned": self.pinned}
+
+
 # -------------------------------------------------------------------------- protocol
 @runtime_checkable
 class Platform(Protocol):
@@ -306,6 +372,10 @@ class Platform(Protocol):
         """After the rollout wait: is the pinned revision what actually runs, everywhere?"""
         ...
 
+    def describe_revision(self, target: Target, number: int) -> RevisionDetail:
+        """Revision ``number`` as the platform shows it (``RevisionNotFound`` if absent)."""
+        ...
+
     # The optional capabilities (``Capability``): a platform without one raises
     # ``Unsupported`` (its spec's ``refuse``), never None, NotImplementedError or an empty
     # answer that would read as "nothing there".
@@ -324,6 +394,12 @@ class Platform(Protocol):
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """Put the snapshot back; returns whether anything changed
         (``Capability.CONFIG_SNAPSHOTS``)."""
+        ...
+
+    def config_differences(self, target: Target, running: Revision,
+                           pinned: Revision) -> list[ConfigDifference]:
+        """What configuration changes when ``pinned`` replaces ``running``: environment,
+        secret references, platform config (``Capability.CONFIG_VIEW``); [] = identical."""
         ...
 
 

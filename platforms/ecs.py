@@ -80,6 +80,7 @@ from platforms._ecs_support import (
 )
 from platforms.base import (
     Capability,
+    ConfigDifference,
     ConfigSnapshot,
     PermanentPlatformError,
     Platform,
@@ -87,6 +88,7 @@ from platforms.base import (
     ProgressCallback,
     ResourceUsage,
     Revision,
+    RevisionDetail,
     RevisionNotFound,
     RollbackResult,
     RolloutFailed,
@@ -97,6 +99,7 @@ from platforms.base import (
     TargetNotFound,
     TransientPlatformError,
     WriteConflict,
+    basic_detail,
     refuse_if_changed,
 )
 
@@ -322,6 +325,14 @@ class EcsPlatform:
         """Nothing separate to snapshot: an ECS service's configuration (env, secrets refs)
         lives in the immutable task definition, which the rollback itself pins and restores."""
         raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
+
+    def describe_revision(self, target: Target, number: int) -> RevisionDetail:
+        """Revision ``number`` from the history (number, images, change-cause, created)."""
+        return basic_detail(self.history(target), number)
+
+    def config_differences(self, target: Target, running: Revision,
+                           pinned: Revision) -> list[ConfigDifference]:
+        raise SPEC.refuse(Capability.CONFIG_VIEW)
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """Nothing to restore separately (see ``snapshot_config``)."""
@@ -691,6 +702,7 @@ SPEC: PlatformSpec[EcsTarget] = PlatformSpec(
     unit="task",
     summary="a service (`cluster`, `service`, `family`)",
     unsupported={
+        Capability.CONFIG_VIEW: "the configuration view is not wired yet",
         Capability.LOGS: "ECS logs live in CloudWatch Logs (awslogs driver), which is not "
                          "wired",
         Capability.RESOURCE_USAGE: "ECS: CloudWatch metrics not wired",

@@ -71,6 +71,7 @@ from platforms._fly_client import (
 )
 from platforms.base import (
     Capability,
+    ConfigDifference,
     ConfigSnapshot,
     PermanentPlatformError,
     Platform,
@@ -79,6 +80,7 @@ from platforms.base import (
     ProgressCallback,
     ResourceUsage,
     Revision,
+    RevisionDetail,
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
@@ -87,6 +89,7 @@ from platforms.base import (
     Target,
     TargetChanged,
     TransientPlatformError,
+    basic_detail,
     refuse_if_changed,
 )
 
@@ -330,6 +333,14 @@ class FlyPlatform:
         machine's config, which ``rollback_to`` already preserves."""
         raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
+    def describe_revision(self, target: Target, number: int) -> RevisionDetail:
+        """Revision ``number`` from the history (number, images, change-cause, created)."""
+        return basic_detail(self.history(target), number)
+
+    def config_differences(self, target: Target, running: Revision,
+                           pinned: Revision) -> list[ConfigDifference]:
+        raise SPEC.refuse(Capability.CONFIG_VIEW)
+
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """Nothing to restore (see ``snapshot_config``)."""
         raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
@@ -572,6 +583,7 @@ SPEC: PlatformSpec[FlyTarget] = PlatformSpec(
     unit="machine",
     summary="an app (`app`, `org`; API token from `token_env`)",
     unsupported={
+        Capability.CONFIG_VIEW: "the configuration view is not wired yet",
         Capability.LOGS: "Fly logs live in its NATS log stream, not in the Machines API",
         Capability.RESOURCE_USAGE: "the Fly Machines API exposes no per-machine usage "
                                    "metrics",

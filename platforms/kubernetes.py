@@ -74,6 +74,7 @@ from platforms._kube_rollout import (
 )
 from platforms.base import (
     Capability,
+    ConfigDifference,
     ConfigSnapshot,
     PermanentPlatformError,
     Platform,
@@ -82,6 +83,7 @@ from platforms.base import (
     ProgressCallback,
     ResourceUsage,
     Revision,
+    RevisionDetail,
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
@@ -91,6 +93,7 @@ from platforms.base import (
     TargetNotFound,
     TransientPlatformError,
     Unsupported,
+    basic_detail,
     refuse_if_changed,
 )
 
@@ -379,6 +382,14 @@ class KubernetesPlatform:
                         read_config(api, kind, name, target.scope, timeout=self._timeout))
         return ConfigSnapshot(items=items)
 
+    def describe_revision(self, target: Target, number: int) -> RevisionDetail:
+        """Revision ``number`` from the history (number, images, change-cause, created)."""
+        return basic_detail(self.history(target), number)
+
+    def config_differences(self, target: Target, running: Revision,
+                           pinned: Revision) -> list[ConfigDifference]:
+        raise SPEC.refuse(Capability.CONFIG_VIEW)
+
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """PUT back every captured object that differs (create it when it was deleted)."""
         api = self._api(target)
@@ -521,6 +532,7 @@ SPEC: PlatformSpec[KubernetesTarget] = PlatformSpec(
     config_model=KubernetesTarget,
     target=_target,
     build=_build,
+    unsupported={Capability.CONFIG_VIEW: "the configuration view is not wired yet"},
     unit="pod",
     summary="a Deployment (`namespace`, `deployment`)",
     scale_command=_scale_command,

@@ -27,12 +27,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from platforms.base import (
+    Capability,
+    ConfigDifference,
     ConfigSnapshot,
     Platform,
     PlatformSpec,
     ProgressCallback,
     ResourceUsage,
     Revision,
+    RevisionDetail,
     RevisionNotFound,
     RollbackResult,
     RolloutStatus,
@@ -41,6 +44,7 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    basic_detail,
     refuse_if_changed,
 )
 
@@ -329,6 +333,14 @@ class FakePlatform:
             self._call("snapshot_config", s)
             return ConfigSnapshot(items=json.loads(json.dumps(self._target(s, target)["config"])))
 
+    def describe_revision(self, target: Target, number: int) -> RevisionDetail:
+        """Revision ``number`` from the history (number, images, change-cause, created)."""
+        return basic_detail(self.history(target), number)
+
+    def config_differences(self, target: Target, running: Revision,
+                           pinned: Revision) -> list[ConfigDifference]:
+        raise SPEC.refuse(Capability.CONFIG_VIEW)
+
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         with self._state() as s:
             self._call("restore_config", s)
@@ -378,6 +390,7 @@ def _build(block: FakeTarget, secret: SecretReader) -> Platform:
 # (the generic sentence is what the tests read).
 SPEC: PlatformSpec[FakeTarget] = PlatformSpec(
     name="fake", config_model=FakeTarget, target=_target, build=_build,
-    summary="the in-memory test platform (sandbox only)")
+    summary="the in-memory test platform (sandbox only)",
+    unsupported={Capability.CONFIG_VIEW: "the fake platform keeps no configuration"})
 
 __all__ = ["SPEC", "FakePlatform", "FakeTarget", "Fault", "TransientPlatformError"]
