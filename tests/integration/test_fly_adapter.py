@@ -1,5 +1,5 @@
-"""FlyPlatform through the wire (httpx -> Fly Machines emulator): history from machine
-versions, rolling rollback under leases, idempotency, error mapping, scale and stop,
+"""FlyPlatform through the wire (httpx -> Fly emulator): history from the GraphQL releases,
+rolling rollback under leases as a new release, idempotency, error mapping, scale and stop,
 confirm_running by digest, spec shapes.
 """
 
@@ -70,13 +70,14 @@ def test_satisfies_platform_protocol(fly: FlyPlatform) -> None:
     assert DEFAULT_TOKEN not in repr(fly)
 
 
-def test_history_from_machine_versions(fly: FlyPlatform) -> None:
+def test_history_is_the_releases_fly_lists(fly: FlyPlatform) -> None:
+    """Numbers are Fly's release versions; v4 (config only) keeps v3's image."""
     history = fly.history(TARGET)
-    assert [r.id for r in history] == [seed_image(v) for v in ("1.4.0", "1.3.0", "1.2.0",
-                                                                   "1.1.0")]
-    assert [r.number for r in history] == [4, 3, 2, 1]
-    assert [r.current for r in history] == [True, False, False, False]
-    assert history[1].change_cause == "fly_release_version 3"
+    assert [r.id for r in history] == [seed_image(v) for v in ("1.4.0", "1.3.0", "1.3.0",
+                                                                   "1.2.0", "1.1.0")]
+    assert [r.number for r in history] == [5, 4, 3, 2, 1]
+    assert [r.current for r in history] == [True, False, False, False, False]
+    assert history[2].change_cause == "release v3 complete: Release by ops@hotel.example"
     assert all("@sha256:" in r.id and r.created is not None for r in history)
     assert history[0].created is not None and history[1].created is not None
     assert history[0].created > history[1].created
@@ -96,8 +97,14 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
         assert machine["config"]["image"] == GOOD
         assert [c["status"] for c in machine["checks"]] == ["passing"]
         old = before[machine["id"]]["config"]
-        assert {k: v for k, v in machine["config"].items() if k != "image"} == \
-               {k: v for k, v in old.items() if k != "image"}  # everything else preserved
+        assert {k: v for k, v in machine["config"].items() if k not in ("image", "metadata")} \
+            == {k: v for k, v in old.items() if k not in ("image", "metadata")}  # kept
+        # the machine carries the rollback's release, not the bad one's (flyctl's keys)
+        meta = machine["config"]["metadata"]
+        assert meta["fly_release_version"] == "6" and meta["fly_release_id"] != \
+            old["metadata"]["fly_release_id"]
+        assert {k: v for k, v in meta.items() if not k.startswith("fly_release")} == \
+            {k: v for k, v in old["metadata"].items() if not k.startswith("fly_release")}
         assert emulator.lease(SEED_APP, machine["id"]) is None
     # every update carried the lease nonce and was awaited for its own instance
     leases = [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/lease")]
@@ -112,19 +119,26 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
     order = [(r.method, r.path.split("/")[5]) for r in emulator.requests
              if r.path.endswith("/lease")]
     assert order == [(m, mid) for mid in sorted(before) for m in ("POST", "DELETE")]
-    # history: the redeployed image is renumbered to the top, its id unchanged
+    # history: the rollback is Fly's newest release, v6, with the pinned image; v3 and v4
+    # (the same image) are no rollback targets any more
     history = fly.history(TARGET)
-    assert history[0].id == GOOD and history[0].current and history[0].number == 4
+    assert history[0].id == GOOD and history[0].current and history[0].number == 6
+    assert [r.number for r in history] == [6, 5, 2, 1]
 
 
 def test_second_rollback_is_idempotent(emulator: FlyEmulator, fly: FlyPlatform) -> None:
     pinned = fly.history(TARGET)[1]
     assert fly.rollback_to(TARGET, pinned).changed
     sent, mark = len(fly_updates(emulator)), len(emulator.requests)
+    releases = len(emulator.releases(SEED_APP))
     again = fly.rollback_to(TARGET, pinned)
     assert not again.changed and again.message.startswith("skipped")
     assert len(fly_updates(emulator)) == sent
-    assert {r.method for r in emulator.requests[mark:]} == {"GET"}  # read-only: no lease
+    # read-only: no lease, no release (GraphQL queries are POSTs, never a mutation here)
+    assert {(r.method, r.path) for r in emulator.requests[mark:]
+            if r.method != "GET"} == {("POST", "/graphql")}
+    assert all("mutation" not in str(r.body) for r in emulator.requests[mark:])
+    assert len(emulator.releases(SEED_APP)) == releases
 
 
 def test_dry_run_changes_nothing(emulator: FlyEmulator, fly: FlyPlatform) -> None:
@@ -336,22 +350,23 @@ def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
 
 def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
                                                    fly: FlyPlatform) -> None:
+    """Fly leaves a stopped machine updated with skip_launch ``created`` (machine states)."""
     fly.scale(TARGET, 2)
+    reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)}, 5, 0.02)
     fly.rollback_to(TARGET, fly.history(TARGET)[1])
     machines = emulator.machines(SEED_APP)
     assert {m["config"]["image"] for m in machines} == {GOOD}
-    assert sorted(m["state"] for m in machines) == ["started", "started", "stopped"]
+    assert sorted(m["state"] for m in machines) == ["created", "started", "started"]
     assert [r.body.get("skip_launch") for r in fly_updates(emulator)].count(True) == 1
+    assert fly.get_replicas(TARGET) == 2
+    fly.scale(TARGET, 3)  # a created machine is idle: scaling up starts it
+    assert sorted(m["state"] for m in emulator.machines(SEED_APP)) == ["started"] * 3
 
 
 def test_unsupported_surfaces(fly: FlyPlatform) -> None:
-    with pytest.raises(Unsupported, match="NATS") as err:
-        fly.logs_tail(TARGET)
-    assert (err.value.platform, err.value.capability) == ("fly", Capability.LOGS)
-    with pytest.raises(Unsupported, match="usage metrics"):
-        fly.resource_usage(TARGET)
-    with pytest.raises(Unsupported):
+    with pytest.raises(Unsupported, match="write-only") as err:
         fly.snapshot_config(TARGET)
+    assert (err.value.platform, err.value.capability) == ("fly", Capability.CONFIG_SNAPSHOTS)
     with pytest.raises(Unsupported):
         fly.restore_config(TARGET, ConfigSnapshot(items={}))
 
