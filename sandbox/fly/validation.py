@@ -54,6 +54,8 @@ _EMBEDDED: dict[str, Any] = {
 
 _GO_TYPES = {"integer": "int", "number": "float64", "string": "string", "boolean": "bool",
              "array": "[]", "object": "struct"}
+# encoding/json names the JSON value it found: "string", "number", "bool", "array", "object"
+_JSON_NAMES = {"integer": "number", "number": "number", "boolean": "bool"}
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,8 @@ class BodyValidator:
         wanted = schema.get("type")
         got = _json_type(value)
         if wanted and got != wanted and not (wanted == "number" and got == "integer"):
-            raise FlyError(400, f"json: cannot unmarshal {got} into Go struct field {where} "
+            raise FlyError(400, f"json: cannot unmarshal {_JSON_NAMES.get(got, got)} into Go "
+                                f"struct field {where} "
                                 f"of type {_GO_TYPES.get(str(wanted), wanted)}")
         if "enum" in schema and value not in schema["enum"]:
             raise FlyError(400, f"invalid value {value!r} for {where}: one of "
