@@ -38,6 +38,14 @@ factory, words, what it cannot do).
 # touched; one that ends ``failed`` or ``launch_failed`` fails the rollout at once (a
 # ``RolloutFailed``). The first failure stops the roll and marks the release failed.
 #
+# Seeing the app (api.fly.io, _fly_metrics.py): ``logs_tail`` pages Fly's logs API as `fly logs`
+# polls it, ``resource_usage`` asks the org's Prometheus for ``fly_instance_cpu`` and
+# ``fly_instance_memory_*`` per machine, ``config_differences`` compares the two releases'
+# fly.toml definitions and lists the secrets set since the pinned one (name and digest only:
+# Fly secrets are write-only, `fly secrets list` shows no more). Tokens are parsed as flyctl
+# parses them (_fly_client.FlyTokens): deploy/org macaroons go out as ``FlyV1``, a personal
+# token as ``Bearer``.
+#
 # Scale and stop: ``scale`` stops machines with ``POST .../stop`` (each under its lease) and
 # returns once every stop is accepted; a machine then spends its stop timeout in ``stopping``
 # while its process drains. ``wait_for_stopped`` is what blocks until nothing runs, using the
@@ -199,7 +207,7 @@ class FlyPlatform:
         TargetChanged before the first write."""
         api = self._api(target)
         image = revision.id
-        releases, current = self._releases(target)
+        app_id, releases, current = self._app_releases(target)
         if not any(r.succeeded and same_image(r.image, image) for r in releases):
             raise RevisionNotFound(f"image {image} is not the image of a complete release of "
                                    f"app {target.name}")
@@ -216,7 +224,6 @@ class FlyPlatform:
                                          f"machines to {image} as a new release (dry run): "
                                          f"{names}")
         graphql = self._graphql(target)
-        app_id = graphql.releases(target.name, limit=1)[0]
         release_id, version = graphql.create_release(
             app_id=app_id, image=image, definition=dict(current.definition or {}),
             what=f"create a release of app {target.name}")
@@ -640,10 +647,15 @@ class FlyPlatform:
                 if m.get("state") not in GONE_STATES]
 
     def _releases(self, target: Target) -> tuple[list[FlyRelease], FlyRelease]:
-        """(every release newest first, the current one). Current: the newest release
-        recorded in a live machine's metadata whose image that machine runs; without one,
-        the newest complete release whose image runs; else the newest release."""
-        _, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
+        """(every release newest first, the current one): ``_app_releases`` without the id."""
+        _, releases, current = self._app_releases(target)
+        return releases, current
+
+    def _app_releases(self, target: Target) -> tuple[str, list[FlyRelease], FlyRelease]:
+        """(the app's GraphQL id, every release newest first, the current one). Current: the
+        newest release recorded in a live machine's metadata whose image that machine runs;
+        without one, the newest complete release whose image runs; else the newest."""
+        app_id, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
         if not releases:
             raise RevisionNotFound(f"app {target.name} has no release")
         machines = self._live_machines(self._api(target), target)
@@ -657,11 +669,11 @@ class FlyPlatform:
                                                   release.image):
                 stamped.append(release)
         if stamped:
-            return releases, max(stamped, key=lambda r: r.version)
+            return app_id, releases, max(stamped, key=lambda r: r.version)
         images = {image_of(m.get("config")) for m in machines}
         running = [r for r in releases if r.succeeded
                    and any(same_image(r.image, i) for i in images)]
-        return releases, (running[0] if running else releases[0])
+        return app_id, releases, (running[0] if running else releases[0])
 
     def _graphql(self, target: Target) -> FlyGraphQL:
         return FlyGraphQL(self._web_client(target, with_user_tokens=True))
