@@ -1,5 +1,6 @@
-"""Fly Machines API plumbing: the httpx client, vendor-error translation into the
-``platforms.base`` tree, and pure helpers over Machine/MachineVersion JSON.
+"""Fly API plumbing: token parsing into the ``Authorization`` header Fly expects, the
+Machines API httpx client, vendor-error translation into the ``platforms.base`` tree, and
+pure helpers over Machine/MachineVersion JSON.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from platforms.base import (
 
 LEASE_HEADER = "fly-machine-lease-nonce"
 GONE_STATES = frozenset({"destroyed", "destroying"})
-IDLE_STATES = frozenset({"stopped", "suspended"})
-# Not running at all (fly.io/docs/machines/machine-states/): the idle states plus ``created``
-# (never started) and ``failed`` (could not start); ``destroying`` is still shutting down.
-DOWN_STATES = IDLE_STATES | {"created", "failed", "destroyed"}
-RELEASE_KEY = "fly_release_version"  # flyctl's metadata key on every deployed machine
+# Not running, and started by ``POST .../start`` (fly.io/docs/machines/machine-states/):
+# stopped, suspended, and ``created`` - which is also what a stopped machine is after an
+# update with ``skip_launch``, so a scaled-to-zero app updated by a rollback is ``created``.
+IDLE_STATES = frozenset({"stopped", "suspended", "created"})
+# Could not run: ``failed`` (its process kept exiting past the restart policy) and
+# ``launch_failed`` (flyd could not launch it, e.g. the image cannot be pulled).
+FAILED_STATES = frozenset({"failed", "launch_failed"})
+# Not running at all; ``destroying`` is still shutting down.
+DOWN_STATES = IDLE_STATES | FAILED_STATES | {"destroyed"}
+RELEASE_KEY = "fly_release_version"  # flyctl's metadata keys on every deployed machine
+RELEASE_ID_KEY = "fly_release_id"  # (internal/command/deploy/machines_launchinput.go)
+# Macaroon token prefixes (superfly/fly-go tokens/tokens.go Parse): org, deploy and
+# read-only tokens; anything else is a user (OAuth / personal access) token.
+MACAROON_PREFIXES = ("fm1r", "fm1a", "fm2")
 # A 409 from a mutating call is the API refusing a fenced write: a lease held by someone else
 # (or our nonce no longer the lease's) or a ``current_version`` that is not the machine's
 # latest; Fly staff list these, plus a host out of capacity, as the 409s of Machines_update
@@ -37,6 +47,48 @@ _CAPACITY_PHRASES = ("insufficient cpus", "insufficient memory", "insufficient i
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 Json = dict[str, Any]
+
+
+def strip_scheme(token: str) -> str:
+    """``Bearer x``/``FlyV1 x`` -> ``x`` (case-insensitive, repeatedly), as tokens.go's
+    StripAuthorizationScheme does for a token pasted with its header scheme."""
+    token = token.strip()
+    scheme, _, rest = token.partition(" ")
+    if rest and scheme.strip().lower() in ("bearer", "flyv1"):
+        return strip_scheme(rest)
+    return token
+
+
+@dataclass(frozen=True)
+class FlyTokens:
+    """A Fly token string split the way superfly/fly-go tokens/tokens.go ``Parse`` splits it:
+    comma-separated tokens, macaroons (fm1r_/fm1a_/fm2_) apart from user tokens."""
+
+    macaroons: tuple[str, ...]
+    users: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, token: str) -> FlyTokens:
+        macaroons: list[str] = []
+        users: list[str] = []
+        for part in strip_scheme(token).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            (macaroons if part.split("_", 1)[0] in MACAROON_PREFIXES else users).append(part)
+        return cls(tuple(macaroons), tuple(users))
+
+    def header(self, *, with_user_tokens: bool = False) -> str | None:
+        """The Authorization value (tokens.go ``normalized``): ``FlyV1`` and the macaroons
+        when there are any, else ``Bearer`` and the user tokens. The Machines API, logs and
+        metrics take macaroons only (FlapsHeader/BubblegumHeader); GraphQL takes both
+        (GraphQLHeader, ``with_user_tokens``)."""
+        if self.macaroons:
+            parts = self.macaroons + (self.users if with_user_tokens else ())
+            return "FlyV1 " + ",".join(parts)
+        if self.users:
+            return "Bearer " + ",".join(self.users)
+        return None
 
 
 def retry_after(response: httpx.Response) -> float | None:

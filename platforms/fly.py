@@ -1,22 +1,50 @@
-"""Fly.io adapter over the Machines API (httpx): a rollback redeploys a previous release's
-image to the app's machines, one at a time, under leases, waiting for ``started`` and checks.
+"""Fly.io adapter (httpx): history is Fly's releases (GraphQL, what `fly releases` lists); a
+rollback redeploys a previous release's image the way `fly deploy --image` does in machines
+mode - a new release record, then the app's machines one at a time under leases, waiting for
+``started`` and checks, then the release's final status. Logs and usage come from api.fly.io.
 
 The module ends with ``SPEC``: this platform as data for the registry (config block, target,
 factory, words, what it cannot do).
 """
 
-# History: the Machines API has no release list, so history is the union of every machine's
-# config versions (GET .../versions, ULID version ids) plus the current configs. One Revision
-# per distinct ``config.image``; ``Revision.id`` is that reference verbatim (digest-pinned
-# ``repo:tag@sha256:...`` when the deploy pinned one), numbers rank images by their latest
-# deployment (like Kubernetes, a redeployed image is renumbered to max+1; the id never moves),
-# ``change_cause`` carries flyctl's ``fly_release_version`` metadata. ``current`` is the most
-# recently deployed image still on a live machine.
+# History: Fly's releases from the GraphQL API (``releasesUnprocessed``, _fly_graphql.py), not
+# the machines: config- and secret-only deploys are releases too (same image, new number), and
+# a machine created later has none of the older versions. ``Revision.number`` is the release
+# version (``/rollback --to 5`` means Fly's v5) and ``Revision.id`` the release's image
+# reference (stable pinning: a digest-pinned ``repo:tag@sha256:...`` when the deploy pinned
+# one). The current release is the one flyctl wrote into the live machines' metadata
+# (``fly_release_version``, the newest among them whose image a machine runs). Offered as
+# rollback targets, besides the current release: only ``complete`` releases (flyctl marks a
+# deploy failed or interrupted otherwise; pending/running ones are in progress), and only those
+# whose image differs from the running one - an image redeploy cannot undo a config- or
+# secret-only release, so offering one would "roll back" to what already runs.
+# ``describe_revision`` still shows every release, failed ones included, with its status.
 #
-# Machines rule: destroyed/destroying machines are ignored. Stopped/suspended machines are
-# updated with ``skip_launch`` (so autostart or a later scale-up cannot resurrect the bad
-# image) and are not waited on; every other machine must reach ``started`` with passing
-# checks before the next one is touched. The first failure stops the roll.
+# A rollback is a release, as `fly deploy --image` makes one (flyctl
+# internal/command/deploy/machines.go createReleaseInBackend, then
+# machines_deploymachinesapp.go: status "running", the machines, then "complete" or "failed"
+# with post_deployment_info.error): createRelease (pending), updateRelease running, every
+# live machine updated with the image and the new release's ``fly_release_id`` /
+# ``fly_release_version`` metadata (no machine keeps the bad release's), then updateRelease
+# complete or failed. So `fly releases` and `fly status` show the rollback as the newest
+# release. The app's config (env, services, checks) and secrets are kept as they run: the
+# release's definition is the running release's (config_differences shows what differed).
+#
+# Machines rule: destroyed/destroying machines are ignored. Machines that are not running
+# (stopped, suspended, created, failed) are updated with ``skip_launch`` (so autostart or a
+# later scale-up cannot resurrect the bad image) and are not waited on: Fly leaves them
+# ``created`` (fly.io/docs/machines/machine-states/), which ``scale`` starts like a stopped
+# one. Every other machine must reach ``started`` with passing checks before the next one is
+# touched; one that ends ``failed`` or ``launch_failed`` fails the rollout at once (a
+# ``RolloutFailed``). The first failure stops the roll and marks the release failed.
+#
+# Seeing the app (api.fly.io, _fly_metrics.py): ``logs_tail`` pages Fly's logs API as `fly logs`
+# polls it, ``resource_usage`` asks the org's Prometheus for ``fly_instance_cpu`` and
+# ``fly_instance_memory_*`` per machine, ``config_differences`` compares the two releases'
+# fly.toml definitions and lists the secrets set since the pinned one (name and digest only:
+# Fly secrets are write-only, `fly secrets list` shows no more). Tokens are parsed as flyctl
+# parses them (_fly_client.FlyTokens): deploy/org macaroons go out as ``FlyV1``, a personal
+# token as ``Bearer``.
 #
 # Scale and stop: ``scale`` stops machines with ``POST .../stop`` (each under its lease) and
 # returns once every stop is accepted; a machine then spends its stop timeout in ``stopping``
@@ -42,11 +70,13 @@ factory, words, what it cannot do).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -54,21 +84,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from platforms._fly_client import (
     DOWN_STATES,
+    FAILED_STATES,
     GONE_STATES,
     IDLE_STATES,
+    RELEASE_ID_KEY,
+    RELEASE_KEY,
     FlyApi,
+    FlyTokens,
     Json,
     NoAnswer,
     checks_state,
     describe,
-    image_from_ref,
     image_of,
     lease_nonce,
     observe,
     runs_image,
     same_image,
-    ulid_time,
 )
+from platforms._fly_graphql import FlyGraphQL, FlyRelease
+from platforms._fly_metrics import machine_usage, recent_logs
 from platforms.base import (
     Capability,
     ConfigDifference,
@@ -83,39 +117,52 @@ from platforms.base import (
     RevisionDetail,
     RevisionNotFound,
     RollbackResult,
+    RolloutFailed,
     RolloutStatus,
     RunningCheck,
     SecretReader,
     Target,
     TargetChanged,
     TransientPlatformError,
-    basic_detail,
+    mask_value,
     refuse_if_changed,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.machines.dev"
+DEFAULT_PLATFORM_URL = "https://api.fly.io"  # GraphQL, logs and the orgs' Prometheus
 MAX_WAIT_SECONDS = 60  # the API's own per-request cap on ?timeout=
+# A ``started`` wait is sliced this short (the API takes whole seconds) so a machine that
+# ends ``failed``/``launch_failed`` instead is seen within a second, not at the timeout.
+START_PROBE_SECONDS = 1
+RELEASES_LIMIT = 50
 
 
 class FlyPlatform:
     """``Platform`` for Fly apps. Target: scope = organisation slug, name = app;
-    ``options["api_url"]`` overrides the Machines API base URL (without ``/v1``).
+    ``options["api_url"]`` overrides the Machines API base URL (without ``/v1``) and
+    ``options["platform_url"]`` the api.fly.io base (GraphQL, logs, Prometheus). Without a
+    ``platform_url``, api.fly.io serves them when ``api_url`` is Fly's own Machines API, and
+    ``api_url`` itself when it is not (a stand-in serving both, like the sandbox's emulator).
 
-    ``token`` is sent as a bearer token and never logged or repr'd. ``machine_timeout``
+    ``token`` is parsed as flyctl parses it (``FlyTokens``: macaroons go out as ``FlyV1``,
+    a personal token as ``Bearer``) and never logged or repr'd. ``machine_timeout``
     bounds one machine's ``started`` wait, ``check_timeout`` its health checks, polled
     every ``check_interval`` seconds (the API has no event stream for checks)."""
 
     name = "fly"
 
     def __init__(self, *, token: str | None, api_url: str = DEFAULT_API_URL,
+                 platform_url: str | None = None,
                  request_timeout: float = 30.0, lease_ttl: int = 300,
                  machine_timeout: float = 120.0, check_timeout: float = 60.0,
                  check_interval: float = 1.0,
                  transport: httpx.BaseTransport | None = None) -> None:
         self._token = token
+        self._tokens = FlyTokens.parse(token or "")
         self._api_url = api_url.rstrip("/")
+        self._platform_url = platform_url.rstrip("/") if platform_url else None
         self._timeout = request_timeout
         self._lease_ttl = lease_ttl
         self._machine_timeout = machine_timeout
@@ -123,6 +170,7 @@ class FlyPlatform:
         self._check_interval = check_interval
         self._transport = transport
         self._clients: dict[str, FlyApi] = {}
+        self._web: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -131,35 +179,19 @@ class FlyPlatform:
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            web, self._web = list(self._web.values()), {}
         for api in clients:
             api.client.close()
+        for client in web:
+            client.close()
 
     # ============================================================ Platform protocol
     def history(self, target: Target) -> list[Revision]:
-        api = self._api(target)
-        machines = self._live_machines(api, target)
-        versions: list[Mapping[str, Any]] = []
-        for machine in machines:
-            versions += self._versions(api, target, machine)
-        seen = observe(versions, machines)
-        if not seen:
-            raise RevisionNotFound(f"app {target.name} has no machine with an image")
-        current = self._current_image(machines, seen)
-        ordered = sorted(seen.values(), key=lambda s: (s.latest_version, s.image))
-        resolved = {image_of(m.get("config")): image_from_ref(m.get("image_ref"))
-                    for m in machines}
-        revisions = []
-        for number, item in enumerate(ordered, start=1):
-            images = [item.image]
-            extra = resolved.get(item.image)
-            if extra and extra != item.image:
-                images.append(extra)
-            revisions.append(Revision(
-                id=item.image, number=number, images=tuple(images),
-                change_cause=f"fly_release_version {item.release}" if item.release else None,
-                created=ulid_time(item.first_version), current=item.image == current))
-        revisions.reverse()
-        return revisions
+        """The rollback targets among Fly's releases, newest first (module comment)."""
+        releases, current = self._releases(target)
+        offered = [r for r in releases if r.version == current.version or
+                   (r.succeeded and r.image and not same_image(r.image, current.image))]
+        return [_revision(r, current=r.version == current.version) for r in offered]
 
     def current_revision(self, target: Target) -> Revision:
         for revision in self.history(target):
@@ -169,15 +201,16 @@ class FlyPlatform:
 
     def rollback_to(self, target: Target, revision: Revision, *, dry_run: bool = False,
                     expected: Revision | None = None) -> RollbackResult:
-        """Roll every live machine to ``revision.id`` (rolling, one machine at a time), each
-        under its lease with ``current_version`` (module comment on fencing). With
-        ``expected``, a machine running anything else than ``expected`` or the pinned image
-        is a newer change: TargetChanged before the first write."""
+        """Redeploy ``revision.id`` as a new release (module comment), machine by machine,
+        each under its lease with ``current_version`` (fencing). With ``expected``, a machine
+        running anything else than ``expected`` or the pinned image is a newer change:
+        TargetChanged before the first write."""
         api = self._api(target)
         image = revision.id
-        if not any(r.id == image for r in self.history(target)):
-            raise RevisionNotFound(f"image {image} is not in the release history of app "
-                                   f"{target.name}")
+        app_id, releases, current = self._app_releases(target)
+        if not any(r.succeeded and same_image(r.image, image) for r in releases):
+            raise RevisionNotFound(f"image {image} is not the image of a complete release of "
+                                   f"app {target.name}")
         machines = self._live_machines(api, target)
         for machine in machines:
             _refuse_if_changed(target, machine, revision, expected)
@@ -188,18 +221,33 @@ class FlyPlatform:
         if dry_run:
             names = ", ".join(str(m.get("id")) for m in pending)
             return RollbackResult(False, f"would roll {len(pending)} of {len(machines)} "
-                                         f"machines to {image} (dry run): {names}")
+                                         f"machines to {image} as a new release (dry run): "
+                                         f"{names}")
+        graphql = self._graphql(target)
+        release_id, version = graphql.create_release(
+            app_id=app_id, image=image, definition=dict(current.definition or {}),
+            what=f"create a release of app {target.name}")
+        graphql.update_release(release_id, "running",
+                               what=f"mark release v{version} of app {target.name} running")
+        stamp = {RELEASE_ID_KEY: release_id, RELEASE_KEY: str(version)}
         rolled: list[str] = []
-        for machine in pending:
-            try:
-                if self._roll_machine(api, target, str(machine["id"]), revision, expected):
-                    rolled.append(str(machine["id"]))
-            except TargetChanged as exc:
-                done = (f" on that machine (rolled back earlier in this attempt: "
-                        f"{', '.join(rolled)})" if rolled else "")
-                raise TargetChanged(f"{exc}{done}") from exc
-        return RollbackResult(True, f"app {target.name} rolled back to {revision.label()}: "
-                                    f"{len(rolled)} of {len(machines)} machines updated")
+        try:
+            for machine in sorted(machines, key=lambda m: str(m["id"])):
+                try:
+                    if self._roll_machine(api, target, str(machine["id"]), revision,
+                                          expected, stamp):
+                        rolled.append(str(machine["id"]))
+                except TargetChanged as exc:
+                    done = (f" on that machine (rolled back earlier in this attempt: "
+                            f"{', '.join(rolled)})" if rolled else "")
+                    raise TargetChanged(f"{exc}{done}") from exc
+        except BaseException as exc:
+            self._finish_release(graphql, target, release_id, version, exc)
+            raise
+        self._finish_release(graphql, target, release_id, version, None)
+        return RollbackResult(True, f"app {target.name} rolled back to {revision.label()} as "
+                                    f"release v{version}: {len(rolled)} of {len(machines)} "
+                                    f"machines updated")
 
     def rollout_status(self, target: Target) -> RolloutStatus:
         api = self._api(target)
@@ -222,7 +270,7 @@ class FlyPlatform:
                 on_progress(status.message)
             last = status.message
             remaining = deadline - time.monotonic()
-            if status.done or laggard is None:
+            if status.done or status.failed or laggard is None:
                 return status
             if remaining <= 0:
                 return RolloutStatus(False, f"timed out after {timeout:g}s: {last}")
@@ -247,7 +295,7 @@ class FlyPlatform:
         if replicas > len(machines):
             raise PermanentPlatformError(f"app {target.name} has only {len(machines)} machines;"
                                          f" cannot start {replicas} (scale creates none)")
-        started = [m for m in machines if m.get("state") not in IDLE_STATES]
+        started = [m for m in machines if m.get("state") not in DOWN_STATES]
         if len(started) > replicas:
             for machine in reversed(started[replicas:]):
                 self._power(api, target, machine, "stop", None)
@@ -322,11 +370,12 @@ class FlyPlatform:
 
     # The capabilities this adapter lacks, each with its reason, are in SPEC.unsupported.
     def logs_tail(self, target: Target, *, lines: int = 100) -> str:
-        """Not provided: logs live in Fly's NATS log stream, not in the Machines API."""
-        raise SPEC.refuse(Capability.LOGS)
+        """The app's recent log lines from Fly's logs API (what `fly logs` polls)."""
+        return recent_logs(self._web_client(target), target.name, lines=max(1, lines))
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
-        raise SPEC.refuse(Capability.RESOURCE_USAGE)
+        """CPU and memory per machine from the org's Prometheus (``fly_instance_*``)."""
+        return machine_usage(self._web_client(target), target.scope, target.name)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:
         """Nothing to snapshot: Fly secrets are write-only and app config lives in each
@@ -334,12 +383,67 @@ class FlyPlatform:
         raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     def describe_revision(self, target: Target, number: int) -> RevisionDetail:
-        """Revision ``number`` from the history (number, images, change-cause, created)."""
-        return basic_detail(self.history(target), number)
+        """Release ``number`` as `fly releases` shows it (version, status, image,
+        description, user, created), failed and config-only releases included; a release
+        that is no rollback target says why."""
+        releases, current = self._releases(target)
+        found = next((r for r in releases if r.version == number), None)
+        if found is None:
+            raise RevisionNotFound(f"release v{number} of app {target.name} not found "
+                                   f"(known: {', '.join(f'v{r.version}' for r in releases)})")
+        offered = {rev.number for rev in self.history(target)}
+        fields = [("Release", f"v{found.version}"), ("Status", found.status or "?"),
+                  ("Image", found.image or "?"), ("Description", found.description or "-"),
+                  ("User", found.user or "?")]
+        if found.created is not None:
+            fields.append(("Created", found.created.astimezone(UTC)
+                           .strftime("%Y-%m-%d %H:%M UTC")))
+        if found.version == current.version:
+            fields.append(("Running", "yes (current)"))
+        elif found.version not in offered:
+            why = (f"status {found.status}, only complete releases are" if not found.succeeded
+                   else "same image as the running release; an image redeploy cannot undo "
+                        "a config-only change, so it is not")
+            fields.append(("Rollback target", f"no ({why} offered)"))
+        return RevisionDetail(_revision(found, current=found.version == current.version),
+                              tuple(fields),
+                              "\n".join(f"{label}: {value}" for label, value in fields))
 
     def config_differences(self, target: Target, running: Revision,
                            pinned: Revision) -> list[ConfigDifference]:
-        raise SPEC.refuse(Capability.CONFIG_VIEW)
+        """What differs between the two releases' configs (their fly.toml definitions: env,
+        services, checks, VM and restart settings; literal values masked) and which secrets
+        were set since the pinned release (names and digests only: Fly secrets are
+        write-only). The rollback redeploys the image only, so these stay as they run."""
+        releases, _ = self._releases(target)
+        by_version = {r.version: r for r in releases}
+        now, then = by_version.get(running.number), by_version.get(pinned.number)
+        if now is None or then is None:
+            missing = running.number if now is None else pinned.number
+            raise RevisionNotFound(f"release v{missing} of app {target.name} not found")
+        if now.definition is None or then.definition is None:
+            raise SPEC.refuse(Capability.CONFIG_VIEW)
+        kept = "fly.toml (kept by the rollback)"
+        out: list[ConfigDifference] = []
+        env_now = dict(now.definition.get("env") or {})
+        env_then = dict(then.definition.get("env") or {})
+        for key in sorted(set(env_now) | set(env_then)):
+            if env_now.get(key) != env_then.get(key):
+                out.append(ConfigDifference(
+                    kept, f"env.{key}",
+                    mask_value(key, _text(env_now.get(key))),
+                    mask_value(key, _text(env_then.get(key)))))
+        for section in sorted((set(now.definition) | set(then.definition)) - {"env", "app"}):
+            a, b = now.definition.get(section), then.definition.get(section)
+            if a != b:
+                out.append(ConfigDifference(kept, section, _text(a), _text(b)))
+        since = then.created
+        for secret in sorted(self._graphql(target).secrets(target.name), key=lambda s: s.name):
+            if since is not None and secret.created is not None and secret.created > since:
+                out.append(ConfigDifference(
+                    "secret (kept by the rollback)", secret.name, f"digest {secret.digest}",
+                    f"unset or another value (set after v{then.version})"))
+        return out
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """Nothing to restore (see ``snapshot_config``)."""
@@ -347,9 +451,10 @@ class FlyPlatform:
 
     # ================================================================ internals
     def _roll_machine(self, api: FlyApi, target: Target, machine_id: str, revision: Revision,
-                      expected: Revision | None) -> bool:
-        """Lease, read, decide, update the image (everything else verbatim) fenced on the
-        lease nonce and the version just read, wait, check, release."""
+                      expected: Revision | None, stamp: Mapping[str, str]) -> bool:
+        """Lease, read, decide, update the image and the release metadata ``stamp``
+        (everything else verbatim) fenced on the lease nonce and the version just read,
+        wait, check, release the lease. False: nothing to do on this machine."""
         image = revision.id
         base = f"/apps/{target.name}/machines/{machine_id}"
         nonce = lease_nonce(api.json("POST", base + "/lease", what=f"lease machine {machine_id}",
@@ -359,12 +464,17 @@ class FlyPlatform:
             raise TransientPlatformError(f"lease on machine {machine_id} returned no nonce")
         try:
             machine: Json = api.json("GET", base, what=f"read machine {machine_id}")
-            if same_image(image_of(machine.get("config")), image):
+            if machine.get("state") in GONE_STATES:
+                return False
+            metadata = dict((machine.get("config") or {}).get("metadata") or {})
+            if (same_image(image_of(machine.get("config")), image)
+                    and all(metadata.get(k) == v for k, v in stamp.items())):
                 return False  # someone else got there while we waited for the lease
             _refuse_if_changed(target, machine, revision, expected)
-            idle = machine.get("state") in IDLE_STATES
+            idle = machine.get("state") in DOWN_STATES
             config = dict(machine.get("config") or {})
             config["image"] = image
+            config["metadata"] = {**metadata, **stamp}
             version = str(machine.get("instance_id") or "")
             body: Json = {"config": config, "current_version": version}
             if idle:
@@ -386,6 +496,23 @@ class FlyPlatform:
             return True
         finally:
             self._release(api, base, nonce, describe({"id": machine_id}))
+
+    def _finish_release(self, graphql: FlyGraphQL, target: Target, release_id: str,
+                        version: int, error: BaseException | None) -> None:
+        """updateRelease complete/failed/interrupted, as flyctl ends a deploy; a failure to
+        record it is logged, never raised over the rollout's own outcome."""
+        status = ("complete" if error is None else
+                  "failed" if isinstance(error, Exception) else "interrupted")
+        try:
+            graphql.update_release(release_id, status,
+                                   error=str(error) if error is not None else None,
+                                   what=f"mark release v{version} of app {target.name} "
+                                        f"{status}")
+        except (TransientPlatformError, PermanentPlatformError) as exc:
+            if error is None:
+                raise
+            log.warning("fly: release v%s of %s not marked %s: %s", version, target.name,
+                        status, exc)
 
     def _release(self, api: FlyApi, base: str, nonce: str, what: str) -> None:
         try:
@@ -414,11 +541,14 @@ class FlyPlatform:
 
     def _wait_state(self, api: FlyApi, target: Target, machine: Mapping[str, Any], state: str,
                     timeout: float) -> bool:
-        """Server-side ``wait?state=`` for this instance, in <=60 s slices; False on timeout."""
+        """Server-side ``wait?state=`` for this instance, in <=60 s slices; False on timeout.
+        A ``started`` wait goes in ``START_PROBE_SECONDS`` slices with a read in between:
+        a machine that ended ``failed``/``launch_failed`` raises RolloutFailed."""
         deadline = time.monotonic() + timeout
         path = f"/apps/{target.name}/machines/{machine['id']}/wait"
+        cap = START_PROBE_SECONDS if state == "started" else MAX_WAIT_SECONDS
         while (remaining := deadline - time.monotonic()) > 0:
-            seconds = max(1, min(MAX_WAIT_SECONDS, int(remaining + 0.999)))
+            seconds = max(1, min(cap, int(remaining + 0.999)))
             params: dict[str, str | int] = {"state": state, "timeout": seconds}
             if machine.get("instance_id") and state == "started":
                 params["instance_id"] = str(machine["instance_id"])
@@ -426,6 +556,12 @@ class FlyPlatform:
                                 params=params, timeout=seconds + self._timeout, ok=(408,))
             if response.status_code != 408:
                 return True
+            if state == "started":
+                now: Json = api.json("GET", f"/apps/{target.name}/machines/{machine['id']}",
+                                     what=f"read {describe(machine)}")
+                if now.get("state") in FAILED_STATES:
+                    raise RolloutFailed(f"rollback stopped at {describe(now)}: it is "
+                                        f"{now.get('state')}{_last_event(now)}")
         return False
 
     def _power(self, api: FlyApi, target: Target, machine: Json, action: str,
@@ -464,7 +600,14 @@ class FlyPlatform:
                 self._release(api, base, nonce, describe(machine))
 
     def _status(self, machines: list[Json], image: str) -> tuple[RolloutStatus, Json | None]:
-        """Status toward ``image`` and the first machine not yet there (None when done)."""
+        """Status toward ``image`` and the first machine not yet there (None when done); a
+        machine that is ``failed``/``launch_failed`` makes it a failed rollout."""
+        broken = [m for m in machines if m.get("state") in FAILED_STATES]
+        if broken:
+            return RolloutStatus(False, "; ".join(
+                f"{describe(m)} is {m.get('state')} on {image_of(m.get('config'))}"
+                f"{_last_event(m)}" for m in sorted(broken, key=lambda m: str(m.get("id")))),
+                failed=True), None
         active = [m for m in machines if m.get("state") not in IDLE_STATES]
         ready, laggard, why = 0, None, ""
         for machine in sorted(active, key=lambda m: str(m.get("id"))):
@@ -503,10 +646,58 @@ class FlyPlatform:
         return [m for m in self._all_machines(api, target)
                 if m.get("state") not in GONE_STATES]
 
-    def _versions(self, api: FlyApi, target: Target, machine: Json) -> list[Json]:
-        found = api.json("GET", f"/apps/{target.name}/machines/{machine['id']}/versions",
-                         what=f"list versions of {describe(machine)}")
-        return [v for v in found or [] if isinstance(v, dict)]
+    def _releases(self, target: Target) -> tuple[list[FlyRelease], FlyRelease]:
+        """(every release newest first, the current one): ``_app_releases`` without the id."""
+        _, releases, current = self._app_releases(target)
+        return releases, current
+
+    def _app_releases(self, target: Target) -> tuple[str, list[FlyRelease], FlyRelease]:
+        """(the app's GraphQL id, every release newest first, the current one). Current: the
+        newest release recorded in a live machine's metadata whose image that machine runs;
+        without one, the newest complete release whose image runs; else the newest."""
+        app_id, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
+        if not releases:
+            raise RevisionNotFound(f"app {target.name} has no release")
+        machines = self._live_machines(self._api(target), target)
+        by_version = {r.version: r for r in releases}
+        stamped = []
+        for machine in machines:
+            number = str(((machine.get("config") or {}).get("metadata") or {})
+                         .get(RELEASE_KEY) or "")
+            release = by_version.get(int(number)) if number.isdigit() else None
+            if release is not None and same_image(image_of(machine.get("config")),
+                                                  release.image):
+                stamped.append(release)
+        if stamped:
+            return app_id, releases, max(stamped, key=lambda r: r.version)
+        images = {image_of(m.get("config")) for m in machines}
+        running = [r for r in releases if r.succeeded
+                   and any(same_image(r.image, i) for i in images)]
+        return app_id, releases, (running[0] if running else releases[0])
+
+    def _graphql(self, target: Target) -> FlyGraphQL:
+        return FlyGraphQL(self._web_client(target, with_user_tokens=True))
+
+    def _web_client(self, target: Target, *, with_user_tokens: bool = False) -> httpx.Client:
+        """An httpx client on api.fly.io (or the configured ``platform_url``); GraphQL takes
+        user tokens beside macaroons, the logs and metrics APIs macaroons only (tokens.go)."""
+        options = target.options or {}
+        url = options.get("platform_url") or self._platform_url
+        if not url:
+            machines = (options.get("api_url") or self._api_url).rstrip("/")
+            url = DEFAULT_PLATFORM_URL if machines == DEFAULT_API_URL else machines
+        url = url.rstrip("/")
+        key = f"{url}|{with_user_tokens}"
+        with self._lock:
+            if key not in self._web:
+                headers = {"User-Agent": "rollback-bot"}
+                auth = self._tokens.header(with_user_tokens=with_user_tokens)
+                if auth:
+                    headers["Authorization"] = auth
+                self._web[key] = httpx.Client(base_url=url, headers=headers,
+                                              timeout=self._timeout,
+                                              transport=self._transport)
+            return self._web[key]
 
     def _api(self, target: Target) -> FlyApi:
         url = (target.options.get("api_url") if target.options else None) or self._api_url
@@ -514,12 +705,41 @@ class FlyPlatform:
         with self._lock:
             if url not in self._clients:
                 headers = {"User-Agent": "rollback-bot"}
-                if self._token:
-                    headers["Authorization"] = f"Bearer {self._token}"
+                auth = self._tokens.header()  # FlapsHeader: macaroons as FlyV1, else Bearer
+                if auth:
+                    headers["Authorization"] = auth
                 self._clients[url] = FlyApi(httpx.Client(
                     base_url=url, headers=headers, timeout=self._timeout,
                     transport=self._transport))
             return self._clients[url]
+
+
+def _revision(release: FlyRelease, *, current: bool) -> Revision:
+    cause = f"release v{release.version} {release.status}"
+    if release.description:
+        cause += f": {release.description}"
+    if release.user:
+        cause += f" by {release.user}"
+    return Revision(id=release.image, number=release.version,
+                    images=(release.image,) if release.image else (), change_cause=cause,
+                    created=release.created, current=current)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _last_event(machine: Mapping[str, Any]) -> str:
+    """The machine's newest event, for a failure message (MachineEvent in the spec)."""
+    events = [e for e in machine.get("events") or [] if isinstance(e, dict)]
+    if not events:
+        return ""
+    newest = max(events, key=lambda e: e.get("timestamp") or 0)
+    return f" (last event: {newest.get('type')} {newest.get('status')})"
 
 
 def _refuse_if_changed(target: Target, machine: Mapping[str, Any], revision: Revision,
@@ -550,6 +770,10 @@ class FlyTarget(BaseModel):
     app: str
     org: str = "personal"
     api_url: str = "https://api.machines.dev"
+    # api.fly.io: releases (GraphQL), logs and the org's Prometheus; None: see FlyPlatform
+    platform_url: str | None = None
+    # A personal token (``Bearer``) or an org/deploy token as `fly tokens create` prints it
+    # ("FlyV1 fm2_..."): either is parsed as flyctl does and sent with the right scheme.
     token_env: str = "FLY_API_TOKEN"
     rollout_timeout_seconds: float = 600
     # Scale-down waits until nothing of the target runs (writers gone) before a backup or
@@ -558,14 +782,17 @@ class FlyTarget(BaseModel):
 
 
 def _target(block: FlyTarget) -> Target:
-    return Target(NAME, block.org, block.app, {"api_url": block.api_url})
+    options = {"api_url": block.api_url}
+    if block.platform_url:
+        options["platform_url"] = block.platform_url
+    return Target(NAME, block.org, block.app, options)
 
 
 def _build(block: FlyTarget, secret: SecretReader) -> Platform:
     token = secret(block.token_env)
     if not token:  # never guess credentials; say which variable is missing
         raise PlatformUnavailable(f"env {block.token_env} is not set")
-    return FlyPlatform(token=token, api_url=block.api_url)
+    return FlyPlatform(token=token, api_url=block.api_url, platform_url=block.platform_url)
 
 
 def _scale_command(target: Target, replicas: int) -> str:
@@ -583,10 +810,6 @@ SPEC: PlatformSpec[FlyTarget] = PlatformSpec(
     unit="machine",
     summary="an app (`app`, `org`; API token from `token_env`)",
     unsupported={
-        Capability.CONFIG_VIEW: "the configuration view is not wired yet",
-        Capability.LOGS: "Fly logs live in its NATS log stream, not in the Machines API",
-        Capability.RESOURCE_USAGE: "the Fly Machines API exposes no per-machine usage "
-                                   "metrics",
         # Not a gap: secrets are write-only and the app's config lives in each machine's
         # config, which rollback_to already preserves.
         Capability.CONFIG_SNAPSHOTS: "Fly secrets are write-only and each machine keeps its "

@@ -1,5 +1,6 @@
-"""Fly Machines API emulator: ``FlyEmulator(token=...).start()`` serves ``/v1`` on
-127.0.0.1; ``seed_hotel_voice_bot(emulator)`` loads the demo app (1.4.0 current and bad).
+"""Fly emulator: ``FlyEmulator(token=...).start()`` serves the Machines API (``/v1``) and
+api.fly.io's GraphQL releases, logs and Prometheus on 127.0.0.1; ``seed_hotel_voice_bot``
+loads the demo app (releases v1..v5: v4 changes only config, v5 runs 1.4.0, current and bad).
 """
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from .server import MAX_HOLD_SECONDS, Fault, Held, HttpFront, RequestRecord, Router
-from .state import FlyError, FlyState, Lease
+from .state import FlyError, FlyState, Lease, Release
+from .validation import BodyValidator, load_schemas
 
-DEFAULT_TOKEN = "fly-emulator-token"
+DEFAULT_TOKEN = "fly-emulator-token"  # a personal access token: sent as ``Bearer``
+# An org deploy token as `fly tokens create deploy` prints it: "FlyV1 fm2_<macaroon>,fm2_<
+# discharge>"; the API wants the macaroons after the ``FlyV1`` scheme (server.py).
+DEFAULT_MACAROON = "fm2_lJPECAAAAAAAAemulatormacaroon"
+DEFAULT_DEPLOY_TOKEN = f"FlyV1 {DEFAULT_MACAROON},fm2_lJPEdischargeemulator"
 SEED_APP = "hotel-voice-bot"
 SEED_ORG = "hotel"
 SEED_VERSIONS = ("1.1.0", "1.2.0", "1.3.0", "1.4.0")
@@ -25,16 +31,19 @@ def seed_image(version: str, app: str = SEED_APP) -> str:
 
 class FlyEmulator:
     """State + HTTP front. ``start_delay``: seconds an updated/started machine spends in
-    ``updating``/``starting``; ``stop_delay``: seconds a stopped machine spends in
+    ``replacing``/``starting``; ``stop_delay``: seconds a stopped machine spends in
     ``stopping`` (default: ``start_delay``); ``check_delay``: seconds before checks pass after
     start; ``clock``: unix time used for lease expiry (tests advance it instead of sleeping)."""
 
     def __init__(self, *, token: str = DEFAULT_TOKEN, start_delay: float = 0.05,
                  check_delay: float = 0.0, clock: Callable[[], float] = time.time,
-                 port: int = 0, stop_delay: float | None = None) -> None:
+                 port: int = 0, stop_delay: float | None = None,
+                 macaroon: str = DEFAULT_MACAROON, spec_path: str | None = None) -> None:
         self.state = FlyState(start_delay=start_delay, check_delay=check_delay, clock=clock,
                               stop_delay=stop_delay)
-        self.http = HttpFront(Router(self.state), token, port)
+        self.schemas = load_schemas(spec_path)  # .origin: the spec file, or "embedded ..."
+        self.http = HttpFront(Router(self.state, BodyValidator(self.schemas)), token, port,
+                              macaroon=macaroon)
         self.url = ""
 
     def start(self) -> FlyEmulator:
@@ -81,8 +90,28 @@ class FlyEmulator:
             self.state.stop_delay = seconds
 
     def mark_bad(self, image: str) -> None:
+        """Machines on ``image`` start, but their health checks fail."""
         with self.state.cond:
             self.state.bad_images.add(image)
+
+    def mark_crashing(self, image: str) -> None:
+        """``image``'s process exits at once: the restart policy applies, then ``failed``."""
+        with self.state.cond:
+            self.state.crashing_images.add(image)
+
+    def mark_unlaunchable(self, image: str) -> None:
+        """The registry cannot serve ``image``: a machine updated to it is ``launch_failed``."""
+        with self.state.cond:
+            self.state.unlaunchable_images.add(image)
+
+    def releases(self, app: str) -> list[Release]:
+        """The app's releases, newest first (what `fly releases` lists)."""
+        with self.state.cond:
+            return sorted(self.state.app(app).releases, key=lambda r: -r.version)
+
+    def set_secret(self, app: str, name: str, value: str) -> None:
+        with self.state.cond:
+            self.state.set_secret(app, name, value)
 
     def hold_lease(self, app: str, machine_id: str, *, ttl: int = 60,
                    owner: str = "someone-else@example.com") -> Lease:
@@ -98,14 +127,19 @@ class FlyEmulator:
             return m.lease
 
 
-def machine_config(image: str, release: int, process_group: str = "app") -> dict[str, Any]:
-    """A flyctl-shaped machine config (metadata, env, guest, services, checks)."""
+def machine_config(image: str, release: int, process_group: str = "app", *,
+                   release_id: str = "", env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A flyctl-shaped machine config: metadata as flyctl's machines deploy writes it
+    (internal/command/deploy/machines_launchinput.go: fly_release_id, fly_release_version,
+    fly_platform_version, fly_process_group, fly_flyctl_version), env, guest, services,
+    checks, restart policy."""
     return {
         "image": image,
-        "env": {"PRIMARY_REGION": "fra", "LOG_LEVEL": "info"},
+        "env": dict(env or {"PRIMARY_REGION": "fra", "LOG_LEVEL": "info"}),
         "guest": {"cpu_kind": "shared", "cpus": 1, "memory_mb": 512},
-        "metadata": {"fly_release_version": str(release), "fly_platform_version": "v2",
-                     "fly_process_group": process_group, "fly_flyctl_version": "0.3.40"},
+        "metadata": {"fly_release_id": release_id, "fly_release_version": str(release),
+                     "fly_platform_version": "v2", "fly_process_group": process_group,
+                     "fly_flyctl_version": "0.3.40"},
         "services": [{"protocol": "tcp", "internal_port": 8080,
                       "ports": [{"port": 443, "handlers": ["tls", "http"]}],
                       "autostart": True, "autostop": False}],
@@ -115,22 +149,64 @@ def machine_config(image: str, release: int, process_group: str = "app") -> dict
     }
 
 
+def app_definition(app: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The release's ``definition`` (CreateReleaseInput): the app's fly.toml as JSON, the
+    parts a machine config is made from (flyctl internal/appconfig)."""
+    return {"app": app, "primary_region": "fra", "env": dict(config.get("env") or {}),
+            "services": config.get("services") or [], "checks": config.get("checks") or {},
+            "vm": [config.get("guest") or {}],
+            "restart": [config.get("restart") or {}]}
+
+
+# The seeded releases, oldest first: (image version, env, secrets set just before it).
+# v4 is a config/secret-only release (same image as v3), as `fly secrets set` or a fly.toml
+# change deploys one; v5 adds a feature flag with the bad image.
+_BASE_ENV = {"PRIMARY_REGION": "fra", "LOG_LEVEL": "info"}
+SEED_RELEASES: tuple[tuple[str, dict[str, str], tuple[str, ...]], ...] = (
+    ("1.1.0", _BASE_ENV, ("DATABASE_URL",)),
+    ("1.2.0", _BASE_ENV, ()),
+    ("1.3.0", _BASE_ENV, ()),
+    ("1.3.0", {**_BASE_ENV, "LOG_LEVEL": "debug"}, ("WAHA_API_KEY",)),
+    ("1.4.0", {**_BASE_ENV, "LOG_LEVEL": "debug", "FEATURE_NEW_ASR": "on"}, ()),
+)
+
+
 def seed_hotel_voice_bot(emulator: FlyEmulator, *, machines: int = 3,
                          app: str = SEED_APP, org: str = SEED_ORG) -> list[str]:
-    """App with ``machines`` started machines, versions 1.1.0..1.4.0 (one day apart);
-    1.4.0 is current and marked bad (its health checks fail). Returns the machine ids."""
+    """App with ``machines`` started machines and releases v1..v5 (one day apart, all
+    complete): v1-v3 images 1.1.0-1.3.0, v4 config and a secret only (image 1.3.0), v5 1.4.0,
+    current and marked bad (its health checks fail). The last machine was created at v4, so
+    its versions start there. Returns the machine ids."""
     st = emulator.state
     st.add_app(app, org)
-    history = [machine_config(seed_image(v, app), n)
-               for n, v in enumerate(SEED_VERSIONS, start=1)]
-    start = time.time() - 86400 * (len(SEED_VERSIONS) + 1)
+    start = time.time() - 86400 * (len(SEED_RELEASES) + 1)
+    configs = []
+    with st.cond:
+        for n, (version, env, secrets) in enumerate(SEED_RELEASES):
+            at = start + n * 86400
+            for name in secrets:
+                st.set_secret(app, name, f"{name.lower()}-seed-{n}", at=at - 3600)
+            image = seed_image(version, app)
+            config = machine_config(image, n + 1, env=env)
+            release = st.add_release(app, image, status="complete", description="Release",
+                                     user_email="ops@hotel.example",
+                                     definition=app_definition(app, config), at=at)
+            config["metadata"]["fly_release_id"] = release.id
+            configs.append(config)
     ids = []
     for i in range(machines):
         machine_id = f"{0x148e0000 + i:x}d{i:03d}"
-        st.add_machine(app, machine_id, f"{app}-{i + 1}", ("fra", "ams", "cdg")[i % 3],
-                       history, start=start + i)
+        late = i == machines - 1 and machines > 1
+        history = configs[3:] if late else configs
+        st.add_machine(app, machine_id, f"{app}-{i + 1}",
+                                 ("fra", "ams", "cdg")[i % 3], history,
+                                 start=start + (3 * 86400 if late else 0) + i)
         ids.append(machine_id)
-    emulator.mark_bad(seed_image(SEED_VERSIONS[-1], app))
+    emulator.mark_bad(seed_image(SEED_RELEASES[-1][0], app))
+    with st.cond:  # what the machines have logged since v5 went out
+        for machine in st.app(app).machines.values():
+            st.log(machine, "Machine started", provider="runner")
+            st.log(machine, "GET /health 503 Service Unavailable", level="error")
     with st.cond:  # the registry resolves each seeded tag to its digest
         for version in SEED_VERSIONS:
             name, _, digest = seed_image(version, app).partition("@")
@@ -138,5 +214,6 @@ def seed_hotel_voice_bot(emulator: FlyEmulator, *, machines: int = 3,
     return ids
 
 
-__all__ = ["DEFAULT_TOKEN", "SEED_APP", "SEED_ORG", "SEED_VERSIONS", "FlyEmulator", "FlyError",
-           "Held", "RequestRecord", "machine_config", "seed_hotel_voice_bot", "seed_image"]
+__all__ = ["DEFAULT_DEPLOY_TOKEN", "DEFAULT_MACAROON", "DEFAULT_TOKEN", "SEED_APP", "SEED_ORG",
+           "SEED_RELEASES", "SEED_VERSIONS", "FlyEmulator", "FlyError", "Held", "RequestRecord",
+           "app_definition", "machine_config", "seed_hotel_voice_bot", "seed_image"]

@@ -1,7 +1,15 @@
-"""HTTP side of the Fly Machines emulator: ``/v1`` routing, bearer-token check, request log
-and fault injection (canned errors, requests held past the client's timeout) on a
-ThreadingHTTPServer bound to 127.0.0.1 (port 0 by default).
+"""HTTP side of the Fly emulator: the Machines API (``/v1``, api.machines.dev) and what
+api.fly.io serves (``/graphql``, ``/api/v1/apps/{app}/logs``, ``/prometheus/{org}/...``) on
+one ThreadingHTTPServer bound to 127.0.0.1 (port 0 by default), with the token check, request
+log and fault injection (canned errors, requests held past the client's timeout).
 """
+
+# Tokens (superfly/fly-go tokens/tokens.go): a Fly token string may carry a scheme ("Bearer"
+# or "FlyV1") and several comma-separated tokens; macaroons (prefix fm1r_, fm1a_, fm2_ - org
+# and deploy tokens) go out as ``Authorization: FlyV1 <macaroons joined by ",">``, anything
+# else (a personal access token from `fly auth token`) as ``Bearer <token>``. The API answers
+# 401 "You must be authenticated to view this." to a missing or unknown token and to any
+# other scheme. The log records the scheme, never the token.
 
 # A held request is processed when released, as received: its lease nonce and
 # ``current_version`` are checked then, against the machine as it is then (state.py), which is
@@ -16,7 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .graphql_api import GraphQLApi
 from .state import FlyError, FlyState, Machine
+from .telemetry import Metrics, logs_page
+from .validation import BodyValidator
 
 LEASE_HEADER = "fly-machine-lease-nonce"
 
@@ -30,6 +41,23 @@ class RequestRecord:
     query: dict[str, str] = field(default_factory=dict)
     nonce: str | None = None
     body: Any = None
+    auth_scheme: str | None = None  # "Bearer", "FlyV1" or whatever was sent (no token)
+
+
+MACAROON_PREFIXES = ("fm1r", "fm1a", "fm2")
+
+
+def authorized(header: str | None, bearer: str, macaroon: str) -> bool:
+    """``Bearer <token>`` with a known token, or ``FlyV1 <tokens>`` whose comma-separated
+    parts are macaroons and include the known one (discharge tokens may ride along)."""
+    scheme, _, rest = (header or "").strip().partition(" ")
+    parts = [p.strip() for p in rest.split(",") if p.strip()]
+    if scheme == "Bearer":
+        return rest.strip() in (bearer, macaroon)
+    if scheme == "FlyV1":
+        return (macaroon in parts and
+                all(p.split("_", 1)[0] in MACAROON_PREFIXES for p in parts))
+    return False
 
 
 @dataclass
@@ -117,8 +145,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, {"error": "malformed JSON body"})
             return
         nonce = self.headers.get(LEASE_HEADER)
-        em.record(RequestRecord(method, url.path, query, nonce, body))
-        if self.headers.get("Authorization") != f"Bearer {em.token}":
+        header = self.headers.get("Authorization")
+        scheme = header.strip().partition(" ")[0] if header else None
+        em.record(RequestRecord(method, url.path, query, nonce, body, scheme))
+        if not authorized(header, em.token, em.macaroon):
             self._send(401, {"error": "You must be authenticated to view this."})
             return
         fault = em.take_fault(method, url.path)
@@ -132,9 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
             held.arrived.set()
             held._release.wait(held.max_hold)
         try:
-            status, payload = em.handle(method, url.path, query, body, nonce)
+            status, payload = em.handle(method, url.path, query, body, nonce,
+                                        em.user_for(header))
         except FlyError as exc:
-            status, payload = exc.status, {"error": exc.error, "status": "unknown"}
+            if url.path.startswith("/prometheus/"):
+                status, payload = exc.status, {"status": "error", "errorType": "bad_data",
+                                               "error": exc.error}
+            else:
+                status, payload = exc.status, {"error": exc.error, "status": "unknown"}
         if held is not None:
             held.status = status
             held.error = payload.get("error") if isinstance(payload, dict) else None
@@ -143,14 +178,27 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Router:
-    """Maps the Machines API paths the adapter uses onto ``FlyState``."""
+    """Maps the paths the adapter uses onto ``FlyState`` (Machines API) and onto the
+    GraphQL, logs and metrics fronts (api.fly.io)."""
 
-    def __init__(self, state: FlyState) -> None:
+    def __init__(self, state: FlyState, validator: BodyValidator) -> None:
         self.state = state
+        self.validator = validator
+        self.graphql = GraphQLApi(state)
+        self.metrics = Metrics(state)
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any,
-               nonce: str | None) -> tuple[int, Any]:
+               nonce: str | None, user: str = "") -> tuple[int, Any]:
+        if path == "/graphql" and method == "POST":
+            return 200, self.graphql.execute(body, user)
         parts = path.strip("/").split("/")
+        if (method == "GET" and len(parts) == 5 and parts[:3] == ["api", "v1", "apps"]
+                and parts[4] == "logs"):
+            return 200, logs_page(self.state, parts[3], query)
+        if method in ("GET", "POST") and len(parts) == 5 and parts[0] == "prometheus" \
+                and parts[2:] == ["api", "v1", "query"]:
+            expr = query.get("query") or (body.get("query") if isinstance(body, dict) else "")
+            return 200, self.metrics.query(parts[1], str(expr or ""))
         if len(parts) < 3 or parts[0] != "v1" or parts[1] != "apps":
             raise FlyError(404, f"no route for {method} {path}")
         st = self.state
@@ -180,11 +228,13 @@ class Router:
         if action == "" and method == "GET":
             return 200, st.machine_json(app, m)
         if action == "" and method == "POST":
+            self.validator.check("UpdateMachineRequest", body)
             st.update(m, body if isinstance(body, dict) else {}, nonce)
             return 200, st.machine_json(app, m)
         if action == "versions" and method == "GET":
             return 200, [{"version": v, "user_config": c} for v, c in m.versions]
         if action == "lease" and method == "POST":
+            self.validator.check("CreateLeaseRequest", body)
             ttl = int((body or {}).get("ttl") or 30)
             lease = st.create_lease(m, nonce, ttl, str((body or {}).get("description") or ""),
                                     owner="rollback-bot@example.com")
@@ -199,6 +249,8 @@ class Router:
             m.lease = None
             return 200, {}
         if action in ("start", "stop") and method == "POST":
+            if action == "stop":
+                self.validator.check("StopRequest", body)
             st.power(m, action, nonce, body if isinstance(body, dict) else None)
             return 200, {"ok": True}
         raise FlyError(404, f"no route for {method} .../{action}")
@@ -221,8 +273,10 @@ class Router:
 class HttpFront:
     """Owns the server thread, the request log and injected faults."""
 
-    def __init__(self, router: Router, token: str, port: int = 0) -> None:
+    def __init__(self, router: Router, token: str, port: int = 0, *,
+                 macaroon: str = "") -> None:
         self.router, self.token, self.requested_port = router, token, port
+        self.macaroon = macaroon
         self.requests: list[RequestRecord] = []
         self.faults: list[Fault] = []
         self.holds: list[Held] = []
@@ -231,8 +285,13 @@ class HttpFront:
         self._thread: threading.Thread | None = None
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any,
-               nonce: str | None) -> tuple[int, Any]:
-        return self.router.handle(method, path, query, body, nonce)
+               nonce: str | None, user: str = "") -> tuple[int, Any]:
+        return self.router.handle(method, path, query, body, nonce, user)
+
+    def user_for(self, header: str | None) -> str:
+        """Who a release is attributed to: the org's deploy token or the personal one."""
+        return ("deploy-token@hotel.example" if header and header.startswith("FlyV1")
+                else "ops@hotel.example")
 
     def record(self, rec: RequestRecord) -> None:
         with self._lock:

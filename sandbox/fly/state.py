@@ -1,10 +1,21 @@
-"""In-memory Fly Machines state: apps, machines with config versions (ULIDs), leases,
-lazy state transitions (updating/starting -> started, stopping -> stopped) and health checks.
+"""In-memory Fly state: apps, machines with config versions (ULIDs), leases, lazy state
+transitions (replacing/starting -> started, stopping -> stopped, crashes -> failed) and health
+checks; the app-level records of Fly's GraphQL API (releases, secrets) and its log buffer.
 """
 
 # Machine states follow fly.io/docs/machines/machine-states/: persistent ``created``,
 # ``started``, ``stopped``, ``suspended``, ``failed``; transient ``starting``, ``stopping``,
-# ``updating``, ``replacing`` ... The Machines OpenAPI spec (Machine.state) only says
+# ``replacing`` (a user-initiated config change such as a new image), ``destroying``;
+# ``launch_failed`` when the machine could not be launched at all (here: an image the registry
+# cannot serve). Updating a machine that is not running does not start it when the update
+# says ``skip_launch``: it is left ``created`` (the docs: "created: initial status", also what
+# a machine is after an update that did not launch it), and ``POST .../start`` starts it like
+# a stopped one. A crashing image follows the config's restart policy (``restart.policy``
+# "no" | "always" | "on-failure" with ``max_retries``, fly.io/docs/machines/api/
+# machines-resource/ "restart" and fly-go machine_types.go MachineRestart; flyd's default for
+# on-failure is 10 retries): each retry is one more start, after the last the machine is
+# ``failed``; with "always" it keeps restarting and never settles. The Machines OpenAPI spec
+# (Machine.state) only says
 # "string"; its ``GET .../wait`` accepts ``state`` in {started, stopped, destroyed} and answers
 # 200 once there, or an error after ``timeout`` (we answer 408 deadline_exceeded, as the API
 # does). ``POST .../stop`` takes an optional StopRequest {signal, timeout}: the machine is
@@ -40,7 +51,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-IDLE = ("stopped", "suspended")
+IDLE = ("stopped", "suspended", "created")  # not running; ``start`` launches them
+FAILED = ("failed", "launch_failed")
+TRANSITIONAL = ("replacing", "starting", "stopping")
+DEFAULT_MAX_RETRIES = 10
 
 
 class FlyError(Exception):
@@ -115,6 +129,37 @@ class Machine:
     lease: Lease | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    settles_to: str = "started"  # what the transitional state ends in
+    events: list[dict[str, Any]] = field(default_factory=list)  # newest first
+
+
+@dataclass
+class Release:
+    """One row of ``fly releases``: GraphQL ReleaseUnprocessed (superfly/fly-go
+    schema.graphql) as createRelease/updateRelease leave it."""
+
+    id: str
+    version: int
+    image_ref: str
+    status: str
+    description: str
+    reason: str
+    user_email: str
+    created_at: float
+    updated_at: float
+    definition: dict[str, Any] | None = None
+    strategy: str = "ROLLING"
+    platform_version: str = "machines"
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass
+class Secret:
+    """``app.secrets`` in GraphQL: name and digest only; Fly never returns a value."""
+
+    name: str
+    digest: str
+    created_at: float
 
 
 @dataclass
@@ -123,6 +168,9 @@ class App:
     org: str
     id: str
     machines: dict[str, Machine] = field(default_factory=dict)
+    releases: list[Release] = field(default_factory=list)  # oldest first
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    logs: list[dict[str, Any]] = field(default_factory=list)  # oldest first
 
 
 class FlyState:
@@ -133,7 +181,9 @@ class FlyState:
         self.start_delay, self.check_delay, self.clock = start_delay, check_delay, clock
         self.stop_delay = start_delay if stop_delay is None else stop_delay
         self.apps: dict[str, App] = {}
-        self.bad_images: set[str] = set()
+        self.bad_images: set[str] = set()  # start, but their health checks fail
+        self.crashing_images: set[str] = set()  # the process exits: restart policy applies
+        self.unlaunchable_images: set[str] = set()  # the registry cannot serve them
         self.registry_digests: dict[str, str] = {}  # "registry/repo:tag" -> "sha256:..."
         self.cond = threading.Condition()
         self._counter = 0
@@ -166,6 +216,36 @@ class FlyState:
             self.apps[app].machines[machine_id] = machine
             return machine
 
+    # ------------------------------------------------------------------ releases
+    def add_release(self, app: str, image: str, *, status: str, description: str,
+                    user_email: str, definition: dict[str, Any] | None,
+                    strategy: str = "ROLLING", at: float | None = None,
+                    reason: str = "change_image") -> Release:
+        """A new release numbered max+1 (createRelease: every deploy is one, whatever it
+        changes; flyctl internal/inmem/server.go CreateRelease numbers them the same way)."""
+        a = self.app(app)
+        when = time.time() if at is None else at
+        version = max((r.version for r in a.releases), default=0) + 1
+        release = Release(id=f"rel_{self.new_ulid(when).lower()}", version=version,
+                          image_ref=image, status=status, description=description,
+                          reason=reason, user_email=user_email, created_at=when,
+                          updated_at=when, definition=copy.deepcopy(definition),
+                          strategy=strategy)
+        a.releases.append(release)
+        return release
+
+    def release(self, release_id: str) -> Release:
+        for app in self.apps.values():
+            for release in app.releases:
+                if release.id == release_id:
+                    return release
+        raise FlyError(404, f"Could not find Release with id {release_id!r}")
+
+    def set_secret(self, app: str, name: str, value: str, *, at: float | None = None) -> None:
+        """``fly secrets set``: Fly keeps the value write-only and shows a digest."""
+        digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+        self.app(app).secrets[name] = Secret(name, digest, time.time() if at is None else at)
+
     # ------------------------------------------------------------------- lookups
     def app(self, name: str) -> App:
         if name not in self.apps:
@@ -181,15 +261,78 @@ class FlyState:
 
     def settle(self, m: Machine) -> float | None:
         """Apply a due transition; returns seconds until the pending one, if any."""
-        if m.state in ("updating", "starting", "stopping", "replacing"):
+        if m.state in TRANSITIONAL:
             remaining = m.ready_at - time.monotonic()
             if remaining > 0:
                 return remaining
-            m.state = "stopped" if m.state == "stopping" else "started"
+            m.state = "stopped" if m.state == "stopping" else m.settles_to
             if m.state == "started":
                 m.started_at = time.monotonic()
             m.updated_at = time.time()
+            self._transition_logs(m)
         return None
+
+    def launch(self, m: Machine, transitional: str) -> None:
+        """Start the machine's current config: ``transitional`` now, later ``started``, or
+        ``launch_failed`` (image not servable) or ``failed`` (crashes past the restart
+        policy; "always" keeps it ``starting`` for good)."""
+        image = m.config.get("image")
+        m.state = transitional
+        restart = m.config.get("restart") or {}
+        if image in self.unlaunchable_images:
+            m.settles_to, delay = "launch_failed", self.start_delay
+        elif image in self.crashing_images:
+            policy = str(restart.get("policy") or "on-failure")
+            retries = int(restart.get("max_retries") or DEFAULT_MAX_RETRIES)
+            m.settles_to = "failed"
+            delay = (float("inf") if policy == "always" else
+                     self.start_delay * (1 + (0 if policy == "no" else retries)))
+        else:
+            m.settles_to, delay = "started", self.start_delay
+        m.ready_at = time.monotonic() + delay
+        self.event(m, "launch" if transitional == "replacing" else "start", "pending")
+        self.log(m, f"Pulling container image {image}", provider="runner")
+
+    def _transition_logs(self, m: Machine) -> None:
+        image = m.config.get("image")
+        if m.state == "started":
+            self.event(m, "start", "started")
+            self.log(m, "Machine started", provider="runner")
+            if image in self.bad_images:
+                self.log(m, "GET /health 503 Service Unavailable", level="error")
+        elif m.state == "launch_failed":
+            self.event(m, "launch", "launch_failed")
+            self.log(m, f"failed to launch VM: unable to pull image {image}: not found",
+                     level="error", provider="runner")
+        elif m.state == "failed":
+            self.event(m, "exit", "failed")
+            self.log(m, "Main child exited normally with code: 1", level="error")
+            self.log(m, "machine has reached its max restart count", level="error",
+                     provider="runner")
+        elif m.state == "stopped":
+            self.event(m, "exit", "stopped")
+            self.log(m, "Machine stopped", provider="runner")
+
+    def event(self, m: Machine, kind: str, status: str) -> None:
+        """A MachineEvent (Machines OpenAPI spec), newest first as the API lists them."""
+        m.events.insert(0, {"id": uuid.uuid4().hex[:26].upper(), "type": kind,
+                            "status": status, "source": "flyd",
+                            "timestamp": int(time.time() * 1000)})
+
+    def log(self, m: Machine, message: str, *, level: str = "info",
+            provider: str = "app") -> None:
+        """One entry of the app's log stream as Fly's logs API serves it (fly-go types.go
+        LogEntry: timestamp, message, level, instance, region, meta)."""
+        for app in self.apps.values():
+            if app.machines.get(m.id) is m:
+                app.logs.append({
+                    "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "message": message, "level": level, "instance": m.id,
+                    "region": m.region,
+                    "meta": {"instance": m.id, "region": m.region,
+                             "event": {"provider": provider}}})
+                del app.logs[:-1000]  # a bounded buffer, as the API keeps recent logs only
+                return
 
     def checks(self, m: Machine) -> list[dict[str, Any]]:
         defined = sorted((m.config.get("checks") or {}).keys())
@@ -212,7 +355,7 @@ class FlyState:
                 "config": copy.deepcopy(m.config),
                 "image_ref": image_ref(m.config["image"], self.registry_digests),
                 "created_at": iso(m.created_at), "updated_at": iso(m.updated_at),
-                "checks": self.checks(m), "events": []}
+                "checks": self.checks(m), "events": copy.deepcopy(m.events[:10])}
 
     # -------------------------------------------------------------------- leases
     def check_lease(self, m: Machine, nonce: str | None) -> None:
@@ -250,19 +393,23 @@ class FlyState:
         m.updated_at = time.time()
         if m.lease is not None:
             m.lease.version = m.instance_id
-        if not (m.state in IDLE and body.get("skip_launch")):
-            m.state, m.ready_at = "updating", time.monotonic() + self.start_delay
+        self.event(m, "update", "pending")
+        if m.state in IDLE + FAILED and body.get("skip_launch"):
+            m.state = "created"  # updated, not launched (module comment)
+        else:
+            self.launch(m, "replacing")
         self.cond.notify_all()
 
     def power(self, m: Machine, action: str, nonce: str | None,
               body: dict[str, Any] | None = None) -> None:
         self.check_lease(m, nonce)
-        if action == "start" and m.state in IDLE:
-            m.state, m.ready_at = "starting", time.monotonic() + self.start_delay
-        elif action == "stop" and m.state not in IDLE and m.state != "stopping":
+        if action == "start" and m.state in IDLE + FAILED:
+            self.launch(m, "starting")
+        elif action == "stop" and m.state not in IDLE + FAILED and m.state != "stopping":
             grace = go_duration((body or {}).get("timeout"))
             delay = self.stop_delay if grace is None else min(self.stop_delay, grace)
             m.state, m.ready_at = "stopping", time.monotonic() + delay
+            self.event(m, "stop", "pending")
         m.updated_at = time.time()
         self.cond.notify_all()
 

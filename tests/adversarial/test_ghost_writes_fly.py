@@ -172,9 +172,17 @@ def test_a_late_update_with_nothing_newer_lands_and_the_retry_builds_on_it(
     held.release()
     assert held.done.wait(10) and held.status == 200  # what we asked for, nothing newer
     sent = len(fly_updates(emulator))
+    first = emulator.releases(SEED_APP)[0]
+    assert first.status == "failed"  # the abandoned attempt's release, as flyctl marks it
     result = fly.rollback_to(TARGET, pinned, expected=current)
-    assert result.changed and "2 of 3 machines updated" in result.message
-    assert len(fly_updates(emulator)) == sent + 2  # the first machine was read and left alone
+    # Every machine carries the retry's release, the one updated late too (it runs the right
+    # image but the failed attempt's release metadata), as `fly deploy` updates every machine.
+    assert result.changed and "3 of 3 machines updated" in result.message
+    assert len(fly_updates(emulator)) == sent + 3
+    retry = emulator.releases(SEED_APP)[0]
+    assert retry.version == first.version + 1 and retry.status == "complete"
+    assert {m["config"]["metadata"]["fly_release_version"]
+            for m in emulator.machines(SEED_APP)} == {str(retry.version)}
     assert fly.wait_for_rollout(TARGET, timeout=10).done
     assert fly.confirm_running(TARGET, pinned).matches
 
@@ -188,7 +196,11 @@ def test_a_hotfix_on_one_machine_before_execution_is_target_changed_nothing_writ
     with pytest.raises(TargetChanged, match=f"{ids[-1]}") as info:
         fly.rollback_to(TARGET, pinned, expected=current)
     assert "nothing was changed" in str(info.value)
-    assert {r.method for r in emulator.requests[mark:]} == {"GET"}  # not even a lease
+    # not even a lease, nor a release record: reads only (GraphQL queries are POSTs)
+    assert {(r.method, r.path) for r in emulator.requests[mark:]
+            if r.method != "GET"} <= {("POST", "/graphql")}
+    assert all("mutation" not in str(r.body) for r in emulator.requests[mark:])
+    assert len(emulator.releases(SEED_APP)) == 5
     assert [machine(emulator, i)["config"]["image"] for i in ids] == [BAD, BAD, HOTFIX]
 
 

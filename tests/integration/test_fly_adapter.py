@@ -1,5 +1,5 @@
-"""FlyPlatform through the wire (httpx -> Fly Machines emulator): history from machine
-versions, rolling rollback under leases, idempotency, error mapping, scale and stop,
+"""FlyPlatform through the wire (httpx -> Fly emulator): history from the GraphQL releases,
+rolling rollback under leases as a new release, idempotency, error mapping, scale and stop,
 confirm_running by digest, spec shapes.
 """
 
@@ -14,12 +14,16 @@ import httpx
 import jsonschema
 import pytest
 
+from platforms._fly_client import FlyTokens
 from platforms.base import (
     Capability,
+    ConfigDifference,
     ConfigSnapshot,
     PermanentPlatformError,
     Platform,
+    Revision,
     RevisionNotFound,
+    RolloutFailed,
     Target,
     TargetNotFound,
     TransientPlatformError,
@@ -27,6 +31,8 @@ from platforms.base import (
 )
 from platforms.fly import FlyPlatform
 from sandbox.fly import (
+    DEFAULT_DEPLOY_TOKEN,
+    DEFAULT_MACAROON,
     DEFAULT_TOKEN,
     SEED_APP,
     FlyEmulator,
@@ -70,13 +76,14 @@ def test_satisfies_platform_protocol(fly: FlyPlatform) -> None:
     assert DEFAULT_TOKEN not in repr(fly)
 
 
-def test_history_from_machine_versions(fly: FlyPlatform) -> None:
+def test_history_is_the_releases_fly_lists(fly: FlyPlatform) -> None:
+    """Numbers are Fly's release versions; v4 (config only) keeps v3's image."""
     history = fly.history(TARGET)
-    assert [r.id for r in history] == [seed_image(v) for v in ("1.4.0", "1.3.0", "1.2.0",
-                                                                   "1.1.0")]
-    assert [r.number for r in history] == [4, 3, 2, 1]
-    assert [r.current for r in history] == [True, False, False, False]
-    assert history[1].change_cause == "fly_release_version 3"
+    assert [r.id for r in history] == [seed_image(v) for v in ("1.4.0", "1.3.0", "1.3.0",
+                                                                   "1.2.0", "1.1.0")]
+    assert [r.number for r in history] == [5, 4, 3, 2, 1]
+    assert [r.current for r in history] == [True, False, False, False, False]
+    assert history[2].change_cause == "release v3 complete: Release by ops@hotel.example"
     assert all("@sha256:" in r.id and r.created is not None for r in history)
     assert history[0].created is not None and history[1].created is not None
     assert history[0].created > history[1].created
@@ -96,8 +103,14 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
         assert machine["config"]["image"] == GOOD
         assert [c["status"] for c in machine["checks"]] == ["passing"]
         old = before[machine["id"]]["config"]
-        assert {k: v for k, v in machine["config"].items() if k != "image"} == \
-               {k: v for k, v in old.items() if k != "image"}  # everything else preserved
+        assert {k: v for k, v in machine["config"].items() if k not in ("image", "metadata")} \
+            == {k: v for k, v in old.items() if k not in ("image", "metadata")}  # kept
+        # the machine carries the rollback's release, not the bad one's (flyctl's keys)
+        meta = machine["config"]["metadata"]
+        assert meta["fly_release_version"] == "6" and meta["fly_release_id"] != \
+            old["metadata"]["fly_release_id"]
+        assert {k: v for k, v in meta.items() if not k.startswith("fly_release")} == \
+            {k: v for k, v in old["metadata"].items() if not k.startswith("fly_release")}
         assert emulator.lease(SEED_APP, machine["id"]) is None
     # every update carried the lease nonce and was awaited for its own instance
     leases = [r for r in emulator.requests if r.method == "POST" and r.path.endswith("/lease")]
@@ -112,19 +125,26 @@ def test_rollback_to_pinned_previous_image(emulator: FlyEmulator, fly: FlyPlatfo
     order = [(r.method, r.path.split("/")[5]) for r in emulator.requests
              if r.path.endswith("/lease")]
     assert order == [(m, mid) for mid in sorted(before) for m in ("POST", "DELETE")]
-    # history: the redeployed image is renumbered to the top, its id unchanged
+    # history: the rollback is Fly's newest release, v6, with the pinned image; v3 and v4
+    # (the same image) are no rollback targets any more
     history = fly.history(TARGET)
-    assert history[0].id == GOOD and history[0].current and history[0].number == 4
+    assert history[0].id == GOOD and history[0].current and history[0].number == 6
+    assert [r.number for r in history] == [6, 5, 2, 1]
 
 
 def test_second_rollback_is_idempotent(emulator: FlyEmulator, fly: FlyPlatform) -> None:
     pinned = fly.history(TARGET)[1]
     assert fly.rollback_to(TARGET, pinned).changed
     sent, mark = len(fly_updates(emulator)), len(emulator.requests)
+    releases = len(emulator.releases(SEED_APP))
     again = fly.rollback_to(TARGET, pinned)
     assert not again.changed and again.message.startswith("skipped")
     assert len(fly_updates(emulator)) == sent
-    assert {r.method for r in emulator.requests[mark:]} == {"GET"}  # read-only: no lease
+    # read-only: no lease, no release (GraphQL queries are POSTs, never a mutation here)
+    assert {(r.method, r.path) for r in emulator.requests[mark:]
+            if r.method != "GET"} == {("POST", "/graphql")}
+    assert all("mutation" not in str(r.body) for r in emulator.requests[mark:])
+    assert len(emulator.releases(SEED_APP)) == releases
 
 
 def test_dry_run_changes_nothing(emulator: FlyEmulator, fly: FlyPlatform) -> None:
@@ -336,22 +356,23 @@ def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
 
 def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
                                                    fly: FlyPlatform) -> None:
+    """Fly leaves a stopped machine updated with skip_launch ``created`` (machine states)."""
     fly.scale(TARGET, 2)
+    reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)}, 5, 0.02)
     fly.rollback_to(TARGET, fly.history(TARGET)[1])
     machines = emulator.machines(SEED_APP)
     assert {m["config"]["image"] for m in machines} == {GOOD}
-    assert sorted(m["state"] for m in machines) == ["started", "started", "stopped"]
+    assert sorted(m["state"] for m in machines) == ["created", "started", "started"]
     assert [r.body.get("skip_launch") for r in fly_updates(emulator)].count(True) == 1
+    assert fly.get_replicas(TARGET) == 2
+    fly.scale(TARGET, 3)  # a created machine is idle: scaling up starts it
+    assert sorted(m["state"] for m in emulator.machines(SEED_APP)) == ["started"] * 3
 
 
 def test_unsupported_surfaces(fly: FlyPlatform) -> None:
-    with pytest.raises(Unsupported, match="NATS") as err:
-        fly.logs_tail(TARGET)
-    assert (err.value.platform, err.value.capability) == ("fly", Capability.LOGS)
-    with pytest.raises(Unsupported, match="usage metrics"):
-        fly.resource_usage(TARGET)
-    with pytest.raises(Unsupported):
+    with pytest.raises(Unsupported, match="write-only") as err:
         fly.snapshot_config(TARGET)
+    assert (err.value.platform, err.value.capability) == ("fly", Capability.CONFIG_SNAPSHOTS)
     with pytest.raises(Unsupported):
         fly.restore_config(TARGET, ConfigSnapshot(items={}))
 
@@ -416,3 +437,241 @@ def test_rollback_waits_for_checks_to_pass(clock: FlyClock) -> None:
             assert platform.rollout_status(TARGET).done
         finally:
             platform.close()
+
+
+# ------------------------------------------------------------- releases (GraphQL)
+# What `fly releases` runs (superfly/fly-go resource_releases.go GetAppReleasesMachines).
+FLY_RELEASES = """query($appName: String!, $limit: Int!) { app(name: $appName) {
+  releases: releasesUnprocessed(first: $limit) { nodes { id version description reason status
+  imageRef stable user { id email name } createdAt } } } }"""
+
+
+def fly_releases(em: FlyEmulator) -> list[dict[str, Any]]:
+    response = httpx.post(f"{em.url}/graphql", headers=auth(), json={
+        "query": FLY_RELEASES, "variables": {"appName": SEED_APP, "limit": 25}})
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+    return list(response.json()["data"]["app"]["releases"]["nodes"])
+
+
+def by_number(fly: FlyPlatform, number: int) -> Revision:
+    return next(r for r in fly.history(TARGET) if r.number == number)
+
+
+def test_rollback_to_release_n_across_a_config_only_release(emulator: FlyEmulator,
+                                                            fly: FlyPlatform) -> None:
+    """``--to 3`` is Fly's v3 (1.3.0) although v4, a config-only release, sits between."""
+    assert [(r["version"], r["imageRef"]) for r in fly_releases(emulator)][:3] == \
+        [(5, BAD), (4, GOOD), (3, GOOD)]
+    pinned = by_number(fly, 3)
+    assert (pinned.id, pinned.number) == (GOOD, 3)
+    assert fly.rollback_to(TARGET, pinned, expected=fly.current_revision(TARGET)).changed
+    newest = fly_releases(emulator)[0]
+    assert (newest["version"], newest["status"], newest["imageRef"]) == (6, "complete", GOOD)
+    assert {m["config"]["metadata"]["fly_release_version"]
+            for m in emulator.machines(SEED_APP)} == {"6"}
+    # the release was recorded before the first machine was touched and finished after
+    # the last one, as flyctl's machines deploy does
+    order = [("mutation" in str(r.body) and "CreateRelease" in str(r.body), r.path)
+             for r in emulator.requests if r.method == "POST"]
+    first_write = next(i for i, (_, path) in enumerate(order) if path.endswith("/lease"))
+    assert any(created for created, _ in order[:first_write])
+    statuses = [r.body["variables"]["input"]["status"] for r in emulator.requests
+                if r.method == "POST" and "UpdateRelease" in str(r.body)]
+    assert statuses == ["running", "complete"]
+    assert fly.current_revision(TARGET).number == 6
+
+
+def test_a_failed_release_is_shown_but_never_offered(emulator: FlyEmulator,
+                                                     fly: FlyPlatform) -> None:
+    """A deploy that failed (flyctl marks its release failed) is no rollback target."""
+    with emulator.state.cond:  # v6 failed; v5 still runs on every machine
+        emulator.state.add_release(SEED_APP, seed_image("1.2.0"), status="failed",
+                                   description="Release", user_email="ops@hotel.example",
+                                   definition={"app": SEED_APP})
+    history = fly.history(TARGET)
+    assert 6 not in [r.number for r in history] and history[0].number == 5
+    detail = fly.describe_revision(TARGET, 6)
+    assert ("Status", "failed") in detail.fields
+    assert ("Rollback target", "no (status failed, only complete releases are offered)") \
+        in detail.fields
+    assert "Image: " + seed_image("1.2.0") in detail.text
+    with pytest.raises(RevisionNotFound, match="v9"):
+        fly.describe_revision(TARGET, 9)
+
+
+def test_describe_revision_is_the_release(fly: FlyPlatform) -> None:
+    detail = fly.describe_revision(TARGET, 4)
+    labels = dict(detail.fields)
+    assert labels["Release"] == "v4" and labels["Status"] == "complete"
+    assert labels["Image"] == GOOD and labels["User"] == "ops@hotel.example"
+    assert labels["Description"] == "Release" and labels["Created"].endswith("UTC")
+    assert detail.revision.number == 4 and not detail.revision.current
+    assert dict(fly.describe_revision(TARGET, 5).fields)["Running"] == "yes (current)"
+
+
+# ------------------------------------------------------------------- machine states
+def test_a_scaled_down_app_is_created_after_the_rollback_and_started_again(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    fly.scale(TARGET, 0)
+    assert fly.wait_for_stopped(TARGET, timeout=10).done
+    assert fly.rollback_to(TARGET, by_number(fly, 3)).changed
+    machines = emulator.machines(SEED_APP)
+    assert {m["state"] for m in machines} == {"created"}  # updated, not launched
+    assert {m["config"]["image"] for m in machines} == {GOOD}
+    assert fly.get_replicas(TARGET) == 0
+    fly.scale(TARGET, 3)  # the scale-up step: created machines are idle, so they start
+    assert {m["state"] for m in emulator.machines(SEED_APP)} == {"started"}
+    assert fly.wait_for_rollout(TARGET, timeout=10).done
+    assert fly.confirm_running(TARGET, by_number(fly, 6)).matches
+
+
+@pytest.mark.parametrize(("mark", "state"), [("crashing", "failed"),
+                                             ("unlaunchable", "launch_failed")])
+def test_failed_machine_states_fail_the_rollout(emulator: FlyEmulator, fly: FlyPlatform,
+                                                mark: str, state: str) -> None:
+    getattr(emulator, f"mark_{mark}")(GOOD)
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    started = time.monotonic()
+    with pytest.raises(RolloutFailed, match=f"machine {first}.*{state}"):
+        fly.rollback_to(TARGET, by_number(fly, 3))
+    assert time.monotonic() - started < 4  # seen at once, not at the machine timeout
+    status = fly.rollout_status(TARGET)
+    assert status.failed and f"is {state}" in status.message
+    assert fly.wait_for_rollout(TARGET, timeout=5).failed
+    newest = fly_releases(emulator)[0]
+    assert (newest["version"], newest["status"]) == (6, "failed")
+    assert [m["config"]["image"] for m in sorted(emulator.machines(SEED_APP),
+                                                   key=lambda m: m["id"])] == [GOOD, BAD, BAD]
+
+
+def test_a_machine_restarting_for_good_times_out_the_rollback(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    """Restart policy "always": a crashing machine never settles (never ``failed``), so the
+    rollback stops at the machine timeout instead."""
+    emulator.mark_crashing(GOOD)
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    with emulator.state.cond:
+        emulator.state.machine(SEED_APP, first).config["restart"] = {"policy": "always"}
+    fly_short = make_platform(emulator, machine_timeout=1.5)
+    try:
+        with pytest.raises(PermanentPlatformError, match="not started after 1.5s"):
+            fly_short.rollback_to(TARGET, by_number(fly_short, 3))
+    finally:
+        fly_short.close()
+    assert next(m for m in emulator.machines(SEED_APP) if m["id"] == first)["state"] == \
+        "replacing"  # still being launched, restart after restart
+
+
+# ------------------------------------------------------------------------- tokens
+def test_tokens_are_parsed_as_flyctl_parses_them() -> None:
+    """superfly/fly-go tokens/tokens.go: scheme stripped, comma-split, macaroons as FlyV1."""
+    deploy = FlyTokens.parse("FlyV1 fm2_abc, fm2_def")
+    assert deploy.header() == "FlyV1 fm2_abc,fm2_def"
+    assert FlyTokens.parse("bearer flyv1 fm2_abc").header() == "FlyV1 fm2_abc"
+    mixed = FlyTokens.parse("fm1r_ro,personal")
+    assert mixed.header() == "FlyV1 fm1r_ro"  # Machines API, logs, metrics: macaroons only
+    assert mixed.header(with_user_tokens=True) == "FlyV1 fm1r_ro,personal"  # GraphQL: all
+    assert FlyTokens.parse("Bearer personal").header() == "Bearer personal"
+    assert FlyTokens.parse("").header() is None
+
+
+def test_a_deploy_token_is_sent_as_flyv1_and_a_personal_token_as_bearer(
+        emulator: FlyEmulator) -> None:
+    deploy = make_platform(emulator, token=DEFAULT_DEPLOY_TOKEN)
+    try:
+        assert deploy.rollback_to(TARGET, by_number(deploy, 3)).changed
+        deploy.logs_tail(TARGET, lines=5)
+        deploy.resource_usage(TARGET)
+    finally:
+        deploy.close()
+    assert {r.auth_scheme for r in emulator.requests} == {"FlyV1"}
+    assert fly_releases(emulator)[0]["user"]["email"] == "deploy-token@hotel.example"
+    mark = len(emulator.requests)
+    personal = make_platform(emulator, token=DEFAULT_TOKEN)
+    try:
+        assert personal.history(TARGET)[0].number == 6
+    finally:
+        personal.close()
+    assert {r.auth_scheme for r in emulator.requests[mark:]} == {"Bearer"}
+    # a personal token pasted with a FlyV1 scheme is still a personal token (tokens.go)
+    pasted = make_platform(emulator, token=f"FlyV1 {DEFAULT_TOKEN}")
+    try:
+        mark = len(emulator.requests)
+        assert pasted.get_replicas(TARGET) == 3
+        assert {r.auth_scheme for r in emulator.requests[mark:]} == {"Bearer"}
+    finally:
+        pasted.close()
+    # a macaroon that is not the org's, a personal token that is not known: 401
+    for token in ("FlyV1 fm2_someone-elses", "someone-elses-token"):
+        wrong = make_platform(emulator, token=token)
+        try:
+            with pytest.raises(PermanentPlatformError, match="401") as info:
+                wrong.history(TARGET)
+            assert DEFAULT_MACAROON not in str(info.value)
+        finally:
+            wrong.close()
+
+
+# ---------------------------------------------------------------- request bodies
+def test_an_invalid_request_body_is_a_clear_permanent_error(emulator: FlyEmulator,
+                                                            fly: FlyPlatform) -> None:
+    """The API decodes the body into its request type: a wrong type is a 400, which stops
+    the rollback with the API's words (not retried), and the release is marked failed."""
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    with emulator.state.cond:  # a config field in a shape the API does not accept
+        emulator.state.machine(SEED_APP, first).config["guest"]["cpus"] = "1"
+    with pytest.raises(PermanentPlatformError) as info:
+        fly.rollback_to(TARGET, by_number(fly, 3))
+    assert not isinstance(info.value, TransientPlatformError)
+    assert f"rollback stopped at machine {first}" in str(info.value)
+    assert "cannot unmarshal string into Go struct field UpdateMachineRequest.config.guest." \
+           "cpus of type int (HTTP 400)" in str(info.value)
+    assert fly_releases(emulator)[0]["status"] == "failed"
+    assert {m["config"]["image"] for m in emulator.machines(SEED_APP)} == {BAD}
+
+
+# ------------------------------------------------------------- logs, usage, config
+def test_logs_tail_reads_fly_logs_api(emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    text = fly.logs_tail(TARGET, lines=3)
+    lines = text.splitlines()
+    assert len(lines) == 3 and all("hotel-voice-bot" not in line for line in lines)
+    assert lines[-1].endswith("[error] GET /health 503 Service Unavailable")
+    assert fly.rollback_to(TARGET, by_number(fly, 3)).changed
+    with emulator.state.cond:  # a chatty app: more than one page of the logs API
+        machine = next(iter(emulator.state.app(SEED_APP).machines.values()))
+        for n in range(250):
+            emulator.state.log(machine, f"request {n} served")
+    after = fly.logs_tail(TARGET, lines=500)
+    assert f"Pulling container image {GOOD}" in after and "Machine started" in after
+    assert after.splitlines()[-1].endswith("[info] request 249 served")
+    assert len(after.splitlines()) > 250
+    pages = [r for r in emulator.requests if r.path.endswith("/logs")]
+    assert any(r.query.get("next_token") not in (None, "", "0") for r in pages)
+
+
+def test_resource_usage_from_the_org_prometheus(emulator: FlyEmulator,
+                                                fly: FlyPlatform) -> None:
+    usage = fly.resource_usage(TARGET)
+    ids = sorted(m["id"] for m in emulator.machines(SEED_APP))
+    assert [u.unit for u in usage] == [f"machine {i}" for i in ids]
+    assert all(u.cpu_millicores == 600.0 and u.memory_mib == 435.2 for u in usage)  # bad
+    queries = [r for r in emulator.requests if r.path == "/prometheus/hotel/api/v1/query"]
+    assert any("fly_instance_cpu" in r.query["query"] for r in queries)
+    fly.scale(TARGET, 1)  # two machines stop
+    reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
+
+
+def test_config_differences_between_releases(fly: FlyPlatform) -> None:
+    running, pinned = fly.current_revision(TARGET), by_number(fly, 3)
+    differences = fly.config_differences(TARGET, running, pinned)
+    kept = "fly.toml (kept by the rollback)"
+    assert ConfigDifference(kept, "env.LOG_LEVEL", "debug", "info") in differences
+    assert ConfigDifference(kept, "env.FEATURE_NEW_ASR", "on", None) in differences
+    secrets = [d for d in differences if d.kind.startswith("secret")]
+    assert [d.key for d in secrets] == ["WAHA_API_KEY"]  # set after v3; DATABASE_URL before
+    assert secrets[0].running is not None and secrets[0].running.startswith("digest ")
+    assert "waha_api_key-seed" not in str(differences)  # never a value
+    assert fly.config_differences(TARGET, running, running) == []
+    assert fly.config_differences(TARGET, by_number(fly, 4), pinned) == [
+        ConfigDifference(kept, "env.LOG_LEVEL", "debug", "info"),
+        *secrets]
