@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
@@ -56,7 +57,10 @@ def elbv2_server() -> Iterator[Elbv2]:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        yield Elbv2(f"http://{host}:{port}")
+        url = f"http://{host}:{port}"
+        # moto's backends are global to the process: start from none (moto's reset API).
+        httpx.post(f"{url}/moto-api/reset", timeout=10).raise_for_status()
+        yield Elbv2(url)
     finally:
         server.stop()
 
