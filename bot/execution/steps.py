@@ -309,7 +309,8 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
         previous = ctx.step.result.get("previous_path", before.path)
         if before.path == path:
             return {"changed": False, "path": path, "previous_path": previous,
-                    "target_group": before.target_group}
+                    "target_group": before.target_group,
+                    "message": f"health check of {before.target_group} already {path}"}
         after = groups.set_health_check_path(arn, path)
     except LoadBalancerError as exc:
         error = TemporaryStepError if exc.transient else PermanentStepError
@@ -319,7 +320,7 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
                                  f"path {after.path!r} after setting {path!r}")
     return {"changed": True, "path": path, "previous_path": previous,
             "target_group": after.target_group,
-            "message": f"health check of {after.target_group}: {previous} -> {path}"}
+            "message": f"health check of {after.target_group}: {previous} → {path}"}
 
 
 def _health_check_inverse(arn: str, region: str, path: str | None) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def test_the_rollback_points_the_health_check_at_the_restored_path(
         "done", True, "/v2/health")
     assert lb.result["inverse"]["command"].endswith(
         f"--health-check-path /v2/health --region {REGION}")
+    h.emulator.wait_for(lambda: any("health check of hvb-blue: /v2/health → /v1/health" in t
+                                    for t in h.thread_texts(msg)))
 
 
 def test_a_missing_target_group_stops_the_rollback_after_the_application(

@@ -91,7 +91,8 @@ def test_the_path_is_set_and_the_old_one_journaled_as_the_inverse(elbv2: Elbv2) 
     again = Attempt(service, result={k: v for k, v in first.result.items()
                                      if k in ("previous_path", "inverse")}).run()
     assert again == {"changed": False, "path": "/v1/health", "previous_path": "/v2/health",
-                     "target_group": "hvb-blue"}
+                     "target_group": "hvb-blue",
+                     "message": "health check of hvb-blue already /v1/health"}
     assert elbv2.health_check_path(arn) == "/v1/health"
 
 
