@@ -12,9 +12,10 @@ exactly what the API server returned, as kubectl prints it.
 # printLabelsMultiline, printAnnotationsMultiline, printPodTolerationsMultiline). Its
 # PrefixWriter indents by two spaces per level and writes label/value separated by a tab.
 #
-# One deliberate difference: an environment literal (and an annotation) whose name looks like
-# a credential is shown through ``mask_value``, never as kubectl shows it: the text is posted
-# to Slack. References (secretKeyRef, configMapKeyRef, envFrom) are names, never resolved.
+# One deliberate difference: an environment literal, an annotation or a command-line value
+# (``--db-password=…``) whose name looks like a credential is shown through ``mask_value``,
+# never as kubectl shows it: the text is posted to Slack. References (secretKeyRef,
+# configMapKeyRef, envFrom) are names, never resolved.
 # Not rendered (kubectl prints them, rare in application Deployments): topology spread
 # constraints and the details of exotic volume types (their type is named instead).
 
@@ -150,8 +151,8 @@ def _containers(label: str, containers: list[Obj], w: _Writer) -> None:
         for title, key in (("Command", "command"), ("Args", "args")):
             if c.get(key):
                 w.write(2, f"{title}:\n")
-                for item in c[key]:
-                    for line in str(item).split("\n"):
+                for item in masked_args([str(item) for item in c[key]]):
+                    for line in item.split("\n"):
                         w.write(3, f"{line}\n")
         resources = c.get("resources") or {}
         for title, key in (("Limits", "limits"), ("Requests", "requests")):
@@ -167,6 +168,23 @@ def _containers(label: str, containers: list[Obj], w: _Writer) -> None:
             _env_from(c["envFrom"], w)
         _env(c, w)
         _mounts(c, w)
+
+
+def masked_args(items: list[str]) -> list[str]:
+    """Command-line items with credential-like values masked (``mask_value``), in the two
+    usual spellings: ``--db-password=VALUE`` and ``--db-password VALUE``."""
+    out = list(items)
+    for i, item in enumerate(items):
+        if not item.startswith("-"):
+            continue
+        flag, eq, value = item.partition("=")
+        name = flag.lstrip("-")
+        if eq:
+            out[i] = f"{flag}={mask_value(name, value)}"
+        elif i + 1 < len(items) and not items[i + 1].startswith("-") \
+                and mask_value(name, items[i + 1]) != items[i + 1]:
+            out[i + 1] = str(mask_value(name, items[i + 1]))
+    return out
 
 
 def _int_or_string(value: Any) -> str:

@@ -17,6 +17,7 @@ NS, APP = "hotel", "voice-bot"
 TARGET = Target("kubernetes", NS, APP)
 TOKEN = "s3cr3t-token-value"  # env literals named like a credential
 OTHER_TOKEN = "another-token-value"
+ARG_TOKEN = "argument-token-value"  # a credential on the command line
 
 
 def _release_1_1(obj: dict[str, Any]) -> None:
@@ -43,7 +44,7 @@ def _release_1_1(obj: dict[str, Any]) -> None:
                          {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True,
                           "subPath": "app.yaml"}]
     c["command"] = ["/bin/app", "--serve"]
-    c["args"] = ["--port", "8080"]
+    c["args"] = ["--port", "8080", f"--api-token={ARG_TOKEN}", "--db-password", ARG_TOKEN]
     c["resources"] = {"limits": {"cpu": "500m", "memory": "256Mi"}, "requests": {"cpu": "100m"}}
     c["livenessProbe"] = {"httpGet": {"path": "/healthz", "port": 8080, "scheme": "HTTP"},
                           "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
@@ -111,6 +112,13 @@ def test_the_detail_is_what_kubectl_prints_with_credentials_masked(
         assert f"API_TOKEN:\t{literal}\n" in expected
         expected = expected.replace(literal, str(mask_value("API_TOKEN", literal)))
         assert literal not in detail.text
+    if number >= 2:
+        assert f"--api-token={ARG_TOKEN}\n" in expected and f"{ARG_TOKEN}\n" in expected
+        expected = expected.replace(f"--api-token={ARG_TOKEN}", "--api-token=" + str(
+            mask_value("api-token", ARG_TOKEN))).replace(
+            f"--db-password\n      {ARG_TOKEN}",
+            f"--db-password\n      {mask_value('db-password', ARG_TOKEN)}")
+        assert ARG_TOKEN not in detail.text
     assert detail.text == expected.rstrip("\n")
     assert detail.revision.number == number
     assert ("ReplicaSet", detail.revision.id) in detail.fields
