@@ -78,7 +78,8 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         if parsed.verb in quick:
             ack(response_type="ephemeral", text="rollback-bot", blocks=quick[parsed.verb]())
             return
-        if parsed.verb in ("modal", "diagnose") and parsed.service not in config.services:
+        if parsed.verb in ("modal", "diagnose", "revision") and parsed.service not in \
+                config.services:
             ack(response_type="ephemeral", text=render(_unknown(service, parsed.service or "")))
             return
         if parsed.verb == "modal":
@@ -178,6 +179,12 @@ def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
         found = service.history(parsed.argument or "")
         respond(response_type="ephemeral", text="history", blocks=views.
                 rollback_list_blocks(f"History of {parsed.argument}", found))
+    elif parsed.verb == "revision":
+        platform, detail = service.describe_revision(parsed.service or "", parsed.to or 0,
+                                                     platform=parsed.platform)
+        respond(response_type="ephemeral", text=f"Revision {detail.revision.number} of "
+                f"{parsed.service}", blocks=views.revision_detail_blocks(
+                    parsed.service or "", platform, detail))
     elif parsed.verb == "cancel":
         service.cancel(parsed.argument or "", user=user)
     elif parsed.verb == "known-bad":

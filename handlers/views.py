@@ -24,7 +24,7 @@ from bot.domain.time_words import in_utc
 from handlers import ids, wording
 from handlers.mrkdwn import escape, mention
 from handlers.wording import severity_policy
-from platforms.base import PlatformSpecs, Revision
+from platforms.base import PlatformSpecs, Revision, RevisionDetail
 
 Block = dict[str, Any]
 
@@ -182,6 +182,9 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
             f":rotating_light: *The pinned target {escape(rb.target_revision.label())} is "
             "KNOWN-BAD* "
             f"(rolled back from{origin}). Executing it needs an approver's explicit override."))
+    config_view = _config_view(rb.plan_facts)
+    if config_view:
+        out.append(config_view)
     if rb.destructive_steps:
         lines = [f"• {escape(d['description'])}" for d in rb.destructive_steps]
         backup = rb.plan_facts.get("backup")
@@ -191,6 +194,39 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
         out.append(section(":warning: *Destructive steps* — two people and a typed "
                            "confirmation are needed to approve:\n" + "\n".join(lines)))
     return out
+
+
+CONFIG_VIEW_LINES = 15
+
+
+def _config_view(facts: dict[str, Any]) -> Block | None:
+    """"Configuration that changes" with the pinned revision (values masked by the adapter,
+    secrets as references), at most ``CONFIG_VIEW_LINES`` lines; or why the platform could
+    not tell. None for a plan made before the view existed."""
+    unavailable = facts.get("config_view_unavailable")
+    if unavailable:
+        return context(f":grey_question: Configuration view unavailable: "
+                       f"{escape(str(unavailable))}")
+    diffs = facts.get("config_differences")
+    if diffs is None:
+        return None
+    if not diffs:
+        return context("*Configuration that changes:* none (environment and references "
+                       "are the same in both revisions)")
+    return section("*Configuration that changes* (running → pinned)\n" + "\n".join(
+        config_difference_lines(diffs, limit=CONFIG_VIEW_LINES)))
+
+
+def config_difference_lines(diffs: list[dict[str, Any]], *, limit: int) -> list[str]:
+    """One line per difference (``env X: a → b``), then "and N more" past ``limit``."""
+    def value(v: Any) -> str:
+        return "(unset)" if v is None else f"`{escape(str(v)[:120])}`"
+
+    lines = [f"• {escape(str(d.get('kind', '')))} {escape(str(d.get('key', '')))}: "
+             f"{value(d.get('running'))} → {value(d.get('pinned'))}" for d in diffs[:limit]]
+    if len(diffs) > limit:
+        lines.append(f"… and {len(diffs) - limit} more")
+    return lines
 
 
 def _revision_text(rev: dict[str, Any]) -> str:
@@ -353,6 +389,9 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             "[--reason \"…\"]`: request a rollback now\n"
             f"`{command} status [ID|service]` · `{command} history <service>` · "
             f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
+            f"`{command} history <service> --revision N [--platform P]`: revision N as the "
+            "platform shows it (images, change-cause, pod template / task definition / "
+            "release)\n"
             f"`{command} known-bad <service>`: revisions rolled back from · "
             f"`{command} known-bad <service> clear REV --reason \"…\"`: an approver clears "
             "a mark\n"
@@ -400,6 +439,23 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
         for rb in rollbacks
     ]
     return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
+
+
+# Slack refuses a section over 3,000 characters; the code fence and the header fit beside.
+_DETAIL_LIMIT = 2800
+_FENCE = "`" * 3
+
+
+def revision_detail_blocks(service: str, platform: str, detail: RevisionDetail
+                           ) -> list[Block]:
+    """``history <service> --revision N``: the platform's own presentation of one revision
+    (already masked by the adapter) in a code block, cut to what one section holds."""
+    text = detail.text.replace(_FENCE, "'" * 3)  # a fence inside would end the code block
+    if len(text) > _DETAIL_LIMIT:
+        text = text[:_DETAIL_LIMIT] + "\n… (cut; the platform's own tool shows the rest)"
+    title = (f"*Revision {detail.revision.number} of {escape(service)}* ({escape(platform)})"
+             + (" — running now" if detail.revision.current else ""))
+    return [section(title), section(f"{_FENCE}{escape(text)}{_FENCE}")]
 
 
 def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Block]:

@@ -44,7 +44,9 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
     basic_detail,
+    mask_value,
     refuse_if_changed,
 )
 
@@ -58,10 +60,19 @@ class Fault:
     times: int = 1
 
 
+def _revision_env(n: int) -> dict[str, Any]:
+    """Each scripted revision's configuration, so the plan's configuration view has
+    something to show: a literal that changes, a credential-like literal (masked when
+    shown) and a secret reference (shown as the reference, never resolved)."""
+    return {"env": {"LOG_LEVEL": "debug" if n % 2 else "info", "RELEASE": f"v1.{n}.0",
+                    "API_KEY": f"fake-key-{n}"},
+            "secret_refs": {"DB_PASSWORD": f"vault:secret/app/db#v{n}"}}
+
+
 def _initial_state(revisions: int, replicas: int) -> dict[str, Any]:
     history = [
         {"id": f"rs-{n}", "number": n, "images": [f"registry.example/app:v1.{n}.0"],
-         "change_cause": f"deploy v1.{n}.0"}
+         "change_cause": f"deploy v1.{n}.0", **_revision_env(n)}
         for n in range(1, revisions + 1)
     ]
     return {
@@ -168,13 +179,22 @@ class FakePlatform:
         with self._state() as s:
             return list(s["mutation_log"])
 
-    def deploy(self, target: Target, image: str, *, change_cause: str | None = None) -> Revision:
-        """Simulate a new (possibly bad) deployment becoming current."""
+    def deploy(self, target: Target, image: str, *, change_cause: str | None = None,
+               env: dict[str, str] | None = None,
+               secret_refs: dict[str, str] | None = None) -> Revision:
+        """Simulate a new (possibly bad) deployment becoming current. Like a deploy that
+        changes only the image, it keeps the running revision's configuration unless
+        ``env``/``secret_refs`` replace it (they feed the configuration view)."""
         with self._state() as s:
             t = self._target(s, target)
             number = max((r["number"] for r in t["history"]), default=0) + 1
-            rev = {"id": f"rs-{number}", "number": number, "images": [image],
-                   "change_cause": change_cause}
+            rev: dict[str, Any] = {"id": f"rs-{number}", "number": number, "images": [image],
+                                   "change_cause": change_cause}
+            running = next((r for r in t["history"] if r["id"] == t["current"]), {})
+            for key, given in (("env", env), ("secret_refs", secret_refs)):
+                value = given if given is not None else running.get(key)
+                if value is not None:
+                    rev[key] = dict(value)
             t["history"].append(rev)
             t["current"] = rev["id"]
         return self.current_revision(target)
@@ -334,12 +354,48 @@ class FakePlatform:
             return ConfigSnapshot(items=json.loads(json.dumps(self._target(s, target)["config"])))
 
     def describe_revision(self, target: Target, number: int) -> RevisionDetail:
-        """Revision ``number`` from the history (number, images, change-cause, created)."""
-        return basic_detail(self.history(target), number)
+        """Revision ``number`` from the history, with its environment (literals masked
+        with ``mask_value``) and secret references."""
+        basic = basic_detail(self.history(target), number)
+        with self._state() as s:
+            self._call("describe_revision", s)
+            raw = self._revision(self._target(s, target), basic.revision.id)
+        lines = [basic.text]
+        if "env" in raw:
+            lines.append("Environment:")
+            lines += [f"  {k}: {mask_value(k, v)}" for k, v in sorted(raw["env"].items())]
+            lines += [f"  {k}: <secret ref {ref}>"
+                      for k, ref in sorted(raw.get("secret_refs", {}).items())]
+        return RevisionDetail(basic.revision, basic.fields, "\n".join(lines))
 
     def config_differences(self, target: Target, running: Revision,
                            pinned: Revision) -> list[ConfigDifference]:
-        raise SPEC.refuse(Capability.CONFIG_VIEW)
+        """Environment literals (masked) and secret references that differ; a revision
+        deployed without recorded configuration makes the view ``Unsupported``."""
+        with self._state() as s:
+            self._call("config_differences", s)
+            t = self._target(s, target)
+            old, new = self._revision(t, running.id), self._revision(t, pinned.id)
+        if "env" not in old or "env" not in new:
+            raise Unsupported(self.name, Capability.CONFIG_VIEW,
+                              "a revision was deployed without recorded configuration")
+        out = []
+        for kind, field_name, mask in (("env", "env", True), ("secret ref", "secret_refs", False)):
+            a, b = old.get(field_name, {}), new.get(field_name, {})
+            for key in sorted(set(a) | set(b)):
+                if a.get(key) != b.get(key):
+                    out.append(ConfigDifference(
+                        kind, key, mask_value(key, a.get(key)) if mask else a.get(key),
+                        mask_value(key, b.get(key)) if mask else b.get(key)))
+        return out
+
+    @staticmethod
+    def _revision(t: dict[str, Any], revision_id: str) -> dict[str, Any]:
+        found: dict[str, Any] | None = next(
+            (r for r in t["history"] if r["id"] == revision_id), None)
+        if found is None:
+            raise RevisionNotFound(f"revision {revision_id} not in history")
+        return found
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         with self._state() as s:
@@ -390,7 +446,6 @@ def _build(block: FakeTarget, secret: SecretReader) -> Platform:
 # (the generic sentence is what the tests read).
 SPEC: PlatformSpec[FakeTarget] = PlatformSpec(
     name="fake", config_model=FakeTarget, target=_target, build=_build,
-    summary="the in-memory test platform (sandbox only)",
-    unsupported={Capability.CONFIG_VIEW: "the fake platform keeps no configuration"})
+    summary="the in-memory test platform (sandbox only)")
 
 __all__ = ["SPEC", "FakePlatform", "FakeTarget", "Fault", "TransientPlatformError"]

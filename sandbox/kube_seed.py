@@ -6,6 +6,8 @@ Secret the catalog names, so `/rollback hotel-voice-bot` has real history to wor
 
 from __future__ import annotations
 
+from typing import Any
+
 from sandbox.kube import KubeEmulator
 
 NAMESPACE, DEPLOYMENT = "production", "hotel-voice-bot"
@@ -33,9 +35,23 @@ def seed_incident(emulator: KubeEmulator, *, replicas: int = 3, bad_release: boo
         deploy_bad_release(emulator)
 
 
+# What the bad release changed besides its image, so the plan's configuration view and
+# `/rollback history hotel-voice-bot --revision N` have something to show: a literal, and a
+# secret reference (shown as the reference; the value stays in the Secret).
+BAD_ENV: list[dict[str, Any]] = [{"name": "VOICE_TIMEOUT_MS", "value": "2000"},
+           {"name": "WAHA_API_KEY", "valueFrom": {"secretKeyRef": {
+               "name": f"{DEPLOYMENT}-secrets", "key": "WAHA_API_KEY"}}}]
+
+
 def deploy_bad_release(emulator: KubeEmulator) -> None:
-    emulator.set_image(NAMESPACE, DEPLOYMENT, image=f"{IMAGE}:{BAD}",
-                       change_cause=f"deploy {BAD} (bad)")
+    """``kubectl set image`` and ``set env`` in one change (one new revision)."""
+    def release(obj: dict[str, Any]) -> None:
+        container = obj["spec"]["template"]["spec"]["containers"][0]
+        container["image"] = f"{IMAGE}:{BAD}"
+        container["env"] = [dict(e) for e in BAD_ENV]
+        obj["metadata"].setdefault("annotations", {})[
+            "kubernetes.io/change-cause"] = f"deploy {BAD} (bad)"
+    emulator.update_deployment(NAMESPACE, DEPLOYMENT, release)
     emulator.wait_settled(NAMESPACE, DEPLOYMENT)
     for line in ("GET /api/health 503", "ERROR voice pipeline: upstream timeout",
                  "POST /webhook/whatsapp 500"):

@@ -43,8 +43,8 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 
 @dataclass(frozen=True)
 class Parsed:
-    verb: str  # help | services | status | history | cancel | known-bad | clear-known-bad
-    #            | diagnose | request | modal
+    verb: str  # help | services | status | history | revision | cancel | known-bad
+    #            | clear-known-bad | diagnose | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -83,6 +83,8 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
         if len(tokens) > 2:
             raise ParseError(f"Unexpected `{tokens[2]}` after `diagnose {tokens[1]}`.")
         return Parsed("diagnose", service=tokens[1])
+    if head == "history" and len(tokens) > 2:
+        return _revision_detail(tokens, platforms)
     if head in SUBCOMMANDS:
         if head == "services":
             return Parsed("services")
@@ -142,6 +144,30 @@ def _rollback_id(raw: str) -> int:
         shown = raw if len(raw) <= 20 else raw[:20] + "…"
         raise ParseError(f"`{shown}` is not a rollback ID (like RB-12).")
     return int(digits)
+
+
+def _revision_detail(tokens: list[str], platforms: PlatformSpecs) -> Parsed:
+    """``history <service> --revision N [--platform P]``: one revision as the platform shows
+    it (verb ``revision``); a plain ``history <service>`` lists the service's rollbacks."""
+    if tokens[1].startswith("--"):
+        raise ParseError("`history` needs a service.")
+    service, rest = tokens[1], tokens[2:]
+    number: int | None = None
+    platform: str | None = None
+    i = 0
+    while i < len(rest):
+        flag, eq, inline = rest[i].partition("=")
+        if flag not in ("--revision", "--platform"):
+            raise ParseError(f"Unexpected `{rest[i]}` after `history {service}`.")
+        raw = inline if eq else _value(rest, i, flag)
+        i += 1 if eq else 2
+        if flag == "--platform":
+            platform = _platform(raw, platforms)
+        else:
+            number = revision_number(raw, flag="--revision ")
+    if number is None:
+        raise ParseError(f"`history {service} --platform` needs `--revision N` as well.")
+    return Parsed("revision", service=service, to=number, platform=platform)
 
 
 def _known_bad(tokens: list[str], platforms: PlatformSpecs) -> Parsed:

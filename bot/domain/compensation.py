@@ -5,7 +5,9 @@ The one step with a safe inverse is ``scale_down`` (restore the recorded replica
 Once the destructive database restore has started, bringing writers back automatically
 could run the application against a database nobody has checked: the executor stops for
 a human, with exact instructions and a "Scale back up" button for an approver. No other
-step is undone: rolling the application "back" again would put the bad version back.
+step is undone: rolling the application "back" again would put the bad version back, and
+the load balancer's health-check path follows the application (its step journals the old
+path and the command that restores it, for a human).
 The table in docs/architecture.md ("Compensation") is this module in words.
 """
 
@@ -27,7 +29,10 @@ class Undo(StrEnum):
 
 # What the plan records as each step's inverse (shown with the plan, read by people; the
 # executor decides from the journal below). Steps without an entry have no safe inverse.
-INVERSES = {"scale_down": Undo.RESTORE_REPLICAS.value}
+# ``set_health_check_path`` journals the path it found and the command that puts it back;
+# like the application rollback it follows, it is never undone automatically.
+INVERSES = {"scale_down": Undo.RESTORE_REPLICAS.value,
+            "set_health_check_path": "restore_health_check_path (by hand, from the journal)"}
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,40 @@ class DatabaseConfig(Strict):
     migration_check_query: str | None = None
 
 
+class LoadBalancerConfig(Strict):
+    """Runbook Step 5.2: the ELBv2 target group whose health check the rollback points at the
+    restored version's path. ``region`` defaults to the ARN's; ``endpoint_url`` is for a
+    stand-in (moto) only. Credentials come from boto3's default chain, never the file."""
+
+    target_group_arn: str
+    health_check_path: str
+    region: str | None = None
+    endpoint_url: str | None = None
+    timeout_seconds: float = Field(default=10, gt=0)
+
+    @field_validator("target_group_arn")
+    @classmethod
+    def _an_elbv2_target_group(cls, v: str) -> str:
+        parts = v.split(":")
+        if len(parts) < 6 or parts[0] != "arn" or parts[2] != "elasticloadbalancing" \
+                or not parts[5].startswith("targetgroup/"):
+            raise ValueError("expected an ELBv2 target group ARN (arn:aws:elasticloadbalancing:"
+                             "<region>:<account>:targetgroup/<name>/<id>)")
+        return v
+
+    @field_validator("health_check_path")
+    @classmethod
+    def _a_path(cls, v: str) -> str:
+        # botocore's elbv2 model: Path is 1..1024 characters; an HTTP path starts with "/".
+        if not v.startswith("/") or len(v) > 1024:
+            raise ValueError("a health-check path starts with / and is at most 1024 characters")
+        return v
+
+    def region_name(self) -> str:
+        """The configured region, else the ARN's."""
+        return self.region or self.target_group_arn.split(":")[3] or "us-east-1"
+
+
 class StatuspageConfig(Strict):
     api_url: str = "https://api.statuspage.io/v1"
     page_id: str
@@ -326,6 +360,7 @@ class ServiceConfig(Strict):
     external_checks: list[HttpProbe] = Field(default_factory=list)
     functional_checks: list[HttpProbe] = Field(default_factory=list)
     webhooks: list[HttpProbe] = Field(default_factory=list)
+    load_balancer: LoadBalancerConfig | None = None
     stakeholders: Stakeholders = Field(default_factory=Stakeholders)
     approvers: Approvers | None = None
     tech_leads: Approvers | None = None

@@ -118,6 +118,18 @@ def build_steps(
             "app_rollback", f"Roll the application back to {target_revision.label()}",
             params={"revision": target_revision.to_dict()},
         ))
+    lb = service.load_balancer
+    if with_app and lb is not None:
+        # Right after the application's rollback, before the wait: the restored version's
+        # new units must pass the health check the rollout waits on, and the bad version's
+        # units are on their way out (before the rollback it would fail the running ones).
+        name = lb.target_group_arn.split(":")[5].split("/")[1]
+        steps.append(PlannedStep(
+            "set_health_check_path", f"Point the load balancer's health check "
+            f"({name}) at {lb.health_check_path}",
+            params={"target_group_arn": lb.target_group_arn,
+                    "health_check_path": lb.health_check_path, "region": lb.region_name(),
+                    "inverse": INVERSES["set_health_check_path"]}))
     if with_config:
         if no_snapshots is not None:
             steps.append(PlannedStep(

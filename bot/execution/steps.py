@@ -29,6 +29,7 @@ from bot.domain.config import ServiceConfig, probe_headers, secret
 from bot.domain.errors import MissingSecret
 from bot.domain.models import Rollback, Step
 from bot.execution.errors import PermanentStepError, TemporaryStepError
+from bot.integrations.errors import LoadBalancerError
 from bot.persistence import sealing
 from platforms.base import Capability, ConfigSnapshot, Platform, Revision, Unsupported
 
@@ -282,6 +283,56 @@ def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
     return {"webhooks": done}
 
 
+def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
+    """Runbook Step 5.2: point the target group's health check at the restored version's
+    path (pinned in the plan). The path found first is journaled before the write as the
+    step's inverse, and a retry keeps that first reading (by then the path may already be
+    the new one). Already that path: nothing is written."""
+    from bot.integrations.load_balancer import PATH_PROTOCOLS, TargetGroups
+
+    params = ctx.step.params
+    arn, path = str(params["target_group_arn"]), str(params["health_check_path"])
+    lb = ctx.service.load_balancer  # connection details only; the plan pinned the rest
+    region = str(params.get("region") or (lb.region_name() if lb else "us-east-1"))
+    groups = TargetGroups(region=region, endpoint_url=lb.endpoint_url if lb else None,
+                          timeout=lb.timeout_seconds if lb else 10.0)
+    try:
+        before = groups.health_check(arn)
+        if before.protocol not in PATH_PROTOCOLS:
+            raise PermanentStepError(
+                f"target group {before.target_group} checks health over "
+                f"{before.protocol or 'no protocol'}: only an HTTP/HTTPS health check has a "
+                "path; nothing was changed")
+        if "previous_path" not in ctx.step.result:
+            ctx.journal({"previous_path": before.path,
+                         "inverse": _health_check_inverse(arn, region, before.path)})
+        previous = ctx.step.result.get("previous_path", before.path)
+        if before.path == path:
+            return {"changed": False, "path": path, "previous_path": previous,
+                    "target_group": before.target_group,
+                    "message": f"health check of {before.target_group} already {path}"}
+        after = groups.set_health_check_path(arn, path)
+    except LoadBalancerError as exc:
+        error = TemporaryStepError if exc.transient else PermanentStepError
+        raise error(f"load balancer: {exc}") from None
+    if after.path != path:
+        raise PermanentStepError(f"target group {after.target_group} reports health-check "
+                                 f"path {after.path!r} after setting {path!r}")
+    return {"changed": True, "path": path, "previous_path": previous,
+            "target_group": after.target_group,
+            "message": f"health check of {after.target_group}: {previous} → {path}"}
+
+
+def _health_check_inverse(arn: str, region: str, path: str | None) -> dict[str, Any]:
+    """What puts the health check back, for the journal and for a human: the rollback
+    never undoes it by itself (like the application rollback it belongs to, see
+    ``bot.domain.compensation``)."""
+    command = (f"aws elbv2 modify-target-group --target-group-arn {arn} "
+               f"--health-check-path {path} --region {region}") if path else None
+    return {"action": "ModifyTargetGroup", "target_group_arn": arn, "health_check_path": path,
+            "command": command}
+
+
 def _platform_timeout(ctx: StepContext, wait: Literal["rollout", "stop"]) -> float:
     """The ``rollout`` or ``stop`` wait for this rollback's platform, as its spec derives it
     from the service's block; the defaults when the block is gone from the configuration
@@ -327,4 +378,5 @@ HANDLERS: dict[str, StepHandler] = {
     "app_rollback": app_rollback,
     "wait_rollout": wait_rollout,
     "repoint_webhooks": repoint_webhooks,
+    "set_health_check_path": set_health_check_path,
 }

@@ -2,6 +2,8 @@
 
     RollbackBotError                      (bot.domain.errors)
     └── IntegrationError                  every message is safe to show: no password, no key
+        ├── LoadBalancerError(transient, code)
+        │                                 ELBv2 refused or was unreachable (``load_balancer``)
         ├── PrometheusError(query, status_code, error_type)
         │                                 unreachable, HTTP error, ``status: error`` or an
         │                                 answer of an unexpected shape (``prometheus``)
@@ -11,9 +13,10 @@
             ├── BackupError               a dump could not be written (``target_database``)
             └── RestoreError              a restore could not run or did not finish
 
-Raised by ``bot.integrations.prometheus``, ``bot.integrations.pg_tools`` and
-``bot.integrations.target_database``; checks show them as a failed check, and a plan step
-that meets one stops the rollback with the error's type and message.
+Raised by ``bot.integrations.prometheus``, ``bot.integrations.pg_tools``,
+``bot.integrations.target_database`` and ``bot.integrations.load_balancer``; checks show them
+as a failed check, and a plan step that meets one stops the rollback with the error's type
+and message (a transient ``LoadBalancerError`` is retried first).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ __all__ = [
     "BackupError",
     "DatabaseOperationError",
     "IntegrationError",
+    "LoadBalancerError",
     "PgToolNotFound",
     "PrometheusError",
     "RestoreError",
@@ -65,3 +69,14 @@ class BackupError(DatabaseOperationError):
 
 class RestoreError(DatabaseOperationError):
     pass
+
+
+class LoadBalancerError(IntegrationError):
+    """The load balancer (ELBv2) refused or could not be reached; ``transient`` says whether
+    another attempt may succeed (throttling, 5xx, a timeout) or a human must look (no such
+    target group, access denied, a health check without a path)."""
+
+    def __init__(self, message: str, *, transient: bool, code: str | None = None) -> None:
+        self.transient = transient
+        self.code = code
+        super().__init__(message)

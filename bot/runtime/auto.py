@@ -265,11 +265,15 @@ class AutoRollback:
                               "(SLACK_BOT_TOKEN unset) nobody could approve the request, so "
                               "none was filed.", before=before, dry_run=dry_run)
         if dry_run:
-            facts = {"platform": plan.platform, "severity": plan.severity.value,
+            facts: dict[str, Any] = {"platform": plan.platform, "severity": plan.severity.value,
                      "scope": plan.scope, "channel": channel,
                      "from": plan.choice.current.label() if plan.choice.current else None,
                      "to": plan.choice.target.label(),
                      "steps": [st.description for st in plan.steps],
+                     # the configuration view, as the approvers would see it in the plan
+                     **{key: plan.facts[key] for key in ("config_differences",
+                                                         "config_view_unavailable")
+                        if key in plan.facts},
                      "self_approve": self_approves is None,
                      "approval": self_approves or "the automation approves it"}
             who = "self-approved" if self_approves is None else "a person approves"

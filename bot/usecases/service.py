@@ -54,7 +54,16 @@ from bot.persistence.store import Store
 from bot.usecases.assessment import assess
 from bot.usecases.catalog import Catalog
 from bot.usecases.timers import POLICY_JOBS, decision_key, expiry_key, schedule_deadlines
-from platforms.base import Platform, PlatformError, Revision, Target
+from platforms.base import (
+    Capability,
+    Platform,
+    PlatformError,
+    Revision,
+    RevisionDetail,
+    RevisionNotFound,
+    Target,
+    Unsupported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +196,7 @@ class RollbackService:
         facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, choice.target)}
         if choice.target_known_bad is not None:
             facts["known_bad_target"] = _mark_facts(choice.target_known_bad)
+        facts.update(self._config_view(platform_name, adapter, target, choice))
         backup_path = None
         if "db" in scope:
             backup_path, facts["backup"], checklist["backup_verified"] = self._pin_backup(
@@ -202,6 +212,26 @@ class RollbackService:
         return Plan(service=parsed.service, severity=severity, mode=sev.mode.value, scope=scope,
                     platform=platform_name, target=target, adapter=adapter, choice=choice,
                     steps=steps, checklist=checklist, facts=facts, planned_at=now)
+
+    def _config_view(self, platform_name: str, adapter: Platform, target: Target,
+                     choice: RevisionChoice) -> dict[str, Any]:
+        """What configuration changes with the pinned revision, for the approvers: a
+        decoration, so a platform that cannot tell (its spec, ``Unsupported``) or fails to
+        tell says why in the plan instead of blocking the request."""
+        spec = self.catalog.spec(platform_name)
+        try:
+            if spec is not None:
+                spec.require(Capability.CONFIG_VIEW)
+            diffs = adapter.config_differences(target, choice.current, choice.target)
+        except Unsupported as exc:
+            return {"config_view_unavailable": exc.reason}
+        except PlatformError as exc:
+            return {"config_view_unavailable": f"{type(exc).__name__}: {exc}"[:300]}
+        except Exception as exc:  # a decoration never blocks a state transition
+            log.warning("configuration view of %s failed: %s", target.describe(), exc,
+                        exc_info=True)
+            return {"config_view_unavailable": f"unexpected {type(exc).__name__}"}
+        return {"config_differences": [d.to_dict() for d in diffs]}
 
     def request(self, parsed: Parsed, *, requester: str, channel_id: str) -> Rollback:
         assert parsed.service is not None
@@ -609,6 +639,26 @@ class RollbackService:
     def history(self, service: str) -> list[Rollback]:
         self.service_config(service)
         return self.store.history(service, limit=10)
+
+    def describe_revision(self, service: str, number: int, *, platform: str | None = None
+                          ) -> tuple[str, RevisionDetail]:
+        """Revision ``number`` of ``service`` as its platform shows it (read-only): the
+        platform's name and the detail. An unknown service or revision is a clear refusal."""
+        svc = self.service_config(service)
+        name = svc.platform_or_default(platform)
+        target = target_for(svc, name)
+        try:
+            return name, self.platform(name).describe_revision(target, number)
+        except RevisionNotFound:
+            try:
+                known = ", ".join(str(r.number) for r in self.platform(name).history(target))
+            except PlatformError:
+                known = ""
+            raise NotFound(f"Revision {number} of `{service}` is not in the {name} history"
+                           + (f" (known revisions: {known})." if known else ".")) from None
+        except PlatformError as exc:
+            raise UserFacingError(f"Could not read revision {number} of `{service}` from "
+                                  f"{name}: {exc}") from None
 
     def known_bad(self, service: str, *, platform: str | None = None
                   ) -> tuple[str, list[KnownBad]]:

@@ -210,8 +210,7 @@ def test_a_missing_capability_is_unsupported_with_the_specs_reason(
             _use(adapter, capability)
         assert (err.value.platform, err.value.capability) == (spec.name, capability)
         assert str(err.value) == spec.unsupported[capability]
-    # The Kubernetes configuration view lands with its adapter change (issue 13).
-    assert PRODUCTION["kubernetes"].supports(capability) or capability == Capability.CONFIG_VIEW
+    assert PRODUCTION["kubernetes"].supports(capability)
 
 
 def test_a_production_platform_is_one_module() -> None:

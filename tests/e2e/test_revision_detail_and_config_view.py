@@ -1,0 +1,66 @@
+"""Issue 13 through the wire: ``/rollback history <service> --revision N`` answers with the
+platform's detail (ephemeral, masked, changes nothing), and the request message shows the
+configuration that changes with the pinned revision, or why it cannot."""
+
+from __future__ import annotations
+
+import pytest
+
+from platforms.base import TransientPlatformError
+from tests.e2e.conftest import Harness
+from tests.secret_scan import register_secret
+
+
+@pytest.fixture(autouse=True)
+def _fake_keys_are_secrets() -> None:
+    """The fake platform's credential-like literals (sandbox/fake_platform.py): the scan
+    checks that no Slack call or stored row of these tests carries them."""
+    for n in (1, 2, 3):
+        register_secret(f"fake-key-{n}", "the fake platform's API_KEY literal")
+
+
+def test_revision_detail_is_ephemeral_masked_and_changes_nothing(harness: Harness) -> None:
+    h = harness
+    reply = h.request("history hotel-voice-bot --revision 2")
+    assert reply.status == 200
+    text = h.wait_ephemeral("alice", "Revision 2 of hotel-voice-bot")
+    assert "```" in text and "registry.example/app:v1.2.0" in text
+    assert "LOG_LEVEL: info" in text and "deploy v1.2.0" in text
+    assert "API_KEY: &lt;hidden, sha256:" in text and "fake-key-2" not in text
+    assert "&lt;secret ref vault:secret/app/db#v2&gt;" in text
+    assert h.platform.mutations() == {}
+    assert h.bot.store.history("hotel-voice-bot", limit=1) == []  # no rollback was made
+
+
+def test_a_bad_revision_or_service_gets_a_clear_answer(harness: Harness) -> None:
+    h = harness
+    h.request("history hotel-voice-bot --revision 99")
+    missing = h.wait_ephemeral("alice", "Revision 99")
+    assert "not in the fake history (known revisions: 3, 2, 1)" in missing
+    unknown = h.request("history nope --revision 2").json()
+    assert "Unknown service `nope`" in str(unknown)
+    bad = h.request("history hotel-voice-bot --revision two").json()
+    assert "a revision is a positive number" in str(bad)
+    assert h.platform.mutations() == {}
+
+
+def test_the_request_shows_the_configuration_that_changes(harness: Harness) -> None:
+    h = harness
+    h.request('hotel-voice-bot --severity P1 --reason "5xx"')
+    text = str(h.rollback_message()["blocks"])
+    assert "Configuration that changes" in text
+    assert "env LOG_LEVEL: `debug` → `info`" in text
+    assert "env RELEASE: `v1.3.0` → `v1.2.0`" in text
+    assert "secret ref DB_PASSWORD: `vault:secret/app/db#v3` → `vault:secret/app/db#v2`" in text
+    assert "env API_KEY: `&lt;hidden, sha256:" in text and "fake-key" not in text
+
+
+def test_a_failing_configuration_view_never_blocks_the_request(harness: Harness) -> None:
+    h = harness
+    h.platform.inject("config_differences", TransientPlatformError("platform API timed out"))
+    h.request('hotel-voice-bot --severity P1 --reason "5xx"')
+    msg = h.rollback_message()
+    text = str(msg["blocks"])
+    assert "Configuration view unavailable: TransientPlatformError: platform API timed out" \
+        in text
+    assert "Approve" in text  # the request is up for a decision as usual
