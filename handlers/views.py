@@ -200,7 +200,7 @@ CONFIG_VIEW_LINES = 15
 
 
 def _config_view(facts: dict[str, Any]) -> Block | None:
-    """"Configuration that changes" with the pinned revision (values masked by the adapter,
+    """"Configuration that differs" with the pinned revision (values masked by the adapter,
     secrets as references), at most ``CONFIG_VIEW_LINES`` lines; or why the platform could
     not tell. None for a plan made before the view existed."""
     unavailable = facts.get("config_view_unavailable")
@@ -211,9 +211,9 @@ def _config_view(facts: dict[str, Any]) -> Block | None:
     if diffs is None:
         return None
     if not diffs:
-        return context("*Configuration that changes:* none (environment and references "
+        return context("*Configuration that differs:* none (environment and references "
                        "are the same in both revisions)")
-    return section("*Configuration that changes* (running → pinned)\n" + "\n".join(
+    return section("*Configuration that differs* (running → pinned)\n" + "\n".join(
         config_difference_lines(diffs, limit=CONFIG_VIEW_LINES)))
 
 

@@ -47,7 +47,7 @@ def test_the_plan_shows_what_the_bad_release_changed(stack: SandboxStack) -> Non
         (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
         timeout=20)
     text = str(msg["blocks"])
-    assert "Configuration that changes" in text
+    assert "Configuration that differs" in text
     assert "env VOICE_TIMEOUT_MS: `2000` → (unset)" in text
     assert ("secret ref WAHA_API_KEY: `secret hotel-voice-bot-secrets key WAHA_API_KEY` → "
             "(unset)") in text

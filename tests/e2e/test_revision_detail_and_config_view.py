@@ -48,7 +48,7 @@ def test_the_request_shows_the_configuration_that_changes(harness: Harness) -> N
     h = harness
     h.request('hotel-voice-bot --severity P1 --reason "5xx"')
     text = str(h.rollback_message()["blocks"])
-    assert "Configuration that changes" in text
+    assert "Configuration that differs" in text
     assert "env LOG_LEVEL: `debug` → `info`" in text
     assert "env RELEASE: `v1.3.0` → `v1.2.0`" in text
     assert "secret ref DB_PASSWORD: `vault:secret/app/db#v3` → `vault:secret/app/db#v2`" in text

@@ -84,7 +84,7 @@ def test_the_plan_shows_what_configuration_changes_capped() -> None:
     diffs[0] = ConfigDifference("secret ref", "DB", "arn:1", "arn:2").to_dict()
     diffs[1] = ConfigDifference("env", "NEW", None, "<x>").to_dict()
     text = _plan_text({"config_differences": diffs})
-    assert "Configuration that changes" in text
+    assert "Configuration that differs" in text
     assert "secret ref DB: `arn:1` → `arn:2`" in text
     assert "env NEW: (unset) → `&lt;x&gt;`" in text
     assert "env K14: `a` → `b`" in text and "K15" not in text
@@ -95,4 +95,4 @@ def test_an_unavailable_view_is_said_and_an_old_plan_shows_nothing() -> None:
     assert "Configuration view unavailable: not wired" in _plan_text(
         {"config_view_unavailable": "not wired"})
     assert "Configuration" not in _plan_text({})
-    assert "Configuration that changes:* none" in _plan_text({"config_differences": []})
+    assert "Configuration that differs:* none" in _plan_text({"config_differences": []})
