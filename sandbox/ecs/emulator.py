@@ -180,6 +180,11 @@ class EcsEmulator:
         service's CloudWatch CPUUtilization/MemoryUtilization will show it."""
         self.telemetry.set_usage(arn, Usage(cpu_percent, memory_percent))
 
+    def forget_metrics(self) -> None:
+        """Drop the CloudWatch datapoints published so far; new ones follow within the
+        emulator's ``metrics_interval``."""
+        self.telemetry.forget_metrics()
+
     def seed_hotel_voice_bot(self, *, cluster: str = "production",
                              service: str = "hotel-voice-bot", family: str = "hotel-voice-bot",
                              revisions: int = 4, desired_count: int = 3,

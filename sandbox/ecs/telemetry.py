@@ -78,6 +78,12 @@ class Telemetry:
         with self._lock:
             self._usage, self._published = {}, {}
 
+    def forget_metrics(self) -> None:
+        """Drop every datapoint published so far (a test staging new usage)."""
+        cloudwatch_backends[DEFAULT_ACCOUNT_ID][self.region].reset()
+        with self._lock:
+            self._published = {}
+
     def set_usage(self, task_definition_arn: str, usage: Usage) -> None:
         with self._lock:
             self._usage = {**self._usage, task_definition_arn: usage}
