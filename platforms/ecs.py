@@ -363,7 +363,8 @@ class EcsPlatform:
         ecs = self._ecs(target)
         self._service(ecs, target)  # TargetNotFound before anything else
         tasks = sorted(self._service_tasks(ecs, target, ("RUNNING", "STOPPED")),
-                       key=lambda t: t.get("createdAt") or datetime.min.replace(tzinfo=UTC),
+                       key=lambda t: (t.get("createdAt") or datetime.min.replace(tzinfo=UTC),
+                                      t.get("desiredStatus") == "RUNNING"),
                        reverse=True)[: self._max_log_tasks]
         region = (target.options or {}).get("region")
         with translate():
