@@ -312,6 +312,11 @@ class DeploymentSimulator:
         by_id = {d["id"]: d for d in deployments}
         primary, olds = deployments[0], deployments[1:]
         before = _fingerprint(service.deployments, tasks)
+        config = dict(getattr(service, "deployment_configuration", None) or {})
+        breaker = dict(config.get("deploymentCircuitBreaker") or {})
+        # "When set to false, Amazon ECS does not reset the failure count" (service-2.json,
+        # DeploymentCircuitBreaker.resetOnHealthyTask; default true)
+        resets = breaker.get("resetOnHealthyTask") is not False
         started: list[ServiceTask] = []
         stopped: list[ServiceTask] = []
 
@@ -334,10 +339,9 @@ class DeploymentSimulator:
                 image = task.containers[0].image if task.containers else "?"
                 self._log(task, f"Starting {image}", "Listening on 0.0.0.0:8080",
                           "Health check passed: ready")
-                if dep is not None:  # resetOnHealthyTask (default true)
+                if dep is not None and resets:
                     dep["failedTasks"] = 0
 
-        config = dict(getattr(service, "deployment_configuration", None) or {})
         desired = int(service.desired_count or 0)
         wanted = [t for t in tasks if t.wanted]
 
@@ -393,7 +397,6 @@ class DeploymentSimulator:
         deployments = [primary, *olds]
 
         # 5. circuit breaker, then completion
-        breaker = dict(config.get("deploymentCircuitBreaker") or {})
         if (breaker.get("enable") and primary.get("rolloutState") == "IN_PROGRESS"
                 and int(primary.get("failedTasks") or 0)
                 >= failure_threshold(desired, breaker.get("thresholdConfiguration"))):

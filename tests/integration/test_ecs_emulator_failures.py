@@ -175,15 +175,7 @@ def test_a_task_that_runs_resets_failed_tasks_and_the_deployment_completes(
     first RUNNING task resets it (resetOnHealthyTask), so the breaker never trips."""
     seeded, target, client, platform = seed(emulator)
     breaker(client, target, rollback=True)
-    seen: list[int] = []  # attempts count every task of v3, those of the seed included
-
-    def hook(arn: str, attempt: int) -> TaskFault | None:
-        if arn != seeded.arns[2]:
-            return None
-        seen.append(attempt)
-        return TaskFault("exit", exit_code=137) if len(seen) <= 2 else None
-
-    emulator.set_fault_hook(hook)
+    seen = fail_calls(emulator, seeded.arns[2], {1, 2})
     emulator.simulator.pause()
     try:
         deploy(client, target, seeded.arns[2])
@@ -198,6 +190,45 @@ def test_a_task_that_runs_resets_failed_tasks_and_the_deployment_completes(
     assert waiter(client, target, attempts=3) == "success"
     assert seen == list(range(seen[0], seen[0] + len(seen))) and len(seen) >= 4
     assert platform.confirm_running(target, platform.current_revision(target)).matches
+
+
+def test_without_reset_on_healthy_task_failures_add_up_across_a_running_task(
+        emulator: EcsEmulator) -> None:
+    """resetOnHealthyTask=false: tasks 1 and 2 fail, 3 runs, 4 fails: the count goes on to
+    3 and the breaker trips although a task of the deployment runs."""
+    seeded, target, client, platform = seed(emulator)
+    client.update_service(cluster=target.scope, service=target.name, deploymentConfiguration={
+        "maximumPercent": 200, "minimumHealthyPercent": 100, "deploymentCircuitBreaker": {
+            "enable": True, "rollback": False, "resetOnHealthyTask": False}})
+    fail_calls(emulator, seeded.arns[2], {1, 2, 4})
+    emulator.simulator.pause()
+    try:
+        deploy(client, target, seeded.arns[2])
+        svc = step_until(emulator, client, target, lambda s: any(
+            d["rolloutState"] == "FAILED" for d in s["deployments"]))
+    finally:
+        emulator.simulator.resume()
+    primary = svc["deployments"][0]
+    assert (primary["rolloutState"], primary["failedTasks"], primary["runningCount"]) == \
+        ("FAILED", 3, 1)
+    with pytest.raises(RolloutFailed, match="circuit breaker"):
+        platform.rollout_status(target, raise_on_failure=True)
+
+
+def fail_calls(emulator: EcsEmulator, arn: str, failing: set[int]) -> list[int]:
+    """A fault hook: the n-th task of ``arn`` started from now on exits with 137 when n is
+    in ``failing``; returns the attempts the emulator passed (counting every task of
+    ``arn``, the seed's included)."""
+    seen: list[int] = []
+
+    def hook(task_definition: str, attempt: int) -> TaskFault | None:
+        if task_definition != arn:
+            return None
+        seen.append(attempt)
+        return TaskFault("exit", exit_code=137) if len(seen) in failing else None
+
+    emulator.set_fault_hook(hook)
+    return seen
 
 
 def test_a_missing_awslogs_log_group_keeps_tasks_from_starting(emulator: EcsEmulator) -> None:
