@@ -342,3 +342,18 @@ def test_list_task_definitions_sorts_and_pages_like_ecs(emulator: EcsEmulator) -
         with pytest.raises(ClientError) as err:
             client.list_task_definitions(familyPrefix=seeded.family, **bad)
         assert err.value.response["Error"]["Code"] == "InvalidParameterException"
+
+
+def test_a_revision_registered_between_pages_neither_repeats_nor_shifts_the_listing(
+        emulator: EcsEmulator) -> None:
+    """The next page continues after the last revision listed (the token is opaque to the
+    client); with DESC a revision registered meanwhile belongs before the first page."""
+    seeded, target, client, _ = seed(emulator)
+    first = client.list_task_definitions(familyPrefix=seeded.family, sort="DESC", maxResults=2)
+    client.register_task_definition(family=seeded.family, containerDefinitions=[
+        {"name": "x", "image": "x:1", "memory": 64}])
+    rest = client.list_task_definitions(familyPrefix=seeded.family, sort="DESC", maxResults=2,
+                                        nextToken=first["nextToken"])
+    listed = first["taskDefinitionArns"] + rest["taskDefinitionArns"]
+    assert [int(a.rsplit(":", 1)[1]) for a in listed] == [4, 3, 2, 1]
+    assert "nextToken" not in rest
