@@ -169,6 +169,11 @@ class EcsEmulator:
         (stopCode EssentialContainerExited), e.g. a missing environment variable."""
         self.simulator.set_fault(arn, TaskFault("exit", exit_code=exit_code, logs=logs))
 
+    def ignore_sigterm(self, arn: str, *, stop_timeout: float) -> None:
+        """Running tasks of ``arn`` ignore SIGTERM: a stop takes ``stop_timeout`` seconds (their
+        stopTimeout) and ends with SIGKILL, exit code 137."""
+        self.simulator.ignore_sigterm(arn, stop_timeout)
+
     def set_fault_hook(self, hook: FaultHook | None) -> None:
         """``hook(task_definition_arn, attempt)`` decides, for each task starting, whether it
         fails and how (a ``TaskFault``) or starts (None); checked before the marks above."""

@@ -100,6 +100,7 @@ class DeploymentSimulator:
         self._last_completed: dict[str, dict[str, Any]] = {}  # service ARN -> deployment
         self._failing: dict[str, TaskFault] = {}  # task-definition ARN -> how its tasks fail
         self._attempts: dict[str, int] = {}  # task-definition ARN -> tasks started so far
+        self._stubborn: dict[str, float] = {}  # task-definition ARN -> stopTimeout (s)
         self.fault_hook: FaultHook | None = None
         self.telemetry = telemetry
         self.steps = 0
@@ -159,7 +160,7 @@ class DeploymentSimulator:
         """Drop every task, completion record and failure mark (after a backend reset)."""
         with self._lock:
             self._tasks, self._last_completed, self._failing = {}, {}, {}
-            self._attempts, self.fault_hook = {}, None
+            self._attempts, self.fault_hook, self._stubborn = {}, None, {}
 
     def start(self) -> None:
         self.install()
@@ -193,6 +194,14 @@ class DeploymentSimulator:
         with self._lock:
             self._failing = {**self._failing, arn: fault}
 
+    def ignore_sigterm(self, arn: str, stop_timeout: float) -> None:
+        """Tasks of ``arn`` stopped from now on ignore SIGTERM: they stay in the stop phases
+        for ``stop_timeout`` seconds, then are killed (exit code 137). ECS sends SIGTERM and,
+        after the container definition's stopTimeout (30 s by default), SIGKILL (developer
+        guide, task definition parameters, "stopTimeout"); 137 is 128 + SIGKILL (Docker)."""
+        with self._lock:
+            self._stubborn = {**self._stubborn, arn: stop_timeout}
+
     def _fault(self, task: ServiceTask) -> TaskFault | None:
         arn = task.task_definition_arn
         self._attempts[arn] = attempt = self._attempts.get(arn, 0) + 1
@@ -212,8 +221,12 @@ class DeploymentSimulator:
 
     def _stop_task(self, task: ServiceTask, reason: str, at: float) -> None:
         """The scheduler stops ``task``; a running one logs the SIGTERM it gets."""
+        stubborn = self._stubborn.get(task.task_definition_arn)
         if task.wanted and task.last_status == "RUNNING":
-            self._log(task, "Received SIGTERM, shutting down gracefully")
+            self._log(task, "Received SIGTERM" + (", shutting down gracefully"
+                                                  if stubborn is None else ""))
+            if stubborn is not None:
+                task.stop_time, task.stop_exit_code = stubborn, 137
         task.begin_stop(reason, at)
 
     def heal_task_definition(self, arn: str) -> None:

@@ -79,6 +79,10 @@ class ServiceTask(Task):
         self.stopped_at: datetime | None = None
         self.stop_code: str | None = None
         self.stop_started: float | None = None  # monotonic time desiredStatus went STOPPED
+        # A container that ignores SIGTERM is killed once its stopTimeout is over: the stop
+        # takes that long and the exit code is 137 (128 + SIGKILL), see ``ignore_sigterm``.
+        self.stop_time: float | None = None
+        self.stop_exit_code = 0
         self.container_definitions: list[dict[str, Any]] = list(
             task_definition.container_definitions or [])
         for container in self.containers:
@@ -153,6 +157,7 @@ class ServiceTask(Task):
         """Move along the stop phases; returns whether lastStatus changed."""
         if self.wanted or self._sim_status == "STOPPED" or self.stop_started is None:
             return False
+        stop_time = self.stop_time if self.stop_time is not None else stop_time
         elapsed = at - self.stop_started
         status = "STOPPED"
         if not instant and stop_time > 0:
@@ -166,5 +171,5 @@ class ServiceTask(Task):
         if status == "STOPPED":
             self.stopped_at = now()
             for container in self.containers:
-                container.exitCode = 0
+                container.exitCode = self.stop_exit_code
         return True

@@ -357,3 +357,28 @@ def test_a_revision_registered_between_pages_neither_repeats_nor_shifts_the_list
     listed = first["taskDefinitionArns"] + rest["taskDefinitionArns"]
     assert [int(a.rsplit(":", 1)[1]) for a in listed] == [4, 3, 2, 1]
     assert "nextToken" not in rest
+
+
+def test_tasks_that_ignore_sigterm_are_killed_after_their_stop_timeout(
+        emulator: EcsEmulator) -> None:
+    """Scale to zero with containers that ignore SIGTERM: runningCount is 0 at once but the
+    tasks stay in the stop phases for their stopTimeout; botocore's tasks_stopped waiter and
+    the adapter's wait_for_stopped both wait, and the containers end with exit code 137."""
+    seeded, target, client, platform = seed(emulator)
+    emulator.ignore_sigterm(seeded.arns[3], stop_timeout=2.0)
+    arns = client.list_tasks(cluster=target.scope, serviceName=target.name)["taskArns"]
+    platform.scale(target, 0)
+    wait_until(lambda: service(client, target)["runningCount"] == 0, timeout=5,
+               message="runningCount 0")
+    with pytest.raises(WaiterError, match="Max attempts exceeded"):
+        client.get_waiter("tasks_stopped").wait(
+            cluster=target.scope, tasks=arns, WaiterConfig={"Delay": DELAY, "MaxAttempts": 4})
+    early = platform.wait_for_stopped(target, timeout=0.2)
+    assert not early.done and "3 tasks still running" in early.message
+    assert platform.wait_for_stopped(target, timeout=20).done
+    client.get_waiter("tasks_stopped").wait(cluster=target.scope, tasks=arns,
+                                            WaiterConfig={"Delay": DELAY, "MaxAttempts": 2})
+    stopped = client.describe_tasks(cluster=target.scope, tasks=arns)["tasks"]
+    assert {t["containers"][0]["exitCode"] for t in stopped} == {137}
+    logs = platform.logs_tail(target, lines=1)
+    assert logs.count("] Received SIGTERM") == 3
