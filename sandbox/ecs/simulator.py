@@ -32,8 +32,9 @@ deployment, and a stepping thread runs the service's tasks like ECS's scheduler 
 #     Deployment.failedTasks; reset when a task reaches RUNNING: resetOnHealthyTask defaults
 #     to true, shape DeploymentCircuitBreaker). Without the circuit breaker ECS keeps
 #     launching replacements for ever, so the deployment stays IN_PROGRESS with the old one
-#     still serving and ServicesStable never succeeds (deployment-circuit-breaker.html: the
-#     breaker exists so that "a deployment ... doesn't get stuck").
+#     still serving and ServicesStable never succeeds: it is the breaker that "determines whether
+#     a service deployment will fail if the service can't reach a steady state" (service-2.json,
+#     shape DeploymentCircuitBreaker).
 #   * Telemetry (telemetry.py): RUNNING tasks write awslogs log events and the service's
 #     CPUUtilization/MemoryUtilization go to CloudWatch, as ECS and its log driver do.
 #   * Deployment circuit breaker (developer guide "How the Amazon ECS deployment circuit breaker

@@ -49,7 +49,7 @@ class TaskFault:
     "Essential container in task exited"). Both count as failed tasks: "the task doesn't
     transition to a RUNNING state" (botocore service-2.json, Deployment.failedTasks)."""
 
-    kind: str = "pull"  # "pull" or "exit"
+    kind: str = "pull"  # "pull" (or anything else before the container starts) or "exit"
     reason: str = ""  # stoppedReason for "pull" (default: CannotPullContainerError)
     exit_code: int = 1
     logs: tuple[str, ...] = ()

@@ -7,9 +7,10 @@ events of the awslogs driver and the service's CPUUtilization/MemoryUtilization 
 # the group ``awslogs-group`` in ``awslogs-region``, stream
 # ``<awslogs-stream-prefix>/<container name>/<ECS task id>`` (AWS ECS developer guide,
 # "Send Amazon ECS logs to CloudWatch", using_awslogs.html, awslogs-stream-prefix). The group
-# must exist unless ``awslogs-create-group`` is "true"; otherwise the container cannot start
-# ("ResourceInitializationError: failed to validate logger args: ... The specified log group
-# does not exist", the same page and aws/containers-roadmap#1033). Without a stream prefix
+# must exist unless ``awslogs-create-group`` is "true" (the same page, awslogs-create-group);
+# otherwise the task cannot start and stops with a ResourceInitializationError naming the
+# missing group (the exact wording below is ours, after what the ECS console shows for
+# logger errors). Without a stream prefix
 # the stream is named after the Docker container id (EC2 launch type only): nothing a
 # reader can map to a task, so the emulator writes such logs nowhere a tool would find them.
 #
