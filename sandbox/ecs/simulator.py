@@ -198,8 +198,8 @@ class DeploymentSimulator:
     def ignore_sigterm(self, arn: str, stop_timeout: float) -> None:
         """Tasks of ``arn`` stopped from now on ignore SIGTERM: they stay in the stop phases
         for ``stop_timeout`` seconds, then are killed (exit code 137). ECS sends SIGTERM and,
-        after the container definition's stopTimeout (30 s by default), SIGKILL (developer
-        guide, task definition parameters, "stopTimeout"); 137 is 128 + SIGKILL (Docker)."""
+        after "a default 30-second timeout", SIGKILL (ECS API reference, StopTask; the
+        container definition's stopTimeout sets it); 137 is 128 + SIGKILL (Docker)."""
         with self._lock:
             self._stubborn = {**self._stubborn, arn: stop_timeout}
 
