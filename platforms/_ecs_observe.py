@@ -139,7 +139,7 @@ def metric_queries(cluster: str, service: str) -> list[dict[str, Any]]:
                   {"Name": "ServiceName", "Value": service}]
     return [{"Id": metric_id, "ReturnData": True, "MetricStat": {
         "Metric": {"Namespace": NAMESPACE, "MetricName": name, "Dimensions": dimensions},
-        "Period": METRIC_PERIOD, "Stat": "Average", "Unit": "Percent"}}
+        "Period": METRIC_PERIOD, "Stat": "Average"}}  # no Unit: it would only filter
         for metric_id, name in (("cpu", "CPUUtilization"), ("memory", "MemoryUtilization"))]
 
 
