@@ -728,8 +728,11 @@ def stability(response: Mapping[str, Any], name: str) -> RolloutStatus:
     if verdict == "success":
         return RolloutStatus(done=True, message=f"service {name} is stable: {running} of "
                                                 f"{desired} tasks running on {where}")
+    # failedTasks says why a rollout without the circuit breaker makes no progress: ECS
+    # keeps replacing tasks that fail to start and never fails the deployment itself.
     parts = ", ".join(f"{d.get('status')} {short_name(d.get('taskDefinition'))} "
                       f"{d.get('runningCount', 0)}/{d.get('desiredCount', 0)}"
+                      + (f" ({d['failedTasks']} failed tasks)" if d.get("failedTasks") else "")
                       for d in deployments)
     return RolloutStatus(done=False, message=f"Waiting for service {name} to become stable: "
                          f"{running} of {desired} tasks running, {len(deployments)} "

@@ -10,6 +10,7 @@ failure is asserted next to the oracle's.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
@@ -105,6 +106,7 @@ def test_an_image_that_cannot_be_pulled_keeps_failing_and_the_service_never_stab
     status = platform.wait_for_rollout(target, timeout=0.5)
     assert not status.done and not status.failed  # what ECS says: still in progress
     assert "2 deployment(s)" in status.message
+    assert re.search(r"PRIMARY hotel-voice-bot:3 0/3 \(\d+ failed tasks\)", status.message)
 
 
 def test_a_container_exiting_with_a_code_trips_the_breaker_without_rollback(
