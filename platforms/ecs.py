@@ -1,6 +1,8 @@
 """AWS ECS adapter (boto3): roll a service back to a pinned task-definition ARN, wait with
 botocore's ``services_stable`` semantics while reporting progress, scale desiredCount, wait
-for every task to stop, and confirm what actually runs afterwards.
+for every task to stop, and confirm what actually runs afterwards; show the tasks' logs
+(CloudWatch Logs, awslogs driver), the service's CPU/memory (CloudWatch AWS/ECS metrics), a
+task definition's summary and the configuration that differs between two task definitions.
 
 The module ends with ``SPEC``: this platform as data for the registry (config block, target,
 factory, words, what it cannot do).
@@ -16,6 +18,21 @@ factory, words, what it cannot do).
 #     ecs-svc/..." vs "registered ...; ACTIVE, no deployment record retained by ECS").
 #   * deregistered (INACTIVE) revisions are left out unless a deployment still uses them:
 #     ECS refuses to update a service to an INACTIVE task definition.
+#   * at most ``max_task_definitions`` (100) ACTIVE revisions, the newest: ListTaskDefinitions
+#     with sort=DESC lists a family's newest revision first (botocore service-2.json,
+#     ListTaskDefinitionsRequest.sort) in pages of up to 100; the adapter stops paging once it
+#     has the cap. The deployments' task definitions are listed whatever their age, so the
+#     current revision is always there even when 100 newer ones were registered.
+#   * a revision registered by a pipeline that never deployed it looks exactly like one that
+#     was deployed and replaced (ECS keeps no record of either), hence the wording of
+#     ``change_cause``: "no deployment record retained by ECS", never "deployed".
+#
+# Observability and IAM (platforms/_ecs_observe.py has the details): logs_tail reads the
+# awslogs streams of the service's newest tasks (logs:GetLogEvents), resource_usage the
+# service's CPUUtilization/MemoryUtilization (cloudwatch:GetMetricData), both next to
+# ecs:ListTasks, ecs:DescribeTasks and ecs:DescribeTaskDefinition. Logs and metrics clients
+# are built like the ECS one (same session, endpoint_url when configured); the awslogs region
+# comes from the task definition's ``awslogs-region``.
 #
 # Why "stable" is not "rolled back": with the deployment circuit breaker on and rollback=true,
 # a deployment whose tasks fail to start goes rolloutState FAILED and ECS makes the last
@@ -65,6 +82,16 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field
 
+from platforms._ecs_observe import (
+    config_differences,
+    denied,
+    metric_queries,
+    metric_window,
+    now_utc,
+    revision_detail,
+    service_usage,
+    tail_task_logs,
+)
 from platforms._ecs_support import (
     Revert,
     chunks,
@@ -98,8 +125,8 @@ from platforms.base import (
     Target,
     TargetNotFound,
     TransientPlatformError,
+    Unsupported,
     WriteConflict,
-    basic_detail,
     refuse_if_changed,
 )
 
@@ -136,13 +163,27 @@ class EcsPlatform:
     retries and whose every call is bounded by ``request_timeout``. Either way botocore never
     resends an UpdateService (see the module comment on fencing). ``poll_interval`` overrides
     the waiter's own delay (15 s) between DescribeServices calls; ``in_doubt_grace`` is how
-    long after sending an UpdateService that got no answer a retry waits for it to land."""
+    long after sending an UpdateService that got no answer a retry waits for it to land.
+
+    ``logs_client``/``cloudwatch_client`` are used as given (tests); otherwise they are built
+    like the ECS client, and when only ``client`` was given, with its credentials and, unless
+    it talks to AWS itself, its endpoint (an emulator serves every service on one port).
+    ``history`` lists at most ``max_task_definitions`` ACTIVE revisions (the newest) plus the
+    deployments' task definitions; ``logs_tail`` reads the ``max_log_tasks`` newest tasks;
+    ``resource_usage`` looks back ``metrics_minutes`` for a datapoint."""
 
     name = "ecs"
 
     def __init__(self, *, client: Any | None = None, session: Any | None = None,
                  poll_interval: float | None = None, max_task_definitions: int = 100,
-                 request_timeout: float = 30.0, in_doubt_grace: float = 60.0) -> None:
+                 request_timeout: float = 30.0, in_doubt_grace: float = 60.0,
+                 logs_client: Any | None = None, cloudwatch_client: Any | None = None,
+                 max_log_tasks: int = 3, metrics_minutes: int = 10,
+                 now: Callable[[], datetime] = now_utc) -> None:
+        self._given = {"logs": logs_client, "cloudwatch": cloudwatch_client}
+        self._max_log_tasks = max_log_tasks
+        self._metrics_minutes = metrics_minutes
+        self._now = now
         self._client = never_resend_writes(client) if client is not None else None
         self._session = session
         self._poll = poll_interval
@@ -150,7 +191,7 @@ class EcsPlatform:
         self._grace = in_doubt_grace
         self._config = Config(connect_timeout=request_timeout, read_timeout=request_timeout,
                               retries={"mode": "standard", "max_attempts": 3})
-        self._clients: dict[tuple[str | None, str | None], Any] = {}
+        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._defs: dict[str, Mapping[str, Any]] = {}  # task definitions are immutable
         self._in_doubt: dict[tuple[str, str], _InDoubt] = {}
         self._lock = threading.Lock()
@@ -315,11 +356,45 @@ class EcsPlatform:
 
     # The capabilities this adapter lacks, each with its reason, are in SPEC.unsupported.
     def logs_tail(self, target: Target, *, lines: int = 100) -> str:
-        """Not wired: ECS logs live in CloudWatch Logs (awslogs driver) per task."""
-        raise SPEC.refuse(Capability.LOGS)
+        """The last ``lines`` CloudWatch Logs events of each awslogs container of the
+        service's ``max_log_tasks`` newest tasks (RUNNING or recently STOPPED, the latter with
+        their stop code, reason and exit codes): a deployment whose tasks crash shows why.
+        ``Unsupported`` when no container logs to CloudWatch per task or IAM denies it."""
+        ecs = self._ecs(target)
+        self._service(ecs, target)  # TargetNotFound before anything else
+        tasks = sorted(self._service_tasks(ecs, target, ("RUNNING", "STOPPED")),
+                       key=lambda t: (t.get("createdAt") or datetime.min.replace(tzinfo=UTC),
+                                      t.get("desiredStatus") == "RUNNING"),
+                       reverse=True)[: self._max_log_tasks]
+        region = (target.options or {}).get("region")
+        with translate():
+            return tail_task_logs(
+                lambda where: self._aws(target, "logs", where or region), tasks,
+                lambda arn: self._cached(ecs, arn), lines=lines, platform=SPEC.name)
 
     def resource_usage(self, target: Target) -> list[ResourceUsage]:
-        raise SPEC.refuse(Capability.RESOURCE_USAGE)
+        """The service's mean task from CloudWatch CPUUtilization/MemoryUtilization (AWS/ECS,
+        ClusterName + ServiceName), converted with the PRIMARY task definition's cpu/memory:
+        one entry, see platforms/_ecs_observe.py. [] when no task is RUNNING; ``Unsupported``
+        when CloudWatch has no recent datapoint (unknown is not "nothing runs")."""
+        ecs = self._ecs(target)
+        service = self._service(ecs, target)
+        running = int(service.get("runningCount") or 0)
+        if running == 0:
+            return []
+        definition = self._cached(ecs, _primary_task_definition(service) or "?")
+        try:
+            with translate():
+                response = self._aws(target, "cloudwatch").get_metric_data(
+                    MetricDataQueries=metric_queries(target.scope, target.name),
+                    **metric_window(self._now(), self._metrics_minutes))
+        except PermanentPlatformError as exc:
+            if denied(exc.__cause__):
+                raise Unsupported(SPEC.name, Capability.RESOURCE_USAGE,
+                                  f"IAM denies cloudwatch:GetMetricData ({exc})") from None
+            raise
+        return service_usage(response, definition, service=target.name, running=running,
+                             minutes=self._metrics_minutes, platform=SPEC.name)
 
     def snapshot_config(self, target: Target) -> ConfigSnapshot:
         """Nothing separate to snapshot: an ECS service's configuration (env, secrets refs)
@@ -327,12 +402,25 @@ class EcsPlatform:
         raise SPEC.refuse(Capability.CONFIG_SNAPSHOTS)
 
     def describe_revision(self, target: Target, number: int) -> RevisionDetail:
-        """Revision ``number`` from the history (number, images, change-cause, created)."""
-        return basic_detail(self.history(target), number)
+        """Revision ``number`` of the history as its task definition says: family:revision,
+        status, images per container, cpu/memory, environment keys (no values), secret
+        references, awslogs group, registeredAt/registeredBy, the history's change-cause."""
+        history = self.history(target)
+        found = next((rev for rev in history if rev.number == number), None)
+        if found is None:
+            raise RevisionNotFound(f"revision {number} not found in history (the newest "
+                                   f"{self._max_defs} ACTIVE task definitions of the family "
+                                   "and the service's deployments)")
+        return revision_detail(found, self._cached(self._ecs(target), found.id))
 
     def config_differences(self, target: Target, running: Revision,
                            pinned: Revision) -> list[ConfigDifference]:
-        raise SPEC.refuse(Capability.CONFIG_VIEW)
+        """Image, environment (literals masked), secret references (``valueFrom``), environment
+        files and task cpu/memory that change when the pinned task definition replaces the
+        running one. Task definitions are immutable, so this is exactly what the rollback
+        changes in the service's configuration."""
+        ecs = self._ecs(target)
+        return config_differences(self._cached(ecs, running.id), self._cached(ecs, pinned.id))
 
     def restore_config(self, target: Target, snapshot: ConfigSnapshot) -> bool:
         """Nothing to restore separately (see ``snapshot_config``)."""
@@ -476,13 +564,46 @@ class EcsPlatform:
         if self._client is not None:
             return self._client
         options = target.options or {}
-        key = (options.get("region"), options.get("endpoint_url"))
+        key = ("ecs", options.get("region"), options.get("endpoint_url"))
         with self._lock:
             if key not in self._clients:
                 session = self._session or boto3.session.Session()
                 self._clients[key] = never_resend_writes(session.client(
-                    "ecs", region_name=key[0], endpoint_url=key[1], config=self._config))
+                    "ecs", region_name=key[1], endpoint_url=key[2], config=self._config))
             return self._clients[key]
+
+    def _aws(self, target: Target, service: str, region: str | None = None) -> Any:
+        """A ``logs`` or ``cloudwatch`` client for ``target`` (in ``region``, default the
+        target's): the one given, else built like ``_ecs`` (see the class docstring)."""
+        if self._given.get(service) is not None:
+            return self._given[service]
+        options = target.options or {}
+        region = region or options.get("region")
+        endpoint = options.get("endpoint_url")
+        session = self._session
+        if self._client is not None and session is None:
+            meta = self._client.meta
+            region = region or meta.region_name
+            if endpoint is None and "amazonaws.com" not in str(meta.endpoint_url):
+                endpoint = meta.endpoint_url  # an emulator: one port for every service
+            credentials = self._client._get_credentials()
+            session = boto3.session.Session(
+                aws_access_key_id=getattr(credentials, "access_key", None),
+                aws_secret_access_key=getattr(credentials, "secret_key", None),
+                aws_session_token=getattr(credentials, "token", None))
+        key = (service, region, endpoint)
+        with self._lock:
+            if key not in self._clients:
+                session = session or boto3.session.Session()
+                self._clients[key] = session.client(service, region_name=region,
+                                                    endpoint_url=endpoint, config=self._config)
+            return self._clients[key]
+
+    def _cached(self, ecs: Any, arn: str) -> Mapping[str, Any]:
+        """A task definition, from the cache when read before (they are immutable)."""
+        with self._lock:
+            definition = self._defs.get(arn)
+        return definition if definition is not None else self._describe(ecs, arn)
 
     def _service(self, ecs: Any, target: Target) -> Mapping[str, Any]:
         with translate():
@@ -607,8 +728,11 @@ def stability(response: Mapping[str, Any], name: str) -> RolloutStatus:
     if verdict == "success":
         return RolloutStatus(done=True, message=f"service {name} is stable: {running} of "
                                                 f"{desired} tasks running on {where}")
+    # failedTasks says why a rollout without the circuit breaker makes no progress: ECS
+    # keeps replacing tasks that fail to start and never fails the deployment itself.
     parts = ", ".join(f"{d.get('status')} {short_name(d.get('taskDefinition'))} "
                       f"{d.get('runningCount', 0)}/{d.get('desiredCount', 0)}"
+                      + (f" ({d['failedTasks']} failed tasks)" if d.get("failedTasks") else "")
                       for d in deployments)
     return RolloutStatus(done=False, message=f"Waiting for service {name} to become stable: "
                          f"{running} of {desired} tasks running, {len(deployments)} "
@@ -702,10 +826,6 @@ SPEC: PlatformSpec[EcsTarget] = PlatformSpec(
     unit="task",
     summary="a service (`cluster`, `service`, `family`)",
     unsupported={
-        Capability.CONFIG_VIEW: "the configuration view is not wired yet",
-        Capability.LOGS: "ECS logs live in CloudWatch Logs (awslogs driver), which is not "
-                         "wired",
-        Capability.RESOURCE_USAGE: "ECS: CloudWatch metrics not wired",
         # Not a gap: env and secret references live in the immutable task definition,
         # which the rollback itself pins and restores.
         Capability.CONFIG_SNAPSHOTS: "an ECS service's configuration lives in its task "

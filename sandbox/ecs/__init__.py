@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
-from .emulator import EcsEmulator, Seeded
+from .emulator import EcsEmulator, Seeded, task_definition
 from .faults import EcsCall, Held
 from .simulator import DeploymentSimulator
+from .tasks import TaskFault
+from .telemetry import Usage
 
-__all__ = ["DeploymentSimulator", "EcsCall", "EcsEmulator", "Held", "Seeded"]
+__all__ = ["DeploymentSimulator", "EcsCall", "EcsEmulator", "Held", "Seeded", "TaskFault", "Usage",
+           "task_definition"]

@@ -1,12 +1,14 @@
 """``EcsEmulator``: moto's ECS backend served over HTTP on 127.0.0.1 (ephemeral port) with a
-deployment simulator (tasks, rolling updates, circuit breaker), wire faults (held requests,
+deployment simulator (tasks, rolling updates, failed deployments, circuit breaker),
+ListTaskDefinitions as ECS pages and sorts it, CloudWatch Logs and metrics for the simulated
+tasks (moto's ``logs`` and ``monitoring`` on the same port), wire faults (held requests,
 throttling), plus the hotel-voice-bot seed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,10 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import make_server
 
 from .faults import MAX_HOLD_SECONDS, EcsCall, FaultyWire, Held, Refusal
-from .simulator import DeploymentSimulator
+from .listing import serve_listing
+from .simulator import DeploymentSimulator, FaultHook
+from .tasks import TaskFault
+from .telemetry import Telemetry, Usage
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -39,15 +44,19 @@ class Seeded:
 
 
 class _FaultyMotoServer(ThreadedMotoServer):
-    """moto's threaded server with ``FaultyWire`` in front of its WSGI app. ``_server_entry``
-    is moto's own (moto/moto_server/threaded_moto_server.py) with the app wrapped."""
+    """moto's threaded server with ``FaultyWire`` in front of its WSGI app, and ECS's own
+    ListTaskDefinitions (listing.py) in front of moto's. ``_server_entry`` is moto's own
+    (moto/moto_server/threaded_moto_server.py) with the app wrapped."""
 
-    def __init__(self, wire: FaultyWire, *, ip_address: str, port: int) -> None:
+    def __init__(self, wire: FaultyWire, definitions: Callable[[], Any], *, ip_address: str,
+                 port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.wire = wire
+        self.definitions = definitions
 
     def _server_entry(self) -> None:
-        app = self.wire.wrap(DomainDispatcherApplication(create_backend_app))
+        app = self.wire.wrap(serve_listing(DomainDispatcherApplication(create_backend_app),
+                                           self.definitions))
         self._server = make_server(self._ip_address, self._port, app, True,
                                    request_handler=MotoRequestHandler)
         self._server_ready_event.set()
@@ -60,16 +69,24 @@ class EcsEmulator:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, region: str = "us-east-1",
                  step_interval: float = 0.05, tasks_per_step: int = 1,
-                 stop_time: float = 0.3) -> None:
+                 stop_time: float = 0.3, metrics_interval: float = 1.0) -> None:
         self.region = region
         self.wire = FaultyWire()
-        self._server = _FaultyMotoServer(self.wire, ip_address=host, port=port)
+        self._server = _FaultyMotoServer(self.wire, self._definitions, ip_address=host,
+                                         port=port)
+        self.telemetry = Telemetry(region, interval=metrics_interval)
         self.simulator = DeploymentSimulator(self._backend, step_interval=step_interval,
-                                             tasks_per_step=tasks_per_step, stop_time=stop_time)
+                                             tasks_per_step=tasks_per_step, stop_time=stop_time,
+                                             telemetry=self.telemetry)
         self._started = False
 
     def _backend(self) -> Any:
         return ecs_backends[DEFAULT_ACCOUNT_ID][self.region]
+
+    def _definitions(self) -> list[Any]:
+        with self.simulator._lock:
+            return [d for revisions in list(self._backend().task_definitions.values())
+                    for d in list(revisions.values())]
 
     @property
     def backend(self) -> Any:
@@ -104,10 +121,11 @@ class EcsEmulator:
         host, port = self._server.get_host_and_port()
         return f"http://{host}:{port}"
 
-    def client(self, **config: Any) -> Any:
-        """A real boto3 ECS client pointed at this emulator."""
+    def client(self, service: str = "ecs", **config: Any) -> Any:
+        """A real boto3 client pointed at this emulator: ``ecs`` (default), or ``logs`` and
+        ``cloudwatch``, which moto serves on the same port."""
         return boto3.session.Session(**CREDENTIALS).client(
-            "ecs", region_name=self.region, endpoint_url=self.endpoint_url, **config)
+            service, region_name=self.region, endpoint_url=self.endpoint_url, **config)
 
     def reset(self) -> None:
         """Forget every cluster/service/task definition (moto's backend reset), the call log
@@ -116,6 +134,7 @@ class EcsEmulator:
         self.simulator.resume()
         with self.simulator._lock:
             self._backend().reset()
+            self.telemetry.reset()
             self.simulator.forget()
             self.simulator.install()
 
@@ -144,27 +163,56 @@ class EcsEmulator:
         that cannot be pulled; ``reason`` overrides the CannotPullContainerError text."""
         self.simulator.fail_task_definition(arn, reason)
 
+    def crash_task_definition(self, arn: str, *, exit_code: int = 1,
+                              logs: tuple[str, ...] = ()) -> None:
+        """Tasks of ``arn`` start, write ``logs`` and exit with ``exit_code`` before RUNNING
+        (stopCode EssentialContainerExited), e.g. a missing environment variable."""
+        self.simulator.set_fault(arn, TaskFault("exit", exit_code=exit_code, logs=logs))
+
+    def ignore_sigterm(self, arn: str, *, stop_timeout: float) -> None:
+        """Running tasks of ``arn`` ignore SIGTERM: a stop takes ``stop_timeout`` seconds (their
+        stopTimeout) and ends with SIGKILL, exit code 137."""
+        self.simulator.ignore_sigterm(arn, stop_timeout)
+
+    def set_fault_hook(self, hook: FaultHook | None) -> None:
+        """``hook(task_definition_arn, attempt)`` decides, for each task starting, whether it
+        fails and how (a ``TaskFault``) or starts (None); checked before the marks above."""
+        with self.simulator._lock:
+            self.simulator.fault_hook = hook
+
+    def set_usage(self, arn: str, *, cpu_percent: float, memory_percent: float) -> None:
+        """What tasks of ``arn`` use, in percent of the task definition's cpu/memory, as the
+        service's CloudWatch CPUUtilization/MemoryUtilization will show it."""
+        self.telemetry.set_usage(arn, Usage(cpu_percent, memory_percent))
+
+    def forget_metrics(self) -> None:
+        """Drop the CloudWatch datapoints published so far; new ones follow within the
+        emulator's ``metrics_interval``."""
+        self.telemetry.forget_metrics()
+
     def seed_hotel_voice_bot(self, *, cluster: str = "production",
                              service: str = "hotel-voice-bot", family: str = "hotel-voice-bot",
                              revisions: int = 4, desired_count: int = 3,
-                             circuit_breaker: tuple[bool, bool] | None = None) -> Seeded:
-        """Register ``family`` v1..vN (images :1.1.0..:1.N.0), create the cluster and the
-        service, and deploy v1..vN in turn (each settled), so the service ends on vN.
-        ``circuit_breaker=(enable, rollback)`` then sets the service's
+                             circuit_breaker: tuple[bool, bool] | None = None,
+                             never_deployed: Collection[int] = ()) -> Seeded:
+        """Register ``family`` v1..vN (images :1.1.0..:1.N.0; ``task_definition(n)``), create
+        the cluster, its awslogs log group and the service, and deploy v1..vN in turn (each
+        settled) except the revisions in ``never_deployed`` (registered, as a pipeline that
+        failed before its deploy step leaves them), so the service ends on the newest deployed
+        one. ``circuit_breaker=(enable, rollback)`` then sets the service's
         ``deploymentConfiguration.deploymentCircuitBreaker`` through UpdateService."""
         ecs = self.client()
         ecs.create_cluster(clusterName=cluster)
+        self.client("logs").create_log_group(logGroupName=f"/ecs/{family}")
         arns = []
         for n in range(1, revisions + 1):
-            td = ecs.register_task_definition(family=family, containerDefinitions=[{
-                "name": family, "image": f"registry.example/{family}:1.{n}.0",
-                "memory": 512, "cpu": 256, "essential": True,
-                "portMappings": [{"containerPort": 8080}]}])["taskDefinition"]
-            arns.append(str(td["taskDefinitionArn"]))
-        ecs.create_service(cluster=cluster, serviceName=service, taskDefinition=arns[0],
+            td = ecs.register_task_definition(**task_definition(family, n, self.region))
+            arns.append(str(td["taskDefinition"]["taskDefinitionArn"]))
+        deployed = [arn for n, arn in enumerate(arns, 1) if n not in never_deployed]
+        ecs.create_service(cluster=cluster, serviceName=service, taskDefinition=deployed[0],
                            desiredCount=desired_count)
         self.simulator.settle()
-        for arn in arns[1:]:
+        for arn in deployed[1:]:
             ecs.update_service(cluster=cluster, service=service, taskDefinition=arn)
             self.simulator.settle()
         if circuit_breaker is not None:
@@ -173,3 +221,31 @@ class EcsEmulator:
                 "maximumPercent": 200, "minimumHealthyPercent": 100,
                 "deploymentCircuitBreaker": {"enable": enable, "rollback": rollback}})
         return Seeded(cluster, service, family, tuple(arns), desired_count)
+
+
+ACCOUNT = "123456789012"
+
+
+def task_definition(family: str, n: int, region: str) -> dict[str, Any]:
+    """RegisterTaskDefinition arguments for revision ``n`` of the demo family: image
+    ``:1.n.0``; task-level cpu 256 (units) / memory 512 (MiB); awslogs to ``/ecs/<family>``
+    with stream prefix ``ecs``; environment with a literal credential (``PARTNER_API_KEY``,
+    the bad practice the configuration view must mask); secrets by reference (Secrets Manager
+    and SSM ARNs). From v4 on, LOG_LEVEL is debug and OPENAI_API_KEY is a secret reference;
+    each revision carries its RELEASE."""
+    environment = [{"name": "RELEASE", "value": f"1.{n}.0"},
+                   {"name": "LOG_LEVEL", "value": "debug" if n >= 4 else "info"},
+                   {"name": "PARTNER_API_KEY", "value": f"pk-live-{n:04d}-do-not-leak"}]
+    secrets = [{"name": "DATABASE_URL", "valueFrom": f"arn:aws:secretsmanager:{region}:"
+                f"{ACCOUNT}:secret:{family}/database-url-Ab12Cd"}]
+    if n >= 4:
+        secrets.append({"name": "OPENAI_API_KEY", "valueFrom": f"arn:aws:ssm:{region}:"
+                        f"{ACCOUNT}:parameter/{family}/openai-api-key"})
+    return {"family": family, "cpu": "256", "memory": "512", "containerDefinitions": [{
+        "name": family, "image": f"registry.example/{family}:1.{n}.0",
+        "memory": 512, "cpu": 256, "essential": True,
+        "portMappings": [{"containerPort": 8080}],
+        "environment": environment, "secrets": secrets,
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": f"/ecs/{family}", "awslogs-region": region,
+            "awslogs-stream-prefix": "ecs"}}}]}

@@ -22,10 +22,21 @@ deployment, and a stepping thread runs the service's tasks like ECS's scheduler 
 #     deploymentConfiguration says otherwise (shape DeploymentConfiguration); old tasks are
 #     stopped only while enough RUNNING tasks remain; an ACTIVE deployment disappears once none
 #     of its tasks is running or pending.
-#   * Failed deployments: tasks of a task definition marked with ``fail_task_definition`` stop
-#     before RUNNING (stopCode TaskFailedToStart, CannotPullContainerError) and raise the
-#     deployment's ``failedTasks`` ("consecutively failed tasks", reset when a task reaches
-#     RUNNING: resetOnHealthyTask defaults to true, shape DeploymentCircuitBreaker).
+#   * Failed deployments: tasks of a task definition marked with ``fail_task_definition``
+#     (image cannot be pulled: stopCode TaskFailedToStart, CannotPullContainerError, no exit
+#     code), ``crash_task_definition`` (the essential container exits with an exit code before
+#     RUNNING: stopCode EssentialContainerExited) or for which ``fault_hook`` returns a
+#     ``TaskFault`` stop before RUNNING, and so does a task whose awslogs log group does not
+#     exist (telemetry.py). Each raises the deployment's ``failedTasks`` ("A task is considered
+#     a failure if ... the task doesn't transition to a RUNNING state", service-2.json,
+#     Deployment.failedTasks; reset when a task reaches RUNNING: resetOnHealthyTask defaults
+#     to true, shape DeploymentCircuitBreaker). Without the circuit breaker ECS keeps
+#     launching replacements for ever, so the deployment stays IN_PROGRESS with the old one
+#     still serving and ServicesStable never succeeds: it is the breaker that "determines whether
+#     a service deployment will fail if the service can't reach a steady state" (service-2.json,
+#     shape DeploymentCircuitBreaker).
+#   * Telemetry (telemetry.py): RUNNING tasks write awslogs log events and the service's
+#     CPUUtilization/MemoryUtilization go to CloudWatch, as ECS and its log driver do.
 #   * Deployment circuit breaker (developer guide "How the Amazon ECS deployment circuit breaker
 #     detects failures"; API reference ServiceDeploymentCircuitBreaker / ThresholdConfiguration):
 #     with deploymentCircuitBreaker.enable the deployment goes rolloutState FAILED once
@@ -48,13 +59,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .tasks import ServiceTask, now
+from .tasks import ServiceTask, TaskFault, now
+from .telemetry import Telemetry
 
 MAX_EVENTS = 100
 MAX_STOPPED_TASKS = 200  # ECS shows stopped tasks for at least an hour; keep a bounded tail
 CIRCUIT_BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
-DEFAULT_FAILURE = ("CannotPullContainerError: pull image manifest has been retried 1 time(s): "
-                   "failed to resolve ref {image}: not found")
+FaultHook = Callable[[str, int], TaskFault | None]  # (task-definition ARN, attempt n) -> fault
 
 
 def failure_threshold(desired: int, config: dict[str, Any] | None) -> int:
@@ -76,7 +87,8 @@ class DeploymentSimulator:
     changed at any time."""
 
     def __init__(self, backend: Callable[[], Any], *, step_interval: float = 0.05,
-                 tasks_per_step: int = 1, stop_time: float = 0.3) -> None:
+                 tasks_per_step: int = 1, stop_time: float = 0.3,
+                 telemetry: Telemetry | None = None) -> None:
         self._backend = backend
         self.step_interval = step_interval
         self.tasks_per_step = tasks_per_step
@@ -87,7 +99,11 @@ class DeploymentSimulator:
         self._thread: threading.Thread | None = None
         self._tasks: dict[str, list[ServiceTask]] = {}  # service ARN -> its tasks
         self._last_completed: dict[str, dict[str, Any]] = {}  # service ARN -> deployment
-        self._failing: dict[str, str] = {}  # task-definition ARN -> stoppedReason
+        self._failing: dict[str, TaskFault] = {}  # task-definition ARN -> how its tasks fail
+        self._attempts: dict[str, int] = {}  # task-definition ARN -> tasks started so far
+        self._stubborn: dict[str, float] = {}  # task-definition ARN -> stopTimeout (s)
+        self.fault_hook: FaultHook | None = None
+        self.telemetry = telemetry
         self.steps = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -124,14 +140,28 @@ class DeploymentSimulator:
                 found = [t for t in found if getattr(t, "group", None) == group]
             return list(found)
 
+        register = backend.register_task_definition
+
+        def register_task_definition(*args: Any, **kwargs: Any) -> Any:
+            # moto omits registeredAt and registeredBy, which DescribeTaskDefinition returns
+            # (service-2.json, shape TaskDefinition: "The Unix timestamp for the time when the
+            # task definition was registered", "The principal that registered the task
+            # definition"); the principal is moto's caller identity (sts GetCallerIdentity).
+            definition = register(*args, **kwargs)
+            definition.registered_at = now()
+            definition.registered_by = f"arn:aws:sts::{backend.account_id}:user/moto"
+            return definition
+
         update_service._simulated = True  # type: ignore[attr-defined]
         backend.update_service = update_service
         backend.list_tasks = list_service_tasks
+        backend.register_task_definition = register_task_definition
 
     def forget(self) -> None:
         """Drop every task, completion record and failure mark (after a backend reset)."""
         with self._lock:
             self._tasks, self._last_completed, self._failing = {}, {}, {}
+            self._attempts, self.fault_hook, self._stubborn = {}, None, {}
 
     def start(self) -> None:
         self.install()
@@ -156,9 +186,49 @@ class DeploymentSimulator:
         return self._paused.is_set()
 
     def fail_task_definition(self, arn: str, reason: str | None = None) -> None:
-        """From now on, tasks of ``arn`` stop before RUNNING (``reason`` as stoppedReason)."""
+        """From now on, tasks of ``arn`` cannot pull their image (``reason`` as
+        stoppedReason, default CannotPullContainerError)."""
+        self.set_fault(arn, TaskFault("pull", reason or ""))
+
+    def set_fault(self, arn: str, fault: TaskFault) -> None:
+        """From now on, tasks of ``arn`` fail to start as ``fault`` says."""
         with self._lock:
-            self._failing = {**self._failing, arn: reason or ""}
+            self._failing = {**self._failing, arn: fault}
+
+    def ignore_sigterm(self, arn: str, stop_timeout: float) -> None:
+        """Tasks of ``arn`` stopped from now on ignore SIGTERM: they stay in the stop phases
+        for ``stop_timeout`` seconds, then are killed (exit code 137). ECS sends SIGTERM and,
+        after "a default 30-second timeout", SIGKILL (ECS API reference, StopTask; the
+        container definition's stopTimeout sets it); 137 is 128 + SIGKILL (Docker)."""
+        with self._lock:
+            self._stubborn = {**self._stubborn, arn: stop_timeout}
+
+    def _fault(self, task: ServiceTask) -> TaskFault | None:
+        arn = task.task_definition_arn
+        self._attempts[arn] = attempt = self._attempts.get(arn, 0) + 1
+        if self.telemetry is not None:
+            reason = self.telemetry.logging_error(task.container_definitions)
+            if reason is not None:
+                return TaskFault("pull", reason)
+        if self.fault_hook is not None:
+            fault = self.fault_hook(arn, attempt)
+            if fault is not None:
+                return fault
+        return self._failing.get(arn)
+
+    def _log(self, task: ServiceTask, *lines: str) -> None:
+        if self.telemetry is not None:
+            self.telemetry.write(task.container_definitions, task.id, lines)
+
+    def _stop_task(self, task: ServiceTask, reason: str, at: float) -> None:
+        """The scheduler stops ``task``; a running one logs the SIGTERM it gets."""
+        stubborn = self._stubborn.get(task.task_definition_arn)
+        if task.wanted and task.last_status == "RUNNING":
+            self._log(task, "Received SIGTERM" + (", shutting down gracefully"
+                                                  if stubborn is None else ""))
+            if stubborn is not None:
+                task.stop_time, task.stop_exit_code = stubborn, 137
+        task.begin_stop(reason, at)
 
     def heal_task_definition(self, arn: str) -> None:
         with self._lock:
@@ -243,7 +313,7 @@ class DeploymentSimulator:
         at, changed = time.monotonic(), False
         for task in self._tasks.get(service_arn, []):
             if task.wanted:
-                task.begin_stop("Service deleted", at)
+                self._stop_task(task, "Service deleted", at)
                 changed = True
             changed = task.progress_stop(at, self.stop_time, instant=instant) or changed
         return changed
@@ -256,6 +326,11 @@ class DeploymentSimulator:
         by_id = {d["id"]: d for d in deployments}
         primary, olds = deployments[0], deployments[1:]
         before = _fingerprint(service.deployments, tasks)
+        config = dict(getattr(service, "deployment_configuration", None) or {})
+        breaker = dict(config.get("deploymentCircuitBreaker") or {})
+        # "When set to false, Amazon ECS does not reset the failure count" (service-2.json,
+        # DeploymentCircuitBreaker.resetOnHealthyTask; default true)
+        resets = breaker.get("resetOnHealthyTask") is not False
         started: list[ServiceTask] = []
         stopped: list[ServiceTask] = []
 
@@ -267,18 +342,20 @@ class DeploymentSimulator:
             dep = by_id.get(task.deployment_id)
             if task.last_status == "PROVISIONING":
                 task.set_status("PENDING")
-            elif task.task_definition_arn in self._failing:
-                reason = self._failing[task.task_definition_arn] or DEFAULT_FAILURE.format(
-                    image=task.containers[0].image if task.containers else "?")
-                task.fail_to_start(reason)
+            elif (fault := self._fault(task)) is not None:
+                if fault.kind == "exit":  # it ran long enough to write its last words
+                    self._log(task, *fault.logs)
+                task.fail_to_start(fault)
                 if dep is not None:
                     dep["failedTasks"] = int(dep.get("failedTasks") or 0) + 1
             else:
                 task.run()
-                if dep is not None:  # resetOnHealthyTask (default true)
+                image = task.containers[0].image if task.containers else "?"
+                self._log(task, f"Starting {image}", "Listening on 0.0.0.0:8080",
+                          "Health check passed: ready")
+                if dep is not None and resets:
                     dep["failedTasks"] = 0
 
-        config = dict(getattr(service, "deployment_configuration", None) or {})
         desired = int(service.desired_count or 0)
         wanted = [t for t in tasks if t.wanted]
 
@@ -293,8 +370,8 @@ class DeploymentSimulator:
             # not-yet-running tasks go first, as the scheduler prefers them for scale-in
             extras = sorted(mine, key=lambda t: t.last_status == "RUNNING")[:len(mine) - desired]
             for task in extras:
-                task.begin_stop(f"Scaling activity initiated by (deployment {primary['id']})",
-                                at)
+                self._stop_task(task, f"Scaling activity initiated by (deployment {primary['id']})",
+                           at)
                 stopped.append(task)
 
         # 3. old deployments drain while minimumHealthyPercent of desiredCount stays RUNNING
@@ -304,12 +381,12 @@ class DeploymentSimulator:
         for old in olds:
             for task in [t for t in tasks if t.wanted and t.deployment_id == old["id"]]:
                 if task.last_status != "RUNNING":  # never became healthy: no need to wait
-                    task.begin_stop(f"Scaling activity initiated by (deployment {old['id']})",
-                                    at)
+                    self._stop_task(task, f"Scaling activity initiated by (deployment {old['id']})",
+                               at)
                     stopped.append(task)
                 elif budget > 0 and healthy - 1 >= floor:
-                    task.begin_stop(f"Scaling activity initiated by (deployment {old['id']})",
-                                    at)
+                    self._stop_task(task, f"Scaling activity initiated by (deployment {old['id']})",
+                               at)
                     stopped.append(task)
                     healthy, budget = healthy - 1, budget - 1
 
@@ -334,7 +411,6 @@ class DeploymentSimulator:
         deployments = [primary, *olds]
 
         # 5. circuit breaker, then completion
-        breaker = dict(config.get("deploymentCircuitBreaker") or {})
         if (breaker.get("enable") and primary.get("rolloutState") == "IN_PROGRESS"
                 and int(primary.get("failedTasks") or 0)
                 >= failure_threshold(desired, breaker.get("thresholdConfiguration"))):
@@ -353,6 +429,7 @@ class DeploymentSimulator:
                                  "deployment completed.")
             self._event(service, f"(service {service.name}) has reached a steady state.")
 
+        self._publish(service, tasks)
         if _fingerprint(deployments, tasks) == before:
             return bool(started or stopped)
         for dep in deployments:
@@ -364,6 +441,15 @@ class DeploymentSimulator:
         self._prune(backend, service)
         return True
 
+    def _publish(self, service: Any, tasks: list[ServiceTask]) -> None:
+        if self.telemetry is None:
+            return
+        running: dict[str, int] = {}
+        for task in tasks:
+            if task.wanted and task.last_status == "RUNNING":
+                running[task.task_definition_arn] = running.get(task.task_definition_arn, 0) + 1
+        self.telemetry.publish(service.cluster_name, service.name, service.arn, running)
+
     def _fail(self, service: Any, deployments: list[dict[str, Any]], *, rollback: bool,
               at: float) -> list[dict[str, Any]]:
         failed = dict(deployments[0], rolloutState="FAILED",
@@ -373,7 +459,7 @@ class DeploymentSimulator:
         pending = [t for t in self._tasks.get(service.arn, []) if t.wanted
                    and t.deployment_id == failed["id"] and t.last_status != "RUNNING"]
         for task in pending:  # "stop launching new tasks"
-            task.begin_stop("Deployment failed", at)
+            self._stop_task(task, "Deployment failed", at)
         if pending:
             self._event(service, f"(service {service.name}) stopped {len(pending)} pending "
                                  "tasks.")

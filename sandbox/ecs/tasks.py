@@ -17,6 +17,7 @@ simulator drives (start, fail to start, stop over time) instead of moto's descri
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,27 @@ LIVE = frozenset({*STARTING, "RUNNING", *(phase for phase, _ in STOP_PHASES)})
 # data/ecs/2014-11-13/service-2.json); the reasons are worded like the console shows them.
 FAILED_TO_START = "TaskFailedToStart"
 SCHEDULER_STOP = "ServiceSchedulerInitiated"
+CONTAINER_EXITED = "EssentialContainerExited"
+# The stoppedReason ECS gives when an essential container exits (developer guide, "Amazon ECS
+# stopped tasks error messages", stopped-task-error-codes.html).
+EXITED_REASON = "Essential container in task exited"
+DEFAULT_PULL_FAILURE = ("CannotPullContainerError: pull image manifest has been retried 1 "
+                        "time(s): failed to resolve ref {image}: not found")
+
+
+@dataclass(frozen=True)
+class TaskFault:
+    """How a task fails to start. ``pull``: its image cannot be pulled (stopCode
+    TaskFailedToStart, the container's ``reason`` is the error and it has no exit code: it
+    never ran). ``exit``: the essential container starts, writes ``logs`` and exits with
+    ``exit_code`` before the task is RUNNING (stopCode EssentialContainerExited, stoppedReason
+    "Essential container in task exited"). Both count as failed tasks: "the task doesn't
+    transition to a RUNNING state" (botocore service-2.json, Deployment.failedTasks)."""
+
+    kind: str = "pull"  # "pull" (or anything else before the container starts) or "exit"
+    reason: str = ""  # stoppedReason for "pull" (default: CannotPullContainerError)
+    exit_code: int = 1
+    logs: tuple[str, ...] = ()
 
 
 def now() -> datetime:
@@ -57,6 +79,12 @@ class ServiceTask(Task):
         self.stopped_at: datetime | None = None
         self.stop_code: str | None = None
         self.stop_started: float | None = None  # monotonic time desiredStatus went STOPPED
+        # A container that ignores SIGTERM is killed once its stopTimeout is over: the stop
+        # takes that long and the exit code is 137 (128 + SIGKILL), see ``ignore_sigterm``.
+        self.stop_time: float | None = None
+        self.stop_exit_code = 0
+        self.container_definitions: list[dict[str, Any]] = list(
+            task_definition.container_definitions or [])
         for container in self.containers:
             container.last_status = "PENDING"
 
@@ -92,14 +120,22 @@ class ServiceTask(Task):
         self.set_status("RUNNING")
         self.started_at = now()
 
-    def fail_to_start(self, reason: str) -> None:
+    def fail_to_start(self, fault: TaskFault) -> None:
         """Stopped before RUNNING: counts toward the deployment's ``failedTasks``."""
         self.desired_status = "STOPPED"
-        self.stop_code = FAILED_TO_START
-        self.stopped_reason = reason
         self.stopping_at = self.stopped_at = now()
-        for container in self.containers:
-            container.exitCode = 1
+        if fault.kind == "exit":
+            self.stop_code, self.stopped_reason = CONTAINER_EXITED, EXITED_REASON
+            for container in self.containers:
+                container.exitCode = fault.exit_code
+                container.reason = None
+        else:
+            image = self.containers[0].image if self.containers else "?"
+            self.stop_code = FAILED_TO_START
+            self.stopped_reason = fault.reason or DEFAULT_PULL_FAILURE.format(image=image)
+            for container in self.containers:
+                container.exitCode = None  # never ran: no exit code
+                container.reason = self.stopped_reason
         self.set_status("STOPPED")
 
     def begin_stop(self, reason: str, at: float) -> None:
@@ -121,6 +157,7 @@ class ServiceTask(Task):
         """Move along the stop phases; returns whether lastStatus changed."""
         if self.wanted or self._sim_status == "STOPPED" or self.stop_started is None:
             return False
+        stop_time = self.stop_time if self.stop_time is not None else stop_time
         elapsed = at - self.stop_started
         status = "STOPPED"
         if not instant and stop_time > 0:
@@ -134,5 +171,5 @@ class ServiceTask(Task):
         if status == "STOPPED":
             self.stopped_at = now()
             for container in self.containers:
-                container.exitCode = 0
+                container.exitCode = self.stop_exit_code
         return True

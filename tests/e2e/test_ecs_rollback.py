@@ -32,6 +32,12 @@ def test_ecs_rollback_end_to_end(db: str, tmp_path: Path) -> None:
             msg = request_message(em, timeout=20)
             rb = stack.bot.store.history("hotel-voice-bot")[0]
             assert rb.target_revision.id.endswith("task-definition/hotel-voice-bot:3")
+            # the assessment attached the tasks' CloudWatch logs (three tasks, three lines)
+            em.wait_for(lambda: stack.bot.store.get(rb.id).assessment.get("logs"), timeout=20)
+            assert stack.bot.store.get(rb.id).assessment["logs"]["text"] == "9 lines attached"
+            upload = next(f for f in em.files() if "-logs-" in f["name"])
+            logs = em.file_content(upload["id"]).decode()
+            assert "/hotel-voice-bot] Starting registry.example/hotel-voice-bot:1.4.0" in logs
             driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
             em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
                         timeout=40)

@@ -149,6 +149,59 @@ def test_history_marks_draining_deployment_as_deployed(
         emulator.simulator.resume()
 
 
+def register_more(client: Any, family: str, count: int) -> None:
+    """``count`` more revisions of ``family``, registered and never deployed."""
+    for _ in range(count):
+        client.register_task_definition(family=family, containerDefinitions=[
+            {"name": family, "image": f"registry.example/{family}:ci", "memory": 128}])
+
+
+def test_history_of_a_family_past_100_revisions_is_the_newest_100_plus_what_runs(
+        target: Target, seeded: Seeded, emulator: EcsEmulator, client: Any) -> None:
+    """130 revisions, v4 running: ListTaskDefinitions sort=DESC pages newest first, the
+    adapter stops at its cap of 100 after one page (v130..v31) and adds the PRIMARY's v4,
+    which is older than all of them; with a larger cap it pages on to v1."""
+    register_more(client, seeded.family, 126)
+    emulator.wire.forget_calls()
+    history = EcsPlatform(client=client, poll_interval=POLL).history(target)
+    assert [r.number for r in history] == [*range(130, 30, -1), 4]
+    assert history[0].number == 130 and not history[0].current
+    assert [r.number for r in history if r.current] == [4]
+    listings = emulator.calls("ListTaskDefinitions")
+    assert [(c.body.get("sort"), c.body.get("familyPrefix"), c.body.get("status"))
+            for c in listings] == [("DESC", seeded.family, "ACTIVE")]  # one page was enough
+    wide = EcsPlatform(client=client, poll_interval=POLL, max_task_definitions=150)
+    assert [r.number for r in wide.history(target)] == list(range(130, 0, -1))
+    assert len(emulator.calls("ListTaskDefinitions")) == 1 + 2  # 100 + 30
+
+
+def test_history_lists_revisions_that_were_registered_but_never_deployed(
+        emulator: EcsEmulator) -> None:
+    """v3 was registered and skipped, v5 registered after v4 went out and never deployed:
+    both are offered, with a change-cause that claims no deployment, and v4 stays current."""
+    emulator.reset()
+    seeded = emulator.seed_hotel_voice_bot(revisions=5, never_deployed={3, 5})
+    client = emulator.client()
+    target = ecs_target(seeded, emulator, endpoint_url=True)
+    deployed = {t["taskDefinitionArn"] for status in ("RUNNING", "STOPPED")
+                for t in service_tasks_of(client, target, status)}
+    assert seeded.arns[2] not in deployed and seeded.arns[4] not in deployed  # never ran
+    history = {r.number: r for r in EcsPlatform(client=client).history(target)}
+    assert sorted(history) == [1, 2, 3, 4, 5]
+    assert history[4].current and not history[5].current
+    for number in (3, 5):
+        assert (history[number].change_cause or "").endswith(
+            "ACTIVE, no deployment record retained by ECS")
+        assert not (history[number].change_cause or "").startswith("deployed")
+
+
+def service_tasks_of(client: Any, target: Target, status: str) -> list[dict[str, Any]]:
+    arns = client.list_tasks(cluster=target.scope, serviceName=target.name,
+                             desiredStatus=status)["taskArns"]
+    return list(client.describe_tasks(cluster=target.scope, tasks=arns)["tasks"]) if arns \
+        else []
+
+
 # -------------------------------------------------------------------------- rollback
 def test_rollback_to_previous_pinned_arn_then_wait_stable(
         platform: EcsPlatform, target: Target, seeded: Seeded, client: Any) -> None:
@@ -480,13 +533,11 @@ def test_task_definition_client_exception_maps_to_revision_not_found() -> None:
 
 
 def test_unwired_surfaces(platform: EcsPlatform, target: Target) -> None:
-    with pytest.raises(Unsupported, match="CloudWatch Logs") as err:
-        platform.logs_tail(target)
-    assert err.value.capability == Capability.LOGS
-    with pytest.raises(Unsupported, match="CloudWatch"):
-        platform.resource_usage(target)
-    with pytest.raises(Unsupported, match="task definition"):
+    # logs, resources and the configuration view are wired (tests/integration/
+    # test_ecs_observability.py); only a separate configuration snapshot is not offered.
+    with pytest.raises(Unsupported, match="task definition") as err:
         platform.snapshot_config(target)
+    assert err.value.capability == Capability.CONFIG_SNAPSHOTS
     with pytest.raises(Unsupported):
         platform.restore_config(target, ConfigSnapshot(items={}))
 
