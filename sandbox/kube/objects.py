@@ -220,15 +220,17 @@ def selector_to_string(selector: Mapping[str, Any] | None) -> str:
 
 
 def field_matches(selector: str | None, obj: Mapping[str, Any]) -> bool:
-    """Only the field selectors clients actually send: metadata.name / metadata.namespace."""
+    """Field selectors as clients send them: metadata.name / metadata.namespace, and the
+    event fields kubectl describe asks for (involvedObject.kind/name/namespace/uid, type,
+    reason; pkg/registry/core/event/strategy.go ToSelectableFields)."""
     if not selector:
         return True
-    meta = obj.get("metadata") or {}
     for raw in selector.split(","):
         negate = "!=" in raw
         key, _, val = raw.replace("!=", "=").replace("==", "=").partition("=")
-        field = {"metadata.name": meta.get("name"),
-                 "metadata.namespace": meta.get("namespace")}.get(key.strip())
-        if (field == val.strip()) == negate:
+        node: Any = obj
+        for part in key.strip().split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if (str(node if node is not None else "") == val.strip()) == negate:
             return False
     return True
