@@ -20,6 +20,7 @@ from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, is_pod_active, template
 from .pods import PodFleet
 from .scheduler import Scheduler
 from .store import ApiError, Obj, Store, WatchEvent
+from .validation import validate_deployment
 
 SEED_ACTOR = "controller"  # seeding writes must not wake the async controller: we sync inline
 
@@ -31,6 +32,7 @@ class KubeEmulator:
                  observe_delay: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.settings = RolloutSettings(duration=rollout_duration, observe_delay=observe_delay)
         self.store = Store(seed=seed)
+        self.store.validators["apps/deployments"] = validate_deployment
         self.scheduler = Scheduler()
         self.pods = PodFleet(self.store, self.scheduler)
         self.controller = DeploymentController(self.store, self.pods, self.scheduler,

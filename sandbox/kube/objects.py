@@ -111,10 +111,16 @@ def apply_defaults(resource_key: str, obj: dict[str, Any]) -> None:
         spec.setdefault("replicas", 1)
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
+        # SetDefaults_Deployment (pkg/apis/apps/v1/defaults.go): each of maxUnavailable and
+        # maxSurge defaults to 25% on its own.
         strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
         if strategy.get("type", "RollingUpdate") == "RollingUpdate":
             strategy.setdefault("type", "RollingUpdate")
-            strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+            rolling = strategy.get("rollingUpdate")
+            if not isinstance(rolling, dict):
+                rolling = strategy["rollingUpdate"] = {}
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
         default_template(spec.setdefault("template", {}))
     elif resource_key == "apps/replicasets" and isinstance(spec, dict):
         spec.setdefault("replicas", 1)
