@@ -50,7 +50,7 @@ class Timings:
 
     def backoff(self, restarts: int) -> float:
         base = max(0.05, self.ready)
-        return min(base * 2 ** max(0, restarts - 1), base * 8)
+        return float(min(base * 2.0 ** max(0, restarts - 1), base * 8))
 
 
 def image_failure(image: str) -> str | None:

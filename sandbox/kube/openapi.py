@@ -18,7 +18,7 @@ API server's strict field validation (``?fieldValidation=Strict``) they advertis
 # field names are the real ones. Only the v3 PATCH operations omit the strategic-merge
 # content type: kubectl then computes apply patches from its built-in types, whose merge
 # keys patches.py serves. /openapi/v2 is served as JSON only (clients asking for the
-# protobuf encoding get 406, and kubectl's apply falls back to its built-in types).
+# protobuf encoding alone get 406).
 
 from __future__ import annotations
 

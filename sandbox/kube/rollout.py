@@ -40,7 +40,7 @@ def scaled_value(value: object, total: int, *, round_up: bool) -> int:
                              f"percentage: {value!r}")
         scaled = int(value[:-1]) * total / 100
         return math.ceil(scaled) if round_up else math.floor(scaled)
-    return int(value) if value is not None else 0
+    return int(str(value)) if value is not None else 0
 
 
 def _rolling(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -49,7 +49,7 @@ def _rolling(d: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def is_rolling(d: Mapping[str, Any]) -> bool:
     strategy = (d.get("spec") or {}).get("strategy") or {}
-    return strategy.get("type", "RollingUpdate") == "RollingUpdate"
+    return bool(strategy.get("type", "RollingUpdate") == "RollingUpdate")
 
 
 def resolve_fenceposts(d: Mapping[str, Any]) -> tuple[int, int]:
