@@ -18,6 +18,7 @@ and Recreate rollouts within maxSurge/maxUnavailable, the progress deadline, his
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -332,13 +333,16 @@ class DeploymentController:
                              component=DEPLOYMENT_CONTROLLER)
         return created
 
-    def _scale(self, d: Obj, rs: Obj, size: int) -> Obj:
-        """scaleReplicaSetAndRecordEvent / scaleReplicaSet (sync.go): new size and the
-        desired/max-replicas annotations, one ScalingReplicaSet event per size change."""
+    def _scale(self, d: Obj, rs: Obj, size: int, *, always: bool = False) -> Obj:
+        """scaleReplicaSetAndRecordEvent (sync.go): nothing when the size is right already;
+        else scaleReplicaSet: new size and desired/max-replicas annotations, one
+        ScalingReplicaSet event per size change. ``always``: scaleReplicaSet directly, as
+        proportional scaling calls it, refreshing stale annotations at an unchanged size."""
         old_size = ro.spec_replicas(rs)
         wanted = _replicas_annotations(d)
         ann = rs["metadata"].get("annotations") or {}
-        if old_size == size and all(ann.get(k) == v for k, v in wanted.items()):
+        if old_size == size and (not always or
+                                 all(ann.get(k) == v for k, v in wanted.items())):
             return rs
 
         def update(obj: Obj) -> None:
@@ -480,41 +484,42 @@ class DeploymentController:
 
     def _proportional_scale(self, d: Obj, new_rs: Obj | None, old: list[Obj]) -> None:
         """scale() (sync.go): one active (or the latest) ReplicaSet takes all replicas; a
-        saturated new one leaves the old at 0; otherwise every active ReplicaSet grows or
-        shrinks in proportion to its size (GetProportion's rounding, leftovers to the
-        largest, simplified), within replicas + maxSurge."""
+        saturated new one leaves the old at 0; otherwise (RollingUpdate) the replicas to add
+        or remove, within replicas + maxSurge, are shared in proportion (GetProportion and
+        getReplicaSetFraction, deployment_util.go), larger ReplicaSets first, leftovers to
+        the first."""
         everything = ([new_rs] if new_rs is not None else []) + old
         active = [r for r in everything if ro.spec_replicas(r) > 0]
         if len(active) <= 1:
-            target = active[0] if active else (new_rs if new_rs is not None else
-                                               (max(old, key=_by_creation) if old else None))
-            if target is not None:
-                self._scale(d, target, ro.replicas(d))
+            latest = active[0] if active else (new_rs if new_rs is not None else (
+                max(old, key=_by_creation) if old else None))
+            if latest is not None and ro.spec_replicas(latest) != ro.replicas(d):
+                self._scale(d, latest, ro.replicas(d))
             return
-        if new_rs is not None and ro.spec_replicas(new_rs) == ro.replicas(d) and \
-                int((new_rs.get("status") or {}).get("availableReplicas") or 0) == ro.replicas(d):
+        if _is_saturated(d, new_rs):
             for rs in old:
-                self._scale(d, rs, 0)
+                if ro.spec_replicas(rs) > 0:
+                    self._scale(d, rs, 0)
+            return
+        if not ro.is_rolling(d):
             return
         allowed = ro.replicas(d) + ro.max_surge(d) if ro.replicas(d) > 0 else 0
-        current = ro.replica_count(active)
-        to_add = allowed - current
-        if to_add == 0:
-            return
-        active.sort(key=lambda r: (-ro.spec_replicas(r), r["metadata"]["name"]))
-        sizes = {r["metadata"]["name"]: ro.spec_replicas(r) for r in active}
+        to_add = allowed - ro.replica_count(active)
+        # ReplicaSetsBySizeNewer (up) / BySizeOlder (down): larger first, then by age.
+        newer_first = to_add > 0
+        active.sort(key=lambda r: (-ro.spec_replicas(r), _invert(_by_creation(r)[0])
+                                   if newer_first else _by_creation(r)[0]))
+        sizes: dict[str, int] = {}
         added = 0
         for rs in active:
-            share = int(round(ro.spec_replicas(rs) * to_add / current))
-            share = max(share, -sizes[rs["metadata"]["name"]])
-            if abs(added + share) > abs(to_add):
-                share = to_add - added
-            sizes[rs["metadata"]["name"]] += share
+            share = _proportion(d, rs, to_add, added) if to_add else 0
+            sizes[rs["metadata"]["name"]] = ro.spec_replicas(rs) + share
             added += share
-        largest = active[0]["metadata"]["name"]
-        sizes[largest] = max(0, sizes[largest] + to_add - added)
-        for rs in active:
-            self._scale(d, rs, sizes[rs["metadata"]["name"]])
+        for i, rs in enumerate(active):
+            name = rs["metadata"]["name"]
+            if i == 0 and to_add:
+                sizes[name] = max(0, sizes[name] + to_add - added)
+            self._scale(d, rs, sizes[name], always=True)
 
     def _sync_rollout_status(self, key: Key, now: datetime, check_at: datetime) -> None:
         d = self.store.get("apps/deployments", *key)
@@ -638,6 +643,37 @@ def _replicas_annotations(d: Obj) -> dict[str, str]:
     """SetReplicasAnnotations: desired-replicas and max-replicas (replicas + maxSurge)."""
     return {DESIRED_REPLICAS: str(ro.replicas(d)),
             MAX_REPLICAS: str(ro.replicas(d) + ro.max_surge(d))}
+
+
+def _is_saturated(d: Obj, rs: Obj | None) -> bool:
+    """IsSaturated (deployment_util.go): sized, annotated and available at replicas."""
+    if rs is None:
+        return False
+    desired = (rs["metadata"].get("annotations") or {}).get(DESIRED_REPLICAS, "")
+    want = ro.replicas(d)
+    return ro.spec_replicas(rs) == want and desired == str(want) and \
+        int((rs.get("status") or {}).get("availableReplicas") or 0) == want
+
+
+def _proportion(d: Obj, rs: Obj, to_add: int, added: int) -> int:
+    """GetProportion / getReplicaSetFraction: the ReplicaSet's share of the change, its size
+    scaled by (replicas + maxSurge) / its max-replicas annotation, rounded half away from
+    zero, never past what is left to add or remove."""
+    size = ro.spec_replicas(rs)
+    if size == 0 or to_add == 0 or to_add == added:
+        return 0
+    if ro.replicas(d) == 0:
+        fraction = -size
+    else:
+        try:
+            annotated = int((rs["metadata"].get("annotations") or {})[MAX_REPLICAS])
+        except (KeyError, ValueError):
+            annotated = int((d.get("status") or {}).get("replicas") or 0)
+        scaled = size * (ro.replicas(d) + ro.max_surge(d)) / max(1, annotated)
+        fraction = int(math.floor(scaled + 0.5) if scaled >= 0 else -math.floor(-scaled + 0.5)) \
+            - size
+    allowed = to_add - added
+    return min(fraction, allowed) if to_add > 0 else max(fraction, allowed)
 
 
 def _ready_since(pod: Obj) -> str:

@@ -120,6 +120,27 @@ def test_default_surge_keeps_every_replica_available(
                if c["type"] == "Available")
 
 
+def test_scaling_a_stuck_rollout_is_proportional(kube_emulator: KubeEmulator) -> None:
+    """The documented example (kubernetes.io, Deployments, "Proportional scaling"): 10
+    replicas, maxSurge 3, maxUnavailable 2, a broken image leaves 8 old + 5 new; scaling to
+    15 adds 3 to the old ReplicaSet and 2 to the new one."""
+    em = kube_emulator
+    em.create_deployment(NS, APP, image=f"{IMAGE}:1.0", replicas=10,
+                         strategy={"rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}})
+    em.set_image(NS, APP, image=f"{IMAGE}:crash-2.0")
+
+    def sizes() -> dict[str, int]:
+        return {rs["spec"]["template"]["spec"]["containers"][0]["image"]: rs["spec"]["replicas"]
+                for rs in em.replica_sets(NS, APP)}
+
+    assert sizes() == {f"{IMAGE}:1.0": 8, f"{IMAGE}:crash-2.0": 5}
+    em.update_deployment(NS, APP, lambda d: d["spec"].__setitem__("replicas", 15))
+    assert sizes() == {f"{IMAGE}:1.0": 11, f"{IMAGE}:crash-2.0": 7}
+    annotations = [rs["metadata"]["annotations"] for rs in em.replica_sets(NS, APP)]
+    assert {(a["deployment.kubernetes.io/desired-replicas"],
+             a["deployment.kubernetes.io/max-replicas"]) for a in annotations} == {("15", "18")}
+
+
 def test_recreate_starts_new_pods_only_after_the_old_ones_are_gone(
         kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
     em = kube_emulator_factory(rollout_duration=0.3)
