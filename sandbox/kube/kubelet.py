@@ -163,9 +163,15 @@ class Kubelet:
                              host=NODE, type_="Warning")
             waiting = self._write(p, _status(p, PULL))
             self._later(waiting, timings.backoff(attempt),
-                        lambda q: self._fail(q, PULL, timings, attempt + 1))
+                        lambda q: self._pull_again(q, timings, attempt + 1))
 
         self._later(pulled, min(timings.backoff(1), timings.ready) / 2, back_off)
+
+    def _pull_again(self, pod: Obj, timings: Timings, attempt: int) -> None:
+        image = str(pod["spec"]["containers"][0].get("image", ""))
+        self.events.emit(pod, "Pulling", f'Pulling image "{image}"', component=COMPONENT,
+                         host=NODE)
+        self._fail(pod, PULL, timings, attempt)
 
     def _restart(self, pod: Obj, timings: Timings) -> None:
         for c in pod["spec"].get("containers", []):
