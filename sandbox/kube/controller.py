@@ -77,9 +77,28 @@ class DeploymentController:
             if owner is not None:
                 self.enqueue(*owner, delay=0.0)
             return
+        if event.key == "apps/replicasets" and actor == "client":
+            # A client changed or deleted a ReplicaSet: the deployment controller's
+            # ReplicaSet informer requeues the owner; a deleted one's pods go with it (the
+            # garbage collector's background propagation, ownerReferences).
+            if event.type == "DELETED":
+                self._collect_pods_of(event.obj)
+            for ref in event.obj["metadata"].get("ownerReferences") or []:
+                if ref.get("kind") == "Deployment" and ref.get("controller"):
+                    self.enqueue(event.namespace, str(ref["name"]), delay=0.0)
+            return
         if actor in ("controller", DEPLOYMENT_CONTROLLER) or event.key != "apps/deployments":
             return
         self.enqueue(event.namespace, event.obj["metadata"]["name"])
+
+    def _collect_pods_of(self, rs: Obj) -> None:
+        def collect() -> None:
+            with self.lock:
+                for pod in self.pods.all_pods_of(rs):
+                    if not pod["metadata"].get("deletionTimestamp"):
+                        self.pods.delete(pod)
+
+        self.scheduler.call_later(0.0, collect)
 
     def _pod_changed(self, pod: Obj, delay: float) -> None:
         owner = self._deployment_of(pod)

@@ -184,6 +184,27 @@ def test_min_ready_seconds_delays_availability(kube_emulator_factory: EmulatorFa
     assert 1.0 <= available_at[0] - ready_at[0] < 3.5
 
 
+def test_a_deleted_replicaset_is_recreated_and_its_pods_collected(
+        kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
+    em = kube_emulator_factory(rollout_duration=0.3)
+    em.create_deployment(NS, APP, image=f"{IMAGE}:1.0", replicas=2, termination_grace_period=1)
+    (rs,) = em.replica_sets(NS, APP)
+    old_pods = {p["metadata"]["name"] for p in em.deployment_pods(NS, APP)}
+    kubectl_ok(kubectl, em, "delete", "rs", rs["metadata"]["name"], "--wait=false")
+    wait_until(lambda: [r for r in em.replica_sets(NS, APP)
+                        if r["metadata"]["uid"] != rs["metadata"]["uid"]],
+               timeout=10, message="a new ReplicaSet")
+    status = kubectl.run(em, "rollout", "status", f"deployment/{APP}", "-n", NS,
+                         "--timeout=30s")
+    assert status.returncode == 0, status.stderr
+    pods = kubectl_ok(kubectl, em, "get", "pods", "-o",
+                      "jsonpath={range .items[*]}{.metadata.name}={.metadata.deletionTimestamp}"
+                      "{'\\n'}{end}").split()
+    # The old pods were deleted (Terminating, then gone), two new ones run.
+    assert all(line.split("=")[1] for line in pods if line.split("=")[0] in old_pods)
+    assert len([line for line in pods if line.split("=")[0] not in old_pods]) == 2
+
+
 # ----------------------------------------------------------- failures and deadline
 def test_crash_loop_hits_the_progress_deadline_then_undo_converges(
         kubectl: Kubectl, kube_emulator_factory: EmulatorFactory) -> None:
