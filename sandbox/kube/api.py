@@ -15,6 +15,7 @@ from typing import Any
 
 from .discovery import Resource
 from .objects import selector_to_string
+from .openapi import unknown_fields
 from .patches import PatchError, apply_patch
 from .pods import PodFleet
 from .store import ApiError, Obj, Store
@@ -95,6 +96,7 @@ class ApiServer:
             return ApiResponse(body=self._list(req))
         if verb == "create":
             obj = self._incoming(req)
+            self._strict(req, obj, creating=True)
             obj.setdefault("metadata", {})["namespace"] = req.namespace
             created = self.store.create(res.key, obj, dry_run=req.dry_run)
             return ApiResponse(code=201, body=created)
@@ -103,6 +105,7 @@ class ApiServer:
             if obj.get("metadata", {}).get("name") != req.name:
                 raise ApiError(400, "BadRequest", "the name of the object does not match the "
                                "name on the URL")
+            self._strict(req, obj, creating=True)
             return ApiResponse(body=self._write(req, obj))
         if verb == "patch":
             # Read, patch and write under the store's lock: the registry's GuaranteedUpdate
@@ -112,6 +115,7 @@ class ApiServer:
             with self.store.lock:
                 current = self.store.get(res.key, req.namespace, req.name)
                 patched = self._patched(req, current)
+                self._strict(req, patched, creating=False)
                 return ApiResponse(body=self._write(req, patched))
         if verb == "delete" and res.key == "pods":
             return ApiResponse(body=self._delete_pod(req))
@@ -147,6 +151,22 @@ class ApiServer:
         if not isinstance(patched, dict):
             raise ApiError(400, "BadRequest", "the patch does not leave an object")
         return patched
+
+    @staticmethod
+    def _strict(req: ApiRequest, obj: Obj, *, creating: bool) -> None:
+        """?fieldValidation=Strict (what kubectl sends by default, see openapi.py): unknown
+        fields are a 400, worded as the strict decoder's error (handlers/rest.go
+        transformDecodeError for bodies; the patched object for patches)."""
+        if req.query.get("fieldValidation") != "Strict" or req.subresource:
+            return
+        unknown = unknown_fields(req.resource.kind, obj)
+        if not unknown:
+            return
+        detail = "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown)
+        kind, version = req.resource.kind, req.resource.version
+        if creating:
+            detail = f'{kind} in version "{version}" cannot be handled as a {kind}: {detail}'
+        raise ApiError(400, "BadRequest", detail)
 
     def _incoming(self, req: ApiRequest) -> Obj:
         obj = req.json()

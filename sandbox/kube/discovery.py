@@ -57,6 +57,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "pods", "pod", "Pod", short_names=("po",), subresources=("log", "status")),
     Resource("", "v1", "configmaps", "configmap", "ConfigMap", short_names=("cm",)),
     Resource("", "v1", "secrets", "secret", "Secret"),
+    Resource("", "v1", "events", "event", "Event", short_names=("ev",)),
     Resource("apps", "v1", "deployments", "deployment", "Deployment", short_names=("deploy",),
              subresources=("scale", "status"), has_generation=True),
     Resource("apps", "v1", "replicasets", "replicaset", "ReplicaSet", short_names=("rs",),

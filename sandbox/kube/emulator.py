@@ -20,6 +20,7 @@ from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, is_pod_active, template
 from .pods import PodFleet
 from .scheduler import Scheduler
 from .store import ApiError, Obj, Store, WatchEvent
+from .validation import validate_deployment
 
 SEED_ACTOR = "controller"  # seeding writes must not wake the async controller: we sync inline
 
@@ -31,6 +32,7 @@ class KubeEmulator:
                  observe_delay: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.settings = RolloutSettings(duration=rollout_duration, observe_delay=observe_delay)
         self.store = Store(seed=seed)
+        self.store.validators["apps/deployments"] = validate_deployment
         self.scheduler = Scheduler()
         self.pods = PodFleet(self.store, self.scheduler)
         self.controller = DeploymentController(self.store, self.pods, self.scheduler,
@@ -159,10 +161,16 @@ class KubeEmulator:
                           labels: Mapping[str, str] | None = None, container: str = "app",
                           change_cause: str | None = None,
                           termination_grace_period: int | None = None,
+                          strategy: Mapping[str, Any] | None = None,
+                          min_ready_seconds: int | None = None,
+                          progress_deadline: int | None = None,
+                          revision_history_limit: int | None = None,
                           settle: bool = True) -> Obj:
         """A Deployment and its first rollout. ``termination_grace_period`` goes into the pod
         template (terminationGracePeriodSeconds; the API's default is 30 s): deleted pods
-        stay Terminating that long."""
+        stay Terminating that long. ``strategy`` is spec.strategy as the API takes it
+        (``{"type": "Recreate"}``, ``{"rollingUpdate": {"maxSurge": 0}}``);
+        ``progress_deadline`` is progressDeadlineSeconds (API default 600)."""
         self.ensure_namespace(namespace)
         pod_labels = dict(labels or {"app": name})
         ann = dict(annotations or {})
@@ -178,16 +186,24 @@ class KubeEmulator:
         if termination_grace_period is not None:
             obj["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = \
                 termination_grace_period
-        self.store.create("apps/deployments", obj, actor=SEED_ACTOR)
-        return self._after_seed(namespace, name, settle)
+        for field, value in (("strategy", strategy), ("minReadySeconds", min_ready_seconds),
+                             ("progressDeadlineSeconds", progress_deadline),
+                             ("revisionHistoryLimit", revision_history_limit)):
+            if value is not None:
+                obj["spec"][field] = copy.deepcopy(value)
+        with self.controller.lock:
+            self.store.create("apps/deployments", obj, actor=SEED_ACTOR)
+            return self._after_seed(namespace, name, settle)
 
     def update_deployment(self, namespace: str, name: str, mutate: Callable[[Obj], None], *,
                           settle: bool = True) -> Obj:
         """Apply ``mutate`` to the stored Deployment, like a client PUT, then run the controller."""
-        obj = self.store.get("apps/deployments", namespace, name)
-        mutate(obj)
-        self.store.replace("apps/deployments", obj, actor=SEED_ACTOR)
-        return self._after_seed(namespace, name, settle)
+        # Under the controller's lock: no queued sync may see the change before the seed's.
+        with self.controller.lock:
+            obj = self.store.get("apps/deployments", namespace, name)
+            mutate(obj)
+            self.store.replace("apps/deployments", obj, actor=SEED_ACTOR)
+            return self._after_seed(namespace, name, settle)
 
     def set_image(self, namespace: str, name: str, *, image: str, container: str | None = None,
                   change_cause: str | None = None,
@@ -211,8 +227,17 @@ class KubeEmulator:
         return self.update_deployment(namespace, name, lambda o: o["spec"].pop("paused", None))
 
     def fail_next_rollout(self, namespace: str, name: str) -> None:
-        """The next new rollout never gets ready pods and ends in ProgressDeadlineExceeded."""
+        """The pods of the deployment's next new ReplicaSet crash-loop (CrashLoopBackOff):
+        the rollout ends in ProgressDeadlineExceeded after progressDeadlineSeconds, at
+        once for a settled seed (history long past)."""
         self.controller.fail_next_rollout(namespace, name)
+
+    def image_fault(self, image: str, fault: str | None) -> None:
+        """Pods running ``image`` crash-loop ("CrashLoopBackOff"), cannot pull it
+        ("ImagePullBackOff"), or run fine (None) whatever the image name suggests."""
+        if fault not in (None, "CrashLoopBackOff", "ImagePullBackOff"):
+            raise ValueError(f"unknown image fault {fault!r}")
+        self.controller.kubelet.image_faults[image] = fault
 
     def create_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> Obj:
         self.ensure_namespace(namespace)

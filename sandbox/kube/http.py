@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from . import discovery, tables
+from . import discovery, openapi, tables
 from .api import ApiRequest, ApiResponse, ApiServer
 from .store import ApiError
 
@@ -256,6 +256,15 @@ class _Handler(BaseHTTPRequestHandler):
             return "ok"
         if path == "/version":
             return discovery.SERVER_VERSION
+        if parts[:2] == ["openapi", "v3"]:
+            if len(parts) == 2:
+                return openapi.v3_index()
+            return openapi.v3_document("/".join(parts[2:])) or self._not_found()
+        if parts == ["openapi", "v2"]:
+            accept = self.headers.get("Accept", "")
+            if "protobuf" in accept and "json" not in accept:
+                raise ApiError(406, "NotAcceptable", "only application/json is served")
+            return openapi.v2_document()
         if parts == ["api"]:
             host, port = self.server.server_address[:2]
             return discovery.api_versions(f"{host!s}:{port}")

@@ -111,10 +111,16 @@ def apply_defaults(resource_key: str, obj: dict[str, Any]) -> None:
         spec.setdefault("replicas", 1)
         spec.setdefault("revisionHistoryLimit", 10)
         spec.setdefault("progressDeadlineSeconds", 600)
+        # SetDefaults_Deployment (pkg/apis/apps/v1/defaults.go): each of maxUnavailable and
+        # maxSurge defaults to 25% on its own.
         strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
         if strategy.get("type", "RollingUpdate") == "RollingUpdate":
             strategy.setdefault("type", "RollingUpdate")
-            strategy.setdefault("rollingUpdate", {"maxUnavailable": "25%", "maxSurge": "25%"})
+            rolling = strategy.get("rollingUpdate")
+            if not isinstance(rolling, dict):
+                rolling = strategy["rollingUpdate"] = {}
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
         default_template(spec.setdefault("template", {}))
     elif resource_key == "apps/replicasets" and isinstance(spec, dict):
         spec.setdefault("replicas", 1)
@@ -220,15 +226,17 @@ def selector_to_string(selector: Mapping[str, Any] | None) -> str:
 
 
 def field_matches(selector: str | None, obj: Mapping[str, Any]) -> bool:
-    """Only the field selectors clients actually send: metadata.name / metadata.namespace."""
+    """Field selectors as clients send them: metadata.name / metadata.namespace, and the
+    event fields kubectl describe asks for (involvedObject.kind/name/namespace/uid, type,
+    reason; pkg/registry/core/event/strategy.go ToSelectableFields)."""
     if not selector:
         return True
-    meta = obj.get("metadata") or {}
     for raw in selector.split(","):
         negate = "!=" in raw
         key, _, val = raw.replace("!=", "=").replace("==", "=").partition("=")
-        field = {"metadata.name": meta.get("name"),
-                 "metadata.namespace": meta.get("namespace")}.get(key.strip())
-        if (field == val.strip()) == negate:
+        node: Any = obj
+        for part in key.strip().split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if (str(node if node is not None else "") == val.strip()) == negate:
             return False
     return True

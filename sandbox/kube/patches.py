@@ -1,5 +1,5 @@
 """PATCH flavours the API server accepts: JSON Patch, merge patch and strategic merge patch
-(merge keys for the pod-spec lists, ``$patch`` directives; ``$retainKeys`` ignored).
+(merge keys for the pod-spec lists, ``$patch`` and ``$retainKeys`` directives).
 """
 
 from __future__ import annotations
@@ -172,6 +172,11 @@ def strategic_merge_patch(doc: Any, patch: Any) -> Any:
             out[key] = _merge_list(key, [], value)
         else:
             out[key] = value
+    retain = patch.get("$retainKeys")
+    if isinstance(retain, list):
+        # apimachinery strategicpatch: fields missing from $retainKeys are cleared (how
+        # kubectl apply drops rollingUpdate when the strategy becomes Recreate).
+        out = {k: v for k, v in out.items() if k in retain}
     return out
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
 
 from .objects import HASH_LABEL, is_pod_active, now_rfc3339, pod_grace_period, safe_encode
 from .scheduler import Scheduler
@@ -51,7 +49,9 @@ class PodFleet:
         return [p for p in pods if any(ref.get("uid") == meta["uid"]
                                        for ref in p["metadata"].get("ownerReferences") or [])]
 
-    def add(self, rs: Obj, *, ready: bool) -> Obj:
+    def add(self, rs: Obj) -> Obj:
+        """A new pod of the ReplicaSet, bound to the node and Pending: the kubelet
+        (kubelet.py) takes it from there."""
         meta = rs["metadata"]
         template = copy.deepcopy(rs["spec"]["template"])
         # 7919 is coprime with 10**5, so the last five digits never repeat within 100k pods.
@@ -67,7 +67,10 @@ class PodFleet:
                                      "controller": True, "blockOwnerDeletion": True}],
             },
             "spec": {**template.get("spec", {}), "nodeName": "emulator-node"},
-            "status": self._status(template, ready=ready),
+            "status": {"phase": "Pending", "qosClass": "BestEffort",
+                       "conditions": [{"type": "PodScheduled", "status": "True",
+                                       "lastProbeTime": None,
+                                       "lastTransitionTime": now_rfc3339()}]},
         }
         if not pod["metadata"]["annotations"]:
             del pod["metadata"]["annotations"]
@@ -78,13 +81,6 @@ class PodFleet:
                 for c in pod["spec"].get("containers", [])
             ]
         return created
-
-    def set_ready(self, pod: Obj) -> None:
-        pod["status"] = self._status({"spec": pod["spec"]}, ready=True,
-                                     started=pod["status"].get("startTime"))
-        self.store.replace("pods", pod, actor="controller", keep_status=False, check_rv=False)
-        self.log(pod["metadata"]["namespace"], pod["metadata"]["name"],
-                 f"{now_rfc3339()} ready: serving traffic")
 
     def delete(self, pod: Obj, *, grace_seconds: int | None = None, uid: str | None = None,
                actor: str = "controller", dry_run: bool = False) -> Obj:
@@ -144,27 +140,6 @@ class PodFleet:
     def is_ready(pod: Obj) -> bool:
         return any(c.get("type") == "Ready" and c.get("status") == "True"
                    for c in (pod.get("status") or {}).get("conditions") or [])
-
-    @staticmethod
-    def _status(template: Mapping[str, Any], *, ready: bool,
-                started: str | None = None) -> Obj:
-        ts = now_rfc3339()
-        flag = "True" if ready else "False"
-        return {
-            "phase": "Running",
-            "podIP": "10.0.0.1",
-            "hostIP": "127.0.0.1",
-            "startTime": started or ts,
-            "conditions": [{"type": t, "status": flag if t in ("Ready", "ContainersReady")
-                            else "True", "lastTransitionTime": ts}
-                           for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-            "containerStatuses": [
-                {"name": c["name"], "image": c.get("image", ""), "imageID": "",
-                 "ready": ready, "started": True, "restartCount": 0,
-                 "state": {"running": {"startedAt": started or ts}}}
-                for c in (template.get("spec") or {}).get("containers", [])
-            ],
-        }
 
     # ------------------------------------------------------------------------ logs
     def log(self, namespace: str, pod: str, line: str) -> None:

@@ -101,6 +101,8 @@ class Store:
         self._seed = seed
         self._uids = 0
         self._listeners: list[Listener] = []
+        # resource key -> check(new, old or None) run after defaulting; raises ApiError 422
+        self.validators: dict[str, Callable[[Obj, Obj | None], None]] = {}
         self.closed = False
 
     # ----------------------------------------------------------------- identities
@@ -177,6 +179,8 @@ class Store:
             if res.has_generation:
                 meta["generation"] = 1
             apply_defaults(key, obj)
+            if key in self.validators:
+                self.validators[key](obj, None)
             if dry_run:
                 meta["resourceVersion"] = str(self._rv)
                 return obj
@@ -213,6 +217,8 @@ class Store:
             if keep_status and "status" in old:
                 obj["status"] = copy.deepcopy(old["status"])
             apply_defaults(key, obj)
+            if key in self.validators:
+                self.validators[key](obj, old)
             if res.has_generation and obj.get("spec") != old.get("spec"):
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
             if dry_run:

@@ -37,15 +37,57 @@ def _replicaset(obj: Obj) -> list[Any]:
 
 
 def _pod(obj: Obj) -> list[Any]:
-    statuses = _status(obj).get("containerStatuses") or []
-    ready = sum(1 for c in statuses if c.get("ready"))
-    reason = _status(obj).get("reason") or _status(obj).get("phase", "Pending")
+    """printPod (kubernetes/kubernetes pkg/printers/internalversion/printers.go): STATUS is
+    the phase, overridden by a container's waiting or terminated reason (ContainerCreating,
+    CrashLoopBackOff, ImagePullBackOff), "Terminating" once deletion started; RESTARTS adds
+    "(<age> ago)" of the last restart."""
+    status = _status(obj)
+    statuses = status.get("containerStatuses") or []
+    reason = status.get("reason") or status.get("phase", "Pending")
+    ready = restarts = 0
+    last_restart = ""
+    for c in reversed(statuses):
+        restarts += int(c.get("restartCount") or 0)
+        finished = ((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+        if finished and finished > last_restart:
+            last_restart = finished
+        state = c.get("state") or {}
+        if (state.get("waiting") or {}).get("reason"):
+            reason = state["waiting"]["reason"]
+        elif (state.get("terminated") or {}).get("reason"):
+            reason = state["terminated"]["reason"]
+        elif state.get("terminated"):
+            reason = f"ExitCode:{state['terminated'].get('exitCode', 0)}"
+        elif c.get("ready") and state.get("running") is not None:
+            ready += 1
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
-        # printPod (pkg/printers/internalversion/printers.go): a pod being deleted shows
-        # STATUS "Terminating" whatever its phase.
         reason = "Terminating"
-    return [f"{ready}/{len(obj['spec'].get('containers', []))}", reason,
-            sum(c.get("restartCount", 0) for c in statuses)]
+    shown = str(restarts)
+    if restarts and last_restart:
+        shown = f"{restarts} ({_age({'metadata': {'creationTimestamp': last_restart}})} ago)"
+    return [f"{ready}/{len(obj['spec'].get('containers', []))}", reason, shown]
+
+
+def _event(obj: Obj) -> list[Any]:
+    involved = obj.get("involvedObject") or {}
+    last = obj.get("lastTimestamp") or obj.get("eventTime") or ""
+    first = obj.get("firstTimestamp") or last
+    source = (obj.get("source") or {}).get("component", "")
+    host = (obj.get("source") or {}).get("host")
+    return [_age({"metadata": {"creationTimestamp": last}}), obj.get("type", ""),
+            obj.get("reason", ""), f"{str(involved.get('kind', '')).lower()}/"
+            f"{involved.get('name', '')}", involved.get("fieldPath", ""),
+            f"{source}, {host}" if host else source, obj.get("message", ""),
+            _age({"metadata": {"creationTimestamp": first}}), obj.get("count", 1),
+            obj["metadata"]["name"]]
+
+
+# Event columns as the API server prints them (printers.go AddHandlers, eventColumnDefinitions):
+# no leading Name column; priority-1 columns only show with -o wide.
+EVENT_COLUMNS = [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
+                 ("Object", "string", 0), ("Subobject", "string", 1), ("Source", "string", 1),
+                 ("Message", "string", 0), ("First Seen", "string", 1),
+                 ("Count", "integer", 1), ("Name", "string", 1)]
 
 
 COLUMNS: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
@@ -53,7 +95,7 @@ COLUMNS: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
                           ("Available", "integer")], _deployment),
     "apps/replicasets": ([("Desired", "integer"), ("Current", "integer"), ("Ready", "integer")],
                          _replicaset),
-    "pods": ([("Ready", "string"), ("Status", "string"), ("Restarts", "integer")], _pod),
+    "pods": ([("Ready", "string"), ("Status", "string"), ("Restarts", "string")], _pod),
     "configmaps": ([("Data", "integer")], lambda o: [len(o.get("data") or {})]),
     "secrets": ([("Type", "string"), ("Data", "integer")],
                 lambda o: [o.get("type", "Opaque"), len(o.get("data") or {})]),
@@ -65,6 +107,18 @@ def wants_table(accept: str) -> bool:
 
 
 def to_table(resource_key: str, items: list[Obj], resource_version: str) -> Obj:
+    if resource_key == "events":
+        return {
+            "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": resource_version},
+            "columnDefinitions": [{"name": name, "type": kind, "format": "",
+                                   "description": "", "priority": priority}
+                                  for name, kind, priority in EVENT_COLUMNS],
+            "rows": [{"cells": _event(item),
+                      "object": {"kind": "PartialObjectMetadata",
+                                 "apiVersion": "meta.k8s.io/v1", "metadata": item["metadata"]}}
+                     for item in items],
+        }
     extra, cells = COLUMNS.get(resource_key, ([], lambda o: []))
     columns = [("Name", "string"), *extra, ("Age", "string")]
     return {

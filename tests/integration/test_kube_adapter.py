@@ -167,6 +167,9 @@ def test_wait_for_rollout_times_out_and_reports_failure(
 
     em2 = kube_emulator_factory(rollout_duration=0.2)
     seed(em2, versions=1)
+    # The controller declares the rollout stuck only after progressDeadlineSeconds without
+    # progress (600 by default): 1 s here.
+    em2.update_deployment(NS, APP, lambda d: d["spec"].__setitem__("progressDeadlineSeconds", 1))
     em2.fail_next_rollout(NS, APP)
     em2.set_image(NS, APP, image="registry.local/voice-bot:broken", settle=False)
     platform2 = KubernetesPlatform(api_client=em2.api_client())

@@ -276,7 +276,9 @@ def test_confirm_running_reports_counts_when_pods_are_not_available(
     seed(em, versions=2, grace=1)
     platform = platform_for(em)
     pinned = pinned_revision(platform, f"{IMAGE}:1.0")
-    em.fail_next_rollout(NS, APP)  # its pods never get ready
+    # Stuck after 1 s without progress (progressDeadlineSeconds; 600 by default).
+    em.update_deployment(NS, APP, lambda d: d["spec"].__setitem__("progressDeadlineSeconds", 1))
+    em.fail_next_rollout(NS, APP)  # its pods crash-loop, never ready
     assert platform.rollback_to(TARGET, pinned).changed
     assert platform.wait_for_rollout(TARGET, timeout=15).failed
 

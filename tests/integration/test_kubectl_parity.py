@@ -17,6 +17,7 @@ from platforms.base import PlatformError, Target, TargetNotFound
 from platforms.kubernetes import KubernetesPlatform, format_history
 from sandbox.kube import KubeEmulator
 from tests.integration.kube_fixtures import EmulatorFactory, Kubectl
+from tests.support.waiting import wait_until
 
 NS = "shop"
 APP = "web"
@@ -75,6 +76,19 @@ def failed_rollout(em: KubeEmulator) -> None:
     em.set_image(NS, APP, image="registry.local/web:1.2-broken", change_cause="deploy broken")
 
 
+def stuck_rollout(em: KubeEmulator) -> None:
+    """A live rollout whose pods crash-loop until progressDeadlineSeconds (1 s) passes: the
+    controller itself declares ProgressDeadlineExceeded; nothing is decided by the test."""
+    two_revisions(em)
+    em.update_deployment(NS, APP, lambda d: d["spec"].__setitem__("progressDeadlineSeconds", 1))
+    em.set_image(NS, APP, image="registry.local/web:crash-1.2", change_cause="deploy 1.2",
+                 settle=False)
+    wait_until(lambda: any(c["reason"] == "ProgressDeadlineExceeded" for c in
+                           em.get_deployment(NS, APP)["status"].get("conditions") or []),
+               timeout=15, message="ProgressDeadlineExceeded")
+    em.wait_settled(NS, APP)
+
+
 @dataclass(frozen=True)
 class Scenario:
     id: str
@@ -96,6 +110,7 @@ SCENARIOS = [
     Scenario("server-dry-run", three_revisions, (("--dry-run=server",),)),
     Scenario("deployment-missing", one_revision, deployment="nope"),
     Scenario("after-progress-deadline", failed_rollout),
+    Scenario("after-live-progress-deadline", stuck_rollout),
 ]
 
 
