@@ -152,22 +152,27 @@ def _revision_detail(tokens: list[str], platforms: PlatformSpecs) -> Parsed:
     if tokens[1].startswith("--"):
         raise ParseError("`history` needs a service.")
     service, rest = tokens[1], tokens[2:]
-    number: int | None = None
-    platform: str | None = None
-    i = 0
-    while i < len(rest):
-        flag, eq, inline = rest[i].partition("=")
-        if flag not in ("--revision", "--platform"):
-            raise ParseError(f"Unexpected `{rest[i]}` after `history {service}`.")
-        raw = inline if eq else _value(rest, i, flag)
-        i += 1 if eq else 2
-        if flag == "--platform":
-            platform = _platform(raw, platforms)
-        else:
-            number = revision_number(raw, flag="--revision ")
+    flags = _flags(rest, ("--revision", "--platform"), after=f"history {service}")
+    platform = _platform(flags["--platform"], platforms) if "--platform" in flags else None
+    number = (revision_number(flags["--revision"], flag="--revision ")
+              if "--revision" in flags else None)
     if number is None:
         raise ParseError(f"`history {service} --platform` needs `--revision N` as well.")
     return Parsed("revision", service=service, to=number, platform=platform)
+
+
+def _flags(rest: list[str], allowed: tuple[str, ...], *, after: str) -> dict[str, str]:
+    """``--flag value`` / ``--flag=value`` pairs of a verb's tail, only ``allowed`` ones (a
+    repeated flag: the last one wins, as before)."""
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        flag, eq, inline = rest[i].partition("=")
+        if flag not in allowed:
+            raise ParseError(f"Unexpected `{rest[i]}` after `{after}`.")
+        flags[flag] = inline if eq else _value(rest, i, flag)
+        i += 1 if eq else 2
+    return flags
 
 
 def _known_bad(tokens: list[str], platforms: PlatformSpecs) -> Parsed:
@@ -177,23 +182,13 @@ def _known_bad(tokens: list[str], platforms: PlatformSpecs) -> Parsed:
         raise ParseError("`known-bad` needs a service.")
     service, rest = tokens[1], tokens[2:]
     clear: int | None = None
-    platform: str | None = None
-    reason = ""
     if rest[:1] == ["clear"]:
         if len(rest) < 2:
             raise ParseError("`known-bad <service> clear` needs a revision number.")
         clear, rest = revision_number(rest[1]), rest[2:]
-    i = 0
-    while i < len(rest):
-        flag, eq, inline = rest[i].partition("=")
-        if flag not in ("--reason", "--platform"):
-            raise ParseError(f"Unexpected `{rest[i]}` after `known-bad {service}`.")
-        raw = inline if eq else _value(rest, i, flag)
-        i += 1 if eq else 2
-        if flag == "--platform":
-            platform = _platform(raw, platforms)
-        else:
-            reason = raw
+    flags = _flags(rest, ("--reason", "--platform"), after=f"known-bad {service}")
+    platform = _platform(flags["--platform"], platforms) if "--platform" in flags else None
+    reason = flags.get("--reason", "")
     if clear is None:
         return Parsed("known-bad", service=service, platform=platform)
     return Parsed("clear-known-bad", service=service, to=clear, platform=platform,
