@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -290,15 +291,33 @@ _SECRET_LIKE = ("SECRET", "TOKEN", "PASSWORD", "PASSWD", "PASS", "KEY", "CREDENT
                 "AUTH", "PRIVATE", "DSN", "COOKIE", "SESSION")
 
 
+# Values that carry a credential whatever their name: a URL with a password in its userinfo
+# (``postgres://u:pass@db``), a JWT, an AWS access key id, a Slack or GitHub token, a PEM key.
+_SECRET_SHAPES = re.compile(
+    r"://[^/\s:@]*:[^/\s@]+@"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\."
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+    r"|\bxox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\bfm[12][ar]?_[A-Za-z0-9_+/=-]{10,}"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def looks_secret(key: str, value: str) -> bool:
+    """Whether a configuration entry must not be shown: its name looks like a credential
+    (``API_KEY``, ``DB_PASSWORD``…) or its value has a credential's shape (see
+    ``_SECRET_SHAPES``)."""
+    return any(word in key.upper() for word in _SECRET_LIKE) or bool(_SECRET_SHAPES.search(value))
+
+
 def mask_value(key: str, value: str | None) -> str | None:
-    """A configuration value fit for a Slack channel: a literal whose name looks like a
-    credential (``API_KEY``, ``DB_PASSWORD``…) is replaced by a fingerprint so a change is
-    still visible (``<hidden, sha256:1a2b3c4d>``) but the value never leaves the platform.
-    References (a secret's ARN, a ``secretKeyRef``) are not values and are passed through
-    by callers as they are."""
+    """A configuration value fit for a Slack channel: a literal that ``looks_secret`` is
+    replaced by a fingerprint so a change is still visible (``<hidden, sha256:1a2b3c4d>``)
+    but the value never leaves the platform. References (a secret's ARN, a
+    ``secretKeyRef``) are not values and are passed through by callers as they are."""
     if value is None:
         return None
-    if any(word in key.upper() for word in _SECRET_LIKE):
+    if looks_secret(key, value):
         return f"<hidden, sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]}>"
     return value
 
