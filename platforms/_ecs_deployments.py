@@ -61,14 +61,14 @@ class DeploymentRecord:
         return None
 
 
-def deployment_record(ecs: Any, cluster: str, service: str, *,
-                      now: datetime) -> DeploymentRecord | None:
-    """What ECS's service deployments say ran on ``cluster/service``; None when the API is
-    unavailable (see the module comment)."""
+def deployment_record(ecs: Any, cluster: str, service: str, *, now: datetime,
+                      page: int = PAGE, max_pages: int = MAX_PAGES) -> DeploymentRecord | None:
+    """What ECS's service deployments say ran on ``cluster/service`` (reading at most
+    ``max_pages`` pages of ``page``); None when the API is unavailable (module comment)."""
     if not hasattr(ecs, "list_service_deployments"):  # a botocore older than the API
         return None
     try:
-        return _read(ecs, cluster, service, now=now)
+        return _read(ecs, cluster, service, now=now, page=page, max_pages=max_pages)
     except (ClientError, BotoCoreError) as exc:
         code = (exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError)
                 else type(exc).__name__)
@@ -77,14 +77,15 @@ def deployment_record(ecs: Any, cluster: str, service: str, *,
         return None
 
 
-def _read(ecs: Any, cluster: str, service: str, *, now: datetime) -> DeploymentRecord:
+def _read(ecs: Any, cluster: str, service: str, *, now: datetime, page: int,
+          max_pages: int) -> DeploymentRecord:
     briefs: list[Mapping[str, Any]] = []
     token: str | None = None
-    for _ in range(MAX_PAGES):
-        page = ecs.list_service_deployments(cluster=cluster, service=service, maxResults=PAGE,
-                                            **({"nextToken": token} if token else {}))
-        briefs += page.get("serviceDeployments") or []
-        token = page.get("nextToken")
+    for _ in range(max_pages):
+        answer = ecs.list_service_deployments(cluster=cluster, service=service, maxResults=page,
+                                              **({"nextToken": token} if token else {}))
+        briefs += answer.get("serviceDeployments") or []
+        token = answer.get("nextToken")
         if not token:
             break
     since: datetime | None = _aware(now) - WINDOW

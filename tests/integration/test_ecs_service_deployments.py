@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bot.domain.planner import choose_revision
+from platforms._ecs_deployments import deployment_record
 from platforms.ecs import EcsPlatform
 from sandbox.ecs import EcsEmulator, Seeded, task_definition
 from tests.support.emulators import ecs_emulator_fixture, ecs_target
@@ -183,14 +184,19 @@ def test_history_tells_never_deployed_revisions_and_previous_skips_them(
                                                "DescribeServiceRevisions")] == [1, 1, 1]
 
 
-@pytest.mark.parametrize("code", ["AccessDeniedException", "UnknownOperationException",
-                                  "InvalidAction", "UnsupportedFeatureException"])
-def test_without_the_api_history_works_as_before(emulator: EcsEmulator, code: str) -> None:
+@pytest.mark.parametrize(("operation", "code"), [
+    ("ListServiceDeployments", "AccessDeniedException"),
+    ("ListServiceDeployments", "UnknownOperationException"),
+    ("ListServiceDeployments", "InvalidAction"),
+    ("ListServiceDeployments", "UnsupportedFeatureException"),
+    ("DescribeServiceRevisions", "AccessDeniedException")])
+def test_without_the_api_history_works_as_before(emulator: EcsEmulator, operation: str,
+                                                 code: str) -> None:
     """No IAM permission, or an endpoint that predates the API: nobody can tell, so ran is
     None for every revision and "previous" is v3, as it was before the API existed."""
     seeded, client = fresh(emulator, revisions=4, never_deployed={3})
     target = ecs_target(seeded, emulator, endpoint_url=True)
-    emulator.refuse_next("ListServiceDeployments", code=code, message="not for you")
+    emulator.refuse_next(operation, code=code, message="not for you")
     history = EcsPlatform(client=client).history(target)
     assert [(r.number, r.ran) for r in history] == [(4, None), (3, None), (2, None), (1, None)]
     assert (history[1].change_cause or "").endswith("no deployment record retained by ECS")
@@ -214,3 +220,28 @@ def test_revisions_older_than_the_window_are_unknown_not_never_run(
     assert {r.number: r.ran for r in history} == {6: True, 5: False, 4: True, 3: None,
                                                   2: None, 1: None}
     assert choose_revision(history, None).target.number == 4
+
+
+def test_a_listing_cut_short_proves_nothing_older_than_what_it_read(
+        emulator: EcsEmulator) -> None:
+    """Read one page of two (of five deployments: v1 v2 v3 v4 v6): only back to v4's
+    deployment is the record complete. v5 and v1..v2 were registered before that, so they
+    may have run in a deployment not read: unknown. v7, registered afterwards and never
+    deployed, is known never to have run; v3 ran when v4 went out (a source)."""
+    seeded, client = fresh(emulator, revisions=6, never_deployed={5})
+    v7 = client.register_task_definition(**task_definition(seeded.family, 7, emulator.region))
+    record = deployment_record(client, seeded.cluster, seeded.service, now=datetime.now(UTC),
+                               page=2, max_pages=1)
+    assert record is not None and record.since is not None
+    registered = {n: client.describe_task_definition(taskDefinition=arn)["taskDefinition"]
+                  ["registeredAt"] for n, arn in enumerate((*seeded.arns,
+                  v7["taskDefinition"]["taskDefinitionArn"]), 1)}
+    arns = {n: arn for n, arn in enumerate(seeded.arns, 1)}
+    arns[7] = v7["taskDefinition"]["taskDefinitionArn"]
+    assert {n: record.ran_on_service(arns[n], registered[n]) for n in arns} == {
+        1: None, 2: None, 3: True, 4: True, 5: None, 6: True, 7: False}
+    complete = deployment_record(client, seeded.cluster, seeded.service,
+                                 now=datetime.now(UTC), page=2)
+    assert complete is not None
+    assert {n: complete.ran_on_service(arns[n], registered[n]) for n in arns} == {
+        1: True, 2: True, 3: True, 4: True, 5: False, 6: True, 7: False}
