@@ -170,7 +170,7 @@ def _checklist_text(rb: Rollback) -> str:
 
 def _plan_warnings(rb: Rollback) -> list[Block]:
     """What approvers must see before they click: revisions with their known-bad marks, a
-    known-bad target, destructive steps with the pinned backup."""
+    known-bad target, a target that never ran here, destructive steps with the pinned backup."""
     out: list[Block] = []
     revisions = rb.plan_facts.get("revisions") or []
     if revisions:
@@ -182,6 +182,12 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
             f":rotating_light: *The pinned target {escape(rb.target_revision.label())} is "
             "KNOWN-BAD* "
             f"(rolled back from{origin}). Executing it needs an approver's explicit override."))
+    never = rb.plan_facts.get("never_deployed_target")
+    if never:
+        out.append(section(
+            f":warning: *Revision {escape(str(never['number']))} was registered but never "
+            "deployed to this service*: the platform has no record of it ever running here, "
+            "so it is an untested version, not a previous stable one."))
     config_view = _config_view(rb.plan_facts)
     if config_view:
         out.append(config_view)

@@ -176,6 +176,10 @@ class Revision:
     change_cause: str | None = None
     created: datetime | None = None
     current: bool = False
+    # Did this revision ever run on this target? None: the platform cannot tell (no record,
+    # or the record no longer reaches back that far); False: known never to have run here
+    # (registered but never deployed), so "previous" must not pick it.
+    ran: bool | None = None
 
     def label(self) -> str:
         image = ", ".join(self.images) if self.images else "?"
@@ -189,6 +193,7 @@ class Revision:
             "change_cause": self.change_cause,
             "created": self.created.isoformat() if self.created else None,
             "current": self.current,
+            "ran": self.ran,
         }
 
     @classmethod
@@ -201,6 +206,7 @@ class Revision:
             change_cause=data.get("change_cause"),
             created=datetime.fromisoformat(created) if created else None,
             current=bool(data.get("current", False)),
+            ran=None if data.get("ran") is None else bool(data["ran"]),  # older plans: None
         )
 
 

@@ -23,9 +23,13 @@ factory, words, what it cannot do).
 #     ListTaskDefinitionsRequest.sort) in pages of up to 100; the adapter stops paging once it
 #     has the cap. The deployments' task definitions are listed whatever their age, so the
 #     current revision is always there even when 100 newer ones were registered.
-#   * a revision registered by a pipeline that never deployed it looks exactly like one that
-#     was deployed and replaced (ECS keeps no record of either), hence the wording of
-#     ``change_cause``: "no deployment record retained by ECS", never "deployed".
+#   * a revision registered by a pipeline that never deployed it looks the same in the task
+#     definitions as one that was deployed and replaced; ECS's service deployments (the last
+#     90 days, platforms/_ecs_deployments.py) tell them apart: ``Revision.ran`` is True for a
+#     task definition a deployment targeted, False for one registered within the covered
+#     window that none did (the planner's "previous" never picks it), None where the record
+#     does not reach or the API is unavailable; then ``change_cause`` says "no deployment
+#     record retained by ECS", never "deployed".
 #
 # Observability and IAM (platforms/_ecs_observe.py has the details): logs_tail reads the
 # awslogs streams of the service's newest tasks (logs:GetLogEvents), resource_usage the
@@ -82,6 +86,7 @@ import boto3
 from botocore.config import Config
 from pydantic import BaseModel, ConfigDict, Field
 
+from platforms._ecs_deployments import DeploymentRecord, deployment_record
 from platforms._ecs_observe import (
     config_differences,
     denied,
@@ -214,8 +219,9 @@ class EcsPlatform:
         for arn in self._active_family_arns(ecs, family):
             if arn not in evidence:
                 arns.append(arn)
+        record = deployment_record(ecs, target.scope, target.name, now=self._now())
         revisions = [self._revision(ecs, arn, current=arn == primary,
-                                    evidence=evidence.get(arn)) for arn in arns]
+                                    evidence=evidence.get(arn), record=record) for arn in arns]
         revisions.sort(key=lambda r: (r.number, r.current), reverse=True)
         return revisions
 
@@ -645,8 +651,8 @@ class EcsPlatform:
             self._defs[arn] = definition
         return definition
 
-    def _revision(self, ecs: Any, arn: str, *, current: bool,
-                  evidence: str | None) -> Revision:
+    def _revision(self, ecs: Any, arn: str, *, current: bool, evidence: str | None,
+                  record: DeploymentRecord | None = None) -> Revision:
         with self._lock:
             definition = self._defs.get(arn)
         if definition is None:
@@ -654,14 +660,23 @@ class EcsPlatform:
         registered = definition.get("registeredAt")
         created = registered if isinstance(registered, datetime) else None
         when = created.strftime("%Y-%m-%d %H:%M UTC") if created else "at an unknown time"
-        cause = evidence or (f"registered {when}; ACTIVE, no deployment record retained "
-                             "by ECS")
+        ran = (record.ran_on_service(str(definition.get("taskDefinitionArn") or arn), created)
+               if record is not None else None)
+        if evidence:
+            cause = evidence
+        elif ran is True:
+            cause = f"registered {when}; deployed to this service (ECS service deployments)"
+        elif ran is False:
+            cause = (f"registered {when}; never deployed to this service (no ECS service "
+                     "deployment since it was registered)")
+        else:
+            cause = f"registered {when}; ACTIVE, no deployment record retained by ECS"
         return Revision(
             id=str(definition.get("taskDefinitionArn") or arn),
             number=int(definition.get("revision") or parse_task_definition_arn(arn)[1]),
             images=tuple(str(c.get("image")) for c in definition.get("containerDefinitions")
                          or [] if c.get("image")),
-            change_cause=cause, created=created, current=current)
+            change_cause=cause, created=created, current=current, ran=ran)
 
 
 # ---------------------------------------------------------------------- pure helpers

@@ -40,6 +40,12 @@ class RevisionChoice:
     target_known_bad: KnownBad | None  # only with an explicit ``--to`` (needs an override)
     ran_before_current: bool  # the target predates the running release (not just a number)
 
+    @property
+    def never_deployed(self) -> bool:
+        """The target was registered but, as the platform knows, never ran on this target
+        (only an explicit ``--to`` picks one)."""
+        return self.target.ran is False
+
 
 def _ran_before(candidate: Revision, current: Revision) -> bool:
     """Did ``candidate`` run before ``current`` became current? Platforms number revisions
@@ -52,7 +58,8 @@ def _ran_before(candidate: Revision, current: Revision) -> bool:
 def choose_revision(history: Sequence[Revision], to: int | None,
                     known_bad: Mapping[str, KnownBad] | None = None) -> RevisionChoice:
     """The current revision and the rollback target. ``to`` is a revision number; None
-    means the newest revision that ran before the current one and is not known-bad."""
+    means the newest revision that ran before the current one, is not known-bad and is not
+    known never to have run (``Revision.ran is False``)."""
     bad = known_bad or {}
     current = next((r for r in history if r.current), None)
     if current is None:
@@ -67,12 +74,18 @@ def choose_revision(history: Sequence[Revision], to: int | None,
         if match.current:
             raise UserFacingError(f"Revision {to} is already the running revision.")
         return RevisionChoice(current, match, bad.get(match.id), _ran_before(match, current))
-    candidates = [r for r in history
-                  if not r.current and r.id not in bad and _ran_before(r, current)]
+    # A revision the platform knows never ran here (``ran is False``: registered, never
+    # deployed) is no "previous stable version": returning to it ships an untested build.
+    # An explicit ``--to`` may still name one; the plan warns (``never_deployed``).
+    candidates = [r for r in history if not r.current and r.id not in bad
+                  and r.ran is not False and _ran_before(r, current)]
     if not candidates:
-        skipped = [r for r in history if not r.current and r.id in bad]
-        why = (" (" + ", ".join(f"{r.label()} is known-bad" for r in skipped) + ")"
-               if skipped else "")
+        skipped = [f"{r.label()} is known-bad" for r in history
+                   if not r.current and r.id in bad]
+        skipped += [f"{r.label()} was registered but never deployed" for r in history
+                    if not r.current and r.id not in bad and r.ran is False
+                    and _ran_before(r, current)]
+        why = " (" + ", ".join(skipped) + ")" if skipped else ""
         raise UserFacingError(
             f"No earlier revision that is not known-bad is left in the history{why}. "
             "Name one with `--to REV` (a known-bad one needs an approver's override) or fix "

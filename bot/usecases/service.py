@@ -196,6 +196,9 @@ class RollbackService:
         facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, choice.target)}
         if choice.target_known_bad is not None:
             facts["known_bad_target"] = _mark_facts(choice.target_known_bad)
+        if choice.never_deployed:  # only an explicit --to picks one: the approvers must know
+            facts["never_deployed_target"] = {"number": choice.target.number,
+                                              "label": choice.target.label()}
         facts.update(self._config_view(platform_name, adapter, target, choice))
         backup_path = None
         if "db" in scope:
@@ -725,6 +728,9 @@ def _previous_version_item(choice: RevisionChoice) -> dict[str, Any]:
         note = f"{target.label()} is KNOWN-BAD" + (f" (rolled back from by RB-{origin})"
                                                    if origin else "")
         return {"done": False, "by": "bot", "note": note}
+    if choice.never_deployed:
+        return {"done": False, "by": "bot", "note": f"revision {target.number} was "
+                "registered but never deployed to this service"}
     if not choice.ran_before_current:
         return {"done": False, "by": "bot", "note": f"{target.label()} was released after "
                 f"the running {choice.current.label()}: not a previous stable version"}

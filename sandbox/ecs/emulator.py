@@ -1,6 +1,8 @@
 """``EcsEmulator``: moto's ECS backend served over HTTP on 127.0.0.1 (ephemeral port) with a
 deployment simulator (tasks, rolling updates, failed deployments, circuit breaker),
-ListTaskDefinitions as ECS pages and sorts it, CloudWatch Logs and metrics for the simulated
+ListTaskDefinitions as ECS pages and sorts it, service deployments and revisions
+(ListServiceDeployments, DescribeServiceDeployments, DescribeServiceRevisions, which moto
+lacks: deployments.py), CloudWatch Logs and metrics for the simulated
 tasks (moto's ``logs`` and ``monitoring`` on the same port), wire faults (held requests,
 throttling), plus the hotel-voice-bot seed.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -23,6 +26,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from .deployments import ApiError, ServiceDeployments, serve_service_deployments
 from .faults import MAX_HOLD_SECONDS, EcsCall, FaultyWire, Held, Refusal
 from .listing import serve_listing
 from .simulator import DeploymentSimulator, FaultHook
@@ -44,19 +48,23 @@ class Seeded:
 
 
 class _FaultyMotoServer(ThreadedMotoServer):
-    """moto's threaded server with ``FaultyWire`` in front of its WSGI app, and ECS's own
-    ListTaskDefinitions (listing.py) in front of moto's. ``_server_entry`` is moto's own
+    """moto's threaded server with ``FaultyWire`` in front of its WSGI app, ECS's own
+    ListTaskDefinitions (listing.py) in front of moto's, and the service-deployment operations
+    moto lacks (deployments.py). ``_server_entry`` is moto's own
     (moto/moto_server/threaded_moto_server.py) with the app wrapped."""
 
-    def __init__(self, wire: FaultyWire, definitions: Callable[[], Any], *, ip_address: str,
-                 port: int) -> None:
+    def __init__(self, wire: FaultyWire, definitions: Callable[[], Any],
+                 record: ServiceDeployments, lookup: Callable[[str, str], str], *,
+                 ip_address: str, port: int) -> None:
         super().__init__(ip_address=ip_address, port=port, verbose=False)
         self.wire = wire
         self.definitions = definitions
+        self.record, self.lookup = record, lookup
 
     def _server_entry(self) -> None:
-        app = self.wire.wrap(serve_listing(DomainDispatcherApplication(create_backend_app),
-                                           self.definitions))
+        app = self.wire.wrap(serve_service_deployments(
+            serve_listing(DomainDispatcherApplication(create_backend_app), self.definitions),
+            self.record, self.lookup))
         self._server = make_server(self._ip_address, self._port, app, True,
                                    request_handler=MotoRequestHandler)
         self._server_ready_event.set()
@@ -72,16 +80,38 @@ class EcsEmulator:
                  stop_time: float = 0.3, metrics_interval: float = 1.0) -> None:
         self.region = region
         self.wire = FaultyWire()
-        self._server = _FaultyMotoServer(self.wire, self._definitions, ip_address=host,
-                                         port=port)
+        self._clock_offset = timedelta(0)
+        self.service_deployments = ServiceDeployments(clock=self._now)
+        self._server = _FaultyMotoServer(self.wire, self._definitions, self.service_deployments,
+                                         self._service_arn, ip_address=host, port=port)
         self.telemetry = Telemetry(region, interval=metrics_interval)
         self.simulator = DeploymentSimulator(self._backend, step_interval=step_interval,
                                              tasks_per_step=tasks_per_step, stop_time=stop_time,
-                                             telemetry=self.telemetry)
+                                             telemetry=self.telemetry,
+                                             record=self.service_deployments)
         self._started = False
 
     def _backend(self) -> Any:
         return ecs_backends[DEFAULT_ACCOUNT_ID][self.region]
+
+    def _now(self) -> datetime:
+        return datetime.now(UTC) + self._clock_offset
+
+    def advance_clock(self, delta: timedelta) -> None:
+        """ECS's calendar moves on by ``delta``: deployments made so far age (90 days on, they
+        leave ListServiceDeployments) and task definitions registered from now on carry the
+        later registeredAt. Tasks and rollouts keep real time."""
+        self._clock_offset += delta
+
+    def _service_arn(self, cluster: str, service: str) -> str:
+        """The service's ARN as moto knows it, or ECS's error for a missing cluster/service."""
+        with self.simulator._lock:
+            try:
+                return str(self._backend()._get_service(cluster.split("/")[-1],
+                                                        service.split("/")[-1]).arn)
+            except Exception as exc:  # moto's ECSException carries ECS's own error code
+                code = str(getattr(exc, "code", "") or "ServiceNotFoundException")
+                raise ApiError(code, getattr(exc, "message", None) or str(exc)) from exc
 
     def _definitions(self) -> list[Any]:
         with self.simulator._lock:
@@ -132,6 +162,7 @@ class EcsEmulator:
         and every pending fault."""
         self.wire.clear()
         self.simulator.resume()
+        self._clock_offset = timedelta(0)
         with self.simulator._lock:
             self._backend().reset()
             self.telemetry.reset()

@@ -49,6 +49,10 @@ deployment, and a stepping thread runs the service's tasks like ECS's scheduler 
 #     "(deployment X) deployment failed: tasks failed to start." then "rolling back to
 #     deployment Y." as ECS writes them. The reverted service then satisfies ServicesStable
 #     while running the old task definition (aws-actions/amazon-ecs-deploy-task-definition#494).
+#   * Service deployments and revisions (deployments.py): every deployment started here
+#     (CreateService, an UpdateService with a new task definition) is reported to ``record``
+#     with its sources, counts, completion, failure and circuit-breaker rollback, which
+#     ListServiceDeployments / DescribeServiceDeployments / DescribeServiceRevisions serve.
 
 from __future__ import annotations
 
@@ -57,8 +61,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
+from .deployments import ServiceDeployments
 from .tasks import ServiceTask, TaskFault, now
 from .telemetry import Telemetry
 
@@ -88,8 +94,10 @@ class DeploymentSimulator:
 
     def __init__(self, backend: Callable[[], Any], *, step_interval: float = 0.05,
                  tasks_per_step: int = 1, stop_time: float = 0.3,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None,
+                 record: ServiceDeployments | None = None) -> None:
         self._backend = backend
+        self.record = record if record is not None else ServiceDeployments()
         self.step_interval = step_interval
         self.tasks_per_step = tasks_per_step
         self.stop_time = stop_time
@@ -140,6 +148,15 @@ class DeploymentSimulator:
                 found = [t for t in found if getattr(t, "group", None) == group]
             return list(found)
 
+        create = backend.create_service
+
+        def create_service(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                service = create(*args, **kwargs)
+                if service.deployments:  # "Whenever you create or deploy a service"
+                    self._record_start(backend, service, service.deployments[0], [])
+                return service
+
         register = backend.register_task_definition
 
         def register_task_definition(*args: Any, **kwargs: Any) -> Any:
@@ -148,7 +165,7 @@ class DeploymentSimulator:
             # task definition was registered", "The principal that registered the task
             # definition"); the principal is moto's caller identity (sts GetCallerIdentity).
             definition = register(*args, **kwargs)
-            definition.registered_at = now()
+            definition.registered_at = self.record.clock().astimezone(UTC).replace(tzinfo=None)
             definition.registered_by = f"arn:aws:sts::{backend.account_id}:user/moto"
             return definition
 
@@ -156,12 +173,14 @@ class DeploymentSimulator:
         backend.update_service = update_service
         backend.list_tasks = list_service_tasks
         backend.register_task_definition = register_task_definition
+        backend.create_service = create_service
 
     def forget(self) -> None:
         """Drop every task, completion record and failure mark (after a backend reset)."""
         with self._lock:
             self._tasks, self._last_completed, self._failing = {}, {}, {}
             self._attempts, self.fault_hook, self._stubborn = {}, None, {}
+            self.record.forget()
 
     def start(self) -> None:
         self.install()
@@ -259,6 +278,7 @@ class DeploymentSimulator:
             new = self._deployment(service, service.task_definition)
             olds = [dict(dep, status="ACTIVE", updatedAt=now()) for dep in deployments]
             service.deployments = [new, *olds]
+            self._record_start(self._backend(), service, new, olds)
             self._event(service, f"(service {service.name}) has started a deployment "
                                  f"{new['id']} ({service.task_definition.rsplit('/', 1)[-1]}).")
         else:
@@ -267,6 +287,21 @@ class DeploymentSimulator:
                 changed["rolloutState"] = "IN_PROGRESS"
             service.deployments = [changed, *deployments[1:]]
         self._recount(service)  # moto jumped runningCount to desiredCount; tasks say otherwise
+
+    def _record_start(self, backend: Any, service: Any, new: dict[str, Any],
+                      sources: list[dict[str, Any]]) -> None:
+        config = dict(getattr(service, "deployment_configuration", None) or {})
+        breaker = dict(config.get("deploymentCircuitBreaker") or {})
+        if breaker:
+            breaker["threshold"] = failure_threshold(int(service.desired_count or 0),
+                                                     breaker.get("thresholdConfiguration"))
+        self.record.started(
+            deployment_id=str(new["id"]), service_arn=service.arn,
+            cluster_arn=backend._get_cluster(service.cluster_name).arn,
+            cluster=service.cluster_name, service=service.name,
+            task_definition=str(new.get("taskDefinition") or service.task_definition),
+            launch_type=service.launch_type, desired=int(service.desired_count or 0),
+            sources=sources, breaker=breaker or None)
 
     def _recount(self, service: Any) -> None:
         tasks = self._tasks.get(service.arn, [])
@@ -425,6 +460,7 @@ class DeploymentSimulator:
                            rolloutStateReason=f"ECS deployment {primary['id']} completed.")
             deployments = [primary]
             self._last_completed[service.arn] = dict(primary)
+            self.record.completed(str(primary["id"]))
             self._event(service, f"(service {service.name}) (deployment {primary['id']}) "
                                  "deployment completed.")
             self._event(service, f"(service {service.name}) has reached a steady state.")
@@ -434,7 +470,15 @@ class DeploymentSimulator:
             return bool(started or stopped)
         for dep in deployments:
             dep["updatedAt"] = now() if dep is primary else dep.get("updatedAt")
+        live = {d["id"] for d in deployments}
+        for gone in [d for d in service.deployments or [] if d["id"] not in live]:
+            self.record.counted(str(gone["id"]), running=0, pending=0,
+                                failed=int(gone.get("failedTasks") or 0))  # drained
         service.deployments = deployments
+        for dep in deployments:
+            self.record.counted(str(dep["id"]), running=dep["runningCount"],
+                                pending=dep["pendingCount"],
+                                failed=int(dep.get("failedTasks") or 0))
         service.task_definition = primary["taskDefinition"]
         service.running_count = sum(d["runningCount"] for d in deployments)
         service.pending_count = sum(d["pendingCount"] for d in deployments)
@@ -464,6 +508,7 @@ class DeploymentSimulator:
             self._event(service, f"(service {service.name}) stopped {len(pending)} pending "
                                  "tasks.")
         if not rollback:
+            self.record.failed(str(failed["id"]), reason=CIRCUIT_BREAKER_REASON, back_to=None)
             return [failed, *deployments[1:]]
         olds = deployments[1:]
         completed = [d for d in olds if d.get("rolloutState") == "COMPLETED"
@@ -477,6 +522,8 @@ class DeploymentSimulator:
             if last and last.get("taskDefinition") != failed.get("taskDefinition"):
                 target = self._deployment(service, str(last["taskDefinition"]))
                 target["id"] = last["id"]
+        self.record.failed(str(failed["id"]), reason=CIRCUIT_BREAKER_REASON,
+                           back_to=str(target["id"]) if target is not None else None)
         if target is None:
             return [failed, *olds]
         target = dict(target, status="PRIMARY", desiredCount=service.desired_count,

@@ -178,7 +178,8 @@ def test_history_of_a_family_past_100_revisions_is_the_newest_100_plus_what_runs
 def test_history_lists_revisions_that_were_registered_but_never_deployed(
         emulator: EcsEmulator) -> None:
     """v3 was registered and skipped, v5 registered after v4 went out and never deployed:
-    both are offered, with a change-cause that claims no deployment, and v4 stays current."""
+    both are listed, known never to have run (ECS's service deployments name only v1, v2 and
+    v4), with a change-cause that says so, and v4 stays current."""
     emulator.reset()
     seeded = emulator.seed_hotel_voice_bot(revisions=5, never_deployed={3, 5})
     client = emulator.client()
@@ -190,9 +191,10 @@ def test_history_lists_revisions_that_were_registered_but_never_deployed(
     assert sorted(history) == [1, 2, 3, 4, 5]
     assert history[4].current and not history[5].current
     for number in (3, 5):
-        assert (history[number].change_cause or "").endswith(
-            "ACTIVE, no deployment record retained by ECS")
+        assert "never deployed to this service" in (history[number].change_cause or "")
         assert not (history[number].change_cause or "").startswith("deployed")
+    assert {n: r.ran for n, r in history.items()} == {1: True, 2: True, 3: False, 4: True,
+                                                      5: False}
 
 
 def service_tasks_of(client: Any, target: Target, status: str) -> list[dict[str, Any]]:

@@ -65,6 +65,50 @@ def test_with_every_earlier_revision_known_bad_nothing_is_picked_and_it_says_why
     assert "--to REV" in text
 
 
+def _ran(number: int, ran: bool | None, *, current: bool = False) -> Revision:
+    return Revision(f"td-{number}", number, (f"app:1.{number}.0",), current=current, ran=ran)
+
+
+def test_the_default_never_picks_a_revision_known_never_to_have_run() -> None:
+    """ECS rev 3 was registered by a pipeline that failed before its deploy step: the
+    previous stable version is rev 2, the one that ran; ``ran=None`` (cannot tell) is no
+    reason to skip."""
+    history = [_ran(4, True, current=True), _ran(3, False), _ran(2, True), _ran(1, None)]
+    choice = choose_revision(history, None)
+    assert choice.target.id == "td-2" and not choice.never_deployed
+    unknown = [_ran(4, None, current=True), _ran(3, None), _ran(2, None)]
+    assert choose_revision(unknown, None).target.id == "td-3"
+    assert choose_revision([_ran(4, True, current=True), _ran(3, False), _ran(2, None)],
+                           None).target.id == "td-2"
+
+
+def test_an_explicit_target_that_never_ran_is_allowed_and_flagged() -> None:
+    history = [_ran(4, True, current=True), _ran(3, False), _ran(2, True)]
+    choice = choose_revision(history, 3)
+    assert choice.target.id == "td-3" and choice.never_deployed
+    assert choice.target_known_bad is None
+    assert not choose_revision(history, 2).never_deployed
+
+
+def test_with_only_never_run_or_known_bad_revisions_left_the_refusal_names_them() -> None:
+    history = [_ran(4, True, current=True), _ran(3, False), _ran(2, True), _ran(1, False)]
+    with pytest.raises(UserFacingError) as refused:
+        choose_revision(history, None, _bad(history[2]))
+    text = str(refused.value)
+    assert "No earlier revision that is not known-bad is left in the history" in text
+    assert f"{history[1].label()} was registered but never deployed" in text
+    assert f"{history[3].label()} was registered but never deployed" in text
+    assert f"{history[2].label()} is known-bad" in text and "--to REV" in text
+
+
+def test_ran_round_trips_through_the_pinned_plan_and_defaults_to_unknown() -> None:
+    for ran in (True, False, None):
+        assert Revision.from_dict(_ran(3, ran).to_dict()).ran is ran
+    old = _ran(3, False).to_dict()
+    del old["ran"]  # a plan pinned before the field existed
+    assert Revision.from_dict(old).ran is None
+
+
 def test_no_earlier_revision_at_all_is_refused_without_a_known_bad_list() -> None:
     with pytest.raises(UserFacingError) as refused:
         choose_revision([_rev(1, current=True)], None)
