@@ -185,9 +185,9 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
     never = rb.plan_facts.get("never_deployed_target")
     if never:
         out.append(section(
-            f":warning: *Revision {escape(str(never['number']))} was registered but never "
-            "deployed to this service*: the platform has no record of it ever running here, "
-            "so it is an untested version, not a previous stable one."))
+            f":warning: *Revision {escape(str(never['number']))} never ran successfully on "
+            "this service*: it was never deployed here, or no deployment of it completed, so "
+            "it is an untested or failed version, not a previous stable one."))
     config_view = _config_view(rb.plan_facts)
     if config_view:
         out.append(config_view)

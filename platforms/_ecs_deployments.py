@@ -10,8 +10,12 @@ tell "registered but never deployed" from "deployed and replaced".
 # shows "the most recent 90-day history" of a service, ``maxResults`` up to 100 per page, no
 # botocore paginator (paginators-1.json has none), order undocumented; the describe calls take
 # at most 20 ARNs. So:
-#   * a task definition is ``ran=True`` when a listed deployment targeted it, or it was a
-#     source of the oldest listed one (running when the window opens);
+#   * a task definition is ``ran=True`` when a listed deployment targeting it completed
+#     (status SUCCESSFUL), or it was a source of the oldest listed one (running when the
+#     window opens). A deployment that failed (the circuit breaker stopped or rolled it back,
+#     ROLLBACK_*), was replaced before it completed (STOPPED) or is still under way proves
+#     nothing good about its revision: "previous" must not return to a version whose only
+#     rollout failed, so such a revision counts as never having run (``failed`` names it);
 #   * ``ran=False`` only for one registered after ``since``, the moment from which the listing
 #     is complete (90 days back; when the listing was cut at ``MAX_PAGES``, the oldest listed
 #     deployment, provided the pages came newest first); anything registered earlier may have
@@ -52,6 +56,7 @@ class DeploymentRecord:
 
     ran: frozenset[str]
     since: datetime | None
+    failed: frozenset[str] = frozenset()  # deployed in the window, never completed
 
     def ran_on_service(self, arn: str, registered: datetime | None) -> bool | None:
         if arn in self.ran:
@@ -59,6 +64,10 @@ class DeploymentRecord:
         if self.since is not None and registered is not None and registered >= self.since:
             return False
         return None
+
+    def never_completed(self, arn: str) -> bool:
+        """Deployed within the window, but no deployment of it completed."""
+        return arn in self.failed and arn not in self.ran
 
 
 def deployment_record(ecs: Any, cluster: str, service: str, *, now: datetime,
@@ -94,25 +103,30 @@ def _read(ecs: Any, cluster: str, service: str, *, now: datetime, page: int,
         newest_first = len(created) == len(briefs) and all(
             a >= b for a, b in zip(created, created[1:], strict=False))
         since = min(created) if newest_first and created else None
-    revisions = {str(b["targetServiceRevisionArn"]) for b in briefs
-                 if b.get("targetServiceRevisionArn")}
+    completed = {str(b["targetServiceRevisionArn"]) for b in briefs
+                 if b.get("targetServiceRevisionArn") and b.get("status") == "SUCCESSFUL"}
+    attempted = {str(b["targetServiceRevisionArn"]) for b in briefs
+                 if b.get("targetServiceRevisionArn")} - completed
     if any(not b.get("targetServiceRevisionArn") for b in briefs):
         since = None  # a deployment without a target: its task definition is unknown
     oldest = _oldest(briefs)
     if oldest is not None:
         described = ecs.describe_service_deployments(serviceDeploymentArns=[oldest])
         for dep in described.get("serviceDeployments") or []:
-            revisions |= {str(s["arn"]) for s in dep.get("sourceServiceRevisions") or []
+            completed |= {str(s["arn"]) for s in dep.get("sourceServiceRevisions") or []
                           if s.get("arn")}
-    ran: set[str] = set()
-    ordered = sorted(revisions)
+    task_definition: dict[str, str] = {}
+    ordered = sorted(completed | attempted)
     for batch in (ordered[i:i + DESCRIBE_BATCH] for i in range(0, len(ordered), DESCRIBE_BATCH)):
         answer = ecs.describe_service_revisions(serviceRevisionArns=batch)
-        ran |= {str(r["taskDefinition"]) for r in answer.get("serviceRevisions") or []
-                if r.get("taskDefinition")}
+        task_definition |= {str(r["serviceRevisionArn"]): str(r["taskDefinition"])
+                            for r in answer.get("serviceRevisions") or []
+                            if r.get("taskDefinition") and r.get("serviceRevisionArn")}
         if answer.get("failures"):
             since = None  # a deployment whose task definition we cannot know
-    return DeploymentRecord(frozenset(ran), since)
+    ran = {task_definition[a] for a in completed if a in task_definition}
+    failed = {task_definition[a] for a in attempted if a in task_definition} - ran
+    return DeploymentRecord(frozenset(ran), since, frozenset(failed))
 
 
 def _oldest(briefs: Sequence[Mapping[str, Any]]) -> str | None:

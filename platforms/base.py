@@ -176,9 +176,10 @@ class Revision:
     change_cause: str | None = None
     created: datetime | None = None
     current: bool = False
-    # Did this revision ever run on this target? None: the platform cannot tell (no record,
-    # or the record no longer reaches back that far); False: known never to have run here
-    # (registered but never deployed), so "previous" must not pick it.
+    # Did this revision ever run successfully on this target? None: the platform cannot tell
+    # (no record, or the record no longer reaches back that far); False: known never to have run
+    # well (registered but never deployed, or no deployment of it completed), so "previous" must
+    # not pick it.
     ran: bool | None = None
 
     def label(self) -> str:

@@ -666,6 +666,10 @@ class EcsPlatform:
             cause = evidence
         elif ran is True:
             cause = f"registered {when}; deployed to this service (ECS service deployments)"
+        elif ran is False and record is not None and record.never_completed(
+                str(definition.get("taskDefinitionArn") or arn)):
+            cause = (f"registered {when}; deployed to this service but no deployment of it "
+                     "completed (failed, rolled back or replaced: ECS service deployments)")
         elif ran is False:
             cause = (f"registered {when}; never deployed to this service (no ECS service "
                      "deployment since it was registered)")

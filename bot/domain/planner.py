@@ -82,7 +82,7 @@ def choose_revision(history: Sequence[Revision], to: int | None,
     if not candidates:
         skipped = [f"{r.label()} is known-bad" for r in history
                    if not r.current and r.id in bad]
-        skipped += [f"{r.label()} was registered but never deployed" for r in history
+        skipped += [f"{r.label()} never ran successfully here" for r in history
                     if not r.current and r.id not in bad and r.ran is False
                     and _ran_before(r, current)]
         why = " (" + ", ".join(skipped) + ")" if skipped else ""

@@ -729,8 +729,9 @@ def _previous_version_item(choice: RevisionChoice) -> dict[str, Any]:
                                                    if origin else "")
         return {"done": False, "by": "bot", "note": note}
     if choice.never_deployed:
-        return {"done": False, "by": "bot", "note": f"revision {target.number} was "
-                "registered but never deployed to this service"}
+        return {"done": False, "by": "bot", "note": f"revision {target.number} never "
+                "ran successfully on this service (never deployed, or no deployment of it "
+                "completed)"}
     if not choice.ran_before_current:
         return {"done": False, "by": "bot", "note": f"{target.label()} was released after "
                 f"the running {choice.current.label()}: not a previous stable version"}

@@ -14,7 +14,7 @@ from sandbox.stack import SandboxStack
 from tests.support.emulators import ecs_service_config
 from tests.support.messages import request_message
 
-WARNING = "Revision 3 was registered but never deployed to this service"
+WARNING = "Revision 3 never ran successfully on this service"
 
 
 def _request(db: str, tmp_path: Path, args: str) -> tuple[str, str]:
@@ -49,4 +49,4 @@ def test_an_explicit_never_deployed_target_is_planned_with_a_warning(
     target, blocks = _request(db, tmp_path, "--to 3 --severity P0")
     assert target.endswith("task-definition/hotel-voice-bot:3")
     assert WARNING in blocks
-    assert "revision 3 was registered but never deployed to this service" in blocks  # checklist
+    assert "revision 3 never ran successfully on this service" in blocks  # checklist

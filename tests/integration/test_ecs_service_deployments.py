@@ -245,3 +245,25 @@ def test_a_listing_cut_short_proves_nothing_older_than_what_it_read(
     assert complete is not None
     assert {n: complete.ran_on_service(arns[n], registered[n]) for n in arns} == {
         1: True, 2: True, 3: True, 4: True, 5: False, 6: True, 7: False}
+
+
+def test_a_revision_whose_only_deployment_failed_is_never_the_default_target(
+        emulator: EcsEmulator) -> None:
+    """v3's rollout tripped the circuit breaker, which rolled back to v2; v4 then went out.
+    "previous" from v4 is v2, not the failed v3; `--to 3` is possible, flagged."""
+    seeded, client = fresh(emulator, revisions=4, never_deployed={3, 4},
+                           circuit_breaker=(True, True))
+    emulator.fail_task_definition(seeded.arns[2])
+    deploy(client, seeded, seeded.arns[2])
+    wait_until(lambda: listed(client, seeded)[0]["status"] == "ROLLBACK_SUCCESSFUL", 30,
+               message="the circuit breaker's rollback to succeed")
+    deploy(client, seeded, seeded.arns[3])
+    wait_until(lambda: listed(client, seeded)[0]["status"] == "SUCCESSFUL", 30,
+               message="v4's deployment to complete")
+    target = ecs_target(seeded, emulator, endpoint_url=True)
+    history = EcsPlatform(client=client).history(target)
+    assert {r.number: r.ran for r in history} == {4: True, 3: False, 2: True, 1: True}
+    failed = next(r for r in history if r.number == 3)
+    assert "no deployment of it completed" in (failed.change_cause or "")
+    assert choose_revision(history, None).target.id == seeded.arns[1]
+    assert choose_revision(history, 3).never_deployed

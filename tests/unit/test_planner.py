@@ -96,8 +96,8 @@ def test_with_only_never_run_or_known_bad_revisions_left_the_refusal_names_them(
         choose_revision(history, None, _bad(history[2]))
     text = str(refused.value)
     assert "No earlier revision that is not known-bad is left in the history" in text
-    assert f"{history[1].label()} was registered but never deployed" in text
-    assert f"{history[3].label()} was registered but never deployed" in text
+    assert f"{history[1].label()} never ran successfully here" in text
+    assert f"{history[3].label()} never ran successfully here" in text
     assert f"{history[2].label()} is known-bad" in text and "--to REV" in text
 
 
