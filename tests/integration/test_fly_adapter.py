@@ -342,7 +342,8 @@ def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
     tag_only = GOOD.split("@", 1)[0]  # same tag: the registry resolves it to GOOD's digest
     httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
                json={"config": {**machine["config"], "image": tag_only}}, headers=auth())
-    reached(lambda: not fly.confirm_running(TARGET, pinned).detail, 5, 0.02)  # not "updating"
+    # not "updating" any more
+    assert reached(lambda: not fly.confirm_running(TARGET, pinned).detail, 5, 0.02)
     check = fly.confirm_running(TARGET, pinned)
     assert check.matches, check.detail
     assert f"{tag_only} (resolved {GOOD.split('@', 1)[1]}): {machine['id']} started" \
@@ -358,7 +359,8 @@ def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
                                                    fly: FlyPlatform) -> None:
     """Fly leaves a stopped machine updated with skip_launch ``created`` (machine states)."""
     fly.scale(TARGET, 2)
-    reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)}, 5, 0.02)
+    assert reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)},
+                   5, 0.02)
     fly.rollback_to(TARGET, fly.history(TARGET)[1])
     machines = emulator.machines(SEED_APP)
     assert {m["config"]["image"] for m in machines} == {GOOD}
@@ -658,7 +660,7 @@ def test_resource_usage_from_the_org_prometheus(emulator: FlyEmulator,
     queries = [r for r in emulator.requests if r.path == "/prometheus/hotel/api/v1/query"]
     assert any("fly_instance_cpu" in r.query["query"] for r in queries)
     fly.scale(TARGET, 1)  # two machines stop
-    reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
+    assert reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
 
 
 def test_config_differences_between_releases(fly: FlyPlatform) -> None:
