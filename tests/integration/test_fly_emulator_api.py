@@ -243,6 +243,20 @@ def test_an_image_the_registry_cannot_serve_is_launch_failed(em: FlyEmulator,
     assert reached(lambda: http.get(base).json()["state"] == "started", 5, 0.01)
 
 
+def test_metadata_is_set_in_place_without_a_new_version(http: httpx.Client) -> None:
+    """Machines_update_metadata: 204, the key in the config, same instance, no restart."""
+    machine = machines(http)[0]
+    base = f"/v1/apps/{SEED_APP}/machines/{machine['id']}"
+    response = http.post(base + "/metadata/fly_release_version", json={"value": "9"})
+    assert response.status_code == 204 and response.content == b""
+    after = http.get(base).json()
+    assert after["config"]["metadata"]["fly_release_version"] == "9"
+    assert (after["instance_id"], after["state"]) == (machine["instance_id"], "started")
+    assert http.post(base + "/metadata/k", json={}).status_code == 400
+    assert http.delete(base + "/metadata/fly_release_version").status_code == 204
+    assert "fly_release_version" not in http.get(base).json()["config"]["metadata"]
+
+
 # ------------------------------------------------------------------ logs, metrics
 def test_logs_page_with_next_token_and_filter_by_instance(em: FlyEmulator,
                                                           http: httpx.Client) -> None:
