@@ -114,6 +114,7 @@ from platforms._fly_client import (
     same_image,
 )
 from platforms._fly_graphql import FlyGraphQL, FlyRelease
+from platforms._fly_mask import masked_section
 from platforms._fly_metrics import machine_usage, recent_logs
 from platforms.base import (
     Capability,
@@ -463,8 +464,9 @@ class FlyPlatform:
                     mask_value(key, _text(env_then.get(key)))))
         for section in sorted((set(now.definition) | set(then.definition)) - {"env", "app"}):
             a, b = now.definition.get(section), then.definition.get(section)
-            if a != b:
-                out.append(ConfigDifference(kept, section, _text(a), _text(b)))
+            if a != b:  # every nested value masked, commands word by word (_fly_mask.py)
+                out.append(ConfigDifference(kept, section, _text(masked_section(section, a)),
+                                            _text(masked_section(section, b))))
         since = then.created
         for secret in sorted(self._graphql(target).secrets(target.name), key=lambda s: s.name):
             if since is not None and secret.created is not None and secret.created > since:

@@ -838,3 +838,43 @@ def test_history_comes_from_api_fly_io_whatever_the_machines_url() -> None:
     finally:
         platform.close()
     assert hosts == ["https://api.fly.io/graphql"]
+
+
+def test_config_differences_mask_nested_values_and_commands(emulator: FlyEmulator,
+                                                            fly: FlyPlatform) -> None:
+    """fly.toml sections other than env (build args, process commands, the release command)
+    are masked value by value and word by word: no literal credential reaches Slack."""
+    pinned = by_number(fly, 3)
+    db_url = "postgres://app:s3cr3t-pw@db.internal:5432/app"
+    token = "fm2_" + "A" * 24
+    definition = {
+        **fly_definition(emulator, 3),
+        "build": {"args": {"NPM_TOKEN": "npm-literal-token", "NODE_ENV": "production"}},
+        "processes": {"app": f"bin/server --db-password=hunter2 --api-token {token} --port 8080"},
+        "deploy": {"release_command": f"bin/migrate DATABASE_URL={db_url}"},
+        "experimental": {"cmd": ["bin/worker", "--secret", "w-literal", "--verbose"]},
+    }
+    created = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": CREATE_RELEASE, "variables": {"input": {
+            "appId": emulator.state.app(SEED_APP).id, "image": BAD, "definition": definition,
+            "platformVersion": "machines", "strategy": "ROLLING"}}}).json()
+    version = created["data"]["createRelease"]["release"]["version"]
+    running = fly.describe_revision(TARGET, version).revision
+    differences = {d.key: d for d in fly.config_differences(TARGET, running, pinned)}
+    text = str(differences)
+    for literal in ("npm-literal-token", "hunter2", token, "s3cr3t-pw", "w-literal"):
+        assert literal not in text, literal
+    assert '"NODE_ENV":"production"' in str(differences["build"].running)  # not a secret
+    assert "--port 8080" in str(differences["processes"].running)
+    assert "bin/migrate DATABASE_URL=<hidden, sha256:" in str(differences["deploy"].running)
+    assert differences["build"].pinned is None
+
+
+CREATE_RELEASE = """mutation CreateRelease ($input: CreateReleaseInput!) {
+  createRelease(input: $input) { release { id version } } }"""
+
+
+def fly_definition(em: FlyEmulator, version: int) -> dict[str, Any]:
+    with em.state.cond:
+        release = next(r for r in em.state.app(SEED_APP).releases if r.version == version)
+        return dict(release.definition or {})
