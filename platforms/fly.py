@@ -109,6 +109,7 @@ from platforms._fly_client import (
     describe,
     image_of,
     lease_nonce,
+    map_response_error,
     observe,
     runs_image,
     same_image,
@@ -585,7 +586,13 @@ class FlyPlatform:
         deadline = time.monotonic() + self._check_timeout
         path = f"/apps/{target.name}/machines/{machine['id']}"
         while True:
-            current: Json = api.json("GET", path, what=f"read {describe(machine)}")
+            response = api.call("GET", path, what=f"read {describe(machine)}", ok=(429,))
+            if response.status_code == 429:  # throttled polling: wait, as in _wait_state
+                if time.monotonic() >= deadline:
+                    raise map_response_error(response, f"read {describe(machine)}")
+                self._throttled(response, deadline)
+                continue
+            current: Json = response.json()
             if current.get("instance_id") != machine.get("instance_id"):
                 raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: it was "
                                              f"changed by someone else during the rollback")

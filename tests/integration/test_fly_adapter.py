@@ -821,6 +821,26 @@ def test_throttled_waits_do_not_abort_the_roll(emulator: FlyEmulator,
     assert fly_releases(emulator)[0]["status"] == "complete"
 
 
+def test_throttled_health_polls_do_not_abort_the_roll(emulator: FlyEmulator,
+                                                      fly: FlyPlatform) -> None:
+    """A 429 on the health-check reads after an update is waited out too."""
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    held = emulator.hold("POST", f"/machines/{first}")
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=fly.rollback_to(TARGET, by_number(fly, 3))))
+    worker.start()
+    assert held.arrived.wait(10)
+    # the reads of the machine after its update are the health polls
+    emulator.fail_next("GET", f"/machines/{first}", 429, times=2, retry_after="0")
+    held.release()
+    worker.join(20)
+    assert "3 of 3 machines updated" in outcome["result"].message
+    reads = [r for r in emulator.requests if r.method == "GET"
+             and r.path == f"/v1/apps/{SEED_APP}/machines/{first}"]
+    assert len(reads) >= 4  # before the update, two throttled, one answered
+
+
 def test_history_comes_from_api_fly_io_whatever_the_machines_url() -> None:
     """Fly's internal Machines endpoint serves no GraphQL: without ``platform_url`` the
     releases are asked of api.fly.io (seen at the transport, answered 401)."""
