@@ -505,6 +505,10 @@ class FlyPlatform:
                 # for the lease): never restarted; at most the release stamp is set, through
                 # the metadata endpoint, which changes no version and restarts nothing.
                 self._stamp(api, base, nonce, machine, metadata, stamp)
+                if state in ("replacing", "starting"):
+                    # e.g. the update an earlier attempt gave up on, landed late: still
+                    # launching, so it is awaited like one we launched, not taken as done
+                    self._await_healthy(api, target, machine)
                 return False
             _refuse_if_changed(target, machine, revision, expected)
             # Only a machine deliberately not running stays so (flyctl

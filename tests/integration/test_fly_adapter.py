@@ -898,3 +898,26 @@ def fly_definition(em: FlyEmulator, version: int) -> dict[str, Any]:
     with em.state.cond:
         release = next(r for r in em.state.app(SEED_APP).releases if r.version == version)
         return dict(release.definition or {})
+
+
+def test_a_retry_awaits_a_machine_its_late_update_is_still_launching() -> None:
+    """The update an attempt gave up on lands late; the retry finds the machine on the image
+    but still ``replacing``: it is awaited (not updated again), not reported done."""
+    with FlyEmulator(start_delay=0.6) as em:
+        [only] = seed_hotel_voice_bot(em, machines=1)
+        platform = make_platform(em, request_timeout=0.3)
+        try:
+            pinned = by_number(platform, 3)
+            held = em.hold("POST", f"/machines/{only}")
+            with pytest.raises(TransientPlatformError, match="may still apply it"):
+                platform.rollback_to(TARGET, pinned)
+            held.release()
+            assert held.done.wait(10) and held.status == 200
+            sent = len(fly_updates(em))
+            result = platform.rollback_to(TARGET, pinned)
+            assert "resumed release v6: 0 of 1 machines updated" in result.message
+            assert len(fly_updates(em)) == sent  # not updated (restarted) again
+            assert em.machines(SEED_APP)[0]["state"] == "started"
+            assert fly_releases(em)[0]["status"] == "complete"
+        finally:
+            platform.close()
