@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from platforms._fly_client import map_response_error
-from platforms.base import ResourceUsage, TransientPlatformError
+from platforms.base import Capability, ResourceUsage, TransientPlatformError, Unsupported
 
 MAX_LOG_PAGES = 20
 CPU_RATE_WINDOW = "1m"
@@ -90,7 +90,14 @@ def machine_usage(client: httpx.Client, org: str, app: str) -> list[ResourceUsag
                                f'mode!="idle"}}[{CPU_RATE_WINDOW}]))', what)
     memory = _vector(client, org, f'fly_instance_memory_mem_total{{app="{name}"}} - '
                                   f'fly_instance_memory_mem_available{{app="{name}"}}', what)
+    # A machine reporting one series but not the other (a scrape gap, an agent not yet up)
+    # has an unknown usage, not a zero one: zero would pass any limit the bot compares with.
+    partial = sorted((set(cpu) | set(memory)) - (set(cpu) & set(memory)))
+    if partial:
+        raise Unsupported("fly", Capability.RESOURCE_USAGE, "usage unknown for " + ", ".join(
+            f"machine {i} (no {'memory' if i in cpu else 'CPU'} series in the org's "
+            f"Prometheus)" for i in partial))
     return [ResourceUsage(unit=f"machine {instance}",
-                          cpu_millicores=round(cpu.get(instance, 0.0) * 10, 1),
-                          memory_mib=round(memory.get(instance, 0.0) / 2**20, 1))
+                          cpu_millicores=round(cpu[instance] * 10, 1),
+                          memory_mib=round(memory[instance] / 2**20, 1))
             for instance in sorted(set(cpu) | set(memory))]

@@ -30,13 +30,25 @@ factory, words, what it cannot do).
 # release. The app's config (env, services, checks) and secrets are kept as they run: the
 # release's definition is the running release's (config_differences shows what differed).
 #
-# Machines rule: destroyed/destroying machines are ignored. Machines that are not running
-# (stopped, suspended, created, failed) are updated with ``skip_launch`` (so autostart or a
-# later scale-up cannot resurrect the bad image) and are not waited on: Fly leaves them
-# ``created`` (fly.io/docs/machines/machine-states/), which ``scale`` starts like a stopped
-# one. Every other machine must reach ``started`` with passing checks before the next one is
-# touched; one that ends ``failed`` or ``launch_failed`` fails the rollout at once (a
-# ``RolloutFailed``). The first failure stops the roll and marks the release failed.
+# Machines rule: destroyed/destroying machines are ignored. Machines deliberately not running
+# (stopped, suspended, created) are updated with ``skip_launch`` (so autostart or a later
+# scale-up cannot resurrect the bad image) and are not waited on: Fly leaves them ``created``
+# (fly.io/docs/machines/machine-states/), which ``scale`` starts like a stopped one. Machines
+# that could not run (``failed``, ``launch_failed``: the bad release crashed them) are
+# updated and launched like running ones, as flyctl's shouldSkipLaunch launches failed
+# machines: the rollback restores capacity, it does not leave it down. Every launched
+# machine must reach ``started`` with passing checks before the next one is touched; one
+# that ends ``failed`` or ``launch_failed`` fails the rollout at once (a ``RolloutFailed``).
+#
+# Retries resume, they do not restart. A transient error (throttling, a lease held, no
+# answer) leaves the release ``running``; the next attempt for the same image finds it (the
+# newest release, unfinished, same image: ``_unfinished_release``) and reuses it rather than
+# creating another. A machine already on the image is never updated or restarted again; if
+# it lacks the release's stamp, only its metadata keys are set (Machines_update_metadata,
+# no new version, no restart). The release's final status is set once: complete, or failed
+# on a permanent error, or interrupted; failing to record it does not fail a finished roll
+# (the result says so, the next rollback to the image marks it). A 429 while waiting for a
+# machine is waited out (Retry-After), not an abort half-way through the roll.
 #
 # Seeing the app (api.fly.io, _fly_metrics.py): ``logs_tail`` pages Fly's logs API as `fly logs`
 # polls it, ``resource_usage`` asks the org's Prometheus for ``fly_instance_cpu`` and
@@ -97,11 +109,13 @@ from platforms._fly_client import (
     describe,
     image_of,
     lease_nonce,
+    map_response_error,
     observe,
     runs_image,
     same_image,
 )
 from platforms._fly_graphql import FlyGraphQL, FlyRelease
+from platforms._fly_mask import masked_section
 from platforms._fly_metrics import machine_usage, recent_logs
 from platforms.base import (
     Capability,
@@ -125,6 +139,7 @@ from platforms.base import (
     TargetChanged,
     TransientPlatformError,
     mask_value,
+    parse_retry_after,
     refuse_if_changed,
 )
 
@@ -142,9 +157,9 @@ RELEASES_LIMIT = 50
 class FlyPlatform:
     """``Platform`` for Fly apps. Target: scope = organisation slug, name = app;
     ``options["api_url"]`` overrides the Machines API base URL (without ``/v1``) and
-    ``options["platform_url"]`` the api.fly.io base (GraphQL, logs, Prometheus). Without a
-    ``platform_url``, api.fly.io serves them when ``api_url`` is Fly's own Machines API, and
-    ``api_url`` itself when it is not (a stand-in serving both, like the sandbox's emulator).
+    ``options["platform_url"]`` the api.fly.io base (GraphQL, logs, Prometheus), which is
+    https://api.fly.io unless set, whatever ``api_url`` is (a stand-in serving both, like
+    the sandbox's emulator, is configured with both).
 
     ``token`` is parsed as flyctl parses it (``FlyTokens``: macaroons go out as ``FlyV1``,
     a personal token as ``Bearer``) and never logged or repr'd. ``machine_timeout``
@@ -214,21 +229,35 @@ class FlyPlatform:
         machines = self._live_machines(api, target)
         for machine in machines:
             _refuse_if_changed(target, machine, revision, expected)
-        pending = [m for m in machines if not same_image(image_of(m.get("config")), image)]
-        if not pending:
+        # A machine on another image, or one that could not run (failed/launch_failed, even
+        # on the pinned image: it must be launched again), still needs the rollback.
+        pending = [m for m in machines if not same_image(image_of(m.get("config")), image)
+                   or m.get("state") in FAILED_STATES]
+        resumed = _unfinished_release(releases, image)
+        if not pending and resumed is None:
             return RollbackResult(False, f"skipped: all {len(machines)} machines of app "
                                          f"{target.name} already run {image}")
         if dry_run:
-            names = ", ".join(str(m.get("id")) for m in pending)
+            names = ", ".join(str(m.get("id")) for m in pending) or "none"
+            release = (f"release v{resumed.version} (resumed)" if resumed is not None
+                       else "a new release")
             return RollbackResult(False, f"would roll {len(pending)} of {len(machines)} "
-                                         f"machines to {image} as a new release (dry run): "
+                                         f"machines to {image} as {release} (dry run): "
                                          f"{names}")
         graphql = self._graphql(target)
-        release_id, version = graphql.create_release(
-            app_id=app_id, image=image, definition=dict(current.definition or {}),
-            what=f"create a release of app {target.name}")
-        graphql.update_release(release_id, "running",
-                               what=f"mark release v{version} of app {target.name} running")
+        if resumed is None:
+            release_id, version = graphql.create_release(
+                app_id=app_id, image=image, definition=dict(current.definition or {}),
+                what=f"create a release of app {target.name}")
+            status = "pending"
+        else:
+            release_id, version, status = resumed.id, resumed.version, resumed.status
+            log.info("fly: resuming release v%s of %s (%s, image %s)", version, target.name,
+                     status, image)
+        if status != "running":
+            graphql.update_release(release_id, "running",
+                                   what=f"mark release v{version} of app {target.name} "
+                                        "running")
         stamp = {RELEASE_ID_KEY: release_id, RELEASE_KEY: str(version)}
         rolled: list[str] = []
         try:
@@ -244,10 +273,11 @@ class FlyPlatform:
         except BaseException as exc:
             self._finish_release(graphql, target, release_id, version, exc)
             raise
-        self._finish_release(graphql, target, release_id, version, None)
+        note = self._finish_release(graphql, target, release_id, version, None)
+        how = "resumed " if resumed is not None else ""
         return RollbackResult(True, f"app {target.name} rolled back to {revision.label()} as "
-                                    f"release v{version}: {len(rolled)} of {len(machines)} "
-                                    f"machines updated")
+                                    f"{how}release v{version}: {len(rolled)} of "
+                                    f"{len(machines)} machines updated{note}")
 
     def rollout_status(self, target: Target) -> RolloutStatus:
         api = self._api(target)
@@ -435,8 +465,9 @@ class FlyPlatform:
                     mask_value(key, _text(env_then.get(key)))))
         for section in sorted((set(now.definition) | set(then.definition)) - {"env", "app"}):
             a, b = now.definition.get(section), then.definition.get(section)
-            if a != b:
-                out.append(ConfigDifference(kept, section, _text(a), _text(b)))
+            if a != b:  # every nested value masked, commands word by word (_fly_mask.py)
+                out.append(ConfigDifference(kept, section, _text(masked_section(section, a)),
+                                            _text(masked_section(section, b))))
         since = then.created
         for secret in sorted(self._graphql(target).secrets(target.name), key=lambda s: s.name):
             if since is not None and secret.created is not None and secret.created > since:
@@ -467,11 +498,25 @@ class FlyPlatform:
             if machine.get("state") in GONE_STATES:
                 return False
             metadata = dict((machine.get("config") or {}).get("metadata") or {})
+            state = machine.get("state")
             if (same_image(image_of(machine.get("config")), image)
-                    and all(metadata.get(k) == v for k, v in stamp.items())):
-                return False  # someone else got there while we waited for the lease
+                    and state not in FAILED_STATES):
+                # Already on the image (an earlier attempt, or someone else while we waited
+                # for the lease): never restarted; at most the release stamp is set, through
+                # the metadata endpoint, which changes no version and restarts nothing.
+                self._stamp(api, base, nonce, machine, metadata, stamp)
+                if state in ("replacing", "starting"):
+                    # e.g. the update an earlier attempt gave up on, landed late: still
+                    # launching, so it is awaited like one we launched, not taken as done
+                    self._await_healthy(api, target, machine)
+                return False
             _refuse_if_changed(target, machine, revision, expected)
-            idle = machine.get("state") in DOWN_STATES
+            # Only a machine deliberately not running stays so (flyctl
+            # internal/command/deploy/machines_launchinput.go shouldSkipLaunch: started,
+            # starting and failed machines launch). ``launch_failed`` launches too: it was
+            # meant to run and never could. Left ``created``, a crashed machine would keep
+            # the app down, or short of capacity, after a "successful" rollback.
+            idle = state in IDLE_STATES
             config = dict(machine.get("config") or {})
             config["image"] = image
             config["metadata"] = {**metadata, **stamp}
@@ -497,10 +542,27 @@ class FlyPlatform:
         finally:
             self._release(api, base, nonce, describe({"id": machine_id}))
 
+    def _stamp(self, api: FlyApi, base: str, nonce: str, machine: Mapping[str, Any],
+               metadata: Mapping[str, Any], stamp: Mapping[str, str]) -> None:
+        """Set the release keys a machine lacks with ``POST .../metadata/{key}``
+        (Machines_update_metadata: the key in place, no new version, no restart)."""
+        for key, value in stamp.items():
+            if metadata.get(key) != value:
+                api.call("POST", f"{base}/metadata/{key}", json={"value": value},
+                         nonce=nonce, what=f"set {key} on {describe(machine)}")
+
     def _finish_release(self, graphql: FlyGraphQL, target: Target, release_id: str,
-                        version: int, error: BaseException | None) -> None:
-        """updateRelease complete/failed/interrupted, as flyctl ends a deploy; a failure to
-        record it is logged, never raised over the rollout's own outcome."""
+                        version: int, error: BaseException | None) -> str:
+        """updateRelease complete/failed/interrupted, as flyctl ends a deploy, once. A
+        transient error leaves the release ``running``: the retry finds it
+        (``_unfinished_release``), rolls only what is left and finishes it. A failure to
+        record the status is logged, never raised over the rollout's own outcome; after a
+        finished roll it is returned as a note for the result message (the next rollback to
+        the same image marks it)."""
+        if isinstance(error, TransientPlatformError):
+            log.info("fly: release v%s of %s left running for the retry: %s", version,
+                     target.name, error)
+            return ""
         status = ("complete" if error is None else
                   "failed" if isinstance(error, Exception) else "interrupted")
         try:
@@ -509,10 +571,11 @@ class FlyPlatform:
                                    what=f"mark release v{version} of app {target.name} "
                                         f"{status}")
         except (TransientPlatformError, PermanentPlatformError) as exc:
-            if error is None:
-                raise
             log.warning("fly: release v%s of %s not marked %s: %s", version, target.name,
                         status, exc)
+            return (f"; release v{version} could not be marked {status} ({exc}): it shows "
+                    "running until the next rollback to this image marks it")
+        return ""
 
     def _release(self, api: FlyApi, base: str, nonce: str, what: str) -> None:
         try:
@@ -527,7 +590,13 @@ class FlyPlatform:
         deadline = time.monotonic() + self._check_timeout
         path = f"/apps/{target.name}/machines/{machine['id']}"
         while True:
-            current: Json = api.json("GET", path, what=f"read {describe(machine)}")
+            response = api.call("GET", path, what=f"read {describe(machine)}", ok=(429,))
+            if response.status_code == 429:  # throttled polling: wait, as in _wait_state
+                if time.monotonic() >= deadline:
+                    raise map_response_error(response, f"read {describe(machine)}")
+                self._throttled(response, deadline)
+                continue
+            current: Json = response.json()
             if current.get("instance_id") != machine.get("instance_id"):
                 raise PermanentPlatformError(f"rollback stopped at {describe(machine)}: it was "
                                              f"changed by someone else during the rollback")
@@ -553,16 +622,35 @@ class FlyPlatform:
             if machine.get("instance_id") and state == "started":
                 params["instance_id"] = str(machine["instance_id"])
             response = api.call("GET", path, what=f"wait for {describe(machine)} {state}",
-                                params=params, timeout=seconds + self._timeout, ok=(408,))
+                                params=params, timeout=seconds + self._timeout,
+                                ok=(408, 429))
+            if response.status_code == 429:
+                # Throttled while polling: wait as told and poll again; aborting a roll
+                # half-way for a rate limit on a read would leave the app split.
+                self._throttled(response, deadline)
+                continue
             if response.status_code != 408:
                 return True
             if state == "started":
-                now: Json = api.json("GET", f"/apps/{target.name}/machines/{machine['id']}",
-                                     what=f"read {describe(machine)}")
+                probe = api.call("GET", f"/apps/{target.name}/machines/{machine['id']}",
+                                 what=f"read {describe(machine)}", ok=(429,))
+                if probe.status_code == 429:
+                    self._throttled(probe, deadline)
+                    continue
+                now: Json = probe.json()
                 if now.get("state") in FAILED_STATES:
                     raise RolloutFailed(f"rollback stopped at {describe(now)}: it is "
                                         f"{now.get('state')}{_last_event(now)}")
         return False
+
+    @staticmethod
+    def _throttled(response: httpx.Response, deadline: float) -> None:
+        """Sleep what a 429's ``Retry-After`` asks (1 s without one), within ``deadline``."""
+        wait = parse_retry_after(response.headers.get("Retry-After"))
+        log.info("fly: throttled (HTTP 429) while waiting; retrying in %.1fs",
+                 1.0 if wait is None else wait)
+        time.sleep(max(0.0, min(1.0 if wait is None else wait,
+                                deadline - time.monotonic())))
 
     def _power(self, api: FlyApi, target: Target, machine: Json, action: str,
                state: str | None) -> None:
@@ -682,11 +770,10 @@ class FlyPlatform:
         """An httpx client on api.fly.io (or the configured ``platform_url``); GraphQL takes
         user tokens beside macaroons, the logs and metrics APIs macaroons only (tokens.go)."""
         options = target.options or {}
-        url = options.get("platform_url") or self._platform_url
-        if not url:
-            machines = (options.get("api_url") or self._api_url).rstrip("/")
-            url = DEFAULT_PLATFORM_URL if machines == DEFAULT_API_URL else machines
-        url = url.rstrip("/")
+        # Always api.fly.io unless configured: the Machines API has other documented bases
+        # (the internal ``http://_api.internal:4280``) that serve no GraphQL, logs or metrics.
+        url = (options.get("platform_url") or self._platform_url
+               or DEFAULT_PLATFORM_URL).rstrip("/")
         key = f"{url}|{with_user_tokens}"
         with self._lock:
             if key not in self._web:
@@ -723,6 +810,18 @@ def _revision(release: FlyRelease, *, current: bool) -> Revision:
     return Revision(id=release.image, number=release.version,
                     images=(release.image,) if release.image else (), change_cause=cause,
                     created=release.created, current=current)
+
+
+def _unfinished_release(releases: list[FlyRelease], image: str) -> FlyRelease | None:
+    """The release an earlier attempt of this rollback left unfinished: the newest release,
+    still ``pending``/``running``, for the same image. CreateReleaseInput has no
+    description or marker field (superfly/fly-go schema.graphql), so "ours" is read from
+    what such a release is: nothing newer was deployed since, and it deploys this image."""
+    newest = releases[0] if releases else None
+    if newest is not None and newest.status in ("pending", "running") \
+            and same_image(newest.image, image):
+        return newest
+    return None
 
 
 def _text(value: Any) -> str | None:
@@ -770,7 +869,7 @@ class FlyTarget(BaseModel):
     app: str
     org: str = "personal"
     api_url: str = "https://api.machines.dev"
-    # api.fly.io: releases (GraphQL), logs and the org's Prometheus; None: see FlyPlatform
+    # api.fly.io: releases (GraphQL), logs and the org's Prometheus; None: https://api.fly.io
     platform_url: str | None = None
     # A personal token (``Bearer``) or an org/deploy token as `fly tokens create` prints it
     # ("FlyV1 fm2_..."): either is parsed as flyctl does and sent with the right scheme.

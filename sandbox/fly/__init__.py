@@ -104,6 +104,11 @@ class FlyEmulator:
         with self.state.cond:
             self.state.unlaunchable_images.add(image)
 
+    def drop_series(self, machine_id: str, metric: str) -> None:
+        """The org's Prometheus has no ``metric`` series for this machine (a scrape gap)."""
+        with self.state.cond:
+            self.http.router.metrics.missing.add((machine_id, metric))
+
     def releases(self, app: str) -> list[Release]:
         """The app's releases, newest first (what `fly releases` lists)."""
         with self.state.cond:

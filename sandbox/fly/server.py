@@ -248,6 +248,17 @@ class Router:
             st.check_lease(m, nonce)
             m.lease = None
             return 200, {}
+        if action.startswith("metadata/") and method in ("POST", "DELETE"):
+            # Machines_update_metadata / Machines_delete_metadata (Machines OpenAPI spec;
+            # superfly/docs machines/api/machines-resource.html.markerb "Add or update Machine
+            # metadata": body {"value": ...}, 204 No Content). It edits the key in the
+            # machine's config without an update: no new version, no restart.
+            key = action.partition("/")[2]
+            value = (body or {}).get("value") if isinstance(body, dict) else None
+            if method == "POST" and not isinstance(value, str):
+                raise FlyError(400, "value is required")
+            st.set_metadata(m, key, value if method == "POST" else None)
+            return 204, None
         if action in ("start", "stop") and method == "POST":
             if action == "stop":
                 self.validator.check("StopRequest", body)

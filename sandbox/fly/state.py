@@ -400,6 +400,19 @@ class FlyState:
             self.launch(m, "replacing")
         self.cond.notify_all()
 
+    def set_metadata(self, m: Machine, key: str, value: str | None) -> None:
+        """One metadata key set (or, with None, deleted) in the machine's config, in place:
+        the docs describe no lease check, new version or restart for it (server.py cites
+        them), so the machine keeps its ``instance_id`` and state."""
+        metadata = dict(m.config.get("metadata") or {})
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+        m.config["metadata"] = metadata
+        m.updated_at = time.time()
+        self.cond.notify_all()
+
     def power(self, m: Machine, action: str, nonce: str | None,
               body: dict[str, Any] | None = None) -> None:
         self.check_lease(m, nonce)

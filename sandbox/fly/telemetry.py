@@ -60,6 +60,10 @@ class Metrics:
 
     def __init__(self, state: FlyState) -> None:
         self.state = state
+        # (machine id, metric name) pairs with no series: a failed scrape or an agent not yet
+        # reporting leaves a series absent from an instant query (Prometheus "staleness",
+        # prometheus.io/docs/prometheus/latest/querying/basics/#staleness), the others intact.
+        self.missing: set[tuple[str, str]] = set()
 
     def query(self, org: str, expr: str) -> dict[str, Any]:
         if not expr:
@@ -111,7 +115,7 @@ class Metrics:
         for app in apps:
             for machine in app.machines.values():
                 self.state.settle(machine)
-                if machine.state != "started":
+                if machine.state != "started" or (machine.id, name) in self.missing:
                     continue
                 bad = machine.config.get("image") in self.state.bad_images
                 for extra, value in produce(machine, bad):

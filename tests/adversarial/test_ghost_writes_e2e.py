@@ -94,9 +94,10 @@ def test_fly_the_late_update_is_refused_after_the_hotfix(db: str, tmp_path: Path
         held = fly.hold("POST", f"/machines/{machines[0]}")
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
         data["services"][APP]["fly"] = {"app": APP, "org": "hotel", "api_url": fly.url,
-                                        "token_env": "FLY_API_TOKEN",
+                                        "platform_url": fly.url, "token_env": "FLY_API_TOKEN",
                                         "rollout_timeout_seconds": 30}
-        platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, request_timeout=1.0,
+        platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, platform_url=fly.url,
+                               request_timeout=1.0,
                                check_interval=0.05)
         with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"fly": platform}) as stack:

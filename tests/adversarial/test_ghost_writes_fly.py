@@ -50,7 +50,8 @@ def ids(emulator: FlyEmulator) -> list[str]:
 
 
 def make_platform(em: FlyEmulator, *, timeout: float = CLIENT_TIMEOUT) -> FlyPlatform:
-    return FlyPlatform(token=DEFAULT_TOKEN, api_url=em.url, request_timeout=timeout,
+    return FlyPlatform(token=DEFAULT_TOKEN, api_url=em.url, platform_url=em.url,
+                       request_timeout=timeout,
                        check_interval=0.02, check_timeout=2.0, machine_timeout=5.0)
 
 
@@ -173,14 +174,15 @@ def test_a_late_update_with_nothing_newer_lands_and_the_retry_builds_on_it(
     assert held.done.wait(10) and held.status == 200  # what we asked for, nothing newer
     sent = len(fly_updates(emulator))
     first = emulator.releases(SEED_APP)[0]
-    assert first.status == "failed"  # the abandoned attempt's release, as flyctl marks it
+    assert first.status == "running"  # a transient failure: left for the retry to resume
     result = fly.rollback_to(TARGET, pinned, expected=current)
-    # Every machine carries the retry's release, the one updated late too (it runs the right
-    # image but the failed attempt's release metadata), as `fly deploy` updates every machine.
-    assert result.changed and "3 of 3 machines updated" in result.message
-    assert len(fly_updates(emulator)) == sent + 3
+    # The retry resumes that release: the machine updated late already runs the pinned image
+    # with the release's stamp, so it is not updated (restarted) again; the others are.
+    assert result.changed and f"resumed release v{first.version}: 2 of 3 machines updated" \
+        in result.message
+    assert len(fly_updates(emulator)) == sent + 2
     retry = emulator.releases(SEED_APP)[0]
-    assert retry.version == first.version + 1 and retry.status == "complete"
+    assert retry.version == first.version and retry.status == "complete"
     assert {m["config"]["metadata"]["fly_release_version"]
             for m in emulator.machines(SEED_APP)} == {str(retry.version)}
     assert fly.wait_for_rollout(TARGET, timeout=10).done

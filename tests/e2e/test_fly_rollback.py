@@ -30,8 +30,10 @@ def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
         svc = data["services"]["hotel-voice-bot"]
         svc["fly"] = {"app": "hotel-voice-bot", "org": "hotel", "api_url": fly.url,
-                      "token_env": "FLY_API_TOKEN", "rollout_timeout_seconds": 30}
-        platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, check_interval=0.05)
+                      "platform_url": fly.url, "token_env": "FLY_API_TOKEN",
+                      "rollout_timeout_seconds": 30}
+        platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, platform_url=fly.url,
+                               check_interval=0.05)
         with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"fly": platform}) as stack:
             em, driver = stack.emulator, stack.driver

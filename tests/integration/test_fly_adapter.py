@@ -59,7 +59,7 @@ def make_platform(em: FlyEmulator, token: str | None = DEFAULT_TOKEN,
     settings: dict[str, Any] = {"check_interval": 0.02, "check_timeout": 0.5,
                                 "machine_timeout": 5.0}
     settings.update(kwargs)
-    return FlyPlatform(token=token, api_url=em.url, **settings)
+    return FlyPlatform(token=token, api_url=em.url, platform_url=em.url, **settings)
 
 
 @pytest.fixture
@@ -342,7 +342,8 @@ def test_confirm_running_compares_digests_not_tags(emulator: FlyEmulator,
     tag_only = GOOD.split("@", 1)[0]  # same tag: the registry resolves it to GOOD's digest
     httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
                json={"config": {**machine["config"], "image": tag_only}}, headers=auth())
-    reached(lambda: not fly.confirm_running(TARGET, pinned).detail, 5, 0.02)  # not "updating"
+    # not "updating" any more
+    assert reached(lambda: not fly.confirm_running(TARGET, pinned).detail, 5, 0.02)
     check = fly.confirm_running(TARGET, pinned)
     assert check.matches, check.detail
     assert f"{tag_only} (resolved {GOOD.split('@', 1)[1]}): {machine['id']} started" \
@@ -358,7 +359,8 @@ def test_stopped_machine_is_updated_without_launch(emulator: FlyEmulator,
                                                    fly: FlyPlatform) -> None:
     """Fly leaves a stopped machine updated with skip_launch ``created`` (machine states)."""
     fly.scale(TARGET, 2)
-    reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)}, 5, 0.02)
+    assert reached(lambda: "stopped" in {m["state"] for m in emulator.machines(SEED_APP)},
+                   5, 0.02)
     fly.rollback_to(TARGET, fly.history(TARGET)[1])
     machines = emulator.machines(SEED_APP)
     assert {m["config"]["image"] for m in machines} == {GOOD}
@@ -658,7 +660,7 @@ def test_resource_usage_from_the_org_prometheus(emulator: FlyEmulator,
     queries = [r for r in emulator.requests if r.path == "/prometheus/hotel/api/v1/query"]
     assert any("fly_instance_cpu" in r.query["query"] for r in queries)
     fly.scale(TARGET, 1)  # two machines stop
-    reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
+    assert reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
 
 
 def test_config_differences_between_releases(fly: FlyPlatform) -> None:
@@ -675,3 +677,247 @@ def test_config_differences_between_releases(fly: FlyPlatform) -> None:
     assert fly.config_differences(TARGET, by_number(fly, 4), pinned) == [
         ConfigDifference(kept, "env.LOG_LEVEL", "debug", "info"),
         *secrets]
+
+
+def test_missing_series_is_unknown_usage_not_zero(emulator: FlyEmulator,
+                                                  fly: FlyPlatform) -> None:
+    """A machine with CPU but no memory series (a scrape gap) has no usage to compare with a
+    limit; zero would pass any limit."""
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    emulator.drop_series(first, "fly_instance_memory_mem_available")
+    with pytest.raises(Unsupported, match=f"machine {first} \\(no memory series") as info:
+        fly.resource_usage(TARGET)
+    assert info.value.capability is Capability.RESOURCE_USAGE
+
+
+# ----------------------------------------------------------- crashed apps, retries
+def _crash(emulator: FlyEmulator, count: int) -> list[str]:
+    """The bad image crash-loops ``count`` machines into ``failed`` (restart policy "no",
+    relaunched through the API as a restart would); returns their ids."""
+    emulator.mark_crashing(BAD)
+    machines = sorted(emulator.machines(SEED_APP), key=lambda m: m["id"])[:count]
+    for machine in machines:
+        response = httpx.post(f"{emulator.url}/v1/apps/{SEED_APP}/machines/{machine['id']}",
+                              json={"config": {**machine["config"],
+                                               "restart": {"policy": "no"}}},
+                              headers=auth())
+        assert response.status_code == 200, response.text
+    ids = [m["id"] for m in machines]
+    assert reached(lambda: all(m["state"] == "failed" for m in emulator.machines(SEED_APP)
+                               if m["id"] in ids), 5, 0.02)
+    return ids
+
+
+@pytest.mark.parametrize("crashed", [3, 1])
+def test_a_rollback_relaunches_machines_the_bad_release_crashed(
+        emulator: FlyEmulator, fly: FlyPlatform, crashed: int) -> None:
+    """Machines the bad release left ``failed`` are updated *and launched* (flyctl's
+    shouldSkipLaunch launches failed machines), not left ``created``: the rollback restores
+    the app's capacity, and confirm_running agrees."""
+    _crash(emulator, crashed)
+    pinned = by_number(fly, 3)
+    mark = len(emulator.requests)
+    result = fly.rollback_to(TARGET, pinned)
+    assert result.changed and "3 of 3 machines updated" in result.message
+    machines = emulator.machines(SEED_APP)
+    assert [(m["state"], m["config"]["image"]) for m in machines] == [("started", GOOD)] * 3
+    assert not any(r.body.get("skip_launch") for r in fly_updates(emulator)[crashed:])
+    waits = [r for r in emulator.requests[mark:] if r.path.endswith("/wait")]
+    assert {r.path.split("/")[5] for r in waits} == {m["id"] for m in machines}  # all awaited
+    check = fly.confirm_running(TARGET, by_number(fly, 6))
+    assert check.matches, check.detail
+    assert fly_releases(emulator)[0]["status"] == "complete"
+
+
+def _machine_writes(emulator: FlyEmulator, since: int, machine_id: str) -> list[str]:
+    """Restarting or updating requests for one machine since request ``since``."""
+    base = f"/v1/apps/{SEED_APP}/machines/{machine_id}"
+    return [f"{r.method} {r.path}" for r in emulator.requests[since:]
+            if r.method == "POST" and r.path in (base, base + "/start", base + "/stop")]
+
+
+def test_a_retry_resumes_its_release_and_restarts_no_rolled_machine(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    """A transient failure on the 2nd machine leaves the release ``running``; the retry
+    reuses it, leaves the machine already rolled alone and finishes it: one release."""
+    ids = sorted(m["id"] for m in emulator.machines(SEED_APP))
+    pinned = by_number(fly, 3)
+    emulator.fail_next("POST", f"/machines/{ids[1]}", 503)
+    with pytest.raises(TransientPlatformError, match="503"):
+        fly.rollback_to(TARGET, pinned)
+    assert [(r["version"], r["status"]) for r in fly_releases(emulator)][:2] == \
+        [(6, "running"), (5, "complete")]
+    first = next(m for m in emulator.machines(SEED_APP) if m["id"] == ids[0])
+    mark = len(emulator.requests)
+    result = fly.rollback_to(TARGET, pinned)  # the retry, same pinned revision
+    assert result.changed and "resumed release v6" in result.message
+    assert _machine_writes(emulator, mark, ids[0]) == []  # not updated, not restarted
+    after = next(m for m in emulator.machines(SEED_APP) if m["id"] == ids[0])
+    assert after["instance_id"] == first["instance_id"]
+    assert [(r["version"], r["status"]) for r in fly_releases(emulator)][:2] == \
+        [(6, "complete"), (5, "complete")]
+    assert {(m["config"]["image"], m["config"]["metadata"]["fly_release_version"], m["state"])
+            for m in emulator.machines(SEED_APP)} == {(GOOD, "6", "started")}
+
+
+def test_a_new_attempt_stamps_a_rolled_machine_without_restarting_it(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    """After a permanent failure (release v6 failed), a new attempt is release v7: the
+    machine v6 already rolled gets v7's stamp through the metadata endpoint - same version,
+    never restarted."""
+    ids = sorted(m["id"] for m in emulator.machines(SEED_APP))
+    pinned = by_number(fly, 3)
+    emulator.fail_next("POST", f"/machines/{ids[1]}", 400)
+    with pytest.raises(PermanentPlatformError):
+        fly.rollback_to(TARGET, pinned)
+    first = next(m for m in emulator.machines(SEED_APP) if m["id"] == ids[0])
+    mark = len(emulator.requests)
+    assert fly.rollback_to(TARGET, pinned).changed
+    assert _machine_writes(emulator, mark, ids[0]) == []
+    after = next(m for m in emulator.machines(SEED_APP) if m["id"] == ids[0])
+    assert after["instance_id"] == first["instance_id"] and after["state"] == "started"
+    assert after["config"]["metadata"]["fly_release_version"] == "7"
+    assert [(r["version"], r["status"]) for r in fly_releases(emulator)][:2] == \
+        [(7, "complete"), (6, "failed")]
+
+
+def test_a_finished_roll_is_not_failed_by_the_release_status(emulator: FlyEmulator,
+                                                             fly: FlyPlatform) -> None:
+    """Marking the release complete fails after every machine rolled: the rollback succeeds
+    and says so; the next attempt marks the release, with no new release or write."""
+    ids = sorted(m["id"] for m in emulator.machines(SEED_APP))
+    pinned = by_number(fly, 3)
+    # the request after the last machine's lease release is updateRelease(complete)
+    held = emulator.hold("DELETE", f"/machines/{ids[2]}/lease")
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=fly.rollback_to(TARGET, pinned)))
+    worker.start()
+    assert held.arrived.wait(10)
+    emulator.fail_next("POST", "/graphql", 503)
+    held.release()
+    worker.join(20)
+    result = outcome["result"]
+    assert result.changed and "3 of 3 machines updated" in result.message
+    assert "release v6 could not be marked complete" in result.message
+    assert fly_releases(emulator)[0]["status"] == "running"
+    mark = len(emulator.requests)
+    again = fly.rollback_to(TARGET, pinned)
+    assert "resumed release v6" in again.message
+    assert fly_updates(emulator)[3:] == [] and not any(
+        _machine_writes(emulator, mark, i) for i in ids)
+    assert [(r["version"], r["status"]) for r in fly_releases(emulator)][:1] == \
+        [(6, "complete")]
+
+
+def test_throttled_waits_do_not_abort_the_roll(emulator: FlyEmulator,
+                                               fly: FlyPlatform) -> None:
+    """A 429 on the ``wait`` polls is waited out (Retry-After), not a failure mid-roll."""
+    emulator.fail_next("GET", "/wait", 429, times=3, retry_after="0")
+    result = fly.rollback_to(TARGET, by_number(fly, 3))
+    assert result.changed and "3 of 3 machines updated" in result.message
+    throttled = [r for r in emulator.requests if r.path.endswith("/wait")]
+    assert len(throttled) > 3  # the three refused polls were repeated
+    assert fly_releases(emulator)[0]["status"] == "complete"
+
+
+def test_throttled_health_polls_do_not_abort_the_roll(emulator: FlyEmulator,
+                                                      fly: FlyPlatform) -> None:
+    """A 429 on the health-check reads after an update is waited out too."""
+    first = sorted(m["id"] for m in emulator.machines(SEED_APP))[0]
+    held = emulator.hold("POST", f"/machines/{first}")
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=fly.rollback_to(TARGET, by_number(fly, 3))))
+    worker.start()
+    assert held.arrived.wait(10)
+    # the reads of the machine after its update are the health polls
+    emulator.fail_next("GET", f"/machines/{first}", 429, times=2, retry_after="0")
+    held.release()
+    worker.join(20)
+    assert "3 of 3 machines updated" in outcome["result"].message
+    reads = [r for r in emulator.requests if r.method == "GET"
+             and r.path == f"/v1/apps/{SEED_APP}/machines/{first}"]
+    assert len(reads) >= 4  # before the update, two throttled, one answered
+
+
+def test_history_comes_from_api_fly_io_whatever_the_machines_url() -> None:
+    """Fly's internal Machines endpoint serves no GraphQL: without ``platform_url`` the
+    releases are asked of api.fly.io (seen at the transport, answered 401)."""
+    hosts: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        hosts.append(f"{request.url.scheme}://{request.url.host}{request.url.path}")
+        return httpx.Response(401, json={"error": "unauthorized"})
+
+    platform = FlyPlatform(token=DEFAULT_TOKEN, api_url="http://_api.internal:4280",
+                           transport=httpx.MockTransport(answer))
+    try:
+        with pytest.raises(PermanentPlatformError):
+            platform.history(TARGET)
+    finally:
+        platform.close()
+    assert hosts == ["https://api.fly.io/graphql"]
+
+
+def test_config_differences_mask_nested_values_and_commands(emulator: FlyEmulator,
+                                                            fly: FlyPlatform) -> None:
+    """fly.toml sections other than env (build args, process commands, the release command)
+    are masked value by value and word by word: no literal credential reaches Slack."""
+    pinned = by_number(fly, 3)
+    db_url = "postgres://app:s3cr3t-pw@db.internal:5432/app"
+    token = "fm2_" + "A" * 24
+    definition = {
+        **fly_definition(emulator, 3),
+        "build": {"args": {"NPM_TOKEN": "npm-literal-token", "NODE_ENV": "production"}},
+        "processes": {"app": f"bin/server --db-password=hunter2 --api-token {token} --port 8080"},
+        "deploy": {"release_command": f"bin/migrate DATABASE_URL={db_url}"},
+        "experimental": {"cmd": ["bin/worker", "--secret", "w-literal", "--verbose"]},
+    }
+    created = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": CREATE_RELEASE, "variables": {"input": {
+            "appId": emulator.state.app(SEED_APP).id, "image": BAD, "definition": definition,
+            "platformVersion": "machines", "strategy": "ROLLING"}}}).json()
+    version = created["data"]["createRelease"]["release"]["version"]
+    running = fly.describe_revision(TARGET, version).revision
+    differences = {d.key: d for d in fly.config_differences(TARGET, running, pinned)}
+    text = str(differences)
+    for literal in ("npm-literal-token", "hunter2", token, "s3cr3t-pw", "w-literal"):
+        assert literal not in text, literal
+    assert '"NODE_ENV":"production"' in str(differences["build"].running)  # not a secret
+    assert "--port 8080" in str(differences["processes"].running)
+    assert "bin/migrate DATABASE_URL=<hidden, sha256:" in str(differences["deploy"].running)
+    assert differences["build"].pinned is None
+
+
+CREATE_RELEASE = """mutation CreateRelease ($input: CreateReleaseInput!) {
+  createRelease(input: $input) { release { id version } } }"""
+
+
+def fly_definition(em: FlyEmulator, version: int) -> dict[str, Any]:
+    with em.state.cond:
+        release = next(r for r in em.state.app(SEED_APP).releases if r.version == version)
+        return dict(release.definition or {})
+
+
+def test_a_retry_awaits_a_machine_its_late_update_is_still_launching() -> None:
+    """The update an attempt gave up on lands late; the retry finds the machine on the image
+    but still ``replacing``: it is awaited (not updated again), not reported done."""
+    with FlyEmulator(start_delay=0.6) as em:
+        [only] = seed_hotel_voice_bot(em, machines=1)
+        platform = make_platform(em, request_timeout=0.3)
+        try:
+            pinned = by_number(platform, 3)
+            held = em.hold("POST", f"/machines/{only}")
+            with pytest.raises(TransientPlatformError, match="may still apply it"):
+                platform.rollback_to(TARGET, pinned)
+            held.release()
+            assert held.done.wait(10) and held.status == 200
+            sent = len(fly_updates(em))
+            result = platform.rollback_to(TARGET, pinned)
+            assert "resumed release v6: 0 of 1 machines updated" in result.message
+            assert len(fly_updates(em)) == sent  # not updated (restarted) again
+            assert em.machines(SEED_APP)[0]["state"] == "started"
+            assert fly_releases(em)[0]["status"] == "complete"
+        finally:
+            platform.close()

@@ -205,7 +205,7 @@ def test_an_update_launches_through_replacing(http: httpx.Client) -> None:
     base = f"/v1/apps/{SEED_APP}/machines/{machine['id']}"
     response = http.post(base, json={"config": {**machine["config"], "image": GOOD}})
     assert response.json()["state"] == "replacing"
-    reached(lambda: http.get(base).json()["state"] == "started", 5, 0.02)
+    assert reached(lambda: http.get(base).json()["state"] == "started", 5, 0.02)
 
 
 @pytest.mark.parametrize(("restart", "starts"), [({"policy": "no"}, 1),
@@ -222,7 +222,7 @@ def test_a_crashing_image_follows_the_restart_policy(em: FlyEmulator, http: http
     config = {**machine["config"], "image": GOOD, "restart": restart}
     sent = time.monotonic()
     http.post(base, json={"config": config})
-    reached(lambda: http.get(base).json()["state"] == "failed", 5, 0.01)
+    assert reached(lambda: http.get(base).json()["state"] == "failed", 5, 0.01)
     assert time.monotonic() - sent >= starts * 0.1  # every restart took one more start
     wait = http.get(base + "/wait", params={"state": "started", "timeout": 1})
     assert wait.status_code == 408
@@ -237,10 +237,24 @@ def test_an_image_the_registry_cannot_serve_is_launch_failed(em: FlyEmulator,
     machine = machines(http)[2]
     base = f"/v1/apps/{SEED_APP}/machines/{machine['id']}"
     http.post(base, json={"config": {**machine["config"], "image": GOOD}})
-    reached(lambda: http.get(base).json()["state"] == "launch_failed", 5, 0.01)
+    assert reached(lambda: http.get(base).json()["state"] == "launch_failed", 5, 0.01)
     # a machine that could not launch starts again once asked (with a servable image)
     http.post(base, json={"config": {**machine["config"], "image": BAD}})
-    reached(lambda: http.get(base).json()["state"] == "started", 5, 0.01)
+    assert reached(lambda: http.get(base).json()["state"] == "started", 5, 0.01)
+
+
+def test_metadata_is_set_in_place_without_a_new_version(http: httpx.Client) -> None:
+    """Machines_update_metadata: 204, the key in the config, same instance, no restart."""
+    machine = machines(http)[0]
+    base = f"/v1/apps/{SEED_APP}/machines/{machine['id']}"
+    response = http.post(base + "/metadata/fly_release_version", json={"value": "9"})
+    assert response.status_code == 204 and response.content == b""
+    after = http.get(base).json()
+    assert after["config"]["metadata"]["fly_release_version"] == "9"
+    assert (after["instance_id"], after["state"]) == (machine["instance_id"], "started")
+    assert http.post(base + "/metadata/k", json={}).status_code == 400
+    assert http.delete(base + "/metadata/fly_release_version").status_code == 204
+    assert "fly_release_version" not in http.get(base).json()["config"]["metadata"]
 
 
 # ------------------------------------------------------------------ logs, metrics
