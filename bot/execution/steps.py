@@ -17,6 +17,7 @@ raises it, ends ``skipped`` with the reason in its result instead of failing the
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -326,9 +327,10 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
 def _health_check_inverse(arn: str, region: str, path: str | None) -> dict[str, Any]:
     """What puts the health check back, for the journal and for a human: the rollback
     never undoes it by itself (like the application rollback it belongs to, see
-    ``bot.domain.compensation``)."""
-    command = (f"aws elbv2 modify-target-group --target-group-arn {arn} "
-               f"--health-check-path {path} --region {region}") if path else None
+    ``bot.domain.compensation``). Each value is shell-quoted: a path such as
+    ``/health?a=1&b=2`` pasted unquoted would background the command at ``&``."""
+    command = shlex.join(["aws", "elbv2", "modify-target-group", "--target-group-arn", arn,
+                          "--health-check-path", path, "--region", region]) if path else None
     return {"action": "ModifyTargetGroup", "target_group_arn": arn, "health_check_path": path,
             "command": command}
 

@@ -4,7 +4,9 @@ first reading, and failures are typed (a human vs. another attempt)."""
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +96,21 @@ def test_the_path_is_set_and_the_old_one_journaled_as_the_inverse(elbv2: Elbv2) 
                      "target_group": "hvb-blue",
                      "message": "health check of hvb-blue already /v1/health"}
     assert elbv2.health_check_path(arn) == "/v1/health"
+
+
+def test_the_journaled_command_pastes_into_a_shell_as_one_path(elbv2: Elbv2) -> None:
+    arn = elbv2.target_group("hvb-query", path="/health?a=1&b=2 ;x")
+    attempt = Attempt(_service(arn, elbv2.url))
+    attempt.run()
+    command = attempt.result["inverse"]["command"]
+    # What a shell makes of the pasted line: one command, the path one argument, intact.
+    assert shlex.split(command) == ["aws", "elbv2", "modify-target-group",
+                                    "--target-group-arn", arn, "--health-check-path",
+                                    "/health?a=1&b=2 ;x", "--region", REGION]
+    argv = subprocess.run(["sh", "-c", f"set -- {command.removeprefix('aws ')}; "
+                           'printf "%s\\n" "$@"'], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    assert argv[5] == "/health?a=1&b=2 ;x" and len(argv) == 8
 
 
 def test_only_the_path_changes(elbv2: Elbv2) -> None:
