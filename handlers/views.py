@@ -47,8 +47,14 @@ STEP_ICON = {"pending": ":white_circle:", "started": ":arrows_counterclockwise:"
              "done": ":white_check_mark:", "failed": ":x:", "skipped": ":fast_forward:"}
 
 
+# Slack refuses a text object over 3,000 characters (counted as sent: escaped); views that
+# can grow fit themselves to it (``fit_lines``, ``config_difference_lines``) and ``_text``
+# only backstops.
+SECTION_LIMIT = 3000
+
+
 def _text(text: str, *, kind: str = "mrkdwn") -> dict[str, Any]:
-    return {"type": kind, "text": text[:3000]}
+    return {"type": kind, "text": text[:SECTION_LIMIT]}
 
 
 def section(text: str) -> Block:
@@ -219,19 +225,33 @@ def _config_view(facts: dict[str, Any]) -> Block | None:
     if not diffs:
         return context("*Configuration that differs:* none (environment and references "
                        "are the same in both revisions)")
-    return section("*Configuration that differs* (running → pinned)\n" + "\n".join(
-        config_difference_lines(diffs, limit=CONFIG_VIEW_LINES)))
+    title = "*Configuration that differs* (running → pinned)"
+    return section(title + "\n" + "\n".join(config_difference_lines(
+        diffs, limit=CONFIG_VIEW_LINES, budget=SECTION_LIMIT - len(title) - 1)))
 
 
-def config_difference_lines(diffs: list[dict[str, Any]], *, limit: int) -> list[str]:
-    """One line per difference (``env X: a → b``), then "and N more" past ``limit``."""
+def config_difference_lines(diffs: list[dict[str, Any]], *, limit: int,
+                            budget: int = SECTION_LIMIT) -> list[str]:
+    """One line per difference (``env X: a → b``), at most ``limit`` lines and, escaped and
+    joined, at most ``budget`` characters with the "… and N more" that counts the rest
+    (Slack refuses a longer section and ``section`` would cut it blindly, the count too)."""
     def value(v: Any) -> str:
         return "(unset)" if v is None else f"`{escape(str(v)[:120])}`"
 
-    lines = [f"• {escape(str(d.get('kind', '')))} {escape(str(d.get('key', '')))}: "
-             f"{value(d.get('running'))} → {value(d.get('pinned'))}" for d in diffs[:limit]]
-    if len(diffs) > limit:
-        lines.append(f"… and {len(diffs) - limit} more")
+    lines: list[str] = []
+    used = 0
+    for i, d in enumerate(diffs[:limit]):
+        line = (f"• {escape(str(d.get('kind', '')))} {escape(str(d.get('key', ''))[:200])}: "
+                f"{value(d.get('running'))} → {value(d.get('pinned'))}")
+        more = len(diffs) - i - 1
+        # Room for this line and, if any difference is left after it, for the count line.
+        reserve = len(f"\n… and {len(diffs)} more") if more else 0
+        if used + len(line) + 1 + reserve > budget:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    if len(diffs) > len(lines):
+        lines.append(f"… and {len(diffs) - len(lines)} more")
     return lines
 
 
@@ -447,9 +467,8 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
     return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
 
 
-# Slack refuses a section over 3,000 characters; the code fence and the header fit beside.
-_DETAIL_LIMIT = 2800
 _FENCE = "`" * 3
+_CUT_NOTE = "\n… (cut; the platform's own tool shows the rest)"
 
 
 def revision_detail_blocks(service: str, platform: str, detail: RevisionDetail
@@ -457,11 +476,26 @@ def revision_detail_blocks(service: str, platform: str, detail: RevisionDetail
     """``history <service> --revision N``: the platform's own presentation of one revision
     (already masked by the adapter) in a code block, cut to what one section holds."""
     text = detail.text.replace(_FENCE, "'" * 3)  # a fence inside would end the code block
-    if len(text) > _DETAIL_LIMIT:
-        text = text[:_DETAIL_LIMIT] + "\n… (cut; the platform's own tool shows the rest)"
     title = (f"*Revision {detail.revision.number} of {escape(service)}* ({escape(platform)})"
              + (" — running now" if detail.revision.current else ""))
-    return [section(title), section(f"{_FENCE}{escape(text)}{_FENCE}")]
+    body = fit_lines(escape(text), SECTION_LIMIT - 2 * len(_FENCE), note=_CUT_NOTE)
+    return [section(title), section(f"{_FENCE}{body}{_FENCE}")]
+
+
+def fit_lines(escaped: str, budget: int, *, note: str) -> str:
+    """``escaped`` (already escaped: Slack counts the ``&amp;``, not the ``&``) whole when
+    it fits ``budget``, else cut at the last line break that leaves room for ``note`` (or,
+    a single long line, inside it but never inside an entity) with ``note`` after it."""
+    if len(escaped) <= budget:
+        return escaped
+    room = max(0, budget - len(note))
+    cut = escaped.rfind("\n", 0, room + 1)
+    if cut <= 0:
+        cut = room
+        entity = escaped.rfind("&", max(0, cut - 4), cut)  # "&amp;" is the longest: 5
+        if entity >= 0 and ";" not in escaped[entity:cut]:
+            cut = entity
+    return escaped[:cut] + note
 
 
 def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Block]:

@@ -198,8 +198,9 @@ def _probe(probe: Obj) -> str:
              f"period={probe.get('periodSeconds', 0)}s "
              f"#success={probe.get('successThreshold', 0)} "
              f"#failure={probe.get('failureThreshold', 0)}")
-    if probe.get("exec") is not None:
-        return f"exec [{' '.join(probe['exec'].get('command') or [])}] {attrs}"
+    if probe.get("exec") is not None:  # a command line like Command/Args: masked the same
+        command = masked_args([str(item) for item in probe["exec"].get("command") or []])
+        return f"exec [{' '.join(command)}] {attrs}"
     if probe.get("httpGet") is not None:
         get = probe["httpGet"]
         scheme = str(get.get("scheme") or "").lower()
@@ -334,12 +335,17 @@ def _volumes(volumes: list[Obj], w: _Writer) -> None:
 # ---------------------------------------------------------------- configuration view
 def _env_entries(template: Obj) -> dict[str, tuple[str, str]]:
     """Every environment entry of a template: key -> (kind, value as shown). The key is the
-    variable's name, prefixed by its container's name when the pod has several."""
-    containers = (template.get("spec") or {}).get("containers") or []
+    variable's name, prefixed by its container's name when the pod has several, and always
+    by ``init <name>/`` for an init container's (a migration's settings change too)."""
+    spec = template.get("spec") or {}
+    containers = spec.get("containers") or []
     several = len(containers) > 1
     out: dict[str, tuple[str, str]] = {}
-    for c in containers:
-        prefix = f"{c.get('name')}/" if several else ""
+    # Container names are unique across both lists (k8s.io/kubernetes
+    # pkg/apis/core/validation/validation.go: validateInitContainers checks allNames).
+    prefixed = [(f"init {c.get('name')}/", c) for c in spec.get("initContainers") or []]
+    prefixed += [(f"{c.get('name')}/" if several else "", c) for c in containers]
+    for prefix, c in prefixed:
         for e in c.get("env") or []:
             name, source = str(e.get("name") or ""), e.get("valueFrom")
             if source is None:

@@ -53,11 +53,14 @@ from platforms.base import (
 
 @dataclass
 class Fault:
-    """Raise ``error`` on the next ``times`` calls of ``method``."""
+    """Raise ``error`` on the next ``times`` calls of ``method``; with ``hold``, each of
+    those calls first hangs until the event is set (an API that does not answer, then
+    times out), holding the state lock: the platform's other calls wait too."""
 
     method: str
     error: Exception
     times: int = 1
+    hold: threading.Event | None = None
 
 
 def _revision_env(n: int) -> dict[str, Any]:
@@ -157,6 +160,8 @@ class FakePlatform:
         for fault in self.faults:
             if fault.method == method and fault.times > 0:
                 fault.times -= 1
+                if fault.hold is not None:
+                    fault.hold.wait()
                 raise fault.error
 
     def _mutated(self, state: dict[str, Any], method: str, detail: str) -> None:
@@ -164,8 +169,9 @@ class FakePlatform:
         state["mutation_log"].append(f"{method}:{detail}")
 
     # ------------------------------------------------------------------ scripting
-    def inject(self, method: str, error: Exception, *, times: int = 1) -> None:
-        self.faults.append(Fault(method, error, times))
+    def inject(self, method: str, error: Exception, *, times: int = 1,
+               hold: threading.Event | None = None) -> None:
+        self.faults.append(Fault(method, error, times, hold))
 
     def calls(self) -> Counter[str]:
         with self._state() as s:

@@ -31,11 +31,16 @@ def clean(text: str) -> str:
 def revision_number(raw: str, *, flag: str = "") -> int:
     """``12``, ``rev12`` or ``rev-12`` as a positive int; anything else is a ParseError.
 
-    Only ASCII digits: ``str.isdigit`` also accepts superscripts such as ``²`` that int()
-    then refuses."""
-    digits = raw.removeprefix("rev").removeprefix("-")
+    The hyphen is only a separator after ``rev``: a bare ``-5`` is a negative number and
+    refused (read as 5 it would name another revision than the one typed). Only ASCII
+    digits: ``str.isdigit`` also accepts superscripts such as ``²`` that int() then
+    refuses."""
+    shown = raw if len(raw) <= 20 else raw[:20] + "…"
+    if raw.startswith("-"):
+        raise ParseError(f"`{flag}{shown}`: a revision is a positive number, not a negative "
+                         "one.")
+    digits = raw.removeprefix("rev").removeprefix("-") if raw.startswith("rev") else raw
     if not _ASCII_DIGITS.fullmatch(digits) or not 0 < int(digits) <= MAX_REVISION:
-        shown = raw if len(raw) <= 20 else raw[:20] + "…"
         raise ParseError(f"`{flag}{shown}`: a revision is a positive number (at most "
                          f"{MAX_REVISION:,}).")
     return int(digits)

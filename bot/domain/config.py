@@ -454,6 +454,15 @@ class DiagnoseSettings(Strict):
     check_timeout_seconds: float = Field(default=10, gt=0)
 
 
+class RequestSettings(Strict):
+    """Making a request's plan: the bound on its decorations."""
+
+    # The plan's configuration view (``Platform.config_differences``): a platform that
+    # hangs makes it "Configuration view unavailable: timed out after N s" instead of
+    # holding the request (like the assessment's probes, 5 s each).
+    config_view_timeout_seconds: float = Field(default=5, gt=0)
+
+
 class RetentionSettings(Strict):
     """Housekeeping: how long bookkeeping rows are kept. The audit trail is never purged."""
 
@@ -523,6 +532,7 @@ class RollbackConfig(Strict):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
+    request: RequestSettings = Field(default_factory=RequestSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     services: dict[str, ServiceConfig]

@@ -98,7 +98,8 @@ def build_steps(
     backup_path: str | None, known_good: tuple[datetime, int | None] | None = None,
     backup_size: int | None = None,
 ) -> list[PlannedStep]:
-    """The runbook's order: stop writers, back up, restore, verify, roll app, restart.
+    """The runbook's order: stop writers, back up, restore, verify, roll app, restart,
+    wait for the rollout (confirming what runs), then the load balancer's health check.
 
     On a ``platform`` without config snapshots the two config steps say so, with its spec's
     reason (they run as skipped, see ``bot/execution/steps.py``)."""
@@ -131,18 +132,6 @@ def build_steps(
             "app_rollback", f"Roll the application back to {target_revision.label()}",
             params={"revision": target_revision.to_dict()},
         ))
-    lb = service.load_balancer
-    if with_app and lb is not None:
-        # Right after the application's rollback, before the wait: the restored version's
-        # new units must pass the health check the rollout waits on, and the bad version's
-        # units are on their way out (before the rollback it would fail the running ones).
-        name = lb.target_group_arn.split(":")[5].split("/")[1]
-        steps.append(PlannedStep(
-            "set_health_check_path", f"Point the load balancer's health check "
-            f"({name}) at {lb.health_check_path}",
-            params={"target_group_arn": lb.target_group_arn,
-                    "health_check_path": lb.health_check_path, "region": lb.region_name(),
-                    "inverse": INVERSES["set_health_check_path"]}))
     if with_config:
         if no_snapshots is not None:
             steps.append(PlannedStep(
@@ -161,6 +150,21 @@ def build_steps(
         steps.append(PlannedStep("scale_up", "Scale the application back to its recorded size"))
     if with_app:
         steps.append(PlannedStep("wait_rollout", "Wait for the rollout to complete"))
+    lb = service.load_balancer
+    if with_app and lb is not None:
+        # Only after ``wait_rollout`` confirmed that the pinned revision runs: if the
+        # rollout does not take (ECS's circuit breaker reverting to the bad version, another
+        # actor's edit), the rollback stops there and the target group keeps checking the
+        # path the running version serves. Set before, it would check a path the running
+        # version may not serve, the load balancer would mark its units unhealthy and the
+        # platform would replace them: a worse outage than the one being rolled back.
+        name = lb.target_group_arn.split(":")[5].split("/")[1]
+        steps.append(PlannedStep(
+            "set_health_check_path", f"Point the load balancer's health check "
+            f"({name}) at {lb.health_check_path}",
+            params={"target_group_arn": lb.target_group_arn,
+                    "health_check_path": lb.health_check_path, "region": lb.region_name(),
+                    "inverse": INVERSES["set_health_check_path"]}))
     if "external" in scope and service.webhooks:
         names = ", ".join(w.name for w in service.webhooks)
         steps.append(PlannedStep("repoint_webhooks", f"Re-point webhooks ({names})"))

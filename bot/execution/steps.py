@@ -17,6 +17,7 @@ raises it, ends ``skipped`` with the reason in its result instead of failing the
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -287,7 +288,8 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
     """Runbook Step 5.2: point the target group's health check at the restored version's
     path (pinned in the plan). The path found first is journaled before the write as the
     step's inverse, and a retry keeps that first reading (by then the path may already be
-    the new one). Already that path: nothing is written."""
+    the new one). Already that path: nothing is written. It runs after ``wait_rollout``
+    and writes only while the pinned revision runs (``_still_pinned``)."""
     from bot.integrations.load_balancer import PATH_PROTOCOLS, TargetGroups
 
     params = ctx.step.params
@@ -311,6 +313,7 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
             return {"changed": False, "path": path, "previous_path": previous,
                     "target_group": before.target_group,
                     "message": f"health check of {before.target_group} already {path}"}
+        _still_pinned(ctx)
         after = groups.set_health_check_path(arn, path)
     except LoadBalancerError as exc:
         error = TemporaryStepError if exc.transient else PermanentStepError
@@ -323,12 +326,27 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
             "message": f"health check of {after.target_group}: {previous} → {path}"}
 
 
+def _still_pinned(ctx: StepContext) -> None:
+    """Right before the target group is written: the pinned revision still runs. The step
+    follows ``wait_rollout``'s confirmation, but a resumed rollback may reach it long
+    after, and a health check pointed at a version that is not running takes the running
+    one out of the load balancer."""
+    pinned = ctx.rollback.target_revision
+    check = ctx.platform.confirm_running(ctx.rollback.target, pinned)
+    if not check.matches:
+        raise PermanentStepError(f"the pinned {pinned.label()} is not what runs: "
+                                 f"{check.running}" + (f" ({check.detail})" if check.detail
+                                                       else "")
+                                 + "; the load balancer was not changed")
+
+
 def _health_check_inverse(arn: str, region: str, path: str | None) -> dict[str, Any]:
     """What puts the health check back, for the journal and for a human: the rollback
     never undoes it by itself (like the application rollback it belongs to, see
-    ``bot.domain.compensation``)."""
-    command = (f"aws elbv2 modify-target-group --target-group-arn {arn} "
-               f"--health-check-path {path} --region {region}") if path else None
+    ``bot.domain.compensation``). Each value is shell-quoted: a path such as
+    ``/health?a=1&b=2`` pasted unquoted would background the command at ``&``."""
+    command = shlex.join(["aws", "elbv2", "modify-target-group", "--target-group-arn", arn,
+                          "--health-check-path", path, "--region", region]) if path else None
     return {"action": "ModifyTargetGroup", "target_group_arn": arn, "health_check_path": path,
             "command": command}
 

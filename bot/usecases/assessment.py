@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -22,6 +22,23 @@ log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 5.0
 _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="assess")
+T = TypeVar("T")
+
+
+class TimedOut(Exception):
+    """``bounded``'s wait ended (its own class: a socket timeout raised *by* the call is a
+    builtin ``TimeoutError`` and says something else)."""
+
+
+def bounded(fn: Callable[[], T], timeout: float) -> T:
+    """``fn()`` on the assessment's pool, waited for at most ``timeout`` seconds (then
+    ``TimedOut``; the call finishes in the background, its answer unused). For the
+    request's other decorations: a platform API that hangs (retries × read timeouts) must
+    not hold the request, nor ``rollback-bot auto``, for minutes."""
+    try:
+        return _pool.submit(fn).result(timeout=timeout)
+    except FutureTimeout:
+        raise TimedOut(f"timed out after {timeout:g}s") from None
 
 
 def _rollout(platform: Platform, target: Target) -> dict[str, Any]:

@@ -51,7 +51,7 @@ from bot.domain.words import Mention, RollbackLink
 from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.jobs import JobStore
 from bot.persistence.store import Store
-from bot.usecases.assessment import assess
+from bot.usecases.assessment import TimedOut, assess, bounded
 from bot.usecases.catalog import Catalog
 from bot.usecases.timers import POLICY_JOBS, decision_key, expiry_key, schedule_deadlines
 from platforms.base import (
@@ -220,12 +220,20 @@ class RollbackService:
                      choice: RevisionChoice) -> dict[str, Any]:
         """What configuration changes with the pinned revision, for the approvers: a
         decoration, so a platform that cannot tell (its spec, ``Unsupported``) or fails to
-        tell says why in the plan instead of blocking the request."""
+        tell says why in the plan instead of blocking the request. Bounded by
+        ``request.config_view_timeout_seconds`` on the assessment's pool: a platform that
+        hangs (ECS: 30 s × 3 attempts a call) makes it "timed out after N s", never a
+        request (or ``rollback-bot auto``) held for minutes."""
         spec = self.catalog.spec(platform_name)
+        timeout = self.config.request.config_view_timeout_seconds
         try:
             if spec is not None:
                 spec.require(Capability.CONFIG_VIEW)
-            diffs = adapter.config_differences(target, choice.current, choice.target)
+            diffs = bounded(lambda: adapter.config_differences(target, choice.current,
+                                                               choice.target), timeout)
+        except TimedOut as exc:
+            log.info("configuration view of %s: %s", target.describe(), exc)
+            return {"config_view_unavailable": str(exc)}
         except Unsupported as exc:
             return {"config_view_unavailable": exc.reason}
         except PlatformError as exc:

@@ -4,11 +4,17 @@ configuration that changes with the pinned revision, or why it cannot."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from platforms.base import TransientPlatformError
 from tests.e2e.conftest import Harness
 from tests.secret_scan import register_secret
+from tests.support.messages import CHANNEL
 
 
 @pytest.fixture(autouse=True)
@@ -64,3 +70,31 @@ def test_a_failing_configuration_view_never_blocks_the_request(harness: Harness)
     assert "Configuration view unavailable: TransientPlatformError: platform API timed out" \
         in text
     assert "Approve" in text  # the request is up for a decision as usual
+
+
+def test_a_hanging_configuration_view_posts_the_plan_within_its_deadline(
+        make_harness: Callable[..., Harness]) -> None:
+    def bound(data: dict[str, Any]) -> None:
+        data["request"] = {"config_view_timeout_seconds": 0.5}
+
+    h = make_harness(config_overrides=bound)
+    answered = threading.Event()  # the platform's API answers (with its own timeout) once set
+    h.platform.inject("config_differences", TransientPlatformError("read timed out"),
+                      hold=answered)
+    safety = threading.Timer(20, answered.set)  # never leave the bot's thread hanging
+    safety.start()
+    try:
+        started = time.monotonic()
+        h.request('hotel-voice-bot --severity P1 --reason "5xx"')
+        posted = h.emulator.wait_for(
+            lambda: next((m for m in h.emulator.messages(CHANNEL)
+                          if "Configuration view unavailable" in str(m.get("blocks"))), None),
+            timeout=5, description="the plan with its configuration view given up")
+        elapsed = time.monotonic() - started
+        assert not answered.is_set()  # posted while the platform still hangs
+    finally:
+        answered.set()
+        safety.cancel()
+    assert "Configuration view unavailable: timed out after 0.5s" in str(posted["blocks"])
+    assert elapsed < 3, elapsed
+    assert "Approve" in str(h.rollback_message()["blocks"])  # and up for a decision

@@ -18,6 +18,7 @@ TARGET = Target("kubernetes", NS, APP)
 TOKEN = "s3cr3t-token-value"  # env literals named like a credential
 OTHER_TOKEN = "another-token-value"
 ARG_TOKEN = "argument-token-value"  # a credential on the command line
+PROBE_TOKEN = "probe-token-value"  # a credential on an exec probe's command line
 
 
 def _release_1_1(obj: dict[str, Any]) -> None:
@@ -50,8 +51,14 @@ def _release_1_1(obj: dict[str, Any]) -> None:
                           "periodSeconds": 10, "timeoutSeconds": 1, "successThreshold": 1,
                           "failureThreshold": 3}
     c["readinessProbe"] = {"tcpSocket": {"port": "metrics"}, "initialDelaySeconds": 5}
-    tpl["spec"]["containers"].append({"name": "sidecar", "image": "registry.local/proxy:2",
-                                      "ports": [{"containerPort": 15001, "protocol": "TCP"}]})
+    tpl["spec"]["containers"].append({
+        "name": "sidecar", "image": "registry.local/proxy:2",
+        "ports": [{"containerPort": 15001, "protocol": "TCP"}],
+        "livenessProbe": {"exec": {"command": ["/bin/check", f"--auth-token={PROBE_TOKEN}",
+                                               "-v"]}, "periodSeconds": 20}})
+    tpl["spec"]["initContainers"] = [{"name": "migrate", "image": "registry.local/voice-bot:1.1",
+                                      "command": ["/bin/migrate"],
+                                      "env": [{"name": "MIGRATE_MODE", "value": "safe"}]}]
     tpl["spec"]["volumes"] = [
         {"name": "data", "emptyDir": {}},
         {"name": "cfg", "configMap": {"name": "voice-bot-config"}},
@@ -81,6 +88,8 @@ def _release_1_2(obj: dict[str, Any]) -> None:
             e["valueFrom"]["secretKeyRef"]["name"] = "db-v2"
     c["env"].append({"name": "FEATURE_X", "value": "on"})
     c["envFrom"] = [{"configMapRef": {"name": "voice-bot-config"}}]
+    init = obj["spec"]["template"]["spec"]["initContainers"][0]
+    init["env"] = [{"name": "MIGRATE_MODE", "value": "fast"}]
     obj["metadata"]["annotations"]["kubernetes.io/change-cause"] = "release 1.2"
 
 
@@ -119,6 +128,10 @@ def test_the_detail_is_what_kubectl_prints_with_credentials_masked(
             f"--db-password\n      {ARG_TOKEN}",
             f"--db-password\n      {mask_value('db-password', ARG_TOKEN)}")
         assert ARG_TOKEN not in detail.text
+        assert f"exec [/bin/check --auth-token={PROBE_TOKEN} -v]" in expected
+        expected = expected.replace(f"--auth-token={PROBE_TOKEN}", "--auth-token=" + str(
+            mask_value("auth-token", PROBE_TOKEN)))
+        assert PROBE_TOKEN not in detail.text
     assert detail.text == expected.rstrip("\n")
     assert detail.revision.number == number
     assert ("ReplicaSet", detail.revision.id) in detail.fields
@@ -151,6 +164,7 @@ def test_config_differences_between_the_running_and_an_older_revision(
         ConfigDifference("env", "app/MULTI", None, "line one\nline two"),
         ConfigDifference("envFrom", "app/secret voice-bot-secrets", None,
                          "all keys, prefix 'S_'"),
+        ConfigDifference("env", "init migrate/MIGRATE_MODE", "fast", "safe"),
     ]
     assert all(TOKEN not in str(d) and OTHER_TOKEN not in str(d) for d in diffs)
     assert kube_platform.config_differences(TARGET, running, running) == []

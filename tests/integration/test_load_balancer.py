@@ -4,7 +4,9 @@ first reading, and failures are typed (a human vs. another attempt)."""
 
 from __future__ import annotations
 
+import shlex
 import socket
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +23,7 @@ from bot.integrations.errors import LoadBalancerError
 from bot.integrations.load_balancer import TargetGroups
 from platforms.base import Revision, Target
 from platforms.registry import PRODUCTION
+from sandbox.fake_platform import FakePlatform
 from tests.support.elbv2 import REGION, Elbv2, running_elbv2
 
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
@@ -55,7 +58,8 @@ class Attempt:
     """One attempt of the step, as the executor gives it: the step row as stored (with what
     earlier attempts journaled) and a journal that merges into it."""
 
-    def __init__(self, service: ServiceConfig, result: dict[str, Any] | None = None) -> None:
+    def __init__(self, service: ServiceConfig, result: dict[str, Any] | None = None, *,
+                 running: str = "rs-2") -> None:
         lb = service.load_balancer
         assert lb is not None
         self.result: dict[str, Any] = dict(result or {})
@@ -65,7 +69,11 @@ class Attempt:
                             "health_check_path": lb.health_check_path,
                             "region": lb.region_name()},
                     result=dict(self.result), error=None, started_at=T0, finished_at=None)
-        self.ctx = StepContext(rollback=_rollback(), step=step, service=service, platform=None,  # type: ignore[arg-type]
+        rollback = _rollback()
+        self.platform = FakePlatform()  # what runs: the pinned rs-2 unless told otherwise
+        self.platform.set_running_override(rollback.target, running)
+        self.ctx = StepContext(rollback=rollback, step=step, service=service,
+                               platform=self.platform,
                                all_steps=[step], journal=self.result.update,
                                progress=lambda line: None, known_good_config=None,
                                known_good_recorded_at=None, now=T0)
@@ -94,6 +102,31 @@ def test_the_path_is_set_and_the_old_one_journaled_as_the_inverse(elbv2: Elbv2) 
                      "target_group": "hvb-blue",
                      "message": "health check of hvb-blue already /v1/health"}
     assert elbv2.health_check_path(arn) == "/v1/health"
+
+
+def test_the_journaled_command_pastes_into_a_shell_as_one_path(elbv2: Elbv2) -> None:
+    arn = elbv2.target_group("hvb-query", path="/health?a=1&b=2 ;x")
+    attempt = Attempt(_service(arn, elbv2.url))
+    attempt.run()
+    command = attempt.result["inverse"]["command"]
+    # What a shell makes of the pasted line: one command, the path one argument, intact.
+    assert shlex.split(command) == ["aws", "elbv2", "modify-target-group",
+                                    "--target-group-arn", arn, "--health-check-path",
+                                    "/health?a=1&b=2 ;x", "--region", REGION]
+    argv = subprocess.run(["sh", "-c", f"set -- {command.removeprefix('aws ')}; "
+                           'printf "%s\\n" "$@"'], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    assert argv[5] == "/health?a=1&b=2 ;x" and len(argv) == 8
+
+
+def test_nothing_is_written_when_the_pinned_revision_no_longer_runs(elbv2: Elbv2) -> None:
+    arn = elbv2.target_group("hvb-later", path="/v2/health")
+    attempt = Attempt(_service(arn, elbv2.url), running="rs-3")  # e.g. resumed after a redeploy
+    with pytest.raises(PermanentStepError, match="not what runs: rs-3 .*the load balancer was "
+                                                 "not changed"):
+        attempt.run()
+    assert elbv2.health_check_path(arn) == "/v2/health"
+    assert attempt.platform.calls()["confirm_running"] == 1
 
 
 def test_only_the_path_changes(elbv2: Elbv2) -> None:

@@ -82,6 +82,23 @@ def test_revisions_and_ids_are_bounded_ascii_numbers(text: str) -> None:
     assert len(str(err.value)) < 200
 
 
+@pytest.mark.parametrize("text", [
+    "svc --to -1", "svc --to=-1", "history svc --revision -5", "history svc --revision=-5",
+    "known-bad svc clear -2",
+])
+def test_a_negative_revision_is_refused_not_read_as_positive(text: str) -> None:
+    with pytest.raises(ParseError) as err:
+        parse(text)
+    assert "-" in str(err.value) and "not a negative one" in str(err.value)
+
+
+def test_rev_prefix_forms_stay_accepted() -> None:
+    assert [parse(t).to for t in ("svc --to rev7", "svc --to rev-7", "svc --to 7",
+                                  "history svc --revision rev-4")] == [7, 7, 7, 4]
+    with pytest.raises(ParseError):
+        parse("svc --to 7rev")
+
+
 def test_nul_and_lone_surrogates_are_stripped() -> None:
     p = parse('svc --reason "a\x00b\ud800c"')
     assert p.reason == "abc"

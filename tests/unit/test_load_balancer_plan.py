@@ -1,5 +1,6 @@
 """The ``load_balancer`` block (runbook Step 5.2): validated with key paths, and the plan's
-``set_health_check_path`` step right after the application's rollback, with its inverse."""
+``set_health_check_path`` step once the rollout is confirmed (after ``wait_rollout``), with
+its inverse."""
 
 from __future__ import annotations
 
@@ -66,12 +67,12 @@ def test_the_region_defaults_to_the_arns() -> None:
                     ).load_balancer.region_name() == "us-east-2"  # type: ignore[union-attr]
 
 
-def test_the_step_follows_the_application_rollback_with_its_inverse() -> None:
+def test_the_step_follows_the_confirmed_rollout_with_its_inverse() -> None:
     target = Revision("rs-3", 3, ("app:1.3.0",))
     steps = build_steps(service=_service(load_balancer=LB), platform="kubernetes",
                         scope=["app"], target_revision=target, backup_path=None)
-    assert [s.kind for s in steps] == ["app_rollback", "set_health_check_path", "wait_rollout"]
-    step = steps[1]
+    assert [s.kind for s in steps] == ["app_rollback", "wait_rollout", "set_health_check_path"]
+    step = steps[2]
     assert step.params == {"target_group_arn": ARN, "health_check_path": "/v1/health",
                            "region": "eu-west-1",
                            "inverse": INVERSES["set_health_check_path"]}
@@ -84,3 +85,13 @@ def test_no_application_in_scope_no_load_balancer_step() -> None:
         {"name": "twilio", "url": "http://hooks/1"}]), platform="kubernetes",
         scope=["external"], target_revision=Revision("rs-3", 3), backup_path=None)
     assert [s.kind for s in steps] == ["repoint_webhooks"]
+
+
+def test_with_every_scope_the_step_still_waits_for_the_confirmed_rollout() -> None:
+    steps = build_steps(service=_service(load_balancer=LB, webhooks=[
+        {"name": "twilio", "url": "http://hooks/1"}]), platform="kubernetes",
+        scope=["app", "config", "external"], target_revision=Revision("rs-3", 3),
+        backup_path=None)
+    kinds = [s.kind for s in steps]
+    assert kinds.index("set_health_check_path") == kinds.index("wait_rollout") + 1
+    assert kinds[-1] == "repoint_webhooks"

@@ -96,3 +96,43 @@ def test_an_unavailable_view_is_said_and_an_old_plan_shows_nothing() -> None:
         {"config_view_unavailable": "not wired"})
     assert "Configuration" not in _plan_text({})
     assert "Configuration that differs:* none" in _plan_text({"config_differences": []})
+
+
+def test_a_detail_full_of_entities_keeps_its_fence_and_the_cut_note() -> None:
+    rev = Revision("rs-a", 4, ("app:v1",))
+    # Each "&&" and "<" grows to "&amp;&amp;" and "&lt;" when escaped: 2,000 characters of
+    # them are far over what a section holds once escaped.
+    text = "\n".join(f"  cmd{i}: a && b < c" for i in range(150))
+    blocks = views.revision_detail_blocks("hvb", "kubernetes", RevisionDetail(rev, (), text))
+    _valid(blocks)
+    body = blocks[1]["text"]["text"]
+    assert len(body) <= 3000
+    assert body.startswith("```") and body.endswith("(cut; the platform's own tool shows "
+                                                    "the rest)```")
+    kept = body.removeprefix("```").split("\n… (cut;")[0].split("\n")
+    assert kept[-1] == f"  cmd{len(kept) - 1}: a &amp;&amp; b &lt; c"  # whole lines only
+
+
+def test_one_long_line_is_never_cut_inside_an_entity() -> None:
+    rev = Revision("rs-a", 4, ("app:v1",))
+    for pad in range(6):  # every alignment of the cut against "&amp;"
+        text = "x" * pad + "&" * 2000
+        body = views.revision_detail_blocks("hvb", "k8s", RevisionDetail(rev, (), text))[1][
+            "text"]["text"]
+        assert len(body) <= 3000 and body.endswith("the rest)```")
+        kept = body.removeprefix("```").removeprefix("x" * pad).split("\n…")[0]
+        assert kept and kept == "&amp;" * (len(kept) // 5)
+
+
+def test_long_values_keep_the_count_of_what_is_left_out() -> None:
+    diffs = [ConfigDifference("env", f"K{i:02}", "&" * 150, "<" * 150).to_dict()
+             for i in range(15)]
+    text = _plan_text({"config_differences": diffs})
+    texts = [b.get("text", {}).get("text", "") for b in views.rollback_message(_rollback(
+        {"config_differences": diffs}), [])[1] if b.get("type") == "section"]
+    section = next(t for t in texts if "Configuration that differs" in t)
+    assert len(section) <= 3000
+    shown = sum(f"env K{i:02}:" in text for i in range(15))
+    assert 0 < shown < 15
+    assert section.endswith(f"… and {15 - shown} more")
+    assert section.count("`") % 2 == 0  # no value cut inside its code span
