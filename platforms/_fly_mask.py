@@ -4,18 +4,13 @@ passed through ``mask_value`` by its key, and command lines (``processes``, ``cm
 credential is as often a command-line flag as a named setting.
 """
 
-# platforms/_kube_describe.py has the same command-line rule for container args
-# (``masked_args``); it is private to the Kubernetes adapter, so Fly has its own small copy of
-# the idea here. Both could move to platforms.base as one shared helper (reported, not done:
-# base.py is not ours to change).
-
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from platforms.base import mask_value
+from platforms.base import mask_command, mask_value
 
 # Keys whose value is a command line (flyctl internal/appconfig: [processes], [deploy]
 # release_command, [experimental] cmd/entrypoint/exec, machine ``init`` cmd/entrypoint/exec).
@@ -37,28 +32,13 @@ def masked(key: str, value: Any, *, command: bool = False) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list):
         if command and all(isinstance(item, str) for item in value):
-            return masked_words(key, [str(item) for item in value])
+            return mask_command([str(item) for item in value], key)
         return [masked(key, item, command=command) for item in value]
     if isinstance(value, str):
         if command:
-            return " ".join(masked_words(key, _split(value)))
+            return " ".join(mask_command(_split(value), key))
         return mask_value(key, value)
     return value
-
-
-def masked_words(key: str, words: list[str]) -> list[str]:
-    """Command-line words with credentials masked: ``--db-password=VALUE`` and
-    ``--db-password VALUE`` by the flag's name, ``NAME=VALUE`` assignments by the name, any
-    other word by its shape (and the command's ``key``)."""
-    out = [str(mask_value(key, word)) for word in words]
-    for i, word in enumerate(words):
-        name, eq, value = word.partition("=")
-        if eq and name:
-            out[i] = f"{name}={mask_value(name.lstrip('-'), value)}"
-        elif word.startswith("-") and i + 1 < len(words) and not words[i + 1].startswith("-") \
-                and mask_value(word.lstrip("-"), words[i + 1]) != words[i + 1]:
-            out[i + 1] = str(mask_value(word.lstrip("-"), words[i + 1]))
-    return out
 
 
 def _split(line: str) -> list[str]:

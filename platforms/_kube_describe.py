@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from platforms._kube_resources import parse_cpu_millicores, parse_memory_mib
-from platforms.base import ConfigDifference, mask_value
+from platforms.base import ConfigDifference, mask_command, mask_value
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
 # describe.go: skipAnnotations (the last-applied configuration is the whole object again).
@@ -151,7 +151,7 @@ def _containers(label: str, containers: list[Obj], w: _Writer) -> None:
         for title, key in (("Command", "command"), ("Args", "args")):
             if c.get(key):
                 w.write(2, f"{title}:\n")
-                for item in masked_args([str(item) for item in c[key]]):
+                for item in mask_command([str(item) for item in c[key]]):
                     for line in item.split("\n"):
                         w.write(3, f"{line}\n")
         resources = c.get("resources") or {}
@@ -170,23 +170,6 @@ def _containers(label: str, containers: list[Obj], w: _Writer) -> None:
         _mounts(c, w)
 
 
-def masked_args(items: list[str]) -> list[str]:
-    """Command-line items with credential-like values masked (``mask_value``), in the two
-    usual spellings: ``--db-password=VALUE`` and ``--db-password VALUE``."""
-    out = list(items)
-    for i, item in enumerate(items):
-        if not item.startswith("-"):
-            continue
-        flag, eq, value = item.partition("=")
-        name = flag.lstrip("-")
-        if eq:
-            out[i] = f"{flag}={mask_value(name, value)}"
-        elif i + 1 < len(items) and not items[i + 1].startswith("-") \
-                and mask_value(name, items[i + 1]) != items[i + 1]:
-            out[i + 1] = str(mask_value(name, items[i + 1]))
-    return out
-
-
 def _int_or_string(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -199,7 +182,7 @@ def _probe(probe: Obj) -> str:
              f"#success={probe.get('successThreshold', 0)} "
              f"#failure={probe.get('failureThreshold', 0)}")
     if probe.get("exec") is not None:  # a command line like Command/Args: masked the same
-        command = masked_args([str(item) for item in probe["exec"].get("command") or []])
+        command = mask_command([str(item) for item in probe["exec"].get("command") or []])
         return f"exec [{' '.join(command)}] {attrs}"
     if probe.get("httpGet") is not None:
         get = probe["httpGet"]

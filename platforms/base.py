@@ -329,6 +329,21 @@ def mask_value(key: str, value: str | None) -> str | None:
     return value
 
 
+def mask_command(words: list[str], key: str = "") -> list[str]:
+    """Command-line words fit for Slack: ``--db-password=VALUE`` and ``--db-password VALUE``
+    masked by the flag's name, ``NAME=VALUE`` assignments by the name, any other word by its
+    shape (and the command's ``key``): a credential is as often a flag as a setting."""
+    out = [str(mask_value(key, word)) for word in words]
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if eq and name:
+            out[i] = f"{name}={mask_value(name.lstrip('-'), value)}"
+        elif word.startswith("-") and i + 1 < len(words) and not words[i + 1].startswith("-") \
+                and mask_value(word.lstrip("-"), words[i + 1]) != words[i + 1]:
+            out[i + 1] = str(mask_value(word.lstrip("-"), words[i + 1]))
+    return out
+
+
 @dataclass(frozen=True)
 class ConfigDifference:
     """One configuration entry that differs between what runs and the pinned revision.

@@ -37,3 +37,16 @@ def test_an_ordinary_value_is_shown(key: str, value: str) -> None:
 
 def test_absent_stays_absent() -> None:
     assert mask_value("DB_PASSWORD", None) is None
+
+
+def test_a_command_line_is_masked_word_by_word() -> None:
+    from platforms.base import mask_command
+
+    words = ["serve", "--db-password=hunter2", "--api-token", "t0k3n", "--port", "8080",
+             "API_KEY=k-1", "postgres://u:pw@db/x", "--verbose"]
+    out = mask_command(words)
+    joined = " ".join(out)
+    for secret in ("hunter2", "t0k3n", "k-1", "pw@db"):
+        assert secret not in joined
+    assert out[0] == "serve" and out[4:6] == ["--port", "8080"] and out[-1] == "--verbose"
+    assert out[1].startswith("--db-password=<hidden") and out[6].startswith("API_KEY=<hidden")
