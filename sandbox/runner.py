@@ -19,9 +19,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import conninfo
@@ -30,20 +31,20 @@ from bot.domain.ports import Clock, utcnow
 from bot.persistence.db import data_dir, embedded_database_url, migrate
 from bot.runtime.server import PortInUse
 from platforms.base import Platform
-from platforms.ecs import EcsPlatform
-from platforms.fly import FlyPlatform
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import ECS_SERVICE, FLY_SERVICE, sandbox_config
 from sandbox.console import Console
 from sandbox.demo import DemoService
-from sandbox.ecs import EcsEmulator, Seeded
-from sandbox.fly import DEFAULT_DEPLOY_TOKEN, FlyEmulator, seed_hotel_voice_bot
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE, kubernetes_target, seed_incident
 from sandbox.prometheus import SandboxPrometheus
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.slack import DEFAULT_CHANNEL as SANDBOX_CHANNEL
 from sandbox.stack import SandboxStack
+
+if TYPE_CHECKING:  # imported where used: moto and boto3 take a second to import
+    from sandbox.ecs import EcsEmulator, Seeded
+    from sandbox.fly import FlyEmulator
 
 log = logging.getLogger(__name__)
 SANDBOX_DB = "rollback_sandbox"
@@ -199,6 +200,9 @@ class PlatformWorld:
     credentials (restored by ``stop``)."""
 
     def __init__(self) -> None:
+        from sandbox.ecs import EcsEmulator
+        from sandbox.fly import DEFAULT_DEPLOY_TOKEN, FlyEmulator, seed_hotel_voice_bot
+
         self._saved_env: dict[str, str | None] = {}
         self.ecs: EcsEmulator | None = None
         self.fly: FlyEmulator | None = None
@@ -258,6 +262,9 @@ class PlatformWorld:
         }
 
     def platforms(self) -> dict[str, Platform]:
+        from platforms.ecs import EcsPlatform
+        from platforms.fly import FlyPlatform
+
         assert self.ecs is not None and self.fly is not None
         return {"ecs": EcsPlatform(client=self.ecs.client(), poll_interval=0.5),
                 "fly": FlyPlatform(token=os.environ[FLY_TOKEN_ENV], api_url=self.fly.url,
@@ -274,6 +281,36 @@ class PlatformWorld:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
+
+
+class _Starting:
+    """``PlatformWorld()`` built on a thread: ``result()`` waits for it (raising what it
+    raised); ``discard()`` waits and stops it, for a sandbox that failed meanwhile."""
+
+    def __init__(self) -> None:
+        self._world: PlatformWorld | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._build, name="sandbox-platforms",
+                                        daemon=True)
+        self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            self._world = PlatformWorld()
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> PlatformWorld:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._world is not None
+        return self._world
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._world is not None:
+            self._world.stop()
 
 
 class SandboxWorld:
@@ -294,34 +331,33 @@ class SandboxWorld:
                  watcher: dict[str, Any] | None = None, error_rate_window: str = "5s",
                  prometheus_binary: str | None = None, platforms: bool = False,
                  database_url: str | None = None) -> None:
-        self.others: PlatformWorld | None = PlatformWorld() if platforms else None
+        # The ECS and Fly emulators start and seed on a thread while Kubernetes seeds here
+        # (both mostly wait for simulated rollouts), so `make run` pays for the slower one.
+        starting = _Starting() if platforms else None
+        self.others: PlatformWorld | None = None
+        self.prometheus: SandboxPrometheus | None = None
+        undo: list[Callable[[], None]] = []  # a failure leaves no server or process running
         try:
             self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
-        except BaseException:
-            if self.others is not None:
-                self.others.stop()
-            raise
-        seed_incident(self.kube, bad_release=bad_release)
-        self.demo = DemoService(
-            version_source=lambda: self.kube.current_image(NAMESPACE, DEPLOYMENT),
-            bad_versions={BAD}, bad_health_delay=1.0, traffic_rps=traffic_rps).start()
-        self.prometheus: SandboxPrometheus | None = None
-        if watcher is not None:
-            try:
+            undo.append(self.kube.stop)
+            seed_incident(self.kube, bad_release=bad_release)
+            self.demo = DemoService(
+                version_source=lambda: self.kube.current_image(NAMESPACE, DEPLOYMENT),
+                bad_versions={BAD}, bad_health_delay=1.0, traffic_rps=traffic_rps).start()
+            undo.append(self.demo.stop)
+            if watcher is not None:  # no Prometheus binary here: fails, and undoes the rest
                 self.prometheus = SandboxPrometheus(
                     targets=[self.demo.target], workdir=directory / "prometheus",
                     binary=prometheus_binary).start()
-            except BaseException:  # e.g. no Prometheus here: leave no server running
-                self.demo.stop()
-                self.kube.stop()
-                if self.others is not None:
-                    self.others.stop()
-                raise
-        try:  # a failure from here on leaves no server (or Prometheus process) running
+                undo.append(self.prometheus.stop)
             self._client = self.kube.api_client()
+            undo.append(self._client.close)
             database_url = (database_url or os.environ.get("DATABASE_URL")
                             or fresh_sandbox_database(directory))
             migrate(database_url)
+            if starting is not None:
+                self.others, starting = starting.result(), None
+                undo.append(self.others.stop)
             # A drill's watcher counts seconds, not minutes: a rate window of seconds keeps the
             # ratio from lagging the release (and the rollback) by half a minute.
             prometheus = {"prometheus_url": self.prometheus.url, "watcher": watcher,
@@ -338,12 +374,10 @@ class SandboxWorld:
             self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
                                       platforms=self.platforms, clock=clock)
         except BaseException:
-            if self.prometheus is not None:
-                self.prometheus.stop()
-            self.demo.stop()
-            self.kube.stop()
-            if self.others is not None:
-                self.others.stop()
+            if starting is not None:
+                starting.discard()
+            for stop in reversed(undo):
+                stop()
             raise
 
     def start(self) -> SandboxWorld:
