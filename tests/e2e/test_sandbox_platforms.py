@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bot.domain.models import Rollback
 from handlers import ids
 from sandbox.config import ECS_SERVICE, FLY_SERVICE
 from sandbox.fly import DEFAULT_TOKEN, seed_image
@@ -26,7 +28,16 @@ from sandbox.runner import (
 )
 from tests.secret_scan import register_secret
 from tests.support.database import fresh_database
-from tests.support.messages import CHANNEL, find_request_message, thread_texts
+from tests.support.messages import CHANNEL, request_message, thread_texts
+from tests.support.sandbox_process import (
+    free_port,
+    sandbox_cli,
+    sandbox_env,
+    start_sandbox,
+    stop_process,
+    wait_healthy,
+)
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -36,48 +47,44 @@ def world(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with fresh_database(database_url, migrated=True) as url:
         w = SandboxWorld(directory=tmp_path_factory.mktemp("sandbox"), platforms=True,
                          database_url=url).start()
+        # What the sandbox put in its environment must never reach Slack either.
+        register_secret(os.environ[FLY_TOKEN_ENV], f"env {FLY_TOKEN_ENV}")
+        register_secret(SANDBOX_AWS_ENV["AWS_SECRET_ACCESS_KEY"], "env AWS_SECRET_ACCESS_KEY")
         try:
             yield w
         finally:
             w.stop()
 
 
-@pytest.fixture(autouse=True)
-def sandbox_secrets(world: SandboxWorld) -> None:
-    """The credentials the sandbox put in its environment must never reach Slack either."""
-    register_secret(os.environ[FLY_TOKEN_ENV], f"env {FLY_TOKEN_ENV}")
-    for name, value in SANDBOX_AWS_ENV.items():
-        if value is not None and "SECRET" in name:
-            register_secret(value, f"env {name}")
-
-
-def request(world: SandboxWorld, service: str) -> tuple[Any, dict[str, Any]]:
+def request(world: SandboxWorld, service: str) -> tuple[Rollback, dict[str, Any]]:
     """bob asks for a P0 rollback of ``service``: (the rollback, its request message once the
     assessment is rendered)."""
     stack = world.stack
     assert stack.driver is not None and stack.bot is not None
+    store = stack.bot.store
     stack.driver.slash_command("/rollback", f"{service} --severity P0", user="bob")
-    em = stack.emulator
-    msg = em.wait_for(lambda: next(
-        (m for m in em.messages(CHANNEL) if f": {service}" in str(m.get("blocks"))
-         and find_request_message(em, int(str(m["text"]).split()[0][3:])) is not None),
-        None), timeout=30, description=f"the request message of {service}")
-    rb = stack.bot.store.history(service)[0]
-    return rb, msg
+    rb = stack.emulator.wait_for(lambda: next(iter(store.history(service)), None),
+                                 timeout=15, description=f"a rollback of {service}")
+    assert rb is not None
+    return rb, request_message(stack.emulator, rb.id, timeout=30)
 
 
-def approve_and_complete(world: SandboxWorld, rb: Any, msg: dict[str, Any]) -> Any:
+def approve_and_complete(world: SandboxWorld, rb: Rollback, msg: dict[str, Any]) -> Rollback:
     stack = world.stack
     assert stack.driver is not None and stack.bot is not None
+    store = stack.bot.store
     stack.driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
-    done = stack.emulator.wait_for(
-        lambda: (r := stack.bot.store.get(rb.id)).state.value in ("completed", "failed") and r,
-        timeout=60, description=f"{rb.ref} finished")
-    assert done.state.value == "completed", done.last_error
+
+    def finished() -> Rollback | None:
+        now: Rollback = store.get(rb.id)
+        return now if now.state.value in ("completed", "failed") else None
+
+    done = stack.emulator.wait_for(finished, timeout=60, description=f"{rb.ref} finished")
+    assert done is not None and done.state.value == "completed", done.last_error
     return done
 
 
-def verification(world: SandboxWorld, rb: Any, msg: dict[str, Any]) -> str:
+def verification(world: SandboxWorld, rb: Rollback, msg: dict[str, Any]) -> str:
     """The text of the rollback's verification notice in its thread, once posted."""
     em = world.stack.emulator
     return str(em.wait_for(lambda: next((t for t in thread_texts(em, msg)
@@ -145,7 +152,8 @@ def test_ecs_rollback_in_the_sandbox_attaches_logs_and_moves_the_health_check(
             f"{RESTORED_HEALTH_PATH}") in plan, plan
     store = world.stack.bot.store  # type: ignore[union-attr]
     em = world.stack.emulator
-    logs = dict(em.wait_for(lambda: store.get(rb.id).assessment.get("logs"), timeout=20))
+    logs: dict[str, Any] = em.wait_for(lambda: store.get(rb.id).assessment.get("logs") or {},
+                                       timeout=20)
     assert logs["text"].endswith("lines attached"), logs
     upload = next(f for f in em.files() if "-logs-" in f["name"] and ECS_SERVICE in f["name"])
     assert "registry.example/hotel-voice-bot:1.4.0" in em.file_content(upload["id"]).decode()
@@ -158,3 +166,35 @@ def test_ecs_rollback_in_the_sandbox_attaches_logs_and_moves_the_health_check(
     assert service["taskDefinition"].endswith("task-definition/hotel-voice-bot:3")
     verified = verification(world, rb, msg)
     assert "passed" in verified and "resources: 1 task: CPU" in verified, verified
+
+
+def test_make_run_serves_the_three_platforms(tmp_path: Path) -> None:
+    """``python -m sandbox run`` (what `make run` starts) has the ECS and Fly services on by
+    default: its banner names them, the catalog lists them, and ``say`` reaches the ECS
+    emulator through the process's own adapter wiring."""
+    port, console = free_port(), free_port()
+    env = sandbox_env(tmp_path / "data", port, console)
+    for name in (FLY_TOKEN_ENV, *SANDBOX_AWS_ENV):  # the sandbox sets its own
+        env.pop(name, None)
+    log = tmp_path / "sandbox.log"
+    proc = start_sandbox(env, log)
+
+    def ready() -> str | None:
+        text = log.read_text()
+        return text if "Press Ctrl-C to stop." in text else None
+
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
+        banner = wait_until(ready, timeout=30, message="the ready line",
+                            diagnostics=lambda: log.read_text()[-3000:])
+        assert f"{ECS_SERVICE}  ECS service production/hotel-voice-bot" in banner, banner
+        assert f"{FLY_SERVICE}  Fly app hotel-voice-bot (running the bad release v5)" in banner
+        services = sandbox_cli(env, "say", "/rollback services")
+        assert f"*{ECS_SERVICE}* (ecs)" in services.stdout, services.stdout + services.stderr
+        assert f"*{FLY_SERVICE}* (fly)" in services.stdout
+        detail = sandbox_cli(env, "say", f"/rollback history {ECS_SERVICE} --revision 4",
+                             "--as", "dave")
+        assert "Images: hotel-voice-bot=registry.example/hotel-voice-bot:1.4.0" in \
+            detail.stdout, detail.stdout + detail.stderr
+    finally:
+        stop_process(proc)
