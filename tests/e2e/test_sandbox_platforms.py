@@ -80,7 +80,8 @@ def approve_and_complete(world: SandboxWorld, rb: Rollback, msg: dict[str, Any])
         return now if now.state.value in ("completed", "failed") else None
 
     done = stack.emulator.wait_for(finished, timeout=60, description=f"{rb.ref} finished")
-    assert done is not None and done.state.value == "completed", done.last_error
+    assert done is not None
+    assert done.state.value == "completed", done.last_error
     return done
 
 
@@ -150,6 +151,10 @@ def test_ecs_rollback_in_the_sandbox_attaches_logs_and_moves_the_health_check(
     plan = str(msg["blocks"])
     assert ("Point the load balancer's health check (hotel-voice-bot-ecs) at "
             f"{RESTORED_HEALTH_PATH}") in plan, plan
+    # the configuration view: the task definitions' environment and secret references
+    assert "env LOG_LEVEL: `debug` → `info`" in plan
+    assert "env PARTNER_API_KEY: `&lt;hidden, sha256:" in plan, plan  # a literal, masked
+    assert "pk-live-0004-do-not-leak" not in plan
     store = world.stack.bot.store  # type: ignore[union-attr]
     em = world.stack.emulator
     logs: dict[str, Any] = em.wait_for(lambda: store.get(rb.id).assessment.get("logs") or {},
