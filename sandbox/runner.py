@@ -190,6 +190,29 @@ BAD_HEALTH_PATH = "/api/v2/health"  # what the bad release (ECS v4) registered
 RESTORED_HEALTH_PATH = "/api/health"  # what v3 answers on: the rollback's load-balancer step
 
 
+def set_environment() -> dict[str, str | None]:
+    """Put the Fly token and the dummy AWS credentials in this process's environment; the
+    previous values, for ``restore_environment``."""
+    from sandbox.fly import DEFAULT_DEPLOY_TOKEN
+
+    values = {**SANDBOX_AWS_ENV, FLY_TOKEN_ENV: DEFAULT_DEPLOY_TOKEN}
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return saved
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 class PlatformWorld:
     """The ECS emulator (moto; ELBv2 and CloudWatch on the same server) and the Fly emulator
     (Machines API, GraphQL releases, logs, Prometheus), each seeded with the demo app running
@@ -199,15 +222,18 @@ class PlatformWorld:
     adapters. While it runs, the process environment holds the Fly token and dummy AWS
     credentials (restored by ``stop``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, environment: dict[str, str | None] | None = None) -> None:
+        """``environment``: what ``set_environment()`` returned when the caller set it (a
+        caller starting this on a thread must: changing the environment while another thread
+        forks, e.g. PostgreSQL's initdb, can hand the child a broken one). Then the caller
+        restores it (``restore_environment``), not ``stop``."""
         from sandbox.ecs import EcsEmulator
-        from sandbox.fly import DEFAULT_DEPLOY_TOKEN, FlyEmulator, seed_hotel_voice_bot
+        from sandbox.fly import FlyEmulator, seed_hotel_voice_bot
 
-        self._saved_env: dict[str, str | None] = {}
+        self._saved_env = set_environment() if environment is None else {}
         self.ecs: EcsEmulator | None = None
         self.fly: FlyEmulator | None = None
         try:
-            self._set_env({**SANDBOX_AWS_ENV, FLY_TOKEN_ENV: DEFAULT_DEPLOY_TOKEN})
             self.ecs = EcsEmulator().start()
             self.seeded: Seeded = self.ecs.seed_hotel_voice_bot()
             good, bad = self.seeded.arns[-2:]
@@ -220,14 +246,6 @@ class PlatformWorld:
         except BaseException:
             self.stop()
             raise
-
-    def _set_env(self, values: dict[str, str | None]) -> None:
-        for name, value in values.items():
-            self._saved_env.setdefault(name, os.environ.get(name))
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
     def _target_group(self) -> str:
         """The ECS service's target group, its health check on the bad release's path. moto's
@@ -275,12 +293,8 @@ class PlatformWorld:
             self.fly.stop()
         if self.ecs is not None:
             self.ecs.stop()
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env.clear()
+        restore_environment(self._saved_env)
+        self._saved_env = {}
 
 
 class _Starting:
@@ -290,27 +304,31 @@ class _Starting:
     def __init__(self) -> None:
         self._world: PlatformWorld | None = None
         self._error: BaseException | None = None
+        self.environment = set_environment()  # here, before the thread: see PlatformWorld
         self._thread = threading.Thread(target=self._build, name="sandbox-platforms",
                                         daemon=True)
         self._thread.start()
 
     def _build(self) -> None:
         try:
-            self._world = PlatformWorld()
+            self._world = PlatformWorld(environment=self.environment)
         except BaseException as exc:  # handed to result()
             self._error = exc
 
     def result(self) -> PlatformWorld:
         self._thread.join()
         if self._error is not None:
+            restore_environment(self.environment)
             raise self._error
         assert self._world is not None
+        self._world._saved_env = self.environment  # its stop() restores it from now on
         return self._world
 
     def discard(self) -> None:
         self._thread.join()
         if self._world is not None:
             self._world.stop()
+        restore_environment(self.environment)
 
 
 class SandboxWorld:
