@@ -4,6 +4,11 @@ Starts from ``rollback.example.yml`` so the sandbox exercises the real policy an
 real hotel-voice-bot entry, and swaps only the endpoints (platform, health, Prometheus,
 external checks) for what runs on 127.0.0.1.
 
+With ``ecs``/``fly`` blocks (``python -m sandbox run`` passes them) the catalog also has
+``hotel-voice-bot-ecs`` and ``hotel-voice-bot-fly``: the same entry on the ECS and Fly
+emulators, so their logs, resource usage, configuration view, revision detail and the
+load-balancer step show in the sandbox too.
+
 ``PLATFORMS`` is the sandbox's registry: production's platforms plus the in-memory ``fake``
 (``sandbox/fake_platform.py``), which production's schema refuses. Configs with a ``fake:``
 block are parsed with it (``sandbox_config``, ``parse_sandbox_config``).
@@ -41,12 +46,15 @@ def sandbox_config_dict(
     prometheus_url: str | None = None, monitoring: dict[str, Any] | None = None,
     stakeholder_channel: str | None = "hotel-voice-bot-stakeholders",
     postmortem_dir: str | None = None, error_rate_window: str = "30s",
-    watcher: dict[str, Any] | None = None,
+    watcher: dict[str, Any] | None = None, ecs: dict[str, Any] | None = None,
+    fly: dict[str, Any] | None = None, load_balancer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The example catalog with local endpoints. ``watcher`` (keys of
     ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
     ``prometheus_url``. ``error_rate_window`` is the query's ``rate`` window: a drill with
-    seconds-long durations needs one of seconds too, or the ratio lags the release."""
+    seconds-long durations needs one of seconds too, or the ratio lags the release.
+    ``ecs``/``fly`` add the platform services (``platform_services``); ``load_balancer`` is
+    the ECS service's ``load_balancer`` block."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -76,6 +84,7 @@ def sandbox_config_dict(
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    data["services"].update(platform_services(svc, ecs=ecs, fly=fly, load_balancer=load_balancer))
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
     data["executor"] = {"lease_seconds": 10, "heartbeat_seconds": 2, "poll_seconds": 0.5,
@@ -85,6 +94,37 @@ def sandbox_config_dict(
     # time (the emulator's id of the incident channel).
     data["automation"] = {"severity": "P0", "self_approve": ["P0"], "settle_seconds": 3}
     return data
+
+
+ECS_SERVICE = "hotel-voice-bot-ecs"
+FLY_SERVICE = "hotel-voice-bot-fly"
+
+
+def platform_services(svc: dict[str, Any], *, ecs: dict[str, Any] | None,
+                      fly: dict[str, Any] | None,
+                      load_balancer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``hotel-voice-bot-ecs`` / ``-fly``: copies of the demo entry ``svc`` on one platform.
+
+    The demo's health and smoke checks, its Prometheus query and the release watcher follow
+    the Kubernetes Deployment's image, so the copies leave them out: verifying an ECS or Fly
+    rollback against the Kubernetes demo would pass or fail for a reason unrelated to the
+    platform. Their verification is the platform's own resource usage (CloudWatch, Fly's
+    Prometheus); their wait is the platform's (ECS deployment, Fly machine checks)."""
+    services: dict[str, Any] = {}
+    for name, key, block in ((ECS_SERVICE, "ecs", ecs), (FLY_SERVICE, "fly", fly)):
+        if block is None:
+            continue
+        copy_ = copy.deepcopy(svc)
+        for dropped in ("kubernetes", "fake", "health", "functional_checks", "prometheus",
+                        "watcher", "load_balancer"):
+            copy_.pop(dropped, None)
+        copy_["description"] = f"{svc.get('description', 'Hotel voice bot')} ({key} sandbox)"
+        copy_[key] = block
+        copy_["default_platform"] = key
+        if key == "ecs" and load_balancer is not None:
+            copy_["load_balancer"] = load_balancer
+        services[name] = copy_
+    return services
 
 
 def parse_sandbox_config(data: Any, *, source: str = "<sandbox>") -> RollbackConfig:

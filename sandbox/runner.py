@@ -19,9 +19,10 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import conninfo
@@ -29,8 +30,9 @@ from psycopg import conninfo
 from bot.domain.ports import Clock, utcnow
 from bot.persistence.db import data_dir, embedded_database_url, migrate
 from bot.runtime.server import PortInUse
+from platforms.base import Platform
 from platforms.kubernetes import KubernetesPlatform
-from sandbox.config import sandbox_config
+from sandbox.config import ECS_SERVICE, FLY_SERVICE, sandbox_config
 from sandbox.console import Console
 from sandbox.demo import DemoService
 from sandbox.kube import KubeEmulator
@@ -40,8 +42,13 @@ from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.slack import DEFAULT_CHANNEL as SANDBOX_CHANNEL
 from sandbox.stack import SandboxStack
 
+if TYPE_CHECKING:  # imported where used: moto and boto3 take a second to import
+    from sandbox.ecs import EcsEmulator, Seeded
+    from sandbox.fly import FlyEmulator
+
 log = logging.getLogger(__name__)
 SANDBOX_DB = "rollback_sandbox"
+SERVICE = "hotel-voice-bot"
 
 
 def state_path() -> Path:
@@ -169,55 +176,226 @@ def fresh_sandbox_database(directory: Path) -> str:
     return conninfo.make_conninfo("", **params)
 
 
+# The Fly adapter's token, as production reads it (``fly.token_env``): the emulator's deploy
+# token, set in the sandbox's own environment only; a user's FLY_API_TOKEN is never read.
+FLY_TOKEN_ENV = "SANDBOX_FLY_API_TOKEN"
+# boto3's default credential chain (the load-balancer step's ELBv2 client) finds these; moto
+# accepts any. Distinctive values, so the tests' secret scan would notice one in Slack, and a
+# user's own AWS credentials or profile are never picked up by the sandbox.
+SANDBOX_AWS_ENV = {"AWS_ACCESS_KEY_ID": "sandbox-moto-key-id",
+                   "AWS_SECRET_ACCESS_KEY": "sandbox-moto-secret-key",
+                   "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None}
+TARGET_GROUP = "hotel-voice-bot-ecs"
+BAD_HEALTH_PATH = "/api/v2/health"  # what the bad release (ECS v4) registered
+RESTORED_HEALTH_PATH = "/api/health"  # what v3 answers on: the rollback's load-balancer step
+
+
+def set_environment() -> dict[str, str | None]:
+    """Put the Fly token and the dummy AWS credentials in this process's environment; the
+    previous values, for ``restore_environment``."""
+    from sandbox.fly import DEFAULT_DEPLOY_TOKEN
+
+    values = {**SANDBOX_AWS_ENV, FLY_TOKEN_ENV: DEFAULT_DEPLOY_TOKEN}
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return saved
+
+
+def restore_environment(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+class PlatformWorld:
+    """The ECS emulator (moto; ELBv2 and CloudWatch on the same server) and the Fly emulator
+    (Machines API, GraphQL releases, logs, Prometheus), each seeded with the demo app running
+    its bad release: ECS task definition v4 (hot CPU/memory; the target group's health check
+    on v4's path), Fly release v5 (health checks failing). ``config`` holds the services'
+    ``ecs``/``fly``/``load_balancer`` blocks for ``sandbox_config``; ``platforms`` the
+    adapters. While it runs, the process environment holds the Fly token and dummy AWS
+    credentials (restored by ``stop``)."""
+
+    def __init__(self, *, environment: dict[str, str | None] | None = None) -> None:
+        """``environment``: what ``set_environment()`` returned when the caller set it (a
+        caller starting this on a thread must: changing the environment while another thread
+        forks, e.g. PostgreSQL's initdb, can hand the child a broken one). Then the caller
+        restores it (``restore_environment``), not ``stop``."""
+        from sandbox.ecs import EcsEmulator
+        from sandbox.fly import FlyEmulator, seed_hotel_voice_bot
+
+        self._saved_env = set_environment() if environment is None else {}
+        self.ecs: EcsEmulator | None = None
+        self.fly: FlyEmulator | None = None
+        try:
+            self.ecs = EcsEmulator().start()
+            self.seeded: Seeded = self.ecs.seed_hotel_voice_bot()
+            good, bad = self.seeded.arns[-2:]
+            self.ecs.set_usage(bad, cpu_percent=96.0, memory_percent=88.0)
+            self.ecs.set_usage(good, cpu_percent=31.0, memory_percent=45.0)
+            self.target_group_arn = self._target_group()
+            # Machines take a moment to replace, so the rollout shows in the console.
+            self.fly = FlyEmulator(start_delay=0.3).start()
+            seed_hotel_voice_bot(self.fly)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _target_group(self) -> str:
+        """The ECS service's target group, its health check on the bad release's path. moto's
+        backends are process-global, so a group left by an earlier world is reused."""
+        assert self.ecs is not None
+        elbv2 = self.ecs.client("elbv2")
+        try:
+            arn = str(elbv2.describe_target_groups(Names=[TARGET_GROUP])
+                      ["TargetGroups"][0]["TargetGroupArn"])
+        except elbv2.exceptions.TargetGroupNotFoundException:
+            vpc = self.ecs.client("ec2").create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            arn = str(elbv2.create_target_group(
+                Name=TARGET_GROUP, Protocol="HTTP", Port=8080, VpcId=vpc, TargetType="ip",
+                HealthCheckProtocol="HTTP", HealthCheckPath=BAD_HEALTH_PATH,
+            )["TargetGroups"][0]["TargetGroupArn"])
+        elbv2.modify_target_group(TargetGroupArn=arn, HealthCheckPath=BAD_HEALTH_PATH)
+        return arn
+
+    @property
+    def config(self) -> dict[str, Any]:
+        assert self.ecs is not None and self.fly is not None
+        return {
+            "ecs": {"cluster": self.seeded.cluster, "service": self.seeded.service,
+                    "family": self.seeded.family, "region": self.ecs.region,
+                    "endpoint_url": self.ecs.endpoint_url, "rollout_timeout_seconds": 60},
+            "fly": {"app": "hotel-voice-bot", "org": "hotel", "api_url": self.fly.url,
+                    "platform_url": self.fly.url, "token_env": FLY_TOKEN_ENV,
+                    "rollout_timeout_seconds": 60},
+            "load_balancer": {"target_group_arn": self.target_group_arn,
+                              "health_check_path": RESTORED_HEALTH_PATH,
+                              "endpoint_url": self.ecs.endpoint_url, "timeout_seconds": 5},
+        }
+
+    def platforms(self) -> dict[str, Platform]:
+        from platforms.ecs import EcsPlatform
+        from platforms.fly import FlyPlatform
+
+        assert self.ecs is not None and self.fly is not None
+        return {"ecs": EcsPlatform(client=self.ecs.client(), poll_interval=0.5),
+                "fly": FlyPlatform(token=os.environ[FLY_TOKEN_ENV], api_url=self.fly.url,
+                                   platform_url=self.fly.url, check_interval=0.2)}
+
+    def stop(self) -> None:
+        if self.fly is not None:
+            self.fly.stop()
+        if self.ecs is not None:
+            self.ecs.stop()
+        restore_environment(self._saved_env)
+        self._saved_env = {}
+
+
+class _Starting:
+    """``PlatformWorld()`` built on a thread: ``result()`` waits for it (raising what it
+    raised); ``discard()`` waits and stops it, for a sandbox that failed meanwhile."""
+
+    def __init__(self) -> None:
+        self._world: PlatformWorld | None = None
+        self._error: BaseException | None = None
+        self.environment = set_environment()  # here, before the thread: see PlatformWorld
+        self._thread = threading.Thread(target=self._build, name="sandbox-platforms",
+                                        daemon=True)
+        self._thread.start()
+
+    def _build(self) -> None:
+        try:
+            self._world = PlatformWorld(environment=self.environment)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> PlatformWorld:
+        self._thread.join()
+        if self._error is not None:
+            restore_environment(self.environment)
+            raise self._error
+        assert self._world is not None
+        self._world._saved_env = self.environment  # its stop() restores it from now on
+        return self._world
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._world is not None:
+            self._world.stop()
+        restore_environment(self.environment)
+
+
 class SandboxWorld:
     """The Kubernetes emulator (seeded with a bad release), the demo service whose health
-    follows the Deployment's image, and the bot stack driving the real adapter.
+    follows the Deployment's image, and the bot stack driving the real adapter. With
+    ``platforms`` (``python -m sandbox run``; off by default, it adds a few seconds) also the
+    ECS and Fly emulators (``PlatformWorld``) behind ``hotel-voice-bot-ecs`` and ``-fly``.
 
     With ``watcher`` (keys of ``services.<name>.watcher``) a real Prometheus scrapes the demo
     every second and the release watcher reads it; ``bad_release=False`` starts on the last
-    good release so a drill can deploy the bad one (``kube_seed.deploy_bad_release``)."""
+    good release so a drill can deploy the bad one (``kube_seed.deploy_bad_release``).
+    ``database_url``: a migrated database to use (default ``DATABASE_URL``, else a fresh
+    sandbox database on the embedded server)."""
 
     def __init__(self, *, directory: Path, bot_port: int = 0, rollout_seconds: float = 3.0,
                  monitoring: dict[str, Any] | None = None, traffic_rps: float = 5.0,
                  clock: Clock = utcnow, bad_release: bool = True,
                  watcher: dict[str, Any] | None = None, error_rate_window: str = "5s",
-                 prometheus_binary: str | None = None) -> None:
-        self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
-        seed_incident(self.kube, bad_release=bad_release)
-        self.demo = DemoService(
-            version_source=lambda: self.kube.current_image(NAMESPACE, DEPLOYMENT),
-            bad_versions={BAD}, bad_health_delay=1.0, traffic_rps=traffic_rps).start()
+                 prometheus_binary: str | None = None, platforms: bool = False,
+                 database_url: str | None = None) -> None:
+        # The ECS and Fly emulators start and seed on a thread while Kubernetes seeds here
+        # (both mostly wait for simulated rollouts), so `make run` pays for the slower one.
+        starting = _Starting() if platforms else None
+        self.others: PlatformWorld | None = None
         self.prometheus: SandboxPrometheus | None = None
-        if watcher is not None:
-            try:
+        undo: list[Callable[[], None]] = []  # a failure leaves no server or process running
+        try:
+            self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
+            undo.append(self.kube.stop)
+            seed_incident(self.kube, bad_release=bad_release)
+            self.demo = DemoService(
+                version_source=lambda: self.kube.current_image(NAMESPACE, DEPLOYMENT),
+                bad_versions={BAD}, bad_health_delay=1.0, traffic_rps=traffic_rps).start()
+            undo.append(self.demo.stop)
+            if watcher is not None:  # no Prometheus binary here: fails, and undoes the rest
                 self.prometheus = SandboxPrometheus(
                     targets=[self.demo.target], workdir=directory / "prometheus",
                     binary=prometheus_binary).start()
-            except BaseException:  # e.g. no Prometheus here: leave no server running
-                self.demo.stop()
-                self.kube.stop()
-                raise
-        try:  # a failure from here on leaves no server (or Prometheus process) running
+                undo.append(self.prometheus.stop)
             self._client = self.kube.api_client()
-            database_url = os.environ.get("DATABASE_URL") or fresh_sandbox_database(directory)
+            undo.append(self._client.close)
+            database_url = (database_url or os.environ.get("DATABASE_URL")
+                            or fresh_sandbox_database(directory))
             migrate(database_url)
+            if starting is not None:
+                self.others, starting = starting.result(), None
+                undo.append(self.others.stop)
             # A drill's watcher counts seconds, not minutes: a rate window of seconds keeps the
             # ratio from lagging the release (and the rollback) by half a minute.
             prometheus = {"prometheus_url": self.prometheus.url, "watcher": watcher,
                           "error_rate_window": error_rate_window} if self.prometheus else {}
+            others = self.others.config if self.others is not None else {}
             config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
                                     demo_url=self.demo.url, monitoring=monitoring,
-                                    postmortem_dir=str(directory / "post-mortems"), **prometheus)
-            platform = KubernetesPlatform(api_client=self._client, request_timeout=10.0)
-            self.config, self.database_url, self.platforms = (config, database_url,
-                                                              {"kubernetes": platform})
+                                    postmortem_dir=str(directory / "post-mortems"), **prometheus,
+                                    **others)
+            adapters: dict[str, Platform] = {
+                "kubernetes": KubernetesPlatform(api_client=self._client, request_timeout=10.0),
+                **(self.others.platforms() if self.others is not None else {})}
+            self.config, self.database_url, self.platforms = config, database_url, adapters
             self.stack = SandboxStack(config=config, database_url=database_url, bot_port=bot_port,
                                       platforms=self.platforms, clock=clock)
         except BaseException:
-            if self.prometheus is not None:
-                self.prometheus.stop()
-            self.demo.stop()
-            self.kube.stop()
+            if starting is not None:
+                starting.discard()
+            for stop in reversed(undo):
+                stop()
             raise
 
     def start(self) -> SandboxWorld:
@@ -263,6 +441,51 @@ class SandboxWorld:
         self.demo.stop()
         self._client.close()
         self.kube.stop()
+        if self.others is not None:
+            self.others.stop()
+
+
+def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str) -> str:
+    """What ``python -m sandbox run`` prints once everything listens (its "ready" line is
+    the last: "Press Ctrl-C to stop.")."""
+    lines = [
+        "",
+        "rollback-bot sandbox is running (no Slack credentials set; everything is local).",
+        f"  bot:      {bot_url}/slack/events   health: {bot_url}/healthz",
+        f"  Slack:    emulator at {slack_url}",
+        f"  cluster:  Kubernetes API emulator at {world.kube.url} (kubectl works against it)",
+    ]
+    others = world.others
+    if others is not None and others.ecs is not None and others.fly is not None:
+        lines += [
+            f"  ECS:      ECS emulator (moto) at {others.ecs.endpoint_url} (aws --endpoint-url;"
+            f" ELBv2, CloudWatch, Logs)",
+            f"  Fly:      Fly emulator at {others.fly.url} (Machines API, GraphQL releases, logs,"
+            f" Prometheus)",
+        ]
+    lines.append("  services:")
+    lines.append(f"    {SERVICE}      Kubernetes, demo at {world.demo.url} "
+                 f"(running the bad release {BAD})")
+    if others is not None:
+        lines += [
+            f"    {ECS_SERVICE}  ECS service {others.seeded.cluster}/{others.seeded.service} "
+            f"(running the bad task definition v{len(others.seeded.arns)})",
+            f"    {FLY_SERVICE}  Fly app hotel-voice-bot (running the bad release v5)",
+        ]
+    lines += [
+        f"  console:  {console_url}/   (open in a browser)",
+        "Try:",
+        '  .venv/bin/python -m sandbox say "/rollback help"',
+        f'  .venv/bin/python -m sandbox say "/rollback {SERVICE} --severity P1 --reason drill"',
+        "  .venv/bin/python -m sandbox auto hotel-voice-bot   (rollback-bot auto, the cron job)",
+    ]
+    if others is not None:
+        lines += [
+            f'  .venv/bin/python -m sandbox say "/rollback {FLY_SERVICE} --severity P0"',
+            f'  .venv/bin/python -m sandbox say "/rollback history {ECS_SERVICE} --revision 3"',
+        ]
+    lines += ["Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
 
 
 def run_sandbox(*, port: int | None = None) -> int:
@@ -292,7 +515,7 @@ def run_sandbox(*, port: int | None = None) -> int:
 
 def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
            console_taken: str) -> int:
-    world = SandboxWorld(directory=directory, bot_port=bot_port)
+    world = SandboxWorld(directory=directory, bot_port=bot_port, platforms=True)
     console: Console | None = None
     path = state_path()
     try:
@@ -314,19 +537,7 @@ def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
         info: dict[str, Any] = {"bot_url": stack.server.url, "console_url": console.url,
                                 "slack_api_url": stack.emulator.base_url, "pid": os.getpid()}
         path.write_text(json.dumps(info))
-        print(f"""
-rollback-bot sandbox is running (no Slack credentials set; everything is local).
-  bot:      {stack.server.url}/slack/events   health: {stack.server.url}/healthz
-  Slack:    emulator at {stack.emulator.base_url}
-  cluster:  Kubernetes API emulator at {world.kube.url} (kubectl works against it)
-  service:  demo hotel-voice-bot at {world.demo.url} (running the bad release {BAD})
-  console:  {console.url}/   (open in a browser)
-Try:
-  .venv/bin/python -m sandbox say "/rollback help"
-  .venv/bin/python -m sandbox say "/rollback hotel-voice-bot --severity P1 --reason drill"
-  .venv/bin/python -m sandbox auto hotel-voice-bot   (rollback-bot auto, the cron job)
-Press Ctrl-C to stop.
-""", flush=True)
+        print(banner(world, stack.server.url, stack.emulator.base_url, console.url), flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

@@ -26,6 +26,9 @@
     ["/rollback hotel-voice-bot --severity P1 --reason \"5xx after deploy\"", "request now"],
     ["/rollback status", "what is running"],
     ["/rollback history hotel-voice-bot", "past rollbacks"],
+    ["/rollback hotel-voice-bot-fly --severity P0", "the same incident on Fly.io (a new release)"],
+    ["/rollback hotel-voice-bot-ecs --severity P0", "on ECS, with the load balancer's health check"],
+    ["/rollback history hotel-voice-bot-ecs --revision 3", "a task definition as ECS keeps it"],
     ["/rollback services", "the service catalog"],
     ["/rollback help", "every command"],
   ];
