@@ -163,11 +163,14 @@ def _resources(
         return "fail", f"no running {word}s on {target.describe()}", details
     cpu = [u.cpu_millicores for u in usage]
     mem = [u.memory_mib for u in usage]
-    summary = (
-        f"{len(usage)} {word}{'s' if len(usage) != 1 else ''}: "
-        f"CPU {min(cpu):.0f}–{max(cpu):.0f}m (total {sum(cpu):.0f}m), "
-        f"memory {min(mem):.0f}–{max(mem):.0f} MiB (total {sum(mem):.0f} MiB)"
-    )
+    if len(usage) == 1:  # one reading: say what it is (a pod, or ECS's mean task)
+        summary = (f"{usage[0].unit}: CPU {cpu[0]:.0f}m, memory {mem[0]:.0f} MiB")
+    else:
+        summary = (
+            f"{len(usage)} {word}s: "
+            f"CPU {min(cpu):.0f}–{max(cpu):.0f}m (total {sum(cpu):.0f}m), "
+            f"memory {min(mem):.0f}–{max(mem):.0f} MiB (total {sum(mem):.0f} MiB)"
+        )
     over = [u.unit for u in usage if max_cpu is not None and u.cpu_millicores > max_cpu]
     over += [u.unit for u in usage if max_mem is not None and u.memory_mib > max_mem]
     if over:
