@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/approval_latency.py
 	$(BIN)/python bench/ack_saturation.py
 	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/charts.py
+	$(BIN)/python bench/k8s_rollback.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
