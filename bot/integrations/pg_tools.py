@@ -35,6 +35,7 @@ __all__ = [
     "run_child",
     "run_tool",
     "scrub_dsn",
+    "installed_majors",
     "server_major",
     "stderr_tail",
 ]
@@ -152,6 +153,13 @@ def find_pg_tool(name: str, *, min_major: int | None = None) -> str:
     raise PgToolNotFound(
         f"no {name} of PostgreSQL {min_major} or newer found (have: {', '.join(seen)})"
     )
+
+
+def installed_majors(name: str) -> list[int]:
+    """Major versions of every ``name`` this process could run, highest first (unknown
+    versions left out): what a refusal says the bot has."""
+    majors = {_tool_major(path) for path in pg_tool_candidates(name)}
+    return sorted((m for m in majors if m is not None), reverse=True)
 
 
 def newest_tool(name: str) -> str:

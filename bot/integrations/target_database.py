@@ -29,7 +29,13 @@ from bot.integrations.errors import (
     RestoreError,
 )
 from bot.integrations.pg_tools import connect as _connect
-from bot.integrations.pg_tools import find_pg_tool, redact_dsn, scrub_dsn, server_major
+from bot.integrations.pg_tools import (
+    find_pg_tool,
+    installed_majors,
+    redact_dsn,
+    scrub_dsn,
+    server_major,
+)
 from bot.integrations.pg_tools import libpq_args as _libpq_args
 from bot.integrations.pg_tools import newest_tool as _newest_tool
 from bot.integrations.pg_tools import run_child as _run_child
@@ -44,6 +50,7 @@ __all__ = [
     "SlowQuery",
     "backup",
     "backup_filename",
+    "client_tools_problem",
     "first_column",
     "latest_backup",
     "restore",
@@ -115,6 +122,29 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def client_tools_problem(dsn: str, *, timeout: float = 10.0) -> str | None:
+    """Plan time: None when a pg_dump and a pg_restore at least as new as the target server
+    are installed, else one sentence saying what is missing. pg_dump refuses to dump a newer
+    server ("pg_dump cannot dump from PostgreSQL servers newer than its own major version",
+    https://www.postgresql.org/docs/current/app-pgdump.html) and an older pg_restore cannot
+    read a newer archive, so a `db` rollback would fail at its backup step, after the app
+    was already scaled down. Raises ``DatabaseOperationError`` (password-free) when the
+    server cannot be reached."""
+    major = server_major(dsn, timeout=timeout)
+    short = []
+    for name in ("pg_dump", "pg_restore"):
+        try:
+            find_pg_tool(name, min_major=major)
+        except PgToolNotFound:
+            have = installed_majors(name)
+            short.append(f"{name} {' and '.join(map(str, have))}" if have
+                         else f"no {name}")
+    if not short:
+        return None
+    return (f"the target server is PostgreSQL {major} and this bot has {', '.join(short)}; "
+            f"a client older than the server cannot back it up or restore it")
 
 
 def backup(

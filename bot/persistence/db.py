@@ -28,7 +28,12 @@ def data_dir() -> Path:
 
 def embedded_database_url(directory: Path | None = None) -> str:
     """Start (or join) an embedded PostgreSQL under ``directory`` and return its URL."""
-    import pgserver  # imported lazily: only the embedded default needs it
+    try:
+        import pgserver  # imported lazily: only the embedded default needs it
+    except ImportError as err:  # the `embedded` extra; the image leaves it out on purpose
+        raise RuntimeError(
+            "DATABASE_URL is unset and the embedded PostgreSQL is not installed: set "
+            "DATABASE_URL, or `pip install 'rollback-bot[embedded]'`") from err
 
     pgdata = (directory or data_dir()) / "pgdata"
     pgdata.mkdir(parents=True, exist_ok=True)

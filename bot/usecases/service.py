@@ -18,7 +18,7 @@ from bot.domain import authority
 from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
 from bot.domain.compensation import left_scaled_down, plan_compensation
-from bot.domain.config import CHECKLIST_ITEMS, ServiceConfig, Severity
+from bot.domain.config import CHECKLIST_ITEMS, ServiceConfig, Severity, secret
 from bot.domain.errors import (
     InvalidTransition,
     NotAllowed,
@@ -331,12 +331,27 @@ class RollbackService:
         """(path, plan facts, checklist item) of a verified backup, or a refusal saying what
         is missing and how to fix it: a restore is never planned without one."""
         from bot.integrations import target_database as database
+        from bot.integrations.errors import DatabaseOperationError
 
         if svc.database is None:
             raise UserFacingError(
                 f"`db` is in the scope but `{service}` has no `database` section in the "
                 "configuration; request the rollback without `db`.")
         db = svc.database
+        dsn = secret(db.dsn_env)
+        if dsn:  # unset: the backup step says so; nothing to compare against here
+            try:
+                problem = database.client_tools_problem(dsn)
+            except DatabaseOperationError as err:
+                raise UserFacingError(
+                    f"Refused: `db` scope needs the database of `{service}` reachable to check "
+                    f"that this bot's pg_dump can back it up: {err}. Request again when it "
+                    "answers, or request without `db`.") from None
+            if problem:
+                raise UserFacingError(
+                    f"Refused: `db` scope for `{service}`: {problem}. Install a PostgreSQL "
+                    "client of the server's version or newer (the image ships Debian's "
+                    "postgresql-client), or request without `db`.")
         info = database.latest_backup(db.backup_location, service=service, before=now)
         fix = (f"Take a backup (`pg_dump -Fc` into the backup location, named like "
                f"`{database.backup_filename(service, now)}`) and request again, or request "

@@ -1,8 +1,12 @@
-"""deploy/rbac.yaml is least privilege: it allows every request the Kubernetes adapter makes
-during a full rollback, a scale-to-zero-and-back and a config restore, and nothing more."""
+"""The RBAC in the rendered kustomize base (`kubectl kustomize deploy/`) is least privilege: the
+Role in the target namespace allows every request the Kubernetes adapter makes during a full
+rollback, a scale-to-zero-and-back and a config restore, and nothing more."""
 
 from __future__ import annotations
 
+import functools
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +16,33 @@ import yaml
 from platforms.base import Target
 from platforms.kubernetes import KubernetesPlatform
 from sandbox.kube import KubeEmulator, RequestRecord
-from tests.integration.kube_fixtures import EmulatorFactory
+from tests.integration.kube_fixtures import KUBECTL_TIMEOUT, EmulatorFactory, find_kubectl
 
-RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yaml"
-NS = "production"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+NS = "production"  # deploy/targets/production: the stub catalog's namespace
+BOT_NS = "rollback-bot"
 APP = "hotel-voice-bot"
+RBAC_KINDS = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+@functools.lru_cache(maxsize=1)
+def rendered() -> tuple[dict[str, Any], ...]:
+    """Every object `kubectl kustomize deploy/` renders (real kubectl's built-in kustomize)."""
+    binary = find_kubectl()
+    if binary is None:
+        message = "kubectl not found: install it or set $KUBECTL (renders deploy/)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    out = subprocess.run([binary, "kustomize", str(DEPLOY)], capture_output=True, text=True,
+                         timeout=KUBECTL_TIMEOUT, check=False)
+    assert out.returncode == 0, f"kubectl kustomize deploy/ failed: {out.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
 
 def load_documents() -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(RBAC.read_text()) if doc]
+    """The identity and authorisation objects of the rendered base."""
+    return [doc for doc in rendered() if doc["kind"] in RBAC_KINDS]
 
 
 def role_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -85,7 +107,8 @@ def drive_everything(em: KubeEmulator) -> None:
 def test_rbac_manifest_is_well_formed() -> None:
     docs = load_documents()
     kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) == {"ServiceAccount", "Role", "RoleBinding"}
+    # no cluster-wide grants: one Role + RoleBinding per target namespace only
+    assert sorted(d["kind"] for d in docs) == ["Role", "RoleBinding", "ServiceAccount"]
     binding, account = kinds["RoleBinding"], kinds["ServiceAccount"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": kinds["Role"]["metadata"]["name"]}
@@ -93,6 +116,12 @@ def test_rbac_manifest_is_well_formed() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount",
                                     "name": account["metadata"]["name"],
                                     "namespace": account["metadata"]["namespace"]}]
+    # the bot's identity stays in its own namespace, the one its Deployment runs in
+    assert account["metadata"]["namespace"] == BOT_NS
+    (deployment,) = [d for d in rendered() if d["kind"] == "Deployment"]
+    assert deployment["metadata"]["namespace"] == BOT_NS
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == \
+        account["metadata"]["name"]
     for rule in role_rules(docs):
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 

@@ -1,4 +1,5 @@
-"""deploy/deployment.yaml: the bot's own Deployment, Service, ConfigMap and PDB.
+"""deploy/deployment.yaml: the bot's own Deployment, Service and PDB, with the catalog ConfigMap
+that deploy/kustomization.yaml's configMapGenerator makes from deploy/rollback.yml.
 
 Parsed with ``yaml.safe_load_all`` and checked field by field against the Kubernetes API models
 shipped with the ``kubernetes`` client (so a misspelt key fails), then held to the production
@@ -23,6 +24,7 @@ from platforms.registry import PRODUCTION
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = REPO_ROOT / "deploy" / "deployment.yaml"
+KUSTOMIZATION = REPO_ROOT / "deploy" / "kustomization.yaml"
 
 NAME = "rollback-bot"
 SECRET_ENV = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "DATABASE_URL")
@@ -84,6 +86,16 @@ def schema_problems(value: Any, type_name: str, path: str) -> Iterator[str]:
 def docs() -> list[dict[str, Any]]:
     loaded = [d for d in yaml.safe_load_all(MANIFEST.read_text(encoding="utf-8")) if d]
     assert all(isinstance(d, dict) for d in loaded)
+    # The catalog ConfigMap as the kustomization's configMapGenerator builds it (files become
+    # keys); tests/integration/test_deploy_package.py checks the real kubectl rendering.
+    for generator in yaml.safe_load(KUSTOMIZATION.read_text(encoding="utf-8"))[
+            "configMapGenerator"]:
+        files = {PurePosixPath(f).name: (KUSTOMIZATION.parent / f).read_text(encoding="utf-8")
+                 for f in generator["files"]}
+        loaded.append({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": generator["name"],
+                                    "namespace": generator["namespace"]},
+                       "data": files})
     return loaded
 
 

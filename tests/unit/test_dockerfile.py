@@ -3,21 +3,28 @@
 Slim Python >= 3.11, an unprivileged user before the process starts, a stdlib health check on
 ``handlers.ids.HEALTHZ_PATH``, ``rollback-bot serve``, EXPOSE equal to the PORT default, no
 secret baked into the image, and the product only: no sandbox (development-only emulators) and
-none of its dependencies (moto).
+none of its dependencies (moto), no embedded PostgreSQL (pgserver); pg_dump/pg_restore from
+Debian's postgresql-client; every path the process writes under ROLLBACK_DATA_DIR.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
+from bot.aftercare import postmortem
+from bot.domain.config import AftercareSettings
 from handlers import ids
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +255,102 @@ def test_moto_is_not_a_runtime_requirement(instructions: list[Instruction]) -> N
     installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
     assert installs and not any("[" in args for args in installs), (
         f"the image installs no extras: {installs}")
+
+
+# ------------------------------------------------- PostgreSQL client, extras, writable paths
+# Debian codenames whose postgresql-client is 17 or newer (bookworm's is 15, too old for a
+# PostgreSQL 17 target): https://packages.debian.org/trixie/postgresql-client
+PG17_DEBIAN = ("trixie", "forky")
+DEPLOYMENT = REPO_ROOT / "deploy" / "deployment.yaml"
+
+
+def test_pg_dump_comes_from_debian_postgresql_client(final: list[Instruction]) -> None:
+    base = only(final, "FROM").args.split()[0]
+    assert any(base.endswith(f"-{codename}") for codename in PG17_DEBIAN), (
+        f"{base}: pin a Debian release whose postgresql-client is 17 or newer")
+    runs = " ".join(i.args for i in final if i.keyword == "RUN")
+    install = re.search(r"apt-get install\b([^&;]*)", runs)
+    assert install and "postgresql-client" in install.group(1).split(), (
+        "the final stage installs Debian's postgresql-client (pg_dump, pg_restore)")
+    assert "--no-install-recommends" in install.group(1)
+    assert "rm -rf /var/lib/apt/lists" in runs, "apt lists are not left in the image"
+
+
+def test_embedded_postgresql_is_an_extra_the_image_skips(
+        instructions: list[Instruction]) -> None:
+    """pgserver (embedded PostgreSQL 16, and its too-old pg_dump) is the `embedded` extra."""
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    assert "pgserver" not in {requirement_name(r) for r in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    assert {requirement_name(r) for r in extras["embedded"]} == {"pgserver"}
+    assert "rollback-bot[embedded]" in extras["sandbox"], "`make run` keeps its embedded default"
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
+    assert installs and not any("embedded" in args or "[" in args for args in installs)
+
+
+def test_product_runs_without_pgserver(tmp_path: Path) -> None:
+    """Every product module imports with pgserver absent (as in the image), and serving
+    without DATABASE_URL then says what to do instead of an ImportError traceback."""
+    probe = """
+import importlib, pkgutil, sys
+sys.modules["pgserver"] = None  # what an image without the `embedded` extra looks like
+import bot, handlers, platforms
+for package in (bot, handlers, platforms):
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(info.name)
+from bot.persistence import db
+try:
+    db.resolve_database_url()
+except RuntimeError as err:
+    print(err)
+else:
+    raise SystemExit("embedded database started without pgserver")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["ROLLBACK_DATA_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "DATABASE_URL is unset" in out.stdout and "rollback-bot[embedded]" in out.stdout
+
+
+WRITE_LOCATIONS = ("HOME", "MPLCONFIGDIR", "TMPDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+                   "XDG_DATA_HOME", "XDG_STATE_HOME")
+
+
+def test_every_write_location_is_under_the_data_dir(final: list[Instruction]) -> None:
+    values = env(final)
+    data_dir = PurePosixPath(values["ROLLBACK_DATA_DIR"])
+    for name in WRITE_LOCATIONS:
+        if name in values:
+            path = PurePosixPath(values[name])
+            assert path == data_dir or data_dir in path.parents, (
+                f"{name}={path} is not under ROLLBACK_DATA_DIR={data_dir}")
+    workdir = PurePosixPath(only(final, "WORKDIR").args)
+    assert workdir not in data_dir.parents and data_dir != workdir
+    runs = " ".join(i.args for i in final if i.keyword == "RUN")
+    user = only(final, "USER").args.split(":")[0]
+    assert re.search(rf"install -d -o {user} -g \d+ {re.escape(str(data_dir))}\b", runs), (
+        "the data dir exists and belongs to the unprivileged user")
+    assert "--create-home" not in runs, "a home outside the data dir would be read-only"
+
+
+def test_postmortems_default_under_the_data_dir(final: list[Instruction],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    data_dir = env(final)["ROLLBACK_DATA_DIR"]
+    monkeypatch.setenv("ROLLBACK_DATA_DIR", data_dir)
+    assert AftercareSettings().postmortem_dir is None
+    folder = postmortem.directory(AftercareSettings().postmortem_dir)
+    assert Path(data_dir) in folder.parents
+    assert Path(data_dir) in postmortem.directory("post-mortems").parents
+
+
+def test_deployment_mounts_a_volume_at_the_image_data_dir(final: list[Instruction]) -> None:
+    data_dir = env(final)["ROLLBACK_DATA_DIR"]
+    docs = [d for d in yaml.safe_load_all(DEPLOYMENT.read_text(encoding="utf-8")) if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert data_dir in mounts and not mounts[data_dir].get("readOnly")
+    assert {e["name"]: e.get("value") for e in container["env"]}["ROLLBACK_DATA_DIR"] == data_dir
