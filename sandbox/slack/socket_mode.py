@@ -189,6 +189,8 @@ class SocketModeHub:
             valid = ticket in self._tickets
             self._tickets.discard(ticket or "")  # a ticket opens one connection only
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        # A used or unknown ticket is refused before the upgrade (Slack documents the URL as
+        # single-use, not its exact answer: any non-101 makes slack_sdk's connect() fail).
         if not (valid and key and upgrade):
             request.send_response(400 if valid else 401)
             request.send_header("Content-Length", "0")
@@ -311,7 +313,9 @@ class SocketModeHub:
 
     def disconnect(self, reason: str = "refresh_requested") -> None:
         """Ask the open connections to reconnect (``warning`` or ``refresh_requested``);
-        each is closed once a new connection arrives (``link_disabled`` closes at once)."""
+        each is closed once a new connection arrives (``link_disabled`` closes at once).
+        Slack closes a warned socket about 10 seconds later whether or not the app has
+        reconnected; closing on the successor's arrival keeps tests free of that wait."""
         with self._cond:
             targets = [c for c in self.connections if c.open and not c.retiring]
             for conn in targets:
