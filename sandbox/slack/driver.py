@@ -62,6 +62,7 @@ class BotResponse:
     trigger_id: str | None = None
     view_result: str | None = None  # closed | errors | updated | pushed | cleared | error
     view_error: ApiError | None = None
+    envelope_id: str | None = None  # over Socket Mode: the envelope it went in
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body.strip() else None

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from sandbox.slack import chat, directory, files, responses, views
 from sandbox.slack.api import ApiContext, ApiError, Handler, Params
 from sandbox.slack.models import Call, Channel, Event, User, Usergroup
+from sandbox.slack.socket_mode import ACK_TIMEOUT, DEFAULT_APP_TOKEN, SocketModeHub
 from sandbox.slack.state import Subscriber, Workspace
 from sandbox.slack.wire import RequestHandler
 
@@ -61,11 +62,16 @@ class SlackEmulator:
         clock: Callable[[], float] = time.time,
         trigger_ttl: float = 3.0,
         seed: bool = True,
+        app_token: str = DEFAULT_APP_TOKEN,
+        ack_timeout: float = ACK_TIMEOUT,
     ) -> None:
         self.host, self.port = host, port
         self.bot_token = bot_token
         self.app_id = app_id
         self.trigger_ttl = trigger_ttl
+        # Socket Mode (apps.connections.open and the /link/ websocket).
+        self.socket_mode = SocketModeHub(app_id=app_id, app_token=app_token,
+                                         ack_timeout=ack_timeout)
         self.ws = Workspace(clock=clock)
         self.bot = self.ws.add_user(
             "rollback-bot", real_name="Rollback Bot", user_id="U0ROLLBOT", is_bot=True,
@@ -98,6 +104,7 @@ class SlackEmulator:
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
         self.port = server.server_address[1]
+        self.socket_mode.root_url = self.root_url
         # A short poll interval keeps stop() fast; tests start one emulator each.
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -112,6 +119,7 @@ class SlackEmulator:
     def stop(self) -> None:
         if self._server is None:
             return
+        self.socket_mode.close_all()  # serve_forever's shutdown does not end upgraded sockets
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -343,13 +351,17 @@ class SlackEmulator:
                         headers["Retry-After"] = str(int(retry_after))
                     raise ApiError(error, status=status, headers=headers)
                 handler = METHODS.get(method)
-                if handler is None:
+                if method == "apps.connections.open":
+                    # Authenticated by the app-level token, not the bot token.
+                    status, body = 200, self.socket_mode.connections_open(token)
+                elif handler is None:
                     raise ApiError("unknown_method")
-                if not token:
+                elif not token:
                     raise ApiError("not_authed")
-                if token != self.bot_token:
+                elif token != self.bot_token:
                     raise ApiError("invalid_auth")
-                status, body = 200, handler(self.ctx, Params(params))
+                else:
+                    status, body = 200, handler(self.ctx, Params(params))
             except ApiError as exc:
                 status, body = exc.status, exc.body()
                 headers.update(exc.headers)
@@ -357,6 +369,9 @@ class SlackEmulator:
             body = json.loads(json.dumps(body))
             self._record(method, params, body)
         return status, headers, body
+
+    def accept_websocket(self, request: Any, ticket: str | None) -> None:
+        self.socket_mode.accept(request, ticket)
 
     def handle_upload(self, token: str, data: bytes) -> tuple[int, str]:
         with self.ws.lock:

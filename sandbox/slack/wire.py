@@ -1,6 +1,7 @@
 """HTTP plumbing of the emulator: parse Slack-style requests, route them, write JSON back.
 
-Routes /api/<method>, /upload/v1/<token>, /response/<token> and /files/<id>/<name>.
+Routes /api/<method>, /upload/v1/<token>, /response/<token>, /files/<id>/<name> and the
+Socket Mode websocket at /link/?ticket=… (``sandbox/slack/socket_mode.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Workspace(Protocol):
     def handle_response_url(self, token: str, body: Any) -> tuple[int, dict[str, Any]]: ...
 
     def file_content(self, file_id: str) -> bytes: ...
+
+    def accept_websocket(self, request: Any, ticket: str | None) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         body = self._read_body()
         path = url.path
-        if path == "/health":
+        if path == "/link/" and self.command == "GET":
+            # Socket Mode: this thread now owns the socket until the websocket closes.
+            self.close_connection = True
+            self.emulator.accept_websocket(self, dict(parse_qsl(url.query)).get("ticket"))
+        elif path == "/health":
             self._send_json(200, {"ok": True})
         elif path.startswith("/api/"):
             self._api(path[len("/api/") :], url.query, body)
