@@ -1,6 +1,8 @@
 """The ``/rollback`` slash command: ack at once, then answer or hand off to the service.
 
-Help, services and parse refusals are answered in the ack. Everything that reads the
+Help, services and parse refusals are answered in the ack, and so are a request's refusals
+that need no platform, database or Slack call (``RollbackService.precheck_request``: the
+service, the channel rule by the payload's channel name, the platform). Everything that reads the
 database or a platform runs in the after-ack pool (``handlers.work_pool``); a full pool
 is said in the ack ("busy, retry in a moment"). The request modal opens right after the
 ack and is filled in when the (shared) read of the service's revisions lands.
@@ -35,6 +37,7 @@ from handlers import ids, views
 from handlers.deliveries import MalformedPayload, field, first_delivery, hand_off, open_view
 from handlers.deliveries import user_id as clicker
 from handlers.errors import render, tell_user
+from handlers.gateway import DIRECT_MESSAGE, GROUP_DM
 from handlers.mrkdwn import escape
 from handlers.work_pool import Busy, SharedReads, WorkPool
 
@@ -95,6 +98,14 @@ def register(app: App, service: RollbackService, pool: WorkPool,
             except Exception as exc:
                 tell_user(chat, body, exc, respond)
             return
+        if parsed.verb == "request":
+            # The refusals that need no platform, database or Slack call are the ack itself,
+            # never a "Preparing…" followed by a refusal.
+            try:
+                service.precheck_request(parsed, channel_name=payload_channel_name(body))
+            except UserFacingError as exc:
+                ack(response_type="ephemeral", text=render(exc))
+                return
         slot = pool.reserve()
         if slot is None:
             ack(response_type="ephemeral", text=render(Busy()))
@@ -143,6 +154,30 @@ def register(app: App, service: RollbackService, pool: WorkPool,
                                    scope=scope, check=check)
         except Exception as exc:
             tell_user(chat, body, exc, respond)
+
+
+# What a slash command's ``channel_name`` says for conversations that are not named public
+# channels: the payload carries channel_id and channel_name
+# (https://docs.slack.dev/interactivity/implementing-slash-commands), and clients of it
+# handle two placeholders, "directmessage" for a DM and "privategroup" for a private
+# channel (e.g. hubot scripts mapping them through getChannelGroupOrDMByID). A DM is said
+# the way the directory says it (never a pattern match); a private channel's real name is
+# not known here, so its rule waits for the request's conversations.info.
+_DM_PLACEHOLDER = "directmessage"
+_UNKNOWN_NAMES = frozenset({"privategroup", ""})
+
+
+def payload_channel_name(body: dict[str, Any]) -> str | None:
+    """The channel's name as the payload carries it, for the channel rule before the ack;
+    None when only Slack's conversations.info could tell (the request checks it after)."""
+    name = body.get("channel_name")
+    if not isinstance(name, str) or name in _UNKNOWN_NAMES:
+        return None
+    if name == _DM_PLACEHOLDER:
+        return DIRECT_MESSAGE
+    if name.startswith("mpdm-"):
+        return GROUP_DM
+    return name
 
 
 def _mark_taken(diagnoses: DiagnosisLog, respond: Respond, record: int, *, name: str,

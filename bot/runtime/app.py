@@ -77,6 +77,9 @@ class BotApp:
     work_pool: WorkPool
     decision_pool: WorkPool
     database_url: str = field(repr=False)
+    # Platforms a service is configured for whose adapter could not be built (no
+    # credentials, a token variable unset): /readyz names them until the config is fixed.
+    platforms_unavailable: tuple[str, ...] = ()
     _started: bool = False
 
     def start_background(self) -> None:
@@ -138,6 +141,12 @@ def console_ports(stream: TextIO) -> tuple[Chat, Directory]:
     from handlers.console_chat import ConfiguredDirectory, ConsoleChat
 
     return ConsoleChat(stream), ConfiguredDirectory()
+
+
+def configured_platforms(config: RollbackConfig) -> list[str]:
+    """The platforms some service has a block for, in the registry's order."""
+    return [name for name in config.platform_specs.names()
+            if any(svc.platform_config(name) is not None for svc in config.services.values())]
 
 
 def build_platforms(config: RollbackConfig) -> dict[str, Platform]:
@@ -299,4 +308,7 @@ def create_app(
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,
                   work_pool=pool, decision_pool=decisions,
-                  database_url=core.database_url)
+                  database_url=core.database_url,
+                  platforms_unavailable=tuple(
+                      name for name in configured_platforms(config)
+                      if name not in core.catalog.platforms))

@@ -1,12 +1,14 @@
 """HTTP front: Slack events, health and readiness, metrics, on a production WSGI server.
 
 Waitress (not Bolt's development server) serves ``/slack/events`` through Bolt's WSGI
-adapter plus ``/healthz`` (process up), ``/readyz`` (database answers) and ``/metrics``.
+adapter plus ``/healthz`` (process up), ``/readyz`` (the database answers and every
+configured platform has its adapter) and ``/metrics``.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import resource
 import threading
@@ -16,7 +18,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 
-from bot.runtime.app import BotApp
+from bot.runtime.app import BotApp, configured_platforms
 from bot.runtime.front_door import MAX_BODY_BYTES, SlackFrontDoor
 
 log = logging.getLogger(__name__)
@@ -45,18 +47,35 @@ def wsgi_app(bot: BotApp) -> Callable[[dict[str, Any], StartResponse], Iterable[
         if path == ids.HEALTHZ_PATH:
             return plain(start, "200 OK", b"ok\n")
         if path == ids.READYZ_PATH:
-            try:
-                ok = bot.store.ping()
-            except Exception as exc:
-                log.warning("readiness: database unavailable: %s", type(exc).__name__)
-                ok = False
-            return plain(start, "200 OK" if ok else "503 Service Unavailable",
-                         b"ready\n" if ok else b"database unavailable\n")
+            report = readiness(bot)
+            body = json.dumps(report).encode() + b"\n"
+            return plain(start, "200 OK" if report["ready"] else "503 Service Unavailable",
+                         body, "application/json")
         if path == ids.METRICS_PATH:
             return plain(start, "200 OK", generate_latest(), CONTENT_TYPE_LATEST)
         return plain(start, "404 Not Found", b"not found\n")
 
     return app
+
+
+def readiness(bot: BotApp) -> dict[str, Any]:
+    """What /readyz answers: ready, or which parts are not. Only part names and the words
+    "ok"/"unavailable" (the reasons are in the log, where a platform's error text is
+    scrubbed): the endpoint is unauthenticated and must never show a secret or a host."""
+    try:
+        database_ok = bot.store.ping()
+    except Exception as exc:
+        log.warning("readiness: database unavailable: %s", type(exc).__name__)
+        database_ok = False
+    checks: dict[str, str] = {"database": "ok" if database_ok else "unavailable"}
+    # An adapter that could not be built stays missing for the process's life (the reason
+    # was logged as "<name> adapter unavailable: ..."); requests for its services would
+    # all be refused, so this replica is not ready until it restarts with a fixed config.
+    for name in configured_platforms(bot.config):
+        checks[f"platform:{name}"] = ("unavailable" if name in bot.platforms_unavailable
+                                      else "ok")
+    failing = [part for part, state in checks.items() if state != "ok"]
+    return {"ready": not failing, "failing": failing, "checks": checks}
 
 
 class PortInUse(Exception):

@@ -162,6 +162,22 @@ class RollbackService:
         channel_name = self.policy.directory.channel_name(channel_id)
         self.policy.check_request(service, user=user, channel_name=channel_name)
 
+    def precheck_request(self, parsed: Parsed, *, channel_name: str | None) -> None:
+        """The refusals of ``request`` that need no platform, database or Slack call, in
+        the order ``request`` checks them: the service exists, the channel is an incident
+        channel (when the caller knows its name without asking Slack: ``None`` skips it),
+        the platform is configured for the service and has an adapter here. Fast enough
+        for a slash command's 3-second ack, so a refusal is the ack itself instead of
+        following a "Preparing…" one; ``request`` checks everything again."""
+        assert parsed.service is not None
+        svc = self.service_config(parsed.service)
+        if channel_name is not None and \
+                authority.rule(Action.REQUEST).where == authority.Where.INCIDENT_CHANNEL:
+            self.policy.check_channel(parsed.service, channel_name)
+        platform_name = svc.platform_or_default(parsed.platform)
+        target_for(svc, platform_name)
+        self.platform(platform_name)
+
     def preview(self, parsed: Parsed) -> Plan:
         """The plan a request would pin now (revision, steps), without creating anything:
         ``rollback-bot auto --dry-run``. The same refusals as a request's."""

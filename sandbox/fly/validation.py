@@ -8,7 +8,8 @@ decoding refuses them: HTTP 400 with the decoder's message.
 # into Go struct field ... of type int"), answered 400 with ErrorResponse{error}. An unknown
 # field is ignored by encoding/json unless the decoder disallows it, and nothing in the spec
 # or in fly-go says flaps does, so unknown fields pass here too. The document is read from
-# ``FLY_MACHINES_OPENAPI`` or from shared/specs beside the repository; when it is absent the
+# ``FLY_MACHINES_OPENAPI``, else from ``SPECS_DIR`` (the directory of vendor specs the tests
+# use, tests/support/specs.py) or shared/specs beside the repository; when it is absent the
 # emulator falls back to the small embedded schema below (the fields our clients send) and
 # says so in ``SchemaSource.origin``.
 
@@ -24,8 +25,9 @@ import yaml
 from .state import FlyError
 
 SPEC_ENV = "FLY_MACHINES_OPENAPI"
-DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / \
-    "fly-machines-openapi.yaml"
+SPECS_DIR_ENV = "SPECS_DIR"
+SPEC_NAME = "fly-machines-openapi.yaml"
+DEFAULT_SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / SPEC_NAME
 
 # Used only when the spec is not there: the request schemas this emulator's clients send.
 _EMBEDDED: dict[str, Any] = {
@@ -67,7 +69,9 @@ class SchemaSource:
 
 
 def load_schemas(path: str | os.PathLike[str] | None = None) -> SchemaSource:
-    spec_path = Path(path or os.environ.get(SPEC_ENV) or DEFAULT_SPEC)
+    specs_dir = os.environ.get(SPECS_DIR_ENV)
+    spec_path = Path(path or os.environ.get(SPEC_ENV)
+                     or (Path(specs_dir) / SPEC_NAME if specs_dir else DEFAULT_SPEC))
     if spec_path.is_file():
         document = yaml.safe_load(spec_path.read_text())
         return SchemaSource(dict(document["components"]["schemas"]), str(spec_path))

@@ -39,7 +39,7 @@ def test_health_and_readiness(harness: Harness) -> None:
     url = harness.stack.server.url  # type: ignore[union-attr]
     assert httpx.get(f"{url}/healthz").status_code == 200
     ready = httpx.get(f"{url}/readyz")
-    assert (ready.status_code, ready.text.strip()) == (200, "ready")
+    assert (ready.status_code, ready.json()["ready"], ready.json()["failing"]) == (200, True, [])
     assert "python_info" in httpx.get(f"{url}/metrics").text
     assert httpx.get(f"{url}/nope").status_code == 404
 
@@ -47,7 +47,8 @@ def test_health_and_readiness(harness: Harness) -> None:
 def test_readiness_fails_when_the_database_is_gone(harness: Harness) -> None:
     url = harness.stack.server.url  # type: ignore[union-attr]
     harness.bot.store.pool.close()
-    assert httpx.get(f"{url}/readyz").status_code == 503
+    ready = httpx.get(f"{url}/readyz")
+    assert (ready.status_code, ready.json()["failing"]) == (503, ["database"])
     assert httpx.get(f"{url}/healthz").status_code == 200  # alive, just not ready
 
 

@@ -10,30 +10,27 @@ the emulators the same way; this module is that one way.
 * Fly: ``FlyClock`` (lease expiry that a test advances instead of sleeping),
   ``fly_emulator_fixture`` (a seeded ``emulator`` fixture on the test's ``clock``),
   ``fly_updates`` (the Machines_update requests it received) and ``fly_spec`` (Fly's
-  OpenAPI document, skipped when absent outside CI).
+  OpenAPI document through tests/support/specs.py: skipped when absent outside CI).
 * ``ecs_service_config`` is the ``ecs`` section of the sandbox service for an emulator,
   for the end-to-end tests that run the whole bot against it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from platforms.base import Target
 from sandbox.ecs import EcsEmulator, Seeded
 from sandbox.fly import SEED_APP, FlyEmulator, RequestRecord, seed_hotel_voice_bot
+from tests.support.specs import load_spec
 
 __all__ = ["FLY_SPEC", "FLY_TARGET", "FlyClock", "ecs_emulator_fixture", "ecs_service_config",
            "ecs_target", "fly_emulator_fixture", "fly_spec", "fly_updates", "reseed_ecs"]
 
-# shared/ lies beside the repository in CI, not in a bare clone
-FLY_SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fly-machines-openapi.yaml"
+FLY_SPEC = "fly-machines-openapi.yaml"  # the spec's name in SPECS_DIR / shared/specs
 FLY_TARGET = Target("fly", "hotel", SEED_APP)
 
 
@@ -112,11 +109,6 @@ def fly_updates(em: FlyEmulator) -> list[RequestRecord]:
 
 
 def fly_spec() -> dict[str, Any]:
-    """Fly's Machines OpenAPI document. Missing: the test fails under CI (where shared/ is
-    checked out beside the repository) and is skipped elsewhere."""
-    if not FLY_SPEC.is_file():
-        message = f"Fly Machines OpenAPI spec not found at {FLY_SPEC}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return dict(yaml.safe_load(FLY_SPEC.read_text()))
+    """Fly's Machines OpenAPI document. Missing: the test fails under CI and is skipped
+    elsewhere, with the reason every spec-dependent test gives."""
+    return dict(load_spec(FLY_SPEC))
