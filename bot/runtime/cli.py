@@ -190,7 +190,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     import subprocess
 
     argv = list(args.sandbox_args)
-    if importlib.util.find_spec("sandbox.cli") is not None:
+    if importlib.util.find_spec("sandbox") is not None:  # finds, never imports, a top level
         return subprocess.call([sys.executable, "-m", "sandbox", *argv])
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: rollback-bot sandbox COMMAND ...\n\n{SANDBOX_COMMANDS}\n\n"
