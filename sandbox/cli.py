@@ -1,5 +1,5 @@
 """``python -m sandbox ...``: start the sandbox (``run``, what ``make run`` runs) and talk to a
-running one from another terminal (``say``, ``drill``).
+running one from another terminal (``say``, ``click``, ``auto``, ``drill``).
 
 The sandbox is development-only: it is not in the wheel, and the product (``rollback-bot``)
 never imports it. ``run`` keeps ``make run``'s promise: with Slack credentials set it serves
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import httpx
 
@@ -37,7 +38,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sandbox.runner import run_sandbox
 
     setup_logging(settings.log_format)
-    return int(run_sandbox(port=args.port))
+    return int(run_sandbox(port=args.port, console_host=args.console_host))
+
+
+def _answered(data: dict[str, Any]) -> int:
+    """Print what the bot answered; exit 1 when it refused (``Console.refusals``)."""
+    print(data["text"])
+    if data.get("refused"):
+        print("The bot refused (see its answer above).", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_say(args: argparse.Namespace) -> int:
@@ -47,8 +57,20 @@ def cmd_say(args: argparse.Namespace) -> int:
     if not data.get("ok"):
         print(data.get("error"), file=sys.stderr)
         return 1
-    print(data["text"])
-    return 0
+    return _answered(data)
+
+
+def cmd_click(args: argparse.Namespace) -> int:
+    """Click a button by its label as the console does: a signed ``block_actions``
+    interaction from the Slack emulator to the bot."""
+    body = {"label": args.label, "user": args.user, "channel": args.channel,
+            "rollback": args.rollback}
+    resp = httpx.post(f"{_console_url()}/api/click", json=body, timeout=60)
+    data = resp.json()
+    if not data.get("ok"):
+        print(data.get("error"), file=sys.stderr)
+        return 2 if data.get("unknown_label") else 1
+    return _answered(data)
 
 
 def cmd_auto(args: argparse.Namespace) -> int:
@@ -79,19 +101,41 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return run_drill(out=lambda line: print(line, flush=True), scenario=args.scenario)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox")
-    sub = parser.add_subparsers(dest="command", required=True)
+USERS_HELP = "sandbox user: alice (requester), bob/carol (approvers), dave"
+COMMANDS_EPILOG = ("`say` and `click` talk to a running sandbox (start one with `make run` in "
+                   "another terminal); they print what the bot answered and exit 1 when it "
+                   "refuses, 0 otherwise. Each command has --help.")
+
+
+def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
+    """The sandbox's command line; ``rollback-bot sandbox`` prints the same help."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="The development sandbox: Slack and platform emulators, the "
+        "bot and a web console, all local.", epilog=COMMANDS_EPILOG)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("run", help="`make run`: serve Slack with credentials set, else start "
                                    "the local sandbox")
     p.add_argument("--port", type=int, default=None, help="the bot's HTTP port (default: PORT)")
+    p.add_argument("--console-host", default=None,
+                   help="address the console listens on (default: SANDBOX_CONSOLE_HOST, else "
+                        "127.0.0.1). The console is unauthenticated and acts as any sandbox "
+                        "user: bind elsewhere only on a network you trust")
     p.set_defaults(fn=cmd_run)
-    p = sub.add_parser("say", help="type a line in the sandbox channel and print the replies")
+    p = sub.add_parser("say", help="type a line in the sandbox channel and print the replies; "
+                                   "exit 1 if the bot refuses")
     p.add_argument("line")
-    p.add_argument("--as", dest="user", default="alice",
-                   help="sandbox user: alice (requester), bob/carol (approvers), dave")
+    p.add_argument("--as", dest="user", default="alice", help=USERS_HELP)
     p.add_argument("--channel", default=None)
     p.set_defaults(fn=cmd_say)
+    p = sub.add_parser("click", help="click a button by its label (newest message first); "
+                                     "exit 1 if the bot refuses, 2 if no such button")
+    p.add_argument("label", help='the button\'s label, e.g. "Approve"')
+    p.add_argument("--as", dest="user", default="alice", help=USERS_HELP)
+    p.add_argument("--rollback", default=None, metavar="RB-N",
+                   help="only a message naming this rollback (default: the newest message "
+                        "with that button)")
+    p.add_argument("--channel", default=None)
+    p.set_defaults(fn=cmd_click)
     p = sub.add_parser("auto", help="run `rollback-bot auto <service>` inside the running "
                                     "sandbox (its request shows in the console)")
     p.add_argument("service")
@@ -108,6 +152,10 @@ def main(argv: list[str]) -> int:
                         "Prometheus watches the demo and the release watcher proposes the "
                         "rollback before anyone types (needs the `prometheus` binary)")
     p.set_defaults(fn=cmd_drill)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str], *, prog: str = "python -m sandbox") -> int:
+    args = build_parser(prog).parse_args(argv)
     code: int = args.fn(args)
     return code

@@ -8,7 +8,9 @@ Reads come from the emulator: ``GET /api/state?user=&channel=`` is everything on
 sees (channel with threads, their ephemerals, their open modal, files, the directory).
 Updates stream as server-sent events on ``GET /api/events`` (fed by
 ``emulator.subscribe``); the page refetches the state on each event, and polls while the
-stream is down. Loopback only: it holds the sandbox's signing secret.
+stream is down. No login, and it holds the sandbox's signing secret: it listens on
+127.0.0.1 unless ``python -m sandbox run --console-host`` (``SANDBOX_CONSOLE_HOST``) says
+otherwise, which exposes it to whoever can reach that address.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.slack import DEFAULT_CHANNEL, BotResponse, DriverError, SlackDriver, SlackEmulator
+from sandbox.slack.blockkit import iter_elements
 from sandbox.slack.models import Event
-from sandbox.slack.render import render_events
+from sandbox.slack.render import names_from, render_events, text_of
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -37,6 +40,8 @@ CONTENT_TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"
 ROLE_HINTS = {"alice": ["requester"], "carol": ["incident commander"], "dave": ["not an approver"]}
 KEEPALIVE_SECONDS = 15.0
 QUIET_EVENTS = {"api.call", "command.invoked"}  # no change to show: its effects have events
+# A command's immediate acks (``handlers.commands``): ephemeral text that is not an answer.
+PROGRESS = (":hourglass:", ":mag:")
 
 
 class ConsoleError(Exception):
@@ -59,7 +64,9 @@ class Console:
         self.server = ThreadingHTTPServer((host, port), _Handler)
         self.server.daemon_threads = True
         self.server.console = self  # type: ignore[attr-defined]
-        self.url = f"http://{host}:{self.server.server_address[1]}"
+        # A wildcard address is reached through loopback from here (the CLI, the banner).
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        self.url = f"http://{shown}:{self.server.server_address[1]}"
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -81,22 +88,107 @@ class Console:
 
     # ------------------------------------------------------------- acting as people
     def say(self, line: str, *, user: str = "alice", channel: str | None = None,
-            quiet: float = 0.5, timeout: float = 20.0) -> str:
-        """Type `line` as `user` and return, as text, what it caused (for the CLI)."""
+            quiet: float = 0.5, timeout: float = 20.0) -> dict[str, Any]:
+        """Type `line` as `user`; what it caused, as text, and whether the bot refused (for
+        the CLI: ``{"text", "refused"}``)."""
         with self._lock:
             mark = len(self.emulator.events())
             reply = self.driver.say(line, user=user, channel=channel or self.default_channel)
             if reply.status != 200:
-                return f"(the bot answered HTTP {reply.status})"
+                return {"text": f"(the bot answered HTTP {reply.status})", "refused": True}
             self.emulator.wait_idle(quiet, timeout)
-            return render_events(self.emulator, self.emulator.events(mark)) or "(no reply)"
+            return self._caused(mark, user)
 
-    def click(self, *, channel: str, ts: str, action_id: str, user: str) -> str:
+    def click(self, *, channel: str, ts: str, action_id: str, user: str,
+              block_id: str | None = None) -> dict[str, Any]:
+        """Click a button as `user`, as the page does; what it caused (like ``say``)."""
         with self._lock:
             mark = len(self.emulator.events())
-            self.driver.click(channel, ts, action_id, user)
+            try:
+                reply = self.driver.click(channel, ts, action_id, user, block_id=block_id)
+            except DriverError as exc:
+                raise ConsoleError(f"This action is no longer available ({exc})") from None
+            if reply.status != 200:
+                return {"text": f"(the bot answered HTTP {reply.status})", "refused": True}
             self.emulator.wait_idle(0.5, 20)
-            return render_events(self.emulator, self.emulator.events(mark))
+            return self._caused(mark, user)
+
+    def _caused(self, mark: int, user: str) -> dict[str, Any]:
+        events = self.emulator.events(mark)
+        return {"text": render_events(self.emulator, events) or "(no reply)",
+                "refused": bool(self.refusals(events, user))}
+
+    def refusals(self, events: list[Event], user: str) -> list[str]:
+        """The refusals among ``events`` shown to ``user``: what the console shows as an
+        error. The bot answers every refusal with an ephemeral message to the person who
+        acted (``handlers.errors.tell_user``: plain text, no blocks; or, for a command it
+        cannot parse, ``handlers.views.error_blocks``, a ``:no_entry_sign:`` section). Its
+        other ephemeral answers carry blocks (help, status, history) or are the progress
+        acks of a command (``PROGRESS``)."""
+        uid = self.emulator.user_id(user)
+        shown = {(e.data.get("channel"), e.data.get("ts")) for e in events
+                 if e.kind in ("ephemeral.posted", "ephemeral.replaced")
+                 and e.data.get("user") in (None, uid)}
+        found = []
+        for ephemeral in self.emulator.ephemerals(user=uid):
+            if (ephemeral.get("channel"), ephemeral.get("ts")) not in shown:
+                continue
+            text = str(ephemeral.get("text") or "")
+            blocks = ephemeral.get("blocks") or []
+            first = str(((blocks[0] if blocks else {}).get("text") or {}).get("text", ""))
+            if first.startswith(":no_entry_sign:") or (
+                    not blocks and text and not text.startswith(PROGRESS)):
+                found.append(first or text)
+        return found
+
+    # ----------------------------------------------------------- buttons by label
+    def buttons(self, *, user: str, channel: str,
+                rollback: str | None = None) -> list[dict[str, Any]]:
+        """Every button `user` sees in `channel` (messages, thread replies and their own
+        ephemerals), newest message first; with ``rollback`` (``RB-1``) only on messages
+        that name it."""
+        ws = self.emulator.ws
+        names = names_from(self.emulator)
+        with ws.lock:
+            me = ws.resolve_user(user)
+            ch = ws.resolve_channel(channel)
+            messages = list(self.emulator.messages(ch.id))
+            for message in list(messages):
+                if message.get("reply_count") and message.get("thread_ts") == message["ts"]:
+                    messages += self.emulator.thread(ch.id, message["ts"])[1:]
+            messages += self.emulator.ephemerals(user=me.id, channel=ch.id)
+        named = re.compile(rf"(?<![\w-]){re.escape(rollback)}(?![\w-])", re.IGNORECASE) \
+            if rollback else None
+        found = []
+        for message in sorted(messages, key=lambda m: float(m["ts"]), reverse=True):
+            if named is not None and not named.search(
+                    json.dumps([message.get("text"), message.get("blocks")])):
+                continue
+            for block, element in iter_elements(message.get("blocks") or []):
+                if element.get("type") == "button":
+                    found.append({"label": text_of(element.get("text"), names).strip(),
+                                  "ts": message["ts"], "action_id": element.get("action_id"),
+                                  "block_id": block.get("block_id")})
+        return found
+
+    def click_label(self, label: str, *, user: str, channel: str,
+                    rollback: str | None = None) -> dict[str, Any]:
+        """``python -m sandbox click "<label>"``: the newest button with that label (case
+        and spacing aside); an unknown label answers the labels there are."""
+        buttons = self.buttons(user=user, channel=channel, rollback=rollback)
+        wanted = " ".join(label.split()).casefold()
+        match = next((b for b in buttons if " ".join(b["label"].split()).casefold() == wanted),
+                     None)
+        if match is None:
+            labels = list(dict.fromkeys(b["label"] for b in buttons))
+            where = f" on messages naming {rollback}" if rollback else ""
+            return {"ok": False, "unknown_label": True, "labels": labels,
+                    "error": f"No button labelled \"{label}\" for {user} in {channel}{where}. "
+                             + (f"Buttons there: {', '.join(f'[{x}]' for x in labels)}."
+                                if labels else "There are no buttons there.")}
+        result = self.click(channel=channel, ts=match["ts"], action_id=match["action_id"],
+                            user=user, block_id=match["block_id"])
+        return {"ok": True, "clicked": match, **result}
 
     def send_line(self, line: str, *, user: str, channel: str) -> dict[str, Any]:
         """The browser's message box: send and return at once; the result streams in."""
@@ -260,13 +352,15 @@ class Console:
         channel = str(data.get("channel") or self.default_channel)
         if path == "/api/say":
             if data.get("wait", True):  # the CLI's contract: wait, then the rendered text
-                return {"ok": True, "text": self.say(str(data["line"]), user=user,
-                                                     channel=channel)}
+                return {"ok": True, **self.say(str(data["line"]), user=user, channel=channel)}
             return self.send_line(str(data["line"]), user=user, channel=channel)
         if path == "/api/click":  # the CLI's contract, like /api/say
-            text = self.click(channel=channel, ts=str(data["ts"]),
-                              action_id=str(data["action_id"]), user=user)
-            return {"ok": True, "text": text}
+            if data.get("label") is not None:  # `python -m sandbox click "<label>"`
+                rollback = data.get("rollback")
+                return self.click_label(str(data["label"]), user=user, channel=channel,
+                                        rollback=str(rollback) if rollback else None)
+            return {"ok": True, **self.click(channel=channel, ts=str(data["ts"]),
+                                             action_id=str(data["action_id"]), user=user)}
         if path == "/api/action":
             return self.action(user=user, channel=channel, ts=str(data["ts"]),
                                action_id=str(data["action_id"]), block_id=data.get("block_id"),

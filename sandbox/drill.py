@@ -4,16 +4,21 @@ Each scenario runs on the real code paths (signed Slack requests, the Kubernetes
 against the emulator, the demo service, embedded PostgreSQL) with a short monitoring
 window, prints a timeline and exits 1 at the first stage that does not happen in time.
 
-* ``command`` (the default): alice types ``/rollback``; the drill goes on to the reminders,
-  with a clock that jumps a day ahead.
+* ``command`` (the default): bob, an approver, types ``/rollback``; the four-eyes rule
+  keeps him from approving his own request and carol approves it; the drill goes on to the
+  reminders, with a clock that jumps a day ahead.
 * ``watcher``: a real Prometheus scrapes the demo service, the bad release is deployed
   during the drill, and the release watcher (seconds instead of minutes) proposes the
-  rollback before anyone types anything; alice requests it from the proposal.
+  rollback before anyone types anything; bob requests it from the proposal.
+
+Every drill runs in a temporary directory (its embedded PostgreSQL cluster too) and removes
+it when it ends, passed or failed.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -28,7 +33,7 @@ from bot.domain.ports import utcnow
 from bot.integrations.prometheus import instant_query
 from sandbox.kube_seed import BAD, DEPLOYMENT, GOOD, NAMESPACE, deploy_bad_release
 from sandbox.prometheus import PrometheusUnavailable
-from sandbox.runner import SandboxWorld
+from sandbox.runner import SandboxWorld, remove_embedded_database
 from sandbox.slack import SlackEmulator
 
 SERVICE = "hotel-voice-bot"
@@ -40,6 +45,10 @@ MONITORING = {"duration_seconds": 8, "interval_seconds": 2, "consecutive_health_
 # first check (5 min) does after a [5m] window. Else the rollback's own tail is a regression.
 WATCHER_MONITORING = {**MONITORING, "duration_seconds": 12, "interval_seconds": 6}
 RATE_WINDOW = "4s"
+# The requester is an approver (in sre-approvers, as is carol): only the four-eyes rule keeps
+# him from approving his own request (P1 has no break glass), so the drill shows that rule.
+REQUESTER, INCIDENT_COMMANDER, APPROVER = "bob", "carol", "carol"
+FOUR_EYES = "Four-eyes rule: you requested RB-1"  # bot.domain.policy's refusal
 # The runbook's rule (5 % for 10 minutes, checked every minute) with seconds for minutes.
 WATCHER = {"error_rate_threshold": 0.05, "duration_seconds": 10, "interval_seconds": 1,
            "chart_minutes": 1, "severity": "P1"}
@@ -77,7 +86,11 @@ class Drill:
         self.started = time.monotonic()
         self.clock = AcceleratedClock()
         self.directory = Path(tempfile.mkdtemp(prefix="rollback-drill-"))
-        self.world = self.make_world()
+        try:
+            self.world = self.make_world()
+        except BaseException:  # the world undid itself; the directory is the drill's
+            self.remove_directory()
+            raise
         self.message_ts: str | None = None
 
     def make_world(self) -> SandboxWorld:
@@ -134,8 +147,9 @@ class Drill:
                    lambda: kube.current_image(NAMESPACE, DEPLOYMENT).endswith(BAD)
                    and self._health() == 503)
         driver.slash_command("/rollback", 'hotel-voice-bot --severity P1 --reason '
-                             '"drill: 5xx after 1.4.0"', user="alice")
-        msg = self.stage("alice: /rollback → assessment and pinned plan posted",
+                             '"drill: 5xx after 1.4.0"', user=REQUESTER)
+        msg = self.stage(f"{REQUESTER} (an approver): /rollback → assessment and pinned plan "
+                         "posted",
                          self._request_message)
         self.approve_and_roll_back(msg)
         self.stage("post-incident review and post-mortem reminders posted",
@@ -150,21 +164,25 @@ class Drill:
                    lambda: "Reminder: Post-incident review for RB-1" in self._thread_text())
 
     def approve_and_roll_back(self, msg: dict[str, Any]) -> None:
-        """From alice's request message to a stable rollback: the drill's usual approvals."""
+        """From the request message to a stable rollback: the requester, an approver, is
+        refused by the four-eyes rule, then another approver approves."""
         stack, kube = self.world.stack, self.world.kube
         em, driver = stack.emulator, stack.driver
         assert driver is not None
         self.message_ts = msg["ts"]
         self.stage("plan pinned to rev 3 (1.3.0), the request message is pinned",
                    lambda: "rev 3" in str(msg["blocks"]) and em.pins(CHANNEL))
-        driver.click(CHANNEL, msg["ts"], "rollback_assign_ic", "carol")
-        self.stage("carol: incident commander assigned", lambda: "rollback_assign_ic"
+        driver.click(CHANNEL, msg["ts"], "rollback_assign_ic", INCIDENT_COMMANDER)
+        self.stage(f"{INCIDENT_COMMANDER}: incident commander assigned",
+                   lambda: "rollback_assign_ic"
                    not in str((em.message(CHANNEL, msg["ts"]) or {}).get("blocks")))
-        driver.click(CHANNEL, msg["ts"], "rollback_approve", "alice")
-        self.stage("alice cannot approve her own request (refused, ephemeral)",
-                   lambda: any("Only approvers" in str(e) for e in em.ephemerals(user="alice")))
-        driver.click(CHANNEL, msg["ts"], "rollback_approve", "bob")
-        self.stage("bob: approved, execution starts",
+        driver.click(CHANNEL, msg["ts"], "rollback_approve", REQUESTER)
+        self.stage(f"{REQUESTER}, an approver, cannot approve his own request (four-eyes rule; "
+                   "refused, ephemeral)",
+                   lambda: any(FOUR_EYES in str(e) for e in em.ephemerals(user=REQUESTER))
+                   and self._state() == "pending_approval")
+        driver.click(CHANNEL, msg["ts"], "rollback_approve", APPROVER)
+        self.stage(f"{APPROVER}, another approver: approved, execution starts",
                    lambda: self._state() not in ("pending_approval", "approved"))
         self.stage("Kubernetes rolled back: deployment runs 1.3.0",
                    lambda: kube.current_image(NAMESPACE, DEPLOYMENT).endswith("1.3.0"))
@@ -192,7 +210,15 @@ class Drill:
         """What else shows the service recovered (the watcher scenario reads Prometheus)."""
 
     def close(self) -> None:
-        self.world.stop()
+        """Stop everything and remove the drill's directory and its PostgreSQL cluster."""
+        try:
+            self.world.stop()
+        finally:
+            self.remove_directory()
+
+    def remove_directory(self) -> None:
+        remove_embedded_database(self.directory)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class WatcherDrill(Drill):
@@ -259,13 +285,13 @@ class WatcherDrill(Drill):
                    lambda: any(f.get("name", "").startswith("watch-")
                                for m in em.thread(CHANNEL, proposal["ts"])
                                for f in m.get("files") or []))
-        driver.click(CHANNEL, proposal["ts"], "watcher_request_rollback", "alice")
-        self.stage("alice: Request rollback on the proposal → the request form, filled in "
-                   "(P1, the watcher's evidence as the reason)",
+        driver.click(CHANNEL, proposal["ts"], "watcher_request_rollback", REQUESTER)
+        self.stage(f"{REQUESTER}: Request rollback on the proposal → the request form, filled "
+                   "in (P1, the watcher's evidence as the reason)",
                    lambda: any(_suggested_severity(v) == "P1" and "Release watcher" in str(v)
-                               for v in em.open_views("alice")))
-        driver.submit_view("alice")
-        msg = self.stage("alice submits → assessment and pinned plan posted",
+                               for v in em.open_views(REQUESTER)))
+        driver.submit_view(REQUESTER)
+        msg = self.stage(f"{REQUESTER} submits → assessment and pinned plan posted",
                          self._request_message)
         self.approve_and_roll_back(msg)
         bot = stack.bot

@@ -9,12 +9,14 @@ drill always begins at the same incident. One sandbox per data directory: a seco
 
 from __future__ import annotations
 
+import atexit
 import errno
 import fcntl
 import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -49,6 +51,8 @@ if TYPE_CHECKING:  # imported where used: moto and boto3 take a second to import
 log = logging.getLogger(__name__)
 SANDBOX_DB = "rollback_sandbox"
 SERVICE = "hotel-voice-bot"
+# The console has no login and holds the signing secret: loopback unless told otherwise.
+CONSOLE_HOST = "127.0.0.1"
 
 
 def state_path() -> Path:
@@ -163,6 +167,19 @@ def port_taken(port: int, host: str = "127.0.0.1") -> bool:
 def port_message(port: int, what: str, variable: str) -> str:
     return (f"Port {port} ({what}) is already in use; set {variable} to a free port "
             f"and run again.")
+
+
+def remove_embedded_database(directory: Path) -> None:
+    """Stop the embedded PostgreSQL under ``directory`` (if this process started one) and
+    delete its cluster (~46 MB): for a throwaway directory such as a drill's."""
+    from pgserver import postgres_server  # the embedded server's own registry of handles
+
+    pgdata = (directory / "pgdata").resolve()
+    server = postgres_server.PostgresServer._instances.get(pgdata)
+    if server is not None:
+        server.cleanup()  # cleanup_mode "stop": pg_ctl stop when this is its last handle
+        atexit.unregister(server._cleanup)  # nothing left to stop at exit
+    shutil.rmtree(pgdata, ignore_errors=True)
 
 
 def fresh_sandbox_database(directory: Path) -> str:
@@ -445,7 +462,8 @@ class SandboxWorld:
             self.others.stop()
 
 
-def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str) -> str:
+def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str,
+           console_host: str = CONSOLE_HOST) -> str:
     """What ``python -m sandbox run`` prints once everything listens (its "ready" line is
     the last: "Press Ctrl-C to stop.")."""
     lines = [
@@ -474,6 +492,9 @@ def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str) 
         ]
     lines += [
         f"  console:  {console_url}/   (open in a browser)",
+        *([] if console_host in ("127.0.0.1", "localhost", "::1") else [
+            f"            listening on {console_host}: the console has no login and acts as "
+            f"any sandbox user; anyone who can reach it can"]),
         "Try:",
         '  .venv/bin/python -m sandbox say "/rollback help"',
         f'  .venv/bin/python -m sandbox say "/rollback {SERVICE} --severity P1 --reason drill"',
@@ -488,10 +509,15 @@ def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str) 
     return "\n".join(lines)
 
 
-def run_sandbox(*, port: int | None = None) -> int:
+def run_sandbox(*, port: int | None = None, console_host: str | None = None) -> int:
     """Serve the sandbox until SIGINT/SIGTERM. Exit 1 with one line on stderr, having
-    touched nothing, when a sandbox already runs with this data dir or a port is taken."""
+    touched nothing, when a sandbox already runs with this data dir or a port is taken.
+
+    The console listens on ``console_host`` (else ``SANDBOX_CONSOLE_HOST``, else 127.0.0.1).
+    It has no login and acts as any sandbox user with the sandbox's signing secret: another
+    address exposes that to whoever can reach it (a container's port, a trusted LAN)."""
     directory = data_dir()
+    console_host = console_host or os.environ.get("SANDBOX_CONSOLE_HOST") or CONSOLE_HOST
     directory.mkdir(parents=True, exist_ok=True)
     bot_port = port if port is not None else int(os.environ.get("PORT", "3000"))
     console_port = int(os.environ.get("SANDBOX_CONSOLE_PORT", "3001"))
@@ -503,18 +529,19 @@ def run_sandbox(*, port: int | None = None) -> int:
         print(lock.holder().describe(), file=sys.stderr)
         return 1
     try:
-        for number, message in ((bot_port, bot_taken), (console_port, console_taken)):
-            if port_taken(number):
+        for number, host, message in ((bot_port, "127.0.0.1", bot_taken),
+                                      (console_port, console_host, console_taken)):
+            if port_taken(number, host):
                 print(message, file=sys.stderr)
                 return 1
-        return _serve(directory, bot_port, console_port,
+        return _serve(directory, bot_port, console_port, console_host=console_host,
                       bot_taken=bot_taken, console_taken=console_taken)
     finally:
         lock.release()
 
 
-def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
-           console_taken: str) -> int:
+def _serve(directory: Path, bot_port: int, console_port: int, *, console_host: str,
+           bot_taken: str, console_taken: str) -> int:
     world = SandboxWorld(directory=directory, bot_port=bot_port, platforms=True)
     console: Console | None = None
     path = state_path()
@@ -527,7 +554,7 @@ def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
         stack = world.stack
         assert stack.driver is not None and stack.server is not None
         try:
-            console = Console(emulator=stack.emulator, driver=stack.driver,
+            console = Console(emulator=stack.emulator, driver=stack.driver, host=console_host,
                               port=console_port, auto=world.run_auto).start()
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
@@ -537,7 +564,8 @@ def _serve(directory: Path, bot_port: int, console_port: int, *, bot_taken: str,
         info: dict[str, Any] = {"bot_url": stack.server.url, "console_url": console.url,
                                 "slack_api_url": stack.emulator.base_url, "pid": os.getpid()}
         path.write_text(json.dumps(info))
-        print(banner(world, stack.server.url, stack.emulator.base_url, console.url), flush=True)
+        print(banner(world, stack.server.url, stack.emulator.base_url, console.url,
+                     console_host), flush=True)
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

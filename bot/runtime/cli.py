@@ -175,9 +175,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 2
 
 
+SANDBOX_COMMANDS = """commands of the sandbox (`python -m sandbox COMMAND --help` for each):
+  run    `make run`: serve Slack with credentials set, else start the local sandbox
+  say    type a line (a /rollback command or a message) and print what the bot answered
+  click  click a button by its label, like the console; exit 1 if the bot refuses
+  auto   run `rollback-bot auto <service>` inside the running sandbox
+  drill  script a full incident and print its timeline"""
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    print("`rollback-bot sandbox` moved out of the product: the sandbox's commands are "
-          f"`python -m sandbox run|say|drill`. {SANDBOX_POINTER}", file=sys.stderr)
+    """``python -m sandbox ARGS`` when this is a checkout with the sandbox beside it, in its
+    own process: the product never imports the sandbox (it is not in the wheel)."""
+    import importlib.util
+    import subprocess
+
+    argv = list(args.sandbox_args)
+    if importlib.util.find_spec("sandbox") is not None:  # finds, never imports, a top level
+        return subprocess.call([sys.executable, "-m", "sandbox", *argv])
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: rollback-bot sandbox COMMAND ...\n\n{SANDBOX_COMMANDS}\n\n"
+              f"{SANDBOX_POINTER}")
+        return 0
+    print("The sandbox is not installed here: its commands are `python -m sandbox "
+          f"run|say|click|auto|drill`. {SANDBOX_POINTER}", file=sys.stderr)
     return 2
 
 
@@ -231,13 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "failed checks)")
     p.add_argument("--verbose", action="store_true", help="log at INFO on stderr")
     p.set_defaults(fn=cmd_auto)
-    p = sub.add_parser("sandbox", help="moved: `python -m sandbox` in a checkout (exit 2)")
+    # No help of its own: `rollback-bot sandbox --help` is the sandbox's (run, say, click...).
+    p = sub.add_parser("sandbox", add_help=False,
+                       help="the development sandbox's commands (run, say, click, auto, drill): "
+                            "`python -m sandbox` in a checkout")
     p.add_argument("sandbox_args", nargs=argparse.REMAINDER)
     p.set_defaults(fn=cmd_sandbox)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sandbox"]:  # everything after it, --help too, is the sandbox's
+        return cmd_sandbox(argparse.Namespace(sandbox_args=argv[1:]))
     args = build_parser().parse_args(argv)
     code: int = args.fn(args)
     return code

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +23,59 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # the sandbox runs from a check
 
 
 def test_drill_runs_the_whole_incident(tmp_path: Path) -> None:
-    env = {**os.environ, "ROLLBACK_DATA_DIR": str(tmp_path)}
-    env.pop("DATABASE_URL", None)
-    done = subprocess.run([sys.executable, "-m", "sandbox", "drill"], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=240)
+    # The drill's temporary directory goes here, and must go away. A short path: PostgreSQL's
+    # socket lives under it, and a Unix socket path has ~107 bytes at most.
+    temp = Path(tempfile.mkdtemp(prefix="drl-"))
+    env = {**os.environ, "ROLLBACK_DATA_DIR": str(tmp_path / "data"), "TMPDIR": str(temp)}
+    env.pop("DATABASE_URL", None)  # the drill starts its own embedded PostgreSQL
+    try:
+        done = subprocess.run([sys.executable, "-m", "sandbox", "drill"], env=env,
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
+        # All but pgserver's lock file (platformdirs' runtime dir: $TMPDIR/runtime-<uid>
+        # without XDG_RUNTIME_DIR), which every embedded server on the machine shares.
+        left = sorted(str(p.relative_to(temp)) for p in temp.rglob("*")
+                      if not p.relative_to(temp).parts[0].startswith("runtime-"))
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr[-3000:]
     for stage in ("demo /api/health answers 503", "assessment and pinned plan posted",
-                  "alice cannot approve her own request", "deployment runs 1.3.0",
+                  "bob, an approver, cannot approve his own request (four-eyes rule",
+                  "carol, another approver: approved", "deployment runs 1.3.0",
                   "/api/health answers 200", "verification passed",
                   "'Rollback Completed'", "stability report with a chart",
                   "post-mortem skeleton attached", "the review reminder comes back"):
         assert f"✓ {stage}" in out or stage in out, (stage, out)
     assert "Drill passed" in out and "✗" not in out
+    # Nothing left behind: no drill directory, no PostgreSQL cluster, no postgres running.
+    assert left == [], left[:20]
+    assert not (tmp_path / "data" / "pgdata").exists()
+
+
+def test_drill_shows_the_four_eyes_refusal_not_the_non_approver_one(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The requester is an approver, so only the four-eyes rule can refuse his approval;
+    the stage passes on that refusal and on the rollback still waiting for approval."""
+    monkeypatch.setenv("DATABASE_URL", db)
+    lines: list[str] = []
+    drill = Drill(out=lines.append)
+    em = drill.world.stack.emulator
+    try:
+        drill.world.kube.pause(NAMESPACE, DEPLOYMENT)  # stop after the approvals
+        with pytest.raises(DrillFailed):
+            drill.run()
+        bob = " ".join(str(e.get("text")) for e in em.ephemerals(user="bob"))
+        assert "Four-eyes rule: you requested RB-1, so someone else must approve it" in bob
+        assert "Only approvers" not in bob
+        bot = drill.world.stack.bot
+        assert bot is not None
+        rb = bot.store.get(1)
+        assert (rb.requester, rb.approver) == (em.user_id("bob"), em.user_id("carol")), rb
+    finally:
+        drill.close()
+    assert not drill.directory.exists()
+    stages = [line for line in lines if "✓" in line]
+    assert any("bob, an approver, cannot approve his own request" in s for s in stages), lines
 
 
 def test_drill_exits_non_zero_when_a_stage_does_not_happen() -> None:
@@ -44,6 +86,8 @@ def test_drill_exits_non_zero_when_a_stage_does_not_happen() -> None:
     failed = [line for line in lines if "✗" in line]
     assert len(failed) == 1 and "deployment runs 1.3.0" in failed[0]
     assert lines[-1].startswith("Drill FAILED at: Kubernetes rolled back")
+    # A failed drill cleans up too: its directory and embedded PostgreSQL cluster are gone.
+    assert not drill.directory.exists()
 
 
 # ---------------------------------------------------------------- the watcher scenario

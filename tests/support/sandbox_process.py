@@ -66,3 +66,17 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> str:
+    """Wait for the sandbox's ready line ("Press Ctrl-C to stop.", printed once the console
+    listens and its address is written for the CLI); the banner so far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        if "Press Ctrl-C to stop." in text:
+            return text
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)  # polling a condition with a deadline
+    pytest.fail(f"the sandbox never printed its ready line:\n{log.read_text()[-3000:]}")

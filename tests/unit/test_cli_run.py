@@ -70,13 +70,38 @@ def test_run_without_slack_credentials_exits_2_and_starts_nothing(
     assert not (tmp_path / "data").exists()  # no embedded PostgreSQL, no lock, no state
 
 
-def test_the_old_sandbox_subcommand_points_to_python_m_sandbox(tmp_path: Path) -> None:
+def test_the_sandbox_subcommand_runs_python_m_sandbox_in_a_checkout(tmp_path: Path) -> None:
+    """In a checkout `rollback-bot sandbox ARGS` is `python -m sandbox ARGS` in a process of
+    its own: the product itself still loads nothing of the sandbox."""
     said = _product(_env(tmp_path), "sandbox", "say", "/rollback help")
+    assert said.returncode == 1, said.stdout + said.stderr  # python -m sandbox say's own
+    assert "No sandbox is running" in said.stderr, said.stderr
+    assert said.stdout.strip() == "loaded:", said.stdout
+    helped = _product(_env(tmp_path), "sandbox", "--help")
+    assert helped.returncode == 0, helped.stdout + helped.stderr
+    for command in ("run", "say", "click", "auto", "drill"):
+        assert f"    {command} " in helped.stdout, helped.stdout
+    assert helped.stdout.rstrip().endswith("loaded:"), helped.stdout
+
+
+# Where the sandbox is not installed (the wheel, the image): nothing named `sandbox` is found.
+NO_SANDBOX = "import sys\nsys.modules['sandbox'] = None  # importlib: not importable\n"
+
+
+def test_without_the_sandbox_the_subcommand_points_to_a_checkout(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    said = subprocess.run([sys.executable, "-c", NO_SANDBOX + PROBE, "sandbox", "say", "x"],
+                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
     assert said.returncode == 2, said.stdout + said.stderr
     message = said.stderr.strip()
     assert len(message.splitlines()) == 1, message
-    assert "`python -m sandbox run|say|drill`" in message and "`make run`" in message
-    assert said.stdout.strip() == "loaded:", said.stdout
+    assert "`python -m sandbox run|say|click|auto|drill`" in message and "`make run`" in message
+    assert said.stdout.strip() == "loaded: sandbox", said.stdout  # only the None stand-in
+    helped = subprocess.run([sys.executable, "-c", NO_SANDBOX + PROBE, "sandbox", "--help"],
+                            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert helped.returncode == 0, helped.stdout + helped.stderr
+    for command in ("run", "say", "click", "auto", "drill"):
+        assert f"  {command} " in helped.stdout, helped.stdout
     assert not (tmp_path / "data").exists()
 
 
@@ -104,12 +129,16 @@ def test_sandbox_run_starts_the_sandbox_without_credentials(
     from sandbox import cli
 
     ports: list[int | None] = []
+    hosts: list[str | None] = []
     monkeypatch.setattr(sandbox.runner, "run_sandbox",
-                        lambda *, port=None: ports.append(port) or 0)
+                        lambda *, port=None, console_host=None:
+                        ports.append(port) or hosts.append(console_host) or 0)
     monkeypatch.setattr(product, "setup_logging", lambda fmt: None)
     monkeypatch.setattr(product, "main", lambda argv=None: pytest.fail("must not serve"))
     for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     assert cli.main(["run", "--port", "4321"]) == 0
     assert cli.main(["run"]) == 0
-    assert ports == [4321, None]
+    assert cli.main(["run", "--console-host", "0.0.0.0"]) == 0
+    assert ports == [4321, None, None]
+    assert hosts == [None, None, "0.0.0.0"]  # None: SANDBOX_CONSOLE_HOST, else 127.0.0.1
