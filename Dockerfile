@@ -53,8 +53,8 @@ COPY rollback.example.yml /app/rollback.example.yml
 # deploy/: what the process writes goes under ROLLBACK_DATA_DIR (mount a volume there):
 # post-mortem skeletons (aftercare.postmortem_dir defaults to <data dir>/post-mortems), HOME,
 # and matplotlib's font cache (MPLCONFIGDIR; without a writable one it warns at every start).
-# Database backups go to each service's `backup_location`: point it under the data dir, on
-# storage every replica sees. /tmp is scratch only (libraries' temporary files; an emptyDir).
+# Database backups go to each service's `backup_location`: a ReadWriteMany volume every
+# replica sees, mounted at a sub-path of the data dir (never deploy/'s small emptyDir). /tmp is scratch only (libraries' temporary files; an emptyDir).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

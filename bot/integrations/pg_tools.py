@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import functools
 import math
 import os
 import re
@@ -103,14 +102,23 @@ def _pgserver_bin() -> Path | None:
     return Path(os.path.dirname(pgserver.__file__)) / "pginstall" / "bin"
 
 
-@functools.lru_cache(maxsize=32)
+_MAJORS: dict[str, int] = {}  # a binary's answer does not change while it runs
+
+
 def _tool_major(path: str) -> int | None:
+    """The major version ``path --version`` prints. Only an answer is remembered: a failed
+    run (a timeout under load) must not refuse every later ``db`` request."""
+    if path in _MAJORS:
+        return _MAJORS[path]
     try:
         out = run_child([path, "--version"], timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"\b(\d+)(?:\.\d+)+", out) or re.search(r"\b(\d+)\b", out)
-    return int(m.group(1)) if m else None
+    if m is None:
+        return None
+    _MAJORS[path] = int(m.group(1))
+    return _MAJORS[path]
 
 
 def pg_tool_candidates(name: str) -> list[str]:

@@ -359,10 +359,13 @@ class RollbackService:
             try:
                 problem = database.client_tools_problem(dsn)
             except DatabaseOperationError as err:
+                # The error names the database's user, host and name: logs only, not Slack.
+                log.warning("db scope refused for %s: %s", service, err)
                 raise UserFacingError(
                     f"Refused: `db` scope needs the database of `{service}` reachable to check "
-                    f"that this bot's pg_dump can back it up: {err}. Request again when it "
-                    "answers, or request without `db`.") from None
+                    "that this bot's pg_dump can back it up, and it could not be reached (the "
+                    "bot's log has the error). Request again when it answers, or request "
+                    "without `db`.") from None
             if problem:
                 raise UserFacingError(
                     f"Refused: `db` scope for `{service}`: {problem}. Install a PostgreSQL "

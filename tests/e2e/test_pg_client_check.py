@@ -70,5 +70,6 @@ def test_an_unreachable_database_refuses_db_scope_before_anything_happens(
     refusal = h.wait_ephemeral("bob", "Refused")
     assert "reachable" in refusal and "without `db`" in refusal
     assert secret not in refusal
+    assert "nobody" not in refusal and "127.0.0.1" not in refusal  # who/where: logs only
     assert h.bot.store.history(SERVICE) == []
     assert sum(h.platform.mutations().values()) == 0
