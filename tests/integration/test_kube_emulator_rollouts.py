@@ -224,10 +224,15 @@ def test_crash_loop_hits_the_progress_deadline_then_undo_converges(
                                                              "ProgressDeadlineExceeded")
     assert progressing["message"].endswith("has timed out progressing.")
     # The surge pod crash-loops; the three old ones were never touched (maxUnavailable 0).
-    rows = [line.split() for line in kubectl_ok(kubectl, em, "get", "pods", "--no-headers")
-            .splitlines()]
-    statuses = sorted(cols[2] for cols in rows)
-    assert statuses == ["CrashLoopBackOff", "Running", "Running", "Running"], rows
+    # Between back-offs the crashing container runs for a moment (STATUS Running, as on a
+    # cluster), so wait for kubectl to catch it in its back-off rather than snapshot once.
+    def pod_rows() -> list[list[str]]:
+        return [line.split() for line in kubectl_ok(kubectl, em, "get", "pods",
+                                                    "--no-headers").splitlines()]
+
+    rows = wait_until(lambda: (r := pod_rows()) and sorted(c[2] for c in r) == [
+        "CrashLoopBackOff", "Running", "Running", "Running"] and r, timeout=15,
+        message="three Running pods and one in CrashLoopBackOff")
     crashing = next(cols for cols in rows if cols[2] == "CrashLoopBackOff")
     assert int(crashing[3]) >= 1  # RESTARTS
     assert condition(em, "Available")["status"] == "True"
