@@ -4,6 +4,8 @@ machines and against the releases `fly releases` lists."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,30 +26,37 @@ from tests.e2e.conftest import CHANNEL, action_ids
 from tests.support.messages import request_message
 
 
-def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def fly_world(db: str, tmp_path: Path, token: str) -> Iterator[tuple[FlyEmulator, SandboxStack]]:
+    """The seeded Fly emulator and a bot whose hotel-voice-bot runs on it (``token``)."""
     with FlyEmulator() as fly:
         seed_hotel_voice_bot(fly)
         data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
-        svc = data["services"]["hotel-voice-bot"]
-        svc["fly"] = {"app": "hotel-voice-bot", "org": "hotel", "api_url": fly.url,
-                      "platform_url": fly.url, "token_env": "FLY_API_TOKEN",
-                      "rollout_timeout_seconds": 30}
-        platform = FlyPlatform(token=DEFAULT_TOKEN, api_url=fly.url, platform_url=fly.url,
+        data["services"]["hotel-voice-bot"]["fly"] = {
+            "app": "hotel-voice-bot", "org": "hotel", "api_url": fly.url,
+            "platform_url": fly.url, "token_env": "FLY_API_TOKEN",
+            "rollout_timeout_seconds": 30}
+        platform = FlyPlatform(token=token, api_url=fly.url, platform_url=fly.url,
                                check_interval=0.05)
         with SandboxStack(config=parse_sandbox_config(data), database_url=db,
                           platforms={"fly": platform}) as stack:
-            em, driver = stack.emulator, stack.driver
-            assert driver is not None and stack.bot is not None
-            driver.slash_command("/rollback", "hotel-voice-bot --platform fly --severity P0",
-                                 user="bob")
-            msg = request_message(em, timeout=20)
-            assert "fly:hotel/hotel-voice-bot" in str(msg["blocks"])
-            rb = stack.bot.store.history("hotel-voice-bot")[0]
-            assert rb.target_revision.id == seed_image("1.3.0")  # pinned by image reference
-            driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
-            em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
-                        timeout=30)
-            em.wait_for(lambda: not action_ids(em.message(CHANNEL, msg["ts"])), timeout=10)
+            yield fly, stack
+
+
+def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
+    with fly_world(db, tmp_path, DEFAULT_TOKEN) as (fly, stack):
+        em, driver = stack.emulator, stack.driver
+        assert driver is not None and stack.bot is not None
+        driver.slash_command("/rollback", "hotel-voice-bot --platform fly --severity P0",
+                             user="bob")
+        msg = request_message(em, timeout=20)
+        assert "fly:hotel/hotel-voice-bot" in str(msg["blocks"])
+        rb = stack.bot.store.history("hotel-voice-bot")[0]
+        assert rb.target_revision.id == seed_image("1.3.0")  # pinned by image reference
+        driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
+        em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
+                    timeout=30)
+        em.wait_for(lambda: not action_ids(em.message(CHANNEL, msg["ts"])), timeout=10)
         images = {m["config"]["image"] for m in fly.machines("hotel-voice-bot")}
         assert images == {seed_image("1.3.0")}
         assert all(fly.lease("hotel-voice-bot", m["id"]) is None
@@ -63,29 +72,19 @@ RELEASES = """query($appName: String!, $limit: Int!) { app(name: $appName) {
 def test_rollback_to_a_fly_release_number(db: str, tmp_path: Path, token: str) -> None:
     """``--to 3`` is Fly's release v3 although v4 (config only, same image) lies between;
     afterwards `fly releases` lists the rollback as v6, complete."""
-    with FlyEmulator() as fly:
-        seed_hotel_voice_bot(fly)
-        data = sandbox_config_dict(postmortem_dir=str(tmp_path / "pm"))
-        svc = data["services"]["hotel-voice-bot"]
-        svc["fly"] = {"app": "hotel-voice-bot", "org": "hotel", "api_url": fly.url,
-                      "platform_url": fly.url, "token_env": "FLY_API_TOKEN",
-                      "rollout_timeout_seconds": 30}
-        platform = FlyPlatform(token=token, api_url=fly.url, platform_url=fly.url,
-                               check_interval=0.05)
-        with SandboxStack(config=parse_sandbox_config(data), database_url=db,
-                          platforms={"fly": platform}) as stack:
-            em, driver = stack.emulator, stack.driver
-            assert driver is not None and stack.bot is not None
-            driver.slash_command("/rollback",
-                                 "hotel-voice-bot --platform fly --to 3 --severity P0",
-                                 user="bob")
-            msg = request_message(em, timeout=20)
-            rb = stack.bot.store.history("hotel-voice-bot")[0]
-            assert (rb.target_revision.number, rb.target_revision.id) == \
-                (3, seed_image("1.3.0"))
-            driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
-            em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
-                        timeout=30)
+    with fly_world(db, tmp_path, token) as (fly, stack):
+        em, driver = stack.emulator, stack.driver
+        assert driver is not None and stack.bot is not None
+        driver.slash_command("/rollback",
+                             "hotel-voice-bot --platform fly --to 3 --severity P0",
+                             user="bob")
+        msg = request_message(em, timeout=20)
+        rb = stack.bot.store.history("hotel-voice-bot")[0]
+        assert (rb.target_revision.number, rb.target_revision.id) == \
+            (3, seed_image("1.3.0"))
+        driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
+        em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
+                    timeout=30)
         schemes = {r.auth_scheme for r in fly.requests}  # the bot's requests
         assert schemes == {"FlyV1" if token == DEFAULT_DEPLOY_TOKEN else "Bearer"}
         response = httpx.post(f"{fly.url}/graphql", json={
