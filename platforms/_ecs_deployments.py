@@ -61,6 +61,8 @@ class DeploymentRecord:
     def ran_on_service(self, arn: str, registered: datetime | None) -> bool | None:
         if arn in self.ran:
             return True
+        if self.never_completed(arn):  # its deployment in the window failed: whatever its age
+            return False
         if self.since is not None and registered is not None and registered >= self.since:
             return False
         return None

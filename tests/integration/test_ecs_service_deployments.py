@@ -267,3 +267,23 @@ def test_a_revision_whose_only_deployment_failed_is_never_the_default_target(
     assert "no deployment of it completed" in (failed.change_cause or "")
     assert choose_revision(history, None).target.id == seeded.arns[1]
     assert choose_revision(history, 3).never_deployed
+
+
+def test_an_old_revision_whose_only_recent_deployment_failed_is_not_the_default(
+        emulator: EcsEmulator) -> None:
+    """v3 was registered 100 days ago (before the window) and first deployed now; the
+    circuit breaker rolled it back. Its age does not make it "unknown": the window shows its
+    deployment failing, so "previous" from v4 is v2."""
+    seeded, client = fresh(emulator, revisions=4, never_deployed={3, 4},
+                           circuit_breaker=(True, True))
+    emulator.advance_clock(timedelta(days=100))
+    emulator.fail_task_definition(seeded.arns[2])
+    deploy(client, seeded, seeded.arns[2])
+    wait_until(lambda: listed(client, seeded)[0]["status"] == "ROLLBACK_SUCCESSFUL", 30,
+               message="the circuit breaker's rollback to succeed")
+    deploy(client, seeded, seeded.arns[3])
+    wait_until(lambda: listed(client, seeded)[0]["status"] == "SUCCESSFUL", 30,
+               message="v4's deployment to complete")
+    history = EcsPlatform(client=client).history(ecs_target(seeded, emulator, endpoint_url=True))
+    assert next(r for r in history if r.number == 3).ran is False
+    assert choose_revision(history, None).target.id == seeded.arns[1]
