@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -317,6 +319,12 @@ def looks_secret(key: str, value: str) -> bool:
     return any(word in key.upper() for word in _SECRET_LIKE) or bool(_SECRET_SHAPES.search(value))
 
 
+# A plain sha256 of a weak password can be checked against a dictionary by anyone in the
+# channel; keyed with a secret of this process (HMAC-SHA256) the fingerprint still shows that
+# a value changed within one plan or detail, and tells nobody what it is.
+_FINGERPRINT_KEY = secrets.token_bytes(32)
+
+
 def mask_value(key: str, value: str | None) -> str | None:
     """A configuration value fit for a Slack channel: a literal that ``looks_secret`` is
     replaced by a fingerprint so a change is still visible (``<hidden, sha256:1a2b3c4d>``)
@@ -325,7 +333,8 @@ def mask_value(key: str, value: str | None) -> str | None:
     if value is None:
         return None
     if looks_secret(key, value):
-        return f"<hidden, sha256:{hashlib.sha256(value.encode()).hexdigest()[:8]}>"
+        digest = hmac.new(_FINGERPRINT_KEY, value.encode(), hashlib.sha256).hexdigest()[:8]
+        return f"<hidden, sha256:{digest}>"
     return value
 
 
