@@ -355,22 +355,26 @@ class RollbackService:
                 "configuration; request the rollback without `db`.")
         db = svc.database
         dsn = secret(db.dsn_env)
-        if dsn:  # unset: the backup step says so; nothing to compare against here
-            try:
-                problem = database.client_tools_problem(dsn)
-            except DatabaseOperationError as err:
-                # The error names the database's user, host and name: logs only, not Slack.
-                log.warning("db scope refused for %s: %s", service, err)
-                raise UserFacingError(
-                    f"Refused: `db` scope needs the database of `{service}` reachable to check "
-                    "that this bot's pg_dump can back it up, and it could not be reached (the "
-                    "bot's log has the error). Request again when it answers, or request "
-                    "without `db`.") from None
-            if problem:
-                raise UserFacingError(
-                    f"Refused: `db` scope for `{service}`: {problem}. Install a PostgreSQL "
-                    "client of the server's version or newer (the image ships Debian's "
-                    "postgresql-client), or request without `db`.")
+        if not dsn:  # the backup step would fail only after the app was scaled down
+            raise UserFacingError(
+                f"Refused: `db` scope for `{service}` needs the database DSN, and "
+                f"`{db.dsn_env}` is not set in the bot's environment. Set it and request "
+                "again, or request without `db`.")
+        try:
+            problem = database.client_tools_problem(dsn)
+        except DatabaseOperationError as err:
+            # The error names the database's user, host and name: logs only, not Slack.
+            log.warning("db scope refused for %s: %s", service, err)
+            raise UserFacingError(
+                f"Refused: `db` scope needs the database of `{service}` reachable to check "
+                "that this bot's pg_dump can back it up, and it could not be reached (the "
+                "bot's log has the error). Request again when it answers, or request "
+                "without `db`.") from None
+        if problem:
+            raise UserFacingError(
+                f"Refused: `db` scope for `{service}`: {problem}. Install a PostgreSQL "
+                "client of the server's version or newer (the image ships Debian's "
+                "postgresql-client), or request without `db`.")
         info = database.latest_backup(db.backup_location, service=service, before=now)
         fix = (f"Take a backup (`pg_dump -Fc` into the backup location, named like "
                f"`{database.backup_filename(service, now)}`) and request again, or request "

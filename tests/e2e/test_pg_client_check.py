@@ -73,3 +73,15 @@ def test_an_unreachable_database_refuses_db_scope_before_anything_happens(
     assert "nobody" not in refusal and "127.0.0.1" not in refusal  # who/where: logs only
     assert h.bot.store.history(SERVICE) == []
     assert sum(h.platform.mutations().values()) == 0
+
+
+def test_an_unset_dsn_refuses_db_scope_before_anything_happens(
+        db_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Without the DSN the backup step would fail only after the app was scaled to 0."""
+    h = db_harness()
+    monkeypatch.delenv(APP_DSN_ENV, raising=False)
+    h.request(f"{SERVICE} --severity P0 --scope app,db", user="bob")
+    refusal = h.wait_ephemeral("bob", "Refused")
+    assert f"`{APP_DSN_ENV}` is not set" in refusal and "without `db`" in refusal
+    assert h.bot.store.history(SERVICE) == []
+    assert sum(h.platform.mutations().values()) == 0
