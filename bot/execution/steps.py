@@ -289,15 +289,17 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
     path (pinned in the plan). The path found first is journaled before the write as the
     step's inverse, and a retry keeps that first reading (by then the path may already be
     the new one). Already that path: nothing is written. It runs after ``wait_rollout``
-    and writes only while the pinned revision runs (``_still_pinned``)."""
+    and writes only while the pinned revision runs (``_still_pinned``, checked first so the
+    read the write is decided on comes right before the write)."""
     from bot.integrations.load_balancer import PATH_PROTOCOLS, TargetGroups
 
     params = ctx.step.params
     arn, path = str(params["target_group_arn"]), str(params["health_check_path"])
     lb = ctx.service.load_balancer  # connection details only; the plan pinned the rest
-    region = str(params.get("region") or (lb.region_name() if lb else "us-east-1"))
+    region = str(params["region"])  # the planner pins it (``region_name``)
     groups = TargetGroups(region=region, endpoint_url=lb.endpoint_url if lb else None,
                           timeout=lb.timeout_seconds if lb else 10.0)
+    _still_pinned(ctx)  # a platform read that may take a while: before, not between
     try:
         before = groups.health_check(arn)
         if before.protocol not in PATH_PROTOCOLS:
@@ -313,7 +315,6 @@ def set_health_check_path(ctx: StepContext) -> dict[str, Any]:
             return {"changed": False, "path": path, "previous_path": previous,
                     "target_group": before.target_group,
                     "message": f"health check of {before.target_group} already {path}"}
-        _still_pinned(ctx)
         after = groups.set_health_check_path(arn, path)
     except LoadBalancerError as exc:
         error = TemporaryStepError if exc.transient else PermanentStepError

@@ -61,18 +61,14 @@ class TargetGroups:
         if not groups:
             raise LoadBalancerError(f"target group {arn} not found", transient=False,
                                     code="TargetGroupNotFound")
-        group = groups[0]
-        return HealthCheck(str(group.get("TargetGroupName") or arn),
-                           group.get("HealthCheckProtocol"), group.get("HealthCheckPath"))
+        return _health_check(groups[0], arn)
 
     def set_health_check_path(self, arn: str, path: str) -> HealthCheck:
         """ModifyTargetGroup with only ``HealthCheckPath``: the rest of the health check
         (port, protocol, thresholds, matcher) stays as it is."""
         changed = self._call("ModifyTargetGroup", arn, lambda: self._client.modify_target_group(
             TargetGroupArn=arn, HealthCheckPath=path))
-        group = (changed.get("TargetGroups") or [{}])[0]
-        return HealthCheck(str(group.get("TargetGroupName") or arn),
-                           group.get("HealthCheckProtocol"), group.get("HealthCheckPath"))
+        return _health_check((changed.get("TargetGroups") or [{}])[0], arn)
 
     @staticmethod
     def _call(operation: str, arn: str, call: Any) -> dict[str, Any]:
@@ -96,3 +92,9 @@ class TargetGroups:
         except BotoCoreError as exc:  # connection refused, timeouts: worth another attempt
             raise LoadBalancerError(f"{operation}: {type(exc).__name__}", transient=True) \
                 from None
+
+
+def _health_check(group: dict[str, Any], arn: str) -> HealthCheck:
+    """A TargetGroup as DescribeTargetGroups and ModifyTargetGroup both return it."""
+    return HealthCheck(str(group.get("TargetGroupName") or arn),
+                       group.get("HealthCheckProtocol"), group.get("HealthCheckPath"))
