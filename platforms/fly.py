@@ -42,8 +42,15 @@ factory, words, what it cannot do).
 #
 # Retries resume, they do not restart. A transient error (throttling, a lease held, no
 # answer) leaves the release ``running``; the next attempt for the same image finds it (the
-# newest release, unfinished, same image: ``_unfinished_release``) and reuses it rather than
-# creating another. A machine already on the image is never updated or restarted again; if
+# newest release, unfinished, same image, and created by this adapter: ``_unfinished_release``)
+# and reuses it rather than creating another. "Created by this adapter" is remembered in
+# memory (the release ids ``rollback_to`` created, per app): CreateReleaseInput has no field
+# to mark a release as ours, and a newest pending/running release for the same image may
+# just as well be a human's `fly deploy --image` in flight, which must never be stamped on
+# machines or marked complete/failed by us. After a process restart the memory is gone: the
+# next attempt creates a new release and the one left unfinished stays ``running`` in
+# `fly releases` (it is no longer known to be ours, so it is left as it is).
+# A machine already on the image is never updated or restarted again; if
 # it lacks the release's stamp, only its metadata keys are set (Machines_update_metadata,
 # no new version, no restart). The release's final status is set once: complete, or failed
 # on a permanent error, or interrupted; failing to record it does not fail a finished roll
@@ -187,6 +194,9 @@ class FlyPlatform:
         self._clients: dict[str, FlyApi] = {}
         self._web: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()
+        # Release ids this adapter created, per app (``_unfinished_release`` resumes only
+        # these); in memory only, under ``_lock``.
+        self._created: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"FlyPlatform(api_url={self._api_url!r}, token={'***' if self._token else None})"
@@ -233,7 +243,9 @@ class FlyPlatform:
         # on the pinned image: it must be launched again), still needs the rollback.
         pending = [m for m in machines if not same_image(image_of(m.get("config")), image)
                    or m.get("state") in FAILED_STATES]
-        resumed = _unfinished_release(releases, image)
+        with self._lock:
+            ours = frozenset(self._created.get(target.name, ()))
+        resumed = _unfinished_release(releases, image, ours)
         if not pending and resumed is None:
             return RollbackResult(False, f"skipped: all {len(machines)} machines of app "
                                          f"{target.name} already run {image}")
@@ -249,6 +261,8 @@ class FlyPlatform:
             release_id, version = graphql.create_release(
                 app_id=app_id, image=image, definition=dict(current.definition or {}),
                 what=f"create a release of app {target.name}")
+            with self._lock:
+                self._created.setdefault(target.name, set()).add(release_id)
             status = "pending"
         else:
             release_id, version, status = resumed.id, resumed.version, resumed.status
@@ -812,13 +826,15 @@ def _revision(release: FlyRelease, *, current: bool) -> Revision:
                     created=release.created, current=current)
 
 
-def _unfinished_release(releases: list[FlyRelease], image: str) -> FlyRelease | None:
+def _unfinished_release(releases: list[FlyRelease], image: str,
+                        ours: frozenset[str]) -> FlyRelease | None:
     """The release an earlier attempt of this rollback left unfinished: the newest release,
-    still ``pending``/``running``, for the same image. CreateReleaseInput has no
-    description or marker field (superfly/fly-go schema.graphql), so "ours" is read from
-    what such a release is: nothing newer was deployed since, and it deploys this image."""
+    still ``pending``/``running``, for the same image, and one this adapter created (its id
+    in ``ours``). CreateReleaseInput has no description or marker field (superfly/fly-go
+    schema.graphql), so the adapter's memory is what tells ours from someone else's
+    `fly deploy --image` in flight; after a restart nothing is resumed (module comment)."""
     newest = releases[0] if releases else None
-    if newest is not None and newest.status in ("pending", "running") \
+    if newest is not None and newest.id in ours and newest.status in ("pending", "running") \
             and same_image(newest.image, image):
         return newest
     return None

@@ -760,6 +760,34 @@ def test_a_retry_resumes_its_release_and_restarts_no_rolled_machine(
             for m in emulator.machines(SEED_APP)} == {(GOOD, "6", "started")}
 
 
+def test_someone_elses_unfinished_release_of_the_same_image_is_not_resumed(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    """A human's `fly deploy --image` of the pinned image in flight (its release pending,
+    the newest) is not ours: the rollback creates its own release and leaves theirs alone."""
+    app = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": "query($n: String!) { app(name: $n) { id } }", "variables": {"n": SEED_APP}})
+    created = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": "mutation($input: CreateReleaseInput!) { createRelease(input: $input) "
+                 "{ release { id version } } }",
+        "variables": {"input": {"appId": app.json()["data"]["app"]["id"], "image": GOOD,
+                                "definition": {"app": SEED_APP},
+                                "platformVersion": "machines", "strategy": "ROLLING"}}})
+    assert created.status_code == 200 and "errors" not in created.json(), created.text
+    theirs = created.json()["data"]["createRelease"]["release"]
+    assert fly_releases(emulator)[0]["id"] == theirs["id"]
+    result = fly.rollback_to(TARGET, by_number(fly, 3))
+    assert result.changed and "resumed" not in result.message
+    mine = fly_releases(emulator)[0]
+    assert mine["version"] == theirs["version"] + 1 and mine["status"] == "complete"
+    assert next(r for r in fly_releases(emulator) if r["id"] == theirs["id"])["status"] \
+        == "pending"
+    assert not any(r.method == "POST" and "UpdateRelease" in str(r.body)
+                   and r.body["variables"]["input"]["releaseId"] == theirs["id"]
+                   for r in emulator.requests)
+    assert {m["config"]["metadata"]["fly_release_version"]
+            for m in emulator.machines(SEED_APP)} == {str(mine["version"])}
+
+
 def test_a_new_attempt_stamps_a_rolled_machine_without_restarting_it(
         emulator: FlyEmulator, fly: FlyPlatform) -> None:
     """After a permanent failure (release v6 failed), a new attempt is release v7: the
