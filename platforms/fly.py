@@ -213,10 +213,9 @@ class FlyPlatform:
     # ============================================================ Platform protocol
     def history(self, target: Target) -> list[Revision]:
         """The rollback targets among Fly's releases, newest first (module comment)."""
-        releases, current = self._releases(target)
-        offered = [r for r in releases if r.version == current.version or
-                   (r.succeeded and r.image and not same_image(r.image, current.image))]
-        return [_revision(r, current=r.version == current.version) for r in offered]
+        _, releases, current = self._app_releases(target)
+        return [_revision(r, current=r.version == current.version)
+                for r in _offered(releases, current)]
 
     def current_revision(self, target: Target) -> Revision:
         for revision in self.history(target):
@@ -232,11 +231,11 @@ class FlyPlatform:
         TargetChanged before the first write."""
         api = self._api(target)
         image = revision.id
-        app_id, releases, current = self._app_releases(target)
+        machines = self._live_machines(api, target)
+        app_id, releases, current = self._app_releases(target, machines)
         if not any(r.succeeded and same_image(r.image, image) for r in releases):
             raise RevisionNotFound(f"image {image} is not the image of a complete release of "
                                    f"app {target.name}")
-        machines = self._live_machines(api, target)
         for machine in machines:
             _refuse_if_changed(target, machine, revision, expected)
         # A machine on another image, or one that could not run (failed/launch_failed, even
@@ -430,12 +429,12 @@ class FlyPlatform:
         """Release ``number`` as `fly releases` shows it (version, status, image,
         description, user, created), failed and config-only releases included; a release
         that is no rollback target says why."""
-        releases, current = self._releases(target)
+        _, releases, current = self._app_releases(target)
         found = next((r for r in releases if r.version == number), None)
         if found is None:
             raise RevisionNotFound(f"release v{number} of app {target.name} not found "
                                    f"(known: {', '.join(f'v{r.version}' for r in releases)})")
-        offered = {rev.number for rev in self.history(target)}
+        offered = {r.version for r in _offered(releases, current)}
         fields = [("Release", f"v{found.version}"), ("Status", found.status or "?"),
                   ("Image", found.image or "?"), ("Description", found.description or "-"),
                   ("User", found.user or "?")]
@@ -459,7 +458,8 @@ class FlyPlatform:
         services, checks, VM and restart settings; literal values masked) and which secrets
         were set since the pinned release (names and digests only: Fly secrets are
         write-only). The rollback redeploys the image only, so these stay as they run."""
-        releases, _ = self._releases(target)
+        # The releases alone: which one runs (the machines) does not matter here.
+        _, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
         by_version = {r.version: r for r in releases}
         now, then = by_version.get(running.number), by_version.get(pinned.number)
         if now is None or then is None:
@@ -748,19 +748,17 @@ class FlyPlatform:
         return [m for m in self._all_machines(api, target)
                 if m.get("state") not in GONE_STATES]
 
-    def _releases(self, target: Target) -> tuple[list[FlyRelease], FlyRelease]:
-        """(every release newest first, the current one): ``_app_releases`` without the id."""
-        _, releases, current = self._app_releases(target)
-        return releases, current
-
-    def _app_releases(self, target: Target) -> tuple[str, list[FlyRelease], FlyRelease]:
+    def _app_releases(self, target: Target, machines: list[Json] | None = None
+                      ) -> tuple[str, list[FlyRelease], FlyRelease]:
         """(the app's GraphQL id, every release newest first, the current one). Current: the
         newest release recorded in a live machine's metadata whose image that machine runs;
-        without one, the newest complete release whose image runs; else the newest."""
+        without one, the newest complete release whose image runs; else the newest.
+        ``machines``: the live machines when the caller has just listed them (else listed)."""
         app_id, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
         if not releases:
             raise RevisionNotFound(f"app {target.name} has no release")
-        machines = self._live_machines(self._api(target), target)
+        if machines is None:
+            machines = self._live_machines(self._api(target), target)
         by_version = {r.version: r for r in releases}
         stamped = []
         for machine in machines:
@@ -824,6 +822,13 @@ def _revision(release: FlyRelease, *, current: bool) -> Revision:
     return Revision(id=release.image, number=release.version,
                     images=(release.image,) if release.image else (), change_cause=cause,
                     created=release.created, current=current)
+
+
+def _offered(releases: list[FlyRelease], current: FlyRelease) -> list[FlyRelease]:
+    """The rollback targets among ``releases`` (module comment): the current release, and
+    complete releases whose image differs from the running one."""
+    return [r for r in releases if r.version == current.version or
+            (r.succeeded and r.image and not same_image(r.image, current.image))]
 
 
 def _unfinished_release(releases: list[FlyRelease], image: str,
