@@ -117,7 +117,6 @@ from platforms._fly_client import (
     image_of,
     lease_nonce,
     map_response_error,
-    observe,
     runs_image,
     same_image,
 )
@@ -295,7 +294,7 @@ class FlyPlatform:
     def rollout_status(self, target: Target) -> RolloutStatus:
         api = self._api(target)
         machines = self._live_machines(api, target)
-        image = self._current_image(machines, observe([], machines))
+        image = self._current_image(machines)
         return self._status(machines, image)[0]
 
     def wait_for_rollout(self, target: Target, *, timeout: float,
@@ -307,7 +306,7 @@ class FlyPlatform:
         last = ""
         while True:
             machines = self._live_machines(api, target)
-            image = self._current_image(machines, observe([], machines))
+            image = self._current_image(machines)
             status, laggard = self._status(machines, image)
             if on_progress is not None and status.message != last:
                 on_progress(status.message)
@@ -731,11 +730,16 @@ class FlyPlatform:
         return RolloutStatus(False, message), laggard
 
     @staticmethod
-    def _current_image(machines: list[Json], seen: Mapping[str, Any]) -> str:
-        images = {image_of(m.get("config")) for m in machines} - {""}
-        if not images:
+    def _current_image(machines: list[Json]) -> str:
+        """The image of the machine with the newest version (``instance_id``)."""
+        newest: dict[str, str] = {}
+        for machine in machines:
+            image = image_of(machine.get("config"))
+            if image:
+                newest[image] = max(newest.get(image, ""), str(machine.get("instance_id") or ""))
+        if not newest:
             raise RevisionNotFound("no live machine has an image")
-        return max(images, key=lambda i: (getattr(seen.get(i), "latest_version", ""), i))
+        return max(newest, key=lambda i: (newest[i], i))
 
     def _all_machines(self, api: FlyApi, target: Target) -> list[Json]:
         machines = api.json("GET", f"/apps/{target.name}/machines",
