@@ -141,6 +141,26 @@ class NoAnswer(TransientPlatformError):
     """The request was sent but no answer came in time: the API may still apply it."""
 
 
+def send(client: httpx.Client, method: str, url: str, *, what: str, service: str,
+         ok: Iterable[int] = (), **kwargs: Any) -> httpx.Response:
+    """One request to a Fly API (``service`` names it in errors), httpx's failures translated
+    once for the Machines, GraphQL, logs and metrics clients: sent but unanswered in time is
+    NoAnswer (it may still apply), other timeouts and transport errors transient, an HTTP
+    error status mapped by ``map_response_error`` unless in ``ok``. Never resent here."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        raise NoAnswer(f"{what}: no answer from the {service} in time "
+                       f"({type(exc).__name__})") from exc
+    except httpx.TimeoutException as exc:
+        raise TransientPlatformError(f"{what}: {service} timed out ({exc})") from exc
+    except httpx.TransportError as exc:
+        raise TransientPlatformError(f"{what}: {service} unreachable ({exc})") from exc
+    if response.is_success or response.status_code in ok:
+        return response
+    raise map_response_error(response, what)
+
+
 class FlyApi:
     """Thin JSON client for one Machines API base URL; every failure is a PlatformError.
 
@@ -160,19 +180,8 @@ class FlyApi:
         extra: dict[str, Any] = {}
         if timeout is not None:
             extra["timeout"] = timeout
-        try:
-            response = self.client.request(method, "/v1" + path, json=json, params=params,
-                                           headers=headers, **extra)
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise NoAnswer(f"{what}: no answer from the Fly Machines API in time "
-                           f"({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            raise TransientPlatformError(f"{what}: Fly Machines API timed out ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise TransientPlatformError(f"{what}: Fly Machines API unreachable ({exc})") from exc
-        if response.is_success or response.status_code in ok:
-            return response
-        raise map_response_error(response, what)
+        return send(self.client, method, "/v1" + path, what=what, service="Fly Machines API",
+                    ok=ok, json=json, params=params, headers=headers, **extra)
 
     def json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
         response = self.call(method, path, what=what, **kwargs)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from platforms._fly_client import NoAnswer, map_response_error
+from platforms._fly_client import send
 from platforms.base import PermanentPlatformError, TargetNotFound, TransientPlatformError
 
 RELEASES_QUERY = """
@@ -101,15 +101,8 @@ class FlyGraphQL:
         self.client = client
 
     def run(self, query: str, variables: dict[str, Any], *, what: str) -> dict[str, Any]:
-        try:
-            response = self.client.post("/graphql", json={"query": query,
-                                                           "variables": variables})
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise NoAnswer(f"{what}: no answer from the Fly GraphQL API in time") from exc
-        except httpx.TransportError as exc:
-            raise TransientPlatformError(f"{what}: Fly GraphQL API unreachable ({exc})") from exc
-        if not response.is_success:
-            raise map_response_error(response, what)
+        response = send(self.client, "POST", "/graphql", what=what, service="Fly GraphQL API",
+                        json={"query": query, "variables": variables})
         try:
             document = response.json()
         except ValueError as exc:
