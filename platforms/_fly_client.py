@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -44,7 +43,6 @@ MACAROON_PREFIXES = ("fm1r", "fm1a", "fm2")
 # apart by flyd's wording, as fly-go does (flaps/flaps_error.go, flydResourcePhrases).
 _CAPACITY_PHRASES = ("insufficient cpus", "insufficient memory", "insufficient ips",
                      "insufficient resources", "no capacity")
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 Json = dict[str, Any]
 
@@ -143,6 +141,26 @@ class NoAnswer(TransientPlatformError):
     """The request was sent but no answer came in time: the API may still apply it."""
 
 
+def send(client: httpx.Client, method: str, url: str, *, what: str, service: str,
+         ok: Iterable[int] = (), **kwargs: Any) -> httpx.Response:
+    """One request to a Fly API (``service`` names it in errors), httpx's failures translated
+    once for the Machines, GraphQL, logs and metrics clients: sent but unanswered in time is
+    NoAnswer (it may still apply), other timeouts and transport errors transient, an HTTP
+    error status mapped by ``map_response_error`` unless in ``ok``. Never resent here."""
+    try:
+        response = client.request(method, url, **kwargs)
+    except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        raise NoAnswer(f"{what}: no answer from the {service} in time "
+                       f"({type(exc).__name__})") from exc
+    except httpx.TimeoutException as exc:
+        raise TransientPlatformError(f"{what}: {service} timed out ({exc})") from exc
+    except httpx.TransportError as exc:
+        raise TransientPlatformError(f"{what}: {service} unreachable ({exc})") from exc
+    if response.is_success or response.status_code in ok:
+        return response
+    raise map_response_error(response, what)
+
+
 class FlyApi:
     """Thin JSON client for one Machines API base URL; every failure is a PlatformError.
 
@@ -162,19 +180,8 @@ class FlyApi:
         extra: dict[str, Any] = {}
         if timeout is not None:
             extra["timeout"] = timeout
-        try:
-            response = self.client.request(method, "/v1" + path, json=json, params=params,
-                                           headers=headers, **extra)
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise NoAnswer(f"{what}: no answer from the Fly Machines API in time "
-                           f"({type(exc).__name__})") from exc
-        except httpx.TimeoutException as exc:
-            raise TransientPlatformError(f"{what}: Fly Machines API timed out ({exc})") from exc
-        except httpx.TransportError as exc:
-            raise TransientPlatformError(f"{what}: Fly Machines API unreachable ({exc})") from exc
-        if response.is_success or response.status_code in ok:
-            return response
-        raise map_response_error(response, what)
+        return send(self.client, method, "/v1" + path, what=what, service="Fly Machines API",
+                    ok=ok, json=json, params=params, headers=headers, **extra)
 
     def json(self, method: str, path: str, *, what: str, **kwargs: Any) -> Any:
         response = self.call(method, path, what=what, **kwargs)
@@ -210,66 +217,6 @@ def runs_image(machine: Mapping[str, Any], pinned: str) -> bool:
     if wanted and resolved:
         return bool(resolved == wanted)
     return same_image(image_of(machine.get("config")), pinned)
-
-
-def image_from_ref(ref: Mapping[str, Any] | None) -> str | None:
-    """``registry/repository:tag@digest`` from a Machine's resolved ``image_ref``."""
-    if not ref or not ref.get("repository"):
-        return None
-    name = "/".join(p for p in (ref.get("registry"), ref.get("repository")) if p)
-    if ref.get("tag"):
-        name += f":{ref['tag']}"
-    if ref.get("digest"):
-        name += f"@{ref['digest']}"
-    return name
-
-
-def ulid_time(value: str) -> datetime | None:
-    """The creation time encoded in a ULID version id (Fly's versions are ULIDs)."""
-    if len(value) != 26:
-        return None
-    millis = 0
-    for ch in value[:10].upper():
-        index = _CROCKFORD.find(ch)
-        if index < 0:
-            return None
-        millis = millis * 32 + index
-    try:
-        return datetime.fromtimestamp(millis / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One image as observed in machine version histories."""
-
-    image: str
-    latest_version: str
-    first_version: str
-    release: str | None
-
-
-def observe(versions: Iterable[Mapping[str, Any]], current: Iterable[Mapping[str, Any]]
-            ) -> dict[str, Seen]:
-    """Fold MachineVersion entries (plus current configs) into per-image first/last sightings."""
-    seen: dict[str, Seen] = {}
-    entries = [(str(v.get("version") or ""), v.get("user_config") or {}) for v in versions]
-    entries += [(str(m.get("instance_id") or ""), m.get("config") or {}) for m in current]
-    for version, config in entries:
-        image = image_of(config)
-        if not image:
-            continue
-        release = (config.get("metadata") or {}).get(RELEASE_KEY)
-        old = seen.get(image)
-        if old is None:
-            seen[image] = Seen(image, version, version, release)
-            continue
-        newer = version > old.latest_version
-        seen[image] = Seen(image, max(version, old.latest_version),
-                           min(version, old.first_version),
-                           (release if newer and release else old.release) or release)
-    return seen
 
 
 def checks_state(machine: Mapping[str, Any]) -> tuple[bool, str]:

@@ -4,10 +4,10 @@ names and digests of its secrets.
 """
 
 # The queries follow superfly/fly-go: resource_releases.go GetAppReleasesMachines
-# (``releasesUnprocessed(first:)`` with version, status, description, reason, imageRef,
-# stable, user, createdAt; we add ``configDefinition``, the release's fly.toml as JSON, from
-# the same schema type ReleaseUnprocessed), and the CreateRelease/UpdateRelease mutations
-# (genqlient.go) with the CreateReleaseInput/UpdateReleaseInput fields of schema.graphql.
+# (``releasesUnprocessed(first:)``; of its fields only those we read: version, status,
+# description, imageRef, user, createdAt; we add ``configDefinition``, the release's fly.toml
+# as JSON, from the same schema type ReleaseUnprocessed), and the CreateRelease/UpdateRelease
+# mutations (genqlient.go) with the CreateReleaseInput/UpdateReleaseInput fields of schema.graphql.
 # GraphQL answers HTTP 200 with an ``errors`` list for most failures: NOT_FOUND
 # (``extensions.code``) becomes TargetNotFound, the rest PermanentPlatformError, since a
 # query that failed validation or a refused mutation does not get better by retrying. HTTP
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from platforms._fly_client import NoAnswer, map_response_error
+from platforms._fly_client import send
 from platforms.base import PermanentPlatformError, TargetNotFound, TransientPlatformError
 
 RELEASES_QUERY = """
@@ -30,7 +30,7 @@ query ($appName: String!, $limit: Int!) {
     id
     releases: releasesUnprocessed(first: $limit) {
       nodes {
-        id version description reason status imageRef stable
+        id version description status imageRef
         user { id email name }
         createdAt configDefinition
       }
@@ -66,7 +66,6 @@ class FlyRelease:
     version: int
     status: str
     description: str
-    reason: str
     image: str
     user: str
     created: datetime | None
@@ -102,15 +101,8 @@ class FlyGraphQL:
         self.client = client
 
     def run(self, query: str, variables: dict[str, Any], *, what: str) -> dict[str, Any]:
-        try:
-            response = self.client.post("/graphql", json={"query": query,
-                                                           "variables": variables})
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise NoAnswer(f"{what}: no answer from the Fly GraphQL API in time") from exc
-        except httpx.TransportError as exc:
-            raise TransientPlatformError(f"{what}: Fly GraphQL API unreachable ({exc})") from exc
-        if not response.is_success:
-            raise map_response_error(response, what)
+        response = send(self.client, "POST", "/graphql", what=what, service="Fly GraphQL API",
+                        json={"query": query, "variables": variables})
         try:
             document = response.json()
         except ValueError as exc:
@@ -144,7 +136,7 @@ class FlyGraphQL:
                 id=str(item.get("id") or ""), version=int(item["version"]),
                 status=str(item.get("status") or ""),
                 description=str(item.get("description") or ""),
-                reason=str(item.get("reason") or ""), image=str(item.get("imageRef") or ""),
+                image=str(item.get("imageRef") or ""),
                 user=str((item.get("user") or {}).get("email") or ""),
                 created=_time(item.get("createdAt")),
                 definition=definition if isinstance(definition, dict) else None))

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from platforms._fly_client import map_response_error
+from platforms._fly_client import send
 from platforms.base import Capability, ResourceUsage, TransientPlatformError, Unsupported
 
 MAX_LOG_PAGES = 20
@@ -29,12 +29,7 @@ CPU_RATE_WINDOW = "1m"
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, str], what: str) -> Any:
-    try:
-        response = client.get(path, params=params)
-    except httpx.TransportError as exc:
-        raise TransientPlatformError(f"{what}: api.fly.io unreachable ({exc})") from exc
-    if not response.is_success:
-        raise map_response_error(response, what)
+    response = send(client, "GET", path, what=what, service="api.fly.io", params=params)
     try:
         return response.json()
     except ValueError as exc:

@@ -42,8 +42,15 @@ factory, words, what it cannot do).
 #
 # Retries resume, they do not restart. A transient error (throttling, a lease held, no
 # answer) leaves the release ``running``; the next attempt for the same image finds it (the
-# newest release, unfinished, same image: ``_unfinished_release``) and reuses it rather than
-# creating another. A machine already on the image is never updated or restarted again; if
+# newest release, unfinished, same image, and created by this adapter: ``_unfinished_release``)
+# and reuses it rather than creating another. "Created by this adapter" is remembered in
+# memory (the release ids ``rollback_to`` created, per app): CreateReleaseInput has no field
+# to mark a release as ours, and a newest pending/running release for the same image may
+# just as well be a human's `fly deploy --image` in flight, which must never be stamped on
+# machines or marked complete/failed by us. After a process restart the memory is gone: the
+# next attempt creates a new release and the one left unfinished stays ``running`` in
+# `fly releases` (it is no longer known to be ours, so it is left as it is).
+# A machine already on the image is never updated or restarted again; if
 # it lacks the release's stamp, only its metadata keys are set (Machines_update_metadata,
 # no new version, no restart). The release's final status is set once: complete, or failed
 # on a permanent error, or interrupted; failing to record it does not fail a finished roll
@@ -110,7 +117,6 @@ from platforms._fly_client import (
     image_of,
     lease_nonce,
     map_response_error,
-    observe,
     runs_image,
     same_image,
 )
@@ -187,6 +193,9 @@ class FlyPlatform:
         self._clients: dict[str, FlyApi] = {}
         self._web: dict[str, httpx.Client] = {}
         self._lock = threading.Lock()
+        # Release ids this adapter created, per app (``_unfinished_release`` resumes only
+        # these); in memory only, under ``_lock``.
+        self._created: dict[str, set[str]] = {}
 
     def __repr__(self) -> str:
         return f"FlyPlatform(api_url={self._api_url!r}, token={'***' if self._token else None})"
@@ -203,10 +212,9 @@ class FlyPlatform:
     # ============================================================ Platform protocol
     def history(self, target: Target) -> list[Revision]:
         """The rollback targets among Fly's releases, newest first (module comment)."""
-        releases, current = self._releases(target)
-        offered = [r for r in releases if r.version == current.version or
-                   (r.succeeded and r.image and not same_image(r.image, current.image))]
-        return [_revision(r, current=r.version == current.version) for r in offered]
+        _, releases, current = self._app_releases(target)
+        return [_revision(r, current=r.version == current.version)
+                for r in _offered(releases, current)]
 
     def current_revision(self, target: Target) -> Revision:
         for revision in self.history(target):
@@ -222,18 +230,20 @@ class FlyPlatform:
         TargetChanged before the first write."""
         api = self._api(target)
         image = revision.id
-        app_id, releases, current = self._app_releases(target)
+        machines = self._live_machines(api, target)
+        app_id, releases, current = self._app_releases(target, machines)
         if not any(r.succeeded and same_image(r.image, image) for r in releases):
             raise RevisionNotFound(f"image {image} is not the image of a complete release of "
                                    f"app {target.name}")
-        machines = self._live_machines(api, target)
         for machine in machines:
             _refuse_if_changed(target, machine, revision, expected)
         # A machine on another image, or one that could not run (failed/launch_failed, even
         # on the pinned image: it must be launched again), still needs the rollback.
         pending = [m for m in machines if not same_image(image_of(m.get("config")), image)
                    or m.get("state") in FAILED_STATES]
-        resumed = _unfinished_release(releases, image)
+        with self._lock:
+            ours = frozenset(self._created.get(target.name, ()))
+        resumed = _unfinished_release(releases, image, ours)
         if not pending and resumed is None:
             return RollbackResult(False, f"skipped: all {len(machines)} machines of app "
                                          f"{target.name} already run {image}")
@@ -249,6 +259,8 @@ class FlyPlatform:
             release_id, version = graphql.create_release(
                 app_id=app_id, image=image, definition=dict(current.definition or {}),
                 what=f"create a release of app {target.name}")
+            with self._lock:
+                self._created.setdefault(target.name, set()).add(release_id)
             status = "pending"
         else:
             release_id, version, status = resumed.id, resumed.version, resumed.status
@@ -282,7 +294,7 @@ class FlyPlatform:
     def rollout_status(self, target: Target) -> RolloutStatus:
         api = self._api(target)
         machines = self._live_machines(api, target)
-        image = self._current_image(machines, observe([], machines))
+        image = self._current_image(machines)
         return self._status(machines, image)[0]
 
     def wait_for_rollout(self, target: Target, *, timeout: float,
@@ -294,7 +306,7 @@ class FlyPlatform:
         last = ""
         while True:
             machines = self._live_machines(api, target)
-            image = self._current_image(machines, observe([], machines))
+            image = self._current_image(machines)
             status, laggard = self._status(machines, image)
             if on_progress is not None and status.message != last:
                 on_progress(status.message)
@@ -416,12 +428,12 @@ class FlyPlatform:
         """Release ``number`` as `fly releases` shows it (version, status, image,
         description, user, created), failed and config-only releases included; a release
         that is no rollback target says why."""
-        releases, current = self._releases(target)
+        _, releases, current = self._app_releases(target)
         found = next((r for r in releases if r.version == number), None)
         if found is None:
             raise RevisionNotFound(f"release v{number} of app {target.name} not found "
                                    f"(known: {', '.join(f'v{r.version}' for r in releases)})")
-        offered = {rev.number for rev in self.history(target)}
+        offered = {r.version for r in _offered(releases, current)}
         fields = [("Release", f"v{found.version}"), ("Status", found.status or "?"),
                   ("Image", found.image or "?"), ("Description", found.description or "-"),
                   ("User", found.user or "?")]
@@ -445,7 +457,8 @@ class FlyPlatform:
         services, checks, VM and restart settings; literal values masked) and which secrets
         were set since the pinned release (names and digests only: Fly secrets are
         write-only). The rollback redeploys the image only, so these stay as they run."""
-        releases, _ = self._releases(target)
+        # The releases alone: which one runs (the machines) does not matter here.
+        _, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
         by_version = {r.version: r for r in releases}
         now, then = by_version.get(running.number), by_version.get(pinned.number)
         if now is None or then is None:
@@ -717,11 +730,16 @@ class FlyPlatform:
         return RolloutStatus(False, message), laggard
 
     @staticmethod
-    def _current_image(machines: list[Json], seen: Mapping[str, Any]) -> str:
-        images = {image_of(m.get("config")) for m in machines} - {""}
-        if not images:
+    def _current_image(machines: list[Json]) -> str:
+        """The image of the machine with the newest version (``instance_id``)."""
+        newest: dict[str, str] = {}
+        for machine in machines:
+            image = image_of(machine.get("config"))
+            if image:
+                newest[image] = max(newest.get(image, ""), str(machine.get("instance_id") or ""))
+        if not newest:
             raise RevisionNotFound("no live machine has an image")
-        return max(images, key=lambda i: (getattr(seen.get(i), "latest_version", ""), i))
+        return max(newest, key=lambda i: (newest[i], i))
 
     def _all_machines(self, api: FlyApi, target: Target) -> list[Json]:
         machines = api.json("GET", f"/apps/{target.name}/machines",
@@ -734,19 +752,17 @@ class FlyPlatform:
         return [m for m in self._all_machines(api, target)
                 if m.get("state") not in GONE_STATES]
 
-    def _releases(self, target: Target) -> tuple[list[FlyRelease], FlyRelease]:
-        """(every release newest first, the current one): ``_app_releases`` without the id."""
-        _, releases, current = self._app_releases(target)
-        return releases, current
-
-    def _app_releases(self, target: Target) -> tuple[str, list[FlyRelease], FlyRelease]:
+    def _app_releases(self, target: Target, machines: list[Json] | None = None
+                      ) -> tuple[str, list[FlyRelease], FlyRelease]:
         """(the app's GraphQL id, every release newest first, the current one). Current: the
         newest release recorded in a live machine's metadata whose image that machine runs;
-        without one, the newest complete release whose image runs; else the newest."""
+        without one, the newest complete release whose image runs; else the newest.
+        ``machines``: the live machines when the caller has just listed them (else listed)."""
         app_id, releases = self._graphql(target).releases(target.name, limit=RELEASES_LIMIT)
         if not releases:
             raise RevisionNotFound(f"app {target.name} has no release")
-        machines = self._live_machines(self._api(target), target)
+        if machines is None:
+            machines = self._live_machines(self._api(target), target)
         by_version = {r.version: r for r in releases}
         stamped = []
         for machine in machines:
@@ -812,13 +828,22 @@ def _revision(release: FlyRelease, *, current: bool) -> Revision:
                     created=release.created, current=current)
 
 
-def _unfinished_release(releases: list[FlyRelease], image: str) -> FlyRelease | None:
+def _offered(releases: list[FlyRelease], current: FlyRelease) -> list[FlyRelease]:
+    """The rollback targets among ``releases`` (module comment): the current release, and
+    complete releases whose image differs from the running one."""
+    return [r for r in releases if r.version == current.version or
+            (r.succeeded and r.image and not same_image(r.image, current.image))]
+
+
+def _unfinished_release(releases: list[FlyRelease], image: str,
+                        ours: frozenset[str]) -> FlyRelease | None:
     """The release an earlier attempt of this rollback left unfinished: the newest release,
-    still ``pending``/``running``, for the same image. CreateReleaseInput has no
-    description or marker field (superfly/fly-go schema.graphql), so "ours" is read from
-    what such a release is: nothing newer was deployed since, and it deploys this image."""
+    still ``pending``/``running``, for the same image, and one this adapter created (its id
+    in ``ours``). CreateReleaseInput has no description or marker field (superfly/fly-go
+    schema.graphql), so the adapter's memory is what tells ours from someone else's
+    `fly deploy --image` in flight; after a restart nothing is resumed (module comment)."""
     newest = releases[0] if releases else None
-    if newest is not None and newest.status in ("pending", "running") \
+    if newest is not None and newest.id in ours and newest.status in ("pending", "running") \
             and same_image(newest.image, image):
         return newest
     return None

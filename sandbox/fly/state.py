@@ -14,8 +14,13 @@ checks; the app-level records of Fly's GraphQL API (releases, secrets) and its l
 # "no" | "always" | "on-failure" with ``max_retries``, fly.io/docs/machines/api/
 # machines-resource/ "restart" and fly-go machine_types.go MachineRestart; flyd's default for
 # on-failure is 10 retries): each retry is one more start, after the last the machine is
-# ``failed``; with "always" it keeps restarting and never settles. The Machines OpenAPI spec
-# (Machine.state) only says
+# ``failed``; with "always" it keeps restarting and never settles. flyd records every attempt
+# as it happens: a ``start`` machine event when the process starts and an ``exit`` event when
+# it exits (the event log `fly machine status` shows; MachineEvent in the Machines OpenAPI
+# spec), so here each attempt adds one ``start`` (started) and one ``exit`` event, once its
+# time (``start_delay``) has come: ``stopped`` while a restart follows, ``failed`` after the
+# last (which status strings flyd puts on intermediate exits is not documented; ours).
+# The Machines OpenAPI spec (Machine.state) only says
 # "string"; its ``GET .../wait`` accepts ``state`` in {started, stopped, destroyed} and answers
 # 200 once there, or an error after ``timeout`` (we answer 408 deadline_exceeded, as the API
 # does). ``POST .../stop`` takes an optional StopRequest {signal, timeout}: the machine is
@@ -131,6 +136,12 @@ class Machine:
     updated_at: float = field(default_factory=time.time)
     settles_to: str = "started"  # what the transitional state ends in
     events: list[dict[str, Any]] = field(default_factory=list)  # newest first
+    # A crashing launch: when it began, how many attempts it makes (None: "always", for
+    # good), and how many of their start/exit events are recorded so far.
+    crash_began: float = 0.0
+    crash_attempts: int | None = 0
+    crash_starts: int = 0
+    crash_exits: int = 0
 
 
 @dataclass
@@ -261,6 +272,7 @@ class FlyState:
 
     def settle(self, m: Machine) -> float | None:
         """Apply a due transition; returns seconds until the pending one, if any."""
+        self._crash_events(m)
         if m.state in TRANSITIONAL:
             remaining = m.ready_at - time.monotonic()
             if remaining > 0:
@@ -285,13 +297,42 @@ class FlyState:
             policy = str(restart.get("policy") or "on-failure")
             retries = int(restart.get("max_retries") or DEFAULT_MAX_RETRIES)
             m.settles_to = "failed"
-            delay = (float("inf") if policy == "always" else
-                     self.start_delay * (1 + (0 if policy == "no" else retries)))
+            attempts = None if policy == "always" else 1 + (0 if policy == "no" else retries)
+            delay = float("inf") if attempts is None else self.start_delay * attempts
+            m.crash_began, m.crash_attempts = time.monotonic(), attempts
+            m.crash_starts = m.crash_exits = 0
         else:
             m.settles_to, delay = "started", self.start_delay
+        if image not in self.crashing_images:
+            m.crash_attempts = 0
         m.ready_at = time.monotonic() + delay
         self.event(m, "launch" if transitional == "replacing" else "start", "pending")
         self.log(m, f"Pulling container image {image}", provider="runner")
+
+    def _crash_events(self, m: Machine) -> None:
+        """The start/exit events of a crashing launch's attempts begun/ended by now (each
+        attempt lasts ``start_delay``); once it settles ``failed``, all of them."""
+        if m.crash_attempts == 0 or m.settles_to != "failed" \
+                or m.state not in ("starting", "replacing"):
+            return
+        elapsed = time.monotonic() - m.crash_began
+        step = self.start_delay if self.start_delay > 0 else 1e-9
+        ended = int(elapsed / step)
+        if m.crash_attempts is not None:
+            ended = m.crash_attempts if m.ready_at <= time.monotonic() \
+                else min(ended, m.crash_attempts)
+        begun = ended if m.crash_attempts is not None and ended >= m.crash_attempts \
+            else ended + 1
+        while m.crash_starts < begun or m.crash_exits < ended:
+            if m.crash_starts <= m.crash_exits:
+                m.crash_starts += 1
+                self.event(m, "start", "started")
+            else:
+                m.crash_exits += 1
+                last = m.crash_attempts is not None and m.crash_exits >= m.crash_attempts
+                self.event(m, "exit", "failed" if last else "stopped")
+                if not last:
+                    self.log(m, "Main child exited normally with code: 1", level="error")
 
     def _transition_logs(self, m: Machine) -> None:
         image = m.config.get("image")
@@ -304,8 +345,7 @@ class FlyState:
             self.event(m, "launch", "launch_failed")
             self.log(m, f"failed to launch VM: unable to pull image {image}: not found",
                      level="error", provider="runner")
-        elif m.state == "failed":
-            self.event(m, "exit", "failed")
+        elif m.state == "failed":  # its start/exit events: _crash_events
             self.log(m, "Main child exited normally with code: 1", level="error")
             self.log(m, "machine has reached its max restart count", level="error",
                      provider="runner")

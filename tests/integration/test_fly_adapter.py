@@ -466,7 +466,10 @@ def test_rollback_to_release_n_across_a_config_only_release(emulator: FlyEmulato
         [(5, BAD), (4, GOOD), (3, GOOD)]
     pinned = by_number(fly, 3)
     assert (pinned.id, pinned.number) == (GOOD, 3)
-    assert fly.rollback_to(TARGET, pinned, expected=fly.current_revision(TARGET)).changed
+    expected = fly.current_revision(TARGET)
+    mark = len(emulator.requests)
+    assert fly.rollback_to(TARGET, pinned, expected=expected).changed
+    assert _reads(emulator, mark)[1] == 1  # the machines are listed once per rollback
     newest = fly_releases(emulator)[0]
     assert (newest["version"], newest["status"], newest["imageRef"]) == (6, "complete", GOOD)
     assert {m["config"]["metadata"]["fly_release_version"]
@@ -501,8 +504,17 @@ def test_a_failed_release_is_shown_but_never_offered(emulator: FlyEmulator,
         fly.describe_revision(TARGET, 9)
 
 
-def test_describe_revision_is_the_release(fly: FlyPlatform) -> None:
+def _reads(em: FlyEmulator, since: int) -> tuple[int, int]:
+    """(GraphQL requests, machine-list requests) since request ``since``."""
+    return (sum(1 for r in em.requests[since:] if r.path == "/graphql"),
+            sum(1 for r in em.requests[since:]
+                if r.method == "GET" and r.path == f"/v1/apps/{SEED_APP}/machines"))
+
+
+def test_describe_revision_is_the_release(emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    mark = len(emulator.requests)
     detail = fly.describe_revision(TARGET, 4)
+    assert _reads(emulator, mark) == (1, 1)  # the releases and the machines, read once
     labels = dict(detail.fields)
     assert labels["Release"] == "v4" and labels["Status"] == "complete"
     assert labels["Image"] == GOOD and labels["User"] == "ops@hotel.example"
@@ -663,9 +675,12 @@ def test_resource_usage_from_the_org_prometheus(emulator: FlyEmulator,
     assert reached(lambda: len(fly.resource_usage(TARGET)) == 1, 10, 0.05)  # stopped: no series
 
 
-def test_config_differences_between_releases(fly: FlyPlatform) -> None:
+def test_config_differences_between_releases(emulator: FlyEmulator,
+                                             fly: FlyPlatform) -> None:
     running, pinned = fly.current_revision(TARGET), by_number(fly, 3)
+    mark = len(emulator.requests)
     differences = fly.config_differences(TARGET, running, pinned)
+    assert _reads(emulator, mark)[1] == 0  # the releases say it all; no machine list
     kept = "fly.toml (kept by the rollback)"
     assert ConfigDifference(kept, "env.LOG_LEVEL", "debug", "info") in differences
     assert ConfigDifference(kept, "env.FEATURE_NEW_ASR", "on", None) in differences
@@ -758,6 +773,34 @@ def test_a_retry_resumes_its_release_and_restarts_no_rolled_machine(
         [(6, "complete"), (5, "complete")]
     assert {(m["config"]["image"], m["config"]["metadata"]["fly_release_version"], m["state"])
             for m in emulator.machines(SEED_APP)} == {(GOOD, "6", "started")}
+
+
+def test_someone_elses_unfinished_release_of_the_same_image_is_not_resumed(
+        emulator: FlyEmulator, fly: FlyPlatform) -> None:
+    """A human's `fly deploy --image` of the pinned image in flight (its release pending,
+    the newest) is not ours: the rollback creates its own release and leaves theirs alone."""
+    app = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": "query($n: String!) { app(name: $n) { id } }", "variables": {"n": SEED_APP}})
+    created = httpx.post(f"{emulator.url}/graphql", headers=auth(), json={
+        "query": "mutation($input: CreateReleaseInput!) { createRelease(input: $input) "
+                 "{ release { id version } } }",
+        "variables": {"input": {"appId": app.json()["data"]["app"]["id"], "image": GOOD,
+                                "definition": {"app": SEED_APP},
+                                "platformVersion": "machines", "strategy": "ROLLING"}}})
+    assert created.status_code == 200 and "errors" not in created.json(), created.text
+    theirs = created.json()["data"]["createRelease"]["release"]
+    assert fly_releases(emulator)[0]["id"] == theirs["id"]
+    result = fly.rollback_to(TARGET, by_number(fly, 3))
+    assert result.changed and "resumed" not in result.message
+    mine = fly_releases(emulator)[0]
+    assert mine["version"] == theirs["version"] + 1 and mine["status"] == "complete"
+    assert next(r for r in fly_releases(emulator) if r["id"] == theirs["id"])["status"] \
+        == "pending"
+    assert not any(r.method == "POST" and "UpdateRelease" in str(r.body)
+                   and r.body["variables"]["input"]["releaseId"] == theirs["id"]
+                   for r in emulator.requests)
+    assert {m["config"]["metadata"]["fly_release_version"]
+            for m in emulator.machines(SEED_APP)} == {str(mine["version"])}
 
 
 def test_a_new_attempt_stamps_a_rolled_machine_without_restarting_it(
