@@ -116,7 +116,13 @@ class TargetNotFound(PermanentPlatformError):
 
 
 class RevisionNotFound(PermanentPlatformError):
-    """The requested or pinned revision is not in the platform's history."""
+    """The requested or pinned revision is not in the platform's history. ``known``: the
+    revision numbers the adapter read while looking, when it has them (so a caller naming
+    them needs no second read of the history)."""
+
+    def __init__(self, message: str, *, known: tuple[int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.known = known
 
 
 class RolloutPaused(PermanentPlatformError):
@@ -285,7 +291,8 @@ def basic_detail(history: list[Revision], number: int) -> RevisionDetail:
     change-cause, created); adapters enrich it with what their platform keeps."""
     found = next((rev for rev in history if rev.number == number), None)
     if found is None:
-        raise RevisionNotFound(f"revision {number} not found in history")
+        raise RevisionNotFound(f"revision {number} not found in history",
+                               known=tuple(rev.number for rev in history))
     fields = [("Revision", str(found.number)), ("Images", ", ".join(found.images) or "?"),
               ("Change-cause", found.change_cause or "<none>")]
     if found.created is not None:

@@ -416,7 +416,8 @@ class EcsPlatform:
         if found is None:
             raise RevisionNotFound(f"revision {number} not found in history (the newest "
                                    f"{self._max_defs} ACTIVE task definitions of the family "
-                                   "and the service's deployments)")
+                                   "and the service's deployments)",
+                                   known=tuple(rev.number for rev in history))
         return revision_detail(found, self._cached(self._ecs(target), found.id))
 
     def config_differences(self, target: Target, running: Revision,
@@ -653,10 +654,7 @@ class EcsPlatform:
 
     def _revision(self, ecs: Any, arn: str, *, current: bool, evidence: str | None,
                   record: DeploymentRecord | None = None) -> Revision:
-        with self._lock:
-            definition = self._defs.get(arn)
-        if definition is None:
-            definition = self._describe(ecs, arn)
+        definition = self._cached(ecs, arn)
         registered = definition.get("registeredAt")
         created = registered if isinstance(registered, datetime) else None
         when = created.strftime("%Y-%m-%d %H:%M UTC") if created else "at an unknown time"

@@ -432,7 +432,8 @@ class FlyPlatform:
         found = next((r for r in releases if r.version == number), None)
         if found is None:
             raise RevisionNotFound(f"release v{number} of app {target.name} not found "
-                                   f"(known: {', '.join(f'v{r.version}' for r in releases)})")
+                                   f"(known: {', '.join(f'v{r.version}' for r in releases)})",
+                                   known=tuple(r.version for r in releases))
         offered = {r.version for r in _offered(releases, current)}
         fields = [("Release", f"v{found.version}"), ("Status", found.status or "?"),
                   ("Image", found.image or "?"), ("Description", found.description or "-"),

@@ -138,6 +138,12 @@ class KubernetesPlatform:
         with translate():
             dep = self._read_deployment(api, target.scope, target.name)
             rss = replica_sets(api, dep, timeout=self._timeout)
+        return self._revisions(api, dep, rss)
+
+    @staticmethod
+    def _revisions(api: ApiClient, dep: V1Deployment,
+                   rss: list[V1ReplicaSet]) -> list[Revision]:
+        """The history from a Deployment and its ReplicaSets as read (``history``)."""
         current = current_replica_set(api, dep, rss)
         revisions = []
         for rs in rss:
@@ -393,12 +399,14 @@ class KubernetesPlatform:
             dep = self._read_deployment(api, target.scope, target.name)
             rss = replica_sets(api, dep, timeout=self._timeout)
         found = [rs for rs in rss if revision_number(rs) == number]
+        history = self._revisions(api, dep, rss)
         if not found:  # kubectl: "unable to find the specified revision"
             raise RevisionNotFound(f"unable to find revision {number} of deployment "
-                                   f"{target.scope}/{target.name}")
+                                   f"{target.scope}/{target.name}",
+                                   known=tuple(rev.number for rev in history))
         # Two ReplicaSets with one number is an anomaly; history.go's map keeps the last.
         rs = found[-1]
-        basic = basic_detail(self.history(target), number)
+        basic = basic_detail(history, number)
         meta = rs.metadata
         assert meta is not None and rs.spec is not None
         cause = (meta.annotations or {}).get(CHANGE_CAUSE_ANNOTATION)

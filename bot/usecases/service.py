@@ -698,11 +698,8 @@ class RollbackService:
         target = target_for(svc, name)
         try:
             return name, self.platform(name).describe_revision(target, number)
-        except RevisionNotFound:
-            try:
-                known = ", ".join(str(r.number) for r in self.platform(name).history(target))
-            except PlatformError:
-                known = ""
+        except RevisionNotFound as exc:
+            known = ", ".join(str(n) for n in exc.known or ())
             raise NotFound(f"Revision {number} of `{service}` is not in the {name} history"
                            + (f" (known revisions: {known})." if known else ".")) from None
         except PlatformError as exc:
