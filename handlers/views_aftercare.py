@@ -9,11 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.mrkdwn import mention as at
-from handlers.views import Block, button, context, section
+from handlers.views import SECTION_LIMIT, Block, button, context, section
 from handlers.wording import Card
 
 NOTICE_EVENT_TYPE = "rollback_bot_notice"  # Slack message metadata event_type
-_SECTION_LIMIT = 3000
 
 
 def fallback_text(card: Card) -> str:
@@ -60,9 +59,9 @@ def _chunks(text: str) -> list[str]:
     chunks, current = [], ""
     for line in text.split("\n"):
         candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > _SECTION_LIMIT and current:
+        if len(candidate) > SECTION_LIMIT and current:
             chunks.append(current)
             candidate = line
-        current = candidate[:_SECTION_LIMIT]
+        current = candidate[:SECTION_LIMIT]
     chunks.append(current)
     return chunks

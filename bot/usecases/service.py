@@ -215,7 +215,6 @@ class RollbackService:
         if choice.never_deployed:  # only an explicit --to picks one: the approvers must know
             facts["never_deployed_target"] = {"number": choice.target.number,
                                               "label": choice.target.label()}
-        facts.update(self._config_view(platform_name, adapter, target, choice))
         backup_path = None
         if "db" in scope:
             backup_path, facts["backup"], checklist["backup_verified"] = self._pin_backup(
@@ -228,6 +227,8 @@ class RollbackService:
                             known_good=(known[1], known[2]) if known else None)
         facts["destructive"] = [{"kind": st.kind, "description": st.description}
                                 for st in steps if st.destructive]
+        # A decoration, read last: a plan that is refused above never waits for it.
+        facts.update(self._config_view(platform_name, adapter, target, choice))
         return Plan(service=parsed.service, severity=severity, mode=sev.mode.value, scope=scope,
                     platform=platform_name, target=target, adapter=adapter, choice=choice,
                     steps=steps, checklist=checklist, facts=facts, planned_at=now)
