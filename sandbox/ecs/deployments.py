@@ -21,7 +21,8 @@ DescribeServiceRevisions (moto implements none of them) in front of moto.
 #     STOPS it ("The service deployment stops when ... The rollback option is not in use for
 #     the failure detection mechanism ... and the service fails", ServiceDeployment.stoppedAt),
 #     with rollback it is ROLLBACK_IN_PROGRESS, ``rollback`` naming the revision returned to
-#     (shape Rollback), then ROLLBACK_SUCCESSFUL once that revision's rollout completes. A
+#     (shape Rollback), then ROLLBACK_SUCCESSFUL once that revision's rollout completes, or
+#     ROLLBACK_FAILED when the circuit breaker fails the way back too. A
 #     deployment still ongoing when a newer one starts is STOPPED (our reading: the newer
 #     deployment replaces it; the statusReason wording is ours).
 #   * The window: "You can see the most recent 90-day history for deployments" (developer
@@ -207,9 +208,20 @@ class ServiceDeployments:
 
     def failed(self, deployment_id: str, *, reason: str, back_to: str | None) -> None:
         """The circuit breaker failed ``deployment_id``; ``back_to`` is the deployment it
-        rolls back to (None: no rollback)."""
+        rolls back to (None: no rollback). When ``deployment_id`` is itself the way back of
+        an earlier failed deployment, that rollback failed: the failed deployment becomes
+        ROLLBACK_FAILED (an enum value of shape ServiceDeploymentStatus in botocore
+        data/ecs/2014-11-13/service-2.json; a Completed state in the developer guide,
+        service-deployment.html) and the target's own, long finished record is left as it
+        was."""
         with self._lock:
             at = self.clock()
+            rolled_back = self._rollbacks.pop(deployment_id, None)
+            if rolled_back is not None:
+                if rolled_back.status == "ROLLBACK_IN_PROGRESS":
+                    rolled_back.status = "ROLLBACK_FAILED"
+                    rolled_back.finished = rolled_back.updated = at
+                return
             record = self._by_id.get(deployment_id)
             if record is None:
                 return
