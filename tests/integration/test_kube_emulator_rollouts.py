@@ -6,6 +6,7 @@ deadline and its recovery by undo, history cleanup, ``kubectl apply`` validation
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -483,6 +484,40 @@ def test_bad_surge_values_and_counts_are_refused_as_the_api_server_does(
         count.stderr
     assert "(BadRequest)" in count.stderr
     assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == []
+
+
+def test_concurrent_repeats_of_an_event_aggregate_into_one(
+        kube_emulator: KubeEmulator) -> None:
+    """client-go's recorder writes one event at a time: N concurrent emits of the same
+    event are one Event with count N (read back through the API)."""
+    from kubernetes import client
+
+    kube_emulator.ensure_namespace(NS)
+    api = client.ApiClient()
+    apps = client.AppsV1Api(kube_emulator.api_client())
+    created = apps.create_namespaced_deployment(NS, _deployment_body("events", replicas=0))
+    obj = api.sanitize_for_serialization(created)
+    recorder = kube_emulator.controller.events
+    emitters = 16
+    barrier = threading.Barrier(emitters)
+
+    def emit() -> None:
+        barrier.wait()
+        recorder.emit(obj, "Concurrent", "the same event, many times", component="test")
+
+    threads = [threading.Thread(target=emit) for _ in range(emitters)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the emitters interleave as finely as the GIL allows
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    core = client.CoreV1Api(kube_emulator.api_client())
+    found = [e for e in core.list_namespaced_event(NS).items if e.reason == "Concurrent"]
+    assert [e.count for e in found] == [emitters]
 
 
 def test_openapi_documents_describe_the_served_kinds(kube_emulator: KubeEmulator) -> None:
