@@ -26,9 +26,10 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from .deployments import ApiError, ServiceDeployments, serve_service_deployments
+from .deployments import ServiceDeployments, serve_service_deployments
 from .faults import MAX_HOLD_SECONDS, EcsCall, FaultyWire, Held, Refusal
 from .listing import serve_listing
+from .paging import ApiError
 from .simulator import DeploymentSimulator, FaultHook
 from .tasks import TaskFault
 from .telemetry import Telemetry, Usage
