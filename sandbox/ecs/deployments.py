@@ -21,7 +21,8 @@ DescribeServiceRevisions (moto implements none of them) in front of moto.
 #     STOPS it ("The service deployment stops when ... The rollback option is not in use for
 #     the failure detection mechanism ... and the service fails", ServiceDeployment.stoppedAt),
 #     with rollback it is ROLLBACK_IN_PROGRESS, ``rollback`` naming the revision returned to
-#     (shape Rollback), then ROLLBACK_SUCCESSFUL once that revision's rollout completes. A
+#     (shape Rollback), then ROLLBACK_SUCCESSFUL once that revision's rollout completes, or
+#     ROLLBACK_FAILED when the circuit breaker fails the way back too. A
 #     deployment still ongoing when a newer one starts is STOPPED (our reading: the newer
 #     deployment replaces it; the statusReason wording is ours).
 #   * The window: "You can see the most recent 90-day history for deployments" (developer
@@ -47,8 +48,6 @@ DescribeServiceRevisions (moto implements none of them) in front of moto.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import json
 import secrets
@@ -60,6 +59,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .faults import TARGET_PREFIX, Environ, StartResponse, WsgiApp
+from .paging import ApiError, InvalidParameter, keyset_page, page_size
 
 WINDOW = timedelta(days=90)
 DEFAULT_PAGE, MAX_PAGE, MAX_DESCRIBE = 20, 100, 20
@@ -68,14 +68,6 @@ OPERATIONS = ("ListServiceDeployments", "DescribeServiceDeployments",
 ONGOING = ("PENDING", "IN_PROGRESS", "STOP_REQUESTED", "ROLLBACK_REQUESTED",
            "ROLLBACK_IN_PROGRESS")
 _ALPHABET = string.ascii_letters + string.digits
-
-
-class ApiError(Exception):
-    """An AWS JSON error: ``code`` goes out as ``__type``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -207,9 +199,20 @@ class ServiceDeployments:
 
     def failed(self, deployment_id: str, *, reason: str, back_to: str | None) -> None:
         """The circuit breaker failed ``deployment_id``; ``back_to`` is the deployment it
-        rolls back to (None: no rollback)."""
+        rolls back to (None: no rollback). When ``deployment_id`` is itself the way back of
+        an earlier failed deployment, that rollback failed: the failed deployment becomes
+        ROLLBACK_FAILED (an enum value of shape ServiceDeploymentStatus in botocore
+        data/ecs/2014-11-13/service-2.json; a Completed state in the developer guide,
+        service-deployment.html) and the target's own, long finished record is left as it
+        was."""
         with self._lock:
             at = self.clock()
+            rolled_back = self._rollbacks.pop(deployment_id, None)
+            if rolled_back is not None:
+                if rolled_back.status == "ROLLBACK_IN_PROGRESS":
+                    rolled_back.status = "ROLLBACK_FAILED"
+                    rolled_back.finished = rolled_back.updated = at
+                return
             record = self._by_id.get(deployment_id)
             if record is None:
                 return
@@ -229,10 +232,7 @@ class ServiceDeployments:
     def list(self, body: Mapping[str, Any], service_arn: str) -> dict[str, Any]:
         statuses = body.get("status")
         created = body.get("createdAt") or {}
-        limit = body.get("maxResults")
-        if limit is not None and not 1 <= int(limit) <= MAX_PAGE:
-            raise ApiError("InvalidParameterException", "maxResults must be between 1 and 100.")
-        size = int(limit) if limit is not None else DEFAULT_PAGE
+        size = page_size(body.get("maxResults"), default=DEFAULT_PAGE, maximum=MAX_PAGE)
         with self._lock:
             since = self.clock() - WINDOW
             found = [d for d in self._deployments if d.service_arn == service_arn
@@ -242,14 +242,11 @@ class ServiceDeployments:
                      and ("after" not in created or _epoch(d.created) > float(created["after"]))]
             keys = sorted(((_epoch(d.created), d.arn), d) for d in found)
             keys.reverse()  # newest first
-            token = body.get("nextToken")
-            if token:
-                after = _decode(str(token))
-                keys = [k for k in keys if k[0] < after]
-            page, rest = keys[:size], keys[size:]
-            answer: dict[str, Any] = {"serviceDeployments": [d.brief() for _, d in page]}
-        if rest:
-            answer["nextToken"] = _encode(page[-1][0])
+            page, token = keyset_page(keys, size, body.get("nextToken"), parse=_key,
+                                      past=lambda key, after: key < after)
+            answer: dict[str, Any] = {"serviceDeployments": [d.brief() for d in page]}
+        if token is not None:
+            answer["nextToken"] = token
         return answer
 
     def describe_deployments(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,10 +270,9 @@ class ServiceDeployments:
 def _arns(body: Mapping[str, Any], key: str) -> list[str]:
     arns = body.get(key)
     if not isinstance(arns, list) or not arns:
-        raise ApiError("InvalidParameterException", f"{key} must not be empty.")
+        raise InvalidParameter(f"{key} must not be empty.")
     if len(arns) > MAX_DESCRIBE:
-        raise ApiError("InvalidParameterException",
-                       f"{key} can have at most {MAX_DESCRIBE} elements.")
+        raise InvalidParameter(f"{key} can have at most {MAX_DESCRIBE} elements.")
     return [str(a) for a in arns]
 
 
@@ -284,17 +280,9 @@ def _epoch(at: datetime) -> float:
     return at.timestamp()
 
 
-def _encode(key: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
-
-
-def _decode(token: str) -> tuple[float, str]:
-    try:
-        created, arn = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return float(created), str(arn)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise ApiError("InvalidParameterException", "The specified nextToken is invalid.") \
-            from exc
+def _key(decoded: Any) -> tuple[float, str]:
+    created, arn = decoded
+    return float(created), str(arn)
 
 
 ServiceLookup = Callable[[str, str], str]  # (cluster, service) -> service ARN, or ApiError
@@ -316,10 +304,10 @@ def serve_service_deployments(app: WsgiApp, record: ServiceDeployments,
         try:
             body = json.loads(raw) if raw else {}
             if not isinstance(body, dict):
-                raise ApiError("InvalidParameterException", "The request body is invalid.")
+                raise InvalidParameter("The request body is invalid.")
             if operation == "ListServiceDeployments":
                 if not body.get("service"):
-                    raise ApiError("InvalidParameterException", "service is required.")
+                    raise InvalidParameter("service is required.")
                 service_arn = lookup(str(body.get("cluster") or "default"),
                                      str(body["service"]))
                 payload = record.list(body, service_arn)

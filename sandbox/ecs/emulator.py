@@ -26,9 +26,10 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
-from .deployments import ApiError, ServiceDeployments, serve_service_deployments
+from .deployments import ServiceDeployments, serve_service_deployments
 from .faults import MAX_HOLD_SECONDS, EcsCall, FaultyWire, Held, Refusal
 from .listing import serve_listing
+from .paging import ApiError
 from .simulator import DeploymentSimulator, FaultHook
 from .tasks import TaskFault
 from .telemetry import Telemetry, Usage
@@ -254,9 +255,6 @@ class EcsEmulator:
         return Seeded(cluster, service, family, tuple(arns), desired_count)
 
 
-ACCOUNT = "123456789012"
-
-
 def task_definition(family: str, n: int, region: str) -> dict[str, Any]:
     """RegisterTaskDefinition arguments for revision ``n`` of the demo family: image
     ``:1.n.0``; task-level cpu 256 (units) / memory 512 (MiB); awslogs to ``/ecs/<family>``
@@ -268,10 +266,10 @@ def task_definition(family: str, n: int, region: str) -> dict[str, Any]:
                    {"name": "LOG_LEVEL", "value": "debug" if n >= 4 else "info"},
                    {"name": "PARTNER_API_KEY", "value": f"pk-live-{n:04d}-do-not-leak"}]
     secrets = [{"name": "DATABASE_URL", "valueFrom": f"arn:aws:secretsmanager:{region}:"
-                f"{ACCOUNT}:secret:{family}/database-url-Ab12Cd"}]
+                f"{DEFAULT_ACCOUNT_ID}:secret:{family}/database-url-Ab12Cd"}]
     if n >= 4:
         secrets.append({"name": "OPENAI_API_KEY", "valueFrom": f"arn:aws:ssm:{region}:"
-                        f"{ACCOUNT}:parameter/{family}/openai-api-key"})
+                        f"{DEFAULT_ACCOUNT_ID}:parameter/{family}/openai-api-key"})
     return {"family": family, "cpu": "256", "memory": "512", "containerDefinitions": [{
         "name": family, "image": f"registry.example/{family}:1.{n}.0",
         "memory": 512, "cpu": 256, "essential": True,

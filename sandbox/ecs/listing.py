@@ -23,21 +23,16 @@ registration order and ignores ``sort``, ``maxResults`` and ``nextToken``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .faults import TARGET_PREFIX, Environ, StartResponse, WsgiApp
+from .paging import ApiError, InvalidParameter, keyset_page, page_size
 
 DEFAULT_PAGE = 100
 OPERATION = "ListTaskDefinitions"
-
-
-class InvalidParameter(ValueError):
-    pass
 
 
 def list_task_definitions(definitions: Iterable[Any], body: dict[str, Any]) -> dict[str, Any]:
@@ -48,35 +43,24 @@ def list_task_definitions(definitions: Iterable[Any], body: dict[str, Any]) -> d
     order = str(body.get("sort") or "ASC")
     if order not in ("ASC", "DESC"):
         raise InvalidParameter(f"sort must be ASC or DESC, not {order}")
-    limit = body.get("maxResults")
-    if limit is not None and not 1 <= int(limit) <= DEFAULT_PAGE:
-        raise InvalidParameter("maxResults must be between 1 and 100")
-    size = int(limit) if limit is not None else DEFAULT_PAGE
+    size = page_size(body.get("maxResults"), default=DEFAULT_PAGE, maximum=DEFAULT_PAGE)
     keys = sorted(((d.family, int(d.revision)), d.arn) for d in definitions
                   if (family is None or d.family == family) and d.status == status)
     if order == "DESC":
         keys.reverse()
-    token = body.get("nextToken")
-    if token:
-        after = _decode(str(token))
-        keys = [k for k in keys if (k[0] > after if order == "ASC" else k[0] < after)]
-    page, rest = keys[:size], keys[size:]
-    answer: dict[str, Any] = {"taskDefinitionArns": [arn for _, arn in page]}
-    if rest:
-        answer["nextToken"] = _encode(page[-1][0])
+    arns, token = keyset_page(
+        keys, size, body.get("nextToken"), parse=_key,
+        past=(lambda key, after: key > after) if order == "ASC"
+        else (lambda key, after: key < after))
+    answer: dict[str, Any] = {"taskDefinitionArns": arns}
+    if token is not None:
+        answer["nextToken"] = token
     return answer
 
 
-def _encode(key: tuple[str, int]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(key)).encode()).decode()
-
-
-def _decode(token: str) -> tuple[str, int]:
-    try:
-        family, revision = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(family), int(revision)
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise InvalidParameter("The specified nextToken is invalid.") from exc
+def _key(decoded: Any) -> tuple[str, int]:
+    family, revision = decoded
+    return str(family), int(revision)
 
 
 def serve_listing(app: WsgiApp, definitions: Callable[[], Iterable[Any]]) -> WsgiApp:
@@ -94,7 +78,9 @@ def serve_listing(app: WsgiApp, definitions: Callable[[], Iterable[Any]]) -> Wsg
             payload = list_task_definitions(definitions(), body if isinstance(body, dict)
                                             else {})
             status = "200 OK"
-        except (InvalidParameter, ValueError, TypeError) as exc:
+        except ApiError as exc:
+            payload, status = {"__type": exc.code, "message": str(exc)}, "400 Bad Request"
+        except (ValueError, TypeError) as exc:
             payload = {"__type": "InvalidParameterException", "message": str(exc)}
             status = "400 Bad Request"
         data = json.dumps(payload).encode()

@@ -134,14 +134,14 @@ class Telemetry:
 
     # --------------------------------------------------------------------- metrics
     def publish(self, cluster: str, service: str, service_arn: str,
-                running: Mapping[str, int], *, force: bool = False) -> bool:
+                running: Mapping[str, int]) -> bool:
         """One datapoint of each metric for ``service`` whose RUNNING tasks are
         ``running`` (task-definition ARN -> count), at most once per ``interval``."""
         total = sum(running.values())
         at = time.monotonic()
         with self._lock:
             last = self._published.get(service_arn)
-            if total == 0 or (not force and last is not None and at - last < self.interval):
+            if total == 0 or (last is not None and at - last < self.interval):
                 return False
             self._published = {**self._published, service_arn: at}
         cpu = sum(self.usage(arn).cpu_percent * n for arn, n in running.items()) / total

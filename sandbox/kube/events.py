@@ -28,6 +28,10 @@ class EventRecorder:
         namespace = meta.get("namespace") or "default"
         key = (str(meta.get("uid")), component, type_, reason, message)
         now = now_rfc3339()
+        # The lookup, the name and the create happen under one lock: client-go correlates
+        # and writes events one at a time (tools/record/event.go StartEventWatcher runs one
+        # goroutine over the broadcaster's channel, recordToSink correlates then writes), so
+        # two concurrent emits of one event make one Event with count 2, never two Events.
         with self._lock:
             name = self._seen.get(key)
             if name is not None:
@@ -40,21 +44,21 @@ class EventRecorder:
                     return
             name = f"{meta['name']}.{time.time_ns():x}"
             self._seen[key] = name
-        source: Obj = {"component": component}
-        if host:
-            source["host"] = host
-        event: Obj = {
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {"kind": obj.get("kind"), "namespace": namespace,
-                               "name": meta["name"], "uid": meta.get("uid"),
-                               "apiVersion": obj.get("apiVersion"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "source": source,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": type_,
-            "eventTime": None, "reportingComponent": component,
-            "reportingInstance": host,
-        }
-        try:
-            self.store.create("events", event, actor=component)
-        except ApiError:
-            pass  # the namespace is gone: the event has nowhere to live, as on a cluster
+            source: Obj = {"component": component}
+            if host:
+                source["host"] = host
+            event: Obj = {
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": {"kind": obj.get("kind"), "namespace": namespace,
+                                   "name": meta["name"], "uid": meta.get("uid"),
+                                   "apiVersion": obj.get("apiVersion"),
+                                   "resourceVersion": meta.get("resourceVersion")},
+                "reason": reason, "message": message, "source": source,
+                "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": type_,
+                "eventTime": None, "reportingComponent": component,
+                "reportingInstance": host,
+            }
+            try:
+                self.store.create("events", event, actor=component)
+            except ApiError:
+                pass  # the namespace is gone: the event has nowhere to live, as on a cluster

@@ -206,9 +206,23 @@ class Kubelet:
         self.scheduler.call_later(delay, run)
 
     def _write(self, pod: Obj, status: Obj, *, notify: bool = True) -> Obj:
+        """Write ``status`` onto the stored pod, as the kubelet's status manager patches only
+        the pod's status (pkg/kubelet/status/status_manager.go syncPod ->
+        statusutil.PatchPodStatus): a client's concurrent change to labels or spec stays. A pod
+        deleted (or replaced by a namesake) since it was read is done: nothing is written, and
+        the next scheduled step finds it gone."""
+        meta = pod["metadata"]
+        uid = meta.get("uid")
+
+        def set_status(current: Obj) -> None:
+            if current["metadata"].get("uid") == uid:
+                current["status"] = status
+
+        written = self.store.mutate("pods", meta["namespace"], meta["name"], set_status,
+                                    actor=COMPONENT)
         pod["status"] = status
-        written = self.store.replace("pods", pod, actor=COMPONENT, keep_status=False,
-                                     check_rv=False)
+        if written is None or written["metadata"].get("uid") != uid:
+            return pod
         if notify:  # a seed's sync is running already: nothing to wake
             self.on_change(written, 0.0)
         return written

@@ -114,10 +114,6 @@ def definitions() -> dict[str, Obj]:
     return defs
 
 
-def _known_fields(definition: str) -> Obj | None:
-    return definitions().get(definition)
-
-
 def unknown_fields(kind: str, obj: Any) -> list[str]:
     """Paths of fields the kind's schema does not declare, as the strict decoder names
     them ("spec.template.spec.containers[0].imagee"); ``$``-directives of patches skipped."""

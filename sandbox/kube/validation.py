@@ -10,10 +10,20 @@ cause per field, worded and rendered as kubernetes/kubernetes does it.
 # immutable in apps/v1). Messages follow apimachinery pkg/util/validation/field/errors.go
 # (ErrorBody renders values with Go's %#v) and pkg/api/errors NewInvalid
 # ('<Kind>.<group> "<name>" is invalid: <errors>', several errors in brackets).
+# maxSurge / maxUnavailable: ValidatePositiveIntOrPercent (a string must pass
+# apimachinery pkg/util/validation/validation.go IsValidPercent, regex "[0-9]+%", message
+# built by RegexError; an int must pass ValidateNonnegativeField, "must be greater than or
+# equal to 0"), getIntOrPercentValue (an invalid percent counts as IntOrString.IntValue(),
+# i.e. Atoi of the string, 0 when it is not a number) and IsNotMoreThan100Percent.
+# A value of the wrong JSON type never reaches validation: the decoder fails and the
+# apiserver answers 400 BadRequest (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/
+# rest.go transformDecodeError: '<Kind> in version "<v>" cannot be handled as a <Kind>:
+# <encoding/json error>').
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .objects import selector_matches, selector_to_string
@@ -58,10 +68,67 @@ def _go_intstr(value: Any) -> str:
     return f"intstr.IntOrString{{Type:0, IntVal:{int(value or 0)}, StrVal:\"\"}}"
 
 
+PERCENT_FORMAT = "[0-9]+%"
+PERCENT_MESSAGE = ("a valid percent string must be a numeric string followed by an ending '%' "
+                   f"(e.g. '1%',  or '93%', regex used for validation is '{PERCENT_FORMAT}')")
+NEGATIVE = "must be greater than or equal to 0"
+_INT32_FIELDS = ("replicas", "revisionHistoryLimit", "minReadySeconds",
+                 "progressDeadlineSeconds")
+
+
+def _valid_percent(value: str) -> bool:
+    """IsValidPercent: ``^[0-9]+%$``."""
+    return re.fullmatch(PERCENT_FORMAT, value) is not None
+
+
 def _int_or_percent(value: Any) -> int:
-    if isinstance(value, str) and value.endswith("%"):
-        return int(value[:-1] or 0)
+    """getIntOrPercentValue: a valid percent's number, else IntValue() (Atoi, 0 on error)."""
+    if isinstance(value, str):
+        text = value[:-1] if _valid_percent(value) else value
+        return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else 0
     return int(value or 0)
+
+
+def _json_kind(value: Any) -> str:
+    """How encoding/json names a value it cannot unmarshal (UnmarshalTypeError.Value)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return f"number {json.dumps(value)}"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _decodes(spec: Any) -> None:
+    """400 BadRequest for a field whose JSON type the Go struct cannot take."""
+    problem = None
+    for field in _INT32_FIELDS:
+        value = spec.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            problem = (f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+                       f"DeploymentSpec.spec.{field} of type int32")
+            break
+    rolling = ((spec.get("strategy") or {}).get("rollingUpdate") or {}) \
+        if isinstance(spec.get("strategy"), dict) else {}
+    for field in ("maxUnavailable", "maxSurge"):
+        value = rolling.get(field) if isinstance(rolling, dict) else None
+        if problem is None and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | str)):
+            # intstr.IntOrString.UnmarshalJSON: not a quoted string -> json.Unmarshal(int32)
+            problem = f"json: cannot unmarshal {_json_kind(value)} into Go value of type int32"
+    if problem is not None:
+        raise ApiError(400, "BadRequest", 'Deployment in version "v1" cannot be handled as a '
+                       f"Deployment: {problem}")
+
+
+def _positive_int_or_percent(errs: _Errors, field: str, value: Any) -> None:
+    """ValidatePositiveIntOrPercent."""
+    if isinstance(value, str):
+        if not _valid_percent(value):
+            errs.invalid(field, _go_intstr(value), PERCENT_MESSAGE)
+    elif int(value) < 0:
+        errs.invalid(field, str(int(value)), NEGATIVE)
 
 
 class _Errors:
@@ -93,8 +160,9 @@ class _Errors:
 
 def validate_deployment(obj: Obj, old: Obj | None) -> None:
     """Raise the API server's 422 for an invalid Deployment (``old``: on update)."""
-    errs = _Errors()
     spec = obj.get("spec") or {}
+    _decodes(spec)
+    errs = _Errors()
     name = (obj.get("metadata") or {}).get("name", "")
     selector = spec.get("selector")
     if old is not None:
@@ -114,8 +182,7 @@ def validate_deployment(obj: Obj, old: Obj | None) -> None:
                          "`selector` does not match template `labels`")
     for field in ("replicas", "revisionHistoryLimit", "minReadySeconds"):
         if int(spec.get(field) or 0) < 0:
-            errs.invalid(f"spec.{field}", str(spec[field]),
-                         "must be greater than or equal to 0")
+            errs.invalid(f"spec.{field}", str(spec[field]), NEGATIVE)
     deadline = spec.get("progressDeadlineSeconds")
     if deadline is not None and int(deadline) <= int(spec.get("minReadySeconds") or 0):
         errs.invalid("spec.progressDeadlineSeconds", str(deadline),
@@ -133,7 +200,10 @@ def validate_deployment(obj: Obj, old: Obj | None) -> None:
         rolling = strategy.get("rollingUpdate") or {}
         surge, unavailable = rolling.get("maxSurge"), rolling.get("maxUnavailable")
         for field, value in (("maxUnavailable", unavailable), ("maxSurge", surge)):
-            if value is not None and isinstance(value, str) and _int_or_percent(value) > 100:
+            if value is not None:
+                _positive_int_or_percent(errs, f"spec.strategy.rollingUpdate.{field}", value)
+        for field, value in (("maxUnavailable", unavailable), ("maxSurge", surge)):
+            if isinstance(value, str) and _valid_percent(value) and _int_or_percent(value) > 100:
                 errs.invalid(f"spec.strategy.rollingUpdate.{field}", _go_intstr(value),
                              "must not be greater than 100%")
         if _int_or_percent(unavailable) == 0 and _int_or_percent(surge) == 0:

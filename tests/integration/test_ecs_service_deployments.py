@@ -163,6 +163,31 @@ def test_circuit_breaker_states_with_and_without_rollback(emulator: EcsEmulator)
         serviceDeploymentArns=[stopped["serviceDeploymentArn"]])["serviceDeployments"][0]
 
 
+def test_a_rollback_whose_target_fails_too_is_rollback_failed(emulator: EcsEmulator) -> None:
+    """v3 fails, the breaker rolls back to v2, whose new tasks fail as well (with
+    minimumHealthyPercent 0 v3's rollout stopped v2's running ones): the v3 deployment ends
+    ROLLBACK_FAILED and v2's own SUCCESSFUL record stays as it was."""
+    seeded, client = fresh(emulator, revisions=3, never_deployed={3}, circuit_breaker=(True, True))
+    client.update_service(cluster=seeded.cluster, service=seeded.service,
+                          deploymentConfiguration={
+                              "maximumPercent": 200, "minimumHealthyPercent": 0,
+                              "deploymentCircuitBreaker": {"enable": True, "rollback": True}})
+    before = {b["serviceDeploymentArn"]: b for b in listed(client, seeded)}
+    emulator.fail_task_definition(seeded.arns[2])
+    emulator.fail_task_definition(seeded.arns[1])
+    deploy(client, seeded, seeded.arns[2])
+    failed = wait_until(lambda: next((b for b in listed(client, seeded)
+                                      if b["status"] == "ROLLBACK_FAILED"), None), 30,
+                        message="the circuit breaker's rollback to fail")
+    assert failed["serviceDeploymentArn"] not in before
+    assert task_definitions_of(client, [failed]) == [seeded.arns[2]]
+    assert failed["finishedAt"] >= failed["startedAt"]
+    after = {b["serviceDeploymentArn"]: b for b in listed(client, seeded)}
+    assert {arn: after[arn] for arn in before} == before  # v1 and v2 untouched
+    assert [b["status"] for b in listed(client, seeded)] == [
+        "ROLLBACK_FAILED", "SUCCESSFUL", "SUCCESSFUL"]
+
+
 # --------------------------------------------------------------------- the adapter
 def test_history_tells_never_deployed_revisions_and_previous_skips_them(
         emulator: EcsEmulator) -> None:

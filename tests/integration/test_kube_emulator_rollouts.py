@@ -6,6 +6,7 @@ deadline and its recovery by undo, history cleanup, ``kubectl apply`` validation
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -427,6 +428,96 @@ def test_invalid_deployments_are_refused(kubectl: Kubectl, kube_emulator: KubeEm
     assert recreate.returncode == 0, recreate.stderr
     stored = kube_emulator.get_deployment(NS, APP)["spec"]["strategy"]
     assert stored == {"type": "Recreate"}
+
+
+def _deployment_body(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name,
+                                                           "image": f"{IMAGE}:1.0"}]}},
+                     **spec}}
+
+
+def test_bad_surge_values_and_counts_are_refused_as_the_api_server_does(
+        kubectl: Kubectl, kube_emulator: KubeEmulator, tmp_path: Path) -> None:
+    """ValidatePositiveIntOrPercent / IsValidPercent (pkg/apis/apps/validation): 422; a count
+    of the wrong JSON type fails decoding: 400 (apiserver transformDecodeError)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    kube_emulator.ensure_namespace(NS)
+    apps = client.AppsV1Api(kube_emulator.api_client())
+    percent = ("a valid percent string must be a numeric string followed by an ending '%' "
+               "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+    cases = [
+        ("maxSurge", "abc", 'Invalid value: intstr.IntOrString{Type:1, IntVal:0, '
+                            f'StrVal:"abc"}}: {percent}'),
+        ("maxUnavailable", "1.5%", 'Invalid value: intstr.IntOrString{Type:1, IntVal:0, '
+                                   f'StrVal:"1.5%"}}: {percent}'),
+        ("maxSurge", -1, "Invalid value: -1: must be greater than or equal to 0"),
+        ("maxUnavailable", -2, "Invalid value: -2: must be greater than or equal to 0"),
+    ]
+    for index, (field, value, message) in enumerate(cases):
+        rolling = {"maxSurge": 1, "maxUnavailable": 1, field: value}
+        body = _deployment_body(f"bad{index}", strategy={"type": "RollingUpdate",
+                                                         "rollingUpdate": rolling})
+        try:
+            apps.create_namespaced_deployment(NS, body)
+        except ApiException as exc:
+            status = json.loads(exc.body)
+            assert (exc.status, status["reason"]) == (422, "Invalid"), exc.body
+            assert f"spec.strategy.rollingUpdate.{field}: {message}" in status["message"]
+            assert {"field": f"spec.strategy.rollingUpdate.{field}",
+                    "reason": "FieldValueInvalid", "message": message} \
+                in status["details"]["causes"]
+        else:
+            raise AssertionError(f"{field}={value!r} was accepted")
+    # The Python client refuses replicas "x" itself; kubectl sends it as written.
+    path = tmp_path / "badcount.json"
+    path.write_text(json.dumps(_deployment_body("badcount", replicas="x")))
+    count = kubectl.run(kube_emulator, "create", "-n", NS, "-f", str(path))
+    assert count.returncode == 1
+    assert count.stderr.strip().endswith(
+        'Deployment in version "v1" cannot be handled as a Deployment: json: cannot '
+        "unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"), \
+        count.stderr
+    assert "(BadRequest)" in count.stderr
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == []
+
+
+def test_concurrent_repeats_of_an_event_aggregate_into_one(
+        kube_emulator: KubeEmulator) -> None:
+    """client-go's recorder writes one event at a time: N concurrent emits of the same
+    event are one Event with count N (read back through the API)."""
+    from kubernetes import client
+
+    kube_emulator.ensure_namespace(NS)
+    api = client.ApiClient()
+    apps = client.AppsV1Api(kube_emulator.api_client())
+    created = apps.create_namespaced_deployment(NS, _deployment_body("events", replicas=0))
+    obj = api.sanitize_for_serialization(created)
+    recorder = kube_emulator.controller.events
+    emitters = 16
+    barrier = threading.Barrier(emitters)
+
+    def emit() -> None:
+        barrier.wait()
+        recorder.emit(obj, "Concurrent", "the same event, many times", component="test")
+
+    threads = [threading.Thread(target=emit) for _ in range(emitters)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the emitters interleave as finely as the GIL allows
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    core = client.CoreV1Api(kube_emulator.api_client())
+    found = [e for e in core.list_namespaced_event(NS).items if e.reason == "Concurrent"]
+    assert [e.count for e in found] == [emitters]
 
 
 def test_openapi_documents_describe_the_served_kinds(kube_emulator: KubeEmulator) -> None:
