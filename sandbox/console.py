@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from handlers.work_pool import BUSY_TEXT
 from sandbox.slack import DEFAULT_CHANNEL, BotResponse, DriverError, SlackDriver, SlackEmulator
 from sandbox.slack.blockkit import iter_elements
 from sandbox.slack.models import Event
@@ -124,7 +125,7 @@ class Console:
         acted (``handlers.errors.tell_user``: plain text, no blocks; or, for a command it
         cannot parse, ``handlers.views.error_blocks``, a ``:no_entry_sign:`` section). Its
         other ephemeral answers carry blocks (help, status, history) or are the progress
-        acks of a command (``PROGRESS``)."""
+        acks of a command (``PROGRESS``), except "busy" (``BUSY_TEXT``), which is a refusal."""
         uid = self.emulator.user_id(user)
         shown = {(e.data.get("channel"), e.data.get("ts")) for e in events
                  if e.kind in ("ephemeral.posted", "ephemeral.replaced")
@@ -136,8 +137,9 @@ class Console:
             text = str(ephemeral.get("text") or "")
             blocks = ephemeral.get("blocks") or []
             first = str(((blocks[0] if blocks else {}).get("text") or {}).get("text", ""))
-            if first.startswith(":no_entry_sign:") or (
-                    not blocks and text and not text.startswith(PROGRESS)):
+            # The busy refusal starts like a progress ack (":hourglass:"), so it is named.
+            if first.startswith(":no_entry_sign:") or (not blocks and text and (
+                    BUSY_TEXT in text or not text.startswith(PROGRESS))):
                 found.append(first or text)
         return found
 
