@@ -17,7 +17,7 @@ from sandbox.config import sandbox_config_dict
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import kubernetes_target, seed_incident
 from sandbox.stack import SandboxStack
-from tests.e2e.conftest import CHANNEL
+from tests.support.messages import request_message
 
 
 @pytest.fixture
@@ -43,9 +43,7 @@ def test_the_plan_shows_what_the_bad_release_changed(stack: SandboxStack) -> Non
     assert driver is not None
     driver.slash_command("/rollback", "hotel-voice-bot --severity P1 --reason 5xx",
                          user="alice")
-    msg = em.wait_for(lambda: next(
-        (m for m in em.messages(CHANNEL) if "*Assessment*" in str(m.get("blocks"))), None),
-        timeout=20)
+    msg = request_message(em, timeout=20)
     text = str(msg["blocks"])
     assert "Configuration that differs" in text
     assert "env VOICE_TIMEOUT_MS: `2000` → (unset)" in text

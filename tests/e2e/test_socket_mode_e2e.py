@@ -116,6 +116,7 @@ def test_a_rollback_runs_over_socket_mode_through_a_refresh_and_a_retry(
         assert len(requests) == 1, [m.get("text") for m in emulator.messages(CHANNEL)]
         assert not [m for m in emulator.messages(CHANNEL)
                     if f"RB-{rollback_id + 1}" in str(m.get("text", ""))]
+        assert len(world["store"].history(SERVICE)) == 1  # one rollback, whatever the timing
 
         # Slack refreshes the connection: the client opens a new URL, the old socket closes.
         hub.disconnect("refresh_requested")
