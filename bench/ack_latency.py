@@ -3,8 +3,9 @@
 Measures the time from sending a signed ``/rollback help`` request to receiving the HTTP
 response, at concurrency 1 and 20, for
   (a) the real bot (``bot.runtime.app.create_app`` behind
-      ``bot.runtime.server.HttpServer``): signature verification, the dedupe middleware's
-      INSERT into PostgreSQL, parsing, Block Kit;
+      ``bot.runtime.server.HttpServer``): the front door's signature check, parsing, Block
+      Kit in the ack body (the delivery dedupe INSERT runs after ``ack()`` and only for
+      requests with side effects, so ``help`` makes none: the bench counts them);
   (b) a bare ``slack_bolt.App`` whose only listener is ``@app.command("/rollback")`` ->
       ``ack()``, behind waitress with the same thread count, the same Bolt options and the
       same signing secret.
@@ -82,8 +83,9 @@ class BareBolt:
 
 
 class DedupeTimer:
-    """Times the bot's dedupe write (the one PostgreSQL round trip before ``ack``): a
-    wrapper on the live Store instance that calls straight through."""
+    """Times the bot's dedupe write (``Store.first_delivery``, after ``ack()``, only for
+    requests with side effects; ``help`` should make none): a wrapper on the live Store
+    instance that calls straight through."""
 
     def __init__(self, store: Any) -> None:
         self.times: dict[int, list[float]] = {}
@@ -220,8 +222,9 @@ def main() -> int:
         verdicts.append(ok)
         d = dedupe.times.get(concurrency) or [0.0]
         sd = summary(d)
-        print(f"  bot's dedupe INSERT in the ack path at c={concurrency} "
-              f"(Store.first_delivery): p50 {ms(sd['p50']).strip()}  "
+        calls = len(dedupe.times.get(concurrency) or [])
+        print(f"  bot's dedupe INSERTs at c={concurrency} (Store.first_delivery, after "
+              f"ack(); {calls} calls): p50 {ms(sd['p50']).strip()}  "
               f"p90 {ms(sd['p90']).strip()}  p99 {ms(sd['p99']).strip()} ms")
         rounds = per_round[concurrency]
         by_round = {q: statistics.median(percentile(x, q) / percentile(y, q) for x, y in rounds)
