@@ -22,7 +22,8 @@ def _console_url() -> str:
     path = state_path()
     # The lock, not the state file, says whether one runs: a killed sandbox leaves its file.
     if not sandbox_running() or not path.exists():
-        raise SystemExit("No sandbox is running (start one with `make run`).")
+        print("No sandbox is running (start one with `make run`).", file=sys.stderr)
+        raise SystemExit(2)  # not a refusal: nobody was asked
     return str(json.loads(path.read_text())["console_url"])
 
 
@@ -104,7 +105,8 @@ def cmd_drill(args: argparse.Namespace) -> int:
 USERS_HELP = "sandbox user: alice (requester), bob/carol (approvers), dave"
 COMMANDS_EPILOG = ("`say` and `click` talk to a running sandbox (start one with `make run` in "
                    "another terminal); they print what the bot answered and exit 1 when it "
-                   "refuses, 0 otherwise. Each command has --help.")
+                   "refuses, 2 when it could not be asked (no sandbox running, the console "
+                   "unreachable, no such button), 0 otherwise. Each command has --help.")
 
 
 def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
@@ -157,5 +159,9 @@ def build_parser(prog: str = "python -m sandbox") -> argparse.ArgumentParser:
 
 def main(argv: list[str], *, prog: str = "python -m sandbox") -> int:
     args = build_parser(prog).parse_args(argv)
-    code: int = args.fn(args)
+    try:
+        code: int = args.fn(args)
+    except httpx.HTTPError as exc:  # the console went away: exit 2, never a refusal's 1
+        print(f"The sandbox console did not answer: {exc}", file=sys.stderr)
+        return 2
     return code

@@ -186,12 +186,20 @@ SANDBOX_COMMANDS = """commands of the sandbox (`python -m sandbox COMMAND --help
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """``python -m sandbox ARGS`` when this is a checkout with the sandbox beside it, in its
     own process: the product never imports the sandbox (it is not in the wheel)."""
-    import importlib.util
+    import os
     import subprocess
 
     argv = list(args.sandbox_args)
-    if importlib.util.find_spec("sandbox") is not None:  # finds, never imports, a top level
-        return subprocess.call([sys.executable, "-m", "sandbox", *argv])
+    # The checkout this product runs from (an editable install): the sandbox sits beside
+    # bot/, handlers/, platforms/ and is not packaged. Found by path, never by the import
+    # system: `-P` keeps the caller's working directory off sys.path, so a `sandbox`
+    # directory wherever the command is typed is never the one that runs.
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "sandbox" / "__main__.py").is_file():
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(checkout), env.get("PYTHONPATH", "")) if p)
+        return subprocess.call([sys.executable, "-P", "-m", "sandbox", *argv], env=env)
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: rollback-bot sandbox COMMAND ...\n\n{SANDBOX_COMMANDS}\n\n"
               f"{SANDBOX_POINTER}")

@@ -791,7 +791,7 @@ def test_sandbox_after_a_killed_one_starts(tmp_path: Path) -> None:
     first.wait(timeout=10)
     assert (tmp_path / "data" / "sandbox.lock").exists()  # the file stays; the lock does not
     said = sandbox_cli(env, "say", "/rollback help")
-    assert said.returncode == 1 and "No sandbox is running" in said.stderr
+    assert said.returncode == 2 and "No sandbox is running" in said.stderr  # not a refusal
     log2 = tmp_path / "next.log"
     nxt = start_sandbox(env, log2)
     try:

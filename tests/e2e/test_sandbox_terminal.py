@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,9 +56,18 @@ def _shown(done: subprocess.CompletedProcess[str]) -> str:
     return f"exit {done.returncode}\n--- stdout\n{done.stdout}\n--- stderr\n{done.stderr}"
 
 
-def test_help_lists_the_sandbox_commands() -> None:
-    product = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "--help"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+def test_help_lists_the_sandbox_commands(tmp_path: Path) -> None:
+    """`rollback-bot sandbox` as the installed script runs it (`-P`: the working directory is
+    not on sys.path), typed in another directory that has a `sandbox` package of its own:
+    the checkout's sandbox answers, never the one in the working directory."""
+    decoy = tmp_path / "sandbox"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("")
+    (decoy / "__main__.py").write_text("print('DECOY SANDBOX')\n")
+    product = subprocess.run([sys.executable, "-P", "-m", "bot.runtime.cli", "sandbox",
+                              "--help"], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60)
+    assert "DECOY" not in product.stdout, _shown(product)
     direct = subprocess.run([sys.executable, "-m", "sandbox", "--help"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60)
     for done in (product, direct):
@@ -66,8 +76,8 @@ def test_help_lists_the_sandbox_commands() -> None:
         for command in COMMANDS:  # each listed with its one-line help
             assert any(line.split()[:1] == [command] and len(line.split()) > 1
                        for line in done.stdout.splitlines()), (command, done.stdout)
-    click = subprocess.run([sys.executable, "-m", "bot.runtime.cli", "sandbox", "click",
-                            "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    click = subprocess.run([sys.executable, "-P", "-m", "bot.runtime.cli", "sandbox", "click",
+                            "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert click.returncode == 0 and "--rollback" in click.stdout and "--as" in click.stdout, \
         _shown(click)
 

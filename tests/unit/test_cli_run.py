@@ -8,6 +8,7 @@ The sandbox is development-only and has its own entry point (``python -m sandbox
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,7 +75,7 @@ def test_the_sandbox_subcommand_runs_python_m_sandbox_in_a_checkout(tmp_path: Pa
     """In a checkout `rollback-bot sandbox ARGS` is `python -m sandbox ARGS` in a process of
     its own: the product itself still loads nothing of the sandbox."""
     said = _product(_env(tmp_path), "sandbox", "say", "/rollback help")
-    assert said.returncode == 1, said.stdout + said.stderr  # python -m sandbox say's own
+    assert said.returncode == 2, said.stdout + said.stderr  # nobody to ask: not a refusal
     assert "No sandbox is running" in said.stderr, said.stderr
     assert said.stdout.strip() == "loaded:", said.stdout
     helped = _product(_env(tmp_path), "sandbox", "--help")
@@ -85,20 +86,29 @@ def test_the_sandbox_subcommand_runs_python_m_sandbox_in_a_checkout(tmp_path: Pa
 
 
 # Where the sandbox is not installed (the wheel, the image): nothing named `sandbox` is found.
-NO_SANDBOX = "import sys\nsys.modules['sandbox'] = None  # importlib: not importable\n"
+def _installed_without_the_sandbox(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The product as a wheel installs it: bot/, handlers/ and platforms/ with no sandbox/
+    beside them, run with the working directory off sys.path (`-P`, as a console script)."""
+    site = tmp_path / "site"
+    for package in ("bot", "handlers", "platforms"):
+        shutil.copytree(REPO_ROOT / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    env = _env(tmp_path)
+    env["PYTHONPATH"] = str(site)
+    return site, env
 
 
 def test_without_the_sandbox_the_subcommand_points_to_a_checkout(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    said = subprocess.run([sys.executable, "-c", NO_SANDBOX + PROBE, "sandbox", "say", "x"],
-                          env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    site, env = _installed_without_the_sandbox(tmp_path)
+    said = subprocess.run([sys.executable, "-P", "-c", PROBE, "sandbox", "say", "x"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert said.returncode == 2, said.stdout + said.stderr
     message = said.stderr.strip()
     assert len(message.splitlines()) == 1, message
     assert "`python -m sandbox run|say|click|auto|drill`" in message and "`make run`" in message
-    assert said.stdout.strip() == "loaded: sandbox", said.stdout  # only the None stand-in
-    helped = subprocess.run([sys.executable, "-c", NO_SANDBOX + PROBE, "sandbox", "--help"],
-                            env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert said.stdout.strip() == "loaded:", said.stdout
+    helped = subprocess.run([sys.executable, "-P", "-c", PROBE, "sandbox", "--help"],
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert helped.returncode == 0, helped.stdout + helped.stderr
     for command in ("run", "say", "click", "auto", "drill"):
         assert f"  {command} " in helped.stdout, helped.stdout
