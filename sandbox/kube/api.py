@@ -81,7 +81,7 @@ class ApiServer:
         res = req.resource
         if res.group == "metrics.k8s.io":
             return self._metrics(req)
-        if req.subresource == "scale" and res.key == "apps/deployments":
+        if req.subresource == "scale" and "scale" in res.subresources:
             return self._scale(req)
         if req.subresource == "log" and res.key == "pods":
             return self._log(req)
@@ -261,7 +261,8 @@ class ApiServer:
 
     # -------------------------------------------------------------- subresources
     def _scale(self, req: ApiRequest) -> ApiResponse:
-        d = self.store.get("apps/deployments", req.namespace, req.name)
+        key = req.resource.key  # deployments, replicasets, statefulsets: one Scale shape
+        d = self.store.get(key, req.namespace, req.name)
 
         def as_scale(dep: Obj) -> Obj:
             meta = dep["metadata"]
@@ -279,7 +280,7 @@ class ApiServer:
         if req.verb not in ("patch", "update"):
             raise ApiError(405, "MethodNotAllowed", f"{req.verb} is not supported on scale")
         with self.store.lock:  # one read-modify-write, as the registry's GuaranteedUpdate
-            d = self.store.get("apps/deployments", req.namespace, req.name)
+            d = self.store.get(key, req.namespace, req.name)
             scale = as_scale(d)
             wanted = self._patched(req, scale) if req.verb == "patch" else req.json()
             if not isinstance(wanted, dict):
@@ -294,7 +295,7 @@ class ApiServer:
             d["spec"]["replicas"] = replicas
             if sent_rv:
                 d["metadata"]["resourceVersion"] = sent_rv
-            updated = self.store.replace("apps/deployments", d, dry_run=req.dry_run)
+            updated = self.store.replace(key, d, dry_run=req.dry_run)
         return ApiResponse(body=as_scale(updated))
 
     def _log(self, req: ApiRequest) -> ApiResponse:

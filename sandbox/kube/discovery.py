@@ -58,14 +58,32 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "configmaps", "configmap", "ConfigMap", short_names=("cm",)),
     Resource("", "v1", "secrets", "secret", "Secret"),
     Resource("", "v1", "events", "event", "Event", short_names=("ev",)),
+    Resource("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount",
+             short_names=("sa",)),
+    Resource("", "v1", "services", "service", "Service", short_names=("svc",),
+             subresources=("status",)),
     Resource("apps", "v1", "deployments", "deployment", "Deployment", short_names=("deploy",),
              subresources=("scale", "status"), has_generation=True),
     Resource("apps", "v1", "replicasets", "replicaset", "ReplicaSet", short_names=("rs",),
              subresources=("scale", "status"), has_generation=True),
+    # Stored kinds without a controller (what deploy/ renders): served, defaulted and
+    # validated like the API server does, but nothing reconciles them (docs/emulator-kubernetes.md).
+    Resource("apps", "v1", "statefulsets", "statefulset", "StatefulSet", short_names=("sts",),
+             subresources=("scale", "status"), has_generation=True),
+    Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
+             "PodDisruptionBudget", short_names=("pdb",), subresources=("status",),
+             has_generation=True),
+    Resource("rbac.authorization.k8s.io", "v1", "roles", "role", "Role"),
+    Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding"),
+    Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
+             short_names=("netpol",), has_generation=True),
+    Resource("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", short_names=("ing",),
+             subresources=("status",), has_generation=True),
     Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", verbs=("get", "list")),
 )
 
-GROUP_VERSIONS: dict[str, str] = {"apps": "v1", "metrics.k8s.io": "v1beta1"}
+GROUP_VERSIONS: dict[str, str] = {"apps": "v1", "policy": "v1", "rbac.authorization.k8s.io": "v1",
+                                  "networking.k8s.io": "v1", "metrics.k8s.io": "v1beta1"}
 
 
 def find(group: str, version: str, plural: str) -> Resource | None:
@@ -125,7 +143,9 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
         }
         if res.short_names:
             entry["shortNames"] = list(res.short_names)
-        if res.group == "apps" or res.plural == "pods" and not res.group:
+        # The "all" category (kubectl get all) as the real server lists it: pods, services and
+        # the apps workloads (pkg/registry/*/storage Categories()).
+        if res.group == "apps" or res.plural in ("pods", "services") and not res.group:
             entry["categories"] = ["all"]
         entries.append(entry)
         for sub in res.subresources:

@@ -16,6 +16,7 @@ import yaml
 from .api import ApiServer
 from .controller import DeploymentController, RolloutSettings
 from .http import EmulatorHTTPServer, Fault, HeldRequest, RequestRecord
+from .kinds import ServiceRegistry, validate_pdb, validate_rolebinding, validate_statefulset
 from .objects import CHANGE_CAUSE, HASH_LABEL, REVISION, is_pod_active, template_hash
 from .pods import PodFleet
 from .scheduler import Scheduler
@@ -33,6 +34,10 @@ class KubeEmulator:
         self.settings = RolloutSettings(duration=rollout_duration, observe_delay=observe_delay)
         self.store = Store(seed=seed)
         self.store.validators["apps/deployments"] = validate_deployment
+        self.store.validators["apps/statefulsets"] = validate_statefulset
+        self.store.validators["services"] = ServiceRegistry(self.store)
+        self.store.validators["policy/poddisruptionbudgets"] = validate_pdb
+        self.store.validators["rbac.authorization.k8s.io/rolebindings"] = validate_rolebinding
         self.scheduler = Scheduler()
         self.pods = PodFleet(self.store, self.scheduler)
         self.controller = DeploymentController(self.store, self.pods, self.scheduler,

@@ -129,6 +129,80 @@ def apply_defaults(resource_key: str, obj: dict[str, Any]) -> None:
         default_pod_spec(spec)
     elif resource_key == "secrets":
         obj.setdefault("type", "Opaque")
+    elif resource_key == "services" and isinstance(spec, dict):
+        _default_service(spec)
+    elif resource_key == "apps/statefulsets" and isinstance(spec, dict):
+        _default_statefulset(spec)
+    elif resource_key == "rbac.authorization.k8s.io/rolebindings":
+        # SetDefaults_RoleBinding (pkg/apis/rbac/v1/defaults.go): an empty roleRef.apiGroup
+        # is the RBAC group.
+        ref = obj.get("roleRef")
+        if isinstance(ref, dict) and not ref.get("apiGroup"):
+            ref["apiGroup"] = "rbac.authorization.k8s.io"
+
+
+def _default_service(spec: dict[str, Any]) -> None:
+    """SetDefaults_Service (kubernetes/kubernetes pkg/apis/core/v1/defaults.go): type
+    ClusterIP, sessionAffinity None, port protocol TCP, targetPort = port when unset,
+    externalTrafficPolicy Cluster for NodePort/LoadBalancer, internalTrafficPolicy Cluster
+    for every type but ExternalName. clusterIP(s) and ipFamilies are the allocator's
+    (sandbox/kube/kinds.py)."""
+    spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    if spec["sessionAffinity"] == "None":
+        spec.pop("sessionAffinityConfig", None)
+    for port in spec.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if port.get("targetPort") in (None, 0, ""):
+                port["targetPort"] = port.get("port")
+    if spec["type"] in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+    if spec["type"] in ("ClusterIP", "NodePort", "LoadBalancer"):
+        spec.setdefault("internalTrafficPolicy", "Cluster")
+    if spec["type"] == "LoadBalancer":
+        spec.setdefault("allocateLoadBalancerNodePorts", True)
+
+
+def _default_statefulset(spec: dict[str, Any]) -> None:
+    """SetDefaults_StatefulSet (pkg/apis/apps/v1/defaults.go; StatefulSetAutoDeletePVC is on
+    by default since 1.27): OrderedReady, RollingUpdate with partition 0, PVC retention
+    Retain/Retain, 1 replica, 10 revisions; the template like any pod template."""
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    if not strategy.get("type"):
+        strategy["type"] = "RollingUpdate"
+        strategy.setdefault("rollingUpdate", {})
+    if strategy["type"] == "RollingUpdate" and isinstance(strategy.get("rollingUpdate"), dict):
+        strategy["rollingUpdate"].setdefault("partition", 0)
+    retention = spec.setdefault("persistentVolumeClaimRetentionPolicy", {})
+    retention.setdefault("whenDeleted", "Retain")
+    retention.setdefault("whenScaled", "Retain")
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    default_template(spec.setdefault("template", {}))
+    for claim in spec.get("volumeClaimTemplates") or []:
+        # SetDefaults_PersistentVolumeClaimSpec + SetDefaults_PersistentVolumeClaim
+        claim.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+        claim.setdefault("status", {}).setdefault("phase", "Pending")
+
+
+# What a create stores as status: the strategies' PrepareForCreate reset it (a client cannot
+# set status on create) and Go serialises the zero value's non-omitempty fields
+# (pkg/registry/core/service/strategy.go, apps/statefulset/strategy.go,
+# policy/poddisruptionbudget/strategy.go, networking/ingress/strategy.go).
+_INITIAL_STATUS: dict[str, dict[str, Any]] = {
+    "services": {"loadBalancer": {}},
+    "apps/statefulsets": {"replicas": 0, "availableReplicas": 0},
+    "policy/poddisruptionbudgets": {"disruptionsAllowed": 0, "currentHealthy": 0,
+                                    "desiredHealthy": 0, "expectedPods": 0},
+    "networking.k8s.io/ingresses": {"loadBalancer": {}},
+}
+
+
+def prepare_for_create(resource_key: str, obj: dict[str, Any]) -> None:
+    if resource_key in _INITIAL_STATUS:
+        obj["status"] = copy.deepcopy(_INITIAL_STATUS[resource_key])
 
 
 # -------------------------------------------------------------------- pod deletion

@@ -39,15 +39,33 @@ _META = {"ObjectMeta", "LabelSelector", "LabelSelectorRequirement", "ManagedFiel
 # kind -> python client model (the emulator's served kinds)
 _MODELS = {"Namespace": "V1Namespace", "Pod": "V1Pod", "ConfigMap": "V1ConfigMap",
            "Secret": "V1Secret", "Event": "CoreV1Event", "Deployment": "V1Deployment",
-           "ReplicaSet": "V1ReplicaSet"}
+           "ReplicaSet": "V1ReplicaSet", "ServiceAccount": "V1ServiceAccount",
+           "Service": "V1Service", "StatefulSet": "V1StatefulSet",
+           "PodDisruptionBudget": "V1PodDisruptionBudget", "Role": "V1Role",
+           "RoleBinding": "V1RoleBinding", "NetworkPolicy": "V1NetworkPolicy",
+           "Ingress": "V1Ingress"}
+# Definition packages of the non-core models (the real /openapi/v2 names, e.g.
+# io.k8s.api.rbac.v1.Role): by name prefix, rbac by exact name (its Subject is the python
+# client's RbacV1Subject; "Role" must not catch core names).
+_PACKAGES = (
+    ("io.k8s.api.apps.v1", ("Deployment", "ReplicaSet", "RollingUpdateDeployment", "StatefulSet",
+                            "RollingUpdateStatefulSetStrategy")),
+    ("io.k8s.api.policy.v1", ("PodDisruptionBudget",)),
+    ("io.k8s.api.networking.v1", ("Ingress", "HTTPIngress", "IPBlock", "NetworkPolicy",
+                                  "ServiceBackendPort")),
+)
+_RBAC = {"Role", "RoleBinding", "RoleRef", "PolicyRule", "Subject", "AggregationRule"}
 
 
 def _definition_name(model: str) -> str:
-    bare = re.sub(r"^(CoreV1|V1|V2|V1beta1)", "", model)
+    bare = re.sub(r"^(CoreV1|RbacV1|V1|V2|V1beta1)", "", model)
     if bare in _META:
         return f"io.k8s.apimachinery.pkg.apis.meta.v1.{bare}"
-    if bare.startswith(("Deployment", "ReplicaSet", "RollingUpdateDeployment")):
-        return f"io.k8s.api.apps.v1.{bare}"
+    if bare in _RBAC:
+        return f"io.k8s.api.rbac.v1.{bare}"
+    for package, prefixes in _PACKAGES:
+        if bare.startswith(prefixes):
+            return f"{package}.{bare}"
     return f"io.k8s.api.core.v1.{bare}"
 
 

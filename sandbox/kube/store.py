@@ -15,7 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .discovery import Resource, by_key
-from .objects import apply_defaults, field_matches, now_rfc3339, selector_matches
+from .objects import (
+    apply_defaults,
+    field_matches,
+    now_rfc3339,
+    prepare_for_create,
+    selector_matches,
+)
 
 Obj = dict[str, Any]
 
@@ -101,7 +107,8 @@ class Store:
         self._seed = seed
         self._uids = 0
         self._listeners: list[Listener] = []
-        # resource key -> check(new, old or None) run after defaulting; raises ApiError 422
+        # resource key -> check(new, old or None) run after defaulting; raises ApiError 422.
+        # It may complete what the registry sets on write (a Service's clusterIP).
         self.validators: dict[str, Callable[[Obj, Obj | None], None]] = {}
         self.closed = False
 
@@ -178,6 +185,7 @@ class Store:
             meta.pop("resourceVersion", None)
             if res.has_generation:
                 meta["generation"] = 1
+            prepare_for_create(key, obj)
             apply_defaults(key, obj)
             if key in self.validators:
                 self.validators[key](obj, None)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from .objects import selector_to_string
 from .store import Obj
 
 
@@ -82,6 +83,41 @@ def _event(obj: Obj) -> list[Any]:
             obj["metadata"]["name"]]
 
 
+def _service(obj: Obj) -> list[Any]:
+    """printService: CLUSTER-IP "<none>" when unset, EXTERNAL-IP by type (getServiceExternalIP),
+    PORT(S) "port[:nodePort]/protocol" joined by "," (makePortString)."""
+    spec = obj.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    external = ",".join(spec.get("externalIPs") or []) or "<none>"
+    if kind == "LoadBalancer":
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        addresses = [i.get("ip") or i.get("hostname") for i in ingress]
+        external = ",".join(a for a in addresses if a) or "<pending>"
+    elif kind == "ExternalName":
+        external = spec.get("externalName", "")
+    ports = []
+    for port in spec.get("ports") or []:
+        node = f":{port['nodePort']}" if port.get("nodePort") else ""
+        ports.append(f"{port.get('port')}{node}/{port.get('protocol', 'TCP')}")
+    return [kind, spec.get("clusterIP") or "<none>", external, ",".join(ports) or "<none>"]
+
+
+def _ingress(obj: Obj) -> list[Any]:
+    """printIngress: CLASS, HOSTS (formatHosts: "*" for a rule without host, at most three
+    then "+ N more..."), ADDRESS from status, PORTS "80" or "80, 443" with TLS."""
+    spec = obj.get("spec") or {}
+    hosts = [rule.get("host") or "*" for rule in spec.get("rules") or []] or ["*"]
+    shown = ",".join(hosts[:3]) + (f" + {len(hosts) - 3} more..." if len(hosts) > 3 else "")
+    ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    address = ",".join(a for a in (i.get("ip") or i.get("hostname") for i in ingress) if a)
+    return [spec.get("ingressClassName") or "<none>", shown, address,
+            "80, 443" if spec.get("tls") else "80"]
+
+
+def _pdb_bound(value: Any) -> str:
+    return "N/A" if value is None else str(value)
+
+
 # Event columns as the API server prints them (printers.go AddHandlers, eventColumnDefinitions):
 # no leading Name column; priority-1 columns only show with -o wide.
 EVENT_COLUMNS = [("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0),
@@ -99,6 +135,31 @@ COLUMNS: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
     "configmaps": ([("Data", "integer")], lambda o: [len(o.get("data") or {})]),
     "secrets": ([("Type", "string"), ("Data", "integer")],
                 lambda o: [o.get("type", "Opaque"), len(o.get("data") or {})]),
+    # printers.go: serviceAccountColumnDefinitions ... statefulSetColumnDefinitions
+    "serviceaccounts": ([("Secrets", "string")], lambda o: [len(o.get("secrets") or [])]),
+    "services": ([("Type", "string"), ("Cluster-IP", "string"), ("External-IP", "string"),
+                  ("Port(s)", "string")], _service),
+    "apps/statefulsets": ([("Ready", "string")], lambda o: [
+        f"{_status(o).get('readyReplicas', 0)}/{(o.get('spec') or {}).get('replicas', 1)}"]),
+    "policy/poddisruptionbudgets": (
+        [("Min Available", "string"), ("Max Unavailable", "string"),
+         ("Allowed Disruptions", "integer")],
+        lambda o: [_pdb_bound(o["spec"].get("minAvailable")),
+                   _pdb_bound(o["spec"].get("maxUnavailable")),
+                   _status(o).get("disruptionsAllowed", 0)]),
+    "rbac.authorization.k8s.io/rolebindings": (
+        [("Role", "string")],
+        lambda o: ["{kind}/{name}".format(**{"kind": "", "name": "", **(o.get("roleRef") or {})})]),
+    "networking.k8s.io/networkpolicies": (
+        [("Pod-Selector", "string")],
+        lambda o: [selector_to_string((o.get("spec") or {}).get("podSelector")) or "<none>"]),
+    "networking.k8s.io/ingresses": ([("Class", "string"), ("Hosts", "string"),
+                                     ("Address", "string"), ("Ports", "string")], _ingress),
+}
+# Kinds printed without AGE: printRole shows the creation time as a date instead.
+NO_AGE: dict[str, tuple[list[tuple[str, str]], Callable[[Obj], list[Any]]]] = {
+    "rbac.authorization.k8s.io/roles": (
+        [("Created At", "date")], lambda o: [o["metadata"].get("creationTimestamp", "")]),
 }
 
 
@@ -121,13 +182,18 @@ def to_table(resource_key: str, items: list[Obj], resource_version: str) -> Obj:
         }
     extra, cells = COLUMNS.get(resource_key, ([], lambda o: []))
     columns = [("Name", "string"), *extra, ("Age", "string")]
+    age: Callable[[Obj], list[Any]] = lambda o: [_age(o)]  # noqa: E731
+    if resource_key in NO_AGE:
+        extra, cells = NO_AGE[resource_key]
+        columns = [("Name", "string"), *extra]
+        age = lambda o: []  # noqa: E731
     return {
         "kind": "Table", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": resource_version},
         "columnDefinitions": [{"name": name, "type": kind, "format": "name" if i == 0 else "",
                                "description": "", "priority": 0}
                               for i, (name, kind) in enumerate(columns)],
-        "rows": [{"cells": [item["metadata"]["name"], *cells(item), _age(item)],
+        "rows": [{"cells": [item["metadata"]["name"], *cells(item), *age(item)],
                   "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
                              "metadata": item["metadata"]}}
                  for item in items],

@@ -148,14 +148,27 @@ class _Errors:
                             "message": "Required value" + (f": {detail}" if detail else ""),
                             "field": field})
 
-    def raise_if_any(self, name: str) -> None:
+    def not_supported(self, field: str, value: str, supported: list[str]) -> None:
+        """field.NotSupported: 'Unsupported value: "x": supported values: "a", "b"'."""
+        choices = ", ".join(_go_string(v) for v in supported)
+        self.causes.append({"reason": "FieldValueNotSupported", "field": field,
+                            "message": f"Unsupported value: {_go_string(value)}: "
+                            f"supported values: {choices}"})
+
+    def raise_if_any(self, name: str, kind: str = "Deployment", group: str = "apps") -> None:
+        """apierrors.NewInvalid: '<Kind>.<group> "<name>" is invalid: ...' (the core group
+        has no suffix), details without an empty group."""
         if not self.causes:
             return
         texts = [f"{c['field']}: {c['message']}" for c in self.causes]
         joined = texts[0] if len(texts) == 1 else "[" + ", ".join(texts) + "]"
-        raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: {joined}',
-                       details={"name": name, "group": "apps", "kind": "Deployment",
-                                "causes": self.causes})
+        qualified = f"{kind}.{group}" if group else kind
+        details: dict[str, Any] = {"name": name, "group": group, "kind": kind,
+                                   "causes": self.causes}
+        if not group:
+            del details["group"]
+        raise ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}',
+                       details=details)
 
 
 def validate_deployment(obj: Obj, old: Obj | None) -> None:

@@ -87,7 +87,7 @@ def docs() -> list[dict[str, Any]]:
     loaded = [d for d in yaml.safe_load_all(MANIFEST.read_text(encoding="utf-8")) if d]
     assert all(isinstance(d, dict) for d in loaded)
     # The catalog ConfigMap as the kustomization's configMapGenerator builds it (files become
-    # keys); tests/integration/test_deploy_package.py checks the real kubectl rendering.
+    # keys); tests/integration/test_deploy_manifests.py checks the real kubectl rendering.
     for generator in yaml.safe_load(KUSTOMIZATION.read_text(encoding="utf-8"))[
             "configMapGenerator"]:
         files = {PurePosixPath(f).name: (KUSTOMIZATION.parent / f).read_text(encoding="utf-8")

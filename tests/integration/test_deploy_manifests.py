@@ -1,15 +1,18 @@
 """deploy/ is a kustomize base that real kubectl renders and the Kubernetes emulator accepts.
 
-`kubectl kustomize deploy/` (kubectl's built-in kustomize) must render the whole package; every
-object of a kind the emulator serves is applied to it with real kubectl (server-side dry run,
-then a real apply that is read back), so the emulator's OpenAPI validation and admission see
-exactly what `kubectl apply -k deploy/` would send. Kinds the emulator does not serve are
-checked field by field against the kubernetes client's generated models instead (the same
-walker as tests/unit/test_deploy_manifests.py). The RBAC part is tests/integration/test_rbac.py.
+`kubectl kustomize deploy/` (kubectl's built-in kustomize) must render the whole package, and
+`kubectl apply -k deploy/` must succeed against the emulator as an operator runs it: a
+server-side dry run of the whole package, then the apply, every object read back, then the
+examples (deploy/examples/). The emulator serves every kind the package uses, with the API
+server's strict field validation, defaulting and the validation rules that matter here
+(docs/emulator-kubernetes.md); the kubernetes client's generated models are a second, offline
+check (the same walker as tests/unit/test_deploy_manifests.py). The RBAC part is
+tests/integration/test_rbac.py.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import shutil
 import subprocess
@@ -58,15 +61,50 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def served_kinds(kubectl: Kubectl, em: KubeEmulator) -> set[tuple[str, str]]:
-    """(apiVersion, kind) the emulator's discovery lists, as kubectl reads it."""
-    out = kubectl.run(em, "api-resources", "--no-headers")
-    assert out.returncode == 0, out.stderr
-    served = set()
-    for line in out.stdout.splitlines():
-        fields = line.split()
-        served.add((fields[-3], fields[-1]))  # ... APIVERSION NAMESPACED KIND
-    return served
+def examples() -> list[dict[str, Any]]:
+    return [doc for path in sorted((DEPLOY / "examples").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def resource_of(doc: dict[str, Any]) -> str:
+    """How kubectl names the kind unambiguously: "rolebinding.rbac.authorization.k8s.io"."""
+    group = doc["apiVersion"].rpartition("/")[0]
+    return f"{doc['kind'].lower()}.{group}" if group else doc["kind"].lower()
+
+
+def contained(want: Any, got: Any, path: str = "") -> list[str]:
+    """Where ``got`` (the live object) lacks or changed what ``want`` (the manifest) says; the
+    server may add defaults, never drop or alter a field the package set."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return [f"{path}: {got!r} is not a map"]
+        return [problem for key, value in want.items()
+                for problem in contained(value, got.get(key), f"{path}.{key}")]
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return [f"{path}: {got!r} is not a list of {len(want)}"]
+        return [problem for i, (w, g) in enumerate(zip(want, got, strict=True))
+                for problem in contained(w, g, f"{path}[{i}]")]
+    return [] if want == got else [f"{path}: {got!r} != {want!r}"]
+
+
+def apply_text(kubectl: Kubectl, em: KubeEmulator, tmp_path: Path, text: str,
+               *args: str) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / f"manifest-{abs(hash(text))}.yaml"
+    manifest.write_text(text)
+    return kubectl.run(em, "apply", "-f", str(manifest), *args)
+
+
+TARGET_NAMESPACE = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: production\n"
+
+
+def deploy_base(kubectl: Kubectl, em: KubeEmulator, tmp_path: Path) -> None:
+    """The documented order: the target namespace exists (the catalog's app runs there), the
+    bot's Namespace goes first, then `kubectl apply -k deploy/`."""
+    for step in (apply_text(kubectl, em, tmp_path, TARGET_NAMESPACE),
+                 kubectl.run(em, "apply", "-f", str(DEPLOY / "namespace.yaml")),
+                 kubectl.run(em, "apply", "-k", str(DEPLOY))):
+        assert step.returncode == 0, step.stderr
 
 
 def test_base_renders_the_whole_package(rendered: list[dict[str, Any]]) -> None:
@@ -126,41 +164,62 @@ def test_network_policy_admits_the_http_port_and_the_needed_egress(
 
 def test_every_object_is_accepted(kubectl: Kubectl, kube_emulator_factory: EmulatorFactory,
                                   rendered: list[dict[str, Any]], tmp_path: Path) -> None:
-    """Served kinds: real kubectl applies them to the emulator (dry run, then for real, then
-    read back). The rest: the kubernetes client's models. Each object gets at least one."""
+    """`kubectl apply -k deploy/` (server dry run, then for real) and the examples succeed
+    whole against the emulator, and every object reads back as the package wrote it."""
     em = kube_emulator_factory()
-    served = served_kinds(kubectl, em)
-    on_server = [d for d in rendered if (d["apiVersion"], d["kind"]) in served]
-    elsewhere = [d for d in rendered if (d["apiVersion"], d["kind"]) not in served]
-    # The emulator serves at least the bot's own namespace, catalog and workload.
-    assert {d["kind"] for d in on_server} >= {"Namespace", "ConfigMap", "Deployment"}
+    created = apply_text(kubectl, em, tmp_path, TARGET_NAMESPACE)
+    assert created.returncode == 0, created.stderr
 
-    manifest = tmp_path / "served.yaml"
-    manifest.write_text(yaml.safe_dump_all(on_server))
-    dry = kubectl.run(em, "apply", "--dry-run=server", "-f", str(manifest))
-    # a dry-run Namespace is not created, so its objects may only fail on "not found" here
-    assert dry.returncode == 0 or "namespaces \"rollback-bot\" not found" in dry.stderr, \
-        dry.stderr
-    applied = kubectl.run(em, "apply", "-f", str(manifest))
+    # A dry run creates no Namespace, so the objects inside it are refused exactly as a real
+    # API server refuses them (NamespaceLifecycle admission: NotFound) ...
+    first = kubectl.run(em, "apply", "-k", str(DEPLOY), "--dry-run=server")
+    assert first.returncode != 0
+    assert 'namespaces "rollback-bot" not found' in first.stderr
+    refusals = [line for line in first.stderr.splitlines() if line.strip()]
+    assert all('namespaces "rollback-bot" not found' in line for line in refusals), first.stderr
+
+    # ... so the Namespace goes first; then the whole package passes the dry run ...
+    namespace = kubectl.run(em, "apply", "-f", str(DEPLOY / "namespace.yaml"))
+    assert namespace.returncode == 0, namespace.stderr
+    dry = kubectl.run(em, "apply", "-k", str(DEPLOY), "--dry-run=server")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("(server dry run)") == len(rendered), dry.stdout
+    # ... and the apply, once for every object.
+    applied = kubectl.run(em, "apply", "-k", str(DEPLOY))
     assert applied.returncode == 0, applied.stderr
-    for doc in on_server:
+    assert len(applied.stdout.splitlines()) == len(rendered), applied.stdout
+
+    extra = examples()
+    for args in (("--dry-run=server",), ()):
+        out = kubectl.run(em, "apply", "-f", str(DEPLOY / "examples"), *args)
+        assert out.returncode == 0, out.stderr
+
+    for doc in [*rendered, *extra]:
         meta = doc["metadata"]
         where = ["-n", meta["namespace"]] if "namespace" in meta else []
-        got = kubectl.run(em, "get", f"{doc['kind'].lower()}.{doc['apiVersion'].split('/')[0]}"
-                          if "/" in doc["apiVersion"] else doc["kind"].lower(),
-                          meta["name"], *where, "-o", "json")
+        got = kubectl.run(em, "get", resource_of(doc), meta["name"], *where, "-o", "json")
         assert got.returncode == 0, got.stderr
         live = json.loads(got.stdout)
-        if doc["kind"] == "Deployment":
-            assert live["spec"]["replicas"] == 2
-            assert live["spec"]["template"]["spec"]["containers"][0]["securityContext"][
-                "readOnlyRootFilesystem"] is True
+        assert (live["apiVersion"], live["kind"]) == (doc["apiVersion"], doc["kind"])
+        wanted = {k: v for k, v in doc.items() if k != "metadata"}
+        assert contained(wanted, live) == [], doc["kind"]
+        assert contained({k: meta[k] for k in ("labels", "namespace") if k in meta},
+                         live["metadata"]) == [], doc["kind"]
 
-    for doc in rendered:  # the models cover every kind, served or not
+    # What the server adds: an allocated cluster IP, a headless Service kept headless.
+    services = {d["metadata"]["name"]: d for d in [*rendered, *extra] if d["kind"] == "Service"}
+    for name in services:
+        got = kubectl.run(em, "get", "service", name, "-n", BOT_NS, "-o",
+                          "jsonpath={.spec.clusterIP}")
+        assert got.returncode == 0, got.stderr
+        if services[name]["spec"].get("clusterIP") == "None":
+            assert got.stdout == "None"
+        else:
+            assert ipaddress.ip_address(got.stdout) in ipaddress.ip_network("10.96.0.0/12")
+
+    for doc in [*rendered, *extra]:  # second line of defence, offline: the client models
         model = MODELS[(doc["apiVersion"], doc["kind"])]
         assert list(schema_problems(doc, model, doc["kind"])) == [], doc["kind"]
-    print("\nkinds checked against the client models only (the emulator does not serve them): "
-          + ", ".join(sorted({d["kind"] for d in elsewhere})))
 
 
 def test_emulator_rejects_a_broken_deployment(kubectl: Kubectl,
@@ -179,6 +238,42 @@ def test_emulator_rejects_a_broken_deployment(kubectl: Kubectl,
     out = kubectl.run(em, "apply", "--dry-run=server", "-f", str(manifest))
     assert out.returncode != 0
     assert "readinesProbe" in out.stderr
+
+
+def test_emulator_refuses_to_change_a_role_binding(kubectl: Kubectl,
+                                                  kube_emulator_factory: EmulatorFactory,
+                                                  rendered: list[dict[str, Any]],
+                                                  tmp_path: Path) -> None:
+    """The server side of the check covers the new kinds too: once applied, the RoleBinding's
+    roleRef is immutable (a changed target role needs delete + recreate), as on a real
+    cluster; the dry run already says so."""
+    em = kube_emulator_factory()
+    deploy_base(kubectl, em, tmp_path)
+    (binding,) = by_kind(rendered, "RoleBinding")
+    changed = json.loads(json.dumps(binding))
+    changed["roleRef"]["name"] = "admin"
+    for args in (("--dry-run=server",), ()):
+        out = apply_text(kubectl, em, tmp_path, yaml.safe_dump(changed), *args)
+        assert out.returncode != 0
+        assert 'RoleBinding "rollback-bot" is invalid: roleRef: Invalid value: ' in out.stderr
+        assert "cannot change roleRef" in out.stderr
+    live = kubectl.run(em, "get", "rolebinding.rbac.authorization.k8s.io", "rollback-bot",
+                       "-n", "production", "-o", "jsonpath={.roleRef.name}")
+    assert live.stdout == "rollback-bot"
+
+
+def test_emulator_refuses_a_service_without_ports(kubectl: Kubectl,
+                                                 kube_emulator_factory: EmulatorFactory,
+                                                 rendered: list[dict[str, Any]],
+                                                 tmp_path: Path) -> None:
+    em = kube_emulator_factory()
+    (service,) = by_kind(rendered, "Service")
+    broken = json.loads(json.dumps(service))
+    broken["metadata"]["namespace"] = "default"
+    del broken["spec"]["ports"]
+    out = apply_text(kubectl, em, tmp_path, yaml.safe_dump(broken), "--dry-run=server")
+    assert out.returncode != 0
+    assert 'The Service "rollback-bot" is invalid: spec.ports: Required value' in out.stderr
 
 
 def test_target_namespaces_are_a_kustomize_setting(kubectl: Kubectl, tmp_path: Path) -> None:
