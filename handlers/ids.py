@@ -66,4 +66,7 @@ ALL_ACTIONS = (
     WATCH_SNOOZE,
     TIMELINE,
 )
+# Buttons that change nothing: open to anyone, like ``/rollback status``, so they have no row
+# in the authority table (bot.domain.authority holds decisions only).
+READ_ONLY_ACTIONS = (TIMELINE,)
 ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)
