@@ -33,7 +33,9 @@ from bot.domain.ports import Chat
 from bot.persistence.store import Store
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.service import ModalDefaults, RollbackService
+from bot.usecases.timeline import TimelineReader
 from handlers import ids, views
+from handlers import timeline as timeline_answer
 from handlers.deliveries import MalformedPayload, field, first_delivery, hand_off, open_view
 from handlers.deliveries import user_id as clicker
 from handlers.errors import render, tell_user
@@ -52,9 +54,11 @@ def _loading_modal() -> dict[str, Any]:
 
 def register(app: App, service: RollbackService, pool: WorkPool,
              modal_reads: SharedReads[ModalDefaults | str], *, config: RollbackConfig,
-             store: Store, chat: Chat, diagnoser: Diagnoser, diagnoses: DiagnosisLog) -> None:
+             store: Store, chat: Chat, diagnoser: Diagnoser, diagnoses: DiagnosisLog,
+             timeline: TimelineReader) -> None:
     """``config`` answers help and services in the ack; ``store`` dedupes deliveries and
-    ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose`` and ``diagnoses`` audits it."""
+    ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose`` and ``diagnoses`` audits it;
+    ``timeline`` reads ``timeline RB-n`` (answered by ``handlers.timeline``)."""
 
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
@@ -119,6 +123,11 @@ def register(app: App, service: RollbackService, pool: WorkPool,
                 text=f":mag: Diagnosing `{escape(parsed.service)}` (read-only checks)…")
         else:
             ack()
+        if parsed.verb == "timeline":  # uploads a file: a Slack retry must not upload twice
+            hand_off(slot, body, lambda: timeline_answer.show(
+                timeline, chat, parsed.argument or "", respond), store=store, chat=chat,
+                respond=respond)
+            return
         hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond,
                                           diagnoser=diagnoser, diagnoses=diagnoses),
                  store=store, chat=chat, respond=respond,

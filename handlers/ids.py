@@ -34,6 +34,7 @@ REMINDER_SNOOZE = "reminder_snooze"
 DIAGNOSIS_REQUEST = "rollback_diagnosis_request"
 WATCH_REQUEST = "watcher_request_rollback"  # release watcher's proposal: open the request modal
 WATCH_SNOOZE = "watcher_snooze"
+TIMELINE = "rollback_timeline"  # a finished request: its timeline, ephemeral + a Markdown file
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
 MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
                        "confirm_service")
@@ -63,5 +64,9 @@ ALL_ACTIONS = (
     DIAGNOSIS_REQUEST,
     WATCH_REQUEST,
     WATCH_SNOOZE,
+    TIMELINE,
 )
+# Buttons that change nothing: open to anyone, like ``/rollback status``, so they have no row
+# in the authority table (bot.domain.authority holds decisions only).
+READ_ONLY_ACTIONS = (TIMELINE,)
 ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)

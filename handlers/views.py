@@ -17,7 +17,7 @@ from bot.domain.config import (
     RollbackConfig,
     Severity,
 )
-from bot.domain.lifecycle import State
+from bot.domain.lifecycle import TERMINAL, State
 from bot.domain.messages import Diagnosis, WatchReading
 from bot.domain.models import Rollback, Step
 from bot.domain.time_words import in_utc
@@ -43,6 +43,8 @@ STATE_BADGE = {
     State.CANCELLED: ":heavy_multiplication_x: Cancelled",
     State.EXPIRED: ":alarm_clock: Expired",
 }
+# Finished, or stopped for a person: the request message offers its timeline.
+TIMELINE_STATES = TERMINAL | {State.NEEDS_ATTENTION, State.UNSTABLE, State.VERIFICATION_FAILED}
 STEP_ICON = {"pending": ":white_circle:", "started": ":arrows_counterclockwise:",
              "done": ":white_check_mark:", "failed": ":x:", "skipped": ":fast_forward:"}
 
@@ -126,6 +128,8 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     if who:
         blocks.append(context(" · ".join(who)))
     actions = _actions(rb, steps)
+    if rb.state in TIMELINE_STATES:  # the record so far, for whoever asks (read-only)
+        actions.append(button("Timeline", ids.TIMELINE, str(rb.id)))
     if actions:
         blocks.append({"type": "actions", "block_id": f"rb:{rb.id}", "elements": actions})
     if rb.state == State.PENDING_APPROVAL and (rb.decision_due_at or rb.expires_at):
@@ -415,6 +419,9 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             "[--reason \"…\"]`: request a rollback now\n"
             f"`{command} status [ID|service]` · `{command} history <service>` · "
             f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
+            f"`{command} timeline <ID>`: every transition, step, check and notice of a "
+            "rollback with who and when (UTC), and the whole of it as a Markdown file in its "
+            "thread\n"
             f"`{command} history <service> --revision N [--platform P]`: revision N as the "
             "platform shows it (images, change-cause, pod template / task definition / "
             "release)\n"

@@ -14,7 +14,8 @@ from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
 from platforms.base import PlatformSpecs
 
-SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose")
+SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose",
+               "timeline")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
 # and keeps int() away from its 4,300-digit limit.
 MAX_REVISION = 999_999_999
@@ -49,7 +50,7 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 @dataclass(frozen=True)
 class Parsed:
     verb: str  # help | services | status | history | revision | cancel | known-bad
-    #            | clear-known-bad | diagnose | request | modal
+    #            | clear-known-bad | diagnose | timeline | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -94,11 +95,11 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
         if head == "services":
             return Parsed("services")
         arg = tokens[1] if len(tokens) > 1 else None
-        if head in ("history", "cancel") and arg is None:
+        if head in ("history", "cancel", "timeline") and arg is None:
             raise ParseError(f"`{head}` needs {'a service' if head == 'history' else 'an ID'}.")
         if len(tokens) > 2:
             raise ParseError(f"Unexpected `{tokens[2]}` after `{head} {arg}`.")
-        if arg is not None and (head == "cancel" or head == "status" and (
+        if arg is not None and (head in ("cancel", "timeline") or head == "status" and (
                 arg.upper().startswith("RB-") or arg.isdigit())):
             _rollback_id(arg)
         return Parsed(head, argument=arg)

@@ -45,6 +45,7 @@ from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
+from bot.persistence.timeline_reads import TimelineReads
 from bot.persistence.watch_store import WatchStore
 from bot.runtime.auto import AutoRollback
 from bot.runtime.settings import Settings
@@ -52,6 +53,7 @@ from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import ModalDefaults, RollbackService
+from bot.usecases.timeline import TimelineReader
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform, PlatformUnavailable
 from platforms.registry import PRODUCTION
@@ -260,6 +262,7 @@ def create_app(
     """The bot: the core (``build_core``) behind Slack's listeners."""
     from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
     from handlers import errors as error_handlers
+    from handlers import timeline as timeline_button
     from handlers.gateway import SlackChat, SlackDirectory
 
     client = slack_client or WebClient(token=settings.slack_bot_token,
@@ -294,9 +297,12 @@ def create_app(
                                    queue=work_pool.DECISION_QUEUE)
     error_handlers.register(bolt, chat)
     modal_reads: work_pool.SharedReads[ModalDefaults | str] = work_pool.SharedReads(pool)
+    timeline_reader = TimelineReader(store=store, aftercare_store=AftercareStore(store.pool),
+                                     reads=TimelineReads(store.pool), clock=clock)
     commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
                       diagnoser=Diagnoser(core.catalog, clock=clock),
-                      diagnoses=DiagnosisLog(store))
+                      diagnoses=DiagnosisLog(store), timeline=timeline_reader)
+    timeline_button.register(bolt, timeline_reader, pool, store=store, chat=chat)
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
                     platforms=config.platform_specs)

@@ -2,7 +2,8 @@
 
 alice types `/rollback hotel-voice-bot` and submits the modal, carol takes incident
 command, bob approves through Slack's confirm dialog, and the page updates live (server-
-sent events) to `Completed` with no buttons left and the progress lines in the thread.
+sent events) to `Completed` with only the read-only *Timeline* button left (clicked: its
+answer shows, its file joins the thread) and the progress lines in the thread.
 Every click reaches the bot as a signed Slack request via the console and the driver.
 The API tests below need no browser.
 """
@@ -104,7 +105,14 @@ def test_four_eyes_drill_in_the_browser(harness: Harness, console: Console,
         expect(page.locator("#confirm-text")).to_contain_text("Roll hotel-voice-bot back to")
         page.click("#confirm-yes")
         expect(request.locator("b", has_text="Completed")).to_be_visible(timeout=30_000)
-        expect(request.get_by_role("button")).to_have_count(0)  # no stale buttons
+        # No stale buttons: only the read-only Timeline is left. It answers the clicker
+        # (an ephemeral) and files the whole record in the rollback's thread.
+        timeline = request.get_by_role("button")
+        expect(timeline).to_have_count(1)
+        expect(timeline).to_have_text("Timeline")
+        timeline.click()
+        expect(page.locator(".msg.ephemeral", has_text="Timeline of RB-")).to_be_visible(
+            timeout=15_000)
         expect(request.locator("b", has_text="Pending approval")).to_have_count(0)
         expect(request).to_contain_text("Approved by @bob")
 
@@ -115,6 +123,7 @@ def test_four_eyes_drill_in_the_browser(harness: Harness, console: Console,
         expect(thread).to_contain_text("Step 1/2")
         expect(thread).to_contain_text("Step 2/2")
         expect(thread).to_contain_text("completed: hotel-voice-bot is on rev")
+        expect(thread.locator(".file-card", has_text="Timeline of RB-")).to_have_count(1)
         page.locator("#thread-messages").evaluate("pane => { pane.scrollTop = 1e9; }")
         shot = screenshot(page, tmp_path)
         logs = thread.locator(".file-card").first

@@ -53,7 +53,7 @@ def test_request_approve_execute_complete(harness: Harness) -> None:
     h.emulator.wait_for(lambda: any(" completed:" in t for t in h.thread_texts(msg)))
     final = h.message_now(msg["ts"])
     assert "Completed" in str(final["blocks"])
-    assert action_ids(final) == []  # no stale buttons anywhere
+    assert action_ids(final) == [ids.TIMELINE]  # no stale decisions: only the read-only record
     thread = "\n".join(h.thread_texts(msg))
     assert "Executing RB-" in thread and "Step 1/2" in thread and "Step 2/2" in thread
     assert f"RB-{rid} completed: hotel-voice-bot is on rev" in thread
@@ -99,7 +99,7 @@ def test_expired_request_is_refused_then_expires(harness: Harness) -> None:
     assert h.tick() >= 1
     expired = h.wait_state(rid, "expired")
     assert expired.finished_at is not None
-    assert action_ids(h.message_now(msg["ts"])) == []
+    assert action_ids(h.message_now(msg["ts"])) == [ids.TIMELINE]
     with pytest.raises(ElementNotFound):
         h.click(msg, ids.APPROVE, "bob")
 

@@ -140,3 +140,15 @@ def test_request_to_completion_from_a_terminal(sandbox: Sandbox) -> None:
     # Nothing left to approve: the Approve button is gone from RB-1's message.
     again = sandbox.cli("click", "Approve", "--as", "carol", "--rollback", "RB-1")
     assert again.returncode == 2 and "Approve]" not in again.stderr, _shown(again)
+
+    # The record, from the terminal: the answer prints, the file lands in RB-1's thread;
+    # the finished message's Timeline button does the same; an unknown id is a refusal.
+    timeline = sandbox.cli("say", "/rollback timeline RB-1", "--as", "dave")
+    assert timeline.returncode == 0, _shown(timeline)
+    assert "Timeline of RB-1" in timeline.stdout and "timeline-RB-1-" in timeline.stdout, \
+        _shown(timeline)
+    assert "pending approval → approved (approve)" in timeline.stdout, _shown(timeline)
+    button = sandbox.cli("click", "Timeline", "--as", "dave", "--rollback", "RB-1")
+    assert button.returncode == 0 and "Timeline of RB-1" in button.stdout, _shown(button)
+    missing = sandbox.cli("say", "/rollback timeline RB-99", "--as", "dave")
+    assert missing.returncode == 1 and "No rollback RB-99." in missing.stdout, _shown(missing)
