@@ -96,12 +96,13 @@ class StakeholderMail:
                               code=exc.code)
                 return
             self.crash_points.posted(key)  # the relay said 250; the row is not marked yet
+            # Audited first: whoever sees the row sent finds the record of it.
+            self.store.audit(job.rollback_id, actor="bot", event="stakeholder_email_sent",
+                             detail={"phase": phase, "message_id": pending.mail.message_id,
+                                     "to": list(pending.mail.recipients),
+                                     "attempt": pending.attempt,
+                                     **({"refused": refused} if refused else {})})
             self.mail_outbox.mark_sent(key, message_id=pending.mail.message_id)
-        self.store.audit(job.rollback_id, actor="bot", event="stakeholder_email_sent",
-                         detail={"phase": phase, "message_id": pending.mail.message_id,
-                                 "to": list(pending.mail.recipients),
-                                 "attempt": pending.attempt,
-                                 **({"refused": refused} if refused else {})})
         if refused:  # taken for some recipients, refused for these: tell the thread
             self._tell(job, key, StakeholdersNotEmailed(
                 phase, tuple(refused), "; ".join(refused.values())))

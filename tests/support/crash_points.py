@@ -4,7 +4,8 @@ The test starts ``python -m tests.support.bot_main serve`` with ``ROLLBACK_FAULT
 and either ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` (inside that step, "after" when
 the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accepted that
 post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-mail
-rendered and its attempt committed, before the SMTP session). The process writes
+rendered and its attempt committed, before the SMTP session; a shell pattern, as the key
+holds the rollback's id). The process writes
 ``<pid> ...`` to the file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
@@ -12,6 +13,7 @@ environment for them.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import threading
 from collections.abc import Mapping
@@ -39,11 +41,11 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
             _park(Path(announce), f"{kind} {when}")
 
     def posted(key: str) -> None:
-        if post_key and key == post_key:
+        if post_key and fnmatch.fnmatchcase(key, post_key):
             _park(Path(announce), key)
 
     def sending(key: str) -> None:
-        if send_key and key == send_key:
+        if send_key and fnmatch.fnmatchcase(key, send_key):
             _park(Path(announce), f"sending {key}")
 
     return CrashPoints(step=step, posted=posted, sending=sending)
