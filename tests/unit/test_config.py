@@ -40,7 +40,8 @@ def test_example_reproduces_the_runbook() -> None:
 
 
 def test_no_secret_values_in_the_file() -> None:
-    text = EXAMPLE.read_text()
+    # ``password_env`` names the variable that holds the SMTP password: a name, no value.
+    text = EXAMPLE.read_text().replace("password_env", "")
     for marker in ("xoxb-", "sk-", "password", "postgres://", "postgresql://"):
         assert marker not in text
 
@@ -203,3 +204,16 @@ def test_check_config_names_a_bad_smtp_block(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump(_with_email({**SMTP, "port": 0}, ["ops@example.com"])))
     out = _cli("check-config", str(bad))
     assert out.returncode == 2 and "smtp.port:" in out.stderr
+
+
+def test_the_examples_commented_email_settings_are_valid_when_uncommented() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# smtp:")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("#"))
+    for i in range(start, end):
+        lines[i] = lines[i][2:]  # "# smtp:" -> "smtp:", "#   host" -> "  host"
+    email = next(i for i, line in enumerate(lines) if line.strip().startswith("# email:"))
+    lines[email] = lines[email].replace("# email:", "email:", 1)
+    cfg = parse_config(yaml.safe_load("\n".join(lines)), platforms=PRODUCTION)
+    assert cfg.smtp is not None and cfg.smtp.password_env == "SMTP_PASSWORD"
+    assert cfg.services["hotel-voice-bot"].stakeholders.email == ["ops@example.com"]
