@@ -20,6 +20,7 @@ from bot.domain.models import Rollback
 from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, Notice
 from bot.integrations.errors import MailError
 from bot.integrations.mail import SmtpSender, new_mail
+from bot.observability.scrub import scrub
 from bot.persistence.jobs import Job, JobStore
 from bot.persistence.mail_outbox import MailOutbox
 from bot.persistence.outbox import Outbox
@@ -62,7 +63,8 @@ class StakeholderMail:
         smtp = self.config.smtp
         if not svc.stakeholders.email or smtp is None:
             return False
-        subject, body = self.render(rb.service, update)
+        # Scrubbed like every Slack post (``ScrubbedChat``): a detail may quote an error.
+        subject, body = (scrub(text) for text in self.render(rb.service, update))
         # A row already there keeps its rendering and Message-ID (a re-run of the notify job).
         self.mail_outbox.add(key, rollback_id=rb.id, mail=new_mail(
             smtp, recipients=tuple(svc.stakeholders.email), subject=subject, body=body))
