@@ -99,6 +99,20 @@ def test_starttls_then_auth_with_credentials_from_the_environment(
     assert got.tls and got.authenticated_as == "rollback-bot"
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # see SmtpServer
+def test_implicit_tls_then_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``security: ssl``: TLS from the first byte (RFC 8314 3.3, port 465's way)."""
+    monkeypatch.setenv(USER_ENV, "rollback-bot")
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    with SmtpServer(implicit_tls=True, credentials=("rollback-bot", PASSWORD),
+                    cert_dir=tmp_path / "tls") as server:
+        settings = _settings(server, username_env=USER_ENV, password_env=PASSWORD_ENV)
+        assert settings.security == "ssl"
+        SmtpSender(settings).send(_mail(settings))
+        [got] = server.messages()
+    assert got.authenticated_as == "rollback-bot"
+
+
 def test_a_wrong_password_is_permanent_and_never_in_the_error(
         tls_server: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSWORD_ENV, "wrong-pa55word-also-secret")

@@ -6,7 +6,8 @@ records every message the server accepted and lets a test script the server's an
 the way a relay answers: ``data_replies`` (the reply to the next DATA commands, e.g.
 ``"451 4.3.0 Try again later"`` then the default ``250``) and ``refuse`` (recipients
 answered ``550`` at RCPT). ``tls=True`` offers STARTTLS with a certificate made for
-127.0.0.1 (``ca_file`` is the client's trust anchor); ``credentials`` turns AUTH on
+127.0.0.1 (``ca_file`` is the client's trust anchor), or ``implicit_tls=True`` TLS from the
+first byte; ``credentials`` turns AUTH on
 (aiosmtpd refuses AUTH before STARTTLS, as RFC 4954 4 advises servers to).
 
 It runs in the test process, so it outlives every bot process a crash test kills.
@@ -80,7 +81,7 @@ class _Handler:
 
 class SmtpServer:
     def __init__(self, *, tls: bool = False, credentials: tuple[str, str] | None = None,
-                 cert_dir: Path | None = None) -> None:
+                 cert_dir: Path | None = None, implicit_tls: bool = False) -> None:
         self.port = free_port()
         self.lock = threading.Lock()
         self.received: list[Received] = []
@@ -90,12 +91,15 @@ class SmtpServer:
         self.auth_attempts: list[str] = []  # logins tried (never the password)
         self.ca_file: Path | None = None
         kwargs: dict[str, Any] = {}
-        if tls:
+        self.implicit_tls = implicit_tls
+        if tls or implicit_tls:
             assert cert_dir is not None, "a TLS server needs somewhere to write its cert"
             self.ca_file, key = _certificate(cert_dir)
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self.ca_file, key)
-            kwargs["tls_context"] = context
+            # Implicit TLS: the listener speaks TLS from the first byte (port 465's way);
+            # otherwise the server offers STARTTLS on a plain connection.
+            kwargs["ssl_context" if implicit_tls else "tls_context"] = context
         if credentials is not None:
             user, password = credentials
 
@@ -107,6 +111,9 @@ class SmtpServer:
                 ok = (auth_data.login.decode(), auth_data.password.decode()) == (user, password)
                 return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
+            # aiosmtpd's auth_require_tls counts only STARTTLS as TLS (its SMTP.ehlo checks
+            # the STARTTLS protocol object), so an implicit-TLS listener must not set it:
+            # the connection is encrypted from the first byte anyway.
             kwargs.update(authenticator=authenticate, auth_required=True,
                           auth_require_tls=tls)
         self.controller = Controller(_Handler(self), hostname=HOST, port=self.port, **kwargs)
@@ -136,7 +143,8 @@ class SmtpServer:
         """The bot's ``smtp:`` block for this server."""
         block: dict[str, Any] = {
             "host": HOST, "port": self.port,
-            "security": "starttls" if self.ca_file else "none",
+            "security": ("ssl" if self.implicit_tls else "starttls") if self.ca_file
+            else "none",
             "from_address": "Rollback Bot <rollback-bot@example.com>",
             "timeout_seconds": 5}
         if self.ca_file:
