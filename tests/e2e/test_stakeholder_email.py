@@ -55,7 +55,8 @@ def test_a_completed_rollback_notice_arrives_in_slack_and_by_email(
         make_harness: Callable[..., Harness], smtp: SmtpServer) -> None:
     h = make_harness(config_overrides=_mail_config(smtp))
     rid, _msg = _completed(h)
-    [mail] = _tick_until(h, smtp.messages, "the e-mail")
+    mail = _tick_until(h, lambda: next((m for m in smtp.messages() if str(
+        m.message["Subject"]).startswith("[Resolved]")), None), "the restored e-mail")
     slack = next(m for m in h.emulator.messages(STAKEHOLDERS)
                  if "Rollback Completed" in m.get("text", ""))
 
