@@ -598,6 +598,12 @@ def _statuspage(msg: m.StatuspageNotUpdated) -> str:
             f"{e(msg.error)}")
 
 
+@_says(m.StakeholdersNotEmailed)
+def _not_emailed(msg: m.StakeholdersNotEmailed) -> str:
+    return (f":warning: The {e(msg.phase.replace('_', ' '))} update was not e-mailed to "
+            f"{e(', '.join(msg.recipients))} ({e(msg.error)}); tell them by hand.")
+
+
 # ---------------------------------------------------------------------- reminders
 @_shows(m.Reminder)
 def _reminder(msg: m.Reminder) -> Card:

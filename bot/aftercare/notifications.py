@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
 from bot.domain.messages import (
     Completion,
     Message,
+    StakeholdersNotEmailed,
     StakeholdersNotUpdated,
     StakeholderUpdate,
     StatuspageNotUpdated,
@@ -89,10 +91,11 @@ def headline(phase: str, service: str) -> str:
 
 class Notifier:
     def __init__(self, *, config: RollbackConfig, aftercare_store: AftercareStore,
-                 outbox: Outbox) -> None:
+                 outbox: Outbox, mail: StakeholderMail | None = None) -> None:
         self.config = config
         self.aftercare_store = aftercare_store
         self.outbox = outbox
+        self.mail = mail  # the same update by e-mail, for services with an e-mail list
 
     def send(self, rb: Rollback, svc: ServiceConfig, *, phase: str, attempt: int,
              detail: str = "", checks_passed: int = 0) -> None:
@@ -116,6 +119,14 @@ class Notifier:
         if failed:
             self._warn(rb, f"stakeholders:{rb.id}:{phase}:{attempt}",
                        StakeholdersNotUpdated(phase, tuple(failed)))
+        if self.mail is not None and svc.stakeholders.email:
+            key = f"email:stakeholders:{rb.id}:{phase}:{attempt}"
+            try:  # rendered and queued now; a job of its own sends it (and retries)
+                self.mail.queue(rb, svc, update, key=key)
+            except Exception as exc:
+                log.warning("stakeholder e-mail %s not queued: %s", key, exc)
+                self._warn(rb, key, StakeholdersNotEmailed(
+                    phase, tuple(svc.stakeholders.email), f"not queued: {exc}"))
         if svc.stakeholders.statuspage is not None and phase in STATUSPAGE:
             try:  # the status page is no Slack: its text is the headline and the detail
                 self._statuspage(rb, svc, phase, f"{title}. {detail}".strip())

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from bot.domain.errors import ConfigError, MissingSecret
+from bot.domain.mail_config import SmtpSettings, check_addresses
 from bot.observability import scrub
 from platforms.base import PlatformSpec, PlatformSpecs
 
@@ -186,6 +187,13 @@ class StatuspageConfig(Strict):
 class Stakeholders(Strict):
     channels: list[str] = Field(default_factory=list)
     statuspage: StatuspageConfig | None = None
+    # The same notice by e-mail through the top-level ``smtp:`` relay (bot.domain.mail_config).
+    email: list[str] = Field(default_factory=list)
+
+    @field_validator("email")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        return check_addresses(v)
 
 
 class Approvers(Strict):
@@ -535,6 +543,7 @@ class RollbackConfig(Strict):
     request: RequestSettings = Field(default_factory=RequestSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
+    smtp: SmtpSettings | None = None  # before ``services``: their e-mail lists need it
     services: dict[str, ServiceConfig]
 
     @field_validator("services")
@@ -542,6 +551,19 @@ class RollbackConfig(Strict):
     def _non_empty(cls, v: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
         if not v:
             raise ValueError("at least one service is required")
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _mail_needs_a_relay(cls, v: dict[str, ServiceConfig], info: ValidationInfo
+                            ) -> dict[str, ServiceConfig]:
+        if "smtp" not in info.data:
+            return v  # the smtp block itself is invalid: its own error says why
+        if info.data["smtp"] is None:
+            for name, svc in v.items():
+                if svc.stakeholders.email:
+                    raise ValueError(f"{name}.stakeholders.email needs the top-level smtp "
+                                     "block (the relay that sends it)")
         return v
 
     def service(self, name: str) -> ServiceConfig | None:

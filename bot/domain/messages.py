@@ -453,6 +453,16 @@ class StatuspageNotUpdated(Message):
 
 
 @dataclass(frozen=True)
+class StakeholdersNotEmailed(Message):
+    """The relay refused the phase's e-mail (for ``recipients``), or kept failing until the
+    bot gave up; the thread is told so people can tell them by hand."""
+
+    phase: str
+    recipients: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True)
 class Reminder(Message):
     """A review or post-mortem reminder; ``value`` identifies it on its buttons."""
 

@@ -30,12 +30,15 @@ def _no_hold(*_where: str) -> None:
 @dataclass(frozen=True)
 class CrashPoints:
     """Places where a crash test parks the process to be killed: inside a step (``before`` or
-    ``after`` its platform call) and after Slack accepted an outbox post but before it is
-    marked sent. Production passes none (every point returns at once); the test entry point
+    ``after`` its platform call), after Slack (or an SMTP relay) accepted an outbox post but
+    before it is marked sent, and before an outbox e-mail's SMTP session (``sending``).
+    Production passes none (every point returns at once); the test entry point
     ``tests/support/bot_main.py`` injects points that block until SIGKILL."""
 
     step: Callable[[str, str], None] = _no_hold  # (step kind, "before" | "after")
     posted: Callable[[str], None] = _no_hold  # (outbox key)
+    # (outbox key) an e-mail rendered and its attempt committed, the SMTP session not begun
+    sending: Callable[[str], None] = _no_hold
 
 
 NO_CRASH_POINTS = CrashPoints()

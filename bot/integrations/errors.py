@@ -2,6 +2,7 @@
 
     RollbackBotError                      (bot.domain.errors)
     └── IntegrationError                  every message is safe to show: no password, no key
+        ├── MailError(transient, code)    the SMTP relay refused or was unreachable (``mail``)
         ├── LoadBalancerError(transient, code)
         │                                 ELBv2 refused or was unreachable (``load_balancer``)
         ├── PrometheusError(query, status_code, error_type)
@@ -16,7 +17,8 @@
 Raised by ``bot.integrations.prometheus``, ``bot.integrations.pg_tools``,
 ``bot.integrations.target_database`` and ``bot.integrations.load_balancer``; checks show them
 as a failed check, and a plan step that meets one stops the rollback with the error's type
-and message (a transient ``LoadBalancerError`` is retried first).
+and message (a transient ``LoadBalancerError`` is retried first). ``bot.integrations.mail``
+raises ``MailError`` to the stakeholder e-mail job, which retries a transient one later.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "DatabaseOperationError",
     "IntegrationError",
     "LoadBalancerError",
+    "MailError",
     "PgToolNotFound",
     "PrometheusError",
     "RestoreError",
@@ -77,6 +80,18 @@ class LoadBalancerError(IntegrationError):
     target group, access denied, a health check without a path)."""
 
     def __init__(self, message: str, *, transient: bool, code: str | None = None) -> None:
+        self.transient = transient
+        self.code = code
+        super().__init__(message)
+
+
+class MailError(IntegrationError):
+    """The SMTP relay did not take a message. ``transient``: a 4xx reply (RFC 5321 4.2.1
+    "Transient Negative Completion"), a dropped connection or a timeout, worth another
+    attempt; otherwise a 5xx reply or a setup the relay will never accept (no STARTTLS, a
+    certificate that does not verify, credentials unset). ``code`` is the reply code."""
+
+    def __init__(self, message: str, *, transient: bool, code: int | None = None) -> None:
         self.transient = transient
         self.code = code
         super().__init__(message)

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
+from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
@@ -43,6 +44,7 @@ from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.db import migrate, open_pool, resolve_database_url
 from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
+from bot.persistence.mail_outbox import MailOutbox
 from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.persistence.timeline_reads import TimelineReads
@@ -225,13 +227,18 @@ def build_core(
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,
                           transition=service.transition, policy=policy)
     aftercare_store = AftercareStore(store.pool)
+    from handlers.email_text import stakeholder_email  # the Slack notice's words, as e-mail
+
+    mail = StakeholderMail(config=config, outbox=outbox, mail_outbox=MailOutbox(store.pool),
+                           jobs=jobs, store=store, render=stakeholder_email, clock=clock,
+                           crash_points=crash_points)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
-                                            outbox=outbox))
+                                            outbox=outbox, mail=mail))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create,), wake_event=approved,
@@ -241,7 +248,7 @@ def build_core(
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher):
+    for owner in (timers, aftercare, watcher, mail):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,

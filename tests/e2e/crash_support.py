@@ -107,8 +107,10 @@ class CrashRig:
 
     # ------------------------------------------------------------------ processes
     def start_bot(self, name: str, *, fault: str | None = None,
-                  fault_file: Path | None = None) -> BotProcess:
-        env = {APP_DSN_ENV: self.app_db_url}
+                  fault_file: Path | None = None,
+                  env: dict[str, str] | None = None) -> BotProcess:
+        """``fault``: a step's crash point; ``env``: any other (``ROLLBACK_FAULT_SEND``...)."""
+        env = {APP_DSN_ENV: self.app_db_url, **(env or {})}
         if fault is not None:
             assert fault_file is not None
             env["ROLLBACK_FAULT_HOLD"] = fault

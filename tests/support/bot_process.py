@@ -35,7 +35,8 @@ BOT_COMMAND = (sys.executable, "-m", "tests.support.bot_main", "serve")
 # Variables a developer's shell might carry that would change how a bot process behaves
 # (the crash points are set per process by the test that wants one).
 SCRUBBED_ENV = ("ROLLBACK_FAULT_HOLD", "ROLLBACK_FAULT_FILE", "ROLLBACK_FAULT_POST",
-                "SLACK_APP_TOKEN", "ROLLBACK_EXECUTOR", "ROLLBACK_SCHEDULER", "LOG_FORMAT")
+                "ROLLBACK_FAULT_SEND", "SLACK_APP_TOKEN", "ROLLBACK_EXECUTOR",
+                "ROLLBACK_SCHEDULER", "LOG_FORMAT")
 
 
 def free_port() -> int:

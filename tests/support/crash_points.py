@@ -3,13 +3,17 @@
 The test starts ``python -m tests.support.bot_main serve`` with ``ROLLBACK_FAULT_FILE`` set
 and either ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` (inside that step, "after" when
 the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accepted that
-post, before it is marked sent). The process writes ``<pid> ...`` to the file and blocks
-until SIGKILL. Only this test entry point reads these variables; the product takes the
-points as a ``create_app`` argument and never looks at the environment for them.
+post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-mail
+rendered and its attempt committed, before the SMTP session; a shell pattern, as the key
+holds the rollback's id). The process writes
+``<pid> ...`` to the file and blocks until SIGKILL. Only this test entry point reads these
+variables; the product takes the points as a ``create_app`` argument and never looks at the
+environment for them.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import threading
 from collections.abc import Mapping
@@ -30,13 +34,18 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
     hold_kind, _, hold_when = env.get("ROLLBACK_FAULT_HOLD", "").partition(":")
     hold_when = hold_when or "after"
     post_key = env.get("ROLLBACK_FAULT_POST")
+    send_key = env.get("ROLLBACK_FAULT_SEND")
 
     def step(kind: str, when: str) -> None:
         if hold_kind and kind == hold_kind and when == hold_when:
             _park(Path(announce), f"{kind} {when}")
 
     def posted(key: str) -> None:
-        if post_key and key == post_key:
+        if post_key and fnmatch.fnmatchcase(key, post_key):
             _park(Path(announce), key)
 
-    return CrashPoints(step=step, posted=posted)
+    def sending(key: str) -> None:
+        if send_key and fnmatch.fnmatchcase(key, send_key):
+            _park(Path(announce), f"sending {key}")
+
+    return CrashPoints(step=step, posted=posted, sending=sending)

@@ -40,7 +40,8 @@ def test_example_reproduces_the_runbook() -> None:
 
 
 def test_no_secret_values_in_the_file() -> None:
-    text = EXAMPLE.read_text()
+    # ``password_env`` names the variable that holds the SMTP password: a name, no value.
+    text = EXAMPLE.read_text().replace("password_env", "")
     for marker in ("xoxb-", "sk-", "password", "postgres://", "postgresql://"):
         assert marker not in text
 
@@ -145,3 +146,74 @@ def test_release_watcher_config_errors_exit_2_with_the_key_path(tmp_path: Path) 
     bad = _cli("check-config", str(no_prom))
     assert bad.returncode == 2
     assert "services.hotel-voice-bot" in bad.stderr and "watcher.enabled" in bad.stderr
+
+
+SMTP = {"host": "smtp.example.com", "port": 587, "security": "starttls",
+        "username_env": "SMTP_USERNAME", "password_env": "SMTP_PASSWORD",
+        "from_address": "Rollback Bot <rollback-bot@example.com>", "timeout_seconds": 10}
+
+
+def _with_email(smtp: dict | None, email: list[str]) -> dict:
+    data = _example()
+    if smtp is not None:
+        data["smtp"] = smtp
+    data["services"]["hotel-voice-bot"]["stakeholders"]["email"] = email
+    return data
+
+
+def test_stakeholder_email_and_its_relay_parse() -> None:
+    cfg = parse_config(_with_email(SMTP, ["ops@example.com", "cto@hotel.example"]),
+                       platforms=PRODUCTION)
+    assert cfg.smtp is not None and cfg.smtp.sender() == "rollback-bot@example.com"
+    assert cfg.services["hotel-voice-bot"].stakeholders.email == [
+        "ops@example.com", "cto@hotel.example"]
+
+
+@pytest.mark.parametrize("smtp,email,expected", [
+    (None, ["ops@example.com"], "services: Value error, hotel-voice-bot.stakeholders.email "
+                                "needs the top-level smtp block"),
+    (SMTP, ["ops at example.com"], "services.hotel-voice-bot.stakeholders.email: Value error, "
+                                   "'ops at example.com' is not an e-mail address"),
+    (SMTP, ["ops@example.com\r\nBcc: x@evil.example"], "services.hotel-voice-bot.stakeholders"
+                                                       ".email: Value error"),
+    (SMTP, ["ops@example.com", "OPS@example.com"], "services.hotel-voice-bot.stakeholders"
+                                                   ".email: Value error, 'OPS@example.com' is "
+                                                   "listed twice"),
+    ({**SMTP, "port": 70000}, [], "smtp.port: Input should be less than or equal to 65535"),
+    ({**SMTP, "port": 0}, [], "smtp.port: Input should be greater than or equal to 1"),
+    ({**SMTP, "security": "tls"}, [], "smtp.security: Input should be 'starttls', 'ssl' or"),
+    ({**SMTP, "password_env": "smtp-password"}, [], "smtp.password_env: Value error, "
+                                                    "'smtp-password' is not an environment"),
+    ({**SMTP, "username_env": None}, [], "smtp: Value error, username_env and password_env "
+                                         "go together"),
+    ({**SMTP, "security": "none"}, [], "smtp: Value error, security: none with credentials"),
+    ({**SMTP, "from_address": "rollback bot"}, [], "smtp.from_address: Value error"),
+    ({**SMTP, "host": "smtp://smtp.example.com"}, [], "smtp.host: Value error"),
+    ({**SMTP, "password": "hunter2"}, [], "smtp.password: unknown key"),
+    ({k: v for k, v in SMTP.items() if k != "host"}, [], "smtp.host: field required"),
+])
+def test_email_config_errors_carry_key_paths(smtp: dict | None, email: list[str],
+                                             expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with_email(smtp, email), platforms=PRODUCTION)
+    assert any(p.startswith(expected) for p in err.value.problems), err.value.problems
+
+
+def test_check_config_names_a_bad_smtp_block(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-smtp.yml"
+    bad.write_text(yaml.safe_dump(_with_email({**SMTP, "port": 0}, ["ops@example.com"])))
+    out = _cli("check-config", str(bad))
+    assert out.returncode == 2 and "smtp.port:" in out.stderr
+
+
+def test_the_examples_commented_email_settings_are_valid_when_uncommented() -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# smtp:")
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("#"))
+    for i in range(start, end):
+        lines[i] = lines[i][2:]  # "# smtp:" -> "smtp:", "#   host" -> "  host"
+    email = next(i for i, line in enumerate(lines) if line.strip().startswith("# email:"))
+    lines[email] = lines[email].replace("# email:", "email:", 1)
+    cfg = parse_config(yaml.safe_load("\n".join(lines)), platforms=PRODUCTION)
+    assert cfg.smtp is not None and cfg.smtp.password_env == "SMTP_PASSWORD"
+    assert cfg.services["hotel-voice-bot"].stakeholders.email == ["ops@example.com"]

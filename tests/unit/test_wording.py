@@ -85,6 +85,7 @@ SAMPLES: list[m.Message] = [
                         COMPLETION),
     m.StakeholdersNotUpdated("regression", ("#status",)),
     m.StatuspageNotUpdated("stable", "status page answered HTTP 500"),
+    m.StakeholdersNotEmailed("restored", ("ops@example.com",), "550 5.1.1 no such user"),
     m.Reminder("7:2", "postmortem", "RB-3", "P1", "hvb", "rev 4", AT, 48, True,
                "2026-11-29-x-hvb-rb-3.md", 4, "U1", None),
     m.SkeletonNotUploaded("RB-3", "SlackApiError", "2026-11-29-x-hvb-rb-3.md"),
