@@ -319,7 +319,8 @@ def open_request_modal(client: WebClient, service: RollbackService, body: dict[s
                     service=name, platform=d.platform, revisions=d.revisions,
                     severity=severity or d.severity, scope=scope or d.scope,
                     channel_id=channel, platforms=svc.platforms(),
-                    known_bad=dict(d.known_bad), reason=reason)
+                    known_bad=dict(d.known_bad), reason=reason,
+                    incident_start=d.incident_start)
         except Exception as exc:
             view = _error_modal(render(exc))
         try:

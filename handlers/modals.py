@@ -10,6 +10,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
+from bot.domain import incident_times
 from bot.domain.command_parsing import Parsed, clean, revision_number
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
@@ -69,9 +70,11 @@ def _request(values: dict[str, Any], service_name: str, platforms: PlatformSpecs
     platform = values.get("platform")
     if platform is not None and platform not in platforms:
         raise ParseError(f"`{platform}`: choose {platforms.listing()}.")
+    started = (values.get("incident_started") or "").strip()
     return Parsed("request", service=service_name, to=revision_number(to) if to else None,
                   severity=sev, scope=scope, platform=platform,
-                  reason=values.get("reason") or "")
+                  reason=values.get("reason") or "",
+                  started=incident_times.check(started) if started else None)
 
 
 def register(app: App, service: RollbackService, pool: WorkPool, *, store: Store, chat: Chat,

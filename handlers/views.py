@@ -6,8 +6,10 @@ the buttons valid in that state are shown, so nobody can click a stale Approve.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from bot.domain import incident_times
 from bot.domain.compensation import left_scaled_down
 from bot.domain.config import (
     AUTOMATIC_CHECKLIST_ITEMS,
@@ -20,7 +22,7 @@ from bot.domain.config import (
 from bot.domain.lifecycle import TERMINAL, State
 from bot.domain.messages import Diagnosis, WatchReading
 from bot.domain.models import Rollback, Step
-from bot.domain.time_words import in_utc
+from bot.domain.time_words import duration, in_utc
 from handlers import ids, wording
 from handlers.mrkdwn import escape, mention
 from handlers.wording import severity_policy
@@ -105,6 +107,7 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
     if rb.reason:
         blocks.append(section(f"*Reason:* {escape(rb.reason)}"))
     blocks.extend(_plan_warnings(rb))
+    blocks.extend(_times(rb))
     blocks.extend(_assessment(rb))
     if rb.watch_reading is not None and rb.state == State.PENDING_APPROVAL:
         blocks.append(context(wording.line(WatchReading.from_json(rb.watch_reading))))
@@ -207,9 +210,37 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
         if backup:
             lines.append(f"Pinned backup: `{escape(backup['name'])}`, {_size(backup['size'])}, "
                          f"taken {backup['taken_at'][:16].replace('T', ' ')} UTC")
+            lines.append(_data_loss_text(rb, backup))
         out.append(section(":warning: *Destructive steps* — two people and a typed "
                            "confirmation are needed to approve:\n" + "\n".join(lines)))
     return out
+
+
+def _times(rb: Rollback) -> list[Block]:
+    """When the incident started and where that came from (``bot.domain.incident_times``);
+    nothing for a row of a version before true times."""
+    if rb.incident_started_at is None or rb.incident_start_source is None:
+        return []
+    start = incident_times.recorded(rb.incident_started_at, rb.incident_start_source,
+                                    requested_at=rb.created_at)
+    before = rb.created_at - start.at
+    ago = f", {duration(before)} before the request" if before.total_seconds() >= 60 else ""
+    return [context(f":clock3: Incident started {start.at:%Y-%m-%d %H:%M} UTC "
+                    f"({escape(start.source_text)}{ago}); downtime is counted from it.")]
+
+
+def _data_loss_text(rb: Rollback, backup: dict[str, Any]) -> str:
+    """The restore's data-loss window: recorded once the restore ran, else expected (from
+    the pinned backup's timestamp, as of the plan; it grows until the restore)."""
+    window = incident_times.data_loss(rb.data_loss_from, rb.data_loss_to)
+    if window is not None:
+        return (f":floppy_disk: *Data loss:* writes between {window.since:%Y-%m-%d %H:%M} and "
+                f"{window.until:%H:%M} UTC are not in the restored database "
+                f"({duration(window.length)}).")
+    taken = in_utc(datetime.fromisoformat(str(backup["taken_at"])))
+    return (f":floppy_disk: *Data written after {taken:%Y-%m-%d %H:%M} UTC will be lost* "
+            f"(about {duration(rb.created_at - taken)} as of this plan, more until the restore "
+            "runs; the pre-restore dump keeps a copy).")
 
 
 CONFIG_VIEW_LINES = 15
@@ -363,6 +394,7 @@ def approve_destructive_modal(rb: Rollback, *, channel_id: str,
         lines.append(f"Pinned backup: `{escape(backup['name'])}` · "
                      f"{_size(int(backup['size']))} · taken "
                      f"{backup['taken_at'][:16].replace('T', ' ')} UTC ({_age(rb, backup)})")
+        lines.append(_data_loss_text(rb, backup))
     set_flags = ",".join(k for k, on in sorted(flags.items()) if on)
     return {
         "type": "modal", "callback_id": ids.APPROVE_DESTRUCTIVE_MODAL,
@@ -383,8 +415,6 @@ def approve_destructive_modal(rb: Rollback, *, channel_id: str,
 
 
 def _age(rb: Rollback, backup: dict[str, Any]) -> str:
-    from datetime import datetime
-
     taken = datetime.fromisoformat(str(backup["taken_at"]))
     minutes = max(0, int((rb.created_at - taken).total_seconds() // 60))
     return f"{minutes // 60} h {minutes % 60} min old when planned"
@@ -416,7 +446,8 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             f"`{command} <service>`: open the request form\n"
             f"`{command} <service> [--to REV] [--severity P0|P1|P2|P3] "
             f"[--scope app,db,config,external] [--platform {'|'.join(platforms.names())}] "
-            "[--reason \"…\"]`: request a rollback now\n"
+            "[--reason \"…\"] [--started 40m|14:05|ISO]`: request a rollback now (`--started`: "
+            "when the incident began, UTC unless an offset is given)\n"
             f"`{command} status [ID|service]` · `{command} history <service>` · "
             f"`{command} cancel <ID>` · `{command} services` · `{command} help`\n"
             f"`{command} timeline <ID>`: every transition, step, check and notice of a "
@@ -469,9 +500,22 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
         f"• *{rb.ref}* {escape(rb.service)} {STATE_BADGE[rb.state]} — to "
         f"{escape(rb.target_revision.label())}, "
         f"{rb.severity}, by {mention(rb.requester)} at {rb.created_at:%Y-%m-%d %H:%M} UTC"
+        + _recorded_times(rb)
         for rb in rollbacks
     ]
     return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
+
+
+def _recorded_times(rb: Rollback) -> str:
+    """A status line's incident start and, after a database restore, its data loss."""
+    parts = []
+    if rb.incident_started_at is not None and rb.incident_start_source is not None:
+        parts.append(f"incident started {in_utc(rb.incident_started_at):%H:%M} UTC")
+    window = incident_times.data_loss(rb.data_loss_from, rb.data_loss_to)
+    if window is not None:
+        parts.append(f"data loss {window.since:%Y-%m-%d %H:%M}–{window.until:%H:%M} UTC "
+                     f"({duration(window.length)})")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 _FENCE = "`" * 3
@@ -533,9 +577,11 @@ def error_blocks(message: str) -> list[Block]:
 
 def request_modal(*, service: str, platform: str, revisions: list[Any], severity: Severity,
                   scope: list[str], channel_id: str, platforms: list[str],
-                  known_bad: dict[str, Any] | None = None, reason: str = ""
+                  known_bad: dict[str, Any] | None = None, reason: str = "",
+                  incident_start: incident_times.IncidentStart | None = None
                   ) -> dict[str, Any]:
-    """``reason`` pre-fills the reason (the release watcher's evidence)."""
+    """``reason`` pre-fills the reason (the release watcher's evidence); ``incident_start``
+    is the default an empty "Incident started" field gets, named in its hint."""
     bad = known_bad or {}
     opts = [
         {"text": _text(f"{r.label()}{' (current)' if r.current else ''}"[:75],
@@ -564,6 +610,7 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
          "label": _text("Reason", kind="plain_text"),
          "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True,
                      **({"initial_value": reason[:2900]} if reason else {})}},
+        _incident_start_input(incident_start),
     ]
     if hidden:
         blocks.insert(1, context(
@@ -584,6 +631,21 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
         "private_metadata": f"{service}|{channel_id}",
         "blocks": blocks,
     }
+
+
+def _incident_start_input(default: incident_times.IncidentStart | None) -> Block:
+    """The form's "Incident started" field: the forms ``--started`` takes; empty gets the
+    default (not pre-filled, so the records never call a default "given by the requester")."""
+    hint = ("40m (minutes ago), 1h30m, 14:05 (today, UTC), 14:05+02:00 or 2026-11-29T14:05Z. "
+            "Empty: ")
+    hint += (f"{default.at:%Y-%m-%d %H:%M} UTC ({default.source_text})." if default
+             else "the release watcher's first breach, else the bad revision's deploy time, "
+                  "else now.")
+    return {"type": "input", "block_id": "incident_started", "optional": True,
+            "label": _text("Incident started", kind="plain_text"),
+            "hint": _text(hint[:2000], kind="plain_text"),
+            "element": {"type": "plain_text_input", "action_id": "incident_started",
+                        "placeholder": _text("e.g. 40m or 14:05", kind="plain_text")}}
 
 
 def reject_modal(rb: Rollback, *, channel_id: str) -> dict[str, Any]:

@@ -559,11 +559,23 @@ def completion_text(c: m.Completion) -> str:
         f"• Version rolled back to: {e(c.target)} (from {e(c.current)})",
         f"• Rollback completed at: {_utc(c.completed_at)}",
         f"• Service restored at: {_utc(c.restored_at)}",
-        f"• Total downtime: {e(c.downtime)} (since the {e(c.since)} at {_utc(c.started_at)})",
+        f"• Total downtime: {e(c.downtime)} (since the {e(c.since)} at {_utc(c.started_at)}"
+        + (f", {e(c.start_source)})" if c.start_source and c.since != "rollback request"
+           else ")"),
+        *_data_loss_lines(c),
         f"*Current status:* {status}.",
         "*Next steps:*",
         *(f"• {s}" for s in steps),
     ])
+
+
+def _data_loss_lines(c: m.Completion) -> list[str]:
+    """The database restore's data-loss window, when one ran (``bot.domain.incident_times``)."""
+    if c.data_loss_from is None or c.data_loss_to is None:
+        return []
+    return [f"• Data loss: writes between {_utc(c.data_loss_from)} (the backup) and "
+            f"{_utc(c.data_loss_to)} (the restore) are not in the restored database "
+            f"({duration(c.data_loss_to - c.data_loss_from)})"]
 
 
 def _phase_body(msg: m.StakeholderUpdate) -> str:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
+from bot.domain import incident_times
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
 from bot.domain.messages import (
     Completion,
@@ -58,16 +59,18 @@ def completion_facts(config: RollbackConfig, svc: ServiceConfig, rb: Rollback, f
                      *, checks_passed: int) -> Completion:
     """What the runbook's completion template is filled in with."""
     assert facts.restored_at is not None
-    start = rb.incident_started_at or rb.created_at
+    start = incident_times.recorded(rb.incident_started_at, rb.incident_start_source,
+                                    requested_at=rb.created_at)
     policy = config.policy_for(rb.service)
     review, postmortem = deadlines(config, rb, facts.steps_completed_at)
     return Completion(
         target=rb.target_revision.label(),
         current=rb.current_revision.label() if rb.current_revision else "unknown",
         completed_at=facts.steps_completed_at, restored_at=facts.restored_at,
-        downtime=duration(facts.restored_at - start),
-        since="incident start" if rb.incident_started_at else "rollback request",
-        started_at=start, checks_passed=checks_passed,
+        downtime=duration(facts.restored_at - start.at),
+        since=incident_times.counted_from(start), start_source=start.source_text,
+        data_loss_from=rb.data_loss_from, data_loss_to=rb.data_loss_to,
+        started_at=start.at, checks_passed=checks_passed,
         monitoring_seconds=svc.monitoring.duration_seconds,
         monitoring_interval_seconds=svc.monitoring.interval_seconds,
         review_hours=policy.review_within_hours, review_due=review,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from bot.domain import incident_times
 from bot.domain.models import AuditEvent, Rollback, Step
 from bot.domain.time_words import duration, in_utc
 from bot.persistence.aftercare_store import Facts, Monitor
@@ -43,6 +44,7 @@ _EVENT_TEXT = {
     "decision_due": "Decision deadline reached: approvers asked",
     "checklist": "Checklist item",
     "updated": "Updated",
+    "data_loss": "Data-loss window recorded (database restore)",
 }
 
 
@@ -76,11 +78,13 @@ def identity(rb: Rollback, *, installation: str) -> str:
 
 def render(rb: Rollback, *, events: Sequence[AuditEvent], steps: Sequence[Step],
            facts: Facts | None, monitors: Sequence[Monitor]) -> str:
-    start = in_utc(rb.incident_started_at or rb.created_at)
+    begun = incident_times.recorded(rb.incident_started_at, rb.incident_start_source,
+                                    requested_at=rb.created_at)
+    start = begun.at
     restored = facts.restored_at if facts else None
     downtime = duration(restored - start) if restored else "_not restored by the rollback_"
     current = rb.current_revision.label() if rb.current_revision else "unknown"
-    origin = "incident start" if rb.incident_started_at else "the request"
+    origin = ("incident start" if begun.source != incident_times.REQUEST else "the request")
     lines = [
         f"# Post-mortem: {rb.service} rollback {rb.ref} ({rb.severity})",
         "",
@@ -108,7 +112,13 @@ def render(rb: Rollback, *, events: Sequence[AuditEvent], steps: Sequence[Step],
         "",
         "## Impact",
         "",
-        "_TODO: who was affected, for how long, how badly (calls, messages, bookings)._",
+        *_impact(begun, restored),
+        "",
+        "_TODO: who was affected and how badly (calls, messages, bookings)._",
+        "",
+        "## Data loss",
+        "",
+        *_data_loss(rb, steps),
         "",
         "## Root cause",
         "",
@@ -130,6 +140,39 @@ def render(rb: Rollback, *, events: Sequence[AuditEvent], steps: Sequence[Step],
         "",
     ]
     return "\n".join(lines)
+
+
+def _impact(start: incident_times.IncidentStart, restored: datetime | None) -> list[str]:
+    """Started, restored and downtime, with where the start came from."""
+    source = f" ({start.source_text})" if start.source_text else ""
+    lines = [f"- **Incident started:** {start.at:%Y-%m-%d %H:%M:%S} UTC{source}"]
+    if restored is None:
+        lines.append("- **Service restored:** not by the rollback (verification never passed)")
+        return lines
+    lines += [f"- **Service restored:** {in_utc(restored):%Y-%m-%d %H:%M:%S} UTC (first passing "
+              "verification)",
+              f"- **Downtime:** {duration(restored - start.at)}"]
+    return lines
+
+
+def _data_loss(rb: Rollback, steps: Sequence[Step]) -> list[str]:
+    """The restore's window as recorded, the pre-restore dump that still holds those writes;
+    or why there is none."""
+    window = incident_times.data_loss(rb.data_loss_from, rb.data_loss_to)
+    if window is None:
+        if "db" not in rb.scope:
+            return ["None: the database was not part of this rollback."]
+        return ["None recorded: the database restore did not run."]
+    lines = [f"- **Window:** writes from {window.since:%Y-%m-%d %H:%M:%S} UTC (the restored "
+             f"backup's timestamp) to {window.until:%Y-%m-%d %H:%M:%S} UTC (the restore) are "
+             f"not in the restored database ({duration(window.length)})."]
+    dump = next((s.result.get("file") for s in steps
+                 if s.kind == "backup_db" and s.status == "done"), None)
+    if dump:
+        lines.append(f"- **Recoverable from:** the pre-restore dump `{dump}` (taken just before "
+                     "the restore, in the backup location's `pre-restore` folder).")
+    lines.append("- _TODO: which of those writes matter, and whether they were replayed._")
+    return lines
 
 
 def write(folder: str | Path, rb: Rollback, text: str, *, installation: str) -> Path:
@@ -217,6 +260,8 @@ def _detail(e: AuditEvent) -> str:
         return str(d.get("reason", ""))
     if e.event == "checklist":
         return str(d.get("item", ""))
+    if e.event == "data_loss":
+        return f"writes from {d.get('since', '?')} to {d.get('until', '?')}"
     if e.event == "updated":
         return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in d.items())
     if e.event == "approve" and d.get("break_glass"):

@@ -213,6 +213,20 @@ class ReleaseWatcher:
         finally:
             self._schedule(name, svc, max(now, job.due_at))
 
+    def first_breach(self, name: str) -> datetime | None:
+        """When the open episode's breach began, the default start of an incident: the
+        episode opens at the first check where every point of the last ``duration_seconds``
+        is over the threshold (the previous check's window was not), so the error rate has
+        been over it since one duration before (to within one interval). None: no episode
+        is open (no finding), or the service is not watched."""
+        svc = self.config.services.get(name)
+        if svc is None or not svc.watcher.enabled:
+            return None
+        episode = self.store.get(name).episode_started_at
+        if episode is None:
+            return None
+        return in_utc(episode) - timedelta(seconds=svc.watcher.duration_seconds)
+
     # ------------------------------------------------------------------ one check
     def check(self, name: str, svc: ServiceConfig, now: datetime) -> str:
         """Evaluate once; returns what happened (for logs and tests)."""

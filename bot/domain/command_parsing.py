@@ -10,6 +10,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from bot.domain import incident_times
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
 from platforms.base import PlatformSpecs
@@ -58,6 +59,9 @@ class Parsed:
     scope: list[str] = field(default_factory=list)
     platform: str | None = None
     reason: str = ""
+    # ``--started``: when the incident began, as typed (read against the clock by the
+    # request: ``bot.domain.incident_times.resolve``); None: the plan offers a default.
+    started: str | None = None
 
 
 def _value(tokens: list[str], i: int, flag: str) -> str:
@@ -112,6 +116,7 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
     scope: list[str] = []
     platform: str | None = None
     reason = ""
+    started: str | None = None
     i = 1
     while i < len(tokens):
         tok = tokens[i]
@@ -136,11 +141,13 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
             platform = _platform(raw, platforms)
         elif flag == "--reason":
             reason = raw
+        elif flag == "--started":
+            started = incident_times.check(raw)
         else:
             raise ParseError(f"Unknown option `{flag}`.")
         i += step
     return Parsed("request", service=head, to=to, severity=severity, scope=scope,
-                  platform=platform, reason=reason)
+                  platform=platform, reason=reason, started=started)
 
 
 def _rollback_id(raw: str) -> int:

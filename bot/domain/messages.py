@@ -425,6 +425,10 @@ class Completion:
     review_due: datetime
     postmortem_hours: float | None  # None: no post-mortem for this severity
     postmortem_due: datetime | None
+    start_source: str = ""  # where the incident start came from, in words ("" unknown)
+    # A database restore's data-loss window (backup timestamp to restore); None: no restore.
+    data_loss_from: datetime | None = None
+    data_loss_to: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,13 @@ class Rollback:
     # as stored: ``bot.domain.messages.WatchReading.from_json`` reads them (the model stays
     # below the messages it is the subject of).
     watch_reading: dict[str, Any] | None = None
+    # Where ``incident_started_at`` came from (a key of ``bot.domain.incident_times.SOURCES``);
+    # None: a row of a version before true times (the start, if any, was set by hand).
+    incident_start_source: str | None = None
+    # What a database restore lost: writes from the backup's timestamp to the restore,
+    # recorded by the restore step. None: no restore ran.
+    data_loss_from: datetime | None = None
+    data_loss_to: datetime | None = None
 
     @property
     def ref(self) -> str:

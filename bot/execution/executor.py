@@ -306,6 +306,8 @@ class Executor:
                 known_good_config=ConfigSnapshot.from_dict(known_good[0]) if known_good else None,
                 known_good_recorded_at=known_good[1] if known_good else None,
                 now=self.clock(),
+                record_data_loss=lambda since, until: self.store.record_data_loss(
+                    rb.id, since=since, until=until),
             )
             started = time.perf_counter()
             outcome = "error"

@@ -52,6 +52,8 @@ class StepContext:
     known_good_config: ConfigSnapshot | None  # loaded only for restore_config
     known_good_recorded_at: datetime | None
     now: Any
+    # Records a restore's data-loss window (backup timestamp, restore) on the rollback.
+    record_data_loss: Callable[[datetime, datetime], None] = lambda _since, _until: None
 
 
 StepHandler = Callable[[StepContext], dict[str, Any]]
@@ -189,6 +191,9 @@ def restore_db(ctx: StepContext) -> dict[str, Any]:
         raise PermanentStepError("no backup was pinned in the plan; nothing to restore")
     _check_pinned_backup(ctx)
     _writers_stopped(ctx)
+    taken = (ctx.rollback.plan_facts.get("backup") or {}).get("taken_at")
+    if taken:  # recorded before pg_restore: an interrupted restore has lost it as well
+        ctx.record_data_loss(datetime.fromisoformat(str(taken)), ctx.now)
     ctx.journal({"begun": True})  # from here on the database may change: a human decides
     database.restore(_dsn(ctx), path=path)
     return {"restored_from": Path(path).name}

@@ -89,8 +89,10 @@ class AftercareStore:
         return Facts(**row) if row else None
 
     def set_restored(self, rollback_id: int, at: datetime) -> None:
-        self._exec("UPDATE aftercare SET restored_at = %s WHERE rollback_id = %s",
-                   (at, rollback_id))
+        """"Service restored at" is the first passing verification: a later pass (after a
+        regression and a retry) keeps it, so downtime is never recounted."""
+        self._exec("UPDATE aftercare SET restored_at = COALESCE(restored_at, %s)"
+                   " WHERE rollback_id = %s", (at, rollback_id))
 
     def statuspage_creating(self, rollback_id: int) -> None:
         self._exec("UPDATE aftercare SET statuspage_creating = true WHERE rollback_id = %s",

@@ -79,6 +79,7 @@ class Store:
         incident_started_at: datetime | None = None,
         plan_facts: dict[str, Any] | None = None,
         decision_due_at: datetime | None = None,
+        incident_start_source: str | None = None,
     ) -> Rollback:
         """Insert the rollback with its pinned plan; ``ActiveRollbackExists`` if one is live."""
         import psycopg.errors
@@ -91,9 +92,9 @@ class Store:
                         " reason, state, requester, channel_id, channel_name, current_revision,"
                         " target_revision, target, checklist, assessment, expires_at,"
                         " created_at, updated_at, incident_started_at, plan_facts,"
-                        " decision_due_at)"
+                        " decision_due_at, incident_start_source)"
                         " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-                        " %s)"
+                        " %s, %s)"
                         " RETURNING *",
                         (
                             service,
@@ -117,6 +118,7 @@ class Store:
                             incident_started_at,
                             Jsonb(plan_facts or {}),
                             decision_due_at,
+                            incident_start_source,
                         ),
                     )
                     row = cur.fetchone()
@@ -132,6 +134,9 @@ class Store:
                                 State.PENDING_APPROVAL.value,
                                 {"severity": severity, "target": target_revision.to_dict(),
                                  "reason": reason, "scope": list(scope),
+                                 **({"incident_started_at": incident_started_at.isoformat(),
+                                     "incident_start_source": incident_start_source}
+                                    if incident_started_at else {}),
                                  **({"decision_due_at": decision_due_at.isoformat()}
                                     if decision_due_at else {})})
             except psycopg.errors.UniqueViolation:
@@ -345,6 +350,18 @@ class Store:
                 self._audit(cur, rollback_id, actor, "updated", None, None,
                             {k: str(_scrubbed_column(k, v)) for k, v in fields.items()})
         return rollback_from_row(row)
+
+    def record_data_loss(self, rollback_id: int, *, since: datetime, until: datetime) -> None:
+        """The window a database restore loses (backup timestamp to restore), audited; the
+        first record stands (a resumed restore step finds it set)."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            with conn.transaction():
+                cur.execute("UPDATE rollbacks SET data_loss_from = %s, data_loss_to = %s"
+                            " WHERE id = %s AND data_loss_from IS NULL",
+                            (since, until, rollback_id))
+                if cur.rowcount == 1:
+                    self._audit(cur, rollback_id, "bot", "data_loss", None, None,
+                                {"since": since.isoformat(), "until": until.isoformat()})
 
     # ------------------------------------------------------------------ executor lease
     def claim_next(self, *, owner: str, lease_seconds: float,

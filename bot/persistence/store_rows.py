@@ -69,4 +69,7 @@ def rollback_from_row(row: dict[str, Any]) -> Rollback:
         decision_due_at=row.get("decision_due_at"),
         hotfix_reported_by=row.get("hotfix_reported_by"),
         watch_reading=dict(row["watch_reading"]) if row.get("watch_reading") else None,
+        incident_start_source=row.get("incident_start_source"),
+        data_loss_from=row.get("data_loss_from"),
+        data_loss_to=row.get("data_loss_to"),
     )

@@ -222,6 +222,9 @@ def build_core(
     service = RollbackService(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
         on_approved=lambda _rollback_id: approved.set(),
+        # A request's default incident start; the watcher is built below (it files requests
+        # through this service), and the call comes only once a request is made.
+        first_breach=lambda name: watcher.first_breach(name),
     )
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,

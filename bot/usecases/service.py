@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from bot.domain import authority
+from bot.domain import authority, incident_times
 from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
 from bot.domain.compensation import left_scaled_down, plan_compensation
@@ -76,6 +76,8 @@ class ModalDefaults:
     severity: Severity
     scope: list[str]
     known_bad: dict[str, KnownBad]
+    # The start a request from the form gets when its field is left empty, with its source.
+    incident_start: incident_times.IncidentStart | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Plan:
     checklist: dict[str, Any]
     facts: dict[str, Any]
     planned_at: datetime
+    incident_start: incident_times.IncidentStart | None = None
 
 
 class RollbackService:
@@ -102,6 +105,7 @@ class RollbackService:
     def __init__(
         self, *, catalog: Catalog, store: Store, jobs: JobStore, chat: Chat, policy: Policy,
         clock: Clock = utcnow, on_approved: Callable[[int], None] | None = None,
+        first_breach: Callable[[str], datetime | None] | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = catalog.config
@@ -111,6 +115,9 @@ class RollbackService:
         self.policy = policy  # who may do what; its directory names channels and groups
         self.clock = clock
         self.on_approved = on_approved or (lambda _id: None)
+        # The release watcher's first breach of a service's open episode (None: no finding),
+        # the first default of a request's incident start.
+        self.first_breach = first_breach or (lambda _service: None)
         # Told of every posted request (the release watcher marks its proposal answered);
         # the composition root subscribes them (``when_requested``).
         self._requested_listeners: list[Callable[[Rollback], None]] = []
@@ -150,8 +157,10 @@ class RollbackService:
         revisions = self.platform(name).history(target_for(svc, name))
         sev = self.config.policy_for(service).default_severity
         scope = self.config.policy_for(service).for_severity(sev).scope
+        current = next((r for r in revisions if r.current), None)
+        start = self._default_start(service, current, self.clock())
         return ModalDefaults(service, name, revisions, sev, list(scope),
-                             self.store.known_bad(service, name))
+                             self.store.known_bad(service, name), start)
 
     # ------------------------------------------------------------------ request
     def check_can_request(self, service: str, *, user: str, channel_id: str) -> None:
@@ -177,6 +186,8 @@ class RollbackService:
         platform_name = svc.platform_or_default(parsed.platform)
         target_for(svc, platform_name)
         self.platform(platform_name)
+        if parsed.started:  # a start in the future or beyond a week: refused at once
+            incident_times.resolve(parsed.started, now=self.clock())
 
     def preview(self, parsed: Parsed) -> Plan:
         """The plan a request would pin now (revision, steps), without creating anything:
@@ -208,8 +219,11 @@ class RollbackService:
             self._refuse_if_already_restored(parsed.service, platform_name, history, known_bad)
         choice = choose_revision(history, parsed.to, known_bad)
         now = self.clock()
+        start = self._incident_start(parsed, choice, now)
         checklist: dict[str, Any] = {"previous_version": _previous_version_item(choice)}
-        facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, choice.target)}
+        facts: dict[str, Any] = {"revisions": _revision_facts(history, known_bad, choice.target),
+                                 "incident_start": {"at": start.at.isoformat(),
+                                                    "source": start.source}}
         if choice.target_known_bad is not None:
             facts["known_bad_target"] = _mark_facts(choice.target_known_bad)
         if choice.never_deployed:  # only an explicit --to picks one: the approvers must know
@@ -231,7 +245,30 @@ class RollbackService:
         facts.update(self._config_view(platform_name, adapter, target, choice))
         return Plan(service=parsed.service, severity=severity, mode=sev.mode.value, scope=scope,
                     platform=platform_name, target=target, adapter=adapter, choice=choice,
-                    steps=steps, checklist=checklist, facts=facts, planned_at=now)
+                    steps=steps, checklist=checklist, facts=facts, planned_at=now,
+                    incident_start=start)
+
+    def _incident_start(self, parsed: Parsed, choice: RevisionChoice, now: datetime
+                        ) -> incident_times.IncidentStart:
+        """The start the requester gave (refused in the future or beyond a week, before
+        anything is recorded), else the default with its source: the release watcher's
+        first breach, the running revision's deploy time, the request."""
+        if parsed.started:
+            return incident_times.IncidentStart(
+                incident_times.resolve(parsed.started, now=now), incident_times.GIVEN)
+        assert parsed.service is not None
+        return self._default_start(parsed.service, choice.current, now)
+
+    def _default_start(self, service: str, current: Revision | None, now: datetime
+                       ) -> incident_times.IncidentStart:
+        try:
+            breach = self.first_breach(service)
+        except Exception:  # a default's decoration: never blocks the request
+            log.warning("release watcher's breach of %s unreadable", service, exc_info=True)
+            breach = None
+        return incident_times.default(watcher_breach=breach,
+                                      deployed_at=current.created if current else None,
+                                      requested_at=now)
 
     def _config_view(self, platform_name: str, adapter: Platform, target: Target,
                      choice: RevisionChoice) -> dict[str, Any]:
@@ -284,6 +321,9 @@ class RollbackService:
                 checklist=checklist, assessment={},
                 expires_at=policy.expires_at(now, decision_due), decision_due_at=decision_due,
                 created_at=now, plan_facts=facts,
+                incident_started_at=plan.incident_start.at if plan.incident_start else None,
+                incident_start_source=(plan.incident_start.source if plan.incident_start
+                                       else None),
             )
         except ActiveRollbackExists as exc:
             raise _active_error(exc.existing) from None

@@ -92,13 +92,12 @@ def test_failed_verification_then_retry_and_completion_notice(
         data["aftercare"] = {"postmortem_dir": str(tmp_path / "pm")}
 
     h = make_harness(config_overrides=config)
-    h.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
+    # The incident began 15 minutes before the request (03:00), said with the command.
+    h.request('hotel-voice-bot --severity P1 --started 02:45 --reason "5xx after v1.3.0"')
     msg = h.rollback_message()
     rid = int(msg["text"].split()[0].removeprefix("RB-"))
     incident_start = datetime(2026, 11, 29, 2, 45, tzinfo=UTC)
-    with psycopg.connect(h.bot.database_url, autocommit=True) as conn:  # from the incident tool
-        conn.execute("UPDATE rollbacks SET incident_started_at = %s WHERE id = %s",
-                     (incident_start, rid))
+    assert h.bot.store.get(rid).incident_started_at == incident_start
     h.click(msg, ids.ASSIGN_IC, "carol")
     h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
     health.hang.set()
@@ -156,7 +155,8 @@ def test_failed_verification_then_retry_and_completion_notice(
         "• Version rolled back to: rev 2 (registry.example/app:v1.2.0) (from rev 3",
         "• Rollback completed at: 2026-11-29 03:07:00 UTC",
         "• Service restored at: 2026-11-29 03:12:00 UTC",
-        "• Total downtime: 27 min 00 s (since the incident start at 2026-11-29 02:45:00 UTC)",
+        "• Total downtime: 27 min 00 s (since the incident start at 2026-11-29 02:45:00 UTC, "
+        "given by the requester)",
         "*Current status:* Service restored and verified (3 checks passed).",
         "• Post-incident review within 24 h (by 2026-11-30 03:07:00 UTC)",
         "• Post-mortem within 48 h (by 2026-12-01 03:07:00 UTC)",

@@ -179,6 +179,10 @@ def test_auto_request_files_one_request_that_still_needs_an_approver(
     (rb,) = _rollbacks(h)
     assert rb.requester == "rollback-bot" and rb.severity == "P1"
     assert rb.state.value == "pending_approval"
+    # Its incident start is the watcher's first breach: over 5 % from minute 5, which the rule
+    # (3 minutes sustained) confirmed at minute 8.
+    assert (rb.incident_started_at, rb.incident_start_source) == (T0 + timedelta(minutes=5),
+                                                                   "watcher")
     assert rb.channel_id == h.emulator.channel_id(CHANNEL)  # an id, not the configured name
     assert rb.reason.startswith("Release watcher: error rate over 5.00%")
     (proposal,) = proposals(h)

@@ -221,3 +221,37 @@ def test_notices_escape_what_platforms_and_people_wrote() -> None:
     assert "&lt;@U1&gt; saw" in blocks  # a mention someone typed stays text
     assert "<@U1> closed" in blocks and "<@U9>" in blocks  # the bot's own mentions work
     assert "<!channel>" not in views_aftercare.fallback_text(card)
+
+
+def test_true_times_are_valid_block_kit_and_name_their_source() -> None:
+    """The incident start with its source on the message and the form; the data-loss window
+    expected before the restore and recorded after it (``bot.domain.incident_times``)."""
+    from bot.domain.config import Severity
+    from bot.domain.incident_times import WATCHER, IncidentStart
+
+    pending = _rollback(State.PENDING_APPROVAL, plan_facts=FACTS, scope=["app", "db"],
+                        incident_started_at=NOW - timedelta(minutes=12),
+                        incident_start_source=WATCHER)
+    _, blocks = views.rollback_message(pending, DB_STEPS)
+    _validate(blocks)
+    text = str(blocks)
+    assert ("Incident started 2026-11-29 02:48 UTC (the release watcher's first breach, "
+            "12 min 00 s before the request)") in text
+    assert "*Data written after 2026-11-29 00:55 UTC will be lost* (about 2 h 05 min" in text
+    done = _rollback(State.COMPLETED, plan_facts=FACTS, scope=["app", "db"],
+                     data_loss_from=NOW - timedelta(hours=2, minutes=5),
+                     data_loss_to=NOW + timedelta(minutes=4))
+    _, blocks = views.rollback_message(done, DB_STEPS)
+    _validate(blocks)
+    assert ("*Data loss:* writes between 2026-11-29 00:55 and 03:04 UTC are not in the restored "
+            "database (2 h 09 min).") in str(blocks)
+    assert "data loss 2026-11-29 00:55–03:04 UTC (2 h 09 min)" in str(
+        views.rollback_list_blocks("Rollbacks", [done]))
+    modal = views.request_modal(
+        service="hotel-voice-bot", platform="kubernetes", revisions=[], severity=Severity.P1,
+        scope=["app"], channel_id="C1", platforms=["kubernetes"],
+        incident_start=IncidentStart(NOW - timedelta(minutes=12), WATCHER))
+    View(**modal).validate_json()
+    field = next(b for b in modal["blocks"] if b.get("block_id") == "incident_started")
+    assert field["optional"] and field["hint"]["text"].endswith(
+        "Empty: 2026-11-29 02:48 UTC (the release watcher's first breach).")
