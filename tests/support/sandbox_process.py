@@ -39,7 +39,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.1)  # polling a condition with a deadline
-    pytest.fail(f"the sandbox never answered /healthz:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    # pgserver logs a failed initdb/pg_ctl's own stderr before the traceback: keep that part
+    # too, or a failed start under load says only "exit status 1".
+    cause = text[text.find("Failed postgres command"):][:3000] \
+        if "Failed postgres command" in text else ""
+    pytest.fail(f"the sandbox never answered /healthz:\n{cause}\n...\n{text[-3000:]}")
 
 
 def start_sandbox(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
