@@ -84,6 +84,7 @@ def sandbox_config_dict(
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people, so mentions notify them
     data["services"].update(platform_services(svc, ecs=ecs, fly=fly, load_balancer=load_balancer))
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
@@ -94,6 +95,20 @@ def sandbox_config_dict(
     # time (the emulator's id of the incident channel).
     data["automation"] = {"severity": "P0", "self_approve": ["P0"], "settle_seconds": 3}
     return data
+
+
+# The runbook's emergency contacts, as the Slack emulator's seeded users (ids U0<NAME>) and
+# groups; ``security-team`` is a handle the emulator does not know unless a test adds it.
+SANDBOX_CONTACTS: dict[str, Any] = {
+    "incident_commander": {"name": "Carol Chen", "slack": "U0CAROL",
+                           "phone": "+1 415 555 0100", "email": "carol@example.com"},
+    "technical_lead": {"name": "Bob Brandt", "slack": "U0BOB", "email": "bob@example.com"},
+    "devops": {"name": "SRE approvers", "slack": f"@{USERGROUP}"},
+    "dba": {"name": "Dave Diaz", "slack": "U0DAVE", "phone": "+1 415 555 0102",
+            "email": "dave@example.com"},
+    "security": {"name": "Security team", "slack": "@security-team",
+                 "email": "security@example.com"},
+}
 
 
 ECS_SERVICE = "hotel-voice-bot-ecs"

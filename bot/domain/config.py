@@ -295,7 +295,10 @@ class PagerDutyConfig(Strict):
     # PD-CEF severity of the alert: critical, error, warning or info.
     severity: Literal["critical", "error", "warning", "info"] = "critical"
     timeout_seconds: float = Field(default=10, gt=0)
-    max_attempts: int = Field(default=4, ge=1, le=10)  # per event, on 429/5xx/network
+    # Attempts of one event within one run, on 429/5xx/network errors (1 s apart); the
+    # scheduler then retries the run itself with backoff (2 s .. 5 min), so a PagerDuty
+    # outage never holds the scheduler's thread for long.
+    max_attempts: int = Field(default=2, ge=1, le=10)
 
 
 class Approvers(Strict):

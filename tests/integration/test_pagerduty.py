@@ -130,7 +130,7 @@ def test_a_long_summary_is_shortened_to_what_pagerduty_accepts(pd: PagerDutyEmul
 def test_429_and_5xx_are_retried_with_backoff(pd: PagerDutyEmulator) -> None:
     sleeps: list[float] = []
     pd.fail_next(429, 503)
-    with _client(pd, sleeps) as client:
+    with _client(pd, sleeps, max_attempts=3) as client:
         client.trigger(dedup_key("RB-8"), _alert())
     assert [r.status for r in pd.received()] == [429, 503, 202]
     assert sleeps == [1.0, 2.0]  # exponential backoff between the attempts
