@@ -786,7 +786,7 @@ def _escalated_slack(c: m.EscalatedContact) -> str:
 
 @_says(m.Escalated)
 def _escalated(msg: m.Escalated) -> str:
-    why = _ESCALATION_WHY.get(msg.rule, msg.rule.replace("_", " "))
+    why = _ESCALATION_WHY.get(msg.rule) or e(msg.rule.replace("_", " "))
     detail = f" ({e(msg.detail)})" if msg.detail else ""
     text = f":sos: *Escalation for {e(msg.ref)}: {why}*{detail}."
     lines = [text] + ["• " + contact_line(c.title, name=c.name, slack=_escalated_slack(c),

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.aftercare.coordinator import MONITOR_TICK_JOB, NOTIFY_JOB
+from bot.aftercare.escalation import PAGE_JOB
 from bot.aftercare.reminders import REMINDER_JOB
 from bot.aftercare.watcher import WATCH_JOB
 from bot.execution.job_router import JobRouter
@@ -43,4 +44,5 @@ def test_the_composition_root_routes_every_kind_the_bot_schedules(
     h = make_harness(background=False)
     # HOTFIX_JOB and EVALUATE_JOB: rows an earlier version scheduled still run.
     assert h.bot.job_router.kinds == {EXPIRE_JOB, DECISION_JOB, HOTFIX_JOB, EVALUATE_JOB,
-                                      MONITOR_TICK_JOB, NOTIFY_JOB, REMINDER_JOB, WATCH_JOB}
+                                      MONITOR_TICK_JOB, NOTIFY_JOB, REMINDER_JOB, WATCH_JOB,
+                                      PAGE_JOB}
