@@ -84,7 +84,7 @@ def sandbox_config_dict(
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
-    svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people, so mentions notify them
+    svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people: mentions work
     data["services"].update(platform_services(svc, ecs=ecs, fly=fly, load_balancer=load_balancer))
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}

@@ -144,7 +144,8 @@ class Escalation:
             for env in sorted(envs):
                 self.jobs.schedule(kind=PAGE_JOB, due_at=self.clock(), rollback_id=rb.id,
                                    payload={"action": "trigger", "routing_key_env": env,
-                                            "rule": rule.value, "detail": detail},
+                                            "rule": rule.value, "detail": detail,
+                                            "roles": [CONTACT_TITLES[r] for r in roles]},
                                    dedupe_key=page_key(rb.id, "trigger", env, rule.value))
         key = escalation_key(rb.id, rule)
         self.outbox.notice(rb, Notice(key, Escalated(
@@ -235,8 +236,7 @@ class Escalation:
 
     def _alert(self, rb: Rollback, cfg: PagerDutyConfig, payload: dict[str, Any]) -> Alert:
         rule = str(payload.get("rule") or "")
-        roles = ([CONTACT_TITLES[r] for r in roles_for(Rule(rule))]
-                 if rule in {r.value for r in Rule} else [])
+        roles = [str(r) for r in payload.get("roles") or []]
         detail = str(payload.get("detail") or "")
         summary = (f"{rb.ref} {rb.service} ({rb.severity}) rollback escalated: "
                    f"{rule.replace('_', ' ')}" + (f" ({detail})" if detail else ""))

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from bot.integrations import target_database as database
 from handlers import ids
+from platforms.base import Target
 from sandbox.pagerduty import PagerDutyEmulator
 from tests.e2e.conftest import Harness, action_ids
 from tests.secret_scan import register_secret
+from tests.support.database import fresh_database
+from tests.support.waiting import wait_until
 
 SERVICE = "hotel-voice-bot"
 ROUTING_KEY = "E2EPAGERDUTYROUTINGKEY0000000001"
@@ -61,6 +67,14 @@ def _events(h: Harness, rid: int) -> list[str]:
     return [e.event for e in h.bot.store.audit_events(rid)]
 
 
+def _tick_until(h: Harness, done: Callable[[], object]) -> None:
+    """Run due jobs until ``done``: a transition's listener queues its page right after the
+    transition commits, on the thread that made it, so the state can be seen first."""
+    # Not the emulator's wait_for: a tick calls Slack, and that predicate runs under the
+    # emulator's lock.
+    wait_until(lambda: h.tick() >= 0 and done(), timeout=10, message="the page never went out")
+
+
 def _until(h: Harness, at: Any) -> None:
     h.clock.advance(seconds=max(0.0, (at - h.clock()).total_seconds()))
 
@@ -101,7 +115,7 @@ def test_deadline_pages_once_then_approval_acknowledges_and_completion_resolves(
     h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
     h.click(msg, ids.APPROVE, "bob")
     h.wait_state(rb.id, "completed")  # monitoring is 0 s in the sandbox: done at once
-    h.tick()
+    _tick_until(h, lambda: pagerduty.accepted("resolve"))
     assert [e["event_action"] for e in pagerduty.accepted()] == ["trigger", "acknowledge",
                                                                  "resolve"]
     assert all(e["dedup_key"] == key for e in pagerduty.accepted())
@@ -137,7 +151,7 @@ def test_a_reason_that_mentions_security_calls_the_security_team(
     # Cancelled by a person: the alert is resolved.
     h.click(msg, ids.CANCEL, "alice")
     h.wait_state(rb.id, "cancelled")
-    h.tick()
+    _tick_until(h, lambda: pagerduty.accepted("resolve"))
     assert [e["event_action"] for e in pagerduty.accepted()] == ["trigger", "resolve"]
     assert pagerduty.alerts()[0].status == "resolved"
 
@@ -209,3 +223,60 @@ def test_help_lists_the_contacts_command(harness: Harness) -> None:
     h = harness
     h.request("help", user="dave")
     assert "contacts <service>" in h.wait_ephemeral("dave", "contacts")
+
+
+# ------------------------------------------------------------ a restore that needs a human
+APP_DSN_ENV = "HVB_ESCALATION_APP_DATABASE_URL"
+
+
+@pytest.fixture
+def db_paged(make_harness: Callable[..., Harness], pagerduty: PagerDutyEmulator,
+             database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[Harness]:
+    """The paged harness with a service database (a real one) and a backup to restore."""
+    backups = tmp_path / "backups"
+    with fresh_database(database_url, prefix="app") as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE bot_messages (id int PRIMARY KEY, body text NOT NULL)")
+            conn.execute("INSERT INTO bot_messages VALUES (1, 'hello')")
+        monkeypatch.setenv(APP_DSN_ENV, url)
+
+        def configure(data: dict[str, Any]) -> None:
+            svc = data["services"][SERVICE]
+            svc["pagerduty"] = {"routing_key_env": KEY_ENV, "events_url": pagerduty.events_url}
+            svc["database"] = {"dsn_env": APP_DSN_ENV, "backup_location": str(backups)}
+
+        h = make_harness(config_overrides=configure)
+        database.backup(url, location=backups, service=SERVICE,
+                        now=h.clock() - timedelta(minutes=10))
+        yield h
+
+
+def test_a_restore_that_stops_for_a_human_calls_the_dba_and_the_commander(
+        db_paged: Harness, pagerduty: PagerDutyEmulator) -> None:
+    h = db_paged
+    rb, msg = _request(h, "--severity P0 --scope app,db", user="bob")
+    restore = next(s for s in h.bot.store.steps(rb.id) if s.kind == "restore_db")
+    pinned = Path(restore.params["backup_path"])
+    pinned.write_bytes(b"\0" * pinned.stat().st_size)  # garbage only pg_restore notices
+    h.click(msg, ids.APPROVE, "carol")
+    h.emulator.wait_for(lambda: h.emulator.open_views("carol"))
+    h.driver.submit_view("carol", {"confirm_service": SERVICE})
+    h.wait_state(rb.id, "needs_attention", timeout=40)
+    line = _said(h, msg, "Escalation for RB-")
+    assert "the rollback stopped and needs a human" in line and "Restore" in line
+    assert "*DBA* Dave Diaz · <@U0DAVE>" in line and "<@U0CAROL>" in line
+    assert "<@U0BOB>" not in line  # the technical lead is the deadline's, not this rule's
+    h.tick()
+    [trigger] = pagerduty.accepted("trigger")
+    assert trigger["dedup_key"] == f"rollback-bot/RB-{rb.id}"
+    assert trigger["payload"]["custom_details"]["escalated_to"] == ["DBA",
+                                                                   "Incident commander"]
+    # A person closes it once the service is back: the alert is resolved.
+    h.platform.scale(Target("fake", "production", SERVICE), 3)
+    h.click(msg, ids.RESOLVE, "carol")
+    h.wait_state(rb.id, "failed")
+    _tick_until(h, lambda: pagerduty.accepted("resolve"))  # paged after the approval:
+    # nothing to acknowledge, only to resolve
+    assert [e["event_action"] for e in pagerduty.accepted()] == ["trigger", "resolve"]
+    assert pagerduty.alerts()[0].status == "resolved"
