@@ -48,13 +48,15 @@ def sandbox_config_dict(
     postmortem_dir: str | None = None, error_rate_window: str = "30s",
     watcher: dict[str, Any] | None = None, ecs: dict[str, Any] | None = None,
     fly: dict[str, Any] | None = None, load_balancer: dict[str, Any] | None = None,
+    pagerduty: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The example catalog with local endpoints. ``watcher`` (keys of
     ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
     ``prometheus_url``. ``error_rate_window`` is the query's ``rate`` window: a drill with
     seconds-long durations needs one of seconds too, or the ratio lags the release.
     ``ecs``/``fly`` add the platform services (``platform_services``); ``load_balancer`` is
-    the ECS service's ``load_balancer`` block."""
+    the ECS service's ``load_balancer`` block; ``pagerduty`` the services' ``pagerduty``
+    block (the sandbox's PagerDuty emulator)."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -85,6 +87,8 @@ def sandbox_config_dict(
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
     svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people: mentions work
+    if pagerduty is not None:
+        svc["pagerduty"] = pagerduty
     data["services"].update(platform_services(svc, ecs=ecs, fly=fly, load_balancer=load_balancer))
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
