@@ -125,6 +125,24 @@ def test_deadline_pages_once_then_approval_acknowledges_and_completion_resolves(
     assert len(pagerduty.received()) == 3  # nothing sent twice
 
 
+def test_a_page_job_run_again_after_a_crash_sends_nothing_twice(
+        paged: Harness, pagerduty: PagerDutyEmulator) -> None:
+    """A leader that dies after the send and its audit but before marking the job done: the
+    next leader re-queues the row (``recover_running``) and runs it again."""
+    h = paged
+    rb, msg = _request(h, '--severity P1 --reason "5xx after v1.3.0"')
+    _until(h, rb.decision_due_at)
+    h.tick()
+    h.tick()
+    assert len(pagerduty.accepted("trigger")) == 1
+    with h.bot.store.pool.connection() as conn:
+        again = conn.execute("UPDATE scheduled_jobs SET status = 'pending', finished_at = NULL"
+                             " WHERE kind = 'pagerduty_event'").rowcount
+    assert again == 1
+    assert h.tick() == 1  # it ran, and found its event already sent
+    assert len(pagerduty.received()) == 1 and len(_escalations(h, msg)) == 1
+
+
 def test_a_rollback_never_escalated_pages_nobody(paged: Harness,
                                                  pagerduty: PagerDutyEmulator) -> None:
     h = paged
