@@ -28,6 +28,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.command_parsing import Parsed, parse
 from bot.domain.config import SCOPES, RollbackConfig, Severity
+from bot.domain.contacts import contact_facts
 from bot.domain.errors import UserFacingError
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
@@ -84,6 +85,16 @@ def register(app: App, service: RollbackService, pool: WorkPool,
         }
         if parsed.verb in quick:
             ack(response_type="ephemeral", text="rollback-bot", blocks=quick[parsed.verb]())
+            return
+        if parsed.verb == "contacts":  # configuration only: answered in the ack
+            name = parsed.service or ""
+            if name not in config.services:
+                ack(response_type="ephemeral", text=render(_unknown(service, name)))
+                return
+            svc = config.services[name]
+            ack(response_type="ephemeral", text=f"Emergency contacts of {name}",
+                blocks=views.contacts_blocks(name, contact_facts(config.contacts_for(name)),
+                                             paging=svc.pagerduty is not None))
             return
         if parsed.verb in ("modal", "diagnose", "revision") and parsed.service not in \
                 config.services:

@@ -23,8 +23,9 @@ from bot.domain.lifecycle import TERMINAL, State
 from bot.domain.messages import Diagnosis, WatchReading
 from bot.domain.models import Rollback, Step
 from bot.domain.time_words import duration, in_utc
+from bot.domain.words import GroupMention
 from handlers import ids, wording
-from handlers.mrkdwn import escape, mention
+from handlers.mrkdwn import escape, mention, usergroup
 from handlers.wording import severity_policy
 from platforms.base import PlatformSpecs, Revision, RevisionDetail
 
@@ -117,6 +118,8 @@ def rollback_message(rb: Rollback, steps: list[Step]) -> tuple[str, list[Block]]
         + (f" — {escape(s.error[:200])}" if s.error and s.status == "failed" else "")
         for s in steps)))
     blocks.append(section(_checklist_text(rb)))
+    if rb.plan_facts.get("contacts"):
+        blocks.append(context(contacts_text(rb.plan_facts["contacts"])))
     who = []
     if rb.incident_commander:
         who.append(f"Incident commander: {mention(rb.incident_commander)}")
@@ -459,6 +462,8 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             f"`{command} known-bad <service>`: revisions rolled back from · "
             f"`{command} known-bad <service> clear REV --reason \"…\"`: an approver clears "
             "a mark\n"
+            f"`{command} contacts <service>`: the service's emergency contacts (incident "
+            "commander, technical lead, DevOps, DBA, security)\n"
             f"`{command} diagnose <service>`: which runbook scenario applies now (error rate, "
             "database checks, external services), read-only, with a button that opens the "
             "request form with its scope"
@@ -481,6 +486,34 @@ def diagnosis_blocks(d: Diagnosis) -> list[Block]:
         blocks.append(block)
     if d.checked:
         blocks.append(context("*Checked* (read-only)\n" + wording.diagnosis_checked(d)))
+    return blocks
+
+
+def contacts_text(contacts: list[dict[str, Any]]) -> str:
+    """The emergency contacts (``bot.domain.contacts.contact_facts``), one line each: a user
+    id or group id is mentioned, a group handle is shown as text (no id to mention)."""
+    lines = ["*Emergency contacts*"]
+    for c in contacts:
+        slack = str(c.get("slack") or "")
+        shown = (mention(slack) if slack[:1] in ("U", "W") else
+                 usergroup(GroupMention(slack, slack)) or escape(slack))
+        lines.append(wording.contact_line(
+            str(c.get("title", "")), name=str(c.get("name") or ""), slack=shown,
+            phone=c.get("phone"), email=c.get("email")))
+    return "\n".join(lines)
+
+
+def contacts_blocks(service: str, contacts: list[dict[str, Any]], *,
+                    paging: bool) -> list[Block]:
+    """The answer to ``contacts <service>``."""
+    if not contacts:
+        return [section(f"*Emergency contacts of {escape(service)}*\nNone configured "
+                        "(`contacts:` in the service's configuration).")]
+    blocks = [section(contacts_text(contacts).replace(
+        "*Emergency contacts*", f"*Emergency contacts of {escape(service)}*", 1))]
+    blocks.append(context(":pager: Escalations also page through PagerDuty." if paging else
+                          "Escalations mention these contacts in the incident thread "
+                          "(no PagerDuty configured)."))
     return blocks
 
 

@@ -772,3 +772,54 @@ def _watch_reading(msg: m.WatchReading) -> str:
 def _proposal_snoozed(msg: m.ProposalSnoozed) -> str:
     return (f":zzz: {mention(msg.by)} snoozed the release watcher for {e(msg.service)} "
             f"until {_utc(msg.until)}.")
+
+
+# ---------------------------------------------------------------------- escalation
+_ESCALATION_WHY = {
+    "decision_due": "the decision deadline passed with no decision",
+    "needs_attention": "the rollback stopped and needs a human",
+    "destructive_failed": "a destructive step failed",
+    "security": "the reason mentions security",
+}
+
+
+def contact_line(title: str, *, name: str = "", slack: str = "", phone: str | None = None,
+                 email: str | None = None) -> str:
+    """One contact as a line: *role* name, Slack (already markup), phone, e-mail."""
+    parts = [f"*{e(title)}*" + (f" {e(name)}" if name else "")]
+    if slack:
+        parts.append(slack)
+    if phone:
+        parts.append(f":telephone_receiver: {e(phone)}")
+    if email:
+        parts.append(f":email: {e(email)}")
+    return " · ".join(parts)
+
+
+def _escalated_slack(c: m.EscalatedContact) -> str:
+    if c.user:
+        return mention(c.user)
+    return _group(c.group) if c.group else ""
+
+
+@_says(m.Escalated)
+def _escalated(msg: m.Escalated) -> str:
+    why = _ESCALATION_WHY.get(msg.rule) or e(msg.rule.replace("_", " "))
+    detail = f" ({e(msg.detail)})" if msg.detail else ""
+    text = f":sos: *Escalation for {e(msg.ref)}: {why}*{detail}."
+    lines = [text] + ["• " + contact_line(c.title, name=c.name, slack=_escalated_slack(c),
+                                          phone=c.phone, email=c.email)
+                      for c in msg.contacts]
+    if msg.unconfigured:
+        lines.append(f"No contact configured for: {e(', '.join(msg.unconfigured))} "
+                     "(`contacts:` in the service's configuration).")
+    if msg.paging:
+        lines.append(":pager: Paging through PagerDuty.")
+    return "\n".join(lines)
+
+
+@_says(m.PageFailed)
+def _page_failed(msg: m.PageFailed) -> str:
+    then = " Retrying with backoff." if msg.retrying else " Call the contacts above directly."
+    return (f":warning: PagerDuty did not accept the {e(msg.action)} for {e(msg.ref)}: "
+            f"{e(msg.error)}.{then}")

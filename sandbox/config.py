@@ -48,13 +48,15 @@ def sandbox_config_dict(
     postmortem_dir: str | None = None, error_rate_window: str = "30s",
     watcher: dict[str, Any] | None = None, ecs: dict[str, Any] | None = None,
     fly: dict[str, Any] | None = None, load_balancer: dict[str, Any] | None = None,
+    pagerduty: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The example catalog with local endpoints. ``watcher`` (keys of
     ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
     ``prometheus_url``. ``error_rate_window`` is the query's ``rate`` window: a drill with
     seconds-long durations needs one of seconds too, or the ratio lags the release.
     ``ecs``/``fly`` add the platform services (``platform_services``); ``load_balancer`` is
-    the ECS service's ``load_balancer`` block."""
+    the ECS service's ``load_balancer`` block; ``pagerduty`` the services' ``pagerduty``
+    block (the sandbox's PagerDuty emulator)."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -84,6 +86,9 @@ def sandbox_config_dict(
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people: mentions work
+    if pagerduty is not None:
+        svc["pagerduty"] = pagerduty
     data["services"].update(platform_services(svc, ecs=ecs, fly=fly, load_balancer=load_balancer))
     # Generated post-mortems go under the sandbox's data dir, never into a checkout.
     data["aftercare"] = {"postmortem_dir": postmortem_dir or str(data_dir() / "post-mortems")}
@@ -94,6 +99,20 @@ def sandbox_config_dict(
     # time (the emulator's id of the incident channel).
     data["automation"] = {"severity": "P0", "self_approve": ["P0"], "settle_seconds": 3}
     return data
+
+
+# The runbook's emergency contacts, as the Slack emulator's seeded users (ids U0<NAME>) and
+# groups; ``security-team`` is a handle the emulator does not know unless a test adds it.
+SANDBOX_CONTACTS: dict[str, Any] = {
+    "incident_commander": {"name": "Carol Chen", "slack": "U0CAROL",
+                           "phone": "+1 415 555 0100", "email": "carol@example.com"},
+    "technical_lead": {"name": "Bob Brandt", "slack": "U0BOB", "email": "bob@example.com"},
+    "devops": {"name": "SRE approvers", "slack": f"@{USERGROUP}"},
+    "dba": {"name": "Dave Diaz", "slack": "U0DAVE", "phone": "+1 415 555 0102",
+            "email": "dave@example.com"},
+    "security": {"name": "Security team", "slack": "@security-team",
+                 "email": "security@example.com"},
+}
 
 
 ECS_SERVICE = "hotel-voice-bot-ecs"

@@ -39,6 +39,7 @@ from sandbox.console import Console
 from sandbox.demo import DemoService
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE, kubernetes_target, seed_incident
+from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.prometheus import SandboxPrometheus
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.slack import DEFAULT_CHANNEL as SANDBOX_CHANNEL
@@ -202,6 +203,11 @@ FLY_TOKEN_ENV = "SANDBOX_FLY_API_TOKEN"
 SANDBOX_AWS_ENV = {"AWS_ACCESS_KEY_ID": "sandbox-moto-key-id",
                    "AWS_SECRET_ACCESS_KEY": "sandbox-moto-secret-key",
                    "AWS_SESSION_TOKEN": None, "AWS_PROFILE": None}
+# The PagerDuty routing key variable of the sandbox's services, and its value: a key for the
+# PagerDuty emulator only (32 characters, as PagerDuty's integration keys), distinctive so
+# the tests' secret scan would notice it in Slack.
+PAGERDUTY_KEY_ENV = "SANDBOX_PAGERDUTY_ROUTING_KEY"
+PAGERDUTY_KEY = "SANDBOXPAGERDUTYKEY0000000000032"
 TARGET_GROUP = "hotel-voice-bot-ecs"
 BAD_HEALTH_PATH = "/api/v2/health"  # what the bad release (ECS v4) registered
 RESTORED_HEALTH_PATH = "/api/health"  # what v3 answers on: the rollback's load-balancer step
@@ -368,10 +374,16 @@ class SandboxWorld:
                  database_url: str | None = None) -> None:
         # The ECS and Fly emulators start and seed on a thread while Kubernetes seeds here
         # (both mostly wait for simulated rollouts), so `make run` pays for the slower one.
+        # Set before any thread starts (see ``PlatformWorld``); ``stop`` restores it.
+        self._saved_pagerduty = {PAGERDUTY_KEY_ENV: os.environ.get(PAGERDUTY_KEY_ENV)}
+        os.environ[PAGERDUTY_KEY_ENV] = PAGERDUTY_KEY
+        self.pagerduty = PagerDutyEmulator().start()  # escalations page it: GET /_emulator/alerts
         starting = _Starting() if platforms else None
         self.others: PlatformWorld | None = None
         self.prometheus: SandboxPrometheus | None = None
         undo: list[Callable[[], None]] = []  # a failure leaves no server or process running
+        undo.append(self.pagerduty.stop)
+        undo.append(lambda: restore_environment(self._saved_pagerduty))
         try:
             self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
             undo.append(self.kube.stop)
@@ -401,6 +413,8 @@ class SandboxWorld:
             config = sandbox_config(platform="kubernetes", kubernetes=kubernetes_target(),
                                     demo_url=self.demo.url, monitoring=monitoring,
                                     postmortem_dir=str(directory / "post-mortems"), **prometheus,
+                                    pagerduty={"routing_key_env": PAGERDUTY_KEY_ENV,
+                                               "events_url": self.pagerduty.events_url},
                                     **others)
             adapters: dict[str, Platform] = {
                 "kubernetes": KubernetesPlatform(api_client=self._client, request_timeout=10.0),
@@ -460,6 +474,8 @@ class SandboxWorld:
         self.kube.stop()
         if self.others is not None:
             self.others.stop()
+        self.pagerduty.stop()
+        restore_environment(self._saved_pagerduty)
 
 
 def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str,
@@ -481,6 +497,8 @@ def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str,
             f"  Fly:      Fly emulator at {others.fly.url} (Machines API, GraphQL releases, logs,"
             f" Prometheus)",
         ]
+    lines.append(f"  PagerDuty: Events API v2 emulator at {world.pagerduty.events_url} "
+                 f"(escalations page it; alerts at {world.pagerduty.base_url}/_emulator/alerts)")
     lines.append("  services:")
     lines.append(f"    {SERVICE}      Kubernetes, demo at {world.demo.url} "
                  f"(running the bad release {BAD})")

@@ -16,7 +16,8 @@ from bot.domain.errors import ParseError
 from platforms.base import PlatformSpecs
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose",
-               "timeline")
+               "timeline",
+               "contacts")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
 # and keeps int() away from its 4,300-digit limit.
 MAX_REVISION = 999_999_999
@@ -51,7 +52,7 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 @dataclass(frozen=True)
 class Parsed:
     verb: str  # help | services | status | history | revision | cancel | known-bad
-    #            | clear-known-bad | diagnose | timeline | request | modal
+    #            | clear-known-bad | diagnose | timeline | contacts | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -93,6 +94,12 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
         if len(tokens) > 2:
             raise ParseError(f"Unexpected `{tokens[2]}` after `diagnose {tokens[1]}`.")
         return Parsed("diagnose", service=tokens[1])
+    if head == "contacts":  # the service's emergency contacts, read-only
+        if len(tokens) < 2 or tokens[1].startswith("--"):
+            raise ParseError("`contacts` needs a service.")
+        if len(tokens) > 2:
+            raise ParseError(f"Unexpected `{tokens[2]}` after `contacts {tokens[1]}`.")
+        return Parsed("contacts", service=tokens[1])
     if head == "history" and len(tokens) > 2:
         return _revision_detail(tokens, platforms)
     if head in SUBCOMMANDS:

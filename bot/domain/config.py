@@ -196,6 +196,119 @@ class Stakeholders(Strict):
         return check_addresses(v)
 
 
+# ----------------------------------------------------------------------- contacts
+class ContactRole(StrEnum):
+    """The runbook's "Emergency Contacts", in its order."""
+
+    INCIDENT_COMMANDER = "incident_commander"
+    TECHNICAL_LEAD = "technical_lead"
+    DEVOPS = "devops"
+    DBA = "dba"
+    SECURITY = "security"
+
+
+CONTACT_TITLES: dict[ContactRole, str] = {
+    ContactRole.INCIDENT_COMMANDER: "Incident commander",
+    ContactRole.TECHNICAL_LEAD: "Technical lead",
+    ContactRole.DEVOPS: "DevOps",
+    ContactRole.DBA: "DBA",
+    ContactRole.SECURITY: "Security team",
+}
+
+# A Slack user id (U…/W…), a user group id (S…) or a user group handle (@handle).
+_SLACK_CONTACT = re.compile(r"(?:[UWS][A-Z0-9]{2,}|@[a-z0-9][a-z0-9._-]{0,79})")
+# E.164 written the way people do: a leading +, digits, spaces, dots, dashes, parentheses,
+# 7 to 15 digits in all (ITU-T E.164 allows at most 15).
+_PHONE = re.compile(r"\+[0-9][0-9 ().-]{5,24}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+class Contact(Strict):
+    """One emergency contact: who (``name``), where in Slack, and how to reach them off it.
+    ``pagerduty_routing_key_env`` pages this role on its own PagerDuty service (else the
+    service's ``pagerduty.routing_key_env``)."""
+
+    name: str = ""
+    slack: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    pagerduty_routing_key_env: str | None = None
+
+    @field_validator("slack")
+    @classmethod
+    def _slack(cls, v: str | None) -> str | None:
+        if v is not None and not _SLACK_CONTACT.fullmatch(v):
+            raise ValueError(f"{v!r} is neither a Slack user id (U…), a user group id (S…) "
+                             "nor a user group handle (@handle)")
+        return v
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is not None and (not _PHONE.fullmatch(v)
+                              or not 7 <= sum(c.isdigit() for c in v) <= 15):
+            raise ValueError(f"{v!r} is not an international phone number (+ country code, "
+                             "7 to 15 digits, e.g. +1 415 555 0100)")
+        return v
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str | None) -> str | None:
+        if v is not None and not _EMAIL.fullmatch(v):
+            raise ValueError(f"{v!r} is not an e-mail address")
+        return v
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if not (self.slack or self.phone or self.email or self.pagerduty_routing_key_env):
+            raise ValueError("a contact needs at least one of slack, phone, email, "
+                             "pagerduty_routing_key_env")
+        return self
+
+    @property
+    def slack_group(self) -> bool:
+        """Whether ``slack`` names a user group (mentioned as a group), not a person."""
+        return bool(self.slack) and (self.slack or "").startswith(("S", "@"))
+
+
+class Contacts(Strict):
+    """The runbook's emergency contacts, one optional entry per role; an unknown role is an
+    unknown key."""
+
+    incident_commander: Contact | None = None
+    technical_lead: Contact | None = None
+    devops: Contact | None = None
+    dba: Contact | None = None
+    security: Contact | None = None
+
+    def get(self, role: ContactRole) -> Contact | None:
+        contact: Contact | None = getattr(self, role.value)
+        return contact
+
+    def merged_over(self, defaults: Contacts) -> Contacts:
+        """These contacts, each missing role taken from ``defaults``."""
+        return Contacts(**{r.value: self.get(r) or defaults.get(r) for r in ContactRole})
+
+    def configured(self) -> list[tuple[ContactRole, Contact]]:
+        return [(r, c) for r in ContactRole if (c := self.get(r)) is not None]
+
+
+class PagerDutyConfig(Strict):
+    """PagerDuty's Events API v2 (https://developer.pagerduty.com, "Send an Alert Event"):
+    escalations page through it. The routing key (an integration key, 32 characters) comes
+    from the environment variable ``routing_key_env``; ``events_url`` is for a stand-in."""
+
+    routing_key_env: str
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    # PD-CEF severity of the alert: critical, error, warning or info.
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    timeout_seconds: float = Field(default=10, gt=0)
+    # Attempts of one event within one run, on 429/5xx/network errors (1 s apart); the
+    # scheduler then retries the run itself with backoff (2 s .. 5 min), so a PagerDuty
+    # outage never holds the scheduler's thread for long.
+    max_attempts: int = Field(default=2, ge=1, le=10)
+
+
 class Approvers(Strict):
     usergroup: str | None = None
     users: list[str] = Field(default_factory=list)
@@ -372,6 +485,8 @@ class ServiceConfig(Strict):
     stakeholders: Stakeholders = Field(default_factory=Stakeholders)
     approvers: Approvers | None = None
     tech_leads: Approvers | None = None
+    contacts: Contacts = Field(default_factory=Contacts)  # the runbook's emergency contacts
+    pagerduty: PagerDutyConfig | None = None  # escalations page through it when set
     incident_channel_pattern: str | None = None
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     watcher: WatcherConfig = Field(default_factory=WatcherConfig)
@@ -544,6 +659,8 @@ class RollbackConfig(Strict):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     automation: AutomationSettings = Field(default_factory=AutomationSettings)
     smtp: SmtpSettings | None = None  # before ``services``: their e-mail lists need it
+    # Emergency contacts every service inherits, role by role (a service's own entry wins).
+    contacts: Contacts = Field(default_factory=Contacts)
     services: dict[str, ServiceConfig]
 
     @field_validator("services")
@@ -576,6 +693,12 @@ class RollbackConfig(Strict):
     def approvers_for(self, service: str) -> Approvers:
         svc = self.services.get(service)
         return svc.approvers if svc and svc.approvers else self.slack.approvers
+
+    def contacts_for(self, service: str) -> Contacts:
+        """A service's emergency contacts: its own, each missing role from the defaults."""
+        svc = self.services.get(service)
+        own = svc.contacts if svc else Contacts()
+        return own.merged_over(self.contacts)
 
     def tech_leads_for(self, service: str) -> Approvers:
         """Technical leads of a service: its own list, the global one, else its approvers."""

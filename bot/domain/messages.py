@@ -592,3 +592,41 @@ class WatchReading(Message):
         return cls(float(str(data["latest"])), float(str(data["threshold"])),
                    None if over is None else float(str(over)),
                    datetime.fromisoformat(str(data["at"])))
+
+
+# ---------------------------------------------------------------------- escalation
+@dataclass(frozen=True)
+class EscalatedContact:
+    """One person or group an escalation calls: the role's title, how Slack reaches them
+    (a user id, or a group resolved or not), and how to reach them off Slack."""
+
+    title: str
+    name: str
+    user: str | None
+    group: GroupMention | None
+    phone: str | None
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Escalated(Message):
+    """Thread: an escalation rule fired (``rule``: ``bot.domain.contacts.Rule``); the
+    contacts it calls are mentioned, the roles nobody configured are named, and whether a
+    PagerDuty page goes out."""
+
+    ref: str
+    rule: str
+    contacts: tuple[EscalatedContact, ...]
+    unconfigured: tuple[str, ...]  # role titles the rule calls that have no contact
+    paging: bool
+    detail: str = ""  # e.g. the step that failed
+
+
+@dataclass(frozen=True)
+class PageFailed(Message):
+    """Thread: PagerDuty did not accept a page (``action``); the error is safe to show."""
+
+    ref: str
+    action: str
+    error: str
+    retrying: bool

@@ -14,7 +14,8 @@ sealed (``bot.persistence.sealing``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,8 @@ from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
 __all__ = ["Store"]
+
+log = logging.getLogger(__name__)
 
 
 _UPDATABLE = {
@@ -54,6 +57,13 @@ _UPDATABLE = {
 class Store:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        self._transition_listeners: list[Callable[[Rollback, Event], None]] = []
+
+    def when_transitioned(self, listener: Callable[[Rollback, Event], None]) -> None:
+        """Call ``listener`` with the new row and its event after every committed
+        transition (escalation acknowledges and resolves its page there); a listener's
+        error is logged, never the transition's."""
+        self._transition_listeners.append(listener)
 
     # ------------------------------------------------------------------ rollbacks
     def create_rollback(
@@ -221,7 +231,13 @@ class Store:
             metrics.STALE_TRANSITIONS.labels(event.value).inc()
             raise StaleState(self.get(rollback_id))
         metrics.TRANSITIONS.labels(event.value, to_state.value).inc()
-        return rollback_from_row(row)
+        new = rollback_from_row(row)
+        for listener in self._transition_listeners:
+            try:
+                listener(new, event)
+            except Exception:  # the transition happened; a listener cannot undo it
+                log.exception("transition listener failed for RB-%s", rollback_id)
+        return new
 
     def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str,
                     channel_id: str | None = None) -> None:

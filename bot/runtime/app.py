@@ -21,6 +21,7 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.aftercare.coordinator import Aftercare
+from bot.aftercare.escalation import Escalation
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
 from bot.aftercare.stakeholder_mail import StakeholderMail
@@ -227,8 +228,14 @@ def build_core(
         first_breach=lambda name: watcher.first_breach(name),
     )
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
+    # The emergency contacts called (and paged) when a rule fires; see its module.
+    escalation = Escalation(config=config, store=store, jobs=jobs, outbox=outbox,
+                            directory=directory, clock=clock)
+    store.when_transitioned(escalation.transitioned)  # acknowledge / resolve the page
+    service.when_requested(escalation.requested)  # a reason that mentions security
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,
-                          transition=service.transition, policy=policy)
+                          transition=service.transition, policy=policy,
+                          escalate=escalation.decision_due)
     aftercare_store = AftercareStore(store.pool)
     from handlers.email_text import stakeholder_email  # the Slack notice's words, as e-mail
 
@@ -244,14 +251,15 @@ def build_core(
                                             outbox=outbox, mail=mail))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
-                        on_ended=(reminders_.create,), wake_event=approved,
+                        on_ended=(reminders_.create, escalation.execution_ended),
+                        wake_event=approved,
                         crash_points=crash_points)
     watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
                              jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher, mail):
+    for owner in (timers, aftercare, watcher, mail, escalation):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,

@@ -19,6 +19,7 @@ from bot.domain.authority import Action
 from bot.domain.command_parsing import Parsed
 from bot.domain.compensation import left_scaled_down, plan_compensation
 from bot.domain.config import CHECKLIST_ITEMS, ServiceConfig, Severity, secret
+from bot.domain.contacts import contact_facts
 from bot.domain.errors import (
     InvalidTransition,
     NotAllowed,
@@ -241,6 +242,8 @@ class RollbackService:
                             known_good=(known[1], known[2]) if known else None)
         facts["destructive"] = [{"kind": st.kind, "description": st.description}
                                 for st in steps if st.destructive]
+        # The emergency contacts as they are now, shown on the request message and kept.
+        facts["contacts"] = contact_facts(self.config.contacts_for(parsed.service))
         # A decoration, read last: a plan that is refused above never waits for it.
         facts.update(self._config_view(platform_name, adapter, target, choice))
         return Plan(service=parsed.service, severity=severity, mode=sev.mode.value, scope=scope,

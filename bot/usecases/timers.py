@@ -80,8 +80,11 @@ def schedule_deadlines(jobs: JobStore, rb: Rollback) -> None:
 
 class PolicyTimers:
     def __init__(self, *, store: Store, jobs: JobStore, chat: Chat, outbox: Outbox,
-                 transition: Transition, policy: Policy) -> None:
+                 transition: Transition, policy: Policy,
+                 escalate: Callable[[Rollback], None] | None = None) -> None:
         self.store = store
+        # The emergency contacts' escalation (``bot.aftercare.escalation``), after the post.
+        self.escalate = escalate or (lambda _rb: None)
         self.jobs = jobs
         self.chat = chat
         self.outbox = outbox  # the escalation: posted once per rollback and deadline
@@ -143,6 +146,7 @@ class PolicyTimers:
                              detail={"severity": rb.severity, "mode": rb.policy_mode,
                                      "due_at": in_utc(due).isoformat(),
                                      "hotfix_reported_by": rb.hotfix_reported_by, "key": key})
+        self.escalate(rb)  # once per rollback: the incident commander and technical lead
 
     def _group(self, usergroup: str | None) -> GroupMention | None:
         """The approvers' group with its id when Slack resolves it (to mention it); without

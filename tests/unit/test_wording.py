@@ -105,7 +105,22 @@ SAMPLES: list[m.Message] = [
                   None, None),  # a group Slack did not resolve
     m.WatchReading(0.0613, 0.05, 12 * 60 + 30, AT),
     m.AutomationApproved("rollback-bot-auto", "P0"),
+    m.Escalated("RB-3", "needs_attention", (
+        m.EscalatedContact("DBA", "Dave", "U0DAVE", None, "+1 415 555 0102", None),
+        m.EscalatedContact("Incident commander", "", None, GroupMention("@ics", None), None,
+                           "ic@example.com")), ("Technical lead",), True, "step 4 Restore"),
+    m.PageFailed("RB-3", "trigger", "PagerDuty refused the trigger (429): slow down", True),
 ]
+
+
+def test_an_escalation_mentions_people_names_unresolved_groups_and_unconfigured_roles() -> None:
+    text = wording.line(SAMPLES[-2])
+    assert text.startswith(":sos: *Escalation for RB-3: the rollback stopped and needs a "
+                           "human* (step 4 Restore).")
+    assert "• *DBA* Dave · <@U0DAVE> · :telephone_receiver: +1 415 555 0102" in text
+    assert "@ics (a Slack group I could not resolve: nobody in it was notified)" in text
+    assert "No contact configured for: Technical lead" in text
+    assert text.endswith(":pager: Paging through PagerDuty.")
 
 
 def _kinds(cls: type[m.Message] = m.Message) -> set[type[m.Message]]:
