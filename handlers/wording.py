@@ -637,6 +637,19 @@ def _reminder(msg: m.Reminder) -> Card:
                 footer=line(msg.closed) if msg.closed is not None else None)
 
 
+@_says(m.PostmortemPullRequest)
+def _postmortem_pr(msg: m.PostmortemPullRequest) -> str:
+    return (f":memo: Post-mortem skeleton for {e(msg.ref)} is up for review in "
+            f"`{e(msg.repository)}`: <{msg.url}|pull request> (`{e(msg.path)}`).")
+
+
+@_says(m.PostmortemPullRequestFailed)
+def _postmortem_pr_failed(msg: m.PostmortemPullRequestFailed) -> str:
+    return (f":warning: I could not open the post-mortem pull request for {e(msg.ref)} in "
+            f"`{e(msg.repository)}`: {e(msg.error)}. The skeleton is still attached to the "
+            "post-mortem reminder; check the service's `postmortem.github` settings.")
+
+
 @_says(m.SkeletonNotUploaded)
 def _skeleton_not_uploaded(msg: m.SkeletonNotUploaded) -> str:
     return (f":warning: I could not upload the post-mortem skeleton for {e(msg.ref)} "

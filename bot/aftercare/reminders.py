@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bot.aftercare import postmortem
 from bot.aftercare.notifications import deadlines
+from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
@@ -37,8 +38,9 @@ class Reminders:
 
     def __init__(self, *, config: RollbackConfig, rollback_store: Store, jobs: JobStore,
                  policy: Policy, clock: Clock, aftercare_store: AftercareStore,
-                 outbox: Outbox) -> None:
+                 outbox: Outbox, pull_requests: PostmortemPullRequests | None = None) -> None:
         self.config = config
+        self.pull_requests = pull_requests  # the skeleton as a pull request, when configured
         self.rollback_store = rollback_store
         self.jobs = jobs
         self.policy = policy
@@ -62,6 +64,8 @@ class Reminders:
         for r in self.aftercare_store.reminders(rb.id):
             if r.status == "open":
                 self._schedule(r)
+        if pm is not None and self.pull_requests is not None:
+            self.pull_requests.create(rb)  # keyed: once per rollback however often called
 
     def _schedule(self, r: Reminder) -> None:
         self.jobs.schedule(kind=REMINDER_JOB, rollback_id=r.rollback_id,
