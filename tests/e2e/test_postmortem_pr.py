@@ -9,9 +9,11 @@ one that opens exactly one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import icalendar
 import pytest
 import yaml
 
@@ -75,6 +77,38 @@ def test_a_p0_opens_one_pull_request_with_the_skeleton_and_links_it_in_the_threa
     assert len(github.pulls(REPO)) == 1
     assert sum("up for review" in t for t in h.thread_texts(msg)) == 1
     assert all(TOKEN not in t for t in h.thread_texts(msg))
+
+
+def test_the_post_mortem_reminder_attaches_a_30_minute_meeting_with_the_link(
+        make_harness: Callable[..., Harness], github: GithubEmulator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    h = make_harness(config_overrides=_github_config(github))
+    rid, msg = h.request_and_approve_p0()
+    h.wait_state(rid, "completed")
+    name = f"postmortem-meeting-RB-{rid}.ics"
+    attached = _tick_until(h, lambda: next((f for f in h.emulator.files()
+                                            if f["name"] == name), None), "the invitation")
+    raw = h.emulator.file_content(attached["id"])
+    assert raw.endswith(b"\r\n") and b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(len(line) <= 75 for line in raw.split(b"\r\n"))  # RFC 5545 3.1
+    calendar = icalendar.Calendar.from_ical(raw)
+    [event] = calendar.walk("VEVENT")
+    # Completed on Sunday 2026-11-29 03:00 UTC, due Tuesday 03:00: the first working-hours
+    # slot is Monday 09:00 UTC, 30 minutes, inside the 48 hours.
+    assert event.decoded("DTSTART") == datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    assert event.decoded("DTEND") - event.decoded("DTSTART") == timedelta(minutes=30)
+    assert event.decoded("DTEND") <= datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+    assert str(event["SUMMARY"]) == f"Post-mortem: hotel-voice-bot rollback RB-{rid} (P0)"
+    assert f"https://github.com/{REPO}/pull/1" in str(event["DESCRIPTION"])
+    assert str(event["UID"]).startswith(f"postmortem-RB-{rid}-")
+    assert "ORGANIZER" not in event and "ATTENDEE" not in event  # no contacts configured
+    # Attached once, in the rollback's thread, with the reminder.
+    h.clock.advance(hours=49)
+    for _ in range(3):
+        h.tick()
+    assert [f["name"] for f in h.emulator.files()].count(name) == 1
+    assert any("Post-mortem for" in t for t in h.thread_texts(msg))
 
 
 def test_a_bad_token_opens_nothing_and_the_thread_says_why(
