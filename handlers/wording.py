@@ -13,6 +13,7 @@ aftercare notice (title, body, who is told, buttons, footer) for ``handlers.view
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -639,8 +640,12 @@ def _reminder(msg: m.Reminder) -> Card:
 
 @_says(m.PostmortemPullRequest)
 def _postmortem_pr(msg: m.PostmortemPullRequest) -> str:
+    # A link only for a plain http(s) URL: anything that could close or re-open Slack's
+    # <url|label> markup is shown as escaped text instead.
+    safe = re.fullmatch(r"https?://[^\s<>|&]+", msg.url)
+    link = f"<{msg.url}|pull request>" if safe else f"pull request {e(msg.url)}"
     return (f":memo: Post-mortem skeleton for {e(msg.ref)} is up for review in "
-            f"`{e(msg.repository)}`: <{msg.url}|pull request> (`{e(msg.path)}`).")
+            f"`{e(msg.repository)}`: {link} (`{e(msg.path)}`).")
 
 
 @_says(m.PostmortemPullRequestFailed)
