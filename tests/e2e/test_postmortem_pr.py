@@ -17,6 +17,7 @@ import icalendar
 import pytest
 import yaml
 
+from bot.persistence.aftercare_store import AftercareStore
 from sandbox.github.server import GithubEmulator
 from tests.e2e.conftest import Harness
 from tests.e2e.crash_support import CrashRig, crash_rig
@@ -36,6 +37,7 @@ def github() -> Iterator[GithubEmulator]:
     emulator.add_repo(REPO)
     yield emulator
     emulator.stop()
+    assert emulator.shape_errors == []  # every answer matched GitHub's description
 
 
 def _github_config(github: GithubEmulator) -> Callable[[dict[str, Any]], None]:
@@ -59,7 +61,8 @@ def test_a_p0_opens_one_pull_request_with_the_skeleton_and_links_it_in_the_threa
     h.wait_state(rid, "completed")
     [pr] = _tick_until(h, lambda: github.pulls(REPO), "the pull request")
     path = f"docs/post-mortems/2026-11-29-hotel-voice-bot-rb-{rid}.md"
-    assert pr["head_ref"] == f"rollback-bot/postmortem-hotel-voice-bot-rb-{rid}"
+    installation = AftercareStore(h.bot.store.pool).installation_id()
+    assert pr["head_ref"] == f"rollback-bot/postmortem-{installation}-hotel-voice-bot-rb-{rid}"
     assert pr["base_ref"] == "main"
     skeleton = (github.file(REPO, pr["head_ref"], path) or b"").decode()
     assert f"# Post-mortem: hotel-voice-bot rollback RB-{rid} (P0)" in skeleton

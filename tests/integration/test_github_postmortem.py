@@ -39,6 +39,7 @@ def github() -> Iterator[GithubEmulator]:
     emulator.add_repo(REPO)
     yield emulator
     emulator.stop()
+    assert emulator.shape_errors == []  # every answer matched GitHub's description
 
 
 def _client(github: GithubEmulator, token: str = TOKEN, repo: str = REPO) -> GithubClient:
