@@ -13,6 +13,7 @@ aftercare notice (title, body, who is told, buttons, footer) for ``handlers.view
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -635,6 +636,23 @@ def _reminder(msg: m.Reminder) -> Card:
     return Card(title=f"{icon} {again}{label} for {e(msg.ref)} due by {_utc(msg.due_at)}",
                 text=body, mention=msg.mention, buttons=buttons,
                 footer=line(msg.closed) if msg.closed is not None else None)
+
+
+@_says(m.PostmortemPullRequest)
+def _postmortem_pr(msg: m.PostmortemPullRequest) -> str:
+    # A link only for a plain http(s) URL: anything that could close or re-open Slack's
+    # <url|label> markup is shown as escaped text instead.
+    safe = re.fullmatch(r"https?://[^\s<>|&]+", msg.url)
+    link = f"<{msg.url}|pull request>" if safe else f"pull request {e(msg.url)}"
+    return (f":memo: Post-mortem skeleton for {e(msg.ref)} is up for review in "
+            f"`{e(msg.repository)}`: {link} (`{e(msg.path)}`).")
+
+
+@_says(m.PostmortemPullRequestFailed)
+def _postmortem_pr_failed(msg: m.PostmortemPullRequestFailed) -> str:
+    return (f":warning: I could not open the post-mortem pull request for {e(msg.ref)} in "
+            f"`{e(msg.repository)}`: {e(msg.error)}. The skeleton is still attached to the "
+            "post-mortem reminder; check the service's `postmortem.github` settings.")
 
 
 @_says(m.SkeletonNotUploaded)

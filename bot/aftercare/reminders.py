@@ -1,6 +1,9 @@
 """The runbook's "Post-Rollback Actions": review and post-mortem reminders until done.
 
 Post at once, at the deadline, then every ``reminder_repeat_hours``; Snooze moves, Done stops.
+The first post-mortem reminder carries the skeleton and a 30-minute meeting invitation
+(``.ics``, ``bot.aftercare.meeting``); with ``postmortem.github`` the skeleton also becomes a
+pull request (``bot.aftercare.postmortem_pr``).
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from bot.aftercare import postmortem
+from bot.aftercare import meeting, postmortem
 from bot.aftercare.notifications import deadlines
+from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
@@ -37,8 +41,9 @@ class Reminders:
 
     def __init__(self, *, config: RollbackConfig, rollback_store: Store, jobs: JobStore,
                  policy: Policy, clock: Clock, aftercare_store: AftercareStore,
-                 outbox: Outbox) -> None:
+                 outbox: Outbox, pull_requests: PostmortemPullRequests | None = None) -> None:
         self.config = config
+        self.pull_requests = pull_requests  # the skeleton as a pull request, when configured
         self.rollback_store = rollback_store
         self.jobs = jobs
         self.policy = policy
@@ -55,6 +60,10 @@ class Reminders:
         since = facts.steps_completed_at if facts else self.clock()
         review, pm = deadlines(self.config, rb, since)
         now = self.clock()
+        if pm is not None and self.pull_requests is not None:
+            # Keyed, so once per rollback however often called; scheduled before the first
+            # reminder so that one (and its meeting invitation) can carry the link.
+            self.pull_requests.create(rb)
         for kind, due in (("review", review), ("postmortem", pm)):
             if due is not None:
                 self.aftercare_store.add_reminder(rollback_id=rb.id, kind=kind, due_at=due,
@@ -99,9 +108,26 @@ class Reminders:
                 log.warning("post-mortem skeleton for %s not uploaded: %s", rb.ref,
                             type(exc).__name__)
                 self._say_not_uploaded(rb, document, exc)
+        if r.kind == "postmortem" and seq == 1:
+            self._invite(rb, r)
         self.rollback_store.audit(rb.id, actor="bot", event="reminder_posted",
                                  detail={"kind": r.kind, "seq": seq})
         self.aftercare_store.advance_reminder(r.id, from_seq=seq, next_at=next_at)
+
+    def _invite(self, rb: Rollback, r: Reminder) -> None:
+        """The 30-minute post-mortem meeting as an ``.ics`` file in the thread, once (the
+        upload is keyed by its file name); a decoration of the reminder like the skeleton."""
+        try:
+            opened = [e for e in self.rollback_store.audit_events(rb.id)
+                      if e.event == "postmortem_pr_opened"]
+            content = meeting.invitation(
+                rb, installation=self._installation(), created=r.created_at, deadline=r.due_at,
+                pull_request=str(opened[-1].detail["url"]) if opened else None)
+            self.outbox.upload(rb, filename=meeting.filename(rb), content=content,
+                               title=f"Post-mortem meeting {rb.ref} (30 min)")
+        except Exception as exc:
+            log.warning("post-mortem meeting for %s not attached: %s", rb.ref,
+                        type(exc).__name__)
 
     def _say_not_uploaded(self, rb: Rollback, document: Path, exc: Exception) -> None:
         try:

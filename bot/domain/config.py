@@ -38,6 +38,7 @@ from pydantic import (
 
 from bot.domain.errors import ConfigError, MissingSecret
 from bot.domain.mail_config import SmtpSettings, check_addresses
+from bot.domain.postmortem_config import PostmortemConfig
 from bot.observability import scrub
 from platforms.base import PlatformSpec, PlatformSpecs
 
@@ -491,6 +492,7 @@ class ServiceConfig(Strict):
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     watcher: WatcherConfig = Field(default_factory=WatcherConfig)
     policy: Policy | None = None
+    postmortem: PostmortemConfig | None = None  # where post-mortems are filed (GitHub)
 
     @field_validator("default_platform")
     @classmethod

@@ -486,6 +486,25 @@ class Reminder(Message):
 
 
 @dataclass(frozen=True)
+class PostmortemPullRequest(Message):
+    """Thread: the post-mortem skeleton is a pull request in the service's repository."""
+
+    ref: str
+    repository: str
+    path: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PostmortemPullRequestFailed(Message):
+    """Thread: no pull request could be opened (bad token, no access, gave up retrying)."""
+
+    ref: str
+    repository: str
+    error: str
+
+
+@dataclass(frozen=True)
 class SkeletonNotUploaded(Message):
     ref: str
     error: str  # the exception's type name

@@ -39,6 +39,8 @@ class CrashPoints:
     posted: Callable[[str], None] = _no_hold  # (outbox key)
     # (outbox key) an e-mail rendered and its attempt committed, the SMTP session not begun
     sending: Callable[[str], None] = _no_hold
+    # (job key, stage) a post-mortem pull request part-way: "branch" made, "file" written
+    publishing: Callable[[str, str], None] = _no_hold
 
 
 NO_CRASH_POINTS = CrashPoints()

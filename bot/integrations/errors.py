@@ -3,6 +3,8 @@
     RollbackBotError                      (bot.domain.errors)
     └── IntegrationError                  every message is safe to show: no password, no key
         ├── MailError(transient, code)    the SMTP relay refused or was unreachable (``mail``)
+        ├── GithubError(transient, status) GitHub's REST API refused or was unreachable
+        │                                 (``github``)
         ├── LoadBalancerError(transient, code)
         │                                 ELBv2 refused or was unreachable (``load_balancer``)
         ├── PrometheusError(query, status_code, error_type)
@@ -28,6 +30,7 @@ from bot.domain.errors import RollbackBotError
 __all__ = [
     "BackupError",
     "DatabaseOperationError",
+    "GithubError",
     "IntegrationError",
     "LoadBalancerError",
     "MailError",
@@ -94,4 +97,16 @@ class MailError(IntegrationError):
     def __init__(self, message: str, *, transient: bool, code: int | None = None) -> None:
         self.transient = transient
         self.code = code
+        super().__init__(message)
+
+
+class GithubError(IntegrationError):
+    """GitHub's REST API did not do what was asked. ``transient``: a 5xx, a 429 or a
+    secondary rate limit, a dropped connection or a timeout, worth another attempt;
+    otherwise 401 (bad token), 403 (no permission), 404 (no such repository, or one the
+    token cannot see) or a 422 the bot cannot resolve. ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        self.transient = transient
+        self.status = status
         super().__init__(message)

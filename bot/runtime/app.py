@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.escalation import Escalation
 from bot.aftercare.notifications import Notifier
+from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.aftercare.reminders import Reminders
 from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.aftercare.watcher import ReleaseWatcher
@@ -242,8 +243,12 @@ def build_core(
     mail = StakeholderMail(config=config, outbox=outbox, mail_outbox=MailOutbox(store.pool),
                            jobs=jobs, store=store, render=stakeholder_email, clock=clock,
                            crash_points=crash_points)
+    pull_requests = PostmortemPullRequests(config=config, store=store,
+                                           aftercare_store=aftercare_store, jobs=jobs,
+                                           outbox=outbox, clock=clock, crash_points=crash_points)
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
-                           clock=clock, aftercare_store=aftercare_store, outbox=outbox)
+                           clock=clock, aftercare_store=aftercare_store, outbox=outbox,
+                           pull_requests=pull_requests)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
@@ -259,7 +264,7 @@ def build_core(
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher, mail, escalation):
+    for owner in (timers, aftercare, watcher, mail, escalation, pull_requests):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,

@@ -194,13 +194,13 @@ def test_a_refused_skeleton_upload_never_stops_the_post_mortem_reminders(
     h, rid, msg, before, pm = _completed(make_harness, demo, tmp_path / "post-mortems")
     h.emulator.fail_upload(times=1)  # files.slack.com refuses the skeleton (HTTP 500)
     h.tick()  # the review and post-mortem reminders post; the skeleton's upload is refused
-    assert _uploads(h, before) == [False]
+    assert _uploads(h, before) == [False, True]  # the skeleton refused; the meeting's .ics
     assert _posted(h, msg, f"Post-mortem for RB-{rid}")
     [note] = _posted(h, msg, "could not upload the post-mortem skeleton")
     assert f"for RB-{rid}" in note
     assert _scheduled(h, rid, pm) == [(2, pm.due_at)]  # the first is done, the next is due
     _second_reminder_posts(h, rid, msg, pm)
-    assert _uploads(h, before) == [False]  # only the first posting carries the skeleton
+    assert _uploads(h, before) == [False, True]  # only the first posting carries files
     assert len(_posted(h, msg, "could not upload the post-mortem skeleton")) == 1
 
 
@@ -212,6 +212,7 @@ def test_a_skeleton_that_cannot_be_written_never_stops_the_post_mortem_reminders
     h.tick()
     [first] = _posted(h, msg, f"Post-mortem for RB-{rid}")
     assert "attached as" not in first  # no skeleton, and it does not claim one
-    assert _uploads(h, before) == []
+    assert _uploads(h, before) == [True]  # only the meeting's .ics
+    assert any(f["name"] == f"postmortem-meeting-RB-{rid}.ics" for f in h.emulator.files())
     assert _scheduled(h, rid, pm) == [(2, pm.due_at)]
     _second_reminder_posts(h, rid, msg, pm)

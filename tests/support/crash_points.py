@@ -5,7 +5,9 @@ and either ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` (inside that step,
 the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accepted that
 post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-mail
 rendered and its attempt committed, before the SMTP session; a shell pattern, as the key
-holds the rollback's id). The process writes
+holds the rollback's id) or ``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull
+request part-way: ``branch`` created, or ``file`` written, no pull request yet). The
+process writes
 ``<pid> ...`` to the file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
@@ -35,6 +37,7 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
     hold_when = hold_when or "after"
     post_key = env.get("ROLLBACK_FAULT_POST")
     send_key = env.get("ROLLBACK_FAULT_SEND")
+    publish = env.get("ROLLBACK_FAULT_PUBLISH")  # "<key pattern>:<stage>", e.g. "*:branch"
 
     def step(kind: str, when: str) -> None:
         if hold_kind and kind == hold_kind and when == hold_when:
@@ -48,4 +51,8 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
         if send_key and fnmatch.fnmatchcase(key, send_key):
             _park(Path(announce), f"sending {key}")
 
-    return CrashPoints(step=step, posted=posted, sending=sending)
+    def publishing(key: str, stage: str) -> None:
+        if publish and fnmatch.fnmatchcase(f"{key}:{stage}", publish):
+            _park(Path(announce), f"publishing {key} {stage}")
+
+    return CrashPoints(step=step, posted=posted, sending=sending, publishing=publishing)

@@ -89,6 +89,10 @@ SAMPLES: list[m.Message] = [
     m.Reminder("7:2", "postmortem", "RB-3", "P1", "hvb", "rev 4", AT, 48, True,
                "2026-11-29-x-hvb-rb-3.md", 4, "U1", None),
     m.SkeletonNotUploaded("RB-3", "SlackApiError", "2026-11-29-x-hvb-rb-3.md"),
+    m.PostmortemPullRequest("RB-3", "acme/hvb", "docs/post-mortems/2026-11-29-hvb-rb-3.md",
+                            "https://github.com/acme/hvb/pull/4"),
+    m.PostmortemPullRequestFailed("RB-3", "acme/hvb", "could not read branch 'main': HTTP 401 "
+                                  "Bad credentials (the token is missing, expired or revoked)"),
     m.Diagnosis("hvb", AT, (
         m.Finding("app", ("app",), ("12.0% is above the threshold of 5.00%",)),
         m.Finding("db", ("db",), ("`SELECT 1 FROM t` failed: no <t>",), "hvb-x.dump",
