@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.domain import messages as m
+from bot.domain import notice_template
 from bot.domain.authority import BOT_REQUESTER
 from bot.domain.compensation import Undo
 from bot.domain.config import Policy, PolicyMode, Severity
@@ -542,10 +543,10 @@ _PHASE_ICONS = {"restored": ":white_check_mark:", "verification_failed": ":x:",
 
 
 def completion_text(c: m.Completion) -> str:
-    """The runbook's completion template, filled in."""
+    """The runbook's completion template (or the service's own), filled in."""
     until = c.restored_at + timedelta(seconds=c.monitoring_seconds)
     status = f"Service restored and verified ({c.checks_passed} checks passed)"
-    steps = []
+    steps = ["Root cause analysis and fix development"]
     if c.monitoring_seconds > 0:
         steps.append(f"Stability monitoring for {span(c.monitoring_seconds)} (until "
                      f"{in_utc(until):%H:%M} UTC): error rate, health and latency every "
@@ -555,28 +556,28 @@ def completion_text(c: m.Completion) -> str:
     if c.postmortem_hours is not None and c.postmortem_due is not None:
         steps.append(f"Post-mortem within {c.postmortem_hours:g} h (by "
                      f"{_utc(c.postmortem_due)})")
-    return "\n".join([
-        "*Rollback details*",
-        f"• Version rolled back to: {e(c.target)} (from {e(c.current)})",
-        f"• Rollback completed at: {_utc(c.completed_at)}",
-        f"• Service restored at: {_utc(c.restored_at)}",
-        f"• Total downtime: {e(c.downtime)} (since the {e(c.since)} at {_utc(c.started_at)}"
-        + (f", {e(c.start_source)})" if c.start_source and c.since != "rollback request"
-           else ")"),
-        *_data_loss_lines(c),
-        f"*Current status:* {status}.",
-        "*Next steps:*",
-        *(f"• {s}" for s in steps),
-    ])
+    counted_from_request = c.since == "rollback request"
+    values = {
+        "service": c.service, "rollback": c.ref, "version": c.target,
+        "previous_version": c.current, "completed_at": _utc(c.completed_at),
+        "restored_at": _utc(c.restored_at), "incident_started_at": _utc(c.started_at),
+        "counted_from": c.since, "total_downtime": c.downtime,
+        "start_source": "" if counted_from_request else c.start_source,
+        "data_loss": _data_loss(c), "current_status": status, "next_steps": steps,
+    }
+    # A section holds 3,000 characters; views cut a longer one (the template's length is
+    # bounded when the catalog loads).
+    return notice_template.render(c.template or notice_template.DEFAULT_NOTICE, values,
+                                  escape=e)
 
 
-def _data_loss_lines(c: m.Completion) -> list[str]:
-    """The database restore's data-loss window, when one ran (``bot.domain.incident_times``)."""
+def _data_loss(c: m.Completion) -> str:
+    """The database restore's data-loss window in words, "" when none ran."""
     if c.data_loss_from is None or c.data_loss_to is None:
-        return []
-    return [f"• Data loss: writes between {_utc(c.data_loss_from)} (the backup) and "
+        return ""
+    return (f"writes between {_utc(c.data_loss_from)} (the backup) and "
             f"{_utc(c.data_loss_to)} (the restore) are not in the restored database "
-            f"({duration(c.data_loss_to - c.data_loss_from)})"]
+            f"({duration(c.data_loss_to - c.data_loss_from)})")
 
 
 def _phase_body(msg: m.StakeholderUpdate) -> str:

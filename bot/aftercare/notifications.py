@@ -75,7 +75,8 @@ def completion_facts(config: RollbackConfig, svc: ServiceConfig, rb: Rollback, f
         monitoring_interval_seconds=svc.monitoring.interval_seconds,
         review_hours=policy.review_within_hours, review_due=review,
         postmortem_hours=policy.postmortem_within_hours if postmortem is not None else None,
-        postmortem_due=postmortem)
+        postmortem_due=postmortem, template=svc.stakeholders.notice_template,
+        service=rb.service, ref=rb.ref)
 
 
 HEADLINES = {

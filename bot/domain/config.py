@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.domain import notice_template
 from bot.domain.errors import ConfigError, MissingSecret
 from bot.domain.mail_config import SmtpSettings, check_addresses
 from bot.domain.postmortem_config import PostmortemConfig
@@ -190,11 +191,19 @@ class Stakeholders(Strict):
     statuspage: StatuspageConfig | None = None
     # The same notice by e-mail through the top-level ``smtp:`` relay (bot.domain.mail_config).
     email: list[str] = Field(default_factory=list)
+    # The completion notice's text as a sandboxed Jinja2 template (bot.domain.notice_template);
+    # None: the runbook's wording.
+    notice_template: str | None = None
 
     @field_validator("email")
     @classmethod
     def _addresses(cls, v: list[str]) -> list[str]:
         return check_addresses(v)
+
+    @field_validator("notice_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        return None if v is None else notice_template.check(v)
 
 
 # ----------------------------------------------------------------------- contacts

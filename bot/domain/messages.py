@@ -429,6 +429,11 @@ class Completion:
     # A database restore's data-loss window (backup timestamp to restore); None: no restore.
     data_loss_from: datetime | None = None
     data_loss_to: datetime | None = None
+    # The service's own notice template (``stakeholders.notice_template``, checked when the
+    # catalog loads); None: the runbook's (bot.domain.notice_template.DEFAULT_NOTICE).
+    template: str | None = None
+    service: str = ""
+    ref: str = ""
 
 
 @dataclass(frozen=True)
