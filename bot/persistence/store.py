@@ -14,7 +14,8 @@ sealed (``bot.persistence.sealing``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,8 @@ from bot.persistence import sealing
 from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Store"]
 
@@ -54,6 +57,12 @@ _UPDATABLE = {
 class Store:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        self._transition_listeners: list[Callable[[Rollback, Event], None]] = []
+
+    def when_transitioned(self, listener: Callable[[Rollback, Event], None]) -> None:
+        """Call ``listener`` after each committed transition (e.g. to schedule a status page
+        update). A listener's failure is logged, never raised: the transition has happened."""
+        self._transition_listeners.append(listener)
 
     # ------------------------------------------------------------------ rollbacks
     def create_rollback(
@@ -221,7 +230,13 @@ class Store:
             metrics.STALE_TRANSITIONS.labels(event.value).inc()
             raise StaleState(self.get(rollback_id))
         metrics.TRANSITIONS.labels(event.value, to_state.value).inc()
-        return rollback_from_row(row)
+        rb = rollback_from_row(row)
+        for listener in self._transition_listeners:
+            try:
+                listener(rb, event)
+            except Exception:
+                log.exception("transition listener failed for RB-%s", rollback_id)
+        return rb
 
     def set_message(self, rollback_id: int, *, message_ts: str, thread_ts: str,
                     channel_id: str | None = None) -> None:

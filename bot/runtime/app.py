@@ -24,6 +24,7 @@ from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import Reminders
 from bot.aftercare.stakeholder_mail import StakeholderMail
+from bot.aftercare.status_lifecycle import SYNC_JOB, StatusPageLifecycle
 from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
@@ -46,6 +47,7 @@ from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.mail_outbox import MailOutbox
 from bot.persistence.outbox import Outbox
+from bot.persistence.statuspage_store import StatuspageStore
 from bot.persistence.store import Store
 from bot.persistence.timeline_reads import TimelineReads
 from bot.persistence.watch_store import WatchStore
@@ -235,13 +237,19 @@ def build_core(
     mail = StakeholderMail(config=config, outbox=outbox, mail_outbox=MailOutbox(store.pool),
                            jobs=jobs, store=store, render=stakeholder_email, clock=clock,
                            crash_points=crash_points)
+    statuspage = StatusPageLifecycle(config=config, store=store, jobs=jobs, outbox=outbox,
+                                     page_store=StatuspageStore(store.pool), clock=clock)
+    service.when_requested(statuspage.requested)  # P0/P1: the incident opens at the request
+    store.when_transitioned(statuspage.transitioned)  # and follows every step after it
+    jobs.outlive_cancel(SYNC_JOB)  # a rejected request's end still reaches the page
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
-                                            outbox=outbox, mail=mail))
+                                            outbox=outbox, mail=mail,
+                                            statuspage=statuspage.nudge))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create,), wake_event=approved,
@@ -251,7 +259,7 @@ def build_core(
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher, mail):
+    for owner in (timers, aftercare, watcher, mail, statuspage):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
