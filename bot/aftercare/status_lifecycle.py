@@ -44,7 +44,7 @@ from bot.domain.config import RollbackConfig, ServiceConfig, Severity, Statuspag
 from bot.domain.lifecycle import Event
 from bot.domain.messages import StatuspageNotUpdated
 from bot.domain.models import AuditEvent, Rollback
-from bot.domain.ports import Clock, Notice
+from bot.domain.ports import NO_CRASH_POINTS, Clock, CrashPoints, Notice
 from bot.domain.time_words import span
 from bot.observability.scrub import scrub
 from bot.persistence.jobs import Job, JobStore
@@ -175,8 +175,8 @@ def _failure_text(e: AuditEvent) -> str:
 class StatusPageLifecycle:
     def __init__(self, *, config: RollbackConfig, store: Store, page_store: StatuspageStore,
                  jobs: JobStore, outbox: Outbox, clock: Clock,
-                 client: Callable[[StatuspageConfig], StatuspageClient] = StatuspageClient
-                 ) -> None:
+                 client: Callable[[StatuspageConfig], StatuspageClient] = StatuspageClient,
+                 crash_points: CrashPoints = NO_CRASH_POINTS) -> None:
         self.config = config
         self.store = store
         self.page_store = page_store
@@ -184,6 +184,7 @@ class StatusPageLifecycle:
         self.outbox = outbox
         self.clock = clock
         self.client = client
+        self.crash_points = crash_points
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         return {SYNC_JOB: self.run_job}
@@ -272,6 +273,8 @@ class StatusPageLifecycle:
         else:
             page.update_incident(incident, status=update.status, body=update.body,
                                  component_status=update.component)
+        # A crash test may die here: the page has the update, our record does not.
+        self.crash_points.posted(f"statuspage:{rb.id}:{event_id}")
         self._done(rb, event_id, update, incident, reconciled=False)
         return incident
 

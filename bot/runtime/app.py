@@ -238,7 +238,8 @@ def build_core(
                            jobs=jobs, store=store, render=stakeholder_email, clock=clock,
                            crash_points=crash_points)
     statuspage = StatusPageLifecycle(config=config, store=store, jobs=jobs, outbox=outbox,
-                                     page_store=StatuspageStore(store.pool), clock=clock)
+                                     page_store=StatuspageStore(store.pool), clock=clock,
+                                     crash_points=crash_points)
     service.when_requested(statuspage.requested)  # P0/P1: the incident opens at the request
     store.when_transitioned(statuspage.transitioned)  # and follows every step after it
     jobs.outlive_cancel(SYNC_JOB)  # a rejected request's end still reaches the page
