@@ -77,6 +77,7 @@ class PageUpdate:
     status: str
     component: str | None  # None: the component is left as it is
     body: str
+    opens: bool = True  # may open the incident (False: says something only about an open one)
 
 
 def display_name(service: str) -> str:
@@ -110,6 +111,8 @@ def plan(events: list[AuditEvent], rb: Rollback, svc: ServiceConfig
     for e in events:
         if e.event not in FOLLOWED:
             continue
+        if e.event == "requested" and rb.message_ts is None:
+            continue  # the request was never shown (its message was refused): not declared
         update = _update(e, name=name, down=down, current=status, svc=svc)
         if update is not None:
             status = update.status
@@ -132,7 +135,8 @@ def _update(e: AuditEvent, *, name: str, down: str, current: str, svc: ServiceCo
                Event.EXPIRE.value: "not approved in time"}[e.event]
         return PageUpdate(current, None,
                           f"The rollback of {name} was not carried out ({how}). The team "
-                          "continues to work on the incident; we will post further updates.")
+                          "continues to work on the incident; we will post further updates.",
+                          opens=False)
     if e.event in (Event.STEP_FAILED.value, Event.INTERRUPTED.value, Event.HAND_OVER.value):
         return PageUpdate("identified", down,
                           f"The rollback of {name} did not complete{why}. Engineers are "
@@ -263,7 +267,7 @@ class StatusPageLifecycle:
             if found is not None:
                 self._done(rb, event_id, update, found, reconciled=True)
                 return found
-        if incident is None and update.status == "resolved":
+        if incident is None and (update.status == "resolved" or not update.opens):
             self.page_store.applied(rb.id, event_id, incident_id=None)  # nothing was open
             return None
         self.page_store.sending(rb.id, event_id)

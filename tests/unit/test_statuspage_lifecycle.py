@@ -66,11 +66,12 @@ def _events(*names: str, **details: dict[str, Any]) -> list[AuditEvent]:
             for i, n in enumerate(names, start=1)]
 
 
-def _rb(severity: str) -> Any:
-    class Rb:  # the two fields the plan reads, not a mock of our code
+def _rb(severity: str, *, posted: bool = True) -> Any:
+    class Rb:  # the three fields the plan reads, not a mock of our code
         service = "hotel-voice-bot"
     rb = Rb()
     rb.severity = severity  # type: ignore[attr-defined]
+    rb.message_ts = "1.2" if posted else None  # type: ignore[attr-defined]
     return rb
 
 
@@ -105,3 +106,10 @@ def test_a_failed_rollback_stays_identified_with_what_failed() -> None:
                  _rb("P1"), _svc())
     assert [u.status for _, u in steps] == ["investigating", "identified", "identified"]
     assert "did not complete (image pull failed)" in steps[-1][1].body
+
+
+def test_a_request_nobody_saw_declares_nothing() -> None:
+    """The request message was refused by Slack and the bot cancelled the request: the page
+    never hears of it (the cancel alone cannot open an incident)."""
+    steps = plan(_events("requested", "cancel"), _rb("P0", posted=False), _svc())
+    assert [(u.status, u.opens) for _, u in steps] == [("investigating", False)]
