@@ -1,17 +1,19 @@
 """The runbook's "Rollback Completion": stakeholder messages and the status page, per phase.
 
 Phases: restored (the completion template), verification_failed, regression, stable, resolved.
-The stakeholder messages are facts (``StakeholderUpdate``), worded by the Slack layer; the
-status page, which is no Slack, gets the phase's plain headline and detail from here.
+The stakeholder messages are facts (``StakeholderUpdate``), worded by the Slack layer. The
+status page follows the rollback itself (``bot.aftercare.status_lifecycle``); each phase
+here only nudges it (``statuspage``), so an update a crash kept from being scheduled
+after its transition is still made.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from bot.aftercare.stakeholder_mail import StakeholderMail
-from bot.aftercare.statuspage import StatuspageClient, StatuspageError
 from bot.domain import incident_times
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity
 from bot.domain.messages import (
@@ -20,7 +22,6 @@ from bot.domain.messages import (
     StakeholdersNotEmailed,
     StakeholdersNotUpdated,
     StakeholderUpdate,
-    StatuspageNotUpdated,
 )
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice
@@ -29,16 +30,6 @@ from bot.persistence.aftercare_store import AftercareStore, Facts
 from bot.persistence.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-# phase -> (incident status, component status); None: leave the status page alone
-STATUSPAGE = {
-    "restored": ("monitoring", "operational"),
-    "verification_failed": ("investigating", "major_outage"),
-    "regression": ("identified", "degraded_performance"),
-    "stable": ("resolved", "operational"),
-    "resolved": ("resolved", "operational"),
-}
-
 
 def display_name(service: str) -> str:
     """``hotel-voice-bot`` -> ``Hotel Voice Bot`` (the runbook's heading)."""
@@ -95,11 +86,13 @@ def headline(phase: str, service: str) -> str:
 
 class Notifier:
     def __init__(self, *, config: RollbackConfig, aftercare_store: AftercareStore,
-                 outbox: Outbox, mail: StakeholderMail | None = None) -> None:
+                 outbox: Outbox, mail: StakeholderMail | None = None,
+                 statuspage: Callable[[Rollback, str], None] | None = None) -> None:
         self.config = config
         self.aftercare_store = aftercare_store
         self.outbox = outbox
         self.mail = mail  # the same update by e-mail, for services with an e-mail list
+        self.statuspage = statuspage  # (rollback, phase): bring the status page up to date
 
     def send(self, rb: Rollback, svc: ServiceConfig, *, phase: str, attempt: int,
              detail: str = "", checks_passed: int = 0) -> None:
@@ -131,34 +124,8 @@ class Notifier:
                 log.warning("stakeholder e-mail %s not queued: %s", key, exc)
                 self._warn(rb, key, StakeholdersNotEmailed(
                     phase, tuple(svc.stakeholders.email), f"not queued: {exc}"))
-        if svc.stakeholders.statuspage is not None and phase in STATUSPAGE:
-            try:  # the status page is no Slack: its text is the headline and the detail
-                self._statuspage(rb, svc, phase, f"{title}. {detail}".strip())
-            except StatuspageError as exc:
-                self._warn(rb, f"statuspage:{rb.id}:{phase}:{attempt}",
-                           StatuspageNotUpdated(phase, str(exc)))
-
-    def _statuspage(self, rb: Rollback, svc: ServiceConfig, phase: str, body: str) -> None:
-        cfg = svc.stakeholders.statuspage
-        assert cfg is not None
-        status, component = STATUSPAGE[phase]
-        facts = self.aftercare_store.facts(rb.id)
-        incident = facts.statuspage_incident_id if facts else None
-        with StatuspageClient(cfg) as page:
-            if incident is None and facts is not None and facts.statuspage_creating:
-                incident = page.find_unresolved(f"[{rb.ref}]")  # a create whose answer we lost
-                if incident:
-                    self.aftercare_store.set_statuspage_incident(rb.id, incident)
-            if incident is None:
-                if status == "resolved":
-                    return  # nothing was ever open: nothing to resolve
-                self.aftercare_store.statuspage_creating(rb.id)
-                name = f"{display_name(rb.service)}: rollback after a bad release [{rb.ref}]"
-                incident = page.create_incident(name=name, status=status, body=body,
-                                                component_status=component)
-                self.aftercare_store.set_statuspage_incident(rb.id, incident)
-                return
-            page.update_incident(incident, status=status, body=body, component_status=component)
+        if self.statuspage is not None:
+            self.statuspage(rb, phase)  # never raises (StatusPageLifecycle.follow)
 
     def _warn(self, rb: Rollback, key: str, message: Message) -> None:
         try:

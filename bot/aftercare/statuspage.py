@@ -27,7 +27,22 @@ COMPONENT_STATUSES = ("operational", "degraded_performance", "partial_outage", "
 
 
 class StatuspageError(RollbackBotError):
-    """The status page could not be updated; the message is safe to post."""
+    """The status page could not be updated; the message is safe to post.
+
+    ``status`` is the HTTP status (None: no answer); ``retry_after`` the seconds a 429 asked
+    to wait (Statuspage sends ``Retry-After`` with its rate-limit answers)."""
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def permanent(self) -> bool:
+        """A 4xx other than 429: the same request will be refused again (a deleted incident,
+        a status the page does not accept, a wrong key)."""
+        return self.status is not None and 400 <= self.status < 500 and self.status != 429
 
 
 class StatuspageClient:
@@ -65,6 +80,12 @@ class StatuspageClient:
         self.update_incident(incident_id, status="resolved", body=body,
                              component_status="operational")
 
+    def incident_bodies(self, incident_id: str) -> list[str]:
+        """The bodies of the incident's updates (is an update whose answer was lost there?)."""
+        data = self._call("GET", f"/incidents/{incident_id}", None)
+        updates = data.get("incident_updates") if isinstance(data, dict) else None
+        return [str(u.get("body", "")) for u in updates or [] if isinstance(u, dict)]
+
     def find_unresolved(self, name_contains: str) -> str | None:
         """The id of an open incident whose name contains ``name_contains`` (reconciling a
         create whose answer was lost)."""
@@ -96,8 +117,17 @@ class StatuspageClient:
         if resp.status_code >= 400:
             snippet = scrub_secrets(resp.text[:200], [key])
             raise StatuspageError(f"status page {method} {where} answered HTTP "
-                                  f"{resp.status_code}: {snippet}")
+                                  f"{resp.status_code}: {snippet}", status=resp.status_code,
+                                  retry_after=_retry_after(resp))
         try:
             return resp.json()
         except ValueError:
             raise StatuspageError(f"status page {where} answered without JSON") from None
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After: <seconds>`` header (the form Statuspage sends)."""
+    try:
+        return max(0.0, float(resp.headers.get("Retry-After", "")))
+    except ValueError:
+        return None

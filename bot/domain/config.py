@@ -184,6 +184,17 @@ class StatuspageConfig(Strict):
     page_id: str
     api_key_env: str
     component_id: str | None = None
+    # The severities whose request opens a status page incident ("investigating") that then
+    # follows the rollback to "resolved" (bot.aftercare.status_lifecycle); other severities
+    # never touch the page.
+    open_at: list[Severity] = Field(default_factory=lambda: [Severity.P0, Severity.P1])
+
+    @field_validator("open_at")
+    @classmethod
+    def _distinct(cls, v: list[Severity]) -> list[Severity]:
+        if len(set(v)) != len(v):
+            raise ValueError("a severity is listed twice")
+        return v
 
 
 class Stakeholders(Strict):

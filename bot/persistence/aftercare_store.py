@@ -23,6 +23,8 @@ class Facts:
     rollback_id: int
     steps_completed_at: datetime
     restored_at: datetime | None
+    # Columns of 002, read by migration 014 into ``statuspage_incidents`` (where the status
+    # page's progress lives since); no longer written.
     statuspage_incident_id: str | None
     statuspage_creating: bool
 
@@ -93,14 +95,6 @@ class AftercareStore:
         regression and a retry) keeps it, so downtime is never recounted."""
         self._exec("UPDATE aftercare SET restored_at = COALESCE(restored_at, %s)"
                    " WHERE rollback_id = %s", (at, rollback_id))
-
-    def statuspage_creating(self, rollback_id: int) -> None:
-        self._exec("UPDATE aftercare SET statuspage_creating = true WHERE rollback_id = %s",
-                   (rollback_id,))
-
-    def set_statuspage_incident(self, rollback_id: int, incident_id: str) -> None:
-        self._exec("UPDATE aftercare SET statuspage_incident_id = %s WHERE rollback_id = %s",
-                   (incident_id, rollback_id))
 
     # ------------------------------------------------------------------ monitors
     def open_monitor(self, *, rollback_id: int, key: str, started_at: datetime,

@@ -39,6 +39,13 @@ def _job(row: dict[str, Any]) -> Job:
 class JobStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        self._outliving: set[str] = set()
+
+    def outlive_cancel(self, kind: str) -> None:
+        """Jobs of ``kind`` survive ``cancel`` without ``kinds`` (a rollback's end cancels
+        its timers): they report that end, e.g. the status page update saying a rejected
+        rollback was not carried out."""
+        self._outliving.add(kind)
 
     def schedule(
         self, *, kind: str, due_at: datetime, rollback_id: int | None = None,
@@ -121,6 +128,9 @@ class JobStore:
         if kinds:
             sql += " AND kind = ANY(%s)"
             params.append(list(kinds))
+        elif self._outliving:
+            sql += " AND kind <> ALL(%s)"
+            params.append(sorted(self._outliving))
         if dedupe_keys:
             sql += " AND dedupe_key = ANY(%s)"
             params.append(list(dedupe_keys))

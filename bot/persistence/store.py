@@ -33,6 +33,8 @@ from bot.persistence.errors import ActiveRollbackExists, StaleState
 from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
+log = logging.getLogger(__name__)
+
 __all__ = ["Store"]
 
 log = logging.getLogger(__name__)

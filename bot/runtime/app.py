@@ -26,6 +26,7 @@ from bot.aftercare.notifications import Notifier
 from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.aftercare.reminders import Reminders
 from bot.aftercare.stakeholder_mail import StakeholderMail
+from bot.aftercare.status_lifecycle import SYNC_JOB, StatusPageLifecycle
 from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
@@ -48,6 +49,7 @@ from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.mail_outbox import MailOutbox
 from bot.persistence.outbox import Outbox
+from bot.persistence.statuspage_store import StatuspageStore
 from bot.persistence.store import Store
 from bot.persistence.timeline_reads import TimelineReads
 from bot.persistence.watch_store import WatchStore
@@ -246,6 +248,12 @@ def build_core(
     pull_requests = PostmortemPullRequests(config=config, store=store,
                                            aftercare_store=aftercare_store, jobs=jobs,
                                            outbox=outbox, clock=clock, crash_points=crash_points)
+    statuspage = StatusPageLifecycle(config=config, store=store, jobs=jobs, outbox=outbox,
+                                     page_store=StatuspageStore(store.pool), clock=clock,
+                                     crash_points=crash_points)
+    service.when_requested(statuspage.requested)  # P0/P1: the incident opens at the request
+    store.when_transitioned(statuspage.transitioned)  # and follows every step after it
+    jobs.outlive_cancel(SYNC_JOB)  # a rejected request's end still reaches the page
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox,
                            pull_requests=pull_requests)
@@ -253,7 +261,8 @@ def build_core(
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
-                                            outbox=outbox, mail=mail))
+                                            outbox=outbox, mail=mail,
+                                            statuspage=statuspage.nudge))
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create, escalation.execution_ended),
@@ -264,7 +273,7 @@ def build_core(
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher, mail, escalation, pull_requests):
+    for owner in (timers, aftercare, watcher, mail, escalation, pull_requests, statuspage):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,

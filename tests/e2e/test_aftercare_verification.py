@@ -123,9 +123,16 @@ def test_failed_verification_then_retry_and_completion_notice(
     h.tick()  # stakeholders and status page hear about it; reminders start
     stakeholders = h.emulator.messages("hotel-voice-bot-stakeholders")
     assert "did not restore service" in stakeholders[-1]["text"]
+    # The P1's incident opened at the request (investigating) and was identified at the
+    # approval; the failed verification keeps it identified, with what failed, and the
+    # component in (a P1's partial) outage.
+    wait_until(lambda: (h.tick(), len(statuspage.incidents) == 1 and len(
+        next(iter(statuspage.incidents.values()))["incident_updates"]) == 3)[1], 10, 0.05,
+        "the status page's three updates")
     (incident,) = statuspage.incidents.values()
-    assert (incident["status"], incident["components"]) == ("investigating",
-                                                            {"cmp1": "major_outage"})
+    assert (incident["status"], incident["components"]) == ("identified",
+                                                            {"cmp1": "partial_outage"})
+    assert "checks still fail (health, database)" in incident["incident_updates"][-1]["body"]
 
     with psycopg.connect(fresh_db, autocommit=True) as conn:  # the fix
         conn.execute("CREATE TABLE bot_messages (id int PRIMARY KEY)")
@@ -163,8 +170,11 @@ def test_failed_verification_then_retry_and_completion_notice(
     ):
         assert line in completed, f"{line!r} not in {completed!r}"
     assert facts.restored_at - incident_start == timedelta(minutes=27)
+    wait_until(lambda: (h.tick(), statuspage.incidents[incident["id"]]["status"] == "resolved"
+                        )[1], 10, 0.05, "the incident to be resolved")
+    incident = statuspage.incidents[incident["id"]]
     assert [u["status"] for u in incident["incident_updates"]] == [
-        "investigating", "monitoring", "resolved"]
+        "investigating", "identified", "identified", "monitoring", "resolved"]
     assert all(r["authorized"] for r in statuspage.requests)
     assert STATUSPAGE_KEY not in str(statuspage.requests)  # only in the header
 

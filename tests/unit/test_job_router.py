@@ -14,6 +14,7 @@ from bot.aftercare.escalation import PAGE_JOB
 from bot.aftercare.postmortem_pr import PR_JOB
 from bot.aftercare.reminders import REMINDER_JOB
 from bot.aftercare.stakeholder_mail import MAIL_JOB
+from bot.aftercare.status_lifecycle import SYNC_JOB
 from bot.aftercare.watcher import WATCH_JOB
 from bot.execution.job_router import JobRouter
 from bot.persistence.jobs import Job
@@ -47,4 +48,4 @@ def test_the_composition_root_routes_every_kind_the_bot_schedules(
     # HOTFIX_JOB and EVALUATE_JOB: rows an earlier version scheduled still run.
     assert h.bot.job_router.kinds == {EXPIRE_JOB, DECISION_JOB, HOTFIX_JOB, EVALUATE_JOB,
                                       MONITOR_TICK_JOB, NOTIFY_JOB, REMINDER_JOB, WATCH_JOB,
-                                      MAIL_JOB, PAGE_JOB, PR_JOB}
+                                      MAIL_JOB, PAGE_JOB, PR_JOB, SYNC_JOB}
