@@ -202,3 +202,36 @@ def test_refused_update_is_audited_and_said_in_the_thread(
                                     for t in h.thread_texts(msg)), timeout=10)
     assert h.bot.store.get(rid).state.value in ("monitoring", "completed")  # never held
     assert KEY not in str(h.thread_texts(msg))
+
+
+def test_p1_started_40_minutes_before_the_request_counts_downtime_from_the_start(
+        make: Callable[..., Harness], page: StatuspageEmulator) -> None:
+    """The issue's whole record in one run: a P1 whose incident began 40 minutes before the
+    request gets a stakeholder notice whose downtime counts from that start, and one status
+    page incident with four timeline updates ending "resolved"."""
+    h = make()
+    h.request('hotel-voice-bot --severity P1 --started 40m --reason "5xx after v1.3.0"')
+    msg = h.rollback_message()
+    rid = messages.request_ref(msg)
+    h.click(msg, ids.ASSIGN_IC, "carol")
+    h.emulator.wait_for(lambda: ids.ASSIGN_IC not in action_ids(h.message_now(msg["ts"])))
+    h.clock.advance(minutes=2)  # approved, executed and verified at 03:02
+    h.click(msg, ids.APPROVE, "bob")
+    h.wait_state(rid, "monitoring")
+    notice = wait_until(
+        lambda: (h.tick(), next((str(m["text"]) for m in h.emulator.messages(
+            "hotel-voice-bot-stakeholders") if "Total downtime" in str(m.get("text"))),
+            None))[1], 10, 0.05, "the completion notice")
+    assert "• Service restored at: 2026-11-29 03:02:00 UTC" in notice, notice
+    assert ("• Total downtime: 42 min 00 s (since the incident start at 2026-11-29 02:20:00 "
+            "UTC, given by the requester)") in notice, notice
+
+    for _ in range(2):  # the two checks of the 10-minute window
+        h.clock.advance(minutes=5)
+        h.tick()
+    h.wait_state(rid, "completed")
+    _tick_until(h, lambda: len(_timeline(page)) == 4, "the resolved update")
+    assert [status for status, _ in _timeline(page)] == [
+        "investigating", "identified", "monitoring", "resolved"]
+    (incident,) = page.incidents.values()
+    assert incident["status"] == "resolved" and page.components == {"cmp1": "operational"}
