@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
+from bot.domain import notice_template
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity, StatuspageConfig
 from bot.domain.lifecycle import Event
 from bot.domain.messages import StatuspageNotUpdated
@@ -122,46 +123,35 @@ def plan(events: list[AuditEvent], rb: Rollback, svc: ServiceConfig
 
 def _update(e: AuditEvent, *, name: str, down: str, current: str, svc: ServiceConfig
             ) -> PageUpdate | None:
+    page = svc.stakeholders.statuspage
+    templates = page.templates if page is not None else {}
+
+    def text(kind: str, **values: str) -> str:  # the service's template, else the default
+        return notice_template.render_status(kind, templates, {"service": name, **values})
+
     why = _failure_text(e)
     if e.event == "requested":
-        return PageUpdate("investigating", down,
-                          f"We are investigating a problem with {name} after a recent release.")
+        return PageUpdate("investigating", down, text("requested"))
     if e.event == Event.APPROVE.value:
-        return PageUpdate("identified", down,
-                          f"The problem has been traced to a recent release of {name}. "
-                          "We are rolling back to the previous version.")
+        return PageUpdate("identified", down, text("approved"))
     if e.event in (Event.REJECT.value, Event.CANCEL.value, Event.EXPIRE.value):
         how = {Event.REJECT.value: "declined", Event.CANCEL.value: "cancelled",
                Event.EXPIRE.value: "not approved in time"}[e.event]
-        return PageUpdate(current, None,
-                          f"The rollback of {name} was not carried out ({how}). The team "
-                          "continues to work on the incident; we will post further updates.",
-                          opens=False)
+        return PageUpdate(current, None, text("not_carried_out", how=how), opens=False)
     if e.event in (Event.STEP_FAILED.value, Event.INTERRUPTED.value, Event.HAND_OVER.value):
-        return PageUpdate("identified", down,
-                          f"The rollback of {name} did not complete{why}. Engineers are "
-                          "working on it; we will post further updates.")
+        return PageUpdate("identified", down, text("rollback_failed", failure=why))
     if e.event == Event.VERIFICATION_FAILED.value:
-        return PageUpdate("identified", down,
-                          f"The previous version of {name} is deployed but its checks still "
-                          f"fail{why}. Engineers are working on it.")
+        return PageUpdate("identified", down, text("verification_failed", failure=why))
     if e.event in (Event.VERIFIED.value, Event.RESUME_MONITORING.value):
-        return PageUpdate("monitoring", "degraded_performance",
-                          f"The previous version of {name} is back and verified. We are "
-                          "monitoring the service.")
+        return PageUpdate("monitoring", "degraded_performance", text("verified"))
     if e.event == Event.REGRESSION.value:
-        return PageUpdate("identified", down,
-                          f"{name} became unstable again after the rollback{why}. Engineers "
-                          "are working on it.")
+        return PageUpdate("identified", down, text("regression", failure=why))
     if e.event == Event.STABLE.value:
         monitored = e.detail.get("monitor") is not None
-        return PageUpdate("resolved", "operational", (
-            f"{name} has run normally for {span(svc.monitoring.duration_seconds)} since the "
-            "rollback. This incident is resolved." if monitored else
-            f"The previous version of {name} is back and verified. This incident is resolved."))
+        return PageUpdate("resolved", "operational", text(
+            "stable", monitored_for=span(svc.monitoring.duration_seconds) if monitored else ""))
     if e.event == Event.RESOLVE.value:
-        return PageUpdate("resolved", "operational",
-                          f"The team has closed this incident on {name}.")
+        return PageUpdate("resolved", "operational", text("resolved"))
     return None
 
 

@@ -188,6 +188,14 @@ class StatuspageConfig(Strict):
     # follows the rollback to "resolved" (bot.aftercare.status_lifecycle); other severities
     # never touch the page.
     open_at: list[Severity] = Field(default_factory=lambda: [Severity.P0, Severity.P1])
+    # Each update's text as a sandboxed Jinja2 template, by kind (requested, approved, …;
+    # bot.domain.notice_template.STATUS_DEFAULTS); a kind left out keeps the default.
+    templates: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
+        return notice_template.check_status_templates(v)
 
     @field_validator("open_at")
     @classmethod

@@ -235,3 +235,15 @@ def test_p1_started_40_minutes_before_the_request_counts_downtime_from_the_start
         "investigating", "identified", "monitoring", "resolved"]
     (incident,) = page.incidents.values()
     assert incident["status"] == "resolved" and page.components == {"cmp1": "operational"}
+
+
+def test_the_services_own_update_texts_reach_the_page(
+        make: Callable[..., Harness], page: StatuspageEmulator) -> None:
+    """`statuspage.templates` replaces a kind's text; the kinds left out keep the default."""
+    h = make(templates={"requested": "{{ service }}: customers may see failed calls. "
+                                     "We are on it."})
+    h.request('hotel-voice-bot --severity P1 --reason "5xx after v1.3.0"')
+    _tick_until(h, lambda: bool(page.incidents), "the incident to open at the request")
+    (incident,) = page.incidents.values()
+    assert [u["body"] for u in incident["incident_updates"]] == [
+        "Hotel Voice Bot: customers may see failed calls. We are on it."]

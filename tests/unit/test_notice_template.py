@@ -84,3 +84,39 @@ def test_every_field_is_documented() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     for field in notice_template.NOTICE_FIELDS:
         assert f"`{field}`" in docs, field
+
+
+STATUS_KEY = f"services.{SERVICE}.stakeholders.statuspage.templates"
+
+
+def _status_config(templates: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    data["services"][SERVICE].setdefault("stakeholders", {})["statuspage"] = {
+        "page_id": "p", "api_key_env": "STATUSPAGE_API_KEY", "templates": templates}
+    return data
+
+
+def test_status_page_defaults_are_the_texts_and_a_kind_can_be_replaced() -> None:
+    assert notice_template.render_status("requested", {}, {"service": "Hotel Voice Bot"}) == \
+        "We are investigating a problem with Hotel Voice Bot after a recent release."
+    assert notice_template.render_status("stable", {}, {"service": "X", "monitored_for": ""}) \
+        == "The previous version of X is back and verified. This incident is resolved."
+    own = {"approved": "{{ service }}: rolling back now. <b>not markup</b>"}
+    assert notice_template.render_status("approved", own, {"service": "HVB"}) == \
+        "HVB: rolling back now. <b>not markup</b>"  # plain text, printed as written
+    config = parse_config(_status_config(own), platforms=PRODUCTION)
+    statuspage = config.services[SERVICE].stakeholders.statuspage
+    assert statuspage is not None and statuspage.templates == own
+
+
+@pytest.mark.parametrize("templates, expected", [
+    ({"aproved": "x"}, "unknown update kind aproved; the kinds are requested, approved"),
+    ({"approved": "{{ version }}"}, "approved: unknown field version; the fields are service"),
+    ({"stable": "{% for %}"}, "stable: template syntax error on line 1"),
+])
+def test_a_broken_status_template_is_refused_with_its_key_path(templates: dict[str, str],
+                                                               expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_status_config(templates), platforms=PRODUCTION)
+    (problem,) = info.value.problems
+    assert problem.startswith(STATUS_KEY) and expected in problem, problem
