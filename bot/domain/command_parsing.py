@@ -10,9 +10,10 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from bot.domain import incident_times
+from bot.domain import forward_fix, incident_times
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
+from bot.domain.forward_fix import ForwardFixInput
 from platforms.base import PlatformSpecs
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose",
@@ -51,7 +52,7 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 @dataclass(frozen=True)
 class Parsed:
     verb: str  # help | services | status | history | revision | cancel | known-bad
-    #            | clear-known-bad | diagnose | timeline | request | modal
+    #            | clear-known-bad | diagnose | timeline | forward-fix | request | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -62,6 +63,8 @@ class Parsed:
     # ``--started``: when the incident began, as typed (read against the clock by the
     # request: ``bot.domain.incident_times.resolve``); None: the plan offers a default.
     started: str | None = None
+    # ``forward-fix RB-N <url> [root cause…]`` / ``--waive <reason>``: ``argument`` is the id.
+    forward_fix: ForwardFixInput | None = None
 
 
 def _value(tokens: list[str], i: int, flag: str) -> str:
@@ -87,6 +90,10 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
     head = tokens[0]
     if head == "known-bad":
         return _known_bad(tokens, platforms)
+    if head == "forward-fix":
+        ref, given = forward_fix.parse(tokens[1:])
+        _rollback_id(ref)
+        return Parsed("forward-fix", argument=ref, forward_fix=given)
     if head == "diagnose":
         if len(tokens) < 2 or tokens[1].startswith("--"):
             raise ParseError("`diagnose` needs a service.")

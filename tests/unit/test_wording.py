@@ -105,6 +105,10 @@ SAMPLES: list[m.Message] = [
                   None, None),  # a group Slack did not resolve
     m.WatchReading(0.0613, 0.05, 12 * 60 + 30, AT),
     m.AutomationApproved("rollback-bot-auto", "P0"),
+    m.ForwardFixAsk("3", "RB-3", "hvb", "rev 5", True, True, AT, "U1",
+                    m.ForwardFixRecorded("waived", "RB-3", "U2", AT, reason="config only")),
+    m.ForwardFixRecorded("given", "RB-3", "U2", AT, link="https://github.com/o/r/pull/7",
+                         root_cause="a bad cache key"),
 ]
 
 
@@ -434,3 +438,11 @@ def test_the_watch_reading_line_rounds_its_figures() -> None:
     assert (m.WatchReading(0.0612, 0.05, 779, AT).figures()
             == m.WatchReading(0.0614, 0.05, 721, AT + timedelta(minutes=1)).figures())
     assert m.WatchReading(0.0616, 0.05, 750, AT).figures() != ("6.1", 12)
+
+
+def test_a_forward_fix_link_is_clickable_only_when_it_is_a_plain_web_address() -> None:
+    given = m.ForwardFixRecorded("given", "RB-3", "U2", AT, link="https://x.example/i/7?a=1&b=2")
+    assert "<https://x.example/i/7?a=1&amp;b=2>" in wording.line(given)
+    forged = replace(given, link="https://x.example|click <!channel>")
+    shown = wording.line(forged)
+    assert "<https://" not in shown and "<!channel>" not in shown
