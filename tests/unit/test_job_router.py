@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.aftercare.coordinator import MONITOR_TICK_JOB, NOTIFY_JOB
+from bot.aftercare.forward_fix import FORWARD_FIX_JOB
 from bot.aftercare.reminders import REMINDER_JOB
 from bot.aftercare.stakeholder_mail import MAIL_JOB
 from bot.aftercare.watcher import WATCH_JOB
@@ -45,4 +46,4 @@ def test_the_composition_root_routes_every_kind_the_bot_schedules(
     # HOTFIX_JOB and EVALUATE_JOB: rows an earlier version scheduled still run.
     assert h.bot.job_router.kinds == {EXPIRE_JOB, DECISION_JOB, HOTFIX_JOB, EVALUATE_JOB,
                                       MONITOR_TICK_JOB, NOTIFY_JOB, REMINDER_JOB, WATCH_JOB,
-                                      MAIL_JOB}
+                                      MAIL_JOB, FORWARD_FIX_JOB}
