@@ -154,3 +154,26 @@ def test_the_chase_stops_after_the_configured_days_with_a_final_note(
     # Recording it later still works and shows on the mark.
     h.request(f"forward-fix RB-{rid} {LINK} late but found", user="carol")
     wait_until(lambda: _status(h, rid) == "given", 10, 0.02, "the late link")
+
+
+def test_the_reminders_survive_a_restart_and_post_once(
+        make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    rid, msg = _completed(h)
+    h.tick()
+    h.emulator.wait_for(lambda: len(_asks(h, msg, rid)) == 1, timeout=10)
+    # The bot goes away (the emulator and the database stay): the next ask is a row, not a
+    # timer in a process.
+    stack = h.stack
+    assert stack.server is not None and stack.bot is not None
+    stack.server.stop()
+    stack.bot.stop()
+    stack.server = stack.bot = None
+    again = make_harness(emulator=h.emulator)  # the same database (this test's)
+    again.clock.advance(hours=25)
+    again.tick()
+    again.tick()
+    h.emulator.wait_for(lambda: len(_asks(h, msg, rid)) == 2, timeout=10)
+    assert "Reminder: Forward fix" in str(_asks(h, msg, rid)[1]["blocks"])
+    again.request(f"forward-fix RB-{rid} {LINK}", user="carol")
+    wait_until(lambda: _status(again, rid) == "given", 10, 0.02, "the link after the restart")
