@@ -524,8 +524,9 @@ def _forward_fix_status(rb: Rollback, rec: Any) -> str:
     """History's word on the runbook's "Plan forward fix" for one rollback."""
     if rec is None:
         return ""
-    bad = (f"known-bad {escape(rb.current_revision.label())} "
-           if rb.current_revision is not None else "")
+    cur = rb.current_revision
+    bad = (f"known-bad {escape(cur.label())} "
+           if cur is not None and cur.id != rb.target_revision.id else "")
     if rec.status == "given":
         return f"; {bad}forward fix: {web_link(rec.link or '')}"
     if rec.status == "waived":

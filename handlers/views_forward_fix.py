@@ -17,9 +17,11 @@ def _plain(text: str) -> dict[str, Any]:
 def forward_fix_modal(rb: Rollback, *, waive: bool) -> dict[str, Any]:
     """``private_metadata`` is ``<rollback id>:record|waive``; the answer is checked again
     (``bot.domain.forward_fix``) when it is submitted."""
-    bad = rb.current_revision.label() if rb.current_revision is not None else "—"
+    cur = rb.current_revision
+    moved = (f" from {escape(cur.label())}"
+             if cur is not None and cur.id != rb.target_revision.id else "")
     intro = {"type": "section", "text": {"type": "mrkdwn", "text": (
-        f"*{escape(rb.ref)}* rolled `{escape(rb.service)}` back from {escape(bad)}.")}}
+        f"*{escape(rb.ref)}* rolled `{escape(rb.service)}` back{moved}.")}}
     if waive:
         blocks: list[dict[str, Any]] = [intro, {
             "type": "input", "block_id": "reason", "label": _plain("Why no forward fix"),

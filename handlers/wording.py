@@ -647,10 +647,12 @@ def _skeleton_not_uploaded(msg: m.SkeletonNotUploaded) -> str:
 @_shows(m.ForwardFixAsk)
 def _forward_fix_ask(msg: m.ForwardFixAsk) -> Card:
     again = "Reminder: " if msg.again else ""
-    body = (f"`{e(msg.service)}` was rolled back from {e(msg.bad_revision)} (now known-bad). "
-            "Plan the forward fix: record the issue or pull request that fixes it and the root "
-            f"cause, or waive it with a reason (`{ids.COMMAND} forward-fix {e(msg.ref)} <url> "
-            f"[root cause]` · `{ids.COMMAND} forward-fix {e(msg.ref)} --waive <reason>`).")
+    moved = (f"`{e(msg.service)}` was rolled back from {e(msg.bad_revision)} (now known-bad). "
+             if msg.bad_revision else f"`{e(msg.service)}` was rolled back. ")
+    body = (moved + "Plan the forward fix: record the issue or pull request that fixes it "
+            "and the root cause, or waive it with a reason "
+            f"(`{ids.COMMAND} forward-fix {e(msg.ref)} <url> [root cause]` · "
+            f"`{ids.COMMAND} forward-fix {e(msg.ref)} --waive <reason>`).")
     if msg.final:
         body += ("\n:hourglass_flowing_sand: Last reminder: I stop asking now. The link can "
                  "still be recorded.")

@@ -93,7 +93,7 @@ class ForwardFixTracker:
 
     def notice(self, rb: Rollback, rec: ForwardFixRecord, seq: int, *, final: bool = False,
                closed: Message | None = None) -> Notice:
-        bad = rb.current_revision.label() if rb.current_revision is not None else "—"
+        bad = _rolled_back_from(rb)
         return Notice(f"{ASK_KEY}:{rb.id}:{seq}", ForwardFixAsk(
             str(rb.id), rb.ref, rb.service, bad, again=seq != 1, final=final,
             give_up_at=rec.give_up_at,
@@ -147,3 +147,10 @@ class ForwardFixTracker:
 
     def for_rollbacks(self, rollbacks: list[Rollback]) -> dict[int, ForwardFixRecord]:
         return self.store.for_rollbacks(rb.id for rb in rollbacks)
+
+
+def _rolled_back_from(rb: Rollback) -> str | None:
+    """The revision the rollback moved away from (the one marked known-bad); None for a
+    plan that did not change the version (config or webhook only)."""
+    cur = rb.current_revision
+    return cur.label() if cur is not None and cur.id != rb.target_revision.id else None

@@ -500,7 +500,7 @@ class ForwardFixAsk(Message):
     value: str
     ref: str
     service: str
-    bad_revision: str  # the revision rolled back from (known-bad now)
+    bad_revision: str | None  # the revision rolled back from (known-bad now); None: no move
     again: bool  # a repeat, not the first posting
     final: bool  # the last reminder: nobody is chased after this one
     give_up_at: datetime

@@ -446,3 +446,12 @@ def test_a_forward_fix_link_is_clickable_only_when_it_is_a_plain_web_address() -
     forged = replace(given, link="https://x.example|click <!channel>")
     shown = wording.line(forged)
     assert "<https://" not in shown and "<!channel>" not in shown
+
+
+def test_a_forward_fix_ask_names_the_known_bad_revision_only_when_the_version_moved() -> None:
+    ask = m.ForwardFixAsk("3", "RB-3", "hvb", "rev 5", False, False, AT, "U1", None)
+    assert "rolled back from rev 5 (now known-bad)" in wording.card(ask).text
+    config_only = wording.card(replace(ask, bad_revision=None))
+    assert "known-bad" not in config_only.text and "was rolled back." in config_only.text
+    assert [b.action_id for b in config_only.buttons] == [ids.FORWARD_FIX_RECORD,
+                                                         ids.FORWARD_FIX_WAIVE]
