@@ -26,6 +26,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.aftercare.forward_fix import ForwardFixTracker
 from bot.domain.command_parsing import Parsed, parse
 from bot.domain.config import SCOPES, RollbackConfig, Severity
 from bot.domain.contacts import contact_facts
@@ -35,6 +36,7 @@ from bot.persistence.store import Store
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.service import ModalDefaults, RollbackService
 from bot.usecases.timeline import TimelineReader
+from handlers import forward_fix as forward_fix_answer
 from handlers import ids, views
 from handlers import timeline as timeline_answer
 from handlers.deliveries import MalformedPayload, field, first_delivery, hand_off, open_view
@@ -56,10 +58,11 @@ def _loading_modal() -> dict[str, Any]:
 def register(app: App, service: RollbackService, pool: WorkPool,
              modal_reads: SharedReads[ModalDefaults | str], *, config: RollbackConfig,
              store: Store, chat: Chat, diagnoser: Diagnoser, diagnoses: DiagnosisLog,
-             timeline: TimelineReader) -> None:
+             timeline: TimelineReader, forward_fixes: ForwardFixTracker | None = None) -> None:
     """``config`` answers help and services in the ack; ``store`` dedupes deliveries and
     ``chat`` tells a refusal; ``diagnoser`` runs ``diagnose`` and ``diagnoses`` audits it;
-    ``timeline`` reads ``timeline RB-n`` (answered by ``handlers.timeline``)."""
+    ``timeline`` reads ``timeline RB-n`` (answered by ``handlers.timeline``);
+    ``forward_fixes`` records ``forward-fix RB-n`` and shows the links in ``history``."""
 
     @app.command(ids.COMMAND)
     def rollback_command(ack: Ack, body: dict[str, Any], respond: Respond,
@@ -139,8 +142,15 @@ def register(app: App, service: RollbackService, pool: WorkPool,
                 timeline, chat, parsed.argument or "", respond), store=store, chat=chat,
                 respond=respond)
             return
+        if parsed.verb == "forward-fix" and forward_fixes is not None:
+            tracker = forward_fixes
+            hand_off(slot, body, lambda: forward_fix_answer.run_command(
+                tracker, parsed, user=user, respond=respond), store=store, chat=chat,
+                respond=respond)
+            return
         hand_off(slot, body, lambda: _run(service, parsed, user, channel, respond,
-                                          diagnoser=diagnoser, diagnoses=diagnoses),
+                                          diagnoser=diagnoser, diagnoses=diagnoses,
+                                          forward_fixes=forward_fixes),
                  store=store, chat=chat, respond=respond,
                  dedupe=parsed.verb in ("request", "cancel", "clear-known-bad"))
 
@@ -217,7 +227,8 @@ def _mark_taken(diagnoses: DiagnosisLog, respond: Respond, record: int, *, name:
 
 
 def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
-         respond: Respond, *, diagnoser: Diagnoser, diagnoses: DiagnosisLog) -> None:
+         respond: Respond, *, diagnoser: Diagnoser, diagnoses: DiagnosisLog,
+         forward_fixes: ForwardFixTracker | None = None) -> None:
     """The verbs that read the database or a platform: in the after-ack pool."""
     if parsed.verb == "request":
         service.request(parsed, requester=user, channel_id=channel)
@@ -232,8 +243,10 @@ def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
                 blocks=views.rollback_list_blocks("Rollbacks", found))
     elif parsed.verb == "history":
         found = service.history(parsed.argument or "")
+        fixes = forward_fixes.for_rollbacks(found) if forward_fixes is not None else {}
         respond(response_type="ephemeral", text="history", blocks=views.
-                rollback_list_blocks(f"History of {parsed.argument}", found))
+                rollback_list_blocks(f"History of {parsed.argument}", found,
+                                     forward_fixes=fixes))
     elif parsed.verb == "revision":
         platform, detail = service.describe_revision(parsed.service or "", parsed.to or 0,
                                                      platform=parsed.platform)

@@ -34,6 +34,8 @@ REMINDER_SNOOZE = "reminder_snooze"
 DIAGNOSIS_REQUEST = "rollback_diagnosis_request"
 WATCH_REQUEST = "watcher_request_rollback"  # release watcher's proposal: open the request modal
 WATCH_SNOOZE = "watcher_snooze"
+FORWARD_FIX_RECORD = "forward_fix_record"  # its ask: opens the link + root cause dialog
+FORWARD_FIX_WAIVE = "forward_fix_waive"  # its ask: opens the waiver's reason dialog
 TIMELINE = "rollback_timeline"  # a finished request: its timeline, ephemeral + a Markdown file
 # inputs inside the request modal (block_actions fire for selects; we ignore them)
 MODAL_INPUT_ACTIONS = ("target_revision", "severity", "scope", "platform", "reason",
@@ -65,8 +67,11 @@ ALL_ACTIONS = (
     WATCH_REQUEST,
     WATCH_SNOOZE,
     TIMELINE,
+    FORWARD_FIX_RECORD,
+    FORWARD_FIX_WAIVE,
 )
 # Buttons that change nothing: open to anyone, like ``/rollback status``, so they have no row
 # in the authority table (bot.domain.authority holds decisions only).
 READ_ONLY_ACTIONS = (TIMELINE,)
-ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL)
+FORWARD_FIX_MODAL = "forward_fix_modal"  # private_metadata: "<rollback id>:record|waive"
+ALL_VIEWS = (REQUEST_MODAL, REJECT_MODAL, APPROVE_DESTRUCTIVE_MODAL, FORWARD_FIX_MODAL)

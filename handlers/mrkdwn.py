@@ -31,6 +31,14 @@ def escape(text: object) -> str:
     return ("" if text is None else str(text)).translate(_TABLE)
 
 
+def web_link(url: str) -> str:
+    """A clickable http(s) address (a forward fix's issue or pull request); anything else,
+    or one that could close the link early (``|``, ``>``, whitespace), as escaped text."""
+    if re.fullmatch(r"https?://[^\s<>|]+", url, flags=re.IGNORECASE):
+        return f"<{escape(url)}>"
+    return escape(url)
+
+
 def mention(user: str) -> str:
     """A user mention when ``user`` is a Slack user id; anything else as escaped text."""
     if _USER_ID.fullmatch(user):

@@ -25,7 +25,7 @@ from bot.domain.models import Rollback, Step
 from bot.domain.time_words import duration, in_utc
 from bot.domain.words import GroupMention
 from handlers import ids, wording
-from handlers.mrkdwn import escape, mention, usergroup
+from handlers.mrkdwn import escape, mention, usergroup, web_link
 from handlers.wording import severity_policy
 from platforms.base import PlatformSpecs, Revision, RevisionDetail
 
@@ -197,7 +197,8 @@ def _plan_warnings(rb: Rollback) -> list[Block]:
         out.append(section(
             f":rotating_light: *The pinned target {escape(rb.target_revision.label())} is "
             "KNOWN-BAD* "
-            f"(rolled back from{origin}). Executing it needs an approver's explicit override."))
+            f"(rolled back from{origin}{_forward_fix_note(mark.get('forward_fix'))}). "
+            "Executing it needs an approver's explicit override."))
     never = rb.plan_facts.get("never_deployed_target")
     if never:
         out.append(section(
@@ -302,7 +303,13 @@ def _revision_text(rev: dict[str, Any]) -> str:
     if rev.get("known_bad_by") is not None:
         text += " :no_entry: known-bad" + (f" (RB-{rev['known_bad_by']})"
                                           if rev["known_bad_by"] else "")
+        text += _forward_fix_note(rev.get("forward_fix"))
     return text
+
+
+def _forward_fix_note(link: object) -> str:
+    """A known-bad mark's forward fix (``bot.aftercare.forward_fix``), once recorded."""
+    return f", fix: {web_link(link)}" if isinstance(link, str) and link else ""
 
 
 def _size(size: int) -> str:
@@ -464,6 +471,9 @@ def help_blocks(command: str, platforms: PlatformSpecs, *,
             "a mark\n"
             f"`{command} contacts <service>`: the service's emergency contacts (incident "
             "commander, technical lead, DevOps, DBA, security)\n"
+            f"`{command} forward-fix <ID> <url> [root cause…]`: record the issue or pull "
+            "request fixing what was rolled back (shown on its known-bad mark) · "
+            f"`{command} forward-fix <ID> --waive <reason>`: no forward fix needed\n"
             f"`{command} diagnose <service>`: which runbook scenario applies now (error rate, "
             "database checks, external services), read-only, with a button that opens the "
             "request form with its scope"
@@ -526,17 +536,35 @@ def services_blocks(config: RollbackConfig) -> list[Block]:
     return [section("*Services*\n" + "\n".join(lines))]
 
 
-def rollback_list_blocks(title: str, rollbacks: list[Rollback]) -> list[Block]:
+def rollback_list_blocks(title: str, rollbacks: list[Rollback], *,
+                         forward_fixes: dict[int, Any] | None = None) -> list[Block]:
+    """``forward_fixes`` (by rollback id): each completed rollback's forward fix, shown on
+    the revision it marked known-bad."""
     if not rollbacks:
         return [section(f"*{escape(title)}*\nNothing to show.")]
+    fixes = forward_fixes or {}
     lines = [
         f"• *{rb.ref}* {escape(rb.service)} {STATE_BADGE[rb.state]} — to "
         f"{escape(rb.target_revision.label())}, "
         f"{rb.severity}, by {mention(rb.requester)} at {rb.created_at:%Y-%m-%d %H:%M} UTC"
-        + _recorded_times(rb)
+        + _recorded_times(rb) + _forward_fix_status(rb, fixes.get(rb.id))
         for rb in rollbacks
     ]
     return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
+
+
+def _forward_fix_status(rb: Rollback, rec: Any) -> str:
+    """History's word on the runbook's "Plan forward fix" for one rollback."""
+    if rec is None:
+        return ""
+    cur = rb.current_revision
+    bad = (f"known-bad {escape(cur.label())} "
+           if cur is not None and cur.id != rb.target_revision.id else "")
+    if rec.status == "given":
+        return f"; {bad}forward fix: {web_link(rec.link or '')}"
+    if rec.status == "waived":
+        return f"; {bad}forward fix waived: {escape(rec.reason)}"
+    return f"; {bad}forward fix: not recorded yet"
 
 
 def _recorded_times(rb: Rollback) -> str:
@@ -589,6 +617,7 @@ def known_bad_blocks(service: str, platform: str, marks: list[Any]) -> list[Bloc
     lines = [
         f"• {escape(Revision.from_dict(m.revision).label())} — marked "
         f"{m.marked_at:%Y-%m-%d %H:%M} UTC" + (f" by RB-{m.rollback_id}" if m.rollback_id else "")
+        + _forward_fix_note(getattr(m, "forward_fix", None))
         for m in marks
     ]
     return [section(f"*Known-bad revisions of {service}* ({platform})\n" + "\n".join(lines)),
@@ -648,7 +677,8 @@ def request_modal(*, service: str, platform: str, revisions: list[Any], severity
     if hidden:
         blocks.insert(1, context(
             ":no_entry: Known-bad, not offered: "
-            + ", ".join(escape(r.label()) for r in hidden)
+            + ", ".join(escape(r.label()) + _forward_fix_note(
+                getattr(bad[r.id], "forward_fix", None)) for r in hidden)
             + f". To roll to one anyway: `/rollback {escape(service)} --to REV` (an approver must "
             "override)."))
     if len(platforms) > 1:

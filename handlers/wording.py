@@ -30,7 +30,7 @@ from bot.domain.time_words import duration, in_utc, span
 from bot.domain.words import GroupMention
 from handlers import ids
 from handlers.mrkdwn import escape as e
-from handlers.mrkdwn import handle, mention, permalink, usergroup, words
+from handlers.mrkdwn import handle, mention, permalink, usergroup, web_link, words
 
 _M = TypeVar("_M", bound=m.Message)
 _LINES: dict[type[m.Message], Callable[[Any], str]] = {}
@@ -661,6 +661,41 @@ def _skeleton_not_uploaded(msg: m.SkeletonNotUploaded) -> str:
     return (f":warning: I could not upload the post-mortem skeleton for {e(msg.ref)} "
             f"({e(msg.error)}); `{e(msg.filename)}` stays in the bot's post-mortem folder "
             "(`aftercare.postmortem_dir`).")
+
+
+@_shows(m.ForwardFixAsk)
+def _forward_fix_ask(msg: m.ForwardFixAsk) -> Card:
+    again = "Reminder: " if msg.again else ""
+    moved = (f"`{e(msg.service)}` was rolled back from {e(msg.bad_revision)} (now known-bad). "
+             if msg.bad_revision else f"`{e(msg.service)}` was rolled back. ")
+    body = (moved + "Plan the forward fix: record the issue or pull request that fixes it "
+            "and the root cause, or waive it with a reason "
+            f"(`{ids.COMMAND} forward-fix {e(msg.ref)} <url> [root cause]` · "
+            f"`{ids.COMMAND} forward-fix {e(msg.ref)} --waive <reason>`).")
+    if msg.final:
+        body += ("\n:hourglass_flowing_sand: Last reminder: I stop asking now. The link can "
+                 "still be recorded.")
+    buttons: tuple[Button, ...] = ()
+    if msg.closed is None:
+        buttons = (Button("Record forward fix", ids.FORWARD_FIX_RECORD, msg.value, "primary"),
+                   Button("Waive", ids.FORWARD_FIX_WAIVE, msg.value))
+    return Card(title=f":wrench: {again}Forward fix for {e(msg.ref)}", text=body,
+                mention=msg.mention, buttons=buttons,
+                footer=line(msg.closed) if msg.closed is not None else None)
+
+
+@_says(m.ForwardFixRecorded)
+def _forward_fix_recorded(msg: m.ForwardFixRecorded) -> str:
+    who = mention(msg.user) if msg.user else "nobody"
+    at = f"{in_utc(msg.at):%Y-%m-%d %H:%M} UTC"
+    if msg.status == "given":
+        cause = f"\nRoot cause: {e(msg.root_cause)}" if msg.root_cause else ""
+        return (f":white_check_mark: Forward fix of {e(msg.ref)}: {web_link(msg.link or '')} "
+                f"— recorded by {who} at {at}{cause}")
+    if msg.status == "waived":
+        return (f":heavy_minus_sign: Forward fix of {e(msg.ref)} waived by {who} at {at}: "
+                f"{e(msg.reason)}")
+    return f":hourglass_flowing_sand: Forward fix of {e(msg.ref)}: no longer chased ({at})"
 
 
 # ---------------------------------------------------------------------------- diagnosis

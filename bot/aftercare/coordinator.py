@@ -68,7 +68,8 @@ class Aftercare:
     def __init__(self, service: RollbackService, *, catalog: Catalog, rollback_store: Store,
                  jobs: JobStore, chat: Chat, policy: Policy, clock: Clock,
                  on_approved: Callable[[int], None], store: AftercareStore, outbox: Outbox,
-                 notifier: Notifier, reminders: Reminders) -> None:
+                 notifier: Notifier, reminders: Reminders,
+                 on_completed: tuple[Callable[[Rollback], None], ...] = ()) -> None:
         self.service = service  # the use cases aftercare finishes with: get, resolve
         self.catalog = catalog
         self.rollback_store = rollback_store
@@ -81,6 +82,9 @@ class Aftercare:
         self.outbox = outbox
         self.notifier = notifier
         self.reminders = reminders
+        # After a completion (re-run by a retried tick too, so each must be idempotent):
+        # the forward-fix ask (bot.aftercare.forward_fix).
+        self.on_completed = on_completed
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         """The job kinds aftercare runs, for the composition root's router."""
@@ -277,6 +281,8 @@ class Aftercare:
                   else "Rollback verified; no stability monitoring configured")
         self._schedule_notify(rb, "stable", 1, detail=detail)
         self.reminders.create(rb)
+        for hook in self.on_completed:
+            hook(rb)
 
     def _record_known_good(self, rb: Rollback) -> None:
         """A stable rollback's configuration is what a later ``restore_config`` returns to.

@@ -68,6 +68,8 @@ class Action(StrEnum):
     RESUME_MONITORING = "resume monitoring"
     REMINDER = "update a reminder"
     CLEAR_KNOWN_BAD = "clear a known-bad mark"
+    FORWARD_FIX = "record the forward fix"
+    WAIVE_FORWARD_FIX = "waive the forward fix"
 
 
 class Guard(StrEnum):
@@ -183,6 +185,16 @@ RULES: tuple[Rule, ...] = (
     Rule(Action.CLEAR_KNOWN_BAD, (R.APPROVER,), frozenset(), Where.ANYWHERE,
          "clear a known-bad mark of `{service}`",
          "`/rollback known-bad <service> clear REV --reason`", (Guard.REASON,)),
+    # The runbook's "Plan forward fix" (bot.aftercare.forward_fix): whoever ran the incident
+    # records the link; waiving it ("no fix needed") is a decision for the people
+    # accountable for the rollback, never the requester alone, and it needs a reason.
+    Rule(Action.FORWARD_FIX, (R.REQUESTER, R.INCIDENT_COMMANDER, R.ITS_APPROVER, R.APPROVER),
+         frozenset({S.COMPLETED}), Where.ANYWHERE, "record the forward fix of {ref}",
+         "*Record forward fix* (its ask) or `/rollback forward-fix RB-n <url> [root cause]`"),
+    Rule(Action.WAIVE_FORWARD_FIX, (R.INCIDENT_COMMANDER, R.ITS_APPROVER, R.APPROVER),
+         frozenset({S.COMPLETED}), Where.ANYWHERE, "waive the forward fix of {ref}",
+         "*Waive* (its ask) or `/rollback forward-fix RB-n --waive <reason>`",
+         (Guard.REASON,)),
 )
 
 TABLE: dict[Action, Rule] = {r.action: r for r in RULES}

@@ -10,14 +10,14 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from bot.domain import incident_times
+from bot.domain import forward_fix, incident_times
 from bot.domain.config import SCOPES, Severity
 from bot.domain.errors import ParseError
+from bot.domain.forward_fix import ForwardFixInput
 from platforms.base import PlatformSpecs
 
 SUBCOMMANDS = ("help", "services", "status", "history", "cancel", "known-bad", "diagnose",
-               "timeline",
-               "contacts")
+               "timeline", "contacts", "forward-fix")
 # Revisions are small counters on every platform; nine digits is far beyond any real one
 # and keeps int() away from its 4,300-digit limit.
 MAX_REVISION = 999_999_999
@@ -52,7 +52,8 @@ def revision_number(raw: str, *, flag: str = "") -> int:
 @dataclass(frozen=True)
 class Parsed:
     verb: str  # help | services | status | history | revision | cancel | known-bad
-    #            | clear-known-bad | diagnose | timeline | contacts | request | modal
+    #            | clear-known-bad | diagnose | timeline | contacts | forward-fix | request
+    #            | modal
     service: str | None = None
     argument: str | None = None
     to: int | None = None
@@ -63,6 +64,8 @@ class Parsed:
     # ``--started``: when the incident began, as typed (read against the clock by the
     # request: ``bot.domain.incident_times.resolve``); None: the plan offers a default.
     started: str | None = None
+    # ``forward-fix RB-N <url> [root cause…]`` / ``--waive <reason>``: ``argument`` is the id.
+    forward_fix: ForwardFixInput | None = None
 
 
 def _value(tokens: list[str], i: int, flag: str) -> str:
@@ -88,6 +91,10 @@ def parse(text: str, *, platforms: PlatformSpecs) -> Parsed:
     head = tokens[0]
     if head == "known-bad":
         return _known_bad(tokens, platforms)
+    if head == "forward-fix":
+        ref, given = forward_fix.parse(tokens[1:])
+        _rollback_id(ref)
+        return Parsed("forward-fix", argument=ref, forward_fix=given)
     if head == "diagnose":
         if len(tokens) < 2 or tokens[1].startswith("--"):
             raise ParseError("`diagnose` needs a service.")

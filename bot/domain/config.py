@@ -596,6 +596,11 @@ class AftercareSettings(Strict):
     postmortem_dir: str | None = None
     reminder_snooze_hours: float = Field(default=4, gt=0)
     reminder_repeat_hours: float = Field(default=24, gt=0)
+    # The runbook's "Plan forward fix" (bot.aftercare.forward_fix): asked at completion, then
+    # daily (a working day's rhythm, never hourly nagging: at least 1 h); after two weeks a
+    # final note stops the chase (the link can still be recorded afterwards).
+    forward_fix_repeat_hours: float = Field(default=24, ge=1)
+    forward_fix_stop_after_days: float = Field(default=14, gt=0, le=365)
 
 
 class DiagnoseSettings(Strict):

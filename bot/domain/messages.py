@@ -516,6 +516,35 @@ class SkeletonNotUploaded(Message):
     filename: str
 
 
+@dataclass(frozen=True)
+class ForwardFixAsk(Message):
+    """The runbook's "Plan forward fix": asks for the issue or PR link and the root cause
+    (``bot.aftercare.forward_fix``); ``value`` (the rollback id) identifies it on buttons."""
+
+    value: str
+    ref: str
+    service: str
+    bad_revision: str | None  # the revision rolled back from (known-bad now); None: no move
+    again: bool  # a repeat, not the first posting
+    final: bool  # the last reminder: nobody is chased after this one
+    give_up_at: datetime
+    mention: str | None
+    closed: Message | None
+
+
+@dataclass(frozen=True)
+class ForwardFixRecorded(Message):
+    """Footer (and thread line) of a forward fix given, waived, or no longer chased."""
+
+    status: str  # given | waived | expired
+    ref: str
+    user: str | None  # None: expired (the bot stopped asking)
+    at: datetime
+    link: str | None = None
+    root_cause: str | None = None
+    reason: str | None = None
+
+
 # ---------------------------------------------------------------------------- diagnosis
 @dataclass(frozen=True)
 class Checked:

@@ -123,3 +123,4 @@ class KnownBad:
     revision: dict[str, Any]
     rollback_id: int | None
     marked_at: datetime
+    forward_fix: str | None = None  # the issue or pull request fixing it, once recorded

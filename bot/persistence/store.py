@@ -603,12 +603,16 @@ class Store:
         return marked
 
     def known_bad(self, service: str, platform: str) -> dict[str, KnownBad]:
-        """Active known-bad marks of a service on a platform, by revision id."""
+        """Active known-bad marks of a service on a platform, by revision id, each with the
+        forward fix recorded for the rollback that made it (migration 015)."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                "SELECT service, platform, revision_id, revision, rollback_id, marked_at"
-                " FROM known_bad_revisions WHERE service = %s AND platform = %s"
-                " AND cleared_at IS NULL ORDER BY marked_at", (service, platform))
+                "SELECT k.service, k.platform, k.revision_id, k.revision, k.rollback_id,"
+                " k.marked_at, f.link AS forward_fix FROM known_bad_revisions k"
+                " LEFT JOIN forward_fixes f ON f.rollback_id = k.rollback_id"
+                " AND f.status = 'given'"
+                " WHERE k.service = %s AND k.platform = %s"
+                " AND k.cleared_at IS NULL ORDER BY k.marked_at", (service, platform))
             return {r["revision_id"]: KnownBad(**r) for r in cur.fetchall()}
 
     def clear_known_bad(self, service: str, platform: str, revision_id: str, *,

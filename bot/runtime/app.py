@@ -22,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.aftercare.coordinator import Aftercare
 from bot.aftercare.escalation import Escalation
+from bot.aftercare.forward_fix import ForwardFixTracker
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.aftercare.reminders import Reminders
@@ -45,6 +46,7 @@ from bot.execution.scheduler import LeaderScheduler
 from bot.observability import scrub
 from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.db import migrate, open_pool, resolve_database_url
+from bot.persistence.forward_fix_store import ForwardFixStore
 from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.mail_outbox import MailOutbox
@@ -198,6 +200,7 @@ class Core:
     job_router: JobRouter
     scheduler: LeaderScheduler
     database_url: str = field(repr=False)
+    forward_fixes: ForwardFixTracker | None = None
 
 
 def build_core(
@@ -257,9 +260,15 @@ def build_core(
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox,
                            pull_requests=pull_requests)
+    forward_fixes = ForwardFixTracker(
+        rollback_store=store, jobs=jobs, policy=policy, clock=clock,
+        store=ForwardFixStore(store.pool), outbox=outbox,
+        repeat_hours=config.aftercare.forward_fix_repeat_hours,
+        stop_after_days=config.aftercare.forward_fix_stop_after_days)
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
+                          on_completed=(forward_fixes.create,),
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
                                             outbox=outbox, mail=mail,
                                             statuspage=statuspage.nudge))
@@ -273,7 +282,8 @@ def build_core(
                              clock=clock, request=service.request)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
-    for owner in (timers, aftercare, watcher, mail, escalation, pull_requests, statuspage):
+    for owner in (timers, aftercare, watcher, mail, escalation, pull_requests, statuspage,
+                  forward_fixes):
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
@@ -282,6 +292,7 @@ def build_core(
     return Core(config=config, store=store, jobs=jobs, chat=chat, catalog=catalog,
                 policy=policy, service=service, timers=timers, aftercare=aftercare,
                 reminders=reminders_, outbox=outbox, executor=executor, watcher=watcher,
+                forward_fixes=forward_fixes,
                 job_router=job_router, scheduler=scheduler, database_url=database_url)
 
 
@@ -294,6 +305,7 @@ def create_app(
     """The bot: the core (``build_core``) behind Slack's listeners."""
     from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
     from handlers import errors as error_handlers
+    from handlers import forward_fix as forward_fix_buttons
     from handlers import timeline as timeline_button
     from handlers.gateway import SlackChat, SlackDirectory
 
@@ -333,7 +345,8 @@ def create_app(
                                      reads=TimelineReads(store.pool), clock=clock)
     commands.register(bolt, service, pool, modal_reads, config=config, store=store, chat=chat,
                       diagnoser=Diagnoser(core.catalog, clock=clock),
-                      diagnoses=DiagnosisLog(store), timeline=timeline_reader)
+                      diagnoses=DiagnosisLog(store), timeline=timeline_reader,
+                      forward_fixes=core.forward_fixes)
     timeline_button.register(bolt, timeline_reader, pool, store=store, chat=chat)
     actions.register(bolt, service, decisions, store=store, chat=chat)
     modals.register(bolt, service, pool, store=store, chat=chat,
@@ -342,6 +355,8 @@ def create_app(
                                chat=chat)
     watcher_buttons.register(bolt, core.watcher, service, pool, modal_reads, store=store,
                              chat=chat)
+    if core.forward_fixes is not None:
+        forward_fix_buttons.register(bolt, core.forward_fixes, store=store, chat=chat)
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,

@@ -827,7 +827,7 @@ def _previous_version_item(choice: RevisionChoice) -> dict[str, Any]:
 
 def _mark_facts(mark: KnownBad) -> dict[str, Any]:
     return {"revision_id": mark.revision_id, "rollback_id": mark.rollback_id,
-            "marked_at": mark.marked_at.isoformat()}
+            "marked_at": mark.marked_at.isoformat(), "forward_fix": mark.forward_fix}
 
 
 def _revision_facts(history: list[Revision], known_bad: dict[str, KnownBad],
@@ -838,7 +838,8 @@ def _revision_facts(history: list[Revision], known_bad: dict[str, KnownBad],
         mark = known_bad.get(rev.id)
         out.append({"number": rev.number, "label": rev.label(), "current": rev.current,
                     "target": rev.id == target.id,
-                    "known_bad_by": (mark.rollback_id or 0) if mark else None})
+                    "known_bad_by": (mark.rollback_id or 0) if mark else None,
+                    "forward_fix": mark.forward_fix if mark else None})
     return out
 
 

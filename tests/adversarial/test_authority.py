@@ -90,6 +90,7 @@ BUTTONS: dict[str, Action] = {
     ids.DIAGNOSIS_REQUEST: Action.REQUEST,  # opens the request form, under the request's rules
     ids.WATCH_REQUEST: Action.REQUEST,  # the release watcher's proposal: the same
     ids.WATCH_SNOOZE: Action.REQUEST,  # silencing proposals: whoever may request may snooze
+    ids.FORWARD_FIX_RECORD: Action.FORWARD_FIX, ids.FORWARD_FIX_WAIVE: Action.WAIVE_FORWARD_FIX,
     **{f"{ids.CHECKLIST}:{item}": authority.tick_action(item) for item in CHECKLIST_ITEMS},
 }
 _ROLE_NAMES = {Role.REQUESTER: REQUESTER, Role.APPROVER: APPROVER, Role.TECH_LEAD: TECH_LEAD,
@@ -119,6 +120,11 @@ def test_table_matches_the_expectation() -> None:
         assert rule.where == expected_where, action
     assert authority.rule(Action.REQUEST).where == Where.INCIDENT_CHANNEL
     assert authority.rule(Action.CLEAR_KNOWN_BAD).who == (Role.APPROVER,)
+    # The forward fix: whoever ran the incident records it; waiving it is for those
+    # accountable (never the requester alone), on a completed rollback only.
+    fix, waive = authority.rule(Action.FORWARD_FIX), authority.rule(Action.WAIVE_FORWARD_FIX)
+    assert Role.REQUESTER in fix.who and Role.REQUESTER not in waive.who
+    assert fix.states == waive.states == {State.COMPLETED}
 
 
 def test_the_documented_table_is_the_modules() -> None:

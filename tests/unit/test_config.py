@@ -217,3 +217,20 @@ def test_the_examples_commented_email_settings_are_valid_when_uncommented() -> N
     cfg = parse_config(yaml.safe_load("\n".join(lines)), platforms=PRODUCTION)
     assert cfg.smtp is not None and cfg.smtp.password_env == "SMTP_PASSWORD"
     assert cfg.services["hotel-voice-bot"].stakeholders.email == ["ops@example.com"]
+
+
+def test_forward_fix_cadence_is_checked_with_the_key_path(tmp_path: Path) -> None:
+    data = _example()
+    assert parse_config(data, platforms=PRODUCTION).aftercare.forward_fix_repeat_hours == 24
+    data.setdefault("aftercare", {}).update(forward_fix_repeat_hours=0.5,
+                                            forward_fix_stop_after_days=0)
+    path = tmp_path / "nagging.yml"
+    path.write_text(yaml.safe_dump(data))
+    bad = _cli("check-config", str(path))
+    assert bad.returncode == 2
+    assert "aftercare.forward_fix_repeat_hours" in bad.stderr
+    assert "aftercare.forward_fix_stop_after_days" in bad.stderr
+    data["aftercare"] = {"forward_fix_reminder_hours": 24}  # a misspelt key is an error too
+    path.write_text(yaml.safe_dump(data))
+    bad = _cli("check-config", str(path))
+    assert bad.returncode == 2 and "aftercare.forward_fix_reminder_hours" in bad.stderr

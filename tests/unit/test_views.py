@@ -255,3 +255,34 @@ def test_true_times_are_valid_block_kit_and_name_their_source() -> None:
     field = next(b for b in modal["blocks"] if b.get("block_id") == "incident_started")
     assert field["optional"] and field["hint"]["text"].endswith(
         "Empty: 2026-11-29 02:48 UTC (the release watcher's first breach).")
+
+
+def test_a_known_bad_mark_shows_its_forward_fix_wherever_it_is_shown() -> None:
+    from bot.domain.config import Severity
+    from bot.domain.models import KnownBad
+    from bot.persistence.forward_fix_store import ForwardFixRecord
+    from handlers import views_forward_fix
+
+    link = "https://github.com/acme/hvb/pull/812?a=1&b=2"
+    shown = "<https://github.com/acme/hvb/pull/812?a=1&amp;b=2>"
+    facts = {**FACTS, "revisions": [{**FACTS["revisions"][1], "forward_fix": link}],
+             "known_bad_target": {**FACTS["known_bad_target"], "forward_fix": link}}
+    _, blocks = views.rollback_message(_rollback(State.PENDING_APPROVAL, plan_facts=facts), STEPS)
+    _validate(blocks)
+    assert str(blocks).count(f"fix: {shown}") == 2  # the revision list and the warning
+    mark = KnownBad("hvb", "kubernetes", "b", {"id": "b", "number": 2, "images": ["x:2"]}, 3,
+                    NOW, forward_fix=link)
+    assert f"fix: {shown}" in str(views.known_bad_blocks("hvb", "kubernetes", [mark]))
+    modal = views.request_modal(
+        service="hvb", platform="kubernetes", severity=Severity.P1, scope=["app"],
+        channel_id="C1", platforms=["kubernetes"], known_bad={"b": mark},
+        revisions=[Revision("a", 3, ("x:3",), current=True), Revision("b", 2, ("x:2",)),
+                   Revision("c", 1, ("x:1",))])
+    View(**modal).validate_json()
+    assert f"fix: {shown}" in str(modal["blocks"])
+    done = _rollback(State.COMPLETED)
+    rec = ForwardFixRecord(7, "waived", 2, NOW, NOW, None, None, "config only", "U2", NOW, NOW)
+    history = str(views.rollback_list_blocks("History", [done], forward_fixes={7: rec}))
+    assert "known-bad rev 5 (app:v2) forward fix waived: config only" in history
+    for waive in (False, True):
+        View(**views_forward_fix.forward_fix_modal(done, waive=waive)).validate_json()

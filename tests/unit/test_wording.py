@@ -114,6 +114,10 @@ SAMPLES: list[m.Message] = [
         m.EscalatedContact("Incident commander", "", None, GroupMention("@ics", None), None,
                            "ic@example.com")), ("Technical lead",), True, "step 4 Restore"),
     m.PageFailed("RB-3", "trigger", "PagerDuty refused the trigger (429): slow down", True),
+    m.ForwardFixAsk("3", "RB-3", "hvb", "rev 5", True, True, AT, "U1",
+                    m.ForwardFixRecorded("waived", "RB-3", "U2", AT, reason="config only")),
+    m.ForwardFixRecorded("given", "RB-3", "U2", AT, link="https://github.com/o/r/pull/7",
+                         root_cause="a bad cache key"),
 ]
 
 
@@ -453,3 +457,20 @@ def test_the_watch_reading_line_rounds_its_figures() -> None:
     assert (m.WatchReading(0.0612, 0.05, 779, AT).figures()
             == m.WatchReading(0.0614, 0.05, 721, AT + timedelta(minutes=1)).figures())
     assert m.WatchReading(0.0616, 0.05, 750, AT).figures() != ("6.1", 12)
+
+
+def test_a_forward_fix_link_is_clickable_only_when_it_is_a_plain_web_address() -> None:
+    given = m.ForwardFixRecorded("given", "RB-3", "U2", AT, link="https://x.example/i/7?a=1&b=2")
+    assert "<https://x.example/i/7?a=1&amp;b=2>" in wording.line(given)
+    forged = replace(given, link="https://x.example|click <!channel>")
+    shown = wording.line(forged)
+    assert "<https://" not in shown and "<!channel>" not in shown
+
+
+def test_a_forward_fix_ask_names_the_known_bad_revision_only_when_the_version_moved() -> None:
+    ask = m.ForwardFixAsk("3", "RB-3", "hvb", "rev 5", False, False, AT, "U1", None)
+    assert "rolled back from rev 5 (now known-bad)" in wording.card(ask).text
+    config_only = wording.card(replace(ask, bad_revision=None))
+    assert "known-bad" not in config_only.text and "was rolled back." in config_only.text
+    assert [b.action_id for b in config_only.buttons] == [ids.FORWARD_FIX_RECORD,
+                                                         ids.FORWARD_FIX_WAIVE]
