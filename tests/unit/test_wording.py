@@ -122,7 +122,7 @@ SAMPLES: list[m.Message] = [
 
 
 def test_an_escalation_mentions_people_names_unresolved_groups_and_unconfigured_roles() -> None:
-    text = wording.line(SAMPLES[-2])
+    text = wording.line(next(s for s in SAMPLES if isinstance(s, m.Escalated)))
     assert text.startswith(":sos: *Escalation for RB-3: the rollback stopped and needs a "
                            "human* (step 4 Restore).")
     assert "• *DBA* Dave · <@U0DAVE> · :telephone_receiver: +1 415 555 0102" in text
