@@ -614,7 +614,9 @@ def _statuspage(msg: m.StatuspageNotUpdated) -> str:
 
 @_says(m.StakeholdersNotEmailed)
 def _not_emailed(msg: m.StakeholdersNotEmailed) -> str:
-    return (f":warning: The {e(msg.phase.replace('_', ' '))} update was not e-mailed to "
+    what = ("post-mortem meeting invitation" if msg.phase == "postmortem_meeting" else
+            f"{msg.phase.replace('_', ' ')} update")
+    return (f":warning: The {e(what)} was not e-mailed to "
             f"{e(', '.join(msg.recipients))} ({e(msg.error)}); tell them by hand.")
 
 

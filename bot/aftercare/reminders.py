@@ -15,6 +15,7 @@ from pathlib import Path
 from bot.aftercare import meeting, postmortem
 from bot.aftercare.notifications import deadlines
 from bot.aftercare.postmortem_pr import PostmortemPullRequests
+from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.domain.authority import Action
 from bot.domain.config import RollbackConfig
 from bot.domain.errors import NotAllowed
@@ -41,8 +42,10 @@ class Reminders:
 
     def __init__(self, *, config: RollbackConfig, rollback_store: Store, jobs: JobStore,
                  policy: Policy, clock: Clock, aftercare_store: AftercareStore,
-                 outbox: Outbox, pull_requests: PostmortemPullRequests | None = None) -> None:
+                 outbox: Outbox, pull_requests: PostmortemPullRequests | None = None,
+                 mail: StakeholderMail | None = None) -> None:
         self.config = config
+        self.mail = mail  # the meeting by e-mail too, when a relay and addresses are set
         self.pull_requests = pull_requests  # the skeleton as a pull request, when configured
         self.rollback_store = rollback_store
         self.jobs = jobs
@@ -127,6 +130,20 @@ class Reminders:
                                title=f"Post-mortem meeting {rb.ref} (30 min)")
         except Exception as exc:
             log.warning("post-mortem meeting for %s not attached: %s", rb.ref,
+                        type(exc).__name__)
+            return
+        if self.mail is None:
+            return
+        try:  # keyed per rollback: a re-run of this reminder queues nothing twice
+            self.mail.queue_invitation(
+                rb, key=f"email:postmortem-meeting:{rb.id}", filename=meeting.filename(rb),
+                calendar=content.decode("utf-8"),
+                subject=f"Post-mortem meeting: {rb.service} {rb.ref} (30 min)",
+                body=(f"A 30-minute post-mortem meeting for {rb.ref} ({rb.service}), before "
+                      f"the post-mortem deadline {r.due_at:%Y-%m-%d %H:%M} UTC. The "
+                      "invitation is attached (open it to add it to your calendar)."))
+        except Exception as exc:
+            log.warning("post-mortem meeting for %s not e-mailed: %s", rb.ref,
                         type(exc).__name__)
 
     def _say_not_uploaded(self, rb: Rollback, document: Path, exc: Exception) -> None:

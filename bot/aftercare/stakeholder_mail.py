@@ -73,6 +73,24 @@ class StakeholderMail:
                            dedupe_key=f"{MAIL_JOB}:{key}")
         return True
 
+    def queue_invitation(self, rb: Rollback, *, key: str, subject: str, body: str,
+                         calendar: str, filename: str) -> bool:
+        """The post-mortem meeting by e-mail, to the service's emergency contacts that have
+        an address (the people who run the post-mortem), through the same outbox and job as
+        a notice; False when there is no relay or nobody to send it to."""
+        smtp = self.config.smtp
+        recipients = tuple(dict.fromkeys(
+            c.email for _, c in self.config.contacts_for(rb.service).configured() if c.email))
+        if smtp is None or not recipients:
+            return False
+        self.mail_outbox.add(key, rollback_id=rb.id, mail=new_mail(
+            smtp, recipients=recipients, subject=scrub(subject), body=scrub(body),
+            calendar=calendar, calendar_name=filename))
+        self.jobs.schedule(kind=MAIL_JOB, rollback_id=rb.id, due_at=self.clock(),
+                           payload={"key": key, "phase": "postmortem_meeting"},
+                           dedupe_key=f"{MAIL_JOB}:{key}")
+        return True
+
     def run_job(self, job: Job) -> None:
         key, phase = str(job.payload["key"]), str(job.payload.get("phase", ""))
         if self.sender is None:  # the relay was removed from the config since: say so once

@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 def new_mail(smtp: SmtpSettings, *, recipients: tuple[str, ...], subject: str,
-             body: str) -> Mail:
+             body: str, calendar: str = "", calendar_name: str = "") -> Mail:
     """A message with its identity fixed now: Message-ID (RFC 5322 3.6.4) and Date."""
     domain = smtp.sender().rpartition("@")[2] or None
     return Mail(message_id=make_msgid(domain=domain), date=format_datetime(datetime.now(UTC)),
                 sender=smtp.from_address, envelope_from=smtp.sender(),
-                recipients=recipients, subject=subject, body=body)
+                recipients=recipients, subject=subject, body=body, calendar=calendar,
+                calendar_name=calendar_name)
 
 
 def email_message(mail: Mail) -> EmailMessage:
@@ -48,6 +49,14 @@ def email_message(mail: Mail) -> EmailMessage:
     # RFC 3834 3.1.7: a machine wrote it, so vacation responders stay quiet.
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(mail.body, charset="utf-8")
+    if mail.calendar:
+        # RFC 5545 8.1 registers text/calendar; RFC 6047 (iMIP) 2.4 puts the object's METHOD
+        # in the content type too, which is how mail clients offer "add to calendar".
+        method = next((line.split(":", 1)[1] for line in mail.calendar.splitlines()
+                       if line.startswith("METHOD:")), "PUBLISH")
+        msg.add_attachment(mail.calendar.encode("utf-8"), maintype="text", subtype="calendar",
+                           filename=mail.calendar_name or "invitation.ics",
+                           params={"method": method, "charset": "utf-8"})
     return msg
 
 

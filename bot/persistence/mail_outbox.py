@@ -44,6 +44,10 @@ class Mail:
     recipients: tuple[str, ...]
     subject: str
     body: str  # plain text, sent as UTF-8
+    # An iCalendar attachment (RFC 5545 text) and its file name; "" for none. Rows written
+    # before this field existed read back with the default.
+    calendar: str = ""
+    calendar_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "recipients": list(self.recipients)}

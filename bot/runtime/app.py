@@ -259,7 +259,7 @@ def build_core(
     jobs.outlive_cancel(SYNC_JOB)  # a rejected request's end still reaches the page
     reminders_ = Reminders(config=config, rollback_store=store, jobs=jobs, policy=policy,
                            clock=clock, aftercare_store=aftercare_store, outbox=outbox,
-                           pull_requests=pull_requests)
+                           pull_requests=pull_requests, mail=mail)
     forward_fixes = ForwardFixTracker(
         rollback_store=store, jobs=jobs, policy=policy, clock=clock,
         store=ForwardFixStore(store.pool), outbox=outbox,

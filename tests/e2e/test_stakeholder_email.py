@@ -48,7 +48,16 @@ def _tick_until(h: Harness, what: Callable[[], Any], message: str) -> Any:
 
 
 def _events(h: Harness, rid: int, name: str) -> list[Any]:
-    return [e for e in h.bot.store.audit_events(rid) if e.event == name]
+    """The notices' e-mail events (the post-mortem meeting's, to the contacts, aside:
+    tests/e2e/test_postmortem_meeting_email.py)."""
+    return [e for e in h.bot.store.audit_events(rid) if e.event == name
+            and e.detail.get("phase") != "postmortem_meeting"]
+
+
+def _notices(smtp: SmtpServer) -> list[Any]:
+    """The stakeholder notices received (not the post-mortem meeting invitation)."""
+    return [m for m in smtp.messages()
+            if not str(m.message["Subject"]).startswith("Post-mortem meeting")]
 
 
 def test_a_completed_rollback_notice_arrives_in_slack_and_by_email(
@@ -77,11 +86,11 @@ def test_a_completed_rollback_notice_arrives_in_slack_and_by_email(
     assert sent.actor == "bot" and sent.detail["message_id"] == mail.message_id
     assert sent.detail["to"] == EMAILS and sent.detail["phase"] == "restored"
     # The next phase's update ("stable") goes both ways too; nothing is sent twice.
-    _tick_until(h, lambda: len(smtp.messages()) == 2, "the stable update's e-mail")
+    _tick_until(h, lambda: len(_notices(smtp)) == 2, "the stable update's e-mail")
     h.clock.advance(hours=1)
     for _ in range(3):
         h.tick()
-    first, stable = smtp.messages()
+    first, stable = _notices(smtp)
     assert first.message_id == mail.message_id != stable.message_id
     assert stable.message["Subject"] == f"[Stable] Hotel Voice Bot stable (RB-{rid})"
     updates = [m["text"] for m in h.emulator.messages(STAKEHOLDERS)]
@@ -143,6 +152,9 @@ def test_a_5xx_answer_stops_audits_and_tells_the_thread_without_touching_the_rol
     # Each phase's e-mail (restored, then stable) was tried once and never again.
     failures = _events(h, rid, "stakeholder_email_failed")
     assert [e.detail["phase"] for e in failures] == ["restored", "stable"]
-    assert smtp.data_commands == 2 and smtp.messages() == []
-    warnings = [t for t in h.thread_texts(msg) if "not e-mailed" in t]
+    # Two notices and the post-mortem meeting (to the contacts) met the same 554.
+    assert smtp.data_commands == 3 and smtp.messages() == []
+    meeting = [t for t in h.thread_texts(msg) if "post-mortem meeting invitation" in t]
+    assert len(meeting) == 1 and "dave@example.com" in meeting[0], meeting
+    warnings = [t for t in h.thread_texts(msg) if "update was not e-mailed" in t]
     assert len(warnings) == 2 and "The stable update" in warnings[1]
