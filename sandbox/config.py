@@ -48,7 +48,7 @@ def sandbox_config_dict(
     postmortem_dir: str | None = None, error_rate_window: str = "30s",
     watcher: dict[str, Any] | None = None, ecs: dict[str, Any] | None = None,
     fly: dict[str, Any] | None = None, load_balancer: dict[str, Any] | None = None,
-    pagerduty: dict[str, Any] | None = None,
+    pagerduty: dict[str, Any] | None = None, statuspage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The example catalog with local endpoints. ``watcher`` (keys of
     ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
@@ -56,7 +56,8 @@ def sandbox_config_dict(
     seconds-long durations needs one of seconds too, or the ratio lags the release.
     ``ecs``/``fly`` add the platform services (``platform_services``); ``load_balancer`` is
     the ECS service's ``load_balancer`` block; ``pagerduty`` the services' ``pagerduty``
-    block (the sandbox's PagerDuty emulator)."""
+    block (the sandbox's PagerDuty emulator); ``statuspage`` the Kubernetes service's
+    ``stakeholders.statuspage`` block (the sandbox's Statuspage emulator)."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -86,6 +87,8 @@ def sandbox_config_dict(
         svc["watcher"] = {**svc.get("watcher", {}), "enabled": True, **watcher}
     svc["monitoring"] = monitoring or {"duration_seconds": 0, "interval_seconds": 5}
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
+    if statuspage is not None:
+        svc["stakeholders"]["statuspage"] = statuspage
     svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people: mentions work
     if pagerduty is not None:
         svc["pagerduty"] = pagerduty

@@ -44,6 +44,7 @@ from sandbox.prometheus import SandboxPrometheus
 from sandbox.slack import DEFAULT_BOT_TOKEN
 from sandbox.slack import DEFAULT_CHANNEL as SANDBOX_CHANNEL
 from sandbox.stack import SandboxStack
+from sandbox.statuspage import StatuspageEmulator
 
 if TYPE_CHECKING:  # imported where used: moto and boto3 take a second to import
     from sandbox.ecs import EcsEmulator, Seeded
@@ -208,6 +209,9 @@ SANDBOX_AWS_ENV = {"AWS_ACCESS_KEY_ID": "sandbox-moto-key-id",
 # the tests' secret scan would notice it in Slack.
 PAGERDUTY_KEY_ENV = "SANDBOX_PAGERDUTY_ROUTING_KEY"
 PAGERDUTY_KEY = "SANDBOXPAGERDUTYKEY0000000000032"
+# The same for the Statuspage emulator's API key (the status page a P0/P1 request opens).
+STATUSPAGE_KEY_ENV = "SANDBOX_STATUSPAGE_API_KEY"
+STATUSPAGE_KEY = "sandbox-statuspage-key"
 TARGET_GROUP = "hotel-voice-bot-ecs"
 BAD_HEALTH_PATH = "/api/v2/health"  # what the bad release (ECS v4) registered
 RESTORED_HEALTH_PATH = "/api/health"  # what v3 answers on: the rollback's load-balancer step
@@ -375,14 +379,19 @@ class SandboxWorld:
         # The ECS and Fly emulators start and seed on a thread while Kubernetes seeds here
         # (both mostly wait for simulated rollouts), so `make run` pays for the slower one.
         # Set before any thread starts (see ``PlatformWorld``); ``stop`` restores it.
-        self._saved_pagerduty = {PAGERDUTY_KEY_ENV: os.environ.get(PAGERDUTY_KEY_ENV)}
+        self._saved_pagerduty = {PAGERDUTY_KEY_ENV: os.environ.get(PAGERDUTY_KEY_ENV),
+                                 STATUSPAGE_KEY_ENV: os.environ.get(STATUSPAGE_KEY_ENV)}
         os.environ[PAGERDUTY_KEY_ENV] = PAGERDUTY_KEY
+        os.environ[STATUSPAGE_KEY_ENV] = STATUSPAGE_KEY
         self.pagerduty = PagerDutyEmulator().start()  # escalations page it: GET /_emulator/alerts
+        # A P0/P1 request on hotel-voice-bot opens an incident: GET /_emulator/incidents
+        self.statuspage = StatuspageEmulator(api_key=STATUSPAGE_KEY).start()
         starting = _Starting() if platforms else None
         self.others: PlatformWorld | None = None
         self.prometheus: SandboxPrometheus | None = None
         undo: list[Callable[[], None]] = []  # a failure leaves no server or process running
         undo.append(self.pagerduty.stop)
+        undo.append(self.statuspage.stop)
         undo.append(lambda: restore_environment(self._saved_pagerduty))
         try:
             self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
@@ -415,6 +424,10 @@ class SandboxWorld:
                                     postmortem_dir=str(directory / "post-mortems"), **prometheus,
                                     pagerduty={"routing_key_env": PAGERDUTY_KEY_ENV,
                                                "events_url": self.pagerduty.events_url},
+                                    statuspage={"api_url": self.statuspage.api_url,
+                                                "page_id": self.statuspage.page_id,
+                                                "api_key_env": STATUSPAGE_KEY_ENV,
+                                                "component_id": "hotel-voice-bot"},
                                     **others)
             adapters: dict[str, Platform] = {
                 "kubernetes": KubernetesPlatform(api_client=self._client, request_timeout=10.0),
@@ -475,6 +488,7 @@ class SandboxWorld:
         if self.others is not None:
             self.others.stop()
         self.pagerduty.stop()
+        self.statuspage.stop()
         restore_environment(self._saved_pagerduty)
 
 
@@ -499,6 +513,10 @@ def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str,
         ]
     lines.append(f"  PagerDuty: Events API v2 emulator at {world.pagerduty.events_url} "
                  f"(escalations page it; alerts at {world.pagerduty.base_url}/_emulator/alerts)")
+    page_root = world.statuspage.api_url.removesuffix("/v1")
+    lines.append(f"  status page: Statuspage emulator at {world.statuspage.api_url} (a P0/P1 "
+                 f"request on {DEPLOYMENT} opens an incident; its timeline at "
+                 f"{page_root}/_emulator/incidents)")
     lines.append("  services:")
     lines.append(f"    {SERVICE}      Kubernetes, demo at {world.demo.url} "
                  f"(running the bad release {BAD})")

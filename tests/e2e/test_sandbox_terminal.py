@@ -152,3 +152,16 @@ def test_request_to_completion_from_a_terminal(sandbox: Sandbox) -> None:
     assert button.returncode == 0 and "Timeline of RB-1" in button.stdout, _shown(button)
     missing = sandbox.cli("say", "/rollback timeline RB-99", "--as", "dave")
     assert missing.returncode == 1 and "No rollback RB-99." in missing.stdout, _shown(missing)
+
+    # The P1 opened a status page incident that followed RB-1 (the sandbox's Statuspage
+    # emulator, its window named in the banner).
+    incidents_url = next(word for word in sandbox.banner.split()
+                         if word.endswith("/_emulator/incidents)")).rstrip(")")
+
+    def resolved() -> list[str] | None:
+        (incident,) = httpx.get(incidents_url, timeout=5).json()
+        statuses = [u["status"] for u in incident["incident_updates"]]
+        return statuses if statuses[-1] == "resolved" else None
+
+    statuses = wait_until(resolved, timeout=60, interval=0.5, message="the incident resolved")
+    assert statuses[0] == "investigating" and "identified" in statuses, statuses
