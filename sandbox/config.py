@@ -49,6 +49,7 @@ def sandbox_config_dict(
     watcher: dict[str, Any] | None = None, ecs: dict[str, Any] | None = None,
     fly: dict[str, Any] | None = None, load_balancer: dict[str, Any] | None = None,
     pagerduty: dict[str, Any] | None = None, statuspage: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None, github: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The example catalog with local endpoints. ``watcher`` (keys of
     ``services.<name>.watcher``) enables the release watcher in the incident channel; it reads
@@ -57,7 +58,9 @@ def sandbox_config_dict(
     ``ecs``/``fly`` add the platform services (``platform_services``); ``load_balancer`` is
     the ECS service's ``load_balancer`` block; ``pagerduty`` the services' ``pagerduty``
     block (the sandbox's PagerDuty emulator); ``statuspage`` the Kubernetes service's
-    ``stakeholders.statuspage`` block (the sandbox's Statuspage emulator)."""
+    ``stakeholders.statuspage`` block (the sandbox's Statuspage emulator); ``smtp`` the
+    sandbox's mail relay (stakeholder e-mail and the meeting invitation); ``github`` the
+    Kubernetes service's ``postmortem.github`` block (the sandbox's GitHub emulator)."""
     data: dict[str, Any] = copy.deepcopy(yaml.safe_load(EXAMPLE.read_text()))
     data["slack"]["approvers"] = {"usergroup": USERGROUP, "users": []}
     svc = data["services"]["hotel-voice-bot"]
@@ -89,6 +92,11 @@ def sandbox_config_dict(
     svc["stakeholders"] = {"channels": [stakeholder_channel] if stakeholder_channel else []}
     if statuspage is not None:
         svc["stakeholders"]["statuspage"] = statuspage
+    if smtp is not None:
+        data["smtp"] = smtp
+        svc["stakeholders"]["email"] = [SANDBOX_STAKEHOLDER_EMAIL]
+    if github is not None:
+        svc["postmortem"] = {"github": github}
     svc["contacts"] = copy.deepcopy(SANDBOX_CONTACTS)  # the emulator's people: mentions work
     if pagerduty is not None:
         svc["pagerduty"] = pagerduty
@@ -103,6 +111,8 @@ def sandbox_config_dict(
     data["automation"] = {"severity": "P0", "self_approve": ["P0"], "settle_seconds": 3}
     return data
 
+
+SANDBOX_STAKEHOLDER_EMAIL = "stakeholders@sandbox.example"
 
 # The runbook's emergency contacts, as the Slack emulator's seeded users (ids U0<NAME>) and
 # groups; ``security-team`` is a handle the emulator does not know unless a test adds it.

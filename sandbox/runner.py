@@ -37,8 +37,10 @@ from platforms.kubernetes import KubernetesPlatform
 from sandbox.config import ECS_SERVICE, FLY_SERVICE, sandbox_config
 from sandbox.console import Console
 from sandbox.demo import DemoService
+from sandbox.github.server import GithubEmulator
 from sandbox.kube import KubeEmulator
 from sandbox.kube_seed import BAD, DEPLOYMENT, NAMESPACE, kubernetes_target, seed_incident
+from sandbox.mailbox import SandboxMailbox
 from sandbox.pagerduty import PagerDutyEmulator
 from sandbox.prometheus import SandboxPrometheus
 from sandbox.slack import DEFAULT_BOT_TOKEN
@@ -212,6 +214,10 @@ PAGERDUTY_KEY = "SANDBOXPAGERDUTYKEY0000000000032"
 # The same for the Statuspage emulator's API key (the status page a P0/P1 request opens).
 STATUSPAGE_KEY_ENV = "SANDBOX_STATUSPAGE_API_KEY"
 STATUSPAGE_KEY = "sandbox-statuspage-key"
+# ... and the GitHub emulator's token (post-mortem pull requests in SANDBOX_REPOSITORY).
+GITHUB_TOKEN_ENV = "SANDBOX_GITHUB_TOKEN"
+GITHUB_TOKEN = "ghp_sandboxgithubtoken000000000000000000"
+SANDBOX_REPOSITORY = "hotel/hotel-voice-bot"
 TARGET_GROUP = "hotel-voice-bot-ecs"
 BAD_HEALTH_PATH = "/api/v2/health"  # what the bad release (ECS v4) registered
 RESTORED_HEALTH_PATH = "/api/health"  # what v3 answers on: the rollback's load-balancer step
@@ -380,18 +386,27 @@ class SandboxWorld:
         # (both mostly wait for simulated rollouts), so `make run` pays for the slower one.
         # Set before any thread starts (see ``PlatformWorld``); ``stop`` restores it.
         self._saved_pagerduty = {PAGERDUTY_KEY_ENV: os.environ.get(PAGERDUTY_KEY_ENV),
-                                 STATUSPAGE_KEY_ENV: os.environ.get(STATUSPAGE_KEY_ENV)}
+                                 STATUSPAGE_KEY_ENV: os.environ.get(STATUSPAGE_KEY_ENV),
+                                 GITHUB_TOKEN_ENV: os.environ.get(GITHUB_TOKEN_ENV)}
         os.environ[PAGERDUTY_KEY_ENV] = PAGERDUTY_KEY
         os.environ[STATUSPAGE_KEY_ENV] = STATUSPAGE_KEY
+        os.environ[GITHUB_TOKEN_ENV] = GITHUB_TOKEN
         self.pagerduty = PagerDutyEmulator().start()  # escalations page it: GET /_emulator/alerts
         # A P0/P1 request on hotel-voice-bot opens an incident: GET /_emulator/incidents
         self.statuspage = StatuspageEmulator(api_key=STATUSPAGE_KEY).start()
+        # Stakeholder e-mail and the post-mortem meeting: GET /_emulator/messages
+        self.mailbox = SandboxMailbox().start()
+        # P0/P1 post-mortems become pull requests in SANDBOX_REPOSITORY there
+        self.github = GithubEmulator(tokens={GITHUB_TOKEN}).start()
+        self.github.add_repo(SANDBOX_REPOSITORY)
         starting = _Starting() if platforms else None
         self.others: PlatformWorld | None = None
         self.prometheus: SandboxPrometheus | None = None
         undo: list[Callable[[], None]] = []  # a failure leaves no server or process running
         undo.append(self.pagerduty.stop)
         undo.append(self.statuspage.stop)
+        undo.append(self.mailbox.stop)
+        undo.append(self.github.stop)
         undo.append(lambda: restore_environment(self._saved_pagerduty))
         try:
             self.kube = KubeEmulator(seed="sandbox", rollout_duration=rollout_seconds).start()
@@ -428,6 +443,10 @@ class SandboxWorld:
                                                 "page_id": self.statuspage.page_id,
                                                 "api_key_env": STATUSPAGE_KEY_ENV,
                                                 "component_id": "hotel-voice-bot"},
+                                    smtp=self.mailbox.smtp_config(),
+                                    github={"repository": SANDBOX_REPOSITORY,
+                                            "token_env": GITHUB_TOKEN_ENV,
+                                            "api_url": self.github.api_url},
                                     **others)
             adapters: dict[str, Platform] = {
                 "kubernetes": KubernetesPlatform(api_client=self._client, request_timeout=10.0),
@@ -489,6 +508,8 @@ class SandboxWorld:
             self.others.stop()
         self.pagerduty.stop()
         self.statuspage.stop()
+        self.mailbox.stop()
+        self.github.stop()
         restore_environment(self._saved_pagerduty)
 
 
@@ -517,6 +538,11 @@ def banner(world: SandboxWorld, bot_url: str, slack_url: str, console_url: str,
     lines.append(f"  status page: Statuspage emulator at {world.statuspage.api_url} (a P0/P1 "
                  f"request on {DEPLOYMENT} opens an incident; its timeline at "
                  f"{page_root}/_emulator/incidents)")
+    lines.append(f"  e-mail:   SMTP relay on 127.0.0.1:{world.mailbox.port} (stakeholder notices, "
+                 f"the post-mortem meeting; received at {world.mailbox.url})")
+    lines.append(f"  GitHub:   emulator at {world.github.api_url} (P0/P1 post-mortems become pull "
+                 f"requests in {SANDBOX_REPOSITORY}: GET /repos/{SANDBOX_REPOSITORY}/pulls?"
+                 f"state=all with `Authorization: Bearer {GITHUB_TOKEN}`)")
     lines.append("  services:")
     lines.append(f"    {SERVICE}      Kubernetes, demo at {world.demo.url} "
                  f"(running the bad release {BAD})")

@@ -165,3 +165,19 @@ def test_request_to_completion_from_a_terminal(sandbox: Sandbox) -> None:
 
     statuses = wait_until(resolved, timeout=60, interval=0.5, message="the incident resolved")
     assert statuses[0] == "investigating" and "identified" in statuses, statuses
+
+    # Its stakeholder notice went by e-mail too (the sandbox's mail relay), and its
+    # post-mortem became a pull request on the sandbox's GitHub emulator.
+    mailbox_url = next(word for word in sandbox.banner.split()
+                       if word.endswith("/_emulator/messages)")).rstrip(")")
+    notice = wait_until(lambda: next((m for m in httpx.get(mailbox_url, timeout=5).json()
+                                      if m["subject"].startswith("[Resolved]")), None),
+                        timeout=60, interval=0.5, message="the notice by e-mail")
+    assert "RB-1" in notice["subject"] and "Total downtime" in notice["body"], notice
+    github_url = next(word for word in sandbox.banner.split() if word.startswith("http")
+                      and "GitHub" in sandbox.banner.split(word)[0].splitlines()[-1])
+    pulls = wait_until(lambda: httpx.get(
+        f"{github_url}/repos/hotel/hotel-voice-bot/pulls", params={"state": "all"},
+        headers={"Authorization": "Bearer ghp_sandboxgithubtoken000000000000000000"},
+        timeout=5).json() or None, timeout=60, interval=0.5, message="the post-mortem PR")
+    assert len(pulls) == 1 and "RB-1" in pulls[0]["title"], pulls
