@@ -50,6 +50,13 @@ def resolve_database_url() -> str:
     return embedded_database_url()
 
 
+def _autocommit_again(conn: psycopg.Connection[Any]) -> None:
+    """psycopg_pool's ``reset`` callback (run when a connection is given back, idle)."""
+    if not conn.autocommit:
+        log.warning("a pooled connection came back with autocommit off; switched back on")
+        conn.autocommit = True
+
+
 def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
     pool = ConnectionPool(
         url,
@@ -57,6 +64,12 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionP
         max_size=max_size,
         # Timestamps come back in UTC whatever the server's zone: messages say "UTC".
         kwargs={"autocommit": True, "options": "-c timezone=UTC"},
+        # Every user of the pool relies on autocommit (a statement is committed when it
+        # returns; session advisory locks are held across HTTP calls without a
+        # transaction). ``kwargs`` apply only when a connection is made, so a borrower that
+        # switched autocommit off would hand later borrowers a connection that keeps its
+        # row locks until it is next used: a job then waits forever on its own update.
+        reset=_autocommit_again,
         open=False,
         name="rollback-bot",
     )

@@ -34,20 +34,18 @@ class StatuspageStore:
     def holding(self, rollback_id: int) -> Iterator[bool]:
         """Yield whether this caller holds the rollback's page lock (False: another run is
         bringing the page up to date right now)."""
+        # A session lock on a pooled connection, which is autocommit (bot.persistence.db):
+        # no transaction is held across the HTTP calls.
         with self.pool.connection() as conn:
-            conn.autocommit = True  # a session lock; no transaction held across HTTP calls
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                               (STATUSPAGE_LOCK_NAMESPACE, rollback_id)).fetchone()
+            got = bool(row and row[0])
             try:
-                row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                                   (STATUSPAGE_LOCK_NAMESPACE, rollback_id)).fetchone()
-                got = bool(row and row[0])
-                try:
-                    yield got
-                finally:
-                    if got:
-                        conn.execute("SELECT pg_advisory_unlock(%s, %s)",
-                                     (STATUSPAGE_LOCK_NAMESPACE, rollback_id))
+                yield got
             finally:
-                conn.autocommit = False
+                if got:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                 (STATUSPAGE_LOCK_NAMESPACE, rollback_id))
 
     def progress(self, rollback_id: int) -> PageProgress:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
