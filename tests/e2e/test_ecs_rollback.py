@@ -41,7 +41,9 @@ def test_ecs_rollback_end_to_end(db: str, tmp_path: Path) -> None:
             driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
             em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
                         timeout=40)
-            em.wait_for(lambda: not action_ids(em.message(CHANNEL, msg["ts"])), timeout=10)
+            em.wait_for(  # decisions gone; only the read-only Timeline stays
+                lambda: action_ids(em.message(CHANNEL, msg["ts"])) == [ids.TIMELINE],
+                timeout=10)
             thread = str(em.thread(CHANNEL, msg["ts"]))
             assert "Wait for the rollout to complete" in thread
         service = client.describe_services(cluster="production",

@@ -56,7 +56,8 @@ def test_fly_rollback_end_to_end(db: str, tmp_path: Path) -> None:
         driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
         em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed",
                     timeout=30)
-        em.wait_for(lambda: not action_ids(em.message(CHANNEL, msg["ts"])), timeout=10)
+        em.wait_for(lambda: action_ids(em.message(CHANNEL, msg["ts"])) == [ids.TIMELINE],
+                    timeout=10)  # decisions gone; only the read-only Timeline stays
         images = {m["config"]["image"] for m in fly.machines("hotel-voice-bot")}
         assert images == {seed_image("1.3.0")}
         assert all(fly.lease("hotel-voice-bot", m["id"]) is None

@@ -52,7 +52,8 @@ def test_kubernetes_rollback_end_to_end(kube: KubeEmulator, db: str, tmp_path: P
 
         driver.click(CHANNEL, msg["ts"], ids.APPROVE, "bob")
         em.wait_for(lambda: stack.bot.store.get(rb.id).state.value == "completed", timeout=30)
-        em.wait_for(lambda: not action_ids(em.message(CHANNEL, msg["ts"])), timeout=10)
+        em.wait_for(lambda: action_ids(em.message(CHANNEL, msg["ts"])) == [ids.TIMELINE],
+                    timeout=10)  # decisions gone; only the read-only Timeline stays
 
         assert kube.current_image(NAMESPACE, DEPLOYMENT) == f"{IMAGE}:1.3.0"
         deployment = kube.get_deployment(NAMESPACE, DEPLOYMENT)
