@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from bot.aftercare.notifications import display_name
 from bot.aftercare.statuspage import StatuspageClient, StatuspageError
 from bot.domain import notice_template
 from bot.domain.config import RollbackConfig, ServiceConfig, Severity, StatuspageConfig
@@ -79,11 +80,6 @@ class PageUpdate:
     component: str | None  # None: the component is left as it is
     body: str
     opens: bool = True  # may open the incident (False: says something only about an open one)
-
-
-def display_name(service: str) -> str:
-    """``hotel-voice-bot`` -> ``Hotel Voice Bot``."""
-    return " ".join(w.capitalize() for w in service.replace("_", "-").split("-") if w)
 
 
 def opens_incident(svc: ServiceConfig, severity: str) -> bool:
