@@ -57,3 +57,45 @@ def fresh_database() -> Iterator[str]:
             database.fresh_database(admin, prefix="bench", migrated=True,
                                     quiet_drop=True) as url:
         yield url
+
+
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def commit_described() -> str:
+    """The short commit the figures describe, ``+dirty`` when the tree has local changes
+    (such figures describe no commit: ``bench/readme_table.py`` refuses them)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    sha = git("rev-parse", "--short=7", "HEAD") or "unknown"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def record(bench: str, rows: Sequence[dict[str, object]]) -> bool:
+    """Write this run's figures to ``bench/results/<bench>.json`` (README's table is
+    generated from these files by ``bench/readme_table.py``); True when every row met its
+    goal. Each row: ``what`` (the case), ``result`` (the figure as printed), ``target``
+    (the goal in words) and ``ok`` (bool)."""
+    import json
+    import shlex
+
+    for row in rows:
+        missing = {"what", "result", "target", "ok"} - set(row)
+        if missing:
+            raise ValueError(f"bench row lacks {sorted(missing)}: {row}")
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = script.relative_to(ROOT)
+    except ValueError:
+        shown = Path(script.name)
+    command = " ".join(["python", str(shown), *map(shlex.quote, sys.argv[1:])])
+    ok = all(bool(row["ok"]) for row in rows)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{bench}.json").write_text(json.dumps(
+        {"bench": bench, "command": command, "commit": commit_described(), "ok": ok,
+         "rows": list(rows)}, indent=1) + "\n")
+    return ok

@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import percentile, record  # noqa: E402
 from platforms.base import Target  # noqa: E402
 from platforms.kubernetes import KubernetesPlatform  # noqa: E402
 from sandbox.kube import KubeEmulator  # noqa: E402
@@ -30,12 +31,6 @@ def find_kubectl() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[rank]
 
 
 def main() -> int:
@@ -97,7 +92,13 @@ def main() -> int:
     ratio90 = percentile(timings["adapter"], 90) / percentile(timings["kubectl"], 90)
     print(f"  ratio adapter/kubectl: p50 {ratio50:.3f}  p90 {ratio90:.3f}  "
           f"({'OK' if ratio50 <= 1.0 else 'SLOWER'}: target <= 1.0)")
-    return 0
+    a50, k50 = percentile(timings["adapter"], 50), percentile(timings["kubectl"], 50)
+    ok = record("k8s_rollback", [{
+        "what": f"undo → rolled out, adapter vs `kubectl rollout undo` + `status`, "
+                f"{args.runs} runs each, {args.duration:g} s rollout",
+        "result": f"p50 {a50:.3f} s vs {k50:.3f} s, ratio {ratio50:.2f}",
+        "target": "ratio ≤ 1.0", "ok": ratio50 <= 1.0}])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
