@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import percentile  # noqa: E402
+from bench._common import percentile, record  # noqa: E402
 from tests.support.rss import status_kb  # noqa: E402
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -222,7 +222,7 @@ def window(checks: int, every: timedelta, seed: int
 
 
 def measure(name: str, samples: list[tuple[datetime, float | None, float | None]],
-            every: timedelta, n: int, rounds: int) -> None:
+            every: timedelta, n: int, rounds: int) -> dict[str, object]:
     end = T0 + every * len(samples)
     args = (samples, T0, end, 0.05, 2000.0)
     times: dict[str, list[float]] = {"old": [], "new": []}
@@ -248,6 +248,13 @@ def measure(name: str, samples: list[tuple[datetime, float | None, float | None]
           f", p95 {percentile(times['new'], 95) / percentile(times['old'], 95):.2f}, "
           f"bytes {size['new'] / size['old']:.2f}; new under 150 KB: "
           f"{size['new'] < 150 * 1024}")
+    new = times["new"]
+    p50, p95 = percentile(new, 50), percentile(new, 95)
+    return {"what": f"stability chart, {name}: matplotlib vs the old hand-written renderer",
+            "result": f"p50 {p50:.0f} ms, p95 {p95:.0f} ms (p50 ratio "
+                      f"{p50 / percentile(times['old'], 50):.1f}), {size['new']:,} bytes",
+            "target": "PNG < 150 KB, p95 < 1 s",
+            "ok": size["new"] < 150 * 1024 and p95 < 1000}
 
 
 def main() -> int:
@@ -263,12 +270,13 @@ def main() -> int:
     first = time.perf_counter() - started
     print(f"first render, cold (imports matplotlib): {first * 1000:.0f} ms; "
           f"RSS +{(status_kb('VmRSS') - rss_before) / 1024:.1f} MiB")
-    measure("default window (2 h, every 5 min)", window(24, timedelta(minutes=5), 2),
-            timedelta(minutes=5), opts.n, opts.rounds)
+    rows = [measure("default window (2 h, every 5 min)", window(24, timedelta(minutes=5), 2),
+                    timedelta(minutes=5), opts.n, opts.rounds)]
     if opts.dense_n:
-        measure("dense day (24 h, every 10 s)", window(8640, timedelta(seconds=10), 3),
-                timedelta(seconds=10), opts.dense_n, min(opts.rounds, opts.dense_n))
-    return 0
+        rows.append(measure("dense day (24 h, every 10 s)",
+                            window(8640, timedelta(seconds=10), 3), timedelta(seconds=10),
+                            opts.dense_n, min(opts.rounds, opts.dense_n)))
+    return 0 if record("charts", rows) else 1
 
 
 if __name__ == "__main__":

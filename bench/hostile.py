@@ -61,7 +61,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import fresh_database, percentile, quiet_logging  # noqa: E402
+from bench._common import fresh_database, percentile, quiet_logging, record  # noqa: E402
 from tests.support.hostile import (  # noqa: E402
     held_by_server,
     http_stack,
@@ -725,7 +725,26 @@ def main() -> int:
     if capture.first:
         print(f"  first tracebacks: {capture.first}")
     print(f"verdict: {'OK' if not failures else 'NOT HELD'}")
-    return 0 if not failures else 1
+    tried = sum(r.tried for r in results)
+    held = sum(r.held for r in results)
+    biggest = [r for r in rss if r.server == "bot" and r.size == max(rss_sizes)]
+    bare_big = [r for r in rss if r.server == "bare" and r.size == max(rss_sizes)]
+    rows: list[dict[str, object]] = [{
+        "what": "hostile requests (unsigned, forged, oversized, fuzzed, malformed, idle "
+                "flood) against the real server",
+        "result": f"{held} of {tried} held; {capture.tracebacks} tracebacks; outbound calls "
+                  f"from unsigned requests: {sum(r.statuses.get('outbound', 0) for r in results)}",
+        "target": "all held, no traceback, no outbound call", "ok": not failures}]
+    if biggest and bare_big:
+        rows.append({
+            "what": f"RSS for one unsigned {max(rss_sizes) // MIB} MiB body vs bare Bolt",
+            "result": f"+{biggest[0].growth_kb / 1024:.0f} MiB (status "
+                      f"{biggest[0].status or 'closed'}) vs "
+                      f"+{bare_big[0].growth_kb / 1024:.0f} MiB",
+            "target": f"413 and growth ≤ {BOT_RSS_GROWTH_BOUND_MIB} MiB",
+            "ok": biggest[0].status == 413
+            and biggest[0].growth_kb <= BOT_RSS_GROWTH_BOUND_MIB * 1024})
+    return 0 if record("hostile", rows) and not failures else 1
 
 
 if __name__ == "__main__":
