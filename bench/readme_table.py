@@ -40,13 +40,15 @@ def render(results: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=HERE / "results", help=argparse.SUPPRESS)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     results = []
     for bench in BENCHES:
-        path = HERE / "results" / f"{Path(bench).stem}.json"
+        path = args.results / f"{Path(bench).stem}.json"
         if path.exists():
             results.append(json.loads(path.read_text()))
         else:
@@ -59,7 +61,7 @@ def main() -> int:
         print(f"results describe different commits or a dirty tree ({detail}); "
               f"run `make bench` on one clean commit", file=sys.stderr)
         return 1
-    readme = ROOT / "README.md"
+    readme = args.readme
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         print(f"README.md lacks the markers {BEGIN!r} ... {END!r}", file=sys.stderr)
