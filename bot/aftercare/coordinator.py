@@ -269,11 +269,16 @@ class Aftercare:
 
     def _complete(self, rb: Rollback, svc: ServiceConfig, m: Monitor | None) -> None:
         summary = str(m.result.get("summary")) if m else "no stability monitoring configured"
+        # The known-good configuration is recorded in the completion's own transaction, so a
+        # config-scope plan made the moment anything shows "completed" pins the new record
+        # (``restore_config`` refuses one that changed since the plan). A re-run of the
+        # deciding tick finds the rollback completed: no snapshot, the record stays as is.
+        known_good = self._known_good_snapshot(rb) if rb.state == State.MONITORING else None
         rb = self._move(rb, Event.STABLE, State.MONITORING, actor="bot",
-                        detail={"monitor": m.id if m else None, "summary": summary})
+                        detail={"monitor": m.id if m else None, "summary": summary},
+                        known_good=known_good)
         if rb.state != State.COMPLETED:
             return
-        self._record_known_good(rb)
         self.outbox.notice(rb, Notice(f"complete:{rb.id}", Completed(
             rb.ref, rb.service, rb.target_revision.label())))
         window = span(svc.monitoring.duration_seconds)
@@ -284,21 +289,21 @@ class Aftercare:
         for hook in self.on_completed:
             hook(rb)
 
-    def _record_known_good(self, rb: Rollback) -> None:
-        """A stable rollback's configuration is what a later ``restore_config`` returns to.
-        Nothing is recorded for a platform without config snapshots (its spec says so): its
-        configuration travels with the revision, and an empty record would read as one."""
+    def _known_good_snapshot(self, rb: Rollback) -> dict[str, Any] | None:
+        """A stable rollback's configuration, what a later ``restore_config`` returns to
+        (recorded with the completion). None for a platform without config snapshots (its
+        spec says so): its configuration travels with the revision, and an empty record
+        would read as one."""
         spec = self.catalog.spec(rb.platform)
         if spec is not None and not spec.supports(Capability.CONFIG_SNAPSHOTS):
-            return
+            return None
         try:
-            snapshot = self.catalog.platform(rb.platform).snapshot_config(rb.target)
-            self.rollback_store.record_known_good_config(rb.service, rb.platform,
-                                                        snapshot.to_dict(), rollback_id=rb.id)
+            return self.catalog.platform(rb.platform).snapshot_config(rb.target).to_dict()
         except Unsupported as exc:  # out of reach right now: nothing to record, no alarm
             log.info("no known-good config recorded for %s: %s", rb.ref, exc)
-        except Exception as exc:  # a missing snapshot must not undo a good rollback
+        except Exception as exc:  # a missing snapshot must not hold up a good rollback
             log.warning("could not record known-good config for %s: %s", rb.ref, exc)
+        return None
 
     # ------------------------------------------------------------------ notifications
     def _schedule_notify(self, rb: Rollback, phase: str, attempt: int, **payload: Any) -> None:
@@ -398,12 +403,13 @@ class Aftercare:
 
     def _move(self, rb: Rollback, event: Event, expected: State, *, actor: str,
               detail: dict[str, Any] | None = None, updates: dict[str, Any] | None = None,
-              refuse: bool = False) -> Rollback:
+              refuse: bool = False, known_good: dict[str, Any] | None = None) -> Rollback:
         """CAS transition + re-render; a lost race returns the current rollback (or, for a
         person's click, refuses with what happened)."""
         try:
             rb = self.rollback_store.transition(rb.id, event, actor=actor, expected=expected,
-                                               detail=detail, updates=updates)
+                                               detail=detail, updates=updates,
+                                               known_good=known_good)
         except StaleState as exc:
             if refuse:
                 raise NotAllowed(f"{exc.current.ref} is already "

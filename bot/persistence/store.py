@@ -200,8 +200,13 @@ class Store:
         expected: State | None = None,
         detail: dict[str, Any] | None = None,
         updates: dict[str, Any] | None = None,
+        known_good: dict[str, Any] | None = None,
     ) -> Rollback:
         """Compare-and-set ``expected`` (default: the current state) -> ``advance(...)``.
+
+        ``known_good`` (a config snapshot) is recorded as the service's known-good
+        configuration in the same transaction, only if the transition happens: whoever
+        sees the new state reads the new record, and a crash leaves neither.
 
         Raises ``InvalidTransition`` when the event does not apply, ``StaleState`` when
         another actor moved the rollback first.
@@ -218,6 +223,7 @@ class Store:
         if to_state in TERMINAL:
             sets.append("finished_at = COALESCE(finished_at, now())")
             sets.append("lease_owner = NULL, lease_expires_at = NULL")
+        sealed = sealing.seal(known_good) if known_good is not None else None  # CPU, not in tx
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
@@ -229,6 +235,9 @@ class Store:
                 if row is not None:
                     self._audit(cur, rollback_id, actor, event.value, from_state.value,
                                 to_state.value, detail or {})
+                if row is not None and sealed is not None:
+                    self._upsert_known_good(cur, row["service"], row["platform"], sealed,
+                                            rollback_id)
         if row is None:
             metrics.STALE_TRANSITIONS.labels(event.value).inc()
             raise StaleState(self.get(rollback_id))
@@ -519,13 +528,21 @@ class Store:
     def record_known_good_config(self, service: str, platform: str, snapshot: dict[str, Any],
                                  *, rollback_id: int | None) -> None:
         """Record the snapshot with its Secret items sealed: encrypted under the key from
-        the environment, or reduced to digests without one."""
-        self._exec(
+        the environment, or reduced to digests without one. (A completing rollback records
+        through ``transition(known_good=...)`` instead, atomically with its completion.)"""
+        sealed = sealing.seal(snapshot)
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            self._upsert_known_good(cur, service, platform, sealed, rollback_id)
+
+    @staticmethod
+    def _upsert_known_good(cur: Any, service: str, platform: str, sealed: dict[str, Any],
+                           rollback_id: int | None) -> None:
+        cur.execute(
             "INSERT INTO known_good_config (service, platform, snapshot, rollback_id)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (service, platform) DO UPDATE SET"
             " snapshot = EXCLUDED.snapshot, rollback_id = EXCLUDED.rollback_id,"
             " recorded_at = now()",
-            (service, platform, Jsonb(sealing.seal(snapshot)), rollback_id))
+            (service, platform, Jsonb(sealed), rollback_id))
 
     def reseal_known_good_configs(self, keys: sealing.Keys | None = None) -> int:
         """Seal rows recorded in plain form and move rows to the first key (rotation),
