@@ -64,7 +64,7 @@ def _record_then_break(h: Harness) -> None:
     """Rollback 1 completes and records the known-good configuration; then the running
     configuration goes bad (ConfigMap and Secret both changed)."""
     _config_rollback(h)
-    # Recorded right after the transition to completed commits.
+    # Recorded in the same transaction as the move to completed.
     known = h.emulator.wait_for(lambda: h.bot.store.known_good_config(SERVICE, "fake"))
     assert set(known[0]["items"]) == set(GOOD)
     h.platform.set_config(TARGET, json.loads(json.dumps(BAD)))
