@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from bot.domain.lifecycle import ACTIVE
 from bot.persistence.db import open_pool
 from bot.persistence.jobs import JobStore
+from bot.persistence.outbox import Outbox
 from bot.persistence.store import Store
 from bot.persistence.timeline_reads import TimelineReads
 from tests.support.database import fresh_database
@@ -166,3 +167,27 @@ def test_a_rollbacks_timeline_reads_its_posts_and_jobs_by_index(
                     (some,), table="outbox", index="outbox_rollback")
     _assert_indexed(pool, "SELECT id, kind, due_at, status, attempts, finished_at",
                     (some,), table="scheduled_jobs", index="scheduled_jobs_rollback")
+
+
+def test_per_request_lookups_stay_on_their_keys(
+        pool: ConnectionPool, history_db: tuple[str, int]) -> None:
+    """The delivery dedupe, an outbox lookup by key and the cancel of a rollback's timers:
+    flat already (primary keys, the pending-jobs index), kept that way."""
+    store, jobs = Store(pool), JobStore(pool)
+    outbox = Outbox(pool, cast(Any, None))  # sent_ts reads the table only, never Slack
+    live = history_db[1]
+    assert _run(RUNS, lambda: outbox.sent_ts(f"seed:{live - 1}:1")) == [
+        "1700000000.000001"] * RUNS
+    assert _run(RUNS, lambda: jobs.cancel(rollback_id=live - 1)) == [0] * RUNS
+    assert sum(1 for n in range(RUNS) if store.first_delivery(f"plans:{n}")) == RUNS
+    _assert_indexed(pool, "SELECT ts FROM outbox WHERE key = $1", (f"seed:{live - 1}:1",),
+                    table="outbox", index="outbox_pkey")
+    _assert_indexed(pool, "UPDATE scheduled_jobs SET status = 'cancelled'", (live - 1,),
+                    table="scheduled_jobs",
+                    index=("scheduled_jobs_due", "scheduled_jobs_rollback"))
+    name = _prepared(pool, "INSERT INTO processed_requests")
+    for mode in ("force_generic_plan", "force_custom_plan"):
+        plan = _plan(pool, name, ("plans:x",), mode)
+        # An insert of one row whose conflict check is a probe of the unique key: no scan.
+        assert [n["Node Type"] for n in _nodes(plan)] == ["ModifyTable", "Result"], plan
+        assert plan["Conflict Resolution"] == "NOTHING"
