@@ -630,6 +630,9 @@ class RetentionSettings(Strict):
     processed_requests_hours: float = Field(default=24, ge=1)
     # Finished jobs and sent outbox rows of rollbacks that ended this long ago.
     finished_jobs_days: float = Field(default=14, ge=1)
+    # Monitor samples (one per check) of rollbacks that ended this long ago: the report was
+    # posted at the end of the window and its figures stay on the monitor row.
+    monitor_samples_days: float = Field(default=30, ge=1)
 
 
 class AutomationSettings(Strict):

@@ -40,6 +40,7 @@ class Monitor:
     status: str
     finished_at: datetime | None
     result: dict[str, Any]
+    samples_pruned_at: datetime | None = None  # retention deleted its samples (016)
 
     @property
     def total_ticks(self) -> int:

@@ -1,10 +1,12 @@
 """Retention: periodic housekeeping on the scheduler leader keeps bookkeeping tables bounded.
 
 Purged: Slack delivery ids (``processed_requests``) past the retry horizon, finished
-``scheduled_jobs`` and sent ``outbox`` rows of rollbacks that ended long ago. Kept for
-good: rollbacks, their steps and the audit trail (``audit_events``), monitor samples,
-reminders, known-bad marks. The same run seals known-good Secret snapshots that are still
-in plain form or under a rotated-away key (``bot.persistence.sealing``).
+``scheduled_jobs`` and sent ``outbox`` rows of rollbacks that ended long ago, and the
+``monitor_samples`` of their finished monitors (``bot.persistence.retention``). Kept for
+good: rollbacks, their steps and the audit trail (``audit_events``), monitors with their
+report figures, reminders, known-bad marks. The same run seals known-good Secret
+snapshots that are still in plain form or under a rotated-away key
+(``bot.persistence.sealing``).
 
 ``LeaderScheduler`` runs it on the leader only, at its first tick and then every
 ``retention.interval_minutes`` of its clock. It is maintenance, not a timer row: every step
@@ -19,6 +21,7 @@ from datetime import timedelta
 
 from bot.domain.config import RetentionSettings
 from bot.persistence.jobs import JobStore
+from bot.persistence.retention import purge_monitor_samples
 from bot.persistence.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,12 @@ class Housekeeping:
             "scheduled_jobs": jobs.purge_finished(
                 older_than_seconds=s.finished_jobs_days * 86400),
             "outbox": store.purge_outbox(older_than_seconds=s.finished_jobs_days * 86400),
+            "monitor_samples": purge_monitor_samples(
+                store.pool, older_than_seconds=s.monitor_samples_days * 86400),
             "known_good_config_resealed": store.reseal_known_good_configs(),
         }
-        log.info("housekeeping: purged %d delivery ids, %d finished jobs, %d outbox rows; "
-                 "re-sealed %d known-good snapshots", done["processed_requests"],
-                 done["scheduled_jobs"], done["outbox"], done["known_good_config_resealed"])
+        log.info("housekeeping: purged %d delivery ids, %d finished jobs, %d outbox rows, "
+                 "%d monitor samples; re-sealed %d known-good snapshots",
+                 done["processed_requests"], done["scheduled_jobs"], done["outbox"],
+                 done["monitor_samples"], done["known_good_config_resealed"])
         return done

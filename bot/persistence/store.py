@@ -167,10 +167,12 @@ class Store:
         return rollback_from_row(row)
 
     def active_for_service(self, service: str) -> Rollback | None:
+        # The states are literals, not a parameter: a prepared statement's generic plan can
+        # then use the partial index ``rollbacks_one_active_per_service`` (migration 016).
         rows = self._select(
-            "SELECT * FROM rollbacks WHERE service = %s AND state = ANY(%s)"
-            " ORDER BY id DESC LIMIT 1",
-            (service, [s.value for s in ACTIVE]),
+            "SELECT * FROM rollbacks WHERE service = %s AND state IN ("
+            + _state_literals(ACTIVE) + ") ORDER BY id DESC LIMIT 1",
+            (service,),
         )
         return rows[0] if rows else None
 
@@ -181,9 +183,10 @@ class Store:
         )
 
     def in_states(self, states: Iterable[State]) -> list[Rollback]:
+        # Literals for the same reason as ``active_for_service`` (``status`` lists ACTIVE).
         return self._select(
-            "SELECT * FROM rollbacks WHERE state = ANY(%s) ORDER BY id",
-            ([s.value for s in states],),
+            "SELECT * FROM rollbacks WHERE state IN (" + _state_literals(states)
+            + ") ORDER BY id", (),
         )
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[Rollback]:
@@ -690,6 +693,15 @@ class Store:
             cur.execute(sql, params)
             return cur.rowcount
 
+
+
+def _state_literals(states: Iterable[State | str]) -> str:
+    """``'a', 'b'`` for an IN list. Safe as SQL text: every value is a ``State`` member's
+    (``State(...)`` refuses anything else), never user input."""
+    values = sorted({State(s).value for s in states})
+    if not values:
+        return "NULL"  # ``state IN (NULL)``: no row, like ``= ANY('{}')``
+    return ", ".join(f"'{v}'" for v in values)
 
 
 def _scrubbed_column(key: str, value: Any) -> Any:

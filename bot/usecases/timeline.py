@@ -165,7 +165,8 @@ def monitor_entries(m: Monitor) -> list[Entry]:
                  facts={"until": m.ends_at, "interval_seconds": m.interval_seconds})]
     if m.finished_at is not None:
         out.append(Entry(m.finished_at, Kind.MONITOR, f"window {m.status}", "bot", source,
-                         facts=_clean(dict(m.result))))
+                         facts=_clean({**m.result,  # retention deleted the per-check lines
+                                       "checks_pruned_at": m.samples_pruned_at})))
     return out
 
 
