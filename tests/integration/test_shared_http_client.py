@@ -156,3 +156,57 @@ def test_the_shared_client_sends_no_cookie_a_service_set(cookie_server: str,
     assert len(_CookieServer.cookies_seen) == 9
     assert _CookieServer.cookies_seen == [None] * 9
     assert contexts.product == 1  # the one client's
+
+
+# ------------------------------------------------------------------ concurrent monitor ticks
+CONCURRENT = 32  # monitor ticks run on a bounded pool of about this many workers
+
+
+class _BarrierServer(BaseHTTPRequestHandler):
+    """Answers 200 only once ``CONCURRENT`` requests are in flight at the same time: a
+    client that queues requests behind a smaller pool breaks the barrier (503)."""
+
+    protocol_version = "HTTP/1.1"
+    barrier = threading.Barrier(CONCURRENT, timeout=15)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        try:
+            type(self).barrier.wait()
+            status = 200
+        except threading.BrokenBarrierError:
+            status = 503
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_the_shared_client_carries_a_monitor_pools_worth_of_requests_at_once(
+        contexts: ContextCount) -> None:
+    _BarrierServer.barrier = threading.Barrier(CONCURRENT, timeout=15)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BarrierServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/health"
+    client = shared_client()
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def tick() -> None:
+        result = check_health(HealthCheck(url=url, samples=0, timeout_seconds=20), client=client)
+        with lock:
+            results.append(result.status if result.ok else result.summary)
+
+    try:
+        threads = [threading.Thread(target=tick) for _ in range(CONCURRENT)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert results == ["pass"] * CONCURRENT
+    assert contexts.product == 1
