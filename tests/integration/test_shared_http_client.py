@@ -77,11 +77,15 @@ def prom(prometheus_server: PrometheusFactory, demo: DemoService) -> Iterator[Pr
 @pytest.mark.slow
 def test_a_rollback_with_its_checks_and_monitor_ticks_builds_no_tls_context(
         db: str, demo: DemoService, prom: PrometheusServer, contexts: ContextCount) -> None:
-    """Assessment (health, error rate), verification (health ×11, two functional checks)
-    and every monitor tick (Prometheus, health) run on the one client made at start."""
+    """Assessment (health, error rate), the webhook step, verification (health ×11, two
+    functional checks) and every monitor tick (Prometheus, health) run on the one client
+    made at start."""
     data = sandbox_config_dict(demo_url=demo.url, prometheus_url=prom.url,
                                error_rate_window=WINDOW,
                                monitoring={"duration_seconds": TICKS, "interval_seconds": 1})
+    data["services"]["hotel-voice-bot"]["webhooks"] = [{
+        "name": "WhatsApp", "method": "POST", "url": f"{demo.url}/webhook/whatsapp",
+        "json": {"url": f"{demo.url}/webhook/whatsapp"}}]
     stack = SandboxStack(config=parse_sandbox_config(data), database_url=db).start()
     register_secret(stack.signing_secret, "the stack's signing secret")
     try:
@@ -89,8 +93,8 @@ def test_a_rollback_with_its_checks_and_monitor_ticks_builds_no_tls_context(
         assert at_start <= 1, f"{at_start} TLS contexts built at start; one client expected"
         driver, emulator = stack.driver, stack.emulator
         assert driver is not None and stack.bot is not None
-        driver.slash_command("/rollback", "hotel-voice-bot --severity P1", user="alice",
-                             channel=CHANNEL)
+        driver.slash_command("/rollback", "hotel-voice-bot --severity P1 --scope app,external",
+                             user="alice", channel=CHANNEL)
         msg = emulator.wait_for(lambda: next((m for m in emulator.messages(CHANNEL)
                                               if "*Assessment*" in str(m.get("blocks"))),
                                              None), timeout=15)
@@ -103,6 +107,8 @@ def test_a_rollback_with_its_checks_and_monitor_ticks_builds_no_tls_context(
         store = stack.bot.store
         wait_until(lambda: store.get(rid).state.value == "completed", timeout=60,
                    message="the rollback to complete")
+        steps = {s.kind: s for s in store.steps(rid)}
+        assert steps["repoint_webhooks"].result == {"webhooks": ["WhatsApp"]}
         (monitor,) = AftercareStore(store.pool).monitors(rid)
         samples = AftercareStore(store.pool).samples(monitor.id)
         assert len(samples) == monitor.total_ticks == TICKS
