@@ -10,8 +10,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
-
 from bot.aftercare import monitoring
 from bot.aftercare.notifications import Notifier
 from bot.aftercare.reminders import REMINDER_JOB, Reminders
@@ -98,7 +96,8 @@ class Aftercare:
         attempt = self.attempt(rb.id)
         results = run_verification(
             svc, platform=self.catalog.platforms.get(rb.platform), rb=rb,
-            timeout=self.catalog.config.aftercare.verification_timeout_seconds)
+            timeout=self.catalog.config.aftercare.verification_timeout_seconds,
+            client=self.catalog.http)
         detail: dict[str, Any] = {
             "attempt": attempt, "summary": summarize(results) if results else "no checks",
             "checks": [{"name": r.name, "status": r.status, "summary": r.summary,
@@ -179,8 +178,7 @@ class Aftercare:
             return
         sample = self.store.sample(m.id, seq)
         if sample is None:
-            with httpx.Client() as client:
-                sample = monitoring.measure(svc, seq=seq, at=now, client=client)
+            sample = monitoring.measure(svc, seq=seq, at=now, client=self.catalog.http)
             sample = self.store.add_sample(m.id, sample)
         samples = [s for s in self.store.samples(m.id) if s.seq <= seq]
         found = monitoring.regression(svc, samples)

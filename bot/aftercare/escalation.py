@@ -70,7 +70,7 @@ class Escalation:
         self.outbox = outbox
         self.directory = directory  # resolves a group handle to the id Slack mentions
         self.clock = clock
-        self.http = http  # tests may hand one in; else each page opens its own
+        self.http = http  # the process's (bot.integrations.http_client); else one per page
         self.sleep = sleep  # the client's backoff between attempts of one event
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:

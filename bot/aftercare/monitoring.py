@@ -32,6 +32,9 @@ from bot.integrations.errors import PrometheusError
 from bot.integrations.prometheus import instant_query
 from bot.persistence.aftercare_store import Monitor, Sample
 
+# Each Prometheus query's bound (what a tick's own client had: httpx's default).
+PROMETHEUS_TIMEOUT = 5.0
+
 
 @dataclass(frozen=True)
 class Regression:
@@ -47,11 +50,13 @@ def measure(svc: ServiceConfig, *, seq: int, at: datetime, client: httpx.Client)
     prom = svc.prometheus
     if prom is not None:
         try:
-            error_rate = instant_query(prom.url, prom.error_rate_query, client=client)
+            error_rate = instant_query(prom.url, prom.error_rate_query, client=client,
+                                       timeout=PROMETHEUS_TIMEOUT)
             if error_rate is None:
                 notes.append("error rate: no data")
             if prom.latency_query:
-                seconds = instant_query(prom.url, prom.latency_query, client=client)
+                seconds = instant_query(prom.url, prom.latency_query, client=client,
+                                        timeout=PROMETHEUS_TIMEOUT)
                 latency = None if seconds is None else seconds * 1000
         except PrometheusError as exc:
             notes.append(f"prometheus: {exc}"[:300])

@@ -60,6 +60,7 @@ class PostmortemPullRequests:
     def __init__(self, *, config: RollbackConfig, store: Store, aftercare_store: AftercareStore,
                  jobs: JobStore, outbox: Outbox, clock: Clock,
                  crash_points: CrashPoints = NO_CRASH_POINTS,
+                 http: httpx.Client | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         self.config = config
         self.store = store
@@ -68,6 +69,7 @@ class PostmortemPullRequests:
         self.outbox = outbox
         self.clock = clock
         self.crash_points = crash_points
+        self.http = http  # the process's (bot.integrations.http_client); else one per PR
         self.transport = transport  # tests only: how httpx reaches GitHub
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
@@ -99,7 +101,8 @@ class PostmortemPullRequests:
         key = f"{PR_JOB}:{rb.id}"
         try:
             with GithubClient(api_url=github.api_url, repository=github.repository,
-                              token=token, transport=self.transport) as client:
+                              token=token, http=self.http,
+                              transport=self.transport) as client:
                 pull = client.publish(doc, base=github.base_branch, crash_point=lambda stage:
                                       self.crash_points.publishing(key, stage))
         except GithubError as exc:

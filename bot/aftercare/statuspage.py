@@ -49,8 +49,11 @@ class StatuspageClient:
     def __init__(self, cfg: StatuspageConfig, *, client: httpx.Client | None = None,
                  timeout: float = 10.0) -> None:
         self.cfg = cfg
+        # Usually the process's client (bot.integrations.http_client), not closed here; the
+        # timeout goes with each request, since a shared client's default is not ours.
         self._client = client or httpx.Client(timeout=timeout)
         self._owns_client = client is None
+        self.timeout = timeout
 
     def close(self) -> None:
         if self._owns_client:
@@ -110,7 +113,8 @@ class StatuspageClient:
         where = safe_url(url)
         try:
             resp = self._client.request(method, url, json=payload,
-                                        headers={"Authorization": f"OAuth {key}"})
+                                        headers={"Authorization": f"OAuth {key}"},
+                                        timeout=self.timeout)
         except httpx.HTTPError as exc:
             detail = scrub_secrets(f"{type(exc).__name__}: {exc}", [key])
             raise StatuspageError(f"status page {where} unreachable: {detail}") from None

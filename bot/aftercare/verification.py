@@ -20,13 +20,14 @@ from platforms.base import Platform
 
 
 def run_verification(svc: ServiceConfig, *, platform: Platform | None, rb: Rollback,
-                     timeout: float) -> list[CheckResult]:
-    """Every configured check, concurrently, bounded by ``timeout`` overall."""
-    with httpx.Client(follow_redirects=False) as client:
-        checks = build_checks(svc, client=client, platform=platform, target=rb.target)
-        if not checks:
-            return []
-        return run_suite(checks, overall_timeout=timeout)
+                     timeout: float, client: httpx.Client) -> list[CheckResult]:
+    """Every configured check, concurrently, bounded by ``timeout`` overall. ``client`` is
+    the process's (``bot.integrations.http_client``: redirects not followed); each check
+    passes its own timeout, and one the suite gave up on may still finish on it."""
+    checks = build_checks(svc, client=client, platform=platform, target=rb.target)
+    if not checks:
+        return []
+    return run_suite(checks, overall_timeout=timeout)
 
 
 def failed(results: Sequence[CheckResult]) -> list[CheckResult]:

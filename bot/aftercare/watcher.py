@@ -73,6 +73,7 @@ from bot.domain.ports import Chat, Clock, Notice, scrubbed_facts
 from bot.domain.time_words import in_utc, span
 from bot.domain.words import RollbackLink
 from bot.integrations.errors import PrometheusError
+from bot.integrations.http_client import shared_client
 from bot.integrations.prometheus import Sample, range_query
 from bot.persistence.jobs import Job, JobStore
 from bot.persistence.outbox import Outbox
@@ -83,6 +84,7 @@ from platforms.base import Platform, Revision
 log = logging.getLogger(__name__)
 
 WATCH_JOB = "release_watch"
+PROMETHEUS_TIMEOUT = 10.0  # seconds for the range query of one check
 # The Request button's value (Slack's limit: 2,000 characters) carries the evidence as the
 # request's reason; the rest of the value (service, severity, key) stays well under 300.
 EVIDENCE_IN_BUTTON = 1500
@@ -170,8 +172,7 @@ class ReleaseWatcher:
     def __init__(self, *, config: RollbackConfig, platforms: dict[str, Platform],
                  rollback_store: Store, jobs: JobStore, store: WatchStore, outbox: Outbox,
                  chat: Chat, clock: Clock, request: RequestRollback,
-                 client_factory: Callable[[], httpx.Client] = lambda: httpx.Client(
-                     timeout=10.0)) -> None:
+                 http: httpx.Client | None = None) -> None:
         self.config = config
         self.platforms = platforms
         self.rollback_store = rollback_store
@@ -181,7 +182,9 @@ class ReleaseWatcher:
         self.chat = chat
         self.clock = clock
         self.request = request
-        self.client_factory = client_factory
+        # The process's client (bot.integrations.http_client); each request passes its own
+        # timeout. Without one (tests), a client of its own.
+        self.http = http if http is not None else shared_client()
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         return {WATCH_JOB: self.run_job}
@@ -265,9 +268,8 @@ class ReleaseWatcher:
         span_s = max(watch.chart_minutes * 60, watch.duration_seconds)
         start = now - timedelta(seconds=math.ceil(span_s / step) * step)
         try:
-            with self.client_factory() as client:
-                points = range_query(prom.url, prom.error_rate_query, start=start, end=now,
-                                     step=step, client=client)
+            points = range_query(prom.url, prom.error_rate_query, start=start, end=now,
+                                 step=step, client=self.http, timeout=PROMETHEUS_TIMEOUT)
         except PrometheusError as exc:
             log.warning("release watcher: %s", exc)
             return None
@@ -441,8 +443,7 @@ class ReleaseWatcher:
         if svc.health is None:
             return None
         try:
-            with self.client_factory() as client:
-                ok, detail, _took = probe_health(svc, client)
+            ok, detail, _took = probe_health(svc, self.http)
         except Exception as exc:
             return f"not read ({type(exc).__name__})"
         return f"{'passing' if ok else 'failing'}: {detail}"

@@ -308,6 +308,7 @@ class Executor:
                 now=self.clock(),
                 record_data_loss=lambda since, until: self.store.record_data_loss(
                     rb.id, since=since, until=until),
+                http=self.catalog.http,
             )
             started = time.perf_counter()
             outcome = "error"

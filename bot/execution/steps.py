@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from bot.domain.errors import MissingSecret
 from bot.domain.models import Rollback, Step
 from bot.execution.errors import PermanentStepError, TemporaryStepError
 from bot.integrations.errors import LoadBalancerError
+from bot.integrations.http_client import shared_client
 from bot.persistence import sealing
 from platforms.base import Capability, ConfigSnapshot, Platform, Revision, Unsupported
 
@@ -54,6 +56,9 @@ class StepContext:
     now: Any
     # Records a restore's data-loss window (backup timestamp, restore) on the rollback.
     record_data_loss: Callable[[datetime, datetime], None] = lambda _since, _until: None
+    # The process's HTTP client (bot.integrations.http_client) for the webhooks; None (tests
+    # that build a context by hand): a client for this step only.
+    http: httpx.Client | None = None
 
 
 StepHandler = Callable[[StepContext], dict[str, Any]]
@@ -270,7 +275,7 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
 
 def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:
     done = []
-    with httpx.Client() as client:
+    with nullcontext(ctx.http) if ctx.http is not None else shared_client() as client:
         for hook in ctx.service.webhooks:
             try:
                 headers, _ = probe_headers(hook)

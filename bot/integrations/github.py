@@ -52,18 +52,26 @@ def _no_crash(_where: str) -> None:
 
 class GithubClient:
     def __init__(self, *, api_url: str, repository: str, token: str,
+                 http: httpx.Client | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
+        """``http``: the process's client (bot.integrations.http_client), not closed here;
+        without one (or with a test's ``transport``) a client of its own. The base URL,
+        headers and timeout go with each request, so a shared client carries no token."""
         self.repository = repository
         self.owner = repository.split("/", 1)[0]
-        self._http = httpx.Client(
-            base_url=api_url.rstrip("/"), timeout=TIMEOUT_SECONDS, transport=transport,
-            headers={"Accept": "application/vnd.github+json",
-                     "X-GitHub-Api-Version": API_VERSION,
-                     "Authorization": f"Bearer {token}",
-                     "User-Agent": "rollback-bot"})  # GitHub refuses requests without one
+        self._base = api_url.rstrip("/")
+        self._headers = {"Accept": "application/vnd.github+json",
+                         "X-GitHub-Api-Version": API_VERSION,
+                         "Authorization": f"Bearer {token}",
+                         "User-Agent": "rollback-bot"}  # GitHub refuses requests without one
+        self._owns_http = http is None or transport is not None
+        if http is None or transport is not None:
+            http = httpx.Client(transport=transport)
+        self._http = http
 
     def close(self) -> None:
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> GithubClient:
         return self
@@ -144,9 +152,10 @@ class GithubClient:
     # ------------------------------------------------------------------ the wire
     def _call(self, method: str, path: str, *, what: str, json: Any = None,
               params: dict[str, str] | None = None) -> Any:
-        url = f"/repos/{self.repository}{path}"
+        url = f"{self._base}/repos/{self.repository}{path}"
         try:
-            response = self._http.request(method, url, json=json, params=params)
+            response = self._http.request(method, url, json=json, params=params,
+                                          headers=self._headers, timeout=TIMEOUT_SECONDS)
         except httpx.HTTPError as exc:  # connection refused, timeout: try again later
             raise GithubError(f"could not {what}: {type(exc).__name__}",
                               transient=True) from None

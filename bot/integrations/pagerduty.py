@@ -112,6 +112,8 @@ class PagerDutyClient:
                  backoff_base_seconds: float = 1.0, max_backoff_seconds: float = 30.0) -> None:
         self.cfg = cfg
         self.routing_key_env = routing_key_env or cfg.routing_key_env
+        # Usually the process's client (bot.integrations.http_client), not closed here; the
+        # timeout goes with each request, since a shared client's default is not ours.
         self._client = client or httpx.Client(timeout=cfg.timeout_seconds)
         self._owns_client = client is None
         self.sleep = sleep
@@ -171,7 +173,8 @@ class PagerDutyClient:
 
     def _post(self, event: dict[str, Any], action: str, key: str) -> Accepted:
         try:
-            resp = self._client.post(self.cfg.events_url, json=event)
+            resp = self._client.post(self.cfg.events_url, json=event,
+                                     timeout=self.cfg.timeout_seconds)
         except httpx.HTTPError as exc:  # network: retried (01-Overview.md)
             raise PagerDutyError(scrub(f"PagerDuty unreachable: {type(exc).__name__}")) \
                 from None

@@ -24,6 +24,8 @@ __all__ = ["Sample", "instant_query", "range_query"]
 # (unix timestamp, value)
 Sample = tuple[float, float]
 Timestamp = datetime | float
+# A request's timeout in seconds; None: the client's own (a client made for one caller).
+Timeout = float | None
 
 
 def instant_query(
@@ -32,6 +34,7 @@ def instant_query(
     *,
     client: httpx.Client,
     at: Timestamp | None = None,
+    timeout: Timeout = None,
 ) -> float | None:
     """Evaluate ``query`` at ``at`` (default: now) and return its first sample's value.
 
@@ -42,7 +45,8 @@ def instant_query(
     params: dict[str, str] = {"query": query}
     if at is not None:
         params["time"] = _format_time(at)
-    data = _call(base_url, "/api/v1/query", params, query=query, client=client)
+    data = _call(base_url, "/api/v1/query", params, query=query, client=client,
+                 timeout=timeout)
     result_type = data.get("resultType")
     result = data.get("result")
     if result_type == "scalar":
@@ -73,6 +77,7 @@ def range_query(
     end: Timestamp,
     step: timedelta | float,
     client: httpx.Client,
+    timeout: Timeout = None,
 ) -> list[Sample]:
     """Evaluate ``query`` over ``[start, end]`` every ``step`` and return the first series.
 
@@ -88,7 +93,8 @@ def range_query(
         "end": _format_time(end),
         "step": repr(step_seconds),
     }
-    data = _call(base_url, "/api/v1/query_range", params, query=query, client=client)
+    data = _call(base_url, "/api/v1/query_range", params, query=query, client=client,
+                 timeout=timeout)
     result = data.get("result")
     if data.get("resultType") != "matrix" or not isinstance(result, list):
         raise _shape_error(base_url, query, f"expected a matrix, got {data.get('resultType')!r}")
@@ -103,14 +109,17 @@ def range_query(
 
 
 def _call(
-    base_url: str, path: str, params: dict[str, str], *, query: str, client: httpx.Client
+    base_url: str, path: str, params: dict[str, str], *, query: str, client: httpx.Client,
+    timeout: Timeout,
 ) -> dict[str, Any]:
     url = base_url.rstrip("/") + path
     where = _redact(base_url)
     try:
         # POST (form-encoded) is accepted by every endpoint we use and keeps long PromQL
         # out of URLs, where proxies truncate it and access logs record it.
-        response = client.post(url, data=params)
+        # The caller's timeout on a shared client (bot.integrations.http_client).
+        response = client.post(url, data=params,
+                               timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.TimeoutException as exc:
         raise PrometheusError(
             f"Prometheus at {where} timed out answering {query!r}", query=query

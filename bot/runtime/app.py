@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
+import httpx
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -28,6 +29,7 @@ from bot.aftercare.postmortem_pr import PostmortemPullRequests
 from bot.aftercare.reminders import Reminders
 from bot.aftercare.stakeholder_mail import StakeholderMail
 from bot.aftercare.status_lifecycle import SYNC_JOB, StatusPageLifecycle
+from bot.aftercare.statuspage import StatuspageClient
 from bot.aftercare.watcher import ReleaseWatcher
 from bot.domain.config import RollbackConfig, load_config, secret
 from bot.domain.policy import Policy
@@ -43,6 +45,7 @@ from bot.domain.ports import (
 from bot.execution.executor import Executor
 from bot.execution.job_router import JobRouter
 from bot.execution.scheduler import LeaderScheduler
+from bot.integrations.http_client import shared_client
 from bot.observability import scrub
 from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.db import migrate, open_pool, resolve_database_url
@@ -86,6 +89,7 @@ class BotApp:
     watcher: ReleaseWatcher
     work_pool: WorkPool
     decision_pool: WorkPool
+    http: httpx.Client  # the process's one HTTP client (bot.integrations.http_client)
     database_url: str = field(repr=False)
     # Platforms a service is configured for whose adapter could not be built (no
     # credentials, a token variable unset): /readyz names them until the config is fixed.
@@ -109,6 +113,7 @@ class BotApp:
         self.executor.stop()
         self.scheduler.stop()
         self.store.pool.close()
+        self.http.close()  # after the workers that use it have stopped
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
         """Socket Mode with the front door's size limit (``handlers/socket_mode.py``)."""
@@ -133,7 +138,7 @@ def build_auto(settings: Settings, *, config: RollbackConfig, stream: TextIO,
 
     return AutoRollback(config=config, service=core.service, store=core.store,
                         executor=core.executor, clock=utcnow, announced=announced,
-                        say=say), core
+                        say=say, http=core.catalog.http), core
 
 
 def slack_ports(settings: Settings) -> tuple[Chat, Directory]:
@@ -223,7 +228,10 @@ def build_core(
     # Nothing the core says reaches Slack unscrubbed, and each rollback's message shows its
     # latest state however many threads re-render it.
     chat = LatestStateChat(ScrubbedChat(chat_port), store)
-    catalog = Catalog(config, adapters)
+    # One HTTP client (pool, TLS context) for the process: probes, checks, Prometheus,
+    # webhooks, PagerDuty, the status page, GitHub (bot.integrations.http_client).
+    http = shared_client()
+    catalog = Catalog(config, adapters, http=http)
     policy = Policy(config, directory)
     approved = threading.Event()  # an approval wakes the executor at once
     service = RollbackService(
@@ -236,7 +244,7 @@ def build_core(
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
     # The emergency contacts called (and paged) when a rule fires; see its module.
     escalation = Escalation(config=config, store=store, jobs=jobs, outbox=outbox,
-                            directory=directory, clock=clock)
+                            directory=directory, clock=clock, http=http)
     store.when_transitioned(escalation.transitioned)  # acknowledge / resolve the page
     service.when_requested(escalation.requested)  # a reason that mentions security
     timers = PolicyTimers(store=store, jobs=jobs, chat=chat, outbox=outbox,
@@ -250,10 +258,12 @@ def build_core(
                            crash_points=crash_points)
     pull_requests = PostmortemPullRequests(config=config, store=store,
                                            aftercare_store=aftercare_store, jobs=jobs,
-                                           outbox=outbox, clock=clock, crash_points=crash_points)
+                                           outbox=outbox, clock=clock, crash_points=crash_points,
+                                           http=http)
     statuspage = StatusPageLifecycle(config=config, store=store, jobs=jobs, outbox=outbox,
                                      page_store=StatuspageStore(store.pool), clock=clock,
-                                     crash_points=crash_points)
+                                     crash_points=crash_points,
+                                     client=lambda cfg: StatuspageClient(cfg, client=http))
     service.when_requested(statuspage.requested)  # P0/P1: the incident opens at the request
     store.when_transitioned(statuspage.transitioned)  # and follows every step after it
     jobs.outlive_cancel(SYNC_JOB)  # a rejected request's end still reaches the page
@@ -279,7 +289,7 @@ def build_core(
                         crash_points=crash_points)
     watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
                              jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
-                             clock=clock, request=service.request)
+                             clock=clock, request=service.request, http=http)
     service.when_requested(watcher.request_made)  # a request answers the open proposal
     job_router = JobRouter()  # every durable job kind and who runs it, in one place
     for owner in (timers, aftercare, watcher, mail, escalation, pull_requests, statuspage,
@@ -360,7 +370,7 @@ def create_app(
     return BotApp(settings=settings, config=config, bolt=bolt, service=service, store=store,
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,
-                  work_pool=pool, decision_pool=decisions,
+                  work_pool=pool, decision_pool=decisions, http=core.catalog.http,
                   database_url=core.database_url,
                   platforms_unavailable=tuple(
                       name for name in configured_platforms(config)

@@ -61,6 +61,7 @@ from bot.domain.ports import Clock
 from bot.domain.time_words import span
 from bot.execution.executor import Executor
 from bot.integrations.errors import PrometheusError
+from bot.integrations.http_client import shared_client
 from bot.integrations.prometheus import instant_query, range_query
 from bot.persistence.store import Store
 from bot.usecases.service import Plan, RollbackService
@@ -69,6 +70,7 @@ from platforms.base import Revision
 log = logging.getLogger(__name__)
 
 HEALTH_PROBES = 3  # a majority must fail: one slow probe is not a broken release
+PROMETHEUS_TIMEOUT = 10.0  # seconds for each error-rate query
 POLL_SECONDS = 0.5  # how often the rollback's state is read while waiting
 
 JOIN_CAP_SECONDS = 3600.0  # the last resort if a step's own bound failed to end it
@@ -133,8 +135,7 @@ class AutoRollback:
     def __init__(self, *, config: RollbackConfig, service: RollbackService, store: Store,
                  executor: Executor, clock: Clock, announced: bool,
                  say: Callable[[str], None] = lambda _line: None,
-                 client_factory: Callable[[], httpx.Client] = lambda: httpx.Client(
-                     timeout=10.0),
+                 http: httpx.Client | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -144,7 +145,9 @@ class AutoRollback:
         self.clock = clock
         self.announced = announced
         self.say = say
-        self.client_factory = client_factory
+        # The process's client (bot.integrations.http_client); each request passes its own
+        # timeout. Without one, a client of its own.
+        self.http = http if http is not None else shared_client()
         self.sleep = sleep
         self.monotonic = monotonic
 
@@ -155,18 +158,18 @@ class AutoRollback:
         then an error rate that cannot be read is a problem (no evidence of recovery)."""
         problems: list[str] = []
         health = None
-        with self.client_factory() as client:
-            if svc.health is not None:
-                results = [probe_health(svc, client) for _ in range(HEALTH_PROBES)]
-                failed = [detail for ok, detail, _took in results if not ok]
-                passing = len(failed) * 2 < len(results)
-                health = (f"{'passing' if passing else 'failing'}: "
-                          f"{(failed or [results[-1][1]])[-1]} "
-                          f"({len(results) - len(failed)}/{len(results)} probes passed)")
-                if not passing:
-                    problems.append(f"health check failing: {failed[-1]}")
-            rate, note = self._error_rate(svc, client, after_rollback=after_rollback,
-                                          problems=problems)
+        client = self.http
+        if svc.health is not None:
+            results = [probe_health(svc, client) for _ in range(HEALTH_PROBES)]
+            failed = [detail for ok, detail, _took in results if not ok]
+            passing = len(failed) * 2 < len(results)
+            health = (f"{'passing' if passing else 'failing'}: "
+                      f"{(failed or [results[-1][1]])[-1]} "
+                      f"({len(results) - len(failed)}/{len(results)} probes passed)")
+            if not passing:
+                problems.append(f"health check failing: {failed[-1]}")
+        rate, note = self._error_rate(svc, client, after_rollback=after_rollback,
+                                      problems=problems)
         return HealthReport(healthy=not problems, problems=problems, health=health,
                             error_rate=rate, error_rate_note=note)
 
@@ -179,7 +182,8 @@ class AutoRollback:
         now = self.clock()
         try:
             if after_rollback:
-                value = instant_query(prom.url, prom.error_rate_query, client=client, at=now)
+                value = instant_query(prom.url, prom.error_rate_query, client=client, at=now,
+                                      timeout=PROMETHEUS_TIMEOUT)
                 if value is None:
                     problems.append("the error rate has no data: recovery not confirmed")
                     return None, "no data (no traffic?)"
@@ -190,7 +194,7 @@ class AutoRollback:
             step = watch.interval_seconds
             start = now - timedelta(seconds=math.ceil(watch.duration_seconds / step) * step)
             points = range_query(prom.url, prom.error_rate_query, start=start, end=now,
-                                 step=step, client=client)
+                                 step=step, client=client, timeout=PROMETHEUS_TIMEOUT)
         except PrometheusError as exc:
             if after_rollback:
                 problems.append(f"the error rate could not be read: recovery not confirmed "

@@ -46,22 +46,21 @@ def _rollout(platform: Platform, target: Target) -> dict[str, Any]:
     return {"ok": st.done and not st.failed, "text": st.message}
 
 
-def _health(service: ServiceConfig) -> dict[str, Any]:
+def _health(service: ServiceConfig, client: httpx.Client) -> dict[str, Any]:
     assert service.health is not None
     started = time.perf_counter()
-    resp = httpx.get(service.health.url, timeout=service.health.timeout_seconds)
+    resp = client.get(service.health.url, timeout=service.health.timeout_seconds)
     ms = (time.perf_counter() - started) * 1000
     ok = resp.status_code == service.health.expect_status
     return {"ok": ok, "text": f"HTTP {resp.status_code} in {ms:.0f} ms"}
 
 
-def _error_rate(service: ServiceConfig) -> dict[str, Any]:
+def _error_rate(service: ServiceConfig, client: httpx.Client) -> dict[str, Any]:
     from bot.integrations.prometheus import instant_query
 
     assert service.prometheus is not None
-    with httpx.Client(timeout=PROBE_TIMEOUT) as client:
-        value = instant_query(service.prometheus.url, service.prometheus.error_rate_query,
-                              client=client)
+    value = instant_query(service.prometheus.url, service.prometheus.error_rate_query,
+                          client=client, timeout=PROBE_TIMEOUT)
     if value is None:
         return {"ok": True, "text": "no data"}
     ok = value <= service.prometheus.error_rate_threshold
@@ -79,17 +78,20 @@ def _logs(platform: Platform, target: Target, spec: PlatformSpec[Any] | None) ->
 
 
 def assess(
-    *, service: ServiceConfig, platform: Platform, target: Target, timeout: float = PROBE_TIMEOUT
+    *, service: ServiceConfig, platform: Platform, target: Target, client: httpx.Client,
+    timeout: float = PROBE_TIMEOUT,
 ) -> dict[str, Any]:
-    """Run the probes concurrently; returns {probe: {ok, text, ...}} for every probe."""
+    """Run the probes concurrently; returns {probe: {ok, text, ...}} for every probe.
+    ``client``: the process's (``bot.integrations.http_client``); each probe passes its
+    own timeout."""
     probes: dict[str, Callable[[], dict[str, Any]]] = {
         "rollout": lambda: _rollout(platform, target),
         "logs": lambda: _logs(platform, target, service.platform_specs.get(target.platform)),
     }
     if service.health:
-        probes["health"] = lambda: _health(service)
+        probes["health"] = lambda: _health(service, client)
     if service.prometheus:
-        probes["error_rate"] = lambda: _error_rate(service)
+        probes["error_rate"] = lambda: _error_rate(service, client)
     futures = {name: _pool.submit(fn) for name, fn in probes.items()}
     deadline = time.monotonic() + timeout
     out: dict[str, Any] = {}

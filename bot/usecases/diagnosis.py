@@ -66,10 +66,9 @@ class Diagnoser:
 
     def diagnose(self, name: str) -> m.Diagnosis:
         svc = self.catalog.service_config(name)  # UnknownService lists the known ones
-        with httpx.Client(timeout=self.timeout) as client:
-            checks = self._checks(svc, client)
-            budget = max([c.timeout for c in checks], default=0.0) + 1.0
-            results = run_suite(checks, overall_timeout=budget) if checks else []
+        checks = self._checks(svc, self.catalog.http)  # the process's client (shared)
+        budget = max([c.timeout for c in checks], default=0.0) + 1.0
+        results = run_suite(checks, overall_timeout=budget) if checks else []
         checked = tuple(self._outcome(r, c) for r, c in zip(results, checks, strict=True))
         findings = tuple(f for f in (self._app(svc, checked),
                                      self._db(svc, name, checked, results),
@@ -82,7 +81,7 @@ class Diagnoser:
         if svc.prometheus is not None:
             prom = svc.prometheus
             checks.append(Check(_ERROR_RATE, self.timeout, lambda: guarded(
-                _ERROR_RATE, self.timeout, lambda: _error_rate(prom, client))))
+                _ERROR_RATE, self.timeout, lambda: _error_rate(prom, client, self.timeout))))
         if svc.database is not None:
             db = svc.database
             checks.append(Check(_DATABASE, self.timeout, lambda: _database(db, self.timeout)))
@@ -220,8 +219,8 @@ def _from_detail(detail: dict[str, Any]) -> m.Diagnosis:
 
 
 # --------------------------------------------------------------------------- check bodies
-def _error_rate(prom: PrometheusConfig, client: httpx.Client) -> Outcome:
-    value = instant_query(prom.url, prom.error_rate_query, client=client)
+def _error_rate(prom: PrometheusConfig, client: httpx.Client, timeout: float) -> Outcome:
+    value = instant_query(prom.url, prom.error_rate_query, client=client, timeout=timeout)
     threshold = prom.error_rate_threshold
     if value is None:
         return "pass", "no data (no traffic?)", {"verdict": "ok"}

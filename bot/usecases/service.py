@@ -439,7 +439,8 @@ class RollbackService:
         return str(info.path), facts, {"done": True, "by": "bot", "note": check.detail}
 
     def _assess(self, rb: Rollback, svc: Any, adapter: Platform) -> Rollback:
-        result = assess(service=svc, platform=adapter, target=rb.target)
+        result = assess(service=svc, platform=adapter, target=rb.target,
+                        client=self.catalog.http)
         logs = result.get("logs", {}).pop("logs", None)
         if logs:  # attached before the message says "attached"
             try:
