@@ -35,7 +35,9 @@ the service; the buttons are the real buttons of its message.
 
 Rounds are interleaved (bot, bare then bare, bot …) so machine noise hits both; the load
 generator is a separate process (bench/_load.py). Target: p99 ratio bot/bare <= 1.3 for
-every case, level and RTT, no errors, no "busy".
+every case, level and RTT (the median over rounds of each round's p99 ratio: robust to a
+burst of the shared machine's other work landing in one round; the pooled ratio is
+printed beside it), no errors, no "busy".
 
 Run: ``.venv/bin/python bench/ack_latency.py`` (``--help`` for sizes and cases).
 """
@@ -389,10 +391,10 @@ def measure(stack: Any, bare: BareBolt, load: LoadClient, case: Case, *, concurr
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n1", type=int, default=60, help="measured requests per app at c=1")
+    parser.add_argument("--n1", type=int, default=50, help="measured requests per app at c=1")
     parser.add_argument("--n20", type=int, default=300,
                         help="measured requests per app at c=20")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per case")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up requests per app")
     parser.add_argument("--slack-rtt-ms", type=float, nargs="+", default=[0.0, 100.0],
                         help="Slack round trips to run (each a fresh stack)")
@@ -441,7 +443,7 @@ def report(results: dict[tuple[str, int], dict[str, Any]], cases: list[Case], *,
            rtt: float, rows: list[dict[str, object]], threads: int) -> bool:
     print(f"\nack latency, bot vs bare Bolt, Slack RTT {rtt:g} ms, waitress threads={threads}")
     print(f"  {'case':10} {'c':>3} {'n':>4} {'bot p50':>8} {'bot p99':>8} {'bare p50':>8} "
-          f"{'bare p99':>8} {'r p50':>6} {'r p99':>6} {'rnd p90':>7} "
+          f"{'bare p99':>8} {'r p50':>6} {'r p99':>6} {'rnd p99':>7} "
           f"{'answer p50':>10} {'answer p99':>10}  verdict")
     ok_all = True
     for level in (1, 20):
@@ -449,10 +451,14 @@ def report(results: dict[tuple[str, int], dict[str, Any]], cases: list[Case], *,
             got = results[(case.name, level)]
             b, a = summary(got["bot"]), summary(got["bare"])
             r50, r99 = b["p50"] / a["p50"], b["p99"] / a["p99"]
-            by_round = statistics.median(percentile(x, 90) / percentile(y, 90)
+            # The verdict: the median over rounds of each round's p99 ratio. On a shared
+            # 2-core machine a burst of someone else's work lands in one round of one app
+            # and moves a pooled p99 (help, the same code path in both, measured 0.60-1.42
+            # pooled); the median of rounds is robust to a burst in a minority of rounds.
+            by_round = statistics.median(percentile(x, 99) / percentile(y, 99)
                                          for x, y in got["rounds"])
             errors = got["errors"]["bot"] + got["errors"]["bare"]
-            ok = r99 <= TARGET_P99_RATIO and errors == 0
+            ok = by_round <= TARGET_P99_RATIO and errors == 0
             ok_all &= ok
             land = summary(got["landings"]) if got["landings"] else None
             answer = (f"{ms(land['p50'])} ms", f"{ms(land['p99'])} ms") if land else ("-", "-")
@@ -466,16 +472,16 @@ def report(results: dict[tuple[str, int], dict[str, Any]], cases: list[Case], *,
                   f"{ms(b['p99'])} {ms(a['p50'])} {ms(a['p99'])} {r50:6.2f} {r99:6.2f} "
                   f"{by_round:7.2f} {answer[0]:>10} {answer[1]:>10}  {verdict}"
                   + (f"  ({'; '.join(notes)})" if notes else ""))
-            result = (f"p99 ratio {r99:.2f} (bot {ms(b['p99']).strip()} ms, bare "
-                      f"{ms(a['p99']).strip()} ms)")
+            result = (f"p99 ratio {by_round:.2f} (median of rounds; pooled {r99:.2f}: bot "
+                      f"{ms(b['p99']).strip()} ms, bare {ms(a['p99']).strip()} ms)")
             if land:
                 result += (f"; answer landed p50 {ms(land['p50']).strip()} ms, "
                            f"p99 {ms(land['p99']).strip()} ms")
             if errors:
                 result += f"; {errors} errors"
             rows.append({"what": f"ack {case.name}, c={level}, Slack RTT {rtt:g} ms",
-                         "result": result, "target": f"p99 ratio <= {TARGET_P99_RATIO}, "
-                         "no errors", "ok": ok})
+                         "result": result, "target": f"p99 ratio <= {TARGET_P99_RATIO} "
+                         "(median of rounds), no errors", "ok": ok})
     return ok_all
 
 
