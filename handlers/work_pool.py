@@ -39,16 +39,17 @@ T = TypeVar("T")
 # the queue bounds how long accepted work can wait: with platform calls hanging 20 s, the
 # last queued item starts after queue / workers x 20 s = 40 s, still long before Slack's
 # response_url (30 min) expires. Beyond that we say "busy" at once.
-# The workers mostly wait (platform APIs, PostgreSQL, Slack): a request holds its worker for
-# at least two Slack round trips (conversations.info, then the post or the refusal), so
-# with Slack's ~100 ms eight workers served ~30 requests/s and twenty people asking at
-# once heard "busy" (bench/ack_latency.py --slack-rtt-ms 100, c=20). Thirty-two still
-# bound what a hung platform can hold.
-DEFAULT_WORKERS = 32
+# Not more: the workers share the database pool (bot/persistence/db.py, 10 connections)
+# with the decision lane, and some paths hold one connection (a session advisory lock, the
+# outbox's) while borrowing another; measured with 16 or 32 workers, the requests released
+# together by a hung platform starved the pool and stalled for its 30 s timeout
+# (tests/adversarial/test_slow_platform.py). With Slack's ~100 ms a request holds its
+# worker for two or three round trips (~30 requests/s for eight workers): raising this
+# needs a larger database pool first.
+DEFAULT_WORKERS = 8
 DEFAULT_QUEUE = 16
-# The decision lane (handlers/actions.py): clicks that touch only our database and Slack
-# (one membership read and a message update per click: ~2 Slack round trips each).
-DECISION_WORKERS = 16
+# The decision lane (handlers/actions.py): clicks that touch only our database and Slack.
+DECISION_WORKERS = 4
 DECISION_QUEUE = 64
 # Modal opens that may wait on one shared read. Each costs a views.update when the read
 # returns (serial, in the worker that read: 100 x Slack's ~50-100 ms is a few seconds).
