@@ -2,10 +2,12 @@
 
 Help, services and parse refusals are answered in the ack, and so are a request's refusals
 that need no platform, database or Slack call (``RollbackService.precheck_request``: the
-service, the channel rule by the payload's channel name, the platform). Everything that reads the
-database or a platform runs in the after-ack pool (``handlers.work_pool``); a full pool
-is said in the ack ("busy, retry in a moment"). The request modal opens right after the
-ack and is filled in when the (shared) read of the service's revisions lands.
+service, the channel rule by the payload's channel name, the platform). Everything else that
+reads the database or a platform runs in the after-ack pool (``handlers.work_pool``); a full pool
+is said in the ack ("busy, retry in a moment"). ``status`` and ``history`` read only the
+database: the ack is empty and they answer through ``respond`` from the listener thread.
+The request modal opens right after the ack and is filled in when the (shared) read of
+the service's revisions lands.
 
 ``diagnose <service>`` acks, then runs its checks in the pool, audits the run and answers
 ephemerally; each finding's button (``ids.DIAGNOSIS_REQUEST``, value
@@ -124,6 +126,18 @@ def register(app: App, service: RollbackService, pool: WorkPool,
             except UserFacingError as exc:
                 ack(response_type="ephemeral", text=render(exc))
                 return
+        if parsed.verb in _LISTENER_READS:
+            # Read only our database (indexed, one short borrow) and answer through
+            # response_url: after the ack, in this listener thread (Bolt has sent the ack
+            # already), not in the platform lane, whose eight workers each held for a
+            # Slack round trip made twenty people asking at once hear "busy".
+            ack()
+            try:
+                _run(service, parsed, user, channel, respond, diagnoser=diagnoser,
+                     diagnoses=diagnoses, forward_fixes=forward_fixes)
+            except Exception as exc:
+                tell_user(chat, body, exc, respond)
+            return
         slot = pool.reserve()
         if slot is None:
             ack(response_type="ephemeral", text=render(Busy()))
@@ -195,6 +209,11 @@ def register(app: App, service: RollbackService, pool: WorkPool,
 # not known here, so its rule waits for the request's conversations.info.
 _DM_PLACEHOLDER = "directmessage"
 _UNKNOWN_NAMES = frozenset({"privategroup", ""})
+
+
+# Verbs that read only our database: answered after the ack from the listener thread
+# (bench/ack_latency.py measures the answer's landing at the response_url).
+_LISTENER_READS = frozenset({"status", "history"})
 
 
 def payload_channel_name(body: dict[str, Any]) -> str | None:

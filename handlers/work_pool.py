@@ -39,6 +39,13 @@ T = TypeVar("T")
 # the queue bounds how long accepted work can wait: with platform calls hanging 20 s, the
 # last queued item starts after queue / workers x 20 s = 40 s, still long before Slack's
 # response_url (30 min) expires. Beyond that we say "busy" at once.
+# Not more: the workers share the database pool (bot/persistence/db.py, 10 connections)
+# with the decision lane, and some paths hold one connection (a session advisory lock, the
+# outbox's) while borrowing another; measured with 16 or 32 workers, the requests released
+# together by a hung platform starved the pool and stalled for its 30 s timeout
+# (tests/adversarial/test_slow_platform.py). With Slack's ~100 ms a request holds its
+# worker for two or three round trips (~30 requests/s for eight workers): raising this
+# needs a larger database pool first.
 DEFAULT_WORKERS = 8
 DEFAULT_QUEUE = 16
 # The decision lane (handlers/actions.py): clicks that touch only our database and Slack.
@@ -47,10 +54,14 @@ DECISION_QUEUE = 64
 # Modal opens that may wait on one shared read. Each costs a views.update when the read
 # returns (serial, in the worker that read: 100 x Slack's ~50-100 ms is a few seconds).
 MAX_WAITERS_PER_READ = 100
-# Bolt's own listener threads (its default is 5). Listeners only ack, claim the delivery
-# (one INSERT) and, for the modal, call views.open; as many as waitress has request
-# threads, so an ack never waits behind another listener's Slack round trip.
-LISTENER_THREADS = 16
+# Bolt's own listener threads (its default is 5; ``ROLLBACK_LISTENER_THREADS`` overrides).
+# Listeners ack, then claim the delivery (one INSERT) and hand over to the pools above, but
+# the modal's views.open runs in the listener after the ack: with a real Slack round trip
+# (~100 ms) five threads fill at 50 opens/s and every other ack queues behind them
+# (measured with bench/ack_latency.py --slack-rtt-ms 100 at c=20: p50 414 ms vs bare Bolt's
+# 14 ms with 5 threads, 28-35 ms with 64). Idle threads cost nothing; the slow work stays
+# bounded by the pools above, not by this number.
+LISTENER_THREADS = 64
 
 # Plain text: it is also shown under a form's input, where Slack renders no emoji.
 BUSY_TEXT = ("I'm busy: too many requests are waiting on the platforms right now, so I did "

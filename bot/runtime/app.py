@@ -338,9 +338,11 @@ def create_app(
         request_verification_enabled=bool(settings.slack_signing_secret),
         process_before_response=False,
         raise_error_for_unhandled_request=False,
-        # Listeners only ack and hand slow work to the work pool below (see its module).
-        listener_executor=ThreadPoolExecutor(max_workers=work_pool.LISTENER_THREADS,
-                                             thread_name_prefix="bolt-listener"),
+        # Listeners ack and hand slow work to the work pool below (see its module); the
+        # Slack calls some make after the ack need more threads than Bolt's default 5.
+        listener_executor=ThreadPoolExecutor(
+            max_workers=settings.listener_threads or work_pool.LISTENER_THREADS,
+            thread_name_prefix="bolt-listener"),
     )
     pool = work_pool.WorkPool(workers=settings.work_pool_workers,
                               queue=settings.work_pool_queue)

@@ -27,6 +27,8 @@ class Settings:
     # The after-ack pool (handlers/work_pool.py): threads for slow work and room to queue.
     work_pool_workers: int = 8
     work_pool_queue: int = 16
+    # Bolt's listener threads; None: handlers.work_pool.LISTENER_THREADS (64).
+    listener_threads: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -45,6 +47,8 @@ class Settings:
             run_scheduler=env.get("ROLLBACK_SCHEDULER", "1") != "0",
             work_pool_workers=int(env.get("ROLLBACK_WORK_POOL_WORKERS", "8")),
             work_pool_queue=int(env.get("ROLLBACK_WORK_POOL_QUEUE", "16")),
+            listener_threads=int(env["ROLLBACK_LISTENER_THREADS"])
+            if env.get("ROLLBACK_LISTENER_THREADS") else None,
         )
 
     @property

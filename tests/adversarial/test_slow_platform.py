@@ -168,11 +168,12 @@ def test_acks_stay_fast_while_platform_reads_hang(
     baseline_reads = platform.reads
     # Five people open the request modal: one read in flight, five modals on screen.
     openers = _burst(driver, [(u, SLOW) for u in modal_users[:5]])
-    _wait(stack, lambda: platform.held == 1, "the modal's read to hang")
+    wait_until(lambda: platform.held == 1, 15, 0.02, "the modal's read to hang")
     # More slow requests than the pool has workers and queue: one slot is the modal's read.
     n_slow = pool.capacity + 6
     slow = _burst(driver, [("dave", f"{SLOW} --severity P1 --reason slow")] * n_slow)
-    _wait(stack, lambda: platform.held == pool.workers, "every worker to hang on a read")
+    wait_until(lambda: platform.held == pool.workers, 15, 0.02,
+               "every worker to hang on a read")
     # While saturated: more modal opens (they join the read in flight), another user's
     # help, a health probe, a decision click (its own lane) and a form submission.
     late = _burst(driver, [(u, SLOW) for u in modal_users[5:]])
