@@ -287,7 +287,8 @@ def build_core(
         for kind, handler in owner.job_handlers().items():
             job_router.add(kind, handler)
     scheduler = LeaderScheduler(database_url=database_url, jobs=jobs, run_job=job_router.run,
-                                clock=clock, maintenance=Housekeeping(
+                                clock=clock, workers=config.scheduler.workers,
+                                maintenance=Housekeeping(
                                     store=store, jobs=jobs, settings=config.retention))
     return Core(config=config, store=store, jobs=jobs, chat=chat, catalog=catalog,
                 policy=policy, service=service, timers=timers, aftercare=aftercare,
