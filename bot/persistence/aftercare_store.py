@@ -56,6 +56,12 @@ class Sample:
     health_detail: str
     latency_ms: float | None
     notes: str = ""
+    due_at: datetime | None = None  # the check's slot; set by ``add_sample`` (019)
+
+    @property
+    def late_seconds(self) -> float | None:
+        """How long after its slot the check ran (None: taken before 019 recorded it)."""
+        return None if self.due_at is None else (self.at - self.due_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -134,13 +140,18 @@ class AftercareStore:
             (status, at, Jsonb(scrub_data(result)), monitor_id)) == 1
 
     def add_sample(self, monitor_id: int, sample: Sample) -> Sample:
-        """Store the tick's measurement once; a re-run gets the first measurement back."""
+        """Store the tick's measurement once; a re-run gets the first measurement back. The
+        check's due time is its slot in the monitor's window (start + seq x interval, as
+        the coordinator schedules it), so lateness is kept with the sample."""
         self._exec(
             "INSERT INTO monitor_samples (monitor_id, seq, at, error_rate, health_ok,"
-            " health_detail, latency_ms, notes) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT DO NOTHING",
+            " health_detail, latency_ms, notes, due_at)"
+            " SELECT %s,%s,%s,%s,%s,%s,%s,%s,"
+            " m.started_at + make_interval(secs => m.interval_seconds * %s)"
+            " FROM monitors m WHERE m.id = %s ON CONFLICT DO NOTHING",
             (monitor_id, sample.seq, sample.at, sample.error_rate, sample.health_ok,
-             scrub(sample.health_detail), sample.latency_ms, scrub(sample.notes)))
+             scrub(sample.health_detail), sample.latency_ms, scrub(sample.notes),
+             sample.seq, monitor_id))
         stored = self.sample(monitor_id, sample.seq)
         assert stored is not None
         return stored

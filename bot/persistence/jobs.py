@@ -81,17 +81,22 @@ class JobStore:
 
     def claim_due(self, now: datetime, *, owner: str, limit: int) -> list[Job]:
         """Claim up to ``limit`` due jobs (oldest due first) in one statement; returns them
-        in due order. Rows another claimer holds are skipped, not waited for, and the outer
-        ``status = 'pending'`` re-check keeps a row that changed meanwhile out."""
+        in due order. Rows another claimer holds are skipped, not waited for; a row locked
+        is re-checked against ``status = 'pending'`` (READ COMMITTED's re-check), so one
+        claimed meanwhile is left out."""
         if limit <= 0:
             return []
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            # A MATERIALIZED CTE, not ``id IN (SELECT ... LIMIT n)``: the planner may rescan
+            # such a subquery and claim more than ``n`` rows.
             cur.execute(
-                "UPDATE scheduled_jobs SET status = 'running', claimed_by = %s,"
-                " claimed_at = now() WHERE status = 'pending' AND id IN ("
-                "  SELECT id FROM scheduled_jobs WHERE status = 'pending' AND due_at <= %s"
-                "  ORDER BY due_at, id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING *",
-                (owner, now, limit))
+                "WITH picked AS MATERIALIZED (SELECT id FROM scheduled_jobs"
+                "  WHERE status = 'pending' AND due_at <= %s ORDER BY due_at, id LIMIT %s"
+                "  FOR UPDATE SKIP LOCKED)"
+                " UPDATE scheduled_jobs j SET status = 'running', claimed_by = %s,"
+                " claimed_at = now() FROM picked WHERE j.id = picked.id"
+                " AND j.status = 'pending' RETURNING j.*",
+                (now, limit, owner))
             rows = cur.fetchall()
         # RETURNING follows no ORDER BY: put the batch back in due order.
         return sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id))
