@@ -308,8 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,300,1000")
     parser.add_argument("--intervals", default="5,300")
     parser.add_argument("--workers", type=int, default=16, help="the pooled scheduler's size")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
-    parser.add_argument("--observe", type=float, default=12.0, help="seconds measured")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds before measuring")
+    parser.add_argument("--observe", type=float, default=10.0, help="seconds measured")
     parser.add_argument("--serial-at", default="5",
                         help="intervals that also run the serial baseline (default: 5)")
     args = parser.parse_args(argv)

@@ -208,7 +208,8 @@ def test_a_failing_job_is_retried_with_backoff_from_its_pool_thread(
 def test_the_loop_runs_jobs_when_they_fall_due_not_on_a_one_second_grid(
         db: str, jobs: JobStore) -> None:
     """The serial scheduler woke every second, so a job was up to 1 s late; the loop
-    sleeps until the next due time."""
+    sleeps until the next due time. Ten jobs a quarter second apart: on a 1 s grid, at
+    whatever phase, one of them is at least 0.75 s late."""
     started: dict[int, datetime] = {}
 
     def run(job: Job) -> None:
@@ -216,7 +217,7 @@ def test_the_loop_runs_jobs_when_they_fall_due_not_on_a_one_second_grid(
 
     base = datetime.now(UTC)
     due = {}
-    for offset in (0.35, 0.6, 0.85, 1.3, 1.55, 1.8):
+    for offset in (0.3 + 0.25 * i for i in range(10)):
         job = jobs.schedule(kind="k", due_at=base + timedelta(seconds=offset))
         assert job is not None
         due[job.id] = job.due_at
@@ -228,7 +229,7 @@ def test_the_loop_runs_jobs_when_they_fall_due_not_on_a_one_second_grid(
         sched.stop()
     late = sorted((started[i] - due[i]).total_seconds() for i in due)
     assert late[0] >= 0, f"a job ran early: {late}"
-    assert late[-1] < 0.4, f"lateness {late}"
+    assert late[-1] < 0.6, f"lateness {late}"
 
 
 def test_stop_waits_for_the_job_in_flight_but_only_so_long(db: str, jobs: JobStore) -> None:
