@@ -221,6 +221,20 @@ def _open_monitors(db: str, ids: Sequence[int], interval: float, first_due: date
         pool.close()
 
 
+def _shift(db: str, planned: datetime, wanted: datetime) -> datetime:
+    """Move every window and first check so the first falls due at ``wanted``: opening
+    1,000 monitors on a loaded machine can take longer than planned, and slots already
+    past when the scheduler starts would be a backlog of the bench's making."""
+    import psycopg
+
+    delta = wanted - planned
+    with psycopg.connect(db) as conn:  # one transaction
+        conn.execute("UPDATE monitors SET started_at = started_at + %s,"
+                     " ends_at = ends_at + %s", (delta, delta))
+        conn.execute("UPDATE scheduled_jobs SET due_at = due_at + %s", (delta,))
+    return wanted
+
+
 def _measure(db: str, begin: datetime, end: datetime, stopped: datetime
              ) -> tuple[list[float], int, int, int]:
     """(lateness of every slot due in the window, slots due in it, of those done, checks
@@ -241,16 +255,11 @@ def _measure(db: str, begin: datetime, end: datetime, stopped: datetime
             "  / m.interval_seconds)::int) AS k) s"
             " WHERE slot >= %s AND slot < %s AND NOT EXISTS (SELECT 1 FROM monitor_samples x"
             "  WHERE x.monitor_id = s.id AND x.seq = s.k)", (stopped, cutoff, begin, cutoff))]
-        expected = int(conn.execute(
-            "SELECT coalesce(sum(greatest(0, ceil(extract(epoch FROM (%s - started_at))"
-            " / interval_seconds) - ceil(extract(epoch FROM (%s - started_at))"
-            " / interval_seconds))), 0) FROM monitors",
-            (end - timedelta(seconds=GOAL_P99), begin)).fetchone()[0])
-        started = int(conn.execute(
-            "SELECT count(*) FROM monitor_samples WHERE at >= %s AND at < %s",
-            (begin, end)).fetchone()[0])
-    done = len(late)
-    return late + missing, max(expected, done + len(missing)), done, started
+        row = conn.execute("SELECT count(*) FROM monitor_samples WHERE at >= %s AND at < %s",
+                           (begin, end)).fetchone()
+        started = int(row[0]) if row else 0
+    # Every slot of the window is either sampled or missing.
+    return late + missing, len(late) + len(missing), len(late), started
 
 
 def run_case(admin: str, case: Case, *, prom: tuple[str, int], health_url: str,
@@ -271,6 +280,7 @@ def run_case(admin: str, case: Case, *, prom: tuple[str, int], health_url: str,
             assert stack.bot is not None
             first_due = datetime.now(UTC) + timedelta(seconds=2 + case.monitors / 500)
             _open_monitors(db, ids, case.interval, first_due)
+            first_due = _shift(db, first_due, datetime.now(UTC) + timedelta(seconds=2))
             stack.bot.scheduler.start()
             begin = first_due + timedelta(seconds=warmup)
             time.sleep(max(0.0, (begin - datetime.now(UTC)).total_seconds()))
