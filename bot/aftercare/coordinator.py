@@ -180,7 +180,8 @@ class Aftercare:
         if sample is None:
             sample = monitoring.measure(svc, seq=seq, at=now, client=self.catalog.http)
             sample = self.store.add_sample(m.id, sample)
-        samples = [s for s in self.store.samples(m.id) if s.seq <= seq]
+        samples = self.store.recent_samples(  # all the rule reads; the window's can be long
+            m.id, up_to=seq, count=svc.monitoring.consecutive_health_failures)
         found = monitoring.regression(svc, samples)
         if found is not None:
             self.store.finish_monitor(m.id, status="unstable", at=now, result={

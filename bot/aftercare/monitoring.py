@@ -1,7 +1,10 @@
 """Stability monitoring, the measuring half: samples, regression rules, report and notices.
 
 A sample: error rate (PromQL), one timed health request, latency;
-``bot.aftercare.coordinator`` posts.
+``bot.aftercare.coordinator`` posts. Each sample keeps its due time (its slot in the
+window), so the report says how many checks ran late and how many were skipped (after an
+outage the coordinator runs the latest due check instead of every missed one) rather than
+showing shifted checks as if they had run on time.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from bot.persistence.aftercare_store import Monitor, Sample
 
 # Each Prometheus query's bound (what a tick's own client had: httpx's default).
 PROMETHEUS_TIMEOUT = 5.0
+LATE_SECONDS = 1.0  # a check that starts later than this after its slot is reported late
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> 
     out = {"Window": f"{in_utc(monitor.started_at):%H:%M}–{in_utc(monitor.ends_at):%H:%M} UTC, "
                      f"{len(samples)}/{monitor.total_ticks} checks every "
                      f"{span(monitor.interval_seconds)}"}
+    timing = timeliness(samples)
+    if timing:
+        out["Timing"] = timing
     rates = [s.error_rate for s in samples if s.error_rate is not None]
     if svc.prometheus is not None:
         threshold = svc.prometheus.error_rate_threshold
@@ -130,6 +137,24 @@ def figures(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample]) -> 
         out["Latency"] = (f"min {latencies[0]:.0f} / median {statistics.median(latencies):.0f}"
                           f" / p95 {p95:.0f} / max {latencies[-1]:.0f} ms")
     return out
+
+
+def timeliness(samples: Sequence[Sample]) -> str:
+    """How late the checks ran against their slots, e.g. "3 of 24 checks ran more than 1 s
+    late, worst 4.2 s; 2 skipped"; "" when no sample knows its slot (taken before 019)."""
+    timed = [late for s in samples if (late := s.late_seconds) is not None]
+    if not timed:
+        return ""
+    worst = max(timed)
+    late = sum(1 for t in timed if t > LATE_SECONDS)
+    text = (f"{late} of {len(timed)} checks ran more than {LATE_SECONDS:g} s late, worst "
+            f"{worst:.1f} s"
+            if late else f"all {len(timed)} checks on time (worst {max(0.0, worst):.1f} s late)")
+    skipped = max(s.seq for s in samples) - len(samples)
+    if skipped > 0:
+        text += (f"; {skipped} skipped (the bot was behind: the latest due check ran "
+                 "instead)")
+    return text
 
 
 def chart(svc: ServiceConfig, monitor: Monitor, samples: Sequence[Sample], *,

@@ -587,6 +587,15 @@ class ExecutorSettings(Strict):
     workers: int = 2
 
 
+class SchedulerSettings(Strict):
+    """The leader's job pool (``bot.execution.scheduler``): due jobs (monitor checks,
+    notifications, reminders) run on this many threads at once. Jobs are I/O bound
+    (Prometheus, health probes, Slack); 16 kept 1,000 monitors checked every 5 s on time
+    (``bench/monitors.py``). Each thread borrows a database connection per statement."""
+
+    workers: int = Field(default=16, ge=1, le=256)
+
+
 class AftercareSettings(Strict):
     """After the steps: verification budget, post-mortem files, reminder cadence."""
 
@@ -691,6 +700,7 @@ class RollbackConfig(Strict):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     policy: Policy = Field(default_factory=Policy)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     aftercare: AftercareSettings = Field(default_factory=AftercareSettings)
     diagnose: DiagnoseSettings = Field(default_factory=DiagnoseSettings)
     request: RequestSettings = Field(default_factory=RequestSettings)

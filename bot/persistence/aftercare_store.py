@@ -57,6 +57,12 @@ class Sample:
     health_detail: str
     latency_ms: float | None
     notes: str = ""
+    due_at: datetime | None = None  # the check's slot; set by ``add_sample`` (019)
+
+    @property
+    def late_seconds(self) -> float | None:
+        """How long after its slot the check ran (None: taken before 019 recorded it)."""
+        return None if self.due_at is None else (self.at - self.due_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -135,14 +141,19 @@ class AftercareStore:
             (status, at, Jsonb(scrub_data(result)), monitor_id)) == 1
 
     def add_sample(self, monitor_id: int, sample: Sample) -> Sample:
-        """Store the tick's measurement once; a re-run gets the first measurement back."""
-        self._exec(
+        """Store the tick's measurement once; a re-run gets the first measurement back. The
+        check's due time is its slot in the monitor's window (start + seq x interval, as
+        the coordinator schedules it), so lateness is kept with the sample."""
+        row = self._one(
             "INSERT INTO monitor_samples (monitor_id, seq, at, error_rate, health_ok,"
-            " health_detail, latency_ms, notes) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-            " ON CONFLICT DO NOTHING",
+            " health_detail, latency_ms, notes, due_at)"
+            " SELECT %s,%s,%s,%s,%s,%s,%s,%s,"
+            " m.started_at + make_interval(secs => m.interval_seconds * %s)"
+            " FROM monitors m WHERE m.id = %s ON CONFLICT DO NOTHING RETURNING *",
             (monitor_id, sample.seq, sample.at, sample.error_rate, sample.health_ok,
-             scrub(sample.health_detail), sample.latency_ms, scrub(sample.notes)))
-        stored = self.sample(monitor_id, sample.seq)
+             scrub(sample.health_detail), sample.latency_ms, scrub(sample.notes),
+             sample.seq, monitor_id))
+        stored = _sample(row) if row else self.sample(monitor_id, sample.seq)  # a re-run's
         assert stored is not None
         return stored
 
@@ -150,6 +161,14 @@ class AftercareStore:
         row = self._one("SELECT * FROM monitor_samples WHERE monitor_id = %s AND seq = %s",
                         (monitor_id, seq))
         return _sample(row) if row else None
+
+    def recent_samples(self, monitor_id: int, *, up_to: int, count: int) -> list[Sample]:
+        """The last ``count`` samples with ``seq <= up_to``, oldest first: what a check's
+        regression rule reads (a whole 2 h window at 5 s is 1,440 rows per check)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute("SELECT * FROM monitor_samples WHERE monitor_id = %s AND seq <= %s"
+                        " ORDER BY seq DESC LIMIT %s", (monitor_id, up_to, max(1, count)))
+            return [_sample(r) for r in reversed(cur.fetchall())]
 
     def samples(self, monitor_id: int) -> list[Sample]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

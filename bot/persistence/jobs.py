@@ -2,7 +2,9 @@
 
 A job run is claimed with a conditional UPDATE (pending -> running), so a restart or a
 leader change can neither lose a due job nor run it twice; ``dedupe_key`` stops the same
-timer from being scheduled twice.
+timer from being scheduled twice. The scheduler claims due jobs in batches
+(``claim_due``: one UPDATE over rows locked with ``FOR UPDATE SKIP LOCKED``), so two
+claimers never get the same row and neither waits for the other's locks.
 """
 
 from __future__ import annotations
@@ -77,6 +79,35 @@ class JobStore:
             params.append(list(kinds))
         return self._select(sql + " ORDER BY due_at, id", params)
 
+    def claim_due(self, now: datetime, *, owner: str, limit: int) -> list[Job]:
+        """Claim up to ``limit`` due jobs (oldest due first) in one statement; returns them
+        in due order. Rows another claimer holds are skipped, not waited for; a row locked
+        is re-checked against ``status = 'pending'`` (READ COMMITTED's re-check), so one
+        claimed meanwhile is left out."""
+        if limit <= 0:
+            return []
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            # A MATERIALIZED CTE, not ``id IN (SELECT ... LIMIT n)``: the planner may rescan
+            # such a subquery and claim more than ``n`` rows.
+            cur.execute(
+                "WITH picked AS MATERIALIZED (SELECT id FROM scheduled_jobs"
+                "  WHERE status = 'pending' AND due_at <= %s ORDER BY due_at, id LIMIT %s"
+                "  FOR UPDATE SKIP LOCKED)"
+                " UPDATE scheduled_jobs j SET status = 'running', claimed_by = %s,"
+                " claimed_at = now() FROM picked WHERE j.id = picked.id"
+                " AND j.status = 'pending' RETURNING j.*",
+                (now, limit, owner))
+            rows = cur.fetchall()
+        # RETURNING follows no ORDER BY: put the batch back in due order.
+        return sorted((_job(r) for r in rows), key=lambda j: (j.due_at, j.id))
+
+    def next_due(self) -> datetime | None:
+        """When the earliest pending job is due (the scheduler sleeps until then)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT min(due_at) FROM scheduled_jobs WHERE status = 'pending'").fetchone()
+        return row[0] if row else None
+
     def claim(self, job_id: int, *, owner: str) -> bool:
         with self.pool.connection() as conn:
             cur = conn.execute(
@@ -110,13 +141,17 @@ class JobStore:
             conn.execute("UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
                          " WHERE id = %s AND status = 'running'", (job_id,))
 
-    def recover_running(self, *, older_than_seconds: float) -> int:
-        """A leader that died mid-run leaves 'running' rows; put them back in the queue."""
+    def recover_running(self, *, older_than_seconds: float, except_owner: str | None = None
+                        ) -> int:
+        """A leader that died mid-run leaves 'running' rows; put them back in the queue.
+        ``except_owner``: the new leader's own rows are in flight in its pool (it may have
+        led before and lost the lock for a moment), not left behind."""
         with self.pool.connection() as conn:
             cur = conn.execute(
                 "UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
                 " WHERE status = 'running'"
-                " AND claimed_at < now() - make_interval(secs => %s)", (older_than_seconds,))
+                " AND claimed_at < now() - make_interval(secs => %s)"
+                " AND claimed_by IS DISTINCT FROM %s", (older_than_seconds, except_owner))
             return cur.rowcount
 
     def cancel(self, *, rollback_id: int, kinds: Sequence[str] = (),
