@@ -77,7 +77,7 @@ ACK_LIMIT = 3.0  # Slack's ack deadline
 CHANNEL = "inc-hotel-voice-bot"
 GARBAGE_SIGNATURE = "v0=" + "0" * 64
 BOT_RSS_GROWTH_BOUND_MIB = 64  # tests/adversarial/test_front_door.py's bound
-NOISY_LOGGERS = ("waitress.queue", "apscheduler", "httpx", "kubernetes", "pgserver")
+NOISY_LOGGERS = ("waitress.queue", "httpx", "kubernetes", "pgserver")
 
 
 # --------------------------------------------------------------------------- raw HTTP

@@ -41,7 +41,7 @@ def setup_logging(fmt: str) -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    for noisy in ("waitress.queue", "apscheduler", "httpx", "kubernetes", "pgserver"):
+    for noisy in ("waitress.queue", "httpx", "kubernetes", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
