@@ -121,7 +121,7 @@ def test_leader_takeover_reads_only_running_jobs(pool: ConnectionPool) -> None:
     recovered = _run(RUNS, lambda: jobs.recover_running(older_than_seconds=3600))
     assert recovered == [0] * RUNS  # the live running job is younger than an hour
     _assert_indexed(pool, "UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
-                    " WHERE status = 'running'", (3600.0,), table="scheduled_jobs",
+                    " WHERE status = 'running'", (3600.0, None), table="scheduled_jobs",
                     index="scheduled_jobs_running")
 
 
