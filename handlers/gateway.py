@@ -49,16 +49,19 @@ class SlackChat:
         self.client.chat_update(channel=rollback.channel_id, ts=rollback.message_ts, text=text,
                                 blocks=blocks)
 
-    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
-               ) -> None:
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
         # Worded here from the core's facts; what people typed (a rejection reason, a
         # note) is escaped piece by piece, so only the bot's own mentions render.
         text = wording.line(message)
         if mention:
             text = f"{at(mention)} {text}"
+        # A line from the outbox carries its key, so find_notice finds it after a crash.
         self.client.chat_postMessage(channel=rollback.channel_id,
                                      thread_ts=rollback.thread_ts or rollback.message_ts,
-                                     text=text)
+                                     text=text,
+                                     metadata=views_aftercare.notice_metadata(key) if key
+                                     else None)
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
         self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text,
