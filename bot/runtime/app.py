@@ -61,8 +61,8 @@ from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import ModalDefaults, RollbackService
-from bot.usecases.timeline import TimelineReader
 from bot.usecases.thread_delivery import ThreadDelivery
+from bot.usecases.timeline import TimelineReader
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform, PlatformUnavailable
 from platforms.registry import PRODUCTION
