@@ -144,7 +144,9 @@ class SlackDirectory:
     decision (approve, cancel, resolve…), and someone removed from the approvers group must
     not approve a second later. What grants nothing is cached: channel names, and for
     ``group_id_ttl`` seconds which group id a configured handle names (configure the id,
-    ``S…``, to skip that lookup)."""
+    ``S…``, to skip that lookup). An expired group id is still used while it is looked up
+    again in the background, and ``warm`` looks the configured groups up at start: an
+    approval waits on one Slack call, the membership read, never on usergroups.list."""
 
     def __init__(self, client: WebClient, *, group_id_ttl: float = 300.0) -> None:
         self.client = client
@@ -152,6 +154,18 @@ class SlackDirectory:
         self._lock = threading.Lock()
         self._group_ids: dict[str, tuple[float, str]] = {}
         self._channels: dict[str, str] = {}
+        self._refreshing: set[str] = set()
+
+    def warm(self, usergroups: set[str]) -> None:
+        """Look the configured groups' ids up now, in the background (at start-up)."""
+        def run() -> None:
+            for ref in sorted(usergroups):
+                try:
+                    self._usergroup_id(ref)
+                except Exception as exc:  # the approval looks it up again, and says why
+                    log.info("looking usergroup %s up failed: %s", ref, exc)
+
+        threading.Thread(target=run, name="usergroup-ids", daemon=True).start()
 
     def usergroup_members(self, usergroup: str) -> set[str]:
         try:
@@ -179,8 +193,27 @@ class SlackDirectory:
             return ref
         with self._lock:
             hit = self._group_ids.get(ref)
-        if hit and time.monotonic() - hit[0] < self.group_id_ttl:
+            stale = hit is not None and time.monotonic() - hit[0] >= self.group_id_ttl
+            refresh = stale and ref not in self._refreshing
+            if refresh:
+                self._refreshing.add(ref)
+        if hit and refresh:
+            threading.Thread(target=self._look_up_again, args=(ref,), daemon=True,
+                             name="usergroup-id").start()
+        if hit:
             return hit[1]
+        return self._look_up(ref)
+
+    def _look_up_again(self, ref: str) -> None:
+        try:
+            self._look_up(ref)
+        except Exception as exc:  # keep the id we have; the next use tries again
+            log.info("looking usergroup %s up again failed: %s", ref, exc)
+        finally:
+            with self._lock:
+                self._refreshing.discard(ref)
+
+    def _look_up(self, ref: str) -> str:
         groups = self.client.usergroups_list().get("usergroups") or []
         for group in groups:
             if group.get("handle") == ref.lstrip("@") and group.get("id"):

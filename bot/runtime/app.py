@@ -332,9 +332,13 @@ def create_app(
     # Retry-After instead of refusing a valid approver on a busy incident's first 429.
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
-    core = build_core(settings, chat_port=SlackChat(client), directory=SlackDirectory(client),
+    directory = SlackDirectory(client)
+    core = build_core(settings, chat_port=SlackChat(client), directory=directory,
                       store=store, platforms=platforms, config=config, clock=clock,
                       crash_points=crash_points)
+    # The approvers' group ids, so an approval's one Slack call is the membership read.
+    directory.warm({group for name in core.config.services
+                    if (group := core.config.approvers_for(name).usergroup)})
     config, store, chat, service = core.config, core.store, core.chat, core.service
     bolt = App(
         client=client,
