@@ -37,7 +37,8 @@ class CrashPoints:
 
     step: Callable[[str, str], None] = _no_hold  # (step kind, "before" | "after")
     posted: Callable[[str], None] = _no_hold  # (outbox key)
-    # (outbox key) an e-mail rendered and its attempt committed, the SMTP session not begun
+    # (outbox key) an e-mail rendered (or a thread line queued) and its attempt committed,
+    # the SMTP session (the Slack post) not begun
     sending: Callable[[str], None] = _no_hold
     # (job key, stage) a post-mortem pull request part-way: "branch" made, "file" written
     publishing: Callable[[str, str], None] = _no_hold
