@@ -6,9 +6,9 @@ the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accep
 post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-mail
 rendered, or a thread line queued, and its attempt committed, before the SMTP session or
 the Slack post; a shell pattern, as the key holds the rollback's id) or
-``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull request part-way: ``branch`` created, or ``file`` written, no pull request yet). The
-process writes
-``<pid> ...`` to the file and blocks until SIGKILL. Only this test entry point reads these
+``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull request part-way: ``branch``
+created, or ``file`` written, no pull request yet). The process writes ``<pid> ...`` to the
+file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
 """
