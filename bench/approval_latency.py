@@ -165,7 +165,8 @@ def main() -> int:
     rows: dict[str, list[dict[str, Any]]] = {m: [] for m in [*modes, "poll"]}
     began = time.perf_counter()
     with fresh_database() as url, SandboxStack(
-            config=sandbox_config(), database_url=url, platforms={"fake": platform}) as stack:
+            config=sandbox_config(), database_url=url, platforms={"fake": platform},
+            scheduler=False) as stack:  # no background jobs posting while a sample runs
         assert stack.server is not None and stack.bot is not None
         em, store = stack.emulator, stack.bot.store
         probe = Probe(lambda: len(em.calls()))
@@ -199,6 +200,9 @@ def main() -> int:
                         description="assessment rendered")
             em.wait_for(lambda: len(em.files()) > files_before, timeout=30,
                         description="log file attached")
+            # The request flow's last calls (the log file's upload) are over: what the
+            # emulator logs from here on is the approval's.
+            em.wait_idle(quiet=0.2, timeout=30)
             wake_on[0] = mode != "poll"
             probe.arm()
             click = driver.click(CHANNEL, ts, ids.APPROVE, "bob")
@@ -251,9 +255,13 @@ def main() -> int:
             continue
         s = summary([r["total"] for r in rows[mode]])
         most = max(r["slack_calls"] for r in rows[mode])
-        common = Counter(str(r["sequence"]) for r in rows[mode]).most_common(1)[0][0]
+        seqs = Counter(str(r["sequence"]) for r in rows[mode]).most_common()
+        common = seqs[0][0]
         print(f"  {mode:9} {len(rows[mode]):>4} {ms(s['p50']):>8} {ms(s['p90']):>8} "
               f"{ms(s['p99']):>8} {ms(s['max']):>8} {most:>6}  {common or '-'}")
+        for seq, n in seqs[1:]:
+            print(f"  {'':9} {'':>4} {'':>8} {'':>8} {'':>8} {'':>8} {'':>6}  "
+                  f"{seq or '-'} ({n}x)")
         if mode == "poll":
             continue
         fast = s["p99"] < TARGET_P99
