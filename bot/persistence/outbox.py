@@ -1,4 +1,9 @@
-"""Slack posts that happen once: keyed, recorded in ``outbox``, reconciled after a crash."""
+"""Slack posts that happen once: keyed, recorded in ``outbox``, reconciled after a crash.
+
+Notices are posted by their caller through ``notice``; the executor's thread lines are
+queued (``queue_line``: the message as JSON in ``line``, ordered by ``line_order``) and
+posted later by ``bot.usecases.thread_delivery`` through ``post_line``, the same once-only
+path."""
 
 from __future__ import annotations
 
