@@ -145,7 +145,7 @@ class SlackDirectory:
     not approve a second later. What grants nothing is cached: channel names, and for
     ``group_id_ttl`` seconds which group id a configured handle names (configure the id,
     ``S…``, to skip that lookup). An expired group id is still used while it is looked up
-    again in the background, and ``warm`` looks the configured groups up at start: an
+    again in the background, and ``warm`` looks a request's group up as it is made: an
     approval waits on one Slack call, the membership read, never on usergroups.list."""
 
     def __init__(self, client: WebClient, *, group_id_ttl: float = 300.0) -> None:
@@ -157,7 +157,10 @@ class SlackDirectory:
         self._refreshing: set[str] = set()
 
     def warm(self, usergroups: set[str]) -> None:
-        """Look the configured groups' ids up now, in the background (at start-up)."""
+        """Look these groups' ids up in the background (a request was just made)."""
+        if not usergroups:
+            return
+
         def run() -> None:
             for ref in sorted(usergroups):
                 try:

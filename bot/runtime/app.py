@@ -336,9 +336,10 @@ def create_app(
     core = build_core(settings, chat_port=SlackChat(client), directory=directory,
                       store=store, platforms=platforms, config=config, clock=clock,
                       crash_points=crash_points)
-    # The approvers' group ids, so an approval's one Slack call is the membership read.
-    directory.warm({group for name in core.config.services
-                    if (group := core.config.approvers_for(name).usergroup)})
+    # A request looks its approvers' group id up (in the background, unless known), so the
+    # approval's one Slack call is the membership read.
+    core.service.when_requested(lambda rb: directory.warm(
+        {group} if (group := core.config.approvers_for(rb.service).usergroup) else set()))
     config, store, chat, service = core.config, core.store, core.chat, core.service
     bolt = App(
         client=client,
