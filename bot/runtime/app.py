@@ -250,7 +250,7 @@ def build_core(
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
     # The executor's thread lines through the outbox, posted after the platform call.
     delivery = ThreadDelivery(outbox=outbox, store=store, chat=chat)
-    chat.defer = delivery.defer_refresh
+    chat.defer, chat.defer_line = delivery.defer_refresh, delivery.defer_line
     # The emergency contacts called (and paged) when a rule fires; see its module.
     escalation = Escalation(config=config, store=store, jobs=jobs, outbox=outbox,
                             directory=directory, clock=clock)

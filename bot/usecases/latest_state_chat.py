@@ -7,8 +7,9 @@ never overwrite a newer one and leave stale buttons behind.
 
 Between an approval and the executor's first platform write, a refresh is not sent at all:
 ``defer`` (the thread deliverer's, ``bot.usecases.thread_delivery``) takes it and renders
-it once that write is made, so no Slack round trip sits between the decision and the
-platform.
+it once that write is made, and ``defer_line`` queues a thread line (the approval's break
+glass or override line) in the outbox, so no Slack round trip sits between the decision
+and the platform.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
+from bot.domain.messages import Message
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
@@ -34,6 +36,18 @@ class LatestStateChat:
 
     # Set by the composition root: True when it took the refresh to render later.
     defer: Callable[[int], bool] | None = None
+    # Likewise for a thread line (queued in the outbox, posted after the platform write).
+    defer_line: Callable[[Rollback, Message, str | None], bool] | None = None
+
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
+        if key is None and self.defer_line is not None and \
+                self.defer_line(rollback, message, mention):
+            return
+        if key is None:
+            self.inner.thread(rollback, message, mention=mention)
+        else:
+            self.inner.thread(rollback, message, mention=mention, key=key)
 
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
         if self.defer is not None and self.defer(rollback.id):

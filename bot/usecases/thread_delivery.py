@@ -29,6 +29,7 @@ from collections.abc import Callable
 from bot.domain.message_codec import decode_message, encode
 from bot.domain.messages import Message
 from bot.domain.models import Rollback
+from bot.domain.ports import scrubbed_facts
 from bot.persistence.outbox import LINE_MAX_ATTEMPTS, Outbox, QueuedLine
 from bot.persistence.store import Store
 from bot.usecases.latest_state_chat import LatestStateChat
@@ -60,7 +61,10 @@ class ThreadDelivery:
     def say(self, rb: Rollback, message: Message, *, key: str | None = None,
             mention: str | None = None) -> None:
         key = key or f"line:{rb.id}:{uuid.uuid4().hex}"
-        self.outbox.queue_line(rb.id, key, {"message": encode(message), "mention": mention})
+        # Scrubbed before it is stored (a step's error may quote a platform's output); the
+        # post is scrubbed again on its way out (``ScrubbedChat``), which changes nothing.
+        self.outbox.queue_line(rb.id, key, {"message": encode(scrubbed_facts(message)),
+                                            "mention": mention})
         self.start()  # a process that only executes (``rollback-bot auto``) starts it here
         self._wake.set()
 
@@ -98,6 +102,14 @@ class ThreadDelivery:
             if not self._is_held(rollback_id):
                 return False
             self._dirty.add(rollback_id)
+        return True
+
+    def defer_line(self, rb: Rollback, message: Message, mention: str | None) -> bool:
+        """``LatestStateChat.defer_line``: a held rollback's thread line (the approval's
+        break glass or override line) is queued with the executor's, in order."""
+        if not self._held_now(rb.id):
+            return False
+        self.say(rb, message, mention=mention)
         return True
 
     def _is_held(self, rollback_id: int) -> bool:  # with self._lock

@@ -22,12 +22,13 @@ from tests.support.waiting import wait_until
 REQUEST = "hotel-voice-bot --severity P0 --reason slack-calls"
 
 
-def _approve_counting(h: Harness) -> tuple[int, list[str], dict]:
-    """alice requests, bob approves; (rollback id, Slack methods called between the click
-    and the first mutation, request message)."""
+def _approve_counting(h: Harness, *, requester: str = "alice"
+                      ) -> tuple[int, list[str], dict]:
+    """``requester`` requests, bob approves; (rollback id, Slack methods called between the
+    click and the first mutation, request message)."""
     store = h.bot.store
     earlier = len(store.history("hotel-voice-bot"))
-    reply = h.request(REQUEST, user="alice")
+    reply = h.request(REQUEST, user=requester)
     assert reply.status == 200, reply.body
     rid = wait_until(lambda: len(store.history("hotel-voice-bot")) > earlier
                      and store.history("hotel-voice-bot")[0].id, message="the request stored")
@@ -88,3 +89,16 @@ def test_a_second_approval_makes_no_more_calls_than_the_first(harness: Harness) 
                       change_cause="another bad release")
     _rid2, between2, _ = _approve_counting(h)
     assert between2 in ([], ["usergroups.users.list"]), between2
+
+
+def test_break_glass_line_waits_for_the_platform_too(harness: Harness) -> None:
+    """bob approves his own P0 request (break glass): the line saying so is queued with the
+    executor's and posted after the platform moved, not between."""
+    h = harness
+    rid, between, msg = _approve_counting(h, requester="bob")
+    assert between in ([], ["usergroups.users.list"]), between
+    texts = h.emulator.wait_for(
+        lambda: (t := h.thread_texts(msg)) and any("break glass" in x.lower() for x in t)
+        and t, timeout=15, description="the break-glass line")
+    assert sum("break glass" in t.lower() for t in texts) == 1, texts
+    h.wait_state(rid, "completed")
