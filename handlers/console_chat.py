@@ -47,8 +47,8 @@ class ConsoleChat:
         # request message at each refresh would bury them.
         return None
 
-    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
-               ) -> None:
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
         self._write(f"{rollback.channel_id} {rollback.ref}", wording.line(message))
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:

@@ -49,16 +49,19 @@ class SlackChat:
         self.client.chat_update(channel=rollback.channel_id, ts=rollback.message_ts, text=text,
                                 blocks=blocks)
 
-    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
-               ) -> None:
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
         # Worded here from the core's facts; what people typed (a rejection reason, a
         # note) is escaped piece by piece, so only the bot's own mentions render.
         text = wording.line(message)
         if mention:
             text = f"{at(mention)} {text}"
+        # A line from the outbox carries its key, so find_notice finds it after a crash.
         self.client.chat_postMessage(channel=rollback.channel_id,
                                      thread_ts=rollback.thread_ts or rollback.message_ts,
-                                     text=text)
+                                     text=text,
+                                     metadata=views_aftercare.notice_metadata(key) if key
+                                     else None)
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
         self.client.chat_postEphemeral(channel=channel_id, user=user_id, text=text,
@@ -141,7 +144,9 @@ class SlackDirectory:
     decision (approve, cancel, resolve…), and someone removed from the approvers group must
     not approve a second later. What grants nothing is cached: channel names, and for
     ``group_id_ttl`` seconds which group id a configured handle names (configure the id,
-    ``S…``, to skip that lookup)."""
+    ``S…``, to skip that lookup). An expired group id is still used while it is looked up
+    again in the background, and ``warm`` looks a request's group up as it is made: an
+    approval waits on one Slack call, the membership read, never on usergroups.list."""
 
     def __init__(self, client: WebClient, *, group_id_ttl: float = 300.0) -> None:
         self.client = client
@@ -149,6 +154,21 @@ class SlackDirectory:
         self._lock = threading.Lock()
         self._group_ids: dict[str, tuple[float, str]] = {}
         self._channels: dict[str, str] = {}
+        self._refreshing: set[str] = set()
+
+    def warm(self, usergroups: set[str]) -> None:
+        """Look these groups' ids up in the background (a request was just made)."""
+        if not usergroups:
+            return
+
+        def run() -> None:
+            for ref in sorted(usergroups):
+                try:
+                    self._usergroup_id(ref)
+                except Exception as exc:  # the approval looks it up again, and says why
+                    log.info("looking usergroup %s up failed: %s", ref, exc)
+
+        threading.Thread(target=run, name="usergroup-ids", daemon=True).start()
 
     def usergroup_members(self, usergroup: str) -> set[str]:
         try:
@@ -176,8 +196,27 @@ class SlackDirectory:
             return ref
         with self._lock:
             hit = self._group_ids.get(ref)
-        if hit and time.monotonic() - hit[0] < self.group_id_ttl:
+            stale = hit is not None and time.monotonic() - hit[0] >= self.group_id_ttl
+            refresh = stale and ref not in self._refreshing
+            if refresh:
+                self._refreshing.add(ref)
+        if hit and refresh:
+            threading.Thread(target=self._look_up_again, args=(ref,), daemon=True,
+                             name="usergroup-id").start()
+        if hit:
             return hit[1]
+        return self._look_up(ref)
+
+    def _look_up_again(self, ref: str) -> None:
+        try:
+            self._look_up(ref)
+        except Exception as exc:  # keep the id we have; the next use tries again
+            log.info("looking usergroup %s up again failed: %s", ref, exc)
+        finally:
+            with self._lock:
+                self._refreshing.discard(ref)
+
+    def _look_up(self, ref: str) -> str:
         groups = self.client.usergroups_list().get("usergroups") or []
         for group in groups:
             if group.get("handle") == ref.lstrip("@") and group.get("id"):

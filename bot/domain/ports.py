@@ -37,7 +37,8 @@ class CrashPoints:
 
     step: Callable[[str, str], None] = _no_hold  # (step kind, "before" | "after")
     posted: Callable[[str], None] = _no_hold  # (outbox key)
-    # (outbox key) an e-mail rendered and its attempt committed, the SMTP session not begun
+    # (outbox key) an e-mail rendered (or a thread line queued) and its attempt committed,
+    # the SMTP session (the Slack post) not begun
     sending: Callable[[str], None] = _no_hold
     # (job key, stage) a post-mortem pull request part-way: "branch" made, "file" written
     publishing: Callable[[str, str], None] = _no_hold
@@ -75,9 +76,10 @@ class Chat(Protocol):
         core's implementation (``bot.usecases.latest_state_chat``) loads state and steps itself."""
         ...
 
-    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
-               ) -> None:
-        """Progress and alerts go to the thread; ``mention`` (a user id) is told."""
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
+        """Progress and alerts go to the thread; ``mention`` (a user id) is told. ``key``
+        (a line from the outbox) travels with the post so ``find_notice`` finds it."""
         ...
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
@@ -151,9 +153,12 @@ class ScrubbedChat:
         self.inner.refresh(_scrubbed(rollback),
                            None if steps is None else _scrubbed_steps(steps))
 
-    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None
-               ) -> None:
-        self.inner.thread(rollback, scrubbed_facts(message), mention=mention)
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
+        if key is None:  # chats that predate keyed lines (tests' fakes) keep working
+            self.inner.thread(rollback, scrubbed_facts(message), mention=mention)
+        else:
+            self.inner.thread(rollback, scrubbed_facts(message), mention=mention, key=key)
 
     def ephemeral(self, *, channel_id: str, user_id: str, text: str) -> None:
         self.inner.ephemeral(channel_id=channel_id, user_id=user_id, text=scrub(text))

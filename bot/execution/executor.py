@@ -46,6 +46,7 @@ from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, utcnow
 from bot.domain.words import Mention, Words, plain
 from bot.execution import retry
 from bot.execution.errors import CancelRequested, HandedOverToHuman, LeaseLost, StepFailed
+from bot.execution.progress import ImmediateProgress, Progress, announce_writes
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
 from bot.persistence.errors import StaleState
@@ -74,6 +75,7 @@ class Executor:
         on_ended: Sequence[Callable[[Rollback], None]] = (),
         wake_event: threading.Event | None = None,
         crash_points: CrashPoints = NO_CRASH_POINTS,
+        progress: Progress | None = None,
     ) -> None:
         # Called when execution ends badly (failed, needs_attention): every rollback still
         # gets its post-incident review reminder.
@@ -87,6 +89,9 @@ class Executor:
         self.owner = owner or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.sleep = sleep
         self.crash_points = crash_points  # inert outside crash tests
+        # Thread lines and message renders: queued and posted after the platform call in
+        # production (bot.usecases.thread_delivery); at once through ``chat`` by default.
+        self.progress = progress or ImmediateProgress(chat)
         # Set by an approval (the composition root hands the same event to the service).
         self._wake = wake_event or threading.Event()
         self._stop = threading.Event()
@@ -163,35 +168,61 @@ class Executor:
 
     # ------------------------------------------------------------------ one rollback
     def execute(self, rb: Rollback) -> None:
-        chat = self.chat
+        try:
+            rb = self._execute(rb)
+        finally:
+            # Whatever happened, the lines still queued go out now: aftercare posts its
+            # notices directly, after them, so the thread stays in order.
+            self.progress.flush(rb.id)
+        if rb.state == State.VERIFYING:
+            self.aftercare(rb)
+
+    def _execute(self, rb: Rollback) -> Rollback:
+        """Start (or resume) and run the steps; the rollback as it stands afterwards. Slack
+        is told through ``progress``, which posts after the platform call: between the
+        claim and the first write there are only the database and the platform."""
+        progress = self.progress
         if rb.state == State.APPROVED:
             try:
                 rb = self.store.transition(rb.id, Event.START, actor=self.owner,
                                            expected=State.APPROVED)
             except StaleState:
-                return
-            chat.refresh(rb)
-            chat.thread(rb, ExecutionStarted(rb.ref, len(self.store.steps(rb.id))))
+                return rb
+            progress.refresh(rb)
+            progress.say(rb, ExecutionStarted(rb.ref, len(self.store.steps(rb.id))),
+                         key=f"line:{rb.id}:started")
         elif rb.state == State.EXECUTING:
-            chat.thread(rb, ExecutionResumed(rb.ref, self.owner))
+            self._say_last_step_again(rb)
+            progress.say(rb, ExecutionResumed(rb.ref, self.owner))
         if rb.state == State.EXECUTING:
             steps = self.store.steps(rb.id)
             if all(st.status == "pending" for st in steps):
                 try:
                     if not self._still_as_planned(rb, steps):
-                        return
+                        return rb
                 except CancelRequested:  # pressed while the pre-check waited to retry
                     self._cancelled(rb, steps[0])
-                    return
+                    return rb
             self._mark_known_bad(rb, steps)
             if not self._run_steps(rb):
-                return
+                return rb
             self._fence(rb)
             rb = self.store.transition(rb.id, Event.STEPS_DONE, actor=self.owner,
                                        expected=State.EXECUTING)
-            chat.refresh(rb)
-        if rb.state == State.VERIFYING:
-            self.aftercare(rb)
+            progress.refresh(rb)
+        return rb
+
+    def _say_last_step_again(self, rb: Rollback) -> None:
+        """Resuming: the previous executor may have died between journaling its last step
+        done and queueing that step's line. The line's key makes saying it again a no-op
+        when it was queued (or posted) before."""
+        steps = self.store.steps(rb.id)
+        done = [st for st in steps if st.status in ("done", "skipped")]
+        if done:
+            last = done[-1]
+            note = last.result.get("message") or last.result.get("skipped") or ""
+            self.progress.say_again(rb, StepDone(last.seq, len(steps), last.description,
+                                                 str(note)), key=_done_key(rb, last))
 
     def _still_as_planned(self, rb: Rollback, steps: list[Step]) -> bool:
         """Before the first mutation: does the platform still run the revision the plan moves
@@ -232,7 +263,8 @@ class Executor:
             return
         self._fence(rb)
         if self.store.mark_known_bad(rb, actor=self.owner) and rb.current_revision:
-            self.chat.thread(rb, MarkedKnownBad(rb.current_revision.label(), rb.service))
+            self.progress.say(rb, MarkedKnownBad(rb.current_revision.label(), rb.service),
+                              key=f"line:{rb.id}:known-bad")
 
     def _run_steps(self, rb: Rollback) -> bool:
         steps = self.store.steps(rb.id)
@@ -287,7 +319,10 @@ class Executor:
         svc = self.catalog.service_config(rb.service)
         platform = self.catalog.platform(rb.platform)
         handler = HANDLERS[step.kind]
-        chat = self.chat
+        progress = self.progress
+        # Slack hears about the rollback once the platform was written to (or the step
+        # returned): the approval path then never waits on Slack before the platform.
+        written = functools.partial(progress.written, rb.id)
         attempt = 0
         while True:
             attempt += 1
@@ -300,9 +335,10 @@ class Executor:
             known_good = (self.store.known_good_config(rb.service, rb.platform)
                           if step.kind == "restore_config" else None)
             ctx = StepContext(
-                rollback=rb, step=current, service=svc, platform=platform, all_steps=fresh,
+                rollback=rb, step=current, service=svc,
+                platform=announce_writes(platform, written), all_steps=fresh,
                 journal=functools.partial(self.store.step_progress, rb.id, step.seq),
-                progress=lambda line: chat.thread(rb, StepNote(line)),
+                progress=lambda line: progress.say(rb, StepNote(line)),
                 known_good_config=ConfigSnapshot.from_dict(known_good[0]) if known_good else None,
                 known_good_recorded_at=known_good[1] if known_good else None,
                 now=self.clock(),
@@ -315,6 +351,7 @@ class Executor:
             try:
                 self.crash_points.step(step.kind, "before")
                 result = handler(ctx)
+                written()
                 self.crash_points.step(step.kind, "after")
                 outcome = "ok"
             except retry.TEMPORARY as exc:  # a platform's transient error or a step's own
@@ -325,9 +362,9 @@ class Executor:
                 if isinstance(decision, retry.GiveUp):
                     raise StepFailed(f"{exc} ({decision.reason})") from exc
                 self.store.step_finished(rb.id, step.seq, status="pending", error=str(exc))
-                chat.thread(rb, StepRetrying(step.seq, total, step.description, str(exc),
-                                             decision.delay, decision.capped,
-                                             decision.attempts))
+                progress.say(rb, StepRetrying(step.seq, total, step.description, str(exc),
+                                              decision.delay, decision.capped,
+                                              decision.attempts))
                 self._wait(rb, decision.delay)
                 continue
             except retry.PERMANENT as exc:
@@ -342,8 +379,9 @@ class Executor:
             self._fence(rb)
             self.store.step_finished(rb.id, step.seq, status=status, result=result)
             note = result.get("message") or result.get("skipped") or ""
-            chat.thread(rb, StepDone(step.seq, total, step.description, str(note)))
-            chat.refresh(rb)
+            progress.say(rb, StepDone(step.seq, total, step.description, str(note)),
+                         key=_done_key(rb, step))
+            progress.refresh(rb)
             return
 
     def _failed(self, rb: Rollback, step: Step, error: str) -> None:
@@ -412,7 +450,7 @@ class Executor:
                          detail={"undo": comp.undo.value, "replicas": comp.replicas,
                                  "why": why})
         done = Compensated(why, rb.target.describe(), comp.replicas)
-        self.chat.thread(rb, done)
+        self.progress.say(rb, done, key=f"line:{rb.id}:compensated")
         return done
 
     def _compensation_failed(self, rb: Rollback, comp: Compensation, error: str) -> NoReturn:
@@ -464,11 +502,10 @@ class Executor:
         rb = self.store.transition(rb.id, event, actor=actor or self.owner,
                                    expected=State.EXECUTING, detail=detail,
                                    updates={"last_error": last_error} if last_error else None)
-        chat = self.chat
-        chat.refresh(rb)
+        self.progress.refresh(rb)
         self._ended(rb)
-        chat.thread(rb, say, mention=(rb.incident_commander or rb.requester) if mention
-                    else None)
+        self.progress.say(rb, say, key=f"line:{rb.id}:end",
+                          mention=(rb.incident_commander or rb.requester) if mention else None)
 
     def _ended(self, rb: Rollback) -> None:
         for hook in self.on_ended:
@@ -477,3 +514,8 @@ class Executor:
             except Exception:  # a reminder problem must not hide the failure message
                 log.exception("end-of-execution hook failed for RB-%s", rb.id)
 
+
+
+def _done_key(rb: Rollback, step: Step) -> str:
+    """The outbox key of a step's "done" line: the same for a resumed executor."""
+    return f"line:{rb.id}:step:{step.seq}:done"

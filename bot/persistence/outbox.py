@@ -1,12 +1,19 @@
-"""Slack posts that happen once: keyed, recorded in ``outbox``, reconciled after a crash."""
+"""Slack posts that happen once: keyed, recorded in ``outbox``, reconciled after a crash.
+
+Notices are posted by their caller through ``notice``; the executor's thread lines are
+queued (``queue_line``: the message as JSON in ``line``, ordered by ``line_order``) and
+posted later by ``bot.usecases.thread_delivery`` through ``post_line``, the same once-only
+path."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bot.domain.models import Rollback
@@ -15,6 +22,19 @@ from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice
 log = logging.getLogger(__name__)
 
 OUTBOX_LOCK_NAMESPACE = 0x6F757462  # "outb": first half of the two-int advisory lock key
+# A thread line Slack keeps refusing (the channel archived, the bot removed) is given up
+# after this many attempts, so the lines queued behind it in its thread still go out.
+LINE_MAX_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class QueuedLine:
+    """A thread line waiting in the outbox: ``line`` is the stored message and mention."""
+
+    key: str
+    rollback_id: int
+    line: dict[str, Any]
+    attempts: int
 
 
 class Outbox:
@@ -75,6 +95,46 @@ class Outbox:
             return ""
 
         self._once(key, None, channel, send=send, lookup=lambda: None)
+
+    # ------------------------------------------------------------------ thread lines
+    def queue_line(self, rollback_id: int, key: str, line: dict[str, Any]) -> bool:
+        """Queue a thread line for the deliverer (``bot.usecases.thread_delivery``); False
+        when ``key`` was queued before (a resumed executor saying it again)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO outbox (key, rollback_id, line, line_order)"
+                " VALUES (%s, %s, %s, nextval('outbox_line_order'))"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, rollback_id, Jsonb(line))).fetchone()
+        return row is not None
+
+    def queued_lines(self, rollback_id: int | None = None, *, limit: int = 200
+                     ) -> list[QueuedLine]:
+        """Lines not yet posted, oldest first (one rollback's, or everyone's)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT key, rollback_id, line, attempts FROM outbox"
+                " WHERE line IS NOT NULL AND status = 'sending'"
+                " AND (%s::bigint IS NULL OR rollback_id = %s)"
+                " ORDER BY line_order LIMIT %s",
+                (rollback_id, rollback_id, limit)).fetchall()
+        return [QueuedLine(str(k), int(r), dict(line), int(a)) for k, r, line, a in rows]
+
+    def post_line(self, rb: Rollback, key: str, *, send: Callable[[], None]) -> None:
+        """Post a queued line once: ``send`` posts it tagged with ``key``, and a run that
+        finds an interrupted attempt looks the line up in the thread first."""
+        def attempt() -> str:
+            self.crash_points.sending(key)  # a crash test may die here: queued, not posted
+            send()
+            return ""
+
+        self._once(key, rb, None, send=attempt,
+                   lookup=lambda: self.chat.find_notice(rb, key))
+
+    def give_up_line(self, key: str, error: str) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE outbox SET status = 'failed', last_error = %s WHERE key = %s"
+                         " AND status = 'sending'", (error[:1000], key))
 
     def sent_ts(self, key: str) -> str | None:
         with self.pool.connection() as conn:

@@ -64,6 +64,7 @@ from bot.usecases.catalog import Catalog
 from bot.usecases.diagnosis import Diagnoser, DiagnosisLog
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.service import ModalDefaults, RollbackService
+from bot.usecases.thread_delivery import ThreadDelivery
 from bot.usecases.timeline import TimelineReader
 from bot.usecases.timers import PolicyTimers
 from platforms.base import Platform, PlatformUnavailable
@@ -94,6 +95,7 @@ class BotApp:
     # Platforms a service is configured for whose adapter could not be built (no
     # credentials, a token variable unset): /readyz names them until the config is fixed.
     platforms_unavailable: tuple[str, ...] = ()
+    delivery: ThreadDelivery | None = None  # the executor's thread lines, posted after it
     _started: bool = False
 
     def start_background(self) -> None:
@@ -102,6 +104,8 @@ class BotApp:
             return
         self._started = True
         if self.settings.run_executor:
+            if self.delivery is not None:  # lines a crashed process left queued
+                self.delivery.start()
             self.executor.start()
         if self.settings.run_scheduler:
             self.watcher.start()  # the next check of each watched service (deduplicated)
@@ -111,6 +115,8 @@ class BotApp:
         self.work_pool.shutdown()
         self.decision_pool.shutdown()
         self.executor.stop()
+        if self.delivery is not None:
+            self.delivery.stop()
         self.scheduler.stop()
         self.store.pool.close()
         self.http.close()  # after the workers that use it have stopped
@@ -206,6 +212,7 @@ class Core:
     scheduler: LeaderScheduler
     database_url: str = field(repr=False)
     forward_fixes: ForwardFixTracker | None = None
+    delivery: ThreadDelivery | None = None
 
 
 def build_core(
@@ -236,14 +243,24 @@ def build_core(
     catalog = Catalog(config, adapters, http=http)
     policy = Policy(config, directory)
     approved = threading.Event()  # an approval wakes the executor at once
+
+    def on_approved(rollback_id: int) -> None:
+        # Slack hears of the approved rollback after its first platform write (the hold;
+        # ``delivery`` is built below, the call comes only with an approval).
+        delivery.hold(rollback_id)
+        approved.set()
+
     service = RollbackService(
         catalog=catalog, store=store, jobs=jobs, chat=chat, policy=policy, clock=clock,
-        on_approved=lambda _rollback_id: approved.set(),
+        on_approved=on_approved,
         # A request's default incident start; the watcher is built below (it files requests
         # through this service), and the call comes only once a request is made.
         first_breach=lambda name: watcher.first_breach(name),
     )
     outbox = Outbox(store.pool, chat, crash_points=crash_points)
+    # The executor's thread lines through the outbox, posted after the platform call.
+    delivery = ThreadDelivery(outbox=outbox, store=store, chat=chat)
+    chat.defer, chat.defer_line = delivery.defer_refresh, delivery.defer_line
     # The emergency contacts called (and paged) when a rule fires; see its module.
     escalation = Escalation(config=config, store=store, jobs=jobs, outbox=outbox,
                             directory=directory, clock=clock, http=http)
@@ -287,7 +304,7 @@ def build_core(
     executor = Executor(catalog=catalog, store=store, chat=chat, clock=clock,
                         settings=config.executor, aftercare=aftercare,
                         on_ended=(reminders_.create, escalation.execution_ended),
-                        wake_event=approved,
+                        wake_event=approved, progress=delivery,
                         crash_points=crash_points)
     watcher = ReleaseWatcher(config=config, platforms=adapters, rollback_store=store,
                              jobs=jobs, store=WatchStore(store.pool), outbox=outbox, chat=chat,
@@ -305,7 +322,7 @@ def build_core(
     return Core(config=config, store=store, jobs=jobs, chat=chat, catalog=catalog,
                 policy=policy, service=service, timers=timers, aftercare=aftercare,
                 reminders=reminders_, outbox=outbox, executor=executor, watcher=watcher,
-                forward_fixes=forward_fixes,
+                forward_fixes=forward_fixes, delivery=delivery,
                 job_router=job_router, scheduler=scheduler, database_url=database_url)
 
 
@@ -328,9 +345,14 @@ def create_app(
     # Retry-After instead of refusing a valid approver on a busy incident's first 429.
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
-    core = build_core(settings, chat_port=SlackChat(client), directory=SlackDirectory(client),
+    directory = SlackDirectory(client)
+    core = build_core(settings, chat_port=SlackChat(client), directory=directory,
                       store=store, platforms=platforms, config=config, clock=clock,
                       crash_points=crash_points)
+    # A request looks its approvers' group id up (in the background, unless known), so the
+    # approval's one Slack call is the membership read.
+    core.service.when_requested(lambda rb: directory.warm(
+        {group} if (group := core.config.approvers_for(rb.service).usergroup) else set()))
     config, store, chat, service = core.config, core.store, core.chat, core.service
     bolt = App(
         client=client,
@@ -376,6 +398,7 @@ def create_app(
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,
                   work_pool=pool, decision_pool=decisions, http=core.catalog.http,
+                  delivery=core.delivery,
                   database_url=core.database_url,
                   platforms_unavailable=tuple(
                       name for name in configured_platforms(config)

@@ -4,14 +4,22 @@ Several threads (the approving listener, executor workers, the scheduler) re-ren
 same message. Each ``refresh`` takes a per-rollback lock and renders what the store
 holds *now*, never the snapshot the caller had, so a slow render of an older state can
 never overwrite a newer one and leave stale buttons behind.
+
+Between an approval and the executor's first platform write, a refresh is not sent at all:
+``defer`` (the thread deliverer's, ``bot.usecases.thread_delivery``) takes it and renders
+it once that write is made, and ``defer_line`` queues a thread line (the approval's break
+glass or override line) in the outbox, so no Slack round trip sits between the decision
+and the platform.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
+from bot.domain.messages import Message
 from bot.domain.models import Rollback, Step
 from bot.domain.ports import Chat
 from bot.persistence.store import Store
@@ -26,7 +34,28 @@ class LatestStateChat:
         self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
 
+    # Set by the composition root: True when it took the refresh to render later.
+    defer: Callable[[int], bool] | None = None
+    # Likewise for a thread line (queued in the outbox, posted after the platform write).
+    defer_line: Callable[[Rollback, Message, str | None], bool] | None = None
+
+    def thread(self, rollback: Rollback, message: Message, *, mention: str | None = None,
+               key: str | None = None) -> None:
+        if key is None and self.defer_line is not None and \
+                self.defer_line(rollback, message, mention):
+            return
+        if key is None:
+            self.inner.thread(rollback, message, mention=mention)
+        else:
+            self.inner.thread(rollback, message, mention=mention, key=key)
+
     def refresh(self, rollback: Rollback, steps: list[Step] | None = None) -> None:
+        if self.defer is not None and self.defer(rollback.id):
+            return
+        self.refresh_now(rollback)
+
+    def refresh_now(self, rollback: Rollback) -> None:
+        """Render the current state now, whatever ``defer`` says (the deliverer's call)."""
         with self._guard:
             lock = self._locks[rollback.id]
         with lock:

@@ -479,7 +479,7 @@ class RollbackService:
         once instead of opening a confirmation dialog that could never succeed."""
         rb = self.get(ref)
         self.policy.check_approve(rb, user=user, channel_id=channel_id,
-                                  channel_name=self.policy.directory.channel_name(channel_id),
+                                  channel_name=self._click_channel_name(rb, channel_id),
                                   now=self.clock(), override=override,
                                   known_bad_override=known_bad_override,
                                   typed_confirmation=rb.service)
@@ -496,7 +496,7 @@ class RollbackService:
                 override: bool = False, known_bad_override: bool = False,
                 typed_confirmation: str | None = None) -> Rollback:
         rb = self.get(ref)
-        channel_name = self.policy.directory.channel_name(channel_id)
+        channel_name = self._click_channel_name(rb, channel_id)
         decision = self.policy.check_approve(
             rb, user=user, channel_id=channel_id, channel_name=channel_name, now=self.clock(),
             override=override,
@@ -518,6 +518,15 @@ class RollbackService:
         if decision.override:
             self.chat.thread(rb, PolicyOverridden(user, rb.severity, rb.policy_mode))
         return rb
+
+    def _click_channel_name(self, rb: Rollback, channel_id: str) -> str:
+        """The name the channel rule checks for a click from ``channel_id``. A click in the
+        request's own channel (the ids compare equal) is checked by the name stored with
+        the request, with no Slack round trip before the approval; a click anywhere else is
+        refused by the channel rule, worded with the name Slack gives."""
+        if channel_id == rb.channel_id and rb.channel_name:
+            return rb.channel_name
+        return self.policy.directory.channel_name(channel_id)
 
     def approve_as_automation(self, ref: str | int, *, identity: str) -> Rollback:
         """``rollback-bot auto`` approving its own request where the configuration allows it

@@ -4,11 +4,11 @@ The test starts ``python -m tests.support.bot_main serve`` with ``ROLLBACK_FAULT
 and either ``ROLLBACK_FAULT_HOLD=<step kind>:<before|after>`` (inside that step, "after" when
 the part is left out) or ``ROLLBACK_FAULT_POST=<outbox key>`` (after Slack accepted that
 post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-mail
-rendered and its attempt committed, before the SMTP session; a shell pattern, as the key
-holds the rollback's id) or ``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull
-request part-way: ``branch`` created, or ``file`` written, no pull request yet). The
-process writes
-``<pid> ...`` to the file and blocks until SIGKILL. Only this test entry point reads these
+rendered, or a thread line queued, and its attempt committed, before the SMTP session or
+the Slack post; a shell pattern, as the key holds the rollback's id) or
+``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull request part-way: ``branch``
+created, or ``file`` written, no pull request yet). The process writes ``<pid> ...`` to the
+file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
 """
