@@ -586,7 +586,7 @@ class ExecutorSettings(Strict):
     max_retry_after_seconds: float = Field(default=60, gt=0)
     workers: int = 2
     # Waiting on a rollout holds no worker: the step looks once, the rollback is parked
-    # and looked at again later (a quarter of the time waited so far, at most this long
+    # and looked at again later (an eighth of the time waited so far, at most this long
     # apart). False: the step blocks its worker until the rollout ends (the old way).
     release_while_waiting: bool = True
     rollout_check_seconds: float = Field(default=10, gt=0, le=300)

@@ -70,10 +70,12 @@ Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VE
 # A wait between attempts sleeps in slices this long, checking Cancel and the lease between
 # them, so pressing Cancel during a long Retry-After stops the rollback within a second.
 WAIT_SLICE_SECONDS = 0.5
-# A parked rollout is looked at again after a quarter of the time it has waited so far,
-# at least this soon (a quick rollout is seen quickly) and at most
-# ``executor.rollout_check_seconds`` later (a thousand slow ones cost few reads).
+# A parked rollout is looked at again after an eighth of the time it has waited so far
+# (its end is seen at most that late), at least this soon (a quick rollout is seen
+# quickly) and at most ``executor.rollout_check_seconds`` later (a thousand slow ones cost
+# a hundred reads a second).
 FIRST_CHECK_SECONDS = 0.25
+CHECK_FRACTION = 1 / 8
 
 
 class Executor:
@@ -170,7 +172,7 @@ class Executor:
         """Journal the step ``waiting`` and release the rollback until its next check
         (``store.park``, fenced on our lease); False when the lease was lost meanwhile."""
         check_in = min(self.settings.rollout_check_seconds,
-                       max(FIRST_CHECK_SECONDS, waiting.elapsed / 4))
+                       max(FIRST_CHECK_SECONDS, waiting.elapsed * CHECK_FRACTION))
         if not self.store.park(rb.id, owner=self.owner, check_in=check_in):
             log.warning("lease on RB-%s lost while parking its wait", rb.id)
             return False
