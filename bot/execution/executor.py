@@ -222,7 +222,8 @@ class Executor:
                 except CancelRequested:  # pressed while the pre-check waited to retry
                     self._cancelled(rb, steps[0])
                     return
-            self._mark_known_bad(rb, steps)
+            if not continuing:  # marked when execution began; a look marks nothing
+                self._mark_known_bad(rb, steps)
             if not self._run_steps(rb):
                 return
             self._fence(rb)
