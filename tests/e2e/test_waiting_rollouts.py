@@ -16,6 +16,7 @@ from typing import Any
 from handlers import ids
 from tests.e2e.conftest import Harness
 from tests.support import messages
+from tests.support.waiting import wait_until
 
 HELD = 3600.0  # a rollout that does not finish until the test drops rollout_seconds to 0
 SERVICES = [f"svc-{i:02d}" for i in range(1, 21)]
@@ -60,8 +61,9 @@ def test_twenty_rollouts_are_in_flight_at_once_on_two_workers(
     ids_ = [_request_and_approve(h, name)[0] for name in SERVICES]
     # Every rollback has rolled its application back and waits on its rollout, at once:
     # held workers would allow two.
-    h.emulator.wait_for(lambda: all(_waiting(h, rid) for rid in ids_), timeout=60,
-                        description="all 20 rollouts parked")
+    # (Polled: a parked rollback changes nothing in Slack that the emulator could wake on.)
+    wait_until(lambda: all(_waiting(h, rid) for rid in ids_), 60, 0.1,
+               "all 20 rollouts parked")
     assert h.platform.mutations()["rollback_to"] == 20
     for rid in ids_:
         assert h.bot.store.get(rid).state.value == "executing"
@@ -78,7 +80,7 @@ def test_cancel_while_waiting_stops_before_the_rollout_is_confirmed(
         make_harness: Callable[..., Harness]) -> None:
     h = make_harness(config_overrides=_services(["svc-01"]), rollout_seconds=HELD)
     rid, msg = _request_and_approve(h, "svc-01")
-    h.emulator.wait_for(lambda: _waiting(h, rid), timeout=20)
+    wait_until(lambda: _waiting(h, rid), 20, 0.05, "the rollout parked")
     h.click(msg, ids.CANCEL, "bob")
     rb = h.wait_state(rid, "cancelled", timeout=20)
     assert rb.cancel_requested_by == h.emulator.user_id("bob")
@@ -94,7 +96,7 @@ def test_a_parked_rollback_whose_process_is_gone_is_finished_elsewhere_without_a
     a = make_harness(config_overrides=_services(["svc-01"]), rollout_seconds=HELD,
                      state_file=state)
     rid, msg = _request_and_approve(a, "svc-01")
-    a.emulator.wait_for(lambda: _waiting(a, rid), timeout=20)
+    wait_until(lambda: _waiting(a, rid), 20, 0.05, "the rollout parked")
     looks = a.platform.calls()["rollout_status"]
     a.stack.owns_emulator = False  # Slack outlives the bot process
     a.stack.stop()  # the instance that parked it is gone
@@ -116,12 +118,13 @@ def test_the_rollout_deadline_counts_from_the_journaled_start_of_the_wait(
         "max_transient_retries": 0}), rollout_seconds=HELD)
     timeout = h.bot.config.services["svc-01"].platform_config("fake").rollout_timeout_seconds
     rid, msg = _request_and_approve(h, "svc-01")
-    h.emulator.wait_for(lambda: _waiting(h, rid), timeout=20)
+    wait_until(lambda: _waiting(h, rid), 20, 0.05, "the rollout parked")
     since = _step(h, rid, "wait_rollout").result["waiting_since"]
     assert since == h.clock().isoformat()
     h.clock.advance(seconds=timeout - 1)  # not yet: the next looks see it still going
     looks = h.platform.calls()["rollout_status"]
-    h.emulator.wait_for(lambda: h.platform.calls()["rollout_status"] >= looks + 2, timeout=20)
+    wait_until(lambda: h.platform.calls()["rollout_status"] >= looks + 2, 20, 0.05,
+               "two more looks")
     assert h.bot.store.get(rid).state.value == "executing"
     h.clock.advance(seconds=2)  # past the deadline counted from the journaled start
     rb = h.wait_state(rid, "failed", timeout=20)
