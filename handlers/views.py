@@ -49,6 +49,7 @@ STATE_BADGE = {
 # Finished, or stopped for a person: the request message offers its timeline.
 TIMELINE_STATES = TERMINAL | {State.NEEDS_ATTENTION, State.UNSTABLE, State.VERIFICATION_FAILED}
 STEP_ICON = {"pending": ":white_circle:", "started": ":arrows_counterclockwise:",
+             "waiting": ":hourglass_flowing_sand:",
              "done": ":white_check_mark:", "failed": ":x:", "skipped": ":fast_forward:"}
 
 

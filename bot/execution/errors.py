@@ -17,6 +17,8 @@ by type, treating these exactly like the platform's ``TransientPlatformError`` a
             ├── StepFailed                  the step is over; its error goes to the journal
             │                               and the thread
             ├── CancelRequested             Cancel was pressed: stop before acting
+            ├── StillWaiting                a waiting step's check found the platform still
+            │                               busy: park the rollback, free the worker
             ├── LeaseLost                   another executor owns the rollback now
             └── HandedOverToHuman           compensation failed too: needs_attention
 
@@ -36,6 +38,7 @@ __all__ = [
     "PermanentStepError",
     "StepError",
     "StepFailed",
+    "StillWaiting",
     "TemporaryStepError",
 ]
 
@@ -68,6 +71,17 @@ class StepFailed(ExecutionError):
 
 class CancelRequested(ExecutionError):
     """Someone pressed Cancel while this rollback was executing: stop before acting."""
+
+
+class StillWaiting(ExecutionError):
+    """A waiting step (``wait_rollout``) looked once and the platform is still busy: the
+    step is not over and did not fail. The executor journals it ``waiting``, releases the
+    rollback until its next check and takes other work; ``elapsed`` is how long the step
+    has waited (from its journaled start), which spaces the checks out."""
+
+    def __init__(self, message: str, *, elapsed: float) -> None:
+        super().__init__(message)
+        self.elapsed = elapsed
 
 
 class LeaseLost(ExecutionError):

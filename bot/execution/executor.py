@@ -45,7 +45,13 @@ from bot.domain.models import Rollback, Step
 from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, utcnow
 from bot.domain.words import Mention, Words, plain
 from bot.execution import retry
-from bot.execution.errors import CancelRequested, HandedOverToHuman, LeaseLost, StepFailed
+from bot.execution.errors import (
+    CancelRequested,
+    HandedOverToHuman,
+    LeaseLost,
+    StepFailed,
+    StillWaiting,
+)
 from bot.execution.progress import ImmediateProgress, Progress, announce_writes
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
@@ -65,6 +71,12 @@ Aftercare = Callable[[Rollback], None]  # verification -> monitoring, given a VE
 # A wait between attempts sleeps in slices this long, checking Cancel and the lease between
 # them, so pressing Cancel during a long Retry-After stops the rollback within a second.
 WAIT_SLICE_SECONDS = 0.5
+# A parked rollout is looked at again after an eighth of the time it has waited so far
+# (its end is seen at most that late), at least this soon (a quick rollout is seen
+# quickly) and at most ``executor.rollout_check_seconds`` later (a thousand slow ones cost
+# a hundred reads a second).
+FIRST_CHECK_SECONDS = 0.25
+CHECK_FRACTION = 1 / 8
 
 
 class Executor:
@@ -97,6 +109,7 @@ class Executor:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lost: dict[int, threading.Event] = {}  # per claimed rollback, set by heartbeat
+        self._next_due = float("inf")  # monotonic time of the soonest check this one parked
 
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
@@ -122,8 +135,12 @@ class Executor:
                 log.exception("executor loop error")
                 worked = False
             if not worked:
-                self._wake.wait(self.settings.poll_seconds)
+                # A rollout parked here for a check sooner than the poll is looked at then.
+                due = self._next_due - time.monotonic()
+                self._wake.wait(max(0.0, min(self.settings.poll_seconds, due)))
                 self._wake.clear()
+                if due <= self.settings.poll_seconds:
+                    self._next_due = float("inf")
 
     def run_once(self, rollback_id: int | None = None) -> bool:
         """Claim and run one rollback (``rollback_id``: that one only); False if none."""
@@ -135,15 +152,36 @@ class Executor:
         self._lost[rb.id] = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(rb.id, stop_beat), daemon=True)
         beat.start()
+        waiting: StillWaiting | None = None
         try:
-            self.execute(rb)
+            self.execute(rb, continuing=self._parked(rb))
+        except StillWaiting as exc:  # the rollout goes on without us: park, free the worker
+            waiting = exc
         except LeaseLost:
             log.warning("lease on RB-%s lost; another executor resumes it", rb.id)
         finally:
             stop_beat.set()
             beat.join(timeout=2)
             self._lost.pop(rb.id, None)
-            self.store.release(rb.id, owner=self.owner)
+            # Parking gives the lease up: the last thing done with this rollback here.
+            if waiting is None or not self._park(rb, waiting):
+                self.store.release(rb.id, owner=self.owner)
+        return True
+
+    def _parked(self, rb: Rollback) -> bool:
+        """Is this claim the next check of a parked wait (not a new or crashed run)?"""
+        return rb.state == State.EXECUTING and any(
+            st.status == "waiting" for st in self.store.steps(rb.id))
+
+    def _park(self, rb: Rollback, waiting: StillWaiting) -> bool:
+        """Journal the step ``waiting`` and release the rollback until its next check
+        (``store.park``, fenced on our lease); False when the lease was lost meanwhile."""
+        check_in = min(self.settings.rollout_check_seconds,
+                       max(FIRST_CHECK_SECONDS, waiting.elapsed * CHECK_FRACTION))
+        if not self.store.park(rb.id, owner=self.owner, check_in=check_in):
+            log.warning("lease on RB-%s lost while parking its wait", rb.id)
+            return False
+        self._next_due = min(self._next_due, time.monotonic() + check_in)
         return True
 
     def _heartbeat(self, rollback_id: int, stop: threading.Event) -> None:
@@ -167,9 +205,10 @@ class Executor:
             raise LeaseLost()
 
     # ------------------------------------------------------------------ one rollback
-    def execute(self, rb: Rollback) -> None:
+    def execute(self, rb: Rollback, *, continuing: bool = False) -> None:
+        """``continuing``: the next look at a parked wait, which says nothing new."""
         try:
-            rb = self._execute(rb)
+            rb = self._execute(rb, continuing=continuing)
         finally:
             # Whatever happened, the lines still queued go out now: aftercare posts its
             # notices directly, after them, so the thread stays in order.
@@ -177,7 +216,7 @@ class Executor:
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
 
-    def _execute(self, rb: Rollback) -> Rollback:
+    def _execute(self, rb: Rollback, *, continuing: bool) -> Rollback:
         """Start (or resume) and run the steps; the rollback as it stands afterwards. Slack
         is told through ``progress``, which posts after the platform call: between the
         claim and the first write there are only the database and the platform."""
@@ -191,7 +230,7 @@ class Executor:
             progress.refresh(rb)
             progress.say(rb, ExecutionStarted(rb.ref, len(self.store.steps(rb.id))),
                          key=f"line:{rb.id}:started")
-        elif rb.state == State.EXECUTING:
+        elif rb.state == State.EXECUTING and not continuing:
             self._say_last_step_again(rb)
             progress.say(rb, ExecutionResumed(rb.ref, self.owner))
         if rb.state == State.EXECUTING:
@@ -203,7 +242,8 @@ class Executor:
                 except CancelRequested:  # pressed while the pre-check waited to retry
                     self._cancelled(rb, steps[0])
                     return rb
-            self._mark_known_bad(rb, steps)
+            if not continuing:  # marked when execution began; a look marks nothing
+                self._mark_known_bad(rb, steps)
             if not self._run_steps(rb):
                 return rb
             self._fence(rb)
@@ -345,6 +385,7 @@ class Executor:
                 record_data_loss=lambda since, until: self.store.record_data_loss(
                     rb.id, since=since, until=until),
                 http=self.catalog.http,
+                release_while_waiting=self.settings.release_while_waiting,
             )
             started = time.perf_counter()
             outcome = "error"
@@ -369,6 +410,9 @@ class Executor:
                 continue
             except retry.PERMANENT as exc:
                 raise StepFailed(str(exc)) from exc
+            except StillWaiting:  # not over and not failed: run_once parks the rollback
+                outcome = "waiting"
+                raise
             except Exception as exc:  # unknown errors stop the rollback, never loop
                 log.exception("step %s of RB-%s crashed", step.kind, rb.id)
                 raise StepFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -30,11 +30,19 @@ import httpx
 from bot.domain.config import ServiceConfig, probe_headers, secret
 from bot.domain.errors import MissingSecret
 from bot.domain.models import Rollback, Step
-from bot.execution.errors import PermanentStepError, TemporaryStepError
+from bot.execution.errors import PermanentStepError, StillWaiting, TemporaryStepError
 from bot.integrations.errors import LoadBalancerError
 from bot.integrations.http_client import shared_client
 from bot.persistence import sealing
-from platforms.base import Capability, ConfigSnapshot, Platform, Revision, Unsupported
+from platforms.base import (
+    Capability,
+    ConfigSnapshot,
+    Platform,
+    Revision,
+    RolloutStatus,
+    TransientPlatformError,
+    Unsupported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,10 @@ class StepContext:
     # The process's HTTP client (bot.integrations.http_client) for the webhooks; None (tests
     # that build a context by hand): a client for this step only.
     http: httpx.Client | None = None
+    # ``wait_rollout`` looks once and raises ``StillWaiting`` instead of blocking until the
+    # rollout ends (the executor parks the rollback and frees its worker); False: the
+    # blocking wait (``executor.release_while_waiting: false``, and direct callers).
+    release_while_waiting: bool = False
 
 
 StepHandler = Callable[[StepContext], dict[str, Any]]
@@ -255,10 +267,16 @@ def app_rollback(ctx: StepContext) -> dict[str, Any]:
 def wait_rollout(ctx: StepContext) -> dict[str, Any]:
     """Wait for the rollout, then check that what runs is what the plan pinned: a platform
     can settle on something else (ECS's circuit breaker reverting to the bad deployment,
-    another actor editing the Deployment, a Fly machine left on another image)."""
+    another actor editing the Deployment, a Fly machine left on another image).
+
+    With ``release_while_waiting`` the wait is one status read per call (``_look``): still
+    going raises ``StillWaiting`` and the executor calls again later, on any replica."""
     timeout = _platform_timeout(ctx, "rollout")
-    status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
-                                           on_progress=_throttled(ctx.progress))
+    if ctx.release_while_waiting:
+        status = _look(ctx, timeout)
+    else:
+        status = ctx.platform.wait_for_rollout(ctx.rollback.target, timeout=timeout,
+                                               on_progress=_throttled(ctx.progress))
     if status.failed:
         raise PermanentStepError(status.message)
     if not status.done:
@@ -271,6 +289,33 @@ def wait_rollout(ctx: StepContext) -> dict[str, Any]:
                                  f"what runs: {check.running}"
                                  + (f" ({check.detail})" if check.detail else ""))
     return {"message": status.message, "running": check.running}
+
+
+def _look(ctx: StepContext, timeout: float) -> RolloutStatus:
+    """One non-blocking look at the rollout. The wait's start is journaled at the first
+    look, so the deadline counts from it whichever executor looks next (a crash or a
+    re-claim does not restart it); a new line goes to the thread only when the status
+    reads differently from the last look's. A transient error while looking is a look that
+    saw nothing (as the adapters' own waits treat it): the deadline still bounds it."""
+    since_text = ctx.step.result.get("waiting_since")
+    since = datetime.fromisoformat(str(since_text)) if since_text else ctx.now
+    if not since_text:
+        ctx.journal({"waiting_since": since.isoformat()})
+    try:
+        status = ctx.platform.rollout_status(ctx.rollback.target)
+    except TransientPlatformError as exc:
+        status = RolloutStatus(done=False, message=f"transient error: {exc}")
+    if status.message != ctx.step.result.get("last_status"):
+        ctx.journal({"last_status": status.message})
+        ctx.progress(status.message)
+    if status.done or status.failed:
+        return status
+    elapsed = max(0.0, (ctx.now - since).total_seconds())
+    if elapsed >= timeout:
+        # The next attempt (the retry policy's) waits a whole window again.
+        ctx.journal({"waiting_since": None})
+        return status
+    raise StillWaiting(status.message, elapsed=elapsed)
 
 
 def repoint_webhooks(ctx: StepContext) -> dict[str, Any]:

@@ -397,13 +397,17 @@ class Store:
     def claim_next(self, *, owner: str, lease_seconds: float,
                    rollback_id: int | None = None) -> Rollback | None:
         """Claim one approved (or orphaned executing) rollback; other replicas skip it.
-        ``rollback_id``: that one only (``rollback-bot auto`` runs its own request only)."""
+        ``rollback_id``: that one only (``rollback-bot auto`` runs its own request only).
+        A parked rollback (``park``) is claimable once its next check is due, or at once
+        when someone asked to cancel it."""
         only = " AND id = %s" if rollback_id is not None else ""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
                     "SELECT id FROM rollbacks WHERE state IN ('approved', 'executing', 'verifying')"
-                    " AND (lease_expires_at IS NULL OR lease_expires_at < now())" + only +
+                    " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
+                    " AND (next_check_at IS NULL OR next_check_at <= now()"
+                    "      OR cancel_requested_by IS NOT NULL)" + only +
                     " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
                     (rollback_id,) if rollback_id is not None else None,
                 )
@@ -434,6 +438,25 @@ class Store:
             (rollback_id, owner),
         )
 
+    def park(self, rollback_id: int, *, owner: str, check_in: float) -> bool:
+        """The running step waits on the platform: journal it ``waiting``, set the
+        rollback's next check ``check_in`` seconds from now and give the lease up, in one
+        transaction fenced on the lease (False: another executor owns it now, nothing was
+        written). Steps run one at a time, so the running step is the ``started`` one."""
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            with conn.transaction():
+                cur.execute(
+                    "UPDATE rollbacks SET next_check_at = now() + make_interval(secs => %s),"
+                    " lease_owner = NULL, lease_expires_at = NULL"
+                    " WHERE id = %s AND lease_owner = %s AND state = 'executing'",
+                    (check_in, rollback_id, owner))
+                if cur.rowcount != 1:
+                    return False
+                cur.execute(
+                    "UPDATE rollback_steps SET status = 'waiting'"
+                    " WHERE rollback_id = %s AND status = 'started'", (rollback_id,))
+        return True
+
     # ------------------------------------------------------------------ steps
     def steps(self, rollback_id: int) -> list[Step]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -443,9 +466,12 @@ class Store:
             return [Step(**r) for r in cur.fetchall()]
 
     def step_started(self, rollback_id: int, seq: int) -> None:
-        """Journal *before* acting, so a crash leaves evidence that the step began."""
+        """Journal *before* acting, so a crash leaves evidence that the step began. The next
+        check of a ``waiting`` step (``park``) continues its attempt instead of counting a new
+        one: polling a rollout is not a retry and spends none of the retry budget."""
         self._exec(
-            "UPDATE rollback_steps SET status = 'started', attempts = attempts + 1,"
+            "UPDATE rollback_steps SET attempts = attempts"
+            " + CASE WHEN status = 'waiting' THEN 0 ELSE 1 END, status = 'started',"
             " started_at = COALESCE(started_at, now()), error = NULL"
             " WHERE rollback_id = %s AND seq = %s",
             (rollback_id, seq),

@@ -79,6 +79,8 @@ JOIN_CAP_SECONDS = 3600.0  # the last resort if a step's own bound failed to end
 REACHED = frozenset({State.MONITORING, State.COMPLETED})
 STOPPED = frozenset({State.FAILED, State.NEEDS_ATTENTION, State.VERIFICATION_FAILED,
                      State.CANCELLED, State.REJECTED, State.EXPIRED, State.UNSTABLE})
+# What an executor still claims: the run keeps claiming its own rollback while it is here.
+CLAIMABLE = frozenset({State.APPROVED, State.EXECUTING, State.VERIFYING})
 # Earlier rollbacks that mean people decided about the revision they moved away from.
 DECIDED = frozenset({State.REJECTED, State.CANCELLED, State.FAILED, State.EXPIRED})
 
@@ -362,8 +364,15 @@ class AutoRollback:
         def work() -> None:
             # Our own request only: this process never picks up another service's
             # rollback. A `serve` replica may claim it first; then this run only watches.
+            # A rollout the executor parked (waiting on the platform) is claimed again when
+            # its check is due, until the rollback leaves execution: like a step in
+            # progress, a parked wait is never abandoned (the join below caps the wait).
             try:
-                self.executor.run_once(rb.id)
+                while True:
+                    self.executor.run_once(rb.id)
+                    if self.store.get(rb.id).state not in CLAIMABLE:
+                        return
+                    self.sleep(POLL_SECONDS)
             except BaseException as exc:  # said by the run's result, not lost in a thread
                 failure.append(exc)
 
