@@ -255,8 +255,10 @@ def test_failure_after_scale_down_scales_the_service_back(
     assert h.platform.mutation_log() == ["scale:0", "scale:3"]  # no app rollback, no restore
     assert _step(h, rid, "scale_down").result["restored_to"] == 3
     assert _step(h, rid, "restore_db").status == "pending"
-    thread = h.thread_texts(msg)
-    assert any("Compensation" in t and "back to 3 replicas" in t for t in thread)
+    # The line follows the transition through the outbox's deliverer.
+    h.emulator.wait_for(lambda: any("Compensation" in t and "back to 3 replicas" in t
+                                    for t in h.thread_texts(msg)),
+                        10, description="the compensation line in the thread")
     assert any(e.event == "compensated" for e in h.bot.store.audit_events(rid))
 
 

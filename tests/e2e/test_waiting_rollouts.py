@@ -87,7 +87,9 @@ def test_cancel_while_waiting_stops_before_the_rollout_is_confirmed(
     assert _step(h, rid, "app_rollback").status == "done"
     assert _step(h, rid, "wait_rollout").status == "waiting"  # never confirmed
     assert h.platform.mutations()["rollback_to"] == 1
-    assert any("cancelled" in t.lower() for t in h.thread_texts(msg))
+    # The line follows the transition through the outbox's deliverer.
+    h.emulator.wait_for(lambda: any("cancelled" in t.lower() for t in h.thread_texts(msg)),
+                        10, description="the cancelled line in the thread")
 
 
 def test_a_parked_rollback_whose_process_is_gone_is_finished_elsewhere_without_a_new_mutation(
