@@ -194,19 +194,21 @@ class LeaderScheduler:
         job = run.job
         if self._stopping.is_set() or not self._is_leader:
             # Not started yet and no longer ours to run: back to the table for the leader.
-            self._quietly(lambda: self.jobs.release(job.id), job, "release")
+            self._quietly(lambda: self.jobs.release(job.id, owner=self.owner), job,
+                          "release")
             return
         try:
             self.run_job(job)
         except Exception as exc:
             metrics.JOB_FAILURES.labels(job.kind).inc()
             error = f"{type(exc).__name__}: {exc}"
-            again = self._quietly(lambda: self.jobs.retry_later(job.id, now=run.at,
-                                                                error=error), job, "retry")
+            again = self._quietly(lambda: self.jobs.retry_later(
+                job.id, now=run.at, error=error, owner=self.owner), job, "retry")
             log.exception("job %s (%s) failed; %s", job.id, job.kind,
                           "retrying with backoff" if again else "giving up")
             return
-        if self._quietly(lambda: self.jobs.finish(job.id), job, "finish") is not _FAILED:
+        if self._quietly(lambda: self.jobs.finish(job.id, owner=self.owner), job,
+                         "finish") is not _FAILED:
             run.ran = True
 
     @staticmethod

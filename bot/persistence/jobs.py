@@ -38,6 +38,12 @@ def _job(row: dict[str, Any]) -> Job:
                row["status"], row["claimed_by"], int(row.get("attempts") or 0))
 
 
+# A leader's bookkeeping write lands only while the row is still its own running claim:
+# after a takeover the new leader re-queued (and may be re-running) it. NULL: unfenced
+# (tests and tools that own the table).
+_OWNED = " AND (%s::text IS NULL OR (claimed_by = %s AND status = 'running'))"
+
+
 class JobStore:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
@@ -115,31 +121,36 @@ class JobStore:
                 " WHERE id = %s AND status = 'pending'", (owner, job_id))
             return cur.rowcount == 1
 
-    def finish(self, job_id: int, *, result: dict[str, Any] | None = None) -> None:
+    def finish(self, job_id: int, *, result: dict[str, Any] | None = None,
+               owner: str | None = None) -> None:
+        """Mark the run done. ``owner``: only while the row is still this leader's claim (a
+        leader that lost the lock mid-run must not close the new leader's re-run)."""
         with self.pool.connection() as conn:
             conn.execute(
                 "UPDATE scheduled_jobs SET status = 'done', finished_at = now(), result = %s"
-                " WHERE id = %s", (Jsonb(result or {}), job_id))
+                " WHERE id = %s" + _OWNED, (Jsonb(result or {}), job_id, owner, owner))
 
     def retry_later(self, job_id: int, *, now: datetime, error: str,
-                    max_attempts: int = 8) -> bool:
+                    max_attempts: int = 8, owner: str | None = None) -> bool:
         """A run raised: back off exponentially (2 s .. 5 min); after ``max_attempts`` the job
-        is parked as 'failed' for a human. Returns whether it will run again."""
+        is parked as 'failed' for a human. Returns whether it will run again. ``owner``: as
+        for ``finish``."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "UPDATE scheduled_jobs SET attempts = attempts + 1, last_error = %s,"
                 " claimed_by = NULL,"
                 " status = CASE WHEN attempts + 1 >= %s THEN 'failed' ELSE 'pending' END,"
                 " due_at = %s + make_interval(secs => LEAST(300, power(2, attempts + 1)))"
-                " WHERE id = %s RETURNING status",
-                (scrub(error)[:500], max_attempts, now, job_id)).fetchone()
+                " WHERE id = %s" + _OWNED + " RETURNING status",
+                (scrub(error)[:500], max_attempts, now, job_id, owner, owner)).fetchone()
         return bool(row and row[0] == "pending")
 
-    def release(self, job_id: int) -> None:
+    def release(self, job_id: int, *, owner: str | None = None) -> None:
         """Give a claimed job back (the run failed before doing anything visible)."""
         with self.pool.connection() as conn:
             conn.execute("UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL"
-                         " WHERE id = %s AND status = 'running'", (job_id,))
+                         " WHERE id = %s AND status = 'running'" + _OWNED,
+                         (job_id, owner, owner))
 
     def recover_running(self, *, older_than_seconds: float, except_owner: str | None = None
                         ) -> int:

@@ -339,3 +339,23 @@ def test_missed_checks_are_skipped_and_the_report_says_so(
     assert ("Timing:* 2 of 4 checks ran more than 1 s late, worst 630.0 s; 1 skipped (the bot was "
             "behind: the latest due check ran instead)") in report
     assert h.wait_state(rid, "completed")
+
+
+def test_a_deposed_leaders_bookkeeping_never_touches_the_new_leaders_claim(
+        jobs: JobStore, db: str) -> None:
+    job = jobs.schedule(kind="k", due_at=NOW - timedelta(seconds=1))
+    assert job is not None
+    assert [j.id for j in jobs.claim_due(NOW, owner="old", limit=5)] == [job.id]
+    # The old leader lost the lock mid-run; the new one re-queues its row and runs it again.
+    assert jobs.recover_running(older_than_seconds=0, except_owner="new") == 1
+    assert [j.id for j in jobs.claim_due(NOW, owner="new", limit=5)] == [job.id]
+    # The old run ends now, one way or another: none of it lands on the new claim.
+    jobs.finish(job.id, owner="old")
+    assert jobs.retry_later(job.id, now=NOW, error="boom", owner="old") is False
+    jobs.release(job.id, owner="old")
+    with psycopg.connect(db, autocommit=True) as conn:
+        row = conn.execute("SELECT status, claimed_by, attempts FROM scheduled_jobs"
+                           " WHERE id = %s", (job.id,)).fetchone()
+    assert row == ("running", "new", 0)
+    jobs.finish(job.id, owner="new")
+    assert _status(db) == Counter({"done": 1})
