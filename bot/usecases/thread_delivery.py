@@ -40,6 +40,32 @@ HOLD_SECONDS = 2.0  # the longest an approved rollback's Slack updates wait for 
 POLL_SECONDS = 1.0  # how often lines left by a crashed process or a Slack error are retried
 
 
+# Slack answers no retry can change (docs.slack.dev/reference/methods/chat.postMessage,
+# "Errors"): the line is given up at once and the lines behind it go on. Any other Slack
+# answer (ratelimited, internal_error, service_unavailable, ...) and any transport error is
+# passing: the line is retried on every round however long it takes, because a lost line
+# may be the one with the manual scale-up command. Anything else (a line that cannot be
+# rendered) is given up after ``LINE_MAX_ATTEMPTS``.
+PERMANENT_SLACK_ERRORS = frozenset({
+    "channel_not_found", "is_archived", "not_in_channel", "msg_too_long", "no_text",
+    "invalid_blocks", "too_many_attachments", "restricted_action", "duplicate_message_not_found",
+})
+
+
+def _slack_error(exc: Exception) -> str | None:
+    """The ``error`` of a Slack Web API answer (slack_sdk's SlackApiError carries the parsed
+    response); None for anything else. Duck-typed: the core does not import the Slack SDK."""
+    response = getattr(exc, "response", None)
+    getter = getattr(response, "get", None)
+    if getter is None:
+        return None
+    try:
+        code = getter("error")
+    except Exception:
+        return None
+    return code if isinstance(code, str) else None
+
+
 class ThreadDelivery:
     def __init__(self, *, outbox: Outbox, store: Store, chat: LatestStateChat,
                  hold_seconds: float = HOLD_SECONDS, poll_seconds: float = POLL_SECONDS,
@@ -164,7 +190,10 @@ class ThreadDelivery:
                 rb, message, mention=mention, key=queued.key))
             return True
         except Exception as exc:
-            if queued.attempts + 1 >= LINE_MAX_ATTEMPTS:
+            code = _slack_error(exc)
+            lasting = code in PERMANENT_SLACK_ERRORS
+            passing = not lasting and (code is not None or isinstance(exc, OSError))
+            if lasting or (not passing and queued.attempts + 1 >= LINE_MAX_ATTEMPTS):
                 log.error("giving up on thread line %s after %d attempts: %s", queued.key,
                           queued.attempts + 1, exc)
                 self.outbox.give_up_line(queued.key, f"{type(exc).__name__}: {exc}")
