@@ -209,10 +209,17 @@ class Executor:
         """``continuing``: the next look at a parked wait, which says nothing new."""
         try:
             rb = self._execute(rb, continuing=continuing)
-        finally:
-            # Whatever happened, the lines still queued go out now: aftercare posts its
-            # notices directly, after them, so the thread stays in order.
+        except (StillWaiting, LeaseLost):
+            # A parked look, or a rollback that is no longer ours: the worker moves on at
+            # once and the deliverer posts what is queued (flushing here would hold the
+            # worker for Slack's round trips, or its Retry-After).
+            raise
+        except BaseException:
             self.progress.flush(rb.id)
+            raise
+        # The lines still queued go out now: aftercare posts its notices directly, after
+        # them, so the thread stays in order.
+        self.progress.flush(rb.id)
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
 
