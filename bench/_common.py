@@ -8,6 +8,7 @@ import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -99,3 +100,19 @@ def record(bench: str, rows: Sequence[dict[str, object]]) -> bool:
         {"bench": bench, "command": command, "commit": commit_described(), "ok": ok,
          "rows": list(rows)}, indent=1) + "\n")
     return ok
+
+
+def slash_fields(stack: Any, user: str, text: str,
+                 channel: str = "inc-hotel-voice-bot") -> dict[str, str]:
+    """The form fields Slack posts for ``/rollback <text>`` typed by ``user`` in ``channel``
+    of a ``SandboxStack``'s emulator (a fresh response_url each time)."""
+    from sandbox.slack import payloads
+
+    em = stack.emulator
+    ws = em.ws
+    who, where = ws.resolve_user(user), ws.resolve_channel(channel)
+    return payloads.slash_command(
+        ws, app_id=em.app_id, verification_token="sandbox-verification-token", user=who,
+        channel=where, command="/rollback", text=text,
+        response_url=em.issue_response_url(channel=where.id, user=who.id),
+        trigger_id="(unique per request)")

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import fresh_database, ms, quiet_logging, record, summary  # noqa: E402
+from bench._common import fresh_database, ms, quiet_logging, record, slash_fields, summary  # noqa: E402
 from bench.ack_latency import LoadClient  # noqa: E402
 from tests.support.waiting import wait_until  # noqa: E402
 
@@ -76,19 +76,6 @@ def _platform_class() -> Any:
     return SwitchablePlatform
 
 
-def _fields(stack: Any, user: str, text: str) -> dict[str, str]:
-    from sandbox.slack import payloads
-
-    em = stack.emulator
-    ws = em.ws
-    who, where = ws.resolve_user(user), ws.resolve_channel(CHANNEL)
-    return payloads.slash_command(
-        ws, app_id=em.app_id, verification_token="sandbox-verification-token", user=who,
-        channel=where, command="/rollback", text=text,
-        response_url=em.issue_response_url(channel=where.id, user=who.id),
-        trigger_id="(unique per request)")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--help-n", type=int, default=300, help="measured help acks per round")
@@ -119,8 +106,8 @@ def main() -> int:
         assert stack.server is not None and stack.bot is not None
         pool = stack.bot.work_pool
         events = f"{stack.server.url}/slack/events"
-        help_fields = _fields(stack, "bob", "help")
-        slow_fields = _fields(stack, "dave", f"{SLOW} --severity P1 --reason bench")
+        help_fields = slash_fields(stack, "bob", "help")
+        slow_fields = slash_fields(stack, "dave", f"{SLOW} --severity P1 --reason bench")
         measured, saturating = LoadClient(), LoadClient()
         help_acks: dict[str, list[float]] = {m: [] for m in MODES}
         slow_acks: dict[str, list[float]] = {m: [] for m in MODES}
@@ -176,7 +163,7 @@ def main() -> int:
             # A burst of modal opens for one service while its read hangs.
             platform.hang()
             before = platform.reads
-            modal_fields = _fields(stack, "alice", SLOW)
+            modal_fields = slash_fields(stack, "alice", SLOW)
             opens_before = len(stack.emulator.calls("views.open"))
             burst = measured.run(url=events, secret=stack.signing_secret, fields=modal_fields,
                                  n=args.burst, concurrency=16, expect_body=BUSY)

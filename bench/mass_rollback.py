@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import fresh_database, ms, quiet_logging, record, summary  # noqa: E402
+from bench._common import fresh_database, ms, quiet_logging, record, slash_fields, summary  # noqa: E402
 from bench.ack_latency import LoadClient  # noqa: E402
 
 CHANNEL = "inc-hotel-voice-bot"
@@ -66,19 +66,6 @@ def _config(services: list[str], *, release: bool, rollout_seconds: float,
     return parse_sandbox_config(data)
 
 
-def _fields(stack: Any, user: str, text: str) -> dict[str, str]:
-    from sandbox.slack import payloads
-
-    em = stack.emulator
-    ws = em.ws
-    who, where = ws.resolve_user(user), ws.resolve_channel(CHANNEL)
-    return payloads.slash_command(
-        ws, app_id=em.app_id, verification_token="sandbox-verification-token", user=who,
-        channel=where, command="/rollback", text=text,
-        response_url=em.issue_response_url(channel=where.id, user=who.id),
-        trigger_id="(unique per request)")
-
-
 class AckProbe:
     """Sends signed help/status commands in rounds from a separate process until stopped."""
 
@@ -86,7 +73,7 @@ class AckProbe:
         assert stack.server is not None
         self.url = f"{stack.server.url}/slack/events"
         self.secret = stack.signing_secret
-        self.fields = {c: _fields(stack, "alice", c) for c in COMMANDS}
+        self.fields = {c: slash_fields(stack, "alice", c) for c in COMMANDS}
         self.n = n
         self.client = LoadClient()
         self.acks: dict[str, list[float]] = {c: [] for c in COMMANDS}
