@@ -399,7 +399,8 @@ class Store:
         """Claim one approved (or orphaned executing) rollback; other replicas skip it.
         ``rollback_id``: that one only (``rollback-bot auto`` runs its own request only).
         A parked rollback (``park``) is claimable once its next check is due, or at once
-        when someone asked to cancel it."""
+        when someone asked to cancel it. Order: approved first, then unparked, then the
+        parked by due time."""
         only = " AND id = %s" if rollback_id is not None else ""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
@@ -408,7 +409,11 @@ class Store:
                     " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
                     " AND (next_check_at IS NULL OR next_check_at <= now()"
                     "      OR cancel_requested_by IS NOT NULL)" + only +
-                    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    # New approvals first, then rollbacks nobody is parked on (verifying,
+                    # orphaned), then parked looks by how long they are due: with a
+                    # thousand rollouts parked, due looks never starve a fresh approval.
+                    " ORDER BY (state = 'approved') DESC, next_check_at NULLS FIRST, id"
+                    " LIMIT 1 FOR UPDATE SKIP LOCKED",
                     (rollback_id,) if rollback_id is not None else None,
                 )
                 found = cur.fetchone()

@@ -25,10 +25,10 @@ def store(db: str) -> Iterator[Store]:
     s.pool.close()
 
 
-def _executing(store: Store, owner: str = "A") -> int:
-    """An executing rollback claimed by ``owner``, its wait step started."""
+def _approved(store: Store, service: str = "svc") -> int:
+    """An approved rollback of ``service`` that no executor has claimed yet."""
     rb = store.create_rollback(
-        service="svc", platform="fake", severity="P0", policy_mode="immediate",
+        service=service, platform="fake", severity="P0", policy_mode="immediate",
         scope=["app"], reason="r", requester="U1", channel_id="C1", channel_name="inc-x",
         current_revision=Revision("rs-3", 3, current=True), target_revision=Revision("rs-2", 2),
         target=Target("fake", "default", "app"),
@@ -36,13 +36,19 @@ def _executing(store: Store, owner: str = "A") -> int:
         checklist={}, assessment={}, expires_at=NOW + timedelta(minutes=30), created_at=NOW,
     )
     store.transition(rb.id, Event.APPROVE, actor="U2")
-    claimed = store.claim_next(owner=owner, lease_seconds=60)
-    assert claimed is not None and claimed.id == rb.id
-    store.transition(rb.id, Event.START, actor=owner, expected=State.APPROVED)
-    store.step_started(rb.id, 1)
-    store.step_finished(rb.id, 1, status="done")
-    store.step_started(rb.id, 2)
     return rb.id
+
+
+def _executing(store: Store, owner: str = "A", service: str = "svc") -> int:
+    """An executing rollback claimed by ``owner``, its wait step started."""
+    rid = _approved(store, service)
+    claimed = store.claim_next(owner=owner, lease_seconds=60, rollback_id=rid)
+    assert claimed is not None and claimed.id == rid
+    store.transition(rid, Event.START, actor=owner, expected=State.APPROVED)
+    store.step_started(rid, 1)
+    store.step_finished(rid, 1, status="done")
+    store.step_started(rid, 2)
+    return rid
 
 
 def _wait_step(store: Store, rollback_id: int) -> object:
@@ -80,3 +86,19 @@ def test_parking_is_fenced_on_the_lease(store: Store) -> None:
     assert not store.park(rid, owner="A", check_in=1)  # A's late park writes nothing
     assert _wait_step(store, rid).status == "started"  # type: ignore[attr-defined]
     assert store.heartbeat(rid, owner="B", lease_seconds=60)  # B still holds it
+
+
+def test_a_new_approval_is_claimed_before_due_parked_looks(store: Store) -> None:
+    """A thousand parked rollouts whose looks are due must not starve a fresh approval;
+    among the parked, the look due longest is taken first (not the oldest rollback)."""
+    older, newer = _executing(store, service="svc-a"), _executing(store, service="svc-b")
+    assert store.park(older, owner="A", check_in=60)
+    assert store.park(newer, owner="A", check_in=60)
+    with store.pool.connection() as conn:  # both looks fall due, the newer one first
+        conn.execute("UPDATE rollbacks SET next_check_at = now() - interval '5 seconds'"
+                     " WHERE id = %s", (newer,))
+        conn.execute("UPDATE rollbacks SET next_check_at = now() - interval '1 second'"
+                     " WHERE id = %s", (older,))
+    fresh = _approved(store, service="svc-c")  # the highest id of the three
+    order = [store.claim_next(owner="B", lease_seconds=60) for _ in range(3)]
+    assert [rb.id if rb else None for rb in order] == [fresh, newer, older]
