@@ -22,6 +22,7 @@ BENCHES = (
     "approval_latency.py",
     "ack_saturation.py",
     "mass_rollback.py",
+    "thousand_in_flight.py",
     "monitors.py",
     "store.py",
     "hostile.py",
