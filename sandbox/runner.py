@@ -493,7 +493,7 @@ class SandboxWorld:
                               timeout=request.get("timeout"), settle=request.get("settle"),
                               severity=request.get("severity"), reason=request.get("reason"))
         finally:
-            core.store.pool.close()
+            core.store.close()
         return {"ok": True, "exit_code": int(result.exit_code), "log": lines.getvalue(),
                 "result": scrub.scrub_data(result.as_json())}
 

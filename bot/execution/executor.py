@@ -55,7 +55,7 @@ from bot.execution.errors import (
 from bot.execution.progress import ImmediateProgress, Progress, announce_writes
 from bot.execution.steps import HANDLERS, StepContext
 from bot.observability import metrics
-from bot.persistence.errors import StaleState
+from bot.persistence.errors import DatabaseUnavailable, StaleState
 from bot.persistence.store import Store
 from bot.usecases.catalog import Catalog
 from platforms.base import (
@@ -157,15 +157,20 @@ class Executor:
             self.execute(rb, continuing=self._parked(rb))
         except StillWaiting as exc:  # the rollout goes on without us: park, free the worker
             waiting = exc
-        except LeaseLost:
-            log.warning("lease on RB-%s lost; another executor resumes it", rb.id)
+        except LeaseLost as exc:
+            log.warning("lease on RB-%s lost%s; another executor resumes it", rb.id,
+                        f" ({exc})" if str(exc) else "")
         finally:
             stop_beat.set()
             beat.join(timeout=2)
             self._lost.pop(rb.id, None)
             # Parking gives the lease up: the last thing done with this rollback here.
-            if waiting is None or not self._park(rb, waiting):
-                self.store.release(rb.id, owner=self.owner)
+            try:
+                if waiting is None or not self._park(rb, waiting):
+                    self.store.release(rb.id, owner=self.owner)
+            except DatabaseUnavailable as exc:  # the lease runs out by itself
+                log.warning("could not give up the lease on RB-%s (%s); it runs out by "
+                            "itself and the next claim resumes from the journal", rb.id, exc)
         return True
 
     def _parked(self, rb: Rollback) -> bool:
@@ -198,10 +203,18 @@ class Executor:
 
     def _fence(self, rb: Rollback) -> None:
         """Before every platform call and every journal write: is this rollback still ours?
-        Renewing the lease is the check, so a stalled executor stops instead of racing."""
+        Renewing the lease is the check, so a stalled executor stops instead of racing. A
+        renewal that cannot reach the database (its own small pool, so never queued behind
+        other work) is no answer: refuse the write rather than make it unfenced."""
         lost = self._lost.get(rb.id)
-        if (lost is not None and lost.is_set()) or not self.store.heartbeat(
-                rb.id, owner=self.owner, lease_seconds=self.settings.lease_seconds):
+        if lost is not None and lost.is_set():
+            raise LeaseLost()
+        try:
+            mine = self.store.heartbeat(rb.id, owner=self.owner,
+                                        lease_seconds=self.settings.lease_seconds)
+        except DatabaseUnavailable as exc:
+            raise LeaseLost(f"could not confirm the lease, nothing written: {exc}") from exc
+        if not mine:
             raise LeaseLost()
 
     # ------------------------------------------------------------------ one rollback

@@ -57,7 +57,10 @@ def _autocommit_again(conn: psycopg.Connection[Any]) -> None:
         conn.autocommit = True
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionPool:
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0,
+              name: str = "rollback-bot") -> ConnectionPool:
+    """``timeout``: how long a borrower waits for a connection before ``PoolTimeout``
+    (psycopg_pool's own default is 30 s); ``name`` tells pools apart in its logs."""
     pool = ConnectionPool(
         url,
         min_size=min_size,
@@ -70,11 +73,27 @@ def open_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> ConnectionP
         # switched autocommit off would hand later borrowers a connection that keeps its
         # row locks until it is next used: a job then waits forever on its own update.
         reset=_autocommit_again,
+        timeout=timeout,
         open=False,
-        name="rollback-bot",
+        name=name,
     )
     pool.open(wait=True, timeout=30)
     return pool
+
+
+# The executor's lease writes (heartbeat, fence, park, release) are tiny single statements;
+# a few connections serve every worker and heartbeat thread of a process.
+LEASE_POOL_SIZE = 3
+
+
+def open_lease_pool(url: str, *, lease_seconds: float) -> ConnectionPool:
+    """The executor's own pool for lease writes: they never queue behind jobs or after-ack
+    work holding the main pool's connections (a fence that timed out there, after a
+    destructive step was journaled ``started``, sent the rollback to a human for nothing).
+    A borrow waits at most a third of the lease, so a fence that gets through still
+    renews well inside it and one that cannot refuses while the lease is surely ours."""
+    return open_pool(url, min_size=1, max_size=LEASE_POOL_SIZE,
+                     timeout=lease_seconds / 3, name="rollback-bot-leases")
 
 
 def _migration_files() -> list[tuple[int, str, str]]:

@@ -15,10 +15,12 @@ sealed (``bot.persistence.sealing``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -29,7 +31,7 @@ from bot.domain.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
 from bot.observability import metrics
 from bot.observability.scrub import scrub, scrub_data
 from bot.persistence import sealing
-from bot.persistence.errors import ActiveRollbackExists, StaleState
+from bot.persistence.errors import ActiveRollbackExists, DatabaseUnavailable, StaleState
 from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
 
@@ -57,8 +59,12 @@ _UPDATABLE = {
 
 
 class Store:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, lease_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
+        # The executor's lease writes (heartbeat, park, release) borrow from their own
+        # small pool when given one (``db.open_lease_pool``): a fence never waits behind
+        # work that holds the main pool's connections.
+        self.lease_pool = lease_pool or pool
         self._transition_listeners: list[Callable[[Rollback, Event], None]] = []
 
     def when_transitioned(self, listener: Callable[[Rollback, Event], None]) -> None:
@@ -430,25 +436,30 @@ class Store:
         return rollback_from_row(row)
 
     def heartbeat(self, rollback_id: int, *, owner: str, lease_seconds: float) -> bool:
-        return self._exec(
-            "UPDATE rollbacks SET lease_expires_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND lease_owner = %s",
-            (lease_seconds, rollback_id, owner),
-        ) == 1
+        """Renew the lease; False: another executor owns it now. ``DatabaseUnavailable``
+        when the lease pool cannot reach PostgreSQL in time (nothing is known then)."""
+        with self._lease_connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE rollbacks SET lease_expires_at = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND lease_owner = %s",
+                (lease_seconds, rollback_id, owner),
+            )
+            return cur.rowcount == 1
 
     def release(self, rollback_id: int, *, owner: str) -> None:
-        self._exec(
-            "UPDATE rollbacks SET lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = %s AND lease_owner = %s",
-            (rollback_id, owner),
-        )
+        with self._lease_connection() as conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE rollbacks SET lease_owner = NULL, lease_expires_at = NULL"
+                " WHERE id = %s AND lease_owner = %s",
+                (rollback_id, owner),
+            )
 
     def park(self, rollback_id: int, *, owner: str, check_in: float) -> bool:
         """The running step waits on the platform: journal it ``waiting``, set the
         rollback's next check ``check_in`` seconds from now and give the lease up, in one
         transaction fenced on the lease (False: another executor owns it now, nothing was
         written). Steps run one at a time, so the running step is the ``started`` one."""
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._lease_connection() as conn, conn.cursor() as cur:
             with conn.transaction():
                 cur.execute(
                     "UPDATE rollbacks SET next_check_at = now() + make_interval(secs => %s),"
@@ -705,6 +716,23 @@ class Store:
             " ORDER BY id DESC LIMIT 1",
             (service, platform, [s.value for s in states], revision_id, withdrawn_by))
         return rows[0] if rows else None
+
+    @contextmanager
+    def _lease_connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the lease pool; the driver's "cannot reach the database" (a
+        ``PoolTimeout`` included) becomes ``DatabaseUnavailable``, which the executor
+        answers by refusing to write rather than writing unfenced."""
+        try:
+            with self.lease_pool.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the pools (the lease pool too when it is its own)."""
+        if self.lease_pool is not self.pool:
+            self.lease_pool.close()
+        self.pool.close()
 
     def ping(self) -> bool:
         with self.pool.connection(timeout=2) as conn:

@@ -48,7 +48,7 @@ from bot.execution.scheduler import LeaderScheduler
 from bot.integrations.http_client import shared_client
 from bot.observability import scrub
 from bot.persistence.aftercare_store import AftercareStore
-from bot.persistence.db import migrate, open_pool, resolve_database_url
+from bot.persistence.db import migrate, open_lease_pool, open_pool, resolve_database_url
 from bot.persistence.forward_fix_store import ForwardFixStore
 from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
@@ -118,7 +118,7 @@ class BotApp:
         if self.delivery is not None:
             self.delivery.stop()
         self.scheduler.stop()
-        self.store.pool.close()
+        self.store.close()  # both pools, after the workers that use them have stopped
         self.http.close()  # after the workers that use it have stopped
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
@@ -132,7 +132,7 @@ def build_auto(settings: Settings, *, config: RollbackConfig, stream: TextIO,
                platforms: dict[str, Platform] | None = None) -> tuple[AutoRollback, Core]:
     """``rollback-bot auto``: the core on Slack's Web API when ``SLACK_BOT_TOKEN`` is set
     (announced, approvable there), else on the console ports writing to ``stream``; the
-    caller closes ``core.store.pool``."""
+    caller closes ``core.store``."""
     announced = bool(settings.slack_bot_token)
     chat_port, directory = slack_ports(settings) if announced else console_ports(stream)
     core = build_core(settings, chat_port=chat_port, directory=directory, config=config,
@@ -228,7 +228,11 @@ def build_core(
         migrate(database_url)
         # The scheduler's pool threads borrow a connection per statement too: without room
         # for them they queue for connections (measured 2.5 ms a borrow at 16 threads).
-        store = Store(open_pool(database_url, max_size=10 + config.scheduler.workers))
+        store = Store(open_pool(database_url, max_size=10 + config.scheduler.workers),
+                      # Lease writes have their own few connections: a fence never queues
+                      # behind jobs or after-ack work that hold the main pool's.
+                      lease_pool=open_lease_pool(
+                          database_url, lease_seconds=config.executor.lease_seconds))
     jobs = JobStore(store.pool)
     adapters = platforms if platforms is not None else build_platforms(config)
     for adapter in adapters.values():  # credentials that are not environment variables

@@ -134,7 +134,7 @@ def cmd_auto(args: argparse.Namespace, *, specs: PlatformSpecs = PRODUCTION) -> 
         return Exit.FAILURE
     finally:
         if core is not None:
-            core.store.pool.close()
+            core.store.close()
     # What reaches stdout passed the scrubber, like every log line and Slack message.
     if args.json:
         print(json.dumps(scrub.scrub_data(result.as_json()), default=str))
