@@ -21,7 +21,6 @@ from bot.persistence import claims
 
 log = logging.getLogger(__name__)
 
-OUTBOX_LOCK_NAMESPACE = 0x6F757462  # "outb": first half of the two-int advisory lock key
 # A thread line Slack keeps refusing (the channel archived, the bot removed) is given up
 # after this many attempts, so the lines queued behind it in its thread still go out.
 LINE_MAX_ATTEMPTS = 8

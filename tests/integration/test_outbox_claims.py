@@ -1,10 +1,11 @@
-"""The outbox posts once without holding a database connection during the Slack call.
+"""The outboxes post once without holding a database connection during the call.
 
 Real PostgreSQL, the real Slack chat adapter (``handlers.gateway.SlackChat``, a real
 WebClient) against the Slack emulator. ``Gate`` is the Chat port with a door in front of
 the emulator: a post waits until the test opens it, so the call is observably in flight.
 Two replicas are two pools whose connections differ (``application_name``), so each is its
-own claim owner, as two processes are.
+own claim owner, as two processes are. The e-mail outbox goes to a real SMTP server; the
+status page's and the release watcher's claims are try-claims (False when held).
 """
 
 from __future__ import annotations
@@ -19,14 +20,21 @@ import pytest
 from psycopg_pool import ConnectionPool
 from slack_sdk import WebClient
 
+from bot.domain.mail_config import SmtpSettings
 from bot.domain.messages import StatuspageNotUpdated
 from bot.domain.ports import CrashPoints, Notice
+from bot.integrations.mail import SmtpSender, new_mail
 from bot.persistence import claims
 from bot.persistence.db import migrate, open_pool
+from bot.persistence.mail_outbox import MailOutbox
 from bot.persistence.outbox import Outbox
+from bot.persistence.statuspage_store import ClaimLost, StatuspageStore
+from bot.persistence.watch_store import WatchStore
 from handlers.gateway import SlackChat
 from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
+from tests.support.history_seed import seed_active
+from tests.support.smtp_server import SmtpServer
 from tests.support.waiting import wait_until
 
 KEY = "warn:claims-test:1"
@@ -218,3 +226,156 @@ def test_a_failed_call_releases_its_claim_and_the_next_poster_looks_up_then_post
         assert len(emulator.calls("conversations.history")) == 1  # looked up first
     finally:
         pool.close()
+
+
+# ------------------------------------------------------------------ e-mail (SMTP)
+MAIL_KEY = "mail:claims-test:1"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def _queued(pool: ConnectionPool, smtp: SmtpServer) -> tuple[MailOutbox, SmtpSender]:
+    settings = SmtpSettings(**smtp.smtp_config())
+    outbox = MailOutbox(pool)
+    outbox.add(MAIL_KEY, rollback_id=None, mail=new_mail(
+        settings, recipients=("ops@example.com",), subject="claims", body="once"))
+    return outbox, SmtpSender(settings)
+
+
+def test_an_email_claim_holds_no_connection_during_the_smtp_session_and_a_second_runner_waits(
+        migrated: str, smtp: SmtpServer) -> None:
+    pool, other = _pool(migrated, "mail-one", size=1), _pool(migrated, "mail-two")
+    outbox, sender = _queued(pool, smtp)
+    inside, door = threading.Event(), threading.Event()
+
+    def first() -> int:
+        with outbox.sending(MAIL_KEY) as pending:
+            assert pending is not None
+            inside.set()
+            assert door.wait(30)
+            sender.send(pending.mail)
+            outbox.mark_sent(MAIL_KEY, message_id=pending.mail.message_id,
+                             claim=pending.claim)
+            return pending.attempt
+
+    def second() -> object:
+        with MailOutbox(other).sending(MAIL_KEY) as pending:
+            return pending
+
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            a = ex.submit(first)
+            assert inside.wait(10)
+            with pool.connection(timeout=2) as conn:  # the pool's only connection is free
+                assert conn.execute("SELECT attempts, claimed_by IS NOT NULL FROM outbox"
+                                    " WHERE key = %s", (MAIL_KEY,)).fetchone() == (1, True)
+            b = ex.submit(second)
+            door.set()
+            assert a.result(10) == 1
+            # None: the row was 'sending' under A's live claim when B came, so B can only
+            # have returned after A marked it sent (a B that took the claim gets a Pending).
+            assert b.result(10) is None
+        assert len(smtp.messages()) == 1
+        assert outbox.status(MAIL_KEY) == ("sent", 1, None)
+    finally:
+        door.set()
+        pool.close()
+        other.close()
+
+
+def test_an_email_claim_of_a_dead_runner_is_taken_over_for_the_next_attempt(
+        migrated: str, smtp: SmtpServer) -> None:
+    pool_a, pool_b = _pool(migrated, "mail-dying"), _pool(migrated, "mail-next")
+    outbox, sender = _queued(pool_a, smtp)
+    try:
+        with outbox.sending(MAIL_KEY) as pending:
+            assert pending is not None and pending.attempt == 1
+            claims.owner_for(pool_a).close()  # the runner's process is gone
+            with MailOutbox(pool_b).sending(MAIL_KEY) as taken:
+                assert taken is not None and taken.attempt == 2
+                sender.send(taken.mail)
+                MailOutbox(pool_b).mark_sent(MAIL_KEY, message_id=taken.mail.message_id,
+                                             claim=taken.claim)
+            # The dead runner's late mark is fenced off.
+            outbox.mark_failed(MAIL_KEY, error="too late", claim=pending.claim)
+        assert outbox.status(MAIL_KEY) == ("sent", 2, None)
+        assert len(smtp.messages()) == 1
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+# ------------------------------------------------------------------ try-claims
+def test_the_status_page_claim_is_one_holder_at_a_time_and_holds_no_connection(
+        migrated: str) -> None:
+    rollback_id = seed_active(migrated, "hotel-voice-bot")
+    pool_a, pool_b = _pool(migrated, "page-a", size=1), _pool(migrated, "page-b")
+    a, b = StatuspageStore(pool_a), StatuspageStore(pool_b)
+    try:
+        with a.holding(rollback_id) as held:
+            assert held
+            a.sending(rollback_id, 41)  # renews the claim; the call would go out now
+            with pool_a.connection(timeout=2) as conn:  # the only connection is free
+                assert conn.execute("SELECT sending_event FROM statuspage_incidents"
+                                    " WHERE rollback_id = %s", (rollback_id,)
+                                    ).fetchone() == (41,)
+            with b.holding(rollback_id) as other:
+                assert not other  # a try-claim: False at once, as the try-lock was
+            a.applied(rollback_id, 41, incident_id="inc-1")
+        with b.holding(rollback_id) as other:  # released on exit
+            assert other
+            claims.owner_for(pool_b).close()  # b's process dies holding it
+            with a.holding(rollback_id) as taken:
+                assert taken
+                with pytest.raises(ClaimLost):  # b's late call is stopped before it goes
+                    b.sending(rollback_id, 42)
+        assert b.progress(rollback_id).sending_event is None
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_the_release_watcher_claim_is_one_holder_at_a_time_and_holds_no_connection(
+        migrated: str) -> None:
+    pool_a, pool_b = _pool(migrated, "watch-a", size=1), _pool(migrated, "watch-b")
+    a, b = WatchStore(pool_a), WatchStore(pool_b)
+    key = "watch:hotel-voice-bot:2026-11-30T18:00:00Z"
+    try:
+        with a.exclusive(key) as held:
+            assert held
+            with pool_a.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            with b.exclusive(key) as other:
+                assert not other
+            with b.exclusive(f"{key}:another") as unrelated:
+                assert unrelated
+        with b.exclusive(key) as other:
+            assert other
+            claims.owner_for(pool_b).close()
+            with a.exclusive(key) as taken:  # a dead holder's claim is free at once
+                assert taken
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_a_watcher_claim_expires_for_a_holder_that_lives_on(migrated: str) -> None:
+    pool_a, pool_b = _pool(migrated, "watch-slow"), _pool(migrated, "watch-next")
+    key = "watch:voice-gateway:2026-11-30T18:00:00Z"
+    try:
+        with WatchStore(pool_a, claim_seconds=0.5).exclusive(key) as held:
+            assert held
+            store = WatchStore(pool_b)
+
+            def taken() -> bool | None:
+                with store.exclusive(key) as got:
+                    return got or None
+
+            assert wait_until(taken, timeout=10, message="the expired claim taken over")
+    finally:
+        pool_a.close()
+        pool_b.close()
