@@ -37,16 +37,26 @@ T = TypeVar("T")
 
 # Sizing. Workers bound how many slow operations (platform reads, use cases) run at once;
 # the queue bounds how long accepted work can wait: with platform calls hanging 20 s, the
-# last queued item starts after queue / workers x 20 s = 40 s, still long before Slack's
+# last queued item starts after queue / workers x 20 s, still long before Slack's
 # response_url (30 min) expires. Beyond that we say "busy" at once.
-# Not more: the workers share the database pool (bot/persistence/db.py, 10 connections)
-# with the decision lane, and some paths hold one connection (a session advisory lock, the
-# outbox's) while borrowing another; measured with 16 or 32 workers, the requests released
-# together by a hung platform starved the pool and stalled for its 30 s timeout
-# (tests/adversarial/test_slow_platform.py). With Slack's ~100 ms a request holds its
-# worker for two or three round trips (~30 requests/s for eight workers): raising this
-# needs a larger database pool first.
-DEFAULT_WORKERS = 8
+# With Slack's ~100 ms a request holds its worker for two or three round trips after its
+# answer lands, so eight workers said "busy" to people who were waiting for nothing else:
+# bench/ack_latency.py --slack-rtt-ms 100 --cases request --n1 20 (the one-line request,
+# 20 people each waiting for the answer before the next), side by side on the loaded
+# 2-core machine: 8 workers 52-107 of 300 answered "busy", answer p50 230-300 ms; 16
+# workers 13-22 busy; 24 workers 0 busy (two runs), answer p50 165-180 ms. The ack p99
+# ratio swung 0.9-3.8 for both at load average ~8 (other jobs): noise, not decided here.
+# 32 gained nothing more and failed tests/adversarial/test_slow_platform.py (its burst
+# scales with the capacity and did not drain in time on this machine); 24 passes it.
+# The workers share the database pool (bot/runtime/app.py: 10 + scheduler workers) with
+# the decision lane and the listener threads. The paths that held a pooled connection
+# across a Slack/HTTP call (a session advisory lock: the outboxes, the status page, the
+# release watcher) claim rows instead now (bot/persistence/claims.py), so a worker
+# borrows a connection per statement and more workers queue briefly for the pool
+# instead of starving it. Measured in the runs above: the pool never filled (13-20 open
+# connections of 26), ~60-100 of ~880 borrowings waited, ~1-4 ms each on average; the
+# pool size stays as it is.
+DEFAULT_WORKERS = 24
 DEFAULT_QUEUE = 16
 # The decision lane (handlers/actions.py): clicks that touch only our database and Slack.
 DECISION_WORKERS = 4

@@ -105,13 +105,13 @@ class StakeholderMail:
             except MailError as exc:
                 last = job.attempts + 1 >= MAIL_ATTEMPTS
                 if exc.transient and not last:
-                    self.mail_outbox.note_error(key, error=str(exc))
+                    self.mail_outbox.note_error(key, error=str(exc), claim=pending.claim)
                     log.warning("stakeholder e-mail %s: attempt %d failed, retrying: %s",
                                 key, pending.attempt, exc)
                     raise  # the scheduler runs the job again with its backoff
                 error = str(exc) if not exc.transient else (
                     f"gave up after {pending.attempt} attempts: {exc}")
-                self.mail_outbox.mark_failed(key, error=error)
+                self.mail_outbox.mark_failed(key, error=error, claim=pending.claim)
                 self._give_up(job, key, phase, error, recipients=pending.mail.recipients,
                               code=exc.code)
                 return
@@ -122,7 +122,8 @@ class StakeholderMail:
                                      "to": list(pending.mail.recipients),
                                      "attempt": pending.attempt,
                                      **({"refused": refused} if refused else {})})
-            self.mail_outbox.mark_sent(key, message_id=pending.mail.message_id)
+            self.mail_outbox.mark_sent(key, message_id=pending.mail.message_id,
+                                       claim=pending.claim)
         if refused:  # taken for some recipients, refused for these: tell the thread
             self._tell(job, key, StakeholdersNotEmailed(
                 phase, tuple(refused), "; ".join(refused.values())))

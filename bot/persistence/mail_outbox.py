@@ -1,8 +1,9 @@
 """E-mails that are sent once: rendered into an ``outbox`` row when queued, sent from it.
 
-The row is the outbox's (``bot.persistence.outbox``: one key, one row, ``attempts``
-committed before the call, ``sent`` after it), with the message itself in ``mail``: what
-is sent, Message-ID and Date included, is fixed when the row is created, never re-rendered.
+The row is the outbox's (``bot.persistence.outbox``: one key, one row, ``attempts`` and a
+claim committed before the call, ``sent`` after it, no connection held in between), with
+the message itself in ``mail``: what is sent, Message-ID and Date included, is fixed when
+the row is created, never re-rendered.
 
 What this can promise, SMTP being what it is (no way to ask a relay "did you take the
 message with this id?", unlike Slack's look-up by key):
@@ -28,7 +29,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bot.observability.scrub import scrub
-from bot.persistence.outbox import OUTBOX_LOCK_NAMESPACE
+from bot.persistence import claims
 
 MAIL_CHANNEL = "email"  # the ``channel`` of an e-mail row (a Slack row names a channel)
 
@@ -59,16 +60,33 @@ class Mail:
 
 @dataclass(frozen=True)
 class Pending:
-    """A row claimed for sending: the mail and which attempt this is (1 = the first)."""
+    """A row claimed for sending: the mail, which attempt this is (1 = the first), and the
+    claim's token (the marks below, given it, change the row only while it is ours)."""
 
     key: str
     mail: Mail
     attempt: int
+    claim: str | None = None
+
+
+class _Nothing:
+    """Nothing to send under the key: sent, failed, or no such e-mail."""
+
+
+# An SMTP session is a dozen commands (EHLO, STARTTLS, AUTH, MAIL, RCPT per recipient,
+# DATA...), each timed out at up to 120 s (``smtp.timeout_seconds``,
+# bot/domain/mail_config.py): a claim outlasts them all, so a slow relay's message is not
+# sent a second time by another runner meanwhile.
+MAIL_CLAIM_SECONDS = 1800.0
+# A mark given the claim's token changes the row only while the claim is still ours.
+_FENCE = " AND (%s::text IS NULL OR claimed_by = %s)"
 
 
 class MailOutbox:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *,
+                 claim_seconds: float = MAIL_CLAIM_SECONDS) -> None:
         self.pool = pool
+        self.claim_seconds = claim_seconds
 
     def add(self, key: str, *, rollback_id: int | None, mail: Mail) -> Mail:
         """Queue ``mail`` under ``key`` unless a row exists; returns the stored mail (the
@@ -86,35 +104,52 @@ class MailOutbox:
     @contextlib.contextmanager
     def sending(self, key: str) -> Iterator[Pending | None]:
         """Claim ``key`` for one attempt: None when it is sent, failed or unknown. The
-        attempt is committed before the caller talks to the relay, and the advisory lock
-        (the Slack outbox's namespace) keeps a second runner off the row meanwhile."""
+        attempt and the claim (``bot.persistence.claims``) are committed before the caller
+        talks to the relay, and no connection is held while it does; a second runner waits
+        for the first to finish, then claims what is left (a transient failure's retry)."""
+        token = claims.owner_for(self.pool).claim_token()
+        def claim() -> Pending | _Nothing | None:
+            return self._claim(key, token)
+
+        got = claims.wait_for(claim, timeout=self.claim_seconds + 30, what=f"e-mail {key}")
+        if not isinstance(got, Pending):
+            yield None
+            return
+        try:
+            yield got
+        finally:
+            self._exec("UPDATE outbox SET claimed_by = NULL, claim_expires_at = NULL"
+                       " WHERE key = %s AND claimed_by = %s", (key, token))
+            claims.released()
+
+    def _claim(self, key: str, token: str) -> Pending | _Nothing | None:
         with self.pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                         (OUTBOX_LOCK_NAMESPACE, key))
-            try:
-                row = conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1 WHERE key = %s"
-                    " AND status = 'sending' AND mail IS NOT NULL RETURNING attempts, mail",
-                    (key,)).fetchone()
-                yield (Pending(key, Mail.from_json(dict(row[1])), int(row[0]))
-                       if row is not None else None)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                             (OUTBOX_LOCK_NAMESPACE, key))
+            row = conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, claimed_by = %s,"
+                " claim_expires_at = now() + make_interval(secs => %s)"
+                " WHERE key = %s AND status = 'sending' AND mail IS NOT NULL"
+                f" AND {claims.claimable('outbox')} RETURNING attempts, mail",
+                (token, self.claim_seconds, key)).fetchone()
+            if row is not None:
+                return Pending(key, Mail.from_json(dict(row[1])), int(row[0]), token)
+            row = conn.execute("SELECT 1 FROM outbox WHERE key = %s AND status = 'sending'"
+                               " AND mail IS NOT NULL", (key,)).fetchone()
+        return None if row is not None else _Nothing()  # None: claimed by a live runner
 
-    def mark_sent(self, key: str, *, message_id: str) -> None:
+    def mark_sent(self, key: str, *, message_id: str, claim: str | None = None) -> None:
         self._exec("UPDATE outbox SET status = 'sent', ts = %s, sent_at = now(),"
-                   " last_error = NULL WHERE key = %s", (message_id, key))
+                   " last_error = NULL WHERE key = %s" + _FENCE,
+                   (message_id, key, claim, claim))
 
-    def mark_failed(self, key: str, *, error: str) -> None:
+    def mark_failed(self, key: str, *, error: str, claim: str | None = None) -> None:
         """A permanent refusal: the row is never tried again."""
-        self._exec("UPDATE outbox SET status = 'failed', last_error = %s WHERE key = %s",
-                   (scrub(error)[:500], key))
+        self._exec("UPDATE outbox SET status = 'failed', last_error = %s WHERE key = %s"
+                   + _FENCE, (scrub(error)[:500], key, claim, claim))
 
-    def note_error(self, key: str, *, error: str) -> None:
+    def note_error(self, key: str, *, error: str, claim: str | None = None) -> None:
         """A transient failure: the row stays ``sending`` for the next attempt."""
-        self._exec("UPDATE outbox SET last_error = %s WHERE key = %s",
-                   (scrub(error)[:500], key))
+        self._exec("UPDATE outbox SET last_error = %s WHERE key = %s" + _FENCE,
+                   (scrub(error)[:500], key, claim, claim))
 
     def status(self, key: str) -> tuple[str, int, str | None] | None:
         """(status, attempts, last error) of ``key``."""

@@ -12,16 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from bot.domain.models import Rollback
 from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice
+from bot.persistence import claims
 
 log = logging.getLogger(__name__)
 
-OUTBOX_LOCK_NAMESPACE = 0x6F757462  # "outb": first half of the two-int advisory lock key
 # A thread line Slack keeps refusing (the channel archived, the bot removed) is given up
 # after this many attempts, so the lines queued behind it in its thread still go out.
 LINE_MAX_ATTEMPTS = 8
@@ -38,16 +37,20 @@ class QueuedLine:
 
 
 class Outbox:
-    """A key is claimed under a PostgreSQL advisory lock (two replicas never post it at
-    once) and its attempt committed *before* the Slack call; it is marked sent after. A run
-    that finds an attempt but no mark (its poster died mid-call) first looks the message up
-    in Slack by the key it carries, so no post is lost or doubled."""
+    """A key is claimed (``bot.persistence.claims``: two replicas never post it at once)
+    with its attempt counted, committed *before* the Slack call, and no database
+    connection is held during the call; it is marked sent after, fenced on the claim. A
+    second poster of a claimed key waits for the post and returns its ts. A run that
+    finds an attempt but no mark (its poster died mid-call, which frees its claim) first
+    looks the message up in Slack by the key it carries, so no post is lost or doubled."""
 
     def __init__(self, pool: ConnectionPool, chat: Chat, *,
-                 crash_points: CrashPoints = NO_CRASH_POINTS) -> None:
+                 crash_points: CrashPoints = NO_CRASH_POINTS,
+                 claim_seconds: float = claims.SLACK_CLAIM_SECONDS) -> None:
         self.pool = pool
         self.chat = chat
         self.crash_points = crash_points
+        self.claim_seconds = claim_seconds  # how long a poster's claim outlives no answer
 
     def notice(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> str:
         """Post ``notice`` unless its key was already posted; returns the message ts."""
@@ -162,39 +165,68 @@ class Outbox:
 
     def _once(self, key: str, rb: Rollback | None, channel: str | None, *,
               send: Callable[[], str], lookup: Callable[[], str | None]) -> str:
+        token = claims.owner_for(self.pool).claim_token()
+        # Someone else's live claim: wait for it to be sent (its ts is ours) or released.
+        got = claims.wait_for(lambda: self._claim(key, rb, channel, token),
+                              timeout=self.claim_seconds + 30, what=f"outbox {key}")
+        if isinstance(got, str):
+            return got
+        try:
+            if got:  # an earlier attempt may have reached Slack: look before posting
+                found = lookup()
+                if found is not None:
+                    log.info("outbox %s: found the post of an interrupted attempt", key)
+                    self._mark_sent(key, token, found)
+                    return found
+            ts = send()
+            self.crash_points.posted(key)  # a crash test may die here
+            self._mark_sent(key, token, ts)
+            return str(ts)
+        except BaseException:
+            self._release(key, token)
+            raise
+
+    def _claim(self, key: str, rb: Rollback | None, channel: str | None, token: str
+               ) -> str | int | None:
+        """Claim ``key`` and count the attempt, committed before the call: the attempts
+        before this one (int); or the ts when it was sent (str); None while another live
+        claim holds it."""
         with self.pool.connection() as conn:
-            # Session lock on a pooled autocommit connection: released below, or by the
-            # server when this process dies and the connection drops.
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                         (OUTBOX_LOCK_NAMESPACE, key))
-            try:
-                row = conn.execute(
-                    "INSERT INTO outbox (key, rollback_id, channel) VALUES (%s, %s, %s)"
-                    " ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key"
-                    " RETURNING status, attempts, ts",
-                    (key, rb.id if rb is not None else None, channel)).fetchone()
-                assert row is not None
-                status, attempts, ts = row
-                if status == "sent":
-                    return str(ts or "")
-                if attempts:
-                    found = lookup()
-                    if found is not None:
-                        log.info("outbox %s: found the post of an interrupted attempt", key)
-                        self._mark_sent(conn, key, found)
-                        return found
-                conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE key = %s", (key,))
-                ts = send()
-                self.crash_points.posted(key)  # a crash test may die here
-                self._mark_sent(conn, key, ts)
-                return str(ts)
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                             (OUTBOX_LOCK_NAMESPACE, key))
+            row = conn.execute(
+                "INSERT INTO outbox (key, rollback_id, channel, attempts, claimed_by,"
+                " claim_expires_at) VALUES (%s, %s, %s, 1, %s,"
+                " now() + make_interval(secs => %s))"
+                " ON CONFLICT (key) DO UPDATE SET attempts = outbox.attempts + 1,"
+                " claimed_by = EXCLUDED.claimed_by,"
+                " claim_expires_at = EXCLUDED.claim_expires_at"
+                f" WHERE outbox.status <> 'sent' AND {claims.claimable('outbox')}"
+                " RETURNING attempts",
+                (key, rb.id if rb is not None else None, channel, token,
+                 self.claim_seconds)).fetchone()
+            if row is not None:
+                return int(row[0]) - 1
+            row = conn.execute("SELECT status, ts FROM outbox WHERE key = %s",
+                               (key,)).fetchone()
+        if row is not None and row[0] == "sent":
+            return str(row[1] or "")
+        return None
 
-    @staticmethod
-    def _mark_sent(conn: psycopg.Connection[Any], key: str, ts: str) -> None:
-        conn.execute(
-            "UPDATE outbox SET status = 'sent', ts = %s, sent_at = now() WHERE key = %s",
-            (ts, key))
+    def _mark_sent(self, key: str, token: str, ts: str) -> None:
+        with self.pool.connection() as conn:
+            cur = conn.execute(
+                "UPDATE outbox SET status = 'sent', ts = %s, sent_at = now(),"
+                " claimed_by = NULL, claim_expires_at = NULL"
+                " WHERE key = %s AND claimed_by = %s", (ts, key, token))
+        if cur.rowcount != 1:  # outlived its claim: the taker looks the post up first
+            log.warning("outbox %s: posted after its claim was taken over", key)
+        claims.released()
 
+    def _release(self, key: str, token: str) -> None:
+        """The call failed: the row stays 'sending', its attempt counted, free to retry."""
+        try:
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE outbox SET claimed_by = NULL, claim_expires_at = NULL"
+                             " WHERE key = %s AND claimed_by = %s", (key, token))
+        except Exception:  # the claim expires on its own; the call's error matters more
+            log.exception("outbox %s: could not release the claim", key)
+        claims.released()

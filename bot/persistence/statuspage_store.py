@@ -2,20 +2,34 @@
 
 A rollback's status page incident is brought up to date from its audit trail: the row says
 which incident, which audit event was the last one applied, and which event's call may have
-gone out unanswered. One holder at a time per rollback (a session advisory lock), so two
+gone out unanswered. One holder at a time per rollback (a claim on the row,
+``bot.persistence.claims``: no connection is held during the page's HTTP calls), so two
 runs can never post the same update twice or out of order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-STATUSPAGE_LOCK_NAMESPACE = 0x73747067  # "stpg": first half of the two-int advisory lock key
+from bot.persistence import claims
+
+log = logging.getLogger(__name__)
+
+# Each page call is timed out at the client's 10 s (bot/aftercare/statuspage.py) and the
+# claim is renewed before every update sent (``sending``): two minutes outlast the look-ups
+# and the call between two renewals, so a slow page is never updated twice.
+STATUSPAGE_CLAIM_SECONDS = 120.0
+
+
+class ClaimLost(RuntimeError):
+    """This run's claim on the rollback's page was taken over: it must not call the page."""
 
 
 @dataclass(frozen=True)
@@ -27,25 +41,42 @@ class PageProgress:
 
 
 class StatuspageStore:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *,
+                 claim_seconds: float = STATUSPAGE_CLAIM_SECONDS) -> None:
         self.pool = pool
+        self.claim_seconds = claim_seconds
+        self._held: dict[int, str] = {}  # rollback id -> this process's claim token
+        self._held_lock = threading.Lock()
 
     @contextlib.contextmanager
     def holding(self, rollback_id: int) -> Iterator[bool]:
-        """Yield whether this caller holds the rollback's page lock (False: another run is
-        bringing the page up to date right now)."""
-        # A session lock on a pooled connection, which is autocommit (bot.persistence.db):
-        # no transaction is held across the HTTP calls.
+        """Yield whether this caller holds the rollback's page claim (False: another run is
+        bringing the page up to date right now). The claim is committed on entry and
+        cleared on exit; no connection is held in between."""
+        token = claims.owner_for(self.pool).claim_token()
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)",
-                               (STATUSPAGE_LOCK_NAMESPACE, rollback_id)).fetchone()
-            got = bool(row and row[0])
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute("SELECT pg_advisory_unlock(%s, %s)",
-                                 (STATUSPAGE_LOCK_NAMESPACE, rollback_id))
+            conn.execute("INSERT INTO statuspage_incidents (rollback_id) VALUES (%s)"
+                         " ON CONFLICT DO NOTHING", (rollback_id,))
+            got = conn.execute(
+                "UPDATE statuspage_incidents SET claimed_by = %s,"
+                " claim_expires_at = now() + make_interval(secs => %s)"
+                f" WHERE rollback_id = %s AND {claims.claimable('statuspage_incidents')}"
+                " RETURNING rollback_id", (token, self.claim_seconds, rollback_id)
+            ).fetchone() is not None
+        if not got:
+            yield False
+            return
+        with self._held_lock:
+            self._held[rollback_id] = token
+        try:
+            yield True
+        finally:
+            with self._held_lock:
+                self._held.pop(rollback_id, None)
+            self._exec("UPDATE statuspage_incidents SET claimed_by = NULL,"
+                       " claim_expires_at = NULL WHERE rollback_id = %s AND claimed_by = %s",
+                       (rollback_id, token))
+            claims.released()
 
     def progress(self, rollback_id: int) -> PageProgress:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -59,16 +90,36 @@ class StatuspageStore:
 
     def sending(self, rollback_id: int, event_id: int | None) -> None:
         """Committed before the call: a crash after it leaves the mark for the next run
-        (None: the call was answered with a refusal, so nothing is in doubt)."""
-        self._exec("UPDATE statuspage_incidents SET sending_event = %s WHERE rollback_id = %s",
-                   (event_id, rollback_id))
+        (None: the call was answered with a refusal, so nothing is in doubt). Under a claim
+        it renews the claim too, and raises ClaimLost (before the call) if it was taken."""
+        token = self._token(rollback_id)
+        if not self._exec(
+                "UPDATE statuspage_incidents SET sending_event = %s, claim_expires_at ="
+                " CASE WHEN %s::text IS NULL THEN claim_expires_at"
+                " ELSE now() + make_interval(secs => %s) END"
+                " WHERE rollback_id = %s AND (%s::text IS NULL OR claimed_by = %s)",
+                (event_id, token, self.claim_seconds, rollback_id, token, token)
+        ) and token is not None:
+            raise ClaimLost(f"the status page claim of rollback {rollback_id} was taken over")
 
     def applied(self, rollback_id: int, event_id: int, *, incident_id: str | None) -> None:
         """The event is done with (sent, found sent, or given up): the cursor moves past it."""
-        self._exec("UPDATE statuspage_incidents SET applied_through = GREATEST(applied_through,"
-                   " %s), sending_event = NULL, incident_id = COALESCE(%s, incident_id)"
-                   " WHERE rollback_id = %s", (event_id, incident_id, rollback_id))
+        token = self._token(rollback_id)
+        if not self._exec(
+                "UPDATE statuspage_incidents SET applied_through = GREATEST(applied_through,"
+                " %s), sending_event = NULL, incident_id = COALESCE(%s, incident_id)"
+                " WHERE rollback_id = %s AND (%s::text IS NULL OR claimed_by = %s)",
+                (event_id, incident_id, rollback_id, token, token)
+        ) and token is not None:
+            log.warning("status page of rollback %s: event %s applied after the claim was"
+                        " taken over (the next holder looks at the page first)",
+                        rollback_id, event_id)
 
-    def _exec(self, sql: str, params: tuple[object, ...]) -> None:
+    def _token(self, rollback_id: int) -> str | None:
+        with self._held_lock:
+            return self._held.get(rollback_id)
+
+    def _exec(self, sql: str, params: tuple[object, ...]) -> bool:
+        """Whether a row was changed."""
         with self.pool.connection() as conn:
-            conn.execute(sql, params)
+            return conn.execute(sql, params).rowcount > 0

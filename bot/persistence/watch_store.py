@@ -19,7 +19,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-WATCH_LOCK_NAMESPACE = 0x77617463  # "watc": first half of the two-int advisory lock key
+from bot.persistence import claims
+
+# An episode's filing holds its claim over a request (platform reads, Slack calls) and two
+# outbox posts, each post bounded by claims.SLACK_CLAIM_SECONDS: fifteen minutes outlast
+# them, so a slow filing is never done twice.
+WATCH_CLAIM_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,10 @@ class WatchState:
 
 
 class WatchStore:
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, *,
+                 claim_seconds: float = WATCH_CLAIM_SECONDS) -> None:
         self.pool = pool
+        self.claim_seconds = claim_seconds
 
     def get(self, service: str) -> WatchState:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -98,20 +105,28 @@ class WatchStore:
 
     @contextmanager
     def exclusive(self, key: str) -> Iterator[bool]:
-        """One holder of ``key`` at a time across replicas (a session advisory lock, freed
-        by the server if this process dies): two leaders' checks never both file a request.
-        Yields False at once when another holds it: the caller skips this check instead of
-        blocking the leader's tick behind Slack and platform calls."""
+        """One holder of ``key`` at a time across replicas (a claim in ``claims``, freed at
+        once if this process dies: ``bot.persistence.claims``): two leaders' checks never
+        both file a request. No connection is held while it is. Yields False at once when
+        another holds it: the caller skips this check instead of blocking the leader's
+        tick behind Slack and platform calls."""
+        token = claims.owner_for(self.pool).claim_token()
         with self.pool.connection() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
-                               (WATCH_LOCK_NAMESPACE, key)).fetchone()
-            held = bool(row and row[0])
-            try:
-                yield held
-            finally:
-                if held:
-                    conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                                 (WATCH_LOCK_NAMESPACE, key))
+            held = conn.execute(
+                "INSERT INTO claims (key, claimed_by, claim_expires_at)"
+                " VALUES (%s, %s, now() + make_interval(secs => %s))"
+                " ON CONFLICT (key) DO UPDATE SET claimed_by = EXCLUDED.claimed_by,"
+                " claim_expires_at = EXCLUDED.claim_expires_at"
+                f" WHERE {claims.claimable('claims')} RETURNING key",
+                (f"watch:{key}", token, self.claim_seconds)).fetchone() is not None
+        try:
+            yield held
+        finally:
+            if held:
+                with self.pool.connection() as conn:
+                    conn.execute("DELETE FROM claims WHERE key = %s AND claimed_by = %s",
+                                 (f"watch:{key}", token))
+                claims.released()
 
     def snooze(self, service: str, *, until: datetime, by: str) -> None:
         with self.pool.connection() as conn:

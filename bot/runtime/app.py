@@ -373,7 +373,7 @@ def create_app(
             max_workers=settings.listener_threads or work_pool.LISTENER_THREADS,
             thread_name_prefix="bolt-listener"),
     )
-    pool = work_pool.WorkPool(workers=settings.work_pool_workers,
+    pool = work_pool.WorkPool(workers=settings.work_pool_workers or work_pool.DEFAULT_WORKERS,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
     # A lane of its own for decisions (approve, cancel, reject, IC, checklist): database and

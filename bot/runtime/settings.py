@@ -24,8 +24,9 @@ class Settings:
     log_format: str = "text"
     run_executor: bool = True
     run_scheduler: bool = True
-    # The after-ack pool (handlers/work_pool.py): threads for slow work and room to queue.
-    work_pool_workers: int = 8
+    # The after-ack pool (handlers/work_pool.py): threads for slow work and room to queue;
+    # workers None: handlers.work_pool.DEFAULT_WORKERS (sized there, from measurement).
+    work_pool_workers: int | None = None
     work_pool_queue: int = 16
     # Bolt's listener threads; None: handlers.work_pool.LISTENER_THREADS (64).
     listener_threads: int | None = None
@@ -45,7 +46,8 @@ class Settings:
             log_format=env.get("LOG_FORMAT", "text"),
             run_executor=env.get("ROLLBACK_EXECUTOR", "1") != "0",
             run_scheduler=env.get("ROLLBACK_SCHEDULER", "1") != "0",
-            work_pool_workers=int(env.get("ROLLBACK_WORK_POOL_WORKERS", "8")),
+            work_pool_workers=int(env["ROLLBACK_WORK_POOL_WORKERS"])
+            if env.get("ROLLBACK_WORK_POOL_WORKERS") else None,
             work_pool_queue=int(env.get("ROLLBACK_WORK_POOL_QUEUE", "16")),
             listener_threads=int(env["ROLLBACK_LISTENER_THREADS"])
             if env.get("ROLLBACK_LISTENER_THREADS") else None,

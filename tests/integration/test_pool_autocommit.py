@@ -1,7 +1,8 @@
 """Every pooled connection is autocommit, whatever a borrower did with it.
 
-The bot's stores rely on it: a statement is committed when it returns, and session advisory
-locks (the outboxes, the status page) are held across HTTP calls without a transaction. A
+The bot's stores rely on it: a statement is committed when it returns, and the claims of
+the outboxes and the status page (bot.persistence.claims) are committed before their HTTP
+calls. A
 borrower that switched autocommit off once poisoned the pool: the next borrower's UPDATE
 stayed uncommitted on an idle connection, and a job then waited forever on its own row
 (seen in the sandbox drill: the e-mail job's ``mark_sent`` behind its own claim)."""
@@ -17,6 +18,7 @@ from psycopg_pool import ConnectionPool
 from bot.persistence.db import migrate, open_pool
 from bot.persistence.statuspage_store import StatuspageStore
 from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
+from tests.support.history_seed import seed_active
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ def test_a_borrower_that_turns_autocommit_off_cannot_poison_the_pool(
 def test_the_status_page_lock_leaves_the_connection_autocommit(
         one_connection: ConnectionPool, fresh_db: str) -> None:  # noqa: F811
     store = StatuspageStore(one_connection)
-    with store.holding(7) as got:
+    with store.holding(seed_active(fresh_db, "hotel-voice-bot")) as got:
         assert got
     with one_connection.connection() as conn:
         conn.execute("CREATE TABLE u (x int)")

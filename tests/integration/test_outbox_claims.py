@@ -1,0 +1,381 @@
+"""The outboxes post once without holding a database connection during the call.
+
+Real PostgreSQL, the real Slack chat adapter (``handlers.gateway.SlackChat``, a real
+WebClient) against the Slack emulator. ``Gate`` is the Chat port with a door in front of
+the emulator: a post waits until the test opens it, so the call is observably in flight.
+Two replicas are two pools whose connections differ (``application_name``), so each is its
+own claim owner, as two processes are. The e-mail outbox goes to a real SMTP server; the
+status page's and the release watcher's claims are try-claims (False when held).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+from slack_sdk import WebClient
+
+from bot.domain.mail_config import SmtpSettings
+from bot.domain.messages import StatuspageNotUpdated
+from bot.domain.ports import CrashPoints, Notice
+from bot.integrations.mail import SmtpSender, new_mail
+from bot.persistence import claims
+from bot.persistence.db import migrate, open_pool
+from bot.persistence.mail_outbox import MailOutbox
+from bot.persistence.outbox import Outbox
+from bot.persistence.statuspage_store import ClaimLost, StatuspageStore
+from bot.persistence.watch_store import WatchStore
+from handlers.gateway import SlackChat
+from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
+from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
+from tests.support.history_seed import seed_active
+from tests.support.smtp_server import SmtpServer
+from tests.support.waiting import wait_until
+
+KEY = "warn:claims-test:1"
+CHANNEL = "C0INCHVB01"  # the emulator's seeded channel: history is read by id, as in Slack
+
+
+class Gate(SlackChat):
+    """The real adapter, whose channel posts wait for ``door`` once they have begun."""
+
+    def __init__(self, client: WebClient) -> None:
+        super().__init__(client)
+        self.door = threading.Event()
+        self.entered = threading.Event()
+
+    def post_notice(self, channel: str, notice: Notice) -> tuple[str, str]:
+        self.entered.set()
+        assert self.door.wait(30), "the test never opened the door"
+        return super().post_notice(channel, notice)
+
+
+@pytest.fixture
+def emulator() -> Iterator[SlackEmulator]:
+    with SlackEmulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def migrated(fresh_db: str) -> str:  # noqa: F811
+    migrate(fresh_db)
+    return fresh_db
+
+
+def _pool(url: str, replica: str, *, size: int = 2) -> ConnectionPool:
+    return open_pool(f"{url} application_name={replica}", min_size=1, max_size=size)
+
+
+def _posts(emulator: SlackEmulator) -> list[str]:
+    """The channel's messages that carry the key (what Slack shows, refused calls not)."""
+    return [str(m["ts"]) for m in emulator.messages(CHANNEL)
+            if (m.get("metadata") or {}).get("event_payload", {}).get("key") == KEY]
+
+
+def _notice() -> Notice:
+    return Notice(KEY, StatuspageNotUpdated("investigating", "the page said no"))
+
+
+def _chat(emulator: SlackEmulator) -> Gate:
+    return Gate(WebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.base_url))
+
+
+def _row(url: str) -> tuple[Any, ...]:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT status, attempts, ts, claimed_by FROM outbox"
+                           " WHERE key = %s", (KEY,)).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_no_pooled_connection_is_checked_out_during_the_slack_call(
+        migrated: str, emulator: SlackEmulator) -> None:
+    pool = _pool(migrated, "one-connection", size=1)
+    chat = _chat(emulator)
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            posting = ex.submit(Outbox(pool, chat).channel_notice, CHANNEL, _notice())
+            assert chat.entered.wait(10), "the post never began"
+            # The pool's only connection serves another statement while the call is out.
+            # (A returned connection is reset by the pool's worker: available shortly.)
+            wait_until(lambda: pool.get_stats()["pool_available"] == 1, timeout=2,
+                       message="the pool's one connection back in the pool")
+            with pool.connection(timeout=2) as conn:
+                status, attempts, _, claimed_by = conn.execute(
+                    "SELECT status, attempts, ts, claimed_by FROM outbox WHERE key = %s",
+                    (KEY,)).fetchone() or ()
+            # The attempt and the claim were committed before the call.
+            assert (status, attempts) == ("sending", 1) and claimed_by
+            chat.door.set()
+            ts = posting.result(10)
+        assert _row(migrated) == ("sent", 1, ts, None)
+        assert len(_posts(emulator)) == 1
+    finally:
+        pool.close()
+
+
+def test_two_replicas_racing_one_key_post_it_once_and_both_get_its_ts(
+        migrated: str, emulator: SlackEmulator) -> None:
+    pool_a, pool_b = _pool(migrated, "replica-a"), _pool(migrated, "replica-b")
+    chat_a, chat_b = _chat(emulator), _chat(emulator)
+    chat_b.door.set()  # B would post at once, if it ever got to
+    try:
+        with ThreadPoolExecutor(4) as ex:
+            a = ex.submit(Outbox(pool_a, chat_a).channel_notice, CHANNEL, _notice())
+            assert chat_a.entered.wait(10)
+            waiters: list[Future[str]] = [
+                ex.submit(Outbox(pool, chat_b).channel_notice, CHANNEL, _notice())
+                for pool in (pool_b, pool_a)]  # another replica, and another thread of A's
+            # They wait on A's live claim (today's lock waiters): nothing returned yet.
+            wait_until(lambda: _row(migrated)[1] == 1, timeout=2)
+            assert not any(w.done() for w in waiters)
+            chat_a.door.set()
+            ts = a.result(10)
+            assert [w.result(10) for w in waiters] == [ts, ts]
+        assert not chat_b.entered.is_set()
+        assert len(_posts(emulator)) == 1
+        assert _row(migrated) == ("sent", 1, ts, None)
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_the_claim_of_a_dead_poster_is_taken_over_and_its_post_found_not_doubled(
+        migrated: str, emulator: SlackEmulator) -> None:
+    """A posts, then dies before marking the row: its liveness lock goes with it, and B
+    looks the post up by its key instead of posting again, long before the claim expires."""
+    pool_a, pool_b = _pool(migrated, "dying"), _pool(migrated, "survivor")
+    parked, resume = threading.Event(), threading.Event()
+
+    def park(key: str) -> None:
+        parked.set()
+        resume.wait(30)
+
+    chat_a, chat_b = _chat(emulator), _chat(emulator)
+    chat_a.door.set()
+    chat_b.door.set()
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            a = ex.submit(Outbox(pool_a, chat_a, crash_points=CrashPoints(posted=park))
+                          .channel_notice, CHANNEL, _notice())
+            assert parked.wait(10)
+            assert len(_posts(emulator)) == 1
+            claims.owner_for(pool_a).close()  # what the server sees when A's process dies
+            ts = Outbox(pool_b, chat_b).channel_notice(CHANNEL, _notice())
+            assert not chat_b.entered.is_set()  # found by look-up, not posted
+            resume.set()
+            assert a.result(10) == ts  # A's late mark is fenced off; it changes nothing
+        assert len(_posts(emulator)) == 1
+        assert _row(migrated) == ("sent", 2, ts, None)
+    finally:
+        resume.set()
+        pool_a.close()
+        pool_b.close()
+
+
+def test_a_claim_that_expires_mid_call_is_taken_over_through_the_look_up(
+        migrated: str, emulator: SlackEmulator) -> None:
+    """A live poster whose call outlasts its claim: the next poster waits for the expiry,
+    then looks the key up in Slack first (here A's post landed: found, not doubled)."""
+    pool_a, pool_b = _pool(migrated, "slow"), _pool(migrated, "next")
+    parked, resume = threading.Event(), threading.Event()
+
+    def park(key: str) -> None:
+        parked.set()
+        resume.wait(30)
+
+    chat_a, chat_b = _chat(emulator), _chat(emulator)
+    chat_a.door.set()
+    chat_b.door.set()
+    try:
+        with ThreadPoolExecutor(1) as ex:
+            a = ex.submit(Outbox(pool_a, chat_a, crash_points=CrashPoints(posted=park),
+                                 claim_seconds=1.0).channel_notice, CHANNEL, _notice())
+            assert parked.wait(10)
+            ts = Outbox(pool_b, chat_b, claim_seconds=1.0).channel_notice(
+                CHANNEL, _notice())
+            assert not chat_b.entered.is_set()
+            resume.set()
+            assert a.result(10) == ts
+        assert len(_posts(emulator)) == 1
+        assert _row(migrated) == ("sent", 2, ts, None)
+    finally:
+        resume.set()
+        pool_a.close()
+        pool_b.close()
+
+
+def test_a_failed_call_releases_its_claim_and_the_next_poster_looks_up_then_posts(
+        migrated: str, emulator: SlackEmulator) -> None:
+    pool = _pool(migrated, "retrying")
+    chat = _chat(emulator)
+    chat.door.set()
+    try:
+        emulator.fail_next("chat.postMessage", "channel_not_found")
+        with pytest.raises(Exception, match="channel_not_found"):
+            Outbox(pool, chat).channel_notice(CHANNEL, _notice())
+        assert _row(migrated) == ("sending", 1, None, None)  # counted, not held
+        ts = Outbox(pool, chat).channel_notice(CHANNEL, _notice())
+        assert _row(migrated) == ("sent", 2, ts, None)
+        assert len(_posts(emulator)) == 1
+        assert len(emulator.calls("conversations.history")) == 1  # looked up first
+    finally:
+        pool.close()
+
+
+# ------------------------------------------------------------------ e-mail (SMTP)
+MAIL_KEY = "mail:claims-test:1"
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def _queued(pool: ConnectionPool, smtp: SmtpServer) -> tuple[MailOutbox, SmtpSender]:
+    settings = SmtpSettings(**smtp.smtp_config())
+    outbox = MailOutbox(pool)
+    outbox.add(MAIL_KEY, rollback_id=None, mail=new_mail(
+        settings, recipients=("ops@example.com",), subject="claims", body="once"))
+    return outbox, SmtpSender(settings)
+
+
+def test_an_email_claim_holds_no_connection_during_the_smtp_session_and_a_second_runner_waits(
+        migrated: str, smtp: SmtpServer) -> None:
+    pool, other = _pool(migrated, "mail-one", size=1), _pool(migrated, "mail-two")
+    outbox, sender = _queued(pool, smtp)
+    inside, door = threading.Event(), threading.Event()
+
+    def first() -> int:
+        with outbox.sending(MAIL_KEY) as pending:
+            assert pending is not None
+            inside.set()
+            assert door.wait(30)
+            sender.send(pending.mail)
+            outbox.mark_sent(MAIL_KEY, message_id=pending.mail.message_id,
+                             claim=pending.claim)
+            return pending.attempt
+
+    def second() -> object:
+        with MailOutbox(other).sending(MAIL_KEY) as pending:
+            return pending
+
+    try:
+        with ThreadPoolExecutor(2) as ex:
+            a = ex.submit(first)
+            assert inside.wait(10)
+            with pool.connection(timeout=2) as conn:  # the pool's only connection is free
+                assert conn.execute("SELECT attempts, claimed_by IS NOT NULL FROM outbox"
+                                    " WHERE key = %s", (MAIL_KEY,)).fetchone() == (1, True)
+            b = ex.submit(second)
+            door.set()
+            assert a.result(10) == 1
+            # None: the row was 'sending' under A's live claim when B came, so B can only
+            # have returned after A marked it sent (a B that took the claim gets a Pending).
+            assert b.result(10) is None
+        assert len(smtp.messages()) == 1
+        assert outbox.status(MAIL_KEY) == ("sent", 1, None)
+    finally:
+        door.set()
+        pool.close()
+        other.close()
+
+
+def test_an_email_claim_of_a_dead_runner_is_taken_over_for_the_next_attempt(
+        migrated: str, smtp: SmtpServer) -> None:
+    pool_a, pool_b = _pool(migrated, "mail-dying"), _pool(migrated, "mail-next")
+    outbox, sender = _queued(pool_a, smtp)
+    try:
+        with outbox.sending(MAIL_KEY) as pending:
+            assert pending is not None and pending.attempt == 1
+            claims.owner_for(pool_a).close()  # the runner's process is gone
+            with MailOutbox(pool_b).sending(MAIL_KEY) as taken:
+                assert taken is not None and taken.attempt == 2
+                sender.send(taken.mail)
+                MailOutbox(pool_b).mark_sent(MAIL_KEY, message_id=taken.mail.message_id,
+                                             claim=taken.claim)
+            # The dead runner's late mark is fenced off.
+            outbox.mark_failed(MAIL_KEY, error="too late", claim=pending.claim)
+        assert outbox.status(MAIL_KEY) == ("sent", 2, None)
+        assert len(smtp.messages()) == 1
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+# ------------------------------------------------------------------ try-claims
+def test_the_status_page_claim_is_one_holder_at_a_time_and_holds_no_connection(
+        migrated: str) -> None:
+    rollback_id = seed_active(migrated, "hotel-voice-bot")
+    pool_a, pool_b = _pool(migrated, "page-a", size=1), _pool(migrated, "page-b")
+    a, b = StatuspageStore(pool_a), StatuspageStore(pool_b)
+    try:
+        with a.holding(rollback_id) as held:
+            assert held
+            a.sending(rollback_id, 41)  # renews the claim; the call would go out now
+            with pool_a.connection(timeout=2) as conn:  # the only connection is free
+                assert conn.execute("SELECT sending_event FROM statuspage_incidents"
+                                    " WHERE rollback_id = %s", (rollback_id,)
+                                    ).fetchone() == (41,)
+            with b.holding(rollback_id) as other:
+                assert not other  # a try-claim: False at once, as the try-lock was
+            a.applied(rollback_id, 41, incident_id="inc-1")
+        with b.holding(rollback_id) as other:  # released on exit
+            assert other
+            claims.owner_for(pool_b).close()  # b's process dies holding it
+            with a.holding(rollback_id) as taken:
+                assert taken
+                with pytest.raises(ClaimLost):  # b's late call is stopped before it goes
+                    b.sending(rollback_id, 42)
+        assert b.progress(rollback_id).sending_event is None
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_the_release_watcher_claim_is_one_holder_at_a_time_and_holds_no_connection(
+        migrated: str) -> None:
+    pool_a, pool_b = _pool(migrated, "watch-a", size=1), _pool(migrated, "watch-b")
+    a, b = WatchStore(pool_a), WatchStore(pool_b)
+    key = "watch:hotel-voice-bot:2026-11-30T18:00:00Z"
+    try:
+        with a.exclusive(key) as held:
+            assert held
+            with pool_a.connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+            with b.exclusive(key) as other:
+                assert not other
+            with b.exclusive(f"{key}:another") as unrelated:
+                assert unrelated
+        with b.exclusive(key) as other:
+            assert other
+            claims.owner_for(pool_b).close()
+            with a.exclusive(key) as taken:  # a dead holder's claim is free at once
+                assert taken
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_a_watcher_claim_expires_for_a_holder_that_lives_on(migrated: str) -> None:
+    pool_a, pool_b = _pool(migrated, "watch-slow"), _pool(migrated, "watch-next")
+    key = "watch:voice-gateway:2026-11-30T18:00:00Z"
+    try:
+        with WatchStore(pool_a, claim_seconds=0.5).exclusive(key) as held:
+            assert held
+            store = WatchStore(pool_b)
+
+            def taken() -> bool | None:
+                with store.exclusive(key) as got:
+                    return got or None
+
+            assert wait_until(taken, timeout=10, message="the expired claim taken over")
+    finally:
+        pool_a.close()
+        pool_b.close()
