@@ -257,9 +257,9 @@ def _run(service: RollbackService, parsed: Parsed, user: str, channel: str,
         respond(response_type="ephemeral", text=f"Diagnosis of {parsed.service}",
                 blocks=views.diagnosis_blocks(diagnosis))
     elif parsed.verb == "status":
-        found = service.status(parsed.argument)
+        found, total = service.status(parsed.argument)
         respond(response_type="ephemeral", text="status",
-                blocks=views.rollback_list_blocks("Rollbacks", found))
+                blocks=views.rollback_list_blocks("Rollbacks", found, total=total))
     elif parsed.verb == "history":
         found = service.history(parsed.argument or "")
         fixes = forward_fixes.for_rollbacks(found) if forward_fixes is not None else {}

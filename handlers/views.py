@@ -538,9 +538,12 @@ def services_blocks(config: RollbackConfig) -> list[Block]:
 
 
 def rollback_list_blocks(title: str, rollbacks: list[Rollback], *,
-                         forward_fixes: dict[int, Any] | None = None) -> list[Block]:
+                         forward_fixes: dict[int, Any] | None = None,
+                         total: int | None = None) -> list[Block]:
     """``forward_fixes`` (by rollback id): each completed rollback's forward fix, shown on
-    the revision it marked known-bad."""
+    the revision it marked known-bad. ``total``: how many there are in all when
+    ``rollbacks`` is the newest of them; lines that do not fit one section (Slack's 3,000
+    characters) are counted with the rest instead of being cut."""
     if not rollbacks:
         return [section(f"*{escape(title)}*\nNothing to show.")]
     fixes = forward_fixes or {}
@@ -551,7 +554,22 @@ def rollback_list_blocks(title: str, rollbacks: list[Rollback], *,
         + _recorded_times(rb) + _forward_fix_status(rb, fixes.get(rb.id))
         for rb in rollbacks
     ]
-    return [section(f"*{escape(title)}*\n" + "\n".join(lines))]
+    total = max(total or 0, len(lines))
+    head = f"*{escape(title)}*"
+    more = "\n… and {} more (`/rollback status RB-N` or `/rollback status <service>` " \
+           "shows one)"
+    kept: list[str] = []
+    used = len(head)
+    for line in reversed(lines):  # the list runs oldest first: keep the newest that fit
+        rest = total - len(kept) - 1
+        if used + 1 + len(line) + (len(more.format(rest)) if rest else 0) > SECTION_LIMIT:
+            break
+        kept.insert(0, line)
+        used += 1 + len(line)
+    text = head + "\n" + "\n".join(kept)
+    if total > len(kept):
+        text += more.format(total - len(kept))
+    return [section(text)]
 
 
 def _forward_fix_status(rb: Rollback, rec: Any) -> str:

@@ -188,12 +188,22 @@ class Store:
             (service, limit),
         )
 
-    def in_states(self, states: Iterable[State]) -> list[Rollback]:
+    def in_states(self, states: Iterable[State], *, newest: int | None = None
+                  ) -> list[Rollback]:
+        """Rollbacks in ``states`` by id; ``newest``: only the last that many (``status``
+        with a thousand active rollbacks reads twenty rows, not a thousand)."""
         # Literals for the same reason as ``active_for_service`` (``status`` lists ACTIVE).
-        return self._select(
-            "SELECT * FROM rollbacks WHERE state IN (" + _state_literals(states)
-            + ") ORDER BY id", (),
-        )
+        where = "SELECT * FROM rollbacks WHERE state IN (" + _state_literals(states) + ")"
+        if newest is None:
+            return self._select(where + " ORDER BY id", ())
+        return self._select("SELECT * FROM (" + where + " ORDER BY id DESC LIMIT %s)"
+                            " AS newest ORDER BY id", (newest,))
+
+    def count_in_states(self, states: Iterable[State]) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT count(*) FROM rollbacks WHERE state IN ("
+                               + _state_literals(states) + ")").fetchone()
+        return int(row[0]) if row else 0
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[Rollback]:
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

@@ -68,6 +68,10 @@ from platforms.base import (
 
 log = logging.getLogger(__name__)
 
+# ``/rollback status`` lists at most this many active rollbacks (the newest) and counts the
+# rest: one message section holds about twenty lines (Slack's 3,000 characters).
+STATUS_LIST_LIMIT = 20
+
 
 @dataclass(frozen=True)
 class ModalDefaults:
@@ -729,15 +733,22 @@ class RollbackService:
         return rb
 
     # ------------------------------------------------------------------ queries
-    def status(self, arg: str | None) -> list[Rollback]:
+    def status(self, arg: str | None) -> tuple[list[Rollback], int]:
+        """The rollbacks ``/rollback status [arg]`` shows, and how many there are in all:
+        without an argument the newest ``STATUS_LIST_LIMIT`` active ones (one Slack message
+        holds about that many lines; the reply counts the rest)."""
         if arg is None:
             from bot.domain.lifecycle import ACTIVE
 
-            return self.store.in_states(ACTIVE)
+            shown = self.store.in_states(ACTIVE, newest=STATUS_LIST_LIMIT)
+            total = len(shown) if len(shown) < STATUS_LIST_LIMIT \
+                else self.store.count_in_states(ACTIVE)
+            return shown, total
         if arg.upper().startswith("RB-") or arg.isdigit():
-            return [self.get(arg)]
+            return [self.get(arg)], 1
         self.service_config(arg)
-        return self.store.history(arg, limit=1)
+        found = self.store.history(arg, limit=1)
+        return found, len(found)
 
     def history(self, service: str) -> list[Rollback]:
         self.service_config(service)

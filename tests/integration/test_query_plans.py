@@ -132,6 +132,14 @@ def test_status_lists_active_rollbacks_through_the_partial_index(
             ] == [[history_db[1]]] * RUNS
     _assert_indexed(pool, "SELECT * FROM rollbacks WHERE state ", (), table="rollbacks",
                     index="rollbacks_one_active_per_service")
+    # What ``/rollback status`` runs: the newest twenty, and the count when there are more.
+    assert [[rb.id for rb in found] for found in _run(
+        RUNS, lambda: store.in_states(ACTIVE, newest=20))] == [[history_db[1]]] * RUNS
+    assert _run(RUNS, lambda: store.count_in_states(ACTIVE)) == [1] * RUNS
+    _assert_indexed(pool, "SELECT * FROM (SELECT * FROM rollbacks WHERE state ", (20,),
+                    table="rollbacks", index="rollbacks_one_active_per_service")
+    _assert_indexed(pool, "SELECT count(*) FROM rollbacks WHERE state ", (),
+                    table="rollbacks", index="rollbacks_one_active_per_service")
 
 
 def test_history_of_a_service_reads_its_newest_rows_only(pool: ConnectionPool) -> None:

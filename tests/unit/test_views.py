@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -286,3 +287,18 @@ def test_a_known_bad_mark_shows_its_forward_fix_wherever_it_is_shown() -> None:
     assert "known-bad rev 5 (app:v2) forward fix waived: config only" in history
     for waive in (False, True):
         View(**views_forward_fix.forward_fix_modal(done, waive=waive)).validate_json()
+
+
+def test_a_list_longer_than_a_section_keeps_the_newest_lines_and_counts_the_rest() -> None:
+    """Slack refuses a section over 3,000 characters and ``section`` would cut the text
+    blindly (a mention or the count half gone): lines that do not fit are counted."""
+    many = [_rollback(State.EXECUTING, id=i, service=f"svc-{'x' * 80}-{i}")
+            for i in range(1, 41)]
+    blocks = views.rollback_list_blocks("Rollbacks", many, total=95)
+    _validate(blocks)
+    text = blocks[0]["text"]["text"]
+    assert len(text) <= views.SECTION_LIMIT
+    shown = [int(n) for n in re.findall(r"\*RB-(\d+)\*", text)]
+    assert shown and shown == list(range(41 - len(shown), 41))  # the newest ones
+    assert text.endswith(f"… and {95 - len(shown)} more (`/rollback status RB-N` or "
+                         "`/rollback status <service>` shows one)")
