@@ -14,6 +14,7 @@ execution layer's tree, ``bot.execution.errors``.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 import threading
@@ -110,6 +111,9 @@ class Executor:
         self._threads: list[threading.Thread] = []
         self._lost: dict[int, threading.Event] = {}  # per claimed rollback, set by heartbeat
         self._next_due = float("inf")  # monotonic time of the soonest check this one parked
+        # Claims alternate between "new approvals first" and "due looks first" (see
+        # ``Store.claim_next``): each kind gets at least half the workers' turns.
+        self._turns = itertools.count()
 
     # ------------------------------------------------------------------ loop
     def start(self) -> None:
@@ -145,7 +149,8 @@ class Executor:
     def run_once(self, rollback_id: int | None = None) -> bool:
         """Claim and run one rollback (``rollback_id``: that one only); False if none."""
         rb = self.store.claim_next(owner=self.owner, lease_seconds=self.settings.lease_seconds,
-                                   rollback_id=rollback_id)
+                                   rollback_id=rollback_id,
+                                   looks_first=next(self._turns) % 2 == 1)
         if rb is None:
             return False
         stop_beat = threading.Event()

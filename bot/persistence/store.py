@@ -58,6 +58,13 @@ _UPDATABLE = {
 }
 
 
+# claim_next's two orders (literal SQL: a prepared statement each).
+_NEW_FIRST = (" ORDER BY (cancel_requested_by IS NOT NULL) DESC, (state = 'approved') DESC,"
+              " next_check_at NULLS FIRST, id")
+_LOOKS_FIRST = (" ORDER BY (cancel_requested_by IS NOT NULL) DESC, next_check_at NULLS LAST,"
+                " (state = 'approved') DESC, id")
+
+
 class Store:
     def __init__(self, pool: ConnectionPool, lease_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
@@ -411,24 +418,25 @@ class Store:
 
     # ------------------------------------------------------------------ executor lease
     def claim_next(self, *, owner: str, lease_seconds: float,
-                   rollback_id: int | None = None) -> Rollback | None:
+                   rollback_id: int | None = None, looks_first: bool = False
+                   ) -> Rollback | None:
         """Claim one approved (or orphaned executing) rollback; other replicas skip it.
         ``rollback_id``: that one only (``rollback-bot auto`` runs its own request only).
         A parked rollback (``park``) is claimable once its next check is due, or at once
-        when someone asked to cancel it. Order: approved first, then unparked, then the
-        parked by due time."""
+        when someone asked to cancel it. Order: a requested cancel first; then new
+        approvals, unparked work (verifying, orphaned) and parked looks by how long they
+        are due -- or, with ``looks_first``, the parked looks before the rest. The executor
+        alternates the two, so neither a burst of approvals nor a thousand due looks
+        starves the other."""
         only = " AND id = %s" if rollback_id is not None else ""
+        order = (_LOOKS_FIRST if looks_first else _NEW_FIRST)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             with conn.transaction():
                 cur.execute(
                     "SELECT id FROM rollbacks WHERE state IN ('approved', 'executing', 'verifying')"
                     " AND (lease_expires_at IS NULL OR lease_expires_at < now())"
                     " AND (next_check_at IS NULL OR next_check_at <= now()"
-                    "      OR cancel_requested_by IS NOT NULL)" + only +
-                    # New approvals first, then rollbacks nobody is parked on (verifying,
-                    # orphaned), then parked looks by how long they are due: with a
-                    # thousand rollouts parked, due looks never starve a fresh approval.
-                    " ORDER BY (state = 'approved') DESC, next_check_at NULLS FIRST, id"
+                    "      OR cancel_requested_by IS NOT NULL)" + only + order +
                     " LIMIT 1 FOR UPDATE SKIP LOCKED",
                     (rollback_id,) if rollback_id is not None else None,
                 )

@@ -88,17 +88,46 @@ def test_parking_is_fenced_on_the_lease(store: Store) -> None:
     assert store.heartbeat(rid, owner="B", lease_seconds=60)  # B still holds it
 
 
-def test_a_new_approval_is_claimed_before_due_parked_looks(store: Store) -> None:
-    """A thousand parked rollouts whose looks are due must not starve a fresh approval;
-    among the parked, the look due longest is taken first (not the oldest rollback)."""
+def _two_due_looks_and_an_approval(store: Store) -> tuple[int, int, int]:
+    """Two parked rollbacks whose looks are due (the newer one due longer) and a fresh
+    approval with the highest id: (older, newer, fresh)."""
     older, newer = _executing(store, service="svc-a"), _executing(store, service="svc-b")
     assert store.park(older, owner="A", check_in=60)
     assert store.park(newer, owner="A", check_in=60)
-    with store.pool.connection() as conn:  # both looks fall due, the newer one first
+    with store.pool.connection() as conn:
         conn.execute("UPDATE rollbacks SET next_check_at = now() - interval '5 seconds'"
                      " WHERE id = %s", (newer,))
         conn.execute("UPDATE rollbacks SET next_check_at = now() - interval '1 second'"
                      " WHERE id = %s", (older,))
-    fresh = _approved(store, service="svc-c")  # the highest id of the three
-    order = [store.claim_next(owner="B", lease_seconds=60) for _ in range(3)]
-    assert [rb.id if rb else None for rb in order] == [fresh, newer, older]
+    return older, newer, _approved(store, service="svc-c")
+
+
+def _claims(store: Store, n: int, *, looks_first: bool) -> list[int | None]:
+    got = [store.claim_next(owner="B", lease_seconds=60, looks_first=looks_first)
+           for _ in range(n)]
+    return [rb.id if rb else None for rb in got]
+
+
+def test_a_new_approval_is_claimed_before_due_parked_looks(store: Store) -> None:
+    """A thousand parked rollouts whose looks are due must not starve a fresh approval;
+    among the parked, the look due longest is taken first (not the oldest rollback)."""
+    older, newer, fresh = _two_due_looks_and_an_approval(store)
+    assert _claims(store, 3, looks_first=False) == [fresh, newer, older]
+
+
+def test_the_other_turn_takes_due_looks_before_new_approvals(store: Store) -> None:
+    """...and a burst of approvals must not starve the looks of those already parked (a
+    finished rollout unnoticed for minutes): the executor alternates the two orders."""
+    older, newer, fresh = _two_due_looks_and_an_approval(store)
+    assert _claims(store, 3, looks_first=True) == [newer, older, fresh]
+
+
+@pytest.mark.parametrize("looks_first", [False, True])
+def test_a_requested_cancel_is_claimed_before_anything_else(store: Store,
+                                                            looks_first: bool) -> None:
+    _two_due_looks_and_an_approval(store)
+    cancelled = _executing(store, service="svc-d")
+    assert store.park(cancelled, owner="A", check_in=3600)  # not due for an hour
+    assert store.request_cancel(cancelled, actor="U3") is not None
+    assert _claims(store, 1, looks_first=looks_first) == [cancelled]
+
