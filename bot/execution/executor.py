@@ -217,11 +217,14 @@ class Executor:
         except BaseException:
             self.progress.flush(rb.id)
             raise
-        # The lines still queued go out now: aftercare posts its notices directly, after
-        # them, so the thread stays in order.
+        # The lines still queued go out now. Aftercare queues its notices behind them
+        # (``Progress.notice``), so a Slack refusal never holds verifying -> monitoring;
+        # they go out here too (a process that only executes may exit next), and a refused
+        # one is left to the deliverer.
         self.progress.flush(rb.id)
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
+            self.progress.flush(rb.id)
 
     def _execute(self, rb: Rollback, *, continuing: bool) -> Rollback:
         """Start (or resume) and run the steps; the rollback as it stands afterwards. Slack
