@@ -457,6 +457,11 @@ class Executor:
 
     def _cancelled(self, rb: Rollback, next_step: Step) -> None:
         self._fence(rb)
+        if next_step.status == "waiting":
+            # A parked wait the Cancel cut short ends here: left ``waiting``, the message of
+            # a cancelled rollback would show it still waiting. Nothing confirmed the rollout.
+            self.store.step_finished(rb.id, next_step.seq, status="skipped", result={
+                "skipped": "cancelled while waiting; the rollout was not confirmed"})
         requested_by = self.store.get(rb.id).cancel_requested_by
         by = requested_by or "someone"
         who: Words = (Mention(requested_by),) if requested_by else ("someone",)

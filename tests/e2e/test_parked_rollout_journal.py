@@ -4,6 +4,8 @@
   same (scrubbed) form, so a status that quotes something credential-shaped (here the
   platform's transient error quoting a URL with a password) posts one thread line, not one
   per look.
+* Cancel while a rollback is parked ends its wait step (``skipped``, with why): the message
+  of a cancelled rollback shows no step still waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ HELD = 3600.0  # a rollout that does not finish while the test looks
 PASSWORD = "s3cr3t-pw-7f2a"
 # What a look reads: an API error that quotes the URL it called, credentials and all.
 LOOK_ERROR = f"GET https://deployer:{PASSWORD}@deploy.example/rollout/svc-01: 503"
+HOURGLASS = ":hourglass_flowing_sand:"
 
 
 def _service(fake_name: str) -> Callable[[dict[str, Any]], None]:
@@ -67,3 +70,21 @@ def test_a_scrubbed_rollout_status_posts_one_line_not_one_per_look(
     assert len(lines) == 1, lines  # one per look before: every look read as new
     assert PASSWORD not in lines[0] and "[REDACTED]" in lines[0]
     assert _wait_step(h, rid).result["last_status"] == scrub(f"transient error: {LOOK_ERROR}")
+
+
+def test_cancel_while_parked_ends_the_wait_step(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness(config_overrides=_service("svc-01"), rollout_seconds=HELD)
+    rid, msg = _request_and_approve(h)
+    wait_until(lambda: _wait_step(h, rid).status == "waiting", 20, 0.05, "the rollout parked")
+    assert HOURGLASS in str(h.message_now(msg["ts"]).get("blocks"))  # the parked wait shown
+    h.click(msg, ids.CANCEL, "bob")
+    h.wait_state(rid, "cancelled", timeout=20)
+    step = _wait_step(h, rid)
+    assert step.status == "skipped"
+    assert "cancelled while waiting" in str(step.result.get("skipped"))
+    assert step.finished_at is not None
+    # The message of the cancelled rollback shows the wait ended, no step still waiting.
+    h.emulator.wait_for(
+        lambda: (blocks := str(h.message_now(msg["ts"]).get("blocks")))
+        and "Cancelled" in blocks and HOURGLASS not in blocks,
+        10, description="the cancelled message without a waiting step")
