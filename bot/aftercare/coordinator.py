@@ -1,6 +1,9 @@
 """After the steps: verify, notify stakeholders, watch the service, then chase the review.
 
 The executor runs verification here; the rest are re-runnable jobs on the scheduler leader.
+The notices the executor's run ends with (verification, monitoring started, completed) are
+queued behind its thread lines (``Progress.notice``): they are decorations, and Slack
+refusing one must not keep the rollback ``verifying``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bot.domain.models import Rollback
 from bot.domain.policy import Policy
 from bot.domain.ports import Chat, Clock, Notice
 from bot.domain.time_words import span
+from bot.execution.progress import Progress
 from bot.persistence.aftercare_store import AftercareStore, Monitor
 from bot.persistence.errors import StaleState
 from bot.persistence.jobs import Job, JobStore
@@ -66,7 +70,7 @@ class Aftercare:
     def __init__(self, service: RollbackService, *, catalog: Catalog, rollback_store: Store,
                  jobs: JobStore, chat: Chat, policy: Policy, clock: Clock,
                  on_approved: Callable[[int], None], store: AftercareStore, outbox: Outbox,
-                 notifier: Notifier, reminders: Reminders,
+                 notifier: Notifier, reminders: Reminders, progress: Progress,
                  on_completed: tuple[Callable[[Rollback], None], ...] = ()) -> None:
         self.service = service  # the use cases aftercare finishes with: get, resolve
         self.catalog = catalog
@@ -80,6 +84,9 @@ class Aftercare:
         self.outbox = outbox
         self.notifier = notifier
         self.reminders = reminders
+        # Notices and renders after a bot's transition, posted by the deliverer once Slack
+        # takes them (bot.usecases.thread_delivery): none of them holds the transition.
+        self.progress = progress
         # After a completion (re-run by a retried tick too, so each must be idempotent):
         # the forward-fix ask (bot.aftercare.forward_fix).
         self.on_completed = on_completed
@@ -107,7 +114,7 @@ class Aftercare:
             return
         restored = self.clock()
         self.store.set_restored(rb.id, restored)
-        self.outbox.notice(rb, verification_notice(rb, results, attempt=attempt))
+        self.progress.notice(rb, verification_notice(rb, results, attempt=attempt))
         self._schedule_notify(rb, "restored", attempt, checks_passed=len(results))
         monitor = None
         if svc.monitoring.duration_seconds > 0:
@@ -120,13 +127,13 @@ class Aftercare:
         if monitor is None:
             self._complete(rb, svc, None)
         else:
-            self.outbox.notice(rb, monitoring.start_notice(rb, svc, monitor))
+            self.progress.notice(rb, monitoring.start_notice(rb, svc, monitor))
 
     def _verification_failed(self, rb: Rollback, results: list[CheckResult], attempt: int,
                              detail: dict[str, Any]) -> None:
         what = failure_summary(results)
         self._schedule_notify(rb, "verification_failed", attempt, detail=what)
-        self.outbox.notice(rb, verification_notice(rb, results, attempt=attempt))
+        self.progress.notice(rb, verification_notice(rb, results, attempt=attempt))
         rb = self._move(rb, Event.VERIFICATION_FAILED, State.VERIFYING, actor="bot",
                         detail=detail, updates={"last_error": f"verification failed: {what}"[:500]})
         if rb.state == State.VERIFICATION_FAILED:
@@ -278,7 +285,7 @@ class Aftercare:
                         known_good=known_good)
         if rb.state != State.COMPLETED:
             return
-        self.outbox.notice(rb, Notice(f"complete:{rb.id}", Completed(
+        self.progress.notice(rb, Notice(f"complete:{rb.id}", Completed(
             rb.ref, rb.service, rb.target_revision.label())))
         window = span(svc.monitoring.duration_seconds)
         detail = (f"No regression in {window} of monitoring after the rollback" if m
@@ -414,5 +421,9 @@ class Aftercare:
                 raise NotAllowed(f"{exc.current.ref} is already "
                                  f"{exc.current.state.value.replace('_', ' ')}.") from None
             return exc.current
-        self.chat.refresh(rb)
+        try:
+            self.chat.refresh(rb)
+        except Exception as exc:  # committed: the deliverer renders it once Slack answers
+            log.warning("re-rendering %s failed (retried): %s", rb.ref, type(exc).__name__)
+            self.progress.refresh(rb)
         return rb

@@ -235,11 +235,14 @@ class Executor:
         except BaseException:
             self.progress.flush(rb.id)
             raise
-        # The lines still queued go out now: aftercare posts its notices directly, after
-        # them, so the thread stays in order.
+        # The lines still queued go out now. Aftercare queues its notices behind them
+        # (``Progress.notice``), so a Slack refusal never holds verifying -> monitoring;
+        # they go out here too (a process that only executes may exit next), and a refused
+        # one is left to the deliverer.
         self.progress.flush(rb.id)
         if rb.state == State.VERIFYING:
             self.aftercare(rb)
+            self.progress.flush(rb.id)
 
     def _execute(self, rb: Rollback, *, continuing: bool) -> Rollback:
         """Start (or resume) and run the steps; the rollback as it stands afterwards. Slack
@@ -472,6 +475,11 @@ class Executor:
 
     def _cancelled(self, rb: Rollback, next_step: Step) -> None:
         self._fence(rb)
+        if next_step.status == "waiting":
+            # A parked wait the Cancel cut short ends here: left ``waiting``, the message of
+            # a cancelled rollback would show it still waiting. Nothing confirmed the rollout.
+            self.store.step_finished(rb.id, next_step.seq, status="skipped", result={
+                "skipped": "cancelled while waiting; the rollout was not confirmed"})
         requested_by = self.store.get(rb.id).cancel_requested_by
         by = requested_by or "someone"
         who: Words = (Mention(requested_by),) if requested_by else ("someone",)

@@ -5,8 +5,9 @@ The executor says a line (``say``) or asks for the request message to be re-rend
 the line is queued in the outbox and posted afterwards, so no Slack round trip sits
 between an approval and the platform, and a crash cannot lose a line. ``written`` tells it
 the rollback's first platform write was made (Slack may hear about the rollback from now
-on); ``flush`` delivers what is queued before the executor hands over (aftercare posts
-its notices directly, after the progress lines).
+on); ``flush`` delivers what is queued before the executor hands over. ``notice`` queues
+a card (aftercare's verification, monitoring and completion notices) behind the lines the
+same way, so a refused post never holds the transition it decorates.
 
 ``ImmediateProgress`` posts at once through a ``Chat``: what a test that drives the
 executor alone uses.
@@ -20,7 +21,7 @@ from typing import Any, Protocol, cast
 
 from bot.domain.messages import Message
 from bot.domain.models import Rollback
-from bot.domain.ports import Chat
+from bot.domain.ports import Chat, Notice
 from platforms.base import Platform
 
 # The platform calls that change production (``platforms.base.Platform``); reads are free.
@@ -35,6 +36,10 @@ class Progress(Protocol):
 
     def say_again(self, rb: Rollback, message: Message, *, key: str) -> None:
         """Say a line unless ``key`` was said before (a resumed executor's catch-up)."""
+        ...
+
+    def notice(self, rb: Rollback, notice: Notice) -> None:
+        """A notice posted once under its key, after the lines said before it."""
         ...
 
     def refresh(self, rb: Rollback) -> None: ...
@@ -56,6 +61,9 @@ class ImmediateProgress:
 
     def say_again(self, rb: Rollback, message: Message, *, key: str) -> None:
         return None  # nothing is kept to tell whether it was said: say nothing twice
+
+    def notice(self, rb: Rollback, notice: Notice) -> None:
+        self.chat.notice(rb, notice)
 
     def refresh(self, rb: Rollback) -> None:
         self.chat.refresh(rb)

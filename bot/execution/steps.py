@@ -33,6 +33,7 @@ from bot.domain.models import Rollback, Step
 from bot.execution.errors import PermanentStepError, StillWaiting, TemporaryStepError
 from bot.integrations.errors import LoadBalancerError
 from bot.integrations.http_client import shared_client
+from bot.observability.scrub import scrub
 from bot.persistence import sealing
 from platforms.base import (
     Capability,
@@ -305,9 +306,13 @@ def _look(ctx: StepContext, timeout: float) -> RolloutStatus:
         status = ctx.platform.rollout_status(ctx.rollback.target)
     except TransientPlatformError as exc:
         status = RolloutStatus(done=False, message=f"transient error: {exc}")
-    if status.message != ctx.step.result.get("last_status"):
-        ctx.journal({"last_status": status.message})
-        ctx.progress(status.message)
+    # The journal stores what it is given scrubbed (``Store.step_progress``): compare the
+    # scrubbed reading, or a status quoting anything credential-shaped (a registry URL
+    # with a token, say) reads as new on every look and posts a line each time.
+    said = scrub(status.message)
+    if said != ctx.step.result.get("last_status"):
+        ctx.journal({"last_status": said})
+        ctx.progress(said)
     if status.done or status.failed:
         return status
     elapsed = max(0.0, (ctx.now - since).total_seconds())

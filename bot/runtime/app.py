@@ -301,6 +301,7 @@ def build_core(
     aftercare = Aftercare(service, catalog=catalog, rollback_store=store, jobs=jobs, chat=chat,
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
+                          progress=delivery,
                           on_completed=(forward_fixes.create,),
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
                                             outbox=outbox, mail=mail,

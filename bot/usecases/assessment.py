@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from bot.domain.config import ServiceConfig
+from bot.observability.scrub import scrub, scrub_data
 from platforms.base import Capability, Platform, PlatformSpec, Target, Unsupported
 
 log = logging.getLogger(__name__)
@@ -102,5 +103,8 @@ def assess(
             out[name] = {"ok": False, "text": f"timed out after {timeout:.0f}s"}
         except Exception as exc:  # a broken probe is a finding, not a failure of the request
             log.info("assessment probe %s failed: %s", name, type(exc).__name__)
-            out[name] = {"ok": False, "text": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
-    return out
+            said = scrub(str(exc))[:200]  # scrubbed before it is cut: no secret cut in half
+            out[name] = {"ok": False, "text": f"failed: {type(exc).__name__}: {said}"}
+    # Stored and shown in the request message: a platform's error may quote a URL with its
+    # credentials (scrubbed like every other error that is stored).
+    return scrub_data(out)

@@ -8,7 +8,10 @@ message dirty (several refreshes before the deliverer gets to it are one render 
 latest state). The deliverer posts each rollback's lines oldest first and stops at the
 first one Slack refuses, so a thread never shows them out of order; the key makes each
 line exactly-once (``Outbox.post_line``), also when another replica's deliverer or the
-executor's own ``flush`` delivers the same rollback at the same moment.
+executor's own ``flush`` delivers the same rollback at the same moment. ``notice`` queues
+an aftercare card (verification, monitoring, completion) the same way, under the notice's
+own key: the transition it decorates commits whatever Slack answers, and the card goes out
+once Slack does (``Outbox.notice`` posts it, so its ts is kept for a later edit).
 
 Holding: from an approval (``hold``) until the executor's first platform write
 (``written``), nothing about that rollback goes to Slack, neither its lines nor its
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from bot.domain.message_codec import decode_message, encode
 from bot.domain.messages import Message
 from bot.domain.models import Rollback
-from bot.domain.ports import scrubbed_facts
+from bot.domain.ports import Notice, scrubbed_facts
 from bot.persistence.outbox import LINE_MAX_ATTEMPTS, Outbox, QueuedLine
 from bot.persistence.store import Store
 from bot.usecases.latest_state_chat import LatestStateChat
@@ -96,6 +99,13 @@ class ThreadDelivery:
 
     def say_again(self, rb: Rollback, message: Message, *, key: str) -> None:
         self.say(rb, message, key=key)  # the outbox keeps the first row under a key
+
+    def notice(self, rb: Rollback, notice: Notice) -> None:
+        # Scrubbed before it is stored, like a line (a check's summary may quote a body).
+        self.outbox.queue_line(rb.id, notice.key,
+                               {"notice": encode(scrubbed_facts(notice.message))})
+        self.start()
+        self._wake.set()
 
     def refresh(self, rb: Rollback) -> None:
         with self._lock:
@@ -184,6 +194,9 @@ class ThreadDelivery:
 
     def _post(self, rb: Rollback, queued: QueuedLine) -> bool:
         try:
+            if "notice" in queued.line:  # a card: posted and looked up as a notice
+                self.outbox.notice(rb, Notice(queued.key, decode_message(queued.line["notice"])))
+                return True
             message = decode_message(queued.line["message"])
             mention = queued.line.get("mention")
             self.outbox.post_line(rb, queued.key, send=lambda: self.chat.thread(

@@ -284,6 +284,11 @@ class SlackEmulator:
         with self.ws.lock:
             self._failures.setdefault(method, []).extend([(error, code, retry_after)] * times)
 
+    def recover(self, method: str) -> int:
+        """Drop the failures still queued for `method` (Slack is back); how many were left."""
+        with self.ws.lock:
+            return len(self._failures.pop(method, []))
+
     def fail_upload(self, *, times: int = 1, status: int = 500) -> None:
         """Make the next `times` upload POSTs (to an upload_url from
         files.getUploadURLExternal) fail with HTTP `status`, as files.slack.com does when

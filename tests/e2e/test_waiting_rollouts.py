@@ -85,7 +85,9 @@ def test_cancel_while_waiting_stops_before_the_rollout_is_confirmed(
     rb = h.wait_state(rid, "cancelled", timeout=20)
     assert rb.cancel_requested_by == h.emulator.user_id("bob")
     assert _step(h, rid, "app_rollback").status == "done"
-    assert _step(h, rid, "wait_rollout").status == "waiting"  # never confirmed
+    wait = _step(h, rid, "wait_rollout")
+    assert wait.status == "skipped"  # ended by the Cancel: never confirmed, not left waiting
+    assert "not confirmed" in str(wait.result.get("skipped"))
     assert h.platform.mutations()["rollback_to"] == 1
     # The line follows the transition through the outbox's deliverer.
     h.emulator.wait_for(lambda: any("cancelled" in t.lower() for t in h.thread_texts(msg)),
