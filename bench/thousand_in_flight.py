@@ -3,9 +3,8 @@
 ``bench/mass_rollback.py`` at 1,000 services whose rollouts take 300 s, one wave, no held
 baseline (the held worker bound, workers x 60 / 300 s, is the baseline): every one of
 the thousand approved rollbacks must be waiting on its rollout at the same time, each
-must finish, and the parked rate must stay >= 5x the bound. Acks are measured all along;
-their goal here is Slack's 3 s (a thousand parked rollouts looked at every few seconds
-load the two cores; the < 300 ms goal is mass_rollback's at 50 services).
+must finish, and the parked rate must stay >= 5x the bound. Acks are measured all along
+with the same goal as at 50 services (p99 < 300 ms).
 
 Run: ``.venv/bin/python bench/thousand_in_flight.py`` (~10 minutes).
 """
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.mass_rollback import main  # noqa: E402
 
 ARGS = ["--services", "1000", "--rollout-seconds", "300", "--held-services", "0",
-        "--waves", "1", "--ack-target-ms", "3000"]
+        "--waves", "1"]
 
 if __name__ == "__main__":
     raise SystemExit(main([*ARGS, *sys.argv[1:]], name="thousand_in_flight"))
