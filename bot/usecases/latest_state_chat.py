@@ -15,7 +15,6 @@ and the platform.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -25,13 +24,25 @@ from bot.domain.ports import Chat
 from bot.persistence.store import Store
 
 
+class _Turn:
+    """One rollback's render lock and how many callers hold or wait for it: the entry is
+    dropped when the last one leaves, so a long-lived process keeps no lock per rollback
+    it ever rendered (a thousand rollbacks were a thousand locks kept for good)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class LatestStateChat:
     """A ``Chat`` whose ``refresh`` always shows the current state; the rest passes through."""
 
     def __init__(self, inner: Chat, store: Store) -> None:
         self.inner = inner
         self.store = store
-        self._locks: defaultdict[int, threading.Lock] = defaultdict(threading.Lock)
+        self._turns: dict[int, _Turn] = {}
         self._guard = threading.Lock()
 
     # Set by the composition root: True when it took the refresh to render later.
@@ -57,10 +68,22 @@ class LatestStateChat:
     def refresh_now(self, rollback: Rollback) -> None:
         """Render the current state now, whatever ``defer`` says (the deliverer's call)."""
         with self._guard:
-            lock = self._locks[rollback.id]
-        with lock:
-            latest = self.store.get(rollback.id)
-            self.inner.refresh(latest, self.store.steps(rollback.id))
+            turn = self._turns.setdefault(rollback.id, _Turn())
+            turn.users += 1
+        try:
+            with turn.lock:
+                latest = self.store.get(rollback.id)
+                self.inner.refresh(latest, self.store.steps(rollback.id))
+        finally:
+            with self._guard:
+                turn.users -= 1
+                if turn.users == 0:
+                    del self._turns[rollback.id]
+
+    def renders_in_progress(self) -> int:
+        """Rollbacks with a render running or waiting (0 when idle: nothing is kept)."""
+        with self._guard:
+            return len(self._turns)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

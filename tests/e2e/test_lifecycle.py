@@ -13,6 +13,7 @@ import pytest
 from handlers import ids
 from sandbox.slack import ElementNotFound, Signing
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
+from tests.support.waiting import wait_until
 
 
 def _rollback_id(h: Harness) -> int:
@@ -59,6 +60,11 @@ def test_request_approve_execute_complete(harness: Harness) -> None:
     assert f"RB-{rid} completed: hotel-voice-bot is on rev" in thread
     assert h.platform.mutations()["rollback_to"] == 1
     assert h.platform.current_revision(h.bot.service.store.get(rid).target).id == "rs-2"
+    # The message was re-rendered many times, and nothing is kept per rollback for it
+    # once the renders are over (a long-lived process kept one lock per rollback).
+    assert len(h.emulator.calls("chat.update")) >= 3
+    wait_until(lambda: h.bot.executor.chat.renders_in_progress() == 0, 10,
+               message="the renders to finish")
     events = [e.event for e in h.bot.store.audit_events(rid)]
     assert events[0] == "requested" and "approve" in events and events[-1] == "stable"
     stakeholders = h.emulator.messages("hotel-voice-bot-stakeholders")
