@@ -73,7 +73,11 @@ def commit_described() -> str:
                               check=False).stdout.strip()
 
     sha = git("rev-parse", "--short=7", "HEAD") or "unknown"
-    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    # The results a bench run writes are not local changes to what it measures: without
+    # this exclusion every bench after the first of a ``make bench`` saw a dirty tree.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  ":(exclude)bench/results")
+    return sha + ("+dirty" if changed else "")
 
 
 def record(bench: str, rows: Sequence[dict[str, object]]) -> bool:
