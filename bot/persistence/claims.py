@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,22 @@ def claimable(table: str) -> str:
             f" OR NOT claim_alive({table}.claimed_by))")
 
 
+# libpq parameters of the liveness connection (PostgreSQL docs, "Parameter Key Words").
+LIVENESS_CONNECT = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                    "keepalives_interval": 5, "keepalives_count": 3,
+                    "tcp_user_timeout": 30_000}
+
+
+def _new_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
 class Owner:
     """This process as a claim owner: an id and the advisory lock that says it is alive."""
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.id = _new_owner_id()
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
         self._checked = 0.0
@@ -80,9 +91,17 @@ class Owner:
                 except psycopg.Error:
                     log.warning("claims: the liveness connection dropped; opening another")
                     conn.close()
-            conn = psycopg.connect(self.conninfo, autocommit=True)
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
-                         (LIVENESS_NAMESPACE, self.id))
+            # Bounded: a connect or a half-open socket must not hang every poster of the
+            # process behind this lock (TCP keepalives and a user timeout end a dead peer).
+            conn = psycopg.connect(make_conninfo(self.conninfo, **LIVENESS_CONNECT),
+                                   autocommit=True)
+            # Try, never wait: after a reset our old session may still hold the lock on
+            # the server until it notices; then this process goes on under a new id (its
+            # earlier claims stay covered by that session or by their expiry).
+            while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                   (LIVENESS_NAMESPACE, self.id)).fetchone() == (True,):
+                log.warning("claims: liveness id %s is still held; taking a new one", self.id)
+                self.id = _new_owner_id()
             self._conn, self._checked = conn, now
 
     def close(self) -> None:

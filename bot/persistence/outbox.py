@@ -36,6 +36,10 @@ class QueuedLine:
     attempts: int
 
 
+class ClaimHeld(Exception):
+    """Another poster holds this key right now (``wait=False``): try again later."""
+
+
 class Outbox:
     """A key is claimed (``bot.persistence.claims``: two replicas never post it at once)
     with its attempt counted, committed *before* the Slack call, and no database
@@ -52,12 +56,15 @@ class Outbox:
         self.crash_points = crash_points
         self.claim_seconds = claim_seconds  # how long a poster's claim outlives no answer
 
-    def notice(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> str:
-        """Post ``notice`` unless its key was already posted; returns the message ts."""
+    def notice(self, rb: Rollback, notice: Notice, *, channel: str | None = None,
+               wait: bool = True) -> str:
+        """Post ``notice`` unless its key was already posted; returns the message ts.
+        ``wait=False``: raise ``ClaimHeld`` instead of waiting for another poster."""
         return self._once(
             notice.key, rb, channel,
             send=lambda: self.chat.notice(rb, notice, channel=channel),
             lookup=lambda: self.chat.find_notice(rb, notice.key, channel=channel),
+            wait=wait,
         )
 
     def upload(self, rb: Rollback, *, filename: str, content: bytes, title: str) -> None:
@@ -123,16 +130,18 @@ class Outbox:
                 (rollback_id, rollback_id, limit)).fetchall()
         return [QueuedLine(str(k), int(r), dict(line), int(a)) for k, r, line, a in rows]
 
-    def post_line(self, rb: Rollback, key: str, *, send: Callable[[], None]) -> None:
+    def post_line(self, rb: Rollback, key: str, *, send: Callable[[], None],
+                  wait: bool = True) -> None:
         """Post a queued line once: ``send`` posts it tagged with ``key``, and a run that
-        finds an interrupted attempt looks the line up in the thread first."""
+        finds an interrupted attempt looks the line up in the thread first. ``wait=False``:
+        raise ``ClaimHeld`` instead of waiting for another poster of the same line."""
         def attempt() -> str:
             self.crash_points.sending(key)  # a crash test may die here: queued, not posted
             send()
             return ""
 
         self._once(key, rb, None, send=attempt,
-                   lookup=lambda: self.chat.find_notice(rb, key))
+                   lookup=lambda: self.chat.find_notice(rb, key), wait=wait)
 
     def give_up_line(self, key: str, error: str) -> None:
         with self.pool.connection() as conn:
@@ -164,11 +173,21 @@ class Outbox:
         return True
 
     def _once(self, key: str, rb: Rollback | None, channel: str | None, *,
-              send: Callable[[], str], lookup: Callable[[], str | None]) -> str:
+              send: Callable[[], str], lookup: Callable[[], str | None],
+              wait: bool = True) -> str:
         token = claims.owner_for(self.pool).claim_token()
-        # Someone else's live claim: wait for it to be sent (its ts is ours) or released.
-        got = claims.wait_for(lambda: self._claim(key, rb, channel, token),
-                              timeout=self.claim_seconds + 30, what=f"outbox {key}")
+        if wait:
+            # Someone else's live claim: wait for it to be sent (its ts is ours) or released.
+            got = claims.wait_for(lambda: self._claim(key, rb, channel, token),
+                                  timeout=self.claim_seconds + 30, what=f"outbox {key}")
+        else:
+            # The deliverer: one look. A claim whose holder could not release it (a database
+            # blip) stands until it expires, and a deliverer waiting on it would hold every
+            # other rollback's lines that long.
+            maybe = self._claim(key, rb, channel, token)
+            if maybe is None:
+                raise ClaimHeld(key)
+            got = maybe
         if isinstance(got, str):
             return got
         try:

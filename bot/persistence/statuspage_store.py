@@ -45,8 +45,11 @@ class StatuspageStore:
                  claim_seconds: float = STATUSPAGE_CLAIM_SECONDS) -> None:
         self.pool = pool
         self.claim_seconds = claim_seconds
-        self._held: dict[int, str] = {}  # rollback id -> this process's claim token
-        self._held_lock = threading.Lock()
+        # Per thread: rollback id -> the claim token this run holds. Per thread, not per
+        # process: two sync jobs of one rollback may run in one leader (the first stalled
+        # past its claim, the second took it over), and each must be fenced on its own
+        # token -- a shared entry let the stalled one write with the new holder's.
+        self._local = threading.local()
 
     @contextlib.contextmanager
     def holding(self, rollback_id: int) -> Iterator[bool]:
@@ -66,13 +69,11 @@ class StatuspageStore:
         if not got:
             yield False
             return
-        with self._held_lock:
-            self._held[rollback_id] = token
+        self._held()[rollback_id] = token
         try:
             yield True
         finally:
-            with self._held_lock:
-                self._held.pop(rollback_id, None)
+            self._held().pop(rollback_id, None)
             self._exec("UPDATE statuspage_incidents SET claimed_by = NULL,"
                        " claim_expires_at = NULL WHERE rollback_id = %s AND claimed_by = %s",
                        (rollback_id, token))
@@ -115,9 +116,14 @@ class StatuspageStore:
                         " taken over (the next holder looks at the page first)",
                         rollback_id, event_id)
 
+    def _held(self) -> dict[int, str]:
+        held: dict[int, str] | None = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = {}
+        return held
+
     def _token(self, rollback_id: int) -> str | None:
-        with self._held_lock:
-            return self._held.get(rollback_id)
+        return self._held().get(rollback_id)
 
     def _exec(self, sql: str, params: tuple[object, ...]) -> bool:
         """Whether a row was changed."""

@@ -443,10 +443,13 @@ class Store:
                 found = cur.fetchone()
                 if found is None:
                     return None
+                # The next check is only a wake-up time: cleared with the claim, so a
+                # rollback whose executor dies after this look is claimed as an orphan,
+                # not ordered as a look (``park`` sets it again when it waits on).
                 cur.execute(
                     "UPDATE rollbacks SET lease_owner = %s,"
-                    " lease_expires_at = now() + make_interval(secs => %s)"
-                    " WHERE id = %s RETURNING *",
+                    " lease_expires_at = now() + make_interval(secs => %s),"
+                    " next_check_at = NULL WHERE id = %s RETURNING *",
                     (owner, lease_seconds, found["id"]),
                 )
                 row = cur.fetchone()

@@ -33,7 +33,7 @@ from bot.domain.message_codec import decode_message, encode
 from bot.domain.messages import Message
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice, scrubbed_facts
-from bot.persistence.outbox import LINE_MAX_ATTEMPTS, Outbox, QueuedLine
+from bot.persistence.outbox import LINE_MAX_ATTEMPTS, ClaimHeld, Outbox, QueuedLine
 from bot.persistence.store import Store
 from bot.usecases.latest_state_chat import LatestStateChat
 
@@ -195,13 +195,17 @@ class ThreadDelivery:
     def _post(self, rb: Rollback, queued: QueuedLine) -> bool:
         try:
             if "notice" in queued.line:  # a card: posted and looked up as a notice
-                self.outbox.notice(rb, Notice(queued.key, decode_message(queued.line["notice"])))
+                self.outbox.notice(rb, Notice(queued.key, decode_message(queued.line["notice"])),
+                                   wait=False)
                 return True
             message = decode_message(queued.line["message"])
             mention = queued.line.get("mention")
             self.outbox.post_line(rb, queued.key, send=lambda: self.chat.thread(
-                rb, message, mention=mention, key=queued.key))
+                rb, message, mention=mention, key=queued.key), wait=False)
             return True
+        except ClaimHeld:  # another poster has it now: this rollback's lines wait a round
+            log.debug("thread line %s is being posted elsewhere", queued.key)
+            return False
         except Exception as exc:
             code = _slack_error(exc)
             lasting = code in PERMANENT_SLACK_ERRORS

@@ -379,3 +379,139 @@ def test_a_watcher_claim_expires_for_a_holder_that_lives_on(migrated: str) -> No
     finally:
         pool_a.close()
         pool_b.close()
+
+
+class LineGate(SlackChat):
+    """The real adapter, whose thread lines wait for ``door`` once they have begun."""
+
+    def __init__(self, client: WebClient) -> None:
+        super().__init__(client)
+        self.door = threading.Event()
+        self.entered = threading.Event()
+
+    def thread(self, rollback: Any, message: Any, *, mention: str | None = None,
+               key: str | None = None) -> None:
+        self.entered.set()
+        assert self.door.wait(30), "the test never opened the door"
+        super().thread(rollback, message, mention=mention, key=key)
+
+
+def _thread_posts(emulator: SlackEmulator, parent: str, key: str) -> int:
+    return sum(1 for m in emulator.thread(CHANNEL, parent)
+               if (m.get("metadata") or {}).get("event_payload", {}).get("key") == key)
+
+
+def test_a_deliverer_does_not_wait_on_a_line_another_poster_holds(
+        migrated: str, emulator: SlackEmulator) -> None:
+    """Replica B is posting R1's line (its claim stands: mid-call, or a release a database
+    blip lost); replica A's deliverer must post R2's line at once and leave R1's for a
+    later round (it used to wait on B's claim, up to its 5-minute expiry, holding every
+    other rollback's lines)."""
+    from bot.domain.message_codec import encode
+    from bot.domain.messages import StepNote
+    from bot.persistence.store import Store
+    from bot.usecases.latest_state_chat import LatestStateChat
+    from bot.usecases.thread_delivery import ThreadDelivery
+
+    client = WebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.base_url)
+    parent = str(client.chat_postMessage(channel=CHANNEL, text="request")["ts"])
+    r1, r2 = seed_active(migrated, "svc-one"), seed_active(migrated, "svc-two")
+    with psycopg.connect(migrated, autocommit=True) as conn:
+        conn.execute("UPDATE rollbacks SET channel_id = %s, message_ts = %s",
+                     (CHANNEL, parent))
+    pool_a, pool_b = _pool(migrated, "replica-a"), _pool(migrated, "replica-b")
+    try:
+        store_a = Store(pool_a)
+        gate = LineGate(WebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.base_url))
+        outbox_b = Outbox(pool_b, gate)
+        outbox_a = Outbox(pool_a, SlackChat(client))
+        line = {"message": encode(StepNote("step one")), "mention": None}
+        assert outbox_a.queue_line(r1, "line:r1", line)
+        assert outbox_a.queue_line(r2, "line:r2", line)
+        with ThreadPoolExecutor(2) as run:
+            b_posts = run.submit(outbox_b.post_line, store_a.get(r1), "line:r1",
+                                 send=lambda: gate.thread(store_a.get(r1), StepNote("step one"),
+                                                          key="line:r1"))
+            assert gate.entered.wait(10)  # B's claim stands, its call in flight
+            delivery = ThreadDelivery(outbox=outbox_a, store=store_a,
+                                      chat=LatestStateChat(SlackChat(client), store_a))
+            a_delivers: Future[int] = run.submit(delivery.deliver)
+            assert a_delivers.result(timeout=10) == 1  # R2's line, without waiting on B
+            assert _thread_posts(emulator, parent, "line:r2") == 1
+            assert _thread_posts(emulator, parent, "line:r1") == 0
+            attempts = [q.attempts for q in outbox_a.queued_lines(r1)]
+            assert attempts == [1]  # B's attempt only: A's look counted none
+            gate.door.set()
+            b_posts.result(timeout=10)
+        assert delivery.deliver() == 0  # R1's line is B's, posted once
+        assert _thread_posts(emulator, parent, "line:r1") == 1
+    finally:
+        pool_a.close()
+        pool_b.close()
+
+
+def test_two_sync_runs_in_one_process_are_each_fenced_on_their_own_claim(
+        migrated: str) -> None:
+    """One leader, one store, two sync jobs of one rollback: the first stalls past its
+    claim and the second takes it over. The stalled one's next call must be stopped
+    (ClaimLost), and its exit must not unfence the new holder (a per-process token let the
+    stalled run write with the new holder's claim, then dropped the holder's own)."""
+    rollback_id = seed_active(migrated, "hotel-voice-bot")
+    pool = _pool(migrated, "leader", size=4)
+    store = StatuspageStore(pool)
+    stalled_in, took_over, stalled_out, done = (threading.Event() for _ in range(4))
+    outcome: dict[str, object] = {}
+
+    def stalled() -> None:
+        with store.holding(rollback_id) as held:
+            assert held
+            stalled_in.set()
+            assert took_over.wait(10)
+            try:
+                store.sending(rollback_id, 41)
+                outcome["stalled"] = "sent"
+            except ClaimLost:
+                outcome["stalled"] = "stopped"
+        stalled_out.set()
+
+    def second() -> None:
+        assert stalled_in.wait(10)
+        with psycopg.connect(migrated, autocommit=True) as conn:  # the first one's claim ran out
+            conn.execute("UPDATE statuspage_incidents SET claim_expires_at = now()"
+                         " - interval '1 second' WHERE rollback_id = %s", (rollback_id,))
+        with store.holding(rollback_id) as held:
+            assert held
+            took_over.set()
+            assert stalled_out.wait(10)
+            store.sending(rollback_id, 42)  # still fenced on its own claim: goes through
+            outcome["second"] = store.progress(rollback_id).sending_event
+        done.set()
+
+    try:
+        with ThreadPoolExecutor(2) as run:
+            futures = [run.submit(stalled), run.submit(second)]
+            for f in futures:
+                f.result(timeout=20)
+        assert outcome == {"stalled": "stopped", "second": 42}
+    finally:
+        pool.close()
+
+
+def test_a_liveness_id_still_held_by_an_old_session_is_replaced_not_waited_on(
+        migrated: str) -> None:
+    """After a connection reset the server may keep our old session (and its liveness
+    lock) until it notices; taking the lock again must not block every poster of the
+    process behind it: the owner goes on under a new id."""
+    owner = claims.Owner(migrated)
+    old_id = owner.id
+    with psycopg.connect(migrated, autocommit=True) as old_session:
+        old_session.execute("SELECT pg_advisory_lock(%s, hashtext(%s))",
+                            (claims.LIVENESS_NAMESPACE, old_id))
+        with ThreadPoolExecutor(1) as run:
+            token = run.submit(owner.claim_token).result(timeout=10)
+        try:
+            assert owner.id != old_id and token.startswith(owner.id + "/")
+            with psycopg.connect(migrated, autocommit=True) as look:
+                assert look.execute("SELECT claim_alive(%s)", (token,)).fetchone() == (True,)
+        finally:
+            owner.close()

@@ -65,6 +65,9 @@ def test_a_parked_rollback_is_claimable_only_once_its_check_is_due(store: Store)
         conn.execute("UPDATE rollbacks SET next_check_at = now() - interval '1 second'")
     again = store.claim_next(owner="B", lease_seconds=60)
     assert again is not None and again.id == rid
+    with store.pool.connection() as conn:  # a wake-up time only: B's death leaves an orphan
+        assert conn.execute("SELECT next_check_at FROM rollbacks WHERE id = %s",
+                            (rid,)).fetchone() == (None,)
     store.step_started(rid, 2)  # the next look continues the attempt
     step = _wait_step(store, rid)
     assert step.status == "started" and step.attempts == 1  # type: ignore[attr-defined]
