@@ -69,6 +69,19 @@ class _Run:
     ran: bool = False
 
 
+def _lane_key(job: Job) -> object:
+    """A rollback's jobs share a lane (one at a time, in due order). A job not tied to the
+    rollback's row but about it (a PagerDuty event: ``payload.rollback_id``, kept when the
+    rollback's own jobs are cancelled) joins that lane too, so an alert's acknowledge and
+    resolve, due at the same moment, reach PagerDuty in that order. Any other job is its
+    own lane."""
+    if job.rollback_id is not None:
+        return job.rollback_id
+    about = job.payload.get("rollback_id")
+    if isinstance(about, int):
+        return about
+    return ("job", job.id)
+
 class LeaderScheduler:
     def __init__(
         self, *, database_url: str, jobs: JobStore, run_job: Callable[[Job], None],
@@ -153,9 +166,7 @@ class LeaderScheduler:
         with self._state:
             self._outstanding += len(runs)
             for run in runs:
-                # A rollback's jobs share a lane; a job without one is its own lane.
-                key: object = run.job.rollback_id if run.job.rollback_id is not None \
-                    else ("job", run.job.id)
+                key = _lane_key(run.job)
                 lane = self._lanes.get(key)
                 if lane is not None:
                     lane.append(run)  # its drainer picks it up after the running job

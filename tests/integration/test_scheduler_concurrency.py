@@ -183,6 +183,44 @@ def test_a_rollbacks_jobs_run_one_at_a_time_in_due_order(db: str, jobs: JobStore
     assert order == {one: list(range(6)), two: list(range(6))}
 
 
+def test_jobs_about_a_rollback_but_not_tied_to_its_row_share_its_lane(
+        db: str, jobs: JobStore) -> None:
+    """A PagerDuty acknowledge and resolve (``rollback_id`` None so ending the rollback
+    does not cancel them, ``payload.rollback_id`` set) due at the same moment reach the
+    service in order: they used to run in two lanes at once and the resolve could land
+    first (tests/e2e/test_escalation.py flaked on it)."""
+    at = NOW - timedelta(seconds=30)
+    for action in ("acknowledge", "resolve"):
+        jobs.schedule(kind="page", rollback_id=None, due_at=at,
+                      payload={"action": action, "rollback_id": 7})
+    started: list[str] = []
+    first_running = threading.Event()
+    release_first = threading.Event()
+    lock = threading.Lock()
+
+    def run(job: Job) -> None:
+        with lock:
+            started.append(str(job.payload["action"]))
+        if job.payload["action"] == "acknowledge":
+            first_running.set()
+            assert release_first.wait(10)
+
+    sched = _scheduler(db, jobs, run, workers=8)
+    try:
+        ticking = threading.Thread(target=sched.tick)
+        ticking.start()
+        assert first_running.wait(10)
+        with lock:  # the acknowledge is in flight: the resolve waits behind it
+            assert started == ["acknowledge"]
+        release_first.set()
+        ticking.join(10)
+        wait_until(lambda: len(started) == 2, 10, message="the resolve to run")
+    finally:
+        release_first.set()
+        sched.stop()
+    assert started == ["acknowledge", "resolve"]
+
+
 def test_a_failing_job_is_retried_with_backoff_from_its_pool_thread(
         db: str, jobs: JobStore) -> None:
     ok = jobs.schedule(kind="ok", due_at=NOW)
