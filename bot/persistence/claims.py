@@ -43,6 +43,8 @@ LIVENESS_CHECK_SECONDS = 5.0
 # post may be several calls (files_upload_v2 makes three) plus one rate-limit retry
 # (bot/runtime/app.py): five minutes outlasts them, so a slow call is never taken over.
 SLACK_CLAIM_SECONDS = 300.0
+# A claim wait longer than this is logged (once), naming the key waited on.
+SLOW_WAIT_SECONDS = 5.0
 
 
 def claimable(table: str) -> str:
@@ -139,12 +141,20 @@ def wait_for(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
     this process is released, otherwise polling (10 ms, doubling to 250 ms: a claim held by
     another replica is seen within a quarter second of its release). TimeoutError after
     ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     interval = 0.01
+    said = False
     while True:
         found = check()
         if found is not None:
             return found
+        if not said and time.monotonic() - began >= SLOW_WAIT_SECONDS:
+            # A wait this long is someone's call hanging or a claim a release never
+            # cleared: say which, or the caller looks stuck with nothing in the log.
+            log.warning("claims: still waiting for %s after %.0f s (up to %.0f s)", what,
+                        SLOW_WAIT_SECONDS, timeout)
+            said = True
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"{what}: still claimed after {timeout:g} s")

@@ -120,7 +120,11 @@ def test_no_pooled_connection_is_checked_out_during_the_slack_call(
 
 
 def test_two_replicas_racing_one_key_post_it_once_and_both_get_its_ts(
-        migrated: str, emulator: SlackEmulator) -> None:
+        migrated: str, emulator: SlackEmulator, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long claim wait is logged with its key (a waiter otherwise looks stuck with nothing
+    # in the log); the threshold is brought down so the test need not wait five seconds.
+    monkeypatch.setattr(claims, "SLOW_WAIT_SECONDS", 0.2)
     pool_a, pool_b = _pool(migrated, "replica-a"), _pool(migrated, "replica-b")
     chat_a, chat_b = _chat(emulator), _chat(emulator)
     chat_b.door.set()  # B would post at once, if it ever got to
@@ -134,6 +138,9 @@ def test_two_replicas_racing_one_key_post_it_once_and_both_get_its_ts(
             # They wait on A's live claim (today's lock waiters): nothing returned yet.
             wait_until(lambda: _row(migrated)[1] == 1, timeout=2)
             assert not any(w.done() for w in waiters)
+            wait_until(lambda: sum(f"still waiting for outbox {KEY}" in r.getMessage()
+                                   for r in caplog.records) == 2, timeout=5,
+                       message="both waiters to say what they wait on")
             chat_a.door.set()
             ts = a.result(10)
             assert [w.result(10) for w in waiters] == [ts, ts]
