@@ -113,11 +113,15 @@ def test_six_percent_for_eleven_minutes_proposes_once(db: str, demo: DemoService
         stack.stop()
 
 
-def test_six_percent_for_nine_minutes_proposes_nothing(db: str, demo: DemoService,
-                                                       prom: PrometheusServer) -> None:
+def test_six_percent_for_eight_minutes_proposes_nothing(db: str, demo: DemoService,
+                                                        prom: PrometheusServer) -> None:
+    # Eight, not nine: after the heal the ratio stays over 5 % for part of the 5 s rate
+    # window plus a scrape, so the watcher sees the breach up to ~1.5 runbook minutes
+    # longer than the outage; nine minutes sat within that lag of the ten-minute rule and
+    # proposed under load (CI, 2026-11-30).
     stack = _stack(db, demo, prom)
     try:
-        _outage(demo, prom, 0.06, 9)
+        _outage(demo, prom, 0.06, 8)
         time.sleep(12 * UNIT)  # past any window that could still end in a breach
         assert proposals(stack) == []
     finally:
