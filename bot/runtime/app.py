@@ -11,6 +11,7 @@ registry (``platforms.registry.PRODUCTION``) when not given.
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ def slack_ports(settings: Settings) -> tuple[Chat, Directory]:
     """Chat and directory on Slack's Web API, for a command that posts but serves nothing."""
     from handlers.gateway import SlackChat, SlackDirectory
 
-    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url)
+    client = WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url,
+                       ssl=ssl.create_default_context())
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=1))
     return SlackChat(client), SlackDirectory(client)
 
@@ -338,14 +340,25 @@ def create_app(
     crash_points: CrashPoints = NO_CRASH_POINTS,
 ) -> BotApp:
     """The bot: the core (``build_core``) behind Slack's listeners."""
-    from handlers import actions, aftercare_buttons, commands, modals, watcher_buttons, work_pool
+    from handlers import (
+        actions,
+        aftercare_buttons,
+        commands,
+        modals,
+        respond,
+        watcher_buttons,
+        work_pool,
+    )
     from handlers import errors as error_handlers
     from handlers import forward_fix as forward_fix_buttons
     from handlers import timeline as timeline_button
     from handlers.gateway import SlackChat, SlackDirectory
 
+    # One TLS context for every Web API call: slack_sdk posts with urllib, which builds a
+    # context (loading the CA bundle) per call when given none (http.client.HTTPSConnection).
     client = slack_client or WebClient(token=settings.slack_bot_token,
-                                       base_url=settings.slack_api_url)
+                                       base_url=settings.slack_api_url,
+                                       ssl=ssl.create_default_context())
     # Group membership is read at every approval (no cache): one wait on Slack's
     # Retry-After instead of refusing a valid approver on a busy incident's first 429.
     if not any(isinstance(h, RateLimitErrorRetryHandler) for h in client.retry_handlers):
@@ -377,6 +390,7 @@ def create_app(
     pool = work_pool.WorkPool(workers=settings.work_pool_workers or work_pool.DEFAULT_WORKERS,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
+    respond.install(bolt, core.catalog.http)  # answers on kept-alive connections
     # A lane of its own for decisions (approve, cancel, reject, IC, checklist): database and
     # Slack only, so they are never "busy" because platform reads hang.
     decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
