@@ -4,9 +4,9 @@ Bolt's ``Respond`` (``slack_bolt/context/respond/respond.py``) builds a ``Webhoo
 every call, and that client posts with ``urllib`` (``slack_sdk/webhook/client.py``): a
 name look-up, a new TCP connection and, against ``hooks.slack.com``, a new TLS handshake
 per answer. ``status``, ``history``, every refusal told after the ack and every button's
-answer go that way; under twenty people typing at once that connection setup was ~14 % of
-the bot's CPU (py-spy on ``bench/ack_latency.py``, ``request`` at c=20), taken from the
-threads that write the acks. ``PooledRespond`` posts the same JSON to the same URL
+answer go that way; with twenty people typing at once that connection setup was ~14 % of
+the CPU samples (py-spy on ``bench/ack_latency.py``'s process, ``request`` at c=20), taken
+from the threads that write the acks. ``PooledRespond`` posts the same JSON to the same URL
 through the shared ``httpx.Client`` (``bot.integrations.http_client``): kept-alive
 connections, one TLS context.
 
