@@ -96,7 +96,7 @@ class StakeholderMail:
         if self.sender is None:  # the relay was removed from the config since: say so once
             self._give_up(job, key, phase, "no smtp relay configured any more", recipients=())
             return
-        with self.mail_outbox.sending(key) as pending:
+        with self.mail_outbox.sending(key, wait=False) as pending:
             if pending is None:
                 return  # sent (or given up) by an earlier run
             self.crash_points.sending(key)  # a crash test may die here: rendered, not sent

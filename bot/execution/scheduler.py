@@ -36,11 +36,14 @@ import psycopg
 from bot.domain.ports import Clock, utcnow
 from bot.observability import metrics
 from bot.persistence.jobs import Job, JobStore
+from bot.persistence.outbox import ClaimHeld
 
 log = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY = 0x6C656164  # "lead"
 MAINTENANCE_RETRY = timedelta(minutes=5)  # after a failed maintenance run
+# A job whose work another live runner has claimed (ClaimHeld) looks again this much later.
+CLAIM_HELD_RETRY = timedelta(seconds=5)
 TICK_BATCH = 100  # jobs one ``tick`` claims (the old serial tick read 100 due rows too)
 # The loop claims at most once per quantum: due jobs a few milliseconds apart are claimed
 # together instead of one wake-up and claim per job (200 checks/s would be 200 claims/s).
@@ -210,6 +213,14 @@ class LeaderScheduler:
             return
         try:
             self.run_job(job)
+        except ClaimHeld as held:
+            # Another live runner is sending this very thing: look again shortly rather than
+            # wait in this worker for its call, and count no failed attempt.
+            log.info("job %s (%s): %s is being sent by another runner; again in %.0f s",
+                     job.id, job.kind, held, CLAIM_HELD_RETRY.total_seconds())
+            self._quietly(lambda: self.jobs.postpone(job.id, until=run.at + CLAIM_HELD_RETRY,
+                                                     owner=self.owner), job, "postpone")
+            return
         except Exception as exc:
             metrics.JOB_FAILURES.labels(job.kind).inc()
             error = f"{type(exc).__name__}: {exc}"

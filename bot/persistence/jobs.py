@@ -145,6 +145,15 @@ class JobStore:
                 (scrub(error)[:500], max_attempts, now, job_id, owner, owner)).fetchone()
         return bool(row and row[0] == "pending")
 
+    def postpone(self, job_id: int, *, until: datetime, owner: str | None = None) -> None:
+        """Not now, and not a failure: the run found its work claimed by another runner that
+        is alive (``ClaimHeld``). Back in the queue at ``until``, attempts unchanged, so the
+        worker is free meanwhile instead of waiting on someone else's call."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE scheduled_jobs SET status = 'pending', claimed_by = NULL,"
+                         " due_at = %s WHERE id = %s AND status = 'running'" + _OWNED,
+                         (until, job_id, owner, owner))
+
     def release(self, job_id: int, *, owner: str | None = None) -> None:
         """Give a claimed job back (the run failed before doing anything visible)."""
         with self.pool.connection() as conn:

@@ -30,6 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from bot.observability.scrub import scrub
 from bot.persistence import claims
+from bot.persistence.outbox import ClaimHeld
 
 MAIL_CHANNEL = "email"  # the ``channel`` of an e-mail row (a Slack row names a channel)
 
@@ -102,16 +103,25 @@ class MailOutbox:
         return Mail.from_json(dict(row[0]))
 
     @contextlib.contextmanager
-    def sending(self, key: str) -> Iterator[Pending | None]:
+    def sending(self, key: str, *, wait: bool = True) -> Iterator[Pending | None]:
         """Claim ``key`` for one attempt: None when it is sent, failed or unknown. The
         attempt and the claim (``bot.persistence.claims``) are committed before the caller
         talks to the relay, and no connection is held while it does; a second runner waits
-        for the first to finish, then claims what is left (a transient failure's retry)."""
+        for the first to finish, then claims what is left (a transient failure's retry).
+        ``wait=False``: raise ``ClaimHeld`` instead of waiting (a scheduler job, whose
+        worker would otherwise be held for as long as the other runner's SMTP session)."""
         token = claims.owner_for(self.pool).claim_token()
         def claim() -> Pending | _Nothing | None:
             return self._claim(key, token)
 
-        got = claims.wait_for(claim, timeout=self.claim_seconds + 30, what=f"e-mail {key}")
+        if wait:
+            got = claims.wait_for(claim, timeout=self.claim_seconds + 30,
+                                  what=f"e-mail {key}")
+        else:
+            maybe = claim()
+            if maybe is None:
+                raise ClaimHeld(key)
+            got = maybe
         if not isinstance(got, Pending):
             yield None
             return
