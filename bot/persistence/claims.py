@@ -130,6 +130,16 @@ def owner_for(pool: ConnectionPool) -> Owner:
         return owner
 
 
+def purge_dead(pool: ConnectionPool) -> int:
+    """Delete the rows of ``claims`` that no longer count (expired, or their owner is gone);
+    returns how many. The claimant deletes its row when done, but a killed process never
+    does, so without this the table keeps every episode key a crash left. A live claim is
+    never deleted: the statement re-checks a row a concurrent claimant has just taken
+    over (READ COMMITTED re-evaluates the WHERE on the newer version) and skips it."""
+    with pool.connection() as conn:
+        return conn.execute(f"DELETE FROM claims WHERE {claimable('claims')}").rowcount
+
+
 def released() -> None:
     """Called after a claim is cleared: waiters in this process look again now."""
     with _released:
