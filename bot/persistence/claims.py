@@ -120,14 +120,30 @@ _owners_lock = threading.Lock()
 _released = threading.Condition()
 
 
+def _conninfo(pool: ConnectionPool) -> str:
+    return pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+
+
 def owner_for(pool: ConnectionPool) -> Owner:
     """One owner per process and database (every store on one database shares it)."""
-    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+    conninfo = _conninfo(pool)
     with _owners_lock:
         owner = _owners.get(conninfo)
         if owner is None:
             owner = _owners[conninfo] = Owner(conninfo)
         return owner
+
+
+def close_owner(pool: ConnectionPool) -> None:
+    """Close and forget this process's owner on ``pool``'s database: its liveness
+    connection goes, so the claims it made are seen as not alive at once. Called when the
+    pools close (``Store.close``, after the workers that claim have stopped): an app that
+    stopped kept a connection open for good, and a process that builds many (the tests)
+    one per app. A later ``owner_for`` opens a new owner under a new id."""
+    with _owners_lock:
+        owner = _owners.pop(_conninfo(pool), None)
+    if owner is not None:
+        owner.close()
 
 
 def purge_dead(pool: ConnectionPool) -> int:

@@ -118,7 +118,9 @@ class BotApp:
         if self.delivery is not None:
             self.delivery.stop()
         self.scheduler.stop()
-        self.store.close()  # both pools, after the workers that use them have stopped
+        # Both pools and the claim owner (its liveness connection), after the workers
+        # that use them have stopped: claims this process still marks are free at once.
+        self.store.close()
         self.http.close()  # after the workers that use it have stopped
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:

@@ -4,11 +4,14 @@ Real PostgreSQL. A claim on a name with no row of its own (the release watcher's
 keys, table ``claims``) is deleted by its claimant when done; a killed claimant never
 deletes it, so housekeeping does (expired, or owner gone) and keeps the live ones. A
 "killed" claimant's row is written as ``WatchStore.exclusive`` writes it, and its owner's
-liveness connection then closes, which is what the server sees when a process dies.
+liveness connection then closes, which is what the server sees when a process dies. The
+app's stop closes its claim owner, so a stopped app leaves no connection and no claim that
+still counts.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,6 +24,10 @@ from bot.persistence.housekeeping import Housekeeping
 from bot.persistence.jobs import JobStore
 from bot.persistence.store import Store
 from bot.persistence.watch_store import WatchStore
+from sandbox.config import parse_sandbox_config, sandbox_config_dict
+from sandbox.fake_platform import FakePlatform
+from sandbox.stack import SandboxStack
+from tests.support.waiting import wait_until
 
 
 def _sql(db: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -41,6 +48,15 @@ def _claim(db: str, pool: ConnectionPool, key: str, *, seconds: float = 900) -> 
     _sql(db, "INSERT INTO claims VALUES (%s, %s, now() + make_interval(secs => %s))",
          (key, token, seconds))
     return token
+
+
+def _liveness_pids(db: str, owner: str) -> list[int]:
+    """Backends holding ``owner``'s liveness lock (how claim_alive looks it up)."""
+    return [int(r[0]) for r in _sql(
+        db, "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objsubid = 2 AND classid = %s::oid"
+            " AND objid = (hashtext(%s)::bigint & 4294967295)::oid",
+        (claims.LIVENESS_NAMESPACE, owner))]
 
 
 def test_housekeeping_prunes_claims_of_gone_or_expired_claimants_and_keeps_live_ones(
@@ -68,3 +84,43 @@ def test_housekeeping_prunes_claims_of_gone_or_expired_claimants_and_keeps_live_
         for pool in (live, gone):
             claims.owner_for(pool).close()
             pool.close()
+
+
+def _stack(db: str, tmp_path: Path) -> SandboxStack:
+    data = sandbox_config_dict(postmortem_dir=str(tmp_path / "post-mortems"))
+    return SandboxStack(config=parse_sandbox_config(data), database_url=db,
+                        platforms={"fake": FakePlatform()}, background=False,
+                        scheduler=False)
+
+
+def test_a_stopped_app_closes_its_liveness_connection_and_its_claims_stop_counting(
+        db: str, tmp_path: Path) -> None:
+    stack = _stack(db, tmp_path).start()
+    stopped = False
+    other = _pool(db, "claims-next-replica")
+    try:
+        assert stack.bot is not None
+        # A claim in flight when the app stops (its claimant never clears it).
+        token = _claim(db, stack.bot.store.pool, "watch:in-flight-at-stop")
+        owner = token.split("/", 1)[0]
+        pids = _liveness_pids(db, owner)
+        assert len(pids) == 1 and _sql(db, "SELECT claim_alive(%s)", (token,)) == [(True,)]
+        with WatchStore(other).exclusive("in-flight-at-stop") as taken:
+            assert not taken
+
+        stack.stop()
+        stopped = True
+
+        # The client closes the socket at once; the backend exits a moment later.
+        wait_until(lambda: not _sql(db, "SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                    (pids[0],)),
+                   timeout=10, message="the stopped app's liveness backend to end")
+        assert _liveness_pids(db, owner) == []
+        assert _sql(db, "SELECT claim_alive(%s)", (token,)) == [(False,)]
+        with WatchStore(other).exclusive("in-flight-at-stop") as taken:
+            assert taken
+    finally:
+        if not stopped:
+            stack.stop()
+        claims.owner_for(other).close()
+        other.close()
