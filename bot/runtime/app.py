@@ -304,7 +304,7 @@ def build_core(
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
                           progress=delivery,
-                          on_completed=(forward_fixes.create,),
+                          on_completed=(forward_fixes.create,), crash_points=crash_points,
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
                                             outbox=outbox, mail=mail,
                                             statuspage=statuspage.nudge))
