@@ -114,6 +114,7 @@ class Owner:
 
 
 _owners: dict[str, Owner] = {}
+_users: dict[str, int] = {}  # open stores per conninfo (retain_owner / release_owner)
 _owners_lock = threading.Lock()
 # Wakes this process's waiters when one of its claims is released, so a second poster of
 # the same key in this process does not sleep a whole poll interval.
@@ -134,14 +135,29 @@ def owner_for(pool: ConnectionPool) -> Owner:
         return owner
 
 
-def close_owner(pool: ConnectionPool) -> None:
-    """Close and forget this process's owner on ``pool``'s database: its liveness
-    connection goes, so the claims it made are seen as not alive at once. Called when the
-    pools close (``Store.close``, after the workers that claim have stopped): an app that
-    stopped kept a connection open for good, and a process that builds many (the tests)
-    one per app. A later ``owner_for`` opens a new owner under a new id."""
+def retain_owner(pool: ConnectionPool) -> None:
+    """A store on ``pool``'s database opened (``Store``): the owner there lives until the
+    last such store closes (``release_owner``)."""
+    conninfo = _conninfo(pool)
     with _owners_lock:
-        owner = _owners.pop(_conninfo(pool), None)
+        _users[conninfo] = _users.get(conninfo, 0) + 1
+
+
+def release_owner(pool: ConnectionPool) -> None:
+    """A store on ``pool``'s database closed (``Store.close``, after the workers that claim
+    have stopped). The last one closes and forgets this process's owner there: its
+    liveness connection goes, so the claims it made are seen as not alive at once. Without
+    this a stopped app kept the connection open for good, and a process that builds many
+    (the tests) one per database; two apps on one database in one process (a test's
+    restart) share the owner, so the first to stop does not free the other's claims. A
+    later ``owner_for`` opens a new owner under a new id."""
+    conninfo = _conninfo(pool)
+    with _owners_lock:
+        left = _users.pop(conninfo, 0) - 1
+        if left > 0:
+            _users[conninfo] = left
+            return
+        owner = _owners.pop(conninfo, None)
     if owner is not None:
         owner.close()
 

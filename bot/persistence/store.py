@@ -68,6 +68,7 @@ _LOOKS_FIRST = (" ORDER BY (cancel_requested_by IS NOT NULL) DESC, next_check_at
 class Store:
     def __init__(self, pool: ConnectionPool, lease_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
+        claims.retain_owner(pool)  # its claim owner lives until the last store closes
         # The executor's lease writes (heartbeat, park, release) borrow from their own
         # small pool when given one (``db.open_lease_pool``): a fence never waits behind
         # work that holds the main pool's connections.
@@ -751,9 +752,9 @@ class Store:
 
     def close(self) -> None:
         """Close the pools (the lease pool too when it is its own) and the process's claim
-        owner on this database (``claims.close_owner``: its liveness connection is not
-        pooled, so closing the pools alone left it open)."""
-        claims.close_owner(self.pool)
+        owner on this database when no other store uses it (``claims.release_owner``: its
+        liveness connection is not pooled, so closing the pools alone left it open)."""
+        claims.release_owner(self.pool)
         if self.lease_pool is not self.pool:
             self.lease_pool.close()
         self.pool.close()

@@ -124,3 +124,27 @@ def test_a_stopped_app_closes_its_liveness_connection_and_its_claims_stop_counti
             stack.stop()
         claims.owner_for(other).close()
         other.close()
+
+
+def test_two_apps_on_one_database_share_the_owner_until_the_last_one_stops(
+        db: str, tmp_path: Path) -> None:
+    """One owner per process and database: a test's restart runs two apps at once in one
+    process, and the first to stop must not free a claim the other still holds."""
+    first, second = _stack(db, tmp_path / "a").start(), _stack(db, tmp_path / "b").start()
+    running = [first, second]
+    try:
+        assert first.bot is not None and second.bot is not None
+        token = _claim(db, second.bot.store.pool, "watch:held-by-the-second")
+        first.stop()
+        running.remove(first)
+        assert _sql(db, "SELECT claim_alive(%s)", (token,)) == [(True,)]
+
+        second.stop()
+        running.remove(second)
+        owner = token.split("/", 1)[0]
+        wait_until(lambda: not _liveness_pids(db, owner), timeout=10,
+                   message="the last app's liveness lock to be freed")
+        assert _sql(db, "SELECT claim_alive(%s)", (token,)) == [(False,)]
+    finally:
+        for stack in running:
+            stack.stop()
