@@ -37,7 +37,7 @@ from bot.domain.messages import (
 )
 from bot.domain.models import Rollback
 from bot.domain.policy import Policy
-from bot.domain.ports import Chat, Clock, Notice
+from bot.domain.ports import NO_CRASH_POINTS, Chat, Clock, CrashPoints, Notice
 from bot.domain.time_words import span
 from bot.execution.progress import Progress
 from bot.persistence.aftercare_store import AftercareStore, Monitor
@@ -53,6 +53,12 @@ log = logging.getLogger(__name__)
 
 MONITOR_TICK_JOB = "monitor_tick"
 NOTIFY_JOB = "aftercare_notify"
+# Completes a rollback verified with no monitoring window, should the process that moved it
+# into monitoring die before completing it inline (nothing else would: the executor never
+# claims a monitoring rollback, and no window means no tick).
+COMPLETE_JOB = "aftercare_complete"
+# After the inline completion, which it only backs up, has long been made.
+COMPLETE_JOB_SECONDS = 5.0
 DEFER_SECONDS = 1.0
 RESUME_GRACE = timedelta(seconds=60)  # a resumed window whose transition never happened
 # Runs of the deciding tick that may fail on a decoration (report, chart) before the
@@ -71,7 +77,8 @@ class Aftercare:
                  jobs: JobStore, chat: Chat, policy: Policy, clock: Clock,
                  on_approved: Callable[[int], None], store: AftercareStore, outbox: Outbox,
                  notifier: Notifier, reminders: Reminders, progress: Progress,
-                 on_completed: tuple[Callable[[Rollback], None], ...] = ()) -> None:
+                 on_completed: tuple[Callable[[Rollback], None], ...] = (),
+                 crash_points: CrashPoints = NO_CRASH_POINTS) -> None:
         self.service = service  # the use cases aftercare finishes with: get, resolve
         self.catalog = catalog
         self.rollback_store = rollback_store
@@ -90,11 +97,12 @@ class Aftercare:
         # After a completion (re-run by a retried tick too, so each must be idempotent):
         # the forward-fix ask (bot.aftercare.forward_fix).
         self.on_completed = on_completed
+        self.crash_points = crash_points
 
     def job_handlers(self) -> dict[str, Callable[[Job], None]]:
         """The job kinds aftercare runs, for the composition root's router."""
         return {MONITOR_TICK_JOB: self._tick_job, NOTIFY_JOB: self._notify_job,
-                REMINDER_JOB: self.reminders.run_job}
+                COMPLETE_JOB: self._complete_job, REMINDER_JOB: self.reminders.run_job}
 
     # ------------------------------------------------------------------ verification
     def __call__(self, rb: Rollback) -> None:
@@ -120,11 +128,17 @@ class Aftercare:
         if svc.monitoring.duration_seconds > 0:
             monitor = self._open_monitor(rb, svc, key=f"{rb.id}:verify:{attempt}",
                                          start=restored)
+        else:  # scheduled before the transition, like a window's first tick
+            self.jobs.schedule(
+                kind=COMPLETE_JOB, rollback_id=rb.id, payload={"attempt": attempt},
+                due_at=self.clock() + timedelta(seconds=COMPLETE_JOB_SECONDS),
+                dedupe_key=f"{COMPLETE_JOB}:{rb.id}:{attempt}")
         detail["restored_at"] = restored.isoformat()
         rb = self._move(rb, Event.VERIFIED, State.VERIFYING, actor="bot", detail=detail)
         if rb.state != State.MONITORING:
             return
         if monitor is None:
+            self.crash_points.verified(rb.ref)
             self._complete(rb, svc, None)
         else:
             self.progress.notice(rb, monitoring.start_notice(rb, svc, monitor))
@@ -210,6 +224,20 @@ class Aftercare:
         elapsed = int((now - m.started_at).total_seconds() // m.interval_seconds)
         self._schedule_tick(m, min(m.total_ticks, max(seq + 1, elapsed)))
 
+    def _complete_job(self, job: Job) -> None:
+        """A rollback verified with no window that is still ``monitoring``: the process that
+        moved it there died before completing it (``COMPLETE_JOB``). Completing twice is
+        harmless (``_complete`` is re-run by a retried tick too)."""
+        assert job.rollback_id is not None
+        rb = self.rollback_store.get(job.rollback_id)
+        if rb.state == State.VERIFYING and int(job.payload["attempt"]) == self.attempt(rb.id):
+            self._defer(job)  # the transition this follows has not committed yet
+            return
+        if rb.state != State.MONITORING or any(
+                m.status == "running" for m in self.store.monitors(rb.id)):
+            return  # completed inline, or moved on since (a resumed window decides)
+        self._complete(rb, self.catalog.service_config(rb.service), None)
+
     def _defer(self, job: Job, *, payload: dict[str, Any] | None = None) -> None:
         self.jobs.schedule(
             kind=job.kind, rollback_id=job.rollback_id, payload=payload or job.payload,
@@ -285,6 +313,8 @@ class Aftercare:
                         known_good=known_good)
         if rb.state != State.COMPLETED:
             return
+        if m is None:  # its backup is not needed (a no-op when it is what runs this)
+            self.jobs.cancel(rollback_id=rb.id, kinds=[COMPLETE_JOB])
         self.progress.notice(rb, Notice(f"complete:{rb.id}", Completed(
             rb.ref, rb.service, rb.target_revision.label())))
         window = span(svc.monitoring.duration_seconds)

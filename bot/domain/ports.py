@@ -42,6 +42,9 @@ class CrashPoints:
     sending: Callable[[str], None] = _no_hold
     # (job key, stage) a post-mortem pull request part-way: "branch" made, "file" written
     publishing: Callable[[str, str], None] = _no_hold
+    # (rollback ref) verified with no monitoring window: the move into monitoring
+    # committed, the completion not made
+    verified: Callable[[str], None] = _no_hold
 
 
 NO_CRASH_POINTS = CrashPoints()

@@ -114,20 +114,62 @@ class Owner:
 
 
 _owners: dict[str, Owner] = {}
+_users: dict[str, int] = {}  # open stores per conninfo (retain_owner / release_owner)
 _owners_lock = threading.Lock()
 # Wakes this process's waiters when one of its claims is released, so a second poster of
 # the same key in this process does not sleep a whole poll interval.
 _released = threading.Condition()
 
 
+def _conninfo(pool: ConnectionPool) -> str:
+    return pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+
+
 def owner_for(pool: ConnectionPool) -> Owner:
     """One owner per process and database (every store on one database shares it)."""
-    conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+    conninfo = _conninfo(pool)
     with _owners_lock:
         owner = _owners.get(conninfo)
         if owner is None:
             owner = _owners[conninfo] = Owner(conninfo)
         return owner
+
+
+def retain_owner(pool: ConnectionPool) -> None:
+    """A store on ``pool``'s database opened (``Store``): the owner there lives until the
+    last such store closes (``release_owner``)."""
+    conninfo = _conninfo(pool)
+    with _owners_lock:
+        _users[conninfo] = _users.get(conninfo, 0) + 1
+
+
+def release_owner(pool: ConnectionPool) -> None:
+    """A store on ``pool``'s database closed (``Store.close``, after the workers that claim
+    have stopped). The last one closes and forgets this process's owner there: its
+    liveness connection goes, so the claims it made are seen as not alive at once. Without
+    this a stopped app kept the connection open for good, and a process that builds many
+    (the tests) one per database; two apps on one database in one process (a test's
+    restart) share the owner, so the first to stop does not free the other's claims. A
+    later ``owner_for`` opens a new owner under a new id."""
+    conninfo = _conninfo(pool)
+    with _owners_lock:
+        left = _users.pop(conninfo, 0) - 1
+        if left > 0:
+            _users[conninfo] = left
+            return
+        owner = _owners.pop(conninfo, None)
+    if owner is not None:
+        owner.close()
+
+
+def purge_dead(pool: ConnectionPool) -> int:
+    """Delete the rows of ``claims`` that no longer count (expired, or their owner is gone);
+    returns how many. The claimant deletes its row when done, but a killed process never
+    does, so without this the table keeps every episode key a crash left. A live claim is
+    never deleted: the statement re-checks a row a concurrent claimant has just taken
+    over (READ COMMITTED re-evaluates the WHERE on the newer version) and skips it."""
+    with pool.connection() as conn:
+        return conn.execute(f"DELETE FROM claims WHERE {claimable('claims')}").rowcount
 
 
 def released() -> None:

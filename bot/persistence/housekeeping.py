@@ -2,7 +2,9 @@
 
 Purged: Slack delivery ids (``processed_requests``) past the retry horizon, finished
 ``scheduled_jobs`` and sent ``outbox`` rows of rollbacks that ended long ago, and the
-``monitor_samples`` of their finished monitors (``bot.persistence.retention``). Kept for
+``monitor_samples`` of their finished monitors (``bot.persistence.retention``), and the
+``claims`` rows of claimants that died or whose claim expired (``bot.persistence.claims``,
+which a killed process never deletes itself). Kept for
 good: rollbacks, their steps and the audit trail (``audit_events``), monitors with their
 report figures, reminders, known-bad marks. The same run seals known-good Secret
 snapshots that are still in plain form or under a rotated-away key
@@ -20,6 +22,7 @@ import logging
 from datetime import timedelta
 
 from bot.domain.config import RetentionSettings
+from bot.persistence import claims
 from bot.persistence.jobs import JobStore
 from bot.persistence.retention import purge_monitor_samples
 from bot.persistence.store import Store
@@ -50,10 +53,11 @@ class Housekeeping:
             "outbox": store.purge_outbox(older_than_seconds=s.finished_jobs_days * 86400),
             "monitor_samples": purge_monitor_samples(
                 store.pool, older_than_seconds=s.monitor_samples_days * 86400),
+            "claims": claims.purge_dead(store.pool),
             "known_good_config_resealed": store.reseal_known_good_configs(),
         }
         log.info("housekeeping: purged %d delivery ids, %d finished jobs, %d outbox rows, "
-                 "%d monitor samples; re-sealed %d known-good snapshots",
+                 "%d monitor samples, %d dead claims; re-sealed %d known-good snapshots",
                  done["processed_requests"], done["scheduled_jobs"], done["outbox"],
-                 done["monitor_samples"], done["known_good_config_resealed"])
+                 done["monitor_samples"], done["claims"], done["known_good_config_resealed"])
         return done

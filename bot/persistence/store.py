@@ -30,7 +30,7 @@ from bot.domain.lifecycle import ACTIVE, TERMINAL, Event, State, advance
 from bot.domain.models import AuditEvent, KnownBad, PlannedStep, Rollback, Step
 from bot.observability import metrics
 from bot.observability.scrub import scrub, scrub_data
-from bot.persistence import sealing
+from bot.persistence import claims, sealing
 from bot.persistence.errors import ActiveRollbackExists, DatabaseUnavailable, StaleState
 from bot.persistence.store_rows import rollback_from_row, target_to_json
 from platforms.base import Revision, Target
@@ -68,6 +68,7 @@ _LOOKS_FIRST = (" ORDER BY (cancel_requested_by IS NOT NULL) DESC, next_check_at
 class Store:
     def __init__(self, pool: ConnectionPool, lease_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
+        claims.retain_owner(pool)  # its claim owner lives until the last store closes
         # The executor's lease writes (heartbeat, park, release) borrow from their own
         # small pool when given one (``db.open_lease_pool``): a fence never waits behind
         # work that holds the main pool's connections.
@@ -750,7 +751,10 @@ class Store:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        """Close the pools (the lease pool too when it is its own)."""
+        """Close the pools (the lease pool too when it is its own) and the process's claim
+        owner on this database when no other store uses it (``claims.release_owner``: its
+        liveness connection is not pooled, so closing the pools alone left it open)."""
+        claims.release_owner(self.pool)
         if self.lease_pool is not self.pool:
             self.lease_pool.close()
         self.pool.close()

@@ -119,7 +119,9 @@ class BotApp:
         if self.delivery is not None:
             self.delivery.stop()
         self.scheduler.stop()
-        self.store.close()  # both pools, after the workers that use them have stopped
+        # Both pools and the claim owner (its liveness connection), after the workers
+        # that use them have stopped: claims this process still marks are free at once.
+        self.store.close()
         self.http.close()  # after the workers that use it have stopped
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
@@ -304,7 +306,7 @@ def build_core(
                           policy=policy, clock=clock, on_approved=service.on_approved,
                           store=aftercare_store, outbox=outbox, reminders=reminders_,
                           progress=delivery,
-                          on_completed=(forward_fixes.create,),
+                          on_completed=(forward_fixes.create,), crash_points=crash_points,
                           notifier=Notifier(config=config, aftercare_store=aftercare_store,
                                             outbox=outbox, mail=mail,
                                             statuspage=statuspage.nudge))

@@ -65,3 +65,29 @@ def test_a_step_line_pending_when_the_process_dies_is_posted_once_after_restart(
                        diagnostics=lambda: "\n".join(rig.thread_texts(msg)))
     # Once each, in order: the line A left behind came first, and was not doubled.
     assert ticks == [f"{n}/{total}" for n in range(1, total + 1)], rig.thread_texts(msg)
+
+
+def test_a_rollback_verified_with_no_window_is_completed_after_its_process_dies(
+        rig: CrashRig) -> None:
+    """The rig's services have no monitoring window, so the process that moves a rollback
+    into ``monitoring`` completes it at once. Process A is parked between the two commits
+    and SIGKILLed there (seen once under load, unforced: RB-1 stayed ``monitoring`` for
+    good, as the executor never claims a monitoring rollback and there was no tick to come).
+    Process B completes it, once."""
+    fault_file = rig.tmp / "fault-hold"
+    a = rig.start_bot("bot-A", env={"ROLLBACK_FAULT_VERIFIED": "1",
+                                    "ROLLBACK_FAULT_FILE": str(fault_file)})
+    rollback_id, msg = rig.request_and_approve(a, REQUEST)
+    announced = rig.wait_fault(a, fault_file)
+    assert f"verified RB-{rollback_id}" in announced, announced
+    assert rig.store.get(rollback_id).state.value == "monitoring", rig.diagnostics(rollback_id)
+
+    a.kill()
+    rig.start_bot("bot-B")
+    rb = rig.wait_state(rollback_id, {"completed", "failed", "needs_attention",
+                                      "verification_failed", "unstable"})
+    assert rb.state.value == "completed", rig.diagnostics(rollback_id)
+    events = [e.event for e in rig.store.audit_events(rollback_id)]
+    assert events.count("stable") == 1, events
+    texts = rig.wait_thread(msg, f"RB-{rollback_id} completed: ")
+    assert sum(f"RB-{rollback_id} completed: " in t for t in texts) == 1, texts

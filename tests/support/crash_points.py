@@ -7,7 +7,8 @@ post, before it is marked sent) or ``ROLLBACK_FAULT_SEND=<outbox key>`` (an e-ma
 rendered, or a thread line queued, and its attempt committed, before the SMTP session or
 the Slack post; a shell pattern, as the key holds the rollback's id) or
 ``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull request part-way: ``branch``
-created, or ``file`` written, no pull request yet). The process writes ``<pid> ...`` to the
+created, or ``file`` written, no pull request yet) or ``ROLLBACK_FAULT_VERIFIED=1`` (a
+rollback moved into monitoring, its completion not made). The process writes ``<pid> ...`` to the
 file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
@@ -38,6 +39,7 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
     post_key = env.get("ROLLBACK_FAULT_POST")
     send_key = env.get("ROLLBACK_FAULT_SEND")
     publish = env.get("ROLLBACK_FAULT_PUBLISH")  # "<key pattern>:<stage>", e.g. "*:branch"
+    hold_verified = bool(env.get("ROLLBACK_FAULT_VERIFIED"))
 
     def step(kind: str, when: str) -> None:
         if hold_kind and kind == hold_kind and when == hold_when:
@@ -55,4 +57,9 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
         if publish and fnmatch.fnmatchcase(f"{key}:{stage}", publish):
             _park(Path(announce), f"publishing {key} {stage}")
 
-    return CrashPoints(step=step, posted=posted, sending=sending, publishing=publishing)
+    def verified(ref: str) -> None:
+        if hold_verified:
+            _park(Path(announce), f"verified {ref}")
+
+    return CrashPoints(step=step, posted=posted, sending=sending, publishing=publishing,
+                       verified=verified)

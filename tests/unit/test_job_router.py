@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.aftercare.coordinator import MONITOR_TICK_JOB, NOTIFY_JOB
+from bot.aftercare.coordinator import COMPLETE_JOB, MONITOR_TICK_JOB, NOTIFY_JOB
 from bot.aftercare.escalation import PAGE_JOB
 from bot.aftercare.forward_fix import FORWARD_FIX_JOB
 from bot.aftercare.postmortem_pr import PR_JOB
@@ -49,4 +49,5 @@ def test_the_composition_root_routes_every_kind_the_bot_schedules(
     # HOTFIX_JOB and EVALUATE_JOB: rows an earlier version scheduled still run.
     assert h.bot.job_router.kinds == {EXPIRE_JOB, DECISION_JOB, HOTFIX_JOB, EVALUATE_JOB,
                                       MONITOR_TICK_JOB, NOTIFY_JOB, REMINDER_JOB, WATCH_JOB,
-                                      MAIL_JOB, PAGE_JOB, PR_JOB, SYNC_JOB, FORWARD_FIX_JOB}
+                                      MAIL_JOB, PAGE_JOB, PR_JOB, SYNC_JOB, FORWARD_FIX_JOB,
+                                      COMPLETE_JOB}
