@@ -4,7 +4,7 @@ stakeholder notices, reminders. The demo service is real HTTP; timers run via ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,6 @@ from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
 
 
 def _config(demo_url: str, tmp: Path, **monitoring: Any) -> Callable[[dict[str, Any]], None]:

@@ -9,7 +9,7 @@ Slack is back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,6 @@ from tests.support.waiting import wait_until
 
 REQUEST = "hotel-voice-bot --severity P0 --reason notice-refused"
 SLACK_DOWN = 100_000  # more refusals than the test can use up: Slack is down until recover()
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
 
 
 def _config(demo_url: str, tmp: Path) -> Callable[[dict[str, Any]], None]:

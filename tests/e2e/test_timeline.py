@@ -6,12 +6,10 @@ read from Slack and compared with the ``audit_events`` table read here directly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from handlers import ids
 from sandbox.demo import DemoService
@@ -19,12 +17,6 @@ from tests.e2e.conftest import CHANNEL, Harness, action_ids
 from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
 
 
 def _config(demo_url: str, tmp: Path) -> Callable[[dict[str, Any]], None]:

@@ -302,12 +302,6 @@ def test_stop_waits_for_the_job_in_flight_but_only_so_long(db: str, jobs: JobSto
 
 
 # ---------------------------------------------------------------------- monitor checks
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
 def _monitored(make: Callable[..., Harness], demo: DemoService, tmp: Path, *,
                duration: int, interval: int) -> tuple[Harness, int, dict[str, Any]]:
     def change(data: dict[str, Any]) -> None:
