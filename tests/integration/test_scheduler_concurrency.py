@@ -27,6 +27,7 @@ from platforms.base import Revision, Target
 from sandbox.demo import DemoService
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
+from tests.support.demo import health_monitored
 from tests.support.waiting import wait_until
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -304,14 +305,8 @@ def test_stop_waits_for_the_job_in_flight_but_only_so_long(db: str, jobs: JobSto
 # ---------------------------------------------------------------------- monitor checks
 def _monitored(make: Callable[..., Harness], demo: DemoService, tmp: Path, *,
                duration: int, interval: int) -> tuple[Harness, int, dict[str, Any]]:
-    def change(data: dict[str, Any]) -> None:
-        svc = data["services"]["hotel-voice-bot"]
-        svc["health"] = {"url": f"{demo.url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": duration, "interval_seconds": interval,
-                             "consecutive_health_failures": 2}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
-
-    h = make(config_overrides=change)
+    h = make(config_overrides=health_monitored(demo.url, tmp, duration_seconds=duration,
+                                               interval_seconds=interval))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     return h, rid, msg
