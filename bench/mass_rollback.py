@@ -155,17 +155,6 @@ def _approve_all(driver: Any, store: Any, ids: list[int], *, window: int, approv
     return repeats
 
 
-def _forget_emulator_logs(emulator: Any) -> None:
-    """Drop the Slack emulator's request and event logs (kept for tests and the console;
-    real Slack keeps none of it in our process): ~450 KB a rollback that would otherwise be
-    counted as the bot's growth. Messages, files and pins stay (they are Slack's state)."""
-    ws = emulator.ws
-    with ws.lock:
-        ws.call_log.clear()
-        ws.events.clear()
-        ws.responses.clear()
-
-
 def _rss_mb() -> float:
     """This process's resident set (bot, emulators and bench alike), from /proc."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -212,7 +201,10 @@ def run(mode: str, *, services: int, rollout_seconds: float, window: float | Non
             for wave in names:
                 figures.append(_wave(stack, wave, rollout_seconds=rollout_seconds,
                                      window=window, click_window=click_window))
-                _forget_emulator_logs(stack.emulator)
+                # The emulator's request and event logs (~450 KB a rollback, kept for tests
+                # and the console; real Slack keeps none in our process) would otherwise be
+                # counted as the bot's growth.
+                stack.emulator.forget_logs()
                 gc.collect()
                 rss.append(_rss_mb())
         finally:

@@ -2,7 +2,8 @@
 
 ``DATABASE_URL`` wins (CI may provide a server); otherwise an embedded PostgreSQL
 (pgserver) runs under a temporary directory for the session. Every test is also checked
-for secrets in the Slack calls it caused (``tests/secret_scan.py``).
+for secrets in the Slack calls it caused (``tests/secret_scan.py``). ``demo`` is the demo
+service (``tests/support/demo.py``; a module may declare its own variant).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 from tests.secret_scan import SCANNER
 from tests.support.database import fresh_database
+from tests.support.demo import demo_fixture
 
 pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]
 if (Path(__file__).parent / "integration" / "kube_fixtures.py").exists():
@@ -33,6 +35,9 @@ def db(database_url: str) -> Iterator[str]:
     (``tests.support.database.fresh_database``)."""
     with fresh_database(database_url, migrated=True) as url:
         yield url
+
+
+demo = demo_fixture()
 
 
 @pytest.hookimpl(hookwrapper=True)

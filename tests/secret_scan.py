@@ -70,12 +70,16 @@ class Scanner:
             calls_seen, files_seen = self.scanned.get(id(emulator), (0, 0))
             if id(emulator) not in self.scanned:
                 self.emulators += 1
-            calls = emulator.calls()[calls_seen:]
+            # ``calls_seen`` counts every call read, those ``forget_logs`` dropped since too.
+            forgotten = emulator.forgotten_calls
+            start = max(0, calls_seen - forgotten)
+            calls = emulator.calls()[start:]
             files = emulator.files()[files_seen:]
             findings += scan(emulator, secrets, calls=calls, files=files)
             self.total_calls += len(calls)
             self.total_files += len(files)
-            self.scanned[id(emulator)] = (calls_seen + len(calls), files_seen + len(files))
+            self.scanned[id(emulator)] = (forgotten + start + len(calls),
+                                          files_seen + len(files))
             if emulator._server is None:  # stopped: nothing new can arrive
                 self.forget(emulator)
         return findings

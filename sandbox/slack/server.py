@@ -265,8 +265,23 @@ class SlackEmulator:
             return copy.deepcopy(self.ws.responses)
 
     def events(self, since: int = 0) -> list[Event]:
+        """The events numbered above ``since`` (a ``seq``), those ``forget_logs`` left."""
         with self.ws.lock:
-            return self.ws.events[since:]
+            return self.ws.events_since(since)
+
+    def forget_logs(self) -> None:
+        """Drop the logs kept for tests and the console: requests (``calls``), events and
+        response_url answers. Real Slack keeps none of this in the app's process; a long
+        benchmark drops it so that its memory is not counted as the bot's. What Slack
+        holds (messages, files, pins, views) stays. Numbering goes on: the next event's
+        ``seq`` follows the last one forgotten, and ``forgotten_calls`` says how many
+        calls came before ``calls()[0]``, for readers that mark their place by position."""
+        self.ws.forget_logs()
+
+    @property
+    def forgotten_calls(self) -> int:
+        with self.ws.lock:
+            return self.ws.forgotten_calls
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         return self.ws.subscribe(callback)

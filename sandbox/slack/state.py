@@ -63,6 +63,10 @@ class Workspace:
         self.responses: list[dict[str, Any]] = []
         self.call_log: list[Call] = []
         self.events: list[Event] = []
+        # Dropped by ``forget_logs``: events keep their numbers, and position marks into
+        # ``call_log`` stay meaningful, when the older entries are gone.
+        self.forgotten_events = 0
+        self.forgotten_calls = 0
         self._subscribers: list[Subscriber] = []
         self._last_ts = 0
         self._ids = itertools.count(1)
@@ -274,7 +278,7 @@ class Workspace:
         return unsubscribe
 
     def _emit(self, kind: str, **data: Any) -> Event:
-        event = Event(len(self.events) + 1, kind, data, self.clock())
+        event = Event(self.last_seq() + 1, kind, data, self.clock())
         self.events.append(event)
         self.cond.notify_all()
         for callback in list(self._subscribers):
@@ -283,6 +287,23 @@ class Workspace:
             except Exception:  # a broken console must never break the emulator
                 log.exception("slack emulator subscriber failed on %s", kind)
         return event
+
+    def last_seq(self) -> int:
+        """The number of the last event emitted (0 before the first), forgotten or not."""
+        return self.forgotten_events + len(self.events)
+
+    def events_since(self, seq: int) -> list[Event]:
+        """The events numbered above ``seq`` that are still kept."""
+        return self.events[max(0, seq - self.forgotten_events):]
+
+    def forget_logs(self) -> None:
+        """Drop the request, event and response_url logs (messages, files and pins stay)."""
+        with self.lock:
+            self.forgotten_events += len(self.events)
+            self.forgotten_calls += len(self.call_log)
+            self.events.clear()
+            self.call_log.clear()
+            self.responses.clear()
 
     def emit(self, kind: str, **data: Any) -> Event:
         with self.lock:
@@ -317,10 +338,10 @@ class Workspace:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                seen = len(self.events)
+                seen = self.last_seq()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TimeoutError(f"slack emulator: still busy after {timeout}s")
                 self.cond.wait(min(quiet, remaining))
-                if len(self.events) == seen and remaining >= quiet:
+                if self.last_seq() == seen and remaining >= quiet:
                     return seen

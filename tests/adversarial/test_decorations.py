@@ -11,11 +11,9 @@ files.slack.com does, while the monitoring window's last tick decides "stable".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bot.aftercare.coordinator import DECORATION_ATTEMPTS
 from bot.aftercare.reminders import REMINDER_JOB
@@ -24,12 +22,6 @@ from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
 from tests.e2e.test_aftercare import _wait_reminders_scheduled
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
 
 
 def _approved(make_harness: Callable[..., Harness], demo: DemoService, postmortem_dir: Path,

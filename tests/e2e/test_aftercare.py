@@ -4,7 +4,7 @@ stakeholder notices, reminders. The demo service is real HTTP; timers run via ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,25 +15,11 @@ from handlers import ids
 from sandbox.demo import DemoService
 from sandbox.slack import ElementNotFound
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
+from tests.support.demo import health_monitored
 from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
 
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
-def _config(demo_url: str, tmp: Path, **monitoring: Any) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        svc = data["services"]["hotel-voice-bot"]
-        svc["health"] = {"url": f"{demo_url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": 600, "interval_seconds": 300,
-                             "consecutive_health_failures": 2, **monitoring}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
-    return change
 
 
 def _thread(h: Harness, msg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,7 +35,7 @@ def _find(h: Harness, msg: dict[str, Any], needle: str) -> dict[str, Any]:
 
 def test_window_ticks_then_reports_and_completes(make_harness: Callable[..., Harness],
                                                  demo: DemoService, tmp_path: Path) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path))
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     verification = _find(h, msg, "Verification of")
@@ -84,7 +70,7 @@ def test_window_ticks_then_reports_and_completes(make_harness: Callable[..., Har
 
 def test_regression_alerts_the_commander_and_offers_next_actions(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path))
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     demo.break_()  # health answers 503 from now on
@@ -130,7 +116,7 @@ def _monitors(h: Harness, rid: int) -> list[Any]:
 
 def test_reminders_with_post_mortem_skeleton_snooze_and_done(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path, duration_seconds=0))
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path, duration_seconds=0))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "completed")
     _wait_reminders_scheduled(h, rid)
@@ -177,7 +163,7 @@ def test_reminders_with_post_mortem_skeleton_snooze_and_done(
 
 def test_mark_resolved_on_the_alert_closes_it_everywhere(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path,
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path,
                                               consecutive_health_failures=1))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")

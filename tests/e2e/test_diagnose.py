@@ -27,6 +27,7 @@ from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
+from tests.support.demo import demo_fixture
 from tests.support.local_http import LocalServer
 
 SERVICE = "hotel-voice-bot"
@@ -63,10 +64,7 @@ class ExternalServer(LocalServer):
         super().__init__(Handler)
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0", traffic_rps=20, seed=5) as service:
-        yield service
+demo = demo_fixture(traffic_rps=20, seed=5, scope="module")
 
 
 @pytest.fixture(scope="module")

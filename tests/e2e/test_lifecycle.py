@@ -61,7 +61,8 @@ def test_request_approve_execute_complete(harness: Harness) -> None:
     assert h.platform.mutations()["rollback_to"] == 1
     assert h.platform.current_revision(h.bot.service.store.get(rid).target).id == "rs-2"
     # The message was re-rendered many times, and nothing is kept per rollback for it
-    # once the renders are over (a long-lived process kept one lock per rollback).
+    # once the renders are over (a long-lived process kept one lock per rollback). That a
+    # render in flight does count is tests/integration/test_latest_state_renders.py's.
     assert len(h.emulator.calls("chat.update")) >= 3
     wait_until(lambda: h.bot.executor.chat.renders_in_progress() == 0, 10,
                message="the renders to finish")

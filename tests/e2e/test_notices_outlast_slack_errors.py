@@ -9,7 +9,7 @@ Slack is back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +18,12 @@ import pytest
 from handlers import ids
 from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness
-from tests.support.waiting import wait_until
+from tests.support.demo import health_monitored
+from tests.support.slack_outage import requested_then_slack_refuses
 
 REQUEST = "hotel-voice-bot --severity P0 --reason notice-refused"
 SLACK_DOWN = 100_000  # more refusals than the test can use up: Slack is down until recover()
 
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
-def _config(demo_url: str, tmp: Path) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        svc = data["services"]["hotel-voice-bot"]
-        svc["health"] = {"url": f"{demo_url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": 600, "interval_seconds": 300,
-                             "consecutive_health_failures": 2}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
-    return change
 
 
 def _count(h: Harness, msg: dict[str, Any], needle: str) -> int:
@@ -55,19 +41,14 @@ def _outbox_status(h: Harness, key: str) -> str | None:
 def test_a_refused_verification_notice_does_not_hold_the_rollback(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path,
         healthy: bool) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path))
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path))
     next_state = "monitoring" if healthy else "verification_failed"
     # The notice posted after the verification one: monitoring's start, or none.
     then = "Monitoring hotel-voice-bot" if healthy else None
     store = h.bot.store
-    h.request(REQUEST, user="alice")
-    rid = wait_until(lambda: store.history("hotel-voice-bot")
-                     and store.history("hotel-voice-bot")[0].id, message="the request stored")
-    msg = h.rollback_message(rid)
-    h.emulator.wait_idle()
+    rid, msg = requested_then_slack_refuses(h, REQUEST, refusals=SLACK_DOWN)
     if not healthy:
         demo.break_()  # health answers 503: verification fails
-    h.emulator.fail_next("chat.postMessage", "internal_error", times=SLACK_DOWN)
     h.click(msg, ids.APPROVE, "bob")
 
     # Slack refuses every post, the notice included: the rollback still moves on.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from handlers import ids
 from tests.e2e.conftest import Harness
-from tests.support.waiting import wait_until
+from tests.support.slack_outage import requested_then_slack_refuses
 
 REQUEST = "hotel-voice-bot --severity P0 --reason slack-errors"
 
@@ -19,14 +19,8 @@ REQUEST = "hotel-voice-bot --severity P0 --reason slack-errors"
 def test_lines_survive_more_passing_slack_errors_than_the_attempt_budget(
         harness: Harness) -> None:
     h = harness
-    store = h.bot.store
-    h.request(REQUEST, user="alice")
-    rid = wait_until(lambda: store.history("hotel-voice-bot")
-                     and store.history("hotel-voice-bot")[0].id, message="the request stored")
-    msg = h.rollback_message(rid)
-    h.emulator.wait_idle()
     # More refusals than LINE_MAX_ATTEMPTS (8): every thread post fails for a while.
-    h.emulator.fail_next("chat.postMessage", "internal_error", times=12)
+    rid, msg = requested_then_slack_refuses(h, REQUEST, refusals=12)
     h.click(msg, ids.APPROVE, "bob")
     h.wait_state(rid, "monitoring", "completed", timeout=40)
     h.emulator.wait_for(

@@ -24,12 +24,6 @@ KEY = "sp-key-77c1-do-not-post"
 
 
 @pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
-@pytest.fixture
 def page() -> Iterator[StatuspageEmulator]:
     emulator = StatuspageEmulator(api_key=KEY).start()
     yield emulator

@@ -6,35 +6,19 @@ read from Slack and compared with the ``audit_events`` table read here directly.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from handlers import ids
 from sandbox.demo import DemoService
 from tests.e2e.conftest import CHANNEL, Harness, action_ids
+from tests.support.demo import health_monitored
 from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
 
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
-def _config(demo_url: str, tmp: Path) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        svc = data["services"]["hotel-voice-bot"]
-        svc["health"] = {"url": f"{demo_url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": 600, "interval_seconds": 300,
-                             "consecutive_health_failures": 2}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
-    return change
 
 
 def _completed_rollback(h: Harness) -> tuple[int, dict[str, Any]]:
@@ -97,7 +81,7 @@ def _lines(answer: dict[str, Any]) -> tuple[list[str], int]:
 
 def test_timeline_of_a_completed_rollback_lists_every_audited_row(
         make_harness: Callable[..., Harness], demo: DemoService, tmp_path: Path) -> None:
-    h = make_harness(config_overrides=_config(demo.url, tmp_path))
+    h = make_harness(config_overrides=health_monitored(demo.url, tmp_path))
     rid, msg = _completed_rollback(h)
     audit = _audit_rows(h, rid)
     assert {"requested", "approve", "start", "steps_done", "verified", "stable"} <= {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -85,6 +86,35 @@ def _chat(emulator: SlackEmulator) -> Gate:
     return Gate(WebClient(token=DEFAULT_BOT_TOKEN, base_url=emulator.base_url))
 
 
+@dataclass
+class Posters:
+    """Two replicas posting the same key: A's post can park right after Slack answered
+    (``park``, its ``posted`` crash point) until the test resumes it; both doors open."""
+
+    pool_a: ConnectionPool
+    pool_b: ConnectionPool
+    chat_a: Gate
+    chat_b: Gate
+    parked: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+
+    def park(self, key: str) -> None:
+        self.parked.set()
+        self.resume.wait(30)
+
+
+@pytest.fixture
+def posters(migrated: str, emulator: SlackEmulator) -> Iterator[Posters]:
+    p = Posters(_pool(migrated, "replica-a"), _pool(migrated, "replica-b"),
+                _chat(emulator), _chat(emulator))
+    p.chat_a.door.set()
+    p.chat_b.door.set()
+    yield p
+    p.resume.set()  # a failed test must not leave A parked for 30 s
+    p.pool_a.close()
+    p.pool_b.close()
+
+
 def _row(url: str) -> tuple[Any, ...]:
     with psycopg.connect(url) as conn:
         row = conn.execute("SELECT status, attempts, ts, claimed_by FROM outbox"
@@ -153,68 +183,39 @@ def test_two_replicas_racing_one_key_post_it_once_and_both_get_its_ts(
 
 
 def test_the_claim_of_a_dead_poster_is_taken_over_and_its_post_found_not_doubled(
-        migrated: str, emulator: SlackEmulator) -> None:
+        migrated: str, emulator: SlackEmulator, posters: Posters) -> None:
     """A posts, then dies before marking the row: its liveness lock goes with it, and B
     looks the post up by its key instead of posting again, long before the claim expires."""
-    pool_a, pool_b = _pool(migrated, "dying"), _pool(migrated, "survivor")
-    parked, resume = threading.Event(), threading.Event()
-
-    def park(key: str) -> None:
-        parked.set()
-        resume.wait(30)
-
-    chat_a, chat_b = _chat(emulator), _chat(emulator)
-    chat_a.door.set()
-    chat_b.door.set()
-    try:
-        with ThreadPoolExecutor(1) as ex:
-            a = ex.submit(Outbox(pool_a, chat_a, crash_points=CrashPoints(posted=park))
-                          .channel_notice, CHANNEL, _notice())
-            assert parked.wait(10)
-            assert len(_posts(emulator)) == 1
-            claims.owner_for(pool_a).close()  # what the server sees when A's process dies
-            ts = Outbox(pool_b, chat_b).channel_notice(CHANNEL, _notice())
-            assert not chat_b.entered.is_set()  # found by look-up, not posted
-            resume.set()
-            assert a.result(10) == ts  # A's late mark is fenced off; it changes nothing
+    p = posters
+    with ThreadPoolExecutor(1) as ex:
+        a = ex.submit(Outbox(p.pool_a, p.chat_a, crash_points=CrashPoints(posted=p.park))
+                      .channel_notice, CHANNEL, _notice())
+        assert p.parked.wait(10)
         assert len(_posts(emulator)) == 1
-        assert _row(migrated) == ("sent", 2, ts, None)
-    finally:
-        resume.set()
-        pool_a.close()
-        pool_b.close()
+        claims.owner_for(p.pool_a).close()  # what the server sees when A's process dies
+        ts = Outbox(p.pool_b, p.chat_b).channel_notice(CHANNEL, _notice())
+        assert not p.chat_b.entered.is_set()  # found by look-up, not posted
+        p.resume.set()
+        assert a.result(10) == ts  # A's late mark is fenced off; it changes nothing
+    assert len(_posts(emulator)) == 1
+    assert _row(migrated) == ("sent", 2, ts, None)
 
 
 def test_a_claim_that_expires_mid_call_is_taken_over_through_the_look_up(
-        migrated: str, emulator: SlackEmulator) -> None:
+        migrated: str, emulator: SlackEmulator, posters: Posters) -> None:
     """A live poster whose call outlasts its claim: the next poster waits for the expiry,
     then looks the key up in Slack first (here A's post landed: found, not doubled)."""
-    pool_a, pool_b = _pool(migrated, "slow"), _pool(migrated, "next")
-    parked, resume = threading.Event(), threading.Event()
-
-    def park(key: str) -> None:
-        parked.set()
-        resume.wait(30)
-
-    chat_a, chat_b = _chat(emulator), _chat(emulator)
-    chat_a.door.set()
-    chat_b.door.set()
-    try:
-        with ThreadPoolExecutor(1) as ex:
-            a = ex.submit(Outbox(pool_a, chat_a, crash_points=CrashPoints(posted=park),
-                                 claim_seconds=1.0).channel_notice, CHANNEL, _notice())
-            assert parked.wait(10)
-            ts = Outbox(pool_b, chat_b, claim_seconds=1.0).channel_notice(
-                CHANNEL, _notice())
-            assert not chat_b.entered.is_set()
-            resume.set()
-            assert a.result(10) == ts
-        assert len(_posts(emulator)) == 1
-        assert _row(migrated) == ("sent", 2, ts, None)
-    finally:
-        resume.set()
-        pool_a.close()
-        pool_b.close()
+    p = posters
+    with ThreadPoolExecutor(1) as ex:
+        a = ex.submit(Outbox(p.pool_a, p.chat_a, crash_points=CrashPoints(posted=p.park),
+                             claim_seconds=1.0).channel_notice, CHANNEL, _notice())
+        assert p.parked.wait(10)
+        ts = Outbox(p.pool_b, p.chat_b, claim_seconds=1.0).channel_notice(CHANNEL, _notice())
+        assert not p.chat_b.entered.is_set()
+        p.resume.set()
+        assert a.result(10) == ts
+    assert len(_posts(emulator)) == 1
+    assert _row(migrated) == ("sent", 2, ts, None)
 
 
 def test_a_failed_call_releases_its_claim_and_the_next_poster_looks_up_then_posts(

@@ -18,14 +18,12 @@ from bot.integrations.prometheus import instant_query, range_query
 from sandbox.config import error_rate_query
 from sandbox.demo import DemoService, ServiceUnavailable
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
+from tests.support.demo import demo_fixture
 
 ERROR_RATE = error_rate_query("15s")
 
 
-@pytest.fixture(scope="module")
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.4.2", traffic_rps=20, seed=7) as service:
-        yield service
+demo = demo_fixture(version_source="1.4.2", traffic_rps=20, seed=7, scope="module")
 
 
 @pytest.fixture(scope="module")

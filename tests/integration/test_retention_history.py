@@ -11,12 +11,11 @@ on both sides of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from bot.persistence.aftercare_store import AftercareStore
 from bot.persistence.timeline_reads import TimelineReads
@@ -28,12 +27,6 @@ from tests.support.history_seed import Shape, seed_history
 
 BOOKKEEPING = ("scheduled_jobs", "outbox", "monitor_samples")
 RECORD = ("rollbacks", "rollback_steps", "audit_events", "aftercare", "monitors")
-
-
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
 
 
 def _sql(db: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -27,6 +27,7 @@ from platforms.base import Revision, Target
 from sandbox.demo import DemoService
 from tests.e2e.conftest import Harness
 from tests.e2e.conftest import make_harness as make_harness  # noqa: F401  (fixture)
+from tests.support.demo import health_monitored
 from tests.support.waiting import wait_until
 
 NOW = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
@@ -149,7 +150,13 @@ def test_the_pool_runs_jobs_concurrently_and_never_more_than_its_size(
 
 def test_a_rollbacks_jobs_run_one_at_a_time_in_due_order(db: str, jobs: JobStore) -> None:
     """Lanes: jobs of one rollback never overlap and keep their order; other rollbacks'
-    jobs run beside them."""
+    jobs run beside them.
+
+    Rollback one's first job holds its thread until all six of rollback two's jobs have
+    run. With a lane per rollback, two's lane runs them meanwhile on another thread and
+    one's later jobs wait behind the held one. Without lanes the pool (eight threads, the
+    jobs queued in due order) hands one's later jobs to free threads before two's last
+    one, so they start while the first is held: an overlap every time, not by chance."""
     store = Store(jobs.pool)
     one, two = _rollback(store, "svc-1"), _rollback(store, "svc-2")
     for i in range(6):
@@ -159,20 +166,23 @@ def test_a_rollbacks_jobs_run_one_at_a_time_in_due_order(db: str, jobs: JobStore
     order: dict[int, list[int]] = {one: [], two: []}
     busy: dict[int, int] = Counter()
     overlap: list[int] = []
-    both = threading.Barrier(2, timeout=5)  # the two lanes do run at the same time
+    two_done = threading.Event()  # two's lane ran to its end while one's first job held
     lock = threading.Lock()
 
     def run(job: Job) -> None:
         assert job.rollback_id is not None
+        i = int(job.payload["i"])
         with lock:
             busy[job.rollback_id] += 1
             if busy[job.rollback_id] > 1:
                 overlap.append(job.rollback_id)
-            order[job.rollback_id].append(int(job.payload["i"]))
-        if job.payload["i"] == 0:
-            both.wait()
+            order[job.rollback_id].append(i)
+        if job.rollback_id == one and i == 0:
+            assert two_done.wait(10), "rollback two's jobs did not run beside one's"
         with lock:
             busy[job.rollback_id] -= 1
+            if job.rollback_id == two and len(order[two]) == 6:
+                two_done.set()
 
     sched = _scheduler(db, jobs, run, workers=8)
     try:
@@ -302,22 +312,10 @@ def test_stop_waits_for_the_job_in_flight_but_only_so_long(db: str, jobs: JobSto
 
 
 # ---------------------------------------------------------------------- monitor checks
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0") as service:
-        yield service
-
-
 def _monitored(make: Callable[..., Harness], demo: DemoService, tmp: Path, *,
                duration: int, interval: int) -> tuple[Harness, int, dict[str, Any]]:
-    def change(data: dict[str, Any]) -> None:
-        svc = data["services"]["hotel-voice-bot"]
-        svc["health"] = {"url": f"{demo.url}/api/health", "timeout_seconds": 2, "samples": 3}
-        svc["monitoring"] = {"duration_seconds": duration, "interval_seconds": interval,
-                             "consecutive_health_failures": 2}
-        data["aftercare"] = {"postmortem_dir": str(tmp / "post-mortems")}
-
-    h = make(config_overrides=change)
+    h = make(config_overrides=health_monitored(demo.url, tmp, duration_seconds=duration,
+                                               interval_seconds=interval))
     rid, msg = h.request_and_approve_p1()
     h.wait_state(rid, "monitoring")
     return h, rid, msg

@@ -28,6 +28,7 @@ from sandbox.demo import DemoService
 from sandbox.stack import SandboxStack
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
+from tests.support.demo import demo_fixture
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,10 +62,7 @@ def contexts(monkeypatch: pytest.MonkeyPatch) -> ContextCount:
     return counter
 
 
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0", traffic_rps=20, seed=3) as service:
-        yield service
+demo = demo_fixture(traffic_rps=20, seed=3)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from sandbox.slack import Call
 from sandbox.stack import SandboxStack
 from tests.integration.prom_fixtures import PrometheusFactory, PrometheusServer, scraping
 from tests.secret_scan import register_secret
+from tests.support.demo import demo_fixture
 from tests.support.waiting import wait_until
 
 CHANNEL = "inc-hotel-voice-bot"
@@ -28,10 +29,7 @@ ERROR_RATE = error_rate_query(WINDOW)
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def demo() -> Iterator[DemoService]:
-    with DemoService(version_source="1.2.0", traffic_rps=20, seed=3) as service:
-        yield service
+demo = demo_fixture(traffic_rps=20, seed=3)
 
 
 @pytest.fixture

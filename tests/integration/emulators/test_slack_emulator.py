@@ -455,6 +455,40 @@ def test_wait_for_and_subscribers(client: WebClient, emulator: SlackEmulator) ->
         emulator.wait_for(lambda: emulator.pins(CHANNEL), timeout=0.05)
 
 
+def test_forget_logs_drops_the_logs_keeps_slacks_state_and_numbers_events_on(
+    client: WebClient, emulator: SlackEmulator
+) -> None:
+    """The logs a long benchmark drops (``forget_logs``): what Slack holds stays, the next
+    event is numbered after the last forgotten one, a ``since`` mark taken before still
+    means what it meant, and a reader that marks its place among the calls by position
+    (the secret scan) reads the calls that came after the forget, and only those."""
+    from tests.secret_scan import SCANNER
+
+    ts = client.chat_postMessage(channel=CHANNEL, text="kept")["ts"]
+    client.pins_add(channel=CHANNEL, timestamp=ts)
+    WebhookClient(emulator.issue_response_url(channel=CHANNEL, user="alice")).send(text="hm")
+    SCANNER.scan_new()  # the calls so far are read before they are dropped
+    mark = emulator.events()[-1].seq
+    assert emulator.calls() and emulator.responses()
+
+    emulator.forget_logs()
+    assert emulator.calls() == [] and emulator.events() == [] and emulator.responses() == []
+    assert emulator.forgotten_calls == 3  # chat.postMessage, pins.add, response_url
+    assert [m["text"] for m in emulator.messages(CHANNEL)] == ["kept"]  # Slack's state
+    assert emulator.pins(CHANNEL) == [ts]
+
+    client.chat_postMessage(channel=CHANNEL, text="after")
+    after = emulator.events(mark)
+    assert [e.seq for e in after] == list(range(mark + 1, mark + 1 + len(after)))
+    assert "message.posted" in [e.kind for e in after]
+    assert emulator.events(after[-1].seq) == []
+    assert emulator.wait_idle(0.05, 5) == after[-1].seq
+    assert [c.params["text"] for c in emulator.calls("chat.postMessage")] == ["after"]
+    read = SCANNER.total_calls
+    SCANNER.scan_new()
+    assert SCANNER.total_calls == read + 1  # the one call since: not skipped, none twice
+
+
 def test_render_channel(client: WebClient, emulator: SlackEmulator) -> None:
     alice = emulator.user_id("alice")
     blocks = [
