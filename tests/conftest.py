@@ -16,6 +16,7 @@ import pytest
 from tests.secret_scan import SCANNER
 from tests.support.database import fresh_database
 from tests.support.demo import demo_fixture
+from tests.support.smtp_server import SmtpServer
 
 pytest_plugins: list[str] = ["tests.integration.pg_fixtures", "tests.integration.prom_fixtures"]
 if (Path(__file__).parent / "integration" / "kube_fixtures.py").exists():
@@ -38,6 +39,13 @@ def db(database_url: str) -> Iterator[str]:
 
 
 demo = demo_fixture()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 for the test."""
+    with SmtpServer() as server:
+        yield server
 
 
 @pytest.hookimpl(hookwrapper=True)

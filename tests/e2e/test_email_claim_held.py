@@ -9,31 +9,16 @@ owner with its own liveness connection, as another process has."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from bot.execution.scheduler import CLAIM_HELD_RETRY
 from bot.persistence import claims
 from tests.e2e.conftest import Harness
-from tests.support.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer, stakeholder_emails
 from tests.support.waiting import wait_until
 
 EMAILS = ["ops@example.com"]
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-def _mail_config(server: SmtpServer) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        data["smtp"] = server.smtp_config()
-        data["services"]["hotel-voice-bot"]["stakeholders"]["email"] = EMAILS
-    return change
 
 
 def _queued_mail(h: Harness, rid: int) -> str | None:
@@ -50,7 +35,7 @@ def _resolved(smtp: SmtpServer) -> list[Any]:
 
 def test_a_mail_claimed_by_a_live_runner_frees_the_worker_and_goes_out_once(
         make_harness: Callable[..., Harness], smtp: SmtpServer) -> None:
-    h = make_harness(config_overrides=_mail_config(smtp))
+    h = make_harness(config_overrides=stakeholder_emails(smtp, EMAILS))
     rid, _ = h.request_and_approve_p0()
     h.wait_state(rid, "completed")
     # The notice job queues the e-mail and schedules its job for the next tick.

@@ -33,12 +33,6 @@ EMAILS = ["ops@example.com", "gm@hotel.example"]
 
 
 @pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-@pytest.fixture
 def rig(tmp_path: Path, db: str, fresh_db: str, smtp: SmtpServer) -> Iterator[CrashRig]:
     with crash_rig(tmp_path, db, fresh_db) as r:
         r.seed()

@@ -5,12 +5,11 @@ server (aiosmtpd) receives it and icalendar reads the attachment back."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import icalendar
-import pytest
 
 from tests.e2e.conftest import Harness
 from tests.support.smtp_server import SmtpServer
@@ -20,12 +19,6 @@ CONTACTS = {"incident_commander": {"name": "Carol", "slack": "U0CAROL",
                                    "email": "carol@example.com"},
             "dba": {"name": "Dave", "email": "dave@example.com"},
             "devops": {"name": "Ops", "phone": "+1 415 555 0100"}}  # no address: not mailed
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def _config(server: SmtpServer, *, contacts: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

@@ -8,31 +8,16 @@ harness's clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from handlers.email_text import plain
 from tests.e2e.conftest import Harness
-from tests.support.smtp_server import SmtpServer
+from tests.support.smtp_server import SmtpServer, stakeholder_emails
 from tests.support.waiting import wait_until
 
 STAKEHOLDERS = "hotel-voice-bot-stakeholders"
 EMAILS = ["ops@example.com", "gm@hotel.example"]
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-def _mail_config(server: SmtpServer) -> Callable[[dict[str, Any]], None]:
-    def change(data: dict[str, Any]) -> None:
-        data["smtp"] = server.smtp_config()
-        data["services"]["hotel-voice-bot"]["stakeholders"]["email"] = EMAILS
-    return change
 
 
 def _completed(h: Harness) -> tuple[int, dict[str, Any]]:
@@ -62,7 +47,7 @@ def _notices(smtp: SmtpServer) -> list[Any]:
 
 def test_a_completed_rollback_notice_arrives_in_slack_and_by_email(
         make_harness: Callable[..., Harness], smtp: SmtpServer) -> None:
-    h = make_harness(config_overrides=_mail_config(smtp))
+    h = make_harness(config_overrides=stakeholder_emails(smtp, EMAILS))
     rid, _msg = _completed(h)
     mail = _tick_until(h, lambda: next((m for m in smtp.messages() if str(
         m.message["Subject"]).startswith("[Resolved]")), None), "the restored e-mail")
@@ -102,7 +87,7 @@ def test_a_completed_rollback_notice_arrives_in_slack_and_by_email(
 def test_a_4xx_answer_is_retried_after_the_backoff_with_the_same_message(
         make_harness: Callable[..., Harness], smtp: SmtpServer) -> None:
     smtp.data_replies.append("451 4.3.0 Mail server temporarily rejected message")
-    h = make_harness(config_overrides=_mail_config(smtp))
+    h = make_harness(config_overrides=stakeholder_emails(smtp, EMAILS))
     rid, msg = _completed(h)
     _tick_until(h, lambda: smtp.data_commands >= 1, "the first DATA")
     restored = [j for j in h.bot.service.jobs.pending(rollback_id=rid,
@@ -132,7 +117,7 @@ def test_a_4xx_answer_is_retried_after_the_backoff_with_the_same_message(
 def test_a_5xx_answer_stops_audits_and_tells_the_thread_without_touching_the_rollback(
         make_harness: Callable[..., Harness], smtp: SmtpServer) -> None:
     smtp.data_replies.extend(["554 5.7.1 Message rejected by policy"] * 5)  # every message
-    h = make_harness(config_overrides=_mail_config(smtp))
+    h = make_harness(config_overrides=stakeholder_emails(smtp, EMAILS))
     rid, msg = _completed(h)
     _tick_until(h, lambda: smtp.data_commands >= 1, "the DATA")
     warning = h.emulator.wait_for(

@@ -240,12 +240,6 @@ def test_a_failed_call_releases_its_claim_and_the_next_poster_looks_up_then_post
 MAIL_KEY = "mail:claims-test:1"
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
 def _queued(pool: ConnectionPool, smtp: SmtpServer) -> tuple[MailOutbox, SmtpSender]:
     settings = SmtpSettings(**smtp.smtp_config())
     outbox = MailOutbox(pool)

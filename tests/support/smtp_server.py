@@ -22,6 +22,7 @@ import ipaddress
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -176,3 +177,13 @@ def _certificate(folder: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+def stakeholder_emails(server: SmtpServer, emails: list[str]
+                       ) -> Callable[[dict[str, Any]], None]:
+    """A harness config change: ``server`` as the relay, ``emails`` as hotel-voice-bot's
+    stakeholder list."""
+    def change(data: dict[str, Any]) -> None:
+        data["smtp"] = server.smtp_config()
+        data["services"]["hotel-voice-bot"]["stakeholders"]["email"] = emails
+    return change
