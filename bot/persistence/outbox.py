@@ -3,20 +3,23 @@
 Notices are posted by their caller through ``notice``; the executor's thread lines are
 queued (``queue_line``: the message as JSON in ``line``, ordered by ``line_order``) and
 posted later by ``bot.usecases.thread_delivery`` through ``post_line``, the same once-only
-path."""
+path. A queued notice (``{"notice": ...}`` in ``line``) is posted by ``post_queued_notice``
+as it reads when the deliverer claims it, so an ``edit`` made while it waited is what Slack
+shows."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bot.domain.message_codec import decode_message, encode
 from bot.domain.models import Rollback
-from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice
+from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice, scrubbed_facts
 from bot.persistence import claims
 
 log = logging.getLogger(__name__)
@@ -143,6 +146,28 @@ class Outbox:
         self._once(key, rb, None, send=attempt,
                    lookup=lambda: self.chat.find_notice(rb, key), wait=wait)
 
+    def post_queued_notice(self, rb: Rollback, key: str, *, wait: bool = True) -> str:
+        """Post the notice queued under ``key`` once, as it reads now: its content is read
+        under the claim, which an ``edit`` waits for, so the post carries every edit made
+        before it and an edit after it finds the ts. A run that finds the post of an
+        interrupted attempt re-renders it: an edit may have come after that attempt."""
+        def current() -> Notice:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT line FROM outbox WHERE key = %s",
+                                   (key,)).fetchone()
+            if row is None or not row[0] or "notice" not in row[0]:
+                raise LookupError(f"outbox {key}: no queued notice")
+            return Notice(key, decode_message(row[0]["notice"]))
+
+        def lookup() -> str | None:
+            found = self.chat.find_notice(rb, key)
+            if found is not None:
+                self.chat.edit_notice(rb, found, current())
+            return found
+
+        return self._once(key, rb, None, send=lambda: self.chat.notice(rb, current()),
+                          lookup=lookup, wait=wait)
+
     def give_up_line(self, key: str, error: str) -> None:
         with self.pool.connection() as conn:
             conn.execute("UPDATE outbox SET status = 'failed', last_error = %s WHERE key = %s"
@@ -165,11 +190,47 @@ class Outbox:
         return str(row[0]), str(row[1])
 
     def edit(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> bool:
-        """Re-render an already posted notice (same key) in place; False if never posted."""
-        ts = self.sent_ts(notice.key)
-        if ts is None:
-            return False
-        self.chat.edit_notice(rb, ts, notice, channel=channel)
+        """Re-render a notice (same key) in place; False if there is nothing to edit.
+
+        Posted: edited in Slack. Queued for the deliverer and not posted yet: the queued
+        content is rewritten, so the post shows the edit. Being posted right now (claimed,
+        queued or direct): wait for that post, then edit it in Slack, or rewrite the queue
+        if it failed. A direct post that failed and is not queued: nothing to edit. The
+        rewrite is fenced on the claim (``claimable``) in one statement, so it never lands
+        between the deliverer reading the content and marking it sent."""
+        stored = Jsonb({"notice": encode(scrubbed_facts(notice.message))})
+
+        def settle() -> str | bool | None:
+            """The ts when posted; True when the queue was rewritten; False when there is
+            nothing to edit; None while a poster holds the key."""
+            with self.pool.connection() as conn:
+                if conn.execute(
+                        "UPDATE outbox SET line = %s WHERE key = %s AND status = 'sending'"
+                        " AND line ? 'notice'"
+                        f" AND {claims.claimable('outbox')} RETURNING key",
+                        (stored, notice.key)).fetchone() is not None:
+                    return True
+                row = conn.execute(
+                    "SELECT status, ts, line ? 'notice',"
+                    f" {claims.claimable('outbox')} FROM outbox WHERE key = %s",
+                    (notice.key,)).fetchone()
+            if row is None:
+                return False
+            status, ts, queued, free = row
+            if status == "sent":
+                return str(ts) if ts else False
+            # Claimed (a post under way, queued or direct): its ts comes with its mark.
+            # A queued one found free here was freed since the rewrite: look again.
+            return None if status == "sending" and (queued or not free) else False
+
+        # (mypy solves wait_for's T over a union with None as object: say it)
+        got = cast("str | bool", claims.wait_for(settle, timeout=self.claim_seconds + 30,
+                                                 what=f"outbox {notice.key} (edit)"))
+        if isinstance(got, bool):
+            if got:
+                log.info("outbox %s: edited while queued", notice.key)
+            return got
+        self.chat.edit_notice(rb, got, notice, channel=channel)
         return True
 
     def _once(self, key: str, rb: Rollback | None, channel: str | None, *,

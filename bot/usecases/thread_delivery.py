@@ -11,7 +11,9 @@ line exactly-once (``Outbox.post_line``), also when another replica's deliverer 
 executor's own ``flush`` delivers the same rollback at the same moment. ``notice`` queues
 an aftercare card (verification, monitoring, completion) the same way, under the notice's
 own key: the transition it decorates commits whatever Slack answers, and the card goes out
-once Slack does (``Outbox.notice`` posts it, so its ts is kept for a later edit).
+once Slack does (``Outbox.post_queued_notice`` posts it, so its ts is kept for a later
+edit). An edit of a card still queued (``Outbox.edit``: a button closed it meanwhile)
+rewrites the queued card, so it goes out as edited, once.
 
 Holding: from an approval (``hold``) until the executor's first platform write
 (``written``), nothing about that rollback goes to Slack, neither its lines nor its
@@ -195,8 +197,8 @@ class ThreadDelivery:
     def _post(self, rb: Rollback, queued: QueuedLine) -> bool:
         try:
             if "notice" in queued.line:  # a card: posted and looked up as a notice
-                self.outbox.notice(rb, Notice(queued.key, decode_message(queued.line["notice"])),
-                                   wait=False)
+                # As it reads under the claim, not as listed: an edit may have come since.
+                self.outbox.post_queued_notice(rb, queued.key, wait=False)
                 return True
             message = decode_message(queued.line["message"])
             mention = queued.line.get("mention")
