@@ -112,12 +112,21 @@ class Outbox:
     # ------------------------------------------------------------------ thread lines
     def queue_line(self, rollback_id: int, key: str, line: dict[str, Any]) -> bool:
         """Queue a thread line for the deliverer (``bot.usecases.thread_delivery``); False
-        when ``key`` was queued before (a resumed executor saying it again)."""
+        when nothing is left to do: ``key`` was queued before (a resumed executor saying it
+        again), or it was posted already. A row under ``key`` that is no line and not sent
+        (a direct post that failed, or is under way: its claim keeps the two apart) takes
+        the line, so the deliverer sends it once, looking in Slack first if an attempt was
+        made; left as it was, nothing would ever post it. E-mail rows are never lines."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO outbox (key, rollback_id, line, line_order)"
                 " VALUES (%s, %s, %s, nextval('outbox_line_order'))"
-                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                " ON CONFLICT (key) DO UPDATE SET line = EXCLUDED.line,"
+                " line_order = EXCLUDED.line_order, status = 'sending',"
+                " rollback_id = COALESCE(outbox.rollback_id, EXCLUDED.rollback_id)"
+                " WHERE outbox.line IS NULL AND outbox.mail IS NULL"
+                " AND outbox.status <> 'sent'"
+                " RETURNING key",
                 (key, rollback_id, Jsonb(line))).fetchone()
         return row is not None
 
