@@ -10,19 +10,44 @@ the queued card, so Slack shows it closed, once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from slack_sdk import WebClient
 
+from bot.domain.messages import StatuspageNotUpdated
+from bot.domain.models import Rollback
+from bot.domain.ports import Notice
+from bot.persistence import claims
+from bot.persistence.db import migrate, open_pool
+from bot.persistence.outbox import Outbox
+from bot.persistence.store import Store
+from bot.usecases.latest_state_chat import LatestStateChat
+from bot.usecases.thread_delivery import ThreadDelivery
 from handlers import ids
+from handlers.gateway import SlackChat
 from sandbox.demo import DemoService
+from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 from tests.e2e.conftest import CHANNEL, Harness
+from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
+from tests.support.history_seed import seed_active
 from tests.support.waiting import wait_until
+
+SEEDED = "C0INCHVB01"  # the emulator's seeded channel (history is read by id, as in Slack)
 
 REQUEST = "hotel-voice-bot --severity P0 --reason notice-edited-while-queued"
 SLACK_DOWN = 100_000  # more refusals than the test can use up: Slack is down until recover()
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackEmulator]:
+    with SlackEmulator() as emu:
+        yield emu
 
 
 @pytest.fixture
@@ -89,3 +114,67 @@ def test_a_notice_closed_while_queued_is_posted_closed_once(
     assert "Retry verification" not in card  # no live button on a closed rollback
     assert ids.RETRY not in card
     assert _outbox_status(h, key) == "sent"
+
+
+# ---------------------------------------------------------------------- an edit mid-post
+class NoticeGate(SlackChat):
+    """The real adapter, whose notice posts wait for ``door`` once they have begun."""
+
+    def __init__(self, client: WebClient) -> None:
+        super().__init__(client)
+        self.door = threading.Event()
+        self.entered = threading.Event()
+
+    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
+        self.entered.set()
+        assert self.door.wait(30), "the test never opened the door"
+        return super().notice(rollback, notice, channel=channel)
+
+
+def test_an_edit_while_the_deliverer_posts_lands_after_the_post(
+        fresh_db: str, slack: SlackEmulator,  # noqa: F811
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deliverer has claimed the queued card and its call is in flight: the edit must
+    neither rewrite the row under it (the mark would then hide the edit) nor be dropped.
+    It waits for the post and edits it in Slack: the thread shows the edit, once."""
+    # The wait is logged after this long (default 5 s): what the test waits on, sooner.
+    monkeypatch.setattr(claims, "SLOW_WAIT_SECONDS", 0.2)
+    migrate(fresh_db)
+    client = WebClient(token=DEFAULT_BOT_TOKEN, base_url=slack.base_url)
+    parent = str(client.chat_postMessage(channel=SEEDED, text="request")["ts"])
+    rid = seed_active(fresh_db, "hotel-voice-bot")
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("UPDATE rollbacks SET channel_id = %s, message_ts = %s",
+                     (SEEDED, parent))
+    pool = open_pool(fresh_db, min_size=1, max_size=4)
+    try:
+        store = Store(pool)
+        gate = NoticeGate(WebClient(token=DEFAULT_BOT_TOKEN, base_url=slack.base_url))
+        chat = LatestStateChat(gate, store)
+        outbox = Outbox(pool, chat)
+        delivery = ThreadDelivery(outbox=outbox, store=store, chat=chat)
+        rb = store.get(rid)
+        key = f"warn:edit-mid-post:{rid}"
+        delivery.stop()  # this test delivers by hand: no background round
+        delivery.notice(rb, Notice(key, StatuspageNotUpdated("investigating", "first")))
+        with ThreadPoolExecutor(2) as ex:
+            delivering = ex.submit(delivery.deliver)
+            assert gate.entered.wait(10)  # claimed, the old card on its way
+            editing = ex.submit(outbox.edit, rb,
+                                Notice(key, StatuspageNotUpdated("investigating", "edited")))
+            # The edit waits on the claim (it says so once the wait is long): it has not
+            # rewritten the row under the post, nor given up.
+            wait_until(lambda: any(f"still waiting for outbox {key} (edit)" in r.getMessage()
+                                   for r in caplog.records), timeout=5,
+                       message="the edit waiting on the deliverer's claim")
+            assert not editing.done()
+            gate.door.set()
+            assert delivering.result(10) == 1
+            assert editing.result(10) is True
+        posts = [m for m in slack.thread(SEEDED, parent)
+                 if (m.get("metadata") or {}).get("event_payload", {}).get("key") == key]
+        assert len(posts) == 1
+        assert "edited" in str(posts[0].get("blocks")) + str(posts[0].get("text"))
+        assert "first" not in str(posts[0].get("blocks")) + str(posts[0].get("text"))
+    finally:
+        pool.close()
