@@ -132,15 +132,44 @@ class Outbox:
 
     def queued_lines(self, rollback_id: int | None = None, *, limit: int = 200
                      ) -> list[QueuedLine]:
-        """Lines not yet posted, oldest first (one rollback's, or everyone's)."""
+        """Lines not yet posted, oldest first (one rollback's, or everyone's), but those of
+        a rollback held off Slack (``hold``) by any replica."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT key, rollback_id, line, attempts FROM outbox"
                 " WHERE line IS NOT NULL AND status = 'sending'"
                 " AND (%s::bigint IS NULL OR rollback_id = %s)"
+                " AND NOT EXISTS (SELECT 1 FROM slack_holds h"
+                " WHERE h.rollback_id = outbox.rollback_id AND h.until > now())"
                 " ORDER BY line_order LIMIT %s",
                 (rollback_id, rollback_id, limit)).fetchall()
         return [QueuedLine(str(k), int(r), dict(line), int(a)) for k, r, line, a in rows]
+
+    # ------------------------------------------------------------------ holds
+    def hold(self, rollback_id: int, seconds: float) -> None:
+        """Keep the rollback's lines off Slack for every replica's deliverer, at most
+        ``seconds`` (the database's clock: replicas' clocks never compare)."""
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM slack_holds WHERE until <= now()")  # lapsed ones
+            conn.execute(
+                "INSERT INTO slack_holds (rollback_id, until)"
+                " VALUES (%s, now() + make_interval(secs => %s))"
+                " ON CONFLICT (rollback_id) DO UPDATE SET until = EXCLUDED.until",
+                (rollback_id, seconds))
+
+    def release_hold(self, rollback_id: int) -> bool:
+        """End the rollback's hold for every replica; False when there was none."""
+        with self.pool.connection() as conn:
+            cur = conn.execute("DELETE FROM slack_holds WHERE rollback_id = %s",
+                               (rollback_id,))
+        return cur.rowcount > 0
+
+    def held(self) -> set[int]:
+        """The rollbacks held off Slack now, by any replica (lapsed holds are not)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT rollback_id FROM slack_holds"
+                                " WHERE until > now()").fetchall()
+        return {int(r[0]) for r in rows}
 
     def post_line(self, rb: Rollback, key: str, *, send: Callable[[], None],
                   wait: bool = True) -> None:

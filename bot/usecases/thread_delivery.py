@@ -20,7 +20,11 @@ Holding: from an approval (``hold``) until the executor's first platform write
 message (``LatestStateChat.defer``), so the approval path makes no Slack call but the
 approver-group read before the platform moves. A hold lapses after ``hold_seconds`` (no
 executor free, a plan whose first step writes nothing to the platform), so Slack is told
-late, never not at all.
+late, never not at all. The hold is a row (``Outbox.hold``, migration 022) as well as this
+process's note: the executor that writes first may run in another replica, whose
+deliverer must hold the lines too, and whose ``written`` ends the hold for every replica
+(this process's note goes at its deliverer's next round). The note alone answers the
+handler path's ``defer`` questions, so they cost no database round trip.
 """
 
 from __future__ import annotations
@@ -117,6 +121,10 @@ class ThreadDelivery:
     def written(self, rollback_id: int) -> None:
         with self._lock:
             held = self._held.pop(rollback_id, None) is not None
+        try:  # the hold as every replica sees it (the approval may have been elsewhere)
+            held = self.outbox.release_hold(rollback_id) or held
+        except Exception:  # called after a platform write: never mask its outcome
+            log.exception("releasing RB-%s's Slack hold failed (it lapses)", rollback_id)
         if held:
             self._wake.set()
 
@@ -133,6 +141,10 @@ class ThreadDelivery:
         """An approval: keep this rollback off Slack until its first platform write."""
         with self._lock:
             self._held[rollback_id] = self.monotonic() + self.hold_seconds
+        try:  # every replica's deliverer respects it (``Outbox.queued_lines``)
+            self.outbox.hold(rollback_id, self.hold_seconds)
+        except Exception:  # the approval stands; this process still holds its own
+            log.exception("recording RB-%s's Slack hold failed", rollback_id)
 
     def defer_refresh(self, rollback_id: int) -> bool:
         """``LatestStateChat.defer``: take a held rollback's refresh to render later."""
@@ -169,6 +181,12 @@ class ThreadDelivery:
         posted = 0
         stopped: set[int] = set()  # rollbacks with a line that failed: the rest waits
         rollbacks: dict[int, Rollback] = {}
+        held = self.outbox.held()  # by any replica; their lines are not even listed
+        with self._lock:
+            # A hold of ours released elsewhere (another replica's executor wrote first)
+            # or lapsed by the database's clock: this process stops holding it too.
+            for rid in [rid for rid in self._held if rid not in held]:
+                del self._held[rid]
         for queued in self.outbox.queued_lines(rollback_id):
             rid = queued.rollback_id
             if rid in stopped or self._held_now(rid):
@@ -183,7 +201,7 @@ class ThreadDelivery:
                 stopped.add(rid)
         with self._lock:
             due = [rid for rid in self._dirty if (rollback_id is None or rid == rollback_id)
-                   and not self._is_held(rid)]
+                   and not self._is_held(rid) and rid not in held]
             self._dirty.difference_update(due)
         for rid in due:
             try:
