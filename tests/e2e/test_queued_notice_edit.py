@@ -71,6 +71,19 @@ def _verification_posts(h: Harness, msg: dict[str, Any]) -> list[dict[str, Any]]
             if "Verification of" in str(m.get("text", ""))]
 
 
+def _queued_closed(h: Harness, key: str) -> bool:
+    """The queued card carries a closing footer (what ``Outbox.edit`` writes)."""
+    with h.bot.store.pool.connection() as conn:
+        row = conn.execute("SELECT line FROM outbox WHERE key = %s", (key,)).fetchone()
+    return bool(row and row[0] and (row[0].get("notice") or {}).get("closed"))
+
+
+def _attempts(h: Harness, key: str) -> int:
+    with h.bot.store.pool.connection() as conn:
+        row = conn.execute("SELECT attempts FROM outbox WHERE key = %s", (key,)).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _outbox_status(h: Harness, key: str) -> str | None:
     with h.bot.store.pool.connection() as conn:
         row = conn.execute("SELECT status FROM outbox WHERE key = %s", (key,)).fetchone()
@@ -87,10 +100,14 @@ def test_a_notice_closed_while_queued_is_posted_closed_once(
     msg = h.rollback_message(rid)
     h.emulator.wait_idle()
     demo.break_()  # health answers 503: verification fails
-    # chat.postMessage only (the emulator's fault injection, sandbox/slack/server.py
-    # fail_next): Slack answers internal_error, which chat.postMessage documents as a
-    # passing error (docs.slack.dev/reference/methods/chat.postMessage, "Errors").
+    # Posts fail (the emulator's fault injection, sandbox/slack/server.py fail_next: Slack
+    # answers internal_error, which chat.postMessage documents as a passing error,
+    # docs.slack.dev/reference/methods/chat.postMessage, "Errors"), and so do thread reads
+    # (conversations.replies lists it too, docs.slack.dev/reference/methods/
+    # conversations.replies): a line tried once is looked up before it is posted again
+    # (Outbox._once), so while reads fail the rollback's queue stays where it is.
     h.emulator.fail_next("chat.postMessage", "internal_error", times=SLACK_DOWN)
+    h.emulator.fail_next("conversations.replies", "internal_error", times=SLACK_DOWN)
     h.click(msg, ids.APPROVE, "bob")
     h.wait_state(rid, "verification_failed", timeout=20)
     key = f"verify:{rid}:1"
@@ -98,12 +115,29 @@ def test_a_notice_closed_while_queued_is_posted_closed_once(
     wait_until(lambda: "Mark resolved" in str(h.message_now(msg["ts"]).get("blocks")),
                message="the request message offers Mark resolved")
 
+    # Resolving posts its own line directly (bot/usecases/service.py): posts go through
+    # again, reads still fail. The first queued line was tried twice: its first post is
+    # over (claims serialize attempts), and every try now begins with the failing look-up,
+    # so it and the lines behind it, the card among them, wait.
+    wait_until(lambda: _attempts(h, f"line:{rid}:started") >= 2,
+               message="the first line tried twice")
+    assert h.emulator.recover("chat.postMessage") > 0  # Slack was refusing until now
+
     # Closed while its card waits: the edit must reach the card Slack will show.
     h.click(msg, ids.RESOLVE, "bob")
     closed = wait_until(lambda: store.get(rid).state.value != "verification_failed"
                         and store.get(rid).state.value, message="the rollback closed")
 
-    assert h.emulator.recover("chat.postMessage") > 0  # Slack was refusing until now
+    def calls() -> str:
+        return "\n".join(str((c.method, c.ok, c.error, str(c.params.get("text", ""))[:50]))
+                         for c in h.emulator.calls()[-40:])
+
+    # (the old code's edit found no ts and gave up: the card never changed)
+    wait_until(lambda: _queued_closed(h, key), message="the queued card edited",
+               diagnostics=calls)
+    assert _outbox_status(h, key) == "sending", calls()
+
+    assert h.emulator.recover("conversations.replies") > 0  # Slack is back
     h.emulator.wait_for(lambda: len(_verification_posts(h, msg)) == 1, 20,
                         description="the verification notice once Slack is back")
     h.emulator.wait_idle()
