@@ -139,12 +139,13 @@ class ThreadDelivery:
     # ------------------------------------------------------------------ holding
     def hold(self, rollback_id: int) -> None:
         """An approval: keep this rollback off Slack until its first platform write."""
-        with self._lock:
-            self._held[rollback_id] = self.monotonic() + self.hold_seconds
+        # The row first: a deliverer round that finds no row drops this process's note.
         try:  # every replica's deliverer respects it (``Outbox.queued_lines``)
             self.outbox.hold(rollback_id, self.hold_seconds)
         except Exception:  # the approval stands; this process still holds its own
             log.exception("recording RB-%s's Slack hold failed", rollback_id)
+        with self._lock:
+            self._held[rollback_id] = self.monotonic() + self.hold_seconds
 
     def defer_refresh(self, rollback_id: int) -> bool:
         """``LatestStateChat.defer``: take a held rollback's refresh to render later."""
@@ -181,11 +182,14 @@ class ThreadDelivery:
         posted = 0
         stopped: set[int] = set()  # rollbacks with a line that failed: the rest waits
         rollbacks: dict[int, Rollback] = {}
+        looked = self.monotonic()
         held = self.outbox.held()  # by any replica; their lines are not even listed
         with self._lock:
             # A hold of ours released elsewhere (another replica's executor wrote first)
-            # or lapsed by the database's clock: this process stops holding it too.
-            for rid in [rid for rid in self._held if rid not in held]:
+            # or lapsed by the database's clock: this process stops holding it too. Not
+            # a note made since the look (its row came after it): that one stands.
+            for rid in [rid for rid, until in self._held.items()
+                        if rid not in held and until <= looked + self.hold_seconds]:
                 del self._held[rid]
         for queued in self.outbox.queued_lines(rollback_id):
             rid = queued.rollback_id
