@@ -142,7 +142,8 @@ class ThreadDelivery:
         # The row first: a deliverer round that finds no row drops this process's note.
         try:  # every replica's deliverer respects it (``Outbox.queued_lines``)
             self.outbox.hold(rollback_id, self.hold_seconds)
-        except Exception:  # the approval stands; this process still holds its own
+        except Exception:  # the approval stands; the note holds this process's handler
+            # path, and its deliverer until its next round (no row: the hold is shorter)
             log.exception("recording RB-%s's Slack hold failed", rollback_id)
         with self._lock:
             self._held[rollback_id] = self.monotonic() + self.hold_seconds
