@@ -3,20 +3,23 @@
 Notices are posted by their caller through ``notice``; the executor's thread lines are
 queued (``queue_line``: the message as JSON in ``line``, ordered by ``line_order``) and
 posted later by ``bot.usecases.thread_delivery`` through ``post_line``, the same once-only
-path."""
+path. A queued notice (``{"notice": ...}`` in ``line``) is posted by ``post_queued_notice``
+as it reads when the deliverer claims it, so an ``edit`` made while it waited is what Slack
+shows."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from bot.domain.message_codec import decode_message, encode
 from bot.domain.models import Rollback
-from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice
+from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice, scrubbed_facts
 from bot.persistence import claims
 
 log = logging.getLogger(__name__)
@@ -109,26 +112,64 @@ class Outbox:
     # ------------------------------------------------------------------ thread lines
     def queue_line(self, rollback_id: int, key: str, line: dict[str, Any]) -> bool:
         """Queue a thread line for the deliverer (``bot.usecases.thread_delivery``); False
-        when ``key`` was queued before (a resumed executor saying it again)."""
+        when nothing is left to do: ``key`` was queued before (a resumed executor saying it
+        again), or it was posted already. A row under ``key`` that is no line and not sent
+        (a direct post that failed, or is under way: its claim keeps the two apart) takes
+        the line, so the deliverer sends it once, looking in Slack first if an attempt was
+        made; left as it was, nothing would ever post it. E-mail rows are never lines."""
         with self.pool.connection() as conn:
             row = conn.execute(
                 "INSERT INTO outbox (key, rollback_id, line, line_order)"
                 " VALUES (%s, %s, %s, nextval('outbox_line_order'))"
-                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                " ON CONFLICT (key) DO UPDATE SET line = EXCLUDED.line,"
+                " line_order = EXCLUDED.line_order, status = 'sending',"
+                " rollback_id = COALESCE(outbox.rollback_id, EXCLUDED.rollback_id)"
+                " WHERE outbox.line IS NULL AND outbox.mail IS NULL"
+                " AND outbox.status <> 'sent'"
+                " RETURNING key",
                 (key, rollback_id, Jsonb(line))).fetchone()
         return row is not None
 
     def queued_lines(self, rollback_id: int | None = None, *, limit: int = 200
                      ) -> list[QueuedLine]:
-        """Lines not yet posted, oldest first (one rollback's, or everyone's)."""
+        """Lines not yet posted, oldest first (one rollback's, or everyone's), but those of
+        a rollback held off Slack (``hold``) by any replica."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT key, rollback_id, line, attempts FROM outbox"
                 " WHERE line IS NOT NULL AND status = 'sending'"
                 " AND (%s::bigint IS NULL OR rollback_id = %s)"
+                " AND NOT EXISTS (SELECT 1 FROM slack_holds h"
+                " WHERE h.rollback_id = outbox.rollback_id AND h.until > now())"
                 " ORDER BY line_order LIMIT %s",
                 (rollback_id, rollback_id, limit)).fetchall()
         return [QueuedLine(str(k), int(r), dict(line), int(a)) for k, r, line, a in rows]
+
+    # ------------------------------------------------------------------ holds
+    def hold(self, rollback_id: int, seconds: float) -> None:
+        """Keep the rollback's lines off Slack for every replica's deliverer, at most
+        ``seconds`` (the database's clock: replicas' clocks never compare)."""
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM slack_holds WHERE until <= now()")  # lapsed ones
+            conn.execute(
+                "INSERT INTO slack_holds (rollback_id, until)"
+                " VALUES (%s, now() + make_interval(secs => %s))"
+                " ON CONFLICT (rollback_id) DO UPDATE SET until = EXCLUDED.until",
+                (rollback_id, seconds))
+
+    def release_hold(self, rollback_id: int) -> bool:
+        """End the rollback's hold for every replica; False when there was none."""
+        with self.pool.connection() as conn:
+            cur = conn.execute("DELETE FROM slack_holds WHERE rollback_id = %s",
+                               (rollback_id,))
+        return cur.rowcount > 0
+
+    def held(self) -> set[int]:
+        """The rollbacks held off Slack now, by any replica (lapsed holds are not)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT rollback_id FROM slack_holds"
+                                " WHERE until > now()").fetchall()
+        return {int(r[0]) for r in rows}
 
     def post_line(self, rb: Rollback, key: str, *, send: Callable[[], None],
                   wait: bool = True) -> None:
@@ -142,6 +183,28 @@ class Outbox:
 
         self._once(key, rb, None, send=attempt,
                    lookup=lambda: self.chat.find_notice(rb, key), wait=wait)
+
+    def post_queued_notice(self, rb: Rollback, key: str, *, wait: bool = True) -> str:
+        """Post the notice queued under ``key`` once, as it reads now: its content is read
+        under the claim, which an ``edit`` waits for, so the post carries every edit made
+        before it and an edit after it finds the ts. A run that finds the post of an
+        interrupted attempt re-renders it: an edit may have come after that attempt."""
+        def current() -> Notice:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT line FROM outbox WHERE key = %s",
+                                   (key,)).fetchone()
+            if row is None or not row[0] or "notice" not in row[0]:
+                raise LookupError(f"outbox {key}: no queued notice")
+            return Notice(key, decode_message(row[0]["notice"]))
+
+        def lookup() -> str | None:
+            found = self.chat.find_notice(rb, key)
+            if found is not None:
+                self.chat.edit_notice(rb, found, current())
+            return found
+
+        return self._once(key, rb, None, send=lambda: self.chat.notice(rb, current()),
+                          lookup=lookup, wait=wait)
 
     def give_up_line(self, key: str, error: str) -> None:
         with self.pool.connection() as conn:
@@ -165,11 +228,47 @@ class Outbox:
         return str(row[0]), str(row[1])
 
     def edit(self, rb: Rollback, notice: Notice, *, channel: str | None = None) -> bool:
-        """Re-render an already posted notice (same key) in place; False if never posted."""
-        ts = self.sent_ts(notice.key)
-        if ts is None:
-            return False
-        self.chat.edit_notice(rb, ts, notice, channel=channel)
+        """Re-render a notice (same key) in place; False if there is nothing to edit.
+
+        Posted: edited in Slack. Queued for the deliverer and not posted yet: the queued
+        content is rewritten, so the post shows the edit. Being posted right now (claimed,
+        queued or direct): wait for that post, then edit it in Slack, or rewrite the queue
+        if it failed. A direct post that failed and is not queued: nothing to edit. The
+        rewrite is fenced on the claim (``claimable``) in one statement, so it never lands
+        between the deliverer reading the content and marking it sent."""
+        stored = Jsonb({"notice": encode(scrubbed_facts(notice.message))})
+
+        def settle() -> str | bool | None:
+            """The ts when posted; True when the queue was rewritten; False when there is
+            nothing to edit; None while a poster holds the key."""
+            with self.pool.connection() as conn:
+                if conn.execute(
+                        "UPDATE outbox SET line = %s WHERE key = %s AND status = 'sending'"
+                        " AND line ? 'notice'"
+                        f" AND {claims.claimable('outbox')} RETURNING key",
+                        (stored, notice.key)).fetchone() is not None:
+                    return True
+                row = conn.execute(
+                    "SELECT status, ts, line ? 'notice',"
+                    f" {claims.claimable('outbox')} FROM outbox WHERE key = %s",
+                    (notice.key,)).fetchone()
+            if row is None:
+                return False
+            status, ts, queued, free = row
+            if status == "sent":
+                return str(ts) if ts else False
+            # Claimed (a post under way, queued or direct): its ts comes with its mark.
+            # A queued one found free here was freed since the rewrite: look again.
+            return None if status == "sending" and (queued or not free) else False
+
+        # (mypy solves wait_for's T over a union with None as object: say it)
+        got = cast("str | bool", claims.wait_for(settle, timeout=self.claim_seconds + 30,
+                                                 what=f"outbox {notice.key} (edit)"))
+        if isinstance(got, bool):
+            if got:
+                log.info("outbox %s: edited while queued", notice.key)
+            return got
+        self.chat.edit_notice(rb, got, notice, channel=channel)
         return True
 
     def _once(self, key: str, rb: Rollback | None, channel: str | None, *,

@@ -11,14 +11,20 @@ line exactly-once (``Outbox.post_line``), also when another replica's deliverer 
 executor's own ``flush`` delivers the same rollback at the same moment. ``notice`` queues
 an aftercare card (verification, monitoring, completion) the same way, under the notice's
 own key: the transition it decorates commits whatever Slack answers, and the card goes out
-once Slack does (``Outbox.notice`` posts it, so its ts is kept for a later edit).
+once Slack does (``Outbox.post_queued_notice`` posts it, so its ts is kept for a later
+edit). An edit of a card still queued (``Outbox.edit``: a button closed it meanwhile)
+rewrites the queued card, so it goes out as edited, once.
 
 Holding: from an approval (``hold``) until the executor's first platform write
 (``written``), nothing about that rollback goes to Slack, neither its lines nor its
 message (``LatestStateChat.defer``), so the approval path makes no Slack call but the
 approver-group read before the platform moves. A hold lapses after ``hold_seconds`` (no
 executor free, a plan whose first step writes nothing to the platform), so Slack is told
-late, never not at all.
+late, never not at all. The hold is a row (``Outbox.hold``, migration 022) as well as this
+process's note: the executor that writes first may run in another replica, whose
+deliverer must hold the lines too, and whose ``written`` ends the hold for every replica
+(this process's note goes at its deliverer's next round). The note alone answers the
+handler path's ``defer`` questions, so they cost no database round trip.
 """
 
 from __future__ import annotations
@@ -115,6 +121,10 @@ class ThreadDelivery:
     def written(self, rollback_id: int) -> None:
         with self._lock:
             held = self._held.pop(rollback_id, None) is not None
+        try:  # the hold as every replica sees it (the approval may have been elsewhere)
+            held = self.outbox.release_hold(rollback_id) or held
+        except Exception:  # called after a platform write: never mask its outcome
+            log.exception("releasing RB-%s's Slack hold failed (it lapses)", rollback_id)
         if held:
             self._wake.set()
 
@@ -129,6 +139,12 @@ class ThreadDelivery:
     # ------------------------------------------------------------------ holding
     def hold(self, rollback_id: int) -> None:
         """An approval: keep this rollback off Slack until its first platform write."""
+        # The row first: a deliverer round that finds no row drops this process's note.
+        try:  # every replica's deliverer respects it (``Outbox.queued_lines``)
+            self.outbox.hold(rollback_id, self.hold_seconds)
+        except Exception:  # the approval stands; the note holds this process's handler
+            # path, and its deliverer until its next round (no row: the hold is shorter)
+            log.exception("recording RB-%s's Slack hold failed", rollback_id)
         with self._lock:
             self._held[rollback_id] = self.monotonic() + self.hold_seconds
 
@@ -167,6 +183,15 @@ class ThreadDelivery:
         posted = 0
         stopped: set[int] = set()  # rollbacks with a line that failed: the rest waits
         rollbacks: dict[int, Rollback] = {}
+        looked = self.monotonic()
+        held = self.outbox.held()  # by any replica; their lines are not even listed
+        with self._lock:
+            # A hold of ours released elsewhere (another replica's executor wrote first)
+            # or lapsed by the database's clock: this process stops holding it too. Not
+            # a note made since the look (its row came after it): that one stands.
+            for rid in [rid for rid, until in self._held.items()
+                        if rid not in held and until <= looked + self.hold_seconds]:
+                del self._held[rid]
         for queued in self.outbox.queued_lines(rollback_id):
             rid = queued.rollback_id
             if rid in stopped or self._held_now(rid):
@@ -181,7 +206,7 @@ class ThreadDelivery:
                 stopped.add(rid)
         with self._lock:
             due = [rid for rid in self._dirty if (rollback_id is None or rid == rollback_id)
-                   and not self._is_held(rid)]
+                   and not self._is_held(rid) and rid not in held]
             self._dirty.difference_update(due)
         for rid in due:
             try:
@@ -195,8 +220,8 @@ class ThreadDelivery:
     def _post(self, rb: Rollback, queued: QueuedLine) -> bool:
         try:
             if "notice" in queued.line:  # a card: posted and looked up as a notice
-                self.outbox.notice(rb, Notice(queued.key, decode_message(queued.line["notice"])),
-                                   wait=False)
+                # As it reads under the claim, not as listed: an edit may have come since.
+                self.outbox.post_queued_notice(rb, queued.key, wait=False)
                 return True
             message = decode_message(queued.line["message"])
             mention = queued.line.get("mention")
