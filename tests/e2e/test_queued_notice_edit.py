@@ -10,7 +10,6 @@ the queued card, so Slack shows it closed, once.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +20,6 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.domain.messages import StatuspageNotUpdated
-from bot.domain.models import Rollback
 from bot.domain.ports import Notice
 from bot.persistence import claims
 from bot.persistence.db import migrate, open_pool
@@ -30,12 +28,12 @@ from bot.persistence.store import Store
 from bot.usecases.latest_state_chat import LatestStateChat
 from bot.usecases.thread_delivery import ThreadDelivery
 from handlers import ids
-from handlers.gateway import SlackChat
 from sandbox.demo import DemoService
 from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 from tests.e2e.conftest import CHANNEL, Harness
 from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
 from tests.support.history_seed import seed_active
+from tests.support.notice_gate import NoticeGate
 from tests.support.waiting import wait_until
 
 SEEDED = "C0INCHVB01"  # the emulator's seeded channel (history is read by id, as in Slack)
@@ -151,20 +149,6 @@ def test_a_notice_closed_while_queued_is_posted_closed_once(
 
 
 # ---------------------------------------------------------------------- an edit mid-post
-class NoticeGate(SlackChat):
-    """The real adapter, whose notice posts wait for ``door`` once they have begun."""
-
-    def __init__(self, client: WebClient) -> None:
-        super().__init__(client)
-        self.door = threading.Event()
-        self.entered = threading.Event()
-
-    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
-        self.entered.set()
-        assert self.door.wait(30), "the test never opened the door"
-        return super().notice(rollback, notice, channel=channel)
-
-
 def test_an_edit_while_the_deliverer_posts_lands_after_the_post(
         fresh_db: str, slack: SlackEmulator,  # noqa: F811
         caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,6 @@ emulator, the real deliverer (``ThreadDelivery.deliver``).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,7 +29,6 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain.message_codec import encode
 from bot.domain.messages import StatuspageNotUpdated
-from bot.domain.models import Rollback
 from bot.domain.ports import CrashPoints, Notice
 from bot.persistence.db import migrate, open_pool
 from bot.persistence.outbox import Outbox
@@ -41,26 +39,13 @@ from handlers.gateway import SlackChat
 from sandbox.slack import DEFAULT_BOT_TOKEN, SlackEmulator
 from tests.integration.pg_fixtures import fresh_db, pg_url  # noqa: F401
 from tests.support.history_seed import seed_active
+from tests.support.notice_gate import NoticeGate
 
 CHANNEL = "C0INCHVB01"  # the emulator's seeded channel
 
 
 class Died(Exception):
     """The poster's process ending right after Slack answered (a crash point)."""
-
-
-class NoticeGate(SlackChat):
-    """The real adapter, whose notice posts wait for ``door`` once they have begun."""
-
-    def __init__(self, client: WebClient) -> None:
-        super().__init__(client)
-        self.door = threading.Event()
-        self.entered = threading.Event()
-
-    def notice(self, rollback: Rollback, notice: Notice, *, channel: str | None = None) -> str:
-        self.entered.set()
-        assert self.door.wait(30), "the test never opened the door"
-        return super().notice(rollback, notice, channel=channel)
 
 
 @pytest.fixture
