@@ -13,8 +13,9 @@ connections, one TLS context.
 What stays as in Bolt's: the body is the given fields without the ``None`` ones, sent as
 ``application/json;charset=utf-8``; an HTTP error status is returned, not raised (a 404
 for an expired response_url is the caller's to read, as ``WebhookResponse`` has it); one
-retry when the connection fails before Slack answered (``default_retry_handlers``:
-``ConnectionErrorRetryHandler``, one retry); a 30 s timeout (``WebhookClient``'s default).
+retry when no connection could be made (``default_retry_handlers``:
+``ConnectionErrorRetryHandler``, one retry; never once the post may have reached Slack);
+a 30 s timeout (``WebhookClient``'s default).
 What differs on purpose: a transport error is raised as ``ResponseUrlUnreachable``, whose
 text never carries the URL (a response_url is a credential for that message for 30
 minutes, so it stays out of logs and of the refusal the user is told).
@@ -82,13 +83,17 @@ class PooledRespond(Respond):
             try:
                 got = self._http.post(url, content=body.encode("utf-8"), headers=HEADERS,
                                       timeout=TIMEOUT_SECONDS)
-            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-                # Nothing reached Slack (refused, or a kept-alive connection the server had
-                # closed): the one retry WebhookClient's default handler makes.
+            except httpx.ConnectError as exc:
+                # No connection, so nothing reached Slack: the one retry WebhookClient's
+                # default handler makes. Not after a connection was made: a protocol error
+                # may come after Slack took the post (httpcore raises RemoteProtocolError
+                # for a body cut short while reading the answer), and a second post of an
+                # in-channel answer would show twice. httpcore already drops a kept-alive
+                # connection the server closed before reusing it.
                 if attempt == 2:
                     raise ResponseUrlUnreachable(
                         f"Slack's response_url did not answer ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, RuntimeError) as exc:  # RuntimeError: closed client
                 raise ResponseUrlUnreachable(
                     f"Slack's response_url did not answer ({type(exc).__name__})") from None
             else:

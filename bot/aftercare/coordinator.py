@@ -225,18 +225,21 @@ class Aftercare:
         self._schedule_tick(m, min(m.total_ticks, max(seq + 1, elapsed)))
 
     def _complete_job(self, job: Job) -> None:
-        """A rollback verified with no window that is still ``monitoring``: the process that
-        moved it there died before completing it (``COMPLETE_JOB``). Completing twice is
-        harmless (``_complete`` is re-run by a retried tick too)."""
+        """A rollback verified with no window whose inline completion did not run to its end
+        (``COMPLETE_JOB``; the completion cancels this job as its last act): the process
+        that moved it into ``monitoring`` died before the move to ``completed``, or after it
+        and before the card, the notices, the reminders and the hooks. Either way
+        ``_complete`` runs again: each of its steps is keyed or idempotent (a retried tick
+        re-runs it too), and a stale move returns the rollback as it is."""
         assert job.rollback_id is not None
         rb = self.rollback_store.get(job.rollback_id)
-        if rb.state == State.VERIFYING and int(job.payload["attempt"]) == self.attempt(rb.id):
+        if int(job.payload["attempt"]) != self.attempt(rb.id) or self.store.monitors(rb.id):
+            return  # an older attempt's, or a window decides this rollback
+        if rb.state == State.VERIFYING:
             self._defer(job)  # the transition this follows has not committed yet
             return
-        if rb.state != State.MONITORING or any(
-                m.status == "running" for m in self.store.monitors(rb.id)):
-            return  # completed inline, or moved on since (a resumed window decides)
-        self._complete(rb, self.catalog.service_config(rb.service), None)
+        if rb.state in (State.MONITORING, State.COMPLETED):
+            self._complete(rb, self.catalog.service_config(rb.service), None)
 
     def _defer(self, job: Job, *, payload: dict[str, Any] | None = None) -> None:
         self.jobs.schedule(
@@ -313,8 +316,7 @@ class Aftercare:
                         known_good=known_good)
         if rb.state != State.COMPLETED:
             return
-        if m is None:  # its backup is not needed (a no-op when it is what runs this)
-            self.jobs.cancel(rollback_id=rb.id, kinds=[COMPLETE_JOB])
+        self.crash_points.completed(rb.ref)
         self.progress.notice(rb, Notice(f"complete:{rb.id}", Completed(
             rb.ref, rb.service, rb.target_revision.label())))
         window = span(svc.monitoring.duration_seconds)
@@ -324,6 +326,8 @@ class Aftercare:
         self.reminders.create(rb)
         for hook in self.on_completed:
             hook(rb)
+        if m is None:  # all done: its backup is not needed (a no-op when it runs this)
+            self.jobs.cancel(rollback_id=rb.id, kinds=[COMPLETE_JOB])
 
     def _known_good_snapshot(self, rb: Rollback) -> dict[str, Any] | None:
         """A stable rollback's configuration, what a later ``restore_config`` returns to

@@ -45,6 +45,9 @@ class CrashPoints:
     # (rollback ref) verified with no monitoring window: the move into monitoring
     # committed, the completion not made
     verified: Callable[[str], None] = _no_hold
+    # (rollback ref) the move to completed committed; the card, the stakeholder update, the
+    # reminders and the completion hooks not made
+    completed: Callable[[str], None] = _no_hold
 
 
 NO_CRASH_POINTS = CrashPoints()

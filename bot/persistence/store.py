@@ -15,6 +15,7 @@ sealed (``bot.persistence.sealing``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -69,6 +70,8 @@ class Store:
     def __init__(self, pool: ConnectionPool, lease_pool: ConnectionPool | None = None) -> None:
         self.pool = pool
         claims.retain_owner(pool)  # its claim owner lives until the last store closes
+        self._closed = False
+        self._close_lock = threading.Lock()
         # The executor's lease writes (heartbeat, park, release) borrow from their own
         # small pool when given one (``db.open_lease_pool``): a fence never waits behind
         # work that holds the main pool's connections.
@@ -753,7 +756,12 @@ class Store:
     def close(self) -> None:
         """Close the pools (the lease pool too when it is its own) and the process's claim
         owner on this database when no other store uses it (``claims.release_owner``: its
-        liveness connection is not pooled, so closing the pools alone left it open)."""
+        liveness connection is not pooled, so closing the pools alone left it open).
+        Idempotent: a second close must not release another store's use of the owner."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         claims.release_owner(self.pool)
         if self.lease_pool is not self.pool:
             self.lease_pool.close()

@@ -97,6 +97,9 @@ class BotApp:
     # credentials, a token variable unset): /readyz names them until the config is fixed.
     platforms_unavailable: tuple[str, ...] = ()
     delivery: ThreadDelivery | None = None  # the executor's thread lines, posted after it
+    # Answers through response_urls (handlers/respond.py): a pool of their own, so probes
+    # hanging on a sick platform never make an answer wait for a connection.
+    answers_http: httpx.Client | None = None
     _started: bool = False
 
     def start_background(self) -> None:
@@ -123,6 +126,8 @@ class BotApp:
         # that use them have stopped: claims this process still marks are free at once.
         self.store.close()
         self.http.close()  # after the workers that use it have stopped
+        if self.answers_http is not None:
+            self.answers_http.close()
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
         """Socket Mode with the front door's size limit (``handlers/socket_mode.py``)."""
@@ -392,7 +397,8 @@ def create_app(
     pool = work_pool.WorkPool(workers=settings.work_pool_workers or work_pool.DEFAULT_WORKERS,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
-    respond.install(bolt, core.catalog.http)  # answers on kept-alive connections
+    answers_http = shared_client()
+    respond.install(bolt, answers_http)  # answers on kept-alive connections
     # A lane of its own for decisions (approve, cancel, reject, IC, checklist): database and
     # Slack only, so they are never "busy" because platform reads hang.
     decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
@@ -419,7 +425,7 @@ def create_app(
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,
                   work_pool=pool, decision_pool=decisions, http=core.catalog.http,
-                  delivery=core.delivery,
+                  delivery=core.delivery, answers_http=answers_http,
                   database_url=core.database_url,
                   platforms_unavailable=tuple(
                       name for name in configured_platforms(config)

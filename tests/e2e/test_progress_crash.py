@@ -67,20 +67,24 @@ def test_a_step_line_pending_when_the_process_dies_is_posted_once_after_restart(
     assert ticks == [f"{n}/{total}" for n in range(1, total + 1)], rig.thread_texts(msg)
 
 
+@pytest.mark.parametrize(("fault", "parked", "state"), [
+    ("ROLLBACK_FAULT_VERIFIED", "verified", "monitoring"),
+    ("ROLLBACK_FAULT_COMPLETED", "completed", "completed"),
+])
 def test_a_rollback_verified_with_no_window_is_completed_after_its_process_dies(
-        rig: CrashRig) -> None:
+        rig: CrashRig, fault: str, parked: str, state: str) -> None:
     """The rig's services have no monitoring window, so the process that moves a rollback
     into ``monitoring`` completes it at once. Process A is parked between the two commits
-    and SIGKILLed there (seen once under load, unforced: RB-1 stayed ``monitoring`` for
-    good, as the executor never claims a monitoring rollback and there was no tick to come).
-    Process B completes it, once."""
+    (seen once under load, unforced: RB-1 stayed ``monitoring`` for good, as the executor
+    never claims a monitoring rollback and there was no tick to come), or after the move to
+    ``completed`` before anything was said about it, and SIGKILLed there. Process B
+    finishes the completion: one ``stable`` event and one completion card."""
     fault_file = rig.tmp / "fault-hold"
-    a = rig.start_bot("bot-A", env={"ROLLBACK_FAULT_VERIFIED": "1",
-                                    "ROLLBACK_FAULT_FILE": str(fault_file)})
+    a = rig.start_bot("bot-A", env={fault: "1", "ROLLBACK_FAULT_FILE": str(fault_file)})
     rollback_id, msg = rig.request_and_approve(a, REQUEST)
     announced = rig.wait_fault(a, fault_file)
-    assert f"verified RB-{rollback_id}" in announced, announced
-    assert rig.store.get(rollback_id).state.value == "monitoring", rig.diagnostics(rollback_id)
+    assert f"{parked} RB-{rollback_id}" in announced, announced
+    assert rig.store.get(rollback_id).state.value == state, rig.diagnostics(rollback_id)
 
     a.kill()
     rig.start_bot("bot-B")

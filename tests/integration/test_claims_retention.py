@@ -148,3 +148,17 @@ def test_two_apps_on_one_database_share_the_owner_until_the_last_one_stops(
     finally:
         for stack in running:
             stack.stop()
+
+
+def test_a_store_closed_twice_leaves_the_other_stores_owner_alive(db: str) -> None:
+    """A second ``close`` of one store must not count as the other store's close."""
+    pool_a = open_pool(db, min_size=1, max_size=2)
+    pool_b = open_pool(db, min_size=1, max_size=2)  # same conninfo: the same owner
+    first, second = Store(pool_a), Store(pool_b)
+    try:
+        token = _claim(db, pool_b, "watch:held-by-the-second-store")
+        first.close()
+        first.close()
+        assert _sql(db, "SELECT claim_alive(%s)", (token,)) == [(True,)]
+    finally:
+        second.close()

@@ -8,7 +8,8 @@ rendered, or a thread line queued, and its attempt committed, before the SMTP se
 the Slack post; a shell pattern, as the key holds the rollback's id) or
 ``ROLLBACK_FAULT_PUBLISH=<key>:<stage>`` (a post-mortem pull request part-way: ``branch``
 created, or ``file`` written, no pull request yet) or ``ROLLBACK_FAULT_VERIFIED=1`` (a
-rollback moved into monitoring, its completion not made). The process writes ``<pid> ...`` to the
+rollback moved into monitoring, its completion not made) or ``ROLLBACK_FAULT_COMPLETED=1``
+(moved to completed, nothing said about it yet). The process writes ``<pid> ...`` to the
 file and blocks until SIGKILL. Only this test entry point reads these
 variables; the product takes the points as a ``create_app`` argument and never looks at the
 environment for them.
@@ -40,6 +41,7 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
     send_key = env.get("ROLLBACK_FAULT_SEND")
     publish = env.get("ROLLBACK_FAULT_PUBLISH")  # "<key pattern>:<stage>", e.g. "*:branch"
     hold_verified = bool(env.get("ROLLBACK_FAULT_VERIFIED"))
+    hold_completed = bool(env.get("ROLLBACK_FAULT_COMPLETED"))
 
     def step(kind: str, when: str) -> None:
         if hold_kind and kind == hold_kind and when == hold_when:
@@ -61,5 +63,9 @@ def from_environment(env: Mapping[str, str] = os.environ) -> CrashPoints:
         if hold_verified:
             _park(Path(announce), f"verified {ref}")
 
+    def completed(ref: str) -> None:
+        if hold_completed:
+            _park(Path(announce), f"completed {ref}")
+
     return CrashPoints(step=step, posted=posted, sending=sending, publishing=publishing,
-                       verified=verified)
+                       verified=verified, completed=completed)
