@@ -97,9 +97,6 @@ class BotApp:
     # credentials, a token variable unset): /readyz names them until the config is fixed.
     platforms_unavailable: tuple[str, ...] = ()
     delivery: ThreadDelivery | None = None  # the executor's thread lines, posted after it
-    # Answers through response_urls (handlers/respond.py): a pool of their own, so probes
-    # hanging on a sick platform never make an answer wait for a connection.
-    answers_http: httpx.Client | None = None
     _started: bool = False
 
     def start_background(self) -> None:
@@ -126,8 +123,6 @@ class BotApp:
         # that use them have stopped: claims this process still marks are free at once.
         self.store.close()
         self.http.close()  # after the workers that use it have stopped
-        if self.answers_http is not None:
-            self.answers_http.close()
 
     def socket_mode_handler(self, app_token: str) -> GuardedSocketModeHandler:
         """Socket Mode with the front door's size limit (``handlers/socket_mode.py``)."""
@@ -352,7 +347,6 @@ def create_app(
         aftercare_buttons,
         commands,
         modals,
-        respond,
         watcher_buttons,
         work_pool,
     )
@@ -361,8 +355,10 @@ def create_app(
     from handlers import timeline as timeline_button
     from handlers.gateway import SlackChat, SlackDirectory
 
-    # One TLS context for every Web API call: slack_sdk posts with urllib, which builds a
-    # context (loading the CA bundle) per call when given none (http.client.HTTPSConnection).
+    # One TLS context for every Web API call and every answer through a response_url (Bolt
+    # gives its Respond the client's ``ssl``: slack_bolt/context/context.py): slack_sdk
+    # posts with urllib, which builds a context (loading the CA bundle) per call when given
+    # none (http.client.HTTPSConnection).
     client = slack_client or WebClient(token=settings.slack_bot_token,
                                        base_url=settings.slack_api_url,
                                        ssl=ssl.create_default_context())
@@ -397,8 +393,6 @@ def create_app(
     pool = work_pool.WorkPool(workers=settings.work_pool_workers or work_pool.DEFAULT_WORKERS,
                               queue=settings.work_pool_queue)
     work_pool.attach(bolt, pool)  # before any listener that hands work over is registered
-    answers_http = shared_client()
-    respond.install(bolt, answers_http)  # answers on kept-alive connections
     # A lane of its own for decisions (approve, cancel, reject, IC, checklist): database and
     # Slack only, so they are never "busy" because platform reads hang.
     decisions = work_pool.WorkPool(workers=work_pool.DECISION_WORKERS,
@@ -425,7 +419,7 @@ def create_app(
                   executor=core.executor, scheduler=core.scheduler,
                   job_router=core.job_router, watcher=core.watcher,
                   work_pool=pool, decision_pool=decisions, http=core.catalog.http,
-                  delivery=core.delivery, answers_http=answers_http,
+                  delivery=core.delivery,
                   database_url=core.database_url,
                   platforms_unavailable=tuple(
                       name for name in configured_platforms(config)

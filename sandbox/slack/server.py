@@ -78,9 +78,6 @@ class SlackEmulator:
             bot_id="B0ROLLBOT",
         )  # fmt: skip
         self._failures: dict[str, list[tuple[str, int, float | None]]] = {}
-        # The client ports response_url POSTs arrived from: instrumentation for tests (Slack
-        # does not report it), so a test can see answers share a kept-alive connection.
-        self._response_url_peers: set[int] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         if seed:
@@ -198,15 +195,6 @@ class SlackEmulator:
         """Every request received so far, optionally only one Web API method's."""
         with self.ws.lock:
             return [c for c in self.ws.call_log if method is None or c.method == method]
-
-    def response_url_connections(self) -> int:
-        """How many TCP connections response_url POSTs have come over so far."""
-        with self.ws.lock:
-            return len(self._response_url_peers)
-
-    def note_response_url_peer(self, port: int) -> None:
-        with self.ws.lock:
-            self._response_url_peers.add(port)
 
     def messages(self, channel: str = DEFAULT_CHANNEL) -> list[dict[str, Any]]:
         return copy.deepcopy(self.ws.channel_messages(channel))

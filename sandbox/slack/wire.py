@@ -25,8 +25,6 @@ class Workspace(Protocol):
 
     def handle_response_url(self, token: str, body: Any) -> tuple[int, dict[str, Any]]: ...
 
-    def note_response_url_peer(self, port: int) -> None: ...
-
     def file_content(self, file_id: str) -> bytes: ...
 
     def accept_websocket(self, request: Any, ticket: str | None) -> None: ...
@@ -141,7 +139,6 @@ class RequestHandler(BaseHTTPRequestHandler):
                 payload = json.loads(body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError):
             payload = None
-        self.emulator.note_response_url_peer(int(self.client_address[1]))
         status, answer = self.emulator.handle_response_url(token, payload)
         self._send_json(status, answer)
 
