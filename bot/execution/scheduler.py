@@ -35,8 +35,8 @@ import psycopg
 
 from bot.domain.ports import Clock, utcnow
 from bot.observability import metrics
+from bot.persistence.claims import ClaimHeld
 from bot.persistence.jobs import Job, JobStore
-from bot.persistence.outbox import ClaimHeld
 
 log = logging.getLogger(__name__)
 

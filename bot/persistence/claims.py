@@ -47,6 +47,11 @@ SLACK_CLAIM_SECONDS = 300.0
 SLOW_WAIT_SECONDS = 5.0
 
 
+class ClaimHeld(Exception):
+    """Another live claimant holds this key right now (a caller that would not wait): try
+    again later. The scheduler postpones a job that raises it (``JobStore.postpone``)."""
+
+
 def claimable(table: str) -> str:
     """SQL: ``table``'s row may be claimed (never claimed, released, expired, or its owner
     gone). OR evaluates left to right, so pg_locks is read only for a row claimed now."""

@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 
 from bot.observability.scrub import scrub
 from bot.persistence import claims
-from bot.persistence.outbox import ClaimHeld
+from bot.persistence.claims import ClaimHeld
 
 MAIL_CHANNEL = "email"  # the ``channel`` of an e-mail row (a Slack row names a channel)
 

@@ -21,6 +21,7 @@ from bot.domain.message_codec import decode_message, encode
 from bot.domain.models import Rollback
 from bot.domain.ports import NO_CRASH_POINTS, Chat, CrashPoints, Notice, scrubbed_facts
 from bot.persistence import claims
+from bot.persistence.claims import ClaimHeld
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ class QueuedLine:
     rollback_id: int
     line: dict[str, Any]
     attempts: int
-
-
-class ClaimHeld(Exception):
-    """Another poster holds this key right now (``wait=False``): try again later."""
 
 
 class Outbox:

@@ -39,7 +39,8 @@ from bot.domain.message_codec import decode_message, encode
 from bot.domain.messages import Message
 from bot.domain.models import Rollback
 from bot.domain.ports import Notice, scrubbed_facts
-from bot.persistence.outbox import LINE_MAX_ATTEMPTS, ClaimHeld, Outbox, QueuedLine
+from bot.persistence.claims import ClaimHeld
+from bot.persistence.outbox import LINE_MAX_ATTEMPTS, Outbox, QueuedLine
 from bot.persistence.store import Store
 from bot.usecases.latest_state_chat import LatestStateChat
 
